@@ -1,0 +1,163 @@
+"""The chunk grid: one set of windows shared by every stage and every output.
+
+A :class:`ChunkGrid` is a value (raster shape + chunk size + transform); its
+chunks are plain ``(row_off, col_off, height, width)`` windows. Stages that
+need spatial context ask for a chunk *with a halo* and trim it back with
+:func:`trim_halo`, so results do not depend on where chunk borders fall.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from affine import Affine
+
+
+@dataclass(frozen=True, order=True)
+class Window:
+    """A rectangle of pixels: row/col offset and size. Hashable and ordered."""
+
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """Numpy slices ``(rows, cols)`` selecting this window from the full raster."""
+        return (
+            slice(self.row_off, self.row_off + self.height),
+            slice(self.col_off, self.col_off + self.width),
+        )
+
+    def to_rasterio(self):  # noqa: ANN201 - rasterio type kept out of the signature
+        from rasterio.windows import Window as RioWindow
+
+        return RioWindow(self.col_off, self.row_off, self.width, self.height)
+
+    @property
+    def key(self) -> str:
+        """Stable textual id, used in file names and task keys."""
+        return f"r{self.row_off}_c{self.col_off}_h{self.height}_w{self.width}"
+
+
+@dataclass(frozen=True)
+class HaloWindow:
+    """A window grown by a halo, clipped to the raster, and where the core lies inside it."""
+
+    outer: Window
+    core: Window
+
+    @property
+    def core_in_outer(self) -> tuple[slice, slice]:
+        """Slices that select the core from an array read over ``outer``.
+
+        >>> hw = halo_window(Window(0, 10, 10, 10), halo=4, shape=(30, 30))
+        >>> hw.outer, hw.core_in_outer
+        (Window(row_off=0, col_off=6, height=14, width=18), (slice(0, 10, None), slice(4, 14, None)))
+        """
+        r0 = self.core.row_off - self.outer.row_off
+        c0 = self.core.col_off - self.outer.col_off
+        return slice(r0, r0 + self.core.height), slice(c0, c0 + self.core.width)
+
+
+def halo_window(core: Window, halo: int, shape: tuple[int, int]) -> HaloWindow:
+    """Grow ``core`` by ``halo`` pixels on each side, clipped to a raster of ``shape``."""
+    r0 = max(core.row_off - halo, 0)
+    c0 = max(core.col_off - halo, 0)
+    r1 = min(core.row_off + core.height + halo, shape[0])
+    c1 = min(core.col_off + core.width + halo, shape[1])
+    return HaloWindow(outer=Window(r0, c0, r1 - r0, c1 - c0), core=core)
+
+
+def trim_halo(array, hw: HaloWindow):  # noqa: ANN001, ANN201 - any array-like with [..., y, x]
+    """Cut the core back out of an array read over ``hw.outer`` (last two axes are y, x)."""
+    rows, cols = hw.core_in_outer
+    return array[..., rows, cols]
+
+
+@dataclass(frozen=True)
+class ChunkGrid:
+    """A raster's pixel grid cut into chunks of ``chunk`` × ``chunk`` pixels (edges smaller).
+
+    >>> g = ChunkGrid(height=5, width=7, chunk=4)
+    >>> g.n_chunks, g.chunks_shape
+    (4, (2, 2))
+    >>> [w.key for w in g.windows()]
+    ['r0_c0_h4_w4', 'r0_c4_h4_w3', 'r4_c0_h1_w4', 'r4_c4_h1_w3']
+    """
+
+    height: int
+    width: int
+    chunk: int
+    transform: Affine = Affine.identity()
+
+    def __post_init__(self) -> None:
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"grid must have at least one pixel, got {self.height}x{self.width}")
+        if self.chunk < 1:
+            raise ValueError(f"chunk size must be positive, got {self.chunk}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def chunks_shape(self) -> tuple[int, int]:
+        """Number of chunks along y and x."""
+        return -(-self.height // self.chunk), -(-self.width // self.chunk)
+
+    @property
+    def n_chunks(self) -> int:
+        ny, nx = self.chunks_shape
+        return ny * nx
+
+    @property
+    def dask_chunks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The same grid expressed as Dask ``chunks`` for a (y, x) array."""
+        return _edges(self.height, self.chunk), _edges(self.width, self.chunk)
+
+    def window(self, iy: int, ix: int) -> Window:
+        """The window of chunk ``(iy, ix)``."""
+        r0, c0 = iy * self.chunk, ix * self.chunk
+        return Window(r0, c0, min(self.chunk, self.height - r0), min(self.chunk, self.width - c0))
+
+    def windows(self) -> Iterator[Window]:
+        """All chunk windows in row-major order (the order used for every reduction)."""
+        ny, nx = self.chunks_shape
+        for iy in range(ny):
+            for ix in range(nx):
+                yield self.window(iy, ix)
+
+    def window_transform(self, window: Window) -> Affine:
+        """Affine transform of a window's top-left pixel."""
+        return self.transform * Affine.translation(window.col_off, window.row_off)
+
+    @property
+    def pixel_area(self) -> float:
+        """Area of one pixel in CRS units squared (m² for projected CRSs)."""
+        return abs(self.transform.a * self.transform.e - self.transform.b * self.transform.d)
+
+
+def _edges(n: int, chunk: int) -> tuple[int, ...]:
+    full, rest = divmod(n, chunk)
+    return (chunk,) * full + ((rest,) if rest else ())
+
+
+def aligned_chunk_size(requested: int, block: tuple[int, int]) -> int:
+    """Round a requested chunk size to a multiple of the file's internal block size.
+
+    Untiled files (blocks one row high or full width) keep the requested size.
+
+    >>> aligned_chunk_size(2000, (512, 512))
+    2048
+    >>> aligned_chunk_size(300, (512, 512))
+    512
+    >>> aligned_chunk_size(1000, (1, 7000))
+    1000
+    """
+    by, bx = block
+    if by != bx or by < 16:
+        return requested
+    return max(by, int(round(requested / by)) * by)

@@ -1,0 +1,266 @@
+"""The label raster as a georeferenced Zarr store that GDAL, rasterio and xarray open directly.
+
+Layout (Zarr v2, the format GDAL's Zarr driver reads best)::
+
+    labels.zarr/
+      labels        (y, x) uint8, chunked on the processing grid, zstd; fill = NODATA_LABEL
+                    attrs: _ARRAY_DIMENSIONS, _CRS {"wkt"} (GDAL), grid_mapping/coordinates
+                    (xarray/rioxarray), geoseg:classes (ids, names, colours), flag_values/meanings
+      x, y          pixel-centre coordinates (GDAL derives the geotransform from them)
+      spatial_ref   CF grid mapping: crs_wkt and GeoTransform
+      .zmetadata    consolidated metadata, written last
+
+Writing is a transaction: a store is built under ``labels.zarr.partial``; every chunk is written
+whole, once, followed by a small marker file, so a rerun skips chunks already done; only
+:meth:`LabelStoreWriter.finalize` consolidates the metadata and renames the store into place.
+A ``labels.zarr`` that exists is therefore always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from affine import Affine
+from rasterio.crs import CRS
+
+from .classes import NODATA_LABEL, ClassInfo, legend_from_json, legend_to_json
+from .errors import InputError, OutputError
+from .grid import ChunkGrid, Window
+
+ARRAY_NAME = "labels"
+PARTIAL_SUFFIX = ".partial"
+_MARKERS = ".geoseg-chunks"
+
+
+def _compressor():  # noqa: ANN202
+    import numcodecs
+
+    return numcodecs.Zstd(level=3)
+
+
+@dataclass(frozen=True)
+class LabelRasterInfo:
+    """What a finished label store says about itself."""
+
+    path: Path
+    crs: CRS
+    transform: Affine
+    height: int
+    width: int
+    chunk: int
+    legend: tuple[ClassInfo, ...]
+    nodata: int
+    attrs: dict[str, Any]
+
+    @property
+    def grid(self) -> ChunkGrid:
+        return ChunkGrid(self.height, self.width, self.chunk, self.transform)
+
+
+class LabelStoreWriter:
+    """Builds ``<path>`` chunk by chunk; safe to use from many processes at once.
+
+    Create it on the client with :meth:`create` (or :meth:`resume`), then call
+    :func:`write_label_chunk` from tasks with the same ``path`` and ``grid``.
+    """
+
+    def __init__(self, path: str | Path, grid: ChunkGrid, crs: CRS) -> None:
+        self.path = Path(path)
+        self.grid = grid
+        self.crs = crs
+
+    @property
+    def partial_path(self) -> Path:
+        return self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        grid: ChunkGrid,
+        crs: CRS,
+        legend: tuple[ClassInfo, ...],
+        attrs: dict[str, Any] | None = None,
+        resume_key: str | None = None,
+    ) -> "LabelStoreWriter":
+        """Start (or resume) a store. ``resume_key`` identifies the work; a partial store
+        with another key is discarded rather than reused, so stale chunks never leak in."""
+        import zarr
+
+        writer = cls(path, grid, crs)
+        partial = writer.partial_path
+        if partial.exists():
+            old_key = _read_resume_key(partial)
+            if resume_key is not None and old_key == resume_key:
+                return writer
+            shutil.rmtree(partial)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        root = zarr.open_group(str(partial), mode="w", zarr_format=2)
+        labels = root.create_array(
+            ARRAY_NAME,
+            shape=grid.shape,
+            chunks=(grid.chunk, grid.chunk),
+            dtype="uint8",
+            fill_value=NODATA_LABEL,
+            compressors=_compressor(),
+        )
+        labels.attrs.update(_label_attrs(crs, legend, attrs or {}))
+        t = grid.transform
+        x = root.create_array("x", shape=(grid.width,), chunks=(grid.width,), dtype="float64", compressors=None)
+        x[:] = t.c + t.a * (np.arange(grid.width) + 0.5)
+        x.attrs.update({"_ARRAY_DIMENSIONS": ["x"], "units": "m", "standard_name": "projection_x_coordinate"})
+        y = root.create_array("y", shape=(grid.height,), chunks=(grid.height,), dtype="float64", compressors=None)
+        y[:] = t.f + t.e * (np.arange(grid.height) + 0.5)
+        y.attrs.update({"_ARRAY_DIMENSIONS": ["y"], "units": "m", "standard_name": "projection_y_coordinate"})
+        ref = root.create_array("spatial_ref", shape=(), dtype="int32", compressors=None)
+        ref.attrs.update(
+            {
+                "_ARRAY_DIMENSIONS": [],
+                "crs_wkt": crs.to_wkt(),
+                "spatial_ref": crs.to_wkt(),
+                "GeoTransform": " ".join(repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
+            }
+        )
+        root.attrs.update({"geoseg:resume_key": resume_key or "", "geoseg:complete": False})
+        (partial / _MARKERS).mkdir()
+        return writer
+
+    def marker(self, window: Window) -> Path:
+        return self.partial_path / _MARKERS / f"{window.key}.done"
+
+    def is_done(self, window: Window) -> bool:
+        return self.marker(window).exists()
+
+    def done_windows(self) -> set[str]:
+        folder = self.partial_path / _MARKERS
+        return {p.stem for p in folder.glob("*.done")} if folder.exists() else set()
+
+    def write(self, window: Window, labels: np.ndarray) -> None:
+        """Write one whole chunk, then its marker (so a crash mid-write is redone on resume)."""
+        import zarr
+
+        if labels.shape != (window.height, window.width):
+            raise ValueError(f"chunk {window.key} has shape {labels.shape}")
+        arr = zarr.open_array(str(self.partial_path / ARRAY_NAME), mode="r+", zarr_format=2)
+        rows, cols = window.slices
+        arr[rows, cols] = labels.astype(np.uint8, copy=False)
+        tmp = self.marker(window).with_suffix(".tmp")
+        tmp.write_text("ok")
+        os.replace(tmp, self.marker(window))
+
+    def finalize(self, extra_attrs: dict[str, Any] | None = None) -> Path:
+        """Check every chunk is done, consolidate metadata and move the store into place."""
+        import zarr
+
+        missing = [w.key for w in self.grid.windows() if not self.is_done(w)]
+        if missing:
+            raise OutputError(f"{len(missing)} label chunks were never written (first: {missing[0]}); rerun the job")
+        partial = self.partial_path
+        arr = zarr.open_array(str(partial / ARRAY_NAME), mode="r+", zarr_format=2)
+        if extra_attrs:
+            arr.attrs.update(extra_attrs)
+        root = zarr.open_group(str(partial), mode="r+", zarr_format=2)
+        root.attrs.update({"geoseg:complete": True})
+        shutil.rmtree(partial / _MARKERS)
+        zarr.consolidate_metadata(str(partial))
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(partial, self.path)
+        return self.path
+
+
+def _read_resume_key(partial: Path) -> str | None:
+    try:
+        return json.loads((partial / ".zattrs").read_text()).get("geoseg:resume_key")
+    except (OSError, ValueError):
+        return None
+
+
+def _label_attrs(crs: CRS, legend: tuple[ClassInfo, ...], extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "_ARRAY_DIMENSIONS": ["y", "x"],
+        "_CRS": {"wkt": crs.to_wkt()},
+        "grid_mapping": "spatial_ref",
+        "coordinates": "spatial_ref",
+        "long_name": "class label",
+        "flag_values": [c.id for c in legend],
+        "flag_meanings": " ".join(c.name.replace(" ", "_") for c in legend),
+        "geoseg:classes": legend_to_json(legend),
+        "geoseg:nodata": NODATA_LABEL,
+        **extra,
+    }
+
+
+def write_label_chunk(path: str | Path, grid: ChunkGrid, crs: CRS, window: Window, labels: np.ndarray) -> None:
+    """Task-side helper: write one chunk of the store being built at ``path``."""
+    LabelStoreWriter(path, grid, crs).write(window, labels)
+
+
+def read_label_info(path: str | Path) -> LabelRasterInfo:
+    """Read the georeferencing and legend of a finished label store."""
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        partial = path.with_name(path.name + PARTIAL_SUFFIX)
+        hint = " (an unfinished run left a .partial store: rerun the job to finish it)" if partial.exists() else ""
+        raise InputError(f"label store {path} does not exist{hint}")
+    try:
+        root = zarr.open_group(str(path), mode="r", zarr_format=2)
+        arr = root[ARRAY_NAME]
+        ref = dict(root["spatial_ref"].attrs)
+    except Exception as exc:  # zarr raises many types for a broken store
+        raise InputError(f"{path} is not a geoseg label store: {exc}") from exc
+    if not root.attrs.get("geoseg:complete", False):
+        raise InputError(f"label store {path} is incomplete; rerun the job that writes it")
+    c, a, b, f, d, e = (float(v) for v in ref["GeoTransform"].split())
+    attrs = dict(arr.attrs)
+    return LabelRasterInfo(
+        path=path,
+        crs=CRS.from_wkt(ref["crs_wkt"]),
+        transform=Affine(a, b, c, d, e, f),
+        height=int(arr.shape[0]),
+        width=int(arr.shape[1]),
+        chunk=int(arr.chunks[0]),
+        legend=legend_from_json(attrs.get("geoseg:classes", [])),
+        nodata=int(attrs.get("geoseg:nodata", NODATA_LABEL)),
+        attrs=attrs,
+    )
+
+
+def read_label_window(path: str | Path, window: Window) -> np.ndarray:
+    """Read a window of a finished label store as a uint8 array (no masking)."""
+    import zarr
+
+    arr = zarr.open_array(str(Path(path) / ARRAY_NAME), mode="r", zarr_format=2)
+    rows, cols = window.slices
+    return np.asarray(arr[rows, cols])
+
+
+def open_labels(path: str | Path, chunks: str | dict | None = None):  # noqa: ANN201 - xarray.DataArray
+    """Open a label store lazily as an ``xarray.DataArray`` with CRS (rioxarray) and coordinates.
+
+    Labels stay integers; nodata is exposed through ``.rio.nodata`` rather than NaN.
+    """
+    import rioxarray  # noqa: F401 - registers the .rio accessor
+    import xarray as xr
+
+    info = read_label_info(path)
+    ds = xr.open_zarr(str(path), mask_and_scale=False, chunks={} if chunks is None else chunks, consolidated=True)
+    da = ds[ARRAY_NAME]
+    da = da.rio.write_crs(info.crs).rio.write_transform(info.transform).rio.write_nodata(info.nodata)
+    da.attrs["legend"] = info.legend
+    return da
+
+
+def read_partial_window(path: str | Path, window: Window) -> np.ndarray:
+    """Read a window of a store still being built (used when resuming to count done chunks)."""
+    partial = Path(path)
+    partial = partial.with_name(partial.name + PARTIAL_SUFFIX)
+    return read_label_window(partial, window)

@@ -1,0 +1,95 @@
+"""run.json: what ran, on what, with which versions, how long each stage took, and how it ended.
+
+The record is rewritten atomically at the start (outcome ``running``) and at the end, so a
+scheduler or a person can tell a finished run from one that died.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+RUN_FILE = "run.json"
+
+_PACKAGES = (
+    "geoseg", "numpy", "dask", "distributed", "rasterio", "xarray", "rioxarray", "zarr",
+    "geopandas", "pyogrio", "shapely", "scikit-learn", "torch", "segmentation-models-pytorch",
+)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape results (missing ones are reported as such)."""
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    try:
+        import rasterio
+
+        out["gdal"] = rasterio.__gdal_version__
+    except ImportError:
+        pass
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON to a temporary file and rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    data: dict[str, Any]
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    _t0: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def start(cls, out: Path, job, scene) -> "RunRecord":  # noqa: ANN001
+        data = {
+            "geoseg_run": 1,
+            "outcome": "running",
+            "started": _now(),
+            "host": socket.gethostname(),
+            "python": platform.python_version(),
+            "job": job.model_dump(mode="json"),
+            "versions": package_versions(),
+            "inputs": [{"path": p, "bytes": s} for p, s in zip(scene.paths, scene.sizes_bytes)],
+            "scene": {
+                "width": scene.width, "height": scene.height, "bands": list(scene.band_names),
+                "crs": scene.crs.to_string(), "transform": list(scene.transform)[:6],
+            },
+        }
+        rec = cls(out / RUN_FILE, data)
+        write_json_atomic(rec.path, data)
+        return rec
+
+    def set_cluster(self, info) -> None:  # noqa: ANN001
+        self.data["cluster"] = info.to_json()
+
+    def finish(self, outcome: str, **extra: Any) -> None:
+        self.data.update(
+            outcome=outcome,
+            finished=_now(),
+            wall_seconds=round(time.perf_counter() - self._t0, 3),
+            stage_seconds=self.stage_seconds,
+        )
+        for k, v in extra.items():
+            self.data[k] = {kk: str(vv) for kk, vv in v.items()} if k == "outputs" else v
+        write_json_atomic(self.path, self.data)

@@ -1,0 +1,310 @@
+"""The run: from a job spec to labels.zarr, polygons.gpkg, metrics and run.json.
+
+Every stage works on the input's chunk grid and only small things reach the client: a pixel
+sample, centroids, per-chunk label counts, confusion matrices, seam polygons. Chunks already
+written by an interrupted run with the same inputs and parameters are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from . import runrecord
+from .classes import ClassInfo, legend_from_json
+from .cluster import ClusterInfo, connect
+from .errors import GeosegError, InputError, OutputError
+from .features import FeatureSpec, ResolvedFeatures
+from .grid import ChunkGrid, Window, halo_window
+from .io import Scene, open_scene, read_window
+from .jobspec import DeepLabConfig, JobSpec, KMeansConfig
+from .labelstore import LabelStoreWriter
+from .models.kmeans import KMeansModel, fit_kmeans
+from .predictors import ChunkPredictor, DeepLabPredictor, KMeansPredictor
+from .sampling import chunk_rng, sample_valid_pixels, sampling_rate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced; ``outputs`` maps a name to its path."""
+
+    output_dir: Path
+    outputs: dict[str, Path]
+    stage_seconds: dict[str, float]
+    label_counts: dict[int, int]
+    metrics_summary: Any = None
+    cluster: ClusterInfo | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- tasks (run on workers)
+
+
+def sample_task(scene: Scene, feats: ResolvedFeatures, window: Window, rate: float, seed: int) -> np.ndarray:
+    """Read one chunk and draw its share of the k-means sample."""
+    data, valid = read_window(scene, window)
+    return sample_valid_pixels(feats.compute(data), valid, rate, chunk_rng(seed, window))
+
+
+def label_task(
+    scene: Scene, grid: ChunkGrid, store: str, predictor: ChunkPredictor, window: Window
+) -> np.ndarray:
+    """Label one chunk and write it to the store; a chunk already written is only counted.
+
+    Returns the chunk's label histogram (256 counts), which is all that travels back.
+    """
+    from .labelstore import read_partial_window
+
+    writer = LabelStoreWriter(store, grid, scene.crs)
+    if writer.is_done(window):
+        labels = read_partial_window(store, window)
+    else:
+        hw = halo_window(window, predictor.halo, grid.shape)
+        data, valid = read_window(scene, hw.outer)
+        labels = predictor.predict(data, valid, hw)
+        writer.write(window, labels)
+    return np.bincount(labels.ravel(), minlength=256)
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+def job_identity(job: JobSpec, scene: Scene, extra: str = "") -> str:
+    """A key for the work: inputs (path, size, mtime), grid and method parameters.
+
+    A changed input or parameter gives another key, so stale chunks are never reused.
+    Cluster settings and the output folder do not change results and are left out.
+    """
+    inputs = []
+    for p in scene.paths:
+        st = Path(p).stat() if Path(p).exists() else None
+        inputs.append([p, st.st_size if st else None, st.st_mtime_ns if st else None])
+    payload = {
+        "inputs": inputs,
+        "chunk": job.chunk_size,
+        "method": job.method.model_dump(mode="json"),
+        "extra": extra,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_output_dir(out: Path, job: JobSpec) -> None:
+    """Refuse an output folder that holds another job's run (a rerun of the same job is fine)."""
+    record = out / runrecord.RUN_FILE
+    if record.exists():
+        try:
+            previous = json.loads(record.read_text())
+        except ValueError:
+            previous = {}
+        if previous.get("job", {}).get("name") != job.name:
+            raise OutputError(
+                f"{out} holds the output of another run ({previous.get('job', {}).get('name', 'unknown')!r}); "
+                "choose another output folder or delete it"
+            )
+    elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+        raise OutputError(f"{out} exists and is not a geoseg output folder; choose an empty or new folder")
+
+
+@contextmanager
+def _stage(times: dict[str, float], name: str) -> Iterator[None]:
+    log.info("stage %s ...", name)
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        times[name] = round(time.perf_counter() - t0, 3)
+        log.info("stage %s done in %.1f s", name, times[name])
+
+
+def _gather(client, futures: list, label: str, show_progress: bool) -> list:  # noqa: ANN001
+    """Wait for futures with a progress bar on a terminal; results in submission order."""
+    if show_progress and sys.stderr.isatty():
+        from distributed import progress
+
+        print(f"{label}:", file=sys.stderr)
+        progress(futures)
+    return client.gather(futures)
+
+
+def fit_kmeans_on_cluster(
+    client, scene: Scene, grid: ChunkGrid, cfg: KMeansConfig, show_progress: bool = True  # noqa: ANN001
+) -> tuple[KMeansModel, ResolvedFeatures]:
+    """Draw the stratified sample on the workers, fit k-means on the client."""
+    feats = FeatureSpec(
+        bands=tuple(cfg.features.bands) if cfg.features.bands else None, indices=tuple(cfg.features.indices)
+    ).resolve(scene.band_names)
+    rate = sampling_rate(cfg.sample_size, grid.height * grid.width)
+    windows = list(grid.windows())
+    futures = client.map(sample_task, [scene] * len(windows), [feats] * len(windows), windows,
+                         [rate] * len(windows), [cfg.seed] * len(windows), pure=False)
+    parts = _gather(client, futures, "sampling", show_progress)
+    sample = np.concatenate(parts, axis=0)
+    if sample.shape[0] == 0:
+        raise InputError("the input has no valid pixels (all nodata or NaN); nothing to cluster")
+    log.info("k-means sample: %d pixels x %d features", *sample.shape)
+    model = fit_kmeans(sample, cfg.n_clusters, cfg.seed, feats.names, n_init=cfg.n_init)
+    return model, feats
+
+
+def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) -> DeepLabPredictor:
+    """Check the checkpoint against the scene and describe how tasks should run it."""
+    from .checkpoint import check_compatible, read_meta
+    from .models.deeplab import required_halo
+
+    meta = read_meta(cfg.checkpoint)
+    check_compatible(meta, scene.band_names, scene.resolution)
+    resources = {"GPU": 1} if gpu_workers and cfg.device != "cpu" else None
+    return DeepLabPredictor(
+        checkpoint=Path(cfg.checkpoint),
+        halo=required_halo(meta),
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        resources=resources,
+        classes=tuple(meta.classes),
+    )
+
+
+def write_labels(
+    client, scene: Scene, grid: ChunkGrid, predictor: ChunkPredictor, store: Path,  # noqa: ANN001
+    resume_key: str, attrs: dict[str, Any], show_progress: bool = True,
+) -> dict[int, int]:
+    """Predict every chunk into ``store`` (skipping chunks already done) and finalise it."""
+    writer = LabelStoreWriter.create(store, grid, scene.crs, predictor.legend(), attrs=attrs, resume_key=resume_key)
+    done = writer.done_windows()
+    if done:
+        log.info("resuming: %d of %d chunks already written", len(done), grid.n_chunks)
+    windows = list(grid.windows())
+    n = len(windows)
+    annotations = {"resources": predictor.resources} if predictor.resources else {}
+    futures = client.map(label_task, [scene] * n, [grid] * n, [str(store)] * n, [predictor] * n, windows,
+                         pure=False, **annotations)
+    hist = np.sum(_gather(client, futures, "labelling", show_progress), axis=0)
+    writer.finalize()
+    return {int(i): int(c) for i, c in enumerate(hist) if c}
+
+
+def run_job(
+    job: JobSpec, scheduler: str | None = None, show_progress: bool = True, client=None  # noqa: ANN001
+) -> RunResult:
+    """Run a validated job end to end. ``client`` reuses an existing Dask client (notebooks, tests)."""
+    out = Path(job.output)
+    scene = open_scene(job.inputs, allow_gdal_virtual=job.allow_gdal_virtual)
+    check_output_dir(out, job)
+    out.mkdir(parents=True, exist_ok=True)
+    record = runrecord.RunRecord.start(out, job, scene)
+    try:
+        if client is not None:
+            from .cluster import describe
+
+            result = _run_stages(job, scene, out, client, describe(client, "given"), record, show_progress)
+        else:
+            c = job.cluster
+            with connect(scheduler, c.n_workers, c.threads_per_worker, c.memory_limit, c.dashboard) as (cl, info):
+                if info.dashboard:
+                    log.info("Dask dashboard: %s", info.dashboard)
+                    if show_progress:
+                        print(f"Dask dashboard: {info.dashboard}", file=sys.stderr)
+                result = _run_stages(job, scene, out, cl, info, record, show_progress)
+    except GeosegError as exc:
+        record.finish("failed", error=str(exc))
+        raise
+    except BaseException as exc:
+        record.finish("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    record.finish("complete", outputs=result.outputs, label_counts=result.label_counts)
+    result.outputs["run"] = record.path
+    return result
+
+
+def _run_stages(
+    job: JobSpec, scene: Scene, out: Path, client, info: ClusterInfo,  # noqa: ANN001
+    record: "runrecord.RunRecord", show_progress: bool,
+) -> RunResult:
+    times: dict[str, float] = record.stage_seconds
+    record.set_cluster(info)
+    grid = scene.grid(job.chunk_size)
+    outputs: dict[str, Path] = {}
+    extra: dict[str, Any] = {}
+    method = job.method
+
+    with _stage(times, "fit" if isinstance(method, KMeansConfig) else "load_model"):
+        if isinstance(method, KMeansConfig):
+            model, feats = fit_kmeans_on_cluster(client, scene, grid, method, show_progress)
+            predictor: ChunkPredictor = KMeansPredictor(model, feats)
+            (out / "model.json").write_text(json.dumps(model.to_json(), indent=1))
+            outputs["model"] = out / "model.json"
+            key = job_identity(job, scene, json.dumps(model.to_json()))
+        else:
+            predictor = build_deeplab_predictor(method, scene, info.gpu_workers)
+            key = job_identity(job, scene, _file_digest(Path(str(method.checkpoint) + ".safetensors")))
+
+    with _stage(times, "predict"):
+        store = out / "labels.zarr"
+        attrs = {"geoseg:job": job.name, "geoseg:method": method.kind, "geoseg:resume_key": key}
+        counts = write_labels(client, scene, grid, predictor, store, key, attrs, show_progress)
+        outputs["labels"] = store
+
+    if job.vectorize.enabled:
+        from .vectorize import vectorize_labels
+
+        with _stage(times, "vectorize"):
+            v = job.vectorize
+            vres = vectorize_labels(
+                store, out / "polygons.gpkg", client=client, min_mapping_unit_px=v.min_mapping_unit_px,
+                simplify_tolerance=v.simplify_tolerance, layout=v.layout,
+            )
+            outputs["polygons"] = Path(vres.out_path)
+            extra["n_polygons"] = vres.n_features
+
+    summary = None
+    if job.reference is not None:
+        from .evaluate import evaluate
+        from .report import write_outputs
+
+        with _stage(times, "evaluate"):
+            mapping = job.evaluate.mapping or ("hungarian" if isinstance(method, KMeansConfig) else "identity")
+            regions = job.regions
+            evaluation = evaluate(
+                store,
+                str(job.reference.path),
+                reference_field=job.reference.field,
+                reference_legend=reference_legend(job),
+                regions=str(regions.path) if regions and regions.path else None,
+                region_field=regions.field if regions else None,
+                grid_cell_m=regions.grid_cell_m if regions else None,
+                mapping=mapping,
+                client=client,
+            )
+            written = write_outputs(
+                evaluation, out,
+                regions_path=str(regions.path) if regions and regions.path else None,
+                preview=scene.paths[0],
+            )
+            outputs.update(written)
+            summary = evaluation.summary()
+            extra["mapping"] = {str(k): v for k, v in evaluation.mapping.items()}
+    return RunResult(out, outputs, times, counts, summary, info, extra)
+
+
+def reference_legend(job: JobSpec) -> tuple[ClassInfo, ...] | None:
+    """The reference's class names and colours, when the job gives them."""
+    return legend_from_json(job.classes) if job.classes else None
