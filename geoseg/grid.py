@@ -132,7 +132,7 @@ class ChunkGrid:
 
     def window_transform(self, window: Window) -> Affine:
         """Affine transform of a window's top-left pixel."""
-        return self.transform * Affine.translation(window.col_off, window.row_off)
+        return self.transform @ Affine.translation(window.col_off, window.row_off)
 
     @property
     def pixel_area(self) -> float:
