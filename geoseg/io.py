@@ -19,7 +19,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import RasterioIOError
+from rasterio.errors import RasterioError, RasterioIOError
 
 from .errors import GridMismatchError, InputError
 from .grid import ChunkGrid, Window, aligned_chunk_size
@@ -27,7 +27,7 @@ from .grid import ChunkGrid, Window, aligned_chunk_size
 log = logging.getLogger(__name__)
 
 #: Largest raster side we accept: beyond this a file's header is more likely corrupt than real.
-MAX_SIDE = 1_000_000
+MAX_SIDE = 200_000
 #: Bounded retries for transient read errors (network file systems, object storage).
 READ_RETRIES = 3
 
@@ -94,7 +94,7 @@ def expand_inputs(patterns: Sequence[str], allow_gdal_virtual: bool = False) -> 
 def _open(path: str):  # noqa: ANN202
     try:
         return rasterio.open(path)
-    except RasterioIOError as exc:
+    except (RasterioError, ValueError) as exc:
         raise InputError(f"cannot open {path} as a raster: {exc}. Is it a complete GeoTIFF?") from exc
 
 
@@ -196,18 +196,28 @@ def read_window(scene: Scene, window: Window) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_with_retry(path: str, window: Window) -> np.ndarray:
+    """Read a window; retry I/O errors a few times (flaky storage), fail fast on corrupt data."""
     delay = 0.5
     for attempt in range(READ_RETRIES + 1):
         try:
             with rasterio.open(path) as ds:
                 return ds.read(window=window.to_rasterio())
-        except RasterioIOError as exc:
-            if attempt == READ_RETRIES or not Path(path).exists() and "://" not in path:
-                raise InputError(f"cannot read {window.key} of {path}: {exc}") from exc
+        except RasterioError as exc:
+            transient = isinstance(exc, RasterioIOError) and not _is_corrupt(exc) and (
+                "://" in path or Path(path).exists()
+            )
+            if attempt == READ_RETRIES or not transient:
+                raise InputError(f"cannot read {window.key} of {path}: {exc}; is the file complete?") from exc
             log.warning("read of %s %s failed (%s); retrying", path, window.key, exc)
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
+
+
+def _is_corrupt(exc: Exception) -> bool:
+    """Errors that retrying cannot fix: the bytes on disk are wrong, not the connection."""
+    text = str(exc).lower()
+    return any(w in text for w in ("tiffreaddirectory", "decod", "corrupt", "invalid", "not a tiff", "truncat"))
 
 
 def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - xarray.DataArray

@@ -185,13 +185,18 @@ def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) 
 
 def write_labels(
     client, scene: Scene, grid: ChunkGrid, predictor: ChunkPredictor, store: Path,  # noqa: ANN001
-    resume_key: str, attrs: dict[str, Any], show_progress: bool = True,
+    resume_key: str, attrs: dict[str, Any], show_progress: bool = True, reused: list[int] | None = None,
 ) -> dict[int, int]:
-    """Predict every chunk into ``store`` (skipping chunks already done) and finalise it."""
+    """Predict every chunk into ``store`` (skipping chunks already done) and finalise it.
+
+    ``reused``, when given, receives the number of chunks found already done.
+    """
+    reused = reused if reused is not None else [0]
     writer = LabelStoreWriter.create(store, grid, scene.crs, predictor.legend(), attrs=attrs, resume_key=resume_key)
     done = writer.done_windows()
     if done:
         log.info("resuming: %d of %d chunks already written", len(done), grid.n_chunks)
+    reused[0] = len(done)
     windows = list(grid.windows())
     n = len(windows)
     annotations = {"resources": predictor.resources} if predictor.resources else {}
@@ -260,8 +265,11 @@ def _run_stages(
     with _stage(times, "predict"):
         store = out / "labels.zarr"
         attrs = {"geoseg:job": job.name, "geoseg:method": method.kind, "geoseg:resume_key": key}
-        counts = write_labels(client, scene, grid, predictor, store, key, attrs, show_progress)
+        reused: list[int] = [0]
+        counts = write_labels(client, scene, grid, predictor, store, key, attrs, show_progress, reused)
         outputs["labels"] = store
+        record.data["chunks_total"] = grid.n_chunks
+        record.data["chunks_reused"] = reused[0]
 
     if job.vectorize.enabled:
         from .vectorize import vectorize_labels
