@@ -46,9 +46,14 @@ class KMeansPredictor:
     def legend(self) -> tuple[ClassInfo, ...]:
         return cluster_legend(self.model.n_clusters)
 
-    def predict(self, data: np.ndarray, valid: np.ndarray, hw: HaloWindow) -> np.ndarray:
+    def predict(self, data: np.ndarray, valid: np.ndarray, hw: HaloWindow, rows_per_block: int = 128) -> np.ndarray:
+        """Features and labels row block by row block: small temporaries that stay in cache."""
         data, valid = trim_halo(data, hw), trim_halo(valid, hw)
-        return self.model.predict(self.features.compute(data), valid)
+        labels = np.empty(valid.shape, dtype=np.uint8)
+        for r0 in range(0, valid.shape[0], rows_per_block):
+            rows = slice(r0, r0 + rows_per_block)
+            labels[rows] = self.model.predict(self.features.compute(data[:, rows]), valid[rows])
+        return labels
 
 
 @dataclass(frozen=True)

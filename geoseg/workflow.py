@@ -30,7 +30,7 @@ from .jobspec import DeepLabConfig, JobSpec, KMeansConfig
 from .labelstore import LabelStoreWriter
 from .models.kmeans import KMeansModel, fit_kmeans
 from .predictors import ChunkPredictor, DeepLabPredictor, KMeansPredictor
-from .sampling import chunk_rng, sample_valid_pixels, sampling_rate
+from .sampling import chunk_rng, sample_valid_pixels, sample_windows, sampling_rate
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,25 @@ class RunResult:
 # --------------------------------------------------------------------------- tasks (run on workers)
 
 
+#: Fraction of each chunk's file blocks read to draw the k-means sample (see ``sample_windows``).
+SAMPLE_BLOCK_FRACTION = 0.25
+
+
 def sample_task(scene: Scene, feats: ResolvedFeatures, window: Window, rate: float, seed: int) -> np.ndarray:
-    """Read one chunk and draw its share of the k-means sample."""
-    data, valid = read_window(scene, window)
-    return sample_valid_pixels(feats.compute(data), valid, rate, chunk_rng(seed, window))
+    """Draw one chunk's share of the k-means sample from a random quarter of its file blocks.
+
+    The rate is scaled up by the fraction actually read, so each chunk still contributes in
+    proportion to its valid pixels.
+    """
+    rng = chunk_rng(seed, window)
+    parts = sample_windows(window, scene.block, SAMPLE_BLOCK_FRACTION, rng)
+    read_px = sum(w.height * w.width for w in parts)
+    scaled = min(1.0, rate * window.height * window.width / read_px)
+    out = []
+    for sub in parts:
+        data, valid = read_window(scene, sub)
+        out.append(sample_valid_pixels(feats.compute(data), valid, scaled, rng))
+    return np.concatenate(out, axis=0)
 
 
 def label_task(
