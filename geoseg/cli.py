@@ -45,6 +45,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    import json
+
+    from .jobspec import load_job
+    from .monitor import run_monitor
+
+    summary = run_monitor(load_job(args.job), scheduler=args.scheduler)
+    print(json.dumps(summary.to_json(), indent=1))
+    return summary.exit_code
+
+
+def cmd_change(args: argparse.Namespace) -> int:
+    from .change import compare_periods
+
+    report = compare_periods(args.before, args.after, args.out, regions=args.regions, region_field=args.region_field)
+    print(report.transitions("ALL", changed_only=True).to_string(index=False))
+    print(f"changed area: {report.changed_area_m2():.0f} m² of {report.total_area_m2():.0f} m²; written to {args.out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -101,6 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (default: start a local one)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("monitor", help="process every new scene matching the job's inputs, one dated folder per period, with change reports")
+    s.add_argument("job", help="path to the job file")
+    s.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    s.set_defaults(func=cmd_monitor)
+
+    s = sub.add_parser("change", help="change report between two label stores on one grid")
+    s.add_argument("before", help="labels.zarr of the earlier period")
+    s.add_argument("after", help="labels.zarr of the later period")
+    s.add_argument("--out", required=True, help="folder for change.zarr, transitions.csv, change-summary.json")
+    s.add_argument("--regions", default=None, help="regions layer for per-region transitions")
+    s.add_argument("--region-field", default=None)
+    s.set_defaults(func=cmd_change)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

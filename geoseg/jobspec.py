@@ -34,6 +34,8 @@ class KMeansConfig(_Strict):
     seed: int = 0
     n_init: int = Field(4, ge=1, le=50)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    #: ``model.json`` of an earlier run: skip the fit and reuse its clusters (comparable ids over time).
+    model: Path | None = None
 
 
 class DeepLabConfig(_Strict):
@@ -73,6 +75,13 @@ class VectorizeConfig(_Strict):
     layout: Literal["single", "per_class"] = "single"
 
 
+class MonitorConfig(_Strict):
+    """Scheduled monitoring: how a scene's period (date) is read from its file name."""
+
+    date_pattern: str = r"(\d{4})-?(\d{2})-?(\d{2})"
+    reuse_kmeans_model: bool = True
+
+
 class ClusterConfig(_Strict):
     """A local cluster's shape, used when no scheduler address is given."""
 
@@ -97,6 +106,7 @@ class JobSpec(_Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     vectorize: VectorizeConfig = Field(default_factory=VectorizeConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     allow_gdal_virtual: bool = False
 
     @field_validator("inputs")
@@ -118,6 +128,8 @@ class JobSpec(_Strict):
         update: dict[str, Any] = {"inputs": [fix(i) for i in self.inputs], "output": fix(self.output)}
         if isinstance(self.method, DeepLabConfig):
             update["method"] = self.method.model_copy(update={"checkpoint": fix(self.method.checkpoint)})
+        elif self.method.model is not None:
+            update["method"] = self.method.model_copy(update={"model": fix(self.method.model)})
         if self.reference:
             update["reference"] = self.reference.model_copy(update={"path": fix(self.reference.path)})
         if self.regions and self.regions.path:

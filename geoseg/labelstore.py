@@ -88,6 +88,8 @@ class LabelStoreWriter:
         legend: tuple[ClassInfo, ...],
         attrs: dict[str, Any] | None = None,
         resume_key: str | None = None,
+        dtype: str = "uint8",
+        fill_value: int = NODATA_LABEL,
     ) -> "LabelStoreWriter":
         """Start (or resume) a store. ``resume_key`` identifies the work; a partial store
         with another key is discarded rather than reused, so stale chunks never leak in."""
@@ -106,11 +108,11 @@ class LabelStoreWriter:
             ARRAY_NAME,
             shape=grid.shape,
             chunks=(grid.chunk, grid.chunk),
-            dtype="uint8",
-            fill_value=NODATA_LABEL,
+            dtype=dtype,
+            fill_value=fill_value,
             compressors=_compressor(),
         )
-        labels.attrs.update(_label_attrs(crs, legend, attrs or {}))
+        labels.attrs.update(_label_attrs(crs, legend, {"geoseg:nodata": fill_value, **(attrs or {})}))
         t = grid.transform
         x = root.create_array("x", shape=(grid.width,), chunks=(grid.width,), dtype="float64", compressors=None)
         x[:] = t.c + t.a * (np.arange(grid.width) + 0.5)
@@ -149,7 +151,7 @@ class LabelStoreWriter:
             raise ValueError(f"chunk {window.key} has shape {labels.shape}")
         arr = zarr.open_array(str(self.partial_path / ARRAY_NAME), mode="r+", zarr_format=2)
         rows, cols = window.slices
-        arr[rows, cols] = labels.astype(np.uint8, copy=False)
+        arr[rows, cols] = labels.astype(arr.dtype, copy=False)
         tmp = self.marker(window).with_suffix(".tmp")
         tmp.write_text("ok")
         os.replace(tmp, self.marker(window))
@@ -235,7 +237,7 @@ def read_label_info(path: str | Path) -> LabelRasterInfo:
 
 
 def read_label_window(path: str | Path, window: Window) -> np.ndarray:
-    """Read a window of a finished label store as a uint8 array (no masking)."""
+    """Read a window of a finished label store as stored (uint8 labels; no masking)."""
     import zarr
 
     arr = zarr.open_array(str(Path(path) / ARRAY_NAME), mode="r", zarr_format=2)

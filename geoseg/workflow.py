@@ -163,10 +163,24 @@ def _gather(client, futures: list, label: str, show_progress: bool) -> list:  # 
 def fit_kmeans_on_cluster(
     client, scene: Scene, grid: ChunkGrid, cfg: KMeansConfig, show_progress: bool = True  # noqa: ANN001
 ) -> tuple[KMeansModel, ResolvedFeatures]:
-    """Draw the stratified sample on the workers, fit k-means on the client."""
+    """Draw the stratified sample on the workers, fit k-means on the client.
+
+    With ``cfg.model`` (a ``model.json`` of an earlier run) the fit is skipped and that model reused.
+    """
     feats = FeatureSpec(
         bands=tuple(cfg.features.bands) if cfg.features.bands else None, indices=tuple(cfg.features.indices)
     ).resolve(scene.band_names)
+    if cfg.model is not None:
+        try:
+            model = KMeansModel.from_json(json.loads(Path(cfg.model).read_text()))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read k-means model {cfg.model}: {exc}") from exc
+        if model.feature_names != feats.names:
+            raise InputError(
+                f"k-means model {cfg.model} was fitted on features {list(model.feature_names)}, "
+                f"this scene gives {list(feats.names)}"
+            )
+        return model, feats
     rate = sampling_rate(cfg.sample_size, grid.height * grid.width)
     windows = list(grid.windows())
     futures = client.map(sample_task, [scene] * len(windows), [feats] * len(windows), windows,

@@ -44,6 +44,20 @@ class KMeansModel:
         labels[~valid] = NODATA_LABEL
         return labels
 
+    @classmethod
+    def from_json(cls, data: dict) -> "KMeansModel":
+        """Rebuild a model saved with :meth:`to_json` (``model.json`` of a run)."""
+        try:
+            return cls(
+                centroids=np.asarray(data["centroids"], dtype=np.float32),
+                mean=np.asarray(data["mean"], dtype=np.float32),
+                std=np.asarray(data["std"], dtype=np.float32),
+                feature_names=tuple(data["feature_names"]),
+                inertia=float(data.get("inertia", float("nan"))),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"not a geoseg k-means model file: {exc}") from exc
+
     def to_json(self) -> dict:
         return {
             "centroids": self.centroids.tolist(),
