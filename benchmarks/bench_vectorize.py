@@ -1,0 +1,292 @@
+"""Benchmark: geoseg's parallel, seam-exact vectorisation against GDAL's polygoniser.
+
+Generates a fragmented, k-means-like label raster (smooth noise quantised into classes plus
+salt noise) into a label store, then times
+
+* ``geoseg``: :func:`geoseg.vectorize.vectorize_labels` on a ``LocalCluster(n_workers=2,
+  threads_per_worker=1)`` writing a GeoPackage (cluster start-up not counted);
+* ``gdal_cli``: ``gdal_polygonize.py`` (one process) writing a GeoPackage from the same raster
+  exported as a GeoTIFF (with :func:`geoseg.export.export_cog`);
+* ``gdal_cli_memory`` (context): the same command writing to GDAL's in-memory driver, i.e. the
+  polygoniser alone without GeoPackage writing;
+* ``rasterio_single_pass`` (context): one ``rasterio.features.shapes`` pass (the GDAL inside
+  rasterio) over the whole raster in one process, written with pyogrio in one transaction;
+
+and records peak resident memory (client + workers, sampled every 50 ms) of the vectorise
+stage for each ``--sizes``. GDAL runs are done for the largest size only. Prints JSON.
+
+    python benchmarks/bench_vectorize.py --sizes 4000 8000 --workdir /tmp/bench-vec
+
+Needs ``gdal_polygonize.py`` on PATH for the GDAL runs (``apt-get install gdal-bin python3-gdal``);
+without it those runs are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from geoseg.classes import cluster_legend  # noqa: E402
+from geoseg.grid import ChunkGrid  # noqa: E402
+from geoseg.labelstore import LabelStoreWriter  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+
+
+def fragmented_labels(n: int, *, seed: int = 0, classes: int = 6, sigma: float = 6.0, salt: float = 0.01) -> np.ndarray:
+    """Smooth Gaussian noise cut at its quantiles into ``classes`` classes, plus salt noise."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.standard_normal((n, n), dtype=np.float32), sigma)
+    cuts = np.quantile(field[::7, ::7], np.linspace(0, 1, classes + 1)[1:-1])
+    labels = np.digitize(field, cuts).astype(np.uint8)
+    del field
+    salted = rng.random((n, n), dtype=np.float32) < salt
+    labels[salted] = rng.integers(0, classes, int(salted.sum()), dtype=np.uint8)
+    return labels
+
+
+def write_store(labels: np.ndarray, path: Path, chunk: int) -> Path:
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    grid = ChunkGrid(labels.shape[0], labels.shape[1], chunk, Affine(10, 0, 500000, 0, -10, 6000000))
+    writer = LabelStoreWriter.create(path, grid, CRS.from_epsg(32633), cluster_legend(int(labels.max()) + 1))
+    for w in grid.windows():
+        writer.write(w, labels[w.slices])
+    return writer.finalize()
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring
+# ---------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def peak_rss(pids_fn, interval: float = 0.05) -> Iterator[dict]:
+    """Sample the summed RSS of the processes ``pids_fn()`` returns; report peak and baseline."""
+    out: dict = {}
+    stop = threading.Event()
+
+    def total() -> tuple[int, dict[int, int]]:
+        per = {}
+        for pid in pids_fn():
+            try:
+                per[pid] = psutil.Process(pid).memory_info().rss
+            except psutil.Error:
+                pass
+        return sum(per.values()), per
+
+    base, _ = total()
+    peak = [base, {}]
+
+    def loop() -> None:
+        while not stop.is_set():
+            t, per = total()
+            if t > peak[0]:
+                peak[0], peak[1] = t, per
+            stop.wait(interval)
+
+    th = threading.Thread(target=loop, daemon=True)
+    th.start()
+    try:
+        yield out
+    finally:
+        stop.set()
+        th.join()
+        out["baseline_rss_mib"] = round(base / 2**20, 1)
+        out["peak_rss_mib"] = round(peak[0] / 2**20, 1)
+        out["peak_rss_per_process_mib"] = sorted((round(v / 2**20, 1) for v in peak[1].values()), reverse=True)
+
+
+def machine() -> dict:
+    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                  if ln.startswith("model name")), platform.processor())
+    import rasterio
+    import shapely
+
+    gdal_cli = None
+    if shutil.which("gdalinfo"):
+        gdal_cli = subprocess.run(["gdalinfo", "--version"], capture_output=True, text=True).stdout.strip()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "rasterio_gdal": rasterio.__gdal_version__,
+        "geos": ".".join(map(str, shapely.geos_version)),
+        "gdal_cli": gdal_cli,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the contenders
+# ---------------------------------------------------------------------------------------------
+
+
+def _cpu_seconds() -> float:
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
+
+
+def run_geoseg(store: Path, out: Path, workers: int) -> dict:
+    from distributed import Client, LocalCluster
+
+    from geoseg.vectorize import vectorize_labels
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      memory_limit=0) as cluster, Client(cluster) as client:
+        worker_pids = list(client.run(os.getpid).values())
+        pids = [os.getpid(), *worker_pids]
+        cpu0 = sum(client.run(_cpu_seconds).values()), _cpu_seconds()
+        load0 = os.getloadavg()[0]
+        with peak_rss(lambda: pids) as mem:
+            t0 = time.perf_counter()
+            res = vectorize_labels(store, out, client=client)
+            seconds = time.perf_counter() - t0
+        cpu1 = sum(client.run(_cpu_seconds).values()), _cpu_seconds()
+    return {"seconds": round(seconds, 2), "n_features": res.n_features,
+            "cpu_seconds": {"workers": round(cpu1[0] - cpu0[0], 1), "client": round(cpu1[1] - cpu0[1], 1)},
+            "loadavg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
+            "timings": {k: round(v, 2) for k, v in res.timings.items()}, "memory": mem}
+
+
+def _children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _run_process(cmd: list[str], env: dict | None = None) -> tuple[float, dict]:
+    t0, cpu0, load0 = time.perf_counter(), _children_cpu(), os.getloadavg()[0]
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL)
+    with peak_rss(lambda: [proc.pid]) as mem:
+        rc = proc.wait()
+    if rc:
+        raise RuntimeError(f"{cmd[0]} failed with exit code {rc}")
+    mem["cpu_seconds"] = round(_children_cpu() - cpu0, 1)
+    mem["loadavg_1min"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+    return time.perf_counter() - t0, mem
+
+
+def run_gdal_cli(tif: Path, out: Path, driver: str = "GPKG") -> dict:
+    exe = shutil.which("gdal_polygonize.py") or shutil.which("gdal_polygonize")
+    if exe is None:
+        return {"skipped": "gdal_polygonize not on PATH"}
+    target = "mem" if driver == "Memory" else str(out)
+    seconds, mem = _run_process([exe, "-q", str(tif), "-f", driver, target, "polygons", "class_id"])
+    res = {"seconds": round(seconds, 2), "memory": mem, "driver": driver}
+    if driver != "Memory":
+        import pyogrio
+
+        res["n_features"] = int(pyogrio.read_info(out, layer="polygons")["features"])
+    return res
+
+
+def _single_pass(tif: str, out: str) -> None:
+    import pyarrow as pa
+    import rasterio
+    import shapely
+    from rasterio.features import shapes
+
+    from geoseg.gpkg import write_arrow_layer
+    from geoseg.vectorize import polygons_from_geojson
+
+    with rasterio.open(tif) as ds:
+        labels, transform, crs = ds.read(1), ds.transform, ds.crs
+    geoms, classes = polygons_from_geojson(shapes(labels, mask=labels != 255, connectivity=4, transform=transform))
+    schema = pa.schema([("geom", pa.binary()), ("class_id", pa.int32())])
+    batch = pa.record_batch([pa.array(shapely.to_wkb(geoms)), pa.array(classes)], schema=schema)
+    write_arrow_layer(Path(out), "polygons", [batch], crs_wkt=crs.to_wkt(), schema=schema)
+
+
+def run_single_pass(tif: Path, out: Path) -> dict:
+    ctx = mp.get_context("spawn")
+    t0, cpu0, load0 = time.perf_counter(), _children_cpu(), os.getloadavg()[0]
+    proc = ctx.Process(target=_single_pass, args=(str(tif), str(out)))
+    proc.start()
+    with peak_rss(lambda: [proc.pid]) as mem:
+        proc.join()
+    mem["cpu_seconds"] = round(_children_cpu() - cpu0, 1)
+    mem["loadavg_1min"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+    import pyogrio
+
+    return {"seconds": round(time.perf_counter() - t0, 2), "memory": mem,
+            "n_features": int(pyogrio.read_info(out, layer="polygons")["features"])}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 8000], help="raster sides (pixels)")
+    ap.add_argument("--chunk", type=int, default=2048)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--classes", type=int, default=6)
+    ap.add_argument("--sigma", type=float, default=6.0, help="smoothness of the noise (pixels)")
+    ap.add_argument("--salt", type=float, default=0.01, help="fraction of pixels given a random class")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workdir", type=Path, default=Path("bench-vectorize"))
+    ap.add_argument("--skip-gdal", action="store_true", help="time geoseg only")
+    ap.add_argument("--skip-context", action="store_true", help="skip the context baselines (memory driver, single pass)")
+    ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    args = ap.parse_args(argv)
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    report: dict = {"machine": machine(), "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                    "runs": []}
+    for n in sorted(args.sizes):
+        folder = args.workdir / f"n{n}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        t0 = time.perf_counter()
+        labels = fragmented_labels(n, seed=args.seed, classes=args.classes, sigma=args.sigma, salt=args.salt)
+        store = write_store(labels, folder / "labels.zarr", args.chunk)
+        del labels
+        run: dict = {"size": n, "prepare_seconds": round(time.perf_counter() - t0, 1)}
+        run["geoseg"] = run_geoseg(store, folder / "geoseg.gpkg", args.workers)
+        if not args.skip_gdal and n == max(args.sizes):
+            from geoseg.export import export_cog
+
+            t0 = time.perf_counter()
+            tif = export_cog(store, folder / "labels.tif")
+            run["export_cog_seconds"] = round(time.perf_counter() - t0, 2)
+            run["gdal_cli"] = run_gdal_cli(tif, folder / "gdal.gpkg")
+            if not args.skip_context:
+                run["gdal_cli_memory"] = run_gdal_cli(tif, folder / "unused", driver="Memory")
+                run["rasterio_single_pass"] = run_single_pass(tif, folder / "single.gpkg")
+            if "seconds" in run["gdal_cli"]:
+                run["geoseg_over_gdal_cli"] = round(run["geoseg"]["seconds"] / run["gdal_cli"]["seconds"], 3)
+                run["same_feature_count"] = run["geoseg"]["n_features"] == run["gdal_cli"]["n_features"]
+        report["runs"].append(run)
+        print(json.dumps(run), file=sys.stderr, flush=True)
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    print(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()
