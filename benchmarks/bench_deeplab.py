@@ -1,0 +1,223 @@
+"""DeepLabV3+ inference throughput: the network alone, and one chunk end to end.
+
+Model alone: random normalised tiles already on the device through
+:func:`geoseg.models.deeplab.infer_tiles` (forward + softmax), per batch size, in Mpx/s of
+tile pixels. End to end: read a chunk with its halo from a GeoTIFF (``geoseg.io.read_window``),
+:func:`predict_chunk` with the global tile grid and blending, trim the halo; Mpx/s counts
+output (core) pixels, so the halo and tile-overlap overheads are included. The Zarr write is
+not part of this benchmark. The model has random weights (speed does not depend on them)
+unless ``--checkpoint`` is given.
+
+    python benchmarks/bench_deeplab.py --device auto
+    python benchmarks/bench_deeplab.py --device cuda --batch-sizes 8,16,32,64 --chunk 2048
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def machine() -> dict:
+    """Where the figures were taken."""
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        ram = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        ram = None
+    info = {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": ram,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_mem_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    return info
+
+
+def _sync(dev) -> None:  # noqa: ANN001
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_model(model, meta, dev, batch_sizes: list[int], amp: bool, min_seconds: float) -> list[dict]:  # noqa: ANN001
+    """Mpx/s of tiles through forward + softmax for each batch size (data already on the device)."""
+    import torch
+
+    from geoseg.models.deeplab import infer_tiles
+
+    out = []
+    t = meta.tile_size
+    for bs in batch_sizes:
+        x = torch.randn(bs, meta.in_channels, t, t, device=dev)
+        try:
+            infer_tiles(model, x, amp=amp)  # warm-up: cuDNN autotuning, allocator
+            _sync(dev)
+            n, t0 = 0, time.perf_counter()
+            while True:
+                infer_tiles(model, x, amp=amp)
+                n += 1
+                _sync(dev)
+                if time.perf_counter() - t0 >= min_seconds and n >= 2:
+                    break
+            dt = time.perf_counter() - t0
+        except torch.OutOfMemoryError:
+            out.append({"batch_size": bs, "error": "out of memory"})
+            torch.cuda.empty_cache()
+            continue
+        out.append({
+            "batch_size": bs,
+            "iterations": n,
+            "seconds_per_batch": round(dt / n, 4),
+            "tiles_per_s": round(bs * n / dt, 2),
+            "mpx_per_s": round(bs * n * t * t / dt / 1e6, 3),
+        })
+    return out
+
+
+def bench_chunk(model, meta, dev, chunk: int, batch_size: int, amp: bool, repeat: int, workdir: Path) -> dict:  # noqa: ANN001
+    """One interior chunk with its halo: GeoTIFF read → predict_chunk → trimmed numpy labels."""
+    from geoseg.grid import Window, halo_window, trim_halo
+    from geoseg.io import open_scene, read_window
+    from geoseg.models.deeplab import predict_chunk, required_halo, tile_starts
+
+    halo = required_halo(meta)
+    side = chunk + 2 * halo
+    path = workdir / "bench.tif"
+    if not path.exists():
+        rng = np.random.default_rng(0)
+        import rasterio
+        from rasterio.transform import from_origin
+
+        data = rng.integers(1, 255, (meta.in_channels, side, side), dtype=np.uint8)
+        with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=meta.in_channels, dtype="uint8",
+                           crs="EPSG:32632", transform=from_origin(400000, 5000000, 0.01, 0.01), nodata=0,
+                           tiled=True, blockxsize=256, blockysize=256, compress="deflate") as ds:
+            ds.write(data)
+    scene = open_scene(str(path))
+    hw = halo_window(Window(halo, halo, chunk, chunk), halo, (side, side))  # an interior chunk
+    stride = meta.tile_size - meta.tile_overlap
+    rows, cols = hw.core_in_outer
+    rs = tile_starts(hw.outer.row_off, hw.outer.height, meta.tile_size, stride, rows.start, rows.stop)
+    cs = tile_starts(hw.outer.col_off, hw.outer.width, meta.tile_size, stride, cols.start, cols.stop)
+    runs = []
+    for i in range(repeat + 1):  # the first run is a warm-up
+        t0 = time.perf_counter()
+        data, valid = read_window(scene, hw.outer)
+        t1 = time.perf_counter()
+        labels = predict_chunk(model, meta, data, valid, origin=(hw.outer.row_off, hw.outer.col_off), device=dev,
+                               batch_size=batch_size, amp=amp, core=hw.core_in_outer)
+        labels = trim_halo(labels, hw)
+        _sync(dev)
+        t2 = time.perf_counter()
+        if i:
+            runs.append((t1 - t0, t2 - t1))
+    read_s = float(np.median([r[0] for r in runs]))
+    pred_s = float(np.median([r[1] for r in runs]))
+    return {
+        "chunk": chunk,
+        "halo": halo,
+        "outer": [hw.outer.height, hw.outer.width],
+        "tiles": len(rs) * len(cs),
+        "tile_pixels_per_output_pixel": round(len(rs) * len(cs) * meta.tile_size**2 / chunk**2, 3),
+        "batch_size": batch_size,
+        "read_s": round(read_s, 3),
+        "predict_s": round(pred_s, 3),
+        "total_s": round(read_s + pred_s, 3),
+        "mpx_per_s": round(chunk * chunk / (read_s + pred_s) / 1e6, 3),
+        "labels_shape": list(labels.shape),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--checkpoint", help="use this checkpoint instead of a random model")
+    ap.add_argument("--encoder", default="resnet18")
+    ap.add_argument("--encoder-depth", type=int, default=5)
+    ap.add_argument("--decoder-channels", type=int, default=256)
+    ap.add_argument("--bands", type=int, default=4)
+    ap.add_argument("--classes", type=int, default=6)
+    ap.add_argument("--tile", type=int, default=256)
+    ap.add_argument("--overlap", type=int, default=64)
+    ap.add_argument("--batch-sizes", default="1,4,8", help="comma-separated, model-alone benchmark")
+    ap.add_argument("--chunk", type=int, default=1024, help="end-to-end chunk side (0 = skip)")
+    ap.add_argument("--chunk-batch-size", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=2, help="timed end-to-end runs (after one warm-up)")
+    ap.add_argument("--min-seconds", type=float, default=3.0, help="minimum timing per batch size")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--no-amp", action="store_true", help="fp32 on CUDA")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from geoseg.checkpoint import CheckpointMeta, build_model_from_meta, load_checkpoint
+    from geoseg.classes import cluster_legend
+    from geoseg.models.deeplab import prepare_model, resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device(resolve_device(args.device))
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if args.checkpoint:
+        model, meta = load_checkpoint(args.checkpoint)
+    else:
+        meta = CheckpointMeta(
+            encoder=args.encoder, encoder_depth=args.encoder_depth, decoder_channels=args.decoder_channels,
+            in_channels=args.bands, band_names=[f"b{i + 1}" for i in range(args.bands)],
+            band_mean=[127.0] * args.bands, band_std=[50.0] * args.bands,
+            classes=[c.__class__(c.id + 1, c.name, c.color) for c in cluster_legend(args.classes)],
+            tile_size=args.tile, tile_overlap=args.overlap, resolution=0.01,
+        )
+        torch.manual_seed(0)
+        model = build_model_from_meta(meta)
+    model = prepare_model(model, str(dev))
+    amp = not args.no_amp
+    result = {
+        "machine": machine(),
+        "device": str(dev),
+        "amp": amp and dev.type == "cuda",
+        "model": {
+            "encoder": meta.encoder, "encoder_depth": meta.encoder_depth, "decoder_channels": meta.decoder_channels,
+            "in_channels": meta.in_channels, "classes": meta.n_classes, "tile": meta.tile_size,
+            "overlap": meta.tile_overlap, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        },
+        "model_alone": bench_model(model, meta, dev, [int(b) for b in args.batch_sizes.split(",")], amp, args.min_seconds),
+    }
+    if args.chunk:
+        with tempfile.TemporaryDirectory() as tmp:
+            result["end_to_end"] = bench_chunk(model, meta, dev, args.chunk, args.chunk_batch_size, amp, args.repeat, Path(tmp))
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
