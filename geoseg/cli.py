@@ -21,6 +21,10 @@ log = logging.getLogger("geoseg")
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # distributed configures its own loggers when first imported (later, lazily): tell it via config.
+    import dask
+
+    dask.config.set({"logging.distributed": "info" if verbose >= 2 else "warning"})
     logging.getLogger("distributed").setLevel(max(level, logging.WARNING))
 
 
@@ -81,7 +85,7 @@ def print_result(result) -> None:  # noqa: ANN001
     console = Console()
     if result.metrics_summary is not None:
         table = Table(title="Per-class IoU (all regions)")
-        df = result.metrics_summary
+        df = result.metrics_summary.reset_index()
         for col in df.columns:
             table.add_column(str(col), justify="right" if df[col].dtype.kind in "fiu" else "left")
         for _, row in df.iterrows():

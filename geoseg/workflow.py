@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import runrecord
-from .classes import ClassInfo, legend_from_json
+from .classes import legend_from_json
 from .cluster import ClusterInfo, connect
 from .errors import GeosegError, InputError, OutputError
 from .features import FeatureSpec, ResolvedFeatures
@@ -324,7 +324,7 @@ def _run_stages(
                 store,
                 str(job.reference.path),
                 reference_field=job.reference.field,
-                reference_legend=reference_legend(job),
+                class_names=reference_class_names(job),
                 regions=str(regions.path) if regions and regions.path else None,
                 region_field=regions.field if regions else None,
                 grid_cell_m=regions.grid_cell_m if regions else None,
@@ -342,6 +342,6 @@ def _run_stages(
     return RunResult(out, outputs, times, counts, summary, info, extra)
 
 
-def reference_legend(job: JobSpec) -> tuple[ClassInfo, ...] | None:
-    """The reference's class names and colours, when the job gives them."""
-    return legend_from_json(job.classes) if job.classes else None
+def reference_class_names(job: JobSpec) -> dict[int, str] | None:
+    """The reference's class names, when the job gives them (``classes:`` in the job file)."""
+    return {c.id: c.name for c in legend_from_json(job.classes)} if job.classes else None
