@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Iterator, Sequence
 
-from .errors import GeosegError
+from .errors import GeosegError, JobSpecError
 
 log = logging.getLogger("geoseg")
 
@@ -79,22 +80,99 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def print_result(result) -> None:  # noqa: ANN001
     """Per-class IoU table (when evaluated), stage times and the paths written."""
+    if result.metrics_summary is not None:
+        _print_summary(result.metrics_summary)
+    times = ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
+    print(f"stages: {times}")
+    _print_paths(result.outputs)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+    from .report import write_outputs
+
+    with _maybe_client(args.scheduler) as client:
+        evaluation = evaluate(
+            args.labels, args.reference, reference_field=args.reference_field, regions=args.regions,
+            region_field=args.region_field, grid_cell_m=args.grid_cell_m, mapping=args.mapping,
+            class_names=_parse_class_names(args.class_names), client=client,
+        )
+    written = write_outputs(evaluation, args.out, preview=args.image or None)
+    _print_summary(evaluation.summary())
+    _print_paths(written)
+    return 0
+
+
+def cmd_vectorize(args: argparse.Namespace) -> int:
+    from .vectorize import vectorize_labels
+
+    skip = [int(c) for c in args.skip.split(",") if c.strip()] if args.skip else []
+    with _maybe_client(args.scheduler) as client:
+        res = vectorize_labels(
+            args.labels, args.out, connectivity=args.connectivity, skip_classes=[255, *skip], client=client,
+            min_mapping_unit_px=args.min_mapping_unit, simplify_tolerance=args.simplify, layout=args.layout,
+        )
+    print(f"{res.n_features} polygons -> {res.out_path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import build_overviews, export_cog
+
+    written: dict[str, Path] = {}
+    if args.cog:
+        written["cog"] = export_cog(args.labels, args.cog, overview_resampling=args.resampling)
+    if args.overviews:
+        levels = [int(v) for v in args.overviews.split(",")]
+        for path in build_overviews(args.labels, levels, resampling=args.resampling):
+            written[f"overview {path.name}"] = path
+    if not written:
+        raise JobSpecError("nothing to export: give --cog FILE.tif and/or --overviews 2,4,8")
+    _print_paths(written)
+    return 0
+
+
+@contextmanager
+def _maybe_client(scheduler: str | None) -> Iterator[object | None]:
+    """A client of the scheduler at ``scheduler``, or None: Dask's threads in this process."""
+    if not scheduler:
+        yield None
+        return
+    from .cluster import connect
+
+    with connect(scheduler) as (client, _info):
+        yield client
+
+
+def _parse_class_names(text: str | None) -> dict[int, str] | None:
+    """``"1=cropland,2=forest"`` -> ``{1: "cropland", 2: "forest"}``."""
+    if not text:
+        return None
+    names: dict[int, str] = {}
+    for item in text.split(","):
+        key, sep, name = item.partition("=")
+        if not sep or not key.strip().isdigit():
+            raise JobSpecError(f"--class-names: expected id=name pairs separated by commas, got {item!r}")
+        names[int(key)] = name.strip()
+    return names
+
+
+def _print_summary(df) -> None:  # noqa: ANN001 - pandas.DataFrame
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    if result.metrics_summary is not None:
-        table = Table(title="Per-class IoU (all regions)")
-        df = result.metrics_summary.reset_index()
-        for col in df.columns:
-            table.add_column(str(col), justify="right" if df[col].dtype.kind in "fiu" else "left")
-        for _, row in df.iterrows():
-            table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.tolist()])
-        console.print(table)
-    times = ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
-    console.print(f"stages: {times}")
-    for name, path in result.outputs.items():
-        console.print(f"{name:>16}: {path}")
+    table = Table(title="Per-class IoU (all regions)")
+    df = df.reset_index()
+    for col in df.columns:
+        table.add_column(str(col), justify="right" if df[col].dtype.kind in "fiu" else "left")
+    for _, row in df.iterrows():
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.tolist()])
+    Console().print(table)
+
+
+def _print_paths(paths: dict[str, Path]) -> None:
+    for name, path in paths.items():
+        print(f"{name:>16}: {path}")
 
 
 # --------------------------------------------------------------------------- parser
@@ -139,13 +217,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--region-field", default=None)
     s.set_defaults(func=cmd_change)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    s = sub.add_parser("evaluate", help="per-class and per-region accuracy of a label raster against a reference")
+    s.add_argument("labels", help="labels.zarr (or a single-band label GeoTIFF)")
+    s.add_argument("reference", help="reference raster (class ids) or vector layer (with --reference-field)")
+    s.add_argument("--out", required=True, help="folder for metrics.csv, confusion.csv, regions_metrics.gpkg, report.html")
+    s.add_argument("--reference-field", default=None, help="class field of a vector reference")
+    s.add_argument("--regions", default=None, help="regions layer (default: the whole scene only)")
+    s.add_argument("--region-field", default=None, help="region id field (default: the feature id)")
+    s.add_argument("--grid-cell-m", type=float, default=None, help="square regions of this size instead of a layer")
+    s.add_argument("--mapping", default="identity", choices=["identity", "hungarian", "many-to-one"],
+                   help="label-to-class mapping: identity (trained models), hungarian or many-to-one (k-means)")
+    s.add_argument("--class-names", default=None, help='reference class names, e.g. "1=cropland,2=forest"')
+    s.add_argument("--image", default=None, help="the input image, for an RGB preview in report.html")
+    s.add_argument("--scheduler", default=None, help="run on this Dask scheduler (default: threads in this process)")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("vectorize", help="label raster to GeoPackage polygons (seam-exact, chunk by chunk)")
+    s.add_argument("labels", help="labels.zarr (or a single-band label GeoTIFF)")
+    s.add_argument("out", help="GeoPackage to write (replaced atomically when complete)")
+    s.add_argument("--skip", default=None, help="class ids not to vectorise, e.g. 0,3 (nodata is always skipped)")
+    s.add_argument("--min-mapping-unit", type=int, default=0, help="sieve regions smaller than this many pixels first")
+    s.add_argument("--simplify", type=float, default=0.0, help="coverage-preserving simplification tolerance (CRS units)")
+    s.add_argument("--layout", default="single", choices=["single", "per_class"], help="one layer, or one per class")
+    s.add_argument("--connectivity", type=int, default=4, help="pixel connectivity (only 4 is supported)")
+    s.add_argument("--scheduler", default=None, help="run on this Dask scheduler (default: threads in this process)")
+    s.set_defaults(func=cmd_vectorize)
+
+    s = sub.add_parser("export", help="label raster as a Cloud-Optimised GeoTIFF and/or Zarr overview levels")
+    s.add_argument("labels", help="labels.zarr")
+    s.add_argument("--cog", default=None, help="write a COG with overviews and the colour table here")
+    s.add_argument("--overviews", default=None, help="add Zarr pyramid levels, e.g. 2,4,8,16")
+    s.add_argument("--resampling", default="mode", choices=["mode", "nearest"])
+    s.set_defaults(func=cmd_export)
     return p
-
-
-#: Other modules add subcommands here (train, vectorize, export, evaluate ...).
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,6 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("geoseg: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen failure: one line, details on -v
+        if args.verbose:
+            raise
+        print(f"geoseg: unexpected error ({type(exc).__name__}): {exc}\n"
+              "geoseg: rerun with -v for the traceback, and please report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

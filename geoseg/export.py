@@ -29,7 +29,7 @@ from affine import Affine
 from .classes import NODATA_LABEL, ClassInfo, legend_to_json
 from .errors import JobSpecError, OutputError
 from .grid import ChunkGrid, Window
-from .labelstore import LabelStoreWriter, read_label_info, read_label_window
+from .labelstore import LabelStoreWriter, is_geotiff, read_label_info, read_label_window
 
 #: Folder inside a label store that holds the overview levels (one label store per factor).
 OVERVIEWS_DIR = "overviews"
@@ -185,6 +185,9 @@ def build_overviews(
     if resampling not in ("mode", "nearest"):
         raise JobSpecError(f"resampling must be 'mode' or 'nearest', got {resampling!r}")
     levels = _check_levels(levels)
+    if is_geotiff(labels_path):
+        raise JobSpecError(f"{labels_path}: Zarr overviews are built inside a labels.zarr store; "
+                           "for a GeoTIFF use gdaladdo, or export_cog which writes its own overviews")
     info = read_label_info(labels_path)
     source, source_grid, source_factor = info.path, info.grid, 1
     out_paths = []

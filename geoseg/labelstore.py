@@ -204,11 +204,21 @@ def write_label_chunk(path: str | Path, grid: ChunkGrid, crs: CRS, window: Windo
     LabelStoreWriter(path, grid, crs).write(window, labels)
 
 
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def is_geotiff(path: str | Path) -> bool:
+    """Label rasters named ``*.tif``/``*.tiff`` are read with rasterio instead of as a Zarr store."""
+    return Path(path).suffix.lower() in GEOTIFF_SUFFIXES
+
+
 def read_label_info(path: str | Path) -> LabelRasterInfo:
-    """Read the georeferencing and legend of a finished label store."""
+    """Read the georeferencing and legend of a finished label store (or a single-band GeoTIFF)."""
     import zarr
 
     path = Path(path)
+    if is_geotiff(path):
+        return _geotiff_label_info(path)
     if not path.exists():
         partial = path.with_name(path.name + PARTIAL_SUFFIX)
         hint = " (an unfinished run left a .partial store: rerun the job to finish it)" if partial.exists() else ""
@@ -240,6 +250,11 @@ def read_label_window(path: str | Path, window: Window) -> np.ndarray:
     """Read a window of a finished label store as stored (uint8 labels; no masking)."""
     import zarr
 
+    if is_geotiff(path):
+        import rasterio
+
+        with rasterio.open(path) as ds:
+            return ds.read(1, window=window.to_rasterio()).astype(np.uint8, copy=False)
     arr = zarr.open_array(str(Path(path) / ARRAY_NAME), mode="r", zarr_format=2)
     rows, cols = window.slices
     return np.asarray(arr[rows, cols])
@@ -266,3 +281,38 @@ def read_partial_window(path: str | Path, window: Window) -> np.ndarray:
     partial = Path(path)
     partial = partial.with_name(partial.name + PARTIAL_SUFFIX)
     return read_label_window(partial, window)
+
+
+def _geotiff_label_info(path: Path) -> LabelRasterInfo:
+    """A label GeoTIFF (another tool's classification, or our COG export) as a label raster.
+
+    It must be one band of integers 0-255 with a CRS; nodata is the file's (default 255); class
+    names come from a geoseg export's tags, colours from its colour table, else generic names.
+    """
+    import rasterio
+
+    if not path.exists():
+        raise InputError(f"label raster {path} does not exist")
+    try:
+        with rasterio.open(path) as ds:
+            if ds.count != 1 or ds.dtypes[0] not in ("uint8", "int8", "uint16", "int16", "int32", "uint32"):
+                raise InputError(f"{path}: a label GeoTIFF must have one integer band, got {ds.count} x {ds.dtypes[0]}")
+            if ds.crs is None:
+                raise InputError(f"{path} has no CRS; assign one (gdal_edit.py -a_srs) before evaluating it")
+            try:
+                cmap = ds.colormap(1)
+            except ValueError:
+                cmap = {}
+            tags = ds.tags()
+            block = ds.block_shapes[0][0] if ds.block_shapes[0][0] == ds.block_shapes[0][1] else 1024
+            nodata = NODATA_LABEL if ds.nodata is None else int(ds.nodata)
+            crs, transform, height, width = ds.crs, ds.transform, ds.height, ds.width
+    except rasterio.errors.RasterioError as exc:
+        raise InputError(f"cannot read label raster {path}: {exc}") from exc
+    if "GEOSEG_CLASSES" in tags:
+        legend = legend_from_json(json.loads(tags["GEOSEG_CLASSES"]))
+    else:
+        ids = sorted(k for k in cmap if k != nodata and cmap[k][3] > 0 and k < 255) if cmap else []
+        legend = tuple(ClassInfo(i, f"class {i}", "#{:02x}{:02x}{:02x}".format(*cmap[i][:3])) for i in ids)
+    return LabelRasterInfo(path=path, crs=crs, transform=transform, height=height, width=width,
+                           chunk=max(256, block), legend=legend, nodata=nodata, attrs=dict(tags))
