@@ -617,20 +617,10 @@ def evaluate(
     """
     info = read_label_info(labels_path)
     shape = (info.height, info.width)
-    bounds = window_bounds(info.transform, shape)
-    if not isinstance(mapping, Mapping) and mapping not in MAPPINGS:
-        raise InputError(f"unknown class mapping {mapping!r}; use one of {', '.join(MAPPINGS)} or a dict label → class")
-    if regions is not None and grid_cell_m is not None:
-        raise InputError("give either a regions layer or grid_cell_m, not both")
-    if region_field is not None and regions is None:
-        raise InputError("region_field needs a regions layer (regions=PATH)")
-    ref = open_reference(reference, reference_field, info.crs, bounds)
-    if regions is not None:
-        reg: Regions | None = open_regions(regions, region_field, info.crs, bounds)
-    elif grid_cell_m is not None:
-        reg = grid_regions(grid_cell_m, info.crs, info.transform, shape)
-    else:
-        reg = None
+    ref, reg = open_evaluation_inputs(
+        reference, info.crs, info.transform, shape, reference_field=reference_field, regions=regions,
+        region_field=region_field, grid_cell_m=grid_cell_m, mapping=mapping,
+    )
     plan = _Plan(str(info.path), info.nodata, info.crs.to_wkt(), info.grid, ref, reg)
     total = _reduce(plan, list(info.grid.windows()), client)
     return build_evaluation(
@@ -645,6 +635,40 @@ def evaluate(
         shape=shape,
         labels_path=info.path,
     )
+
+
+def open_evaluation_inputs(
+    reference: str | Path,
+    crs: CRS,
+    transform: Affine,
+    shape: tuple[int, int],
+    *,
+    reference_field: str | None = None,
+    regions: str | Path | None = None,
+    region_field: str | None = None,
+    grid_cell_m: float | None = None,
+    mapping: MappingSpec = "identity",
+) -> tuple[Reference, Regions | None]:
+    """Check and open the reference and regions for a raster on (crs, transform, shape).
+
+    A workflow calls this before predicting, so that a reference that does not overlap the scene
+    or a regions layer without its id field fails the job at once, not after hours of work.
+    """
+    bounds = window_bounds(transform, shape)
+    if not isinstance(mapping, Mapping) and mapping not in MAPPINGS:
+        raise InputError(f"unknown class mapping {mapping!r}; use one of {', '.join(MAPPINGS)} or a dict label → class")
+    if regions is not None and grid_cell_m is not None:
+        raise InputError("give either a regions layer or grid_cell_m, not both")
+    if region_field is not None and regions is None:
+        raise InputError("region_field needs a regions layer (regions=PATH)")
+    ref = open_reference(reference, reference_field, crs, bounds)
+    if regions is not None:
+        reg: Regions | None = open_regions(regions, region_field, crs, bounds)
+    elif grid_cell_m is not None:
+        reg = grid_regions(grid_cell_m, crs, transform, shape)
+    else:
+        reg = None
+    return ref, reg
 
 
 def build_evaluation(
