@@ -21,6 +21,7 @@ separate validity mask (False = reference nodata or outside the reference).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,12 +213,16 @@ def _try_raster(path: str) -> RasterReference | None:
                 "(convert it, e.g. `gdal_translate -ot Byte` or `-ot Int16`)"
             )
         tags = {**src.tags(), **src.tags(1)}
-        legend = parse_class_tag(tags.get("classes", ""), skip=src.nodata)
+        legend = parse_class_tag(tags.get("classes", ""), skip=src.nodata) or _geoseg_legend(tags)
         try:
             cmap = src.colormap(1)
-            colors = tuple((int(k), "#%02x%02x%02x" % tuple(v[:3])) for k, v in cmap.items() if k in dict(legend))
         except ValueError:
-            colors = ()
+            cmap = {}
+        named = dict(legend)
+        colors = tuple(
+            (int(k), "#%02x%02x%02x" % tuple(v[:3])) for k, v in cmap.items()
+            if k != src.nodata and (k in named if named else v[3] > 0 and tuple(v[:3]) != (0, 0, 0))
+        )
         return RasterReference(
             path=path,
             crs_wkt=crs.to_wkt(),
@@ -229,6 +234,18 @@ def _try_raster(path: str) -> RasterReference | None:
             legend=legend,
             colors=colors,
         )
+
+
+def _geoseg_legend(tags: dict[str, str]) -> tuple[tuple[int, str], ...]:
+    """Class names geoseg itself stores: ``GEOSEG_LEGEND`` (sample scenes) or ``GEOSEG_CLASSES`` (exports)."""
+    try:
+        if "GEOSEG_LEGEND" in tags:
+            return tuple((int(i), str(name)) for i, name, *_ in json.loads(tags["GEOSEG_LEGEND"]))
+        if "GEOSEG_CLASSES" in tags:
+            return tuple((int(d["id"]), str(d["name"])) for d in json.loads(tags["GEOSEG_CLASSES"]))
+    except (ValueError, KeyError, TypeError):
+        return ()
+    return ()
 
 
 def _vector_info(path: str, layer: str | None, what: str) -> dict[str, Any]:

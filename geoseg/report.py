@@ -147,9 +147,13 @@ def _png(fig) -> str:  # noqa: ANN001 - matplotlib Figure
 
 
 def _plt():  # noqa: ANN202
+    """pyplot, on the Agg backend only when nothing chose one yet: never switch a notebook's inline backend."""
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    if "matplotlib.pyplot" not in sys.modules and "MPLBACKEND" not in os.environ:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
