@@ -28,8 +28,15 @@ def _figures(nb) -> list[np.ndarray]:  # noqa: ANN001
     return images
 
 
+#: Notebooks that must be there (every ``notebooks/*.ipynb`` is executed below, these included).
+EXPECTED = (
+    "01-explore-scene", "02-kmeans-window", "03-train-deeplab", "04-evaluate-regions", "05-change-report",
+)
+
+
 def test_there_are_notebooks():
     assert len(NOTEBOOKS) >= 3
+    assert set(EXPECTED) <= {p.stem for p in NOTEBOOKS}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -42,6 +49,11 @@ def test_notebook_executes_and_draws(path, tmp_path, monkeypatch):
     assert not errors
     figures = _figures(nb)
     assert figures, f"{path.name} produced no figure"
+    for i, cell in enumerate(nb.cells):  # a figure that silently stops showing (e.g. a backend switch) fails
+        if cell.cell_type == "code" and "plt.show()" in cell.source:
+            assert any("image/png" in o.get("data", {}) for o in cell.get("outputs", [])), (
+                f"{path.name}: cell {i} calls plt.show() but shows no figure"
+            )
     for img in figures:
         assert img.shape[0] > 100 and img.shape[1] > 100
         assert len(np.unique(img.reshape(-1, 3), axis=0)) > 20, "a figure is (nearly) blank"
