@@ -59,7 +59,7 @@ def dask_client():
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None, memory_limit="3GiB")
+                           dashboard_address="127.0.0.1:0", memory_limit="3GiB")
     client = Client(cluster)
     yield client
     client.close()
