@@ -78,6 +78,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import load_train_job, train
+
+    job = load_train_job(args.job)
+    if args.quiet:
+        job = job.model_copy(update={"progress": False})
+    result = train(job)
+    for h in result.history:
+        loss = "-" if h.get("train_loss") is None else f"{h['train_loss']:.4f}"
+        miou = "-" if h.get("val_miou") is None else f"{h['val_miou']:.4f}"
+        print(f"epoch {h['epoch']:>3}: train loss {loss}, val mIoU {miou} ({h['seconds']:.1f}s)")
+    if result.best_val_miou is not None:
+        per_class = ", ".join(f"{k} {v:.3f}" for k, v in result.meta.training.val_iou.items())
+        print(f"best val mIoU: {result.best_val_miou:.4f} (epoch {result.best_epoch}; {per_class})")
+    else:
+        print("best val mIoU: - (no validation rows: val_fraction 0 and no val_pairs; the last epoch is kept)")
+    print(f"trained {result.seconds:.0f}s on {len(job.pairs)} image(s)")
+    weights = result.checkpoint.resolve()
+    _print_paths({"checkpoint": weights, "sidecar": weights.with_suffix(".json"),
+                  "history": result.history_path.resolve()})
+    return 0
+
+
 def print_result(result) -> None:  # noqa: ANN001
     """Per-class IoU table (when evaluated), stage times and the paths written."""
     if result.metrics_summary is not None:
@@ -203,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (default: start a local one)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("train", help="train a DeepLabV3+ checkpoint from a training job file (YAML)")
+    s.add_argument("job", help="path to the training job file (see workflows/*-train.yaml)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("monitor", help="process every new scene matching the job's inputs, one dated folder per period, with change reports")
     s.add_argument("job", help="path to the job file")

@@ -70,10 +70,11 @@ class LabelStoreWriter:
     :func:`write_label_chunk` from tasks with the same ``path`` and ``grid``.
     """
 
-    def __init__(self, path: str | Path, grid: ChunkGrid, crs: CRS) -> None:
+    def __init__(self, path: str | Path, grid: ChunkGrid, crs: CRS, array: str = ARRAY_NAME) -> None:
         self.path = Path(path)
         self.grid = grid
         self.crs = crs
+        self.array = array
 
     @property
     def partial_path(self) -> Path:
@@ -90,12 +91,16 @@ class LabelStoreWriter:
         resume_key: str | None = None,
         dtype: str = "uint8",
         fill_value: int = NODATA_LABEL,
+        array: str = ARRAY_NAME,
     ) -> "LabelStoreWriter":
         """Start (or resume) a store. ``resume_key`` identifies the work; a partial store
-        with another key is discarded rather than reused, so stale chunks never leak in."""
+        with another key is discarded rather than reused, so stale chunks never leak in.
+
+        ``dtype``, ``fill_value`` and ``array`` (the raster's name in the store) let the same
+        layout hold other per-pixel rasters on the label grid, e.g. a confidence raster."""
         import zarr
 
-        writer = cls(path, grid, crs)
+        writer = cls(path, grid, crs, array)
         partial = writer.partial_path
         if partial.exists():
             old_key = _read_resume_key(partial)
@@ -105,7 +110,7 @@ class LabelStoreWriter:
         partial.parent.mkdir(parents=True, exist_ok=True)
         root = zarr.open_group(str(partial), mode="w", zarr_format=2)
         labels = root.create_array(
-            ARRAY_NAME,
+            array,
             shape=grid.shape,
             chunks=(grid.chunk, grid.chunk),
             dtype=dtype,
@@ -149,7 +154,7 @@ class LabelStoreWriter:
 
         if labels.shape != (window.height, window.width):
             raise ValueError(f"chunk {window.key} has shape {labels.shape}")
-        arr = zarr.open_array(str(self.partial_path / ARRAY_NAME), mode="r+", zarr_format=2)
+        arr = zarr.open_array(str(self.partial_path / self.array), mode="r+", zarr_format=2)
         rows, cols = window.slices
         arr[rows, cols] = labels.astype(arr.dtype, copy=False)
         tmp = self.marker(window).with_suffix(".tmp")
@@ -164,7 +169,7 @@ class LabelStoreWriter:
         if missing:
             raise OutputError(f"{len(missing)} label chunks were never written (first: {missing[0]}); rerun the job")
         partial = self.partial_path
-        arr = zarr.open_array(str(partial / ARRAY_NAME), mode="r+", zarr_format=2)
+        arr = zarr.open_array(str(partial / self.array), mode="r+", zarr_format=2)
         if extra_attrs:
             arr.attrs.update(extra_attrs)
         root = zarr.open_group(str(partial), mode="r+", zarr_format=2)
@@ -185,14 +190,18 @@ def _read_resume_key(partial: Path) -> str | None:
 
 
 def _label_attrs(crs: CRS, legend: tuple[ClassInfo, ...], extra: dict[str, Any]) -> dict[str, Any]:
+    flags = (
+        {"flag_values": [c.id for c in legend], "flag_meanings": " ".join(c.name.replace(" ", "_") for c in legend)}
+        if legend
+        else {}  # not a class raster (e.g. confidence): no CF flags
+    )
     return {
         "_ARRAY_DIMENSIONS": ["y", "x"],
         "_CRS": {"wkt": crs.to_wkt()},
         "grid_mapping": "spatial_ref",
         "coordinates": "spatial_ref",
         "long_name": "class label",
-        "flag_values": [c.id for c in legend],
-        "flag_meanings": " ".join(c.name.replace(" ", "_") for c in legend),
+        **flags,
         "geoseg:classes": legend_to_json(legend),
         "geoseg:nodata": NODATA_LABEL,
         **extra,

@@ -7,20 +7,26 @@ Heavy state (a DeepLab network) is loaded lazily, once per worker process, never
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from .classes import ClassInfo, cluster_legend
+from .classes import NODATA_LABEL, ClassInfo, cluster_legend
 from .features import ResolvedFeatures
 from .grid import HaloWindow, trim_halo
 from .models.kmeans import KMeansModel
 
 
 class ChunkPredictor(Protocol):
-    """What the chunk task needs from a method."""
+    """What the chunk task needs from a method.
+
+    A predictor with a true ``confidence`` attribute also offers
+    ``predict_with_confidence(data, valid, hw) -> (labels, confidence)`` (uint8 percent, 255 = nodata),
+    which the workflow writes to ``confidence.zarr``.
+    """
 
     #: Pixels of context to read around each chunk.
     halo: int
@@ -58,7 +64,11 @@ class KMeansPredictor:
 
 @dataclass(frozen=True)
 class DeepLabPredictor:
-    """DeepLabV3+ from a checkpoint; the network is cached per worker process."""
+    """DeepLabV3+ from a checkpoint; the network is cached per worker process.
+
+    With ``confidence`` the workflow also asks for :meth:`predict_with_confidence` and writes
+    the blended probability of the chosen class as a second raster.
+    """
 
     checkpoint: Path
     halo: int
@@ -66,15 +76,29 @@ class DeepLabPredictor:
     device: str = "auto"
     resources: dict[str, float] | None = None
     classes: tuple[ClassInfo, ...] = ()
+    confidence: bool = False
 
     def legend(self) -> tuple[ClassInfo, ...]:
         return self.classes
 
     def predict(self, data: np.ndarray, valid: np.ndarray, hw: HaloWindow) -> np.ndarray:
+        return self._run(data, valid, hw, False)
+
+    def predict_with_confidence(
+        self, data: np.ndarray, valid: np.ndarray, hw: HaloWindow
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and confidence for ``hw.core``: uint8 percent (0-100) of the chosen class, 255 on nodata."""
+        labels, prob = self._run(data, valid, hw, True)
+        return labels, confidence_percent(prob, labels)
+
+    def _run(self, data: np.ndarray, valid: np.ndarray, hw: HaloWindow, with_confidence: bool):  # noqa: ANN202
         from .models.deeplab import get_worker_model, predict_chunk
 
+        match_worker_threads()
         model, meta = get_worker_model(self.checkpoint, self.device)
-        labels = predict_chunk(
+        # ``core`` limits the work to the tiles that touch the chunk; tiles stay on the global grid
+        # (``origin``), so a pixel gets the same tiles and the same blend whatever the chunking.
+        out = predict_chunk(
             model,
             meta,
             data,
@@ -82,8 +106,58 @@ class DeepLabPredictor:
             origin=(hw.outer.row_off, hw.outer.col_off),
             device=_device_of(model),
             batch_size=self.batch_size,
+            return_confidence=with_confidence,
+            core=hw.core_in_outer,
         )
-        return trim_halo(labels, hw)
+        if with_confidence:
+            labels, prob = out
+            return trim_halo(labels, hw), trim_halo(prob, hw)
+        return trim_halo(out, hw)
+
+
+def confidence_percent(prob: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] as uint8 percent, rounded; ``NODATA_LABEL`` where ``labels`` is nodata.
+
+    >>> confidence_percent(np.array([[0.994, 0.5], [0.0, 1.0]]), np.array([[1, 2], [255, 3]], np.uint8)).tolist()
+    [[99, 50], [255, 100]]
+    """
+    pct = np.rint(np.clip(prob, 0.0, 1.0) * 100.0).astype(np.uint8)
+    pct[labels == NODATA_LABEL] = NODATA_LABEL
+    return pct
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_SET_FOR: int | None = None
+
+
+def match_worker_threads() -> int | None:
+    """In a Dask worker, give torch as many intra-op threads as the worker has task threads.
+
+    torch defaults to every core of the machine, so several worker processes on one host would
+    each start that many threads and oversubscribe the CPU; a worker with ``nthreads`` slots
+    was given that share. Done once per process; outside a worker nothing changes.
+    Returns the thread count set (or already set), ``None`` outside a worker.
+    """
+    global _THREADS_SET_FOR
+    if _THREADS_SET_FOR is not None:
+        return _THREADS_SET_FOR
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    state = getattr(worker, "state", None)
+    n = getattr(state, "nthreads", None) or getattr(worker, "nthreads", None)
+    if not n:
+        return None
+    with _THREADS_LOCK:
+        if _THREADS_SET_FOR is None:
+            import torch
+
+            torch.set_num_threads(max(1, int(n)))
+            _THREADS_SET_FOR = int(n)
+    return _THREADS_SET_FOR
 
 
 def _device_of(model) -> str:  # noqa: ANN001

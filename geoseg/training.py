@@ -7,6 +7,9 @@ ids on the image grid (0 = unlabelled) or a vector layer rasterised per window. 
 ``val_fraction`` of each image's rows is held out (training windows never reach into it) and
 scored as mIoU after every epoch; the best epoch's weights are kept as the checkpoint, with
 band normalisation statistics computed from training windows and stored alongside.
+
+``geoseg train JOB.yaml`` reads the same settings from a YAML job file (:func:`load_train_job`,
+see ``workflows/*-train.yaml``); relative paths in it are taken from the file's folder.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,7 +37,7 @@ from .checkpoint import (
     write_sidecar,
 )
 from .classes import ClassInfo
-from .errors import GridMismatchError, InputError
+from .errors import GridMismatchError, InputError, JobSpecError
 from .models.deeplab import normalise, resolve_device
 
 if TYPE_CHECKING:
@@ -119,6 +123,78 @@ class TrainConfig(BaseModel):
         if 2 * self.tile_overlap > self.tile_size:
             raise ValueError("tile_overlap must be at most half of tile_size")
         return self
+
+
+class TrainJob(TrainConfig):
+    """A training job file (``geoseg train JOB.yaml``): the keys of :class:`TrainConfig` plus
+    ``version`` and an optional ``name``. See ``workflows/*-train.yaml`` for commented examples."""
+
+    version: Literal[1] = 1
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,80}$")
+
+    @field_validator("classes")
+    @classmethod
+    def _colours(cls, v: list[ClassInfo]) -> list[ClassInfo]:
+        for c in v:
+            if not re.fullmatch(r"#[0-9a-fA-F]{6}", c.color):
+                raise ValueError(f"class {c.id} ({c.name}): color must be #rrggbb, got {c.color!r}")
+        return v
+
+    def resolved(self, base: Path) -> "TrainJob":
+        """A copy with every relative path (images, references, encoder weights, checkpoint) taken from ``base``."""
+
+        def fix(p: Path | None) -> Path | None:
+            return p if p is None or p.is_absolute() else base / p
+
+        def fix_pair(pair: TrainPair) -> TrainPair:
+            return pair.model_copy(update={"image": fix(pair.image), "reference": fix(pair.reference),
+                                           "vector": fix(pair.vector)})
+
+        return self.model_copy(update={
+            "pairs": [fix_pair(p) for p in self.pairs],
+            "val_pairs": [fix_pair(p) for p in self.val_pairs],
+            "encoder_weights": fix(self.encoder_weights),
+            "checkpoint": fix(self.checkpoint),
+        })
+
+
+def parse_train_job(data: Any, source: str = "training job") -> TrainJob:
+    """Validate a training job given as a dict (unknown keys are errors); paths stay as given."""
+    from pydantic import ValidationError
+
+    if not isinstance(data, dict):
+        raise JobSpecError(f"{source}: a training job must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return TrainJob.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+                msg = "unknown key (check its spelling)"
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {loc}: {msg}")
+        raise JobSpecError(f"{source} is not a valid training job:\n" + "\n".join(lines)) from None
+
+
+def load_train_job(path: str | os.PathLike) -> TrainJob:
+    """Read a YAML training job (safe loader), validate it and resolve relative paths from its folder.
+
+    The result is a :class:`TrainConfig` (a :class:`TrainJob`) ready for :func:`train`.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise JobSpecError(f"cannot read training job {path}: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise JobSpecError(f"{path} is not valid YAML: {exc}") from exc
+    return parse_train_job(data, str(path)).resolved(path.resolve().parent)
 
 
 @dataclass
@@ -545,17 +621,17 @@ def train(config: TrainConfig) -> TrainResult:
     Raises :class:`InputError` for unusable inputs and :class:`~geoseg.errors.ModelError` for
     an unknown encoder or unusable encoder weights, before any training starts.
     """
+    t_start = time.perf_counter()
+    cfg = config
+    train_src, val_src = open_sources(cfg)  # input errors first: before the (slow) torch import
+
     import segmentation_models_pytorch as smp
     import torch
 
-    t_start = time.perf_counter()
-    cfg = config
     dev = torch.device(resolve_device(cfg.device))
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     n_cls = len(cfg.classes)
-
-    train_src, val_src = open_sources(cfg)
     names = train_src[0].band_names
     sampler = WindowSampler(train_src, n_cls, cfg.tile_size, cfg.class_balanced)
     mean, std = band_statistics(sampler, cfg.norm_windows, rng)
@@ -668,6 +744,7 @@ def train(config: TrainConfig) -> TrainResult:
 __all__ = [
     "IGNORE_INDEX",
     "TrainConfig",
+    "TrainJob",
     "TrainPair",
     "TrainResult",
     "WindowSampler",
@@ -676,6 +753,8 @@ __all__ = [
     "confusion_iou",
     "validation_tiles",
     "history_path",
+    "load_train_job",
     "open_sources",
+    "parse_train_job",
     "train",
 ]
