@@ -15,24 +15,36 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from . import runrecord
-from .classes import legend_from_json
+from .classes import NODATA_LABEL, legend_from_json
 from .cluster import ClusterInfo, connect
-from .errors import GeosegError, InputError, OutputError
+from .errors import GeosegError, InputError, ModelError, OutputError
 from .features import FeatureSpec, ResolvedFeatures
 from .grid import ChunkGrid, Window, halo_window
 from .io import Scene, open_scene, read_window
 from .jobspec import DeepLabConfig, JobSpec, KMeansConfig
-from .labelstore import LabelStoreWriter
+from .labelstore import PARTIAL_SUFFIX, LabelStoreWriter
 from .models.kmeans import KMeansModel, fit_kmeans
 from .predictors import ChunkPredictor, DeepLabPredictor, KMeansPredictor
 from .sampling import chunk_rng, sample_valid_pixels, sample_windows, sampling_rate
 
+if TYPE_CHECKING:
+    from .checkpoint import CheckpointMeta
+
 log = logging.getLogger(__name__)
+
+#: Name of the raster inside ``confidence.zarr`` and its attributes.
+CONFIDENCE_ARRAY = "confidence"
+CONFIDENCE_ATTRS: dict[str, Any] = {
+    "long_name": "probability of the predicted class",
+    "units": "percent",
+    "valid_range": [0, 100],
+    "geoseg:kind": "confidence",
+}
 
 
 @dataclass
@@ -73,21 +85,33 @@ def sample_task(scene: Scene, feats: ResolvedFeatures, window: Window, rate: flo
 
 
 def label_task(
-    scene: Scene, grid: ChunkGrid, store: str, predictor: ChunkPredictor, window: Window
+    scene: Scene, grid: ChunkGrid, store: str, predictor: ChunkPredictor, window: Window,
+    confidence_store: str | None = None,
 ) -> np.ndarray:
     """Label one chunk and write it to the store; a chunk already written is only counted.
 
-    Returns the chunk's label histogram (256 counts), which is all that travels back.
+    With ``confidence_store`` the predictor's confidence of the same chunk is written there
+    too; a chunk counts as done only when both stores have it (the confidence is written
+    first, so a crash between the two writes redoes the chunk). Returns the chunk's label
+    histogram (256 counts), which is all that travels back.
     """
     from .labelstore import read_partial_window
 
     writer = LabelStoreWriter(store, grid, scene.crs)
-    if writer.is_done(window):
+    conf_writer = (
+        LabelStoreWriter(confidence_store, grid, scene.crs, array=CONFIDENCE_ARRAY) if confidence_store else None
+    )
+    if writer.is_done(window) and (conf_writer is None or conf_writer.is_done(window)):
         labels = read_partial_window(store, window)
     else:
         hw = halo_window(window, predictor.halo, grid.shape)
         data, valid = read_window(scene, hw.outer)
-        labels = predictor.predict(data, valid, hw)
+        if conf_writer is not None:
+            labels, confidence = predictor.predict_with_confidence(data, valid, hw)  # type: ignore[attr-defined]
+            del data, valid
+            conf_writer.write(window, confidence)
+        else:
+            labels = predictor.predict(data, valid, hw)
         writer.write(window, labels)
     return np.bincount(labels.ravel(), minlength=256)
 
@@ -194,13 +218,34 @@ def fit_kmeans_on_cluster(
     return model, feats
 
 
-def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) -> DeepLabPredictor:
-    """Check the checkpoint against the scene and describe how tasks should run it."""
-    from .checkpoint import check_compatible, read_meta
-    from .models.deeplab import required_halo
+def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> "CheckpointMeta":
+    """Refuse (``ModelError``) a checkpoint that is missing or was not trained for this scene.
+
+    Runs before anything is written: both checkpoint files are there, and the scene's bands
+    (count, names, order) and pixel size match what the model was trained on.
+    """
+    from .checkpoint import check_compatible, checkpoint_paths, read_meta
 
     meta = read_meta(cfg.checkpoint)
-    check_compatible(meta, scene.band_names, scene.resolution)
+    weights, _ = checkpoint_paths(cfg.checkpoint)
+    if not weights.is_file():
+        raise ModelError(f"checkpoint weights {weights} are missing (only the sidecar is there); copy both files")
+    try:
+        check_compatible(meta, scene.band_names, scene.resolution)
+    except ModelError as exc:
+        raise ModelError(f"{weights}: {exc}") from None
+    return meta
+
+
+def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) -> DeepLabPredictor:
+    """Check the checkpoint against the scene and describe how tasks should run it.
+
+    Tasks ask for a ``GPU`` resource when the cluster has workers that offer one (and the job
+    does not ask for ``device: cpu``), so they land only there; otherwise they run anywhere.
+    """
+    from .models.deeplab import required_halo
+
+    meta = check_deeplab_job(cfg, scene)
     resources = {"GPU": 1} if gpu_workers and cfg.device != "cpu" else None
     return DeepLabPredictor(
         checkpoint=Path(cfg.checkpoint),
@@ -209,29 +254,44 @@ def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) 
         device=cfg.device,
         resources=resources,
         classes=tuple(meta.classes),
+        confidence=cfg.confidence,
     )
 
 
 def write_labels(
     client, scene: Scene, grid: ChunkGrid, predictor: ChunkPredictor, store: Path,  # noqa: ANN001
     resume_key: str, attrs: dict[str, Any], show_progress: bool = True, reused: list[int] | None = None,
+    confidence_store: Path | None = None,
 ) -> dict[int, int]:
     """Predict every chunk into ``store`` (skipping chunks already done) and finalise it.
 
     ``reused``, when given, receives the number of chunks found already done.
+    ``confidence_store``: also write the predictor's per-pixel confidence there (uint8 percent,
+    255 = nodata, same grid and georeferencing); it is finalised before the labels, so a
+    ``labels.zarr`` that exists always has its finished ``confidence.zarr`` next to it.
     """
     reused = reused if reused is not None else [0]
     writer = LabelStoreWriter.create(store, grid, scene.crs, predictor.legend(), attrs=attrs, resume_key=resume_key)
     done = writer.done_windows()
+    conf_writer = None
+    if confidence_store is not None:
+        conf_writer = LabelStoreWriter.create(
+            confidence_store, grid, scene.crs, (), attrs={**attrs, **CONFIDENCE_ATTRS}, resume_key=resume_key,
+            dtype="uint8", fill_value=NODATA_LABEL, array=CONFIDENCE_ARRAY,
+        )
+        done &= conf_writer.done_windows()
     if done:
         log.info("resuming: %d of %d chunks already written", len(done), grid.n_chunks)
     reused[0] = len(done)
     windows = list(grid.windows())
     n = len(windows)
     annotations = {"resources": predictor.resources} if predictor.resources else {}
+    conf = str(confidence_store) if confidence_store is not None else None
     futures = client.map(label_task, [scene] * n, [grid] * n, [str(store)] * n, [predictor] * n, windows,
-                         pure=False, **annotations)
+                         [conf] * n, pure=False, **annotations)
     hist = np.sum(_gather(client, futures, "labelling", show_progress), axis=0)
+    if conf_writer is not None:
+        conf_writer.finalize()
     writer.finalize()
     return {int(i): int(c) for i, c in enumerate(hist) if c}
 
@@ -243,6 +303,10 @@ def run_job(
     out = Path(job.output)
     scene = open_scene(job.inputs, allow_gdal_virtual=job.allow_gdal_virtual)
     check_output_dir(out, job)
+    if isinstance(job.method, DeepLabConfig):
+        check_deeplab_job(job.method, scene)  # a checkpoint that does not fit is refused before any output
+    if job.reference is not None:
+        check_evaluation_inputs(job, scene)  # so is a reference or regions layer that cannot be used
     out.mkdir(parents=True, exist_ok=True)
     record = runrecord.RunRecord.start(out, job, scene)
     try:
@@ -288,15 +352,24 @@ def _run_stages(
             outputs["model"] = out / "model.json"
             key = job_identity(job, scene, json.dumps(model.to_json()))
         else:
+            from .checkpoint import checkpoint_paths
+
             predictor = build_deeplab_predictor(method, scene, info.gpu_workers)
-            key = job_identity(job, scene, _file_digest(Path(str(method.checkpoint) + ".safetensors")))
+            weights, sidecar = checkpoint_paths(method.checkpoint)
+            digests = [_file_digest(weights)] + ([_file_digest(sidecar)] if sidecar.is_file() else [])
+            key = job_identity(job, scene, " ".join(digests))
 
     with _stage(times, "predict"):
         store = out / "labels.zarr"
         attrs = {"geoseg:job": job.name, "geoseg:method": method.kind, "geoseg:resume_key": key}
         reused: list[int] = [0]
-        counts = write_labels(client, scene, grid, predictor, store, key, attrs, show_progress, reused)
+        conf_store = out / "confidence.zarr" if getattr(predictor, "confidence", False) else None
+        counts = write_labels(client, scene, grid, predictor, store, key, attrs, show_progress, reused, conf_store)
         outputs["labels"] = store
+        if conf_store is not None:
+            outputs["confidence"] = conf_store
+        else:
+            _remove_stale(out / "confidence.zarr")  # an earlier run's, which no longer matches the labels
         record.data["chunks_total"] = grid.n_chunks
         record.data["chunks_reused"] = reused[0]
 
@@ -340,6 +413,30 @@ def _run_stages(
             summary = evaluation.summary()
             extra["mapping"] = {str(k): v for k, v in evaluation.mapping.items()}
     return RunResult(out, outputs, times, counts, summary, info, extra)
+
+
+def _remove_stale(store: Path) -> None:
+    import shutil
+
+    for p in (store, store.with_name(store.name + PARTIAL_SUFFIX)):
+        if p.exists():
+            log.info("removing %s of an earlier run", p)
+            shutil.rmtree(p)
+
+
+def check_evaluation_inputs(job: JobSpec, scene: Scene) -> None:
+    """Open the job's reference and regions against the scene's grid; raises what evaluate() would."""
+    from .evaluate import open_evaluation_inputs
+
+    regions = job.regions
+    open_evaluation_inputs(
+        str(job.reference.path), scene.crs, scene.transform, (scene.height, scene.width),
+        reference_field=job.reference.field,
+        regions=str(regions.path) if regions and regions.path else None,
+        region_field=regions.field if regions else None,
+        grid_cell_m=regions.grid_cell_m if regions else None,
+        mapping=job.evaluate.mapping or "identity",
+    )
 
 
 def reference_class_names(job: JobSpec) -> dict[int, str] | None:
