@@ -353,7 +353,7 @@ def check_compatible(
     if len(have) != len(want):
         raise ModelError(
             f"checkpoint expects {len(want)} bands ({shown_want}), image has {len(have)} ({shown_have}); "
-            "select the bands the model was trained on (job `bands:`) or train a model for these bands"
+            "write a GeoTIFF with those bands (e.g. gdal_translate -b 1 -b 2 ...) or train a model for these bands"
         )
     if [_norm_name(n) for n in have] != [_norm_name(n) for n in want]:
         if _is_generic(have) or _is_generic(want):
@@ -361,7 +361,7 @@ def check_compatible(
         elif sorted(map(_norm_name, have)) == sorted(map(_norm_name, want)):
             raise ModelError(
                 f"checkpoint expects bands in the order ({shown_want}), image has ({shown_have}); "
-                "reorder the bands (job `bands:`)"
+                "reorder the bands (e.g. gdal_translate -b 3 -b 2 -b 1 ...)"
             )
         else:
             raise ModelError(
