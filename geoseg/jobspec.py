@@ -75,6 +75,14 @@ class VectorizeConfig(_Strict):
     layout: Literal["single", "per_class"] = "single"
 
 
+class ExportConfig(_Strict):
+    """GIS viewing of large results: a Cloud-Optimised GeoTIFF and/or Zarr pyramid levels."""
+
+    cog: bool = False
+    overviews: list[int] = Field(default_factory=list)
+    resampling: Literal["mode", "nearest"] = "mode"
+
+
 class MonitorConfig(_Strict):
     """Scheduled monitoring: how a scene's period (date) is read from its file name."""
 
@@ -105,6 +113,7 @@ class JobSpec(_Strict):
     regions: RegionsConfig | None = None
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     vectorize: VectorizeConfig = Field(default_factory=VectorizeConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     allow_gdal_virtual: bool = False

@@ -373,6 +373,15 @@ def _run_stages(
         record.data["chunks_total"] = grid.n_chunks
         record.data["chunks_reused"] = reused[0]
 
+    if job.export.cog or job.export.overviews:
+        from .export import build_overviews, export_cog
+
+        with _stage(times, "export"):
+            if job.export.cog:
+                outputs["cog"] = export_cog(store, out / "labels.tif", overview_resampling=job.export.resampling)
+            if job.export.overviews:
+                build_overviews(store, job.export.overviews, resampling=job.export.resampling)
+
     if job.vectorize.enabled:
         from .vectorize import vectorize_labels
 

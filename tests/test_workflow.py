@@ -117,3 +117,19 @@ def test_cli_reports_bad_job_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "geoseg.cli", "run", str(job)], capture_output=True, text=True)
     assert proc.returncode == 2 and "matches no file" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_export_stage_writes_cog_and_overviews_and_reruns_cleanly(tmp_path, dask_client):
+    scene, _ = blocky_scene(tmp_path, height=1100, width=1050)  # larger than one COG block: overviews
+    job = _job(scene, tmp_path / "out", export={"cog": True, "overviews": [2, 4]})
+    result = run_job(job, client=dask_client, show_progress=False)
+    labels = _labels(tmp_path / "out")
+    with rasterio.open(result.outputs["cog"]) as ds:
+        np.testing.assert_array_equal(ds.read(1), labels)
+        assert ds.overviews(1)
+    with rasterio.open(tmp_path / "out" / "labels.zarr" / "overviews" / "4") as ds:
+        assert (ds.height, ds.width) == (-(-labels.shape[0] // 4), -(-labels.shape[1] // 4))
+    again = run_job(job, client=dask_client, show_progress=False)  # the same job again: nothing breaks
+    np.testing.assert_array_equal(_labels(tmp_path / "out"), labels)
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["outcome"] == "complete"
+    assert again.outputs["cog"].exists()
