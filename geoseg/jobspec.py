@@ -146,30 +146,42 @@ class JobSpec(_Strict):
         return self.model_copy(update=update)
 
 
-def parse_job(data: dict[str, Any], source: str = "job") -> JobSpec:
-    """Validate a job given as a dict; errors name the offending keys."""
+def validate_mapping(model: type[BaseModel], data: Any, source: str, what: str) -> Any:
+    """Validate ``data`` as ``model``; a JobSpecError names every offending key, one per line."""
     if not isinstance(data, dict):
-        raise JobSpecError(f"{source}: a job file must be a YAML mapping, got {type(data).__name__}")
+        raise JobSpecError(f"{source}: a {what} must be a YAML mapping, got {type(data).__name__}")
     try:
-        return JobSpec.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = "unknown key (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+            if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+                msg = "unknown key (check its spelling)"
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"  {loc}: {msg}")
-        raise JobSpecError(f"{source} is not a valid job:\n" + "\n".join(lines)) from None
+        raise JobSpecError(f"{source} is not a valid {what}:\n" + "\n".join(lines)) from None
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The content of a YAML file, read with the safe loader; unreadable or invalid files are JobSpecErrors."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise JobSpecError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise JobSpecError(f"{path} is not valid YAML: {exc}") from exc
+
+
+def parse_job(data: dict[str, Any], source: str = "job") -> JobSpec:
+    """Validate a job given as a dict; errors name the offending keys."""
+    return validate_mapping(JobSpec, data, source, "job")
 
 
 def load_job(path: str | Path) -> JobSpec:
     """Read a YAML job file (safe loader), validate it and resolve its relative paths."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise JobSpecError(f"cannot read job file {path}: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise JobSpecError(f"{path} is not valid YAML: {exc}") from exc
-    return parse_job(data, str(path)).resolved(path.resolve().parent)
+    return parse_job(read_yaml(path, "job file"), str(path)).resolved(path.resolve().parent)

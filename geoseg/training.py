@@ -160,22 +160,9 @@ class TrainJob(TrainConfig):
 
 def parse_train_job(data: Any, source: str = "training job") -> TrainJob:
     """Validate a training job given as a dict (unknown keys are errors); paths stay as given."""
-    from pydantic import ValidationError
+    from .jobspec import validate_mapping
 
-    if not isinstance(data, dict):
-        raise JobSpecError(f"{source}: a training job must be a YAML mapping, got {type(data).__name__}")
-    try:
-        return TrainJob.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-                msg = "unknown key (check its spelling)"
-            else:
-                msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"  {loc}: {msg}")
-        raise JobSpecError(f"{source} is not a valid training job:\n" + "\n".join(lines)) from None
+    return validate_mapping(TrainJob, data, source, "training job")
 
 
 def load_train_job(path: str | os.PathLike) -> TrainJob:
@@ -183,18 +170,10 @@ def load_train_job(path: str | os.PathLike) -> TrainJob:
 
     The result is a :class:`TrainConfig` (a :class:`TrainJob`) ready for :func:`train`.
     """
-    import yaml
+    from .jobspec import read_yaml
 
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise JobSpecError(f"cannot read training job {path}: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise JobSpecError(f"{path} is not valid YAML: {exc}") from exc
-    return parse_train_job(data, str(path)).resolved(path.resolve().parent)
+    return parse_train_job(read_yaml(path, "training job"), str(path)).resolved(path.resolve().parent)
 
 
 @dataclass
