@@ -112,6 +112,7 @@ def connect(
             dashboard_address="127.0.0.1:0" if dashboard else None,
             memory_limit=memory_limit,
             resources={"GPU": 1} if gpus else None,
+            env=WORKER_ENV,
         )
     except Exception as exc:  # noqa: BLE001 - LocalCluster raises many kinds
         raise ClusterError(f"could not start a local Dask cluster: {exc}") from exc
