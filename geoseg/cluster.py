@@ -16,6 +16,13 @@ from .errors import ClusterError
 
 log = logging.getLogger(__name__)
 
+#: Environment of the worker processes geoseg starts. Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_``;
+#: setting any glibc malloc threshold also freezes the mmap threshold at 128 KiB, so every larger
+#: per-chunk temporary (features, distances: MiBs each, dozens per chunk) becomes a fresh ``mmap``
+#: that is page-faulted and zeroed again: k-means prediction ran 2-4x slower. Serving them from the
+#: heap costs ~100 MiB more per worker. The container images and the Slurm script set the same.
+WORKER_ENV: dict[str, str] = {"MALLOC_MMAP_THRESHOLD_": str(64 * 2**20)}
+
 
 @dataclass
 class ClusterInfo:
