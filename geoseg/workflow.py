@@ -63,18 +63,32 @@ class RunResult:
 # --------------------------------------------------------------------------- tasks (run on workers)
 
 
-#: Fraction of each chunk's file blocks read to draw the k-means sample (see ``sample_windows``).
+#: At most this fraction of each chunk's file blocks is read to draw the k-means sample.
 SAMPLE_BLOCK_FRACTION = 0.25
+#: Read about this many times more pixels than are drawn, so each chunk's share is spread over several
+#: blocks; a large scene then reads one block or a few per chunk instead of a quarter of it.
+SAMPLE_OVERREAD = 20.0
+
+
+def sample_block_fraction(rate: float) -> float:
+    """Fraction of a chunk's file blocks to read for a sampling ``rate``: ``min(0.25, 20 × rate)``.
+
+    ``sample_windows`` reads at least one block, so every chunk still contributes.
+
+    >>> sample_block_fraction(0.05), sample_block_fraction(0.0005)
+    (0.25, 0.01)
+    """
+    return min(SAMPLE_BLOCK_FRACTION, SAMPLE_OVERREAD * rate)
 
 
 def sample_task(scene: Scene, feats: ResolvedFeatures, window: Window, rate: float, seed: int) -> np.ndarray:
-    """Draw one chunk's share of the k-means sample from a random quarter of its file blocks.
+    """Draw one chunk's share of the k-means sample from a random subset of its file blocks.
 
     The rate is scaled up by the fraction actually read, so each chunk still contributes in
     proportion to its valid pixels.
     """
     rng = chunk_rng(seed, window)
-    parts = sample_windows(window, scene.block, SAMPLE_BLOCK_FRACTION, rng)
+    parts = sample_windows(window, scene.block, sample_block_fraction(rate), rng)
     read_px = sum(w.height * w.width for w in parts)
     scaled = min(1.0, rate * window.height * window.width / read_px)
     out = []

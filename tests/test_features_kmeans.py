@@ -71,3 +71,30 @@ def test_kmeans_recovers_classes_deterministically_with_ordered_ids():
 def test_kmeans_refuses_tiny_samples():
     with pytest.raises(InputError, match="valid pixels"):
         fit_kmeans(np.zeros((3, 2)), 6, 0, ("a", "b"))
+
+
+def test_nearest_centroid_equals_argmin_of_full_distance_with_ties_to_lower_index():
+    from geoseg.models.kmeans import nearest_centroid
+
+    rng = np.random.default_rng(5)
+    centroids = rng.normal(size=(7, 5)).astype(np.float32)
+    z = rng.normal(size=(5, 20_000)).astype(np.float32)
+    centroids[6] = centroids[2]  # a duplicate centroid: the tie must go to id 2
+    z[:, :7] = centroids.T  # pixels exactly on a centroid
+    expected = np.argmin(((centroids[:, :, None] - z[None]) ** 2).sum(axis=1), axis=0)
+    got = nearest_centroid(z, centroids)
+    assert got.dtype == np.uint8
+    assert got[2] == 2 and got[6] == 2 and 6 not in set(got.tolist())
+    assert (got == expected).mean() > 0.9999  # float32 rounding may flip a near-tie, nothing more
+
+
+def test_large_scenes_read_fewer_blocks_for_the_sample_but_every_chunk_contributes():
+    from geoseg.sampling import sample_windows, sampling_rate
+    from geoseg.workflow import sample_block_fraction
+
+    small = sample_block_fraction(sampling_rate(200_000, 2048 * 2048))
+    large = sample_block_fraction(sampling_rate(200_000, 20_000 * 20_000))
+    assert small == 0.25 and large < 0.02
+    chunk = Window(0, 0, 2048, 2048)
+    parts = sample_windows(chunk, (512, 512), large, np.random.default_rng(0))
+    assert len(parts) == 1 and parts[0].height == parts[0].width == 512

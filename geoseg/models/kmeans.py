@@ -79,13 +79,15 @@ def nearest_centroid(z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """
     cc = np.einsum("kf,kf->k", centroids, centroids)
     d = centroids @ z
-    best = cc[0] - 2.0 * d[0]
+    d *= -2.0  # in place: exact (a power of two), so ties are the same as with the full distance
+    d += cc[:, None]
+    best = d[0]
     idx = np.zeros(z.shape[1], dtype=np.uint8)
+    closer = np.empty(z.shape[1], dtype=bool)
     for k in range(1, centroids.shape[0]):
-        dk = cc[k] - 2.0 * d[k]
-        closer = dk < best
-        idx[closer] = k
-        np.minimum(best, dk, out=best)
+        np.less(d[k], best, out=closer)
+        np.copyto(idx, k, where=closer)  # a masked copy: several times faster than ``idx[closer] = k``
+        np.minimum(best, d[k], out=best)
     return idx
 
 
