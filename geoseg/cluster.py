@@ -18,10 +18,35 @@ log = logging.getLogger(__name__)
 
 #: Environment of the worker processes geoseg starts. Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_``;
 #: setting any glibc malloc threshold also freezes the mmap threshold at 128 KiB, so every larger
-#: per-chunk temporary (features, distances: MiBs each, dozens per chunk) becomes a fresh ``mmap``
-#: that is page-faulted and zeroed again: k-means prediction ran 2-4x slower. Serving them from the
-#: heap costs ~100 MiB more per worker. The container images and the Slurm script set the same.
+#: per-chunk temporary (features, distances) becomes a fresh ``mmap`` that is page-faulted and
+#: zeroed again: k-means prediction ran 4x slower in a worker than in a plain process. glibc reads
+#: these variables when a process starts, so they must be in the environment the worker is spawned
+#: with (Dask's ``pre-spawn-environ``), not set afterwards. The images and the Slurm script set the same.
 WORKER_ENV: dict[str, str] = {"MALLOC_MMAP_THRESHOLD_": str(64 * 2**20)}
+
+
+def start_local_cluster(
+    n_workers: int = 2,
+    threads_per_worker: int = 1,
+    memory_limit: str | int = "4GiB",
+    dashboard: bool = True,
+    resources: dict[str, float] | None = None,
+):  # noqa: ANN201 - distributed.LocalCluster
+    """A multi-process ``LocalCluster`` on loopback whose workers start with :data:`WORKER_ENV`."""
+    import dask
+    from distributed import LocalCluster
+
+    spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}), **WORKER_ENV}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env}):
+        return LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0" if dashboard else None,
+            memory_limit=memory_limit,
+            resources=resources,
+        )
 
 
 @dataclass
@@ -94,7 +119,7 @@ def connect(
     A local cluster gets one worker per GPU-less process; if this machine has a GPU, the
     first worker advertises a ``GPU`` resource so GPU-annotated tasks land there.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler:
         try:
@@ -111,15 +136,8 @@ def connect(
 
     gpus = local_gpu_count()
     try:
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0" if dashboard else None,
-            memory_limit=memory_limit,
-            resources={"GPU": 1} if gpus else None,
-            env=WORKER_ENV,
+        cluster = start_local_cluster(
+            n_workers, threads_per_worker, memory_limit, dashboard, resources={"GPU": 1} if gpus else None
         )
     except Exception as exc:  # noqa: BLE001 - LocalCluster raises many kinds
         raise ClusterError(f"could not start a local Dask cluster: {exc}") from exc

@@ -55,11 +55,12 @@ def blocky_scene(folder: Path, height: int = 300, width: int = 340, seed: int = 
 
 @pytest.fixture(scope="session")
 def dask_client():
-    """A real local cluster: 2 worker processes, 1 thread each, on loopback."""
-    from distributed import Client, LocalCluster
+    """A real local cluster as geoseg starts it: 2 worker processes, 1 thread each, on loopback."""
+    from distributed import Client
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:0", memory_limit="3GiB")
+    from geoseg.cluster import start_local_cluster
+
+    cluster = start_local_cluster(n_workers=2, threads_per_worker=1, memory_limit="3GiB", dashboard=True)
     client = Client(cluster)
     yield client
     client.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,23 @@ from geoseg.errors import ClusterError
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
 
-def _worker_env() -> str | None:
-    return os.environ.get("MALLOC_MMAP_THRESHOLD_")
+def _start_environment() -> dict[str, str]:
+    """The environment this process was started with (what glibc read), not ``os.environ`` now."""
+    raw = Path("/proc/self/environ").read_bytes()
+    return dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
 
 
 @pytest.mark.integration
-def test_local_cluster_listens_on_loopback_and_gives_workers_geoseg_environment():
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_local_cluster_listens_on_loopback_and_starts_workers_with_geoseg_environment():
     with connect(None, n_workers=2, threads_per_worker=1, memory_limit="1GiB", dashboard=False) as (client, info):
-        seen = client.run(_worker_env)
+        seen = client.run(_start_environment)
     assert info.kind == "local" and info.n_workers == 2 and info.threads == 2
     assert info.scheduler.startswith("tcp://127.0.0.1:")
-    assert set(seen.values()) == {WORKER_ENV["MALLOC_MMAP_THRESHOLD_"]}
+    for env in seen.values():
+        for name, value in WORKER_ENV.items():
+            assert env.get(name) == value  # set before the worker process started, so glibc used it
+        assert "MALLOC_TRIM_THRESHOLD_" in env  # Dask's own spawn settings are kept
 
 
 @pytest.mark.parametrize("recipe", ["docker/Dockerfile.cpu", "docker/Dockerfile.gpu", "slurm/geoseg.sbatch"])
