@@ -202,7 +202,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workdir", type=Path, default=None, help="where inputs are built and kept (default: a temp dir)")
     args = p.parse_args(argv)
 
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from geoseg.cluster import start_local_cluster
 
     tmp = None
     workdir = args.workdir
@@ -213,8 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
     host = machine()
     try:
         inputs = build_inputs(workdir, args.size, args.chunk, args.regions, args.reproject)
-        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
+        with start_local_cluster(args.workers, 1, memory_limit=0, dashboard=False) as cluster, \
+                Client(cluster) as client:  # geoseg's own local cluster (workers spawned with WORKER_ENV)
             time_read(client, inputs["store"], inputs["reference"])  # warm-up: page cache, imports
             reads, evals, check = [], [], {}
             for _ in range(args.repeat):
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
             "chunks": ChunkGrid(args.size, args.size, args.chunk).n_chunks,
             "regions": args.regions,
             "reference": "EPSG:3857, warped per chunk" if args.reproject else "same grid (direct windowed reads)",
-            "workers": f"{args.workers} processes x 1 thread (LocalCluster)",
+            "workers": f"{args.workers} processes x 1 thread (geoseg.cluster.start_local_cluster)",
             "build_inputs_s": inputs["build_s"],
             "read_s": round(min(reads), 2),
             "evaluate_s": round(min(evals), 2),

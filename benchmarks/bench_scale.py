@@ -1,51 +1,87 @@
 """Scale benchmark: the k-means workflow on 2k², 8k² and 20k² scenes, against the read floor.
 
-For each size it generates the landcover sample scene (cached under --data), then on one local
-cluster (2 workers × 1 thread unless told otherwise) measures:
+For each size it generates the landcover sample scene (cached under --data, in a child process so
+the generator's memory is not counted), then runs the measurement in a fresh Python process (so one
+size's memory cannot leak into the next) on one local cluster (2 workers × 1 thread unless told
+otherwise) and measures:
 
-- ``floor_s``: reading and decoding every chunk of the input on the cluster, nothing else;
+- ``floor_s``: reading and decoding every chunk of the input on the cluster, nothing else; measured
+  before and after the pipeline (``floor_before_s``, ``floor_after_s``) because shared machines are
+  noisy, and the smaller one is used for the ratio (the conservative choice);
 - ``pipeline_s``: the k-means job (sample, fit, predict, write labels.zarr), vectorise off;
 - Mpx/s of the pipeline, and the ratio pipeline / floor (the target is ≤ 1.5);
-- summed peak RSS of all processes of the run (client + scheduler, nannies, workers), sampled
-  every 100 ms, so memory can be compared across sizes.
+- ``cpu_s``/``cpu_ratio``: CPU seconds of the workers and of this process in each phase, and the ratio
+  of pipeline to floor CPU seconds: on a shared, loaded machine wall times swing by 2× from run to run
+  while CPU seconds move much less, so the CPU ratio is the steadier measure of the work added;
+- memory, sampled every 100 ms for this process and all its descendants:
+  ``summed_peak_mib`` is the sum over processes of each one's peak RSS during the run (an upper
+  bound: the peaks need not coincide), ``simultaneous_peak_mib`` the largest total seen in one
+  sample; both also per phase (floor / pipeline) and per process kind (``client``: this process,
+  which also holds the scheduler and the nannies of a LocalCluster; ``worker``; ``other``: e.g.
+  multiprocessing's resource tracker).
 
 Usage:  .venv/bin/python benchmarks/bench_scale.py --sizes 2000 8000 20000 [--chunk 2048]
-Prints one JSON line per size and a final JSON list.
+            [--data DIR] [--out DIR]
+Prints one JSON line per size and a final JSON document (machine, load average, results).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 
 
+MARK = "BENCH_SCALE_RESULT "
+
+
 class PeakMemory:
-    """Polls the RSS of this process and all its descendants; keeps each process's peak."""
+    """Polls the RSS of this process and all its descendants; keeps each process's peak per phase."""
 
     def __init__(self, interval: float = 0.1) -> None:
         self.interval = interval
-        self.peaks: dict[int, int] = {}
+        self.phase = "setup"
+        self.peaks: dict[str, dict[int, int]] = {}
+        self.simultaneous: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
+    def _sample(self) -> None:
         me = psutil.Process()
+        try:
+            procs = [me, *me.children(recursive=True)]
+        except psutil.Error:
+            procs = [me]
+        phase = self.phase
+        peaks = self.peaks.setdefault(phase, {})
+        total = 0
+        for p in procs:
+            try:
+                rss = p.memory_info().rss
+            except psutil.Error:
+                continue
+            total += rss
+            peaks[p.pid] = max(peaks.get(p.pid, 0), rss)
+        self.simultaneous[phase] = max(self.simultaneous.get(phase, 0), total)
+
+    def _run(self) -> None:
         while not self._stop.is_set():
-            for p in [me, *me.children(recursive=True)]:
-                try:
-                    rss = p.memory_info().rss
-                except psutil.Error:
-                    continue
-                self.peaks[p.pid] = max(self.peaks.get(p.pid, 0), rss)
+            self._sample()
             self._stop.wait(self.interval)
+
+    def set_phase(self, name: str) -> None:
+        self._sample()  # close the previous phase with a fresh sample
+        self.phase = name
+        self._sample()
 
     def __enter__(self) -> "PeakMemory":
         self._thread.start()
@@ -55,9 +91,35 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
 
-    @property
-    def summed_peak_mib(self) -> float:
-        return sum(self.peaks.values()) / 2**20
+    def report(self, phases: list[str], kinds: dict[int, str]) -> dict:
+        """Per-process peaks over ``phases``: summed, simultaneous, and by process kind (MiB)."""
+        per_pid: dict[int, int] = {}
+        for ph in phases:
+            for pid, rss in self.peaks.get(ph, {}).items():
+                per_pid[pid] = max(per_pid.get(pid, 0), rss)
+        by_kind: dict[str, list[int]] = {}
+        for pid, rss in per_pid.items():
+            by_kind.setdefault(kinds.get(pid, "other"), []).append(round(rss / 2**20))
+        return {
+            "summed_peak_mib": round(sum(per_pid.values()) / 2**20),
+            "simultaneous_peak_mib": round(max(self.simultaneous.get(ph, 0) for ph in phases) / 2**20),
+            "peak_by_kind_mib": {k: sorted(v, reverse=True) for k, v in sorted(by_kind.items())},
+        }
+
+
+def _cpu_seconds() -> float:
+    t = psutil.Process().cpu_times()  # all threads of the process (zarr/codec threads included)
+    return t.user + t.system
+
+
+def _malloc_settings() -> dict[str, str]:
+    """glibc malloc variables this worker process was started with (what glibc actually read)."""
+    raw = Path("/proc/self/environ").read_bytes()
+    return {k: v for k, v in (i.decode().split("=", 1) for i in raw.split(b"\0") if b"=" in i) if k.startswith("MALLOC")}
+
+
+def _warm_up() -> None:
+    import geoseg.workflow  # noqa: F401 - imports io, labelstore, zarr, rasterio
 
 
 def read_only_task(scene, window) -> int:  # noqa: ANN001
@@ -68,6 +130,12 @@ def read_only_task(scene, window) -> int:  # noqa: ANN001
 
 
 def machine() -> dict:
+    import dask
+    import distributed
+    import numpy as np
+    import rasterio
+    import zarr
+
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -77,23 +145,40 @@ def machine() -> dict:
     except OSError:
         pass
     return {"cpu": cpu, "cores": psutil.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version()}
+            "python": platform.python_version(), "dask": dask.__version__, "distributed": distributed.__version__,
+            "numpy": np.__version__, "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__,
+            "zarr": zarr.__version__}
 
 
-def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memory_limit: str) -> dict:
-    from distributed import Client, LocalCluster
+def scene_folder(data: Path, size: int) -> Path:
+    return data / f"landcover_{size}"
 
-    from geoseg.io import open_scene
-    from geoseg.jobspec import parse_job
-    from geoseg.synthetic import make_scene
-    from geoseg.workflow import run_job
 
-    folder = data / f"landcover_{size}"
+def ensure_scene(size: int, data: Path) -> Path:
+    """Generate the scene in a child process (its memory must not count) unless it is cached."""
+    folder = scene_folder(data, size)
     image = folder / "landcover_image.tif"
     if not image.exists():
         t0 = time.perf_counter()
-        make_scene("landcover", folder, width=size, height=size, seed=0)
-        print(f"generated {size}² in {time.perf_counter() - t0:.0f} s", flush=True)
+        code = ("import sys; from geoseg.synthetic import make_scene; "
+                "make_scene('landcover', sys.argv[1], width=int(sys.argv[2]), height=int(sys.argv[2]), seed=0)")
+        subprocess.run([sys.executable, "-c", code, str(folder), str(size)], check=True)
+        print(f"generated {size}² in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    return image
+
+
+def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memory_limit: str,
+               worker_env: str = "geoseg") -> dict:
+    """One size, measured in this (fresh) process."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from geoseg.cluster import start_local_cluster
+    from geoseg.io import open_scene
+    from geoseg.jobspec import parse_job
+    from geoseg.workflow import run_job
+
+    image = scene_folder(data, size) / "landcover_image.tif"
     scene = open_scene(str(image))
     grid = scene.grid(chunk)
     job_out = out / f"kmeans_{size}"
@@ -104,23 +189,64 @@ def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memor
                    "features": {"indices": ["ndvi", "ndwi"]}},
         "vectorize": {"enabled": False},
     })
+    windows = list(grid.windows())
+
+    def cpu(client) -> tuple[float, float]:  # noqa: ANN001
+        """CPU seconds so far: all workers together, and this process (client, scheduler, fit)."""
+        return sum(client.run(_cpu_seconds).values()), _cpu_seconds()
+
+    cpu_used: dict[str, dict[str, float]] = {}
+
+    def phase(client, name: str, fn):  # noqa: ANN001, ANN202
+        """Wall time of ``fn()``, plus the CPU seconds the workers and this process spent in it."""
+        c0 = cpu(client)
+        t0 = time.perf_counter()
+        value = fn()
+        wall = time.perf_counter() - t0
+        c1 = cpu(client)
+        cpu_used[name] = {"workers": round(c1[0] - c0[0], 2), "client": round(c1[1] - c0[1], 2)}
+        return wall, value
+
+    def floor_run(client) -> float:  # noqa: ANN001
+        client.gather(client.map(read_only_task, [scene] * len(windows), windows, pure=False))
+
+    load0 = os.getloadavg()
     with PeakMemory() as mem:
-        with LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
-                          memory_limit=memory_limit) as cluster, Client(cluster) as client:
-            windows = list(grid.windows())
-            t0 = time.perf_counter()
-            client.gather(client.map(read_only_task, [scene] * len(windows), windows, pure=False))
-            floor = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            result = run_job(job, client=client, show_progress=False)
-            pipeline = time.perf_counter() - t0
+        if worker_env == "geoseg":  # what geoseg.cluster.connect starts: workers spawned with WORKER_ENV
+            cluster = start_local_cluster(workers, 1, memory_limit, dashboard=False)
+        else:  # Dask's defaults, as on a cluster started without geoseg's recipes
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                                   memory_limit=memory_limit)
+        with cluster, Client(cluster) as client:
+            kinds = {pid: "worker" for pid in client.run(os.getpid).values()}
+            env_seen = next(iter(client.run(_malloc_settings).values()))
+            kinds[os.getpid()] = "client"
+            client.run(_warm_up)  # imports and the first GDAL open are not part of either measurement
+            mem.set_phase("floor_before")
+            floor_before, _ = phase(client, "floor_before", lambda: floor_run(client))
+            mem.set_phase("pipeline")
+            pipeline, result = phase(client, "pipeline", lambda: run_job(job, client=client, show_progress=False))
+            mem.set_phase("floor_after")
+            floor_after, _ = phase(client, "floor_after", lambda: floor_run(client))
+            mem.set_phase("teardown")
+    load1 = os.getloadavg()
+    floor = min(floor_before, floor_after)
     mpx = size * size / 1e6
+    run = json.loads((job_out / "run.json").read_text())
     return {
         "size": size, "megapixels": round(mpx, 1), "chunk": grid.chunk, "chunks": grid.n_chunks, "workers": workers,
-        "floor_s": round(floor, 2), "pipeline_s": round(pipeline, 2), "ratio": round(pipeline / floor, 2),
-        "pipeline_mpx_per_s": round(mpx / pipeline, 2), "stages": result.stage_seconds,
-        "summed_peak_mib": round(mem.summed_peak_mib), "processes": len(mem.peaks),
-        "max_process_peak_mib": round(max(mem.peaks.values()) / 2**20),
+        "memory_limit_per_worker": memory_limit, "worker_env": worker_env, "worker_malloc_settings": env_seen,
+        "floor_before_s": round(floor_before, 2), "floor_after_s": round(floor_after, 2), "floor_s": round(floor, 2),
+        "pipeline_s": round(pipeline, 2), "ratio": round(pipeline / floor, 2),
+        "pipeline_mpx_per_s": round(mpx / pipeline, 2), "floor_mpx_per_s": round(mpx / floor, 2),
+        "stages": result.stage_seconds, "cpu_s": cpu_used,
+        "cpu_ratio": round(sum(cpu_used["pipeline"].values())
+                           / min(sum(cpu_used["floor_before"].values()), sum(cpu_used["floor_after"].values())), 2), "input_bytes": sum(scene.sizes_bytes),
+        "n_bands": scene.count, "block": list(scene.block), "run_outcome": run.get("outcome", run.get("status")),
+        "memory_whole_run": mem.report(["floor_before", "pipeline", "floor_after"], kinds),
+        "memory_pipeline": mem.report(["pipeline"], kinds),
+        "memory_floor": mem.report(["floor_before", "floor_after"], kinds),
+        "loadavg_start": [round(x, 2) for x in load0], "loadavg_end": [round(x, 2) for x in load1],
     }
 
 
@@ -132,14 +258,32 @@ def main() -> None:
     p.add_argument("--memory-limit", default="1.5GiB", help="per worker")
     p.add_argument("--data", type=Path, default=Path("bench-data"))
     p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--worker-env", choices=["geoseg", "dask"], default="geoseg",
+                   help="'geoseg': the environment geoseg's local cluster and images start workers with (what users "
+                        "get); 'dask': Dask's defaults only (a cluster started without geoseg's recipes)")
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: measure one size here
     args = p.parse_args()
+    args.data, args.out = args.data.resolve(), args.out.resolve()
+    if args.one:
+        r = bench_size(args.sizes[0], args.data, args.out, args.chunk, args.workers, args.memory_limit, args.worker_env)
+        print(MARK + json.dumps(r), flush=True)
+        return
+    for size in args.sizes:  # generate everything first: generation is not measured
+        ensure_scene(size, args.data)
+    load0 = os.getloadavg()
     results = []
     for size in args.sizes:
-        r = bench_size(size, args.data, args.out, args.chunk, args.workers, args.memory_limit)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--one", "--sizes", str(size), "--chunk", str(args.chunk),
+               "--workers", str(args.workers), "--memory-limit", args.memory_limit, "--worker-env", args.worker_env,
+               "--data", str(args.data), "--out", str(args.out)]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(MARK))
+        r = json.loads(line[len(MARK):])
         print(json.dumps(r), flush=True)
         results.append(r)
-    print(json.dumps({"machine": machine(), "results": results}, indent=1))
-    np.seterr(all="ignore")
+    print(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                      "loadavg_start": [round(x, 2) for x in load0],
+                      "loadavg_end": [round(x, 2) for x in os.getloadavg()], "results": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ salt noise) into a label store, then times
   rasterio) over the whole raster in one process, written with pyogrio in one transaction;
 
 and records peak resident memory (client + workers, sampled every 50 ms) of the vectorise
-stage for each ``--sizes``. GDAL runs are done for the largest size only. Prints JSON.
+stage for each ``--sizes`` (the label store is generated in a child process, so the client's
+baseline is the same for every size; ``peak_increase_mib`` is what the stage added). GDAL runs are done for the largest size only. Prints JSON.
 
     python benchmarks/bench_vectorize.py --sizes 4000 8000 --workdir /tmp/bench-vec
 
@@ -83,10 +84,16 @@ def write_store(labels: np.ndarray, path: Path, chunk: int) -> Path:
 
 
 @contextmanager
-def peak_rss(pids_fn, interval: float = 0.05) -> Iterator[dict]:
-    """Sample the summed RSS of the processes ``pids_fn()`` returns; report peak and baseline."""
+def peak_rss(pids_fn, interval: float = 0.05, names: dict[int, str] | None = None) -> Iterator[dict]:
+    """Sample the RSS of the processes ``pids_fn()`` returns.
+
+    Reports the baseline (summed RSS at the start), the peak of the summed RSS, the processes'
+    RSS at that moment, each process's own peak (by ``names``: ``client``, ``worker1`` ...)
+    and ``peak_increase_mib`` (peak minus baseline: what the stage itself added).
+    """
     out: dict = {}
     stop = threading.Event()
+    names = names or {}
 
     def total() -> tuple[int, dict[int, int]]:
         per = {}
@@ -97,12 +104,15 @@ def peak_rss(pids_fn, interval: float = 0.05) -> Iterator[dict]:
                 pass
         return sum(per.values()), per
 
-    base, _ = total()
-    peak = [base, {}]
+    base, base_per = total()
+    peak = [base, dict(base_per)]
+    own_peak: dict[int, int] = dict(base_per)
 
     def loop() -> None:
         while not stop.is_set():
             t, per = total()
+            for pid, rss in per.items():
+                own_peak[pid] = max(own_peak.get(pid, 0), rss)
             if t > peak[0]:
                 peak[0], peak[1] = t, per
             stop.wait(interval)
@@ -116,7 +126,10 @@ def peak_rss(pids_fn, interval: float = 0.05) -> Iterator[dict]:
         th.join()
         out["baseline_rss_mib"] = round(base / 2**20, 1)
         out["peak_rss_mib"] = round(peak[0] / 2**20, 1)
+        out["peak_increase_mib"] = round((peak[0] - base) / 2**20, 1)
         out["peak_rss_per_process_mib"] = sorted((round(v / 2**20, 1) for v in peak[1].values()), reverse=True)
+        out["own_peak_by_process_mib"] = {names.get(pid, str(pid)): round(v / 2**20, 1) for pid, v in own_peak.items()}
+        out["baseline_by_process_mib"] = {names.get(pid, str(pid)): round(v / 2**20, 1) for pid, v in base_per.items()}
 
 
 def machine() -> dict:
@@ -144,23 +157,46 @@ def machine() -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
+def _warm_up() -> None:
+    import geoseg.vectorize  # noqa: F401
+
+
+def _prepare(n: int, seed: int, classes: int, sigma: float, salt: float, path: str, chunk: int) -> None:
+    labels = fragmented_labels(n, seed=seed, classes=classes, sigma=sigma, salt=salt)
+    write_store(labels, Path(path), chunk)
+
+
+def prepare_store(n: int, args: argparse.Namespace, path: Path) -> Path:
+    """Generate the label store in a child process, so the client's memory stays comparable across sizes."""
+    proc = mp.get_context("spawn").Process(
+        target=_prepare, args=(n, args.seed, args.classes, args.sigma, args.salt, str(path), args.chunk))
+    proc.start()
+    proc.join()
+    if proc.exitcode:
+        raise RuntimeError(f"generating the {n}² label store failed (exit code {proc.exitcode})")
+    return path
+
+
 def _cpu_seconds() -> float:
     t = psutil.Process().cpu_times()
     return t.user + t.system
 
 
 def run_geoseg(store: Path, out: Path, workers: int) -> dict:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     from geoseg.vectorize import vectorize_labels
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      memory_limit=0) as cluster, Client(cluster) as client:
+    from geoseg.cluster import start_local_cluster
+
+    with start_local_cluster(workers, 1, memory_limit=0, dashboard=False) as cluster, Client(cluster) as client:
         worker_pids = list(client.run(os.getpid).values())
+        client.run(_warm_up)  # imports on the workers are not part of the stage
         pids = [os.getpid(), *worker_pids]
+        names = {os.getpid(): "client", **{pid: f"worker{i + 1}" for i, pid in enumerate(worker_pids)}}
         cpu0 = sum(client.run(_cpu_seconds).values()), _cpu_seconds()
         load0 = os.getloadavg()[0]
-        with peak_rss(lambda: pids) as mem:
+        with peak_rss(lambda: pids, names=names) as mem:
             t0 = time.perf_counter()
             res = vectorize_labels(store, out, client=client)
             seconds = time.perf_counter() - t0
@@ -255,16 +291,23 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    report: dict = {"machine": machine(), "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    import geoseg.vectorize  # noqa: F401 - import before the first size, so every size starts from the same client
+    report: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                    "loadavg_start": [round(x, 2) for x in os.getloadavg()], "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                     "runs": []}
+    # one small unrecorded run first: the client's one-time growth (lazy imports, GDAL/pyogrio
+    # writer state) would otherwise be charged to the first size only
+    warm = args.workdir / "warm-up"
+    shutil.rmtree(warm, ignore_errors=True)
+    warm.mkdir(parents=True)
+    run_geoseg(prepare_store(512, args, warm / "labels.zarr"), warm / "geoseg.gpkg", args.workers)
+    shutil.rmtree(warm, ignore_errors=True)
     for n in sorted(args.sizes):
         folder = args.workdir / f"n{n}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         t0 = time.perf_counter()
-        labels = fragmented_labels(n, seed=args.seed, classes=args.classes, sigma=args.sigma, salt=args.salt)
-        store = write_store(labels, folder / "labels.zarr", args.chunk)
-        del labels
+        store = prepare_store(n, args, folder / "labels.zarr")
         run: dict = {"size": n, "prepare_seconds": round(time.perf_counter() - t0, 1)}
         run["geoseg"] = run_geoseg(store, folder / "geoseg.gpkg", args.workers)
         if not args.skip_gdal and n == max(args.sizes):
@@ -284,6 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(run), file=sys.stderr, flush=True)
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
+    report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report, indent=1))
     return report
 
