@@ -14,8 +14,10 @@ class, same areas), however the raster is chunked:
 3. A polygon touching a shared border is returned in pixel coordinates, together with, for
    each pixel along each shared border, the index of the polygon that owns it.
 4. The client pairs the pixels facing each other across every seam: same class on both sides
-   of a pixel *edge* means same region. Connected components of these contacts (a union-find)
-   group the pieces of each region; each group becomes one polygon with ``shapely.union_all``.
+   of a pixel *edge* means same region. Connected components of these contacts group the pieces
+   of each region; each group becomes one polygon with ``shapely.union_all``, as soon as no
+   chunk still to come can add to it (:mod:`geoseg.seams`), so the client holds only the pieces
+   along the front of finished chunks.
 
 Contacts are pixel edges, never pixel corners: that *is* 4-connectivity, the default and only
 connectivity (two same-class regions meeting at a corner point stay two polygons, and a
@@ -52,6 +54,8 @@ from .errors import JobSpecError
 from .gpkg import POLYGON_SCHEMA, atomic_gpkg, class_style, write_arrow_layer, write_layer_styles
 from .grid import ChunkGrid, Window, halo_window, trim_halo
 from .labelstore import read_label_info, read_label_window
+from .seams import ROUND_PIECES as SEAM_ROUND_PIECES
+from .seams import SeamMerger, union_each, union_on_cluster
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -369,104 +373,6 @@ def _chunk_index(window: Window, chunk: int) -> tuple[int, int]:
     return window.row_off // chunk, window.col_off // chunk
 
 
-def seam_contacts(pieces: dict[tuple[int, int], ChunkPolygons], offsets: dict[tuple[int, int], int],
-                  classes: np.ndarray) -> np.ndarray:
-    """Pairs of global border-piece ids that share a pixel edge across a seam, with the same class.
-
-    Only the edge neighbours (right, below) of each chunk are compared, row by row or column by
-    column: pixels that face each other diagonally never pair, which is 4-connectivity.
-    """
-    pairs = []
-    for (iy, ix), here in pieces.items():
-        for side, other_side, key in (("right", "left", (iy, ix + 1)), ("bottom", "top", (iy + 1, ix))):
-            there = pieces.get(key)
-            if there is None:
-                continue
-            a, b = here.sides[side], there.sides[other_side]
-            ok = (a >= 0) & (b >= 0)
-            ga, gb = a[ok] + offsets[(iy, ix)], b[ok] + offsets[key]
-            same = classes[ga] == classes[gb]
-            pairs.append(np.column_stack([ga[same], gb[same]]))
-    if not pairs:
-        return np.empty((0, 2), dtype=np.int64)
-    return np.unique(np.concatenate(pairs), axis=0)
-
-
-#: Unions are the costly part of merging: with a cluster and at least this many groups they run
-#: there, in batches of similar vertex counts.
-MIN_GROUPS_FOR_CLUSTER = 64
-
-Unioner = Callable[[list[np.ndarray]], np.ndarray]
-
-
-def union_each(groups: list[np.ndarray]) -> np.ndarray:
-    """Union each group of pieces into one polygon (exact: integer pixel coordinates) and drop
-    the collinear vertices the seams leave behind (Douglas-Peucker with tolerance 0 removes only
-    exactly collinear points, so the point set, and validity, are unchanged)."""
-    if not groups:
-        return np.empty(0, dtype=object)
-    merged = np.empty(len(groups), dtype=object)
-    merged[:] = [shapely.union_all(g) for g in groups]
-    return shapely.simplify(merged, 0.0, preserve_topology=False)
-
-
-def union_on_cluster(client: "Client", n_batches: int) -> Unioner:
-    """A :data:`Unioner` that spreads the groups over the cluster in ``n_batches`` batches."""
-
-    def run(groups: list[np.ndarray]) -> np.ndarray:
-        if len(groups) < MIN_GROUPS_FOR_CLUSTER:
-            return union_each(groups)
-        weight = np.cumsum([shapely.get_num_coordinates(g).sum() for g in groups])
-        cuts = np.searchsorted(weight, weight[-1] * np.arange(1, n_batches) / n_batches)
-        bounds = [0, *np.unique(cuts).tolist(), len(groups)]
-        batches = [groups[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
-        futures = client.map(union_each, batches, pure=False)
-        return np.concatenate(client.gather(futures))
-
-    return run
-
-
-def border_groups(pieces: dict[tuple[int, int], ChunkPolygons]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All border pieces, their classes and the region (connected component of seam contacts)
-    each belongs to."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    keys = sorted(pieces)
-    offsets, n = {}, 0
-    for k in keys:
-        offsets[k] = n
-        n += len(pieces[k].border)
-    if n == 0:
-        return np.empty(0, dtype=object), np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int64)
-    geoms = np.concatenate([pieces[k].border for k in keys])
-    classes = np.concatenate([pieces[k].border_class for k in keys]).astype(np.int32)
-    pairs = seam_contacts(pieces, offsets, classes)
-    graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, group = connected_components(graph, directed=False)
-    return geoms, classes, group
-
-
-def merge_border_pieces(
-    pieces: dict[tuple[int, int], ChunkPolygons], union: Unioner = union_each
-) -> tuple[np.ndarray, np.ndarray]:
-    """Union the border pieces of each region (pixel coordinates); returns polygons and classes."""
-    geoms, classes, group = border_groups(pieces)
-    if len(geoms) == 0:
-        return geoms, classes
-    sizes = np.bincount(group)
-    alone = sizes[group] == 1
-    multi = np.flatnonzero(~alone)
-    order = multi[np.argsort(group[multi], kind="stable")]
-    members = np.split(order, np.flatnonzero(np.diff(group[order])) + 1) if len(order) else []
-    merged = union([geoms[idx] for idx in members])
-    merged_cls = np.asarray([classes[idx[0]] for idx in members], dtype=np.int32)
-    parts, part_idx = shapely.get_parts(merged, return_index=True)
-    if len(parts) != len(merged):  # cannot happen for edge-connected pieces; keep the data, say so
-        log.warning("seam merge produced %d extra parts", len(parts) - len(merged))
-    return np.concatenate([geoms[alone], parts]), np.concatenate([classes[alone], merged_cls[part_idx]])
-
-
 def vectorize_array(
     labels: np.ndarray,
     chunk: int,
@@ -483,16 +389,18 @@ def vectorize_array(
     """
     grid = ChunkGrid(labels.shape[0], labels.shape[1], chunk, transform)
     halo = _halo(min_mapping_unit_px, sieve_halo_px)
-    pieces: dict[tuple[int, int], ChunkPolygons] = {}
+    merger = SeamMerger(grid.chunks_shape)
     finals, final_cls = [], []
     for w in grid.windows():
         arr = prepare_chunk(lambda win: labels[win.slices], w, grid.shape, min_mapping_unit_px=min_mapping_unit_px,
                             halo_px=halo, skip_classes=skip_classes)
         res = chunk_polygons(arr, w, grid, skip_classes=skip_classes, world=False)
-        pieces[_chunk_index(w, chunk)] = res
         finals.append(res.final)
         final_cls.append(res.final_class)
-    merged, merged_cls = merge_border_pieces(pieces)
+        merged, merged_cls = merger.add(_chunk_index(w, chunk), res)
+        finals.append(merged)
+        final_cls.append(merged_cls)
+    merged, merged_cls = merger.finish()
     geoms = np.concatenate(finals + [merged])
     return to_map_coords(geoms, transform), np.concatenate(final_cls + [merged_cls])
 
@@ -533,13 +441,38 @@ def _run_chunks(spec: ChunkSpec, windows: list[Window], client: "Client | None")
     from distributed import as_completed
 
     token = uuid.uuid4().hex[:8]
-    futures = client.map(vectorize_chunk, windows, spec=spec, key=[f"geoseg-vectorize-{token}-{w.key}" for w in windows])
+    todo = iter(windows)
+    running: set = set()
+    done = as_completed()
+
+    def submit_next() -> None:
+        w = next(todo, None)
+        if w is not None:
+            fut = client.submit(vectorize_chunk, w, spec=spec, key=f"geoseg-vectorize-{token}-{w.key}")
+            running.add(fut)
+            done.add(fut)
+
+    # Back-pressure: only a few chunks ahead of the writer. Results are fetched one at a time, so
+    # when writing the GeoPackage is slower than polygonising, neither the client nor the workers
+    # pile up finished chunks (memory follows the chunk, not the output).
+    for _ in range(2 * _n_threads(client) + 2):
+        submit_next()
     try:
-        for fut, res in as_completed(futures, with_results=True):
+        for fut in done:
+            res = fut.result()
+            running.discard(fut)
             fut.release()
+            submit_next()
             yield res
     finally:
-        client.cancel(futures)
+        client.cancel(list(running))
+
+
+def _n_threads(client: "Client") -> int:
+    try:
+        return max(1, sum(client.nthreads().values()))
+    except Exception:  # noqa: BLE001 - a count is only a hint for how far ahead to submit
+        return 1
 
 
 def _n_workers(client: "Client") -> int:
@@ -636,6 +569,7 @@ def vectorize_labels(
     layout: Layout = "single",
     layer_name: str = DEFAULT_LAYER,
     sieve_halo_px: int | None = None,
+    seam_round_pieces: int = SEAM_ROUND_PIECES,
 ) -> VectorizeResult:
     """Vectorise a label store into a GeoPackage of polygons, one per 4-connected region.
 
@@ -650,6 +584,7 @@ def vectorize_labels(
     together on the client (memory ∝ output size). ``layout``: one layer ``layer_name``, or one
     layer per class named after the class. The file appears only once complete, with a QGIS
     default style (categorized on ``class_id``, legend colours) in ``layer_styles``.
+    ``seam_round_pieces``: how many new seam pieces start a merge round (see :class:`SeamMerger`).
     """
     t_start = time.perf_counter()
     _check_options(connectivity, layout, min_mapping_unit_px, simplify_tolerance)
@@ -666,33 +601,44 @@ def vectorize_labels(
     timings = {"chunk_tasks_s": 0.0, "merge_s": 0.0}
 
     def batches() -> Iterator[pa.RecordBatch]:
-        pieces: dict[tuple[int, int], ChunkPolygons] = {}
-        pixel_finals: list[tuple[np.ndarray, np.ndarray]] = []
+        unioner = union_each if client is None else union_on_cluster(client, 4 * _n_workers(client))
+        merger = SeamMerger(grid.chunks_shape, unioner, round_pieces=seam_round_pieces)
+        pixel_polygons: list[tuple[np.ndarray, np.ndarray]] = []  # only with simplification
+
+        def merged_batches(merged: np.ndarray, merged_cls: np.ndarray) -> Iterator[pa.RecordBatch]:
+            if simplify:
+                pixel_polygons.append((merged, merged_cls))
+            elif len(merged):
+                batch = _pixel_batch(merged, merged_cls, grid, names)
+                tally.add(merged_cls, batch.column("area_m2").to_numpy())
+                yield batch
+
         for res in _run_chunks(spec, windows, client):
             timings["chunk_tasks_s"] += res.seconds
-            pieces[_chunk_index(res.window, grid.chunk)] = res
-            if len(res.final) == 0:
-                continue
-            if simplify:
-                pixel_finals.append((res.final, res.final_class))
-            else:
+            if len(res.final) and simplify:
+                pixel_polygons.append((res.final, res.final_class))
+            elif len(res.final):
                 area = res.final_area_px * grid.pixel_area
                 tally.add(res.final_class, area)
                 yield _batch(res.final, res.final_class, area, res.final_perimeter_m, names)
+            t0 = time.perf_counter()
+            merged = merger.add(_chunk_index(res.window, grid.chunk), res)
+            timings["merge_s"] += time.perf_counter() - t0
+            yield from merged_batches(*merged)
         t0 = time.perf_counter()
-        unioner = union_each if client is None else union_on_cluster(client, 4 * _n_workers(client))
-        merged, merged_cls = merge_border_pieces(pieces, unioner)
-        timings["merge_s"] = time.perf_counter() - t0
-        if simplify:
-            geoms = np.concatenate([g for g, _ in pixel_finals] + [merged])
-            classes = np.concatenate([c for _, c in pixel_finals] + [merged_cls])
+        merged = merger.finish()
+        timings["merge_s"] += time.perf_counter() - t0
+        timings["seam_pieces_peak"] = merger.peak_waiting
+        timings["merge_rounds"] = merger.rounds
+        yield from merged_batches(*merged)
+        if simplify and pixel_polygons:
+            geoms = np.concatenate([g for g, _ in pixel_polygons])
+            classes = np.concatenate([c for _, c in pixel_polygons])
             t0 = time.perf_counter()
             geoms = _coverage_simplify(geoms, simplify_tolerance / np.sqrt(grid.pixel_area))
             timings["simplify_s"] = time.perf_counter() - t0
-            merged, merged_cls = geoms, classes
-        if len(merged):
-            batch = _pixel_batch(merged, merged_cls, grid, names)
-            tally.add(merged_cls, batch.column("area_m2").to_numpy())
+            batch = _pixel_batch(geoms, classes, grid, names)
+            tally.add(classes, batch.column("area_m2").to_numpy())
             yield batch
 
     with atomic_gpkg(out_path) as tmp:

@@ -319,9 +319,9 @@ def test_coverage_simplification_leaves_no_gaps_or_overlaps(tmp_path):
 
 @pytest.mark.integration
 def test_runs_on_a_cluster_with_the_same_result(blocky_store, tmp_path, dask_client, monkeypatch):
-    import geoseg.vectorize
+    import geoseg.seams
 
-    monkeypatch.setattr(geoseg.vectorize, "MIN_GROUPS_FOR_CLUSTER", 0)  # seam unions on the cluster too
+    monkeypatch.setattr(geoseg.seams, "MIN_GROUPS_FOR_CLUSTER", 0)  # seam unions on the cluster too
     store, labels = blocky_store
     res = vectorize_labels(store, tmp_path / "c.gpkg", client=dask_client)
     local = vectorize_labels(store, tmp_path / "l.gpkg")
@@ -350,3 +350,59 @@ def test_bad_options_are_user_errors(blocky_store, tmp_path, kwargs, match):
     with pytest.raises(JobSpecError, match=match):
         vectorize_labels(store, tmp_path / "p.gpkg", **kwargs)
     assert not (tmp_path / "p.gpkg").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# progressive seam merging: regions leave the client as soon as they are complete
+# ---------------------------------------------------------------------------------------------
+
+
+def _merge_progressively(labels: np.ndarray, chunk: int, order: list, round_pieces: int = 1):
+    """Chunks polygonised in ``order`` (window indices), seams merged as they close."""
+    from geoseg.seams import SeamMerger
+    from geoseg.vectorize import chunk_polygons
+
+    grid = ChunkGrid(labels.shape[0], labels.shape[1], chunk)
+    windows = list(grid.windows())
+    merger = SeamMerger(grid.chunks_shape, round_pieces=round_pieces)
+    geoms, classes, total_pieces = [], [], 0
+    for i in order:
+        w = windows[i]
+        res = chunk_polygons(labels[w.slices], w, grid, skip_classes=(NODATA_LABEL,), world=False)
+        total_pieces += len(res.border)
+        geoms.append(res.final)
+        classes.append(res.final_class)
+        for part, out in zip((geoms, classes), merger.add((w.row_off // chunk, w.col_off // chunk), res)):
+            part.append(out)
+    for part, out in zip((geoms, classes), merger.finish()):
+        part.append(out)
+    return np.concatenate(geoms), np.concatenate(classes).astype(np.int32), merger, total_pieces
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(label_maps(), st.randoms(use_true_random=False))
+def test_progressive_merge_in_any_chunk_order_equals_single_pass(case, rnd):
+    labels, chunk = case
+    n = ChunkGrid(labels.shape[0], labels.shape[1], chunk).n_chunks
+    order = list(range(n))
+    rnd.shuffle(order)  # Dask returns chunks in completion order
+    geoms, classes, _, _ = _merge_progressively(labels, chunk, order)
+    assert_same_polygons(geoms, classes, *single_pass(labels))
+
+
+def test_progressive_merge_holds_only_the_open_front_of_seams():
+    labels = (np.random.default_rng(3).random((240, 240)) < 0.5).astype(np.uint8)  # very fragmented
+    grid = ChunkGrid(240, 240, 24)
+    geoms, classes, merger, total = _merge_progressively(labels, 24, list(range(grid.n_chunks)), round_pieces=1)
+    assert_same_polygons(geoms, classes, *single_pass(labels))
+    assert merger.rounds > 10
+    assert merger.peak_waiting < 0.25 * total  # about two rows of chunks' seams, not all 100 chunks'
+    assert merger.waiting == 0
+
+
+def test_vectorize_labels_merges_progressively_with_the_same_result(tmp_path):
+    labels = (np.random.default_rng(4).random((160, 160)) < 0.5).astype(np.uint8)
+    store = make_store(tmp_path / "l.zarr", labels, 32)
+    res = vectorize_labels(store, tmp_path / "p.gpkg", seam_round_pieces=1)
+    assert res.timings["merge_rounds"] > 1
+    assert_same_polygons(*_read_polygons(tmp_path / "p.gpkg"), *single_pass(labels, TRANSFORM))
