@@ -34,7 +34,7 @@ def _polygons(out) -> list[tuple]:  # noqa: ANN001
 def test_random_worker_kills_during_a_long_run(tmp_path):
     from distributed import Client, LocalCluster
 
-    scene, _ = blocky_scene(tmp_path, height=2600, width=2600)
+    scene, _ = blocky_scene(tmp_path, height=4000, width=4000)
     job = _job_dict(scene, tmp_path / "ref")
     job["vectorize"] = {"enabled": True}
     run_job(parse_job(job), show_progress=False)
