@@ -112,7 +112,7 @@ def bench_chunk(model, meta, dev, chunk: int, batch_size: int, amp: bool, repeat
     """One interior chunk with its halo: GeoTIFF read → predict_chunk → trimmed numpy labels."""
     from geoseg.grid import Window, halo_window, trim_halo
     from geoseg.io import open_scene, read_window
-    from geoseg.models.deeplab import predict_chunk, required_halo, tile_starts
+    from geoseg.models.deeplab import predict_chunk, required_halo
 
     halo = required_halo(meta)
     side = chunk + 2 * halo
@@ -129,10 +129,7 @@ def bench_chunk(model, meta, dev, chunk: int, batch_size: int, amp: bool, repeat
             ds.write(data)
     scene = open_scene(str(path))
     hw = halo_window(Window(halo, halo, chunk, chunk), halo, (side, side))  # an interior chunk
-    stride = meta.tile_size - meta.tile_overlap
-    rows, cols = hw.core_in_outer
-    rs = tile_starts(hw.outer.row_off, hw.outer.height, meta.tile_size, stride, rows.start, rows.stop)
-    cs = tile_starts(hw.outer.col_off, hw.outer.width, meta.tile_size, stride, cols.start, cols.stop)
+    n_tiles = core_tiles(meta, hw)
     runs = []
     for i in range(repeat + 1):  # the first run is a warm-up
         t0 = time.perf_counter()
@@ -151,8 +148,8 @@ def bench_chunk(model, meta, dev, chunk: int, batch_size: int, amp: bool, repeat
         "chunk": chunk,
         "halo": halo,
         "outer": [hw.outer.height, hw.outer.width],
-        "tiles": len(rs) * len(cs),
-        "tile_pixels_per_output_pixel": round(len(rs) * len(cs) * meta.tile_size**2 / chunk**2, 3),
+        "tiles": n_tiles,
+        "tile_pixels_per_output_pixel": round(n_tiles * meta.tile_size**2 / chunk**2, 3),
         "batch_size": batch_size,
         "read_s": round(read_s, 3),
         "predict_s": round(pred_s, 3),
@@ -162,37 +159,45 @@ def bench_chunk(model, meta, dev, chunk: int, batch_size: int, amp: bool, repeat
     }
 
 
-def tiles_for_grid(meta, height: int, width: int, chunk: int) -> int:  # noqa: ANN001
-    """Tiles the workflow computes over the whole scene: every tile touching each chunk's core."""
-    from geoseg.grid import ChunkGrid, halo_window
-    from geoseg.models.deeplab import required_halo, tile_starts
+def core_tiles(meta, hw) -> int:  # noqa: ANN001
+    """Tiles ``predict_chunk(core=...)`` computes for one chunk: every tile touching its core."""
+    from geoseg.models.deeplab import tile_starts
 
-    halo, stride = required_halo(meta), meta.tile_size - meta.tile_overlap
+    stride = meta.tile_size - meta.tile_overlap
+    rows, cols = hw.core_in_outer
+    rs = tile_starts(hw.outer.row_off, hw.outer.height, meta.tile_size, stride, rows.start, rows.stop)
+    cs = tile_starts(hw.outer.col_off, hw.outer.width, meta.tile_size, stride, cols.start, cols.stop)
+    return len(rs) * len(cs)
+
+
+def tiles_for_grid(meta, height: int, width: int, chunk: int) -> int:  # noqa: ANN001
+    """Tiles the workflow computes over the whole scene, chunk by chunk."""
+    from geoseg.grid import ChunkGrid, halo_window
+    from geoseg.models.deeplab import required_halo
+
+    halo = required_halo(meta)
     grid = ChunkGrid(height=height, width=width, chunk=chunk)
-    total = 0
-    for window in grid.windows():
-        hw = halo_window(window, halo, (height, width))
-        rows, cols = hw.core_in_outer
-        rs = tile_starts(hw.outer.row_off, hw.outer.height, meta.tile_size, stride, rows.start, rows.stop)
-        cs = tile_starts(hw.outer.col_off, hw.outer.width, meta.tile_size, stride, cols.start, cols.stop)
-        total += len(rs) * len(cs)
-    return total
+    return sum(core_tiles(meta, halo_window(w, halo, (height, width))) for w in grid.windows())
 
 
 def bench_workflow(model, meta, dev, size: int, chunk: int, batch_size: int, model_alone: dict | None,  # noqa: ANN001
                    workdir: Path) -> dict:
     """The real job on a one-worker local cluster: GeoTIFF → tiles → blended logits → labels.zarr."""
+    import copy
+
     import rasterio
+    import torch
     from distributed import Client
     from rasterio.transform import from_origin
 
     from geoseg.checkpoint import save_checkpoint
     from geoseg.cluster import start_local_cluster
+    from geoseg.io import open_scene
     from geoseg.jobspec import parse_job
     from geoseg.workflow import run_job
 
-    ckpt = workdir / "bench-model"
-    save_checkpoint(model.float().to("cpu").to(memory_format=__import__("torch").contiguous_format), meta, ckpt)
+    ckpt = workdir / "bench-model"  # a CPU, contiguous copy: the benchmarked model stays as it is
+    save_checkpoint(copy.deepcopy(model).float().to("cpu").to(memory_format=torch.contiguous_format), meta, ckpt)
     image = workdir / f"scene_{size}.tif"
     rng = np.random.default_rng(1)
     with rasterio.open(image, "w", driver="GTiff", width=size, height=size, count=meta.in_channels, dtype="uint8",
@@ -215,10 +220,11 @@ def bench_workflow(model, meta, dev, size: int, chunk: int, batch_size: int, mod
         result = run_job(job, client=client, show_progress=False)
         total = time.perf_counter() - t0
     predict_s = result.stage_seconds["predict"]
-    tiles = tiles_for_grid(meta, size, size, result_chunk(job, image))
+    real_chunk = open_scene(str(image)).grid(job.chunk_size).chunk  # rounded to the file's blocks
+    tiles = tiles_for_grid(meta, size, size, real_chunk)
     tile_mpx = tiles * meta.tile_size**2 / 1e6
     out = {
-        "size": size, "chunk": result_chunk(job, image), "batch_size": batch_size, "tiles": tiles,
+        "size": size, "chunk": real_chunk, "batch_size": batch_size, "tiles": tiles,
         "tile_pixels_per_output_pixel": round(tile_mpx * 1e6 / size**2, 3),
         "run_s": round(total, 2), "predict_stage_s": round(predict_s, 2),
         "output_mpx_per_s": round(size * size / 1e6 / predict_s, 3),
@@ -230,13 +236,6 @@ def bench_workflow(model, meta, dev, size: int, chunk: int, batch_size: int, mod
     if same_batch:
         out["vs_model_alone"] = round(out["tile_mpx_per_s"] / same_batch[0]["mpx_per_s"], 3)
     return out
-
-
-def result_chunk(job, image: Path) -> int:  # noqa: ANN001
-    """The processing chunk the job really uses (rounded to the file's blocks)."""
-    from geoseg.io import open_scene
-
-    return open_scene(str(image)).grid(job.chunk_size).chunk
 
 
 def main(argv: list[str] | None = None) -> dict:

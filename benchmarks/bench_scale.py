@@ -170,7 +170,6 @@ def ensure_scene(size: int, data: Path) -> Path:
 def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memory_limit: str,
                worker_env: str = "geoseg") -> dict:
     """One size, measured in this (fresh) process."""
-    import dask
     from distributed import Client, LocalCluster
 
     from geoseg.cluster import start_local_cluster

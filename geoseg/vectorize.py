@@ -468,18 +468,23 @@ def _run_chunks(spec: ChunkSpec, windows: list[Window], client: "Client | None")
         client.cancel(list(running))
 
 
-def _n_threads(client: "Client") -> int:
+def _worker_threads(client: "Client") -> list[int]:
+    """Threads of each worker (``client.nthreads()``: every worker, unlike ``scheduler_info()``).
+
+    Only a hint for batching and for how far ahead to submit, so any failure gives one worker.
+    """
     try:
-        return max(1, sum(client.nthreads().values()))
-    except Exception:  # noqa: BLE001 - a count is only a hint for how far ahead to submit
-        return 1
+        return list(client.nthreads().values()) or [1]
+    except Exception:  # noqa: BLE001
+        return [1]
+
+
+def _n_threads(client: "Client") -> int:
+    return max(1, sum(_worker_threads(client)))
 
 
 def _n_workers(client: "Client") -> int:
-    try:
-        return max(1, len(client.scheduler_info().get("workers", {})))
-    except Exception:  # noqa: BLE001 - a count is only a hint for batching
-        return 1
+    return len(_worker_threads(client))
 
 
 def _legend_for(ids: Iterable[int], legend: Sequence[ClassInfo]) -> tuple[ClassInfo, ...]:
