@@ -147,12 +147,13 @@ def _voronoi_regions(path: Path, transform: Affine, size: int, n: int, seed: int
 
 
 def read_only(store: str, ref, window: Window, grid: ChunkGrid, crs_wkt: str) -> int:  # noqa: ANN001
-    """Baseline task: read both rasters on one window (the reference as evaluate reads it)."""
+    """Baseline task: read both rasters on one window, the reference as evaluate reads it (on an
+    aligned grid: one windowed read in the file's own type, nothing else)."""
     from geoseg.labelstore import read_label_window
-    from geoseg.reference import reference_window
+    from geoseg.reference import reference_pixels
 
     labels = read_label_window(store, window)
-    values, _ = reference_window(ref, crs_wkt, grid.window_transform(window), (window.height, window.width))
+    values, _ = reference_pixels(ref, crs_wkt, grid.window_transform(window), (window.height, window.width))
     return int(labels.size + values.size)
 
 

@@ -3,7 +3,7 @@
 Why a reduction: a label raster can be far larger than memory, but what accuracy needs is tiny.
 Each chunk window of the label grid is read with the reference and the regions brought onto it
 (:mod:`geoseg.reference`), and its pixels are counted into a small 3-D array indexed by
-(region, reference class, predicted label) with one ``np.bincount``. Only these count arrays
+(region, reference class, predicted label) in one compiled pass. Only these count arrays
 travel and are summed; every figure is then computed from the sums, so it equals what
 scikit-learn reports on the pixels themselves.
 
@@ -33,7 +33,7 @@ Conventions (documented once, used everywhere):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
 
@@ -46,6 +46,7 @@ from .classes import PALETTE, ClassInfo
 from .errors import InputError
 from .grid import ChunkGrid, Window
 from .labelstore import read_label_info, read_label_window
+from .pixelcount import ValueRanges, dense_histogram, value_ranges
 from .reference import (
     Reference,
     Regions,
@@ -53,8 +54,8 @@ from .reference import (
     metres_per_unit,
     open_reference,
     open_regions,
-    reference_window,
-    regions_window,
+    reference_pixels,
+    regions_window_codes,
     window_bounds,
 )
 
@@ -140,33 +141,36 @@ def _int_type(n: int) -> type:
 
 
 def count_pixels(
-    labels: np.ndarray, ref_values: np.ndarray, ref_valid: np.ndarray, slots: np.ndarray, label_nodata: int
+    labels: np.ndarray, ref_values: np.ndarray, ref_invalid: int | None, slots: np.ndarray, label_nodata: int
 ) -> ChunkCounts:
-    """Count (region slot, reference class, label) triples of one window with one bincount.
+    """Count (region slot, reference class, label) triples of one window.
 
-    Nodata is counted in the same pass: invalid reference pixels go to an extra reference row
-    and nodata labels are a label column; both are split off the small histogram afterwards,
-    so no pixel-sized mask copies are made.
+    Reference pixels equal to ``ref_invalid`` (nodata, outside the reference; ``None``: none
+    is) and nodata labels are counted in the same pass: invalid reference pixels go to an extra
+    reference row and nodata labels are a label column; both are split off the small histogram
+    afterwards, so no pixel-sized mask copies are made. Usual value ranges are counted by the compiled
+    single pass of :mod:`geoseg.pixelcount`; wide ones are renumbered first (:func:`_count_renumbered`).
     """
-    lab = labels.ravel()
-    ref = ref_values.ravel()
-    valid = ref_valid.ravel()
-    reg = slots.ravel()
-    if lab.size == 0:
+    if labels.size == 0:
         return ChunkCounts.empty()
+    r = value_ranges(slots, ref_values, ref_invalid, labels)
+    spans = {"reg": r.reg_hi - r.reg_lo + 1, "ref": r.ref_hi - r.ref_lo + 2, "lab": r.lab_hi - r.lab_lo + 1}
+    if math.prod(spans.values()) <= MAX_BINS:
+        dense = dense_histogram(slots, ref_values, ref_invalid, labels, r)
+        axes = [np.arange(lo, hi + 1, dtype=np.int64) for lo, hi in ((r.reg_lo, r.reg_hi), (r.ref_lo, r.ref_hi), (r.lab_lo, r.lab_hi))]
+        return _split_histogram(dense, *axes, label_nodata)
+    ref = ref_values.ravel()
+    valid = np.ones(ref.size, bool) if ref_invalid is None else ref != ref_invalid
+    return _count_renumbered(labels.ravel(), ref, valid, slots.ravel(), label_nodata, r, spans)
+
+
+def _count_renumbered(
+    lab: np.ndarray, ref: np.ndarray, valid: np.ndarray, reg: np.ndarray, label_nodata: int, r: ValueRanges, spans: dict
+) -> ChunkCounts:
+    """Numpy counting for value ranges too wide for a dense histogram: renumber the widest axes
+    to the values present, then one ``bincount`` of the combined index."""
     all_valid = bool(valid.all())
-    any_valid = all_valid or bool(valid.any())
-    if all_valid:
-        ref_lo, ref_hi = int(ref.min()), int(ref.max())
-    elif any_valid:
-        info = np.iinfo(ref.dtype)
-        ref_lo = int(np.min(ref, where=valid, initial=info.max))
-        ref_hi = int(np.max(ref, where=valid, initial=info.min))
-    else:
-        ref_lo, ref_hi = 0, -1
-    reg_lo, reg_hi = int(reg.min()), int(reg.max())
-    lab_lo, lab_hi = int(lab.min()), int(lab.max())
-    spans = {"reg": reg_hi - reg_lo + 1, "ref": ref_hi - ref_lo + 2, "lab": lab_hi - lab_lo + 1}
+    any_valid = r.ref_lo <= r.ref_hi
     compact = set()
     while math.prod(spans.values()) > MAX_BINS:
         widest = max((k for k in spans if k not in compact), key=spans.get, default=None)
@@ -175,14 +179,14 @@ def count_pixels(
         compact.add(widest)
         spans[widest] = 1  # stands for "small after renumbering" in this estimate
 
-    reg_vals, reg_i = _compact(reg) if "reg" in compact else _offset_axis(reg, reg_lo, reg_hi)
-    lab_vals, lab_i = _compact(lab) if "lab" in compact else _offset_axis(lab, lab_lo, lab_hi)
+    reg_vals, reg_i = _compact(reg) if "reg" in compact else _offset_axis(reg, r.reg_lo, r.reg_hi)
+    lab_vals, lab_i = _compact(lab) if "lab" in compact else _offset_axis(lab, r.lab_lo, r.lab_hi)
     if not any_valid:
         ref_vals, ref_i = np.empty(0, np.int64), np.zeros(ref.size, np.int16)
     elif "ref" in compact:
-        ref_vals, ref_i = _compact(ref if all_valid else np.where(valid, ref, ref.dtype.type(ref_lo)))
+        ref_vals, ref_i = _compact(ref if all_valid else np.where(valid, ref, ref.dtype.type(r.ref_lo)))
     else:
-        ref_vals, ref_i = _offset_axis(ref, ref_lo, ref_hi)  # invalid pixels wrap here; reset below
+        ref_vals, ref_i = _offset_axis(ref, r.ref_lo, r.ref_hi)  # invalid pixels wrap here; reset below
     n_ref = len(ref_vals)
     ng, nr, nl = len(reg_vals), n_ref + 1, len(lab_vals)
     # code = (region * nr + reference) * nl + label, in the narrowest integer types
@@ -266,9 +270,10 @@ def count_window(plan: _Plan, window: Window) -> ChunkCounts:
     transform = plan.grid.window_transform(window)
     shape = (window.height, window.width)
     labels = read_label_window(plan.labels_path, window)
-    ref, valid = reference_window(plan.reference, plan.crs_wkt, transform, shape)
-    slots = regions_window(plan.regions, plan.crs_wkt, transform, shape)
-    return count_pixels(labels, ref, valid, slots, plan.label_nodata)
+    ref, ref_invalid = reference_pixels(plan.reference, plan.crs_wkt, transform, shape)
+    codes, slot_of = regions_window_codes(plan.regions, plan.crs_wkt, transform, shape)
+    counts = count_pixels(labels, ref, ref_invalid, codes, plan.label_nodata)
+    return replace(counts, regions=slot_of[counts.regions])  # increasing: stays sorted
 
 
 def _sum_counts(parts: list[ChunkCounts]) -> ChunkCounts:

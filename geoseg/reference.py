@@ -32,6 +32,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from .errors import InputError
+from .layercache import cached_layer_window
 
 #: Fill value used while warping; never a valid class id.
 SENTINEL = int(np.iinfo(np.int32).min)
@@ -289,15 +290,36 @@ def _open_vector_reference(path: str, field: str | None) -> VectorReference:
 def reference_window(
     ref: Reference, label_crs_wkt: str, transform: Affine, shape: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The reference on one window of the label grid: ``(classes int32, valid bool)``."""
+    """The reference on one window of the label grid: ``(classes int32, valid bool)``, with
+    :data:`SENTINEL` wherever the reference is invalid (nodata, outside it, or not covered)."""
+    values, invalid = reference_pixels(ref, label_crs_wkt, transform, shape)
+    if invalid is None:
+        return values.astype(np.int32), np.ones(shape, bool)
+    valid = values != invalid
+    return np.where(valid, values, SENTINEL).astype(np.int32), valid
+
+
+def reference_pixels(
+    ref: Reference, label_crs_wkt: str, transform: Affine, shape: tuple[int, int]
+) -> tuple[np.ndarray, int | None]:
+    """The reference on one window as read, and the one value that marks invalid pixels there.
+
+    Why not a mask: counting compares with one value as it goes, so no mask and no ``int32``
+    copy of the window is made. A raster whose nodata fits its type stays in its own type
+    (``uint8`` usually), with the nodata value also filling what lies outside it; otherwise the
+    window is ``int32`` with :data:`SENTINEL` there. ``None``: every pixel is valid.
+    """
     if isinstance(ref, RasterReference):
-        values = _raster_window(ref, CRS.from_wkt(label_crs_wkt), transform, shape)
-        valid = values != SENTINEL
-        if ref.nodata is not None:
-            valid &= values != int(ref.nodata)
-        return values, valid
-    values = _vector_window(ref, CRS.from_wkt(label_crs_wkt), transform, shape)
-    return values, values != SENTINEL
+        return _raster_window(ref, CRS.from_wkt(label_crs_wkt), transform, shape)
+    return _vector_window(ref, CRS.from_wkt(label_crs_wkt), transform, shape), SENTINEL
+
+
+def _native_nodata(ref: RasterReference) -> int | None:
+    """The nodata value when it is an integer of the raster's own type, else ``None``."""
+    if ref.nodata is None or not float(ref.nodata).is_integer():
+        return None
+    info = np.iinfo(ref.dtype)
+    return int(ref.nodata) if info.min <= ref.nodata <= info.max else None
 
 
 def aligned_offset(src: Affine, dst: Affine, tol: float = 1e-6) -> tuple[int, int] | None:
@@ -319,37 +341,59 @@ def aligned_offset(src: Affine, dst: Affine, tol: float = 1e-6) -> tuple[int, in
     return int(round(row)), int(round(col))
 
 
-def _raster_window(ref: RasterReference, label_crs: CRS, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+def _raster_window(
+    ref: RasterReference, label_crs: CRS, transform: Affine, shape: tuple[int, int]
+) -> tuple[np.ndarray, int | None]:
     import rasterio
 
-    out = np.full(shape, SENTINEL, dtype=np.int32)
+    invalid = _native_nodata(ref)
     same_crs = ref.crs == label_crs
     offset = aligned_offset(ref.transform, transform) if same_crs else None
     with rasterio.open(ref.path) as src:
+        if invalid is None and ref.nodata is None and offset is not None and _inside(offset, shape, src):
+            return src.read(1, window=_rio_window(offset, shape)), None  # no nodata, nothing outside
+        if invalid is None:  # int32 with SENTINEL for missing pixels, nodata folded into it
+            out = np.full(shape, SENTINEL, dtype=np.int32)
+            fill, nodata = SENTINEL, ref.nodata
+        else:
+            out = np.full(shape, invalid, dtype=ref.dtype)
+            fill, nodata = invalid, invalid
         if offset is not None:
-            return _read_aligned(src, offset, shape, out)
-        return _read_warped(src, ref, label_crs, transform, shape, out)
+            _read_aligned(src, offset, shape, out)
+        else:
+            _read_warped(src, ref, label_crs, transform, shape, out, fill)
+    if invalid is None and ref.nodata is not None:
+        out[out == ref.nodata] = SENTINEL  # a nodata outside the raster's type range (rare)
+    return out, fill
 
 
-def _read_aligned(src, offset: tuple[int, int], shape: tuple[int, int], out: np.ndarray) -> np.ndarray:  # noqa: ANN001
-    """Direct read of the part of the window inside the reference (grids coincide)."""
+def _inside(offset: tuple[int, int], shape: tuple[int, int], src) -> bool:  # noqa: ANN001
+    r0, c0 = offset
+    return r0 >= 0 and c0 >= 0 and r0 + shape[0] <= src.height and c0 + shape[1] <= src.width
+
+
+def _rio_window(offset: tuple[int, int], shape: tuple[int, int]):  # noqa: ANN202 - rasterio Window
     from rasterio.windows import Window as RioWindow
 
+    return RioWindow(offset[1], offset[0], shape[1], shape[0])
+
+
+def _read_aligned(src, offset: tuple[int, int], shape: tuple[int, int], out: np.ndarray) -> None:  # noqa: ANN001
+    """Direct read of the part of the window inside the reference into ``out`` (grids coincide)."""
     r0, c0 = offset
     h, w = shape
     rr0, cc0 = max(r0, 0), max(c0, 0)
     rr1, cc1 = min(r0 + h, src.height), min(c0 + w, src.width)
     if rr1 <= rr0 or cc1 <= cc0:
-        return out
-    data = src.read(1, window=RioWindow(cc0, rr0, cc1 - cc0, rr1 - rr0))
-    out[rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0] = data
-    return out
+        return
+    out[rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0] = src.read(1, window=_rio_window((rr0, cc0), (rr1 - rr0, cc1 - cc0)))
 
 
 def _read_warped(
-    src, ref: RasterReference, label_crs: CRS, transform: Affine, shape: tuple[int, int], out: np.ndarray  # noqa: ANN001
-) -> np.ndarray:
-    """Read the source window the label window needs (plus a margin) and warp it, nearest."""
+    src, ref: RasterReference, label_crs: CRS, transform: Affine, shape: tuple[int, int], out: np.ndarray,  # noqa: ANN001
+    fill: int,
+) -> None:
+    """Read the source window the label window needs (plus a margin) and warp it into ``out``, nearest."""
     from rasterio.warp import Resampling, reproject
     from rasterio.windows import Window as RioWindow
     from rasterio.windows import from_bounds
@@ -362,7 +406,7 @@ def _read_warped(
     c1 = min(int(math.ceil(win.col_off + win.width)) + margin, ref.width)
     r1 = min(int(math.ceil(win.row_off + win.height)) + margin, ref.height)
     if c1 <= c0 or r1 <= r0:
-        return out
+        return
     rio_win = RioWindow(c0, r0, c1 - c0, r1 - r0)
     data = src.read(1, window=rio_win)
     reproject(
@@ -373,18 +417,24 @@ def _read_warped(
         src_nodata=ref.nodata,
         dst_transform=transform,
         dst_crs=label_crs,
-        dst_nodata=SENTINEL,
+        dst_nodata=fill,
         resampling=Resampling.nearest,
     )
-    return out
 
 
 def _read_layer_window(
     path: str, layer: str | None, columns: list[str], layer_crs: CRS, label_crs: CRS, bounds: tuple
 ):  # noqa: ANN202 - GeoDataFrame
-    """Features of a layer intersecting ``bounds`` (label CRS), in layer order, in the label CRS."""
+    """Features of a layer intersecting ``bounds`` (label CRS), in layer order, in the label CRS.
+
+    Small layers come from the worker's in-memory copy (:mod:`geoseg.layercache`), larger ones
+    from the file, read over the window's bounding box.
+    """
     import pyogrio
 
+    cached = cached_layer_window(path, layer, columns, layer_crs, label_crs, bounds)
+    if cached is not None:
+        return cached
     bbox = _pad(_bounds_in(label_crs, layer_crs, _pad(bounds)))
     df = pyogrio.read_dataframe(path, layer=layer, columns=columns, bbox=bbox, fid_as_index=True)
     df = df.sort_index()
@@ -523,20 +573,47 @@ def grid_regions(cell_m: float, label_crs: CRS, transform: Affine, shape: tuple[
 
 def regions_window(regions: Regions | None, label_crs_wkt: str, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
     """Region slot of every pixel of one window (0 = in no region), an unsigned/int array."""
+    codes, slot_of = regions_window_codes(regions, label_crs_wkt, transform, shape)
+    return slot_of[codes]
+
+
+def regions_window_codes(
+    regions: Regions | None, label_crs_wkt: str, transform: Affine, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Region of every pixel of one window as a small *code* and the slot of each code.
+
+    ``slot_of[codes]`` is the slot raster (0 = in no region). Codes number only the regions
+    present in the window, in slot order (``slot_of`` is increasing, ``slot_of[0] == 0``), so a
+    window meeting fewer than 255 regions is a ``uint8`` raster: half the bytes of ``uint16`` to
+    rasterise and to count.
+    """
     if regions is None:
-        return np.zeros(shape, dtype=np.uint16)
+        return np.zeros(shape, dtype=np.uint8), np.zeros(1, np.int64)
     if isinstance(regions, GridRegions):
         return _grid_window(regions, transform, shape)
     return _vector_regions_window(regions, CRS.from_wkt(label_crs_wkt), transform, shape)
 
 
-def _grid_window(g: GridRegions, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+def _code_dtype(n_codes: int) -> str:
+    """Narrowest raster type for codes ``0..n_codes``."""
+    return "uint8" if n_codes < 2**8 else "uint16" if n_codes < 2**16 else "int32"
+
+
+def _grid_window(g: GridRegions, transform: Affine, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     h, w = shape
     xs = transform.c + transform.a * (np.arange(w) + 0.5)
     ys = transform.f + transform.e * (np.arange(h) + 0.5)
     cols = np.clip(np.floor((xs - g.left) / g.cell_units).astype(np.int64), 0, g.n_cols - 1)
     rows = np.clip(np.floor((g.top - ys) / g.cell_units).astype(np.int64), 0, g.n_rows - 1)
-    return (rows[:, None] * g.n_cols + cols[None, :] + 1).astype(np.int32)
+    # number the window's cells row-major from 1: the same order as their slots
+    c0, r0 = int(cols.min()), int(rows.min())
+    n_local_cols = int(cols.max()) - c0 + 1
+    n_local = (int(rows.max()) - r0 + 1) * n_local_cols
+    dtype = _code_dtype(n_local)
+    codes = ((rows - r0)[:, None] * n_local_cols + (cols - c0)[None, :] + 1).astype(dtype)
+    local_r, local_c = np.divmod(np.arange(n_local), n_local_cols)
+    slot_of = np.concatenate([[0], (local_r + r0) * g.n_cols + local_c + c0 + 1]).astype(np.int64)
+    return codes, slot_of
 
 
 def _id_index(regions: VectorRegions):  # noqa: ANN202 - pandas.Index
@@ -546,14 +623,19 @@ def _id_index(regions: VectorRegions):  # noqa: ANN202 - pandas.Index
     return pd.Index(regions.ids)
 
 
-def _vector_regions_window(r: VectorRegions, label_crs: CRS, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+def _vector_regions_window(
+    r: VectorRegions, label_crs: CRS, transform: Affine, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     cols = [r.field] if r.field else []
     df = _read_layer_window(r.path, r.layer, cols, r.crs, label_crs, window_bounds(transform, shape))
     values = df[r.field] if r.field else df.index.to_series()
     slots = _id_index(r).get_indexer(values.to_numpy()) + 1
     keep = slots > 0
-    shapes = list(zip(df.geometry.values[keep], slots[keep].astype(np.int64)))
-    return _burn(shapes, transform, shape, 0, "uint16" if len(r.ids) < 65535 else "int32")  # uint16: half the memory
+    present = np.unique(slots[keep])
+    codes = np.searchsorted(present, slots[keep]) + 1
+    shapes = list(zip(df.geometry.values[keep], codes.astype(np.int64)))
+    slot_of = np.concatenate([[0], present]).astype(np.int64)
+    return _burn(shapes, transform, shape, 0, _code_dtype(len(present))), slot_of
 
 
 def regions_frame(regions: Regions, label_crs: CRS | None = None):  # noqa: ANN201 - GeoDataFrame

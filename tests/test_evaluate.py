@@ -44,6 +44,7 @@ from geoseg.evaluate import (
     merge_counts,
 )
 from geoseg.grid import ChunkGrid
+from geoseg.reference import SENTINEL
 from geoseg.labelstore import LabelStoreWriter
 
 from .conftest import write_raster
@@ -176,9 +177,8 @@ def assert_matches_sklearn(ev: Evaluation, region, mask: np.ndarray, labels: np.
 def test_count_pixels_and_merge_on_different_axes() -> None:
     labels = np.array([[1, 2, 255], [2, 2, 1]], np.uint8)
     ref = np.array([[1, 2, 3], [0, 2, 2]], np.int32)
-    valid = ref != 0
     slots = np.array([[0, 1, 1], [1, 2, 2]], np.int32)
-    c = count_pixels(labels, ref, valid, slots, NODATA_LABEL)
+    c = count_pixels(labels, ref, 0, slots, NODATA_LABEL)
     assert c.regions.tolist() == [0, 1, 2] and c.ref_values.tolist() == [1, 2] and c.label_values.tolist() == [1, 2]
     assert c.counts.sum() == 4 and c.counts[2].tolist() == [[0, 0], [1, 1]]
     assert c.excluded.tolist() == [[0, 0, 0], [1, 1, 2], [0, 0, 0]]
@@ -190,25 +190,34 @@ def test_count_pixels_and_merge_on_different_axes() -> None:
     assert (c + other).counts.sum() == 11
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     n=st.integers(0, 300),
     seed=st.integers(0, 2**32 - 1),
     ref_scale=st.sampled_from([5, 3000, 10**6]),
     max_bins=st.sampled_from([8, 1 << 21]),
+    ref_kind=st.sampled_from(["int32 + sentinel", "uint8 + nodata", "uint8, all valid"]),
 )
-def test_count_pixels_equals_brute_force(n: int, seed: int, ref_scale: int, max_bins: int) -> None:
-    """Direct and renumbered (compacted) axes, wide and negative values, nodata anywhere."""
+def test_count_pixels_equals_brute_force(n: int, seed: int, ref_scale: int, max_bins: int, ref_kind: str) -> None:
+    """Direct and renumbered (compacted) axes, wide and negative values, nodata anywhere; the
+    reference in int32 with a sentinel, or in its own uint8 with a nodata value, or all valid."""
     import geoseg.evaluate as ge
 
     rng = np.random.default_rng(seed)
     labels = rng.choice(np.array([0, 3, 7, 200, NODATA_LABEL], np.uint8), n)
-    ref = rng.integers(-ref_scale, ref_scale, n).astype(np.int32)
-    valid = rng.random(n) < 0.8
+    if ref_kind == "int32 + sentinel":
+        ref = rng.integers(-ref_scale, ref_scale, n).astype(np.int32)
+        valid = rng.random(n) < 0.8
+        ref, invalid = np.where(valid, ref, SENTINEL).astype(np.int32), SENTINEL
+    else:
+        ref = rng.integers(0, 256, n).astype(np.uint8)
+        invalid = int(rng.integers(0, 256)) if ref_kind == "uint8 + nodata" else None
+        ref[rng.random(n) < 0.2] = invalid or 0
+        valid = ref != invalid if invalid is not None else np.ones(n, bool)
     slots = rng.choice(np.array([0, 2, 900, 40000], np.int32), n)
     old, ge.MAX_BINS = ge.MAX_BINS, max_bins
     try:
-        c = count_pixels(labels, ref, valid, slots, NODATA_LABEL)
+        c = count_pixels(labels, ref, invalid, slots, NODATA_LABEL)
     finally:
         ge.MAX_BINS = old
     ok = valid & (labels != NODATA_LABEL)
@@ -260,17 +269,18 @@ def scenes(draw):  # noqa: ANN001, ANN201
             rects.append((r0, c0, r0 + draw(st.integers(1, h + 3)), c0 + draw(st.integers(1, w + 3))))
     cell_m = draw(st.sampled_from([20, 30, 50, 70])) if kind == "grid" else None
     ids = [draw(st.sampled_from([11, 22, 33])) for _ in rects]
-    return labels, ref, chunk, kind, rects, ids, cell_m
+    ref_nodata = draw(st.sampled_from([0, None]))  # None: class 0 is a class like any other
+    return labels, ref, chunk, kind, rects, ids, cell_m, ref_nodata
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scene=scenes())
 def test_every_figure_equals_sklearn(scene) -> None:  # noqa: ANN001
-    labels, ref, chunk, kind, rects, ids, cell_m = scene
+    labels, ref, chunk, kind, rects, ids, cell_m, ref_nodata = scene
     with tempfile.TemporaryDirectory() as tmp, dask.config.set(scheduler="synchronous"):
         d = Path(tmp)
         store = write_store(d / "labels.zarr", labels, chunk)
-        ref_path = write_raster(d / "ref.tif", ref, nodata=0, transform=TRANSFORM)
+        ref_path = write_raster(d / "ref.tif", ref, nodata=ref_nodata, transform=TRANSFORM)
         kwargs: dict = {}
         if kind == "rects":
             kwargs = dict(regions=write_regions(d / "regions.gpkg", rects, ids), region_field="zone")
@@ -284,7 +294,7 @@ def test_every_figure_equals_sklearn(scene) -> None:  # noqa: ANN001
                 evaluate(store, ref_path, **kwargs)
             return
         ev = evaluate(store, ref_path, **kwargs)
-    ref_valid = ref != 0
+    ref_valid = ref != ref_nodata if ref_nodata is not None else np.ones(ref.shape, bool)
     assert set(METRIC_COLUMNS) <= set(ev.metrics().columns)
     assert ev.region_ids[0] == "ALL"
     assert_matches_sklearn(ev, "ALL", np.ones(labels.shape, bool), labels, ref, ref_valid)
@@ -313,6 +323,30 @@ def test_chunk_size_does_not_change_counts(tmp_path: Path) -> None:
         store = write_store(tmp_path / f"l{chunk}.zarr", labels, chunk)
         results.append(evaluate(store, ref_path, grid_cell_m=120).counts)
     assert all(np.array_equal(results[0], r) for r in results[1:])
+
+
+@pytest.mark.parametrize(
+    "dtype, nodata",
+    [("uint8", 0), ("uint8", None), ("int16", -1), ("uint16", None)],
+    ids=["uint8-nodata", "uint8-no-nodata", "int16-nodata", "uint16-no-nodata"],
+)
+def test_reference_covering_part_of_the_labels(tmp_path: Path, dtype: str, nodata) -> None:  # noqa: ANN001
+    """A reference on the label grid that covers only part of it, whatever its type and nodata:
+    pixels outside it, and its nodata pixels, are excluded as reference nodata; the rest counts."""
+    rng = np.random.default_rng(7)
+    labels = rng.integers(1, 5, (30, 40)).astype(np.uint8)
+    inside = (slice(5, 30), slice(10, 40))  # the reference: rows 5.., cols 10..; 12 more columns to the right
+    ref_data = rng.integers(-1 if nodata == -1 else 0, 5, (25, 42)).astype(dtype)
+    ref_path = write_raster(tmp_path / "ref.tif", ref_data, nodata=nodata, transform=TRANSFORM * Affine.translation(10, 5))
+    ref = np.zeros(labels.shape, np.int64)
+    ref_valid = np.zeros(labels.shape, bool)
+    ref[inside] = ref_data[:, :30]
+    ref_valid[inside] = ref_data[:, :30] != nodata if nodata is not None else True
+    for chunk in (7, 64):
+        store = write_store(tmp_path / f"labels{chunk}.zarr", labels, chunk)
+        ev = evaluate(store, ref_path)
+        assert_matches_sklearn(ev, "ALL", np.ones(labels.shape, bool), labels, ref, ref_valid)
+        assert int(ev.metrics().iloc[0]["nodata_reference_px"]) == int((~ref_valid).sum()) > 10 * 30
 
 
 # ------------------------------------------------------------------------------------------
