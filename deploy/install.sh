@@ -7,6 +7,8 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 lock="$root/deploy/requirements.lock"
 venv="${GEOSEG_VENV:-$root/.venv}"
+# ./.venv may be the link an earlier GEOSEG_VENV install made: update the environment it points to
+if [ -L "$venv" ]; then venv=$(readlink -f "$venv"); fi
 want=$(sha256sum "$lock" | cut -d' ' -f1)
 stamp="$venv/.geoseg-lock.sha256"
 
