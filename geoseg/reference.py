@@ -33,6 +33,7 @@ from rasterio.crs import CRS
 
 from .errors import InputError
 from .layercache import cached_layer_window
+from .polyfill import fill_polygons
 
 #: Fill value used while warping; never a valid class id.
 SENTINEL = int(np.iinfo(np.int32).min)
@@ -445,12 +446,10 @@ def _read_layer_window(
 
 
 def _burn(shapes: list, transform: Affine, shape: tuple[int, int], fill: int, dtype: str = "int32") -> np.ndarray:
-    """Rasterise ``(geometry, value)`` pairs; a pixel takes the last polygon covering its centre."""
-    from rasterio.features import rasterize
-
-    if not shapes:
-        return np.full(shape, fill, dtype=dtype)
-    return rasterize(shapes, out_shape=shape, transform=transform, fill=fill, dtype=dtype)
+    """Rasterise ``(geometry, value)`` pairs; a pixel takes the last polygon covering its centre
+    (GDAL's rule, see :mod:`geoseg.polyfill`)."""
+    geometries = [g for g, _ in shapes]
+    return fill_polygons(geometries, [v for _, v in shapes], transform, shape, dtype, fill)
 
 
 def _vector_window(ref: VectorReference, label_crs: CRS, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
