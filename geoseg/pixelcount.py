@@ -6,13 +6,13 @@ them. With numpy it takes a dozen array passes (minima, maxima, index arithmetic
 pixel once per loop and allocate nothing pixel-sized, and they release the GIL, so threaded
 Dask workers count chunks in parallel.
 
-Compiled with numba on first use in a process (about a second) and cached on disk next to this
-module, so later processes load the machine code instead.
+Compiled with numba on first use in a process (about a second) and cached on disk
+(:mod:`geoseg.compiled`), so later processes load the machine code instead.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -40,12 +40,10 @@ class _Kernels(NamedTuple):
 
 @lru_cache(maxsize=None)
 def _kernels() -> _Kernels:
-    """Compile (or load from the on-disk cache) the two loops; imported lazily: numba is slow to import."""
-    import numba
+    """Compile (or load from the on-disk cache) the loops; imported lazily: numba is slow to import."""
+    from .compiled import compiled
 
-    jit = numba.njit(cache=True, nogil=True, boundscheck=False)
-
-    @jit
+    @compiled
     def ranges(reg, ref, lab, ref_invalid, check_invalid, ref_max, ref_min):  # noqa: ANN001, ANN202
         # min/max without branches, in the inputs' own types: the compiler vectorises this loop
         reg_lo = reg_hi = reg[0]
@@ -61,12 +59,12 @@ def _kernels() -> _Kernels:
             ref_hi = max(ref_hi, ref[i] if ok else ref_min)
         return reg_lo, reg_hi, ref_lo, ref_hi, lab_lo, lab_hi
 
-    @numba.njit(inline="always", boundscheck=False)
+    @partial(compiled, inline="always")
     def bin_of(g, r, lab, ref_invalid, check_invalid, ref_nodata, per_region, n_lab, base):  # noqa: ANN001, ANN202
         j = ref_nodata if check_invalid and r == ref_invalid else np.int64(r)
         return np.int64(g) * per_region + j * n_lab + np.int64(lab) + base
 
-    @jit
+    @compiled
     def histogram(reg, ref, lab, ref_invalid, check_invalid, reg_lo, ref_lo, n_ref, lab_lo, out4):  # noqa: ANN001, ANN202
         # Four interleaved sub-histograms (summed by the caller): on blocky maps consecutive
         # pixels hit the same bin, and one histogram would wait on its own previous increment.
@@ -84,7 +82,7 @@ def _kernels() -> _Kernels:
         for i in range(n - n % 4, n):
             flat[bin_of(reg[i], ref[i], lab[i], ref_invalid, check_invalid, ref_nodata, per_region, n_lab, base)] += 1
 
-    @jit
+    @compiled
     def histogram_bytes(reg, ref, lab, reg64, ref64, lab64, ref_invalid, check_invalid, reg_lo, ref_lo, n_ref, lab_lo, out4):  # noqa: ANN001, ANN202, E501
         # All three rasters in bytes, also seen as 8-byte words (``*64``). Maps are blocky: most
         # words hold 8 equal pixels in each raster, counted with one comparison per raster, and

@@ -28,9 +28,9 @@ from affine import Affine
 
 @lru_cache(maxsize=None)
 def _kernel() -> Any:
-    import numba
+    from .compiled import compiled
 
-    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    @compiled
     def fill(out, xs, ys, ring_start, feature_ring_start, values):  # noqa: ANN001, ANN202
         height, width = out.shape
         crossings = np.empty(max(xs.size, 1), np.float64)

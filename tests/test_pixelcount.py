@@ -58,3 +58,13 @@ def test_value_ranges_leave_out_invalid_reference_pixels() -> None:
     assert (r.reg_lo, r.reg_hi, r.ref_lo, r.ref_hi, r.lab_lo, r.lab_hi) == (2, 4, 3, 200, 2, 4)
     r = value_ranges(other, np.zeros(5, np.uint8), 0, other)
     assert r.ref_lo > r.ref_hi  # no valid reference pixel
+
+
+def test_loops_compile_where_nothing_can_be_cached() -> None:
+    """A function without a source file has no cache folder (as on a read-only install without
+    a home): it is compiled in memory instead of failing."""
+    from geoseg.compiled import compiled
+
+    namespace: dict = {}
+    exec("def add(a, b):\n    return a + b\n", namespace)
+    assert compiled(namespace["add"])(2, 3) == 5
