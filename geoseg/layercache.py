@@ -6,10 +6,11 @@ the features of each window from the file costs about as much as reading the win
 layer of a few thousand polygons fits in a few MB. So a worker reads such a layer once,
 reprojected to the label CRS, and answers each window from an STRtree in microseconds.
 
-Memory stays bounded: only layers of at most :data:`MAX_CACHED_FEATURES` features are cached
-(and at most :data:`MAX_CACHED_LAYERS` of them per process); larger layers return ``None`` and
-are read window by window from the file. A layer file that changes (size or modification time)
-is read again.
+Memory stays bounded: only layers of at most :data:`MAX_CACHED_FEATURES` features in a file of
+at most :data:`MAX_CACHED_FILE_BYTES` are cached (in memory they take about two to three times
+the file's size), at most :data:`MAX_CACHED_LAYERS` of them per process; larger layers return
+``None`` and are read window by window from the file. A layer file that changes (size or
+modification time) is read again.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from typing import Any
 import numpy as np
 from rasterio.crs import CRS
 
-#: Largest layer (feature count) held in memory per worker; about 1 kB per simple polygon.
+#: Largest layer held in memory per worker: feature count and file size.
 MAX_CACHED_FEATURES = 50_000
+MAX_CACHED_FILE_BYTES = 64 * 2**20
 MAX_CACHED_LAYERS = 4
 
 
@@ -65,7 +67,7 @@ def cached_layer_window(
     """Features whose envelope meets ``bounds`` (label CRS), in layer order, in the label CRS;
     ``None`` when the layer is not cacheable (too large, or not a local file)."""
     stamp = _file_stamp(path)
-    if stamp is None or _feature_count(path, layer, stamp) > MAX_CACHED_FEATURES:
+    if stamp is None or stamp[0] > MAX_CACHED_FILE_BYTES or _feature_count(path, layer, stamp) > MAX_CACHED_FEATURES:
         return None
     from shapely import box
 
