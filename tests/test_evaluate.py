@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import rasterio
 from affine import Affine
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rasterio.crs import CRS
 from shapely import box
@@ -275,6 +275,8 @@ def scenes(draw):  # noqa: ANN001, ANN201
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scene=scenes())
+@example(scene=(np.array([[1]], np.uint8), np.array([[2]], np.uint8), 2, "rects", [(0, -1, 1, 0), (0, 1, 1, 2)],
+                [11, 11], None, 0))  # both rectangles only touch the 1-pixel raster: a region with no pixels
 def test_every_figure_equals_sklearn(scene) -> None:  # noqa: ANN001
     labels, ref, chunk, kind, rects, ids, cell_m, ref_nodata = scene
     with tempfile.TemporaryDirectory() as tmp, dask.config.set(scheduler="synchronous"):
@@ -286,9 +288,11 @@ def test_every_figure_equals_sklearn(scene) -> None:  # noqa: ANN001
             kwargs = dict(regions=write_regions(d / "regions.gpkg", rects, ids), region_field="zone")
         elif kind == "grid":
             kwargs = dict(grid_cell_m=cell_m)
-        # rectangles wholly outside the raster make a layer that does not overlap it: an error
-        overlaps = kind != "rects" or any(r1 > 0 and c1 > 0 and r0 < labels.shape[0] and c0 < labels.shape[1]
-                                          for r0, c0, r1, c1 in rects)  # fmt: skip
+        # a layer whose extent (all rectangles together) misses the raster is an error; one whose
+        # extent overlaps it is evaluated, even when every rectangle just touches the raster's edge
+        r0s, c0s, r1s, c1s = zip(*rects) if rects else ((0,), (0,), (1,), (1,))
+        overlaps = kind != "rects" or (max(r1s) > 0 and max(c1s) > 0 and min(r0s) < labels.shape[0]
+                                       and min(c0s) < labels.shape[1])  # fmt: skip
         if not overlaps:
             with pytest.raises(InputError, match="does not overlap"):
                 evaluate(store, ref_path, **kwargs)
