@@ -29,7 +29,6 @@ from .io import Scene, open_scene, read_window
 from .jobspec import DeepLabConfig, JobSpec, KMeansConfig
 from .labelstore import PARTIAL_SUFFIX, LabelStoreWriter
 from .models.kmeans import KMeansModel, fit_kmeans
-from .pixelcount import byte_histogram
 from .predictors import ChunkPredictor, DeepLabPredictor, KMeansPredictor
 from .sampling import chunk_rng, sample_valid_pixels, sample_windows, sampling_rate
 
@@ -128,7 +127,7 @@ def label_task(
         else:
             labels = predictor.predict(data, valid, hw)
         writer.write(window, labels)
-    return byte_histogram(labels)
+    return np.bincount(labels.ravel(), minlength=256)
 
 
 # --------------------------------------------------------------------------- orchestration

@@ -69,12 +69,3 @@ def test_loops_compile_where_nothing_can_be_cached() -> None:
     exec("def add(a, b):\n    return a + b\n", namespace)
     assert compiled(namespace["add"])(2, 3) == 5
 
-
-@settings(max_examples=60, deadline=None)
-@given(n=st.integers(0, 5000), run=st.sampled_from([1, 7, 100]), seed=st.integers(0, 2**32 - 1))
-def test_byte_histogram_equals_bincount(n: int, run: int, seed: int) -> None:
-    from geoseg.pixelcount import byte_histogram
-
-    rng = np.random.default_rng(seed)
-    values = blocky_bytes(rng, n, run, np.array([0, 1, 2, 200, 255]), 0.1).reshape(-1, 1)
-    np.testing.assert_array_equal(byte_histogram(values), np.bincount(values.ravel(), minlength=256))
