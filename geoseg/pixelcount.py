@@ -2,7 +2,7 @@
 
 Why compiled: counting is the one pass of an evaluation that touches every pixel besides reading
 them. With numpy it takes a dozen array passes (minima, maxima, index arithmetic in temporaries,
-``bincount``'s conversion to ``intp``) and cost twice the reads. These two loops read each
+``bincount``'s conversion to ``intp``) and cost twice the reads. These loops read each
 pixel once per loop and allocate nothing pixel-sized, and they release the GIL, so threaded
 Dask workers count chunks in parallel.
 

@@ -31,41 +31,50 @@ def ranges(reg, ref, lab, ref_invalid, check_invalid, ref_max, ref_min):  # noqa
         ref_hi = max(ref_hi, ref[i] if ok else ref_min)
     return reg_lo, reg_hi, ref_lo, ref_hi, lab_lo, lab_hi
 
+
 @partial(compiled, inline="always")
-def bin_of(g, r, lab, ref_invalid, check_invalid, ref_nodata, per_region, n_lab, base):  # noqa: ANN001, ANN202
-    j = ref_nodata if check_invalid and r == ref_invalid else np.int64(r)
-    return np.int64(g) * per_region + j * n_lab + np.int64(lab) + base
+def bin_layout(out4, reg_lo, ref_lo, n_ref, lab_lo, ref_invalid, check_invalid):  # noqa: ANN001, ANN202
+    """What :func:`bin_of` needs: ``(ref_invalid, check_invalid, invalid row, bins per region,
+    labels, offset)`` for a histogram ``out4[4, region, reference (+ invalid row), label]``."""
+    n_lab = out4.shape[3]
+    offset = -(reg_lo * out4.shape[2] + ref_lo) * n_lab - lab_lo
+    return ref_invalid, check_invalid, n_ref + ref_lo, out4.shape[2] * n_lab, n_lab, offset
+
+
+@partial(compiled, inline="always")
+def bin_of(layout, g, r, lab):  # noqa: ANN001, ANN202
+    """Flat index in one sub-histogram of pixel (region ``g``, reference ``r``, label ``lab``)."""
+    ref_invalid, check_invalid, invalid_row, per_region, n_lab, offset = layout
+    j = invalid_row if check_invalid and r == ref_invalid else np.int64(r)
+    return np.int64(g) * per_region + j * n_lab + np.int64(lab) + offset
+
 
 @compiled
 def histogram(reg, ref, lab, ref_invalid, check_invalid, reg_lo, ref_lo, n_ref, lab_lo, out4):  # noqa: ANN001, ANN202
     # Four interleaved sub-histograms (summed by the caller): on blocky maps consecutive
     # pixels hit the same bin, and one histogram would wait on its own previous increment.
-    n_lab = out4.shape[3]
-    per_region = out4.shape[2] * n_lab
-    size = out4.shape[1] * per_region
+    layout = bin_layout(out4, reg_lo, ref_lo, n_ref, lab_lo, ref_invalid, check_invalid)
     flat = out4.reshape(-1)
-    base = -(reg_lo * out4.shape[2] + ref_lo) * n_lab - lab_lo
-    ref_nodata = n_ref + ref_lo  # the extra row for invalid reference pixels
+    size = flat.size // 4
     n = reg.size
     for start in range(0, n - n % 4, 4):  # unrolled by four, one sub-histogram each
         for u in range(4):
             i = start + u
-            flat[u * size + bin_of(reg[i], ref[i], lab[i], ref_invalid, check_invalid, ref_nodata, per_region, n_lab, base)] += 1
+            flat[u * size + bin_of(layout, reg[i], ref[i], lab[i])] += 1
     for i in range(n - n % 4, n):
-        flat[bin_of(reg[i], ref[i], lab[i], ref_invalid, check_invalid, ref_nodata, per_region, n_lab, base)] += 1
+        flat[bin_of(layout, reg[i], ref[i], lab[i])] += 1
+
 
 @compiled
-def histogram_bytes(reg, ref, lab, reg64, ref64, lab64, ref_invalid, check_invalid, reg_lo, ref_lo, n_ref, lab_lo, out4):  # noqa: ANN001, ANN202, E501
+def histogram_bytes(reg, ref, lab, reg64, ref64, lab64, ref_invalid, check_invalid,  # noqa: ANN001, ANN202
+                    reg_lo, ref_lo, n_ref, lab_lo, out4):  # fmt: skip
     # All three rasters in bytes, also seen as 8-byte words (``*64``). Maps are blocky: most
     # words hold 8 equal pixels in each raster, counted with one comparison per raster, and
     # a run of such words with the same bin stays in a register until the bin changes.
     # Other words are counted pixel by pixel as in ``histogram``.
-    n_lab = out4.shape[3]
-    per_region = out4.shape[2] * n_lab
-    size = out4.shape[1] * per_region
+    layout = bin_layout(out4, reg_lo, ref_lo, n_ref, lab_lo, ref_invalid, check_invalid)
     flat = out4.reshape(-1)
-    base = -(reg_lo * out4.shape[2] + ref_lo) * n_lab - lab_lo
-    ref_nodata = n_ref + ref_lo
+    size = flat.size // 4
     ones = np.uint64(0x0101010101010101)
     low = np.uint64(0xFF)
     run, run_bin = 0, 0
@@ -78,12 +87,12 @@ def histogram_bytes(reg, ref, lab, reg64, ref64, lab64, ref_invalid, check_inval
         g, r, lb = gw & low, rw & low, lw & low
         if gw == g * ones and rw == r * ones and lw == lb * ones:  # 8 equal pixels, a new bin
             flat[run_bin] += run
-            run_bin = bin_of(g, np.uint8(r), lb, ref_invalid, check_invalid, ref_nodata, per_region, n_lab, base)
+            run_bin = bin_of(layout, g, np.uint8(r), lb)
             run, run_reg, run_ref, run_lab = 8, gw, rw, lw
             continue
         for u in range(8):
             i = 8 * k + u
-            flat[(u & 3) * size + bin_of(reg[i], ref[i], lab[i], ref_invalid, check_invalid, ref_nodata, per_region, n_lab, base)] += 1
+            flat[(u & 3) * size + bin_of(layout, reg[i], ref[i], lab[i])] += 1
     flat[run_bin] += run
     for i in range(8 * reg64.size, reg.size):
-        flat[bin_of(reg[i], ref[i], lab[i], ref_invalid, check_invalid, ref_nodata, per_region, n_lab, base)] += 1
+        flat[bin_of(layout, reg[i], ref[i], lab[i])] += 1

@@ -308,11 +308,12 @@ def reference_pixels(
     Why not a mask: counting compares with one value as it goes, so no mask and no ``int32``
     copy of the window is made. A raster whose nodata fits its type stays in its own type
     (``uint8`` usually), with the nodata value also filling what lies outside it; otherwise the
-    window is ``int32`` with :data:`SENTINEL` there. ``None``: every pixel is valid.
+    window is ``int32`` with :data:`SENTINEL` there. A vector reference is burnt in bytes (255
+    where no polygon is) when its class ids allow. ``None``: every pixel is valid.
     """
     if isinstance(ref, RasterReference):
         return _raster_window(ref, CRS.from_wkt(label_crs_wkt), transform, shape)
-    return _vector_window(ref, CRS.from_wkt(label_crs_wkt), transform, shape), SENTINEL
+    return _vector_window(ref, CRS.from_wkt(label_crs_wkt), transform, shape)
 
 
 def _native_nodata(ref: RasterReference) -> int | None:
@@ -351,14 +352,12 @@ def _raster_window(
     same_crs = ref.crs == label_crs
     offset = aligned_offset(ref.transform, transform) if same_crs else None
     with rasterio.open(ref.path) as src:
-        if invalid is None and ref.nodata is None and offset is not None and _inside(offset, shape, src):
+        if ref.nodata is None and offset is not None and _inside(offset, shape, src):
             return src.read(1, window=_rio_window(offset, shape)), None  # no nodata, nothing outside
-        if invalid is None:  # int32 with SENTINEL for missing pixels, nodata folded into it
-            out = np.full(shape, SENTINEL, dtype=np.int32)
-            fill, nodata = SENTINEL, ref.nodata
-        else:
-            out = np.full(shape, invalid, dtype=ref.dtype)
-            fill, nodata = invalid, invalid
+        if invalid is not None:  # the raster's own type; its nodata also fills what lies outside it
+            out, fill = np.full(shape, invalid, dtype=ref.dtype), invalid
+        else:  # int32 with SENTINEL outside the raster (and on a nodata that does not fit the type)
+            out, fill = np.full(shape, SENTINEL, dtype=np.int32), SENTINEL
         if offset is not None:
             _read_aligned(src, offset, shape, out)
         else:
@@ -452,11 +451,18 @@ def _burn(shapes: list, transform: Affine, shape: tuple[int, int], fill: int, dt
     return fill_polygons(geometries, [v for _, v in shapes], transform, shape, dtype, fill)
 
 
-def _vector_window(ref: VectorReference, label_crs: CRS, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+def _vector_window(
+    ref: VectorReference, label_crs: CRS, transform: Affine, shape: tuple[int, int]
+) -> tuple[np.ndarray, int]:
+    """Class polygons burnt on the window, and the fill marking pixels no polygon covers: bytes
+    with 255 when every class id is 0..254 (the usual case: counted 8 pixels at a time), else
+    int32 with :data:`SENTINEL`."""
     df = _read_layer_window(ref.path, ref.layer, [ref.field], ref.crs, label_crs, window_bounds(transform, shape))
     df = df[df[ref.field].notna()]
     shapes = list(zip(df.geometry.values, df[ref.field].astype(np.int64).to_numpy()))
-    return _burn(shapes, transform, shape, SENTINEL)
+    in_bytes = bool(ref.class_ids) and min(ref.class_ids) >= 0 and max(ref.class_ids) < 255
+    dtype, fill = ("uint8", 255) if in_bytes else ("int32", SENTINEL)
+    return _burn(shapes, transform, shape, fill, dtype), fill
 
 
 # --------------------------------------------------------------------------------------------

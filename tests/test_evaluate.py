@@ -454,11 +454,13 @@ def test_windowed_warp_equals_warping_the_whole_raster(tmp_path: Path, chunk: in
     assert (out != SENTINEL).mean() > 0.95
 
 
-def test_vector_reference_equals_raster_reference(tmp_path: Path) -> None:
+@pytest.mark.parametrize("class_offset", [0, 1000], ids=["byte-classes", "wide-classes"])
+def test_vector_reference_equals_raster_reference(tmp_path: Path, class_offset: int) -> None:
+    """Class ids in 0..254 are burnt as bytes, wider ones as int32: the same counts either way."""
     from rasterio.features import shapes
     from shapely.geometry import shape as to_shape
 
-    truth = blocky((40, 56), 8, 4, seed=7)
+    truth = blocky((40, 56), 8, 4, seed=7).astype(np.int16) + class_offset
     truth[:8, :8] = 0  # a hole: no reference polygon there
     labels = blocky((40, 56), 8, 4, seed=8)
     store = write_store(tmp_path / "labels.zarr", labels, chunk=16)
