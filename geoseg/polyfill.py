@@ -2,8 +2,9 @@
 
 Why not ``rasterio.features.rasterize``: evaluation burns the regions of every chunk window, and
 for a 2048² window of a few dozen polygons GDAL spends more time on its fixed costs (an
-in-memory dataset, copying the array in and out) than on filling. This is the same scanline
-algorithm as GDAL's ``GDALdllImageFilledPolygon``, on a numpy array:
+in-memory dataset, copying the array in and out) than on filling; for a detailed boundary it
+tests every edge on every row. This is the rule of GDAL's ``GDALdllImageFilledPolygon``, on a
+numpy array, with an edge table (:mod:`geoseg.polyfill_loops`):
 
 * a pixel belongs to a polygon when its centre is inside it (even-odd rule over all the rings of
   the feature, holes and multipolygon parts included);
@@ -19,67 +20,10 @@ Tested against ``rasterio.features.rasterize`` on random polygons.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
 from affine import Affine
-
-
-@lru_cache(maxsize=None)
-def _kernel() -> Any:
-    from .compiled import compiled
-
-    @compiled
-    def fill(out, xs, ys, ring_start, feature_ring_start, values):  # noqa: ANN001, ANN202
-        height, width = out.shape
-        crossings = np.empty(max(xs.size, 1), np.float64)
-        for f in range(values.size):
-            r0, r1 = feature_ring_start[f], feature_ring_start[f + 1]
-            if r0 == r1:
-                continue
-            p0, p1 = ring_start[r0], ring_start[r1]
-            ymin, ymax = ys[p0], ys[p0]
-            for p in range(p0, p1):
-                ymin = min(ymin, ys[p])
-                ymax = max(ymax, ys[p])
-            row0 = max(int(np.floor(ymin)), 0)
-            row1 = min(int(np.floor(ymax)), height - 1)
-            value = values[f]
-            for y in range(row0, row1 + 1):
-                centre = y + 0.5
-                row = out[y]
-                n = 0
-                for r in range(r0, r1):
-                    for p in range(ring_start[r] + 1, ring_start[r + 1]):  # edge (p - 1, p); rings are closed
-                        ya, yb = ys[p - 1], ys[p]
-                        if ya < yb:
-                            xa, xb = xs[p - 1], xs[p]
-                        elif ya > yb:
-                            ya, yb = yb, ya
-                            xa, xb = xs[p], xs[p - 1]
-                        else:
-                            continue  # horizontal
-                        if centre >= ya and centre < yb:
-                            crossings[n] = (centre - ya) * (xb - xa) / (yb - ya) + xa
-                            n += 1
-                if n > 32:
-                    crossings[:n].sort()
-                else:  # insertion sort: a row usually crosses a feature's edges only a few times
-                    for i in range(1, n):
-                        x = crossings[i]
-                        j = i - 1
-                        while j >= 0 and crossings[j] > x:
-                            crossings[j + 1] = crossings[j]
-                            j -= 1
-                        crossings[j + 1] = x
-                for i in range(0, n - 1, 2):
-                    c0 = max(int(np.floor(crossings[i] + 0.5)), 0)
-                    c1 = min(int(np.floor(crossings[i + 1] + 0.5)), width)
-                    if c0 < c1:
-                        row[c0:c1] = value
-
-    return fill
 
 
 def _pixel_coordinates(coords: np.ndarray, transform: Affine) -> tuple[np.ndarray, np.ndarray]:
@@ -115,5 +59,7 @@ def fill_polygons(
     feature_ring_start = np.searchsorted(ring_feature, np.arange(len(geoms) + 1)).astype(np.int64)
     xs, ys = _pixel_coordinates(coords, transform)
     burn_values = np.asarray(values).astype(out.dtype)
-    _kernel()(out, np.ascontiguousarray(xs), np.ascontiguousarray(ys), ring_start, feature_ring_start, burn_values)
+    from .polyfill_loops import fill
+
+    fill(out, np.ascontiguousarray(xs), np.ascontiguousarray(ys), ring_start, feature_ring_start, burn_values)
     return out

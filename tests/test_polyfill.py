@@ -64,3 +64,23 @@ def test_pixel_edge_aligned_boxes_and_later_features_winning() -> None:
     expected[1:5, 1:4] = 1
     expected[2, 3:6] = 2
     np.testing.assert_array_equal(out, expected)
+
+
+def test_detailed_boundaries_equal_gdal() -> None:
+    """Thousands of vertices, a hole, many crossings per row (a jagged outline), across windows."""
+    rng = np.random.default_rng(5)
+    t = Affine(10, 0, 0, 0, -10, 3000)
+    angles = np.linspace(0, 2 * np.pi, 5000, endpoint=False)
+    radii = 1200 * (1 + 0.15 * np.sin(angles * 97) + 0.03 * rng.standard_normal(angles.size))
+    shell = np.column_stack([1500 + radii * np.cos(angles), 1500 + radii * np.sin(angles)])
+    hole = shapely.Point(1500, 1500).buffer(300, quad_segs=64)
+    region = shapely.Polygon(shell, [hole.exterior.coords]).buffer(0)
+    other = shapely.box(0, 0, 900, 900)  # overlaps the region: burnt later, it wins
+    for window in ((0, 0, 300, 300), (40, 70, 180, 230), (150, 0, 300, 120)):
+        row0, col0, row1, col1 = window
+        wt = t * Affine.translation(col0, row0)
+        shape = (row1 - row0, col1 - col0)
+        expected = rasterize([(region, 1), (other, 2)], out_shape=shape, transform=wt, fill=0, dtype="uint8")
+        got = fill_polygons([region, other], [1, 2], wt, shape, "uint8")
+        np.testing.assert_array_equal(got, expected)
+        assert len(np.unique(expected)) >= 2
