@@ -71,16 +71,16 @@ def dense_histogram(
 
     The ranges must come from :func:`value_ranges` on the same arrays (indices are not checked).
     """
-    kernels = _loops()
+    loops = _loops()
     n_ref = r.ref_hi - r.ref_lo + 1
     inv, check = _invalid_args(ref, ref_invalid)
     out4 = np.zeros((4, r.reg_hi - r.reg_lo + 1, n_ref + 1, r.lab_hi - r.lab_lo + 1), np.int64)
     flat = [_flat(a) for a in (slots, ref, labels)]
-    ranges = (r.reg_lo, r.ref_lo, n_ref, r.lab_lo, out4)
-    if all(a.dtype == np.uint8 and a.ctypes.data % 8 == 0 for a in flat):
+    origin = (r.reg_lo, r.ref_lo, n_ref, r.lab_lo, out4)
+    if all(a.dtype == np.uint8 and a.ctypes.data % 8 == 0 for a in flat):  # 8 pixels per word
         words = [a[: a.size - a.size % 8].view(np.uint64) for a in flat]
-        kernels.histogram_bytes(*flat, *words, inv, check, *ranges)
+        loops.histogram_bytes(*flat, *words, inv, check, *origin)
     else:
-        kernels.histogram(*flat, inv, check, *ranges)
+        loops.histogram(*flat, inv, check, *origin)
     return out4.sum(axis=0)
 

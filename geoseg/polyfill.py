@@ -59,7 +59,7 @@ def fill_polygons(
     feature_ring_start = np.searchsorted(ring_feature, np.arange(len(geoms) + 1)).astype(np.int64)
     xs, ys = _pixel_coordinates(coords, transform)
     burn_values = np.asarray(values).astype(out.dtype)
-    from .polyfill_loops import fill
+    from .polyfill_loops import fill as burn
 
-    fill(out, np.ascontiguousarray(xs), np.ascontiguousarray(ys), ring_start, feature_ring_start, burn_values)
+    burn(out, np.ascontiguousarray(xs), np.ascontiguousarray(ys), ring_start, feature_ring_start, burn_values)
     return out
