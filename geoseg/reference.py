@@ -15,8 +15,11 @@ in any CRS and resolution, so each window of the label grid gets its own small c
   Where region polygons overlap, the feature later in the layer wins.
 
 Every spec here is a small frozen dataclass holding paths and georeferencing, so Dask tasks can
-carry it cheaply; tasks open the files themselves. Reference values come back as ``int32`` with a
-separate validity mask (False = reference nodata or outside the reference).
+carry it cheaply; tasks open the files themselves. A reference window comes back in its own type
+with the one value that marks invalid pixels (nodata, outside the reference, no polygon):
+:func:`reference_pixels`; :func:`reference_window` gives ``int32`` and a validity mask instead.
+Polygons are burnt with :mod:`geoseg.polyfill` (GDAL's rule) and small layers are kept in memory
+per worker (:mod:`geoseg.layercache`).
 """
 
 from __future__ import annotations
