@@ -1,7 +1,7 @@
 """Change between two periods: class-to-class transitions per region and a change map.
 
 Both label stores must be on one grid (the same job run on two scenes of the same tile). Per
-chunk, the task counts ``(region, class before, class after)`` with one ``np.unique`` and writes
+chunk, the task counts ``(region, class before, class after)`` in one compiled pass and writes
 the chunk of a change map; only the count arrays reach the client.
 
 The change map (``change.zarr``, uint16, GDAL-readable like ``labels.zarr``) holds
@@ -22,7 +22,8 @@ from .classes import ClassInfo
 from .errors import GridMismatchError
 from .grid import ChunkGrid, Window
 from .labelstore import LabelStoreWriter, read_label_info, read_label_window
-from .reference import open_regions, regions_window, window_bounds
+from .evaluate import count_pixels
+from .reference import open_regions, regions_window_codes, window_bounds
 from .runrecord import write_json_atomic
 
 CHANGE_NODATA = 65535
@@ -43,24 +44,26 @@ class _ChangePlan:
 
 
 def _change_task(plan: _ChangePlan, window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Transition counts of one chunk as ``(codes, pixels)`` with code = (slot*256 + before)*256 + after."""
-    a = read_label_window(plan.before, window).astype(np.int64)
-    b = read_label_window(plan.after, window).astype(np.int64)
-    valid = (a != plan.nodata_before) & (b != plan.nodata_after)
-    if plan.regions is not None:
-        slots = regions_window(plan.regions, plan.crs_wkt, plan.grid.window_transform(window),
-                               (window.height, window.width)).astype(np.int64)
-    else:
-        slots = np.zeros(a.shape, dtype=np.int64)
+    """Transition counts of one chunk as ``(codes, pixels)`` with code = (slot*256 + before)*256 + after.
+
+    Counted like an evaluation (:func:`geoseg.evaluate.count_pixels`, the period before in the
+    reference's place), so nodata in either period is left out in the same compiled pass.
+    """
+    before = read_label_window(plan.before, window)
+    after = read_label_window(plan.after, window)
+    shape = (window.height, window.width)
+    codes, slot_of = regions_window_codes(plan.regions, plan.crs_wkt, plan.grid.window_transform(window), shape)
     if plan.change_store:
         from rasterio.crs import CRS
 
-        code = np.where(a == b, 0, a * _N + b)
-        code[~valid] = CHANGE_NODATA
-        LabelStoreWriter(plan.change_store, plan.grid, CRS.from_wkt(plan.crs_wkt)).write(window, code)
-    flat = (slots[valid] * _N + a[valid]) * _N + b[valid]
-    codes, pixels = np.unique(flat, return_counts=True)
-    return codes, pixels
+        a, b = before.astype(np.uint16), after.astype(np.uint16)
+        change = np.where(a == b, 0, a * _N + b)
+        change[(before == plan.nodata_before) | (after == plan.nodata_after)] = CHANGE_NODATA
+        LabelStoreWriter(plan.change_store, plan.grid, CRS.from_wkt(plan.crs_wkt)).write(window, change)
+    counts = count_pixels(after, before, plan.nodata_before, codes, plan.nodata_after)
+    g, j, k = np.nonzero(counts.counts)
+    slots = slot_of[counts.regions[g]]
+    return (slots * _N + counts.ref_values[j]) * _N + counts.label_values[k], counts.counts[g, j, k]
 
 
 def _sum_sparse(parts: list[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:

@@ -55,6 +55,38 @@ def test_transitions_and_change_map_are_exact(tmp_path):
     assert summary["changed_area_m2"] == truth_changed * 100.0
 
 
+def test_transitions_per_region_with_nodata_in_both_periods(tmp_path):
+    """Every region's transition matrix equals a count on its pixels; nodata in either period is
+    left out; where regions overlap, the later feature owns the pixel."""
+    import geopandas as gpd
+    from shapely import box
+
+    rng = np.random.default_rng(3)
+    shape = (70, 90)
+    before = np.kron(rng.integers(1, 5, (7, 9)), np.ones((10, 10), int)).astype(np.uint8)  # blocky
+    after = before.copy()
+    flip = rng.random(shape) < 0.3
+    after[flip] = rng.integers(1, 6, int(flip.sum()))
+    before[rng.random(shape) < 0.05] = 255
+    after[rng.random(shape) < 0.05] = 255
+    a, b = _store(tmp_path / "a.zarr", before, chunk=32), _store(tmp_path / "b.zarr", after, chunk=32)
+    rects = {"north": (0, 0, 40, 90), "corner": (30, 60, 70, 90)}  # rows/cols; "corner" overlaps "north"
+    geoms = [box(500000 + c0 * 10, 5100000 - r1 * 10, 500000 + c1 * 10, 5100000 - r0 * 10) for r0, c0, r1, c1 in rects.values()]
+    gpd.GeoDataFrame({"zone": list(rects)}, geometry=geoms, crs=32633).to_file(tmp_path / "zones.gpkg")
+    report = compare_periods(a, b, regions=tmp_path / "zones.gpkg", region_field="zone")
+
+    owner = np.full(shape, "", dtype=object)
+    for name, (r0, c0, r1, c1) in rects.items():
+        owner[r0:r1, c0:c1] = name
+    valid = (before != 255) & (after != 255)
+    for region, mask in (("ALL", np.ones(shape, bool)), ("north", owner == "north"), ("corner", owner == "corner")):
+        m = report.matrix(region)
+        expected = {(i, j): int((mask & valid & (before == i) & (after == j)).sum()) for i in range(1, 6) for j in range(1, 6)}
+        got = {(i, j): int(m.loc[i, j]) if i in m.index and j in m.columns else 0 for i, j in expected}
+        assert got == expected, region
+    assert report.total_area_m2() == valid.sum() * 100.0
+
+
 @pytest.mark.integration
 def test_monitoring_two_periods_finds_planted_changes(tmp_path, dask_client):
     """Second scene = first with a water patch pasted over forest; the report must find it (within 2 %)."""
