@@ -148,8 +148,9 @@ def count_pixels(
     Reference pixels equal to ``ref_invalid`` (nodata, outside the reference; ``None``: none
     is) and nodata labels are counted in the same pass: invalid reference pixels go to an extra
     reference row and nodata labels are a label column; both are split off the small histogram
-    afterwards, so no pixel-sized mask copies are made. Usual value ranges are counted by the compiled
-    single pass of :mod:`geoseg.pixelcount`; wide ones are renumbered first (:func:`_count_renumbered`).
+    afterwards, so no pixel-sized mask copies are made. Usual value ranges are counted by the
+    compiled single pass of :mod:`geoseg.pixelcount`; wide ones are renumbered first
+    (:func:`_count_renumbered`).
     """
     if labels.size == 0:
         return ChunkCounts.empty()
@@ -157,7 +158,8 @@ def count_pixels(
     spans = {"reg": r.reg_hi - r.reg_lo + 1, "ref": r.ref_hi - r.ref_lo + 2, "lab": r.lab_hi - r.lab_lo + 1}
     if math.prod(spans.values()) <= MAX_BINS:
         dense = dense_histogram(slots, ref_values, ref_invalid, labels, r)
-        axes = [np.arange(lo, hi + 1, dtype=np.int64) for lo, hi in ((r.reg_lo, r.reg_hi), (r.ref_lo, r.ref_hi), (r.lab_lo, r.lab_hi))]
+        bounds = ((r.reg_lo, r.reg_hi), (r.ref_lo, r.ref_hi), (r.lab_lo, r.lab_hi))
+        axes = [np.arange(lo, hi + 1, dtype=np.int64) for lo, hi in bounds]
         return _split_histogram(dense, *axes, label_nodata)
     ref = ref_values.ravel()
     valid = np.ones(ref.size, bool) if ref_invalid is None else ref != ref_invalid

@@ -10,8 +10,8 @@ Memory stays bounded: only layers of at most :data:`MAX_CACHED_FEATURES` feature
 at most :data:`MAX_CACHED_FILE_BYTES` are cached, at most :data:`MAX_CACHED_LAYERS` of them per
 process (a regions layer and a vector reference), so a long-lived worker keeps at most about
 250 MB (50,000 Voronoi cells: a 12 MB GeoPackage, +22 MB in memory, read in 0.14 s, a window
-queried in 0.6 ms); larger layers return ``None`` and are read window by window from the file. A layer file that changes (size or
-modification time) is read again.
+queried in 0.6 ms); larger layers return ``None`` and are read window by window from the file.
+A layer file that changes (size or modification time) is read again.
 """
 
 from __future__ import annotations
@@ -54,12 +54,17 @@ def _indexed_layer(
     from shapely import STRtree
 
     df = pyogrio.read_dataframe(path, layer=layer, columns=list(columns), fid_as_index=True)
+    df = features_in_label_crs(df, CRS.from_wkt(layer_crs_wkt), CRS.from_wkt(label_crs_wkt))
+    return df, STRtree(df.geometry.values)
+
+
+def features_in_label_crs(df: Any, layer_crs: CRS, label_crs: CRS) -> Any:
+    """Features read from a layer, in layer (FID) order, without empty geometries, in the label CRS."""
     df = df.sort_index()
     df = df[df.geometry.notna() & ~df.geometry.is_empty]
-    layer_crs, label_crs = CRS.from_wkt(layer_crs_wkt), CRS.from_wkt(label_crs_wkt)
     if len(df) and layer_crs != label_crs:
         df = df.set_crs(layer_crs, allow_override=True).to_crs(label_crs)
-    return df, STRtree(df.geometry.values)
+    return df
 
 
 def cached_layer_window(

@@ -35,7 +35,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from .errors import InputError
-from .layercache import cached_layer_window
+from .layercache import cached_layer_window, features_in_label_crs
 from .polyfill import fill_polygons
 
 #: Fill value used while warping; never a valid class id.
@@ -440,11 +440,7 @@ def _read_layer_window(
         return cached
     bbox = _pad(_bounds_in(label_crs, layer_crs, _pad(bounds)))
     df = pyogrio.read_dataframe(path, layer=layer, columns=columns, bbox=bbox, fid_as_index=True)
-    df = df.sort_index()
-    df = df[df.geometry.notna() & ~df.geometry.is_empty]
-    if len(df) and layer_crs != label_crs:
-        df = df.set_crs(layer_crs, allow_override=True).to_crs(label_crs)
-    return df
+    return features_in_label_crs(df, layer_crs, label_crs)
 
 
 def _burn(shapes: list, transform: Affine, shape: tuple[int, int], fill: int, dtype: str = "int32") -> np.ndarray:
