@@ -37,7 +37,7 @@ from .checkpoint import (
     write_sidecar,
 )
 from .classes import ClassInfo
-from .errors import GridMismatchError, InputError, JobSpecError
+from .errors import GridMismatchError, InputError
 from .models.deeplab import normalise, resolve_device
 
 if TYPE_CHECKING:

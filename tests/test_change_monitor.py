@@ -18,7 +18,6 @@ from geoseg.jobspec import parse_job
 from geoseg.labelstore import LabelStoreWriter
 from geoseg.monitor import run_monitor
 
-from .conftest import write_raster
 
 
 def _store(path, labels, chunk=40):

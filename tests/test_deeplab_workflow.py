@@ -21,7 +21,7 @@ import rasterio
 import torch
 import yaml
 
-from geoseg.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from geoseg.checkpoint import load_checkpoint, save_checkpoint
 from geoseg.classes import CROPWEED_CLASSES, LANDCOVER_CLASSES, NODATA_LABEL
 from geoseg.errors import JobSpecError, ModelError
 from geoseg.jobspec import load_job, parse_job
