@@ -1,8 +1,8 @@
 """DeepLabV3+ inference throughput: the network alone, and one chunk end to end.
 
 Model alone: random normalised tiles already on the device through
-:func:`geoseg.models.deeplab.infer_tiles` (forward + softmax), per batch size, in Mpx/s of
-tile pixels. End to end: read a chunk with its halo from a GeoTIFF (``geoseg.io.read_window``),
+:func:`geoseg.methods.deeplab.infer_tiles` (forward + softmax), per batch size, in Mpx/s of
+tile pixels. End to end: read a chunk with its halo from a GeoTIFF (``geoseg.io.scene.read_window``),
 :func:`predict_chunk` with the global tile grid and blending, trim the halo; Mpx/s counts
 output (core) pixels, so the halo and tile-overlap overheads are included. Workflow (with
 ``--workflow SIZE``): the real job, ``run_job`` with ``method: deeplab`` on a local Dask cluster
@@ -77,7 +77,7 @@ def bench_model(model, meta, dev, batch_sizes: list[int], amp: bool, min_seconds
     """Mpx/s of tiles through forward + softmax for each batch size (data already on the device)."""
     import torch
 
-    from geoseg.models.deeplab import infer_tiles
+    from geoseg.methods.deeplab import infer_tiles
 
     out = []
     t = meta.tile_size
@@ -110,9 +110,9 @@ def bench_model(model, meta, dev, batch_sizes: list[int], amp: bool, min_seconds
 
 def bench_chunk(model, meta, dev, chunk: int, batch_size: int, amp: bool, repeat: int, workdir: Path) -> dict:  # noqa: ANN001
     """One interior chunk with its halo: GeoTIFF read → predict_chunk → trimmed numpy labels."""
-    from geoseg.grid import Window, halo_window, trim_halo
-    from geoseg.io import open_scene, read_window
-    from geoseg.models.deeplab import predict_chunk, required_halo
+    from geoseg.geo import Window, halo_window, trim_halo
+    from geoseg.io.scene import open_scene, read_window
+    from geoseg.methods.deeplab import predict_chunk, required_halo
 
     halo = required_halo(meta)
     side = chunk + 2 * halo
@@ -161,7 +161,7 @@ def bench_chunk(model, meta, dev, chunk: int, batch_size: int, amp: bool, repeat
 
 def core_tiles(meta, hw) -> int:  # noqa: ANN001
     """Tiles ``predict_chunk(core=...)`` computes for one chunk: every tile touching its core."""
-    from geoseg.models.deeplab import tile_starts
+    from geoseg.methods.deeplab import tile_starts
 
     stride = meta.tile_size - meta.tile_overlap
     rows, cols = hw.core_in_outer
@@ -172,8 +172,8 @@ def core_tiles(meta, hw) -> int:  # noqa: ANN001
 
 def tiles_for_grid(meta, height: int, width: int, chunk: int) -> int:  # noqa: ANN001
     """Tiles the workflow computes over the whole scene, chunk by chunk."""
-    from geoseg.grid import ChunkGrid, halo_window
-    from geoseg.models.deeplab import required_halo
+    from geoseg.geo import ChunkGrid, halo_window
+    from geoseg.methods.deeplab import required_halo
 
     halo = required_halo(meta)
     grid = ChunkGrid(height=height, width=width, chunk=chunk)
@@ -190,11 +190,11 @@ def bench_workflow(model, meta, dev, size: int, chunk: int, batch_size: int, mod
     from distributed import Client
     from rasterio.transform import from_origin
 
-    from geoseg.checkpoint import save_checkpoint
-    from geoseg.cluster import start_local_cluster
-    from geoseg.io import open_scene
-    from geoseg.jobspec import parse_job
-    from geoseg.workflow import run_job
+    from geoseg.methods.checkpoint import save_checkpoint
+    from geoseg.run.cluster import start_local_cluster
+    from geoseg.io.scene import open_scene
+    from geoseg.run.jobspec import parse_job
+    from geoseg.run.workflow import run_job
 
     ckpt = workdir / "bench-model"  # a CPU, contiguous copy: the benchmarked model stays as it is
     save_checkpoint(copy.deepcopy(model).float().to("cpu").to(memory_format=torch.contiguous_format), meta, ckpt)
@@ -264,9 +264,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from geoseg.checkpoint import CheckpointMeta, build_model_from_meta, load_checkpoint
-    from geoseg.classes import cluster_legend
-    from geoseg.models.deeplab import prepare_model, resolve_device
+    from geoseg.methods.checkpoint import CheckpointMeta, build_model_from_meta, load_checkpoint
+    from geoseg.legend import cluster_legend
+    from geoseg.methods.deeplab import prepare_model, resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

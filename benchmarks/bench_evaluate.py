@@ -6,7 +6,7 @@ GeoPackage. Then, on a LocalCluster of ``--workers`` single-threaded processes, 
 
 * ``read``: every chunk window of the label store and the same window of the reference, read
   chunk by chunk as Dask tasks and tree-summed (the I/O floor of any evaluation), and
-* ``evaluate``: :func:`geoseg.evaluate.evaluate` with the regions layer, on the same cluster,
+* ``evaluate``: :func:`geoseg.accuracy.evaluate.evaluate` with the regions layer, on the same cluster,
 
 ``--repeat`` times each (after one untimed warm-up read), and prints one JSON object with the
 machine, the sizes, the best and all times, and ``ratio = evaluate / read``.
@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from affine import Affine  # noqa: E402
 from rasterio.crs import CRS  # noqa: E402
 
-from geoseg.classes import LANDCOVER_CLASSES  # noqa: E402
-from geoseg.grid import ChunkGrid, Window  # noqa: E402
+from geoseg.legend import LANDCOVER_CLASSES  # noqa: E402
+from geoseg.geo import ChunkGrid, Window  # noqa: E402
 
 CRS_UTM = CRS.from_epsg(32633)
 BLOCK = 64  # pixels per class block
@@ -89,7 +89,7 @@ def build_inputs(workdir: Path, size: int, chunk: int, n_regions: int, reproject
     """
     import rasterio
 
-    from geoseg.labelstore import LabelStoreWriter
+    from geoseg.io.labelstore import LabelStoreWriter
 
     transform = Affine(10, 0, 500000, 0, -10, 5100000)
     tag = f"{size}_{chunk}" + (f"_noise{label_noise:g}" if label_noise else "")
@@ -159,8 +159,8 @@ def _voronoi_regions(path: Path, transform: Affine, size: int, n: int, seed: int
 def read_only(store: str, ref, window: Window, grid: ChunkGrid, crs_wkt: str) -> int:  # noqa: ANN001
     """Baseline task: read both rasters on one window, the reference as evaluate reads it (on an
     aligned grid: one windowed read in the file's own type, nothing else)."""
-    from geoseg.labelstore import read_label_window
-    from geoseg.reference import reference_pixels
+    from geoseg.io.labelstore import read_label_window
+    from geoseg.accuracy.reference import reference_pixels
 
     labels = read_label_window(store, window)
     values, _ = reference_pixels(ref, crs_wkt, grid.window_transform(window), (window.height, window.width))
@@ -174,8 +174,8 @@ def _sum(xs: list[int]) -> int:
 def time_read(client, store: Path, reference: Path) -> float:  # noqa: ANN001
     from dask import delayed
 
-    from geoseg.labelstore import read_label_info
-    from geoseg.reference import open_reference
+    from geoseg.io.labelstore import read_label_info
+    from geoseg.accuracy.reference import open_reference
 
     t0 = time.perf_counter()
     info = read_label_info(store)
@@ -191,7 +191,7 @@ def time_read(client, store: Path, reference: Path) -> float:  # noqa: ANN001
 
 
 def time_evaluate(client, store: Path, reference: Path, regions: Path) -> tuple[float, dict]:  # noqa: ANN001
-    from geoseg.evaluate import evaluate
+    from geoseg.accuracy.evaluate import evaluate
 
     t0 = time.perf_counter()
     ev = evaluate(store, reference, regions=regions, region_field="region_id", client=client)
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from distributed import Client
 
-    from geoseg.cluster import start_local_cluster
+    from geoseg.run.cluster import start_local_cluster
 
     tmp = None
     workdir = args.workdir
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
             "regions": args.regions,
             "label_noise": args.label_noise,
             "reference": "EPSG:3857, warped per chunk" if args.reproject else "same grid (direct windowed reads)",
-            "workers": f"{args.workers} processes x 1 thread (geoseg.cluster.start_local_cluster)",
+            "workers": f"{args.workers} processes x 1 thread (geoseg.run.cluster.start_local_cluster)",
             "build_inputs_s": inputs["build_s"],
             "read_s": round(min(reads), 2),
             "evaluate_s": round(min(evals), 2),

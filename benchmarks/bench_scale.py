@@ -119,11 +119,11 @@ def _malloc_settings() -> dict[str, str]:
 
 
 def _warm_up() -> None:
-    import geoseg.workflow  # noqa: F401 - imports io, labelstore, zarr, rasterio
+    import geoseg.run.workflow  # noqa: F401 - imports io, labelstore, zarr, rasterio
 
 
 def read_only_task(scene, window) -> int:  # noqa: ANN001
-    from geoseg.io import read_window
+    from geoseg.io.scene import read_window
 
     data, valid = read_window(scene, window)
     return int(valid.sum())
@@ -160,7 +160,7 @@ def ensure_scene(size: int, data: Path) -> Path:
     image = folder / "landcover_image.tif"
     if not image.exists():
         t0 = time.perf_counter()
-        code = ("import sys; from geoseg.synthetic import make_scene; "
+        code = ("import sys; from geoseg.samples.synthetic import make_scene; "
                 "make_scene('landcover', sys.argv[1], width=int(sys.argv[2]), height=int(sys.argv[2]), seed=0)")
         subprocess.run([sys.executable, "-c", code, str(folder), str(size)], check=True)
         print(f"generated {size}² in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
@@ -172,10 +172,10 @@ def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memor
     """One size, measured in this (fresh) process."""
     from distributed import Client, LocalCluster
 
-    from geoseg.cluster import start_local_cluster
-    from geoseg.io import open_scene
-    from geoseg.jobspec import parse_job
-    from geoseg.workflow import run_job
+    from geoseg.run.cluster import start_local_cluster
+    from geoseg.io.scene import open_scene
+    from geoseg.run.jobspec import parse_job
+    from geoseg.run.workflow import run_job
 
     image = scene_folder(data, size) / "landcover_image.tif"
     scene = open_scene(str(image))
@@ -211,7 +211,7 @@ def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memor
 
     load0 = os.getloadavg()
     with PeakMemory() as mem:
-        if worker_env == "geoseg":  # what geoseg.cluster.connect starts: workers spawned with WORKER_ENV
+        if worker_env == "geoseg":  # what geoseg.run.cluster.connect starts: workers spawned with WORKER_ENV
             cluster = start_local_cluster(workers, 1, memory_limit, dashboard=False)
         else:  # Dask's defaults, as on a cluster started without geoseg's recipes
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,

@@ -3,10 +3,10 @@
 Generates a fragmented, k-means-like label raster (smooth noise quantised into classes plus
 salt noise) into a label store, then times
 
-* ``geoseg``: :func:`geoseg.vectorize.vectorize_labels` on a ``LocalCluster(n_workers=2,
+* ``geoseg``: :func:`geoseg.vector.polygonize.vectorize_labels` on a ``LocalCluster(n_workers=2,
   threads_per_worker=1)`` writing a GeoPackage (cluster start-up not counted);
 * ``gdal_cli``: ``gdal_polygonize.py`` (one process) writing a GeoPackage from the same raster
-  exported as a GeoTIFF (with :func:`geoseg.export.export_cog`);
+  exported as a GeoTIFF (with :func:`geoseg.io.export.export_cog`);
 * ``gdal_cli_memory`` (context): the same command writing to GDAL's in-memory driver, i.e. the
   polygoniser alone without GeoPackage writing;
 * ``rasterio_single_pass`` (context): one ``rasterio.features.shapes`` pass (the GDAL inside
@@ -43,9 +43,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from geoseg.classes import cluster_legend  # noqa: E402
-from geoseg.grid import ChunkGrid  # noqa: E402
-from geoseg.labelstore import LabelStoreWriter  # noqa: E402
+from geoseg.legend import cluster_legend  # noqa: E402
+from geoseg.geo import ChunkGrid  # noqa: E402
+from geoseg.io.labelstore import LabelStoreWriter  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def machine() -> dict:
 
 
 def _warm_up() -> None:
-    import geoseg.vectorize  # noqa: F401
+    import geoseg.vector.polygonize  # noqa: F401
 
 
 def _prepare(n: int, seed: int, classes: int, sigma: float, salt: float, path: str, chunk: int) -> None:
@@ -185,9 +185,9 @@ def _cpu_seconds() -> float:
 def run_geoseg(store: Path, out: Path, workers: int) -> dict:
     from distributed import Client
 
-    from geoseg.vectorize import vectorize_labels
+    from geoseg.vector.polygonize import vectorize_labels
 
-    from geoseg.cluster import start_local_cluster
+    from geoseg.run.cluster import start_local_cluster
 
     with start_local_cluster(workers, 1, memory_limit=0, dashboard=False) as cluster, Client(cluster) as client:
         worker_pids = list(client.run(os.getpid).values())
@@ -246,8 +246,8 @@ def _single_pass(tif: str, out: str) -> None:
     import shapely
     from rasterio.features import shapes
 
-    from geoseg.gpkg import write_arrow_layer
-    from geoseg.vectorize import polygons_from_geojson
+    from geoseg.vector.gpkg import write_arrow_layer
+    from geoseg.vector.polygonize import polygons_from_geojson
 
     with rasterio.open(tif) as ds:
         labels, transform, crs = ds.read(1), ds.transform, ds.crs
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    import geoseg.vectorize  # noqa: F401 - import before the first size, so every size starts from the same client
+    import geoseg.vector.polygonize  # noqa: F401 - import before the first size, so every size starts from the same client
     report: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                     "loadavg_start": [round(x, 2) for x in os.getloadavg()], "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                     "runs": []}
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
     warm = args.workdir / "warm-up"
     shutil.rmtree(warm, ignore_errors=True)
     warm.mkdir(parents=True)
-    run_geoseg(prepare_store(512, args, warm / "labels.zarr"), warm / "geoseg.gpkg", args.workers)
+    run_geoseg(prepare_store(512, args, warm / "labels.zarr"), warm / "geoseg.vector.gpkg", args.workers)
     shutil.rmtree(warm, ignore_errors=True)
     for n in sorted(args.sizes):
         folder = args.workdir / f"n{n}"
@@ -309,9 +309,9 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         store = prepare_store(n, args, folder / "labels.zarr")
         run: dict = {"size": n, "prepare_seconds": round(time.perf_counter() - t0, 1)}
-        run["geoseg"] = run_geoseg(store, folder / "geoseg.gpkg", args.workers)
+        run["geoseg"] = run_geoseg(store, folder / "geoseg.vector.gpkg", args.workers)
         if not args.skip_gdal and n == max(args.sizes):
-            from geoseg.export import export_cog
+            from geoseg.io.export import export_cog
 
             t0 = time.perf_counter()
             tif = export_cog(store, folder / "labels.tif")

@@ -1,8 +1,8 @@
 """Where the k-means labelling pass spends its time: read, predict, zarr write, histogram.
 
-Runs the same steps as ``geoseg.workflow.label_task`` with timers on every chunk of a scene,
+Runs the same steps as ``geoseg.run.workflow.label_task`` with timers on every chunk of a scene,
 on a 2-worker local cluster, and prints the per-worker sums. ``--worker-env dask`` starts the
-workers with Dask's defaults instead of geoseg's (``geoseg.cluster.start_local_cluster``), to
+workers with Dask's defaults instead of geoseg's (``geoseg.run.cluster.start_local_cluster``), to
 show what the malloc setting does. The model is fitted on a sample of the first chunk.
 
     .venv/bin/python benchmarks/profile_label_task.py bench-data/landcover_20000/landcover_image.tif
@@ -19,9 +19,9 @@ import numpy as np
 
 
 def timed_label_task(scene, grid, store: str, predictor, window) -> dict[str, float]:  # noqa: ANN001
-    from geoseg.grid import halo_window
-    from geoseg.io import read_window
-    from geoseg.labelstore import LabelStoreWriter
+    from geoseg.geo import halo_window
+    from geoseg.io.scene import read_window
+    from geoseg.io.labelstore import LabelStoreWriter
 
     times: dict[str, float] = {}
     t = time.perf_counter()
@@ -43,13 +43,13 @@ def timed_label_task(scene, grid, store: str, predictor, window) -> dict[str, fl
 def main() -> None:
     from distributed import Client, LocalCluster
 
-    from geoseg.classes import cluster_legend
-    from geoseg.cluster import start_local_cluster
-    from geoseg.features import FeatureSpec
-    from geoseg.io import open_scene, read_window
-    from geoseg.labelstore import LabelStoreWriter
-    from geoseg.models.kmeans import fit_kmeans
-    from geoseg.predictors import KMeansPredictor
+    from geoseg.legend import cluster_legend
+    from geoseg.run.cluster import start_local_cluster
+    from geoseg.methods.features import FeatureSpec
+    from geoseg.io.scene import open_scene, read_window
+    from geoseg.io.labelstore import LabelStoreWriter
+    from geoseg.methods.kmeans import fit_kmeans
+    from geoseg.methods.predictors import KMeansPredictor
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("image", type=Path)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .errors import GeosegError, JobSpecError
+from geoseg.errors import GeosegError, JobSpecError
 
 log = logging.getLogger("geoseg")
 
@@ -33,7 +33,7 @@ def _setup_logging(verbose: int) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .synthetic import make_scene
+    from geoseg.samples.synthetic import make_scene
 
     files = make_scene(args.kind, args.out, width=args.width, height=args.height or args.width, seed=args.seed)
     print(f"image:     {files.image}\nreference: {files.reference}\nregions:   {files.regions}")
@@ -41,8 +41,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .jobspec import load_job
-    from .workflow import run_job
+    from geoseg.run.jobspec import load_job
+    from geoseg.run.workflow import run_job
 
     job = load_job(args.job)
     result = run_job(job, scheduler=args.scheduler, show_progress=not args.quiet)
@@ -53,8 +53,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_monitor(args: argparse.Namespace) -> int:
     import json
 
-    from .jobspec import load_job
-    from .monitor import run_monitor
+    from geoseg.run.jobspec import load_job
+    from geoseg.run.monitor import run_monitor
 
     summary = run_monitor(load_job(args.job), scheduler=args.scheduler)
     print(json.dumps(summary.to_json(), indent=1))
@@ -62,7 +62,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def cmd_change(args: argparse.Namespace) -> int:
-    from .change import compare_periods
+    from geoseg.accuracy.change import compare_periods
 
     report = compare_periods(args.before, args.after, args.out, regions=args.regions, region_field=args.region_field)
     print(report.transitions("ALL", changed_only=True).to_string(index=False))
@@ -71,7 +71,7 @@ def cmd_change(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from geoseg.run.demo import run_demo
 
     result = run_demo(Path(args.out), size=args.size, seed=args.seed, n_workers=args.workers)
     print_result(result)
@@ -79,7 +79,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training import load_train_job, train
+    from geoseg.methods.training import load_train_job, train
 
     job = load_train_job(args.job)
     if args.quiet:
@@ -111,8 +111,8 @@ def print_result(result) -> None:  # noqa: ANN001
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
-    from .report import write_outputs
+    from geoseg.accuracy.evaluate import evaluate
+    from geoseg.accuracy.report import write_outputs
 
     with _maybe_client(args.scheduler) as client:
         evaluation = evaluate(
@@ -127,7 +127,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_vectorize(args: argparse.Namespace) -> int:
-    from .vectorize import vectorize_labels
+    from geoseg.vector.polygonize import vectorize_labels
 
     skip = [int(c) for c in args.skip.split(",") if c.strip()] if args.skip else []
     with _maybe_client(args.scheduler) as client:
@@ -140,7 +140,7 @@ def cmd_vectorize(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import build_overviews, export_cog
+    from geoseg.io.export import build_overviews, export_cog
 
     written: dict[str, Path] = {}
     if args.cog:
@@ -161,7 +161,7 @@ def _maybe_client(scheduler: str | None) -> Iterator[object | None]:
     if not scheduler:
         yield None
         return
-    from .cluster import connect
+    from geoseg.run.cluster import connect
 
     with connect(scheduler) as (client, _info):
         yield client

@@ -1,56 +1,13 @@
-"""Shared fixtures: small generated rasters and one real multi-process Dask cluster per session."""
+"""Shared pytest fixtures: one real multi-process Dask cluster per session, the real-data folder."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-import rasterio
-from rasterio.transform import from_origin
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "slovenia"
-
-#: Four well separated spectra (blue, green, red, nir) for blocky test scenes.
-SPECTRA = np.array([[500, 600, 400, 3000], [300, 400, 300, 200], [1500, 1600, 1800, 2200], [800, 900, 700, 1500]])
-
-
-def blocky_classes(height: int, width: int, cell: int = 37) -> np.ndarray:
-    """A class map of rectangles (ids 0..3) that is easy to cluster and to check."""
-    return (np.add.outer(np.arange(height) // cell, np.arange(width) // (cell + 11)) % 4).astype(np.uint8)
-
-
-def write_raster(path: Path, data: np.ndarray, *, crs: str | None = "EPSG:32633", transform=None,  # noqa: ANN001
-                 nodata=None, block: int = 128, descriptions=None) -> Path:  # noqa: ANN001
-    """Write a tiled GeoTIFF from a (bands, h, w) array."""
-    if data.ndim == 2:
-        data = data[None]
-    count, h, w = data.shape
-    profile = dict(driver="GTiff", width=w, height=h, count=count, dtype=data.dtype.name,
-                   transform=transform or from_origin(500000, 5100000, 10, 10), compress="deflate")
-    if crs:
-        profile["crs"] = crs
-    if nodata is not None:
-        profile["nodata"] = nodata
-    if h >= block and w >= block:
-        profile.update(tiled=True, blockxsize=block, blockysize=block)
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(data)
-        if descriptions:
-            ds.descriptions = tuple(descriptions)
-    return path
-
-
-def blocky_scene(folder: Path, height: int = 300, width: int = 340, seed: int = 0) -> tuple[Path, np.ndarray]:
-    """A 4-band uint16 scene of blocky classes with noise and a nodata corner."""
-    rng = np.random.default_rng(seed)
-    classes = blocky_classes(height, width)
-    img = SPECTRA[classes].transpose(2, 0, 1) + rng.normal(0, 60, (4, height, width))
-    img = np.clip(img, 1, None).astype("uint16")
-    img[:, :20, :25] = 0
-    path = write_raster(folder / "scene.tif", img, nodata=0, descriptions=("blue", "green", "red", "nir"))
-    return path, classes
+from tests.fixtures import REALDATA
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +15,7 @@ def dask_client():
     """A real local cluster as geoseg starts it: 2 worker processes, 1 thread each, on loopback."""
     from distributed import Client
 
-    from geoseg.cluster import start_local_cluster
+    from geoseg.run.cluster import start_local_cluster
 
     cluster = start_local_cluster(n_workers=2, threads_per_worker=1, memory_limit="3GiB", dashboard=True)
     client = Client(cluster)

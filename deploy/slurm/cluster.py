@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from geoseg.cli import print_result
     from geoseg.errors import GeosegError
-    from geoseg.jobspec import load_job
-    from geoseg.workflow import run_job
+    from geoseg.run.jobspec import load_job
+    from geoseg.run.workflow import run_job
 
     try:
         from dask_jobqueue import SLURMCluster

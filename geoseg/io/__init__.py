@@ -1,0 +1,1 @@
+"""Reading and writing rasters: input scenes, the Zarr label store, GIS exports, atomic file writes."""

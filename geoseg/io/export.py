@@ -1,0 +1,216 @@
+"""Label rasters for GIS tools: a Cloud-Optimised GeoTIFF, and overview levels inside the Zarr store.
+
+Both read the label store chunk by chunk, so memory stays at a few chunks whatever the raster size.
+
+* :func:`export_cog` writes a tiled GeoTIFF window by window, then has GDAL's COG driver
+  rewrite it with internal overviews (``MODE`` resampling: the most frequent class, the right
+  choice for categories), a colour table from the legend and nodata 255. The file appears
+  under its final name only when complete.
+* :func:`build_overviews` adds downsampled copies of the labels (mode or nearest) as *complete
+  label stores of their own* under ``<labels.zarr>/overviews/<factor>/``. They are not listed in
+  the store's consolidated metadata, so ``rasterio.open("labels.zarr")`` (GDAL reads
+  ``.zmetadata``), ``xarray.open_zarr`` and :func:`~geoseg.io.labelstore.read_label_info` see the
+  store exactly as before, while each level opens on its own, georeferenced, with
+  ``rasterio.open("labels.zarr/overviews/4")`` or ``read_label_info(...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+from affine import Affine
+
+from geoseg.legend import NODATA_LABEL, ClassInfo, legend_to_json
+from geoseg.errors import JobSpecError, OutputError
+from geoseg.geo import ChunkGrid, Window
+from geoseg.io.labelstore import LabelStoreWriter, is_geotiff, read_label_info, read_label_window
+
+#: Folder inside a label store that holds the overview levels (one label store per factor).
+OVERVIEWS_DIR = "overviews"
+
+Resampling = Literal["mode", "nearest"]
+
+
+def colormap(legend: Sequence[ClassInfo]) -> dict[int, tuple[int, int, int, int]]:
+    """GDAL colour table entries for a legend; nodata is transparent.
+
+    >>> colormap([ClassInfo(1, "water", "#2166ac")])[1]
+    (33, 102, 172, 255)
+    """
+    cmap = {c.id: (*c.rgb(), 255) for c in legend if 0 <= c.id <= 255}
+    cmap[NODATA_LABEL] = (0, 0, 0, 0)
+    return cmap
+
+
+def _temp_beside(path: Path, tag: str) -> Path:
+    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:10]}.{tag}{path.suffix or '.tif'}")
+
+
+def export_cog(
+    labels_path: str | Path,
+    out_tif: str | Path,
+    *,
+    blocksize: int = 512,
+    compress: str = "DEFLATE",
+    overview_resampling: Resampling = "mode",
+    overview_count: int | None = None,
+) -> Path:
+    """Write the labels as a Cloud-Optimised GeoTIFF with overviews, colour table and nodata 255.
+
+    The labels are copied chunk by chunk into a temporary tiled GeoTIFF in the destination
+    folder, which GDAL's COG driver then rewrites (building overviews from it) into another
+    temporary file that is renamed to ``out_tif``. ``overview_count`` forces a number of
+    overview levels (default: GDAL's, halving until a level fits one block).
+    """
+    import rasterio
+    from rasterio.shutil import copy as rio_copy
+
+    if overview_resampling not in ("mode", "nearest"):
+        raise JobSpecError(f"overview_resampling must be 'mode' or 'nearest', got {overview_resampling!r}")
+    info = read_label_info(labels_path)
+    out = Path(out_tif)
+    if not out.parent.exists():
+        raise OutputError(f"output folder {out.parent} does not exist")
+    staging = _temp_beside(out, "staging")
+    partial = _temp_beside(out, "partial")
+    profile = {
+        "driver": "GTiff", "height": info.height, "width": info.width, "count": 1, "dtype": "uint8",
+        "crs": info.crs, "transform": info.transform, "nodata": NODATA_LABEL, "tiled": True,
+        "blockxsize": blocksize, "blockysize": blocksize, "compress": "ZSTD", "BIGTIFF": "IF_SAFER",
+    }
+    try:
+        with rasterio.open(staging, "w", **profile) as dst:
+            dst.write_colormap(1, colormap(info.legend))
+            dst.set_band_description(1, "class label")
+            dst.update_tags(GEOSEG_CLASSES=json.dumps(legend_to_json(info.legend)))
+            for w in info.grid.windows():
+                dst.write(read_label_window(info.path, w), 1, window=w.to_rasterio())
+        options = {
+            "COMPRESS": compress, "BLOCKSIZE": blocksize, "OVERVIEW_RESAMPLING": overview_resampling.upper(),
+            "OVERVIEWS": "IGNORE_EXISTING", "BIGTIFF": "IF_SAFER",
+        }
+        if overview_count is not None:
+            options["OVERVIEW_COUNT"] = int(overview_count)
+        rio_copy(str(staging), str(partial), driver="COG", **options)
+        os.replace(partial, out)
+    finally:
+        staging.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Zarr overviews
+# ---------------------------------------------------------------------------------------------
+
+
+def downsample_mode(labels: np.ndarray, factor: int, nodata: int = NODATA_LABEL) -> np.ndarray:
+    """Most frequent non-nodata label in each ``factor`` × ``factor`` block (ties: lowest label).
+
+    Edge blocks may be partial; a block with only nodata stays nodata.
+
+    >>> downsample_mode(np.array([[1, 1, 2], [2, 1, 255]], np.uint8), 2).tolist()
+    [[1, 2]]
+    """
+    h, w = labels.shape
+    oh, ow = -(-h // factor), -(-w // factor)
+    padded = np.full((oh * factor, ow * factor), nodata, dtype=labels.dtype)
+    padded[:h, :w] = labels
+    blocks = padded.reshape(oh, factor, ow, factor).transpose(0, 2, 1, 3).reshape(oh, ow, factor * factor)
+    best = np.full((oh, ow), nodata, dtype=labels.dtype)
+    best_count = np.zeros((oh, ow), dtype=np.int32)
+    for value in np.unique(labels):
+        if value == nodata:
+            continue
+        count = (blocks == value).sum(axis=-1, dtype=np.int32)
+        better = count > best_count
+        best[better] = value
+        best_count[better] = count[better]
+    return best
+
+
+def downsample_nearest(labels: np.ndarray, factor: int) -> np.ndarray:
+    """The pixel nearest each block's centre (GDAL's nearest-neighbour choice), by striding.
+
+    >>> downsample_nearest(np.arange(16, dtype=np.uint8).reshape(4, 4), 2).tolist()
+    [[5, 7], [13, 15]]
+    """
+    h, w = labels.shape
+    oh, ow = -(-h // factor), -(-w // factor)
+    rows = np.minimum(np.arange(oh) * factor + factor // 2, h - 1)
+    cols = np.minimum(np.arange(ow) * factor + factor // 2, w - 1)
+    return labels[np.ix_(rows, cols)]
+
+
+def overview_grid(grid: ChunkGrid, factor: int) -> ChunkGrid:
+    """The grid of an overview ``factor`` times coarser (edges rounded up), same chunk size."""
+    return ChunkGrid(-(-grid.height // factor), -(-grid.width // factor), grid.chunk,
+                     grid.transform * Affine.scale(factor))
+
+
+def overview_path(labels_path: str | Path, factor: int) -> Path:
+    """Where the overview of ``factor`` lives: ``<labels.zarr>/overviews/<factor>``."""
+    return Path(labels_path) / OVERVIEWS_DIR / str(int(factor))
+
+
+def _check_levels(levels: Sequence[int]) -> list[int]:
+    levels = [int(f) for f in levels]
+    if not levels or levels != sorted(set(levels)) or levels[0] < 2:
+        raise JobSpecError(f"overview levels must be increasing factors >= 2, got {levels}")
+    for prev, cur in zip(levels, levels[1:]):
+        if cur % prev:
+            raise JobSpecError(f"each overview factor must be a multiple of the previous one, got {prev} then {cur}")
+    return levels
+
+
+def build_overviews(
+    labels_path: str | Path,
+    levels: Sequence[int] = (2, 4, 8, 16),
+    *,
+    resampling: Resampling = "mode",
+) -> list[Path]:
+    """Add downsampled pyramid levels under ``<labels.zarr>/overviews/<factor>/`` and return their paths.
+
+    Each level is computed from the previous one (from full resolution for the first), one
+    output chunk at a time, and written as a complete label store (same CRS, legend, nodata;
+    transform scaled by the factor). Existing levels are replaced. ``mode`` keeps the most
+    frequent class of each block (ignoring nodata), ``nearest`` the pixel nearest its centre.
+    """
+    if resampling not in ("mode", "nearest"):
+        raise JobSpecError(f"resampling must be 'mode' or 'nearest', got {resampling!r}")
+    levels = _check_levels(levels)
+    if is_geotiff(labels_path):
+        raise JobSpecError(f"{labels_path}: Zarr overviews are built inside a labels.zarr store; "
+                           "for a GeoTIFF use gdaladdo, or export_cog which writes its own overviews")
+    info = read_label_info(labels_path)
+    source, source_grid, source_factor = info.path, info.grid, 1
+    out_paths = []
+    for factor in levels:
+        step = factor // source_factor
+        grid = overview_grid(source_grid, step)
+        target = overview_path(info.path, factor)
+        if target.exists():
+            shutil.rmtree(target)
+        attrs = {"geoseg:overview_factor": factor, "geoseg:overview_resampling": resampling}
+        writer = LabelStoreWriter.create(target, grid, info.crs, info.legend, attrs)
+        for w in grid.windows():
+            src_window = _source_window(w, step, source_grid)
+            block = read_label_window(source, src_window)
+            small = downsample_mode(block, step, info.nodata) if resampling == "mode" else downsample_nearest(block, step)
+            writer.write(w, small[: w.height, : w.width])
+        writer.finalize()
+        out_paths.append(target)
+        source, source_grid, source_factor = target, grid, factor
+    return out_paths
+
+
+def _source_window(window: Window, step: int, source: ChunkGrid) -> Window:
+    """The source pixels an overview window is computed from (clipped at the raster edge)."""
+    r0, c0 = window.row_off * step, window.col_off * step
+    return Window(r0, c0, min(window.height * step, source.height - r0), min(window.width * step, source.width - c0))

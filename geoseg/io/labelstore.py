@@ -1,0 +1,327 @@
+"""The label raster as a georeferenced Zarr store that GDAL, rasterio and xarray open directly.
+
+Layout (Zarr v2, the format GDAL's Zarr driver reads best)::
+
+    labels.zarr/
+      labels        (y, x) uint8, chunked on the processing grid, zstd; fill = NODATA_LABEL
+                    attrs: _ARRAY_DIMENSIONS, _CRS {"wkt"} (GDAL), grid_mapping/coordinates
+                    (xarray/rioxarray), geoseg:classes (ids, names, colours), flag_values/meanings
+      x, y          pixel-centre coordinates (GDAL derives the geotransform from them)
+      spatial_ref   CF grid mapping: crs_wkt and GeoTransform
+      .zmetadata    consolidated metadata, written last
+
+Writing is a transaction: a store is built under ``labels.zarr.partial``; every chunk is written
+whole, once, followed by a small marker file, so a rerun skips chunks already done; only
+:meth:`LabelStoreWriter.finalize` consolidates the metadata and renames the store into place.
+A ``labels.zarr`` that exists is therefore always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from affine import Affine
+from rasterio.crs import CRS
+
+from geoseg.legend import NODATA_LABEL, ClassInfo, legend_from_json, legend_to_json
+from geoseg.errors import InputError, OutputError
+from geoseg.geo import ChunkGrid, Window
+
+ARRAY_NAME = "labels"
+PARTIAL_SUFFIX = ".partial"
+_MARKERS = ".geoseg-chunks"
+
+
+def _compressor():  # noqa: ANN202
+    import numcodecs
+
+    return numcodecs.Zstd(level=3)
+
+
+@dataclass(frozen=True)
+class LabelRasterInfo:
+    """What a finished label store says about itself."""
+
+    path: Path
+    crs: CRS
+    transform: Affine
+    height: int
+    width: int
+    chunk: int
+    legend: tuple[ClassInfo, ...]
+    nodata: int
+    attrs: dict[str, Any]
+
+    @property
+    def grid(self) -> ChunkGrid:
+        return ChunkGrid(self.height, self.width, self.chunk, self.transform)
+
+
+class LabelStoreWriter:
+    """Builds ``<path>`` chunk by chunk; safe to use from many processes at once.
+
+    Create it on the client with :meth:`create` (or :meth:`resume`), then call
+    :func:`write_label_chunk` from tasks with the same ``path`` and ``grid``.
+    """
+
+    def __init__(self, path: str | Path, grid: ChunkGrid, crs: CRS, array: str = ARRAY_NAME) -> None:
+        self.path = Path(path)
+        self.grid = grid
+        self.crs = crs
+        self.array = array
+
+    @property
+    def partial_path(self) -> Path:
+        return self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        grid: ChunkGrid,
+        crs: CRS,
+        legend: tuple[ClassInfo, ...],
+        attrs: dict[str, Any] | None = None,
+        resume_key: str | None = None,
+        dtype: str = "uint8",
+        fill_value: int = NODATA_LABEL,
+        array: str = ARRAY_NAME,
+    ) -> "LabelStoreWriter":
+        """Start (or resume) a store. ``resume_key`` identifies the work; a partial store
+        with another key is discarded rather than reused, so stale chunks never leak in.
+
+        ``dtype``, ``fill_value`` and ``array`` (the raster's name in the store) let the same
+        layout hold other per-pixel rasters on the label grid, e.g. a confidence raster."""
+        import zarr
+
+        writer = cls(path, grid, crs, array)
+        partial = writer.partial_path
+        if partial.exists():
+            old_key = _read_resume_key(partial)
+            if resume_key is not None and old_key == resume_key:
+                return writer
+            shutil.rmtree(partial)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        root = zarr.open_group(str(partial), mode="w", zarr_format=2)
+        labels = root.create_array(
+            array,
+            shape=grid.shape,
+            chunks=(grid.chunk, grid.chunk),
+            dtype=dtype,
+            fill_value=fill_value,
+            compressors=_compressor(),
+        )
+        labels.attrs.update(_label_attrs(crs, legend, {"geoseg:nodata": fill_value, **(attrs or {})}))
+        t = grid.transform
+        x = root.create_array("x", shape=(grid.width,), chunks=(grid.width,), dtype="float64", compressors=None)
+        x[:] = t.c + t.a * (np.arange(grid.width) + 0.5)
+        x.attrs.update({"_ARRAY_DIMENSIONS": ["x"], "units": "m", "standard_name": "projection_x_coordinate"})
+        y = root.create_array("y", shape=(grid.height,), chunks=(grid.height,), dtype="float64", compressors=None)
+        y[:] = t.f + t.e * (np.arange(grid.height) + 0.5)
+        y.attrs.update({"_ARRAY_DIMENSIONS": ["y"], "units": "m", "standard_name": "projection_y_coordinate"})
+        ref = root.create_array("spatial_ref", shape=(), dtype="int32", compressors=None)
+        ref.attrs.update(
+            {
+                "_ARRAY_DIMENSIONS": [],
+                "crs_wkt": crs.to_wkt(),
+                "spatial_ref": crs.to_wkt(),
+                "GeoTransform": " ".join(repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
+            }
+        )
+        root.attrs.update({"geoseg:resume_key": resume_key or "", "geoseg:complete": False})
+        (partial / _MARKERS).mkdir()
+        return writer
+
+    def marker(self, window: Window) -> Path:
+        return self.partial_path / _MARKERS / f"{window.key}.done"
+
+    def is_done(self, window: Window) -> bool:
+        return self.marker(window).exists()
+
+    def done_windows(self) -> set[str]:
+        folder = self.partial_path / _MARKERS
+        return {p.stem for p in folder.glob("*.done")} if folder.exists() else set()
+
+    def write(self, window: Window, labels: np.ndarray) -> None:
+        """Write one whole chunk, then its marker (so a crash mid-write is redone on resume)."""
+        import zarr
+
+        if labels.shape != (window.height, window.width):
+            raise ValueError(f"chunk {window.key} has shape {labels.shape}")
+        arr = zarr.open_array(str(self.partial_path / self.array), mode="r+", zarr_format=2)
+        rows, cols = window.slices
+        arr[rows, cols] = labels.astype(arr.dtype, copy=False)
+        tmp = self.marker(window).with_suffix(".tmp")
+        tmp.write_text("ok")
+        os.replace(tmp, self.marker(window))
+
+    def finalize(self, extra_attrs: dict[str, Any] | None = None) -> Path:
+        """Check every chunk is done, consolidate metadata and move the store into place."""
+        import zarr
+
+        missing = [w.key for w in self.grid.windows() if not self.is_done(w)]
+        if missing:
+            raise OutputError(f"{len(missing)} label chunks were never written (first: {missing[0]}); rerun the job")
+        partial = self.partial_path
+        arr = zarr.open_array(str(partial / self.array), mode="r+", zarr_format=2)
+        if extra_attrs:
+            arr.attrs.update(extra_attrs)
+        root = zarr.open_group(str(partial), mode="r+", zarr_format=2)
+        root.attrs.update({"geoseg:complete": True})
+        shutil.rmtree(partial / _MARKERS)
+        zarr.consolidate_metadata(str(partial))
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(partial, self.path)
+        return self.path
+
+
+def _read_resume_key(partial: Path) -> str | None:
+    try:
+        return json.loads((partial / ".zattrs").read_text()).get("geoseg:resume_key")
+    except (OSError, ValueError):
+        return None
+
+
+def _label_attrs(crs: CRS, legend: tuple[ClassInfo, ...], extra: dict[str, Any]) -> dict[str, Any]:
+    flags = (
+        {"flag_values": [c.id for c in legend], "flag_meanings": " ".join(c.name.replace(" ", "_") for c in legend)}
+        if legend
+        else {}  # not a class raster (e.g. confidence): no CF flags
+    )
+    return {
+        "_ARRAY_DIMENSIONS": ["y", "x"],
+        "_CRS": {"wkt": crs.to_wkt()},
+        "grid_mapping": "spatial_ref",
+        "coordinates": "spatial_ref",
+        "long_name": "class label",
+        **flags,
+        "geoseg:classes": legend_to_json(legend),
+        "geoseg:nodata": NODATA_LABEL,
+        **extra,
+    }
+
+
+def write_label_chunk(path: str | Path, grid: ChunkGrid, crs: CRS, window: Window, labels: np.ndarray) -> None:
+    """Task-side helper: write one chunk of the store being built at ``path``."""
+    LabelStoreWriter(path, grid, crs).write(window, labels)
+
+
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def is_geotiff(path: str | Path) -> bool:
+    """Label rasters named ``*.tif``/``*.tiff`` are read with rasterio instead of as a Zarr store."""
+    return Path(path).suffix.lower() in GEOTIFF_SUFFIXES
+
+
+def read_label_info(path: str | Path) -> LabelRasterInfo:
+    """Read the georeferencing and legend of a finished label store (or a single-band GeoTIFF)."""
+    import zarr
+
+    path = Path(path)
+    if is_geotiff(path):
+        return _geotiff_label_info(path)
+    if not path.exists():
+        partial = path.with_name(path.name + PARTIAL_SUFFIX)
+        hint = " (an unfinished run left a .partial store: rerun the job to finish it)" if partial.exists() else ""
+        raise InputError(f"label store {path} does not exist{hint}")
+    try:
+        root = zarr.open_group(str(path), mode="r", zarr_format=2)
+        arr = root[ARRAY_NAME]
+        ref = dict(root["spatial_ref"].attrs)
+    except Exception as exc:  # zarr raises many types for a broken store
+        raise InputError(f"{path} is not a geoseg label store: {exc}") from exc
+    if not root.attrs.get("geoseg:complete", False):
+        raise InputError(f"label store {path} is incomplete; rerun the job that writes it")
+    c, a, b, f, d, e = (float(v) for v in ref["GeoTransform"].split())
+    attrs = dict(arr.attrs)
+    return LabelRasterInfo(
+        path=path,
+        crs=CRS.from_wkt(ref["crs_wkt"]),
+        transform=Affine(a, b, c, d, e, f),
+        height=int(arr.shape[0]),
+        width=int(arr.shape[1]),
+        chunk=int(arr.chunks[0]),
+        legend=legend_from_json(attrs.get("geoseg:classes", [])),
+        nodata=int(attrs.get("geoseg:nodata", NODATA_LABEL)),
+        attrs=attrs,
+    )
+
+
+def read_label_window(path: str | Path, window: Window) -> np.ndarray:
+    """Read a window of a finished label store as stored (uint8 labels; no masking)."""
+    import zarr
+
+    if is_geotiff(path):
+        import rasterio
+
+        with rasterio.open(path) as ds:
+            return ds.read(1, window=window.to_rasterio()).astype(np.uint8, copy=False)
+    arr = zarr.open_array(str(Path(path) / ARRAY_NAME), mode="r", zarr_format=2)
+    rows, cols = window.slices
+    return np.asarray(arr[rows, cols])
+
+
+def open_labels(path: str | Path, chunks: str | dict | None = None):  # noqa: ANN201 - xarray.DataArray
+    """Open a label store lazily as an ``xarray.DataArray`` with CRS (rioxarray) and coordinates.
+
+    Labels stay integers; nodata is exposed through ``.rio.nodata`` rather than NaN.
+    """
+    import rioxarray  # noqa: F401 - registers the .rio accessor
+    import xarray as xr
+
+    info = read_label_info(path)
+    ds = xr.open_zarr(str(path), mask_and_scale=False, chunks={} if chunks is None else chunks, consolidated=True)
+    da = ds[ARRAY_NAME]
+    da = da.rio.write_crs(info.crs).rio.write_transform(info.transform).rio.write_nodata(info.nodata)
+    da.attrs["legend"] = info.legend
+    return da
+
+
+def read_partial_window(path: str | Path, window: Window) -> np.ndarray:
+    """Read a window of a store still being built (used when resuming to count done chunks)."""
+    partial = Path(path)
+    partial = partial.with_name(partial.name + PARTIAL_SUFFIX)
+    return read_label_window(partial, window)
+
+
+def _geotiff_label_info(path: Path) -> LabelRasterInfo:
+    """A label GeoTIFF (another tool's classification, or our COG export) as a label raster.
+
+    It must be one band of integers 0-255 with a CRS; nodata is the file's (default 255); class
+    names come from a geoseg export's tags, colours from its colour table, else generic names.
+    """
+    import rasterio
+
+    if not path.exists():
+        raise InputError(f"label raster {path} does not exist")
+    try:
+        with rasterio.open(path) as ds:
+            if ds.count != 1 or ds.dtypes[0] not in ("uint8", "int8", "uint16", "int16", "int32", "uint32"):
+                raise InputError(f"{path}: a label GeoTIFF must have one integer band, got {ds.count} x {ds.dtypes[0]}")
+            if ds.crs is None:
+                raise InputError(f"{path} has no CRS; assign one (gdal_edit.py -a_srs) before evaluating it")
+            try:
+                cmap = ds.colormap(1)
+            except ValueError:
+                cmap = {}
+            tags = ds.tags()
+            block = ds.block_shapes[0][0] if ds.block_shapes[0][0] == ds.block_shapes[0][1] else 1024
+            nodata = NODATA_LABEL if ds.nodata is None else int(ds.nodata)
+            crs, transform, height, width = ds.crs, ds.transform, ds.height, ds.width
+    except rasterio.errors.RasterioError as exc:
+        raise InputError(f"cannot read label raster {path}: {exc}") from exc
+    if "GEOSEG_CLASSES" in tags:
+        legend = legend_from_json(json.loads(tags["GEOSEG_CLASSES"]))
+    else:
+        ids = sorted(k for k in cmap if k != nodata and cmap[k][3] > 0 and k < 255) if cmap else []
+        legend = tuple(ClassInfo(i, f"class {i}", "#{:02x}{:02x}{:02x}".format(*cmap[i][:3])) for i in ids)
+    return LabelRasterInfo(path=path, crs=crs, transform=transform, height=height, width=width,
+                           chunk=max(256, block), legend=legend, nodata=nodata, attrs=dict(tags))

@@ -1,0 +1,386 @@
+"""DeepLabV3+ checkpoints: weights in safetensors, everything else in a JSON sidecar.
+
+A checkpoint is two files, ``<path>.safetensors`` (tensors only, no pickle, so a checkpoint
+from a stranger cannot run code) and ``<path>.json`` (a :class:`CheckpointMeta`: architecture,
+bands and their normalisation, classes, tile geometry, training resolution, provenance).
+The sidecar is also embedded in the safetensors header, so a lone ``.safetensors`` file
+still loads. :func:`check_compatible` refuses an image the model was not trained for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from geoseg.legend import ClassInfo
+from geoseg.errors import ModelError
+
+if TYPE_CHECKING:  # torch is imported lazily: the k-means path never needs it
+    import torch
+
+log = logging.getLogger(__name__)
+
+#: Version of the sidecar layout; bumped when a field changes meaning.
+FORMAT_VERSION = 1
+#: Key of the sidecar JSON inside the safetensors header.
+_HEADER_KEY = "geoseg_checkpoint"
+#: Default tolerance of :func:`check_compatible` on the pixel size ratio.
+MAX_RESOLUTION_RATIO = 1.5
+
+
+
+def geoseg_version() -> str:
+    """The installed geoseg version, recorded in every checkpoint for provenance."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("geoseg")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class TrainingSummary(BaseModel):
+    """How the weights were obtained: enough to judge a checkpoint without its logs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    epochs: int = 0
+    steps_per_epoch: int = 0
+    best_epoch: int | None = None
+    best_val_miou: float | None = None
+    val_iou: dict[str, float] = Field(default_factory=dict)
+    images: list[str] = Field(default_factory=list)
+    seconds: float | None = None
+
+
+class CheckpointMeta(BaseModel):
+    """Everything needed to rebuild a model and feed it the right pixels (the JSON sidecar).
+
+    The model's output channel ``i`` is class ``classes[i]``; inputs are bands ``band_names``
+    in that order, normalised as ``(x - band_mean) / band_std``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    architecture: Literal["DeepLabV3Plus"] = "DeepLabV3Plus"
+    encoder: str = "resnet18"
+    encoder_depth: int = 5
+    encoder_output_stride: int = 16
+    decoder_channels: int = 256
+    in_channels: int
+    band_names: list[str]
+    band_mean: list[float]
+    band_std: list[float]
+    classes: list[ClassInfo]
+    tile_size: int = 256
+    tile_overlap: int = 64
+    resolution: float | None = Field(default=None, description="pixel size in CRS units at training")
+    crs: str | None = None
+    geoseg_version: str = Field(default_factory=geoseg_version)
+    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    training: TrainingSummary = Field(default_factory=TrainingSummary)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CheckpointMeta":
+        n = self.in_channels
+        if not (len(self.band_names) == len(self.band_mean) == len(self.band_std) == n):
+            raise ValueError(
+                f"in_channels={n} but {len(self.band_names)} band names, {len(self.band_mean)} means "
+                f"and {len(self.band_std)} stds"
+            )
+        if any(not (s > 0 and math.isfinite(s)) for s in self.band_std):
+            raise ValueError(f"band_std must be positive and finite, got {self.band_std}")
+        if not self.classes:
+            raise ValueError("a checkpoint needs at least one class")
+        if len({c.id for c in self.classes}) != len(self.classes):
+            raise ValueError("class ids must be unique")
+        if any(not 0 <= c.id <= 254 for c in self.classes):
+            raise ValueError("class ids must be in 0..254 (255 is the nodata label)")
+        if self.tile_size % 16 or self.tile_size < 32:
+            raise ValueError(f"tile_size must be a multiple of 16, at least 32, got {self.tile_size}")
+        if not 0 <= self.tile_overlap < self.tile_size:
+            raise ValueError(f"tile_overlap must be in [0, tile_size), got {self.tile_overlap}")
+        return self
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(weights, sidecar)`` for a checkpoint named with or without its ``.safetensors``/``.json`` suffix.
+
+    >>> [p.name for p in checkpoint_paths("runs/crop.safetensors")]
+    ['crop.safetensors', 'crop.json']
+    """
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def build_model(
+    encoder: str,
+    in_channels: int,
+    n_classes: int,
+    encoder_weights: str | os.PathLike | None = None,
+    *,
+    encoder_depth: int = 5,
+    encoder_output_stride: int = 16,
+    decoder_channels: int = 256,
+) -> "torch.nn.Module":
+    """A DeepLabV3+ network, never downloading anything.
+
+    smp is always asked for ``encoder_weights=None``; pretrained encoder weights come only from
+    a file the user supplies (safetensors, or a plain tensor state dict), loaded into
+    ``model.encoder``. A 3-band (RGB) file is adapted to other band counts like smp does.
+    """
+    import segmentation_models_pytorch as smp
+
+    try:
+        model = smp.DeepLabV3Plus(
+            encoder_name=encoder,
+            encoder_weights=None,
+            encoder_depth=encoder_depth,
+            encoder_output_stride=encoder_output_stride,
+            decoder_channels=decoder_channels,
+            in_channels=in_channels,
+            classes=n_classes,
+        )
+    except (KeyError, ValueError) as exc:
+        raise ModelError(
+            f"cannot build DeepLabV3+ with encoder {encoder!r} (depth {encoder_depth}, output stride "
+            f"{encoder_output_stride}): {exc}. Use an encoder segmentation-models-pytorch knows, e.g. resnet18"
+        ) from exc
+    if encoder_weights is not None:
+        load_encoder_weights(model, encoder_weights)
+    return model
+
+
+def build_model_from_meta(meta: CheckpointMeta) -> "torch.nn.Module":
+    """The (untrained) network described by ``meta``."""
+    return build_model(
+        meta.encoder,
+        meta.in_channels,
+        meta.n_classes,
+        encoder_depth=meta.encoder_depth,
+        encoder_output_stride=meta.encoder_output_stride,
+        decoder_channels=meta.decoder_channels,
+    )
+
+
+def _read_tensor_file(path: Path) -> dict[str, "torch.Tensor"]:
+    import torch
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ModelError(f"encoder weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        return load_file(str(path), device="cpu")
+    try:  # weights_only refuses arbitrary pickled objects: tensors and containers only
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means the same to the user
+        raise ModelError(
+            f"cannot read encoder weights from {path}: {exc}. Give a .safetensors file or a plain state dict"
+        ) from exc
+    for key in ("state_dict", "model", "encoder"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise ModelError(f"{path} does not hold a state dict of tensors")
+    return obj
+
+
+def load_encoder_weights(model: "torch.nn.Module", path: str | os.PathLike) -> None:
+    """Load a user's encoder weights into ``model.encoder``.
+
+    Accepts keys with or without an ``encoder.`` prefix and ignores classifier keys the encoder
+    lacks (``fc.*``); a first convolution with another band count is adapted by cycling the
+    input-channel weights and rescaling, as smp does for ImageNet weights.
+    """
+    import torch
+
+    src = _read_tensor_file(Path(path))
+    if any(k.startswith("encoder.") for k in src):
+        src = {k[len("encoder."):]: v for k, v in src.items() if k.startswith("encoder.")}
+    target = model.encoder.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for key, ref in target.items():
+        if key not in src:
+            continue
+        val = src[key]
+        if val.shape != ref.shape:
+            if val.ndim == 4 and ref.ndim == 4 and val.shape[0] == ref.shape[0] and val.shape[2:] == ref.shape[2:]:
+                new_in, old_in = ref.shape[1], val.shape[1]
+                idx = torch.arange(new_in) % old_in
+                val = val[:, idx] * (old_in / new_in)
+            else:
+                raise ModelError(
+                    f"encoder weights {path}: {key} has shape {tuple(val.shape)}, the {model.encoder.__class__.__name__} "
+                    f"expects {tuple(ref.shape)}; were they saved for another encoder?"
+                )
+        out[key] = val.to(ref.dtype)
+    missing = [k for k in target if k not in out and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ModelError(
+            f"encoder weights {path} lack {len(missing)} of {len(target)} encoder tensors "
+            f"(e.g. {', '.join(missing[:3])}); were they saved for another encoder?"
+        )
+    unused = sorted(set(src) - set(target))
+    if unused:
+        log.info("encoder weights %s: ignoring %d tensors the encoder has no use for (%s...)", path, len(unused), unused[0])
+    model.encoder.load_state_dict(out, strict=False)
+
+
+def _atomic_write(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(model: "torch.nn.Module", meta: CheckpointMeta, path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``<path>.safetensors`` and ``<path>.json``, each through a temporary file and a rename.
+
+    Readers never see half a file; the weights are written first so a sidecar always points
+    to weights of the same save (its JSON is also embedded in the weights' header).
+    """
+    from safetensors.torch import save_file
+
+    weights, sidecar = checkpoint_paths(path)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    text = meta.to_json()
+    _atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={_HEADER_KEY: text}))
+    _atomic_write(sidecar, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+    return weights, sidecar
+
+
+def write_sidecar(meta: CheckpointMeta, path: str | os.PathLike) -> Path:
+    """Rewrite only the JSON sidecar (e.g. the final training summary; the weights are unchanged)."""
+    _, sidecar = checkpoint_paths(path)
+    _atomic_write(sidecar, lambda tmp: tmp.write_text(meta.to_json() + "\n", encoding="utf-8"))
+    return sidecar
+
+
+def read_meta(path: str | os.PathLike) -> CheckpointMeta:
+    """The checkpoint's metadata, from the sidecar or else from the weights' header."""
+    from pydantic import ValidationError
+    from safetensors import safe_open
+
+    weights, sidecar = checkpoint_paths(path)
+    try:
+        if sidecar.is_file():
+            return CheckpointMeta.model_validate_json(sidecar.read_text(encoding="utf-8"))
+        if weights.is_file():
+            with safe_open(str(weights), framework="pt") as f:
+                text = (f.metadata() or {}).get(_HEADER_KEY)
+            if text:
+                return CheckpointMeta.model_validate_json(text)
+            raise ModelError(f"{weights} has no geoseg metadata and {sidecar} is missing; it is not a geoseg checkpoint")
+    except ValidationError as exc:
+        raise ModelError(f"checkpoint metadata of {path} is invalid: {exc}") from exc
+    raise ModelError(f"no checkpoint at {weights}; train one with `geoseg train` or check the path")
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple["torch.nn.Module", CheckpointMeta]:
+    """Rebuild the model of a checkpoint in eval mode on ``device``, plus its metadata.
+
+    Only :func:`safetensors.torch.load_file` touches the weights file: nothing is unpickled.
+    """
+    from safetensors.torch import load_file
+
+    meta = read_meta(path)
+    weights, _ = checkpoint_paths(path)
+    if not weights.is_file():
+        raise ModelError(f"checkpoint weights {weights} are missing (the sidecar exists); copy both files")
+    model = build_model_from_meta(meta)
+    try:
+        state = load_file(str(weights), device="cpu")
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt file or weights of another model
+        raise ModelError(f"cannot load weights {weights} into the model its sidecar describes: {exc}") from exc
+    return model.to(device).eval(), meta
+
+
+def _is_generic(names: Sequence[str]) -> bool:
+    """True for the placeholder names ``b1, b2, ...`` given to bands without a description.
+
+    >>> _is_generic(["b1", "b2"]), _is_generic(["t0:b1", "t0:b2"]), _is_generic(["B02", "B03"])
+    (True, True, False)
+    """
+    return all(n.rsplit(":", 1)[-1] == f"b{i + 1}" for i, n in enumerate(names))
+
+
+def _norm_name(name: str) -> str:
+    return name.rsplit(":", 1)[-1].strip().lower()
+
+
+def check_compatible(
+    meta: CheckpointMeta,
+    band_names: Sequence[str],
+    resolution: float | None,
+    *,
+    max_resolution_ratio: float = MAX_RESOLUTION_RATIO,
+) -> None:
+    """Refuse (``ModelError``) an image whose bands or pixel size the model was not trained on.
+
+    Band names are compared case-insensitively, ignoring a ``file:`` prefix; generic names
+    (``b1``, ``b2``...) on either side match anything, with a log line, since many GeoTIFFs
+    carry no band descriptions. A pixel size off by more than ``max_resolution_ratio`` either
+    way is refused: a CNN's learned shapes and textures do not transfer across scales.
+    """
+    want = list(meta.band_names)
+    have = list(band_names)
+    shown_want = ", ".join(want)
+    shown_have = ", ".join(have) if len(have) <= 16 else ", ".join(have[:16]) + ", ..."
+    if len(have) != len(want):
+        raise ModelError(
+            f"checkpoint expects {len(want)} bands ({shown_want}), image has {len(have)} ({shown_have}); "
+            "write a GeoTIFF with those bands (e.g. gdal_translate -b 1 -b 2 ...) or train a model for these bands"
+        )
+    if [_norm_name(n) for n in have] != [_norm_name(n) for n in want]:
+        if _is_generic(have) or _is_generic(want):
+            log.info("band names not checked: image bands (%s), checkpoint bands (%s)", shown_have, shown_want)
+        elif sorted(map(_norm_name, have)) == sorted(map(_norm_name, want)):
+            raise ModelError(
+                f"checkpoint expects bands in the order ({shown_want}), image has ({shown_have}); "
+                "reorder the bands (e.g. gdal_translate -b 3 -b 2 -b 1 ...)"
+            )
+        else:
+            raise ModelError(
+                f"checkpoint expects bands ({shown_want}), image has ({shown_have}); "
+                "use an image with these bands or train a model for this one"
+            )
+    if resolution is None or meta.resolution is None:
+        return
+    if not (resolution > 0 and meta.resolution > 0):
+        return
+    ratio = resolution / meta.resolution
+    if ratio > max_resolution_ratio or ratio < 1 / max_resolution_ratio:
+        how = f"{ratio:.3g}x coarser" if ratio > 1 else f"{1 / ratio:.3g}x finer"
+        raise ModelError(
+            f"checkpoint was trained on pixels of {meta.resolution:g} CRS units, image pixels are {resolution:g} "
+            f"({how}); resample the image to {meta.resolution:g} (gdalwarp -tr) or train a model at this resolution"
+        )
+
+
+def sidecar_dict(path: str | os.PathLike) -> dict:
+    """The sidecar as a plain dict (for reports and the CLI's `inspect`)."""
+    return json.loads(read_meta(path).to_json())

@@ -1,0 +1,117 @@
+"""Per-pixel features: chosen bands plus spectral indices, computed chunk by chunk.
+
+Bands are found by name, so the same job works for a 4-band synthetic scene
+(``blue, green, red, nir``), a drone orthomosaic (``red, green, blue, nir``) and
+Sentinel-2 (``B02, B03, B04, B08``). Standardisation statistics come from the
+k-means sample, so they are computed once, on the client, deterministically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from geoseg.errors import InputError
+
+#: Names under which each spectral role appears in common products (case-insensitive).
+BAND_ALIASES: dict[str, tuple[str, ...]] = {
+    "blue": ("blue", "b", "b02", "b2"),
+    "green": ("green", "g", "b03", "b3"),
+    "red": ("red", "r", "b04", "b4"),
+    "nir": ("nir", "nir1", "b08", "b8"),
+}
+
+#: Index name → (roles needed, formula over a dict of role arrays).
+_EPS = np.float32(1e-6)
+INDICES = {
+    "ndvi": (("nir", "red"), lambda b: (b["nir"] - b["red"]) / (b["nir"] + b["red"] + _EPS)),
+    "ndwi": (("green", "nir"), lambda b: (b["green"] - b["nir"]) / (b["green"] + b["nir"] + _EPS)),
+    "exg": (
+        ("red", "green", "blue"),
+        lambda b: (2 * b["green"] - b["red"] - b["blue"]) / (b["red"] + b["green"] + b["blue"] + _EPS),
+    ),
+}
+
+
+def find_band(band_names: Sequence[str], role: str) -> int:
+    """Index of the band playing ``role`` (e.g. ``"nir"``), matched by name or alias.
+
+    Names may carry a file prefix (``scene_0:B08``); the first match wins.
+
+    >>> find_band(["B01", "B02", "B03", "B04", "B08"], "nir")
+    4
+    >>> find_band(["t0:red", "t0:green"], "green")
+    1
+    """
+    aliases = BAND_ALIASES.get(role, (role,))
+    for i, name in enumerate(band_names):
+        if name.split(":")[-1].lower() in aliases:
+            return i
+    raise InputError(
+        f"no band named like {role!r} ({', '.join(aliases)}) among {list(band_names)}; "
+        "set band descriptions in the GeoTIFF or choose other indices"
+    )
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which bands (by name; ``None`` = all) and which indices make up the feature vector."""
+
+    bands: tuple[str, ...] | None = None
+    indices: tuple[str, ...] = ()
+
+    def resolve(self, band_names: Sequence[str]) -> "ResolvedFeatures":
+        """Bind the spec to a scene's band names, failing early with a clear message."""
+        unknown = [i for i in self.indices if i not in INDICES]
+        if unknown:
+            raise InputError(f"unknown spectral index {unknown}; choose from {sorted(INDICES)}")
+        if self.bands is None:
+            band_idx = tuple(range(len(band_names)))
+        else:
+            band_idx = tuple(_band_index(band_names, b) for b in self.bands)
+        roles = {r for i in self.indices for r in INDICES[i][0]}
+        role_idx = {r: find_band(band_names, r) for r in sorted(roles)}
+        names = tuple(band_names[i] for i in band_idx) + tuple(self.indices)
+        return ResolvedFeatures(band_idx, role_idx, self.indices, names)
+
+
+def _band_index(band_names: Sequence[str], wanted: str) -> int:
+    for i, name in enumerate(band_names):
+        if name == wanted or name.split(":")[-1] == wanted:
+            return i
+    if wanted.lower() in BAND_ALIASES:
+        return find_band(band_names, wanted.lower())
+    raise InputError(f"band {wanted!r} not found among {list(band_names)}")
+
+
+@dataclass(frozen=True)
+class ResolvedFeatures:
+    """A feature spec bound to band positions: picklable, cheap to ship to every task."""
+
+    band_idx: tuple[int, ...]
+    role_idx: dict[str, int]
+    indices: tuple[str, ...]
+    names: tuple[str, ...]
+
+    @property
+    def n_features(self) -> int:
+        return len(self.names)
+
+    def compute(self, data: np.ndarray) -> np.ndarray:
+        """Features ``(n_features, h, w)`` float32 from raw bands ``(bands, h, w)``."""
+        out = np.empty((self.n_features,) + data.shape[1:], dtype=np.float32)
+        for k, i in enumerate(self.band_idx):
+            out[k] = data[i]
+        roles = {r: data[i].astype(np.float32, copy=False) for r, i in self.role_idx.items()}
+        for k, name in enumerate(self.indices, start=len(self.band_idx)):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[k] = INDICES[name][1](roles)
+        return out
+
+
+def standardise(features: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Scale features ``(f, ...)`` to zero mean, unit variance with statistics from the sample."""
+    shape = (-1,) + (1,) * (features.ndim - 1)
+    return (features - mean.reshape(shape)) / std.reshape(shape)

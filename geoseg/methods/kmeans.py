@@ -1,0 +1,136 @@
+"""K-means land-cover clustering: fit on a pixel sample, predict chunk by chunk.
+
+Cluster ids are put in a deterministic order (by the centroid's mean standardised value,
+i.e. roughly from dark to bright), so the same data and seed always give the same ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from geoseg.legend import NODATA_LABEL
+from geoseg.errors import InputError
+
+
+@dataclass(frozen=True)
+class KMeansModel:
+    """Fitted centroids in standardised feature space, plus the standardisation itself."""
+
+    centroids: np.ndarray  # (k, f), ordered
+    mean: np.ndarray  # (f,)
+    std: np.ndarray  # (f,)
+    feature_names: tuple[str, ...]
+    inertia: float
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.centroids.shape[0])
+
+    def predict(self, features: np.ndarray, valid: np.ndarray, rows_per_block: int = 256) -> np.ndarray:
+        """Labels ``(h, w)`` uint8 for features ``(f, h, w)``; invalid pixels get ``NODATA_LABEL``.
+
+        Standardisation is folded into the centroids (``x/s`` against ``c + m/s``) and rows are
+        processed in blocks, so temporary arrays stay small whatever the chunk size.
+        """
+        f, h, w = features.shape
+        scale = (1.0 / self.std).astype(np.float32)
+        shifted = (self.centroids + self.mean / self.std).astype(np.float32)
+        labels = np.empty((h, w), dtype=np.uint8)
+        for r0 in range(0, h, rows_per_block):
+            block = features[:, r0 : r0 + rows_per_block].reshape(f, -1) * scale[:, None]
+            labels[r0 : r0 + rows_per_block] = nearest_centroid(block, shifted).reshape(-1, w)
+        labels[~valid] = NODATA_LABEL
+        return labels
+
+    @classmethod
+    def from_json(cls, data: dict) -> "KMeansModel":
+        """Rebuild a model saved with :meth:`to_json` (``model.json`` of a run)."""
+        try:
+            return cls(
+                centroids=np.asarray(data["centroids"], dtype=np.float32),
+                mean=np.asarray(data["mean"], dtype=np.float32),
+                std=np.asarray(data["std"], dtype=np.float32),
+                feature_names=tuple(data["feature_names"]),
+                inertia=float(data.get("inertia", float("nan"))),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"not a geoseg k-means model file: {exc}") from exc
+
+    def to_json(self) -> dict:
+        return {
+            "centroids": self.centroids.tolist(),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "feature_names": list(self.feature_names),
+            "inertia": self.inertia,
+        }
+
+
+def nearest_centroid(z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the nearest centroid for each column of ``z`` ``(f, n)``; ties go to the lower index.
+
+    Uses ``|c|² - 2 c·z`` (same argmin as the full distance) and a running minimum over
+    centroids, which is faster than ``argmin`` along a short first axis.
+
+    >>> nearest_centroid(np.array([[0.0, 9.0, 4.0]]), np.array([[0.0], [10.0]]))
+    array([0, 1, 0], dtype=uint8)
+    """
+    cc = np.einsum("kf,kf->k", centroids, centroids)
+    d = centroids @ z
+    d *= -2.0  # in place: exact (a power of two), so ties are the same as with the full distance
+    d += cc[:, None]
+    best = d[0]
+    idx = np.zeros(z.shape[1], dtype=np.uint8)
+    closer = np.empty(z.shape[1], dtype=bool)
+    for k in range(1, centroids.shape[0]):
+        np.less(d[k], best, out=closer)
+        np.copyto(idx, k, where=closer)  # a masked copy: several times faster than ``idx[closer] = k``
+        np.minimum(best, d[k], out=best)
+    return idx
+
+
+def fit_kmeans(
+    sample: np.ndarray,
+    n_clusters: int,
+    seed: int,
+    feature_names: tuple[str, ...],
+    n_init: int = 4,
+    max_iter: int = 300,
+) -> KMeansModel:
+    """Fit k-means on ``sample`` ``(n, f)`` and return the model with ordered centroids."""
+    from sklearn.cluster import KMeans
+
+    if not 2 <= n_clusters <= 250:
+        raise InputError(f"n_clusters must be between 2 and 250, got {n_clusters}")
+    if sample.shape[0] < n_clusters:
+        raise InputError(
+            f"only {sample.shape[0]} valid pixels were sampled, fewer than the {n_clusters} clusters asked for; "
+            "the input is (almost) all nodata or the sample size is too small"
+        )
+    sample = sample.astype(np.float64)
+    mean = sample.mean(axis=0)
+    std = sample.std(axis=0)
+    std[std == 0] = 1.0
+    z = (sample - mean) / std
+    km = KMeans(n_clusters=n_clusters, n_init=n_init, max_iter=max_iter, random_state=seed)
+    km.fit(z)
+    order = order_centroids(km.cluster_centers_)
+    return KMeansModel(
+        centroids=km.cluster_centers_[order].astype(np.float32),
+        mean=mean.astype(np.float32),
+        std=std.astype(np.float32),
+        feature_names=feature_names,
+        inertia=float(km.inertia_),
+    )
+
+
+def order_centroids(centroids: np.ndarray) -> np.ndarray:
+    """A deterministic order: by mean standardised value, ties broken lexicographically.
+
+    >>> order_centroids(np.array([[1.0, 1.0], [-1.0, 0.0], [0.0, 0.0]])).tolist()
+    [1, 2, 0]
+    """
+    keys = [centroids[:, j] for j in range(centroids.shape[1] - 1, -1, -1)]
+    return np.lexsort(keys + [np.round(centroids.mean(axis=1), 9)])

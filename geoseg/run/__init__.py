@@ -1,0 +1,1 @@
+"""Running jobs: job files, the Dask cluster, the workflow, monitoring, the run record and the demo."""

@@ -1,0 +1,149 @@
+"""Getting a Dask client: a local multi-process cluster on loopback, or an existing scheduler.
+
+Local clusters listen on 127.0.0.1 only. Remote schedulers are reached by address; TLS is
+configured with Dask's own settings (``DASK_DISTRIBUTED__COMM__TLS__*`` environment
+variables or a Dask config file), which the deployment recipes in ``deploy/`` set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from geoseg.errors import ClusterError
+
+log = logging.getLogger(__name__)
+
+#: Environment of the worker processes geoseg starts. Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_``;
+#: setting any glibc malloc threshold also freezes the mmap threshold at 128 KiB, so every larger
+#: per-chunk temporary (features, distances) becomes a fresh ``mmap`` that is page-faulted and
+#: zeroed again: k-means prediction ran 4x slower in a worker than in a plain process. glibc reads
+#: these variables when a process starts, so they must be in the environment the worker is spawned
+#: with (Dask's ``pre-spawn-environ``), not set afterwards. The images and the Slurm script set the same.
+WORKER_ENV: dict[str, str] = {"MALLOC_MMAP_THRESHOLD_": str(64 * 2**20)}
+
+
+def start_local_cluster(
+    n_workers: int = 2,
+    threads_per_worker: int = 1,
+    memory_limit: str | int = "4GiB",
+    dashboard: bool = True,
+    resources: dict[str, float] | None = None,
+):  # noqa: ANN201 - distributed.LocalCluster
+    """A multi-process ``LocalCluster`` on loopback whose workers start with :data:`WORKER_ENV`."""
+    import dask
+    from distributed import LocalCluster
+
+    spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}), **WORKER_ENV}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env}):
+        return LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0" if dashboard else None,
+            memory_limit=memory_limit,
+            resources=resources,
+        )
+
+
+@dataclass
+class ClusterInfo:
+    """What a run records about the cluster it ran on."""
+
+    kind: str
+    scheduler: str
+    dashboard: str | None
+    n_workers: int
+    threads: int
+    memory_limit_bytes: int
+    gpu_workers: int
+    workers: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "workers"}
+
+
+def describe(client, kind: str) -> ClusterInfo:  # noqa: ANN001
+    """Summarise the workers a client sees (count, threads, memory, GPU resources)."""
+    info = client.scheduler_info(n_workers=-1) if _accepts_n_workers(client) else client.scheduler_info()
+    workers = info.get("workers", {})
+    return ClusterInfo(
+        kind=kind,
+        scheduler=client.scheduler.address,
+        dashboard=_dashboard(client),
+        n_workers=len(workers),
+        threads=sum(w.get("nthreads", 0) for w in workers.values()),
+        memory_limit_bytes=sum(int(w.get("memory_limit") or 0) for w in workers.values()),
+        gpu_workers=sum(1 for w in workers.values() if w.get("resources", {}).get("GPU", 0) > 0),
+        workers={a: {"nthreads": w.get("nthreads"), "resources": w.get("resources", {})} for a, w in workers.items()},
+    )
+
+
+def _accepts_n_workers(client) -> bool:  # noqa: ANN001
+    import inspect
+
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+
+
+def _dashboard(client) -> str | None:  # noqa: ANN001
+    try:
+        return client.dashboard_link
+    except Exception:  # noqa: BLE001 - no dashboard (bokeh missing or disabled)
+        return None
+
+
+def local_gpu_count() -> int:
+    """Number of CUDA devices visible here (0 when torch or CUDA is absent)."""
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+@contextlib.contextmanager
+def connect(
+    scheduler: str | None = None,
+    n_workers: int = 2,
+    threads_per_worker: int = 1,
+    memory_limit: str = "4GiB",
+    dashboard: bool = True,
+    timeout: float = 60,
+) -> Iterator[tuple[Any, ClusterInfo]]:
+    """Yield ``(client, info)``: connected to ``scheduler`` if given, else a new local cluster.
+
+    A local cluster gets one worker per GPU-less process; if this machine has a GPU, the
+    first worker advertises a ``GPU`` resource so GPU-annotated tasks land there.
+    """
+    from distributed import Client
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(
+                f"cannot reach the Dask scheduler at {scheduler}: {exc}. Is it running, and is the address right?"
+            ) from exc
+        try:
+            yield client, describe(client, "remote")
+        finally:
+            client.close()
+        return
+
+    gpus = local_gpu_count()
+    try:
+        cluster = start_local_cluster(
+            n_workers, threads_per_worker, memory_limit, dashboard, resources={"GPU": 1} if gpus else None
+        )
+    except Exception as exc:  # noqa: BLE001 - LocalCluster raises many kinds
+        raise ClusterError(f"could not start a local Dask cluster: {exc}") from exc
+    client = Client(cluster)
+    try:
+        yield client, describe(client, "local")
+    finally:
+        client.close()
+        cluster.close()

@@ -1,0 +1,145 @@
+"""Scheduled monitoring: process every new scene since the last run, one dated folder per period.
+
+``geoseg monitor JOB.yaml`` is what a cron job or a Kubernetes CronJob calls. It expands the
+job's input pattern, skips scenes already processed (a small state file in the output folder
+records path, size and modification time), runs the job on each new scene into
+``<output>/<YYYY-MM-DD>/``, and writes a change report between each period and the one before
+it into ``<output>/<period>/change/``. A k-means model fitted on the first period is reused for
+later ones, so cluster ids mean the same thing over time.
+
+Exit status: 0 when every new scene was processed (or there was none), 3 when some failed
+(the others are kept and the failed ones are retried next time), 2 for a bad job file.
+``monitor-summary.json`` says what was done, for the scheduler and for people.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from geoseg.accuracy.change import compare_periods
+from geoseg.errors import GeosegError, InputError
+from geoseg.io.scene import expand_inputs
+from geoseg.run.jobspec import JobSpec, KMeansConfig
+from geoseg.run.runrecord import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "monitor-state.json"
+SUMMARY_FILE = "monitor-summary.json"
+
+
+@dataclass
+class MonitorSummary:
+    processed: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.failed else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "exit_code": self.exit_code,
+            "processed": self.processed,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "changes": self.changes,
+        }
+
+
+def period_of(path: str, pattern: str) -> str:
+    """The scene's date (``YYYY-MM-DD``) from its file name, else from its modification time.
+
+    >>> period_of("/data/S2_20240612_T33TWM.tif", r"(\\d{4})-?(\\d{2})-?(\\d{2})")
+    '2024-06-12'
+    """
+    m = re.search(pattern, Path(path).name)
+    if m:
+        try:
+            return date(int(m.group(1)), int(m.group(2)), int(m.group(3))).isoformat()
+        except ValueError:
+            pass
+    return datetime.fromtimestamp(Path(path).stat().st_mtime, timezone.utc).date().isoformat()
+
+
+def _identity(path: str) -> dict[str, Any]:
+    st = Path(path).stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _load_state(out: Path) -> dict[str, Any]:
+    import json
+
+    f = out / STATE_FILE
+    if not f.exists():
+        return {"scenes": {}, "periods": [], "model": None}
+    try:
+        return json.loads(f.read_text())
+    except ValueError as exc:
+        raise InputError(f"{f} is damaged ({exc}); fix or delete it to start monitoring afresh") from exc
+
+
+def run_monitor(job: JobSpec, scheduler: str | None = None, client=None) -> MonitorSummary:  # noqa: ANN001
+    """Process new scenes of ``job`` period by period; see the module docstring."""
+    from geoseg.run.workflow import run_job
+
+    root = Path(job.output)
+    root.mkdir(parents=True, exist_ok=True)
+    state = _load_state(root)
+    summary = MonitorSummary()
+    scenes = sorted(expand_inputs(job.inputs, job.allow_gdal_virtual), key=lambda p: (period_of(p, job.monitor.date_pattern), p))
+    for path in scenes:
+        ident = _identity(path)
+        known = state["scenes"].get(path)
+        if known and known.get("status") == "complete" and {k: known[k] for k in ident} == ident:
+            summary.skipped.append(path)
+            continue
+        period = period_of(path, job.monitor.date_pattern)
+        period_job = _period_job(job, path, root / period, state)
+        try:
+            result = run_job(period_job, scheduler=scheduler, show_progress=False, client=client)
+        except GeosegError as exc:
+            log.error("period %s (%s) failed: %s", period, path, exc)
+            state["scenes"][path] = {**ident, "period": period, "status": "failed", "error": str(exc)}
+            summary.failed.append({"path": path, "period": period, "error": str(exc)})
+            write_json_atomic(root / STATE_FILE, state)
+            continue
+        if isinstance(job.method, KMeansConfig) and job.monitor.reuse_kmeans_model and not state.get("model"):
+            state["model"] = str(result.outputs["model"])
+        previous = _previous_period(state["periods"], period)
+        if previous is not None:
+            change = compare_periods(
+                root / previous / "labels.zarr", root / period / "labels.zarr", root / period / "change",
+                regions=job.regions.path if job.regions and job.regions.path else None,
+                region_field=job.regions.field if job.regions else None,
+                client=client,
+            )
+            summary.changes.append({"from": previous, "to": period, "changed_area_m2": change.changed_area_m2(),
+                                    "folder": str(root / period / "change")})
+        state["periods"] = sorted(set(state["periods"]) | {period})
+        state["scenes"][path] = {**ident, "period": period, "status": "complete"}
+        summary.processed.append({"path": path, "period": period, "output": str(root / period)})
+        write_json_atomic(root / STATE_FILE, state)
+        log.info("period %s done: %s", period, root / period)
+    write_json_atomic(root / SUMMARY_FILE, summary.to_json())
+    return summary
+
+
+def _previous_period(periods: list[str], period: str) -> str | None:
+    earlier = [p for p in periods if p < period]
+    return max(earlier) if earlier else None
+
+
+def _period_job(job: JobSpec, path: str, out: Path, state: dict[str, Any]) -> JobSpec:
+    update: dict[str, Any] = {"inputs": [path], "output": out}
+    if isinstance(job.method, KMeansConfig) and job.monitor.reuse_kmeans_model and state.get("model"):
+        update["method"] = job.method.model_copy(update={"model": Path(state["model"])})
+    return job.model_copy(update=update)

@@ -1,0 +1,1 @@
+"""Label rasters to polygons: seam-exact polygonising, seam merging, GeoPackage writing and styles."""

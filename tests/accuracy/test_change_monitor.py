@@ -1,0 +1,137 @@
+"""Change reports between periods and scheduled monitoring of new scenes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+
+from geoseg.accuracy.change import CHANGE_NODATA, compare_periods
+from geoseg.legend import LANDCOVER_CLASSES
+from geoseg.geo import ChunkGrid
+from geoseg.run.jobspec import parse_job
+from geoseg.io.labelstore import LabelStoreWriter
+from geoseg.run.monitor import run_monitor
+
+
+
+def _store(path, labels, chunk=40):
+    grid = ChunkGrid(*labels.shape, chunk, Affine(10, 0, 500000, 0, -10, 5100000))
+    w = LabelStoreWriter.create(path, grid, CRS.from_epsg(32633), LANDCOVER_CLASSES)
+    for win in grid.windows():
+        w.write(win, labels[win.slices])
+    return w.finalize()
+
+
+def test_transitions_and_change_map_are_exact(tmp_path):
+    rng = np.random.default_rng(1)
+    before = rng.integers(1, 5, (90, 110)).astype(np.uint8)
+    after = before.copy()
+    after[10:30, 20:50] = 3
+    after[0, 0] = 255
+    a, b = _store(tmp_path / "a.zarr", before), _store(tmp_path / "b.zarr", after)
+    report = compare_periods(a, b, tmp_path / "change")
+    valid = after != 255
+    truth_changed = int(((before != after) & valid).sum())
+    assert report.changed_area_m2() == truth_changed * 100.0
+    m = report.matrix()
+    for i in range(1, 5):
+        for j in range(1, 5):
+            assert m.loc[i, j] == int(((before == i) & (after == j) & valid).sum())
+    with rasterio.open(tmp_path / "change" / "change.zarr") as ds:
+        code = ds.read(1)
+        assert ds.crs.to_epsg() == 32633
+    assert code[0, 0] == CHANGE_NODATA
+    changed = (before != after) & valid
+    np.testing.assert_array_equal(code[changed], before[changed].astype(np.uint16) * 256 + after[changed])
+    assert (code[~changed & valid] == 0).all()
+    summary = json.loads((tmp_path / "change" / "change-summary.json").read_text())
+    assert summary["changed_area_m2"] == truth_changed * 100.0
+
+
+def test_transitions_per_region_with_nodata_in_both_periods(tmp_path):
+    """Every region's transition matrix equals a count on its pixels; nodata in either period is
+    left out; where regions overlap, the later feature owns the pixel."""
+    import geopandas as gpd
+    from shapely import box
+
+    rng = np.random.default_rng(3)
+    shape = (70, 90)
+    before = np.kron(rng.integers(1, 5, (7, 9)), np.ones((10, 10), int)).astype(np.uint8)  # blocky
+    after = before.copy()
+    flip = rng.random(shape) < 0.3
+    after[flip] = rng.integers(1, 6, int(flip.sum()))
+    before[rng.random(shape) < 0.05] = 255
+    after[rng.random(shape) < 0.05] = 255
+    a, b = _store(tmp_path / "a.zarr", before, chunk=32), _store(tmp_path / "b.zarr", after, chunk=32)
+    rects = {"north": (0, 0, 40, 90), "corner": (30, 60, 70, 90)}  # rows/cols; "corner" overlaps "north"
+    geoms = [box(500000 + c0 * 10, 5100000 - r1 * 10, 500000 + c1 * 10, 5100000 - r0 * 10) for r0, c0, r1, c1 in rects.values()]
+    gpd.GeoDataFrame({"zone": list(rects)}, geometry=geoms, crs=32633).to_file(tmp_path / "zones.gpkg")
+    report = compare_periods(a, b, regions=tmp_path / "zones.gpkg", region_field="zone")
+
+    owner = np.full(shape, "", dtype=object)
+    for name, (r0, c0, r1, c1) in rects.items():
+        owner[r0:r1, c0:c1] = name
+    valid = (before != 255) & (after != 255)
+    for region, mask in (("ALL", np.ones(shape, bool)), ("north", owner == "north"), ("corner", owner == "corner")):
+        m = report.matrix(region)
+        expected = {(i, j): int((mask & valid & (before == i) & (after == j)).sum()) for i in range(1, 6) for j in range(1, 6)}
+        got = {(i, j): int(m.loc[i, j]) if i in m.index and j in m.columns else 0 for i, j in expected}
+        assert got == expected, region
+    assert report.total_area_m2() == valid.sum() * 100.0
+
+
+@pytest.mark.integration
+def test_monitoring_two_periods_finds_planted_changes(tmp_path, dask_client):
+    """Second scene = first with a water patch pasted over forest; the report must find it (within 2 %)."""
+    from geoseg.samples.synthetic import make_scene
+
+    files = make_scene("landcover", tmp_path / "gen", width=512, height=512, seed=3)
+    with rasterio.open(files.image) as ds:
+        img, profile = ds.read(), ds.profile
+        descriptions = ds.descriptions
+    ref = rasterio.open(files.reference).read(1)
+    # find a forest area and a water area of 24x24 px
+    def find(cls):
+        for r in range(0, 488, 4):
+            for c in range(0, 488, 4):
+                if (ref[r:r + 24, c:c + 24] == cls).all():
+                    return r, c
+        pytest.skip(f"no 24x24 block of class {cls} in the generated scene")
+    forest = next(c.id for c in LANDCOVER_CLASSES if c.name == "forest")
+    water = next(c.id for c in LANDCOVER_CLASSES if c.name == "water")
+    (fr, fc), (wr, wc) = find(forest), find(water)
+    img2 = img.copy()
+    img2[:, fr:fr + 24, fc:fc + 24] = img[:, wr:wr + 24, wc:wc + 24]
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    for name, data in (("S2_2024-05-01.tif", img), ("S2_2024-06-01.tif", img2)):
+        with rasterio.open(scenes / name, "w", **profile) as ds:
+            ds.write(data)
+            ds.descriptions = descriptions
+    job = parse_job({
+        "name": "mon", "inputs": [str(scenes / "S2_*.tif")], "output": str(tmp_path / "out"), "chunk_size": 256,
+        "method": {"kind": "kmeans", "n_clusters": 6, "sample_size": 20000, "features": {"indices": ["ndvi", "ndwi"]}},
+        "regions": {"path": str(files.regions), "field": "region_id"}, "vectorize": {"enabled": False},
+    })
+    summary = run_monitor(job, client=dask_client)
+    assert summary.exit_code == 0 and len(summary.processed) == 2
+    assert [c["to"] for c in summary.changes] == ["2024-06-01"]
+    change = json.loads((tmp_path / "out" / "2024-06-01" / "change" / "change-summary.json").read_text())
+    truth = 24 * 24 * 100.0  # m², every pasted pixel changed from forest to water
+    assert abs(change["changed_area_m2"] - truth) <= 0.02 * truth
+    # forest may span several clusters, but everything changed goes to the water cluster
+    to_water = change["top_transitions"][0]["to_class"]
+    into = sum(t["area_m2"] for t in change["top_transitions"] if t["to_class"] == to_water)
+    assert into >= 0.98 * change["changed_area_m2"]
+    # a second run has nothing new to do
+    again = run_monitor(job, client=dask_client)
+    assert again.processed == [] and len(again.skipped) == 2
+    state = json.loads((tmp_path / "out" / "monitor-state.json").read_text())
+    assert state["periods"] == ["2024-05-01", "2024-06-01"]
+    shutil.rmtree(tmp_path / "gen")

@@ -1,0 +1,172 @@
+"""Checkpoints: safetensors + JSON sidecar round trip, no pickle, refusal of unsuitable images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from geoseg.methods.checkpoint import (
+    CheckpointMeta,
+    build_model,
+    check_compatible,
+    checkpoint_paths,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
+from geoseg.legend import CROPWEED_CLASSES
+from geoseg.errors import ModelError
+from geoseg.methods.deeplab import predict_chunk
+
+BANDS = ["red", "green", "blue", "nir"]
+
+
+def tiny_meta(**kw) -> CheckpointMeta:  # noqa: ANN003
+    base = dict(
+        encoder="resnet18", encoder_depth=3, decoder_channels=16, in_channels=4, band_names=BANDS,
+        band_mean=[100.0, 110.0, 90.0, 150.0], band_std=[20.0, 25.0, 15.0, 40.0], classes=list(CROPWEED_CLASSES),
+        tile_size=64, tile_overlap=16, resolution=0.01, crs="EPSG:32632",
+    )
+    base.update(kw)
+    return CheckpointMeta(**base)
+
+
+def tiny_model(meta: CheckpointMeta, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_model(meta.encoder, meta.in_channels, meta.n_classes, encoder_depth=meta.encoder_depth,
+                        decoder_channels=meta.decoder_channels)
+    # Make BatchNorm statistics non-trivial so a lost buffer would show in predictions.
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def test_round_trip_same_predictions_and_sidecar(tmp_path, monkeypatch):
+    torch.set_num_threads(2)
+    meta = tiny_meta()
+    model = tiny_model(meta)
+    weights, sidecar = save_checkpoint(model, meta, tmp_path / "ck" / "crop")
+    assert weights.name == "crop.safetensors" and sidecar.name == "crop.json"
+    assert not list((tmp_path / "ck").glob("*.tmp"))
+    doc = json.loads(sidecar.read_text())
+    for key in ("architecture", "encoder", "encoder_depth", "in_channels", "band_names", "band_mean", "band_std",
+                "classes", "tile_size", "tile_overlap", "resolution", "geoseg_version", "training"):
+        assert key in doc
+    assert doc["architecture"] == "DeepLabV3Plus"
+    assert doc["classes"][2] == {"id": 3, "name": "weed", "color": "#e31a1c"}
+    assert doc["geoseg_version"]
+
+    def no_pickle(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("torch.load must not be used to read checkpoints")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    loaded, meta2 = load_checkpoint(tmp_path / "ck" / "crop.safetensors")
+    assert meta2 == meta
+    assert not loaded.training
+    rng = np.random.default_rng(0)
+    img = rng.normal(110, 30, (4, 80, 90)).astype(np.float32)
+    valid = np.ones((80, 90), bool)
+    a = predict_chunk(model, meta, img, valid, device="cpu")
+    b = predict_chunk(loaded, meta2, img, valid, device="cpu")
+    assert np.array_equal(a, b)
+    sd1, sd2 = model.state_dict(), loaded.state_dict()
+    assert sd1.keys() == sd2.keys() and all(torch.equal(sd1[k], sd2[k]) for k in sd1)
+
+
+def test_lone_safetensors_file_still_loads(tmp_path):
+    meta = tiny_meta()
+    weights, sidecar = save_checkpoint(tiny_model(meta), meta, tmp_path / "m")
+    sidecar.unlink()
+    assert read_meta(weights) == meta
+    load_checkpoint(tmp_path / "m")
+
+
+def test_missing_or_foreign_checkpoint_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "nothing")
+    meta = tiny_meta()
+    save_checkpoint(tiny_model(meta), meta, tmp_path / "m")
+    other = tiny_meta(decoder_channels=32)
+    checkpoint_paths(tmp_path / "m")[1].write_text(other.to_json())
+    with pytest.raises(ModelError, match="cannot load weights"):
+        load_checkpoint(tmp_path / "m")
+
+
+def test_meta_validation():
+    with pytest.raises(ValueError, match="in_channels"):
+        tiny_meta(in_channels=3)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        tiny_meta(tile_size=70)
+    with pytest.raises(ValueError, match="band_std"):
+        tiny_meta(band_std=[1.0, 0.0, 1.0, 1.0])
+
+
+def test_refuses_wrong_band_count_with_names():
+    meta = tiny_meta()
+    s2 = [f"B{i:02d}" for i in range(1, 14)]
+    with pytest.raises(ModelError) as exc:
+        check_compatible(meta, s2, 0.01)
+    msg = str(exc.value)
+    assert "checkpoint expects 4 bands (red, green, blue, nir), image has 13 (B01" in msg
+
+
+def test_band_names_checked_but_generic_names_pass():
+    meta = tiny_meta()
+    check_compatible(meta, ["Red", "Green", "Blue", "NIR"], 0.01)
+    check_compatible(meta, ["b1", "b2", "b3", "b4"], 0.01)  # files without band descriptions
+    check_compatible(meta, ["date1:red", "date1:green", "date1:blue", "date1:nir"], 0.01)
+    with pytest.raises(ModelError, match="order"):
+        check_compatible(meta, ["blue", "green", "red", "nir"], 0.01)
+    with pytest.raises(ModelError, match="expects bands"):
+        check_compatible(meta, ["red", "green", "blue", "swir"], 0.01)
+    s2 = tiny_meta(band_names=["B02", "B03", "B04", "B08"])
+    with pytest.raises(ModelError, match="order"):  # Sentinel-2 names are meaningful, not placeholders
+        check_compatible(s2, ["B04", "B03", "B02", "B08"], 0.01)
+
+
+def test_refuses_other_resolution():
+    meta = tiny_meta()
+    check_compatible(meta, BANDS, 0.012)
+    check_compatible(meta, BANDS, 0.008)
+    with pytest.raises(ModelError, match=r"10x coarser.*resample"):
+        check_compatible(meta, BANDS, 0.1)
+    with pytest.raises(ModelError, match="2x finer"):
+        check_compatible(meta, BANDS, 0.005)
+    check_compatible(meta, BANDS, 0.1, max_resolution_ratio=20)
+    check_compatible(tiny_meta(resolution=None), BANDS, 10.0)
+
+
+def test_user_encoder_weights_are_loaded_and_adapted(tmp_path):
+    from safetensors.torch import save_file
+
+    src = build_model("resnet18", 3, 2, encoder_depth=3, decoder_channels=16)
+    state = {f"encoder.{k}": v.clone() for k, v in src.encoder.state_dict().items()}
+    state["fc.weight"] = torch.zeros(10, 512)  # a classifier head the encoder lacks is ignored
+    save_file(state, str(tmp_path / "enc.safetensors"))
+    model = build_model("resnet18", 4, 3, tmp_path / "enc.safetensors", encoder_depth=3, decoder_channels=16)
+    got = model.encoder.state_dict()
+    assert torch.equal(got["layer1.0.conv1.weight"], src.encoder.state_dict()["layer1.0.conv1.weight"])
+    w3 = src.encoder.state_dict()["conv1.weight"]
+    assert got["conv1.weight"].shape[1] == 4
+    assert torch.allclose(got["conv1.weight"][:, 3], w3[:, 0] * 3 / 4)
+
+    torch.save({"state_dict": src.encoder.state_dict()}, tmp_path / "enc.pth")
+    build_model("resnet18", 3, 2, tmp_path / "enc.pth", encoder_depth=3, decoder_channels=16)
+
+    wrong = build_model("mobilenet_v2", 3, 2, encoder_depth=3, decoder_channels=16)
+    save_file(dict(wrong.encoder.state_dict()), str(tmp_path / "wrong.safetensors"))
+    with pytest.raises(ModelError, match="another encoder"):
+        build_model("resnet18", 3, 2, tmp_path / "wrong.safetensors", encoder_depth=3)
+    with pytest.raises(ModelError, match="does not exist"):
+        build_model("resnet18", 3, 2, tmp_path / "none.safetensors", encoder_depth=3)
+
+
+def test_unknown_encoder_is_a_model_error():
+    with pytest.raises(ModelError, match="encoder"):
+        build_model("no-such-encoder", 3, 2)

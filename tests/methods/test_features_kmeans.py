@@ -1,0 +1,100 @@
+"""Features, sampling and the k-means model on plain arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geoseg.legend import NODATA_LABEL
+from geoseg.errors import InputError
+from geoseg.methods.features import FeatureSpec
+from geoseg.geo import Window
+from geoseg.methods.kmeans import fit_kmeans
+from geoseg.methods.sampling import chunk_rng, sample_valid_pixels
+
+from tests.fixtures import SPECTRA, blocky_classes
+
+S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+
+
+def test_indices_use_bands_found_by_name():
+    feats = FeatureSpec(bands=("B04", "B08"), indices=("ndvi",)).resolve(S2_BANDS)
+    data = np.zeros((13, 1, 2), np.float32)
+    data[3] = [[0.1, 0.3]]  # red
+    data[7] = [[0.5, 0.3]]  # nir
+    out = feats.compute(data)
+    assert feats.names == ("B04", "B08", "ndvi")
+    np.testing.assert_allclose(out[2, 0], [(0.5 - 0.1) / 0.6, 0.0], atol=1e-5)
+
+
+def test_missing_band_role_is_a_clear_error():
+    with pytest.raises(InputError, match="nir"):
+        FeatureSpec(indices=("ndvi",)).resolve(("red", "green", "blue"))
+
+
+def test_sample_is_proportional_to_valid_pixels_and_seeded():
+    f = np.random.default_rng(0).normal(size=(3, 100, 100)).astype(np.float32)
+    valid = np.zeros((100, 100), bool)
+    valid[:50] = True
+    w = Window(0, 0, 100, 100)
+    a = sample_valid_pixels(f, valid, 0.1, chunk_rng(7, w))
+    b = sample_valid_pixels(f, valid, 0.1, chunk_rng(7, w))
+    c = sample_valid_pixels(f, valid, 0.1, chunk_rng(8, w))
+    assert a.shape == (500, 3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def _features(seed: int = 0):
+    classes = blocky_classes(120, 150)
+    rng = np.random.default_rng(seed)
+    img = (SPECTRA[classes].transpose(2, 0, 1) + rng.normal(0, 50, (4, 120, 150))).astype(np.float32)
+    return img, classes
+
+
+def test_kmeans_recovers_classes_deterministically_with_ordered_ids():
+    img, classes = _features()
+    sample = img.reshape(4, -1).T[::7]
+    m1 = fit_kmeans(sample, 4, seed=3, feature_names=("b", "g", "r", "n"))
+    m2 = fit_kmeans(sample, 4, seed=3, feature_names=("b", "g", "r", "n"))
+    np.testing.assert_array_equal(m1.centroids, m2.centroids)
+    assert np.all(np.diff(m1.centroids.mean(axis=1)) >= 0)  # ordered dark to bright
+    valid = np.ones(classes.shape, bool)
+    valid[0, :5] = False
+    labels = m1.predict(img, valid)
+    assert (labels[0, :5] == NODATA_LABEL).all()
+    # each true class maps to exactly one cluster
+    pairs = {(int(c), int(lbl)) for c, lbl in zip(classes[valid], labels[valid])}
+    assert len(pairs) == 4
+
+
+def test_kmeans_refuses_tiny_samples():
+    with pytest.raises(InputError, match="valid pixels"):
+        fit_kmeans(np.zeros((3, 2)), 6, 0, ("a", "b"))
+
+
+def test_nearest_centroid_equals_argmin_of_full_distance_with_ties_to_lower_index():
+    from geoseg.methods.kmeans import nearest_centroid
+
+    rng = np.random.default_rng(5)
+    centroids = rng.normal(size=(7, 5)).astype(np.float32)
+    z = rng.normal(size=(5, 20_000)).astype(np.float32)
+    centroids[6] = centroids[2]  # a duplicate centroid: the tie must go to id 2
+    z[:, :7] = centroids.T  # pixels exactly on a centroid
+    expected = np.argmin(((centroids[:, :, None] - z[None]) ** 2).sum(axis=1), axis=0)
+    got = nearest_centroid(z, centroids)
+    assert got.dtype == np.uint8
+    assert got[2] == 2 and got[6] == 2 and 6 not in set(got.tolist())
+    assert (got == expected).mean() > 0.9999  # float32 rounding may flip a near-tie, nothing more
+
+
+def test_large_scenes_read_fewer_blocks_for_the_sample_but_every_chunk_contributes():
+    from geoseg.methods.sampling import sample_windows, sampling_rate
+    from geoseg.run.workflow import sample_block_fraction
+
+    small = sample_block_fraction(sampling_rate(200_000, 2048 * 2048))
+    large = sample_block_fraction(sampling_rate(200_000, 20_000 * 20_000))
+    assert small == 0.25 and large < 0.02
+    chunk = Window(0, 0, 2048, 2048)
+    parts = sample_windows(chunk, (512, 512), large, np.random.default_rng(0))
+    assert len(parts) == 1 and parts[0].height == parts[0].width == 512
