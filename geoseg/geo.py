@@ -1,17 +1,29 @@
-"""The chunk grid: one set of windows shared by every stage and every output.
+"""The grid: one georeferenced pixel grid and one set of chunk windows shared by every stage and output.
 
-A :class:`ChunkGrid` is a value (raster shape + chunk size + transform); its
-chunks are plain ``(row_off, col_off, height, width)`` windows. Stages that
-need spatial context ask for a chunk *with a halo* and trim it back with
-:func:`trim_halo`, so results do not depend on where chunk borders fall.
+A :class:`GeoGrid` is a value: shape, transform and CRS together (in the style of odc-geo's
+``GeoBox``, which :meth:`GeoGrid.to_geobox` gives for odc-geo's algorithms). A
+:class:`ChunkGrid` cuts a grid into chunks; its chunks are plain ``(row_off, col_off, height,
+width)`` windows. Stages that need spatial context ask for a chunk *with a halo* and trim it
+back with :func:`trim_halo`, so results do not depend on where chunk borders fall.
+
+The CRS is kept as WKT text: it pickles and hashes cheaply (a grid travels with every Dask
+task), and :attr:`GeoGrid.crs` parses it once per process.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Iterator
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Iterator
 
 from affine import Affine
+from rasterio.crs import CRS
+
+if TYPE_CHECKING:
+    from odc.geo.geobox import GeoBox
+
+Bounds = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True, order=True)
@@ -75,6 +87,119 @@ def trim_halo(array, hw: HaloWindow):  # noqa: ANN001, ANN201 - any array-like w
     """Cut the core back out of an array read over ``hw.outer`` (last two axes are y, x)."""
     rows, cols = hw.core_in_outer
     return array[..., rows, cols]
+
+
+@lru_cache(maxsize=64)
+def crs_from_wkt(wkt: str) -> CRS:
+    """Parse a CRS once per process (parsing WKT costs about a millisecond)."""
+    return CRS.from_wkt(wkt)
+
+
+def window_bounds(transform: Affine, shape: tuple[int, int]) -> Bounds:
+    """``(left, bottom, right, top)`` of a ``shape`` window whose top-left pixel has ``transform``.
+
+    >>> window_bounds(Affine(10, 0, 100, 0, -10, 500), (2, 3))
+    (100.0, 480.0, 130.0, 500.0)
+    """
+    h, w = shape
+    xs, ys = zip(*(transform @ (c, r) for c, r in ((0, 0), (w, 0), (0, h), (w, h))))
+    return float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))
+
+
+def metres_per_unit(crs: CRS) -> float | None:
+    """Metres per CRS unit for a projected CRS, ``None`` for geographic ones (no fixed size)."""
+    if not crs.is_projected:
+        return None
+    try:
+        return float(crs.linear_units_factor[1])
+    except Exception:  # noqa: BLE001 - a CRS without a linear unit
+        return None
+
+
+@dataclass(frozen=True)
+class GeoGrid:
+    """A georeferenced pixel grid: ``height`` x ``width`` pixels, their ``transform`` and CRS.
+
+    >>> g = GeoGrid(2, 3, Affine(10, 0, 100, 0, -10, 500), CRS.from_epsg(32633).to_wkt())
+    >>> g.shape, g.bounds, g.crs.to_epsg(), g.pixel_area_m2
+    ((2, 3), (100.0, 480.0, 130.0, 500.0), 32633, 100.0)
+    """
+
+    height: int
+    width: int
+    transform: Affine
+    crs_wkt: str
+
+    def __post_init__(self) -> None:
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"grid must have at least one pixel, got {self.height}x{self.width}")
+
+    @classmethod
+    def of(cls, height: int, width: int, transform: Affine, crs: CRS | str) -> "GeoGrid":
+        """A grid from a CRS given as a rasterio CRS or any text rasterio understands."""
+        wkt = crs.to_wkt() if isinstance(crs, CRS) else CRS.from_user_input(crs).to_wkt()
+        return cls(int(height), int(width), transform, wkt)
+
+    @classmethod
+    def of_dataset(cls, ds: Any) -> "GeoGrid":
+        """The grid of an open rasterio dataset."""
+        return cls.of(ds.height, ds.width, ds.transform, ds.crs)
+
+    @property
+    def crs(self) -> CRS:
+        return crs_from_wkt(self.crs_wkt)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def bounds(self) -> Bounds:
+        """``(left, bottom, right, top)`` in the grid's CRS."""
+        return window_bounds(self.transform, self.shape)
+
+    @property
+    def resolution(self) -> float:
+        """Pixel size in CRS units (the mean of x and y sizes)."""
+        return (abs(self.transform.a) + abs(self.transform.e)) / 2
+
+    @property
+    def pixel_area(self) -> float:
+        """Area of one pixel in CRS units squared."""
+        t = self.transform
+        return abs(t.a * t.e - t.b * t.d)
+
+    @property
+    def pixel_area_m2(self) -> float:
+        """Area of one pixel in m² (NaN for a geographic CRS, whose pixels have no one size)."""
+        mpu = metres_per_unit(self.crs)
+        return self.pixel_area * mpu**2 if mpu else math.nan
+
+    def window_transform(self, window: "Window") -> Affine:
+        """Affine transform of a window's top-left pixel."""
+        return self.transform @ Affine.translation(window.col_off, window.row_off)
+
+    def window_grid(self, window: "Window") -> "GeoGrid":
+        """The grid of one window of this grid (same CRS and pixel size)."""
+        return GeoGrid(window.height, window.width, self.window_transform(window), self.crs_wkt)
+
+    def same_as(self, other: "GeoGrid", tol: float = 1e-9) -> bool:
+        """Same shape, CRS and (almost) the same transform."""
+        return (
+            self.shape == other.shape
+            and self.transform.almost_equals(other.transform, precision=tol)
+            and (self.crs_wkt == other.crs_wkt or self.crs == other.crs)
+        )
+
+    def to_geobox(self) -> "GeoBox":
+        """The same grid as an odc-geo ``GeoBox`` (for its overlap and reprojection helpers)."""
+        from odc.geo.geobox import GeoBox
+
+        return GeoBox((self.height, self.width), self.transform, self.crs_wkt)
+
+    def tiles(self, chunk: int) -> "ChunkGrid":
+        """This grid cut into ``chunk`` x ``chunk`` chunks."""
+        return ChunkGrid(self.height, self.width, chunk, self.transform)
 
 
 @dataclass(frozen=True)
