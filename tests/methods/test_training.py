@@ -22,10 +22,10 @@ from geoseg.methods.training import (
     TrainConfig,
     TrainPair,
     WindowSampler,
-    confusion_iou,
     history_path,
     open_sources,
     train,
+    validation_scores,
     validation_tiles,
 )
 
@@ -188,10 +188,21 @@ def test_training_with_vector_reference_and_a_loader_worker(tmp_path):
     assert result.checkpoint.is_file() and read_meta(tmp_path / "v").training.epochs == 1
 
 
-def test_confusion_iou():
+def test_validation_scores_match_scikit_learn_jaccard():
+    from sklearn.metrics import confusion_matrix, jaccard_score
+
+    rng = np.random.default_rng(4)
+    ref = rng.integers(0, 4, 500)
+    pred = np.where(rng.random(500) < 0.6, ref, rng.integers(0, 4, 500))
+    miou, iou = validation_scores(confusion_matrix(ref, pred, labels=range(4)))
+    np.testing.assert_allclose(iou, jaccard_score(ref, pred, labels=range(4), average=None))
+    assert miou == pytest.approx(jaccard_score(ref, pred, labels=range(4), average="macro"))
+    # A class absent from reference and prediction is left out of the mean (scikit-learn would count it as 0).
     conf = np.array([[5, 1, 0], [2, 3, 0], [0, 0, 0]])
-    iou = confusion_iou(conf)
+    miou, iou = validation_scores(conf)
     assert iou[0] == pytest.approx(5 / 8) and iou[1] == pytest.approx(3 / 6) and np.isnan(iou[2])
+    assert miou == pytest.approx((5 / 8 + 3 / 6) / 2)
+    assert validation_scores(np.zeros((2, 2), np.int64))[0] is None
 
 
 # --- crop versus weed: context beats spectra ---------------------------------------------------------
@@ -236,9 +247,9 @@ def test_deeplab_separates_weeds_that_kmeans_cannot(tmp_path):
     split = 384  # the held-out rows: never seen in training
     model, meta = load_checkpoint(cfg.checkpoint)
     pred = predict_chunk(model, meta, img[:, split:], np.ones((512 - split, 512), bool), origin=(split, 0), device="cpu")
-    conf = np.zeros((3, 3), np.int64)
-    np.add.at(conf, (ref[split:].ravel().astype(np.int64) - 1, pred.ravel().astype(np.int64) - 1), 1)
-    dl_iou = confusion_iou(conf)
+    from sklearn.metrics import jaccard_score
+
+    dl_iou = jaccard_score(ref[split:].ravel(), pred.ravel(), labels=[1, 2, 3], average=None)
     km_weed, km_iou = kmeans_weed_iou(img, ref, slice(split, None))
     print(f"\ncrop/weed held-out IoU (soil, crop, weed): deeplab {np.round(dl_iou, 3).tolist()}, "
           f"k-means {np.round(km_iou, 3).tolist()}; training {t_train:.0f}s, best epoch {result.best_epoch}")

@@ -1,0 +1,142 @@
+"""Training configuration: image/reference pairs and every setting of a run, validated up front.
+
+``geoseg train JOB.yaml`` reads the same settings from a YAML job file (:func:`load_train_job`,
+see ``workflows/*-train.yaml``); relative paths in it are taken from the file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from geoseg.legend import ClassInfo
+
+
+class TrainPair(BaseModel):
+    """One training image and its reference: a class-id raster on the same grid, or a vector layer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: Path
+    reference: Path | None = Field(default=None, description="raster of class ids on the image grid, 0 = unlabelled")
+    vector: Path | None = Field(default=None, description="polygons (e.g. GeoPackage) with a class id field")
+    class_field: str | None = None
+    layer: str | None = None
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> TrainPair:
+        if (self.reference is None) == (self.vector is None):
+            raise ValueError(f"{self.image}: give exactly one of `reference` (raster) or `vector`")
+        if self.vector is not None and not self.class_field:
+            raise ValueError(f"{self.image}: a vector reference needs `class_field` (the column holding class ids)")
+        return self
+
+
+class TrainConfig(BaseModel):
+    """Everything ``geoseg train`` needs; unknown keys are refused so typos do not go unnoticed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pairs: list[TrainPair] = Field(min_length=1)
+    val_pairs: list[TrainPair] = Field(default_factory=list, description="separate validation images (optional)")
+    bands: list[str] | None = Field(default=None, description="band names to use, in order; None = all")
+    classes: list[ClassInfo] = Field(min_length=2)
+    encoder: str = "resnet18"
+    encoder_weights: Path | None = None
+    encoder_depth: Literal[3, 4, 5] = 5
+    encoder_output_stride: Literal[8, 16] = 16
+    decoder_channels: int = Field(default=256, ge=8)
+    tile_size: int = Field(default=256, ge=32)
+    tile_overlap: int | None = Field(
+        default=None, ge=0, description="overlap used at inference, stored in the checkpoint; None = tile_size // 4"
+    )
+    batch_size: int = Field(default=8, ge=2)
+    epochs: int = Field(default=10, ge=1)
+    steps_per_epoch: int = Field(default=100, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    dice_weight: float = Field(default=1.0, ge=0)
+    class_balanced: bool = True
+    val_fraction: float = Field(default=0.2, ge=0, lt=1, description="bottom share of each image's rows held out")
+    val_tiles: int = Field(default=64, ge=1, description="most validation tiles scored per epoch")
+    norm_windows: int = Field(default=32, ge=1, description="training windows sampled for band statistics")
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    checkpoint: Path
+    num_workers: int = Field(default=0, ge=0)
+    progress: bool | None = Field(default=None, description="rich progress bar; None = only on a terminal")
+
+    @field_validator("tile_size")
+    @classmethod
+    def _tile_multiple(cls, v: int) -> int:
+        if v % 16:
+            raise ValueError(f"tile_size must be a multiple of 16, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _checks(self) -> TrainConfig:
+        ids = [c.id for c in self.classes]
+        if len(set(ids)) != len(ids) or any(not 1 <= i <= 254 for i in ids):
+            raise ValueError(f"class ids must be unique and in 1..254 (0 = unlabelled), got {ids}")
+        if self.tile_overlap is None:
+            self.tile_overlap = self.tile_size // 4
+        if 2 * self.tile_overlap > self.tile_size:
+            raise ValueError("tile_overlap must be at most half of tile_size")
+        return self
+
+
+class TrainJob(TrainConfig):
+    """A training job file (``geoseg train JOB.yaml``): the keys of :class:`TrainConfig` plus
+    ``version`` and an optional ``name``. See ``workflows/*-train.yaml`` for commented examples."""
+
+    version: Literal[1] = 1
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,80}$")
+
+    @field_validator("classes")
+    @classmethod
+    def _colours(cls, v: list[ClassInfo]) -> list[ClassInfo]:
+        for c in v:
+            if not re.fullmatch(r"#[0-9a-fA-F]{6}", c.color):
+                raise ValueError(f"class {c.id} ({c.name}): color must be #rrggbb, got {c.color!r}")
+        return v
+
+    def resolved(self, base: Path) -> TrainJob:
+        """A copy with every relative path (images, references, encoder weights, checkpoint) taken from ``base``."""
+
+        def fix(p: Path | None) -> Path | None:
+            return p if p is None or p.is_absolute() else base / p
+
+        def fix_pair(pair: TrainPair) -> TrainPair:
+            return pair.model_copy(update={"image": fix(pair.image), "reference": fix(pair.reference),
+                                           "vector": fix(pair.vector)})
+
+        return self.model_copy(update={
+            "pairs": [fix_pair(p) for p in self.pairs],
+            "val_pairs": [fix_pair(p) for p in self.val_pairs],
+            "encoder_weights": fix(self.encoder_weights),
+            "checkpoint": fix(self.checkpoint),
+        })
+
+
+def parse_train_job(data: Any, source: str = "training job") -> TrainJob:
+    """Validate a training job given as a dict (unknown keys are errors); paths stay as given."""
+    from geoseg.run.jobspec import validate_mapping
+
+    return validate_mapping(TrainJob, data, source, "training job")
+
+
+def load_train_job(path: str | os.PathLike) -> TrainJob:
+    """Read a YAML training job (safe loader), validate it and resolve relative paths from its folder.
+
+    The result is a :class:`TrainConfig` (a :class:`TrainJob`) ready for :func:`train`.
+    """
+    from geoseg.run.jobspec import read_yaml
+
+    path = Path(path)
+    return parse_train_job(read_yaml(path, "training job"), str(path)).resolved(path.resolve().parent)
+

@@ -1,0 +1,374 @@
+"""Training data read from large rasters: sources, class-balanced window sampling, augmentation,
+sample streams, band statistics and the held-out validation tiles.
+
+Training reads random ``tile_size`` windows straight from the image and reference files
+(never a whole raster), optionally class-balanced from a coarse decimated read of the
+reference, so rare classes such as weeds are seen often. The reference is a raster of class
+ids on the image grid (0 = unlabelled) or a vector layer burnt per window
+(:func:`geoseg.io.rasterize.burn`). The bottom ``val_fraction`` of each image's rows is held
+out: training windows never reach into it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from geoseg.errors import GridMismatchError, InputError
+from geoseg.legend import ClassInfo
+from geoseg.methods.deeplab import normalise
+from geoseg.methods.training.config import TrainConfig, TrainPair
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+#: Target value for pixels that do not count (unlabelled, unknown class, image nodata, padding).
+IGNORE_INDEX = 255
+#: The coarse reference used for class-balanced sampling is at most this many pixels per side.
+COARSE_SIDE = 1024
+
+# --------------------------------------------------------------------------------------------
+# Sources: one image + reference, opened lazily per process
+# --------------------------------------------------------------------------------------------
+
+
+def _band_indexes(path: Path, descriptions: tuple, wanted: list[str] | None) -> tuple[list[int], list[str]]:
+    names = [d if d else f"b{i + 1}" for i, d in enumerate(descriptions)]
+    if wanted is None:
+        return list(range(1, len(names) + 1)), names
+    lowered = [n.lower() for n in names]
+    idx = []
+    for w in wanted:
+        if w.lower() not in lowered:
+            raise InputError(f"{path} has no band {w!r}; its bands are {', '.join(names)}")
+        idx.append(lowered.index(w.lower()) + 1)
+    return idx, [names[i - 1] for i in idx]
+
+
+class TrainSource:
+    """A training or validation image with its reference and the rows ``[row_lo, row_hi)`` it may use."""
+
+    def __init__(self, pair: TrainPair, bands: list[str] | None, lut: np.ndarray, rows: tuple[float, float]) -> None:
+        import rasterio
+
+        self.pair = pair
+        self.lut = lut
+        if not pair.image.is_file():
+            raise InputError(f"training image {pair.image} does not exist")
+        with rasterio.open(pair.image) as ds:
+            if ds.crs is None or ds.transform.is_identity:
+                raise InputError(f"{pair.image} is not georeferenced; training needs a CRS and a geotransform")
+            self.height, self.width = ds.height, ds.width
+            self.transform, self.crs = ds.transform, ds.crs
+            self.indexes, self.band_names = _band_indexes(pair.image, ds.descriptions, bands)
+            self.nodata = ds.nodata
+            self.resolution = (abs(ds.transform.a) + abs(ds.transform.e)) / 2
+        self.row_lo = round(rows[0] * self.height)
+        self.row_hi = round(rows[1] * self.height)
+        if self.row_hi - self.row_lo < 16:
+            raise InputError(
+                f"{pair.image}: only {self.row_hi - self.row_lo} rows left for this split; lower val_fraction or use a larger image"
+            )
+        self._vec = None
+        if pair.reference is not None:
+            if not pair.reference.is_file():
+                raise InputError(f"reference raster {pair.reference} does not exist")
+            with rasterio.open(pair.reference) as rs:
+                if (rs.height, rs.width) != (self.height, self.width) or not rs.transform.almost_equals(self.transform):
+                    raise GridMismatchError(
+                        f"reference {pair.reference} ({rs.width}x{rs.height}) is not on the grid of {pair.image} "
+                        f"({self.width}x{self.height}); warp it onto the image grid first (gdalwarp -te/-tr)"
+                    )
+        else:
+            self._load_vector()
+        self._img = None
+        self._ref = None
+        self._pid = None
+
+    def _load_vector(self) -> None:
+        import geopandas as gpd
+
+        pair = self.pair
+        if not pair.vector.exists():
+            raise InputError(f"vector reference {pair.vector} does not exist")
+        gdf = gpd.read_file(pair.vector, layer=pair.layer)
+        if pair.class_field not in gdf.columns:
+            raise InputError(f"{pair.vector} has no field {pair.class_field!r}; its fields are {', '.join(map(str, gdf.columns))}")
+        if gdf.crs is None:
+            raise InputError(f"{pair.vector} has no CRS; assign one (ogr2ogr -a_srs)")
+        gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty].to_crs(self.crs)
+        try:
+            values = gdf[pair.class_field].astype("int64").to_numpy()
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{pair.vector}: field {pair.class_field!r} must hold integer class ids") from exc
+        self._vec = (gdf.geometry.reset_index(drop=True), values)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        import rasterio
+
+        if self._pid != os.getpid():  # (re)open after a fork: file handles are not shared
+            self._img = rasterio.open(self.pair.image)
+            self._ref = rasterio.open(self.pair.reference) if self.pair.reference is not None else None
+            self._pid = os.getpid()
+
+    def _rasterize(self, row: int, col: int, h: int, w: int, step: int = 1, all_touched: bool = False) -> np.ndarray:
+        import shapely
+        from affine import Affine
+
+        from geoseg.io.rasterize import burn
+
+        geoms, values = self._vec
+        tr = self.transform * Affine.translation(col, row) * Affine.scale(step)
+        x0, y0 = tr * (0, 0)
+        x1, y1 = tr * (w, h)
+        hits = geoms.sindex.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+        hits = np.sort(hits)  # in file order: the last polygon wins, as for a raster burnt with GDAL
+        vals = np.clip(values[hits], 0, 255)
+        return burn(list(geoms.iloc[hits]), vals, tr, (h, w), dtype="uint8", fill=0, all_touched=all_touched)
+
+    def read(self, row: int, col: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw bands ``(b, h, w)`` float32, validity ``(h, w)`` and target indexes ``(h, w)`` uint8."""
+        from rasterio.windows import Window as RioWindow
+
+        self._open()
+        win = RioWindow(col, row, w, h)
+        img = self._img.read(self.indexes, window=win).astype(np.float32)
+        valid = np.all(np.isfinite(img), axis=0)
+        if self.nodata is not None and not (isinstance(self.nodata, float) and math.isnan(self.nodata)):
+            valid &= ~np.any(img == self.nodata, axis=0)
+        ref = self._ref.read(1, window=win) if self._ref is not None else self._rasterize(row, col, h, w)
+        target = self.lut[ref]
+        target[~valid] = IGNORE_INDEX
+        return img, valid, target
+
+    def coarse_reference(self) -> tuple[np.ndarray, int]:
+        """The reference decimated to at most ``COARSE_SIDE`` per side (nearest), and the step."""
+        import rasterio
+        from rasterio.enums import Resampling
+
+        step = max(1, math.ceil(max(self.height, self.width) / COARSE_SIDE))
+        ch, cw = math.ceil(self.height / step), math.ceil(self.width / step)
+        if self.pair.reference is not None:
+            with rasterio.open(self.pair.reference) as rs:
+                return rs.read(1, out_shape=(ch, cw), resampling=Resampling.nearest), step
+        return self._rasterize(0, 0, ch, cw, step=step, all_touched=True), step
+
+    def __getstate__(self) -> dict:  # DataLoader workers get a copy without open handles
+        state = self.__dict__.copy()
+        state.update(_img=None, _ref=None, _pid=None)
+        return state
+
+
+def _resolve_class_lut(classes: list[ClassInfo]) -> np.ndarray:
+    """Reference class id → model output index; 0 and unknown ids → ``IGNORE_INDEX``."""
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    for i, c in enumerate(classes):
+        lut[c.id] = i
+    return lut
+
+
+def open_sources(cfg: TrainConfig) -> tuple[list[TrainSource], list[TrainSource]]:
+    """Training and validation sources: the top and bottom rows of each pair, or ``val_pairs``.
+
+    Checks up front that every image has the requested bands, that references are on their
+    image's grid, and that all images share one resolution.
+    """
+    lut = _resolve_class_lut(cfg.classes)
+    hold = cfg.val_fraction if not cfg.val_pairs else 0.0
+    train_src = [TrainSource(p, cfg.bands, lut, (0.0, 1.0 - hold)) for p in cfg.pairs]
+    if cfg.val_pairs:
+        val_src = [TrainSource(p, cfg.bands, lut, (0.0, 1.0)) for p in cfg.val_pairs]
+    elif hold > 0:
+        val_src = [TrainSource(p, cfg.bands, lut, (1.0 - hold, 1.0)) for p in cfg.pairs]
+    else:
+        val_src = []
+    names = train_src[0].band_names
+    for s in train_src[1:] + val_src:
+        if [n.lower() for n in s.band_names] != [n.lower() for n in names]:
+            raise InputError(f"{s.pair.image} has bands ({', '.join(s.band_names)}), {train_src[0].pair.image} has "
+                             f"({', '.join(names)}); select common bands with `bands:`")
+    res = [s.resolution for s in train_src + val_src]
+    if max(res) / min(res) > 1.5:
+        raise InputError(f"training images have pixel sizes from {min(res):g} to {max(res):g}; resample them to one resolution")
+    return train_src, val_src
+
+
+# --------------------------------------------------------------------------------------------
+# Window sampling
+# --------------------------------------------------------------------------------------------
+
+
+class WindowSampler:
+    """Random training windows from the training rows of every source.
+
+    With ``class_balanced`` a class is drawn uniformly among those present, then a pixel of
+    that class from the coarse reference, then a window containing that pixel at a random
+    position; otherwise windows are uniform over the training area.
+    """
+
+    def __init__(self, sources: list[TrainSource], n_classes: int, tile: int, class_balanced: bool) -> None:
+        self.sources = sources
+        self.tile = tile
+        self.n_classes = n_classes
+        self.class_balanced = class_balanced
+        self.areas = np.array([(s.row_hi - s.row_lo) * s.width for s in sources], dtype=np.float64)
+        self.by_class: list[list[tuple[int, np.ndarray, int]]] = [[] for _ in range(n_classes)]
+        self.class_counts = np.zeros(n_classes, dtype=np.int64)
+        if class_balanced:
+            self._index_classes()
+
+    def _index_classes(self) -> None:
+        unknown: set[int] = set()
+        for si, src in enumerate(self.sources):
+            coarse, step = src.coarse_reference()
+            rows = (np.arange(coarse.shape[0]) * step + step // 2)[:, None]
+            inside = (rows >= src.row_lo) & (rows < src.row_hi)
+            idx = src.lut[coarse]
+            unknown |= set(np.unique(coarse[(idx == IGNORE_INDEX) & (coarse != 0)]).tolist())
+            for k in range(self.n_classes):
+                flat = np.flatnonzero(((idx == k) & inside).ravel())
+                if flat.size:
+                    self.by_class[k].append((si, flat.astype(np.int64), step))
+                    self.class_counts[k] += flat.size
+        if unknown:
+            log.warning("reference ids %s are not among the classes and are ignored", sorted(unknown))
+        if not self.class_counts.any():
+            raise InputError("no labelled pixel of any class was found in the training area of the references")
+
+    def _clip_start(self, centre: int, lo: int, hi: int, rng: np.random.Generator) -> tuple[int, int]:
+        size = min(self.tile, hi - lo)
+        start = centre - int(rng.integers(0, size))
+        return int(np.clip(start, lo, hi - size)), size
+
+    def pick(self, rng: np.random.Generator) -> tuple[int, int, int, int, int]:
+        """``(source, row, col, h, w)`` of one window inside a source's training rows."""
+        if self.class_balanced:
+            present = np.flatnonzero(self.class_counts)
+            k = int(rng.choice(present))
+            entries = self.by_class[k]
+            weights = np.array([e[1].size for e in entries], dtype=np.float64)
+            si, flat, step = entries[int(rng.choice(len(entries), p=weights / weights.sum()))]
+            src = self.sources[si]
+            cw = math.ceil(src.width / step)
+            cell = int(flat[rng.integers(flat.size)])
+            pr = min((cell // cw) * step + int(rng.integers(step)), src.row_hi - 1)
+            pc = min((cell % cw) * step + int(rng.integers(step)), src.width - 1)
+            pr = max(pr, src.row_lo)
+        else:
+            si = int(rng.choice(len(self.sources), p=self.areas / self.areas.sum()))
+            src = self.sources[si]
+            pr = int(rng.integers(src.row_lo, src.row_hi))
+            pc = int(rng.integers(0, src.width))
+        r, h = self._clip_start(pr, src.row_lo, src.row_hi, rng)
+        c, w = self._clip_start(pc, 0, src.width, rng)
+        return si, r, c, h, w
+
+
+def _pad_to(img: np.ndarray, target: np.ndarray, tile: int) -> tuple[np.ndarray, np.ndarray]:
+    h, w = target.shape
+    if (h, w) == (tile, tile):
+        return img, target
+    img = np.pad(img, ((0, 0), (0, tile - h), (0, tile - w)))
+    target = np.pad(target, ((0, tile - h), (0, tile - w)), constant_values=IGNORE_INDEX)
+    return img, target
+
+
+def _augment(img: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A random one of the 8 flips/rotations: imagery from above has no preferred orientation."""
+    k = int(rng.integers(4))
+    if k:
+        img, target = np.rot90(img, k, axes=(1, 2)), np.rot90(target, k)
+    if rng.random() < 0.5:
+        img, target = img[:, :, ::-1], target[:, ::-1]
+    return np.ascontiguousarray(img), np.ascontiguousarray(target)
+
+
+class _TrainStream:
+    """An endless stream of augmented, normalised training samples (a torch ``IterableDataset``)."""
+
+    def __init__(self, sampler: WindowSampler, mean: np.ndarray, std: np.ndarray, seed: int) -> None:
+        self.sampler, self.mean, self.std, self.seed = sampler, mean, std, seed
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        import torch.utils.data
+
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, 7, info.id if info else 0])
+        tile = self.sampler.tile
+        while True:
+            si, r, c, h, w = self.sampler.pick(rng)
+            img, valid, target = self.sampler.sources[si].read(r, c, h, w)
+            x = normalise(img, valid, self.mean, self.std)
+            x, target = _pad_to(x, target, tile)
+            x, target = _augment(x, target, rng)
+            yield x, target.astype(np.int64)
+
+
+def _batches(stream: _TrainStream, batch_size: int, num_workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    import torch
+    import torch.utils.data
+
+    class _DS(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            for x, y in stream:
+                yield torch.from_numpy(x), torch.from_numpy(y)
+
+    if num_workers > 0:
+        loader = torch.utils.data.DataLoader(
+            _DS(), batch_size=batch_size, num_workers=num_workers, persistent_workers=True, prefetch_factor=4
+        )
+        yield from loader
+        return
+    it = iter(stream)
+    while True:
+        xs, ys = zip(*(next(it) for _ in range(batch_size)))
+        yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+
+def band_statistics(
+    sampler: WindowSampler, n_windows: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and std over valid pixels of ``n_windows`` uniformly drawn training windows."""
+    uniform = WindowSampler.__new__(WindowSampler)
+    uniform.__dict__.update(sampler.__dict__, class_balanced=False)
+    n_b = len(sampler.sources[0].indexes)
+    s = np.zeros(n_b)
+    ss = np.zeros(n_b)
+    n = 0
+    for _ in range(n_windows):
+        si, r, c, h, w = uniform.pick(rng)
+        img, valid, _ = sampler.sources[si].read(r, c, h, w)
+        v = img[:, valid].astype(np.float64)
+        s += v.sum(axis=1)
+        ss += (v * v).sum(axis=1)
+        n += v.shape[1]
+    if n == 0:
+        raise InputError("the sampled training windows hold no valid pixel; is the image all nodata?")
+    mean = s / n
+    std = np.sqrt(np.maximum(ss / n - mean * mean, 0.0))
+    std = np.maximum(std, 1e-6 * np.maximum(np.abs(mean), 1.0))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def validation_tiles(sources: list[TrainSource], tile: int, limit: int, rng: np.random.Generator) -> list[tuple[int, int, int, int, int]]:
+    """Non-overlapping tiles covering each source's validation rows, at most ``limit`` of them."""
+    out = []
+    for si, src in enumerate(sources):
+        for r in range(src.row_lo, src.row_hi, tile):
+            for c in range(0, src.width, tile):
+                out.append((si, r, c, min(tile, src.row_hi - r), min(tile, src.width - c)))
+    if len(out) > limit:
+        keep = np.sort(rng.choice(len(out), size=limit, replace=False))
+        out = [out[i] for i in keep]
+    return out
+

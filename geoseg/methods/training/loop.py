@@ -1,0 +1,339 @@
+"""The training loop: model and optimiser set-up, epochs of steps, validation, the best checkpoint kept.
+
+After every epoch the held-out tiles are scored as mIoU (through
+:func:`geoseg.accuracy.metrics.confusion_metrics`, the figures every report uses); the best
+epoch's weights are kept as the checkpoint, with the band normalisation statistics computed
+from training windows stored alongside, and the learning curve is rewritten beside it
+(``<checkpoint>.history.json``) after each epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from geoseg.accuracy.metrics import confusion_metrics
+from geoseg.io.atomic import write_json_atomic
+from geoseg.methods.checkpoint import (
+    CheckpointMeta,
+    TrainingSummary,
+    build_model,
+    checkpoint_paths,
+    save_checkpoint,
+    write_sidecar,
+)
+from geoseg.methods.deeplab import normalise, resolve_device
+from geoseg.methods.training.config import TrainConfig
+from geoseg.methods.training.data import (
+    IGNORE_INDEX,
+    TrainSource,
+    WindowSampler,
+    _batches,
+    _pad_to,
+    _TrainStream,
+    band_statistics,
+    open_sources,
+    validation_tiles,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    checkpoint: Path
+    meta: CheckpointMeta
+    history: list[dict[str, Any]]
+    best_epoch: int | None
+    best_val_miou: float | None
+    seconds: float
+    history_path: Path = field(default_factory=Path)
+
+
+def history_path(checkpoint: str | os.PathLike) -> Path:
+    """Where the learning curve of a checkpoint is written: ``<checkpoint>.history.json``."""
+    weights, _ = checkpoint_paths(checkpoint)
+    return weights.with_name(weights.name[: -len(".safetensors")] + ".history.json")
+
+
+def validation_scores(conf: np.ndarray) -> tuple[float | None, np.ndarray]:
+    """``(mIoU, per-class IoU)`` from a ``(K, K)`` confusion matrix (rows = reference, columns = prediction).
+
+    A class absent from both reference and prediction has IoU NaN and does not count in the
+    mean; the mean is ``None`` when no class counts.
+
+    >>> miou, iou = validation_scores(np.array([[3, 1], [0, 0]]))
+    >>> round(miou, 3), iou.round(2).tolist()
+    (0.375, [0.75, 0.0])
+    """
+    conf = np.asarray(conf, dtype=np.int64)
+    unassigned = np.zeros((conf.shape[0], 1), dtype=np.int64)  # every validation pixel gets a class
+    figures = confusion_metrics(np.concatenate([conf, unassigned], axis=1)[None])
+    iou = figures["iou"][0]
+    miou = float(figures["macro_iou"][0])
+    return (None if math.isnan(miou) else miou), iou
+
+
+def _evaluate(model, val: list[tuple[np.ndarray, np.ndarray]], n_classes: int, dev, batch_size: int, amp_dtype) -> np.ndarray:
+    """Confusion matrix of the model's argmax over the validation tiles (ignored pixels left out)."""
+    import torch
+
+    conf = np.zeros((n_classes, n_classes), dtype=np.int64)
+    model.eval()
+    with torch.inference_mode():
+        for b0 in range(0, len(val), batch_size):
+            xs = torch.from_numpy(np.stack([v[0] for v in val[b0 : b0 + batch_size]])).to(dev)
+            ys = np.stack([v[1] for v in val[b0 : b0 + batch_size]])
+            if dev.type == "cuda":
+                xs = xs.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(xs)
+            pred = logits.float().argmax(1).cpu().numpy()
+            m = ys != IGNORE_INDEX
+            conf += np.bincount(ys[m].astype(np.int64) * n_classes + pred[m], minlength=n_classes**2).reshape(
+                n_classes, n_classes
+            )
+    return conf
+
+
+def _progress(enabled: bool | None):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=Console(stderr=True),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The steps of a run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Data:
+    """The training stream's sampler, the band statistics and the prepared validation tiles."""
+
+    train_src: list[TrainSource]
+    sampler: WindowSampler
+    mean: np.ndarray
+    std: np.ndarray
+    val: list[tuple[np.ndarray, np.ndarray]]
+
+    @property
+    def band_names(self) -> list[str]:
+        return list(self.train_src[0].band_names)
+
+
+def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[TrainSource], rng: np.random.Generator) -> _Data:
+    """Sampler, band statistics from training windows, and the validation tiles read and normalised once."""
+    sampler = WindowSampler(train_src, len(cfg.classes), cfg.tile_size, cfg.class_balanced)
+    mean, std = band_statistics(sampler, cfg.norm_windows, rng)
+    tiles = validation_tiles(val_src, cfg.tile_size, cfg.val_tiles, rng) if val_src else []
+    val = []
+    for si, r, c, h, w in tiles:
+        img, valid, target = val_src[si].read(r, c, h, w)
+        val.append(_pad_to(normalise(img, valid, mean, std), target, cfg.tile_size))
+    return _Data(train_src, sampler, mean, std, val)
+
+
+@dataclass
+class _Engine:
+    """Model, optimiser, schedule, loss and mixed-precision settings on one device."""
+
+    model: Any
+    dev: Any
+    opt: Any
+    sched: Any
+    scaler: Any
+    amp_dtype: Any
+    loss: Any
+
+    @property
+    def cuda(self) -> bool:
+        return self.dev.type == "cuda"
+
+
+def _build_engine(cfg: TrainConfig, n_bands: int) -> _Engine:
+    """The network (channels-last on CUDA), AdamW with a one-cycle schedule, CE + Dice loss."""
+    import segmentation_models_pytorch as smp
+    import torch
+
+    dev = torch.device(resolve_device(cfg.device))
+    model = build_model(
+        cfg.encoder, n_bands, len(cfg.classes), cfg.encoder_weights, encoder_depth=cfg.encoder_depth,
+        encoder_output_stride=cfg.encoder_output_stride, decoder_channels=cfg.decoder_channels,
+    ).to(dev)
+    cuda = dev.type == "cuda"
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    amp_dtype = None
+    if cuda and cfg.amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = cfg.epochs * cfg.steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=min(0.3, max(0.05, 50 / total)))
+    ce = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    dice = smp.losses.DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX)
+
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ce(logits, target) + cfg.dice_weight * dice(logits, target)
+
+    return _Engine(model, dev, opt, sched, scaler, amp_dtype, loss)
+
+
+def _new_meta(cfg: TrainConfig, data: _Data) -> CheckpointMeta:
+    """The checkpoint sidecar as far as it is known before the first step."""
+    names = data.band_names
+    return CheckpointMeta(
+        encoder=cfg.encoder, encoder_depth=cfg.encoder_depth, encoder_output_stride=cfg.encoder_output_stride,
+        decoder_channels=cfg.decoder_channels, in_channels=len(names), band_names=names,
+        band_mean=data.mean.tolist(), band_std=data.std.tolist(), classes=list(cfg.classes), tile_size=cfg.tile_size,
+        tile_overlap=cfg.tile_overlap, resolution=float(np.mean([s.resolution for s in data.train_src])),
+        crs=data.train_src[0].crs.to_string(),
+        training=TrainingSummary(steps_per_epoch=cfg.steps_per_epoch, images=[str(p.image) for p in cfg.pairs]),
+    )
+
+
+def _train_epoch(
+    eng: _Engine, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], steps: int, epoch: int, progress, task
+) -> list[float]:
+    """``steps`` optimiser steps (a batch without any labelled pixel only advances the schedule); the losses."""
+    import torch
+
+    eng.model.train()
+    losses: list[float] = []
+    for _ in range(steps):
+        xb, yb = next(batches)
+        if eng.cuda:
+            xb = xb.pin_memory().to(eng.dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            yb = yb.pin_memory().to(eng.dev, non_blocking=True)
+        if not bool((yb != IGNORE_INDEX).any()):
+            eng.sched.step()
+            continue
+        with torch.autocast(eng.dev.type, dtype=eng.amp_dtype, enabled=eng.amp_dtype is not None):
+            logits = eng.model(xb)
+        loss = eng.loss(logits.float(), yb)
+        eng.opt.zero_grad(set_to_none=True)
+        eng.scaler.scale(loss).backward()
+        eng.scaler.step(eng.opt)
+        eng.scaler.update()
+        eng.sched.step()
+        losses.append(float(loss.detach()))
+        if progress:
+            progress.update(task, advance=1, info=f"epoch {epoch} loss {losses[-1]:.3f}")
+    return losses
+
+
+def _validate(cfg: TrainConfig, eng: _Engine, data: _Data) -> dict[str, Any]:
+    """The epoch's validation entries of the history: mIoU and IoU per class name (None when unscored)."""
+    if not data.val:
+        return {"val_miou": None}
+    miou, iou = validation_scores(_evaluate(eng.model, data.val, len(cfg.classes), eng.dev, cfg.batch_size, eng.amp_dtype))
+    return {
+        "val_miou": miou,
+        "val_iou": {c.name: (None if math.isnan(v) else float(v)) for c, v in zip(cfg.classes, iou)},
+    }
+
+
+@dataclass
+class _Best:
+    """The best epoch so far by validation mIoU."""
+
+    miou: float | None = None
+    epoch: int | None = None
+
+    def improved_by(self, row: dict[str, Any]) -> bool:
+        """Record ``row`` if it beats the best so far; whether it did."""
+        m = row.get("val_miou")
+        if m is None or (self.miou is not None and m <= self.miou):
+            return False
+        self.miou, self.epoch = m, row["epoch"]
+        return True
+
+
+def _save_if_best(cfg: TrainConfig, eng: _Engine, meta: CheckpointMeta, row: dict[str, Any], best: _Best,
+                  has_val: bool, t_start: float) -> None:
+    """Save the weights when the epoch is the best so far (every epoch when nothing is held out)."""
+    if has_val and not best.improved_by(row):
+        return
+    meta.training = meta.training.model_copy(update={
+        "epochs": row["epoch"], "best_epoch": best.epoch, "best_val_miou": best.miou,
+        "val_iou": {k: v for k, v in row.get("val_iou", {}).items() if v is not None},
+        "seconds": round(time.perf_counter() - t_start, 1),
+    })
+    save_checkpoint(eng.model, meta, cfg.checkpoint)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train a DeepLabV3+ as ``config`` says and write the best checkpoint; returns the curve.
+
+    Raises :class:`InputError` for unusable inputs and :class:`~geoseg.errors.ModelError` for
+    an unknown encoder or unusable encoder weights, before any training starts.
+    """
+    t_start = time.perf_counter()
+    cfg = config
+    train_src, val_src = open_sources(cfg)  # input errors first: before the (slow) torch import
+
+    import torch
+
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    data = _prepare_data(cfg, train_src, val_src, rng)
+    eng = _build_engine(cfg, len(data.band_names))
+    meta = _new_meta(cfg, data)
+    hist_path = history_path(cfg.checkpoint)
+    hist_path.parent.mkdir(parents=True, exist_ok=True)
+    history: list[dict[str, Any]] = []
+    best = _Best()
+    batches = _batches(_TrainStream(data.sampler, data.mean, data.std, cfg.seed), cfg.batch_size, cfg.num_workers)
+    progress = _progress(cfg.progress)
+    task = progress.add_task("training", total=cfg.epochs * cfg.steps_per_epoch, info="") if progress else None
+    if progress:
+        progress.start()
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            t_epoch = time.perf_counter()
+            losses = _train_epoch(eng, batches, cfg.steps_per_epoch, epoch, progress, task)
+            row: dict[str, Any] = {
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)) if losses else None,
+                "lr": float(eng.sched.get_last_lr()[0]),
+                "seconds": round(time.perf_counter() - t_epoch, 3),
+            }
+            row.update(_validate(cfg, eng, data))
+            history.append(row)
+            _save_if_best(cfg, eng, meta, row, best, bool(data.val), t_start)
+            write_json_atomic(hist_path, history)
+            log.info("epoch %d: train loss %s, val mIoU %s", epoch, row["train_loss"], row["val_miou"])
+    finally:
+        batches.close()  # stops loader worker processes
+        if progress:
+            progress.stop()
+    meta.training = meta.training.model_copy(update={"epochs": cfg.epochs, "seconds": round(time.perf_counter() - t_start, 1)})
+    write_sidecar(meta, cfg.checkpoint)
+    weights, _ = checkpoint_paths(cfg.checkpoint)
+    return TrainResult(
+        checkpoint=weights, meta=meta, history=history, best_epoch=best.epoch, best_val_miou=best.miou,
+        seconds=time.perf_counter() - t_start, history_path=hist_path,
+    )
