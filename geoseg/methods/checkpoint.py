@@ -9,19 +9,19 @@ still loads. :func:`check_compatible` refuses an image the model was not trained
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import tempfile
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from geoseg.legend import ClassInfo
 from geoseg.errors import ModelError
+from geoseg.io.atomic import write_atomic
+from geoseg.legend import ClassInfo
 
 if TYPE_CHECKING:  # torch is imported lazily: the k-means path never needs it
     import torch
@@ -86,11 +86,11 @@ class CheckpointMeta(BaseModel):
     resolution: float | None = Field(default=None, description="pixel size in CRS units at training")
     crs: str | None = None
     geoseg_version: str = Field(default_factory=geoseg_version)
-    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     training: TrainingSummary = Field(default_factory=TrainingSummary)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "CheckpointMeta":
+    def _consistent(self) -> CheckpointMeta:
         n = self.in_channels
         if not (len(self.band_names) == len(self.band_mean) == len(self.band_std) == n):
             raise ValueError(
@@ -137,11 +137,12 @@ def build_model(
     n_classes: int,
     encoder_weights: str | os.PathLike | None = None,
     *,
+    architecture: str = "DeepLabV3Plus",
     encoder_depth: int = 5,
     encoder_output_stride: int = 16,
     decoder_channels: int = 256,
-) -> "torch.nn.Module":
-    """A DeepLabV3+ network, never downloading anything.
+) -> torch.nn.Module:
+    """The network ``architecture`` names (an smp architecture, DeepLabV3+ by default), never downloading anything.
 
     smp is always asked for ``encoder_weights=None``; pretrained encoder weights come only from
     a file the user supplies (safetensors, or a plain tensor state dict), loaded into
@@ -149,19 +150,16 @@ def build_model(
     """
     import segmentation_models_pytorch as smp
 
+    kwargs = {"encoder_depth": encoder_depth, "encoder_output_stride": encoder_output_stride,
+              "decoder_channels": decoder_channels}
     try:
-        model = smp.DeepLabV3Plus(
-            encoder_name=encoder,
-            encoder_weights=None,
-            encoder_depth=encoder_depth,
-            encoder_output_stride=encoder_output_stride,
-            decoder_channels=decoder_channels,
-            in_channels=in_channels,
-            classes=n_classes,
+        model = smp.create_model(
+            arch=architecture, encoder_name=encoder, encoder_weights=None, in_channels=in_channels,
+            classes=n_classes, **kwargs,
         )
     except (KeyError, ValueError) as exc:
         raise ModelError(
-            f"cannot build DeepLabV3+ with encoder {encoder!r} (depth {encoder_depth}, output stride "
+            f"cannot build {architecture} with encoder {encoder!r} (depth {encoder_depth}, output stride "
             f"{encoder_output_stride}): {exc}. Use an encoder segmentation-models-pytorch knows, e.g. resnet18"
         ) from exc
     if encoder_weights is not None:
@@ -169,19 +167,20 @@ def build_model(
     return model
 
 
-def build_model_from_meta(meta: CheckpointMeta) -> "torch.nn.Module":
+def build_model_from_meta(meta: CheckpointMeta) -> torch.nn.Module:
     """The (untrained) network described by ``meta``."""
     return build_model(
         meta.encoder,
         meta.in_channels,
         meta.n_classes,
+        architecture=meta.architecture,
         encoder_depth=meta.encoder_depth,
         encoder_output_stride=meta.encoder_output_stride,
         decoder_channels=meta.decoder_channels,
     )
 
 
-def _read_tensor_file(path: Path) -> dict[str, "torch.Tensor"]:
+def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     import torch
     from safetensors.torch import load_file
 
@@ -191,7 +190,7 @@ def _read_tensor_file(path: Path) -> dict[str, "torch.Tensor"]:
         return load_file(str(path), device="cpu")
     try:  # weights_only refuses arbitrary pickled objects: tensors and containers only
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means the same to the user
+    except Exception as exc:
         raise ModelError(
             f"cannot read encoder weights from {path}: {exc}. Give a .safetensors file or a plain state dict"
         ) from exc
@@ -203,7 +202,7 @@ def _read_tensor_file(path: Path) -> dict[str, "torch.Tensor"]:
     return obj
 
 
-def load_encoder_weights(model: "torch.nn.Module", path: str | os.PathLike) -> None:
+def load_encoder_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """Load a user's encoder weights into ``model.encoder``.
 
     Accepts keys with or without an ``encoder.`` prefix and ignores classifier keys the encoder
@@ -244,19 +243,13 @@ def load_encoder_weights(model: "torch.nn.Module", path: str | os.PathLike) -> N
     model.encoder.load_state_dict(out, strict=False)
 
 
-def _atomic_write(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path)
+def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` then rename into place (:func:`geoseg.io.atomic.write_atomic`), creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, write)
 
 
-def save_checkpoint(model: "torch.nn.Module", meta: CheckpointMeta, path: str | os.PathLike) -> tuple[Path, Path]:
+def save_checkpoint(model: torch.nn.Module, meta: CheckpointMeta, path: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``<path>.safetensors`` and ``<path>.json``, each through a temporary file and a rename.
 
     Readers never see half a file; the weights are written first so a sidecar always points
@@ -299,7 +292,7 @@ def read_meta(path: str | os.PathLike) -> CheckpointMeta:
     raise ModelError(f"no checkpoint at {weights}; train one with `geoseg train` or check the path")
 
 
-def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple["torch.nn.Module", CheckpointMeta]:
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, CheckpointMeta]:
     """Rebuild the model of a checkpoint in eval mode on ``device``, plus its metadata.
 
     Only :func:`safetensors.torch.load_file` touches the weights file: nothing is unpickled.
@@ -314,7 +307,7 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple["torc
     try:
         state = load_file(str(weights), device="cpu")
         model.load_state_dict(state, strict=True)
-    except Exception as exc:  # noqa: BLE001 - corrupt file or weights of another model
+    except Exception as exc:
         raise ModelError(f"cannot load weights {weights} into the model its sidecar describes: {exc}") from exc
     return model.to(device).eval(), meta
 
@@ -379,8 +372,3 @@ def check_compatible(
             f"checkpoint was trained on pixels of {meta.resolution:g} CRS units, image pixels are {resolution:g} "
             f"({how}); resample the image to {meta.resolution:g} (gdalwarp -tr) or train a model at this resolution"
         )
-
-
-def sidecar_dict(path: str | os.PathLike) -> dict:
-    """The sidecar as a plain dict (for reports and the CLI's `inspect`)."""
-    return json.loads(read_meta(path).to_json())

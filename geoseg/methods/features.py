@@ -8,8 +8,8 @@ k-means sample, so they are computed once, on the client, deterministically.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -62,7 +62,7 @@ class FeatureSpec:
     bands: tuple[str, ...] | None = None
     indices: tuple[str, ...] = ()
 
-    def resolve(self, band_names: Sequence[str]) -> "ResolvedFeatures":
+    def resolve(self, band_names: Sequence[str]) -> ResolvedFeatures:
         """Bind the spec to a scene's band names, failing early with a clear message."""
         unknown = [i for i in self.indices if i not in INDICES]
         if unknown:
@@ -109,9 +109,3 @@ class ResolvedFeatures:
             with np.errstate(invalid="ignore", divide="ignore"):
                 out[k] = INDICES[name][1](roles)
         return out
-
-
-def standardise(features: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Scale features ``(f, ...)`` to zero mean, unit variance with statistics from the sample."""
-    shape = (-1,) + (1,) * (features.ndim - 1)
-    return (features - mean.reshape(shape)) / std.reshape(shape)
