@@ -6,16 +6,19 @@ scheduler or a person can tell a finished run from one that died.
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+# Re-exported: monitor and change write their JSON through this name (it is io.atomic's writer).
+from geoseg.io.atomic import write_json_atomic
+
+__all__ = ["RUN_FILE", "RunRecord", "package_versions", "write_json_atomic"]
 
 RUN_FILE = "run.json"
 
@@ -43,14 +46,7 @@ def package_versions() -> dict[str, str]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a temporary file and rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -61,7 +57,7 @@ class RunRecord:
     _t0: float = field(default_factory=time.perf_counter)
 
     @classmethod
-    def start(cls, out: Path, job, scene) -> "RunRecord":  # noqa: ANN001
+    def start(cls, out: Path, job, scene) -> RunRecord:
         data = {
             "geoseg_run": 1,
             "outcome": "running",
@@ -80,7 +76,7 @@ class RunRecord:
         write_json_atomic(rec.path, data)
         return rec
 
-    def set_cluster(self, info) -> None:  # noqa: ANN001
+    def set_cluster(self, info) -> None:
         self.data["cluster"] = info.to_json()
 
     def finish(self, outcome: str, **extra: Any) -> None:
