@@ -11,9 +11,9 @@ import pytest
 import rasterio
 import shapely
 
-from geoseg.samples import synthetic
-from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES
 from geoseg.errors import InputError
+from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES
+from geoseg.samples import landcover as landcover_kind
 from geoseg.samples.synthetic import SceneFiles, make_scene
 
 W, H, BLOCK = 300, 260, 128
@@ -81,15 +81,15 @@ def test_a_failed_run_leaves_no_file_that_looks_finished(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = {"n": 0}
-    original = synthetic._Landcover._pixels
+    original = landcover_kind._Landcover._pixels
 
-    def failing(self, ry, rx):  # noqa: ANN001, ANN202
+    def failing(self, ry, rx):
         calls["n"] += 1
         if calls["n"] > 3:
             raise RuntimeError("disk on fire")
         return original(self, ry, rx)
 
-    monkeypatch.setattr(synthetic._Landcover, "_pixels", failing)
+    monkeypatch.setattr(landcover_kind._Landcover, "_pixels", failing)
     with pytest.raises(RuntimeError, match="disk on fire"):
         make_scene("landcover", tmp_path, 200, 200, block=64)
     assert calls["n"] == 4
@@ -183,7 +183,7 @@ def test_landcover_regions(landcover: SceneFiles) -> None:
 
 
 def test_landcover_region_count_scales_with_area() -> None:
-    polys, ids, _ = synthetic._Landcover(2048, 2048, 0).regions()
+    polys, ids, _ = landcover_kind._Landcover(2048, 2048, 0).regions()
     assert 10 <= len(ids) <= 30
     assert all(p.geom_type == "Polygon" and p.is_valid for p in polys)
 
@@ -301,3 +301,20 @@ def test_memory_does_not_scale_with_scene(tmp_path: Path) -> None:
         tracemalloc.stop()
     full_scene = 1500 * 1500 * 4 * np.dtype(np.uint16).itemsize  # 18 MB
     assert peak < 0.4 * full_scene, f"peak {peak / 1e6:.1f} MB"
+
+
+#: SHA-256 (first 24 hex digits) of the image and reference pixels of 300 x 200 scenes, seed 5, as
+#: generated before the generator was split into modules: any change to a pixel function shows here.
+_GOLDEN_PIXELS = {"landcover": "8c717d66cdc0a72b5cf3d0a6", "cropweed": "0773f5c6cfd623396bb67f90"}
+
+
+@pytest.mark.parametrize("kind", sorted(_GOLDEN_PIXELS))
+def test_pixels_match_the_golden_scene(tmp_path: Path, kind: str) -> None:
+    import hashlib
+
+    files = make_scene(kind, tmp_path, width=300, height=200, seed=5, block=128)
+    h = hashlib.sha256()
+    for p in (files.image, files.reference):
+        with rasterio.open(p) as ds:
+            h.update(ds.read().tobytes())
+    assert h.hexdigest()[:24] == _GOLDEN_PIXELS[kind]
