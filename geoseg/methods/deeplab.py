@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import OrderedDict
-from typing import TYPE_CHECKING, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from geoseg.legend import NODATA_LABEL
 from geoseg.errors import ModelError
+from geoseg.legend import NODATA_LABEL
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +58,7 @@ def blend_window(tile_size: int, overlap: int, floor: float = WINDOW_FLOOR) -> n
     return np.outer(w1, w1).astype(np.float32)
 
 
-def required_halo(meta: "CheckpointMeta") -> int:
+def required_halo(meta: CheckpointMeta) -> int:
     """Pixels of context to read around a chunk so its labels do not depend on the chunking."""
     return int(meta.tile_size)
 
@@ -94,13 +95,13 @@ def resolve_device(device: str | None) -> str:
     return str(device)
 
 
-def _autocast_dtype() -> "torch.dtype":
+def _autocast_dtype() -> torch.dtype:
     import torch
 
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def infer_tiles(model: "torch.nn.Module", tiles: "torch.Tensor", amp: bool = True) -> "torch.Tensor":
+def infer_tiles(model: torch.nn.Module, tiles: torch.Tensor, amp: bool = True) -> torch.Tensor:
     """Softmax probabilities ``(n, classes, t, t)`` float32 for normalised tiles already on the model's device.
 
     The core of :func:`predict_chunk`, exposed for benchmarks: eval mode, ``inference_mode``,
@@ -132,13 +133,13 @@ def normalise(image: np.ndarray, valid: np.ndarray, mean: Sequence[float], std: 
 
 
 def predict_chunk(
-    model: "torch.nn.Module",
-    meta: "CheckpointMeta",
+    model: torch.nn.Module,
+    meta: CheckpointMeta,
     image: np.ndarray,
     valid: np.ndarray,
     *,
     origin: tuple[int, int] = (0, 0),
-    device: "str | torch.device | None" = None,
+    device: str | torch.device | None = None,
     batch_size: int = 8,
     amp: bool | None = None,
     return_confidence: bool = False,
@@ -231,13 +232,15 @@ def predict_chunk(
 
 # --- one model per worker process -------------------------------------------------------------
 
-_CACHE: "OrderedDict[tuple, tuple[torch.nn.Module, CheckpointMeta]]" = OrderedDict()
+_CACHE: OrderedDict[tuple, tuple[torch.nn.Module, CheckpointMeta]] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 #: Models kept per process; a new checkpoint file evicts the oldest (frees GPU memory).
 CACHE_SIZE = 2
+#: How often this process read each weights file (resolved path) from disk: proof of reuse.
+_LOADS: Counter[str] = Counter()
 
 
-def prepare_model(model: "torch.nn.Module", device: str) -> "torch.nn.Module":
+def prepare_model(model: torch.nn.Module, device: str) -> torch.nn.Module:
     """Move a model to ``device`` for inference: eval mode, and channels-last on CUDA."""
     import torch
 
@@ -247,7 +250,7 @@ def prepare_model(model: "torch.nn.Module", device: str) -> "torch.nn.Module":
     return model
 
 
-def get_worker_model(checkpoint_path: str | os.PathLike, device: str = "auto") -> tuple["torch.nn.Module", "CheckpointMeta"]:
+def get_worker_model(checkpoint_path: str | os.PathLike, device: str = "auto") -> tuple[torch.nn.Module, CheckpointMeta]:
     """The checkpoint's model on ``device``, loaded once per process and then reused.
 
     Keyed by the resolved path, the weights file's mtime and size, and the device, so a Dask
@@ -270,6 +273,7 @@ def get_worker_model(checkpoint_path: str | os.PathLike, device: str = "auto") -
             _CACHE.move_to_end(key)
             return hit
         model, meta = load_checkpoint(checkpoint_path, device="cpu")
+        _LOADS[key[0]] += 1
         model = prepare_model(model, dev)
         _CACHE[key] = (model, meta)
         while len(_CACHE) > CACHE_SIZE:
@@ -284,6 +288,15 @@ def clear_model_cache() -> None:
         _CACHE.clear()
 
 
+def model_loads(checkpoint_path: str | os.PathLike) -> int:
+    """How many times this process has read the checkpoint's weights from disk (cache misses)."""
+    from geoseg.methods.checkpoint import checkpoint_paths
+
+    weights, _ = checkpoint_paths(checkpoint_path)
+    with _CACHE_LOCK:
+        return _LOADS[str(weights.resolve())]
+
+
 def cache_info() -> list[tuple]:
     """Keys of the models cached in this process (path, mtime_ns, size, sidecar mtime, device)."""
     with _CACHE_LOCK:
@@ -296,6 +309,7 @@ __all__ = [
     "clear_model_cache",
     "get_worker_model",
     "infer_tiles",
+    "model_loads",
     "normalise",
     "predict_chunk",
     "prepare_model",

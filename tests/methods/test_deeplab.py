@@ -10,11 +10,11 @@ import pytest
 import rasterio
 import torch
 
-from geoseg.methods.checkpoint import save_checkpoint
-from geoseg.legend import NODATA_LABEL
 from geoseg.errors import ModelError
 from geoseg.geo import ChunkGrid, halo_window, trim_halo
+from geoseg.legend import NODATA_LABEL
 from geoseg.methods import deeplab
+from geoseg.methods.checkpoint import save_checkpoint
 from geoseg.methods.deeplab import (
     blend_window,
     clear_model_cache,
@@ -23,7 +23,6 @@ from geoseg.methods.deeplab import (
     required_halo,
     tile_starts,
 )
-
 from tests.methods.test_checkpoint import tiny_meta, tiny_model
 
 torch.set_num_threads(2)
@@ -92,7 +91,7 @@ def test_tile_starts_are_on_the_global_grid():
 # --- predicting a chunk -----------------------------------------------------------------------------
 
 
-def _scene(tmp_path, size: int = 600):  # noqa: ANN202
+def _scene(tmp_path, size: int = 600):
     """A cropweed scene from the synthetic generator, or random texture if it is not there."""
     try:
         from geoseg.samples.synthetic import make_scene
@@ -217,22 +216,36 @@ def test_get_worker_model_loads_once_and_sees_new_files(tmp_path, monkeypatch):
 
 
 def _worker_predict(path: str, seed: int) -> tuple[int, int]:
-    from geoseg.methods.deeplab import cache_info, get_worker_model, predict_chunk
+    """Predict one chunk on a worker; its pid and how often that process has read the weights so far."""
+    from geoseg.methods.deeplab import get_worker_model, model_loads, predict_chunk
 
     torch.set_num_threads(1)
     model, meta = get_worker_model(path, "cpu")
     img = np.random.default_rng(seed).normal(110, 30, (4, 64, 64)).astype(np.float32)
     predict_chunk(model, meta, img, np.ones((64, 64), bool))
-    return os.getpid(), len(cache_info())
+    return os.getpid(), model_loads(path)
+
+
+def _worker_loads(path: str) -> tuple[int, int]:
+    from geoseg.methods.deeplab import model_loads
+
+    return os.getpid(), model_loads(path)
 
 
 @pytest.mark.integration
 def test_dask_workers_load_the_model_once(tmp_path, dask_client):
+    from collections import Counter
+
     meta = tiny_meta()
     save_checkpoint(tiny_model(meta), meta, tmp_path / "m")
     futures = [dask_client.submit(_worker_predict, str(tmp_path / "m"), i, pure=False) for i in range(8)]
     results = dask_client.gather(futures)
-    assert all(n == 1 for _, n in results)  # one cached model per worker process, reused by every task
+    tasks_per_worker = Counter(pid for pid, _ in results)
+    assert max(tasks_per_worker.values()) >= 2, tasks_per_worker  # some process ran several chunks ...
+    assert all(loads == 1 for _, loads in results), results  # ... and every process read the weights once
+    # The workers' own counters, after all tasks: one read per worker process that ran a task.
+    final = dask_client.run(_worker_loads, str(tmp_path / "m"))
+    assert sorted(n for pid, n in final.values() if pid in tasks_per_worker) == [1] * len(tasks_per_worker)
 
 
 @pytest.mark.gpu
