@@ -12,11 +12,10 @@ import torch
 from pydantic import ValidationError
 from rasterio.transform import from_origin
 
-from geoseg.methods.checkpoint import check_compatible, load_checkpoint, read_meta
-from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES, ClassInfo
 from geoseg.errors import GridMismatchError, InputError
+from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES, ClassInfo
+from geoseg.methods.checkpoint import check_compatible, load_checkpoint, read_meta
 from geoseg.methods.deeplab import predict_chunk
-from geoseg.samples.synthetic import make_scene
 from geoseg.methods.training import (
     IGNORE_INDEX,
     TrainConfig,
@@ -28,7 +27,7 @@ from geoseg.methods.training import (
     validation_scores,
     validation_tiles,
 )
-
+from geoseg.samples.synthetic import make_scene
 from tests.fixtures import write_raster
 
 # One thread: the test machine has two cores shared with other work, where two OpenMP threads stall.
@@ -38,7 +37,7 @@ TINY = dict(encoder="resnet18", encoder_depth=3, decoder_channels=16, progress=F
 THREE = [ClassInfo(1, "a", "#ff0000"), ClassInfo(2, "b", "#00ff00"), ClassInfo(3, "rare", "#0000ff")]
 
 
-def _three_class_pair(tmp_path, size: int = 300):  # noqa: ANN202
+def _three_class_pair(tmp_path, size: int = 300):
     """Random 3-band image; reference: halves of classes 1/2, a 6x6 square of class 3, unlabelled strip."""
     rng = np.random.default_rng(0)
     img = rng.integers(1, 1000, (3, size, size)).astype("uint16")
@@ -102,7 +101,7 @@ def test_vector_reference_is_rasterised_per_window_like_the_raster(tmp_path):
     pair, _, ref = _three_class_pair(tmp_path)
     tr = from_origin(500000, 5100000, 10, 10)
 
-    def box(r0, c0, r1, c1):  # noqa: ANN001, ANN202 - pixel rows/cols to map coordinates
+    def box(r0, c0, r1, c1):
         x0, y0 = tr * (c0, r0)
         x1, y1 = tr * (c1, r1)
         return shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
