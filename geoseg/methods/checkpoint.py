@@ -1,4 +1,4 @@
-"""DeepLabV3+ checkpoints: weights in safetensors, everything else in a JSON sidecar.
+"""Segmentation model checkpoints (DeepLabV3+ and the other smp architectures): weights in safetensors, everything else in a JSON sidecar.
 
 A checkpoint is two files, ``<path>.safetensors`` (tensors only, no pickle, so a checkpoint
 from a stranger cannot run code) and ``<path>.json`` (a :class:`CheckpointMeta`: architecture,
@@ -15,13 +15,14 @@ import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geoseg.errors import ModelError
 from geoseg.io.atomic import write_atomic
 from geoseg.legend import ClassInfo
+from geoseg.methods.architectures import ArchitectureName, check_tile_size, model_kwargs
 
 if TYPE_CHECKING:  # torch is imported lazily: the k-means path never needs it
     import torch
@@ -71,7 +72,7 @@ class CheckpointMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format_version: int = FORMAT_VERSION
-    architecture: Literal["DeepLabV3Plus"] = "DeepLabV3Plus"
+    architecture: ArchitectureName = "DeepLabV3Plus"
     encoder: str = "resnet18"
     encoder_depth: int = 5
     encoder_output_stride: int = 16
@@ -109,6 +110,7 @@ class CheckpointMeta(BaseModel):
             raise ValueError(f"tile_size must be a multiple of 16, at least 32, got {self.tile_size}")
         if not 0 <= self.tile_overlap < self.tile_size:
             raise ValueError(f"tile_overlap must be in [0, tile_size), got {self.tile_overlap}")
+        check_tile_size(self.architecture, self.encoder_depth, self.encoder_output_stride, self.tile_size)
         return self
 
     @property
@@ -150,9 +152,8 @@ def build_model(
     """
     import segmentation_models_pytorch as smp
 
-    kwargs = {"encoder_depth": encoder_depth, "encoder_output_stride": encoder_output_stride,
-              "decoder_channels": decoder_channels}
     try:
+        kwargs = model_kwargs(architecture, encoder_depth, encoder_output_stride, decoder_channels)
         model = smp.create_model(
             arch=architecture, encoder_name=encoder, encoder_weights=None, in_channels=in_channels,
             classes=n_classes, **kwargs,

@@ -1,4 +1,4 @@
-"""DeepLabV3+ inference on one chunk: overlapping tiles, smooth blending, no seams between chunks.
+"""Segmentation inference on one chunk (any checkpoint architecture): overlapping tiles, smooth blending, no seams.
 
 Tiles sit on a grid anchored to *global* pixel coordinates (multiples of the stride
 ``tile_size - tile_overlap``), not to the chunk. A pixel is therefore always predicted from
@@ -59,7 +59,12 @@ def blend_window(tile_size: int, overlap: int, floor: float = WINDOW_FLOOR) -> n
 
 
 def required_halo(meta: CheckpointMeta) -> int:
-    """Pixels of context to read around a chunk so its labels do not depend on the chunking."""
+    """Pixels of context to read around a chunk so its labels do not depend on the chunking.
+
+    One tile, for every architecture: tiles are placed on a global grid and run independently,
+    so the tiles covering a chunk's pixels lie within one tile of it whatever the network's
+    receptive field (see :mod:`geoseg.methods.architectures`).
+    """
     return int(meta.tile_size)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from geoseg.legend import ClassInfo
+from geoseg.methods.architectures import ArchitectureName, check_tile_size
 
 
 class TrainPair(BaseModel):
@@ -45,6 +46,9 @@ class TrainConfig(BaseModel):
     val_pairs: list[TrainPair] = Field(default_factory=list, description="separate validation images (optional)")
     bands: list[str] | None = Field(default=None, description="band names to use, in order; None = all")
     classes: list[ClassInfo] = Field(min_length=2)
+    architecture: ArchitectureName = Field(
+        default="DeepLabV3Plus", description="segmentation-models-pytorch architecture (see geoseg.methods.architectures)"
+    )
     encoder: str = "resnet18"
     encoder_weights: Path | None = None
     encoder_depth: Literal[3, 4, 5] = 5
@@ -87,6 +91,7 @@ class TrainConfig(BaseModel):
             self.tile_overlap = self.tile_size // 4
         if 2 * self.tile_overlap > self.tile_size:
             raise ValueError("tile_overlap must be at most half of tile_size")
+        check_tile_size(self.architecture, self.encoder_depth, self.encoder_output_stride, self.tile_size)
         return self
 
 

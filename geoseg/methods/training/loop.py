@@ -180,7 +180,8 @@ def _build_engine(cfg: TrainConfig, n_bands: int) -> _Engine:
 
     dev = torch.device(resolve_device(cfg.device))
     model = build_model(
-        cfg.encoder, n_bands, len(cfg.classes), cfg.encoder_weights, encoder_depth=cfg.encoder_depth,
+        cfg.encoder, n_bands, len(cfg.classes), cfg.encoder_weights, architecture=cfg.architecture,
+        encoder_depth=cfg.encoder_depth,
         encoder_output_stride=cfg.encoder_output_stride, decoder_channels=cfg.decoder_channels,
     ).to(dev)
     cuda = dev.type == "cuda"
@@ -206,7 +207,7 @@ def _new_meta(cfg: TrainConfig, data: _Data) -> CheckpointMeta:
     """The checkpoint sidecar as far as it is known before the first step."""
     names = data.band_names
     return CheckpointMeta(
-        encoder=cfg.encoder, encoder_depth=cfg.encoder_depth, encoder_output_stride=cfg.encoder_output_stride,
+        architecture=cfg.architecture, encoder=cfg.encoder, encoder_depth=cfg.encoder_depth, encoder_output_stride=cfg.encoder_output_stride,
         decoder_channels=cfg.decoder_channels, in_channels=len(names), band_names=names,
         band_mean=data.mean.tolist(), band_std=data.std.tolist(), classes=list(cfg.classes), tile_size=cfg.tile_size,
         tile_overlap=cfg.tile_overlap, resolution=float(np.mean([s.resolution for s in data.train_src])),
@@ -286,7 +287,7 @@ def _save_if_best(cfg: TrainConfig, eng: _Engine, meta: CheckpointMeta, row: dic
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Train a DeepLabV3+ as ``config`` says and write the best checkpoint; returns the curve.
+    """Train the ``config.architecture`` network (DeepLabV3+ by default) as ``config`` says and write the best checkpoint; returns the curve.
 
     Raises :class:`InputError` for unusable inputs and :class:`~geoseg.errors.ModelError` for
     an unknown encoder or unusable encoder weights, before any training starts.
