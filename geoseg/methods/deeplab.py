@@ -106,25 +106,73 @@ def _autocast_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def infer_tiles(model: torch.nn.Module, tiles: torch.Tensor, amp: bool = True) -> torch.Tensor:
-    """Softmax probabilities ``(n, classes, t, t)`` float32 for normalised tiles already on the model's device.
+#: Test-time augmentation: the transforms whose softmax outputs are averaged (see :func:`tta_transforms`).
+TTA_MODES = ("none", "flips", "d4")
+
+
+def tta_transforms(mode: str) -> list[tuple[int, bool]]:
+    """``(quarter turns, flip)`` pairs of a TTA mode; each is a group, so the average is invariant under it.
+
+    ``none``: the identity; ``flips``: identity, left-right, up-down and both (the flips of a
+    square); ``d4``: all 8 rotations and reflections of a square (imagery from above has no
+    preferred orientation).
+
+    >>> len(tta_transforms("none")), len(tta_transforms("flips")), len(tta_transforms("d4"))
+    (1, 4, 8)
+    """
+    if mode == "none":
+        return [(0, False)]
+    if mode == "flips":
+        return [(0, False), (0, True), (2, True), (2, False)]  # up-down flip = left-right flip + half turn
+    if mode == "d4":
+        return [(k, f) for f in (False, True) for k in range(4)]
+    raise ValueError(f"unknown tta mode {mode!r}; choose one of {', '.join(TTA_MODES)}")
+
+
+def _forward(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    import torch
+
+    x = torch.flip(x, dims=(-1,)) if flip else x
+    return torch.rot90(x, k, dims=(-2, -1)) if k else x
+
+
+def _inverse(y: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    import torch
+
+    y = torch.rot90(y, -k, dims=(-2, -1)) if k else y
+    return torch.flip(y, dims=(-1,)) if flip else y
+
+
+def _logits(model: torch.nn.Module, tiles: torch.Tensor, amp: bool) -> torch.Tensor:
+    import torch
+
+    if tiles.device.type == "cuda":
+        tiles = tiles.contiguous(memory_format=torch.channels_last)
+        if amp:
+            with torch.autocast("cuda", dtype=_autocast_dtype()):
+                return model(tiles)
+    return model(tiles)
+
+
+def infer_tiles(model: torch.nn.Module, tiles: torch.Tensor, amp: bool = True, tta: str = "none") -> torch.Tensor:
+    """Softmax probabilities ``(n, classes, t, t)`` float32 for normalised square tiles on the model's device.
 
     The core of :func:`predict_chunk`, exposed for benchmarks: eval mode, ``inference_mode``,
-    channels-last and autocast (bf16 where supported, else fp16) on CUDA.
+    channels-last and autocast (bf16 where supported, else fp16) on CUDA. With ``tta`` the
+    probabilities are averaged over the transforms of :func:`tta_transforms` (each undone on
+    the output), one transform at a time so memory stays that of one batch.
     """
     import torch
 
+    transforms = tta_transforms(tta)
     with torch.inference_mode():
-        if tiles.device.type == "cuda":
-            tiles = tiles.contiguous(memory_format=torch.channels_last)
-            if amp:
-                with torch.autocast("cuda", dtype=_autocast_dtype()):
-                    logits = model(tiles)
-            else:
-                logits = model(tiles)
-        else:
-            logits = model(tiles)
-        return torch.softmax(logits.float(), dim=1)
+        if len(transforms) == 1:
+            return torch.softmax(_logits(model, tiles, amp).float(), dim=1)
+        acc = None
+        for k, flip in transforms:
+            p = _inverse(torch.softmax(_logits(model, _forward(tiles, k, flip), amp).float(), dim=1), k, flip)
+            acc = p if acc is None else acc.add_(p)
+        return acc.div_(len(transforms))
 
 
 def normalise(image: np.ndarray, valid: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -149,6 +197,7 @@ def predict_chunk(
     amp: bool | None = None,
     return_confidence: bool = False,
     core: tuple[slice, slice] | None = None,
+    tta: str = "none",
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Class ids ``(h, w)`` uint8 for raw band values ``image`` ``(bands, h, w)``; nodata where not ``valid``.
 
@@ -158,6 +207,7 @@ def predict_chunk(
     touch it; labels outside it are then undefined. ``device`` defaults to the model's; the
     model must already be there and in eval mode. ``amp`` defaults to on for CUDA. With
     ``return_confidence`` also returns the blended probability of the chosen class (0 on nodata).
+    ``tta`` (``none``, ``flips``, ``d4``) averages each tile's probabilities over flips/rotations.
     """
     import torch
 
@@ -167,6 +217,7 @@ def predict_chunk(
         raise ModelError(
             f"checkpoint expects {meta.in_channels} bands ({', '.join(meta.band_names)}), chunk has {image.shape[0]}"
         )
+    tta_transforms(tta)  # an unknown mode fails before any work
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     use_amp = (dev.type == "cuda") if amp is None else (amp and dev.type == "cuda")
     _, h, w = image.shape
@@ -213,7 +264,7 @@ def predict_chunk(
             arr = np.stack([x[:, r : r + t, c : c + t] for r, c in batch])
             xb = torch.from_numpy(arr)
             xb = xb.pin_memory().to(dev, non_blocking=True) if cuda else xb
-            probs = infer_tiles(model, xb, amp=use_amp)
+            probs = infer_tiles(model, xb, amp=use_amp, tta=tta)
             probs.mul_(win)
             for i, (r, c) in enumerate(batch):
                 acc[:, r : r + t, c : c + t] += probs[i]
@@ -321,5 +372,6 @@ __all__ = [
     "required_halo",
     "resolve_device",
     "tile_starts",
+    "tta_transforms",
 ]
 

@@ -14,9 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
+from geoseg.geo import HaloWindow, trim_halo
 from geoseg.legend import NODATA_LABEL, ClassInfo, cluster_legend
 from geoseg.methods.features import ResolvedFeatures
-from geoseg.geo import HaloWindow, trim_halo
 from geoseg.methods.kmeans import KMeansModel
 
 
@@ -71,7 +71,7 @@ class KMeansPredictor:
 
 @dataclass(frozen=True)
 class DeepLabPredictor:
-    """DeepLabV3+ from a checkpoint; the network is cached per worker process.
+    """A segmentation network from a checkpoint (any architecture); cached per worker process.
 
     With ``confidence`` the workflow also asks for :meth:`predict_with_confidence` and writes
     the blended probability of the chosen class as a second raster.
@@ -84,6 +84,7 @@ class DeepLabPredictor:
     resources: dict[str, float] | None = None
     classes: tuple[ClassInfo, ...] = ()
     confidence: bool = False
+    tta: str = "none"
 
     def legend(self) -> tuple[ClassInfo, ...]:
         return self.classes
@@ -115,6 +116,7 @@ class DeepLabPredictor:
             batch_size=self.batch_size,
             return_confidence=with_confidence,
             core=hw.core_in_outer,
+            tta=self.tta,
         )
         if with_confidence:
             labels, prob = out

@@ -44,6 +44,8 @@ class DeepLabConfig(_Strict):
     batch_size: int = Field(8, ge=1, le=1024)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     confidence: bool = False
+    #: Test-time augmentation: average softmax probabilities over flips (4) or all 8 rotations/flips (d4).
+    tta: Literal["none", "flips", "d4"] = "none"
 
 
 Method = Annotated[Union[KMeansConfig, DeepLabConfig], Field(discriminator="kind")]

@@ -269,6 +269,7 @@ def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) 
         resources=resources,
         classes=tuple(meta.classes),
         confidence=cfg.confidence,
+        tta=cfg.tta,
     )
 
 

@@ -265,3 +265,57 @@ def test_predict_on_cuda_matches_cpu(tmp_path):
     assert (gpu32 == cpu).mean() > 0.999
     assert (gpu == cpu).mean() > 0.98  # bf16/fp16 autocast
     clear_model_cache()
+
+
+# --- test-time augmentation --------------------------------------------------------------------------
+
+
+def _predict_both(model, meta, img: np.ndarray, tta: str) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    return predict_chunk(model, meta, img, np.ones(img.shape[1:], bool), device="cpu", return_confidence=True, tta=tta)
+
+
+def test_d4_tta_makes_predictions_invariant_to_quarter_turns_and_flips():
+    """On a tile grid that is symmetric under rotation (side 32 + 24 k), d4 averaging commutes with rot90."""
+    meta = tiny_meta(tile_size=32, tile_overlap=8)
+    model = tiny_model(meta, seed=6)
+    img = np.random.default_rng(8).normal(110, 30, (4, 56, 56)).astype(np.float32)
+    turned = np.ascontiguousarray(np.rot90(img, 1, axes=(1, 2)))
+    flipped = np.ascontiguousarray(img[:, :, ::-1])
+
+    lab, conf = _predict_both(model, meta, img, "none")
+    lab_t, conf_t = _predict_both(model, meta, turned, "none")
+    assert len(np.unique(lab)) >= 2
+    assert (np.rot90(lab) != lab_t).mean() > 0.01  # plain inference is not rotation invariant ...
+
+    lab, conf = _predict_both(model, meta, img, "d4")
+    lab_t, conf_t = _predict_both(model, meta, turned, "d4")
+    np.testing.assert_allclose(np.rot90(conf), conf_t, atol=1e-5)  # ... d4-averaged inference is
+    assert (np.rot90(lab) == lab_t).mean() > 0.999
+    lab_f, conf_f = _predict_both(model, meta, flipped, "d4")
+    np.testing.assert_allclose(conf[:, ::-1], conf_f, atol=1e-5)
+
+    # "flips" is invariant under flips but not under quarter turns.
+    _, conf = _predict_both(model, meta, img, "flips")
+    _, conf_f = _predict_both(model, meta, flipped, "flips")
+    _, conf_t = _predict_both(model, meta, turned, "flips")
+    np.testing.assert_allclose(conf[:, ::-1], conf_f, atol=1e-5)
+    assert np.abs(np.rot90(conf) - conf_t).max() > 1e-3
+
+
+def test_tta_averages_the_softmax_of_each_transform():
+    """infer_tiles with d4 equals the mean of the 8 transformed-and-undone softmax outputs computed by hand."""
+    meta = tiny_meta(tile_size=64, tile_overlap=16)
+    model = tiny_model(meta, seed=1)
+    x = torch.from_numpy(np.random.default_rng(2).normal(0, 1, (2, 4, 64, 64)).astype(np.float32))
+    with torch.no_grad():
+        expected = []
+        for flip in (False, True):
+            for k in range(4):
+                xi = torch.rot90(torch.flip(x, (-1,)) if flip else x, k, (-2, -1))
+                p = torch.rot90(torch.softmax(model(xi), 1), -k, (-2, -1))
+                expected.append(torch.flip(p, (-1,)) if flip else p)
+    got = deeplab.infer_tiles(model, x, tta="d4")
+    torch.testing.assert_close(got, torch.stack(expected).mean(0), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(deeplab.infer_tiles(model, x), torch.softmax(model(x), 1).detach(), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown tta"):
+        deeplab.infer_tiles(model, x, tta="d8")

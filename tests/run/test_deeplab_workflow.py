@@ -335,6 +335,27 @@ def test_labels_do_not_depend_on_the_chunk_size(run128, scene, checkpoint, dask_
 
 
 @pytest.mark.integration
+def test_tta_from_the_job_reaches_every_chunk(scene, checkpoint, dask_client, tmp_path):
+    """`method.tta: d4` in a job gives the labels of one whole-scene d4 prediction, not the plain ones."""
+    method = {"kind": "deeplab", "checkpoint": str(checkpoint), "batch_size": 8, "device": "cpu", "tta": "d4"}
+    job = _job(scene, checkpoint, tmp_path / "tta", chunk_size=256, method=method,
+               vectorize={"enabled": False}, reference=None, regions=None)
+    assert job.method.tta == "d4"
+    run_job(job, client=dask_client, show_progress=False)
+    model, meta = load_checkpoint(checkpoint)
+    with rasterio.open(scene.image) as ds:
+        data = ds.read()
+        valid = np.all(data != ds.nodata, axis=0)
+    d4 = predict_chunk(model, meta, data.astype(np.float32), valid, device="cpu", tta="d4")
+    plain = predict_chunk(model, meta, data.astype(np.float32), valid, device="cpu")
+    labels = _read(tmp_path / "tta" / "labels.zarr")
+    assert (labels == d4).mean() >= 0.999
+    assert (labels != plain).mean() > 0.005  # the job did not silently run without TTA
+    with pytest.raises(JobSpecError, match="tta"):
+        _job(scene, checkpoint, tmp_path / "x", method={**method, "tta": "d8"})
+
+
+@pytest.mark.integration
 def test_interrupted_deeplab_run_resumes_labels_and_confidence(run128, scene, checkpoint, whole, dask_client,
                                                                tmp_path):
     """Chunks done in both stores are kept; a chunk with labels but no confidence is redone."""
