@@ -60,6 +60,8 @@ class TrainingSummary(BaseModel):
     val_iou: dict[str, float] = Field(default_factory=dict)
     images: list[str] = Field(default_factory=list)
     seconds: float | None = None
+    init_checkpoint: str | None = None
+    stopped_early: bool = False
 
 
 class CheckpointMeta(BaseModel):

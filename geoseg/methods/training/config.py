@@ -6,6 +6,7 @@ see ``workflows/*-train.yaml``); relative paths in it are taken from the file's 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -63,7 +64,23 @@ class TrainConfig(BaseModel):
     steps_per_epoch: int = Field(default=100, ge=1)
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
-    dice_weight: float = Field(default=1.0, ge=0)
+    dice_weight: float = Field(default=1.0, ge=0, description="weight of the Dice term added to ce/focal")
+    loss: Literal["ce", "focal", "dice"] = Field(
+        default="ce", description="pixel term: cross-entropy, focal, or Dice alone (then dice_weight is unused)"
+    )
+    focal_gamma: float = Field(default=2.0, ge=0, description="focal loss exponent; 0 = weighted cross-entropy")
+    class_weights: list[float] | None = Field(
+        default=None, description="per-class weights of the ce/focal term, in the order of `classes`"
+    )
+    lr_schedule: Literal["one_cycle", "cosine", "constant"] = "one_cycle"
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1, description="stop after this many epochs without a better smoothed val mIoU; None = off"
+    )
+    early_stopping_alpha: float = Field(default=0.5, gt=0, le=1, description="EMA weight of the newest val mIoU")
+    early_stopping_min_delta: float = Field(default=0.0, ge=0, description="smallest EMA gain that counts")
+    init_checkpoint: Path | None = Field(
+        default=None, description="fine-tune: start from this checkpoint's weights and band statistics"
+    )
     class_balanced: bool = True
     val_fraction: float = Field(default=0.2, ge=0, lt=1, description="bottom share of each image's rows held out")
     val_tiles: int = Field(default=64, ge=1, description="most validation tiles scored per epoch")
@@ -92,6 +109,13 @@ class TrainConfig(BaseModel):
         if 2 * self.tile_overlap > self.tile_size:
             raise ValueError("tile_overlap must be at most half of tile_size")
         check_tile_size(self.architecture, self.encoder_depth, self.encoder_output_stride, self.tile_size)
+        if self.class_weights is not None:
+            if len(self.class_weights) != len(self.classes):
+                raise ValueError(f"class_weights has {len(self.class_weights)} values for {len(self.classes)} classes")
+            if any(not (w >= 0 and math.isfinite(w)) for w in self.class_weights) or not any(self.class_weights):
+                raise ValueError(f"class_weights must be finite, >= 0 and not all 0, got {self.class_weights}")
+        if self.early_stopping_patience is not None and not self.val_pairs and self.val_fraction == 0:
+            raise ValueError("early stopping needs a validation score: set val_fraction > 0 or val_pairs")
         return self
 
 
@@ -125,6 +149,7 @@ class TrainJob(TrainConfig):
             "val_pairs": [fix_pair(p) for p in self.val_pairs],
             "encoder_weights": fix(self.encoder_weights),
             "checkpoint": fix(self.checkpoint),
+            "init_checkpoint": fix(self.init_checkpoint),
         })
 
 

@@ -33,6 +33,7 @@ from geoseg.methods.checkpoint import (
 )
 from geoseg.methods.deeplab import normalise, resolve_device
 from geoseg.methods.training.config import TrainConfig
+from geoseg.methods.training.curve import curve_path, write_curve
 from geoseg.methods.training.data import (
     IGNORE_INDEX,
     TrainSource,
@@ -44,6 +45,8 @@ from geoseg.methods.training.data import (
     open_sources,
     validation_tiles,
 )
+from geoseg.methods.training.finetune import init_meta, load_init_weights
+from geoseg.methods.training.objectives import EarlyStopping, make_loss, make_schedule
 
 if TYPE_CHECKING:
     import torch
@@ -62,6 +65,7 @@ class TrainResult:
     best_val_miou: float | None
     seconds: float
     history_path: Path = field(default_factory=Path)
+    stopped_early: bool = False
 
 
 def history_path(checkpoint: str | os.PathLike) -> Path:
@@ -144,10 +148,13 @@ class _Data:
         return list(self.train_src[0].band_names)
 
 
-def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[TrainSource], rng: np.random.Generator) -> _Data:
-    """Sampler, band statistics from training windows, and the validation tiles read and normalised once."""
+def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[TrainSource], rng: np.random.Generator,
+                  init: CheckpointMeta | None = None) -> _Data:
+    """Sampler, band statistics from training windows (or ``init``'s), and the validation tiles read and normalised once."""
     sampler = WindowSampler(train_src, len(cfg.classes), cfg.tile_size, cfg.class_balanced)
     mean, std = band_statistics(sampler, cfg.norm_windows, rng)
+    if init is not None:  # fine-tuning keeps the normalisation the weights were trained with
+        mean, std = np.asarray(init.band_mean, np.float32), np.asarray(init.band_std, np.float32)
     tiles = validation_tiles(val_src, cfg.tile_size, cfg.val_tiles, rng) if val_src else []
     val = []
     for si, r, c, h, w in tiles:
@@ -173,9 +180,8 @@ class _Engine:
         return self.dev.type == "cuda"
 
 
-def _build_engine(cfg: TrainConfig, n_bands: int) -> _Engine:
-    """The network (channels-last on CUDA), AdamW with a one-cycle schedule, CE + Dice loss."""
-    import segmentation_models_pytorch as smp
+def _build_engine(cfg: TrainConfig, n_bands: int, init: CheckpointMeta | None = None) -> _Engine:
+    """The network (from ``init_checkpoint`` when given; channels-last on CUDA), AdamW, the schedule and the loss."""
     import torch
 
     dev = torch.device(resolve_device(cfg.device))
@@ -183,7 +189,10 @@ def _build_engine(cfg: TrainConfig, n_bands: int) -> _Engine:
         cfg.encoder, n_bands, len(cfg.classes), cfg.encoder_weights, architecture=cfg.architecture,
         encoder_depth=cfg.encoder_depth,
         encoder_output_stride=cfg.encoder_output_stride, decoder_channels=cfg.decoder_channels,
-    ).to(dev)
+    )
+    if init is not None:
+        load_init_weights(model, cfg, init)
+    model = model.to(dev)
     cuda = dev.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)
@@ -193,13 +202,8 @@ def _build_engine(cfg: TrainConfig, n_bands: int) -> _Engine:
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * cfg.steps_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=min(0.3, max(0.05, 50 / total)))
-    ce = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
-    dice = smp.losses.DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX)
-
-    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return ce(logits, target) + cfg.dice_weight * dice(logits, target)
-
+    sched = make_schedule(cfg.lr_schedule, opt, cfg.lr, total)
+    loss = make_loss(cfg.loss, cfg.dice_weight, cfg.class_weights, cfg.focal_gamma, dev)
     return _Engine(model, dev, opt, sched, scaler, amp_dtype, loss)
 
 
@@ -212,7 +216,10 @@ def _new_meta(cfg: TrainConfig, data: _Data) -> CheckpointMeta:
         band_mean=data.mean.tolist(), band_std=data.std.tolist(), classes=list(cfg.classes), tile_size=cfg.tile_size,
         tile_overlap=cfg.tile_overlap, resolution=float(np.mean([s.resolution for s in data.train_src])),
         crs=data.train_src[0].crs.to_string(),
-        training=TrainingSummary(steps_per_epoch=cfg.steps_per_epoch, images=[str(p.image) for p in cfg.pairs]),
+        training=TrainingSummary(
+            steps_per_epoch=cfg.steps_per_epoch, images=[str(p.image) for p in cfg.pairs],
+            init_checkpoint=str(cfg.init_checkpoint) if cfg.init_checkpoint else None,
+        ),
     )
 
 
@@ -296,13 +303,18 @@ def train(config: TrainConfig) -> TrainResult:
     cfg = config
     train_src, val_src = open_sources(cfg)  # input errors first: before the (slow) torch import
 
+    init = init_meta(cfg, list(train_src[0].band_names)) if cfg.init_checkpoint else None
+
     import torch
 
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    data = _prepare_data(cfg, train_src, val_src, rng)
-    eng = _build_engine(cfg, len(data.band_names))
+    data = _prepare_data(cfg, train_src, val_src, rng, init)
+    eng = _build_engine(cfg, len(data.band_names), init)
     meta = _new_meta(cfg, data)
+    stopper = (EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_alpha, cfg.early_stopping_min_delta)
+               if cfg.early_stopping_patience else None)
+    stopped = False
     hist_path = history_path(cfg.checkpoint)
     hist_path.parent.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
@@ -323,18 +335,27 @@ def train(config: TrainConfig) -> TrainResult:
                 "seconds": round(time.perf_counter() - t_epoch, 3),
             }
             row.update(_validate(cfg, eng, data))
+            if stopper is not None:
+                stopped = stopper.update(row["val_miou"])
+                row["val_miou_ema"] = stopper.ema
             history.append(row)
             _save_if_best(cfg, eng, meta, row, best, bool(data.val), t_start)
             write_json_atomic(hist_path, history)
+            write_curve(history, curve_path(hist_path))
             log.info("epoch %d: train loss %s, val mIoU %s", epoch, row["train_loss"], row["val_miou"])
+            if stopped:
+                log.info("early stop after epoch %d: smoothed val mIoU %.4f has not improved for %d epochs",
+                         epoch, stopper.ema, stopper.patience)
+                break
     finally:
         batches.close()  # stops loader worker processes
         if progress:
             progress.stop()
-    meta.training = meta.training.model_copy(update={"epochs": cfg.epochs, "seconds": round(time.perf_counter() - t_start, 1)})
+    meta.training = meta.training.model_copy(update={"epochs": len(history), "stopped_early": stopped,
+                                                    "seconds": round(time.perf_counter() - t_start, 1)})
     write_sidecar(meta, cfg.checkpoint)
     weights, _ = checkpoint_paths(cfg.checkpoint)
     return TrainResult(
         checkpoint=weights, meta=meta, history=history, best_epoch=best.epoch, best_val_miou=best.miou,
-        seconds=time.perf_counter() - t_start, history_path=hist_path,
+        seconds=time.perf_counter() - t_start, history_path=hist_path, stopped_early=stopped,
     )

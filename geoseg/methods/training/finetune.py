@@ -1,0 +1,69 @@
+"""Fine-tuning: start training from an existing checkpoint's weights and band statistics.
+
+The network the job describes must be the checkpoint's (architecture, encoder, depth, output
+stride, decoder width, band count), and the image bands must be the ones it was trained on:
+weights learned on other inputs do not transfer. The band normalisation of the checkpoint is
+kept, since its first layers learned on pixels normalised that way. With other classes (ids
+or their order) the segmentation head is started afresh and everything else is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from geoseg.errors import ModelError
+from geoseg.methods.checkpoint import CheckpointMeta, checkpoint_paths, read_meta
+from geoseg.methods.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+#: Parameter prefix of the per-class output layer in every smp model.
+HEAD_PREFIX = "segmentation_head."
+
+
+def init_meta(cfg: TrainConfig, band_names: list[str]) -> CheckpointMeta:
+    """The ``init_checkpoint``'s metadata, refused (``ModelError``) unless the job's network and bands match it."""
+    meta = read_meta(cfg.init_checkpoint)
+    ours = {"architecture": cfg.architecture, "encoder": cfg.encoder, "encoder_depth": cfg.encoder_depth,
+            "decoder_channels": cfg.decoder_channels, "in_channels": len(band_names)}
+    if cfg.architecture in ("DeepLabV3", "DeepLabV3Plus", "PAN"):
+        ours["encoder_output_stride"] = cfg.encoder_output_stride
+    theirs = {k: getattr(meta, k) for k in ours}
+    if ours != theirs:
+        diff = ", ".join(f"{k}: {theirs[k]} (job: {ours[k]})" for k in ours if ours[k] != theirs[k])
+        raise ModelError(f"init_checkpoint {cfg.init_checkpoint} is another network ({diff}); set these keys to its values")
+    if [n.lower() for n in meta.band_names] != [n.lower() for n in band_names]:
+        raise ModelError(
+            f"init_checkpoint {cfg.init_checkpoint} was trained on bands ({', '.join(meta.band_names)}), the training "
+            f"images have ({', '.join(band_names)}); select those bands with `bands:`"
+        )
+    return meta
+
+
+def load_init_weights(model: torch.nn.Module, cfg: TrainConfig, meta: CheckpointMeta) -> list[str]:
+    """Copy the checkpoint's tensors into ``model``; the head too when the classes are the same. Returns skipped keys."""
+    from safetensors.torch import load_file
+
+    weights, _ = checkpoint_paths(cfg.init_checkpoint)
+    try:
+        state = load_file(str(weights), device="cpu")
+    except Exception as exc:
+        raise ModelError(f"cannot read init_checkpoint weights {weights}: {exc}") from exc
+    same_classes = [c.id for c in meta.classes] == [c.id for c in cfg.classes]
+    target = model.state_dict()
+    keep = {k: v for k, v in state.items() if k in target and (same_classes or not k.startswith(HEAD_PREFIX))}
+    wrong = [k for k, v in keep.items() if v.shape != target[k].shape]
+    missing = [k for k in target if k not in keep and not k.startswith(HEAD_PREFIX)]
+    if wrong or missing:
+        raise ModelError(f"init_checkpoint {weights} does not fit the network ({len(wrong)} tensors of other shapes, "
+                         f"{len(missing)} missing, e.g. {(wrong + missing)[0]})")
+    model.load_state_dict(keep, strict=False)
+    skipped = [k for k in target if k not in keep]
+    if skipped:
+        log.info("init_checkpoint %s has other classes: the segmentation head (%d tensors) starts afresh", weights,
+                 len(skipped))
+    return skipped
