@@ -1,4 +1,4 @@
-"""DeepLabV3+ inference throughput: the network alone, and one chunk end to end.
+"""Segmentation inference throughput (DeepLabV3+ or another ``--architecture``): the network alone, and one chunk end to end.
 
 Model alone: random normalised tiles already on the device through
 :func:`geoseg.methods.deeplab.infer_tiles` (forward + softmax), per batch size, in Mpx/s of
@@ -66,15 +66,16 @@ def machine() -> dict:
     return info
 
 
-def _sync(dev) -> None:  # noqa: ANN001
+def _sync(dev) -> None:
     import torch
 
     if dev.type == "cuda":
         torch.cuda.synchronize()
 
 
-def bench_model(model, meta, dev, batch_sizes: list[int], amp: bool, min_seconds: float) -> list[dict]:  # noqa: ANN001
-    """Mpx/s of tiles through forward + softmax for each batch size (data already on the device)."""
+def bench_model(model, meta, dev, batch_sizes: list[int], amp: bool, min_seconds: float,
+                tta: str = "none") -> list[dict]:
+    """Mpx/s of tiles through forward + softmax (averaged over ``tta``) for each batch size (data on the device)."""
     import torch
 
     from geoseg.methods.deeplab import infer_tiles
@@ -84,11 +85,11 @@ def bench_model(model, meta, dev, batch_sizes: list[int], amp: bool, min_seconds
     for bs in batch_sizes:
         x = torch.randn(bs, meta.in_channels, t, t, device=dev)
         try:
-            infer_tiles(model, x, amp=amp)  # warm-up: cuDNN autotuning, allocator
+            infer_tiles(model, x, amp=amp, tta=tta)  # warm-up: cuDNN autotuning, allocator
             _sync(dev)
             n, t0 = 0, time.perf_counter()
             while True:
-                infer_tiles(model, x, amp=amp)
+                infer_tiles(model, x, amp=amp, tta=tta)
                 n += 1
                 _sync(dev)
                 if time.perf_counter() - t0 >= min_seconds and n >= 2:
@@ -108,7 +109,7 @@ def bench_model(model, meta, dev, batch_sizes: list[int], amp: bool, min_seconds
     return out
 
 
-def bench_chunk(model, meta, dev, chunk: int, batch_size: int, amp: bool, repeat: int, workdir: Path) -> dict:  # noqa: ANN001
+def bench_chunk(model, meta, dev, chunk: int, batch_size: int, amp: bool, repeat: int, workdir: Path) -> dict:
     """One interior chunk with its halo: GeoTIFF read → predict_chunk → trimmed numpy labels."""
     from geoseg.geo import Window, halo_window, trim_halo
     from geoseg.io.scene import open_scene, read_window
@@ -159,7 +160,7 @@ def bench_chunk(model, meta, dev, chunk: int, batch_size: int, amp: bool, repeat
     }
 
 
-def core_tiles(meta, hw) -> int:  # noqa: ANN001
+def core_tiles(meta, hw) -> int:
     """Tiles ``predict_chunk(core=...)`` computes for one chunk: every tile touching its core."""
     from geoseg.methods.deeplab import tile_starts
 
@@ -170,7 +171,7 @@ def core_tiles(meta, hw) -> int:  # noqa: ANN001
     return len(rs) * len(cs)
 
 
-def tiles_for_grid(meta, height: int, width: int, chunk: int) -> int:  # noqa: ANN001
+def tiles_for_grid(meta, height: int, width: int, chunk: int) -> int:
     """Tiles the workflow computes over the whole scene, chunk by chunk."""
     from geoseg.geo import ChunkGrid, halo_window
     from geoseg.methods.deeplab import required_halo
@@ -180,7 +181,7 @@ def tiles_for_grid(meta, height: int, width: int, chunk: int) -> int:  # noqa: A
     return sum(core_tiles(meta, halo_window(w, halo, (height, width))) for w in grid.windows())
 
 
-def bench_workflow(model, meta, dev, size: int, chunk: int, batch_size: int, model_alone: dict | None,  # noqa: ANN001
+def bench_workflow(model, meta, dev, size: int, chunk: int, batch_size: int, model_alone: dict | None,
                    workdir: Path) -> dict:
     """The real job on a one-worker local cluster: GeoTIFF → tiles → blended logits → labels.zarr."""
     import copy
@@ -190,9 +191,9 @@ def bench_workflow(model, meta, dev, size: int, chunk: int, batch_size: int, mod
     from distributed import Client
     from rasterio.transform import from_origin
 
+    from geoseg.io.scene import open_scene
     from geoseg.methods.checkpoint import save_checkpoint
     from geoseg.run.cluster import start_local_cluster
-    from geoseg.io.scene import open_scene
     from geoseg.run.jobspec import parse_job
     from geoseg.run.workflow import run_job
 
@@ -242,6 +243,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--checkpoint", help="use this checkpoint instead of a random model")
+    ap.add_argument("--architecture", default="DeepLabV3Plus", help="smp architecture (geoseg.methods.architectures)")
+    ap.add_argument("--tta", default="none", choices=["none", "flips", "d4"], help="test-time augmentation (model alone)")
     ap.add_argument("--encoder", default="resnet18")
     ap.add_argument("--encoder-depth", type=int, default=5)
     ap.add_argument("--decoder-channels", type=int, default=256)
@@ -264,8 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from geoseg.methods.checkpoint import CheckpointMeta, build_model_from_meta, load_checkpoint
     from geoseg.legend import cluster_legend
+    from geoseg.methods.checkpoint import CheckpointMeta, build_model_from_meta, load_checkpoint
     from geoseg.methods.deeplab import prepare_model, resolve_device
 
     if args.threads:
@@ -277,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
         model, meta = load_checkpoint(args.checkpoint)
     else:
         meta = CheckpointMeta(
-            encoder=args.encoder, encoder_depth=args.encoder_depth, decoder_channels=args.decoder_channels,
+            architecture=args.architecture, encoder=args.encoder, encoder_depth=args.encoder_depth, decoder_channels=args.decoder_channels,
             in_channels=args.bands, band_names=[f"b{i + 1}" for i in range(args.bands)],
             band_mean=[127.0] * args.bands, band_std=[50.0] * args.bands,
             classes=[c.__class__(c.id + 1, c.name, c.color) for c in cluster_legend(args.classes)],
@@ -291,12 +294,14 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine(),
         "device": str(dev),
         "amp": amp and dev.type == "cuda",
+        "tta": args.tta,
         "model": {
-            "encoder": meta.encoder, "encoder_depth": meta.encoder_depth, "decoder_channels": meta.decoder_channels,
+            "architecture": meta.architecture, "encoder": meta.encoder, "encoder_depth": meta.encoder_depth, "decoder_channels": meta.decoder_channels,
             "in_channels": meta.in_channels, "classes": meta.n_classes, "tile": meta.tile_size,
             "overlap": meta.tile_overlap, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         },
-        "model_alone": bench_model(model, meta, dev, [int(b) for b in args.batch_sizes.split(",")], amp, args.min_seconds),
+        "model_alone": bench_model(model, meta, dev, [int(b) for b in args.batch_sizes.split(",")], amp, args.min_seconds,
+                                   args.tta),
     }
     if args.chunk:
         with tempfile.TemporaryDirectory() as tmp:

@@ -227,6 +227,7 @@ def kmeans_weed_iou(img: np.ndarray, ref: np.ndarray, rows: slice, seed: int = 0
     return float(matched[list(ri).index(2)]), matched
 
 
+@pytest.mark.slow  # 9 s on an idle core, 2 min on the shared CI machine; test_short_training_run is the smoke test
 def test_deeplab_separates_weeds_that_kmeans_cannot(tmp_path):
     """On a 1 cm crop/weed scene a small CPU-trained DeepLabV3+ beats spectral k-means on weeds, held-out rows."""
     files = make_scene("cropweed", tmp_path / "cw", width=512, height=512, seed=0, block=256)

@@ -343,7 +343,7 @@ def train(config: TrainConfig) -> TrainResult:
             write_json_atomic(hist_path, history)
             write_curve(history, curve_path(hist_path))
             log.info("epoch %d: train loss %s, val mIoU %s", epoch, row["train_loss"], row["val_miou"])
-            if stopped:
+            if stopper is not None and stopped:
                 log.info("early stop after epoch %d: smoothed val mIoU %.4f has not improved for %d epochs",
                          epoch, stopper.ema, stopper.patience)
                 break
