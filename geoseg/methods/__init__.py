@@ -1,1 +1,1 @@
-"""Segmentation methods: features and sampling, k-means, DeepLabV3+ (checkpoints, inference, training)."""
+"""Segmentation methods: features and sampling, k-means, segmentation networks (architectures, checkpoints, inference, training)."""
