@@ -8,7 +8,7 @@ ignored setting. Relative paths are taken from the job file's folder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -46,7 +46,7 @@ class DeepLabConfig(_Strict):
     confidence: bool = False
 
 
-Method = Annotated[Union[KMeansConfig, DeepLabConfig], Field(discriminator="kind")]
+Method = Annotated[KMeansConfig | DeepLabConfig, Field(discriminator="kind")]
 
 
 class ReferenceConfig(_Strict):
@@ -97,6 +97,8 @@ class ClusterConfig(_Strict):
     threads_per_worker: int = Field(1, ge=1, le=64)
     memory_limit: str = "4GiB"
     dashboard: bool = True
+    #: Seconds to wait for a given scheduler (``--scheduler``) to answer before giving up.
+    connect_timeout: float = Field(10.0, gt=0, le=3600)
 
 
 class JobSpec(_Strict):
@@ -125,7 +127,7 @@ class JobSpec(_Strict):
             raise ValueError("input paths must not be empty")
         return v
 
-    def resolved(self, base: Path) -> "JobSpec":
+    def resolved(self, base: Path) -> JobSpec:
         """A copy with every relative path taken from ``base`` (the job file's folder)."""
 
         def fix(p: Path | str) -> Any:

@@ -7,6 +7,7 @@ scheduler or a person can tell a finished run from one that died.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import socket
@@ -49,8 +50,12 @@ def _now() -> str:
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON to a temporary file and rename it over ``path``."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -92,4 +97,14 @@ class RunRecord:
         )
         for k, v in extra.items():
             self.data[k] = {kk: str(vv) for kk, vv in v.items()} if k == "outputs" else v
-        write_json_atomic(self.path, self.data)
+        try:
+            write_json_atomic(self.path, self.data)
+        except OSError:
+            if outcome == "complete":
+                raise
+            # A failed run on a full disk: the error that ended it matters more; rewrite in place
+            # (the old record's blocks are reused), else leave the record as it was.
+            try:
+                self.path.write_text(json.dumps(self.data, indent=2, default=str))
+            except OSError as exc:
+                logging.getLogger(__name__).warning("could not record outcome %r in %s: %s", outcome, self.path, exc)
