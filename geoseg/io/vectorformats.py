@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,10 +89,11 @@ def _convert(gpkg: Path, out: Path, fmt: VectorFormat) -> None:
     layers = [name for name, _ in pyogrio.list_layers(gpkg) if name != "layer_styles"]
     if len(layers) != 1:
         raise JobSpecError(f"{gpkg}: {len(layers)} polygon layers; {fmt.name} holds one")
-    with pyogrio.open_arrow(gpkg, layer=layers[0], use_pyarrow=True, batch_size=65_536) as (meta, reader):
+    with warnings.catch_warnings(), pyogrio.open_arrow(gpkg, layer=layers[0], use_pyarrow=True, batch_size=65_536) as (meta, reader):
         if fmt.driver == "GeoParquet":
             _write_geoparquet(reader, meta, out)
         else:
+            warnings.filterwarnings("ignore", message="Normalized/laundered field name")  # a stated Shapefile limit
             pyogrio.write_arrow(reader, out, driver=fmt.driver, geometry_name=meta["geometry_name"] or "geometry",
                                 geometry_type=meta["geometry_type"], crs=meta["crs"], layer=layers[0])
 
