@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from geoseg.run import runrecord
-from geoseg.legend import NODATA_LABEL, legend_from_json
+from geoseg.legend import NODATA_LABEL
 from geoseg.run.cluster import ClusterInfo, connect
 from geoseg.errors import GeosegError, InputError, ModelError, OutputError, from_os_error
 from geoseg.run.lock import claim_output
@@ -479,4 +479,4 @@ def check_evaluation_inputs(job: JobSpec, scene: Scene) -> None:
 
 def reference_class_names(job: JobSpec) -> dict[int, str] | None:
     """The reference's class names, when the job gives them (``classes:`` in the job file)."""
-    return {c.id: c.name for c in legend_from_json(job.classes)} if job.classes else None
+    return {c.id: c.name for c in job.classes} if job.classes else None
