@@ -143,9 +143,24 @@ def claim_output(folder: str | os.PathLike[str]) -> OutputLock:
         raise (from_os_error(exc) or exc) from exc
     lock = OutputLock.acquire(folder)
     try:
-        for p in remove_stale_temporaries(folder):
+        for p in [*remove_stale_temporaries(folder), *_remove_legacy_temporaries(folder)]:
             log.info("removed %s, left by an earlier run that was killed", p)
     except BaseException:
         lock.release()
         raise
     return lock
+
+
+#: Hidden temporaries of writers that do not (yet) name them through geoseg.io.atomic: GeoPackages
+#: and COGs being written (``.polygons.<hex>.partial.gpkg``, ``.labels.<hex>.staging.tif``), report
+#: files (``.metrics.tmp-<pid>.csv``) and ``.run.json.tmp``. Only hidden names, only in the output folder.
+LEGACY_TEMP_GLOBS = (".*.*.partial.*", ".*.*.staging.*", ".*.tmp-*", ".*.tmp")
+
+
+def _remove_legacy_temporaries(folder: Path) -> list[Path]:
+    from geoseg.io.atomic import remove_path
+
+    stale = sorted({p for pattern in LEGACY_TEMP_GLOBS for p in folder.glob(pattern) if p.name != LOCK_FILE})
+    for p in stale:
+        remove_path(p)
+    return stale

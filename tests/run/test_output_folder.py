@@ -66,12 +66,18 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_and_stale_temporaries_are_
     stale_gpkg = out / ".polygons.4242-0123456789.geoseg-tmp.gpkg"
     stale_gpkg.write_bytes(b"\0" * 4096)
     Path(f"{stale_gpkg}-journal").write_bytes(b"\0")
+    legacy = [out / ".polygons.0123456789.partial.gpkg", out / ".labels.0123456789.staging.tif",
+              out / ".metrics.tmp-4242.csv", out / ".run.json.tmp"]
+    for p in legacy:
+        p.write_bytes(b"\0" * 1024)
     stale_dir = out / ".labels.4242-abcdefabcd.geoseg-tmp.zarr"
     stale_dir.mkdir()
     (stale_dir / "chunk").write_bytes(b"x")
     run_job(parse_job(_job(tmp_path, out)), client=dask_client, show_progress=False)
     assert json.loads((out / "run.json").read_text())["outcome"] == "complete"
     assert not stale_gpkg.exists() and not Path(f"{stale_gpkg}-journal").exists() and not stale_dir.exists()
+    assert not [p for p in legacy if p.exists()]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
     assert not (out / LOCK_FILE).exists()  # released at the end
 
 
