@@ -135,15 +135,18 @@ def label_task(
 
 
 def job_identity(job: JobSpec, scene: Scene, extra: str = "") -> str:
-    """A key for the work: inputs (path, size, mtime), grid and method parameters.
+    """A key for the work: inputs (path, size, content checksum), grid and method parameters.
 
-    A changed input or parameter gives another key, so stale chunks are never reused.
+    A changed input or parameter gives another key, so stale chunks are never reused; the
+    checksum (cached, geoseg.io.checksum) catches inputs rewritten with the same size and mtime.
     Cluster settings and the output folder do not change results and are left out.
     """
+    from geoseg.io.checksum import content_digest
+
     inputs = []
     for p in scene.paths:
         st = Path(p).stat() if Path(p).exists() else None
-        inputs.append([p, st.st_size if st else None, st.st_mtime_ns if st else None])
+        inputs.append([p, st.st_size if st else None, content_digest(p)])
     payload = {
         "inputs": inputs,
         "chunk": job.chunk_size,
