@@ -122,3 +122,15 @@ def test_a_full_disk_says_what_to_do():
     error = from_os_error(info.value)
     assert isinstance(error, OutputError) and error.exit_code == 2
     assert str(error).startswith("/dev/full: no space left") and "rerun to resume" in str(error)
+
+
+def test_a_file_system_error_during_the_run_is_a_user_error_and_recorded(tmp_path, dask_client):
+    out = tmp_path / "out"
+    job = parse_job(_job(tmp_path, out))
+    run_job(job, client=dask_client, show_progress=False)
+    (out / "labels.zarr.partial").write_text("a file where the partial store goes")  # rmtree/mkdir there fail
+    with pytest.raises(OutputError, match=r"labels\.zarr\.partial"):
+        run_job(job, client=dask_client, show_progress=False)
+    record = json.loads((out / "run.json").read_text())
+    assert record["outcome"] == "failed" and "labels.zarr.partial" in record["error"]
+    assert not (out / LOCK_FILE).exists()
