@@ -144,13 +144,17 @@ class JobSpec(_Strict):
         return v
 
     def resolved(self, base: Path) -> JobSpec:
-        """A copy with every relative path taken from ``base`` (the job file's folder)."""
+        """A copy with every relative path taken from ``base`` (the job file's folder).
+
+        File paths (output, reference, model ...) are resolved, so messages, ``run.json`` and the
+        paths printed say ``/work/out``, not ``/work/jobs/../out``; inputs may be globs and stay as written.
+        """
 
         def fix(p: Path | str) -> Any:
             s = str(p)
             if "://" in s or Path(s).is_absolute() or s.startswith("/vsi"):
                 return type(p)(s) if isinstance(p, Path) else s
-            return type(p)(base / s) if isinstance(p, Path) else str(base / s)
+            return type(p)((base / s).resolve()) if isinstance(p, Path) else str(base / s)
 
         update: dict[str, Any] = {"inputs": [fix(i) for i in self.inputs], "output": fix(self.output)}
         if isinstance(self.method, DeepLabConfig):

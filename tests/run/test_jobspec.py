@@ -38,6 +38,7 @@ def test_relative_paths_are_from_the_job_file(tmp_path):
     job = load_job(f)
     assert job.inputs == [str(tmp_path / "jobs" / "../data/*.tif")]
     assert job.reference.path == tmp_path / "jobs" / "ref.tif"
+    assert job.output == (tmp_path / "out").resolve()  # not jobs/../out: messages and run.json say where
 
 
 def test_yaml_is_loaded_safely(tmp_path):
