@@ -80,6 +80,7 @@ def test_the_way_dask_pickles_errors_keeps_type_message_and_cause_text(cls, bad_
     assert "RasterioIOError" in str(back.__cause__)
 
 
+@pytest.mark.integration
 def test_errors_raised_in_a_real_worker_reach_the_client_as_the_same_type(dask_client, bad_file):
     for cls in SUBCLASSES:
         fut = dask_client.submit(_raise_with_rasterio_cause, f"{cls.__module__}.{cls.__qualname__}", bad_file,
@@ -90,6 +91,7 @@ def test_errors_raised_in_a_real_worker_reach_the_client_as_the_same_type(dask_c
         assert str(info.value).startswith(f"cannot open {bad_file}")
 
 
+@pytest.mark.integration
 def test_a_corrupt_input_in_a_run_reaches_the_cli_as_one_line(tmp_path, capsys):
     """Finding 1: a tile broken after open_scene checked the header fails the task on a worker."""
     import numpy as np

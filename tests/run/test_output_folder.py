@@ -59,6 +59,7 @@ def test_a_second_run_is_refused_naming_the_first(tmp_path, capsys):
         holder.wait()
 
 
+@pytest.mark.integration
 def test_a_stale_lock_of_a_dead_process_is_taken_over_and_stale_temporaries_are_removed(tmp_path, dask_client):
     out = tmp_path / "out"
     out.mkdir()
@@ -124,6 +125,7 @@ def test_a_full_disk_says_what_to_do():
     assert str(error).startswith("/dev/full: no space left") and "rerun to resume" in str(error)
 
 
+@pytest.mark.integration
 def test_a_file_system_error_during_the_run_is_a_user_error_and_recorded(tmp_path, dask_client):
     out = tmp_path / "out"
     job = parse_job(_job(tmp_path, out))
