@@ -10,17 +10,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from geoseg.errors import GeosegError, JobSpecError
 
 log = logging.getLogger("geoseg")
 
 
-def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * min(verbose, 2)
+def _setup_logging(verbose: int, quiet: bool = False) -> None:
+    level = logging.ERROR if quiet and not verbose else logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # distributed configures its own loggers when first imported (later, lazily): tell it via config.
     import dask
@@ -36,7 +36,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from geoseg.samples.synthetic import make_scene
 
     files = make_scene(args.kind, args.out, width=args.width, height=args.height or args.width, seed=args.seed)
-    print(f"image:     {files.image}\nreference: {files.reference}\nregions:   {files.regions}")
+    print(f"image:     {_shown(files.image)}\nreference: {_shown(files.reference)}\nregions:   {_shown(files.regions)}")
     return 0
 
 
@@ -44,10 +44,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from geoseg.run.jobspec import load_job
     from geoseg.run.workflow import run_job
 
-    job = load_job(args.job)
+    job = _with_connect_timeout(load_job(args.job), args.connect_timeout)
     result = run_job(job, scheduler=args.scheduler, show_progress=not args.quiet)
-    print_result(result)
+    print_result(result, quiet=args.quiet)
     return 0
+
+
+def _with_connect_timeout(job, seconds: float | None):
+    """``--connect-timeout`` overrides the job's ``cluster.connect_timeout``."""
+    if seconds is None:
+        return job
+    return job.model_copy(update={"cluster": job.cluster.model_copy(update={"connect_timeout": seconds})})
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -56,7 +63,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from geoseg.run.jobspec import load_job
     from geoseg.run.monitor import run_monitor
 
-    summary = run_monitor(load_job(args.job), scheduler=args.scheduler)
+    summary = run_monitor(_with_connect_timeout(load_job(args.job), args.connect_timeout), scheduler=args.scheduler)
     print(json.dumps(summary.to_json(), indent=1))
     return summary.exit_code
 
@@ -66,7 +73,8 @@ def cmd_change(args: argparse.Namespace) -> int:
 
     report = compare_periods(args.before, args.after, args.out, regions=args.regions, region_field=args.region_field)
     print(report.transitions("ALL", changed_only=True).to_string(index=False))
-    print(f"changed area: {report.changed_area_m2():.0f} m² of {report.total_area_m2():.0f} m²; written to {args.out}")
+    print(f"changed area: {report.changed_area_m2():.0f} m² of {report.total_area_m2():.0f} m²; "
+          f"written to {_shown(args.out)}")
     return 0
 
 
@@ -74,7 +82,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from geoseg.run.demo import run_demo
 
     result = run_demo(Path(args.out), size=args.size, seed=args.seed, n_workers=args.workers)
-    print_result(result)
+    print_result(result, quiet=args.quiet)
     return 0
 
 
@@ -101,12 +109,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_result(result) -> None:  # noqa: ANN001
-    """Per-class IoU table (when evaluated), stage times and the paths written."""
-    if result.metrics_summary is not None:
-        _print_summary(result.metrics_summary)
-    times = ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
-    print(f"stages: {times}")
+def print_result(result, quiet: bool = False) -> None:
+    """Per-class IoU table (when evaluated) and stage times (not with ``-q``), and the paths written."""
+    if not quiet:
+        if result.metrics_summary is not None:
+            _print_summary(result.metrics_summary)
+        times = ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
+        print(f"stages: {times}")
     _print_paths(result.outputs)
 
 
@@ -114,28 +123,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from geoseg.accuracy.evaluate import evaluate
     from geoseg.accuracy.report import write_outputs
 
-    with _maybe_client(args.scheduler) as client:
+    with _maybe_client(args.scheduler, args.connect_timeout) as client:
         evaluation = evaluate(
             args.labels, args.reference, reference_field=args.reference_field, regions=args.regions,
             region_field=args.region_field, grid_cell_m=args.grid_cell_m, mapping=args.mapping,
             class_names=_parse_class_names(args.class_names), client=client,
         )
     written = write_outputs(evaluation, args.out, preview=args.image or None)
-    _print_summary(evaluation.summary())
+    if not args.quiet:
+        _print_summary(evaluation.summary())
     _print_paths(written)
     return 0
 
 
 def cmd_vectorize(args: argparse.Namespace) -> int:
+    from geoseg.io.vectorformats import vector_format, write_as
     from geoseg.vector.polygonize import vectorize_labels
 
+    fmt = vector_format(args.out, layout=args.layout)  # before any work: a format we cannot write is refused
     skip = [int(c) for c in args.skip.split(",") if c.strip()] if args.skip else []
-    with _maybe_client(args.scheduler) as client:
+    with _maybe_client(args.scheduler, args.connect_timeout) as client, write_as(args.out, fmt) as gpkg:
         res = vectorize_labels(
-            args.labels, args.out, connectivity=args.connectivity, skip_classes=[255, *skip], client=client,
+            args.labels, gpkg, connectivity=args.connectivity, skip_classes=[255, *skip], client=client,
             min_mapping_unit_px=args.min_mapping_unit, simplify_tolerance=args.simplify, layout=args.layout,
         )
-    print(f"{res.n_features} polygons -> {res.out_path}")
+    print(f"{res.n_features} polygons -> {_shown(args.out)} ({fmt.name})")
     return 0
 
 
@@ -156,14 +168,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _maybe_client(scheduler: str | None) -> Iterator[object | None]:
+def _maybe_client(scheduler: str | None, connect_timeout: float | None = None) -> Iterator[object | None]:
     """A client of the scheduler at ``scheduler``, or None: Dask's threads in this process."""
     if not scheduler:
         yield None
         return
     from geoseg.run.cluster import connect
 
-    with connect(scheduler) as (client, _info):
+    with connect(scheduler, timeout=connect_timeout or 10) as (client, _info):
         yield client
 
 
@@ -180,7 +192,7 @@ def _parse_class_names(text: str | None) -> dict[int, str] | None:
     return names
 
 
-def _print_summary(df) -> None:  # noqa: ANN001 - pandas.DataFrame
+def _print_summary(df) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -193,9 +205,15 @@ def _print_summary(df) -> None:  # noqa: ANN001 - pandas.DataFrame
     Console().print(table)
 
 
+def _shown(path: str | Path) -> str:
+    """A path as printed: absolute and without ``..`` (``jobs/../out`` -> ``/work/out``); URLs as given."""
+    text = str(path)
+    return text if "://" in text else str(Path(text).resolve())
+
+
 def _print_paths(paths: dict[str, Path]) -> None:
     for name, path in paths.items():
-        print(f"{name:>16}: {path}")
+        print(f"{name:>16}: {_shown(path)}")
 
 
 # --------------------------------------------------------------------------- parser
@@ -203,17 +221,29 @@ def _print_paths(paths: dict[str, Path]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="geoseg", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"geoseg {_version()}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, no tables: only errors and paths")
+    # the same options after the subcommand (``geoseg run job.yaml -v``), kept apart and summed in main()
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", dest="sub_verbose", action="count", default=0,
+                        help="more logging (-vv for debug)")
+    common.add_argument("-q", "--quiet", dest="sub_quiet", action="store_true",
+                        help="no progress bars, no tables: only errors and paths")
     sub = p.add_subparsers(dest="command", required=True)
+    _add = sub.add_parser
 
-    s = sub.add_parser("demo", help="generate a sample scene and run the land-cover k-means job on a local cluster")
+    def add_parser(name: str, **kw):
+        return _add(name, parents=[common], **kw)
+
+    s = add_parser("demo", help="generate a sample scene and run the land-cover k-means job on a local cluster")
     s.add_argument("--out", default="geoseg-demo", help="output folder (default: ./geoseg-demo)")
     s.add_argument("--size", type=int, default=2048, help="scene width and height in pixels (default 2048)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=int, default=2, help="local Dask worker processes (default 2)")
     s.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("synth", help="generate a seeded sample scene with its reference and regions")
+    s = add_parser("synth", help="generate a seeded sample scene with its reference and regions")
     s.add_argument("kind", choices=["landcover", "cropweed"])
     s.add_argument("--out", required=True, help="folder for the image, reference and regions files")
     s.add_argument("--width", type=int, default=2048)
@@ -221,23 +251,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_synth)
 
-    s = sub.add_parser("run", help="run a job file (YAML)")
+    s = add_parser("run", help="run a job file (YAML)")
     s.add_argument("job", help="path to the job file")
     s.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (default: start a local one)")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--connect-timeout", type=float, default=None,
+                   help="seconds to wait for --scheduler to answer (default 10, or the job's cluster.connect_timeout)")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("train", help="train a DeepLabV3+ checkpoint from a training job file (YAML)")
+    s = add_parser("train", help="train a DeepLabV3+ checkpoint from a training job file (YAML)")
     s.add_argument("job", help="path to the training job file (see workflows/*-train.yaml)")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("monitor", help="process every new scene matching the job's inputs, one dated folder per period, with change reports")
+    s = add_parser("monitor", help="process every new scene matching the job's inputs, one dated folder per period, with change reports")
     s.add_argument("job", help="path to the job file")
     s.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    s.add_argument("--connect-timeout", type=float, default=None,
+                   help="seconds to wait for --scheduler to answer (default 10, or the job's cluster.connect_timeout)")
     s.set_defaults(func=cmd_monitor)
 
-    s = sub.add_parser("change", help="change report between two label stores on one grid")
+    s = add_parser("change", help="change report between two label stores on one grid")
     s.add_argument("before", help="labels.zarr of the earlier period")
     s.add_argument("after", help="labels.zarr of the later period")
     s.add_argument("--out", required=True, help="folder for change.zarr, transitions.csv, change-summary.json")
@@ -245,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--region-field", default=None)
     s.set_defaults(func=cmd_change)
 
-    s = sub.add_parser("evaluate", help="per-class and per-region accuracy of a label raster against a reference")
+    s = add_parser("evaluate", help="per-class and per-region accuracy of a label raster against a reference")
     s.add_argument("labels", help="labels.zarr (or a single-band label GeoTIFF)")
     s.add_argument("reference", help="reference raster (class ids) or vector layer (with --reference-field)")
     s.add_argument("--out", required=True, help="folder for metrics.csv, confusion.csv, regions_metrics.gpkg, report.html")
@@ -258,20 +290,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--class-names", default=None, help='reference class names, e.g. "1=cropland,2=forest"')
     s.add_argument("--image", default=None, help="the input image, for an RGB preview in report.html")
     s.add_argument("--scheduler", default=None, help="run on this Dask scheduler (default: threads in this process)")
+    s.add_argument("--connect-timeout", type=float, default=None,
+                   help="seconds to wait for --scheduler to answer (default 10, or the job's cluster.connect_timeout)")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("vectorize", help="label raster to GeoPackage polygons (seam-exact, chunk by chunk)")
+    s = add_parser("vectorize", help="label raster to GeoPackage polygons (seam-exact, chunk by chunk)")
     s.add_argument("labels", help="labels.zarr (or a single-band label GeoTIFF)")
-    s.add_argument("out", help="GeoPackage to write (replaced atomically when complete)")
+    s.add_argument("out", help="file to write, format from its extension: .gpkg (default, with a QGIS style), .fgb, "
+                   ".parquet (GeoParquet), .shp (Shapefile: 2 GB, 10-character field names); replaced atomically")
     s.add_argument("--skip", default=None, help="class ids not to vectorise, e.g. 0,3 (nodata is always skipped)")
     s.add_argument("--min-mapping-unit", type=int, default=0, help="sieve regions smaller than this many pixels first")
     s.add_argument("--simplify", type=float, default=0.0, help="coverage-preserving simplification tolerance (CRS units)")
     s.add_argument("--layout", default="single", choices=["single", "per_class"], help="one layer, or one per class")
     s.add_argument("--connectivity", type=int, default=4, help="pixel connectivity (only 4 is supported)")
     s.add_argument("--scheduler", default=None, help="run on this Dask scheduler (default: threads in this process)")
+    s.add_argument("--connect-timeout", type=float, default=None,
+                   help="seconds to wait for --scheduler to answer (default 10, or the job's cluster.connect_timeout)")
     s.set_defaults(func=cmd_vectorize)
 
-    s = sub.add_parser("export", help="label raster as a Cloud-Optimised GeoTIFF and/or Zarr overview levels")
+    s = add_parser("export", help="label raster as a Cloud-Optimised GeoTIFF and/or Zarr overview levels")
     s.add_argument("labels", help="labels.zarr")
     s.add_argument("--cog", default=None, help="write a COG with overviews and the colour table here")
     s.add_argument("--overviews", default=None, help="add Zarr pyramid levels, e.g. 2,4,8,16")
@@ -280,24 +317,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("geoseg")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from geoseg.errors import from_os_error
+    from geoseg.run.interrupt import print_interrupted, quiet_shutdown, stop_on_signals
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    args.verbose += args.sub_verbose
+    args.quiet = args.quiet or args.sub_quiet
+    _setup_logging(args.verbose, args.quiet)
     try:
-        return int(args.func(args) or 0)
+        with stop_on_signals():
+            return int(args.func(args) or 0)
     except GeosegError as exc:
         print(f"geoseg: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("geoseg: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGINT or SIGTERM (geoseg.run.interrupt.Interrupted)
+        quiet_shutdown()
+        return print_interrupted(exc)
+    except OSError as exc:
+        user_error = from_os_error(exc)  # permission denied, not a directory, disk full: the user's to fix
+        if user_error is None:
+            return _unexpected(exc, args.verbose)
+        print(f"geoseg: error: {user_error}", file=sys.stderr)
+        return user_error.exit_code
     except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen failure: one line, details on -v
-        if args.verbose:
-            raise
-        print(f"geoseg: unexpected error ({type(exc).__name__}): {exc}\n"
-              "geoseg: rerun with -v for the traceback, and please report it", file=sys.stderr)
-        return 1
+        return _unexpected(exc, args.verbose)
+
+
+def _unexpected(exc: Exception, verbose: int) -> int:
+    if verbose:
+        raise exc
+    print(f"geoseg: unexpected error ({type(exc).__name__}): {exc}\n"
+          "geoseg: rerun with -v for the traceback, and please report it", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

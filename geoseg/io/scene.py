@@ -203,15 +203,22 @@ def _read_with_retry(path: str, window: Window) -> np.ndarray:
             with rasterio.open(path) as ds:
                 return ds.read(window=window.to_rasterio())
         except RasterioError as exc:
-            transient = isinstance(exc, RasterioIOError) and not _is_corrupt(exc) and (
-                "://" in path or Path(path).exists()
-            )
+            # Only remote reads are retried: a local file's bytes are what they are (a corrupt tile stays
+            # corrupt); rasterio's own text is "see previous exception", the detail is in the cause.
+            detail = str(exc.__cause__ or exc)
+            transient = isinstance(exc, RasterioIOError) and not _is_corrupt(exc) and _is_remote(path)
             if attempt == READ_RETRIES or not transient:
-                raise InputError(f"cannot read {window.key} of {path}: {exc}; is the file complete?") from exc
+                raise InputError(f"cannot read {window.key} of {path}: {detail}; is the file complete?") from exc
             log.warning("read of %s %s failed (%s); retrying", path, window.key, exc)
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
+
+
+def _is_remote(path: str) -> bool:
+    """Read over a network (URL or GDAL network path), where a failed read may succeed later."""
+    return "://" in path or path.lower().startswith(("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls",
+                                                     "/vsioss", "/vsiswift", "/vsihdfs", "/vsiwebhdfs"))
 
 
 def _is_corrupt(exc: Exception) -> bool:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from geoseg.errors import ClusterError
+from geoseg.run.interrupt import workers_ignore_sigint
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,10 @@ log = logging.getLogger(__name__)
 #: with (Dask's ``pre-spawn-environ``), not set afterwards. The images and the Slurm script set the same.
 WORKER_ENV: dict[str, str] = {"MALLOC_MMAP_THRESHOLD_": str(64 * 2**20)}
 
+#: Worker loggers that report a stopped run's cancelled tasks as warnings, one per task, on the
+#: terminal the local workers share with the CLI (``geoseg.run.interrupt``): only their errors are shown.
+QUIET_WORKER_LOGGERS: dict[str, str] = {"distributed.worker.state_machine": "error"}
+
 
 def start_local_cluster(
     n_workers: int = 2,
@@ -31,12 +38,14 @@ def start_local_cluster(
     memory_limit: str | int = "4GiB",
     dashboard: bool = True,
     resources: dict[str, float] | None = None,
-):  # noqa: ANN201 - distributed.LocalCluster
+):
     """A multi-process ``LocalCluster`` on loopback whose workers start with :data:`WORKER_ENV`."""
     import dask
     from distributed import LocalCluster
 
     spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}), **WORKER_ENV}
+    if "DASK_LOGGING" not in os.environ:  # workers configure logging when they start, from their environment
+        spawn_env["DASK_LOGGING"] = repr(QUIET_WORKER_LOGGERS)
     with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env}):
         return LocalCluster(
             n_workers=n_workers,
@@ -66,7 +75,7 @@ class ClusterInfo:
         return {k: v for k, v in self.__dict__.items() if k != "workers"}
 
 
-def describe(client, kind: str) -> ClusterInfo:  # noqa: ANN001
+def describe(client, kind: str) -> ClusterInfo:
     """Summarise the workers a client sees (count, threads, memory, GPU resources)."""
     info = client.scheduler_info(n_workers=-1) if _accepts_n_workers(client) else client.scheduler_info()
     workers = info.get("workers", {})
@@ -82,13 +91,13 @@ def describe(client, kind: str) -> ClusterInfo:  # noqa: ANN001
     )
 
 
-def _accepts_n_workers(client) -> bool:  # noqa: ANN001
+def _accepts_n_workers(client) -> bool:
     import inspect
 
     return "n_workers" in inspect.signature(client.scheduler_info).parameters
 
 
-def _dashboard(client) -> str | None:  # noqa: ANN001
+def _dashboard(client) -> str | None:
     try:
         return client.dashboard_link
     except Exception:  # noqa: BLE001 - no dashboard (bokeh missing or disabled)
@@ -112,7 +121,7 @@ def connect(
     threads_per_worker: int = 1,
     memory_limit: str = "4GiB",
     dashboard: bool = True,
-    timeout: float = 60,
+    timeout: float = 10,
 ) -> Iterator[tuple[Any, ClusterInfo]]:
     """Yield ``(client, info)``: connected to ``scheduler`` if given, else a new local cluster.
 
@@ -126,7 +135,8 @@ def connect(
             client = Client(scheduler, timeout=timeout)
         except (OSError, TimeoutError) as exc:
             raise ClusterError(
-                f"cannot reach the Dask scheduler at {scheduler}: {exc}. Is it running, and is the address right?"
+                f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s "
+                f"({type(exc).__name__}); is it running, is the address right? (--connect-timeout waits longer)"
             ) from exc
         try:
             yield client, describe(client, "remote")
@@ -136,10 +146,11 @@ def connect(
 
     gpus = local_gpu_count()
     try:
-        cluster = start_local_cluster(
-            n_workers, threads_per_worker, memory_limit, dashboard, resources={"GPU": 1} if gpus else None
-        )
-    except Exception as exc:  # noqa: BLE001 - LocalCluster raises many kinds
+        with workers_ignore_sigint():  # Ctrl-C reaches the client only, which closes the cluster in order
+            cluster = start_local_cluster(
+                n_workers, threads_per_worker, memory_limit, dashboard, resources={"GPU": 1} if gpus else None
+            )
+    except Exception as exc:
         raise ClusterError(f"could not start a local Dask cluster: {exc}") from exc
     client = Client(cluster)
     try:

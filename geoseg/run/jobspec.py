@@ -8,7 +8,7 @@ ignored setting. Relative paths are taken from the job file's folder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -48,7 +48,7 @@ class DeepLabConfig(_Strict):
     tta: Literal["none", "flips", "d4"] = "none"
 
 
-Method = Annotated[Union[KMeansConfig, DeepLabConfig], Field(discriminator="kind")]
+Method = Annotated[KMeansConfig | DeepLabConfig, Field(discriminator="kind")]
 
 
 class ReferenceConfig(_Strict):
@@ -99,6 +99,16 @@ class ClusterConfig(_Strict):
     threads_per_worker: int = Field(1, ge=1, le=64)
     memory_limit: str = "4GiB"
     dashboard: bool = True
+    #: Seconds to wait for a given scheduler (``--scheduler``) to answer before giving up.
+    connect_timeout: float = Field(10.0, gt=0, le=3600)
+
+
+class ClassSpec(_Strict):
+    """One class of the reference's legend: id (0..254; 255 is nodata), name, colour ``#rrggbb``."""
+
+    id: int = Field(ge=0, le=254)
+    name: str = Field(min_length=1, max_length=200)
+    color: str = Field("#808080", pattern=r"^#[0-9A-Fa-f]{6}$")
 
 
 class JobSpec(_Strict):
@@ -110,7 +120,7 @@ class JobSpec(_Strict):
     output: Path
     chunk_size: int = Field(2048, ge=64, le=16384)
     method: Method = Field(default_factory=KMeansConfig)
-    classes: list[dict[str, Any]] | None = None
+    classes: list[ClassSpec] | None = Field(None, max_length=255)
     reference: ReferenceConfig | None = None
     regions: RegionsConfig | None = None
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
@@ -120,6 +130,14 @@ class JobSpec(_Strict):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     allow_gdal_virtual: bool = False
 
+    @field_validator("classes")
+    @classmethod
+    def _unique_class_ids(cls, v: list[ClassSpec] | None) -> list[ClassSpec] | None:
+        ids = [c.id for c in v or []]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"class ids must be unique, got {ids}")
+        return v
+
     @field_validator("inputs")
     @classmethod
     def _no_empty_inputs(cls, v: list[str]) -> list[str]:
@@ -127,14 +145,18 @@ class JobSpec(_Strict):
             raise ValueError("input paths must not be empty")
         return v
 
-    def resolved(self, base: Path) -> "JobSpec":
-        """A copy with every relative path taken from ``base`` (the job file's folder)."""
+    def resolved(self, base: Path) -> JobSpec:
+        """A copy with every relative path taken from ``base`` (the job file's folder).
+
+        File paths (output, reference, model ...) are resolved, so messages, ``run.json`` and the
+        paths printed say ``/work/out``, not ``/work/jobs/../out``; inputs may be globs and stay as written.
+        """
 
         def fix(p: Path | str) -> Any:
             s = str(p)
             if "://" in s or Path(s).is_absolute() or s.startswith("/vsi"):
                 return type(p)(s) if isinstance(p, Path) else s
-            return type(p)(base / s) if isinstance(p, Path) else str(base / s)
+            return type(p)((base / s).resolve()) if isinstance(p, Path) else str(base / s)
 
         update: dict[str, Any] = {"inputs": [fix(i) for i in self.inputs], "output": fix(self.output)}
         if isinstance(self.method, DeepLabConfig):
@@ -166,16 +188,75 @@ def validate_mapping(model: type[BaseModel], data: Any, source: str, what: str) 
         raise JobSpecError(f"{source} is not a valid {what}:\n" + "\n".join(lines)) from None
 
 
+#: Largest job file read (bytes): real ones are a few kB.
+MAX_YAML_BYTES = 1 << 20
+#: Largest document after expanding aliases (nodes), and deepest nesting: a 1 kB "billion laughs"
+#: alias bomb expands to ~10⁹ nodes when anything (json.dumps of run.json, pydantic) walks it.
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 50
+
+
+def _expanded_size(root: yaml.Node, where: Path) -> int:
+    """Nodes in the document with every alias expanded, computed on the (small) node graph."""
+    memo: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int, path: set[int]) -> int:
+        key = id(node)
+        if key in memo:
+            return memo[key]
+        if key in path:
+            raise JobSpecError(f"{where}: a YAML anchor refers to itself; job files cannot be recursive")
+        if depth > MAX_YAML_DEPTH:
+            raise JobSpecError(f"{where}: YAML nested deeper than {MAX_YAML_DEPTH} levels")
+        total = 1
+        if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+            path.add(key)
+            children = node.value if isinstance(node, yaml.SequenceNode) else [x for kv in node.value for x in kv]
+            for child in children:
+                total += size(child, depth + 1, path)
+                if total > MAX_YAML_NODES:
+                    raise JobSpecError(f"{where}: the YAML expands to more than {MAX_YAML_NODES:,} values "
+                                       "(aliases of aliases?); job files are small, write it out plainly")
+            path.discard(key)
+        memo[key] = total
+        return total
+
+    return size(root, 0, set())
+
+
 def read_yaml(path: Path, what: str) -> Any:
-    """The content of a YAML file, read with the safe loader; unreadable or invalid files are JobSpecErrors."""
+    """The content of a YAML file, read with the safe loader; unreadable or invalid files are JobSpecErrors.
+
+    Size, nesting and alias expansion are limited before anything is built from the document.
+    """
     try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise JobSpecError(f"{what} {path} is {path.stat().st_size:,} bytes, more than the "
+                               f"{MAX_YAML_BYTES:,} a job file may have; is it the right file?")
         text = path.read_text()
     except OSError as exc:
         raise JobSpecError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise JobSpecError(f"{what} {path} is not UTF-8 text: {exc}") from exc
+    return load_yaml_text(text, path)
+
+
+def load_yaml_text(text: str, where: Path | str = "job") -> Any:
+    """Safe-load one YAML document with the limits of :func:`read_yaml`."""
+    where = Path(str(where))
+    loader = yaml.SafeLoader(text)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, where)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise JobSpecError(f"{path} is not valid YAML: {exc}") from exc
+        raise JobSpecError(f"{where} is not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise JobSpecError(f"{where}: YAML nested too deeply") from None
+    finally:
+        loader.dispose()
 
 
 def parse_job(data: dict[str, Any], source: str = "job") -> JobSpec:

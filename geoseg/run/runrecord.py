@@ -6,6 +6,8 @@ scheduler or a person can tell a finished run from one that died.
 
 from __future__ import annotations
 
+import json
+import logging
 import platform
 import socket
 import time
@@ -88,4 +90,14 @@ class RunRecord:
         )
         for k, v in extra.items():
             self.data[k] = {kk: str(vv) for kk, vv in v.items()} if k == "outputs" else v
-        write_json_atomic(self.path, self.data)
+        try:
+            write_json_atomic(self.path, self.data)
+        except OSError:
+            if outcome == "complete":
+                raise
+            # A failed run on a full disk: the error that ended it matters more; rewrite in place
+            # (the old record's blocks are reused), else leave the record as it was.
+            try:
+                self.path.write_text(json.dumps(self.data, indent=2, default=str))
+            except OSError as exc:
+                logging.getLogger(__name__).warning("could not record outcome %r in %s: %s", outcome, self.path, exc)

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from geoseg.run import runrecord
-from geoseg.legend import NODATA_LABEL, legend_from_json
+from geoseg.legend import NODATA_LABEL
 from geoseg.run.cluster import ClusterInfo, connect
-from geoseg.errors import GeosegError, InputError, ModelError, OutputError
+from geoseg.errors import GeosegError, InputError, ModelError, OutputError, from_os_error
+from geoseg.run.lock import claim_output
 from geoseg.methods.features import FeatureSpec, ResolvedFeatures
 from geoseg.geo import ChunkGrid, Window, halo_window
 from geoseg.io.scene import Scene, open_scene, read_window
@@ -134,15 +135,18 @@ def label_task(
 
 
 def job_identity(job: JobSpec, scene: Scene, extra: str = "") -> str:
-    """A key for the work: inputs (path, size, mtime), grid and method parameters.
+    """A key for the work: inputs (path, size, content checksum), grid and method parameters.
 
-    A changed input or parameter gives another key, so stale chunks are never reused.
+    A changed input or parameter gives another key, so stale chunks are never reused; the
+    checksum (cached, geoseg.io.checksum) catches inputs rewritten with the same size and mtime.
     Cluster settings and the output folder do not change results and are left out.
     """
+    from geoseg.io.checksum import content_digest
+
     inputs = []
     for p in scene.paths:
         st = Path(p).stat() if Path(p).exists() else None
-        inputs.append([p, st.st_size if st else None, st.st_mtime_ns if st else None])
+        inputs.append([p, st.st_size if st else None, content_digest(p)])
     payload = {
         "inputs": inputs,
         "chunk": job.chunk_size,
@@ -322,8 +326,12 @@ def run_job(
         check_deeplab_job(job.method, scene)  # a checkpoint that does not fit is refused before any output
     if job.reference is not None:
         check_evaluation_inputs(job, scene)  # so is a reference or regions layer that cannot be used
-    out.mkdir(parents=True, exist_ok=True)
-    record = runrecord.RunRecord.start(out, job, scene)
+    lock = claim_output(out)  # mkdir, one run per folder, stale temporaries removed (geoseg.run.lock)
+    try:
+        record = runrecord.RunRecord.start(out, job, scene)
+    except BaseException:
+        lock.release()
+        raise
     try:
         if client is not None:
             from geoseg.run.cluster import describe
@@ -331,7 +339,8 @@ def run_job(
             result = _run_stages(job, scene, out, client, describe(client, "given"), record, show_progress)
         else:
             c = job.cluster
-            with connect(scheduler, c.n_workers, c.threads_per_worker, c.memory_limit, c.dashboard) as (cl, info):
+            with connect(scheduler, c.n_workers, c.threads_per_worker, c.memory_limit, c.dashboard,
+                         timeout=c.connect_timeout) as (cl, info):
                 if info.dashboard:
                     log.info("Dask dashboard: %s", info.dashboard)
                     if show_progress:
@@ -340,10 +349,19 @@ def run_job(
     except GeosegError as exc:
         record.finish("failed", error=str(exc))
         raise
-    except BaseException as exc:
-        record.finish("failed", error=f"{type(exc).__name__}: {exc}")
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGINT as geoseg.run.interrupt.Interrupted
+        record.finish("interrupted", error=f"stopped by {exc or 'SIGINT'}; rerun to resume")
         raise
-    record.finish("complete", outputs=result.outputs, label_counts=result.label_counts)
+    except BaseException as exc:
+        user_error = from_os_error(exc)  # permission, not a directory, disk full: the user's to fix
+        record.finish("failed", error=str(user_error) if user_error else f"{type(exc).__name__}: {exc}")
+        if user_error:
+            raise user_error from exc
+        raise
+    else:
+        record.finish("complete", outputs=result.outputs, label_counts=result.label_counts)
+    finally:
+        lock.release()
     result.outputs["run"] = record.path
     return result
 
@@ -465,4 +483,4 @@ def check_evaluation_inputs(job: JobSpec, scene: Scene) -> None:
 
 def reference_class_names(job: JobSpec) -> dict[int, str] | None:
     """The reference's class names, when the job gives them (``classes:`` in the job file)."""
-    return {c.id: c.name for c in legend_from_json(job.classes)} if job.classes else None
+    return {c.id: c.name for c in job.classes} if job.classes else None

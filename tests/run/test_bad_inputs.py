@@ -89,3 +89,30 @@ def test_regions_missing_their_field_are_refused_before_any_work(tmp_path, dask_
     with pytest.raises(GeosegError, match="parcel"):
         run_job(parse_job(job), client=dask_client, show_progress=False)
     _assert_nothing_looks_done(tmp_path / "out")
+
+
+def _damaged_tiles(folder: Path) -> Path:
+    """A GeoTIFF whose header is intact but whose compressed tiles are damaged (found only when read)."""
+    path, _ = blocky_scene(folder, height=256, width=256)
+    data = bytearray(path.read_bytes())
+    start = len(data) // 3  # inside the tile data (the IFD is at the end)
+    data[start:start + 4000] = np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_corrupt_local_tile_is_not_retried_and_the_error_says_what_failed(tmp_path, caplog):
+    import logging
+    import time
+
+    from geoseg.errors import InputError
+    from geoseg.io.scene import open_scene, read_window
+
+    scene = open_scene(str(_damaged_tiles(tmp_path)))
+    caplog.set_level(logging.WARNING, logger="geoseg")
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match=r"cannot read r\d+_c\d+_h128_w128 of .*TIFFReadEncodedTile"):
+        for window in scene.grid(128).windows():
+            read_window(scene, window)
+    assert time.perf_counter() - t0 < 1.0  # three retries took 3.5 s
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]

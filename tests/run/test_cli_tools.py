@@ -111,3 +111,66 @@ def test_bad_arguments_are_one_line_errors(rasters, tmp_path, capsys, argv, mess
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "ev").exists() and not (tmp_path / "p.gpkg").exists()
+
+
+def test_version_is_printed(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"geoseg {version('geoseg')}"
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_and_quiet_are_accepted_before_or_after_the_subcommand(rasters, tmp_path, capsys, where):
+    store, ref, *_ = rasters
+    args = ["evaluate", str(store), str(ref), "--out", str(tmp_path / "ev"), "--mapping", "hungarian"]
+    argv = ["-q", "-v", *args] if where == "before" else [*args, "-q", "-v"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Per-class IoU" not in out  # -q: no table, only the paths written
+    assert str((tmp_path / "ev" / "metrics.csv").resolve()) in out
+
+
+def test_printed_paths_are_resolved(rasters, tmp_path, capsys):
+    store, ref, *_ = rasters
+    (tmp_path / "jobs").mkdir()
+    assert main(["evaluate", str(store), str(ref), "--out", str(tmp_path / "jobs" / ".." / "ev")]) == 0
+    out = capsys.readouterr().out
+    assert ".." not in out and str((tmp_path / "ev" / "metrics.csv").resolve()) in out
+
+
+@pytest.mark.parametrize("ext, driver", [(".fgb", "FlatGeobuf"), (".shp", "ESRI Shapefile"), (".parquet", None)])
+def test_vectorize_writes_the_format_of_the_extension(rasters, tmp_path, capsys, ext, driver):
+    import geopandas as gpd
+
+    store, _, labels, _ = rasters
+    assert main(["vectorize", str(store), str(tmp_path / "ref.gpkg")]) == 0
+    out = tmp_path / f"poly{ext}"
+    assert main(["vectorize", str(store), str(out)]) == 0
+    ref = pyogrio.read_dataframe(tmp_path / "ref.gpkg", layer="polygons")
+    if driver is None:  # GeoParquet: read by geopandas' own reader, with the CRS from the 'geo' metadata
+        got = gpd.read_parquet(out)
+    else:
+        assert pyogrio.read_info(out)["driver"] == driver
+        got = pyogrio.read_dataframe(out)
+    assert got.crs == ref.crs
+    assert len(got) == len(ref)
+    assert sorted(got.class_id) == sorted(ref.class_id)
+    assert got.geometry.area.sum() == pytest.approx(ref.geometry.area.sum(), rel=1e-12)
+    assert got.geometry.area.sum() == pytest.approx((labels != 255).sum() * 100.0, rel=1e-9)
+    assert not list(tmp_path.glob(".*geoseg-tmp*"))  # the intermediate GeoPackage is gone
+    assert str(out.resolve()) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["vectorize", "{store}", "{tmp}/p.kml"], "cannot write polygons as '.kml'"),
+    (["vectorize", "{store}", "{tmp}/p.shp", "--layout", "per_class"], "holds one layer"),
+])
+def test_vectorize_refuses_formats_it_cannot_write_before_any_work(rasters, tmp_path, capsys, argv, message):
+    store, *_ = rasters
+    assert main([a.format(tmp=tmp_path, store=store) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not list(tmp_path.glob("p.*"))

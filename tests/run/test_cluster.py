@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from geoseg.run.cluster import WORKER_ENV, connect
 from geoseg.errors import ClusterError
+from geoseg.run.cluster import WORKER_ENV, connect
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -39,6 +39,41 @@ def test_deployment_recipes_give_workers_the_same_environment(recipe):
 
 
 def test_unreachable_scheduler_is_a_clear_error():
-    with pytest.raises(ClusterError, match="cannot reach the Dask scheduler"):
-        with connect("tcp://127.0.0.1:9", timeout=2):
-            pass
+    with pytest.raises(ClusterError, match="cannot reach the Dask scheduler"), connect("tcp://127.0.0.1:9", timeout=2):
+        pass
+
+
+def test_the_default_connect_timeout_is_ten_seconds():
+    import inspect
+
+    from geoseg.run.jobspec import parse_job
+
+    assert inspect.signature(connect).parameters["timeout"].default == 10
+    assert parse_job({"name": "j", "inputs": ["a.tif"], "output": "o"}).cluster.connect_timeout == 10
+
+
+@pytest.mark.parametrize("where", ["job", "cli"])
+def test_a_scheduler_that_does_not_answer_fails_within_the_connect_timeout(tmp_path, capsys, where):
+    """Finding 10: ``--scheduler tcp://127.0.0.1:1`` took 61 s; now the job's or the CLI's timeout holds."""
+    import time
+
+    import yaml
+
+    from geoseg.cli import main
+    from tests.fixtures import blocky_scene
+
+    scene, _ = blocky_scene(tmp_path, height=128, width=128)
+    job = {"name": "t", "inputs": [str(scene)], "output": str(tmp_path / "out"), "chunk_size": 128}
+    argv = ["run", str(tmp_path / "job.yaml"), "--scheduler", "tcp://127.0.0.1:1"]
+    if where == "job":
+        job["cluster"] = {"connect_timeout": 2}
+    else:
+        argv += ["--connect-timeout", "2"]
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    t0 = time.perf_counter()
+    rc = main(argv)
+    elapsed = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.count("\n") == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:1 within 2 s" in err
+    assert 1.5 < elapsed < 8
