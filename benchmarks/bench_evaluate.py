@@ -36,7 +36,7 @@ from affine import Affine  # noqa: E402
 from rasterio.crs import CRS  # noqa: E402
 
 from geoseg.legend import LANDCOVER_CLASSES  # noqa: E402
-from geoseg.geo import ChunkGrid, Window  # noqa: E402
+from geoseg.geo import ChunkGrid, GeoGrid, Window  # noqa: E402
 
 CRS_UTM = CRS.from_epsg(32633)
 BLOCK = 64  # pixels per class block
@@ -99,8 +99,8 @@ def build_inputs(workdir: Path, size: int, chunk: int, n_regions: int, reproject
     lab_c, ref_c = coarse_fields(size, seed)
     t0 = time.perf_counter()
     if not store.exists():
-        grid = ChunkGrid(size, size, chunk, transform)
-        writer = LabelStoreWriter.create(store, grid, CRS_UTM, LANDCOVER_CLASSES)
+        grid = GeoGrid.of(size, size, transform, CRS_UTM).tiles(chunk)
+        writer = LabelStoreWriter.create(store, grid, LANDCOVER_CLASSES)
         for i, w in enumerate(grid.windows()):
             block = expand(lab_c, *w.slices)
             if label_noise:
@@ -156,14 +156,14 @@ def _voronoi_regions(path: Path, transform: Affine, size: int, n: int, seed: int
     gdf.to_file(path, driver="GPKG")
 
 
-def read_only(store: str, ref, window: Window, grid: ChunkGrid, crs_wkt: str) -> int:  # noqa: ANN001
+def read_only(store: str, ref, window: Window, grid: ChunkGrid) -> int:  # noqa: ANN001
     """Baseline task: read both rasters on one window, the reference as evaluate reads it (on an
     aligned grid: one windowed read in the file's own type, nothing else)."""
     from geoseg.io.labelstore import read_label_window
     from geoseg.accuracy.reference import reference_pixels
 
     labels = read_label_window(store, window)
-    values, _ = reference_pixels(ref, crs_wkt, grid.window_transform(window), (window.height, window.width))
+    values, _ = reference_pixels(ref, grid.window_grid(window))
     return int(labels.size + values.size)
 
 
@@ -179,14 +179,14 @@ def time_read(client, store: Path, reference: Path) -> float:  # noqa: ANN001
 
     t0 = time.perf_counter()
     info = read_label_info(store)
-    grid = info.grid
+    grid = info.chunk_grid
     ref = delayed(open_reference(reference), pure=True)
-    parts = [delayed(read_only, pure=False)(str(store), ref, w, grid, info.crs.to_wkt()) for w in grid.windows()]
+    parts = [delayed(read_only, pure=False)(str(store), ref, w, grid) for w in grid.windows()]
     while len(parts) > 1:
         parts = [delayed(_sum)(parts[i : i + 16]) for i in range(0, len(parts), 16)]
     total = client.compute(parts[0]).result()
     dt = time.perf_counter() - t0
-    assert total == 2 * info.height * info.width
+    assert total == 2 * info.grid.height * info.grid.width
     return dt
 
 
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
             "size_px": [args.size, args.size],
             "megapixels": round(args.size * args.size / 1e6, 1),
             "chunk": args.chunk,
-            "chunks": ChunkGrid(args.size, args.size, args.chunk).n_chunks,
+            "chunks": -(-args.size // args.chunk) ** 2,
             "regions": args.regions,
             "label_noise": args.label_noise,
             "reference": "EPSG:3857, warped per chunk" if args.reproject else "same grid (direct windowed reads)",

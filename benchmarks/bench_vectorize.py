@@ -44,7 +44,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geoseg.legend import cluster_legend  # noqa: E402
-from geoseg.geo import ChunkGrid  # noqa: E402
+from geoseg.geo import GeoGrid  # noqa: E402
 from geoseg.io.labelstore import LabelStoreWriter  # noqa: E402
 
 
@@ -71,8 +71,8 @@ def write_store(labels: np.ndarray, path: Path, chunk: int) -> Path:
     from affine import Affine
     from rasterio.crs import CRS
 
-    grid = ChunkGrid(labels.shape[0], labels.shape[1], chunk, Affine(10, 0, 500000, 0, -10, 6000000))
-    writer = LabelStoreWriter.create(path, grid, CRS.from_epsg(32633), cluster_legend(int(labels.max()) + 1))
+    grid = GeoGrid.of(labels.shape[0], labels.shape[1], Affine(10, 0, 500000, 0, -10, 6000000), CRS.from_epsg(32633)).tiles(chunk)
+    writer = LabelStoreWriter.create(path, grid, cluster_legend(int(labels.max()) + 1))
     for w in grid.windows():
         writer.write(w, labels[w.slices])
     return writer.finalize()

@@ -39,12 +39,10 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import pandas as pd
-from affine import Affine
-from rasterio.crs import CRS
 
 from geoseg.legend import PALETTE, ClassInfo
 from geoseg.errors import InputError
-from geoseg.geo import ChunkGrid, Window
+from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.io.labelstore import read_label_info, read_label_window
 from geoseg._kernels.pixelcount import ValueRanges, dense_histogram, value_ranges
 from geoseg.accuracy.metrics import confusion_metrics
@@ -52,12 +50,10 @@ from geoseg.accuracy.reference import (
     Reference,
     Regions,
     grid_regions,
-    metres_per_unit,
     open_reference,
     open_regions,
     reference_pixels,
     regions_window_codes,
-    window_bounds,
 )
 
 MAPPINGS = ("identity", "hungarian", "many-to-one")
@@ -262,7 +258,6 @@ class _Plan:
 
     labels_path: str
     label_nodata: int
-    crs_wkt: str
     grid: ChunkGrid
     reference: Reference
     regions: Regions | None
@@ -270,11 +265,10 @@ class _Plan:
 
 def count_window(plan: _Plan, window: Window) -> ChunkCounts:
     """Task: read labels, reference and regions on one window and count them."""
-    transform = plan.grid.window_transform(window)
-    shape = (window.height, window.width)
+    grid = plan.grid.window_grid(window)
     labels = read_label_window(plan.labels_path, window)
-    ref, ref_invalid = reference_pixels(plan.reference, plan.crs_wkt, transform, shape)
-    codes, slot_of = regions_window_codes(plan.regions, plan.crs_wkt, transform, shape)
+    ref, ref_invalid = reference_pixels(plan.reference, grid)
+    codes, slot_of = regions_window_codes(plan.regions, grid)
     counts = count_pixels(labels, ref, ref_invalid, codes, plan.label_nodata)
     return replace(counts, regions=slot_of[counts.regions])  # increasing: stays sorted
 
@@ -391,9 +385,7 @@ class Evaluation:
     label_names: dict[int, str]
     pixel_area_m2: float
     labels_path: Path | None = None
-    crs_wkt: str = ""
-    transform: Affine = Affine.identity()
-    shape: tuple[int, int] = (0, 0)
+    grid: GeoGrid | None = None  # the label raster's grid
     reference: Reference | None = field(default=None, repr=False)
     regions: Regions | None = field(default=None, repr=False)
 
@@ -562,13 +554,13 @@ def evaluate(
     ``class_names`` names reference classes the reference itself does not name.
     """
     info = read_label_info(labels_path)
-    shape = (info.height, info.width)
     ref, reg = open_evaluation_inputs(
-        reference, info.crs, info.transform, shape, reference_field=reference_field, regions=regions,
+        reference, info.grid, reference_field=reference_field, regions=regions,
         region_field=region_field, grid_cell_m=grid_cell_m, mapping=mapping,
     )
-    plan = _Plan(str(info.path), info.nodata, info.crs.to_wkt(), info.grid, ref, reg)
-    total = _reduce(plan, list(info.grid.windows()), client)
+    chunks = info.chunk_grid
+    plan = _Plan(str(info.path), info.nodata, chunks, ref, reg)
+    total = _reduce(plan, list(chunks.windows()), client)
     return build_evaluation(
         total,
         legend=info.legend,
@@ -576,18 +568,14 @@ def evaluate(
         regions=reg,
         mapping=mapping,
         class_names=class_names,
-        crs=info.crs,
-        transform=info.transform,
-        shape=shape,
+        grid=info.grid,
         labels_path=info.path,
     )
 
 
 def open_evaluation_inputs(
     reference: str | Path,
-    crs: CRS,
-    transform: Affine,
-    shape: tuple[int, int],
+    grid: GeoGrid,
     *,
     reference_field: str | None = None,
     regions: str | Path | None = None,
@@ -595,23 +583,22 @@ def open_evaluation_inputs(
     grid_cell_m: float | None = None,
     mapping: MappingSpec = "identity",
 ) -> tuple[Reference, Regions | None]:
-    """Check and open the reference and regions for a raster on (crs, transform, shape).
+    """Check and open the reference and regions for a raster on ``grid``.
 
     A workflow calls this before predicting, so that a reference that does not overlap the scene
     or a regions layer without its id field fails the job at once, not after hours of work.
     """
-    bounds = window_bounds(transform, shape)
     if not isinstance(mapping, Mapping) and mapping not in MAPPINGS:
         raise InputError(f"unknown class mapping {mapping!r}; use one of {', '.join(MAPPINGS)} or a dict label → class")
     if regions is not None and grid_cell_m is not None:
         raise InputError("give either a regions layer or grid_cell_m, not both")
     if region_field is not None and regions is None:
         raise InputError("region_field needs a regions layer (regions=PATH)")
-    ref = open_reference(reference, reference_field, crs, bounds)
+    ref = open_reference(reference, reference_field, grid)
     if regions is not None:
-        reg: Regions | None = open_regions(regions, region_field, crs, bounds)
+        reg: Regions | None = open_regions(regions, region_field, grid)
     elif grid_cell_m is not None:
-        reg = grid_regions(grid_cell_m, crs, transform, shape)
+        reg = grid_regions(grid_cell_m, grid)
     else:
         reg = None
     return ref, reg
@@ -625,9 +612,7 @@ def build_evaluation(
     regions: Regions | None,
     mapping: MappingSpec,
     class_names: Mapping[int, str] | None,
-    crs: CRS,
-    transform: Affine,
-    shape: tuple[int, int],
+    grid: GeoGrid,
     labels_path: Path | None = None,
 ) -> Evaluation:
     """Turn the summed sparse counts into an :class:`Evaluation` (dense axes, mapping, classes)."""
@@ -649,8 +634,6 @@ def build_evaluation(
     label_names = {c.id: c.name for c in legend}
     names = _class_names(class_ids, class_names or {}, ref_legend, label_names, mapping)
     colors = _class_colors(class_ids, dict(reference.colors) if reference is not None else {}, legend, mapping)
-    mpu = metres_per_unit(crs)
-    px_area = ChunkGrid(shape[0], shape[1], 1, transform).pixel_area * mpu**2 if mpu else float("nan")
     return Evaluation(
         counts=counts,
         region_ids=["ALL", *ids],
@@ -663,11 +646,9 @@ def build_evaluation(
         class_names=names,
         class_colors=colors,
         label_names=label_names,
-        pixel_area_m2=float(px_area),
+        pixel_area_m2=float(grid.pixel_area_m2),
         labels_path=labels_path,
-        crs_wkt=crs.to_wkt(),
-        transform=transform,
-        shape=shape,
+        grid=grid,
         reference=reference,
         regions=regions,
     )

@@ -28,10 +28,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 from affine import Affine
-from rasterio.crs import CRS
 
 from geoseg.accuracy.evaluate import Evaluation
-from geoseg.accuracy.reference import GridRegions, RasterReference, SENTINEL, VectorReference, regions_frame, window_bounds
+from geoseg.accuracy.reference import GridRegions, RasterReference, SENTINEL, VectorReference, regions_frame
+from geoseg.geo import GeoGrid
 
 #: Longest side of preview images, in pixels.
 PREVIEW_PX = 400
@@ -113,10 +113,10 @@ def regions_with_metrics(evaluation: Evaluation, regions_path: str | Path | None
         from geoseg.accuracy.reference import open_regions
 
         field = getattr(regions, "field", None)
-        regions = open_regions(regions_path, field, CRS.from_wkt(evaluation.crs_wkt), _scene_bounds(evaluation))
+        regions = open_regions(regions_path, field, _grid(evaluation))
     if regions is None:
         gdf = gpd.GeoDataFrame(
-            {"region_id": ["ALL"]}, geometry=[box(*_scene_bounds(evaluation))], crs=CRS.from_wkt(evaluation.crs_wkt)
+            {"region_id": ["ALL"]}, geometry=[box(*_grid(evaluation).bounds)], crs=_grid(evaluation).crs
         )
     else:
         gdf = regions_frame(regions)
@@ -128,8 +128,11 @@ def regions_with_metrics(evaluation: Evaluation, regions_path: str | Path | None
     return gdf
 
 
-def _scene_bounds(ev: Evaluation) -> tuple[float, float, float, float]:
-    return window_bounds(ev.transform, ev.shape)
+def _grid(ev: Evaluation) -> GeoGrid:
+    """The label grid of an evaluation (every evaluation made by :func:`evaluate` has one)."""
+    if ev.grid is None:
+        raise ValueError("this evaluation has no label grid; build it with geoseg.accuracy.evaluate.evaluate")
+    return ev.grid
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,12 +215,13 @@ def regions_map(ev: Evaluation, gdf) -> str | None:  # noqa: ANN001 - GeoDataFra
     plt = _plt()
     from shapely import box
 
-    crs = CRS.from_wkt(ev.crs_wkt)
+    grid = _grid(ev)
+    crs = grid.crs
     g = gdf.to_crs(crs) if gdf.crs is not None and gdf.crs != crs else gdf
     fig, ax = plt.subplots(figsize=(7, 6))
     import geopandas as gpd
 
-    gpd.GeoSeries([box(*_scene_bounds(ev))], crs=crs).boundary.plot(ax=ax, color="black", linewidth=1)
+    gpd.GeoSeries([box(*grid.bounds)], crs=crs).boundary.plot(ax=ax, color="black", linewidth=1)
     missing = g[g["miou"].isna()]
     if len(missing):
         missing.plot(ax=ax, color="#d9d9d9", edgecolor="#999999", linewidth=0.3)
@@ -225,7 +229,7 @@ def regions_map(ev: Evaluation, gdf) -> str | None:  # noqa: ANN001 - GeoDataFra
     if len(have):
         have.plot(ax=ax, column="miou", cmap="RdYlGn", vmin=0, vmax=1, edgecolor="#555555", linewidth=0.3, legend=True,
                   legend_kwds={"label": "mIoU", "shrink": 0.7})  # fmt: skip
-    left, bottom, right, top = _scene_bounds(ev)
+    left, bottom, right, top = grid.bounds
     ax.set_xlim(left - 0.02 * (right - left), right + 0.02 * (right - left))
     ax.set_ylim(bottom - 0.02 * (top - bottom), top + 0.02 * (top - bottom))
     ax.set_aspect("equal")
@@ -244,16 +248,17 @@ def _scene_rows(metrics: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
-def preview_grid(shape: tuple[int, int], transform: Affine, max_px: int = PREVIEW_PX) -> tuple[int, Affine, tuple[int, int]]:
-    """Decimation step, transform and shape of a preview whose long side is at most ``max_px``.
+def preview_grid(grid: GeoGrid, max_px: int = PREVIEW_PX) -> tuple[int, GeoGrid]:
+    """Decimation step and grid of a preview of ``grid`` whose long side is at most ``max_px``.
 
-    >>> step, t, shape = preview_grid((1000, 500), Affine(10, 0, 0, 0, -10, 0), 400)
-    >>> step, shape, t.a
+    >>> from rasterio.crs import CRS
+    >>> step, g = preview_grid(GeoGrid(1000, 500, Affine(10, 0, 0, 0, -10, 0), CRS.from_epsg(32633).to_wkt()), 400)
+    >>> step, g.shape, g.transform.a
     (3, (334, 167), 30.0)
     """
-    step = max(1, math.ceil(max(shape) / max_px))
-    out_shape = (math.ceil(shape[0] / step), math.ceil(shape[1] / step))
-    return step, transform @ Affine.scale(step), out_shape
+    step = max(1, math.ceil(max(grid.shape) / max_px))
+    h, w = math.ceil(grid.height / step), math.ceil(grid.width / step)
+    return step, GeoGrid(h, w, grid.transform @ Affine.scale(step), grid.crs_wkt)
 
 
 def read_labels_decimated(path: Path, step: int) -> np.ndarray:
@@ -272,14 +277,15 @@ def read_labels_decimated(path: Path, step: int) -> np.ndarray:
     return np.asarray(arr[::step, ::step])
 
 
-def _decimated(src, indexes: Sequence[int], crs: CRS, transform: Affine, shape: tuple[int, int], fill: float):  # noqa: ANN001, ANN202
-    """Bands of ``src`` on a coarse grid: an ``out_shape`` read when CRSs agree, else a WarpedVRT."""
+def _decimated(src, indexes: Sequence[int], grid: GeoGrid, fill: float):  # noqa: ANN001, ANN202
+    """Bands of ``src`` on a coarse ``grid``: an ``out_shape`` read when CRSs agree, else a WarpedVRT."""
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
     from rasterio.windows import from_bounds
 
+    crs, transform, shape = grid.crs, grid.transform, grid.shape
     if src.crs == crs and src.transform.b == 0 and transform.b == 0:
-        win = from_bounds(*window_bounds(transform, shape), transform=src.transform)
+        win = from_bounds(*grid.bounds, transform=src.transform)
         return src.read(
             list(indexes), window=win, out_shape=(len(indexes), *shape), boundless=True, fill_value=fill,
             resampling=Resampling.nearest,
@@ -289,31 +295,32 @@ def _decimated(src, indexes: Sequence[int], crs: CRS, transform: Affine, shape: 
         return vrt.read(list(indexes))
 
 
-def read_reference_decimated(ref: Any, crs: CRS, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
-    """Reference classes on the preview grid, ``SENTINEL`` where missing."""
+def read_reference_decimated(ref: Any, grid: GeoGrid) -> np.ndarray:
+    """Reference classes on the preview ``grid``, ``SENTINEL`` where missing."""
     if isinstance(ref, RasterReference):
         import rasterio
 
         with rasterio.open(ref.path) as src:
-            data = _decimated(src, [1], crs, transform, shape, fill=0)[0].astype(np.int64)
-            mask = _decimated_mask(src, crs, transform, shape)
+            data = _decimated(src, [1], grid, fill=0)[0].astype(np.int64)
+            mask = _decimated_mask(src, grid)
         if ref.nodata is not None:
             mask &= data != int(ref.nodata)
         return np.where(mask, data, SENTINEL)
     if isinstance(ref, VectorReference):
-        from geoseg.accuracy.reference import _burn, _read_layer_window
+        from geoseg.accuracy.reference import burn_shapes, layer_window
 
-        df = _read_layer_window(ref.path, ref.layer, [ref.field], ref.crs, crs, window_bounds(transform, shape))
+        df = layer_window(ref.path, ref.layer, [ref.field], ref.crs_wkt, grid)
         df = df[df[ref.field].notna()]
         shapes = list(zip(df.geometry.values, df[ref.field].astype(np.int64).to_numpy()))
-        return _burn(shapes, transform, shape, SENTINEL).astype(np.int64)
-    return np.full(shape, SENTINEL, np.int64)
+        return burn_shapes(shapes, grid, SENTINEL).astype(np.int64)
+    return np.full(grid.shape, SENTINEL, np.int64)
 
 
-def _decimated_mask(src, crs: CRS, transform: Affine, shape: tuple[int, int]) -> np.ndarray:  # noqa: ANN001
+def _decimated_mask(src, grid: GeoGrid) -> np.ndarray:  # noqa: ANN001
     """True where the preview pixel lies inside the source raster."""
     from rasterio.warp import transform as warp_transform
 
+    crs, transform, shape = grid.crs, grid.transform, grid.shape
     rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
     xs, ys = transform @ (cols.ravel() + 0.5, rows.ravel() + 0.5)
     if src.crs != crs:
@@ -323,7 +330,7 @@ def _decimated_mask(src, crs: CRS, transform: Affine, shape: tuple[int, int]) ->
     return inside.reshape(shape)
 
 
-def read_rgb_decimated(path: str | Path, crs: CRS, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+def read_rgb_decimated(path: str | Path, grid: GeoGrid) -> np.ndarray:
     """An RGB composite (Sentinel-2 B04/B03/B02 when named, else bands 1-3, else grey), 2-98 % stretch."""
     import rasterio
 
@@ -335,11 +342,11 @@ def read_rgb_decimated(path: str | Path, crs: CRS, transform: Affine, shape: tup
             idx = [1, 2, 3]
         else:
             idx = [1, 1, 1]
-        data = _decimated(src, idx, crs, transform, shape, fill=np.nan if src.dtypes[0].startswith("float") else 0)
+        data = _decimated(src, idx, grid, fill=np.nan if src.dtypes[0].startswith("float") else 0)
         data = data.astype(np.float64)
         if src.nodata is not None:
             data[data == src.nodata] = np.nan
-    rgb = np.empty(shape + (3,), np.float64)
+    rgb = np.empty(grid.shape + (3,), np.float64)
     for i in range(3):
         band = data[i]
         finite = band[np.isfinite(band)]
@@ -367,20 +374,20 @@ def preview_images(ev: Evaluation, image: str | Path | None = None) -> str | Non
     plt = _plt()
     from matplotlib.patches import Patch
 
-    crs = CRS.from_wkt(ev.crs_wkt)
-    step, t, _ = preview_grid(ev.shape, ev.transform)
+    step, small = preview_grid(_grid(ev))
     labels = read_labels_decimated(ev.labels_path, step).astype(np.int64)
     shape = labels.shape
+    small = GeoGrid(shape[0], shape[1], small.transform, small.crs_wkt)  # the decimated read decides the shape
     lut = np.full(256, -2, np.int64)
     for lab, cls in ev.mapping.items():
         if 0 <= lab < 256:
             lut[lab] = cls
     lut[255] = SENTINEL  # label nodata
     pred = lut[np.clip(labels, 0, 255)]
-    ref = read_reference_decimated(ev.reference, crs, t, shape)
+    ref = read_reference_decimated(ev.reference, small)
     panels = []
     if image is not None:
-        panels.append(("image (RGB composite)", read_rgb_decimated(image, crs, t, shape)))
+        panels.append(("image (RGB composite)", read_rgb_decimated(image, small)))
     panels += [("reference", _class_image(ev, ref)), (f"prediction ({ev.mapping_method} mapping)", _class_image(ev, pred))]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6 * shape[0] / max(shape[1], 1) + 1))
     for ax, (title, img) in zip(np.atleast_1d(axes), panels):

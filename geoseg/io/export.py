@@ -28,7 +28,7 @@ from affine import Affine
 
 from geoseg.legend import NODATA_LABEL, ClassInfo, legend_to_json
 from geoseg.errors import JobSpecError, OutputError
-from geoseg.geo import ChunkGrid, Window
+from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.io.labelstore import LabelStoreWriter, is_geotiff, read_label_info, read_label_window
 
 #: Folder inside a label store that holds the overview levels (one label store per factor).
@@ -80,8 +80,8 @@ def export_cog(
     staging = _temp_beside(out, "staging")
     partial = _temp_beside(out, "partial")
     profile = {
-        "driver": "GTiff", "height": info.height, "width": info.width, "count": 1, "dtype": "uint8",
-        "crs": info.crs, "transform": info.transform, "nodata": NODATA_LABEL, "tiled": True,
+        "driver": "GTiff", "height": info.grid.height, "width": info.grid.width, "count": 1, "dtype": "uint8",
+        "crs": info.grid.crs, "transform": info.grid.transform, "nodata": NODATA_LABEL, "tiled": True,
         "blockxsize": blocksize, "blockysize": blocksize, "compress": "ZSTD", "BIGTIFF": "IF_SAFER",
     }
     try:
@@ -89,7 +89,7 @@ def export_cog(
             dst.write_colormap(1, colormap(info.legend))
             dst.set_band_description(1, "class label")
             dst.update_tags(GEOSEG_CLASSES=json.dumps(legend_to_json(info.legend)))
-            for w in info.grid.windows():
+            for w in info.chunk_grid.windows():
                 dst.write(read_label_window(info.path, w), 1, window=w.to_rasterio())
         options = {
             "COMPRESS": compress, "BLOCKSIZE": blocksize, "OVERVIEW_RESAMPLING": overview_resampling.upper(),
@@ -150,8 +150,9 @@ def downsample_nearest(labels: np.ndarray, factor: int) -> np.ndarray:
 
 def overview_grid(grid: ChunkGrid, factor: int) -> ChunkGrid:
     """The grid of an overview ``factor`` times coarser (edges rounded up), same chunk size."""
-    return ChunkGrid(-(-grid.height // factor), -(-grid.width // factor), grid.chunk,
-                     grid.transform * Affine.scale(factor))
+    coarse = GeoGrid(-(-grid.height // factor), -(-grid.width // factor), grid.transform * Affine.scale(factor),
+                     grid.crs_wkt)
+    return coarse.tiles(grid.chunk)
 
 
 def overview_path(labels_path: str | Path, factor: int) -> Path:
@@ -189,7 +190,7 @@ def build_overviews(
         raise JobSpecError(f"{labels_path}: Zarr overviews are built inside a labels.zarr store; "
                            "for a GeoTIFF use gdaladdo, or export_cog which writes its own overviews")
     info = read_label_info(labels_path)
-    source, source_grid, source_factor = info.path, info.grid, 1
+    source, source_grid, source_factor = info.path, info.chunk_grid, 1
     out_paths = []
     for factor in levels:
         step = factor // source_factor
@@ -198,7 +199,7 @@ def build_overviews(
         if target.exists():
             shutil.rmtree(target)
         attrs = {"geoseg:overview_factor": factor, "geoseg:overview_resampling": resampling}
-        writer = LabelStoreWriter.create(target, grid, info.crs, info.legend, attrs)
+        writer = LabelStoreWriter.create(target, grid, info.legend, attrs)
         for w in grid.windows():
             src_window = _source_window(w, step, source_grid)
             block = read_label_window(source, src_window)

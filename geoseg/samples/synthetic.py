@@ -36,7 +36,7 @@ from rasterio.crs import CRS
 
 from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES, ClassInfo
 from geoseg.errors import InputError, OutputError
-from geoseg.geo import ChunkGrid, Window
+from geoseg.geo import GeoGrid, Window
 
 __all__ = ["SceneFiles", "make_scene", "KINDS", "MAX_SIDE"]
 
@@ -811,7 +811,7 @@ def _tif_profile(gen: _Generator, count: int, dtype: str, block: int) -> dict:
 def _write_rasters(gen: _Generator, files: SceneFiles, block: int) -> None:
     """Write image and reference together, one tile-aligned window at a time."""
     tmp_img, tmp_ref = _temp_name(files.image), _temp_name(files.reference)
-    grid = ChunkGrid(gen.height, gen.width, block, gen.transform)
+    grid = GeoGrid.of(gen.height, gen.width, gen.transform, gen.crs).tiles(block)
     legend = files.legend
     try:
         img_profile = _tif_profile(gen, len(gen.spec.bands), gen.spec.dtype, block)

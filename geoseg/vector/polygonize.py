@@ -52,7 +52,7 @@ from affine import Affine
 from geoseg.legend import NODATA_LABEL, PALETTE, ClassInfo
 from geoseg.errors import JobSpecError
 from geoseg.vector.gpkg import POLYGON_SCHEMA, atomic_gpkg, class_style, write_arrow_layer, write_layer_styles
-from geoseg.geo import ChunkGrid, Window, halo_window, trim_halo
+from geoseg.geo import ChunkGrid, GeoGrid, Window, halo_window, trim_halo
 from geoseg.io.labelstore import read_label_info, read_label_window
 from geoseg.vector.seams import ROUND_PIECES as SEAM_ROUND_PIECES
 from geoseg.vector.seams import SeamMerger, union_each, union_on_cluster
@@ -68,6 +68,8 @@ CONNECTIVITY = 4
 DEFAULT_LAYER = "polygons"
 
 Layout = Literal["single", "per_class"]
+#: CRS text of an in-memory array's grid (:func:`vectorize_array` needs only its pixel geometry).
+UNREFERENCED = ""
 Reader = Callable[[Window], np.ndarray]
 
 _SIDES = ("top", "bottom", "left", "right")
@@ -387,7 +389,7 @@ def vectorize_array(
     Returns shapely polygons in map coordinates and their classes: the same polygons
     :func:`vectorize_labels` writes, handy in a notebook and for checking seam exactness.
     """
-    grid = ChunkGrid(labels.shape[0], labels.shape[1], chunk, transform)
+    grid = GeoGrid(labels.shape[0], labels.shape[1], transform, UNREFERENCED).tiles(chunk)
     halo = _halo(min_mapping_unit_px, sieve_halo_px)
     merger = SeamMerger(grid.chunks_shape)
     finals, final_cls = [], []
@@ -594,7 +596,7 @@ def vectorize_labels(
     t_start = time.perf_counter()
     _check_options(connectivity, layout, min_mapping_unit_px, simplify_tolerance)
     info = read_label_info(labels_path)
-    grid = info.grid
+    grid = info.chunk_grid
     skip = tuple(sorted({int(c) for c in skip_classes}))
     wanted = [c.id for c in info.legend if c.id not in skip]
     names = {c.id: c.name for c in _legend_for(range(256), info.legend)}
@@ -649,7 +651,7 @@ def vectorize_labels(
     with atomic_gpkg(out_path) as tmp:
         t0 = time.perf_counter()
         if layout == "single":
-            write_arrow_layer(tmp, layer_name, batches(), crs_wkt=info.crs.to_wkt())
+            write_arrow_layer(tmp, layer_name, batches(), crs_wkt=info.grid.crs_wkt)
             styles = [class_style(layer_name, _legend_for(set(wanted) | set(tally.counts), info.legend))]
             layers: tuple[str, ...] = (layer_name,)
         else:
@@ -660,7 +662,7 @@ def vectorize_labels(
             class_col = table.column("class_id").to_numpy()
             for c in per_class:
                 sub = table.filter(pa.array(class_col == c.id))
-                write_arrow_layer(tmp, lnames[c.id], sub.to_batches(), crs_wkt=info.crs.to_wkt())
+                write_arrow_layer(tmp, lnames[c.id], sub.to_batches(), crs_wkt=info.grid.crs_wkt)
                 styles.append(class_style(lnames[c.id], (c,)))
             layers = tuple(lnames[c.id] for c in per_class)
         write_layer_styles(tmp, styles)

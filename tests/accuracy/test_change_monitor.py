@@ -13,7 +13,7 @@ from rasterio.crs import CRS
 
 from geoseg.accuracy.change import CHANGE_NODATA, compare_periods
 from geoseg.legend import LANDCOVER_CLASSES
-from geoseg.geo import ChunkGrid
+from geoseg.geo import GeoGrid
 from geoseg.run.jobspec import parse_job
 from geoseg.io.labelstore import LabelStoreWriter
 from geoseg.run.monitor import run_monitor
@@ -21,8 +21,8 @@ from geoseg.run.monitor import run_monitor
 
 
 def _store(path, labels, chunk=40):
-    grid = ChunkGrid(*labels.shape, chunk, Affine(10, 0, 500000, 0, -10, 5100000))
-    w = LabelStoreWriter.create(path, grid, CRS.from_epsg(32633), LANDCOVER_CLASSES)
+    grid = GeoGrid.of(*labels.shape, Affine(10, 0, 500000, 0, -10, 5100000), CRS.from_epsg(32633)).tiles(chunk)
+    w = LabelStoreWriter.create(path, grid, LANDCOVER_CLASSES)
     for win in grid.windows():
         w.write(win, labels[win.slices])
     return w.finalize()
