@@ -14,6 +14,14 @@ machine, the sizes, the best and all times, and ``ratio = evaluate / read``.
     python benchmarks/bench_evaluate.py                   # 20000 x 20000 = 400 Mpx
     python benchmarks/bench_evaluate.py --size 5000       # 25 Mpx, quick
     python benchmarks/bench_evaluate.py --reproject       # reference in EPSG:3857 (warped per chunk)
+    python benchmarks/bench_evaluate.py --size 8000 --burners polyfill,rasterio --repeat 5
+                                                          # evaluate with each polygon burner, interleaved
+
+``--burners`` runs the evaluation once per burner in each repeat, alternating (so a noisy machine
+slows both alike), after switching every worker's burner (``geoseg.accuracy.reference.burn_shapes``):
+``rasterio`` = :func:`geoseg.io.rasterize.burn` (``rasterio.features.rasterize``), ``polyfill`` =
+geoseg's compiled fill (:mod:`geoseg._kernels.polyfill`, while it exists). Both must give the same
+figures.
 """
 
 from __future__ import annotations
@@ -190,6 +198,29 @@ def time_read(client, store: Path, reference: Path) -> float:  # noqa: ANN001
     return dt
 
 
+def _rasterio_burn(shapes: list, grid, fill: int, dtype: str = "int32"):  # noqa: ANN001, ANN202
+    from geoseg.io.rasterize import burn
+
+    return burn([g for g, _ in shapes], [v for _, v in shapes], grid.transform, grid.shape, dtype, fill)
+
+
+def _polyfill_burn(shapes: list, grid, fill: int, dtype: str = "int32"):  # noqa: ANN001, ANN202
+    from geoseg._kernels.polyfill import fill_polygons
+
+    return fill_polygons([g for g, _ in shapes], [v for _, v in shapes], grid.transform, grid.shape, dtype, fill)
+
+
+BURNERS = {"rasterio": _rasterio_burn, "polyfill": _polyfill_burn}
+
+
+def use_burner(name: str) -> str:
+    """Run on every worker (``client.run``): make evaluation burn polygons with ``name``."""
+    import geoseg.accuracy.reference as reference
+
+    reference.burn_shapes = BURNERS[name]
+    return name
+
+
 def time_evaluate(client, store: Path, reference: Path, regions: Path) -> tuple[float, dict]:  # noqa: ANN001
     from geoseg.accuracy.evaluate import evaluate
 
@@ -212,6 +243,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--reproject", action="store_true", help="reference in EPSG:3857, warped per chunk")
     p.add_argument("--label-noise", type=float, default=0.0,
                    help="fraction of label pixels set to a random class (default 0: 64-px blocks only)")
+    p.add_argument("--burners", default="",
+                   help="comma-separated polygon burners to compare, e.g. polyfill,rasterio (default: as installed)")
     p.add_argument("--workdir", type=Path, default=None, help="where inputs are built and kept (default: a temp dir)")
     args = p.parse_args(argv)
 
@@ -232,10 +265,26 @@ def main(argv: list[str] | None = None) -> dict:
                 Client(cluster) as client:  # geoseg's own local cluster (workers spawned with WORKER_ENV)
             time_read(client, inputs["store"], inputs["reference"])  # warm-up: page cache, imports
             reads, evals, check = [], [], {}
-            for _ in range(args.repeat):
+            burners = [b for b in args.burners.split(",") if b]
+            by_burner: dict[str, list[float]] = {b: [] for b in burners}
+            checks: dict[str, dict] = {}
+            for b in burners:  # warm-up of each burner: its imports, numba compilation, the layer cache
+                client.run(use_burner, b)
+                time_evaluate(client, inputs["store"], inputs["reference"], inputs["regions"])
+            for i in range(args.repeat):
                 reads.append(time_read(client, inputs["store"], inputs["reference"]))
-                dt, check = time_evaluate(client, inputs["store"], inputs["reference"], inputs["regions"])
-                evals.append(dt)
+                if not burners:
+                    dt, check = time_evaluate(client, inputs["store"], inputs["reference"], inputs["regions"])
+                    evals.append(dt)
+                for b in burners if i % 2 == 0 else burners[::-1]:  # alternate the order between repeats
+                    client.run(use_burner, b)
+                    dt, checks[b] = time_evaluate(client, inputs["store"], inputs["reference"], inputs["regions"])
+                    by_burner[b].append(dt)
+            if burners:
+                if any(c != checks[burners[0]] for c in checks.values()):
+                    raise AssertionError(f"burners disagree: {checks}")
+                check = checks[burners[0]]
+                evals = by_burner[burners[0]]
         result = {
             "machine": {**host, "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
             "size_px": [args.size, args.size],
@@ -256,6 +305,13 @@ def main(argv: list[str] | None = None) -> dict:
             "evaluate_mpx_per_s": round(args.size * args.size / 1e6 / min(evals), 1),
             "check": check,
         }
+        if burners:
+            result["evaluate_s_by_burner"] = {b: round(min(v), 2) for b, v in by_burner.items()}
+            result["evaluate_s_all_by_burner"] = {b: [round(x, 2) for x in v] for b, v in by_burner.items()}
+            result["evaluate_s_median_by_burner"] = {b: round(float(np.median(v)), 2) for b, v in by_burner.items()}
+            if len(burners) == 2:
+                a, b = burners
+                result[f"ratio_{b}_to_{a}"] = round(min(by_burner[b]) / min(by_burner[a]), 3)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
