@@ -18,7 +18,7 @@ machine, the sizes, the best and all times, and ``ratio = evaluate / read``.
                                                           # evaluate with each polygon burner, interleaved
 
 ``--burners`` runs the evaluation once per burner in each repeat, alternating (so a noisy machine
-slows both alike), after switching every worker's burner (``geoseg.accuracy.reference.burn_shapes``):
+slows both alike), after switching every worker's burner (``geoseg.accuracy.layers.burn_shapes``):
 ``rasterio`` = :func:`geoseg.io.rasterize.burn` (``rasterio.features.rasterize``), ``polyfill`` =
 geoseg's compiled fill (:mod:`geoseg._kernels.polyfill`, while it exists). Both must give the same
 figures.
@@ -215,9 +215,15 @@ BURNERS = {"rasterio": _rasterio_burn, "polyfill": _polyfill_burn}
 
 def use_burner(name: str) -> str:
     """Run on every worker (``client.run``): make evaluation burn polygons with ``name``."""
-    import geoseg.accuracy.reference as reference
+    import importlib
 
-    reference.burn_shapes = BURNERS[name]
+    for module in ("geoseg.accuracy.layers", "geoseg.accuracy.reference", "geoseg.accuracy.regions"):
+        try:
+            m = importlib.import_module(module)
+        except ModuleNotFoundError:  # an older layout
+            continue
+        if hasattr(m, "burn_shapes"):  # each module that burns holds its own name for the function
+            m.burn_shapes = BURNERS[name]
     return name
 
 
@@ -290,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
             "size_px": [args.size, args.size],
             "megapixels": round(args.size * args.size / 1e6, 1),
             "chunk": args.chunk,
-            "chunks": -(-args.size // args.chunk) ** 2,
+            "chunks": (-(-args.size // args.chunk)) ** 2,
             "regions": args.regions,
             "label_noise": args.label_noise,
             "reference": "EPSG:3857, warped per chunk" if args.reproject else "same grid (direct windowed reads)",

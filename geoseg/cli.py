@@ -127,7 +127,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_vectorize(args: argparse.Namespace) -> int:
-    from geoseg.vector.polygonize import vectorize_labels
+    from geoseg.vector.vectorize import vectorize_labels
 
     skip = [int(c) for c in args.skip.split(",") if c.strip()] if args.skip else []
     with _maybe_client(args.scheduler) as client:

@@ -22,9 +22,9 @@ from geoseg.legend import ClassInfo
 from geoseg.errors import GridMismatchError
 from geoseg.geo import ChunkGrid, Window
 from geoseg.io.labelstore import LabelStoreWriter, read_label_info, read_label_window
-from geoseg.accuracy.evaluate import count_pixels
-from geoseg.accuracy.reference import open_regions, regions_window_codes
-from geoseg.run.runrecord import write_json_atomic
+from geoseg.accuracy.counting import count_pixels
+from geoseg.accuracy.regions import open_regions, regions_window_codes
+from geoseg.io.atomic import write_atomic, write_json_atomic
 
 CHANGE_NODATA = 65535
 _N = 256  # label values are uint8
@@ -45,7 +45,7 @@ class _ChangePlan:
 def _change_task(plan: _ChangePlan, window: Window) -> tuple[np.ndarray, np.ndarray]:
     """Transition counts of one chunk as ``(codes, pixels)`` with code = (slot*256 + before)*256 + after.
 
-    Counted like an evaluation (:func:`geoseg.accuracy.evaluate.count_pixels`, the period before in the
+    Counted like an evaluation (:func:`geoseg.accuracy.counting.count_pixels`, the period before in the
     reference's place), so nodata in either period is left out in the same compiled pass.
     """
     before = read_label_window(plan.before, window)
@@ -165,9 +165,8 @@ def compare_periods(
 
 
 def _write_tables(report: ChangeReport, out: Path, before: str | Path, after: str | Path) -> None:
-    tmp = out / ".transitions.csv.tmp"
-    report.per_region().to_csv(tmp, index=False)
-    tmp.replace(out / "transitions.csv")
+    table = report.per_region()
+    write_atomic(out / "transitions.csv", lambda tmp: table.to_csv(tmp, index=False))
     changed = report.transitions("ALL", changed_only=True).sort_values("pixels", ascending=False)
     write_json_atomic(out / "change-summary.json", {
         "before": str(before), "after": str(after),

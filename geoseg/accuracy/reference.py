@@ -1,63 +1,44 @@
-"""Bring a reference map and a regions layer onto the label grid, one chunk window at a time.
+"""Bring a reference map onto the label grid, one chunk window at a time.
 
-Accuracy assessment compares every label pixel with the reference class at the same place and
-files it under the region that holds the pixel centre. The reference and the regions may come
-in any CRS and resolution, so each window of the label grid gets its own small copy of both:
+Accuracy assessment compares every label pixel with the reference class at the same place. The
+reference may come in any CRS and resolution, so each window of the label grid gets its own
+small copy of it:
 
 * a **raster** reference is read only over the source window that the label window needs and
-  warped onto the window's transform with nearest neighbour (a direct read when the grids already
+  warped onto the window's grid with nearest neighbour (a direct read when the grids already
   line up), never as a whole;
-* a **vector** reference is rasterised from the polygons that intersect the window, by an integer
-  class field (a pixel takes the class of the polygon covering its centre);
-* **regions** are a vector layer (any CRS, reprojected to the label CRS with geopandas) with an id
-  field, or a regular grid of square cells of ``grid_cell_m`` metres anchored at the label raster's
-  top-left corner. Pixels are numbered by *region slot*: 0 = in no region, ``i + 1`` = ``ids[i]``.
-  Where region polygons overlap, the feature later in the layer wins.
+* a **vector** reference is rasterised from the polygons that meet the window, by an integer
+  class field (a pixel takes the class of the polygon covering its centre;
+  :mod:`geoseg.accuracy.layers`).
 
-Every spec here is a small frozen dataclass holding paths and georeferencing, so Dask tasks can
+A reference is a small frozen dataclass holding its path and georeferencing, so Dask tasks can
 carry it cheaply; tasks open the files themselves. A reference window comes back in its own type
 with the one value that marks invalid pixels (nodata, outside the reference, no polygon):
 :func:`reference_pixels`; :func:`reference_window` gives ``int32`` and a validity mask instead.
-Polygons are burnt with :mod:`geoseg._kernels.polyfill` (GDAL's rule) and small layers are kept in memory
-per worker (:mod:`geoseg._kernels.layercache`).
+Regions (where each pixel is counted) are :mod:`geoseg.accuracy.regions`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 import numpy as np
 from rasterio.crs import CRS
 
 from geoseg.errors import InputError
-from geoseg.geo import (
-    Bounds, GeoGrid, aligned_offset, bounds_in, bounds_overlap, crs_from_wkt, metres_per_unit, pad_bounds,
-)
-from geoseg._kernels.layercache import cached_layer_window, features_in_label_crs
-from geoseg._kernels.polyfill import fill_polygons
+from geoseg.geo import Bounds, GeoGrid, aligned_offset, bounds_in, bounds_overlap, crs_from_wkt
+from geoseg.accuracy.layers import burn_shapes, layer_window, require_crs, vector_info
+
 
 #: Fill value used while warping; never a valid class id.
 SENTINEL = int(np.iinfo(np.int32).min)
 
+
 _INT_DTYPES = {"uint8", "int8", "uint16", "int16", "int32"}
-
-
-def _require_crs(crs: CRS | None, what: str, path: str) -> CRS:
-    if crs is None or not crs.to_wkt():
-        raise InputError(
-            f"{what} {path} has no coordinate reference system; assign the right one first "
-            "(e.g. `gdal_edit.py -a_srs EPSG:32633 FILE` for a raster, `ogr2ogr -a_srs EPSG:32633` for vectors)"
-        )
-    return crs
-
-
-# --------------------------------------------------------------------------------------------
-# Reference specs
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -162,7 +143,7 @@ def _try_raster(path: str) -> RasterReference | None:
     with src:
         if src.count < 1 or src.width == 0:
             return None
-        _require_crs(src.crs, "reference raster", path)
+        require_crs(src.crs, "reference raster", path)
         dtype = src.dtypes[0]
         if dtype not in _INT_DTYPES:
             raise InputError(
@@ -202,20 +183,10 @@ def _geoseg_legend(tags: dict[str, str]) -> tuple[tuple[int, str], ...]:
     return ()
 
 
-def _vector_info(path: str, layer: str | None, what: str) -> dict[str, Any]:
-    import pyogrio
-    from pyogrio.errors import DataSourceError, DataLayerError
-
-    try:
-        return pyogrio.read_info(path, layer=layer)
-    except (DataSourceError, DataLayerError) as exc:
-        raise InputError(f"{what} {path} is neither a raster nor a vector layer GDAL can open: {exc}") from exc
-
-
 def _open_vector_reference(path: str, field: str | None) -> VectorReference:
     import pyogrio
 
-    info = _vector_info(path, None, "reference")
+    info = vector_info(path, None, "reference")
     fields = list(info["fields"])
     if field is None:
         raise InputError(
@@ -227,7 +198,7 @@ def _open_vector_reference(path: str, field: str | None) -> VectorReference:
     dtype = str(info["dtypes"][fields.index(field)])
     if not dtype.startswith(("int", "uint")):
         raise InputError(f"reference field {field!r} of {path} is {dtype}; it must hold integer class ids")
-    crs = _require_crs(CRS.from_user_input(info["crs"]) if info["crs"] else None, "reference layer", path)
+    crs = require_crs(CRS.from_user_input(info["crs"]) if info["crs"] else None, "reference layer", path)
     df = pyogrio.read_dataframe(path, columns=[field], read_geometry=False)
     values = df[field].dropna().astype(np.int64).unique()
     return VectorReference(
@@ -347,30 +318,6 @@ def _read_warped(src, ref: RasterReference, grid: GeoGrid, out: np.ndarray, fill
     )
 
 
-def layer_window(path: str, layer: str | None, columns: list[str], layer_crs_wkt: str, grid: GeoGrid):  # noqa: ANN201
-    """Features of a layer (in ``layer_crs_wkt``) meeting ``grid``, in layer order, in the grid's CRS.
-
-    Small layers come from the worker's in-memory copy (:mod:`geoseg._kernels.layercache`), larger ones
-    from the file, read over the window's bounding box.
-    """
-    import pyogrio
-
-    cached = cached_layer_window(path, layer, columns, layer_crs_wkt, grid.crs_wkt, grid.bounds)
-    if cached is not None:
-        return cached
-    layer_crs = crs_from_wkt(layer_crs_wkt)
-    bbox = pad_bounds(bounds_in(pad_bounds(grid.bounds), grid.crs, layer_crs))
-    df = pyogrio.read_dataframe(path, layer=layer, columns=columns, bbox=bbox, fid_as_index=True)
-    return features_in_label_crs(df, layer_crs, grid.crs)
-
-
-def burn_shapes(shapes: list, grid: GeoGrid, fill: int, dtype: str = "int32") -> np.ndarray:
-    """Rasterise ``(geometry, value)`` pairs on ``grid``; a pixel takes the last polygon covering its
-    centre (GDAL's rule, see :mod:`geoseg._kernels.polyfill`)."""
-    geometries = [g for g, _ in shapes]
-    return fill_polygons(geometries, [v for _, v in shapes], grid.transform, grid.shape, dtype, fill)
-
-
 def _vector_window(ref: VectorReference, grid: GeoGrid) -> tuple[np.ndarray, int]:
     """Class polygons burnt on the window, and the fill marking pixels no polygon covers: bytes
     with 255 when every class id is 0..254 (the usual case: counted 8 pixels at a time), else
@@ -381,205 +328,3 @@ def _vector_window(ref: VectorReference, grid: GeoGrid) -> tuple[np.ndarray, int
     in_bytes = bool(ref.class_ids) and min(ref.class_ids) >= 0 and max(ref.class_ids) < 255
     dtype, fill = ("uint8", 255) if in_bytes else ("int32", SENTINEL)
     return burn_shapes(shapes, grid, fill, dtype), fill
-
-
-# --------------------------------------------------------------------------------------------
-# Regions
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VectorRegions:
-    """Regions from a polygon layer; ``ids[i]`` is region slot ``i + 1``."""
-
-    path: str
-    layer: str | None
-    field: str | None  # None: the feature id (FID)
-    crs_wkt: str
-    ids: tuple = field(repr=False)
-
-    kind = "vector"
-
-    @property
-    def crs(self) -> CRS:
-        return crs_from_wkt(self.crs_wkt)
-
-
-@dataclass(frozen=True)
-class GridRegions:
-    """Square cells of ``cell_m`` metres from the label raster's top-left corner, row-major ids."""
-
-    cell_m: float
-    cell_units: float  # the cell size in label CRS units
-    left: float
-    top: float
-    n_rows: int
-    n_cols: int
-    crs_wkt: str
-
-    kind = "grid"
-
-    @property
-    def ids(self) -> tuple[int, ...]:
-        return tuple(range(self.n_rows * self.n_cols))
-
-
-Regions = Union[VectorRegions, GridRegions]
-
-
-def open_regions(path: str | Path, field: str | None, label_grid: GeoGrid) -> VectorRegions:
-    """Describe a regions layer: check CRS, id field and overlap; read the region ids once."""
-    import pyogrio
-
-    path = str(path)
-    if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
-        raise InputError(f"regions layer {path} does not exist")
-    info = _vector_info(path, None, "regions layer")
-    fields = list(info["fields"])
-    if field is not None and field not in fields:
-        raise InputError(f"regions layer {path} has no field {field!r} (fields: {', '.join(fields)})")
-    crs = _require_crs(CRS.from_user_input(info["crs"]) if info["crs"] else None, "regions layer", path)
-    bounds = tuple(float(v) for v in info["total_bounds"])
-    if not bounds_overlap(bounds_in(bounds, crs, label_grid.crs), label_grid.bounds):
-        raise InputError(
-            f"regions layer {path} does not overlap the label raster (layer bounds {tuple(round(v, 3) for v in bounds)} "
-            f"in {crs.to_string()}); check that it covers the labelled area and that its CRS is right"
-        )
-    df = pyogrio.read_dataframe(path, columns=[field] if field else [], read_geometry=False, fid_as_index=True)
-    values = df[field] if field else df.index.to_series()
-    if values.isna().any():
-        raise InputError(f"regions layer {path} has features with an empty {field!r}; give every region an id")
-    uniq = pd_unique_sorted(values.to_numpy())
-    return VectorRegions(path=path, layer=info["layer_name"], field=field, crs_wkt=crs.to_wkt(), ids=uniq)
-
-
-def pd_unique_sorted(values: np.ndarray) -> tuple:
-    """Unique ids, sorted when they sort, as plain Python values.
-
-    >>> pd_unique_sorted(np.array([3, 1, 3, 2]))
-    (1, 2, 3)
-    """
-    import pandas as pd
-
-    uniq = pd.unique(values)
-    try:
-        uniq = sorted(uniq)
-    except TypeError:
-        uniq = list(uniq)
-    return tuple(v.item() if isinstance(v, np.generic) else v for v in uniq)
-
-
-def grid_regions(cell_m: float, grid: GeoGrid) -> GridRegions:
-    """A regular grid of square cells over the label ``grid`` (north-up, projected CRS only)."""
-    if not cell_m or cell_m <= 0:
-        raise InputError(f"grid_cell_m must be a positive number of metres, got {cell_m!r}")
-    mpu = metres_per_unit(grid.crs)
-    transform = grid.transform
-    if mpu is None:
-        raise InputError(
-            "grid_cell_m needs a label raster in a projected CRS (metres); this one is geographic: "
-            "give a regions layer instead"
-        )
-    if transform.b != 0 or transform.d != 0:
-        raise InputError("grid_cell_m needs a north-up label raster (no rotation); give a regions layer instead")
-    left, bottom, right, top = grid.bounds
-    size = cell_m / mpu
-    return GridRegions(
-        cell_m=float(cell_m),
-        cell_units=size,
-        left=left,
-        top=top,
-        n_rows=max(1, math.ceil((top - bottom) / size - 1e-9)),
-        n_cols=max(1, math.ceil((right - left) / size - 1e-9)),
-        crs_wkt=grid.crs_wkt,
-    )
-
-
-def regions_window(regions: Regions | None, grid: GeoGrid) -> np.ndarray:
-    """Region slot of every pixel of one window's ``grid`` (0 = in no region), an unsigned/int array."""
-    codes, slot_of = regions_window_codes(regions, grid)
-    return slot_of[codes]
-
-
-def regions_window_codes(regions: Regions | None, grid: GeoGrid) -> tuple[np.ndarray, np.ndarray]:
-    """Region of every pixel of one window's ``grid`` as a small *code* and the slot of each code.
-
-    ``slot_of[codes]`` is the slot raster (0 = in no region). Codes number only the regions
-    present in the window, in slot order (``slot_of`` is increasing, ``slot_of[0] == 0``), so a
-    window meeting fewer than 255 regions is a ``uint8`` raster: half the bytes of ``uint16`` to
-    rasterise and to count.
-    """
-    if regions is None:
-        return np.zeros(grid.shape, dtype=np.uint8), np.zeros(1, np.int64)
-    if isinstance(regions, GridRegions):
-        return _grid_window(regions, grid)
-    return _vector_regions_window(regions, grid)
-
-
-def _code_dtype(n_codes: int) -> str:
-    """Narrowest raster type for codes ``0..n_codes``."""
-    return "uint8" if n_codes < 2**8 else "uint16" if n_codes < 2**16 else "int32"
-
-
-def _grid_window(g: GridRegions, grid: GeoGrid) -> tuple[np.ndarray, np.ndarray]:
-    h, w = grid.shape
-    transform = grid.transform
-    xs = transform.c + transform.a * (np.arange(w) + 0.5)
-    ys = transform.f + transform.e * (np.arange(h) + 0.5)
-    cols = np.clip(np.floor((xs - g.left) / g.cell_units).astype(np.int64), 0, g.n_cols - 1)
-    rows = np.clip(np.floor((g.top - ys) / g.cell_units).astype(np.int64), 0, g.n_rows - 1)
-    # number the window's cells row-major from 1: the same order as their slots
-    c0, r0 = int(cols.min()), int(rows.min())
-    n_local_cols = int(cols.max()) - c0 + 1
-    n_local = (int(rows.max()) - r0 + 1) * n_local_cols
-    dtype = _code_dtype(n_local)
-    codes = ((rows - r0)[:, None] * n_local_cols + (cols - c0)[None, :] + 1).astype(dtype)
-    local_r, local_c = np.divmod(np.arange(n_local), n_local_cols)
-    slot_of = np.concatenate([[0], (local_r + r0) * g.n_cols + local_c + c0 + 1]).astype(np.int64)
-    return codes, slot_of
-
-
-def _id_index(regions: VectorRegions):  # noqa: ANN202 - pandas.Index
-    """``pandas.Index`` of region ids (position + 1 = slot)."""
-    import pandas as pd
-
-    return pd.Index(regions.ids)
-
-
-def _vector_regions_window(r: VectorRegions, grid: GeoGrid) -> tuple[np.ndarray, np.ndarray]:
-    cols = [r.field] if r.field else []
-    df = layer_window(r.path, r.layer, cols, r.crs_wkt, grid)
-    values = df[r.field] if r.field else df.index.to_series()
-    slots = _id_index(r).get_indexer(values.to_numpy()) + 1
-    keep = slots > 0
-    present = np.unique(slots[keep])
-    codes = np.searchsorted(present, slots[keep]) + 1
-    shapes = list(zip(df.geometry.values[keep], codes.astype(np.int64)))
-    slot_of = np.concatenate([[0], present]).astype(np.int64)
-    return burn_shapes(shapes, grid, 0, _code_dtype(len(present))), slot_of
-
-
-def regions_frame(regions: Regions):  # noqa: ANN201 - GeoDataFrame
-    """The regions as a GeoDataFrame (``region_id``, geometry), in their own CRS.
-
-    A layer's features keep their own rows (a region id may own several features).
-    """
-    import geopandas as gpd
-    import pyogrio
-    from shapely import box
-
-    if isinstance(regions, GridRegions):
-        ids = np.arange(regions.n_rows * regions.n_cols)
-        r, c = np.divmod(ids, regions.n_cols)
-        s = regions.cell_units
-        x0 = regions.left + c * s
-        y1 = regions.top - r * s
-        geoms = box(x0, y1 - s, x0 + s, y1)
-        return gpd.GeoDataFrame(
-            {"region_id": ids, "cell_row": r, "cell_col": c}, geometry=geoms, crs=crs_from_wkt(regions.crs_wkt)
-        )
-    cols = [regions.field] if regions.field else []
-    df = pyogrio.read_dataframe(regions.path, layer=regions.layer, columns=cols, fid_as_index=True)
-    ids = df[regions.field] if regions.field else df.index.to_series()
-    out = gpd.GeoDataFrame({"region_id": ids.to_numpy()}, geometry=df.geometry.values, crs=df.crs)
-    return out

@@ -1,19 +1,14 @@
-"""Accuracy outputs people can open: CSV tables, a regions GeoPackage for QGIS, one HTML page.
+"""The accuracy report: one self-contained HTML page, with the tables beside it.
 
-:func:`write_outputs` writes, into one folder:
+:func:`write_outputs` writes the tables (:mod:`geoseg.accuracy.tables`: ``metrics.csv``,
+``confusion.csv``, ``class_mapping.csv``, ``regions_metrics.gpkg``) and ``report.html``:
+self-contained (images are base64 PNGs drawn by matplotlib, no external URL): headline figures,
+per-class IoU bars, the confusion heat map, a map of regions coloured by mIoU and a small preview
+of image, reference and prediction side by side.
 
-* ``metrics.csv``: the long table of :meth:`Evaluation.metrics` (region × class, plus region rows);
-* ``confusion.csv``: the whole-scene confusion matrix, reference classes down, predicted across;
-* ``class_mapping.csv``: which label became which reference class (matters for k-means);
-* ``regions_metrics.gpkg``: the regions with ``miou``, accuracy, kappa and ``iou_<id>_<name>``
-  per class, ready to colour in QGIS (the scene outline when no regions were given);
-* ``report.html``: self-contained (images are base64 PNGs drawn by matplotlib, no external URL):
-  headline figures, per-class IoU bars, the confusion heat map, a map of regions coloured by mIoU
-  and a small preview of image, reference and prediction side by side.
-
-Every file is written under a temporary name and renamed into place, so a reader never sees a
-half-written output. Previews read decimated overviews only (a strided Zarr read, rasterio
-``out_shape`` reads), so memory stays small whatever the raster size.
+Every file is written through :mod:`geoseg.io.atomic` (a reader never sees a half-written
+output). Previews read decimated overviews only (a strided Zarr read, rasterio ``out_shape``
+reads), so memory stays small whatever the raster size.
 """
 
 from __future__ import annotations
@@ -23,19 +18,27 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 from affine import Affine
 
 from geoseg.accuracy.evaluate import Evaluation
-from geoseg.accuracy.reference import GridRegions, RasterReference, SENTINEL, VectorReference, regions_frame
+from geoseg.accuracy.reference import SENTINEL, RasterReference, VectorReference
+from geoseg.accuracy.regions import GridRegions
+from geoseg.accuracy.tables import class_label, label_grid, write_tables
 from geoseg.geo import GeoGrid
+from geoseg.io.atomic import write_text_atomic
+
 
 #: Longest side of preview images, in pixels.
 PREVIEW_PX = 400
+
+
 _NODATA_COLOR = "#ffffff"
+
+
 _UNASSIGNED_COLOR = "#9e9e9e"
 
 
@@ -54,90 +57,10 @@ def write_outputs(
     composite.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     metrics = evaluation.metrics()
-    paths = {
-        "metrics": _atomic(out / "metrics.csv", lambda p: metrics.to_csv(p, index=False)),
-        "confusion": _atomic(out / "confusion.csv", lambda p: confusion_table(evaluation).to_csv(p)),
-        "class_mapping": _atomic(out / "class_mapping.csv", lambda p: evaluation.mapping_table().to_csv(p, index=False)),
-    }
-    gdf = regions_with_metrics(evaluation, regions_path)
-    paths["regions_metrics"] = _atomic(
-        out / "regions_metrics.gpkg", lambda p: gdf.to_file(p, driver="GPKG", layer="regions_metrics")
-    )
-    page = render_html(evaluation, metrics, gdf, preview)
-    paths["report"] = _atomic(out / "report.html", lambda p: Path(p).write_text(page, encoding="utf-8"))
+    paths, gdf = write_tables(evaluation, out, regions_path=regions_path, metrics=metrics)
+    paths["report"] = write_text_atomic(out / "report.html", render_html(evaluation, metrics, gdf, preview))
     return paths
-
-
-def _atomic(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Write via ``write(tmp)`` then rename: readers see the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-# --------------------------------------------------------------------------------------------
-# Tables
-# --------------------------------------------------------------------------------------------
-
-
-def _class_label(ev: Evaluation, c: Any) -> str:
-    return c if isinstance(c, str) else f"{c} {ev.class_names.get(int(c), '')}".strip()
-
-
-def confusion_table(evaluation: Evaluation, region: Any = "ALL") -> pd.DataFrame:
-    """The confusion matrix with ``"<id> <name>"`` labels, for the CSV and the page."""
-    df = evaluation.confusion(region)
-    df.index = [_class_label(evaluation, c) for c in df.index]
-    df.columns = [_class_label(evaluation, c) for c in df.columns]
-    df.index.name = "reference \\ predicted"
-    return df
-
-
-def regions_with_metrics(evaluation: Evaluation, regions_path: str | Path | None = None):  # noqa: ANN201
-    """The regions as a GeoDataFrame with their figures (the scene outline if there are none)."""
-    import geopandas as gpd
-    from shapely import box
-
-    table = evaluation.regions_table()
-    regions = evaluation.regions
-    if regions_path is not None:
-        from geoseg.accuracy.reference import open_regions
-
-        field = getattr(regions, "field", None)
-        regions = open_regions(regions_path, field, _grid(evaluation))
-    if regions is None:
-        gdf = gpd.GeoDataFrame(
-            {"region_id": ["ALL"]}, geometry=[box(*_grid(evaluation).bounds)], crs=_grid(evaluation).crs
-        )
-    else:
-        gdf = regions_frame(regions)
-    t = table.set_index(pd.Index(list(table["region_id"]), dtype=object)).drop(columns="region_id")
-    joined = t.reindex(pd.Index(list(gdf["region_id"]), dtype=object))
-    for col in joined.columns:
-        values = pd.to_numeric(pd.Series(joined[col].to_numpy()), errors="coerce")
-        gdf[col] = values.astype("Int64" if col.endswith("_px") else "float64").to_numpy()
-    return gdf
-
-
-def _grid(ev: Evaluation) -> GeoGrid:
-    """The label grid of an evaluation (every evaluation made by :func:`evaluate` has one)."""
-    if ev.grid is None:
-        raise ValueError("this evaluation has no label grid; build it with geoseg.accuracy.evaluate.evaluate")
-    return ev.grid
-
-
-# --------------------------------------------------------------------------------------------
-# Figures
-# --------------------------------------------------------------------------------------------
 
 
 def _png(fig) -> str:  # noqa: ANN001 - matplotlib Figure
@@ -168,7 +91,7 @@ def iou_bar_chart(ev: Evaluation, metrics: pd.DataFrame) -> str:
     scene = _scene_rows(metrics)
     cls = scene[(scene["kind"] == "class") & scene["iou"].notna()]
     fig, ax = plt.subplots(figsize=(7, 0.4 * max(len(cls), 2) + 1))
-    names = [_class_label(ev, int(c)) for c in cls["class_id"]]
+    names = [class_label(ev, int(c)) for c in cls["class_id"]]
     colors = [ev.class_colors.get(int(c), "#4c72b0") for c in cls["class_id"]]
     ax.barh(names, cls["iou"].to_numpy(float), color=colors, edgecolor="#333333")
     for y, v in enumerate(cls["iou"].to_numpy(float)):
@@ -199,8 +122,8 @@ def confusion_heatmap(ev: Evaluation) -> str:
     if n <= 16:
         for (i, j), v in np.ndenumerate(counts):
             ax.text(j, i, f"{int(v):,}", ha="center", va="center", fontsize=8, color="white" if share[i, j] > 0.5 else "black")
-    ax.set_xticks(range(df.shape[1]), [_class_label(ev, c) for c in df.columns], rotation=45, ha="right")
-    ax.set_yticks(range(df.shape[0]), [_class_label(ev, c) for c in df.index])
+    ax.set_xticks(range(df.shape[1]), [class_label(ev, c) for c in df.columns], rotation=45, ha="right")
+    ax.set_yticks(range(df.shape[0]), [class_label(ev, c) for c in df.index])
     ax.set_xlabel("predicted")
     ax.set_ylabel("reference")
     ax.set_title("Confusion matrix (colour = share of the reference class)")
@@ -215,7 +138,7 @@ def regions_map(ev: Evaluation, gdf) -> str | None:  # noqa: ANN001 - GeoDataFra
     plt = _plt()
     from shapely import box
 
-    grid = _grid(ev)
+    grid = label_grid(ev)
     crs = grid.crs
     g = gdf.to_crs(crs) if gdf.crs is not None and gdf.crs != crs else gdf
     fig, ax = plt.subplots(figsize=(7, 6))
@@ -241,11 +164,6 @@ def regions_map(ev: Evaluation, gdf) -> str | None:  # noqa: ANN001 - GeoDataFra
 
 def _scene_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     return metrics[metrics["region_id"].map(lambda v: isinstance(v, str) and v == "ALL")]
-
-
-# --------------------------------------------------------------------------------------------
-# Preview (decimated reads only)
-# --------------------------------------------------------------------------------------------
 
 
 def preview_grid(grid: GeoGrid, max_px: int = PREVIEW_PX) -> tuple[int, GeoGrid]:
@@ -307,7 +225,7 @@ def read_reference_decimated(ref: Any, grid: GeoGrid) -> np.ndarray:
             mask &= data != int(ref.nodata)
         return np.where(mask, data, SENTINEL)
     if isinstance(ref, VectorReference):
-        from geoseg.accuracy.reference import burn_shapes, layer_window
+        from geoseg.accuracy.layers import burn_shapes, layer_window
 
         df = layer_window(ref.path, ref.layer, [ref.field], ref.crs_wkt, grid)
         df = df[df[ref.field].notna()]
@@ -374,7 +292,7 @@ def preview_images(ev: Evaluation, image: str | Path | None = None) -> str | Non
     plt = _plt()
     from matplotlib.patches import Patch
 
-    step, small = preview_grid(_grid(ev))
+    step, small = preview_grid(label_grid(ev))
     labels = read_labels_decimated(ev.labels_path, step).astype(np.int64)
     shape = labels.shape
     small = GeoGrid(shape[0], shape[1], small.transform, small.crs_wkt)  # the decimated read decides the shape
@@ -396,7 +314,7 @@ def preview_images(ev: Evaluation, image: str | Path | None = None) -> str | Non
         ax.set_axis_off()
     shown = np.union1d(np.unique(ref), np.unique(pred))
     present = [int(c) for c in ev.class_ids if c in shown]
-    handles = [Patch(color=ev.class_colors[c], label=_class_label(ev, c)) for c in present]
+    handles = [Patch(color=ev.class_colors[c], label=class_label(ev, c)) for c in present]
     handles.append(Patch(facecolor=_NODATA_COLOR, edgecolor="#999999", label="nodata"))
     if (pred == -2).any():
         handles.append(Patch(color=_UNASSIGNED_COLOR, label="unassigned"))
@@ -404,10 +322,6 @@ def preview_images(ev: Evaluation, image: str | Path | None = None) -> str | Non
     fig.subplots_adjust(bottom=0.18)
     return _png(fig)
 
-
-# --------------------------------------------------------------------------------------------
-# The page
-# --------------------------------------------------------------------------------------------
 
 _TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -482,7 +396,7 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
     cls = scene[scene["kind"] == "class"]
     classes = [
         {
-            "name": _class_label(ev, int(r.class_id)),
+            "name": class_label(ev, int(r.class_id)),
             "color": ev.class_colors.get(int(r.class_id), "#cccccc"),
             "iou": _fmt(r.iou), "precision": _fmt(r.precision), "recall": _fmt(r.recall), "f1": _fmt(r.f1),
             "support": _fmt(int(r.support_px)), "area": _fmt(r.area_m2 / 1e6, 4),
@@ -505,7 +419,7 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
     ]
     mapping = [
         {"label_id": r.label_id, "label_name": r.label_name, "pixels": _fmt(int(r.pixels)),
-         "cls": "unassigned" if pd.isna(r.class_id) else _class_label(ev, int(r.class_id))}  # fmt: skip
+         "cls": "unassigned" if pd.isna(r.class_id) else class_label(ev, int(r.class_id))}  # fmt: skip
         for r in ev.mapping_table().itertuples()
     ]
     preview_png = None

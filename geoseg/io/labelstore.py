@@ -19,7 +19,6 @@ A ``labels.zarr`` that exists is therefore always complete.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from affine import Affine
 from geoseg.legend import NODATA_LABEL, ClassInfo, legend_from_json, legend_to_json
 from geoseg.errors import InputError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
-from geoseg.io.atomic import replace_path
+from geoseg.io.atomic import replace_path, write_text_atomic
 
 ARRAY_NAME = "labels"
 PARTIAL_SUFFIX = ".partial"
@@ -142,7 +141,9 @@ class LabelStoreWriter:
 
     def done_windows(self) -> set[str]:
         folder = self.partial_path / _MARKERS
-        return {p.stem for p in folder.glob("*.done")} if folder.exists() else set()
+        if not folder.exists():
+            return set()
+        return {p.stem for p in folder.glob("*.done") if not p.name.startswith(".")}  # hidden: a temporary
 
     def write(self, window: Window, labels: np.ndarray) -> None:
         """Write one whole chunk, then its marker (so a crash mid-write is redone on resume)."""
@@ -153,9 +154,7 @@ class LabelStoreWriter:
         arr = zarr.open_array(str(self.partial_path / self.array), mode="r+", zarr_format=2)
         rows, cols = window.slices
         arr[rows, cols] = labels.astype(arr.dtype, copy=False)
-        tmp = self.marker(window).with_suffix(".tmp")
-        tmp.write_text("ok")
-        os.replace(tmp, self.marker(window))
+        write_text_atomic(self.marker(window), "ok")
 
     def finalize(self, extra_attrs: dict[str, Any] | None = None) -> Path:
         """Check every chunk is done, consolidate metadata and move the store into place."""

@@ -25,6 +25,7 @@ from geoseg.run.cluster import ClusterInfo, connect
 from geoseg.errors import GeosegError, InputError, ModelError, OutputError
 from geoseg.methods.features import FeatureSpec, ResolvedFeatures
 from geoseg.geo import ChunkGrid, Window, halo_window
+from geoseg.io.atomic import write_text_atomic
 from geoseg.io.scene import Scene, open_scene, read_window
 from geoseg.run.jobspec import DeepLabConfig, JobSpec, KMeansConfig
 from geoseg.io.labelstore import PARTIAL_SUFFIX, LabelStoreWriter
@@ -360,7 +361,7 @@ def _run_stages(
         if isinstance(method, KMeansConfig):
             model, feats = fit_kmeans_on_cluster(client, scene, grid, method, show_progress)
             predictor: ChunkPredictor = KMeansPredictor(model, feats)
-            (out / "model.json").write_text(json.dumps(model.to_json(), indent=1))
+            write_text_atomic(out / "model.json", json.dumps(model.to_json(), indent=1))
             outputs["model"] = out / "model.json"
             key = job_identity(job, scene, json.dumps(model.to_json()))
         else:
@@ -395,7 +396,7 @@ def _run_stages(
                 build_overviews(store, job.export.overviews, resampling=job.export.resampling)
 
     if job.vectorize.enabled:
-        from geoseg.vector.polygonize import vectorize_labels
+        from geoseg.vector.vectorize import vectorize_labels
 
         with _stage(times, "vectorize"):
             v = job.vectorize

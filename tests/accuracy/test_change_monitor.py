@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +53,33 @@ def test_transitions_and_change_map_are_exact(tmp_path):
     assert (code[~changed & valid] == 0).all()
     summary = json.loads((tmp_path / "change" / "change-summary.json").read_text())
     assert summary["changed_area_m2"] == truth_changed * 100.0
+
+
+def test_change_tables_are_written_atomically(tmp_path, monkeypatch):
+    """A failed rewrite of transitions.csv keeps the previous file and leaves no temporary behind
+    (the temporary's name is unique, so two runs into one folder cannot collide either)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    before = rng.integers(1, 5, (50, 60)).astype(np.uint8)
+    a, b = _store(tmp_path / "a.zarr", before), _store(tmp_path / "b.zarr", np.roll(before, 3, axis=1))
+    out = tmp_path / "change"
+    compare_periods(a, b, out)
+    previous = (out / "transitions.csv").read_bytes()
+    assert pd.read_csv(out / "transitions.csv")["pixels"].sum() > 0
+    written = []
+
+    def half_then_fail(self, path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        written.append(path)
+        open(path, "w").write("region_id,from")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        compare_periods(a, b, out)
+    assert (out / "transitions.csv").read_bytes() == previous
+    assert written and all(not Path(p).exists() for p in written)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
 
 
 def test_transitions_per_region_with_nodata_in_both_periods(tmp_path):

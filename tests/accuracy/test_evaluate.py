@@ -34,15 +34,9 @@ from sklearn.metrics import (
 
 from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL, ClassInfo, cluster_legend
 from geoseg.errors import InputError
-from geoseg.accuracy.evaluate import (
-    METRIC_COLUMNS,
-    ChunkCounts,
-    Evaluation,
-    confusion_metrics,
-    count_pixels,
-    evaluate,
-    merge_counts,
-)
+from geoseg.accuracy.counting import ChunkCounts, count_pixels, merge_counts
+from geoseg.accuracy.evaluate import METRIC_COLUMNS, Evaluation, evaluate
+from geoseg.accuracy.metrics import confusion_metrics
 from geoseg.geo import GeoGrid
 from geoseg.accuracy.reference import SENTINEL
 from geoseg.io.labelstore import LabelStoreWriter
@@ -201,7 +195,7 @@ def test_count_pixels_and_merge_on_different_axes() -> None:
 def test_count_pixels_equals_brute_force(n: int, seed: int, ref_scale: int, max_bins: int, ref_kind: str) -> None:
     """Direct and renumbered (compacted) axes, wide and negative values, nodata anywhere; the
     reference in int32 with a sentinel, or in its own uint8 with a nodata value, or all valid."""
-    import geoseg.accuracy.evaluate as ge
+    import geoseg.accuracy.counting as ge
 
     rng = np.random.default_rng(seed)
     labels = rng.choice(np.array([0, 3, 7, 200, NODATA_LABEL], np.uint8), n)

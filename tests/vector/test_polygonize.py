@@ -22,7 +22,8 @@ from geoseg.errors import JobSpecError
 from geoseg.geo import GeoGrid
 from geoseg.io.labelstore import LabelStoreWriter
 from tests.fixtures import chunk_grid
-from geoseg.vector.polygonize import side_owners, vectorize_array, vectorize_labels
+from geoseg.vector.polygonize import side_owners
+from geoseg.vector.vectorize import vectorize_array, vectorize_labels
 
 CRS_ = CRS.from_epsg(32633)
 TRANSFORM = Affine(10, 0, 600000, 0, -10, 5200000)
@@ -235,7 +236,7 @@ def test_equals_single_pass_on_a_real_store(blocky_store, tmp_path):
 
 
 def test_failure_leaves_no_output_and_keeps_the_old_one(blocky_store, tmp_path, monkeypatch):
-    import geoseg.vector.polygonize
+    import geoseg.vector.vectorize
 
     store, _ = blocky_store
     out = tmp_path / "polygons.gpkg"
@@ -244,7 +245,7 @@ def test_failure_leaves_no_output_and_keeps_the_old_one(blocky_store, tmp_path, 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(geoseg.vector.polygonize, "write_layer_styles", boom)
+    monkeypatch.setattr(geoseg.vector.vectorize, "write_layer_styles", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         vectorize_labels(store, out)
     assert out.read_bytes() == b"previous run"
