@@ -19,9 +19,10 @@ machine, the sizes, the best and all times, and ``ratio = evaluate / read``.
 
 ``--burners`` runs the evaluation once per burner in each repeat, alternating (so a noisy machine
 slows both alike), after switching every worker's burner (``geoseg.accuracy.layers.burn_shapes``):
-``rasterio`` = :func:`geoseg.io.rasterize.burn` (``rasterio.features.rasterize``), ``polyfill`` =
-geoseg's compiled fill (:mod:`geoseg._kernels.polyfill`, while it exists). Both must give the same
-figures.
+``rasterio`` = :func:`geoseg.io.rasterize.burn` (``rasterio.features.rasterize``, what geoseg
+uses), ``polyfill`` = geoseg's former compiled fill, removed after this comparison
+(``benchmarks/RESULTS-evaluate.md``): run the script from commit 5aceee8 to compare again. Both must
+give the same figures.
 """
 
 from __future__ import annotations
@@ -205,7 +206,10 @@ def _rasterio_burn(shapes: list, grid, fill: int, dtype: str = "int32"):  # noqa
 
 
 def _polyfill_burn(shapes: list, grid, fill: int, dtype: str = "int32"):  # noqa: ANN001, ANN202
-    from geoseg._kernels.polyfill import fill_polygons
+    try:
+        from geoseg._kernels.polyfill import fill_polygons
+    except ModuleNotFoundError as exc:
+        raise SystemExit("the polyfill burner was removed; run this benchmark from commit 5aceee8 to compare") from exc
 
     return fill_polygons([g for g, _ in shapes], [v for _, v in shapes], grid.transform, grid.shape, dtype, fill)
 
@@ -233,10 +237,14 @@ def time_evaluate(client, store: Path, reference: Path, regions: Path) -> tuple[
     t0 = time.perf_counter()
     ev = evaluate(store, reference, regions=regions, region_field="region_id", client=client)
     dt = time.perf_counter() - t0
+    import hashlib
+
     top = ev.metrics().iloc[0]
+    per_region = hashlib.sha256(ev.regions_table().to_csv(index=False).encode()).hexdigest()[:16]
     return dt, {"miou": round(float(top["miou"]), 4), "overall_accuracy": round(float(top["overall_accuracy"]), 4),
                 "regions": len(ev.region_ids) - 1, "valid_px": int(top["valid_px"]),
-                "excluded_px": int(top["excluded_px"])}  # fmt: skip
+                "excluded_px": int(top["excluded_px"]),
+                "regions_table_sha256": per_region}  # every region's figures: burners must agree on them
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -17,7 +17,7 @@ from rasterio.crs import CRS
 from geoseg.errors import InputError
 from geoseg.geo import GeoGrid, bounds_in, crs_from_wkt, pad_bounds
 from geoseg._kernels.layercache import cached_layer_window, features_in_label_crs
-from geoseg._kernels.polyfill import fill_polygons
+from geoseg.io.rasterize import burn
 
 
 def require_crs(crs: CRS | None, what: str, path: str) -> CRS:
@@ -59,7 +59,6 @@ def layer_window(path: str, layer: str | None, columns: list[str], layer_crs_wkt
 
 
 def burn_shapes(shapes: list, grid: GeoGrid, fill: int, dtype: str = "int32") -> np.ndarray:
-    """Rasterise ``(geometry, value)`` pairs on ``grid``; a pixel takes the last polygon covering its
-    centre (GDAL's rule, see :mod:`geoseg._kernels.polyfill`)."""
-    geometries = [g for g, _ in shapes]
-    return fill_polygons(geometries, [v for _, v in shapes], grid.transform, grid.shape, dtype, fill)
+    """Rasterise ``(geometry, value)`` pairs on ``grid``: a pixel takes the value of the last polygon
+    covering its centre (GDAL's rule, :func:`geoseg.io.rasterize.burn`), ``fill`` elsewhere."""
+    return burn([g for g, _ in shapes], [v for _, v in shapes], grid.transform, grid.shape, dtype, fill)

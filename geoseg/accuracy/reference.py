@@ -218,7 +218,8 @@ def reference_window(ref: Reference, grid: GeoGrid) -> tuple[np.ndarray, np.ndar
     if invalid is None:
         return values.astype(np.int32), np.ones(grid.shape, bool)
     valid = values != invalid
-    return np.where(valid, values, SENTINEL).astype(np.int32), valid
+    # int32 first: np.where would wrap SENTINEL into a uint8 window's own type (it became 0)
+    return np.where(valid, values.astype(np.int32, copy=False), SENTINEL), valid
 
 
 def reference_pixels(ref: Reference, grid: GeoGrid) -> tuple[np.ndarray, int | None]:
