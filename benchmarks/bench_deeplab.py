@@ -173,11 +173,13 @@ def core_tiles(meta, hw) -> int:
 
 def tiles_for_grid(meta, height: int, width: int, chunk: int) -> int:
     """Tiles the workflow computes over the whole scene, chunk by chunk."""
-    from geoseg.geo import ChunkGrid, halo_window
+    from affine import Affine
+
+    from geoseg.geo import GeoGrid, halo_window
     from geoseg.methods.deeplab import required_halo
 
     halo = required_halo(meta)
-    grid = ChunkGrid(height=height, width=width, chunk=chunk)
+    grid = GeoGrid.of(height, width, Affine.identity(), "EPSG:32633").tiles(chunk)  # only the windows matter
     return sum(core_tiles(meta, halo_window(w, halo, (height, width))) for w in grid.windows())
 
 
@@ -221,7 +223,7 @@ def bench_workflow(model, meta, dev, size: int, chunk: int, batch_size: int, mod
         result = run_job(job, client=client, show_progress=False)
         total = time.perf_counter() - t0
     predict_s = result.stage_seconds["predict"]
-    real_chunk = open_scene(str(image)).grid(job.chunk_size).chunk  # rounded to the file's blocks
+    real_chunk = open_scene(str(image)).chunk_grid(job.chunk_size).chunk  # rounded to the file's blocks
     tiles = tiles_for_grid(meta, size, size, real_chunk)
     tile_mpx = tiles * meta.tile_size**2 / 1e6
     out = {

@@ -14,6 +14,15 @@ machine, the sizes, the best and all times, and ``ratio = evaluate / read``.
     python benchmarks/bench_evaluate.py                   # 20000 x 20000 = 400 Mpx
     python benchmarks/bench_evaluate.py --size 5000       # 25 Mpx, quick
     python benchmarks/bench_evaluate.py --reproject       # reference in EPSG:3857 (warped per chunk)
+    python benchmarks/bench_evaluate.py --size 8000 --burners polyfill,rasterio --repeat 5
+                                                          # evaluate with each polygon burner, interleaved
+
+``--burners`` runs the evaluation once per burner in each repeat, alternating (so a noisy machine
+slows both alike), after switching every worker's burner (``geoseg.accuracy.layers.burn_shapes``):
+``rasterio`` = :func:`geoseg.io.rasterize.burn` (``rasterio.features.rasterize``, what geoseg
+uses), ``polyfill`` = geoseg's former compiled fill, removed after this comparison
+(``benchmarks/RESULTS-evaluate.md``): run the script from commit 5aceee8 to compare again. Both must
+give the same figures.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from affine import Affine  # noqa: E402
 from rasterio.crs import CRS  # noqa: E402
 
 from geoseg.legend import LANDCOVER_CLASSES  # noqa: E402
-from geoseg.geo import ChunkGrid, Window  # noqa: E402
+from geoseg.geo import ChunkGrid, GeoGrid, Window  # noqa: E402
 
 CRS_UTM = CRS.from_epsg(32633)
 BLOCK = 64  # pixels per class block
@@ -99,8 +108,8 @@ def build_inputs(workdir: Path, size: int, chunk: int, n_regions: int, reproject
     lab_c, ref_c = coarse_fields(size, seed)
     t0 = time.perf_counter()
     if not store.exists():
-        grid = ChunkGrid(size, size, chunk, transform)
-        writer = LabelStoreWriter.create(store, grid, CRS_UTM, LANDCOVER_CLASSES)
+        grid = GeoGrid.of(size, size, transform, CRS_UTM).tiles(chunk)
+        writer = LabelStoreWriter.create(store, grid, LANDCOVER_CLASSES)
         for i, w in enumerate(grid.windows()):
             block = expand(lab_c, *w.slices)
             if label_noise:
@@ -156,14 +165,14 @@ def _voronoi_regions(path: Path, transform: Affine, size: int, n: int, seed: int
     gdf.to_file(path, driver="GPKG")
 
 
-def read_only(store: str, ref, window: Window, grid: ChunkGrid, crs_wkt: str) -> int:  # noqa: ANN001
+def read_only(store: str, ref, window: Window, grid: ChunkGrid) -> int:  # noqa: ANN001
     """Baseline task: read both rasters on one window, the reference as evaluate reads it (on an
     aligned grid: one windowed read in the file's own type, nothing else)."""
     from geoseg.io.labelstore import read_label_window
     from geoseg.accuracy.reference import reference_pixels
 
     labels = read_label_window(store, window)
-    values, _ = reference_pixels(ref, crs_wkt, grid.window_transform(window), (window.height, window.width))
+    values, _ = reference_pixels(ref, grid.window_grid(window))
     return int(labels.size + values.size)
 
 
@@ -179,15 +188,47 @@ def time_read(client, store: Path, reference: Path) -> float:  # noqa: ANN001
 
     t0 = time.perf_counter()
     info = read_label_info(store)
-    grid = info.grid
+    grid = info.chunk_grid
     ref = delayed(open_reference(reference), pure=True)
-    parts = [delayed(read_only, pure=False)(str(store), ref, w, grid, info.crs.to_wkt()) for w in grid.windows()]
+    parts = [delayed(read_only, pure=False)(str(store), ref, w, grid) for w in grid.windows()]
     while len(parts) > 1:
         parts = [delayed(_sum)(parts[i : i + 16]) for i in range(0, len(parts), 16)]
     total = client.compute(parts[0]).result()
     dt = time.perf_counter() - t0
-    assert total == 2 * info.height * info.width
+    assert total == 2 * info.grid.height * info.grid.width
     return dt
+
+
+def _rasterio_burn(shapes: list, grid, fill: int, dtype: str = "int32"):  # noqa: ANN001, ANN202
+    from geoseg.io.rasterize import burn
+
+    return burn([g for g, _ in shapes], [v for _, v in shapes], grid.transform, grid.shape, dtype, fill)
+
+
+def _polyfill_burn(shapes: list, grid, fill: int, dtype: str = "int32"):  # noqa: ANN001, ANN202
+    try:
+        from geoseg._kernels.polyfill import fill_polygons
+    except ModuleNotFoundError as exc:
+        raise SystemExit("the polyfill burner was removed; run this benchmark from commit 5aceee8 to compare") from exc
+
+    return fill_polygons([g for g, _ in shapes], [v for _, v in shapes], grid.transform, grid.shape, dtype, fill)
+
+
+BURNERS = {"rasterio": _rasterio_burn, "polyfill": _polyfill_burn}
+
+
+def use_burner(name: str) -> str:
+    """Run on every worker (``client.run``): make evaluation burn polygons with ``name``."""
+    import importlib
+
+    for module in ("geoseg.accuracy.layers", "geoseg.accuracy.reference", "geoseg.accuracy.regions"):
+        try:
+            m = importlib.import_module(module)
+        except ModuleNotFoundError:  # an older layout
+            continue
+        if hasattr(m, "burn_shapes"):  # each module that burns holds its own name for the function
+            m.burn_shapes = BURNERS[name]
+    return name
 
 
 def time_evaluate(client, store: Path, reference: Path, regions: Path) -> tuple[float, dict]:  # noqa: ANN001
@@ -196,10 +237,14 @@ def time_evaluate(client, store: Path, reference: Path, regions: Path) -> tuple[
     t0 = time.perf_counter()
     ev = evaluate(store, reference, regions=regions, region_field="region_id", client=client)
     dt = time.perf_counter() - t0
+    import hashlib
+
     top = ev.metrics().iloc[0]
+    per_region = hashlib.sha256(ev.regions_table().to_csv(index=False).encode()).hexdigest()[:16]
     return dt, {"miou": round(float(top["miou"]), 4), "overall_accuracy": round(float(top["overall_accuracy"]), 4),
                 "regions": len(ev.region_ids) - 1, "valid_px": int(top["valid_px"]),
-                "excluded_px": int(top["excluded_px"])}  # fmt: skip
+                "excluded_px": int(top["excluded_px"]),
+                "regions_table_sha256": per_region}  # every region's figures: burners must agree on them
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -212,6 +257,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--reproject", action="store_true", help="reference in EPSG:3857, warped per chunk")
     p.add_argument("--label-noise", type=float, default=0.0,
                    help="fraction of label pixels set to a random class (default 0: 64-px blocks only)")
+    p.add_argument("--burners", default="",
+                   help="comma-separated polygon burners to compare, e.g. polyfill,rasterio (default: as installed)")
     p.add_argument("--workdir", type=Path, default=None, help="where inputs are built and kept (default: a temp dir)")
     args = p.parse_args(argv)
 
@@ -232,16 +279,32 @@ def main(argv: list[str] | None = None) -> dict:
                 Client(cluster) as client:  # geoseg's own local cluster (workers spawned with WORKER_ENV)
             time_read(client, inputs["store"], inputs["reference"])  # warm-up: page cache, imports
             reads, evals, check = [], [], {}
-            for _ in range(args.repeat):
+            burners = [b for b in args.burners.split(",") if b]
+            by_burner: dict[str, list[float]] = {b: [] for b in burners}
+            checks: dict[str, dict] = {}
+            for b in burners:  # warm-up of each burner: its imports, numba compilation, the layer cache
+                client.run(use_burner, b)
+                time_evaluate(client, inputs["store"], inputs["reference"], inputs["regions"])
+            for i in range(args.repeat):
                 reads.append(time_read(client, inputs["store"], inputs["reference"]))
-                dt, check = time_evaluate(client, inputs["store"], inputs["reference"], inputs["regions"])
-                evals.append(dt)
+                if not burners:
+                    dt, check = time_evaluate(client, inputs["store"], inputs["reference"], inputs["regions"])
+                    evals.append(dt)
+                for b in burners if i % 2 == 0 else burners[::-1]:  # alternate the order between repeats
+                    client.run(use_burner, b)
+                    dt, checks[b] = time_evaluate(client, inputs["store"], inputs["reference"], inputs["regions"])
+                    by_burner[b].append(dt)
+            if burners:
+                if any(c != checks[burners[0]] for c in checks.values()):
+                    raise AssertionError(f"burners disagree: {checks}")
+                check = checks[burners[0]]
+                evals = by_burner[burners[0]]
         result = {
             "machine": {**host, "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
             "size_px": [args.size, args.size],
             "megapixels": round(args.size * args.size / 1e6, 1),
             "chunk": args.chunk,
-            "chunks": ChunkGrid(args.size, args.size, args.chunk).n_chunks,
+            "chunks": (-(-args.size // args.chunk)) ** 2,
             "regions": args.regions,
             "label_noise": args.label_noise,
             "reference": "EPSG:3857, warped per chunk" if args.reproject else "same grid (direct windowed reads)",
@@ -256,6 +319,13 @@ def main(argv: list[str] | None = None) -> dict:
             "evaluate_mpx_per_s": round(args.size * args.size / 1e6 / min(evals), 1),
             "check": check,
         }
+        if burners:
+            result["evaluate_s_by_burner"] = {b: round(min(v), 2) for b, v in by_burner.items()}
+            result["evaluate_s_all_by_burner"] = {b: [round(x, 2) for x in v] for b, v in by_burner.items()}
+            result["evaluate_s_median_by_burner"] = {b: round(float(np.median(v)), 2) for b, v in by_burner.items()}
+            if len(burners) == 2:
+                a, b = burners
+                result[f"ratio_{b}_to_{a}"] = round(min(by_burner[b]) / min(by_burner[a]), 3)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

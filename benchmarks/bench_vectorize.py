@@ -3,7 +3,7 @@
 Generates a fragmented, k-means-like label raster (smooth noise quantised into classes plus
 salt noise) into a label store, then times
 
-* ``geoseg``: :func:`geoseg.vector.polygonize.vectorize_labels` on a ``LocalCluster(n_workers=2,
+* ``geoseg``: :func:`geoseg.vector.vectorize.vectorize_labels` on a ``LocalCluster(n_workers=2,
   threads_per_worker=1)`` writing a GeoPackage (cluster start-up not counted);
 * ``gdal_cli``: ``gdal_polygonize.py`` (one process) writing a GeoPackage from the same raster
   exported as a GeoTIFF (with :func:`geoseg.io.export.export_cog`);
@@ -44,7 +44,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geoseg.legend import cluster_legend  # noqa: E402
-from geoseg.geo import ChunkGrid  # noqa: E402
+from geoseg.geo import GeoGrid  # noqa: E402
 from geoseg.io.labelstore import LabelStoreWriter  # noqa: E402
 
 
@@ -71,8 +71,8 @@ def write_store(labels: np.ndarray, path: Path, chunk: int) -> Path:
     from affine import Affine
     from rasterio.crs import CRS
 
-    grid = ChunkGrid(labels.shape[0], labels.shape[1], chunk, Affine(10, 0, 500000, 0, -10, 6000000))
-    writer = LabelStoreWriter.create(path, grid, CRS.from_epsg(32633), cluster_legend(int(labels.max()) + 1))
+    grid = GeoGrid.of(labels.shape[0], labels.shape[1], Affine(10, 0, 500000, 0, -10, 6000000), CRS.from_epsg(32633)).tiles(chunk)
+    writer = LabelStoreWriter.create(path, grid, cluster_legend(int(labels.max()) + 1))
     for w in grid.windows():
         writer.write(w, labels[w.slices])
     return writer.finalize()
@@ -158,7 +158,7 @@ def machine() -> dict:
 
 
 def _warm_up() -> None:
-    import geoseg.vector.polygonize  # noqa: F401
+    import geoseg.vector.vectorize  # noqa: F401
 
 
 def _prepare(n: int, seed: int, classes: int, sigma: float, salt: float, path: str, chunk: int) -> None:
@@ -185,7 +185,7 @@ def _cpu_seconds() -> float:
 def run_geoseg(store: Path, out: Path, workers: int) -> dict:
     from distributed import Client
 
-    from geoseg.vector.polygonize import vectorize_labels
+    from geoseg.vector.vectorize import vectorize_labels
 
     from geoseg.run.cluster import start_local_cluster
 
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    import geoseg.vector.polygonize  # noqa: F401 - import before the first size, so every size starts from the same client
+    import geoseg.vector.vectorize  # noqa: F401 - import before the first size, so every size starts from the same client
     report: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                     "loadavg_start": [round(x, 2) for x in os.getloadavg()], "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                     "runs": []}

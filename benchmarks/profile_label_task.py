@@ -32,7 +32,7 @@ def timed_label_task(scene, grid, store: str, predictor, window) -> dict[str, fl
     labels = predictor.predict(data, valid, hw)
     times["predict"] = time.perf_counter() - t
     t = time.perf_counter()
-    LabelStoreWriter(store, grid, scene.crs).write(window, labels)
+    LabelStoreWriter(store, grid).write(window, labels)
     times["write"] = time.perf_counter() - t
     t = time.perf_counter()
     np.bincount(labels.ravel(), minlength=256)
@@ -59,7 +59,7 @@ def main() -> None:
     args = p.parse_args()
 
     scene = open_scene(str(args.image))
-    grid = scene.grid(args.chunk)
+    grid = scene.chunk_grid(args.chunk)
     feats = FeatureSpec(indices=("ndvi", "ndwi")).resolve(scene.band_names)
     windows = list(grid.windows())
     data, valid = read_window(scene, windows[0])
@@ -67,7 +67,7 @@ def main() -> None:
     predictor = KMeansPredictor(fit_kmeans(sample, 6, 0, feats.names), feats)
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "labels.zarr"
-        LabelStoreWriter.create(store, grid, scene.crs, cluster_legend(6), attrs={}, resume_key="profile")
+        LabelStoreWriter.create(store, grid, cluster_legend(6), attrs={}, resume_key="profile")
         if args.worker_env == "geoseg":
             cluster = start_local_cluster(args.workers, 1, memory_limit=0, dashboard=False)
         else:

@@ -40,7 +40,7 @@ _EXPORTS = {
     "run_job": "geoseg.run.workflow",
     "train": "geoseg.methods.training",
     "evaluate": "geoseg.accuracy.evaluate",
-    "vectorize_labels": "geoseg.vector.polygonize",
+    "vectorize_labels": "geoseg.vector.vectorize",
     "compare_periods": "geoseg.accuracy.change",
     "make_scene": "geoseg.samples.synthetic",
 }
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from geoseg.run.jobspec import load_job, parse_job
     from geoseg.run.workflow import run_job
     from geoseg.samples.synthetic import make_scene
-    from geoseg.vector.polygonize import vectorize_labels
+    from geoseg.vector.vectorize import vectorize_labels
 
 
 def __getattr__(name: str) -> Any:

@@ -138,7 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_vectorize(args: argparse.Namespace) -> int:
     from geoseg.io.vectorformats import vector_format, write_as
-    from geoseg.vector.polygonize import vectorize_labels
+    from geoseg.vector.vectorize import vectorize_labels
 
     fmt = vector_format(args.out, layout=args.layout)  # before any work: a format we cannot write is refused
     skip = [int(c) for c in args.skip.split(",") if c.strip()] if args.skip else []

@@ -58,10 +58,6 @@ class InputError(GeosegError):
     """A raster or vector input is missing, unreadable or unsuitable."""
 
 
-class CRSMismatchError(InputError):
-    """Two inputs are in different coordinate reference systems and cannot be aligned."""
-
-
 class GridMismatchError(InputError):
     """Inputs that must share one pixel grid do not."""
 

@@ -116,6 +116,54 @@ def metres_per_unit(crs: CRS) -> float | None:
         return None
 
 
+def bounds_overlap(a: Bounds, b: Bounds) -> bool:
+    """Whether two ``(left, bottom, right, top)`` boxes share interior (touching is not enough).
+
+    >>> bounds_overlap((0, 0, 10, 10), (5, 5, 20, 20)), bounds_overlap((0, 0, 10, 10), (10, 0, 20, 10))
+    (True, False)
+    """
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def bounds_in(bounds: Bounds, src_crs: CRS, dst_crs: CRS) -> Bounds:
+    """Bounds transformed between CRSs, densified so curved edges are covered (as they are if equal)."""
+    if src_crs == dst_crs:
+        return tuple(bounds)  # type: ignore[return-value]
+    from rasterio.warp import transform_bounds
+
+    return tuple(transform_bounds(src_crs, dst_crs, *bounds, densify_pts=21))  # type: ignore[return-value]
+
+
+def pad_bounds(bounds: Bounds, frac: float = 0.01) -> Bounds:
+    """Bounds grown by ``frac`` of their size on each side (a margin for reprojected queries).
+
+    >>> pad_bounds((0, 0, 100, 10), 0.1)
+    (-10.0, -1.0, 110.0, 11.0)
+    """
+    dx = (bounds[2] - bounds[0]) * frac
+    dy = (bounds[3] - bounds[1]) * frac
+    return bounds[0] - dx, bounds[1] - dy, bounds[2] + dx, bounds[3] + dy
+
+
+def aligned_offset(src: Affine, dst: Affine, tol: float = 1e-6) -> tuple[int, int] | None:
+    """``(row, col)`` of ``dst``'s top-left pixel in ``src``'s pixel grid, if the grids coincide.
+
+    >>> aligned_offset(Affine(10, 0, 0, 0, -10, 100), Affine(10, 0, 30, 0, -10, 80))
+    (2, 3)
+    >>> aligned_offset(Affine(10, 0, 0, 0, -10, 100), Affine(10, 0, 35, 0, -10, 80)) is None
+    True
+    """
+    if src.b != 0 or src.d != 0 or dst.b != 0 or dst.d != 0:
+        return None
+    if not (math.isclose(src.a, dst.a, rel_tol=1e-9) and math.isclose(src.e, dst.e, rel_tol=1e-9)):
+        return None
+    col = (dst.c - src.c) / src.a
+    row = (dst.f - src.f) / src.e
+    if abs(col - round(col)) > tol or abs(row - round(row)) > tol:
+        return None
+    return int(round(row)), int(round(col))
+
+
 @dataclass(frozen=True)
 class GeoGrid:
     """A georeferenced pixel grid: ``height`` x ``width`` pixels, their ``transform`` and CRS.
@@ -175,6 +223,10 @@ class GeoGrid:
         mpu = metres_per_unit(self.crs)
         return self.pixel_area * mpu**2 if mpu else math.nan
 
+    def bounds_in(self, crs: CRS) -> Bounds:
+        """The grid's bounds in another CRS (densified edges)."""
+        return bounds_in(self.bounds, self.crs, crs)
+
     def window_transform(self, window: "Window") -> Affine:
         """Affine transform of a window's top-left pixel."""
         return self.transform @ Affine.translation(window.col_off, window.row_off)
@@ -199,35 +251,60 @@ class GeoGrid:
 
     def tiles(self, chunk: int) -> "ChunkGrid":
         """This grid cut into ``chunk`` x ``chunk`` chunks."""
-        return ChunkGrid(self.height, self.width, chunk, self.transform)
+        return ChunkGrid(self, chunk)
 
 
 @dataclass(frozen=True)
 class ChunkGrid:
-    """A raster's pixel grid cut into chunks of ``chunk`` × ``chunk`` pixels (edges smaller).
+    """A :class:`GeoGrid` cut into chunks of ``chunk`` × ``chunk`` pixels (edges smaller).
 
-    >>> g = ChunkGrid(height=5, width=7, chunk=4)
+    The chunks are the unit of work of every stage and the chunks of every Zarr output.
+
+    >>> g = GeoGrid(5, 7, Affine(10, 0, 0, 0, -10, 50), CRS.from_epsg(32633).to_wkt()).tiles(4)
     >>> g.n_chunks, g.chunks_shape
     (4, (2, 2))
     >>> [w.key for w in g.windows()]
     ['r0_c0_h4_w4', 'r0_c4_h4_w3', 'r4_c0_h1_w4', 'r4_c4_h1_w3']
     """
 
-    height: int
-    width: int
+    grid: GeoGrid
     chunk: int
-    transform: Affine = Affine.identity()
 
     def __post_init__(self) -> None:
-        if self.height < 1 or self.width < 1:
-            raise ValueError(f"grid must have at least one pixel, got {self.height}x{self.width}")
         if self.chunk < 1:
             raise ValueError(f"chunk size must be positive, got {self.chunk}")
 
+    # -- the grid, delegated ---------------------------------------------------------------
+    @property
+    def height(self) -> int:
+        return self.grid.height
+
+    @property
+    def width(self) -> int:
+        return self.grid.width
+
     @property
     def shape(self) -> tuple[int, int]:
-        return self.height, self.width
+        return self.grid.shape
 
+    @property
+    def transform(self) -> Affine:
+        return self.grid.transform
+
+    @property
+    def crs(self) -> CRS:
+        return self.grid.crs
+
+    @property
+    def crs_wkt(self) -> str:
+        return self.grid.crs_wkt
+
+    @property
+    def pixel_area(self) -> float:
+        """Area of one pixel in CRS units squared (m² for projected CRSs in metres)."""
+        return self.grid.pixel_area
+
+    # -- the chunks ------------------------------------------------------------------------
     @property
     def chunks_shape(self) -> tuple[int, int]:
         """Number of chunks along y and x."""
@@ -237,11 +314,6 @@ class ChunkGrid:
     def n_chunks(self) -> int:
         ny, nx = self.chunks_shape
         return ny * nx
-
-    @property
-    def dask_chunks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """The same grid expressed as Dask ``chunks`` for a (y, x) array."""
-        return _edges(self.height, self.chunk), _edges(self.width, self.chunk)
 
     def window(self, iy: int, ix: int) -> Window:
         """The window of chunk ``(iy, ix)``."""
@@ -257,17 +329,11 @@ class ChunkGrid:
 
     def window_transform(self, window: Window) -> Affine:
         """Affine transform of a window's top-left pixel."""
-        return self.transform @ Affine.translation(window.col_off, window.row_off)
+        return self.grid.window_transform(window)
 
-    @property
-    def pixel_area(self) -> float:
-        """Area of one pixel in CRS units squared (m² for projected CRSs)."""
-        return abs(self.transform.a * self.transform.e - self.transform.b * self.transform.d)
-
-
-def _edges(n: int, chunk: int) -> tuple[int, ...]:
-    full, rest = divmod(n, chunk)
-    return (chunk,) * full + ((rest,) if rest else ())
+    def window_grid(self, window: Window) -> GeoGrid:
+        """The grid of one window (same CRS and pixel size)."""
+        return self.grid.window_grid(window)
 
 
 def aligned_chunk_size(requested: int, block: tuple[int, int]) -> int:

@@ -8,6 +8,8 @@ import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 
+from geoseg.geo import ChunkGrid, GeoGrid
+
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "slovenia"
 
 #: Four well separated spectra (blue, green, red, nir) for blocky test scenes.
@@ -49,3 +51,13 @@ def blocky_scene(folder: Path, height: int = 300, width: int = 340, seed: int = 
     img[:, :20, :25] = 0
     path = write_raster(folder / "scene.tif", img, nodata=0, descriptions=("blue", "green", "red", "nir"))
     return path, classes
+
+
+def geo_grid(height: int, width: int, transform=None, crs="EPSG:32633") -> GeoGrid:  # noqa: ANN001
+    """A label grid for tests: 10 m UTM 33N pixels from (500000, 5100000) unless told otherwise."""
+    return GeoGrid.of(height, width, transform or from_origin(500000, 5100000, 10, 10), crs)
+
+
+def chunk_grid(height: int, width: int, chunk: int, transform=None, crs="EPSG:32633") -> ChunkGrid:  # noqa: ANN001
+    """:func:`geo_grid` cut into ``chunk`` x ``chunk`` chunks."""
+    return geo_grid(height, width, transform, crs).tiles(chunk)

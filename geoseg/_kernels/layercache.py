@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from rasterio.crs import CRS
 
+from geoseg.geo import crs_from_wkt
+
 #: Largest layer held in memory per worker: feature count and file size.
 MAX_CACHED_FEATURES = 50_000
 MAX_CACHED_FILE_BYTES = 64 * 2**20
@@ -54,7 +56,7 @@ def _indexed_layer(
     from shapely import STRtree
 
     df = pyogrio.read_dataframe(path, layer=layer, columns=list(columns), fid_as_index=True)
-    df = features_in_label_crs(df, CRS.from_wkt(layer_crs_wkt), CRS.from_wkt(label_crs_wkt))
+    df = features_in_label_crs(df, crs_from_wkt(layer_crs_wkt), crs_from_wkt(label_crs_wkt))
     return df, STRtree(df.geometry.values)
 
 
@@ -68,7 +70,7 @@ def features_in_label_crs(df: Any, layer_crs: CRS, label_crs: CRS) -> Any:
 
 
 def cached_layer_window(
-    path: str, layer: str | None, columns: list[str], layer_crs: CRS, label_crs: CRS, bounds: tuple
+    path: str, layer: str | None, columns: list[str], layer_crs_wkt: str, label_crs_wkt: str, bounds: tuple
 ) -> Any | None:
     """Features whose envelope meets ``bounds`` (label CRS), in layer order, in the label CRS;
     ``None`` when the layer is not cacheable (too large, or not a local file)."""
@@ -77,6 +79,6 @@ def cached_layer_window(
         return None
     from shapely import box
 
-    df, tree = _indexed_layer(path, layer, tuple(columns), layer_crs.to_wkt(), label_crs.to_wkt(), stamp)
+    df, tree = _indexed_layer(path, layer, tuple(columns), layer_crs_wkt, label_crs_wkt, stamp)
     hits = np.sort(tree.query(box(*bounds)))
     return df.iloc[hits]

@@ -22,9 +22,9 @@ from geoseg.legend import ClassInfo
 from geoseg.errors import GridMismatchError
 from geoseg.geo import ChunkGrid, Window
 from geoseg.io.labelstore import LabelStoreWriter, read_label_info, read_label_window
-from geoseg.accuracy.evaluate import count_pixels
-from geoseg.accuracy.reference import open_regions, regions_window_codes, window_bounds
-from geoseg.run.runrecord import write_json_atomic
+from geoseg.accuracy.counting import count_pixels
+from geoseg.accuracy.regions import open_regions, regions_window_codes
+from geoseg.io.atomic import write_atomic, write_json_atomic
 
 CHANGE_NODATA = 65535
 _N = 256  # label values are uint8
@@ -37,7 +37,6 @@ class _ChangePlan:
     nodata_before: int
     nodata_after: int
     grid: ChunkGrid
-    crs_wkt: str
     regions: Any
     n_regions: int
     change_store: str | None
@@ -46,20 +45,17 @@ class _ChangePlan:
 def _change_task(plan: _ChangePlan, window: Window) -> tuple[np.ndarray, np.ndarray]:
     """Transition counts of one chunk as ``(codes, pixels)`` with code = (slot*256 + before)*256 + after.
 
-    Counted like an evaluation (:func:`geoseg.accuracy.evaluate.count_pixels`, the period before in the
+    Counted like an evaluation (:func:`geoseg.accuracy.counting.count_pixels`, the period before in the
     reference's place), so nodata in either period is left out in the same compiled pass.
     """
     before = read_label_window(plan.before, window)
     after = read_label_window(plan.after, window)
-    shape = (window.height, window.width)
-    codes, slot_of = regions_window_codes(plan.regions, plan.crs_wkt, plan.grid.window_transform(window), shape)
+    codes, slot_of = regions_window_codes(plan.regions, plan.grid.window_grid(window))
     if plan.change_store:
-        from rasterio.crs import CRS
-
         a, b = before.astype(np.uint16), after.astype(np.uint16)
         change = np.where(a == b, 0, a * _N + b)
         change[(before == plan.nodata_before) | (after == plan.nodata_after)] = CHANGE_NODATA
-        LabelStoreWriter(plan.change_store, plan.grid, CRS.from_wkt(plan.crs_wkt)).write(window, change)
+        LabelStoreWriter(plan.change_store, plan.grid).write(window, change)
     counts = count_pixels(after, before, plan.nodata_before, codes, plan.nodata_after)
     g, j, k = np.nonzero(counts.counts)
     slots = slot_of[counts.regions[g]]
@@ -137,23 +133,24 @@ def compare_periods(
     Writes ``change.zarr``, ``transitions.csv`` (per region, long), ``change-summary.json``.
     """
     ia, ib = read_label_info(before), read_label_info(after)
-    if ia.crs != ib.crs or (ia.height, ia.width) != (ib.height, ib.width) or not ia.transform.almost_equals(ib.transform):
+    if not (ia.grid.crs == ib.grid.crs and ia.grid.shape == ib.grid.shape
+            and ia.grid.transform.almost_equals(ib.grid.transform)):
         raise GridMismatchError(
             f"{before} and {after} are not on one grid; change needs two runs of the same job on the same tile"
         )
-    grid = ChunkGrid(ia.height, ia.width, ia.chunk, ia.transform)
-    reg = open_regions(str(regions), region_field, ia.crs, window_bounds(ia.transform, grid.shape)) if regions else None
+    grid = ia.chunk_grid
+    reg = open_regions(str(regions), region_field, ia.grid) if regions else None
     n_regions = len(reg.ids) if reg is not None else 0
     store = None
     writer = None
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        writer = LabelStoreWriter.create(out_dir / "change.zarr", grid, ia.crs, ia.legend, dtype="uint16",
+        writer = LabelStoreWriter.create(out_dir / "change.zarr", grid, ia.legend, dtype="uint16",
                                          fill_value=CHANGE_NODATA,
                                          attrs={"long_name": "class change: before*256+after, 0 = unchanged"})
         store = str(out_dir / "change.zarr")
-    plan = _ChangePlan(str(before), str(after), ia.nodata, ib.nodata, grid, ia.crs.to_wkt(), reg, n_regions, store)
+    plan = _ChangePlan(str(before), str(after), ia.nodata, ib.nodata, grid, reg, n_regions, store)
     windows = list(grid.windows())
     if client is not None:
         parts = client.gather(client.map(_change_task, [plan] * len(windows), windows, pure=False))
@@ -168,9 +165,8 @@ def compare_periods(
 
 
 def _write_tables(report: ChangeReport, out: Path, before: str | Path, after: str | Path) -> None:
-    tmp = out / ".transitions.csv.tmp"
-    report.per_region().to_csv(tmp, index=False)
-    tmp.replace(out / "transitions.csv")
+    table = report.per_region()
+    write_atomic(out / "transitions.csv", lambda tmp: table.to_csv(tmp, index=False))
     changed = report.transitions("ALL", changed_only=True).sort_values("pixels", ascending=False)
     write_json_atomic(out / "change-summary.json", {
         "before": str(before), "after": str(after),

@@ -1,11 +1,10 @@
 """Accuracy assessment: per-region confusion matrices, IoU and friends, as a Dask reduction.
 
-Why a reduction: a label raster can be far larger than memory, but what accuracy needs is tiny.
-Each chunk window of the label grid is read with the reference and the regions brought onto it
-(:mod:`geoseg.accuracy.reference`), and its pixels are counted into a small 3-D array indexed by
-(region, reference class, predicted label) in one compiled pass. Only these count arrays
-travel and are summed; every figure is then computed from the sums, so it equals what
-scikit-learn reports on the pixels themselves.
+Every chunk window of the label grid is counted as one task (:mod:`geoseg.accuracy.counting`,
+with the reference and regions brought onto the window by :mod:`geoseg.accuracy.reference` and
+:mod:`geoseg.accuracy.regions`); the small count arrays are tree-summed and turned into an
+:class:`Evaluation`, whose tables hold the figures (:mod:`geoseg.accuracy.metrics`) after a
+class mapping (:mod:`geoseg.accuracy.mapping`).
 
 Conventions (documented once, used everywhere):
 
@@ -32,36 +31,23 @@ Conventions (documented once, used everywhere):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from affine import Affine
-from rasterio.crs import CRS
 
 from geoseg.legend import PALETTE, ClassInfo
 from geoseg.errors import InputError
-from geoseg.geo import ChunkGrid, Window
+from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.io.labelstore import read_label_info, read_label_window
-from geoseg._kernels.pixelcount import ValueRanges, dense_histogram, value_ranges
+from geoseg.accuracy.counting import ChunkCounts, count_pixels, merge_counts, union_sorted
+from geoseg.accuracy.mapping import MAPPINGS, MappingSpec, mapped_confusion, resolve_mapping
 from geoseg.accuracy.metrics import confusion_metrics
-from geoseg.accuracy.reference import (
-    Reference,
-    Regions,
-    grid_regions,
-    metres_per_unit,
-    open_reference,
-    open_regions,
-    reference_pixels,
-    regions_window_codes,
-    window_bounds,
-)
+from geoseg.accuracy.reference import Reference, open_reference, reference_pixels
+from geoseg.accuracy.regions import Regions, grid_regions, open_regions, regions_window_codes
 
-MAPPINGS = ("identity", "hungarian", "many-to-one")
-MappingSpec = Union[str, Mapping[int, int]]
 
 #: Columns of :meth:`Evaluation.metrics`, in order.
 METRIC_COLUMNS = [
@@ -69,191 +55,9 @@ METRIC_COLUMNS = [
     "tp", "fp", "fn", "support_px", "area_m2", "miou", "overall_accuracy", "kappa",
     "valid_px", "unassigned_px", "nodata_label_px", "nodata_reference_px", "excluded_px",
 ]  # fmt: skip
+
+
 EXCLUDED_COLUMNS = ("nodata_label_px", "nodata_reference_px", "excluded_px")
-
-
-# --------------------------------------------------------------------------------------------
-# Counting one chunk
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ChunkCounts:
-    """Pixel counts of one or more chunks, on the values that occurred there (sparse axes).
-
-    ``counts[i, j, k]`` = valid pixels of region slot ``regions[i]`` with reference class
-    ``ref_values[j]`` and label ``label_values[k]``; ``excluded[i]`` = (label nodata, reference
-    nodata, either) pixel counts of that slot.
-    """
-
-    regions: np.ndarray
-    ref_values: np.ndarray
-    label_values: np.ndarray
-    counts: np.ndarray
-    excluded: np.ndarray
-
-    @classmethod
-    def empty(cls) -> "ChunkCounts":
-        e = np.empty(0, dtype=np.int64)
-        return cls(e, e, e, np.zeros((0, 0, 0), np.int64), np.zeros((0, 3), np.int64))
-
-    def __add__(self, other: "ChunkCounts") -> "ChunkCounts":
-        return merge_counts([self, other])
-
-
-def _compact(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct values of an integer array and each element's index among them.
-
-    Linear time for small value ranges (the usual case), ``np.unique`` otherwise.
-
-    >>> u, i = _compact(np.array([7, 3, 7, 5], dtype=np.int32))
-    >>> u.tolist(), i.tolist()
-    ([3, 5, 7], [2, 0, 2, 1])
-    """
-    if v.size == 0:
-        return np.empty(0, np.int64), np.empty(0, np.intp)
-    lo, hi = int(v.min()), int(v.max())
-    if hi - lo < 1 << 16:
-        s = v if lo == 0 else v - np.asarray(lo, dtype=v.dtype)
-        present = np.bincount(s, minlength=hi - lo + 1) > 0
-        lut = np.cumsum(present) - 1
-        return np.flatnonzero(present).astype(np.int64) + lo, lut[s]
-    u, inv = np.unique(v, return_inverse=True)
-    return u.astype(np.int64), inv.ravel()
-
-
-#: Largest dense (region, reference, label) histogram counted directly per chunk; wider value
-#: ranges are first renumbered to the values present (see :func:`_compact`).
-MAX_BINS = 1 << 21
-
-
-def _offset_axis(v: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """Axis values ``lo..hi`` and each element's index ``v - lo`` (no sort; in ``v``'s dtype)."""
-    return np.arange(lo, hi + 1, dtype=np.int64), (v - v.dtype.type(lo)) if lo else v
-
-
-def _int_type(n: int) -> type:
-    """Narrowest signed integer type holding ``0..n`` (narrow arithmetic is faster per pixel).
-
-    >>> _int_type(56).__name__, _int_type(70000).__name__
-    ('int16', 'int32')
-    """
-    return np.int16 if n < 2**15 else np.int32 if n < 2**31 else np.int64
-
-
-def count_pixels(
-    labels: np.ndarray, ref_values: np.ndarray, ref_invalid: int | None, slots: np.ndarray, label_nodata: int
-) -> ChunkCounts:
-    """Count (region slot, reference class, label) triples of one window.
-
-    Reference pixels equal to ``ref_invalid`` (nodata, outside the reference; ``None``: none
-    is) and nodata labels are counted in the same pass: invalid reference pixels go to an extra
-    reference row and nodata labels are a label column; both are split off the small histogram
-    afterwards, so no pixel-sized mask copies are made. Usual value ranges are counted by the
-    compiled single pass of :mod:`geoseg._kernels.pixelcount`; wide ones are renumbered first
-    (:func:`_count_renumbered`).
-    """
-    if labels.size == 0:
-        return ChunkCounts.empty()
-    r = value_ranges(slots, ref_values, ref_invalid, labels)
-    spans = {"reg": r.reg_hi - r.reg_lo + 1, "ref": r.ref_hi - r.ref_lo + 2, "lab": r.lab_hi - r.lab_lo + 1}
-    if math.prod(spans.values()) <= MAX_BINS:
-        dense = dense_histogram(slots, ref_values, ref_invalid, labels, r)
-        bounds = ((r.reg_lo, r.reg_hi), (r.ref_lo, r.ref_hi), (r.lab_lo, r.lab_hi))
-        axes = [np.arange(lo, hi + 1, dtype=np.int64) for lo, hi in bounds]
-        return _split_histogram(dense, *axes, label_nodata)
-    ref = ref_values.ravel()
-    valid = np.ones(ref.size, bool) if ref_invalid is None else ref != ref_invalid
-    return _count_renumbered(labels.ravel(), ref, valid, slots.ravel(), label_nodata, r, spans)
-
-
-def _count_renumbered(
-    lab: np.ndarray, ref: np.ndarray, valid: np.ndarray, reg: np.ndarray, label_nodata: int, r: ValueRanges, spans: dict
-) -> ChunkCounts:
-    """Numpy counting for value ranges too wide for a dense histogram: renumber the widest axes
-    to the values present, then one ``bincount`` of the combined index."""
-    all_valid = bool(valid.all())
-    any_valid = r.ref_lo <= r.ref_hi
-    compact = set()
-    while math.prod(spans.values()) > MAX_BINS:
-        widest = max((k for k in spans if k not in compact), key=spans.get, default=None)
-        if widest is None:
-            break
-        compact.add(widest)
-        spans[widest] = 1  # stands for "small after renumbering" in this estimate
-
-    reg_vals, reg_i = _compact(reg) if "reg" in compact else _offset_axis(reg, r.reg_lo, r.reg_hi)
-    lab_vals, lab_i = _compact(lab) if "lab" in compact else _offset_axis(lab, r.lab_lo, r.lab_hi)
-    if not any_valid:
-        ref_vals, ref_i = np.empty(0, np.int64), np.zeros(ref.size, np.int16)
-    elif "ref" in compact:
-        ref_vals, ref_i = _compact(ref if all_valid else np.where(valid, ref, ref.dtype.type(r.ref_lo)))
-    else:
-        ref_vals, ref_i = _offset_axis(ref, r.ref_lo, r.ref_hi)  # invalid pixels wrap here; reset below
-    n_ref = len(ref_vals)
-    ng, nr, nl = len(reg_vals), n_ref + 1, len(lab_vals)
-    # code = (region * nr + reference) * nl + label, in the narrowest integer types
-    inner = ref_i.astype(_int_type(nr * nl))
-    if not all_valid:
-        inner[~valid] = n_ref  # the extra "reference nodata" row
-    inner *= nl
-    inner += lab_i
-    code = reg_i.astype(_int_type(ng * nr * nl))
-    code *= nr * nl
-    code += inner
-    dense = np.bincount(code, minlength=ng * nr * nl).astype(np.int64).reshape(ng, nr, nl)
-    return _split_histogram(dense, reg_vals, ref_vals, lab_vals, label_nodata)
-
-
-def _split_histogram(
-    dense: np.ndarray, reg_vals: np.ndarray, ref_vals: np.ndarray, lab_vals: np.ndarray, label_nodata: int
-) -> ChunkCounts:
-    """Separate nodata from a chunk histogram and keep only the values that occur."""
-    n_ref = len(ref_vals)
-    j = int(np.searchsorted(lab_vals, label_nodata))
-    has_nd = j < len(lab_vals) and lab_vals[j] == label_nodata
-    lab_nd = dense[:, :, j].sum(axis=1) if has_nd else np.zeros(len(reg_vals), np.int64)
-    ref_nd = dense[:, n_ref, :].sum(axis=1)
-    both = dense[:, n_ref, j] if has_nd else 0
-    excluded = np.stack([lab_nd, ref_nd, lab_nd + ref_nd - both], axis=1).astype(np.int64)
-    core = dense[:, :n_ref, :]
-    if has_nd:
-        core = np.delete(core, j, axis=2)
-        lab_vals = np.delete(lab_vals, j)
-    keep_g = dense.sum(axis=(1, 2)) > 0
-    keep_r = core.sum(axis=(0, 2)) > 0
-    keep_l = core.sum(axis=(0, 1)) > 0
-    return ChunkCounts(
-        regions=reg_vals[keep_g].astype(np.int64),
-        ref_values=ref_vals[keep_r].astype(np.int64),
-        label_values=lab_vals[keep_l].astype(np.int64),
-        counts=np.ascontiguousarray(core[np.ix_(keep_g, keep_r, keep_l)]),
-        excluded=excluded[keep_g],
-    )
-
-
-def merge_counts(parts: Iterable[ChunkCounts]) -> ChunkCounts:
-    """Sum count arrays whose axes differ: align every part on the union of its axes."""
-    parts = [p for p in parts if p is not None]
-    if not parts:
-        return ChunkCounts.empty()
-    regions = _union(p.regions for p in parts)
-    refs = _union(p.ref_values for p in parts)
-    labs = _union(p.label_values for p in parts)
-    counts = np.zeros((len(regions), len(refs), len(labs)), np.int64)
-    excluded = np.zeros((len(regions), 3), np.int64)
-    for p in parts:
-        ri = np.searchsorted(regions, p.regions)
-        counts[np.ix_(ri, np.searchsorted(refs, p.ref_values), np.searchsorted(labs, p.label_values))] += p.counts
-        excluded[ri] += p.excluded
-    return ChunkCounts(regions, refs, labs, counts, excluded)
-
-
-def _union(arrays: Iterable[np.ndarray]) -> np.ndarray:
-    arrays = list(arrays)
-    if not arrays:
-        return np.empty(0, np.int64)
-    return np.unique(np.concatenate([np.asarray(a, np.int64) for a in arrays]))
 
 
 @dataclass(frozen=True)
@@ -262,7 +66,6 @@ class _Plan:
 
     labels_path: str
     label_nodata: int
-    crs_wkt: str
     grid: ChunkGrid
     reference: Reference
     regions: Regions | None
@@ -270,11 +73,10 @@ class _Plan:
 
 def count_window(plan: _Plan, window: Window) -> ChunkCounts:
     """Task: read labels, reference and regions on one window and count them."""
-    transform = plan.grid.window_transform(window)
-    shape = (window.height, window.width)
+    grid = plan.grid.window_grid(window)
     labels = read_label_window(plan.labels_path, window)
-    ref, ref_invalid = reference_pixels(plan.reference, plan.crs_wkt, transform, shape)
-    codes, slot_of = regions_window_codes(plan.regions, plan.crs_wkt, transform, shape)
+    ref, ref_invalid = reference_pixels(plan.reference, grid)
+    codes, slot_of = regions_window_codes(plan.regions, grid)
     counts = count_pixels(labels, ref, ref_invalid, codes, plan.label_nodata)
     return replace(counts, regions=slot_of[counts.regions])  # increasing: stays sorted
 
@@ -295,77 +97,6 @@ def _reduce(plan: _Plan, windows: Sequence[Window], client: Any = None, fan_in: 
     if client is not None:
         return client.compute(parts[0]).result()
     return dask.compute(parts[0])[0]
-
-
-# --------------------------------------------------------------------------------------------
-# Class mapping
-# --------------------------------------------------------------------------------------------
-
-
-def hungarian_mapping(confusion: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int]) -> dict[int, int]:
-    """One-to-one label → class assignment maximising matched pixels (``confusion`` is ref × label).
-
-    >>> hungarian_mapping(np.array([[0, 9], [8, 1]]), [1, 2], [0, 1])
-    {0: 2, 1: 1}
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    if confusion.size == 0:
-        return {}
-    rows, cols = linear_sum_assignment(confusion, maximize=True)
-    return {int(label_values[c]): int(ref_values[r]) for r, c in sorted(zip(rows, cols), key=lambda rc: rc[1])}
-
-
-def majority_mapping(confusion: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int]) -> dict[int, int]:
-    """Each label → the reference class it overlaps most (ties: smallest class id); unseen labels stay unassigned.
-
-    >>> majority_mapping(np.array([[5, 1, 0], [2, 7, 0]]), [1, 2], [0, 1, 2])
-    {0: 1, 1: 2}
-    """
-    out = {}
-    for j, lab in enumerate(label_values):
-        col = confusion[:, j]
-        if col.sum() > 0:
-            out[int(lab)] = int(ref_values[int(np.argmax(col))])
-    return out
-
-
-def resolve_mapping(
-    spec: MappingSpec, confusion: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int]
-) -> dict[int, int]:
-    """Turn a mapping spec into ``{label id: reference class id}`` (absent = unassigned)."""
-    if isinstance(spec, Mapping):
-        return {int(k): int(v) for k, v in spec.items()}
-    if spec == "identity":
-        return {int(v): int(v) for v in label_values}
-    if spec == "hungarian":
-        return hungarian_mapping(confusion, ref_values, label_values)
-    if spec == "many-to-one":
-        return majority_mapping(confusion, ref_values, label_values)
-    raise InputError(f"unknown class mapping {spec!r}; use one of {', '.join(MAPPINGS)} or a dict label → class")
-
-
-def mapped_confusion(
-    raw: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int], mapping: Mapping[int, int], class_ids: Sequence[int]
-) -> np.ndarray:
-    """Collapse raw counts ``(..., ref, label)`` to ``(..., K, K + 1)`` over ``class_ids``.
-
-    Rows are reference classes, columns the classes the labels map to, and a last column for
-    labels that map to no class (unassigned).
-    """
-    k = len(class_ids)
-    pos = {int(c): i for i, c in enumerate(class_ids)}
-    a = np.zeros((len(ref_values), k), np.int64)
-    a[np.arange(len(ref_values)), [pos[int(v)] for v in ref_values]] = 1
-    b = np.zeros((len(label_values), k + 1), np.int64)
-    cols = [pos.get(mapping[int(v)], k) if int(v) in mapping else k for v in label_values]
-    b[np.arange(len(label_values)), cols] = 1
-    return a.T @ raw @ b
-
-
-# --------------------------------------------------------------------------------------------
-# The result
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass(eq=False)
@@ -391,9 +122,7 @@ class Evaluation:
     label_names: dict[int, str]
     pixel_area_m2: float
     labels_path: Path | None = None
-    crs_wkt: str = ""
-    transform: Affine = Affine.identity()
-    shape: tuple[int, int] = (0, 0)
+    grid: GeoGrid | None = None  # the label raster's grid
     reference: Reference | None = field(default=None, repr=False)
     regions: Regions | None = field(default=None, repr=False)
 
@@ -536,11 +265,6 @@ def iou_column(class_id: int, name: str) -> str:
     return f"iou_{class_id}_{slug}" if slug and slug != str(class_id) else f"iou_{class_id}"
 
 
-# --------------------------------------------------------------------------------------------
-# Entry point
-# --------------------------------------------------------------------------------------------
-
-
 def evaluate(
     labels_path: str | Path,
     reference: str | Path,
@@ -562,13 +286,13 @@ def evaluate(
     ``class_names`` names reference classes the reference itself does not name.
     """
     info = read_label_info(labels_path)
-    shape = (info.height, info.width)
     ref, reg = open_evaluation_inputs(
-        reference, info.crs, info.transform, shape, reference_field=reference_field, regions=regions,
+        reference, info.grid, reference_field=reference_field, regions=regions,
         region_field=region_field, grid_cell_m=grid_cell_m, mapping=mapping,
     )
-    plan = _Plan(str(info.path), info.nodata, info.crs.to_wkt(), info.grid, ref, reg)
-    total = _reduce(plan, list(info.grid.windows()), client)
+    chunks = info.chunk_grid
+    plan = _Plan(str(info.path), info.nodata, chunks, ref, reg)
+    total = _reduce(plan, list(chunks.windows()), client)
     return build_evaluation(
         total,
         legend=info.legend,
@@ -576,18 +300,14 @@ def evaluate(
         regions=reg,
         mapping=mapping,
         class_names=class_names,
-        crs=info.crs,
-        transform=info.transform,
-        shape=shape,
+        grid=info.grid,
         labels_path=info.path,
     )
 
 
 def open_evaluation_inputs(
     reference: str | Path,
-    crs: CRS,
-    transform: Affine,
-    shape: tuple[int, int],
+    grid: GeoGrid,
     *,
     reference_field: str | None = None,
     regions: str | Path | None = None,
@@ -595,23 +315,22 @@ def open_evaluation_inputs(
     grid_cell_m: float | None = None,
     mapping: MappingSpec = "identity",
 ) -> tuple[Reference, Regions | None]:
-    """Check and open the reference and regions for a raster on (crs, transform, shape).
+    """Check and open the reference and regions for a raster on ``grid``.
 
     A workflow calls this before predicting, so that a reference that does not overlap the scene
     or a regions layer without its id field fails the job at once, not after hours of work.
     """
-    bounds = window_bounds(transform, shape)
     if not isinstance(mapping, Mapping) and mapping not in MAPPINGS:
         raise InputError(f"unknown class mapping {mapping!r}; use one of {', '.join(MAPPINGS)} or a dict label → class")
     if regions is not None and grid_cell_m is not None:
         raise InputError("give either a regions layer or grid_cell_m, not both")
     if region_field is not None and regions is None:
         raise InputError("region_field needs a regions layer (regions=PATH)")
-    ref = open_reference(reference, reference_field, crs, bounds)
+    ref = open_reference(reference, reference_field, grid)
     if regions is not None:
-        reg: Regions | None = open_regions(regions, region_field, crs, bounds)
+        reg: Regions | None = open_regions(regions, region_field, grid)
     elif grid_cell_m is not None:
-        reg = grid_regions(grid_cell_m, crs, transform, shape)
+        reg = grid_regions(grid_cell_m, grid)
     else:
         reg = None
     return ref, reg
@@ -625,16 +344,14 @@ def build_evaluation(
     regions: Regions | None,
     mapping: MappingSpec,
     class_names: Mapping[int, str] | None,
-    crs: CRS,
-    transform: Affine,
-    shape: tuple[int, int],
+    grid: GeoGrid,
     labels_path: Path | None = None,
 ) -> Evaluation:
     """Turn the summed sparse counts into an :class:`Evaluation` (dense axes, mapping, classes)."""
     ids = list(regions.ids) if regions is not None else []
     ref_legend = dict(reference.legend) if reference is not None else {}
-    ref_vals = _union([total.ref_values, np.array(sorted(ref_legend), np.int64), _vector_classes(reference)])
-    lab_vals = _union([total.label_values, np.array([c.id for c in legend], np.int64)])
+    ref_vals = union_sorted([total.ref_values, np.array(sorted(ref_legend), np.int64), _vector_classes(reference)])
+    lab_vals = union_sorted([total.label_values, np.array([c.id for c in legend], np.int64)])
     dense = np.zeros((1 + len(ids), len(ref_vals), len(lab_vals)), np.int64)
     excl = np.zeros((1 + len(ids), 3), np.int64)
     if total.counts.size or len(total.regions):
@@ -645,12 +362,10 @@ def build_evaluation(
     counts = np.concatenate([scene[None], dense[1:]])
     excluded = np.concatenate([excl.sum(axis=0)[None], excl[1:]])
     resolved = resolve_mapping(mapping, scene, ref_vals, lab_vals)
-    class_ids = _union([ref_vals, np.array(sorted(set(resolved.values())), np.int64)])
+    class_ids = union_sorted([ref_vals, np.array(sorted(set(resolved.values())), np.int64)])
     label_names = {c.id: c.name for c in legend}
     names = _class_names(class_ids, class_names or {}, ref_legend, label_names, mapping)
     colors = _class_colors(class_ids, dict(reference.colors) if reference is not None else {}, legend, mapping)
-    mpu = metres_per_unit(crs)
-    px_area = ChunkGrid(shape[0], shape[1], 1, transform).pixel_area * mpu**2 if mpu else float("nan")
     return Evaluation(
         counts=counts,
         region_ids=["ALL", *ids],
@@ -663,11 +378,9 @@ def build_evaluation(
         class_names=names,
         class_colors=colors,
         label_names=label_names,
-        pixel_area_m2=float(px_area),
+        pixel_area_m2=float(grid.pixel_area_m2),
         labels_path=labels_path,
-        crs_wkt=crs.to_wkt(),
-        transform=transform,
-        shape=shape,
+        grid=grid,
         reference=reference,
         regions=regions,
     )
@@ -704,15 +417,4 @@ def _class_colors(
     }
 
 
-__all__ = [
-    "ChunkCounts",
-    "Evaluation",
-    "confusion_metrics",
-    "count_pixels",
-    "evaluate",
-    "hungarian_mapping",
-    "majority_mapping",
-    "mapped_confusion",
-    "merge_counts",
-    "resolve_mapping",
-]
+__all__ = ["Evaluation", "build_evaluation", "evaluate", "iou_column", "open_evaluation_inputs"]

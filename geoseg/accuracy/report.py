@@ -1,19 +1,14 @@
-"""Accuracy outputs people can open: CSV tables, a regions GeoPackage for QGIS, one HTML page.
+"""The accuracy report: one self-contained HTML page, with the tables beside it.
 
-:func:`write_outputs` writes, into one folder:
+:func:`write_outputs` writes the tables (:mod:`geoseg.accuracy.tables`: ``metrics.csv``,
+``confusion.csv``, ``class_mapping.csv``, ``regions_metrics.gpkg``) and ``report.html``:
+self-contained (images are base64 PNGs drawn by matplotlib, no external URL): headline figures,
+per-class IoU bars, the confusion heat map, a map of regions coloured by mIoU and a small preview
+of image, reference and prediction side by side.
 
-* ``metrics.csv``: the long table of :meth:`Evaluation.metrics` (region × class, plus region rows);
-* ``confusion.csv``: the whole-scene confusion matrix, reference classes down, predicted across;
-* ``class_mapping.csv``: which label became which reference class (matters for k-means);
-* ``regions_metrics.gpkg``: the regions with ``miou``, accuracy, kappa and ``iou_<id>_<name>``
-  per class, ready to colour in QGIS (the scene outline when no regions were given);
-* ``report.html``: self-contained (images are base64 PNGs drawn by matplotlib, no external URL):
-  headline figures, per-class IoU bars, the confusion heat map, a map of regions coloured by mIoU
-  and a small preview of image, reference and prediction side by side.
-
-Every file is written under a temporary name and renamed into place, so a reader never sees a
-half-written output. Previews read decimated overviews only (a strided Zarr read, rasterio
-``out_shape`` reads), so memory stays small whatever the raster size.
+Every file is written through :mod:`geoseg.io.atomic` (a reader never sees a half-written
+output). Previews read decimated overviews only (a strided Zarr read, rasterio ``out_shape``
+reads), so memory stays small whatever the raster size.
 """
 
 from __future__ import annotations
@@ -23,19 +18,27 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 from affine import Affine
-from rasterio.crs import CRS
 
 from geoseg.accuracy.evaluate import Evaluation
-from geoseg.accuracy.reference import GridRegions, RasterReference, SENTINEL, VectorReference, regions_frame, window_bounds
+from geoseg.accuracy.reference import SENTINEL, RasterReference, VectorReference
+from geoseg.accuracy.regions import GridRegions
+from geoseg.accuracy.tables import class_label, label_grid, write_tables
+from geoseg.geo import GeoGrid
+from geoseg.io.atomic import write_text_atomic
+
 
 #: Longest side of preview images, in pixels.
 PREVIEW_PX = 400
+
+
 _NODATA_COLOR = "#ffffff"
+
+
 _UNASSIGNED_COLOR = "#9e9e9e"
 
 
@@ -54,87 +57,10 @@ def write_outputs(
     composite.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     metrics = evaluation.metrics()
-    paths = {
-        "metrics": _atomic(out / "metrics.csv", lambda p: metrics.to_csv(p, index=False)),
-        "confusion": _atomic(out / "confusion.csv", lambda p: confusion_table(evaluation).to_csv(p)),
-        "class_mapping": _atomic(out / "class_mapping.csv", lambda p: evaluation.mapping_table().to_csv(p, index=False)),
-    }
-    gdf = regions_with_metrics(evaluation, regions_path)
-    paths["regions_metrics"] = _atomic(
-        out / "regions_metrics.gpkg", lambda p: gdf.to_file(p, driver="GPKG", layer="regions_metrics")
-    )
-    page = render_html(evaluation, metrics, gdf, preview)
-    paths["report"] = _atomic(out / "report.html", lambda p: Path(p).write_text(page, encoding="utf-8"))
+    paths, gdf = write_tables(evaluation, out, regions_path=regions_path, metrics=metrics)
+    paths["report"] = write_text_atomic(out / "report.html", render_html(evaluation, metrics, gdf, preview))
     return paths
-
-
-def _atomic(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Write via ``write(tmp)`` then rename: readers see the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-# --------------------------------------------------------------------------------------------
-# Tables
-# --------------------------------------------------------------------------------------------
-
-
-def _class_label(ev: Evaluation, c: Any) -> str:
-    return c if isinstance(c, str) else f"{c} {ev.class_names.get(int(c), '')}".strip()
-
-
-def confusion_table(evaluation: Evaluation, region: Any = "ALL") -> pd.DataFrame:
-    """The confusion matrix with ``"<id> <name>"`` labels, for the CSV and the page."""
-    df = evaluation.confusion(region)
-    df.index = [_class_label(evaluation, c) for c in df.index]
-    df.columns = [_class_label(evaluation, c) for c in df.columns]
-    df.index.name = "reference \\ predicted"
-    return df
-
-
-def regions_with_metrics(evaluation: Evaluation, regions_path: str | Path | None = None):  # noqa: ANN201
-    """The regions as a GeoDataFrame with their figures (the scene outline if there are none)."""
-    import geopandas as gpd
-    from shapely import box
-
-    table = evaluation.regions_table()
-    regions = evaluation.regions
-    if regions_path is not None:
-        from geoseg.accuracy.reference import open_regions
-
-        field = getattr(regions, "field", None)
-        regions = open_regions(regions_path, field, CRS.from_wkt(evaluation.crs_wkt), _scene_bounds(evaluation))
-    if regions is None:
-        gdf = gpd.GeoDataFrame(
-            {"region_id": ["ALL"]}, geometry=[box(*_scene_bounds(evaluation))], crs=CRS.from_wkt(evaluation.crs_wkt)
-        )
-    else:
-        gdf = regions_frame(regions)
-    t = table.set_index(pd.Index(list(table["region_id"]), dtype=object)).drop(columns="region_id")
-    joined = t.reindex(pd.Index(list(gdf["region_id"]), dtype=object))
-    for col in joined.columns:
-        values = pd.to_numeric(pd.Series(joined[col].to_numpy()), errors="coerce")
-        gdf[col] = values.astype("Int64" if col.endswith("_px") else "float64").to_numpy()
-    return gdf
-
-
-def _scene_bounds(ev: Evaluation) -> tuple[float, float, float, float]:
-    return window_bounds(ev.transform, ev.shape)
-
-
-# --------------------------------------------------------------------------------------------
-# Figures
-# --------------------------------------------------------------------------------------------
 
 
 def _png(fig) -> str:  # noqa: ANN001 - matplotlib Figure
@@ -165,7 +91,7 @@ def iou_bar_chart(ev: Evaluation, metrics: pd.DataFrame) -> str:
     scene = _scene_rows(metrics)
     cls = scene[(scene["kind"] == "class") & scene["iou"].notna()]
     fig, ax = plt.subplots(figsize=(7, 0.4 * max(len(cls), 2) + 1))
-    names = [_class_label(ev, int(c)) for c in cls["class_id"]]
+    names = [class_label(ev, int(c)) for c in cls["class_id"]]
     colors = [ev.class_colors.get(int(c), "#4c72b0") for c in cls["class_id"]]
     ax.barh(names, cls["iou"].to_numpy(float), color=colors, edgecolor="#333333")
     for y, v in enumerate(cls["iou"].to_numpy(float)):
@@ -196,8 +122,8 @@ def confusion_heatmap(ev: Evaluation) -> str:
     if n <= 16:
         for (i, j), v in np.ndenumerate(counts):
             ax.text(j, i, f"{int(v):,}", ha="center", va="center", fontsize=8, color="white" if share[i, j] > 0.5 else "black")
-    ax.set_xticks(range(df.shape[1]), [_class_label(ev, c) for c in df.columns], rotation=45, ha="right")
-    ax.set_yticks(range(df.shape[0]), [_class_label(ev, c) for c in df.index])
+    ax.set_xticks(range(df.shape[1]), [class_label(ev, c) for c in df.columns], rotation=45, ha="right")
+    ax.set_yticks(range(df.shape[0]), [class_label(ev, c) for c in df.index])
     ax.set_xlabel("predicted")
     ax.set_ylabel("reference")
     ax.set_title("Confusion matrix (colour = share of the reference class)")
@@ -212,12 +138,13 @@ def regions_map(ev: Evaluation, gdf) -> str | None:  # noqa: ANN001 - GeoDataFra
     plt = _plt()
     from shapely import box
 
-    crs = CRS.from_wkt(ev.crs_wkt)
+    grid = label_grid(ev)
+    crs = grid.crs
     g = gdf.to_crs(crs) if gdf.crs is not None and gdf.crs != crs else gdf
     fig, ax = plt.subplots(figsize=(7, 6))
     import geopandas as gpd
 
-    gpd.GeoSeries([box(*_scene_bounds(ev))], crs=crs).boundary.plot(ax=ax, color="black", linewidth=1)
+    gpd.GeoSeries([box(*grid.bounds)], crs=crs).boundary.plot(ax=ax, color="black", linewidth=1)
     missing = g[g["miou"].isna()]
     if len(missing):
         missing.plot(ax=ax, color="#d9d9d9", edgecolor="#999999", linewidth=0.3)
@@ -225,7 +152,7 @@ def regions_map(ev: Evaluation, gdf) -> str | None:  # noqa: ANN001 - GeoDataFra
     if len(have):
         have.plot(ax=ax, column="miou", cmap="RdYlGn", vmin=0, vmax=1, edgecolor="#555555", linewidth=0.3, legend=True,
                   legend_kwds={"label": "mIoU", "shrink": 0.7})  # fmt: skip
-    left, bottom, right, top = _scene_bounds(ev)
+    left, bottom, right, top = grid.bounds
     ax.set_xlim(left - 0.02 * (right - left), right + 0.02 * (right - left))
     ax.set_ylim(bottom - 0.02 * (top - bottom), top + 0.02 * (top - bottom))
     ax.set_aspect("equal")
@@ -239,21 +166,17 @@ def _scene_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     return metrics[metrics["region_id"].map(lambda v: isinstance(v, str) and v == "ALL")]
 
 
-# --------------------------------------------------------------------------------------------
-# Preview (decimated reads only)
-# --------------------------------------------------------------------------------------------
+def preview_grid(grid: GeoGrid, max_px: int = PREVIEW_PX) -> tuple[int, GeoGrid]:
+    """Decimation step and grid of a preview of ``grid`` whose long side is at most ``max_px``.
 
-
-def preview_grid(shape: tuple[int, int], transform: Affine, max_px: int = PREVIEW_PX) -> tuple[int, Affine, tuple[int, int]]:
-    """Decimation step, transform and shape of a preview whose long side is at most ``max_px``.
-
-    >>> step, t, shape = preview_grid((1000, 500), Affine(10, 0, 0, 0, -10, 0), 400)
-    >>> step, shape, t.a
+    >>> from rasterio.crs import CRS
+    >>> step, g = preview_grid(GeoGrid(1000, 500, Affine(10, 0, 0, 0, -10, 0), CRS.from_epsg(32633).to_wkt()), 400)
+    >>> step, g.shape, g.transform.a
     (3, (334, 167), 30.0)
     """
-    step = max(1, math.ceil(max(shape) / max_px))
-    out_shape = (math.ceil(shape[0] / step), math.ceil(shape[1] / step))
-    return step, transform @ Affine.scale(step), out_shape
+    step = max(1, math.ceil(max(grid.shape) / max_px))
+    h, w = math.ceil(grid.height / step), math.ceil(grid.width / step)
+    return step, GeoGrid(h, w, grid.transform @ Affine.scale(step), grid.crs_wkt)
 
 
 def read_labels_decimated(path: Path, step: int) -> np.ndarray:
@@ -272,14 +195,15 @@ def read_labels_decimated(path: Path, step: int) -> np.ndarray:
     return np.asarray(arr[::step, ::step])
 
 
-def _decimated(src, indexes: Sequence[int], crs: CRS, transform: Affine, shape: tuple[int, int], fill: float):  # noqa: ANN001, ANN202
-    """Bands of ``src`` on a coarse grid: an ``out_shape`` read when CRSs agree, else a WarpedVRT."""
+def _decimated(src, indexes: Sequence[int], grid: GeoGrid, fill: float):  # noqa: ANN001, ANN202
+    """Bands of ``src`` on a coarse ``grid``: an ``out_shape`` read when CRSs agree, else a WarpedVRT."""
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
     from rasterio.windows import from_bounds
 
+    crs, transform, shape = grid.crs, grid.transform, grid.shape
     if src.crs == crs and src.transform.b == 0 and transform.b == 0:
-        win = from_bounds(*window_bounds(transform, shape), transform=src.transform)
+        win = from_bounds(*grid.bounds, transform=src.transform)
         return src.read(
             list(indexes), window=win, out_shape=(len(indexes), *shape), boundless=True, fill_value=fill,
             resampling=Resampling.nearest,
@@ -289,31 +213,32 @@ def _decimated(src, indexes: Sequence[int], crs: CRS, transform: Affine, shape: 
         return vrt.read(list(indexes))
 
 
-def read_reference_decimated(ref: Any, crs: CRS, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
-    """Reference classes on the preview grid, ``SENTINEL`` where missing."""
+def read_reference_decimated(ref: Any, grid: GeoGrid) -> np.ndarray:
+    """Reference classes on the preview ``grid``, ``SENTINEL`` where missing."""
     if isinstance(ref, RasterReference):
         import rasterio
 
         with rasterio.open(ref.path) as src:
-            data = _decimated(src, [1], crs, transform, shape, fill=0)[0].astype(np.int64)
-            mask = _decimated_mask(src, crs, transform, shape)
+            data = _decimated(src, [1], grid, fill=0)[0].astype(np.int64)
+            mask = _decimated_mask(src, grid)
         if ref.nodata is not None:
             mask &= data != int(ref.nodata)
         return np.where(mask, data, SENTINEL)
     if isinstance(ref, VectorReference):
-        from geoseg.accuracy.reference import _burn, _read_layer_window
+        from geoseg.accuracy.layers import burn_shapes, layer_window
 
-        df = _read_layer_window(ref.path, ref.layer, [ref.field], ref.crs, crs, window_bounds(transform, shape))
+        df = layer_window(ref.path, ref.layer, [ref.field], ref.crs_wkt, grid)
         df = df[df[ref.field].notna()]
         shapes = list(zip(df.geometry.values, df[ref.field].astype(np.int64).to_numpy()))
-        return _burn(shapes, transform, shape, SENTINEL).astype(np.int64)
-    return np.full(shape, SENTINEL, np.int64)
+        return burn_shapes(shapes, grid, SENTINEL).astype(np.int64)
+    return np.full(grid.shape, SENTINEL, np.int64)
 
 
-def _decimated_mask(src, crs: CRS, transform: Affine, shape: tuple[int, int]) -> np.ndarray:  # noqa: ANN001
+def _decimated_mask(src, grid: GeoGrid) -> np.ndarray:  # noqa: ANN001
     """True where the preview pixel lies inside the source raster."""
     from rasterio.warp import transform as warp_transform
 
+    crs, transform, shape = grid.crs, grid.transform, grid.shape
     rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
     xs, ys = transform @ (cols.ravel() + 0.5, rows.ravel() + 0.5)
     if src.crs != crs:
@@ -323,7 +248,7 @@ def _decimated_mask(src, crs: CRS, transform: Affine, shape: tuple[int, int]) ->
     return inside.reshape(shape)
 
 
-def read_rgb_decimated(path: str | Path, crs: CRS, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+def read_rgb_decimated(path: str | Path, grid: GeoGrid) -> np.ndarray:
     """An RGB composite (Sentinel-2 B04/B03/B02 when named, else bands 1-3, else grey), 2-98 % stretch."""
     import rasterio
 
@@ -335,11 +260,11 @@ def read_rgb_decimated(path: str | Path, crs: CRS, transform: Affine, shape: tup
             idx = [1, 2, 3]
         else:
             idx = [1, 1, 1]
-        data = _decimated(src, idx, crs, transform, shape, fill=np.nan if src.dtypes[0].startswith("float") else 0)
+        data = _decimated(src, idx, grid, fill=np.nan if src.dtypes[0].startswith("float") else 0)
         data = data.astype(np.float64)
         if src.nodata is not None:
             data[data == src.nodata] = np.nan
-    rgb = np.empty(shape + (3,), np.float64)
+    rgb = np.empty(grid.shape + (3,), np.float64)
     for i in range(3):
         band = data[i]
         finite = band[np.isfinite(band)]
@@ -367,20 +292,20 @@ def preview_images(ev: Evaluation, image: str | Path | None = None) -> str | Non
     plt = _plt()
     from matplotlib.patches import Patch
 
-    crs = CRS.from_wkt(ev.crs_wkt)
-    step, t, _ = preview_grid(ev.shape, ev.transform)
+    step, small = preview_grid(label_grid(ev))
     labels = read_labels_decimated(ev.labels_path, step).astype(np.int64)
     shape = labels.shape
+    small = GeoGrid(shape[0], shape[1], small.transform, small.crs_wkt)  # the decimated read decides the shape
     lut = np.full(256, -2, np.int64)
     for lab, cls in ev.mapping.items():
         if 0 <= lab < 256:
             lut[lab] = cls
     lut[255] = SENTINEL  # label nodata
     pred = lut[np.clip(labels, 0, 255)]
-    ref = read_reference_decimated(ev.reference, crs, t, shape)
+    ref = read_reference_decimated(ev.reference, small)
     panels = []
     if image is not None:
-        panels.append(("image (RGB composite)", read_rgb_decimated(image, crs, t, shape)))
+        panels.append(("image (RGB composite)", read_rgb_decimated(image, small)))
     panels += [("reference", _class_image(ev, ref)), (f"prediction ({ev.mapping_method} mapping)", _class_image(ev, pred))]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6 * shape[0] / max(shape[1], 1) + 1))
     for ax, (title, img) in zip(np.atleast_1d(axes), panels):
@@ -389,7 +314,7 @@ def preview_images(ev: Evaluation, image: str | Path | None = None) -> str | Non
         ax.set_axis_off()
     shown = np.union1d(np.unique(ref), np.unique(pred))
     present = [int(c) for c in ev.class_ids if c in shown]
-    handles = [Patch(color=ev.class_colors[c], label=_class_label(ev, c)) for c in present]
+    handles = [Patch(color=ev.class_colors[c], label=class_label(ev, c)) for c in present]
     handles.append(Patch(facecolor=_NODATA_COLOR, edgecolor="#999999", label="nodata"))
     if (pred == -2).any():
         handles.append(Patch(color=_UNASSIGNED_COLOR, label="unassigned"))
@@ -397,10 +322,6 @@ def preview_images(ev: Evaluation, image: str | Path | None = None) -> str | Non
     fig.subplots_adjust(bottom=0.18)
     return _png(fig)
 
-
-# --------------------------------------------------------------------------------------------
-# The page
-# --------------------------------------------------------------------------------------------
 
 _TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -475,7 +396,7 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
     cls = scene[scene["kind"] == "class"]
     classes = [
         {
-            "name": _class_label(ev, int(r.class_id)),
+            "name": class_label(ev, int(r.class_id)),
             "color": ev.class_colors.get(int(r.class_id), "#cccccc"),
             "iou": _fmt(r.iou), "precision": _fmt(r.precision), "recall": _fmt(r.recall), "f1": _fmt(r.f1),
             "support": _fmt(int(r.support_px)), "area": _fmt(r.area_m2 / 1e6, 4),
@@ -498,7 +419,7 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
     ]
     mapping = [
         {"label_id": r.label_id, "label_name": r.label_name, "pixels": _fmt(int(r.pixels)),
-         "cls": "unassigned" if pd.isna(r.class_id) else _class_label(ev, int(r.class_id))}  # fmt: skip
+         "cls": "unassigned" if pd.isna(r.class_id) else class_label(ev, int(r.class_id))}  # fmt: skip
         for r in ev.mapping_table().itertuples()
     ]
     preview_png = None

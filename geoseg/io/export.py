@@ -17,9 +17,7 @@ Both read the label store chunk by chunk, so memory stays at a few chunks whatev
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -28,7 +26,8 @@ from affine import Affine
 
 from geoseg.legend import NODATA_LABEL, ClassInfo, legend_to_json
 from geoseg.errors import JobSpecError, OutputError
-from geoseg.geo import ChunkGrid, Window
+from geoseg.geo import ChunkGrid, GeoGrid, Window
+from geoseg.io.atomic import atomic_path, remove_path, temporary_name
 from geoseg.io.labelstore import LabelStoreWriter, is_geotiff, read_label_info, read_label_window
 
 #: Folder inside a label store that holds the overview levels (one label store per factor).
@@ -46,10 +45,6 @@ def colormap(legend: Sequence[ClassInfo]) -> dict[int, tuple[int, int, int, int]
     cmap = {c.id: (*c.rgb(), 255) for c in legend if 0 <= c.id <= 255}
     cmap[NODATA_LABEL] = (0, 0, 0, 0)
     return cmap
-
-
-def _temp_beside(path: Path, tag: str) -> Path:
-    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:10]}.{tag}{path.suffix or '.tif'}")
 
 
 def export_cog(
@@ -77,19 +72,18 @@ def export_cog(
     out = Path(out_tif)
     if not out.parent.exists():
         raise OutputError(f"output folder {out.parent} does not exist")
-    staging = _temp_beside(out, "staging")
-    partial = _temp_beside(out, "partial")
     profile = {
-        "driver": "GTiff", "height": info.height, "width": info.width, "count": 1, "dtype": "uint8",
-        "crs": info.crs, "transform": info.transform, "nodata": NODATA_LABEL, "tiled": True,
+        "driver": "GTiff", "height": info.grid.height, "width": info.grid.width, "count": 1, "dtype": "uint8",
+        "crs": info.grid.crs, "transform": info.grid.transform, "nodata": NODATA_LABEL, "tiled": True,
         "blockxsize": blocksize, "blockysize": blocksize, "compress": "ZSTD", "BIGTIFF": "IF_SAFER",
     }
+    staging = temporary_name(out)  # the tiled copy GDAL's COG driver rewrites
     try:
         with rasterio.open(staging, "w", **profile) as dst:
             dst.write_colormap(1, colormap(info.legend))
             dst.set_band_description(1, "class label")
             dst.update_tags(GEOSEG_CLASSES=json.dumps(legend_to_json(info.legend)))
-            for w in info.grid.windows():
+            for w in info.chunk_grid.windows():
                 dst.write(read_label_window(info.path, w), 1, window=w.to_rasterio())
         options = {
             "COMPRESS": compress, "BLOCKSIZE": blocksize, "OVERVIEW_RESAMPLING": overview_resampling.upper(),
@@ -97,11 +91,10 @@ def export_cog(
         }
         if overview_count is not None:
             options["OVERVIEW_COUNT"] = int(overview_count)
-        rio_copy(str(staging), str(partial), driver="COG", **options)
-        os.replace(partial, out)
+        with atomic_path(out) as partial:
+            rio_copy(str(staging), str(partial), driver="COG", **options)
     finally:
-        staging.unlink(missing_ok=True)
-        partial.unlink(missing_ok=True)
+        remove_path(staging)
     return out
 
 
@@ -150,8 +143,9 @@ def downsample_nearest(labels: np.ndarray, factor: int) -> np.ndarray:
 
 def overview_grid(grid: ChunkGrid, factor: int) -> ChunkGrid:
     """The grid of an overview ``factor`` times coarser (edges rounded up), same chunk size."""
-    return ChunkGrid(-(-grid.height // factor), -(-grid.width // factor), grid.chunk,
-                     grid.transform * Affine.scale(factor))
+    coarse = GeoGrid(-(-grid.height // factor), -(-grid.width // factor), grid.transform * Affine.scale(factor),
+                     grid.crs_wkt)
+    return coarse.tiles(grid.chunk)
 
 
 def overview_path(labels_path: str | Path, factor: int) -> Path:
@@ -189,7 +183,7 @@ def build_overviews(
         raise JobSpecError(f"{labels_path}: Zarr overviews are built inside a labels.zarr store; "
                            "for a GeoTIFF use gdaladdo, or export_cog which writes its own overviews")
     info = read_label_info(labels_path)
-    source, source_grid, source_factor = info.path, info.grid, 1
+    source, source_grid, source_factor = info.path, info.chunk_grid, 1
     out_paths = []
     for factor in levels:
         step = factor // source_factor
@@ -198,7 +192,7 @@ def build_overviews(
         if target.exists():
             shutil.rmtree(target)
         attrs = {"geoseg:overview_factor": factor, "geoseg:overview_resampling": resampling}
-        writer = LabelStoreWriter.create(target, grid, info.crs, info.legend, attrs)
+        writer = LabelStoreWriter.create(target, grid, info.legend, attrs)
         for w in grid.windows():
             src_window = _source_window(w, step, source_grid)
             block = read_label_window(source, src_window)

@@ -19,7 +19,6 @@ A ``labels.zarr`` that exists is therefore always complete.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,11 @@ from typing import Any
 
 import numpy as np
 from affine import Affine
-from rasterio.crs import CRS
 
 from geoseg.legend import NODATA_LABEL, ClassInfo, legend_from_json, legend_to_json
 from geoseg.errors import InputError, OutputError
-from geoseg.geo import ChunkGrid, Window
+from geoseg.geo import ChunkGrid, GeoGrid, Window
+from geoseg.io.atomic import replace_path, write_text_atomic
 
 ARRAY_NAME = "labels"
 PARTIAL_SUFFIX = ".partial"
@@ -49,31 +48,28 @@ class LabelRasterInfo:
     """What a finished label store says about itself."""
 
     path: Path
-    crs: CRS
-    transform: Affine
-    height: int
-    width: int
+    grid: GeoGrid
     chunk: int
     legend: tuple[ClassInfo, ...]
     nodata: int
     attrs: dict[str, Any]
 
     @property
-    def grid(self) -> ChunkGrid:
-        return ChunkGrid(self.height, self.width, self.chunk, self.transform)
+    def chunk_grid(self) -> ChunkGrid:
+        """The store's grid cut into its own chunks (the unit every reader works in)."""
+        return self.grid.tiles(self.chunk)
 
 
 class LabelStoreWriter:
     """Builds ``<path>`` chunk by chunk; safe to use from many processes at once.
 
-    Create it on the client with :meth:`create` (or :meth:`resume`), then call
-    :func:`write_label_chunk` from tasks with the same ``path`` and ``grid``.
+    Create it on the client with :meth:`create`, then, in tasks, build a writer with the same
+    ``path`` and ``grid`` and call :meth:`write`. The grid carries the CRS written into the store.
     """
 
-    def __init__(self, path: str | Path, grid: ChunkGrid, crs: CRS, array: str = ARRAY_NAME) -> None:
+    def __init__(self, path: str | Path, grid: ChunkGrid, array: str = ARRAY_NAME) -> None:
         self.path = Path(path)
         self.grid = grid
-        self.crs = crs
         self.array = array
 
     @property
@@ -85,7 +81,6 @@ class LabelStoreWriter:
         cls,
         path: str | Path,
         grid: ChunkGrid,
-        crs: CRS,
         legend: tuple[ClassInfo, ...],
         attrs: dict[str, Any] | None = None,
         resume_key: str | None = None,
@@ -100,7 +95,7 @@ class LabelStoreWriter:
         layout hold other per-pixel rasters on the label grid, e.g. a confidence raster."""
         import zarr
 
-        writer = cls(path, grid, crs, array)
+        writer = cls(path, grid, array)
         partial = writer.partial_path
         if partial.exists():
             old_key = _read_resume_key(partial)
@@ -117,7 +112,7 @@ class LabelStoreWriter:
             fill_value=fill_value,
             compressors=_compressor(),
         )
-        labels.attrs.update(_label_attrs(crs, legend, {"geoseg:nodata": fill_value, **(attrs or {})}))
+        labels.attrs.update(_label_attrs(grid.crs_wkt, legend, {"geoseg:nodata": fill_value, **(attrs or {})}))
         t = grid.transform
         x = root.create_array("x", shape=(grid.width,), chunks=(grid.width,), dtype="float64", compressors=None)
         x[:] = t.c + t.a * (np.arange(grid.width) + 0.5)
@@ -129,8 +124,8 @@ class LabelStoreWriter:
         ref.attrs.update(
             {
                 "_ARRAY_DIMENSIONS": [],
-                "crs_wkt": crs.to_wkt(),
-                "spatial_ref": crs.to_wkt(),
+                "crs_wkt": grid.crs_wkt,
+                "spatial_ref": grid.crs_wkt,
                 "GeoTransform": " ".join(repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
             }
         )
@@ -146,7 +141,9 @@ class LabelStoreWriter:
 
     def done_windows(self) -> set[str]:
         folder = self.partial_path / _MARKERS
-        return {p.stem for p in folder.glob("*.done")} if folder.exists() else set()
+        if not folder.exists():
+            return set()
+        return {p.stem for p in folder.glob("*.done") if not p.name.startswith(".")}  # hidden: a temporary
 
     def write(self, window: Window, labels: np.ndarray) -> None:
         """Write one whole chunk, then its marker (so a crash mid-write is redone on resume)."""
@@ -157,9 +154,7 @@ class LabelStoreWriter:
         arr = zarr.open_array(str(self.partial_path / self.array), mode="r+", zarr_format=2)
         rows, cols = window.slices
         arr[rows, cols] = labels.astype(arr.dtype, copy=False)
-        tmp = self.marker(window).with_suffix(".tmp")
-        tmp.write_text("ok")
-        os.replace(tmp, self.marker(window))
+        write_text_atomic(self.marker(window), "ok")
 
     def finalize(self, extra_attrs: dict[str, Any] | None = None) -> Path:
         """Check every chunk is done, consolidate metadata and move the store into place."""
@@ -176,9 +171,7 @@ class LabelStoreWriter:
         root.attrs.update({"geoseg:complete": True})
         shutil.rmtree(partial / _MARKERS)
         zarr.consolidate_metadata(str(partial))
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        os.replace(partial, self.path)
+        replace_path(partial, self.path)  # an older store is renamed aside, then removed
         return self.path
 
 
@@ -189,7 +182,7 @@ def _read_resume_key(partial: Path) -> str | None:
         return None
 
 
-def _label_attrs(crs: CRS, legend: tuple[ClassInfo, ...], extra: dict[str, Any]) -> dict[str, Any]:
+def _label_attrs(crs_wkt: str, legend: tuple[ClassInfo, ...], extra: dict[str, Any]) -> dict[str, Any]:
     flags = (
         {"flag_values": [c.id for c in legend], "flag_meanings": " ".join(c.name.replace(" ", "_") for c in legend)}
         if legend
@@ -197,7 +190,7 @@ def _label_attrs(crs: CRS, legend: tuple[ClassInfo, ...], extra: dict[str, Any])
     )
     return {
         "_ARRAY_DIMENSIONS": ["y", "x"],
-        "_CRS": {"wkt": crs.to_wkt()},
+        "_CRS": {"wkt": crs_wkt},
         "grid_mapping": "spatial_ref",
         "coordinates": "spatial_ref",
         "long_name": "class label",
@@ -206,11 +199,6 @@ def _label_attrs(crs: CRS, legend: tuple[ClassInfo, ...], extra: dict[str, Any])
         "geoseg:nodata": NODATA_LABEL,
         **extra,
     }
-
-
-def write_label_chunk(path: str | Path, grid: ChunkGrid, crs: CRS, window: Window, labels: np.ndarray) -> None:
-    """Task-side helper: write one chunk of the store being built at ``path``."""
-    LabelStoreWriter(path, grid, crs).write(window, labels)
 
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
@@ -244,10 +232,7 @@ def read_label_info(path: str | Path) -> LabelRasterInfo:
     attrs = dict(arr.attrs)
     return LabelRasterInfo(
         path=path,
-        crs=CRS.from_wkt(ref["crs_wkt"]),
-        transform=Affine(a, b, c, d, e, f),
-        height=int(arr.shape[0]),
-        width=int(arr.shape[1]),
+        grid=GeoGrid(int(arr.shape[0]), int(arr.shape[1]), Affine(a, b, c, d, e, f), ref["crs_wkt"]),
         chunk=int(arr.chunks[0]),
         legend=legend_from_json(attrs.get("geoseg:classes", [])),
         nodata=int(attrs.get("geoseg:nodata", NODATA_LABEL)),
@@ -280,7 +265,7 @@ def open_labels(path: str | Path, chunks: str | dict | None = None):  # noqa: AN
     info = read_label_info(path)
     ds = xr.open_zarr(str(path), mask_and_scale=False, chunks={} if chunks is None else chunks, consolidated=True)
     da = ds[ARRAY_NAME]
-    da = da.rio.write_crs(info.crs).rio.write_transform(info.transform).rio.write_nodata(info.nodata)
+    da = da.rio.write_crs(info.grid.crs).rio.write_transform(info.grid.transform).rio.write_nodata(info.nodata)
     da.attrs["legend"] = info.legend
     return da
 
@@ -315,7 +300,7 @@ def _geotiff_label_info(path: Path) -> LabelRasterInfo:
             tags = ds.tags()
             block = ds.block_shapes[0][0] if ds.block_shapes[0][0] == ds.block_shapes[0][1] else 1024
             nodata = NODATA_LABEL if ds.nodata is None else int(ds.nodata)
-            crs, transform, height, width = ds.crs, ds.transform, ds.height, ds.width
+            grid = GeoGrid.of_dataset(ds)
     except rasterio.errors.RasterioError as exc:
         raise InputError(f"cannot read label raster {path}: {exc}") from exc
     if "GEOSEG_CLASSES" in tags:
@@ -323,5 +308,4 @@ def _geotiff_label_info(path: Path) -> LabelRasterInfo:
     else:
         ids = sorted(k for k in cmap if k != nodata and cmap[k][3] > 0 and k < 255) if cmap else []
         legend = tuple(ClassInfo(i, f"class {i}", "#{:02x}{:02x}{:02x}".format(*cmap[i][:3])) for i in ids)
-    return LabelRasterInfo(path=path, crs=crs, transform=transform, height=height, width=width,
-                           chunk=max(256, block), legend=legend, nodata=nodata, attrs=dict(tags))
+    return LabelRasterInfo(path=path, grid=grid, chunk=max(256, block), legend=legend, nodata=nodata, attrs=dict(tags))

@@ -17,12 +17,10 @@ from typing import Sequence
 
 import numpy as np
 import rasterio
-from affine import Affine
-from rasterio.crs import CRS
 from rasterio.errors import RasterioError, RasterioIOError
 
 from geoseg.errors import GridMismatchError, InputError
-from geoseg.geo import ChunkGrid, Window, aligned_chunk_size
+from geoseg.geo import ChunkGrid, GeoGrid, Window, aligned_chunk_size
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +37,7 @@ class Scene:
     """The inputs of a job: files on one grid, their bands, nodata and georeferencing."""
 
     paths: tuple[str, ...]
-    crs: CRS
-    transform: Affine
-    height: int
-    width: int
+    grid: GeoGrid
     band_names: tuple[str, ...]
     band_counts: tuple[int, ...]
     nodata: tuple[float | None, ...]
@@ -57,12 +52,11 @@ class Scene:
     @property
     def resolution(self) -> float:
         """Pixel size in CRS units (the mean of x and y sizes)."""
-        return (abs(self.transform.a) + abs(self.transform.e)) / 2
+        return self.grid.resolution
 
-    def grid(self, chunk: int) -> ChunkGrid:
+    def chunk_grid(self, chunk: int) -> ChunkGrid:
         """The processing grid: ``chunk`` rounded to a multiple of the files' internal blocks."""
-        size = aligned_chunk_size(chunk, self.block)
-        return ChunkGrid(self.height, self.width, size, self.transform)
+        return self.grid.tiles(aligned_chunk_size(chunk, self.block))
 
 
 def expand_inputs(patterns: Sequence[str], allow_gdal_virtual: bool = False) -> list[str]:
@@ -132,10 +126,7 @@ def open_scene(patterns: Sequence[str] | str, allow_gdal_virtual: bool = False) 
     crs, transform, height, width, block = first
     return Scene(
         paths=tuple(paths),
-        crs=crs,
-        transform=transform,
-        height=height,
-        width=width,
+        grid=GeoGrid.of(height, width, transform, crs),
         band_names=tuple(names),
         band_counts=tuple(counts),
         nodata=tuple(nodata),
@@ -238,7 +229,7 @@ def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - 
 
     if not isinstance(scene, Scene):
         scene = open_scene(scene)
-    size = scene.grid(chunk).chunk
+    size = scene.chunk_grid(chunk).chunk
     arrays = [
         rioxarray.open_rasterio(p, chunks={"band": -1, "y": size, "x": size}, lock=False, masked=False)
         for p in scene.paths

@@ -70,8 +70,8 @@ class RunRecord:
             "versions": package_versions(),
             "inputs": [{"path": p, "bytes": s} for p, s in zip(scene.paths, scene.sizes_bytes)],
             "scene": {
-                "width": scene.width, "height": scene.height, "bands": list(scene.band_names),
-                "crs": scene.crs.to_string(), "transform": list(scene.transform)[:6],
+                "width": scene.grid.width, "height": scene.grid.height, "bands": list(scene.band_names),
+                "crs": scene.grid.crs.to_string(), "transform": list(scene.grid.transform)[:6],
             },
         }
         rec = cls(out / RUN_FILE, data)

@@ -26,6 +26,7 @@ from geoseg.errors import GeosegError, InputError, ModelError, OutputError, from
 from geoseg.run.lock import claim_output
 from geoseg.methods.features import FeatureSpec, ResolvedFeatures
 from geoseg.geo import ChunkGrid, Window, halo_window
+from geoseg.io.atomic import write_text_atomic
 from geoseg.io.scene import Scene, open_scene, read_window
 from geoseg.run.jobspec import DeepLabConfig, JobSpec, KMeansConfig
 from geoseg.io.labelstore import PARTIAL_SUFFIX, LabelStoreWriter
@@ -112,10 +113,8 @@ def label_task(
     """
     from geoseg.io.labelstore import read_partial_window
 
-    writer = LabelStoreWriter(store, grid, scene.crs)
-    conf_writer = (
-        LabelStoreWriter(confidence_store, grid, scene.crs, array=CONFIDENCE_ARRAY) if confidence_store else None
-    )
+    writer = LabelStoreWriter(store, grid)
+    conf_writer = LabelStoreWriter(confidence_store, grid, array=CONFIDENCE_ARRAY) if confidence_store else None
     if writer.is_done(window) and (conf_writer is None or conf_writer.is_done(window)):
         labels = read_partial_window(store, window)
     else:
@@ -290,12 +289,12 @@ def write_labels(
     ``labels.zarr`` that exists always has its finished ``confidence.zarr`` next to it.
     """
     reused = reused if reused is not None else [0]
-    writer = LabelStoreWriter.create(store, grid, scene.crs, predictor.legend(), attrs=attrs, resume_key=resume_key)
+    writer = LabelStoreWriter.create(store, grid, predictor.legend(), attrs=attrs, resume_key=resume_key)
     done = writer.done_windows()
     conf_writer = None
     if confidence_store is not None:
         conf_writer = LabelStoreWriter.create(
-            confidence_store, grid, scene.crs, (), attrs={**attrs, **CONFIDENCE_ATTRS}, resume_key=resume_key,
+            confidence_store, grid, (), attrs={**attrs, **CONFIDENCE_ATTRS}, resume_key=resume_key,
             dtype="uint8", fill_value=NODATA_LABEL, array=CONFIDENCE_ARRAY,
         )
         done &= conf_writer.done_windows()
@@ -372,7 +371,7 @@ def _run_stages(
 ) -> RunResult:
     times: dict[str, float] = record.stage_seconds
     record.set_cluster(info)
-    grid = scene.grid(job.chunk_size)
+    grid = scene.chunk_grid(job.chunk_size)
     outputs: dict[str, Path] = {}
     extra: dict[str, Any] = {}
     method = job.method
@@ -381,7 +380,7 @@ def _run_stages(
         if isinstance(method, KMeansConfig):
             model, feats = fit_kmeans_on_cluster(client, scene, grid, method, show_progress)
             predictor: ChunkPredictor = KMeansPredictor(model, feats)
-            (out / "model.json").write_text(json.dumps(model.to_json(), indent=1))
+            write_text_atomic(out / "model.json", json.dumps(model.to_json(), indent=1))
             outputs["model"] = out / "model.json"
             key = job_identity(job, scene, json.dumps(model.to_json()))
         else:
@@ -416,7 +415,7 @@ def _run_stages(
                 build_overviews(store, job.export.overviews, resampling=job.export.resampling)
 
     if job.vectorize.enabled:
-        from geoseg.vector.polygonize import vectorize_labels
+        from geoseg.vector.vectorize import vectorize_labels
 
         with _stage(times, "vectorize"):
             v = job.vectorize
@@ -472,7 +471,7 @@ def check_evaluation_inputs(job: JobSpec, scene: Scene) -> None:
 
     regions = job.regions
     open_evaluation_inputs(
-        str(job.reference.path), scene.crs, scene.transform, (scene.height, scene.width),
+        str(job.reference.path), scene.grid,
         reference_field=job.reference.field,
         regions=str(regions.path) if regions and regions.path else None,
         region_field=regions.field if regions else None,

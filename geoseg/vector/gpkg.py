@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +23,14 @@ import pyarrow as pa
 
 from geoseg.legend import ClassInfo
 from geoseg.errors import OutputError
+from geoseg.io.atomic import atomic_path
 
 #: Geometry column name; GDAL names the spatial index ``rtree_<layer>_<GEOMETRY_COLUMN>``.
 GEOMETRY_COLUMN = "geom"
 #: The table QGIS reads default styles from.
 STYLE_TABLE = "layer_styles"
-#: SQLite side files that may sit next to a GeoPackage while it is open.
-_SIDE_SUFFIXES = ("-journal", "-wal", "-shm")
 
-#: Arrow schema of the polygon layers written by :mod:`geoseg.vector.polygonize`.
+#: Arrow schema of the polygon layers written by :mod:`geoseg.vector.vectorize`.
 POLYGON_SCHEMA = pa.schema(
     [
         (GEOMETRY_COLUMN, pa.binary()),
@@ -49,32 +46,19 @@ POLYGON_SCHEMA = pa.schema(
 def atomic_gpkg(out_path: str | Path) -> Iterator[Path]:
     """Yield a temporary ``.gpkg`` path next to ``out_path``; rename it into place on success.
 
-    On any exception the temporary file (and SQLite side files) are removed and ``out_path``
-    is left as it was: an existing older output survives a failed run untouched.
+    :func:`geoseg.io.atomic.atomic_path` with the checks a GeoPackage needs first: on any
+    exception the temporary file (and SQLite side files) are removed and ``out_path`` is left as
+    it was, so an existing older output survives a failed run untouched.
     """
     out = Path(out_path)
     if not out.parent.exists():
         raise OutputError(f"output folder {out.parent} does not exist")
     if out.exists() and out.is_dir():
         raise OutputError(f"{out} is a folder; give a .gpkg file name")
-    tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:10]}.partial.gpkg")
-    try:
+    with atomic_path(out) as tmp:
         yield tmp
         if not tmp.exists():
             raise OutputError(f"nothing was written to {tmp}")
-        os.replace(tmp, out)
-    except BaseException:
-        _remove_gpkg(tmp)
-        raise
-    finally:
-        for suffix in _SIDE_SUFFIXES:
-            Path(str(tmp) + suffix).unlink(missing_ok=True)
-
-
-def _remove_gpkg(path: Path) -> None:
-    path.unlink(missing_ok=True)
-    for suffix in _SIDE_SUFFIXES:
-        Path(str(path) + suffix).unlink(missing_ok=True)
 
 
 def write_arrow_layer(

@@ -25,50 +25,34 @@ region's hole may touch its shell at a point). 8-connectivity is refused: GDAL r
 8-connected region as one polygon whose ring touches itself, which has no valid single-polygon
 equivalent, so a seam-exact result could not also be valid.
 
-Options: skipped classes (nodata by default) produce no polygons; a minimum mapping unit sieves
-small regions before polygonising (see :func:`prepare_chunk` for when that is chunk-independent);
-``simplify_tolerance`` applies coverage simplification to all polygons together, so neighbours
-keep their shared boundaries (no gaps, no overlaps). Polygons are written as they are produced
-(:mod:`geoseg.vector.gpkg`), so writing overlaps computing and the client never holds the whole output
-(except with simplification or ``layout="per_class"``, which need everything at once).
+This module is the chunk side: small pure functions from a chunk's labels to its final polygons,
+border pieces and side owners (:class:`ChunkPolygons`). Merging across seams is
+:mod:`geoseg.vector.seams`; orchestration and writing the GeoPackage, :mod:`geoseg.vector.vectorize`.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import re
 import time
-import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
-import pyarrow as pa
 import shapely
 from affine import Affine
 
-from geoseg.legend import NODATA_LABEL, PALETTE, ClassInfo
-from geoseg.errors import JobSpecError
-from geoseg.vector.gpkg import POLYGON_SCHEMA, atomic_gpkg, class_style, write_arrow_layer, write_layer_styles
+from geoseg.legend import NODATA_LABEL
 from geoseg.geo import ChunkGrid, Window, halo_window, trim_halo
-from geoseg.io.labelstore import read_label_info, read_label_window
-from geoseg.vector.seams import ROUND_PIECES as SEAM_ROUND_PIECES
-from geoseg.vector.seams import SeamMerger, union_each, union_on_cluster
+from geoseg.io.labelstore import read_label_window
 
-if TYPE_CHECKING:
-    from distributed import Client
-
-log = logging.getLogger(__name__)
 
 #: The only connectivity geoseg vectorises with (rook / edge neighbours).
 CONNECTIVITY = 4
-#: Layer name of ``layout="single"``.
-DEFAULT_LAYER = "polygons"
 
-Layout = Literal["single", "per_class"]
+
 Reader = Callable[[Window], np.ndarray]
+
 
 _SIDES = ("top", "bottom", "left", "right")
 
@@ -82,24 +66,6 @@ def _gdal_at_least(major: int, minor: int) -> bool:
 
 #: GDAL 3.7 replaced the polygoniser with one that emits OGC-valid 4-connected polygons.
 _GDAL_POLYGONS_VALID = _gdal_at_least(3, 7)
-
-
-# ---------------------------------------------------------------------------------------------
-# Results
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VectorizeResult:
-    """What :func:`vectorize_labels` wrote: counts and areas per class, and where time went."""
-
-    out_path: Path
-    n_features: int
-    layers: tuple[str, ...]
-    counts: dict[int, int]
-    areas_m2: dict[int, float]
-    seconds: float
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -133,11 +99,6 @@ class ChunkPolygons:
     border_class: np.ndarray
     sides: dict[str, np.ndarray]
     seconds: float = 0.0
-
-
-# ---------------------------------------------------------------------------------------------
-# Chunk side: small pure functions
-# ---------------------------------------------------------------------------------------------
 
 
 def prepare_chunk(
@@ -362,316 +323,3 @@ def vectorize_chunk(window: Window, spec: ChunkSpec) -> ChunkPolygons:
     res = chunk_polygons(labels, window, spec.grid, skip_classes=spec.skip_classes, world=spec.world)
     res.seconds = time.perf_counter() - t0
     return res
-
-
-# ---------------------------------------------------------------------------------------------
-# Client side: merging across seams
-# ---------------------------------------------------------------------------------------------
-
-
-def _chunk_index(window: Window, chunk: int) -> tuple[int, int]:
-    return window.row_off // chunk, window.col_off // chunk
-
-
-def vectorize_array(
-    labels: np.ndarray,
-    chunk: int,
-    *,
-    transform: Affine = Affine.identity(),
-    skip_classes: Sequence[int] = (NODATA_LABEL,),
-    min_mapping_unit_px: int = 0,
-    sieve_halo_px: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorise an in-memory label array chunk by chunk (no Dask, no files).
-
-    Returns shapely polygons in map coordinates and their classes: the same polygons
-    :func:`vectorize_labels` writes, handy in a notebook and for checking seam exactness.
-    """
-    grid = ChunkGrid(labels.shape[0], labels.shape[1], chunk, transform)
-    halo = _halo(min_mapping_unit_px, sieve_halo_px)
-    merger = SeamMerger(grid.chunks_shape)
-    finals, final_cls = [], []
-    for w in grid.windows():
-        arr = prepare_chunk(lambda win: labels[win.slices], w, grid.shape, min_mapping_unit_px=min_mapping_unit_px,
-                            halo_px=halo, skip_classes=skip_classes)
-        res = chunk_polygons(arr, w, grid, skip_classes=skip_classes, world=False)
-        finals.append(res.final)
-        final_cls.append(res.final_class)
-        merged, merged_cls = merger.add(_chunk_index(w, chunk), res)
-        finals.append(merged)
-        final_cls.append(merged_cls)
-    merged, merged_cls = merger.finish()
-    geoms = np.concatenate(finals + [merged])
-    return to_map_coords(geoms, transform), np.concatenate(final_cls + [merged_cls])
-
-
-# ---------------------------------------------------------------------------------------------
-# Orchestration
-# ---------------------------------------------------------------------------------------------
-
-
-def _halo(min_mapping_unit_px: int, sieve_halo_px: int | None) -> int:
-    if min_mapping_unit_px <= 1:
-        return 0
-    return int(min_mapping_unit_px if sieve_halo_px is None else sieve_halo_px)
-
-
-def _check_options(connectivity: int, layout: str, min_mapping_unit_px: int, simplify_tolerance: float) -> None:
-    if connectivity == 8:
-        raise JobSpecError(
-            "connectivity=8 is not supported: geoseg vectorises 4-connected regions (pixels sharing an edge), "
-            "which gives valid polygons identical to a single pass; use connectivity=4"
-        )
-    if connectivity != CONNECTIVITY:
-        raise JobSpecError(f"connectivity must be 4, got {connectivity!r}")
-    if layout not in ("single", "per_class"):
-        raise JobSpecError(f"layout must be 'single' or 'per_class', got {layout!r}")
-    if min_mapping_unit_px < 0:
-        raise JobSpecError(f"min_mapping_unit_px must be >= 0, got {min_mapping_unit_px}")
-    if not simplify_tolerance >= 0:
-        raise JobSpecError(f"simplify_tolerance must be >= 0, got {simplify_tolerance}")
-
-
-def _run_chunks(spec: ChunkSpec, windows: list[Window], client: "Client | None") -> Iterator[ChunkPolygons]:
-    """Chunk results in completion order: on the cluster if given, else one by one here."""
-    if client is None:
-        for w in windows:
-            yield vectorize_chunk(w, spec)
-        return
-    from distributed import as_completed
-
-    token = uuid.uuid4().hex[:8]
-    todo = iter(windows)
-    running: set = set()
-    done = as_completed()
-
-    def submit_next() -> None:
-        w = next(todo, None)
-        if w is not None:
-            fut = client.submit(vectorize_chunk, w, spec=spec, key=f"geoseg-vectorize-{token}-{w.key}")
-            running.add(fut)
-            done.add(fut)
-
-    # Back-pressure: only a few chunks ahead of the writer. Results are fetched one at a time, so
-    # when writing the GeoPackage is slower than polygonising, neither the client nor the workers
-    # pile up finished chunks (memory follows the chunk, not the output).
-    for _ in range(2 * _n_threads(client) + 2):
-        submit_next()
-    try:
-        for fut in done:
-            res = fut.result()
-            running.discard(fut)
-            fut.release()
-            submit_next()
-            yield res
-    finally:
-        client.cancel(list(running))
-
-
-def _worker_threads(client: "Client") -> list[int]:
-    """Threads of each worker (``client.nthreads()``: every worker, unlike ``scheduler_info()``).
-
-    Only a hint for batching and for how far ahead to submit, so any failure gives one worker.
-    """
-    try:
-        return list(client.nthreads().values()) or [1]
-    except Exception:  # noqa: BLE001
-        return [1]
-
-
-def _n_threads(client: "Client") -> int:
-    return max(1, sum(_worker_threads(client)))
-
-
-def _n_workers(client: "Client") -> int:
-    return len(_worker_threads(client))
-
-
-def _legend_for(ids: Iterable[int], legend: Sequence[ClassInfo]) -> tuple[ClassInfo, ...]:
-    """Legend entries for ``ids``, inventing name/colour for ids the legend lacks."""
-    known = {c.id: c for c in legend}
-    out = []
-    for i in sorted(set(int(i) for i in ids)):
-        if i in known:
-            out.append(known[i])
-        else:
-            name = "nodata" if i == NODATA_LABEL else f"class_{i}"
-            out.append(ClassInfo(i, name, PALETTE[i % len(PALETTE)]))
-    return tuple(out)
-
-
-def layer_names(classes: Sequence[ClassInfo]) -> dict[int, str]:
-    """One GeoPackage-safe, unique layer name per class (``built-up`` → ``built_up``).
-
-    >>> layer_names([ClassInfo(1, "built-up", "#000000"), ClassInfo(2, "Built up", "#000000")])
-    {1: 'built_up', 2: 'built_up_2'}
-    """
-    out: dict[int, str] = {}
-    for c in classes:
-        base = re.sub(r"[^0-9a-zA-Z_]+", "_", c.name).strip("_").lower() or f"class_{c.id}"
-        if base[0].isdigit():
-            base = f"class_{base}"
-        name = base if base not in out.values() else f"{base}_{c.id}"
-        out[c.id] = name
-    return out
-
-
-class _Tally:
-    """Counts and areas per class of everything written."""
-
-    def __init__(self) -> None:
-        self.counts: dict[int, int] = {}
-        self.areas: dict[int, float] = {}
-
-    def add(self, classes: np.ndarray, areas: np.ndarray) -> None:
-        if len(classes) == 0:
-            return
-        ids, inv = np.unique(classes, return_inverse=True)
-        counts = np.bincount(inv)
-        sums = np.bincount(inv, weights=areas)
-        for i, n, a in zip(ids.tolist(), counts.tolist(), sums.tolist()):
-            self.counts[i] = self.counts.get(i, 0) + n
-            self.areas[i] = self.areas.get(i, 0.0) + a
-
-
-def _batch(wkb: np.ndarray, classes: np.ndarray, area_m2: np.ndarray, perimeter_m: np.ndarray,
-           names: dict[int, str]) -> pa.RecordBatch:
-    name_col = [names[c] for c in classes.tolist()]
-    return pa.record_batch(
-        [pa.array(wkb, pa.binary()), pa.array(classes, pa.int32()), pa.array(name_col, pa.string()),
-         pa.array(area_m2, pa.float64()), pa.array(perimeter_m, pa.float64())],
-        schema=POLYGON_SCHEMA,
-    )
-
-
-def _pixel_batch(geoms_px: np.ndarray, classes: np.ndarray, grid: ChunkGrid, names: dict[int, str]) -> pa.RecordBatch:
-    mapped = to_map_coords(geoms_px, grid.transform)
-    area = shapely.area(geoms_px) * grid.pixel_area
-    return _batch(shapely.to_wkb(mapped), classes, area, shapely.length(mapped), names)
-
-
-def _coverage_simplify(geoms_px: np.ndarray, tolerance_px: float) -> np.ndarray:
-    """Simplify polygons as one coverage: shared boundaries are simplified once, for both sides.
-
-    GEOS needs matching vertices on shared edges; a polygoniser emits vertices only where a
-    boundary turns, so first every edge is split at each pixel corner (exact: integer coords).
-    The coverage's outer boundary (raster edge, edges against skipped classes) is kept as is,
-    so the union of all polygons does not change: nothing is lost or gained, only redistributed.
-    """
-    noded = shapely.segmentize(geoms_px, 1.0)
-    return shapely.coverage_simplify(noded, tolerance_px, simplify_boundary=False)
-
-
-def vectorize_labels(
-    labels_path: str | Path,
-    out_path: str | Path,
-    *,
-    client: "Client | None" = None,
-    connectivity: int = CONNECTIVITY,
-    skip_classes: Sequence[int] = (NODATA_LABEL,),
-    min_mapping_unit_px: int = 0,
-    simplify_tolerance: float = 0.0,
-    layout: Layout = "single",
-    layer_name: str = DEFAULT_LAYER,
-    sieve_halo_px: int | None = None,
-    seam_round_pieces: int = SEAM_ROUND_PIECES,
-) -> VectorizeResult:
-    """Vectorise a label store into a GeoPackage of polygons, one per 4-connected region.
-
-    Fields: ``class_id``, ``class_name``, ``area_m2``, ``perimeter_m`` (CRS units of the raster).
-    The result equals one ``rasterio.features.shapes(..., connectivity=4)`` pass over the whole
-    raster regardless of chunking. With ``client`` the per-chunk work runs as Dask tasks and
-    results are written while later chunks compute; without, chunks run here one by one.
-
-    ``min_mapping_unit_px``: sieve regions smaller than this many pixels first (halo =
-    ``sieve_halo_px``, default the unit itself; see :func:`prepare_chunk` for the limits).
-    ``simplify_tolerance`` (CRS units): coverage-preserving simplification of all polygons
-    together on the client (memory ∝ output size). ``layout``: one layer ``layer_name``, or one
-    layer per class named after the class. The file appears only once complete, with a QGIS
-    default style (categorized on ``class_id``, legend colours) in ``layer_styles``.
-    ``seam_round_pieces``: how many new seam pieces start a merge round (see :class:`SeamMerger`).
-    """
-    t_start = time.perf_counter()
-    _check_options(connectivity, layout, min_mapping_unit_px, simplify_tolerance)
-    info = read_label_info(labels_path)
-    grid = info.grid
-    skip = tuple(sorted({int(c) for c in skip_classes}))
-    wanted = [c.id for c in info.legend if c.id not in skip]
-    names = {c.id: c.name for c in _legend_for(range(256), info.legend)}
-    simplify = simplify_tolerance > 0
-    spec = ChunkSpec(str(info.path), grid, skip, int(min_mapping_unit_px), _halo(min_mapping_unit_px, sieve_halo_px),
-                     world=not simplify)
-    windows = list(grid.windows())
-    tally = _Tally()
-    timings = {"chunk_tasks_s": 0.0, "merge_s": 0.0}
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        unioner = union_each if client is None else union_on_cluster(client, 4 * _n_workers(client))
-        merger = SeamMerger(grid.chunks_shape, unioner, round_pieces=seam_round_pieces)
-        pixel_polygons: list[tuple[np.ndarray, np.ndarray]] = []  # only with simplification
-
-        def merged_batches(merged: np.ndarray, merged_cls: np.ndarray) -> Iterator[pa.RecordBatch]:
-            if simplify:
-                pixel_polygons.append((merged, merged_cls))
-            elif len(merged):
-                batch = _pixel_batch(merged, merged_cls, grid, names)
-                tally.add(merged_cls, batch.column("area_m2").to_numpy())
-                yield batch
-
-        for res in _run_chunks(spec, windows, client):
-            timings["chunk_tasks_s"] += res.seconds
-            if len(res.final) and simplify:
-                pixel_polygons.append((res.final, res.final_class))
-            elif len(res.final):
-                area = res.final_area_px * grid.pixel_area
-                tally.add(res.final_class, area)
-                yield _batch(res.final, res.final_class, area, res.final_perimeter_m, names)
-            t0 = time.perf_counter()
-            merged = merger.add(_chunk_index(res.window, grid.chunk), res)
-            timings["merge_s"] += time.perf_counter() - t0
-            yield from merged_batches(*merged)
-        t0 = time.perf_counter()
-        merged = merger.finish()
-        timings["merge_s"] += time.perf_counter() - t0
-        timings["seam_pieces_peak"] = merger.peak_waiting
-        timings["merge_rounds"] = merger.rounds
-        yield from merged_batches(*merged)
-        if simplify and pixel_polygons:
-            geoms = np.concatenate([g for g, _ in pixel_polygons])
-            classes = np.concatenate([c for _, c in pixel_polygons])
-            t0 = time.perf_counter()
-            geoms = _coverage_simplify(geoms, simplify_tolerance / np.sqrt(grid.pixel_area))
-            timings["simplify_s"] = time.perf_counter() - t0
-            batch = _pixel_batch(geoms, classes, grid, names)
-            tally.add(classes, batch.column("area_m2").to_numpy())
-            yield batch
-
-    with atomic_gpkg(out_path) as tmp:
-        t0 = time.perf_counter()
-        if layout == "single":
-            write_arrow_layer(tmp, layer_name, batches(), crs_wkt=info.crs.to_wkt())
-            styles = [class_style(layer_name, _legend_for(set(wanted) | set(tally.counts), info.legend))]
-            layers: tuple[str, ...] = (layer_name,)
-        else:
-            table = pa.Table.from_batches(list(batches()), schema=POLYGON_SCHEMA)
-            per_class = _legend_for(set(wanted) | set(tally.counts), info.legend)
-            lnames = layer_names(per_class)
-            styles = []
-            class_col = table.column("class_id").to_numpy()
-            for c in per_class:
-                sub = table.filter(pa.array(class_col == c.id))
-                write_arrow_layer(tmp, lnames[c.id], sub.to_batches(), crs_wkt=info.crs.to_wkt())
-                styles.append(class_style(lnames[c.id], (c,)))
-            layers = tuple(lnames[c.id] for c in per_class)
-        write_layer_styles(tmp, styles)
-        timings["write_and_wait_s"] = time.perf_counter() - t0
-    return VectorizeResult(
-        out_path=Path(out_path),
-        n_features=sum(tally.counts.values()),
-        layers=layers,
-        counts=dict(sorted(tally.counts.items())),
-        areas_m2=dict(sorted(tally.areas.items())),
-        seconds=time.perf_counter() - t_start,
-        timings=timings,
-    )
-

@@ -19,15 +19,13 @@ the client holds only the pieces along the open front of finished chunks.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 import shapely
 
 if TYPE_CHECKING:
     from distributed import Client
-
-    from geoseg.vector.polygonize import ChunkPolygons
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +39,22 @@ MIN_GROUPS_FOR_CLUSTER = 64
 #: at least as many as are still waiting), so rounds cost O(pieces · log) over a whole run.
 ROUND_PIECES = 10_000
 
+
+
+class BorderPieces(Protocol):
+    """What merging needs of one chunk: its border pieces (shapely polygons in raster pixel
+    coordinates), their classes, and for each shared side the index of the piece owning each
+    pixel along it (``-1``: none). :class:`geoseg.vector.polygonize.ChunkPolygons` is one."""
+
+    border: np.ndarray
+    border_class: np.ndarray
+    sides: dict[str, np.ndarray]
+
+
 _NEIGHBOUR = {"top": (-1, 0), "bottom": (1, 0), "left": (0, -1), "right": (0, 1)}
 
 
-def seam_contacts(pieces: dict[ChunkKey, "ChunkPolygons"], offsets: dict[ChunkKey, int],
+def seam_contacts(pieces: dict[ChunkKey, BorderPieces], offsets: dict[ChunkKey, int],
                   classes: np.ndarray) -> np.ndarray:
     """Pairs of global border-piece ids that share a pixel edge across a seam, with the same class.
 
@@ -129,14 +139,14 @@ class SeamMerger:
         self.chunks_shape = chunks_shape
         self.union = union
         self.round_pieces = max(1, int(round_pieces))
-        self.pieces: dict[ChunkKey, "ChunkPolygons"] = {}
+        self.pieces: dict[ChunkKey, BorderPieces] = {}
         self.merged: dict[ChunkKey, np.ndarray] = {}  # per chunk: which of its pieces are already out
         self.waiting = 0  # pieces not yet merged
         self.since_round = 0
         self.rounds = 0
         self.peak_waiting = 0
 
-    def add(self, key: ChunkKey, chunk: "ChunkPolygons") -> tuple[np.ndarray, np.ndarray]:
+    def add(self, key: ChunkKey, chunk: BorderPieces) -> tuple[np.ndarray, np.ndarray]:
         """Take one chunk's border pieces; return the regions completed now (possibly none)."""
         if key in self.pieces:
             raise ValueError(f"chunk {key} was added twice")

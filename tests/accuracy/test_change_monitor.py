@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from rasterio.crs import CRS
 
 from geoseg.accuracy.change import CHANGE_NODATA, compare_periods
 from geoseg.legend import LANDCOVER_CLASSES
-from geoseg.geo import ChunkGrid
+from geoseg.geo import GeoGrid
 from geoseg.run.jobspec import parse_job
 from geoseg.io.labelstore import LabelStoreWriter
 from geoseg.run.monitor import run_monitor
@@ -21,8 +22,8 @@ from geoseg.run.monitor import run_monitor
 
 
 def _store(path, labels, chunk=40):
-    grid = ChunkGrid(*labels.shape, chunk, Affine(10, 0, 500000, 0, -10, 5100000))
-    w = LabelStoreWriter.create(path, grid, CRS.from_epsg(32633), LANDCOVER_CLASSES)
+    grid = GeoGrid.of(*labels.shape, Affine(10, 0, 500000, 0, -10, 5100000), CRS.from_epsg(32633)).tiles(chunk)
+    w = LabelStoreWriter.create(path, grid, LANDCOVER_CLASSES)
     for win in grid.windows():
         w.write(win, labels[win.slices])
     return w.finalize()
@@ -52,6 +53,33 @@ def test_transitions_and_change_map_are_exact(tmp_path):
     assert (code[~changed & valid] == 0).all()
     summary = json.loads((tmp_path / "change" / "change-summary.json").read_text())
     assert summary["changed_area_m2"] == truth_changed * 100.0
+
+
+def test_change_tables_are_written_atomically(tmp_path, monkeypatch):
+    """A failed rewrite of transitions.csv keeps the previous file and leaves no temporary behind
+    (the temporary's name is unique, so two runs into one folder cannot collide either)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    before = rng.integers(1, 5, (50, 60)).astype(np.uint8)
+    a, b = _store(tmp_path / "a.zarr", before), _store(tmp_path / "b.zarr", np.roll(before, 3, axis=1))
+    out = tmp_path / "change"
+    compare_periods(a, b, out)
+    previous = (out / "transitions.csv").read_bytes()
+    assert pd.read_csv(out / "transitions.csv")["pixels"].sum() > 0
+    written = []
+
+    def half_then_fail(self, path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        written.append(path)
+        open(path, "w").write("region_id,from")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        compare_periods(a, b, out)
+    assert (out / "transitions.csv").read_bytes() == previous
+    assert written and all(not Path(p).exists() for p in written)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
 
 
 def test_transitions_per_region_with_nodata_in_both_periods(tmp_path):

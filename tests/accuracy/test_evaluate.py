@@ -34,16 +34,10 @@ from sklearn.metrics import (
 
 from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL, ClassInfo, cluster_legend
 from geoseg.errors import InputError
-from geoseg.accuracy.evaluate import (
-    METRIC_COLUMNS,
-    ChunkCounts,
-    Evaluation,
-    confusion_metrics,
-    count_pixels,
-    evaluate,
-    merge_counts,
-)
-from geoseg.geo import ChunkGrid
+from geoseg.accuracy.counting import ChunkCounts, count_pixels, merge_counts
+from geoseg.accuracy.evaluate import METRIC_COLUMNS, Evaluation, evaluate
+from geoseg.accuracy.metrics import confusion_metrics
+from geoseg.geo import GeoGrid
 from geoseg.accuracy.reference import SENTINEL
 from geoseg.io.labelstore import LabelStoreWriter
 
@@ -62,8 +56,8 @@ TRANSFORM = Affine(PX, 0, ORIGIN[0], 0, -PX, ORIGIN[1])
 
 def write_store(path: Path, labels: np.ndarray, chunk: int, legend=LANDCOVER_CLASSES, transform: Affine = TRANSFORM,  # noqa: ANN001
                 crs: CRS = CRS_UTM) -> Path:  # fmt: skip
-    grid = ChunkGrid(labels.shape[0], labels.shape[1], chunk, transform)
-    writer = LabelStoreWriter.create(path, grid, crs, tuple(legend))
+    grid = GeoGrid.of(labels.shape[0], labels.shape[1], transform, crs).tiles(chunk)
+    writer = LabelStoreWriter.create(path, grid, tuple(legend))
     for w in grid.windows():
         writer.write(w, labels[w.slices])
     return writer.finalize()
@@ -140,7 +134,7 @@ def assert_matches_sklearn(ev: Evaluation, region, mask: np.ndarray, labels: np.
 
     assert list(cls.index) == classes
     np.testing.assert_array_equal(cls["support_px"].to_numpy(int), [(y_true == c).sum() for c in classes])
-    np.testing.assert_allclose(cls["area_m2"].to_numpy(float), cls["support_px"].to_numpy(float) * abs(ev.transform.a * ev.transform.e))
+    np.testing.assert_allclose(cls["area_m2"].to_numpy(float), cls["support_px"].to_numpy(float) * abs(ev.grid.transform.a * ev.grid.transform.e))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if y_true.size == 0:
@@ -201,7 +195,7 @@ def test_count_pixels_and_merge_on_different_axes() -> None:
 def test_count_pixels_equals_brute_force(n: int, seed: int, ref_scale: int, max_bins: int, ref_kind: str) -> None:
     """Direct and renumbered (compacted) axes, wide and negative values, nodata anywhere; the
     reference in int32 with a sentinel, or in its own uint8 with a nodata value, or all valid."""
-    import geoseg.accuracy.evaluate as ge
+    import geoseg.accuracy.counting as ge
 
     rng = np.random.default_rng(seed)
     labels = rng.choice(np.array([0, 3, 7, 200, NODATA_LABEL], np.uint8), n)
@@ -446,10 +440,10 @@ def test_windowed_warp_equals_warping_the_whole_raster(tmp_path: Path, chunk: in
         reproject(rasterio.band(src, 1), whole, src_nodata=0, dst_transform=TRANSFORM, dst_crs=CRS_UTM,
                   dst_nodata=SENTINEL, resampling=Resampling.nearest)  # fmt: skip
     ref = open_reference(path)
-    grid = ChunkGrid(shape[0], shape[1], chunk, TRANSFORM)
+    grid = GeoGrid.of(shape[0], shape[1], TRANSFORM, CRS_UTM).tiles(chunk)
     out = np.zeros(shape, np.int32)
     for w in grid.windows():
-        out[w.slices] = reference_window(ref, CRS_UTM.to_wkt(), grid.window_transform(w), (w.height, w.width))[0]
+        out[w.slices] = reference_window(ref, grid.window_grid(w))[0]
     np.testing.assert_array_equal(out, whole)
     assert (out != SENTINEL).mean() > 0.95
 

@@ -12,12 +12,13 @@ from affine import Affine
 from rasterio.crs import CRS
 
 import geoseg._kernels.layercache as lc
-from geoseg.geo import ChunkGrid
-from geoseg.accuracy.reference import open_regions, regions_window, window_bounds
+from geoseg.geo import GeoGrid, window_bounds
+from geoseg.accuracy.regions import open_regions, regions_window
 
 CRS_UTM = CRS.from_epsg(32633)
 TRANSFORM = Affine(10, 0, 500000, 0, -10, 5100000)
 SHAPE = (120, 150)
+GRID = GeoGrid.of(*SHAPE, TRANSFORM, CRS_UTM)
 
 
 def voronoi_layer(path: Path, n: int, seed: int, crs: str = "EPSG:4326") -> Path:
@@ -33,9 +34,9 @@ def voronoi_layer(path: Path, n: int, seed: int, crs: str = "EPSG:4326") -> Path
 
 
 def region_rasters(path: Path) -> list[np.ndarray]:
-    regions = open_regions(path, "zone", CRS_UTM, window_bounds(TRANSFORM, SHAPE))
-    grid = ChunkGrid(SHAPE[0], SHAPE[1], 32, TRANSFORM)
-    return [regions_window(regions, CRS_UTM.to_wkt(), grid.window_transform(w), (w.height, w.width)) for w in grid.windows()]
+    regions = open_regions(path, "zone", GRID)
+    grid = GRID.tiles(32)
+    return [regions_window(regions, grid.window_grid(w)) for w in grid.windows()]
 
 
 def test_cached_layer_gives_the_same_regions_as_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,12 +62,12 @@ def test_a_rewritten_layer_is_read_again(tmp_path: Path) -> None:
 def test_large_layers_are_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = voronoi_layer(tmp_path / "cells.gpkg", 30, seed=6)
     monkeypatch.setattr(lc, "MAX_CACHED_FEATURES", 29)
-    assert lc.cached_layer_window(str(path), None, ["zone"], CRS.from_epsg(4326), CRS_UTM,
+    assert lc.cached_layer_window(str(path), None, ["zone"], CRS.from_epsg(4326).to_wkt(), GRID.crs_wkt,
                                   window_bounds(TRANSFORM, SHAPE)) is None  # fmt: skip
     monkeypatch.setattr(lc, "MAX_CACHED_FEATURES", 30)
     monkeypatch.setattr(lc, "MAX_CACHED_FILE_BYTES", path.stat().st_size - 1)
-    assert lc.cached_layer_window(str(path), None, ["zone"], CRS.from_epsg(4326), CRS_UTM,
+    assert lc.cached_layer_window(str(path), None, ["zone"], CRS.from_epsg(4326).to_wkt(), GRID.crs_wkt,
                                   window_bounds(TRANSFORM, SHAPE)) is None  # fmt: skip
     monkeypatch.setattr(lc, "MAX_CACHED_FILE_BYTES", path.stat().st_size)
-    df = lc.cached_layer_window(str(path), None, ["zone"], CRS.from_epsg(4326), CRS_UTM, window_bounds(TRANSFORM, SHAPE))
+    df = lc.cached_layer_window(str(path), None, ["zone"], CRS.from_epsg(4326).to_wkt(), GRID.crs_wkt, window_bounds(TRANSFORM, SHAPE))
     assert len(df) == 30 and df.crs == CRS_UTM and df.index.is_monotonic_increasing

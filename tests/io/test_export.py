@@ -13,7 +13,7 @@ from rasterio.crs import CRS
 from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL
 from geoseg.errors import JobSpecError
 from geoseg.io.export import build_overviews, downsample_mode, downsample_nearest, export_cog, overview_path
-from geoseg.geo import ChunkGrid
+from geoseg.geo import GeoGrid
 from geoseg.io.labelstore import LabelStoreWriter, open_labels, read_label_info
 
 CRS_ = CRS.from_epsg(32633)
@@ -31,9 +31,9 @@ def _labels(h: int, w: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> tuple[Path, np.ndarray]:
     labels = _labels(600, 700)
-    grid = ChunkGrid(600, 700, 256, TRANSFORM)
+    grid = GeoGrid.of(600, 700, TRANSFORM, CRS_).tiles(256)
     path = tmp_path_factory.mktemp("s") / "labels.zarr"
-    writer = LabelStoreWriter.create(path, grid, CRS_, LANDCOVER_CLASSES)
+    writer = LabelStoreWriter.create(path, grid, LANDCOVER_CLASSES)
     for w in grid.windows():
         writer.write(w, labels[w.slices])
     return writer.finalize(), labels
@@ -107,8 +107,8 @@ def test_build_overviews_keeps_the_store_readable(tmp_path, store):
     for factor, p in zip((2, 4, 8), paths):
         expected = downsample_mode(expected, 2)
         info = read_label_info(p)
-        assert info.transform == TRANSFORM * Affine.scale(factor)
-        assert info.legend == before.legend and info.crs == CRS_
+        assert info.grid.transform == TRANSFORM * Affine.scale(factor)
+        assert info.legend == before.legend and info.grid.crs == CRS_
         with rasterio.open(p) as ds:
             assert ds.shape == (-(-600 // factor), -(-700 // factor))
             assert ds.transform.almost_equals(TRANSFORM * Affine.scale(factor))

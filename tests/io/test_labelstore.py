@@ -10,11 +10,11 @@ from rasterio.crs import CRS
 
 from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL
 from geoseg.errors import InputError, OutputError
-from geoseg.geo import ChunkGrid
+from geoseg.geo import GeoGrid
 from geoseg.io.labelstore import LabelStoreWriter, open_labels, read_label_info
 
-GRID = ChunkGrid(70, 90, 32, Affine(10, 0, 600000, 0, -10, 5200000))
 CRS_ = CRS.from_epsg(32633)
+GRID = GeoGrid.of(70, 90, Affine(10, 0, 600000, 0, -10, 5200000), CRS_).tiles(32)
 
 
 def _fill(writer, grid=GRID):
@@ -27,7 +27,7 @@ def _fill(writer, grid=GRID):
 
 
 def test_gdal_and_xarray_open_the_store_with_georeferencing(tmp_path):
-    writer = LabelStoreWriter.create(tmp_path / "labels.zarr", GRID, CRS_, LANDCOVER_CLASSES, resume_key="a")
+    writer = LabelStoreWriter.create(tmp_path / "labels.zarr", GRID, LANDCOVER_CLASSES, resume_key="a")
     full = _fill(writer)
     writer.finalize()
     with rasterio.open(tmp_path / "labels.zarr") as ds:
@@ -44,7 +44,7 @@ def test_gdal_and_xarray_open_the_store_with_georeferencing(tmp_path):
 
 
 def test_incomplete_store_never_looks_complete(tmp_path):
-    writer = LabelStoreWriter.create(tmp_path / "labels.zarr", GRID, CRS_, LANDCOVER_CLASSES, resume_key="a")
+    writer = LabelStoreWriter.create(tmp_path / "labels.zarr", GRID, LANDCOVER_CLASSES, resume_key="a")
     first = next(GRID.windows())
     writer.write(first, np.zeros((first.height, first.width), np.uint8))
     assert not (tmp_path / "labels.zarr").exists()
@@ -55,10 +55,10 @@ def test_incomplete_store_never_looks_complete(tmp_path):
 
 
 def test_resume_keeps_done_chunks_only_for_the_same_key(tmp_path):
-    writer = LabelStoreWriter.create(tmp_path / "labels.zarr", GRID, CRS_, LANDCOVER_CLASSES, resume_key="a")
+    writer = LabelStoreWriter.create(tmp_path / "labels.zarr", GRID, LANDCOVER_CLASSES, resume_key="a")
     first = next(GRID.windows())
     writer.write(first, np.zeros((first.height, first.width), np.uint8))
-    again = LabelStoreWriter.create(tmp_path / "labels.zarr", GRID, CRS_, LANDCOVER_CLASSES, resume_key="a")
+    again = LabelStoreWriter.create(tmp_path / "labels.zarr", GRID, LANDCOVER_CLASSES, resume_key="a")
     assert again.is_done(first)
-    other = LabelStoreWriter.create(tmp_path / "labels.zarr", GRID, CRS_, LANDCOVER_CLASSES, resume_key="b")
+    other = LabelStoreWriter.create(tmp_path / "labels.zarr", GRID, LANDCOVER_CLASSES, resume_key="b")
     assert not other.is_done(first)

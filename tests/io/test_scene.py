@@ -16,11 +16,11 @@ from tests.fixtures import blocky_scene, write_raster
 def test_scene_describes_file(tmp_path):
     path, _ = blocky_scene(tmp_path)
     scene = open_scene(str(path))
-    assert (scene.height, scene.width, scene.count) == (300, 340, 4)
+    assert (scene.grid.height, scene.grid.width, scene.count) == (300, 340, 4)
     assert scene.band_names == ("blue", "green", "red", "nir")
-    assert scene.crs.to_epsg() == 32633
+    assert scene.grid.crs.to_epsg() == 32633
     assert scene.block == (128, 128)
-    assert scene.grid(200).chunk == 256  # aligned to the 128 px blocks
+    assert scene.chunk_grid(200).chunk == 256  # aligned to the 128 px blocks
 
 
 def test_nodata_and_nan_are_masked(tmp_path):

@@ -11,7 +11,7 @@ import rasterio
 import torch
 
 from geoseg.errors import ModelError
-from geoseg.geo import ChunkGrid, halo_window, trim_halo
+from geoseg.geo import Window, halo_window, trim_halo
 from geoseg.legend import NODATA_LABEL
 from geoseg.methods import deeplab
 from geoseg.methods.checkpoint import save_checkpoint
@@ -23,6 +23,8 @@ from geoseg.methods.deeplab import (
     required_halo,
     tile_starts,
 )
+
+from tests.fixtures import chunk_grid
 from tests.methods.test_checkpoint import tiny_meta, tiny_model
 
 torch.set_num_threads(2)
@@ -135,7 +137,7 @@ def test_chunked_prediction_matches_whole_scene(tmp_path):
     t_whole = time.perf_counter() - t0
     assert len(np.unique(whole)) >= 2  # a model that predicts one class would prove nothing
 
-    grid = ChunkGrid(h, w, 256)
+    grid = chunk_grid(h, w, 256)
     halo = required_halo(meta)
     chunked = np.full((h, w), 77, np.uint8)
     chunked_conf = np.zeros((h, w), np.float32)
@@ -174,7 +176,7 @@ def test_chunk_without_core_argument_matches_too(tmp_path):
     img = rng.normal(110, 30, (4, 200, 230)).astype(np.float32)
     valid = np.ones((200, 230), bool)
     whole = predict_chunk(model, meta, img, valid, device="cpu")
-    hw = halo_window(ChunkGrid(200, 230, 96).window(1, 1), required_halo(meta), (200, 230))
+    hw = halo_window(Window(96, 96, 96, 96), required_halo(meta), (200, 230))
     lab = predict_chunk(model, meta, img[(slice(None), *hw.outer.slices)], valid[hw.outer.slices],
                         origin=(hw.outer.row_off, hw.outer.col_off), device="cpu")
     assert (trim_halo(lab, hw) == whole[hw.core.slices]).mean() >= 0.999

@@ -112,7 +112,7 @@ def test_a_corrupt_local_tile_is_not_retried_and_the_error_says_what_failed(tmp_
     caplog.set_level(logging.WARNING, logger="geoseg")
     t0 = time.perf_counter()
     with pytest.raises(InputError, match=r"cannot read r\d+_c\d+_h128_w128 of .*TIFFReadEncodedTile"):
-        for window in scene.grid(128).windows():
+        for window in scene.chunk_grid(128).windows():
             read_window(scene, window)
     assert time.perf_counter() - t0 < 1.0  # three retries took 3.5 s
     assert not [r for r in caplog.records if "retrying" in r.getMessage()]

@@ -82,8 +82,8 @@ def test_export_command_writes_cog_and_overviews(rasters, tmp_path):
         np.testing.assert_array_equal(ds.read(1), labels)
         assert ds.colormap(1)[1][:3] != (0, 0, 0)
     info = read_label_info(store / "overviews" / "4")
-    assert (info.height, info.width) == (50, 65)
-    assert info.transform == TRANSFORM * Affine.scale(4)
+    assert info.grid.shape == (50, 65)
+    assert info.grid.transform == TRANSFORM * Affine.scale(4)
 
 
 def test_geotiff_labels_keep_the_exported_legend(rasters, tmp_path):

@@ -19,9 +19,11 @@ from shapely.geometry import shape
 
 from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL
 from geoseg.errors import JobSpecError
-from geoseg.geo import ChunkGrid
+from geoseg.geo import GeoGrid
 from geoseg.io.labelstore import LabelStoreWriter
-from geoseg.vector.polygonize import side_owners, vectorize_array, vectorize_labels
+from tests.fixtures import chunk_grid
+from geoseg.vector.polygonize import side_owners
+from geoseg.vector.vectorize import vectorize_array, vectorize_labels
 
 CRS_ = CRS.from_epsg(32633)
 TRANSFORM = Affine(10, 0, 600000, 0, -10, 5200000)
@@ -55,8 +57,8 @@ def assert_same_polygons(geoms, classes, ref_geoms, ref_classes) -> None:
 
 
 def make_store(path: Path, labels: np.ndarray, chunk: int, transform: Affine = TRANSFORM, legend=LANDCOVER_CLASSES) -> Path:
-    grid = ChunkGrid(labels.shape[0], labels.shape[1], chunk, transform)
-    writer = LabelStoreWriter.create(path, grid, CRS_, legend)
+    grid = GeoGrid.of(labels.shape[0], labels.shape[1], transform, CRS_).tiles(chunk)
+    writer = LabelStoreWriter.create(path, grid, legend)
     for w in grid.windows():
         writer.write(w, labels[w.slices])
     return writer.finalize()
@@ -234,7 +236,7 @@ def test_equals_single_pass_on_a_real_store(blocky_store, tmp_path):
 
 
 def test_failure_leaves_no_output_and_keeps_the_old_one(blocky_store, tmp_path, monkeypatch):
-    import geoseg.vector.polygonize
+    import geoseg.vector.vectorize
 
     store, _ = blocky_store
     out = tmp_path / "polygons.gpkg"
@@ -243,7 +245,7 @@ def test_failure_leaves_no_output_and_keeps_the_old_one(blocky_store, tmp_path, 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(geoseg.vector.polygonize, "write_layer_styles", boom)
+    monkeypatch.setattr(geoseg.vector.vectorize, "write_layer_styles", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         vectorize_labels(store, out)
     assert out.read_bytes() == b"previous run"
@@ -362,7 +364,7 @@ def _merge_progressively(labels: np.ndarray, chunk: int, order: list, round_piec
     from geoseg.vector.seams import SeamMerger
     from geoseg.vector.polygonize import chunk_polygons
 
-    grid = ChunkGrid(labels.shape[0], labels.shape[1], chunk)
+    grid = chunk_grid(labels.shape[0], labels.shape[1], chunk, Affine.identity())
     windows = list(grid.windows())
     merger = SeamMerger(grid.chunks_shape, round_pieces=round_pieces)
     geoms, classes, total_pieces = [], [], 0
@@ -383,7 +385,7 @@ def _merge_progressively(labels: np.ndarray, chunk: int, order: list, round_piec
 @given(label_maps(), st.randoms(use_true_random=False))
 def test_progressive_merge_in_any_chunk_order_equals_single_pass(case, rnd):
     labels, chunk = case
-    n = ChunkGrid(labels.shape[0], labels.shape[1], chunk).n_chunks
+    n = chunk_grid(labels.shape[0], labels.shape[1], chunk).n_chunks
     order = list(range(n))
     rnd.shuffle(order)  # Dask returns chunks in completion order
     geoms, classes, _, _ = _merge_progressively(labels, chunk, order)
@@ -392,7 +394,7 @@ def test_progressive_merge_in_any_chunk_order_equals_single_pass(case, rnd):
 
 def test_progressive_merge_holds_only_the_open_front_of_seams():
     labels = (np.random.default_rng(3).random((240, 240)) < 0.5).astype(np.uint8)  # very fragmented
-    grid = ChunkGrid(240, 240, 24)
+    grid = chunk_grid(240, 240, 24)
     geoms, classes, merger, total = _merge_progressively(labels, 24, list(range(grid.n_chunks)), round_pieces=1)
     assert_same_polygons(geoms, classes, *single_pass(labels))
     assert merger.rounds > 10

@@ -1,0 +1,64 @@
+"""Vector layers on windows of the label grid: check a layer once, read the features meeting a window, burn them.
+
+References and regions may both be polygon layers in any CRS. A task reads only the features
+whose envelope meets its window (from the worker's in-memory copy of a small layer,
+:mod:`geoseg._kernels.layercache`, else from the file over the window's bounding box), in
+layer order, reprojected to the label CRS, and burns them on the window's grid: a pixel takes
+the value of the last feature covering its centre (GDAL's rule).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from rasterio.crs import CRS
+
+from geoseg.errors import InputError
+from geoseg.geo import GeoGrid, bounds_in, crs_from_wkt, pad_bounds
+from geoseg._kernels.layercache import cached_layer_window, features_in_label_crs
+from geoseg.io.rasterize import burn
+
+
+def require_crs(crs: CRS | None, what: str, path: str) -> CRS:
+    """``crs``, or an :class:`InputError` saying how to assign one to the file at ``path``."""
+    if crs is None or not crs.to_wkt():
+        raise InputError(
+            f"{what} {path} has no coordinate reference system; assign the right one first "
+            "(e.g. `gdal_edit.py -a_srs EPSG:32633 FILE` for a raster, `ogr2ogr -a_srs EPSG:32633` for vectors)"
+        )
+    return crs
+
+
+def vector_info(path: str, layer: str | None, what: str) -> dict[str, Any]:
+    """``pyogrio.read_info`` of a layer, or an :class:`InputError` if GDAL cannot open it."""
+    import pyogrio
+    from pyogrio.errors import DataSourceError, DataLayerError
+
+    try:
+        return pyogrio.read_info(path, layer=layer)
+    except (DataSourceError, DataLayerError) as exc:
+        raise InputError(f"{what} {path} is neither a raster nor a vector layer GDAL can open: {exc}") from exc
+
+
+def layer_window(path: str, layer: str | None, columns: list[str], layer_crs_wkt: str, grid: GeoGrid):  # noqa: ANN201
+    """Features of a layer (in ``layer_crs_wkt``) meeting ``grid``, in layer order, in the grid's CRS.
+
+    Small layers come from the worker's in-memory copy (:mod:`geoseg._kernels.layercache`), larger ones
+    from the file, read over the window's bounding box.
+    """
+    import pyogrio
+
+    cached = cached_layer_window(path, layer, columns, layer_crs_wkt, grid.crs_wkt, grid.bounds)
+    if cached is not None:
+        return cached
+    layer_crs = crs_from_wkt(layer_crs_wkt)
+    bbox = pad_bounds(bounds_in(pad_bounds(grid.bounds), grid.crs, layer_crs))
+    df = pyogrio.read_dataframe(path, layer=layer, columns=columns, bbox=bbox, fid_as_index=True)
+    return features_in_label_crs(df, layer_crs, grid.crs)
+
+
+def burn_shapes(shapes: list, grid: GeoGrid, fill: int, dtype: str = "int32") -> np.ndarray:
+    """Rasterise ``(geometry, value)`` pairs on ``grid``: a pixel takes the value of the last polygon
+    covering its centre (GDAL's rule, :func:`geoseg.io.rasterize.burn`), ``fill`` elsewhere."""
+    return burn([g for g, _ in shapes], [v for _, v in shapes], grid.transform, grid.shape, dtype, fill)

@@ -1,0 +1,82 @@
+"""Class mappings: which reference class each label id stands for.
+
+``"identity"`` (label id = class id); ``"hungarian"`` (optimal one-to-one assignment of
+clusters to classes on the overall confusion matrix, for k-means clusters); ``"many-to-one"``
+(each cluster to its majority class); or a ``dict``. Labels left without a class
+("unassigned") count as wrong for their reference class and as a false positive for no class.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence, Union
+
+import numpy as np
+
+from geoseg.errors import InputError
+
+
+MAPPINGS = ("identity", "hungarian", "many-to-one")
+
+
+MappingSpec = Union[str, Mapping[int, int]]
+
+
+def hungarian_mapping(confusion: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int]) -> dict[int, int]:
+    """One-to-one label → class assignment maximising matched pixels (``confusion`` is ref × label).
+
+    >>> hungarian_mapping(np.array([[0, 9], [8, 1]]), [1, 2], [0, 1])
+    {0: 2, 1: 1}
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    if confusion.size == 0:
+        return {}
+    rows, cols = linear_sum_assignment(confusion, maximize=True)
+    return {int(label_values[c]): int(ref_values[r]) for r, c in sorted(zip(rows, cols), key=lambda rc: rc[1])}
+
+
+def majority_mapping(confusion: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int]) -> dict[int, int]:
+    """Each label → the reference class it overlaps most (ties: smallest class id); unseen labels stay unassigned.
+
+    >>> majority_mapping(np.array([[5, 1, 0], [2, 7, 0]]), [1, 2], [0, 1, 2])
+    {0: 1, 1: 2}
+    """
+    out = {}
+    for j, lab in enumerate(label_values):
+        col = confusion[:, j]
+        if col.sum() > 0:
+            out[int(lab)] = int(ref_values[int(np.argmax(col))])
+    return out
+
+
+def resolve_mapping(
+    spec: MappingSpec, confusion: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int]
+) -> dict[int, int]:
+    """Turn a mapping spec into ``{label id: reference class id}`` (absent = unassigned)."""
+    if isinstance(spec, Mapping):
+        return {int(k): int(v) for k, v in spec.items()}
+    if spec == "identity":
+        return {int(v): int(v) for v in label_values}
+    if spec == "hungarian":
+        return hungarian_mapping(confusion, ref_values, label_values)
+    if spec == "many-to-one":
+        return majority_mapping(confusion, ref_values, label_values)
+    raise InputError(f"unknown class mapping {spec!r}; use one of {', '.join(MAPPINGS)} or a dict label → class")
+
+
+def mapped_confusion(
+    raw: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int], mapping: Mapping[int, int], class_ids: Sequence[int]
+) -> np.ndarray:
+    """Collapse raw counts ``(..., ref, label)`` to ``(..., K, K + 1)`` over ``class_ids``.
+
+    Rows are reference classes, columns the classes the labels map to, and a last column for
+    labels that map to no class (unassigned).
+    """
+    k = len(class_ids)
+    pos = {int(c): i for i, c in enumerate(class_ids)}
+    a = np.zeros((len(ref_values), k), np.int64)
+    a[np.arange(len(ref_values)), [pos[int(v)] for v in ref_values]] = 1
+    b = np.zeros((len(label_values), k + 1), np.int64)
+    cols = [pos.get(mapping[int(v)], k) if int(v) in mapping else k for v in label_values]
+    b[np.arange(len(label_values)), cols] = 1
+    return a.T @ raw @ b
