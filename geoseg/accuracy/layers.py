@@ -1,4 +1,4 @@
-"""Vector layers on windows of the label grid: check a layer once, read the features meeting a window, burn them.
+"""Vector layers on windows of the label grid: checked once, features read per window, burnt.
 
 References and regions may both be polygon layers in any CRS. A task reads only the features
 whose envelope meets its window (from the worker's in-memory copy of a small layer,

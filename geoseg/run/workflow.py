@@ -101,10 +101,11 @@ def sample_task(scene: Scene, feats: ResolvedFeatures, window: Window, rate: flo
 
 
 def label_task(
-    scene: Scene, grid: ChunkGrid, store: str, predictor: ChunkPredictor, window: Window,
+    scene: Scene, chunk: int, store: str, predictor: ChunkPredictor, window: Window,
     confidence_store: str | None = None,
 ) -> np.ndarray:
-    """Label one chunk and write it to the store; a chunk already written is only counted.
+    """Label one chunk of the scene's grid cut into ``chunk`` pixels and write it to the store; a
+    chunk already written is only counted. (The chunk size travels, not a second copy of the grid.)
 
     With ``confidence_store`` the predictor's confidence of the same chunk is written there
     too; a chunk counts as done only when both stores have it (the confidence is written
@@ -113,6 +114,7 @@ def label_task(
     """
     from geoseg.io.labelstore import read_partial_window
 
+    grid = scene.grid.tiles(chunk)
     writer = LabelStoreWriter(store, grid)
     conf_writer = LabelStoreWriter(confidence_store, grid, array=CONFIDENCE_ARRAY) if confidence_store else None
     if writer.is_done(window) and (conf_writer is None or conf_writer.is_done(window)):
@@ -288,6 +290,8 @@ def write_labels(
     255 = nodata, same grid and georeferencing); it is finalised before the labels, so a
     ``labels.zarr`` that exists always has its finished ``confidence.zarr`` next to it.
     """
+    if grid.grid != scene.grid:
+        raise ValueError("write_labels needs the scene's own grid cut into chunks (scene.chunk_grid)")
     reused = reused if reused is not None else [0]
     writer = LabelStoreWriter.create(store, grid, predictor.legend(), attrs=attrs, resume_key=resume_key)
     done = writer.done_windows()
@@ -305,7 +309,7 @@ def write_labels(
     n = len(windows)
     annotations = {"resources": predictor.resources} if predictor.resources else {}
     conf = str(confidence_store) if confidence_store is not None else None
-    futures = client.map(label_task, [scene] * n, [grid] * n, [str(store)] * n, [predictor] * n, windows,
+    futures = client.map(label_task, [scene] * n, [grid.chunk] * n, [str(store)] * n, [predictor] * n, windows,
                          [conf] * n, pure=False, **annotations)
     hist = np.sum(_gather(client, futures, "labelling", show_progress), axis=0)
     if conf_writer is not None:

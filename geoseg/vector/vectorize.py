@@ -1,4 +1,4 @@
-"""Label raster → GeoPackage polygons: the chunks in parallel, seams merged as they close, written as they come.
+"""Label raster → GeoPackage polygons: chunks in parallel, seams merged as they close, written as they come.
 
 How the result is made identical to one polygonising pass over the whole raster is explained in
 :mod:`geoseg.vector.polygonize` (chunk side) and :mod:`geoseg.vector.seams` (merging).

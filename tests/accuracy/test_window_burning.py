@@ -38,7 +38,8 @@ def star(rng: np.random.Generator, cx: float, cy: float, size: float) -> shapely
     shell = np.column_stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)])
     if rng.random() < 0.3:
         r = 0.05 * radii.min()
-        return shapely.Polygon(shell, [[(cx - r, cy - r), (cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r)]])
+        hole = [(cx - r, cy - r), (cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
+        return shapely.Polygon(shell, [hole])
     return shapely.Polygon(shell)
 
 
@@ -47,7 +48,8 @@ def random_layer(rng: np.random.Generator, grid: GeoGrid, n: int) -> gpd.GeoData
     t, (h, w) = grid.transform, grid.shape
     geoms = []
     for i in range(n):  # the first one centred on the grid, so that the layer overlaps it
-        cx, cy = t * ((rng.uniform(0, w), rng.uniform(0, h)) if i == 0 else (rng.uniform(-10, w + 10), rng.uniform(-10, h + 10)))
+        col, row = (rng.uniform(0, w), rng.uniform(0, h)) if i == 0 else (rng.uniform(-10, w + 10), rng.uniform(-10, h + 10))
+        cx, cy = t * (col, row)
         poly = star(rng, cx, cy, rng.uniform(1, 40) * t.a)
         if rng.random() < 0.25:
             other = shapely.affinity.translate(star(rng, cx, cy, 5 * t.a), 50 * t.a, 0)
