@@ -24,7 +24,7 @@ from geoseg.methods.deeplab import (
     tile_starts,
 )
 
-from tests.methods.test_checkpoint import tiny_meta, tiny_model
+from tests.fixtures import tiny_meta, tiny_model
 
 torch.set_num_threads(2)
 

@@ -31,7 +31,7 @@ from geoseg.samples.synthetic import make_scene
 from geoseg.methods.training import TrainConfig, load_train_job, parse_train_job
 from geoseg.run.workflow import CONFIDENCE_ARRAY, CONFIDENCE_ATTRS, run_job
 
-from tests.methods.test_checkpoint import tiny_meta, tiny_model
+from tests.fixtures import tiny_meta, tiny_model
 
 # One thread: the test machine has two cores shared with other work.
 torch.set_num_threads(1)

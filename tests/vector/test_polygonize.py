@@ -20,8 +20,8 @@ from shapely.geometry import shape
 from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL
 from geoseg.errors import JobSpecError
 from geoseg.geo import ChunkGrid
-from geoseg.io.labelstore import LabelStoreWriter
 from geoseg.vector.polygonize import side_owners, vectorize_array, vectorize_labels
+from tests.fixtures import write_store
 
 CRS_ = CRS.from_epsg(32633)
 TRANSFORM = Affine(10, 0, 600000, 0, -10, 5200000)
@@ -55,11 +55,8 @@ def assert_same_polygons(geoms, classes, ref_geoms, ref_classes) -> None:
 
 
 def make_store(path: Path, labels: np.ndarray, chunk: int, transform: Affine = TRANSFORM, legend=LANDCOVER_CLASSES) -> Path:
-    grid = ChunkGrid(labels.shape[0], labels.shape[1], chunk, transform)
-    writer = LabelStoreWriter.create(path, grid, CRS_, legend)
-    for w in grid.windows():
-        writer.write(w, labels[w.slices])
-    return writer.finalize()
+    """A label store on this module's grid (``TRANSFORM``, ``CRS_``)."""
+    return write_store(path, labels, chunk, legend=legend, transform=transform, crs=CRS_)
 
 
 @st.composite
