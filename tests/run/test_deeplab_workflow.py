@@ -315,7 +315,7 @@ def test_confidence_raster_is_georeferenced_like_the_labels(run128, whole):
 def test_labels_do_not_depend_on_the_chunk_size(run128, scene, checkpoint, dask_client, tmp_path):
     """Through the workflow: 256 px chunks give the labels of 128 px chunks, also along chunk borders.
 
-    (tests/test_deeplab.py checks the same for predict_chunk alone, with a naive-chunking control.)
+    (tests/methods/test_deeplab.py checks the same for predict_chunk alone, with a naive-chunking control.)
     """
     out, _ = run128
     # Rerun the job in a copy of the 128-px output folder, without confidence (and another batch size).
