@@ -10,11 +10,11 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL
 from geoseg.errors import JobSpecError
-from geoseg.io.export import build_overviews, downsample_mode, downsample_nearest, export_cog, overview_path
 from geoseg.geo import ChunkGrid
+from geoseg.io.export import build_overviews, downsample_mode, downsample_nearest, export_cog, overview_path
 from geoseg.io.labelstore import LabelStoreWriter, open_labels, read_label_info
+from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL
 
 CRS_ = CRS.from_epsg(32633)
 TRANSFORM = Affine(10, 0, 600000, 0, -10, 5200000)
@@ -88,6 +88,24 @@ def test_export_cog_nearest_and_forced_overview_count(store, tmp_path):
     with rasterio.open(out) as ds:
         assert ds.overviews(1) == [2, 4, 8]
 
+
+@pytest.mark.parametrize("resampling", ["mode", "nearest"])
+def test_export_cog_overviews_equal_gdals_own(store, tmp_path, resampling):
+    """The COG's overviews are what GDAL's overview builder (gdaladdo) makes of the same labels with
+    the same resampling and nodata: a plain GeoTIFF written here, its overviews built by GDAL."""
+    from rasterio.enums import Resampling
+
+    path, labels = store
+    out = export_cog(path, tmp_path / "labels.tif", blocksize=128, overview_resampling=resampling)
+    ref = tmp_path / "ref.tif"
+    with rasterio.open(ref, "w", driver="GTiff", width=labels.shape[1], height=labels.shape[0], count=1,
+                       dtype="uint8", nodata=NODATA_LABEL, transform=TRANSFORM, crs=CRS_) as ds:
+        ds.write(labels, 1)
+        ds.build_overviews([2, 4], getattr(Resampling, resampling))
+    for level in (0, 1):  # factors 2 and 4 (GDAL rounds the size of deeper levels differently)
+        with rasterio.open(out, overview_level=level) as a, rasterio.open(ref, overview_level=level) as b:
+            assert a.shape == b.shape == (-(-600 // 2 ** (level + 1)), -(-700 // 2 ** (level + 1)))
+            np.testing.assert_array_equal(a.read(1), b.read(1))
 
 def test_export_cog_failure_leaves_nothing(store, tmp_path, monkeypatch):
     import rasterio.shutil
