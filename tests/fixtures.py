@@ -4,6 +4,7 @@ more than one of them needs lives here (or in a folder's helper module, e.g. tes
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,10 @@ if TYPE_CHECKING:  # heavy imports (torch) happen in the helpers that need them
 
     from geoseg.methods.checkpoint import CheckpointMeta
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "slovenia"
+#: The real Sentinel-2 sample: ``../shared/realdata/slovenia`` beside the repository, or where
+#: ``GEOSEG_REALDATA`` says (e.g. from a worktree elsewhere); tests that need it skip without it.
+REALDATA = Path(os.environ.get("GEOSEG_REALDATA")
+                or Path(__file__).resolve().parents[2] / "shared" / "realdata" / "slovenia")
 
 #: Four well separated spectra (blue, green, red, nir) for blocky test scenes.
 SPECTRA = np.array([[500, 600, 400, 3000], [300, 400, 300, 200], [1500, 1600, 1800, 2200], [800, 900, 700, 1500]])
