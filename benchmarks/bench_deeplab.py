@@ -190,9 +190,9 @@ def bench_workflow(model, meta, dev, size: int, chunk: int, batch_size: int, mod
     from distributed import Client
     from rasterio.transform import from_origin
 
+    from geoseg.io.scene import open_scene
     from geoseg.methods.checkpoint import save_checkpoint
     from geoseg.run.cluster import start_local_cluster
-    from geoseg.io.scene import open_scene
     from geoseg.run.jobspec import parse_job
     from geoseg.run.workflow import run_job
 
@@ -264,8 +264,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from geoseg.methods.checkpoint import CheckpointMeta, build_model_from_meta, load_checkpoint
     from geoseg.legend import cluster_legend
+    from geoseg.methods.checkpoint import CheckpointMeta, build_model_from_meta, load_checkpoint
     from geoseg.methods.deeplab import prepare_model, resolve_device
 
     if args.threads:

@@ -40,7 +40,6 @@ from pathlib import Path
 
 import psutil
 
-
 MARK = "BENCH_SCALE_RESULT "
 
 
@@ -83,7 +82,7 @@ class PeakMemory:
         self.phase = name
         self._sample()
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 
@@ -172,8 +171,8 @@ def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memor
     """One size, measured in this (fresh) process."""
     from distributed import Client, LocalCluster
 
-    from geoseg.run.cluster import start_local_cluster
     from geoseg.io.scene import open_scene
+    from geoseg.run.cluster import start_local_cluster
     from geoseg.run.jobspec import parse_job
     from geoseg.run.workflow import run_job
 

@@ -20,7 +20,8 @@ Tested against ``rasterio.features.rasterize`` on random polygons.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from affine import Affine

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from geoseg.legend import ClassInfo
+from geoseg.accuracy.evaluate import count_pixels
+from geoseg.accuracy.reference import open_regions, regions_window_codes, window_bounds
 from geoseg.errors import GridMismatchError
 from geoseg.geo import ChunkGrid, Window
 from geoseg.io.labelstore import LabelStoreWriter, read_label_info, read_label_window
-from geoseg.accuracy.evaluate import count_pixels
-from geoseg.accuracy.reference import open_regions, regions_window_codes, window_bounds
+from geoseg.legend import ClassInfo
 from geoseg.run.runrecord import write_json_atomic
 
 CHANGE_NODATA = 65535

@@ -33,19 +33,16 @@ Conventions (documented once, used everywhere):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 import pandas as pd
 from affine import Affine
 from rasterio.crs import CRS
 
-from geoseg.legend import PALETTE, ClassInfo
-from geoseg.errors import InputError
-from geoseg.geo import ChunkGrid, Window
-from geoseg.io.labelstore import read_label_info, read_label_window
 from geoseg._kernels.pixelcount import ValueRanges, dense_histogram, value_ranges
 from geoseg.accuracy.metrics import confusion_metrics
 from geoseg.accuracy.reference import (
@@ -59,6 +56,10 @@ from geoseg.accuracy.reference import (
     regions_window_codes,
     window_bounds,
 )
+from geoseg.errors import InputError
+from geoseg.geo import ChunkGrid, Window
+from geoseg.io.labelstore import read_label_info, read_label_window
+from geoseg.legend import PALETTE, ClassInfo
 
 MAPPINGS = ("identity", "hungarian", "many-to-one")
 MappingSpec = Union[str, Mapping[int, int]]
@@ -93,11 +94,11 @@ class ChunkCounts:
     excluded: np.ndarray
 
     @classmethod
-    def empty(cls) -> "ChunkCounts":
+    def empty(cls) -> ChunkCounts:
         e = np.empty(0, dtype=np.int64)
         return cls(e, e, e, np.zeros((0, 0, 0), np.int64), np.zeros((0, 3), np.int64))
 
-    def __add__(self, other: "ChunkCounts") -> "ChunkCounts":
+    def __add__(self, other: ChunkCounts) -> ChunkCounts:
         return merge_counts([self, other])
 
 

@@ -34,9 +34,9 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
-from geoseg.errors import InputError
 from geoseg._kernels.layercache import cached_layer_window, features_in_label_crs
 from geoseg._kernels.polyfill import fill_polygons
+from geoseg.errors import InputError
 
 #: Fill value used while warping; never a valid class id.
 SENTINEL = int(np.iinfo(np.int32).min)
@@ -255,7 +255,7 @@ def _geoseg_legend(tags: dict[str, str]) -> tuple[tuple[int, str], ...]:
 
 def _vector_info(path: str, layer: str | None, what: str) -> dict[str, Any]:
     import pyogrio
-    from pyogrio.errors import DataSourceError, DataLayerError
+    from pyogrio.errors import DataLayerError, DataSourceError
 
     try:
         return pyogrio.read_info(path, layer=layer)

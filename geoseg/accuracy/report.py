@@ -22,8 +22,9 @@ import base64
 import io
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,14 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from geoseg.accuracy.evaluate import Evaluation
-from geoseg.accuracy.reference import GridRegions, RasterReference, SENTINEL, VectorReference, regions_frame, window_bounds
+from geoseg.accuracy.reference import (
+    SENTINEL,
+    GridRegions,
+    RasterReference,
+    VectorReference,
+    regions_frame,
+    window_bounds,
+)
 
 #: Longest side of preview images, in pixels.
 PREVIEW_PX = 400

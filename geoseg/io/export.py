@@ -20,16 +20,17 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from affine import Affine
 
-from geoseg.legend import NODATA_LABEL, ClassInfo, legend_to_json
 from geoseg.errors import JobSpecError, OutputError
 from geoseg.geo import ChunkGrid, Window
 from geoseg.io.labelstore import LabelStoreWriter, is_geotiff, read_label_info, read_label_window
+from geoseg.legend import NODATA_LABEL, ClassInfo, legend_to_json
 
 #: Folder inside a label store that holds the overview levels (one label store per factor).
 OVERVIEWS_DIR = "overviews"

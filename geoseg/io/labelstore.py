@@ -29,9 +29,9 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
-from geoseg.legend import NODATA_LABEL, ClassInfo, legend_from_json, legend_to_json
 from geoseg.errors import InputError, OutputError
 from geoseg.geo import ChunkGrid, Window
+from geoseg.legend import NODATA_LABEL, ClassInfo, legend_from_json, legend_to_json
 
 ARRAY_NAME = "labels"
 PARTIAL_SUFFIX = ".partial"
@@ -92,7 +92,7 @@ class LabelStoreWriter:
         dtype: str = "uint8",
         fill_value: int = NODATA_LABEL,
         array: str = ARRAY_NAME,
-    ) -> "LabelStoreWriter":
+    ) -> LabelStoreWriter:
         """Start (or resume) a store. ``resume_key`` identifies the work; a partial store
         with another key is discarded rather than reused, so stale chunks never leak in.
 

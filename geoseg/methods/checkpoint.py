@@ -14,14 +14,15 @@ import logging
 import math
 import os
 import tempfile
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from geoseg.legend import ClassInfo
 from geoseg.errors import ModelError
+from geoseg.legend import ClassInfo
 
 if TYPE_CHECKING:  # torch is imported lazily: the k-means path never needs it
     import torch
@@ -86,11 +87,11 @@ class CheckpointMeta(BaseModel):
     resolution: float | None = Field(default=None, description="pixel size in CRS units at training")
     crs: str | None = None
     geoseg_version: str = Field(default_factory=geoseg_version)
-    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     training: TrainingSummary = Field(default_factory=TrainingSummary)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "CheckpointMeta":
+    def _consistent(self) -> CheckpointMeta:
         n = self.in_channels
         if not (len(self.band_names) == len(self.band_mean) == len(self.band_std) == n):
             raise ValueError(
@@ -140,7 +141,7 @@ def build_model(
     encoder_depth: int = 5,
     encoder_output_stride: int = 16,
     decoder_channels: int = 256,
-) -> "torch.nn.Module":
+) -> torch.nn.Module:
     """A DeepLabV3+ network, never downloading anything.
 
     smp is always asked for ``encoder_weights=None``; pretrained encoder weights come only from
@@ -169,7 +170,7 @@ def build_model(
     return model
 
 
-def build_model_from_meta(meta: CheckpointMeta) -> "torch.nn.Module":
+def build_model_from_meta(meta: CheckpointMeta) -> torch.nn.Module:
     """The (untrained) network described by ``meta``."""
     return build_model(
         meta.encoder,
@@ -181,7 +182,7 @@ def build_model_from_meta(meta: CheckpointMeta) -> "torch.nn.Module":
     )
 
 
-def _read_tensor_file(path: Path) -> dict[str, "torch.Tensor"]:
+def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     import torch
     from safetensors.torch import load_file
 
@@ -203,7 +204,7 @@ def _read_tensor_file(path: Path) -> dict[str, "torch.Tensor"]:
     return obj
 
 
-def load_encoder_weights(model: "torch.nn.Module", path: str | os.PathLike) -> None:
+def load_encoder_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """Load a user's encoder weights into ``model.encoder``.
 
     Accepts keys with or without an ``encoder.`` prefix and ignores classifier keys the encoder
@@ -256,7 +257,7 @@ def _atomic_write(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path)
         raise
 
 
-def save_checkpoint(model: "torch.nn.Module", meta: CheckpointMeta, path: str | os.PathLike) -> tuple[Path, Path]:
+def save_checkpoint(model: torch.nn.Module, meta: CheckpointMeta, path: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``<path>.safetensors`` and ``<path>.json``, each through a temporary file and a rename.
 
     Readers never see half a file; the weights are written first so a sidecar always points
@@ -299,7 +300,7 @@ def read_meta(path: str | os.PathLike) -> CheckpointMeta:
     raise ModelError(f"no checkpoint at {weights}; train one with `geoseg train` or check the path")
 
 
-def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple["torch.nn.Module", CheckpointMeta]:
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, CheckpointMeta]:
     """Rebuild the model of a checkpoint in eval mode on ``device``, plus its metadata.
 
     Only :func:`safetensors.torch.load_file` touches the weights file: nothing is unpickled.

@@ -15,12 +15,13 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from geoseg.legend import NODATA_LABEL
 from geoseg.errors import ModelError
+from geoseg.legend import NODATA_LABEL
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +58,7 @@ def blend_window(tile_size: int, overlap: int, floor: float = WINDOW_FLOOR) -> n
     return np.outer(w1, w1).astype(np.float32)
 
 
-def required_halo(meta: "CheckpointMeta") -> int:
+def required_halo(meta: CheckpointMeta) -> int:
     """Pixels of context to read around a chunk so its labels do not depend on the chunking."""
     return int(meta.tile_size)
 
@@ -94,13 +95,13 @@ def resolve_device(device: str | None) -> str:
     return str(device)
 
 
-def _autocast_dtype() -> "torch.dtype":
+def _autocast_dtype() -> torch.dtype:
     import torch
 
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def infer_tiles(model: "torch.nn.Module", tiles: "torch.Tensor", amp: bool = True) -> "torch.Tensor":
+def infer_tiles(model: torch.nn.Module, tiles: torch.Tensor, amp: bool = True) -> torch.Tensor:
     """Softmax probabilities ``(n, classes, t, t)`` float32 for normalised tiles already on the model's device.
 
     The core of :func:`predict_chunk`, exposed for benchmarks: eval mode, ``inference_mode``,
@@ -132,13 +133,13 @@ def normalise(image: np.ndarray, valid: np.ndarray, mean: Sequence[float], std: 
 
 
 def predict_chunk(
-    model: "torch.nn.Module",
-    meta: "CheckpointMeta",
+    model: torch.nn.Module,
+    meta: CheckpointMeta,
     image: np.ndarray,
     valid: np.ndarray,
     *,
     origin: tuple[int, int] = (0, 0),
-    device: "str | torch.device | None" = None,
+    device: str | torch.device | None = None,
     batch_size: int = 8,
     amp: bool | None = None,
     return_confidence: bool = False,
@@ -231,13 +232,13 @@ def predict_chunk(
 
 # --- one model per worker process -------------------------------------------------------------
 
-_CACHE: "OrderedDict[tuple, tuple[torch.nn.Module, CheckpointMeta]]" = OrderedDict()
+_CACHE: OrderedDict[tuple, tuple[torch.nn.Module, CheckpointMeta]] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 #: Models kept per process; a new checkpoint file evicts the oldest (frees GPU memory).
 CACHE_SIZE = 2
 
 
-def prepare_model(model: "torch.nn.Module", device: str) -> "torch.nn.Module":
+def prepare_model(model: torch.nn.Module, device: str) -> torch.nn.Module:
     """Move a model to ``device`` for inference: eval mode, and channels-last on CUDA."""
     import torch
 
@@ -247,7 +248,7 @@ def prepare_model(model: "torch.nn.Module", device: str) -> "torch.nn.Module":
     return model
 
 
-def get_worker_model(checkpoint_path: str | os.PathLike, device: str = "auto") -> tuple["torch.nn.Module", "CheckpointMeta"]:
+def get_worker_model(checkpoint_path: str | os.PathLike, device: str = "auto") -> tuple[torch.nn.Module, CheckpointMeta]:
     """The checkpoint's model on ``device``, loaded once per process and then reused.
 
     Keyed by the resolved path, the weights file's mtime and size, and the device, so a Dask

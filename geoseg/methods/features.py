@@ -8,8 +8,8 @@ k-means sample, so they are computed once, on the client, deterministically.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -62,7 +62,7 @@ class FeatureSpec:
     bands: tuple[str, ...] | None = None
     indices: tuple[str, ...] = ()
 
-    def resolve(self, band_names: Sequence[str]) -> "ResolvedFeatures":
+    def resolve(self, band_names: Sequence[str]) -> ResolvedFeatures:
         """Bind the spec to a scene's band names, failing early with a clear message."""
         unknown = [i for i in self.indices if i not in INDICES]
         if unknown:

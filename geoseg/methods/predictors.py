@@ -14,9 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
+from geoseg.geo import HaloWindow, trim_halo
 from geoseg.legend import NODATA_LABEL, ClassInfo, cluster_legend
 from geoseg.methods.features import ResolvedFeatures
-from geoseg.geo import HaloWindow, trim_halo
 from geoseg.methods.kmeans import KMeansModel
 
 

@@ -21,13 +21,16 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from geoseg.errors import GridMismatchError, InputError
+from geoseg.legend import ClassInfo
 from geoseg.methods.checkpoint import (
     CheckpointMeta,
     TrainingSummary,
@@ -36,8 +39,6 @@ from geoseg.methods.checkpoint import (
     save_checkpoint,
     write_sidecar,
 )
-from geoseg.legend import ClassInfo
-from geoseg.errors import GridMismatchError, InputError
 from geoseg.methods.deeplab import normalise, resolve_device
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class TrainPair(BaseModel):
     layer: str | None = None
 
     @model_validator(mode="after")
-    def _one_reference(self) -> "TrainPair":
+    def _one_reference(self) -> TrainPair:
         if (self.reference is None) == (self.vector is None):
             raise ValueError(f"{self.image}: give exactly one of `reference` (raster) or `vector`")
         if self.vector is not None and not self.class_field:
@@ -114,7 +115,7 @@ class TrainConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _checks(self) -> "TrainConfig":
+    def _checks(self) -> TrainConfig:
         ids = [c.id for c in self.classes]
         if len(set(ids)) != len(ids) or any(not 1 <= i <= 254 for i in ids):
             raise ValueError(f"class ids must be unique and in 1..254 (0 = unlabelled), got {ids}")
@@ -140,7 +141,7 @@ class TrainJob(TrainConfig):
                 raise ValueError(f"class {c.id} ({c.name}): color must be #rrggbb, got {c.color!r}")
         return v
 
-    def resolved(self, base: Path) -> "TrainJob":
+    def resolved(self, base: Path) -> TrainJob:
         """A copy with every relative path (images, references, encoder weights, checkpoint) taken from ``base``."""
 
         def fix(p: Path | None) -> Path | None:
@@ -471,7 +472,7 @@ class _TrainStream:
             yield x, target.astype(np.int64)
 
 
-def _batches(stream: _TrainStream, batch_size: int, num_workers: int) -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
+def _batches(stream: _TrainStream, batch_size: int, num_workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     import torch
     import torch.utils.data
 

@@ -8,7 +8,7 @@ ignored setting. Relative paths are taken from the job file's folder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -46,7 +46,7 @@ class DeepLabConfig(_Strict):
     confidence: bool = False
 
 
-Method = Annotated[Union[KMeansConfig, DeepLabConfig], Field(discriminator="kind")]
+Method = Annotated[KMeansConfig | DeepLabConfig, Field(discriminator="kind")]
 
 
 class ReferenceConfig(_Strict):
@@ -125,7 +125,7 @@ class JobSpec(_Strict):
             raise ValueError("input paths must not be empty")
         return v
 
-    def resolved(self, base: Path) -> "JobSpec":
+    def resolved(self, base: Path) -> JobSpec:
         """A copy with every relative path taken from ``base`` (the job file's folder)."""
 
         def fix(p: Path | str) -> Any:

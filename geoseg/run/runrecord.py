@@ -12,7 +12,7 @@ import platform
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ def package_versions() -> dict[str, str]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -61,7 +61,7 @@ class RunRecord:
     _t0: float = field(default_factory=time.perf_counter)
 
     @classmethod
-    def start(cls, out: Path, job, scene) -> "RunRecord":  # noqa: ANN001
+    def start(cls, out: Path, job, scene) -> RunRecord:  # noqa: ANN001
         data = {
             "geoseg_run": 1,
             "outcome": "running",

@@ -25,18 +25,19 @@ import math
 import os
 import uuid
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES, ClassInfo
 from geoseg.errors import InputError, OutputError
 from geoseg.geo import ChunkGrid, Window
+from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES, ClassInfo
 
 __all__ = ["SceneFiles", "make_scene", "KINDS", "MAX_SIDE"]
 

@@ -40,20 +40,21 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
 import shapely
 from affine import Affine
 
-from geoseg.legend import NODATA_LABEL, PALETTE, ClassInfo
 from geoseg.errors import JobSpecError
-from geoseg.vector.gpkg import POLYGON_SCHEMA, atomic_gpkg, class_style, write_arrow_layer, write_layer_styles
 from geoseg.geo import ChunkGrid, Window, halo_window, trim_halo
 from geoseg.io.labelstore import read_label_info, read_label_window
+from geoseg.legend import NODATA_LABEL, PALETTE, ClassInfo
+from geoseg.vector.gpkg import POLYGON_SCHEMA, atomic_gpkg, class_style, write_arrow_layer, write_layer_styles
 from geoseg.vector.seams import ROUND_PIECES as SEAM_ROUND_PIECES
 from geoseg.vector.seams import SeamMerger, union_each, union_on_cluster
 
@@ -432,7 +433,7 @@ def _check_options(connectivity: int, layout: str, min_mapping_unit_px: int, sim
         raise JobSpecError(f"simplify_tolerance must be >= 0, got {simplify_tolerance}")
 
 
-def _run_chunks(spec: ChunkSpec, windows: list[Window], client: "Client | None") -> Iterator[ChunkPolygons]:
+def _run_chunks(spec: ChunkSpec, windows: list[Window], client: Client | None) -> Iterator[ChunkPolygons]:
     """Chunk results in completion order: on the cluster if given, else one by one here."""
     if client is None:
         for w in windows:
@@ -468,7 +469,7 @@ def _run_chunks(spec: ChunkSpec, windows: list[Window], client: "Client | None")
         client.cancel(list(running))
 
 
-def _worker_threads(client: "Client") -> list[int]:
+def _worker_threads(client: Client) -> list[int]:
     """Threads of each worker (``client.nthreads()``: every worker, unlike ``scheduler_info()``).
 
     Only a hint for batching and for how far ahead to submit, so any failure gives one worker.
@@ -479,11 +480,11 @@ def _worker_threads(client: "Client") -> list[int]:
         return [1]
 
 
-def _n_threads(client: "Client") -> int:
+def _n_threads(client: Client) -> int:
     return max(1, sum(_worker_threads(client)))
 
 
-def _n_workers(client: "Client") -> int:
+def _n_workers(client: Client) -> int:
     return len(_worker_threads(client))
 
 
@@ -566,7 +567,7 @@ def vectorize_labels(
     labels_path: str | Path,
     out_path: str | Path,
     *,
-    client: "Client | None" = None,
+    client: Client | None = None,
     connectivity: int = CONNECTIVITY,
     skip_classes: Sequence[int] = (NODATA_LABEL,),
     min_mapping_unit_px: int = 0,

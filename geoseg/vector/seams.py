@@ -19,7 +19,8 @@ the client holds only the pieces along the open front of finished chunks.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
@@ -44,7 +45,7 @@ ROUND_PIECES = 10_000
 _NEIGHBOUR = {"top": (-1, 0), "bottom": (1, 0), "left": (0, -1), "right": (0, 1)}
 
 
-def seam_contacts(pieces: dict[ChunkKey, "ChunkPolygons"], offsets: dict[ChunkKey, int],
+def seam_contacts(pieces: dict[ChunkKey, ChunkPolygons], offsets: dict[ChunkKey, int],
                   classes: np.ndarray) -> np.ndarray:
     """Pairs of global border-piece ids that share a pixel edge across a seam, with the same class.
 
@@ -78,7 +79,7 @@ def union_each(groups: list[np.ndarray]) -> np.ndarray:
     return shapely.simplify(merged, 0.0, preserve_topology=False)
 
 
-def union_on_cluster(client: "Client", n_batches: int) -> Unioner:
+def union_on_cluster(client: Client, n_batches: int) -> Unioner:
     """A :data:`Unioner` that spreads the groups over the cluster in ``n_batches`` batches."""
 
     def run(groups: list[np.ndarray]) -> np.ndarray:
@@ -129,14 +130,14 @@ class SeamMerger:
         self.chunks_shape = chunks_shape
         self.union = union
         self.round_pieces = max(1, int(round_pieces))
-        self.pieces: dict[ChunkKey, "ChunkPolygons"] = {}
+        self.pieces: dict[ChunkKey, ChunkPolygons] = {}
         self.merged: dict[ChunkKey, np.ndarray] = {}  # per chunk: which of its pieces are already out
         self.waiting = 0  # pieces not yet merged
         self.since_round = 0
         self.rounds = 0
         self.peak_waiting = 0
 
-    def add(self, key: ChunkKey, chunk: "ChunkPolygons") -> tuple[np.ndarray, np.ndarray]:
+    def add(self, key: ChunkKey, chunk: ChunkPolygons) -> tuple[np.ndarray, np.ndarray]:
         """Take one chunk's border pieces; return the regions completed now (possibly none)."""
         if key in self.pieces:
             raise ValueError(f"chunk {key} was added twice")

@@ -12,8 +12,8 @@ from affine import Affine
 from rasterio.crs import CRS
 
 import geoseg._kernels.layercache as lc
-from geoseg.geo import ChunkGrid
 from geoseg.accuracy.reference import open_regions, regions_window, window_bounds
+from geoseg.geo import ChunkGrid
 
 CRS_UTM = CRS.from_epsg(32633)
 TRANSFORM = Affine(10, 0, 500000, 0, -10, 5100000)

@@ -18,10 +18,9 @@ import pyogrio
 import pytest
 import rasterio
 
-from geoseg.legend import NODATA_LABEL, ClassInfo, cluster_legend
 from geoseg.accuracy.evaluate import METRIC_COLUMNS, evaluate
 from geoseg.accuracy.report import write_outputs
-
+from geoseg.legend import NODATA_LABEL, ClassInfo, cluster_legend
 from tests.fixtures import TRANSFORM, random_blocks, write_raster, write_regions, write_store
 
 CHROMIUM = Path("/usr/bin/chromium")

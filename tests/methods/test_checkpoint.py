@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from geoseg.errors import ModelError
 from geoseg.methods.checkpoint import (
     build_model,
     check_compatible,
@@ -16,7 +17,6 @@ from geoseg.methods.checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from geoseg.errors import ModelError
 from geoseg.methods.deeplab import predict_chunk
 from tests.fixtures import BANDS, tiny_meta, tiny_model
 

@@ -10,11 +10,11 @@ import pytest
 import rasterio
 import torch
 
-from geoseg.methods.checkpoint import save_checkpoint
-from geoseg.legend import NODATA_LABEL
 from geoseg.errors import ModelError
 from geoseg.geo import ChunkGrid, halo_window, trim_halo
+from geoseg.legend import NODATA_LABEL
 from geoseg.methods import deeplab
+from geoseg.methods.checkpoint import save_checkpoint
 from geoseg.methods.deeplab import (
     blend_window,
     clear_model_cache,
@@ -23,7 +23,6 @@ from geoseg.methods.deeplab import (
     required_halo,
     tile_starts,
 )
-
 from tests.fixtures import tiny_meta, tiny_model
 
 torch.set_num_threads(2)

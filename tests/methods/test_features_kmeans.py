@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoseg.legend import NODATA_LABEL
 from geoseg.errors import InputError
-from geoseg.methods.features import FeatureSpec
 from geoseg.geo import Window
+from geoseg.legend import NODATA_LABEL
+from geoseg.methods.features import FeatureSpec
 from geoseg.methods.kmeans import fit_kmeans
 from geoseg.methods.sampling import chunk_rng, sample_valid_pixels
-
 from tests.fixtures import SPECTRA, blocky_classes
 
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")

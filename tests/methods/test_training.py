@@ -12,11 +12,10 @@ import torch
 from pydantic import ValidationError
 from rasterio.transform import from_origin
 
-from geoseg.methods.checkpoint import check_compatible, load_checkpoint, read_meta
-from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES, ClassInfo
 from geoseg.errors import GridMismatchError, InputError
+from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES, ClassInfo
+from geoseg.methods.checkpoint import check_compatible, load_checkpoint, read_meta
 from geoseg.methods.deeplab import predict_chunk
-from geoseg.samples.synthetic import make_scene
 from geoseg.methods.training import (
     IGNORE_INDEX,
     TrainConfig,
@@ -28,7 +27,7 @@ from geoseg.methods.training import (
     train,
     validation_tiles,
 )
-
+from geoseg.samples.synthetic import make_scene
 from tests.fixtures import write_raster
 
 # One thread: the test machine has two cores shared with other work, where two OpenMP threads stall.

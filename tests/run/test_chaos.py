@@ -17,7 +17,6 @@ import pytest
 
 from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
-
 from tests.fixtures import blocky_scene
 from tests.run.jobs import chunk_markers, kmeans_job_dict, label_bytes
 

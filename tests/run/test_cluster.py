@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from geoseg.run.cluster import WORKER_ENV, connect
 from geoseg.errors import ClusterError
+from geoseg.run.cluster import WORKER_ENV, connect
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 

@@ -14,7 +14,6 @@ import yaml
 
 from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
-
 from tests.fixtures import blocky_scene
 from tests.run.jobs import chunk_markers, kmeans_job_dict, label_bytes, wait_for_markers
 

@@ -11,9 +11,9 @@ import pytest
 import rasterio
 import shapely
 
-from geoseg.samples import synthetic
-from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES
 from geoseg.errors import InputError
+from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES
+from geoseg.samples import synthetic
 from geoseg.samples.synthetic import SceneFiles, make_scene
 
 W, H, BLOCK = 300, 260, 128

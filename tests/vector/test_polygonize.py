@@ -17,9 +17,9 @@ from rasterio.crs import CRS
 from rasterio.features import shapes, sieve
 from shapely.geometry import shape
 
-from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL
 from geoseg.errors import JobSpecError
 from geoseg.geo import ChunkGrid
+from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL
 from geoseg.vector.polygonize import side_owners, vectorize_array, vectorize_labels
 from tests.fixtures import write_store
 
@@ -356,8 +356,8 @@ def test_bad_options_are_user_errors(blocky_store, tmp_path, kwargs, match):
 
 def _merge_progressively(labels: np.ndarray, chunk: int, order: list, round_pieces: int = 1):
     """Chunks polygonised in ``order`` (window indices), seams merged as they close."""
-    from geoseg.vector.seams import SeamMerger
     from geoseg.vector.polygonize import chunk_polygons
+    from geoseg.vector.seams import SeamMerger
 
     grid = ChunkGrid(labels.shape[0], labels.shape[1], chunk)
     windows = list(grid.windows())
