@@ -14,7 +14,8 @@ salt noise) into a label store, then times
 
 and records peak resident memory (client + workers, sampled every 50 ms) of the vectorise
 stage for each ``--sizes`` (the label store is generated in a child process, so the client's
-baseline is the same for every size; ``peak_increase_mib`` is what the stage added). GDAL runs are done for the largest size only. Prints JSON.
+baseline is the same for every size; ``peak_increase_mib`` is what the stage added). GDAL runs are
+done for the largest size only. Prints JSON.
 
     python benchmarks/bench_vectorize.py --sizes 4000 8000 --workdir /tmp/bench-vec
 
@@ -291,7 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
     args.workdir.mkdir(parents=True, exist_ok=True)
     import geoseg.vector.polygonize  # noqa: F401 - import before the first size, so every size starts from the same client
     report: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                    "loadavg_start": [round(x, 2) for x in os.getloadavg()], "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                    "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+                    "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                     "runs": []}
     # one small unrecorded run first: the client's one-time growth (lazy imports, GDAL/pyogrio
     # writer state) would otherwise be charged to the first size only

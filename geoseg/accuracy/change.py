@@ -161,7 +161,7 @@ def compare_periods(
         parts = [_change_task(plan, w) for w in windows]
     report = ChangeReport(_sum_sparse(parts), tuple(reg.ids) if reg is not None else (), ia.legend or ib.legend,
                           grid.pixel_area)
-    if writer is not None:
+    if writer is not None and out_dir is not None:  # a writer exists only with out_dir
         writer.finalize()
         _write_tables(report, Path(out_dir), before, after)
     return report

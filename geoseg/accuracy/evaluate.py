@@ -36,7 +36,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,7 +62,7 @@ from geoseg.io.labelstore import read_label_info, read_label_window
 from geoseg.legend import PALETTE, ClassInfo
 
 MAPPINGS = ("identity", "hungarian", "many-to-one")
-MappingSpec = Union[str, Mapping[int, int]]
+MappingSpec = str | Mapping[int, int]
 
 #: Columns of :meth:`Evaluation.metrics`, in order.
 METRIC_COLUMNS = [
@@ -162,7 +162,7 @@ def count_pixels(
         dense = dense_histogram(slots, ref_values, ref_invalid, labels, r)
         bounds = ((r.reg_lo, r.reg_hi), (r.ref_lo, r.ref_hi), (r.lab_lo, r.lab_hi))
         axes = [np.arange(lo, hi + 1, dtype=np.int64) for lo, hi in bounds]
-        return _split_histogram(dense, *axes, label_nodata)
+        return _split_histogram(dense, axes[0], axes[1], axes[2], label_nodata)
     ref = ref_values.ravel()
     valid = np.ones(ref.size, bool) if ref_invalid is None else ref != ref_invalid
     return _count_renumbered(labels.ravel(), ref, valid, slots.ravel(), label_nodata, r, spans)
@@ -177,7 +177,7 @@ def _count_renumbered(
     any_valid = r.ref_lo <= r.ref_hi
     compact = set()
     while math.prod(spans.values()) > MAX_BINS:
-        widest = max((k for k in spans if k not in compact), key=spans.get, default=None)
+        widest = max((k for k in spans if k not in compact), key=lambda k: spans[k], default=None)
         if widest is None:
             break
         compact.add(widest)
@@ -194,12 +194,12 @@ def _count_renumbered(
     n_ref = len(ref_vals)
     ng, nr, nl = len(reg_vals), n_ref + 1, len(lab_vals)
     # code = (region * nr + reference) * nl + label, in the narrowest integer types
-    inner = ref_i.astype(_int_type(nr * nl))
+    inner: np.ndarray = ref_i.astype(_int_type(nr * nl))
     if not all_valid:
         inner[~valid] = n_ref  # the extra "reference nodata" row
     inner *= nl
     inner += lab_i
-    code = reg_i.astype(_int_type(ng * nr * nl))
+    code: np.ndarray = reg_i.astype(_int_type(ng * nr * nl))
     code *= nr * nl
     code += inner
     dense = np.bincount(code, minlength=ng * nr * nl).astype(np.int64).reshape(ng, nr, nl)
@@ -303,7 +303,9 @@ def _reduce(plan: _Plan, windows: Sequence[Window], client: Any = None, fan_in: 
 # --------------------------------------------------------------------------------------------
 
 
-def hungarian_mapping(confusion: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int]) -> dict[int, int]:
+def hungarian_mapping(
+    confusion: np.ndarray, ref_values: Sequence[int] | np.ndarray, label_values: Sequence[int] | np.ndarray
+) -> dict[int, int]:
     """One-to-one label → class assignment maximising matched pixels (``confusion`` is ref × label).
 
     >>> hungarian_mapping(np.array([[0, 9], [8, 1]]), [1, 2], [0, 1])
@@ -317,7 +319,9 @@ def hungarian_mapping(confusion: np.ndarray, ref_values: Sequence[int], label_va
     return {int(label_values[c]): int(ref_values[r]) for r, c in sorted(zip(rows, cols), key=lambda rc: rc[1])}
 
 
-def majority_mapping(confusion: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int]) -> dict[int, int]:
+def majority_mapping(
+    confusion: np.ndarray, ref_values: Sequence[int] | np.ndarray, label_values: Sequence[int] | np.ndarray
+) -> dict[int, int]:
     """Each label → the reference class it overlaps most (ties: smallest class id); unseen labels stay unassigned.
 
     >>> majority_mapping(np.array([[5, 1, 0], [2, 7, 0]]), [1, 2], [0, 1, 2])
@@ -332,7 +336,8 @@ def majority_mapping(confusion: np.ndarray, ref_values: Sequence[int], label_val
 
 
 def resolve_mapping(
-    spec: MappingSpec, confusion: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int]
+    spec: MappingSpec, confusion: np.ndarray, ref_values: Sequence[int] | np.ndarray,
+    label_values: Sequence[int] | np.ndarray,
 ) -> dict[int, int]:
     """Turn a mapping spec into ``{label id: reference class id}`` (absent = unassigned)."""
     if isinstance(spec, Mapping):
@@ -347,7 +352,8 @@ def resolve_mapping(
 
 
 def mapped_confusion(
-    raw: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int], mapping: Mapping[int, int], class_ids: Sequence[int]
+    raw: np.ndarray, ref_values: Sequence[int] | np.ndarray, label_values: Sequence[int] | np.ndarray,
+    mapping: Mapping[int, int], class_ids: Sequence[int] | np.ndarray,
 ) -> np.ndarray:
     """Collapse raw counts ``(..., ref, label)`` to ``(..., K, K + 1)`` over ``class_ids``.
 
@@ -640,7 +646,8 @@ def build_evaluation(
     excl = np.zeros((1 + len(ids), 3), np.int64)
     if total.counts.size or len(total.regions):
         ri = total.regions
-        dense[np.ix_(ri, np.searchsorted(ref_vals, total.ref_values), np.searchsorted(lab_vals, total.label_values))] = total.counts
+        ref_i, lab_i = np.searchsorted(ref_vals, total.ref_values), np.searchsorted(lab_vals, total.label_values)
+        dense[np.ix_(ri, ref_i, lab_i)] = total.counts
         excl[ri] = total.excluded
     scene = dense.sum(axis=0)
     counts = np.concatenate([scene[None], dense[1:]])
@@ -679,7 +686,8 @@ def _vector_classes(reference: Reference | None) -> np.ndarray:
 
 
 def _class_names(
-    class_ids: np.ndarray, given: Mapping[int, str], ref_legend: Mapping[int, str], label_names: Mapping[int, str], mapping: MappingSpec
+    class_ids: np.ndarray, given: Mapping[int, str], ref_legend: Mapping[int, str], label_names: Mapping[int, str],
+    mapping: MappingSpec,
 ) -> dict[int, str]:
     out = {}
     for c in class_ids:

@@ -24,11 +24,12 @@ per worker (:mod:`geoseg._kernels.layercache`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -62,6 +63,12 @@ def window_bounds(transform: Affine, shape: tuple[int, int]) -> tuple[float, flo
 
 def _overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _four_floats(values: Any) -> tuple[float, float, float, float]:
+    """(xmin, ymin, xmax, ymax) as floats, from a layer's ``total_bounds``."""
+    x0, y0, x1, y1 = (float(v) for v in values)
+    return x0, y0, x1, y1
 
 
 def _bounds_in(src_crs: CRS, dst_crs: CRS, bounds: tuple[float, float, float, float]) -> tuple:
@@ -148,7 +155,7 @@ class VectorReference:
         return CRS.from_wkt(self.crs_wkt)
 
 
-Reference = Union[RasterReference, VectorReference]
+Reference = RasterReference | VectorReference
 
 
 def parse_class_tag(text: str, skip: float | None = None) -> tuple[tuple[int, str], ...]:
@@ -185,7 +192,7 @@ def open_reference(
     path = str(path)
     if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
         raise InputError(f"reference {path} does not exist")
-    ref = _try_raster(path)
+    ref: RasterReference | VectorReference | None = _try_raster(path)
     if ref is None:
         ref = _open_vector_reference(path, field)
     elif field is not None:
@@ -225,7 +232,7 @@ def _try_raster(path: str) -> RasterReference | None:
             cmap = {}
         named = dict(legend)
         colors = tuple(
-            (int(k), "#%02x%02x%02x" % tuple(v[:3])) for k, v in cmap.items()
+            (int(k), "#{:02x}{:02x}{:02x}".format(*v[:3])) for k, v in cmap.items()
             if k != src.nodata and (k in named if named else v[3] > 0 and tuple(v[:3]) != (0, 0, 0))
         )
         return RasterReference(
@@ -286,7 +293,7 @@ def _open_vector_reference(path: str, field: str | None) -> VectorReference:
         layer=info["layer_name"],
         field=field,
         crs_wkt=crs.to_wkt(),
-        bounds=tuple(float(v) for v in info["total_bounds"]),
+        bounds=_four_floats(info["total_bounds"]),
         class_ids=tuple(sorted(int(v) for v in values)),
     )
 
@@ -477,7 +484,7 @@ class VectorRegions:
     layer: str | None
     field: str | None  # None: the feature id (FID)
     crs_wkt: str
-    ids: tuple = field(repr=False)
+    ids: tuple = dataclasses.field(repr=False)  # (the attribute `field` above shadows the bare name)
 
     kind = "vector"
 
@@ -505,7 +512,7 @@ class GridRegions:
         return tuple(range(self.n_rows * self.n_cols))
 
 
-Regions = Union[VectorRegions, GridRegions]
+Regions = VectorRegions | GridRegions
 
 
 def open_regions(path: str | Path, field: str | None, label_crs: CRS, label_bounds: tuple) -> VectorRegions:
@@ -520,7 +527,7 @@ def open_regions(path: str | Path, field: str | None, label_crs: CRS, label_boun
     if field is not None and field not in fields:
         raise InputError(f"regions layer {path} has no field {field!r} (fields: {', '.join(fields)})")
     crs = _require_crs(CRS.from_user_input(info["crs"]) if info["crs"] else None, "regions layer", path)
-    bounds = tuple(float(v) for v in info["total_bounds"])
+    bounds = _four_floats(info["total_bounds"])
     if not _overlaps(_bounds_in(crs, label_crs, bounds), label_bounds):
         raise InputError(
             f"regions layer {path} does not overlap the label raster (layer bounds {tuple(round(v, 3) for v in bounds)} "

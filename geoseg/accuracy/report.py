@@ -462,7 +462,7 @@ Class mapping: <b>{{ mapping_method }}</b>. Pixels where labels or reference are
 <img alt="Image, reference and prediction side by side" src="{{ preview_png }}">{% endif %}
 <p class="note">geoseg accuracy report. Figures equal scikit-learn's on the same pixels; see metrics.csv for every region and class.</p>
 </body></html>
-"""
+"""  # noqa: E501 - lines of the HTML template
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -511,7 +511,7 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
     ]
     preview_png = None
     if preview is not False:
-        preview_png = preview_images(ev, None if preview in (None, True) else preview)
+        preview_png = preview_images(ev, None if preview is None or preview is True else preview)
     regions_desc = _describe_regions(ev)
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(_TEMPLATE).render(

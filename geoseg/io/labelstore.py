@@ -23,7 +23,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 from affine import Affine
@@ -234,14 +234,14 @@ def read_label_info(path: str | Path) -> LabelRasterInfo:
         raise InputError(f"label store {path} does not exist{hint}")
     try:
         root = zarr.open_group(str(path), mode="r", zarr_format=2)
-        arr = root[ARRAY_NAME]
-        ref = dict(root["spatial_ref"].attrs)
+        arr = cast("zarr.Array", root[ARRAY_NAME])
+        ref: dict[str, Any] = dict(root["spatial_ref"].attrs)
     except Exception as exc:  # zarr raises many types for a broken store
         raise InputError(f"{path} is not a geoseg label store: {exc}") from exc
     if not root.attrs.get("geoseg:complete", False):
         raise InputError(f"label store {path} is incomplete; rerun the job that writes it")
     c, a, b, f, d, e = (float(v) for v in ref["GeoTransform"].split())
-    attrs = dict(arr.attrs)
+    attrs: dict[str, Any] = dict(arr.attrs)
     return LabelRasterInfo(
         path=path,
         crs=CRS.from_wkt(ref["crs_wkt"]),
@@ -269,7 +269,7 @@ def read_label_window(path: str | Path, window: Window) -> np.ndarray:
     return np.asarray(arr[rows, cols])
 
 
-def open_labels(path: str | Path, chunks: str | dict | None = None):  # noqa: ANN201 - xarray.DataArray
+def open_labels(path: str | Path, chunks: Literal["auto"] | dict | None = None):  # noqa: ANN201 - xarray.DataArray
     """Open a label store lazily as an ``xarray.DataArray`` with CRS (rioxarray) and coordinates.
 
     Labels stay integers; nodata is exposed through ``.rio.nodata`` rather than NaN.

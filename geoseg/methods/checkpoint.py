@@ -216,7 +216,7 @@ def load_encoder_weights(model: torch.nn.Module, path: str | os.PathLike) -> Non
     src = _read_tensor_file(Path(path))
     if any(k.startswith("encoder.") for k in src):
         src = {k[len("encoder."):]: v for k, v in src.items() if k.startswith("encoder.")}
-    target = model.encoder.state_dict()
+    target = model.encoder.state_dict()  # type: ignore[union-attr]  # torch types submodules Tensor | Module
     out: dict[str, torch.Tensor] = {}
     for key, ref in target.items():
         if key not in src:
@@ -242,7 +242,7 @@ def load_encoder_weights(model: torch.nn.Module, path: str | os.PathLike) -> Non
     unused = sorted(set(src) - set(target))
     if unused:
         log.info("encoder weights %s: ignoring %d tensors the encoder has no use for (%s...)", path, len(unused), unused[0])
-    model.encoder.load_state_dict(out, strict=False)
+    model.encoder.load_state_dict(out, strict=False)  # type: ignore[union-attr]  # as above
 
 
 def _atomic_write(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path)

@@ -261,7 +261,7 @@ def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) 
     from geoseg.methods.deeplab import required_halo
 
     meta = check_deeplab_job(cfg, scene)
-    resources = {"GPU": 1} if gpu_workers and cfg.device != "cpu" else None
+    resources: dict[str, float] | None = {"GPU": 1} if gpu_workers and cfg.device != "cpu" else None
     return DeepLabPredictor(
         checkpoint=Path(cfg.checkpoint),
         halo=required_halo(meta),
@@ -452,10 +452,12 @@ def check_evaluation_inputs(job: JobSpec, scene: Scene) -> None:
     """Open the job's reference and regions against the scene's grid; raises what evaluate() would."""
     from geoseg.accuracy.evaluate import open_evaluation_inputs
 
-    regions = job.regions
+    regions, reference = job.regions, job.reference
+    if reference is None:
+        return
     open_evaluation_inputs(
-        str(job.reference.path), scene.crs, scene.transform, (scene.height, scene.width),
-        reference_field=job.reference.field,
+        str(reference.path), scene.crs, scene.transform, (scene.height, scene.width),
+        reference_field=reference.field,
         regions=str(regions.path) if regions and regions.path else None,
         region_field=regions.field if regions else None,
         grid_cell_m=regions.grid_cell_m if regions else None,

@@ -626,6 +626,7 @@ def vectorize_labels(
             elif len(res.final):
                 area = res.final_area_px * grid.pixel_area
                 tally.add(res.final_class, area)
+                assert res.final_perimeter_m is not None  # computed whenever coordinates are the map's
                 yield _batch(res.final, res.final_class, area, res.final_perimeter_m, names)
             t0 = time.perf_counter()
             merged = merger.add(_chunk_index(res.window, grid.chunk), res)

@@ -111,7 +111,8 @@ def assert_matches_sklearn(ev: Evaluation, region, mask: np.ndarray, labels: np.
 
     assert list(cls.index) == classes
     np.testing.assert_array_equal(cls["support_px"].to_numpy(int), [(y_true == c).sum() for c in classes])
-    np.testing.assert_allclose(cls["area_m2"].to_numpy(float), cls["support_px"].to_numpy(float) * abs(ev.transform.a * ev.transform.e))
+    pixel_m2 = abs(ev.transform.a * ev.transform.e)
+    np.testing.assert_allclose(cls["area_m2"].to_numpy(float), cls["support_px"].to_numpy(float) * pixel_m2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if y_true.size == 0:
@@ -153,7 +154,8 @@ def test_count_pixels_and_merge_on_different_axes() -> None:
     assert c.regions.tolist() == [0, 1, 2] and c.ref_values.tolist() == [1, 2] and c.label_values.tolist() == [1, 2]
     assert c.counts.sum() == 4 and c.counts[2].tolist() == [[0, 0], [1, 1]]
     assert c.excluded.tolist() == [[0, 0, 0], [1, 1, 2], [0, 0, 0]]
-    other = ChunkCounts(np.array([2, 5]), np.array([7]), np.array([1]), np.array([[[3]], [[4]]]), np.array([[1, 0, 1], [0, 0, 0]]))
+    other = ChunkCounts(np.array([2, 5]), np.array([7]), np.array([1]), np.array([[[3]], [[4]]]),
+                        np.array([[1, 0, 1], [0, 0, 0]]))
     both = merge_counts([c, other])
     assert both.regions.tolist() == [0, 1, 2, 5]
     assert both.ref_values.tolist() == [1, 2, 7]
