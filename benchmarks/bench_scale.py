@@ -40,7 +40,6 @@ from pathlib import Path
 
 import psutil
 
-
 MARK = "BENCH_SCALE_RESULT "
 
 
@@ -83,7 +82,7 @@ class PeakMemory:
         self.phase = name
         self._sample()
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 
@@ -172,8 +171,8 @@ def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memor
     """One size, measured in this (fresh) process."""
     from distributed import Client, LocalCluster
 
-    from geoseg.run.cluster import start_local_cluster
     from geoseg.io.scene import open_scene
+    from geoseg.run.cluster import start_local_cluster
     from geoseg.run.jobspec import parse_job
     from geoseg.run.workflow import run_job
 
@@ -240,7 +239,8 @@ def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memor
         "pipeline_mpx_per_s": round(mpx / pipeline, 2), "floor_mpx_per_s": round(mpx / floor, 2),
         "stages": result.stage_seconds, "cpu_s": cpu_used,
         "cpu_ratio": round(sum(cpu_used["pipeline"].values())
-                           / min(sum(cpu_used["floor_before"].values()), sum(cpu_used["floor_after"].values())), 2), "input_bytes": sum(scene.sizes_bytes),
+                           / min(sum(cpu_used["floor_before"].values()), sum(cpu_used["floor_after"].values())), 2),
+        "input_bytes": sum(scene.sizes_bytes),
         "n_bands": scene.count, "block": list(scene.block), "run_outcome": run.get("outcome", run.get("status")),
         "memory_whole_run": mem.report(["floor_before", "pipeline", "floor_after"], kinds),
         "memory_pipeline": mem.report(["pipeline"], kinds),

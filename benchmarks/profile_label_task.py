@@ -20,8 +20,8 @@ import numpy as np
 
 def timed_label_task(scene, grid, store: str, predictor, window) -> dict[str, float]:  # noqa: ANN001
     from geoseg.geo import halo_window
-    from geoseg.io.scene import read_window
     from geoseg.io.labelstore import LabelStoreWriter
+    from geoseg.io.scene import read_window
 
     times: dict[str, float] = {}
     t = time.perf_counter()
@@ -43,13 +43,13 @@ def timed_label_task(scene, grid, store: str, predictor, window) -> dict[str, fl
 def main() -> None:
     from distributed import Client, LocalCluster
 
-    from geoseg.legend import cluster_legend
-    from geoseg.run.cluster import start_local_cluster
-    from geoseg.methods.features import FeatureSpec
-    from geoseg.io.scene import open_scene, read_window
     from geoseg.io.labelstore import LabelStoreWriter
+    from geoseg.io.scene import open_scene, read_window
+    from geoseg.legend import cluster_legend
+    from geoseg.methods.features import FeatureSpec
     from geoseg.methods.kmeans import fit_kmeans
     from geoseg.methods.predictors import KMeansPredictor
+    from geoseg.run.cluster import start_local_cluster
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("image", type=Path)

@@ -27,7 +27,7 @@ def dask_client():
 @pytest.fixture()
 def realdata() -> Path:
     if not REALDATA.exists():
-        pytest.skip("../shared/realdata/slovenia is not present")
+        pytest.skip("../shared/realdata/slovenia is not present (GEOSEG_REALDATA=DIR points elsewhere)")
     return REALDATA
 
 

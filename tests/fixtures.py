@@ -1,16 +1,30 @@
-"""Helpers shared by the test modules: small generated rasters with known classes."""
+"""Helpers shared by test modules of several folders: small generated rasters with known classes,
+label stores and region layers, tiny DeepLab models. Test modules never import each other; what
+more than one of them needs lives here (or in a folder's helper module, e.g. tests/deploy/recipes.py)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
+from affine import Affine
+from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from geoseg.geo import ChunkGrid, GeoGrid
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "slovenia"
+if TYPE_CHECKING:  # heavy imports (torch) happen in the helpers that need them
+    import torch
+
+    from geoseg.methods.checkpoint import CheckpointMeta
+
+#: The real Sentinel-2 sample: ``../shared/realdata/slovenia`` beside the repository, or where
+#: ``GEOSEG_REALDATA`` says (e.g. from a worktree elsewhere); tests that need it skip without it.
+REALDATA = Path(os.environ.get("GEOSEG_REALDATA")
+                or Path(__file__).resolve().parents[2] / "shared" / "realdata" / "slovenia")
 
 #: Four well separated spectra (blue, green, red, nir) for blocky test scenes.
 SPECTRA = np.array([[500, 600, 400, 3000], [300, 400, 300, 200], [1500, 1600, 1800, 2200], [800, 900, 700, 1500]])
@@ -53,6 +67,10 @@ def blocky_scene(folder: Path, height: int = 300, width: int = 340, seed: int = 
     return path, classes
 
 
+# ------------------------------------------------------------------------------------------
+# label stores and region layers on a 10 m UTM grid (accuracy, vector and CLI tests)
+# ------------------------------------------------------------------------------------------
+
 def geo_grid(height: int, width: int, transform=None, crs="EPSG:32633") -> GeoGrid:  # noqa: ANN001
     """A label grid for tests: 10 m UTM 33N pixels from (500000, 5100000) unless told otherwise."""
     return GeoGrid.of(height, width, transform or from_origin(500000, 5100000, 10, 10), crs)
@@ -61,3 +79,85 @@ def geo_grid(height: int, width: int, transform=None, crs="EPSG:32633") -> GeoGr
 def chunk_grid(height: int, width: int, chunk: int, transform=None, crs="EPSG:32633") -> ChunkGrid:  # noqa: ANN001
     """:func:`geo_grid` cut into ``chunk`` x ``chunk`` chunks."""
     return geo_grid(height, width, transform, crs).tiles(chunk)
+
+
+CRS_UTM = CRS.from_epsg(32633)
+#: The 10 m grid the label-store helpers default to; its origin is ``(500000, 5100000)``.
+TRANSFORM = Affine(10.0, 0, 500000.0, 0, -10.0, 5100000.0)
+
+
+def write_store(path: Path, labels: np.ndarray, chunk: int, legend=None, transform: Affine = TRANSFORM,  # noqa: ANN001
+                crs: CRS = CRS_UTM) -> Path:
+    """A finalized label store of ``labels`` written chunk by chunk (``legend`` defaults to land cover)."""
+    from geoseg.io.labelstore import LabelStoreWriter
+    from geoseg.legend import LANDCOVER_CLASSES
+
+    grid = GeoGrid.of(labels.shape[0], labels.shape[1], transform, crs).tiles(chunk)
+    writer = LabelStoreWriter.create(path, grid, tuple(LANDCOVER_CLASSES if legend is None else legend))
+    for w in grid.windows():
+        writer.write(w, labels[w.slices])
+    return writer.finalize()
+
+
+def write_regions(path: Path, rects: list[tuple[int, int, int, int]], ids: list, crs: CRS = CRS_UTM,
+                  transform: Affine = TRANSFORM, to_crs: CRS | None = None) -> Path:
+    """Rectangles given in pixel coordinates (row0, col0, row1, col1) as a polygon layer."""
+    import geopandas as gpd
+    from shapely import box
+
+    geoms = []
+    for r0, c0, r1, c1 in rects:
+        x0, y0 = transform @ (c0, r0)
+        x1, y1 = transform @ (c1, r1)
+        geoms.append(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+    gdf = gpd.GeoDataFrame({"zone": ids}, geometry=geoms, crs=crs)
+    if to_crs is not None:
+        gdf = gdf.to_crs(to_crs)
+    gdf.to_file(path, driver="GPKG")
+    return path
+
+
+def random_blocks(shape: tuple[int, int], block: int, n: int, seed: int) -> np.ndarray:
+    """A uint8 map of ``block``-pixel squares with random classes 1..n (cropped to ``shape``)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(1, n + 1, (-(-shape[0] // block), -(-shape[1] // block)))
+    return np.kron(coarse, np.ones((block, block), int))[: shape[0], : shape[1]].astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------
+# tiny DeepLab models (checkpoint, prediction and workflow tests); torch is imported on use
+# ------------------------------------------------------------------------------------------
+
+BANDS = ["red", "green", "blue", "nir"]
+
+
+def tiny_meta(**kw) -> CheckpointMeta:  # noqa: ANN003
+    """Checkpoint metadata of a small 4-band crop/weed model; ``kw`` overrides fields."""
+    from geoseg.legend import CROPWEED_CLASSES
+    from geoseg.methods.checkpoint import CheckpointMeta
+
+    base = dict(
+        encoder="resnet18", encoder_depth=3, decoder_channels=16, in_channels=4, band_names=BANDS,
+        band_mean=[100.0, 110.0, 90.0, 150.0], band_std=[20.0, 25.0, 15.0, 40.0], classes=list(CROPWEED_CLASSES),
+        tile_size=64, tile_overlap=16, resolution=0.01, crs="EPSG:32632",
+    )
+    base.update(kw)
+    return CheckpointMeta(**base)
+
+
+def tiny_model(meta: CheckpointMeta, seed: int = 0) -> torch.nn.Module:
+    """An untrained model for ``meta`` with non-trivial BatchNorm statistics, in eval mode."""
+    import torch
+
+    from geoseg.methods.checkpoint import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(meta.encoder, meta.in_channels, meta.n_classes, encoder_depth=meta.encoder_depth,
+                        decoder_channels=meta.decoder_channels)
+    # Make BatchNorm statistics non-trivial so a lost buffer would show in predictions.
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return model.eval()

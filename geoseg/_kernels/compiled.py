@@ -9,7 +9,8 @@ read-only image run by a user without a home) the loop is compiled in memory in 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def compiled(fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 
-
 def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     num = np.asarray(num, dtype=np.float64)
     den = np.asarray(den, dtype=np.float64)

@@ -11,9 +11,10 @@ import glob
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import cast
 
 import numpy as np
 import rasterio
@@ -231,7 +232,9 @@ def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - 
         scene = open_scene(scene)
     size = scene.chunk_grid(chunk).chunk
     arrays = [
-        rioxarray.open_rasterio(p, chunks={"band": -1, "y": size, "x": size}, lock=False, masked=False)
+        # one GeoTIFF band set each (never subdatasets): a DataArray
+        cast("xr.DataArray", rioxarray.open_rasterio(p, chunks={"band": -1, "y": size, "x": size}, lock=False,
+                                                     masked=False))
         for p in scene.paths
     ]
     da = arrays[0] if len(arrays) == 1 else xr.concat(arrays, dim="band")

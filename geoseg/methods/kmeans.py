@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoseg.legend import NODATA_LABEL
 from geoseg.errors import InputError
+from geoseg.legend import NODATA_LABEL
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class KMeansModel:
         return labels
 
     @classmethod
-    def from_json(cls, data: dict) -> "KMeansModel":
+    def from_json(cls, data: dict) -> KMeansModel:
         """Rebuild a model saved with :meth:`to_json` (``model.json`` of a run)."""
         try:
             return cls(

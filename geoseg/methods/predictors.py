@@ -28,10 +28,15 @@ class ChunkPredictor(Protocol):
     which the workflow writes to ``confidence.zarr``.
     """
 
-    #: Pixels of context to read around each chunk.
-    halo: int
-    #: Dask resources each prediction task needs (e.g. ``{"GPU": 1}``), or ``None``.
-    resources: dict[str, float] | None
+    @property
+    def halo(self) -> int:
+        """Pixels of context to read around each chunk."""
+        ...
+
+    @property
+    def resources(self) -> dict[str, float] | None:
+        """Dask resources each prediction task needs (e.g. ``{"GPU": 1}``), or ``None``."""
+        ...
 
     def legend(self) -> tuple[ClassInfo, ...]: ...
 

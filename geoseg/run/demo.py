@@ -7,8 +7,8 @@ from pathlib import Path
 
 from geoseg.legend import LANDCOVER_CLASSES, legend_to_json
 from geoseg.run.jobspec import parse_job
-from geoseg.samples.synthetic import make_scene
 from geoseg.run.workflow import RunResult, run_job
+from geoseg.samples.synthetic import make_scene
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ class MonitorSummary:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "exit_code": self.exit_code,
             "processed": self.processed,
             "skipped": self.skipped,
@@ -67,7 +67,7 @@ def period_of(path: str, pattern: str) -> str:
             return date(int(m.group(1)), int(m.group(2)), int(m.group(3))).isoformat()
         except ValueError:
             pass
-    return datetime.fromtimestamp(Path(path).stat().st_mtime, timezone.utc).date().isoformat()
+    return datetime.fromtimestamp(Path(path).stat().st_mtime, UTC).date().isoformat()
 
 
 def _identity(path: str) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from geoseg.io.labelstore import LabelStoreWriter
 from geoseg.run.monitor import run_monitor
 
 
-
 def _store(path, labels, chunk=40):
     grid = GeoGrid.of(*labels.shape, Affine(10, 0, 500000, 0, -10, 5100000), CRS.from_epsg(32633)).tiles(chunk)
     w = LabelStoreWriter.create(path, grid, LANDCOVER_CLASSES)

@@ -21,7 +21,6 @@ from affine import Affine
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rasterio.crs import CRS
-from shapely import box
 from sklearn.metrics import (
     accuracy_score,
     cohen_kappa_score,
@@ -39,43 +38,15 @@ from geoseg.accuracy.evaluate import METRIC_COLUMNS, Evaluation, evaluate
 from geoseg.accuracy.metrics import confusion_metrics
 from geoseg.geo import GeoGrid
 from geoseg.accuracy.reference import SENTINEL
-from geoseg.io.labelstore import LabelStoreWriter
+from tests.fixtures import CRS_UTM, TRANSFORM, random_blocks, write_raster, write_regions, write_store
 
-from tests.fixtures import write_raster
-
-CRS_UTM = CRS.from_epsg(32633)
-ORIGIN = (500000.0, 5100000.0)
+ORIGIN = (500000.0, 5100000.0)  # the origin and pixel size of tests.fixtures.TRANSFORM
 PX = 10.0
-TRANSFORM = Affine(PX, 0, ORIGIN[0], 0, -PX, ORIGIN[1])
 
 
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
-
-
-def write_store(path: Path, labels: np.ndarray, chunk: int, legend=LANDCOVER_CLASSES, transform: Affine = TRANSFORM,  # noqa: ANN001
-                crs: CRS = CRS_UTM) -> Path:  # fmt: skip
-    grid = GeoGrid.of(labels.shape[0], labels.shape[1], transform, crs).tiles(chunk)
-    writer = LabelStoreWriter.create(path, grid, tuple(legend))
-    for w in grid.windows():
-        writer.write(w, labels[w.slices])
-    return writer.finalize()
-
-
-def write_regions(path: Path, rects: list[tuple[int, int, int, int]], ids: list, crs: CRS = CRS_UTM,
-                  transform: Affine = TRANSFORM, to_crs: CRS | None = None) -> Path:  # fmt: skip
-    """Rectangles given in pixel coordinates (row0, col0, row1, col1) as a polygon layer."""
-    geoms = []
-    for r0, c0, r1, c1 in rects:
-        x0, y0 = transform @ (c0, r0)
-        x1, y1 = transform @ (c1, r1)
-        geoms.append(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
-    gdf = gpd.GeoDataFrame({"zone": ids}, geometry=geoms, crs=crs)
-    if to_crs is not None:
-        gdf = gdf.to_crs(to_crs)
-    gdf.to_file(path, driver="GPKG")
-    return path
 
 
 def rect_region_masks(shape: tuple[int, int], rects: list, ids: list) -> dict:
@@ -176,7 +147,8 @@ def test_count_pixels_and_merge_on_different_axes() -> None:
     assert c.regions.tolist() == [0, 1, 2] and c.ref_values.tolist() == [1, 2] and c.label_values.tolist() == [1, 2]
     assert c.counts.sum() == 4 and c.counts[2].tolist() == [[0, 0], [1, 1]]
     assert c.excluded.tolist() == [[0, 0, 0], [1, 1, 2], [0, 0, 0]]
-    other = ChunkCounts(np.array([2, 5]), np.array([7]), np.array([1]), np.array([[[3]], [[4]]]), np.array([[1, 0, 1], [0, 0, 0]]))
+    other = ChunkCounts(np.array([2, 5]), np.array([7]), np.array([1]), np.array([[[3]], [[4]]]),
+                        np.array([[1, 0, 1], [0, 0, 0]]))
     both = merge_counts([c, other])
     assert both.regions.tolist() == [0, 1, 2, 5]
     assert both.ref_values.tolist() == [1, 2, 7]
@@ -352,12 +324,6 @@ def test_reference_covering_part_of_the_labels(tmp_path: Path, dtype: str, nodat
 # ------------------------------------------------------------------------------------------
 
 
-def blocky(shape: tuple[int, int], block: int, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(1, n + 1, (-(-shape[0] // block), -(-shape[1] // block)))
-    return np.kron(coarse, np.ones((block, block), int))[: shape[0], : shape[1]].astype(np.uint8)
-
-
 def test_reference_and_regions_in_other_crs_are_reprojected(tmp_path: Path) -> None:
     """Reference in EPSG:3857 at a finer pixel, regions in EPSG:4326 vs. both on the label grid.
 
@@ -367,9 +333,9 @@ def test_reference_and_regions_in_other_crs_are_reprojected(tmp_path: Path) -> N
     that is 3 blocks off (what ignoring a CRS would look like).
     """
     shape = (160, 192)
-    truth = blocky(shape, 16, 5, seed=3)
+    truth = random_blocks(shape, 16, 5, seed=3)
     labels = truth.copy()
-    flip = blocky(shape, 16, 4, seed=4) == 1
+    flip = random_blocks(shape, 16, 4, seed=4) == 1
     labels[flip] = (truth[flip] % 5) + 1  # a quarter of blocks wrong
     store = write_store(tmp_path / "labels.zarr", labels, chunk=48)
     native = write_raster(tmp_path / "ref_native.tif", truth, nodata=0, transform=TRANSFORM)
@@ -454,9 +420,9 @@ def test_vector_reference_equals_raster_reference(tmp_path: Path, class_offset: 
     from rasterio.features import shapes
     from shapely.geometry import shape as to_shape
 
-    truth = blocky((40, 56), 8, 4, seed=7).astype(np.int16) + class_offset
+    truth = random_blocks((40, 56), 8, 4, seed=7).astype(np.int16) + class_offset
     truth[:8, :8] = 0  # a hole: no reference polygon there
-    labels = blocky((40, 56), 8, 4, seed=8)
+    labels = random_blocks((40, 56), 8, 4, seed=8)
     store = write_store(tmp_path / "labels.zarr", labels, chunk=16)
     raster = write_raster(tmp_path / "ref.tif", truth, nodata=0, transform=TRANSFORM)
     polys = [(to_shape(g), int(v)) for g, v in shapes(truth, mask=truth != 0, transform=TRANSFORM)]
@@ -477,7 +443,7 @@ def test_vector_reference_equals_raster_reference(tmp_path: Path, class_offset: 
 
 
 def test_hungarian_recovers_a_permutation(tmp_path: Path) -> None:
-    truth = blocky((48, 64), 8, 5, seed=11)
+    truth = random_blocks((48, 64), 8, 5, seed=11)
     perm = {1: 3, 2: 0, 3: 4, 4: 1, 5: 2}  # reference class → cluster id
     clusters = np.vectorize(perm.get)(truth).astype(np.uint8)
     noise = np.random.default_rng(0).random(truth.shape) < 0.05
@@ -497,7 +463,7 @@ def test_hungarian_recovers_a_permutation(tmp_path: Path) -> None:
 
 
 def test_many_to_one_and_unassigned_clusters(tmp_path: Path) -> None:
-    truth = blocky((40, 40), 5, 3, seed=5)
+    truth = random_blocks((40, 40), 5, 3, seed=5)
     # six clusters: each class split in two halves of the image
     left = np.zeros(truth.shape, bool)
     left[:, :20] = True
@@ -527,7 +493,7 @@ def test_many_to_one_and_unassigned_clusters(tmp_path: Path) -> None:
 
 
 def test_inputs_that_cannot_be_evaluated(tmp_path: Path) -> None:
-    labels = blocky((20, 20), 5, 3, seed=1)
+    labels = random_blocks((20, 20), 5, 3, seed=1)
     store = write_store(tmp_path / "l.zarr", labels, chunk=10)
     no_crs = write_raster(tmp_path / "nocrs.tif", labels, crs=None, nodata=0, transform=TRANSFORM)
     with pytest.raises(InputError, match="no coordinate reference system"):
@@ -563,7 +529,7 @@ def test_inputs_that_cannot_be_evaluated(tmp_path: Path) -> None:
 
 
 def test_feature_ids_are_the_default_region_ids(tmp_path: Path) -> None:
-    labels = blocky((20, 30), 5, 3, seed=2)
+    labels = random_blocks((20, 30), 5, 3, seed=2)
     store = write_store(tmp_path / "l.zarr", labels, chunk=8)
     ref = write_raster(tmp_path / "ref.tif", labels, nodata=0, transform=TRANSFORM)
     regions = write_regions(tmp_path / "r.gpkg", [(0, 0, 10, 10), (10, 10, 20, 30)], ["a", "b"])
@@ -581,8 +547,8 @@ def test_feature_ids_are_the_default_region_ids(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_on_a_distributed_cluster_equals_local(tmp_path: Path, dask_client) -> None:  # noqa: ANN001
-    labels = blocky((60, 70), 7, 4, seed=9)
-    ref = blocky((60, 70), 9, 4, seed=10)
+    labels = random_blocks((60, 70), 7, 4, seed=9)
+    ref = random_blocks((60, 70), 9, 4, seed=10)
     store = write_store(tmp_path / "l.zarr", labels, chunk=16)
     ref_path = write_raster(tmp_path / "ref.tif", ref, nodata=0, transform=TRANSFORM)
     regions = write_regions(tmp_path / "r.gpkg", [(0, 0, 30, 70), (30, 0, 60, 35)], [1, 2])

@@ -18,12 +18,10 @@ import pyogrio
 import pytest
 import rasterio
 
-from geoseg.legend import NODATA_LABEL, ClassInfo, cluster_legend
 from geoseg.accuracy.evaluate import METRIC_COLUMNS, evaluate
 from geoseg.accuracy.report import write_outputs
-
-from tests.fixtures import write_raster
-from tests.accuracy.test_evaluate import TRANSFORM, blocky, write_regions, write_store
+from geoseg.legend import NODATA_LABEL, ClassInfo, cluster_legend
+from tests.fixtures import TRANSFORM, random_blocks, write_raster, write_regions, write_store
 
 CHROMIUM = Path("/usr/bin/chromium")
 OUTPUTS = {"metrics", "confusion", "class_mapping", "regions_metrics", "report"}
@@ -33,9 +31,9 @@ OUTPUTS = {"metrics", "confusion", "class_mapping", "regions_metrics", "report"}
 def scene(tmp_path: Path) -> dict:
     """Labels with nodata, a reference, two regions and a 3-band image named like Sentinel-2."""
     shape = (120, 150)
-    truth = blocky(shape, 10, 5, seed=1)
+    truth = random_blocks(shape, 10, 5, seed=1)
     labels = truth.copy()
-    wrong = blocky(shape, 10, 3, seed=2) == 1
+    wrong = random_blocks(shape, 10, 3, seed=2) == 1
     labels[wrong] = labels[wrong] % 5 + 1
     labels[:6, :6] = NODATA_LABEL
     rgb = np.stack([(truth * 37 + k * 50) % 255 for k in range(3)]).astype(np.uint16) * 10 + 100
@@ -103,7 +101,7 @@ def test_grid_cells_and_scene_only_outputs(tmp_path: Path, scene: dict) -> None:
 
 
 def test_kmeans_clusters_report_shows_the_mapping(tmp_path: Path, scene: dict) -> None:
-    truth = blocky(scene["shape"], 10, 5, seed=1)
+    truth = random_blocks(scene["shape"], 10, 5, seed=1)
     clusters = ((truth + 2) % 5).astype(np.uint8)
     store = write_store(tmp_path / "k.zarr", clusters, chunk=64, legend=cluster_legend(5))
     ev = evaluate(store, scene["reference"], mapping="hungarian")

@@ -4,7 +4,7 @@ Every YAML file parses; the compose file and the Kubernetes manifests are valida
 schemas written down here for the fields the recipes use (unknown keys are errors, so a typo
 fails); the Dockerfiles are parsed; every ``dask scheduler``/``dask worker`` command of the
 images, compose, Kubernetes and Slurm recipes is parsed with the locked ``distributed``'s own CLI
-and compared with the commands tests/test_loopback_cluster.py runs a real job through; the job
+and compared with the commands tests/deploy/test_loopback_cluster.py runs a real job through; the job
 file the deployments run parses with ``geoseg.run.jobspec``; ``make-certs.sh`` makes certificates
 that Dask accepts and that complete a mutual-TLS handshake.
 """
@@ -12,7 +12,6 @@ that Dask accepts and that complete a mutual-TLS handshake.
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import shlex
 import shutil
@@ -21,144 +20,35 @@ import subprocess
 import sys
 import time
 import zipfile
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pytest
 import yaml
 
 from geoseg.run.jobspec import parse_job
-
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
-DOCKER = DEPLOY / "docker"
-K8S = DEPLOY / "k8s"
-SLURM = DEPLOY / "slurm"
-DOCKERFILES = {"cpu": DOCKER / "Dockerfile.cpu", "gpu": DOCKER / "Dockerfile.gpu"}
-TLS_KEYS = ("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "DASK_DISTRIBUTED__COMM__TLS__CA_FILE",
-            *(f"DASK_DISTRIBUTED__COMM__TLS__{role}__{part}" for role in ("SCHEDULER", "WORKER", "CLIENT")
-              for part in ("CERT", "KEY")))
-JOB_IN_CONTAINERS = "/jobs/landcover-kmeans.yaml"
-
-
-# --------------------------------------------------------------------------- readers (shared)
-
-
-def yaml_docs(path: Path) -> list[Any]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-
-
-@lru_cache
-def compose_config() -> dict:
-    return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-
-
-def k8s_docs() -> list[tuple[Path, dict]]:
-    return [(p, d) for p in sorted(K8S.glob("*.yaml")) for d in yaml_docs(p)]
-
-
-def k8s_doc(kind: str, name: str | None = None) -> dict:
-    found = [d for _, d in k8s_docs() if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
-    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
-    return found[0]
-
-
-def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs: comments dropped, continuation lines joined."""
-    out, buf = [], ""
-    for line in path.read_text().splitlines():
-        if not buf and (not line.strip() or line.lstrip().startswith("#")):
-            continue
-        if line.lstrip().startswith("#"):  # comment inside a continued instruction
-            continue
-        if line.rstrip().endswith("\\"):
-            buf += line.rstrip()[:-1] + " "
-            continue
-        buf += line
-        instr, _, rest = buf.strip().partition(" ")
-        out.append((instr.upper(), rest.strip()))
-        buf = ""
-    assert not buf, f"{path}: dangling continuation line"
-    return out
-
-
-def exec_form(text: str) -> list[str]:
-    value = json.loads(text)
-    assert isinstance(value, list) and all(isinstance(v, str) for v in value), text
-    return value
-
-
-def dockerfile_command(path: Path) -> list[str]:
-    """The command a container of this image runs: ENTRYPOINT + CMD (exec form)."""
-    ins = dockerfile_instructions(path)
-    entry = [exec_form(r) for i, r in ins if i == "ENTRYPOINT"]
-    cmd = [exec_form(r) for i, r in ins if i == "CMD"]
-    return (entry[-1] if entry else []) + (cmd[-1] if cmd else [])
-
-
-def dockerfile_healthcheck(path: Path) -> list[str]:
-    (rest,) = [r for i, r in dockerfile_instructions(path) if i == "HEALTHCHECK"]
-    opts, sep, cmd = rest.partition("CMD ")
-    assert sep and all(o.startswith("--") for o in opts.split()), rest
-    return exec_form(cmd)
-
-
-def dockerfile_env(path: Path) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for instr, rest in dockerfile_instructions(path):
-        if instr == "ENV":
-            for item in shlex.split(rest):
-                key, _, value = item.partition("=")
-                env[key] = value
-    return env
-
-
-# --------------------------------------------------------------------------- dask commands
-
-
-#: Options that say where and how a process listens or finds its peers (host, ports, TLS files,
-#: scheduler address or file, worker name, memory of its slot); they differ between a container,
-#: a Slurm task and a loopback test. Everything else must be the same everywhere.
-PLACEMENT = {
-    "scheduler": {"host", "port", "protocol", "interface", "scheduler_file", "dashboard", "dashboard_address",
-                  "tls_ca_file", "tls_cert", "tls_key", "pid_file"},
-    "worker": {"scheduler", "scheduler_file", "host", "interface", "protocol", "listen_address",
-               "contact_address", "worker_port", "nanny_port", "dashboard", "dashboard_address", "name",
-               "tls_ca_file", "tls_cert", "tls_key", "local_directory", "memory_limit", "pid_file"},
-}
-
-
-def dask_cli(argv: list[str]) -> tuple[str, dict[str, Any]]:
-    """Parse ``dask scheduler|worker ...`` with the installed distributed's own CLI definition
-    (unknown options and bad values raise): (role, parameters)."""
-    from distributed.cli import dask_scheduler, dask_worker
-
-    assert Path(argv[0]).name == "dask", argv
-    role, args = argv[1], list(argv[2:])
-    command = {"scheduler": dask_scheduler.main, "worker": dask_worker.main}[role]
-    params = dict(command.make_context(f"dask {role}", args).params)
-    assert params.get("preload_argv", ()) == (), f"stray arguments: {params['preload_argv']}"
-    return role, params
-
-
-def canonical(argv: list[str]) -> tuple[str, dict[str, Any]]:
-    role, params = dask_cli(argv)
-    return role, {k: v for k, v in params.items() if k not in PLACEMENT[role]}
-
-
-def dashboard_port(params: dict[str, Any]) -> int:
-    return int(str(params["dashboard_address"]).rsplit(":", 1)[-1])
-
-
-def loopback_commands() -> dict[str, list[str]]:
-    from tests.run.test_loopback_cluster import scheduler_command, worker_command
-
-    return {"scheduler": scheduler_command(Path("scheduler.json")),
-            "cpu": worker_command("tcp://127.0.0.1:1234"),
-            "gpu": worker_command("tcp://127.0.0.1:1234", gpu=True)}
-
+from tests.deploy.recipes import (
+    DEPLOY,
+    DOCKER,
+    DOCKERFILES,
+    JOB_IN_CONTAINERS,
+    K8S,
+    ROOT,
+    SLURM,
+    TLS_KEYS,
+    canonical,
+    compose_config,
+    dashboard_port,
+    dask_cli,
+    dockerfile_command,
+    dockerfile_env,
+    dockerfile_healthcheck,
+    dockerfile_instructions,
+    k8s_doc,
+    k8s_docs,
+    loopback_commands,
+    yaml_docs,
+)
 
 # --------------------------------------------------------------------------- every YAML file
 

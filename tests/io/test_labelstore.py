@@ -8,10 +8,10 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL
 from geoseg.errors import InputError, OutputError
 from geoseg.geo import GeoGrid
 from geoseg.io.labelstore import LabelStoreWriter, open_labels, read_label_info
+from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL
 
 CRS_ = CRS.from_epsg(32633)
 GRID = GeoGrid.of(70, 90, Affine(10, 0, 600000, 0, -10, 5200000), CRS_).tiles(32)

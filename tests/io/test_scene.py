@@ -9,7 +9,6 @@ from affine import Affine
 from geoseg.errors import GridMismatchError, InputError
 from geoseg.geo import Window
 from geoseg.io.scene import open_scene, open_scene_xarray, read_window
-
 from tests.fixtures import blocky_scene, write_raster
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from geoseg.errors import ModelError
 from geoseg.methods.checkpoint import (
-    CheckpointMeta,
     build_model,
     check_compatible,
     checkpoint_paths,
@@ -17,34 +17,8 @@ from geoseg.methods.checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from geoseg.legend import CROPWEED_CLASSES
-from geoseg.errors import ModelError
 from geoseg.methods.deeplab import predict_chunk
-
-BANDS = ["red", "green", "blue", "nir"]
-
-
-def tiny_meta(**kw) -> CheckpointMeta:  # noqa: ANN003
-    base = dict(
-        encoder="resnet18", encoder_depth=3, decoder_channels=16, in_channels=4, band_names=BANDS,
-        band_mean=[100.0, 110.0, 90.0, 150.0], band_std=[20.0, 25.0, 15.0, 40.0], classes=list(CROPWEED_CLASSES),
-        tile_size=64, tile_overlap=16, resolution=0.01, crs="EPSG:32632",
-    )
-    base.update(kw)
-    return CheckpointMeta(**base)
-
-
-def tiny_model(meta: CheckpointMeta, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = build_model(meta.encoder, meta.in_channels, meta.n_classes, encoder_depth=meta.encoder_depth,
-                        decoder_channels=meta.decoder_channels)
-    # Make BatchNorm statistics non-trivial so a lost buffer would show in predictions.
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+from tests.fixtures import BANDS, tiny_meta, tiny_model
 
 
 def test_round_trip_same_predictions_and_sidecar(tmp_path, monkeypatch):

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoseg.legend import NODATA_LABEL
 from geoseg.errors import InputError
-from geoseg.methods.features import FeatureSpec
 from geoseg.geo import Window
+from geoseg.legend import NODATA_LABEL
+from geoseg.methods.features import FeatureSpec
 from geoseg.methods.kmeans import fit_kmeans
 from geoseg.methods.sampling import chunk_rng, sample_valid_pixels
-
 from tests.fixtures import SPECTRA, blocky_classes
 
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
@@ -52,6 +51,24 @@ def _features(seed: int = 0):
     return img, classes
 
 
+def assert_recovers_classes(truth: np.ndarray, labels: np.ndarray, n: int, min_accuracy: float = 0.999) -> None:
+    """The labelling is a bijection between the ``n`` true classes and ``n`` distinct cluster ids,
+    and the best one-to-one mapping (scipy's Hungarian assignment on the confusion matrix, not
+    geoseg's) labels at least ``min_accuracy`` of the pixels right. A constant labelling fails."""
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics import confusion_matrix
+
+    assert sorted(np.unique(truth).tolist()) == list(range(n))
+    assert len(np.unique(labels)) == n, f"{len(np.unique(labels))} distinct labels for {n} classes"
+    ids = np.unique(labels)
+    cm = confusion_matrix(truth, np.searchsorted(ids, labels), labels=list(range(n)))
+    rows, cols = linear_sum_assignment(cm, maximize=True)
+    assert (cm.argmax(axis=1) == cols[np.argsort(rows)]).all(), f"two classes share a cluster:\n{cm}"
+    assert len(set(cm.argmax(axis=1).tolist())) == n, cm
+    accuracy = cm[rows, cols].sum() / cm.sum()
+    assert accuracy >= min_accuracy, f"accuracy {accuracy:.4f} under the best mapping:\n{cm}"
+
+
 def test_kmeans_recovers_classes_deterministically_with_ordered_ids():
     img, classes = _features()
     sample = img.reshape(4, -1).T[::7]
@@ -66,6 +83,7 @@ def test_kmeans_recovers_classes_deterministically_with_ordered_ids():
     # each true class maps to exactly one cluster
     pairs = {(int(c), int(lbl)) for c, lbl in zip(classes[valid], labels[valid])}
     assert len(pairs) == 4
+    assert_recovers_classes(classes[valid], labels[valid], 4)
 
 
 def test_kmeans_refuses_tiny_samples():

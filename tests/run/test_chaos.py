@@ -1,7 +1,7 @@
 """Chaos (slow, outside the default suite): random workers are killed again and again during a long run.
 
 The job must still finish, with labels and polygons equal to an undisturbed run. Run with
-``pytest -m slow tests/test_chaos.py``.
+``pytest -m slow tests/run/test_chaos.py``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import pytest
 
 from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
-
 from tests.fixtures import blocky_scene
-from tests.run.test_reliability import _job_dict, _labels, _markers
+from tests.run.jobs import chunk_markers, kmeans_job_dict, label_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -35,7 +34,7 @@ def test_random_worker_kills_during_a_long_run(tmp_path):
     from distributed import Client, LocalCluster
 
     scene, _ = blocky_scene(tmp_path, height=4000, width=4000)
-    job = _job_dict(scene, tmp_path / "ref")
+    job = kmeans_job_dict(scene, tmp_path / "ref")
     job["vectorize"] = {"enabled": True}
     run_job(parse_job(job), show_progress=False)
 
@@ -57,7 +56,7 @@ def test_random_worker_kills_during_a_long_run(tmp_path):
 
         thread = threading.Thread(target=run)
         thread.start()
-        while _markers(out) < 5 and not done.is_set():
+        while chunk_markers(out) < 5 and not done.is_set():
             time.sleep(0.05)
         while len(kills) < KILLS and not done.is_set():
             pids = list(client.run(os.getpid).values())
@@ -71,5 +70,5 @@ def test_random_worker_kills_during_a_long_run(tmp_path):
         thread.join(timeout=900)
         assert not errors, errors
     assert len(kills) >= 3, "the run ended before the chaos could start; make the scene larger"
-    assert _labels(out) == _labels(tmp_path / "ref")
+    assert label_bytes(out) == label_bytes(tmp_path / "ref")
     assert _polygons(out) == _polygons(tmp_path / "ref")

@@ -15,8 +15,7 @@ from scipy import ndimage
 from geoseg.cli import main
 from geoseg.io.export import export_cog
 from geoseg.io.labelstore import read_label_info
-from tests.fixtures import blocky_classes, write_raster
-from tests.vector.test_polygonize import CRS_, make_store
+from tests.fixtures import CRS_UTM, blocky_classes, write_raster, write_store
 
 TRANSFORM = Affine(10, 0, 500_000, 0, -10, 5_100_000)
 
@@ -29,8 +28,8 @@ def rasters(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
     labels[:, 100:110] = (labels[:, 100:110] + 1) % 4
     labels[:15, :15] = 255
     truth[180:, 200:] = 0
-    store = make_store(tmp_path / "labels.zarr", labels, 64, TRANSFORM)
-    ref = write_raster(tmp_path / "ref.tif", truth.astype(np.uint8), nodata=0, transform=TRANSFORM, crs=CRS_.to_string())
+    store = write_store(tmp_path / "labels.zarr", labels, 64, transform=TRANSFORM)
+    ref = write_raster(tmp_path / "ref.tif", truth.astype(np.uint8), nodata=0, transform=TRANSFORM, crs=CRS_UTM.to_string())
     return store, ref, labels, truth
 
 
@@ -78,7 +77,7 @@ def test_export_command_writes_cog_and_overviews(rasters, tmp_path):
     cog = tmp_path / "labels-cog.tif"
     assert main(["export", str(store), "--cog", str(cog), "--overviews", "2,4"]) == 0
     with rasterio.open(cog) as ds:
-        assert ds.crs == CRS_ and ds.transform == TRANSFORM
+        assert ds.crs == CRS_UTM and ds.transform == TRANSFORM
         np.testing.assert_array_equal(ds.read(1), labels)
         assert ds.colormap(1)[1][:3] != (0, 0, 0)
     info = read_label_info(store / "overviews" / "4")
@@ -105,7 +104,7 @@ def test_geotiff_labels_keep_the_exported_legend(rasters, tmp_path):
 )
 def test_bad_arguments_are_one_line_errors(rasters, tmp_path, capsys, argv, message):
     store, ref, labels, _ = rasters
-    write_raster(tmp_path / "l.tif", labels, transform=TRANSFORM, crs=CRS_.to_string())
+    write_raster(tmp_path / "l.tif", labels, transform=TRANSFORM, crs=CRS_UTM.to_string())
     args = [a.format(tmp=tmp_path, ref=ref, store=store) for a in argv]
     assert main(args) != 0
     err = capsys.readouterr().err

@@ -21,17 +21,16 @@ import rasterio
 import torch
 import yaml
 
-from geoseg.methods.checkpoint import load_checkpoint, save_checkpoint
-from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES, NODATA_LABEL
 from geoseg.errors import JobSpecError, ModelError
-from geoseg.run.jobspec import load_job, parse_job
 from geoseg.io.labelstore import LabelStoreWriter
+from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES, NODATA_LABEL
+from geoseg.methods.checkpoint import load_checkpoint, save_checkpoint
 from geoseg.methods.deeplab import predict_chunk
-from geoseg.samples.synthetic import make_scene
 from geoseg.methods.training import TrainConfig, load_train_job, parse_train_job
+from geoseg.run.jobspec import load_job, parse_job
 from geoseg.run.workflow import CONFIDENCE_ARRAY, CONFIDENCE_ATTRS, run_job
-
-from tests.methods.test_checkpoint import tiny_meta, tiny_model
+from geoseg.samples.synthetic import make_scene
+from tests.fixtures import tiny_meta, tiny_model
 
 # One thread: the test machine has two cores shared with other work.
 torch.set_num_threads(1)
@@ -315,7 +314,7 @@ def test_confidence_raster_is_georeferenced_like_the_labels(run128, whole):
 def test_labels_do_not_depend_on_the_chunk_size(run128, scene, checkpoint, dask_client, tmp_path):
     """Through the workflow: 256 px chunks give the labels of 128 px chunks, also along chunk borders.
 
-    (tests/test_deeplab.py checks the same for predict_chunk alone, with a naive-chunking control.)
+    (tests/methods/test_deeplab.py checks the same for predict_chunk alone, with a naive-chunking control.)
     """
     out, _ = run128
     # Rerun the job in a copy of the 128-px output folder, without confidence (and another batch size).
@@ -429,8 +428,8 @@ def test_cli_run_refuses_a_checkpoint_for_other_bands_in_one_line(scene, tmp_pat
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_deeplab_job_on_gpu_workers_matches_cpu(scene, checkpoint, whole, tmp_path):
     """On a machine with a GPU: tasks carry the GPU resource, workers run the model on CUDA."""
-    from geoseg.run.cluster import connect
     from geoseg.methods.deeplab import cache_info
+    from geoseg.run.cluster import connect
 
     labels_whole, _, valid = whole
     job = _job(scene, checkpoint, tmp_path / "gpu", chunk_size=256,

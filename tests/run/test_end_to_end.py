@@ -26,8 +26,8 @@ from sklearn.metrics import jaccard_score
 
 from geoseg.legend import LANDCOVER_CLASSES, legend_to_json
 from geoseg.run.jobspec import parse_job
-from geoseg.samples.synthetic import make_scene
 from geoseg.run.workflow import run_job
+from geoseg.samples.synthetic import make_scene
 
 pytestmark = pytest.mark.integration
 

@@ -2,19 +2,18 @@
 
 Everything the run reports is recomputed here from the files it wrote, with independent tools
 (xarray, rasterio, scikit-learn), so a wrong count, a shifted grid or a mislabelled region fails.
-The data live in ``../shared/realdata/slovenia`` (next to the repository); without it the module
-is skipped.
+The data live in ``../shared/realdata/slovenia`` (next to the repository, or ``GEOSEG_REALDATA``);
+without them the module is skipped.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "slovenia"
+from tests.fixtures import REALDATA
+
 if not (REALDATA / "s2_l1c_reference_scene_0.tif").exists():
     pytest.skip(f"real data not present at {REALDATA}", allow_module_level=True)
 

@@ -8,62 +8,34 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from pathlib import Path
 
 import pytest
-import rasterio
 import yaml
 
 from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
 from tests.fixtures import blocky_scene
+from tests.run.jobs import chunk_markers, kmeans_job_dict, label_bytes, wait_for_markers
 
 pytestmark = pytest.mark.integration
-
-
-def _job_dict(scene: Path, out: Path) -> dict:
-    return {"name": "rel", "inputs": [str(scene)], "output": str(out), "chunk_size": 128,
-            "method": {"kind": "kmeans", "n_clusters": 4, "sample_size": 20000, "features": {"indices": ["ndvi"]}},
-            "vectorize": {"enabled": False}, "cluster": {"n_workers": 2, "memory_limit": "2GiB"}}
-
-
-def _labels(out: Path) -> bytes:
-    with rasterio.open(out / "labels.zarr") as ds:
-        return ds.read(1).tobytes()
-
-
-def _markers(out: Path) -> int:
-    folder = out / "labels.zarr.partial" / ".geoseg-chunks"
-    return len(list(folder.glob("*.done"))) if folder.exists() else 0
-
-
-def _wait_for_markers(out: Path, n: int, timeout: float = 120) -> int:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        count = _markers(out)
-        if count >= n:
-            return count
-        time.sleep(0.02)
-    raise AssertionError("the job never started writing chunks")
 
 
 def test_sigkill_of_whole_job_then_rerun_gives_identical_output(tmp_path):
     scene, _ = blocky_scene(tmp_path, height=1500, width=1500)
     ref_out = tmp_path / "ref"
-    run_job(parse_job(_job_dict(scene, ref_out)), show_progress=False)
+    run_job(parse_job(kmeans_job_dict(scene, ref_out)), show_progress=False)
 
     out = tmp_path / "out"
     job_file = tmp_path / "job.yaml"
-    job_file.write_text(yaml.safe_dump(_job_dict(scene, out)))
+    job_file.write_text(yaml.safe_dump(kmeans_job_dict(scene, out)))
     cmd = [sys.executable, "-m", "geoseg.cli", "run", "-q", str(job_file)]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for_markers(out, 3)
+        wait_for_markers(out, 3)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    done_before = _markers(out)
+    done_before = chunk_markers(out)
     assert done_before < 144, "the job finished before it could be killed"
     assert not (out / "labels.zarr").exists()  # nothing looks finished
     assert json.loads((out / "run.json").read_text())["outcome"] == "running"
@@ -73,14 +45,14 @@ def test_sigkill_of_whole_job_then_rerun_gives_identical_output(tmp_path):
     record = json.loads((out / "run.json").read_text())
     assert record["outcome"] == "complete"
     assert record["chunks_reused"] >= done_before
-    assert _labels(out) == _labels(ref_out)
+    assert label_bytes(out) == label_bytes(ref_out)
 
 
 def test_killing_a_worker_mid_run_does_not_change_output(tmp_path):
     from distributed import Client, LocalCluster
 
     scene, _ = blocky_scene(tmp_path, height=1500, width=1500)
-    run_job(parse_job(_job_dict(scene, tmp_path / "ref")), show_progress=False)
+    run_job(parse_job(kmeans_job_dict(scene, tmp_path / "ref")), show_progress=False)
 
     out = tmp_path / "out"
     with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
@@ -89,18 +61,18 @@ def test_killing_a_worker_mid_run_does_not_change_output(tmp_path):
 
         def run() -> None:
             try:
-                run_job(parse_job(_job_dict(scene, out)), client=client, show_progress=False)
+                run_job(parse_job(kmeans_job_dict(scene, out)), client=client, show_progress=False)
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
         thread = threading.Thread(target=run)
         thread.start()
-        _wait_for_markers(out, 2)
+        wait_for_markers(out, 2)
         victim = min(client.run(os.getpid).values())
         os.kill(victim, signal.SIGKILL)
         thread.join(timeout=600)
         assert not errors, errors
-    assert _labels(out) == _labels(tmp_path / "ref")
+    assert label_bytes(out) == label_bytes(tmp_path / "ref")
 
 
 FUZZ_SCRIPT = r"""
@@ -156,15 +128,15 @@ def test_a_stop_signal_records_interrupted_prints_one_line_and_the_rerun_complet
     """SIGTERM (Kubernetes, Slurm) or Ctrl-C (SIGINT to the terminal's whole process group, workers too)."""
     scene, _ = blocky_scene(tmp_path, height=1500, width=1500)
     ref_out = tmp_path / "ref"
-    run_job(parse_job(_job_dict(scene, ref_out)), show_progress=False)
+    run_job(parse_job(kmeans_job_dict(scene, ref_out)), show_progress=False)
 
     out = tmp_path / "out"
     job_file = tmp_path / "job.yaml"
-    job_file.write_text(yaml.safe_dump(_job_dict(scene, out)))
+    job_file.write_text(yaml.safe_dump(kmeans_job_dict(scene, out)))
     cmd = [sys.executable, "-m", "geoseg.cli", "run", "-q", str(job_file)]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_markers(out, 3)
+        wait_for_markers(out, 3)
         os.killpg(proc.pid, sig) if to_group else os.kill(proc.pid, sig)
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -182,4 +154,4 @@ def test_a_stop_signal_records_interrupted_prints_one_line_and_the_rerun_complet
     assert rerun.returncode == 0, rerun.stderr
     record = json.loads((out / "run.json").read_text())
     assert record["outcome"] == "complete" and record["chunks_reused"] >= 3
-    assert _labels(out) == _labels(ref_out)
+    assert label_bytes(out) == label_bytes(ref_out)

@@ -12,10 +12,9 @@ import rasterio
 import zarr
 
 from geoseg.errors import OutputError
-from geoseg.run.jobspec import parse_job
 from geoseg.io.labelstore import LabelStoreWriter
+from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
-
 from tests.fixtures import blocky_scene
 
 pytestmark = pytest.mark.integration

@@ -17,10 +17,10 @@ from rasterio.crs import CRS
 from rasterio.features import shapes, sieve
 from shapely.geometry import shape
 
-from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL
 from geoseg.errors import JobSpecError
 from geoseg.geo import GeoGrid
 from geoseg.io.labelstore import LabelStoreWriter
+from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL
 from tests.fixtures import chunk_grid
 from geoseg.vector.polygonize import side_owners
 from geoseg.vector.vectorize import vectorize_array, vectorize_labels
@@ -361,8 +361,8 @@ def test_bad_options_are_user_errors(blocky_store, tmp_path, kwargs, match):
 
 def _merge_progressively(labels: np.ndarray, chunk: int, order: list, round_pieces: int = 1):
     """Chunks polygonised in ``order`` (window indices), seams merged as they close."""
-    from geoseg.vector.seams import SeamMerger
     from geoseg.vector.polygonize import chunk_polygons
+    from geoseg.vector.seams import SeamMerger
 
     grid = chunk_grid(labels.shape[0], labels.shape[1], chunk, Affine.identity())
     windows = list(grid.windows())

@@ -1,5 +1,5 @@
 """geoseg on a real Dask cluster of separate processes: ``dask scheduler`` and ``dask worker``
-started the way the deployment recipes start them (tests/test_deploy.py checks that the image,
+started the way the deployment recipes start them (tests/deploy/test_deploy.py checks that the image,
 compose, Kubernetes and Slurm commands are these commands), on loopback, then
 ``geoseg run JOB --scheduler ADDRESS`` as its own process; plain TCP and mutual TLS.
 
@@ -29,56 +29,19 @@ import pytest
 import rasterio
 import yaml
 
+from tests.deploy.recipes import (
+    DEPLOY,
+    TLSFiles,
+    compose_config,
+    dockerfile_healthcheck,
+    scheduler_command,
+    worker_command,
+)
 from tests.fixtures import blocky_scene
-from tests.deploy.test_deploy import DEPLOY, compose_config, dockerfile_healthcheck
 
 pytestmark = pytest.mark.integration
 
-DASK = Path(sys.executable).parent / "dask"
 TLS_ENV_PREFIX = "DASK_DISTRIBUTED__COMM__"
-
-
-# --------------------------------------------------------------------------- the commands
-
-
-@dataclass(frozen=True)
-class TLSFiles:
-    """The files deploy/tls/make-certs.sh writes."""
-
-    dir: Path
-
-    def cert(self, role: str) -> str:
-        return str(self.dir / f"{role}.pem")
-
-    def key(self, role: str) -> str:
-        return str(self.dir / f"{role}-key.pem")
-
-    @property
-    def ca(self) -> str:
-        return str(self.dir / "ca.pem")
-
-    def flags(self, role: str) -> list[str]:
-        return ["--tls-ca-file", self.ca, "--tls-cert", self.cert(role), "--tls-key", self.key(role)]
-
-
-def scheduler_command(scheduler_file: Path, tls: TLSFiles | None = None) -> list[str]:
-    """``dask scheduler`` on loopback (the images run it with ``--protocol tls --port 8786``)."""
-    cmd = [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0",
-           "--scheduler-file", str(scheduler_file), "--dashboard-address", "127.0.0.1:0"]
-    if tls:
-        cmd += ["--protocol", "tls", *tls.flags("scheduler")]
-    return cmd
-
-
-def worker_command(address: str, gpu: bool = False, tls: TLSFiles | None = None) -> list[str]:
-    """``dask worker`` as the CPU image (``gpu=False``) or the GPU image runs it, on loopback."""
-    cmd = [str(DASK), "worker", address, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1",
-           "--no-dashboard"]
-    if gpu:
-        cmd += ["--resources", "GPU=1"]
-    if tls:
-        cmd += tls.flags("worker")
-    return cmd
 
 
 # --------------------------------------------------------------------------- processes
@@ -164,7 +127,7 @@ def wait_for_workers(address: str, n: int, ps: Processes, security=None) -> dict
 
 
 def write_job(folder: Path) -> tuple[Path, Path]:
-    """A small k-means job like tests/test_workflow.py's, without vectors or reference."""
+    """A small k-means job like tests/run/test_workflow.py's, without vectors or reference."""
     scene, _ = blocky_scene(folder)
     job = {"name": "loopback", "inputs": [str(scene)], "output": str(folder / "out"), "chunk_size": 128,
            "method": {"kind": "kmeans", "n_clusters": 4, "sample_size": 5000, "n_init": 1,
