@@ -220,7 +220,7 @@ def bench_workflow(model, meta, dev, size: int, chunk: int, batch_size: int, mod
         result = run_job(job, client=client, show_progress=False)
         total = time.perf_counter() - t0
     predict_s = result.stage_seconds["predict"]
-    real_chunk = open_scene(str(image)).grid(job.chunk_size).chunk  # rounded to the file's blocks
+    real_chunk = open_scene(str(image)).chunk_grid(job.chunk_size).chunk  # rounded to the file's blocks
     tiles = tiles_for_grid(meta, size, size, real_chunk)
     tile_mpx = tiles * meta.tile_size**2 / 1e6
     out = {

@@ -179,7 +179,7 @@ def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memor
 
     image = scene_folder(data, size) / "landcover_image.tif"
     scene = open_scene(str(image))
-    grid = scene.grid(chunk)
+    grid = scene.chunk_grid(chunk)
     job_out = out / f"kmeans_{size}"
     shutil.rmtree(job_out, ignore_errors=True)
     job = parse_job({

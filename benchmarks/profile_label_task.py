@@ -59,7 +59,7 @@ def main() -> None:
     args = p.parse_args()
 
     scene = open_scene(str(args.image))
-    grid = scene.grid(args.chunk)
+    grid = scene.chunk_grid(args.chunk)
     feats = FeatureSpec(indices=("ndvi", "ndwi")).resolve(scene.band_names)
     windows = list(grid.windows())
     data, valid = read_window(scene, windows[0])

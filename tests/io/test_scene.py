@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from geoseg.errors import GridMismatchError, InputError
+from geoseg.errors import InputError
 from geoseg.geo import Window
 from geoseg.io.scene import open_scene, open_scene_xarray, read_window
 
@@ -20,7 +20,7 @@ def test_scene_describes_file(tmp_path):
     assert scene.band_names == ("blue", "green", "red", "nir")
     assert scene.crs.to_epsg() == 32633
     assert scene.block == (128, 128)
-    assert scene.grid(200).chunk == 256  # aligned to the 128 px blocks
+    assert scene.chunk_grid(200).chunk == 256  # aligned to the 128 px blocks
 
 
 def test_nodata_and_nan_are_masked(tmp_path):
@@ -68,11 +68,14 @@ def test_corrupt_file_is_an_input_error(tmp_path):
         open_scene(str(tmp_path / "cut.tif"))
 
 
-def test_files_on_different_grids_are_refused(tmp_path):
+def test_files_on_different_grids_are_stacked_on_the_first_files_grid(tmp_path):
+    """Separate entries on other grids stack onto the job's grid (the first file's here), warped per window."""
     write_raster(tmp_path / "a.tif", np.ones((1, 20, 20), np.uint8))
-    write_raster(tmp_path / "b.tif", np.ones((1, 20, 20), np.uint8), crs="EPSG:32632")
-    with pytest.raises(GridMismatchError, match="share a grid"):
-        open_scene([str(tmp_path / "a.tif"), str(tmp_path / "b.tif")])
+    write_raster(tmp_path / "b.tif", np.full((1, 20, 20), 3, np.uint8), crs="EPSG:32632")
+    scene = open_scene([str(tmp_path / "a.tif"), str(tmp_path / "b.tif")])
+    assert scene.grid.crs.to_epsg() == 32633 and scene.band_names == ("a:b1", "b:b1")
+    values, valid = read_window(scene, Window(0, 0, 20, 20))
+    assert (values[1][valid] == 3).all()
 
 
 def test_gdal_virtual_paths_need_opt_in(tmp_path):

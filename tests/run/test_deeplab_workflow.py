@@ -346,7 +346,7 @@ def test_interrupted_deeplab_run_resumes_labels_and_confidence(run128, scene, ch
     from geoseg.io.scene import open_scene
 
     sc = open_scene(str(scene.image))
-    grid = sc.grid(128)
+    grid = sc.chunk_grid(128)
     labels_w = LabelStoreWriter.create(out / "labels.zarr", grid, sc.crs, tuple(CROPWEED_CLASSES), resume_key=key)
     conf_w = LabelStoreWriter.create(out / "confidence.zarr", grid, sc.crs, (), resume_key=key,
                                      array=CONFIDENCE_ARRAY)

@@ -126,7 +126,7 @@ for i in range(int(sys.argv[3])):
     path.write_bytes(bytes(data))
     try:
         scene = open_scene(str(path))
-        for w in scene.grid(128).windows():
+        for w in scene.chunk_grid(128).windows():
             read_window(scene, w)
         print(i, "ok", flush=True)
     except GeosegError as exc:

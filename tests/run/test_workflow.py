@@ -73,7 +73,7 @@ def test_interrupted_run_resumes_without_redoing_chunks(tmp_path, dask_client):
     from geoseg.io.scene import open_scene
 
     sc = open_scene(str(scene))
-    grid = sc.grid(128)
+    grid = sc.chunk_grid(128)
     writer = LabelStoreWriter.create(store, grid, sc.crs, (), resume_key=key)
     first = next(grid.windows())
     # a done chunk with sentinel content shows whether the rerun recomputed it
