@@ -19,8 +19,8 @@ from rasterio.enums import ColorInterp, MaskFlags
 
 from geoseg.errors import InputError
 
-#: How a file says which pixels are valid: nothing, a nodata value, or a GDAL mask (alpha or mask band).
-MaskKind = Literal["none", "nodata", "gdal"]
+#: How a file says which pixels are valid: nothing, a nodata value, an alpha band, or a GDAL mask band.
+MaskKind = Literal["none", "nodata", "alpha", "gdal"]
 
 
 def alpha_band_indexes(ds: Any) -> tuple[int, ...]:
@@ -37,19 +37,25 @@ def feature_band_indexes(ds: Any) -> tuple[int, ...]:
 def mask_kind(ds: Any, bands: Sequence[int]) -> MaskKind:
     """Which validity rule the dataset's bands need (the cheapest one that is correct).
 
-    A band whose mask flags hold ``per_dataset`` or ``alpha``, or are empty (a per-band mask
-    band), has a GDAL mask that must be read; bands whose flags are only ``nodata`` are masked by
-    comparing values, which needs no second read.
+    An alpha band (by colour interpretation: GDAL itself derives a mask from alpha only for 2- and
+    4-band files) is read directly; a band whose mask flags hold ``per_dataset`` (without alpha) or
+    are empty (a per-band mask band) has a GDAL mask that must be read; bands whose flags are only
+    ``nodata`` are masked by comparing values, which needs no second read.
     """
     kinds: set[str] = set()
     for b in bands:
         flags = set(ds.mask_flag_enums[b - 1])
-        if not flags or MaskFlags.per_dataset in flags or MaskFlags.alpha in flags:
+        if alpha_band_indexes(ds) and (MaskFlags.alpha in flags or MaskFlags.all_valid in flags
+                                       or MaskFlags.nodata in flags):
+            kinds.add("alpha")
+        elif not flags or MaskFlags.per_dataset in flags:
             kinds.add("gdal")
         elif MaskFlags.nodata in flags:
             kinds.add("nodata")
     if "gdal" in kinds:
         return "gdal"
+    if "alpha" in kinds:
+        return "alpha"
     return "nodata" if "nodata" in kinds or _usable_nodata(ds.nodata) is not None else "none"
 
 
@@ -62,11 +68,14 @@ def _usable_nodata(nodata: float | None) -> float | None:
 def validity(ds: Any, bands: Sequence[int], kind: MaskKind, window: Any, data: np.ndarray) -> np.ndarray:
     """Valid pixels ``(h, w)`` of ``data`` (bands read over ``window``) under the file's rule.
 
-    GDAL masks are read with ``read_masks`` (alpha = 0 or mask = 0 is invalid); a nodata value
-    is applied as well, and non-finite values are always invalid.
+    Alpha bands are read (alpha = 0 is invalid), GDAL masks with ``read_masks`` (mask = 0 is
+    invalid); a nodata value is applied as well, and non-finite values are always invalid.
     """
     valid = np.ones(data.shape[1:], dtype=bool)
-    if kind == "gdal":
+    if kind == "alpha":
+        for a in alpha_band_indexes(ds):
+            valid &= ds.read(a, window=window) != 0
+    elif kind == "gdal":
         flags = set(ds.mask_flag_enums[bands[0] - 1])
         mask_bands = [bands[0]] if MaskFlags.per_dataset in flags else list(bands)
         masks = ds.read_masks(mask_bands, window=window)

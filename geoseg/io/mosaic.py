@@ -64,19 +64,19 @@ def read_layer(layer: Layer, grid: GeoGrid, window: Window) -> tuple[np.ndarray,
     loop stops once every pixel is filled.
     """
     h, w = window.height, window.width
-    n = len(layer.sources[0].bands) if layer.sources else max(layer.count, 1)
+    n = len(layer.sources[0].bands) if layer.sources else 1
     meeting = [s for s in layer.sources if s.meets(window)]
-    if len(meeting) == 1:  # the common case: one file covers the window; no copy
-        got = read_source(meeting[0], grid, window, layer.resampling)
-        if got is not None and got[0].shape[1:] == (h, w):
-            return got[0], got[1]
-    out = np.zeros((n, h, w), dtype=np.float32)
+    out: np.ndarray | None = None
     filled = np.zeros((h, w), dtype=bool)
     for src in meeting:
         got = read_source(src, grid, window, layer.resampling)
         if got is None:
             continue
         data, valid, (rows, cols) = got
+        if out is None and data.shape[1:] == (h, w) and (len(meeting) == 1 or valid.all()):
+            return data, valid  # the common case: one file covers the window, no copy
+        if out is None:
+            out = np.zeros((n, h, w), dtype=np.float32)
         take = valid & ~filled[rows, cols]
         if take.all():
             out[:, rows, cols] = data
@@ -85,7 +85,7 @@ def read_layer(layer: Layer, grid: GeoGrid, window: Window) -> tuple[np.ndarray,
         filled[rows, cols] |= valid
         if filled.all():
             break
-    return out, filled
+    return (out if out is not None else np.zeros((n, h, w), dtype=np.float32)), filled
 
 
 class FootprintIndex:
