@@ -183,8 +183,13 @@ def neighbour_zone(crs: CRS) -> CRS:
     return CRS.from_epsg(base + (epsg - base) % 60 + 1)
 
 
-def make_utm_split(image: str | Path, out_dir: str | Path, overlap: int = 16) -> tuple[Path, Path]:
-    """Left half (plus ``overlap`` px) in the scene's zone; right half warped (bilinear) to the next zone east."""
+def make_utm_split(image: str | Path, out_dir: str | Path, overlap: int = 16,
+                   resampling: str = "nearest") -> tuple[Path, Path]:
+    """Left half (plus ``overlap`` px) in the scene's zone; right half warped to the next zone east.
+
+    The warped half keeps the pixel size; ``nearest`` (the default) keeps the original pixel values,
+    as a provider re-gridding a product does, so a job warping it back can reproduce the scene.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     left, right = out / "west.tif", out / "east.tif"
@@ -198,7 +203,7 @@ def make_utm_split(image: str | Path, out_dir: str | Path, overlap: int = 16) ->
                 crs = neighbour_zone(src.crs)
                 t, vw, vh = calculate_default_transform(half.crs, crs, half.width, half.height, *half.bounds,
                                                       resolution=half.res)
-                vrt = WarpedVRT(half, crs=crs, transform=t, width=vw, height=vh, resampling=Resampling.bilinear, nodata=0)
+                vrt = WarpedVRT(half, crs=crs, transform=t, width=vw, height=vh, resampling=Resampling[resampling], nodata=0)
                 profile = _profile(half, vrt.width, vrt.height, vrt.count, vrt.transform, crs=vrt.crs, nodata=0)
                 with rasterio.open(right, "w", **profile) as dst:
                     dst.descriptions = half.descriptions
