@@ -227,10 +227,13 @@ def _layers_of_entry(entry: InputEntry, allow_gdal_virtual: bool) -> list[tuple[
         from geoseg.io.stac import stac_asset_hrefs
 
         out = []
-        for name, hrefs in stac_asset_hrefs(entry.stac, entry.assets):
+        for name, hrefs, band in stac_asset_hrefs(entry.stac, entry.assets):
             for h in hrefs:
                 check_virtual(h, allow_gdal_virtual)
-            out.append((name, [describe_source(h) for h in hrefs], resampling))
+            sources = [describe_source(h) for h in hrefs]
+            if band and all(s.count == 1 for s in sources):
+                sources = [replace(s, descriptions=(band,)) for s in sources]
+            out.append((name, sources, resampling))
         return out
     paths = expand_inputs(list(entry.path), allow_gdal_virtual)
     sources = [describe_source(p) for p in paths]
@@ -304,7 +307,7 @@ def _mask_layer(entry: MaskEntry, grid: GeoGrid, allow_gdal_virtual: bool) -> La
 
         if not entry.asset:
             raise InputError(f"mask from STAC {entry.stac} needs an asset (key or eo:bands common name)")
-        ((name, hrefs),) = stac_asset_hrefs(entry.stac, (entry.asset,))
+        ((name, hrefs, _),) = stac_asset_hrefs(entry.stac, (entry.asset,))
     else:
         hrefs = expand_inputs(list(entry.path), allow_gdal_virtual)
         name = _stem_name(hrefs)
