@@ -223,3 +223,26 @@ def _copy_window(src, path: Path, col0: int, width: int) -> None:  # noqa: ANN00
         for y in range(0, src.height, _ROWS):
             w = RioWindow(0, y, width, min(_ROWS, src.height - y))
             dst.write(src.read(window=RioWindow(col0, y, width, w.height)), window=w)
+
+
+#: Products :func:`write_products` knows, and the folder each goes to.
+PRODUCTS = {"tiles": "tiles", "bands": "S2", "utm": "utm"}
+
+
+def write_products(image: str | Path, out_dir: str | Path, names: list[str], seed: int = 0) -> dict[str, Path]:
+    """Write the named products of ``image`` into sub-folders of ``out_dir``; what was written, by name."""
+    unknown = [n for n in names if n not in PRODUCTS]
+    if unknown:
+        raise InputError(f"unknown product(s) {unknown}; choose from {', '.join(PRODUCTS)}")
+    out, written = Path(out_dir), {}
+    for name in names:
+        folder = out / PRODUCTS[name]
+        if name == "tiles":
+            make_tiles(image, folder)
+            written["tiles"] = folder / "tile_*.tif"
+        elif name == "bands":
+            product = make_band_files(image, folder, seed=seed)
+            written["bands"], written["scl"], written["stac"] = folder / "B*.tif", product.scl, product.item
+        else:
+            written["west"], written["east"] = make_utm_split(image, folder)
+    return written
