@@ -114,3 +114,17 @@ def test_explicit_kinds_mosaic_and_bands(tmp_path):
     mosaic = open_scene([{"path": [str(a), str(b)], "kind": "mosaic"}])
     values, valid = read_window(mosaic, Window(0, 0, 20, 20))
     assert mosaic.count == 1 and valid.all() and (values == 1).all()  # first file wins everywhere
+
+
+def test_lazy_xarray_view_of_a_mosaic_matches_read_window(tiled):
+    from geoseg.io.scene import open_scene_xarray
+
+    _, _, root = tiled
+    scene = open_scene(str(root / "tiles" / "tile_*.tif"))
+    da = open_scene_xarray(scene, chunk=128)
+    assert da.rio.crs == scene.grid.crs and da.rio.transform() == scene.grid.transform
+    assert da.shape == (4, 360, 480) and list(da.band.values) == list(scene.band_names)
+    values, valid = read_window(scene, Window(100, 150, 90, 120))
+    got = da[:, 100:190, 150:270].values
+    np.testing.assert_array_equal(np.isfinite(got[0]), valid)
+    np.testing.assert_array_equal(got[:, valid], values[:, valid])
