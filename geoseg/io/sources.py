@@ -193,10 +193,12 @@ def _read_warped(
     if not (src.grid.crs_wkt == grid.crs_wkt or src.grid.crs == grid.crs):
         bounds = rasterio.warp.transform_bounds(grid.crs, src.grid.crs, *bounds, densify_pts=21)
     sw = rasterio.windows.from_bounds(*bounds, transform=src.grid.transform)
-    c0 = max(math.floor(sw.col_off) - WARP_PAD, 0)
-    r0 = max(math.floor(sw.row_off) - WARP_PAD, 0)
-    c1 = min(math.ceil(sw.col_off + sw.width) + WARP_PAD, src.grid.width)
-    r1 = min(math.ceil(sw.row_off + sw.height) + WARP_PAD, src.grid.height)
+    # GDAL widens the kernel by the downsampling factor: pad by as many source pixels
+    pad = math.ceil(WARP_PAD * max(1.0, sw.width / window.width, sw.height / window.height))
+    c0 = max(math.floor(sw.col_off) - pad, 0)
+    r0 = max(math.floor(sw.row_off) - pad, 0)
+    c1 = min(math.ceil(sw.col_off + sw.width) + pad, src.grid.width)
+    r1 = min(math.ceil(sw.row_off + sw.height) + pad, src.grid.height)
     if r1 <= r0 or c1 <= c0:
         return None
     part = Window(r0, c0, r1 - r0, c1 - c0)

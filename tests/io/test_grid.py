@@ -113,3 +113,15 @@ def test_grid_request_in_another_crs_and_resolution(scene_files):
     inner = valid & (oracle != 0)
     assert inner.mean() > 0.6
     np.testing.assert_allclose(values[0][inner], oracle[inner], atol=0.01)
+
+
+@pytest.mark.parametrize("grid", [{"crs": "EPSG:3035", "resolution": 60}, {"crs": "EPSG:32634", "resolution": 10}])
+def test_chunked_warped_reads_equal_one_read_of_the_whole_grid(scene_files, grid):
+    """Chunk borders do not show in warped inputs: each window reads the source pixels its kernel needs."""
+    image, _ = scene_files
+    scene = open_scene([str(image)], grid=grid)
+    whole, whole_ok = read_window(scene, Window(0, 0, scene.height, scene.width))
+    for w in scene.chunk_grid(64).windows():
+        part, ok = read_window(scene, w)
+        np.testing.assert_array_equal(ok, whole_ok[w.slices])
+        np.testing.assert_allclose(part[:, ok], whole[(slice(None), *w.slices)][:, ok], atol=1e-3)
