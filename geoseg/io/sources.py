@@ -27,6 +27,7 @@ from rasterio.errors import RasterioError, RasterioIOError
 from geoseg.errors import InputError
 from geoseg.geo import GeoGrid, Window
 from geoseg.io.masks import MaskKind, feature_band_indexes, mask_kind, validity
+from geoseg.io.warp import MAX_SCALE, sample, source_lattice
 
 log = logging.getLogger(__name__)
 
@@ -203,12 +204,18 @@ def _read_warped(
         return None
     part = Window(r0, c0, r1 - r0, c1 - c0)
     data, valid = read_with_retry(src.path, part.key, lambda ds: _read_valid(ds, src, part.to_rasterio()))
+    part_transform = src.grid.transform * Affine.translation(c0, r0)
+    if resampling in ("nearest", "bilinear"):
+        lattice = source_lattice(target.transform, target.shape, grid.crs, part_transform, src.grid.crs)
+        if lattice.scale <= MAX_SCALE:  # not downsampling: the compiled sampler, as GDAL would
+            out, ok = sample(data, valid, lattice, target.shape, bilinear=resampling == "bilinear")
+            return out, ok, (slice(0, window.height), slice(0, window.width))
     values = data.astype(np.float32)
     values[:, ~valid] = np.nan
     out = np.full((src.count, window.height, window.width), np.nan, dtype=np.float32)
     rasterio.warp.reproject(
         values, out,
-        src_transform=src.grid.transform * Affine.translation(c0, r0), src_crs=src.grid.crs, src_nodata=np.nan,
+        src_transform=part_transform, src_crs=src.grid.crs, src_nodata=np.nan,
         dst_transform=target.transform, dst_crs=grid.crs, dst_nodata=np.nan,
         resampling=Resampling[resampling],
     )

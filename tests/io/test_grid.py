@@ -125,3 +125,19 @@ def test_chunked_warped_reads_equal_one_read_of_the_whole_grid(scene_files, grid
         part, ok = read_window(scene, w)
         np.testing.assert_array_equal(ok, whole_ok[w.slices])
         np.testing.assert_allclose(part[:, ok], whole[(slice(None), *w.slices)][:, ok], atol=1e-3)
+
+
+def test_invalid_source_pixels_never_leak_into_warped_values(tmp_path):
+    """Bilinear next to masked pixels weighs only valid neighbours (values stay in the valid range)."""
+    from rasterio.transform import from_origin
+
+    from tests.fixtures import write_raster
+
+    data = np.full((1, 200, 200), 1000, np.uint16)
+    data[0, 50:150:2, 50:150:3] = 65535  # nodata specks carrying an extreme value
+    path = write_raster(tmp_path / "specks.tif", data, nodata=65535, transform=from_origin(500000, 5100000, 10, 10))
+    for grid in ({"crs": "EPSG:32634", "resolution": 10}, {"resolution": 7}):
+        scene = open_scene([str(path)], grid=grid)
+        values, valid = read_window(scene, Window(0, 0, scene.height, scene.width))
+        assert valid.sum() > 0.5 * 200 * 200 * (100 / scene.grid.resolution) ** 2 / 100
+        assert values[0][valid].max() == pytest.approx(1000, abs=1e-3)
