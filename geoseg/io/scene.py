@@ -357,7 +357,7 @@ def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - 
         scene = open_scene(scene)
     cg = scene.chunk_grid(chunk)
     if all(len(layer.sources) == 1 and layer.sources[0].grid.same_as(scene.grid) for layer in scene.layers) \
-            and not scene.masks and all(s.mask != "gdal" for layer in scene.layers for s in layer.sources):
+            and not scene.masks and all(s.mask in ("none", "nodata") for layer in scene.layers for s in layer.sources):
         arrays = [
             rioxarray.open_rasterio(layer.sources[0].path, chunks={"band": -1, "y": cg.chunk, "x": cg.chunk},
                                     lock=False, masked=False).isel(band=[b - 1 for b in layer.sources[0].bands])

@@ -124,25 +124,26 @@ def make_band_files(image: str | Path, out_dir: str | Path, seed: int = 0,
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     with rasterio.open(image) as src:
-        if src.height % 6 or src.width % 6:
-            raise InputError(f"a per-band product needs sides that are multiples of 6 px (60 m), got {src.width}x{src.height}")
         for key, (band, common, f) in S2_BANDS.items():
             path = out / f"{key}.tif"
-            profile = _profile(src, src.width // f, src.height // f, 1, src.transform * Affine.scale(f), nodata=0)
+            cw, ch = -(-src.width // f), -(-src.height // f)  # coarse pixels partly outside the scene are nodata
+            profile = _profile(src, cw, ch, 1, src.transform * Affine.scale(f), nodata=0)
             with rasterio.open(path, "w", **profile) as dst:
                 dst.descriptions = (common,)
                 for y in range(0, src.height, _ROWS):
                     h = min(_ROWS, src.height - y)
                     data = src.read(band, window=RioWindow(0, y, src.width, h)).astype(np.float64)
                     if f > 1:
-                        blocks = data.reshape(h // f, f, src.width // f, f)
+                        padded = np.zeros((-(-h // f) * f, cw * f))
+                        padded[:h, : src.width] = data
+                        blocks = padded.reshape(-(-h // f), f, cw, f)
                         nodata = (blocks == 0).any(axis=(1, 3))
                         data = np.where(nodata, 0, np.round(blocks.mean(axis=(1, 3))))
-                    dst.write(data.astype(src.dtypes[0])[None], window=RioWindow(0, y // f, src.width // f, h // f))
+                    dst.write(data.astype(src.dtypes[0])[None], window=RioWindow(0, y // f, cw, data.shape[0]))
             paths[key] = path
         scl_path = out / "SCL.tif"
-        scl = _scl(src.height // 2, src.width // 2, seed)
-        with rasterio.open(scl_path, "w", **_profile(src, src.width // 2, src.height // 2, 1,
+        scl = _scl(-(-src.height // 2), -(-src.width // 2), seed)
+        with rasterio.open(scl_path, "w", **_profile(src, scl.shape[1], scl.shape[0], 1,
                                                      src.transform * Affine.scale(2), dtype="uint8")) as dst:
             dst.write(scl[None])
         item_path = _write_item(out, src, paths, scl_path, when)
