@@ -65,6 +65,18 @@ def _usable_nodata(nodata: float | None) -> float | None:
     return nodata
 
 
+def read_valid(ds: Any, bands: Sequence[int], kind: MaskKind, window: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``bands`` over ``window`` with their validity; alpha bands come in the same read (one decode)."""
+    if kind != "alpha":
+        data = ds.read(list(bands), window=window)
+        return data, validity(ds, bands, kind, window, data)
+    alpha = alpha_band_indexes(ds)
+    both = ds.read(list(bands) + list(alpha), window=window)
+    data = both[: len(bands)]
+    valid = np.all(both[len(bands):] != 0, axis=0)
+    return data, valid & validity(ds, bands, "nodata", window, data)
+
+
 def validity(ds: Any, bands: Sequence[int], kind: MaskKind, window: Any, data: np.ndarray) -> np.ndarray:
     """Valid pixels ``(h, w)`` of ``data`` (bands read over ``window``) under the file's rule.
 

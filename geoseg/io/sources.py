@@ -26,7 +26,7 @@ from rasterio.errors import RasterioError, RasterioIOError
 
 from geoseg.errors import InputError
 from geoseg.geo import GeoGrid, Window
-from geoseg.io.masks import MaskKind, feature_band_indexes, mask_kind, validity
+from geoseg.io.masks import MaskKind, feature_band_indexes, mask_kind, read_valid
 from geoseg.io.warp import MAX_SCALE, sample, source_lattice
 
 log = logging.getLogger(__name__)
@@ -182,8 +182,7 @@ def _read_on_grid(src: Source, window: Window) -> tuple[np.ndarray, np.ndarray, 
 
 
 def _read_valid(ds: Any, src: Source, rio_window: Any) -> tuple[np.ndarray, np.ndarray]:
-    data = ds.read(list(src.bands), window=rio_window)
-    return data, validity(ds, src.bands, src.mask, rio_window, data)
+    return read_valid(ds, src.bands, src.mask, rio_window)
 
 
 def _read_warped(

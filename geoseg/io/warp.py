@@ -98,18 +98,29 @@ def _at(lat, ri, rf, ci, cf, i, j):  # noqa: ANN001, ANN202 - compiled with _sam
 def _sample(src, valid, lcol, lrow, ri, rf, ci, cf, out, ok, bilinear):  # noqa: ANN001, ANN202 - compiled below
     nb, H, W = src.shape
     h, w = ok.shape
-    for i in range(h):  # validity: the source pixel under the centre
+    xs = np.empty(w)
+    ys = np.empty(w)
+    full = np.zeros(w, dtype=np.bool_)
+    for i in range(h):  # row by row: coordinates once per pixel, then every band
         for j in range(w):
             x = _at_c(lcol, ri, rf, ci, cf, i, j)
             y = _at_c(lrow, ri, rf, ci, cf, i, j)
-            ok[i, j] = x >= 0.0 and y >= 0.0 and x < W and y < H and valid[int(y), int(x)]
-    for b in range(nb):  # one band at a time: memory is read in order
-        for i in range(h):
+            xs[j] = x
+            ys[j] = y
+            good = x >= 0.0 and y >= 0.0 and x < W and y < H and valid[int(y), int(x)]
+            ok[i, j] = good
+            full[j] = False
+            if good and bilinear:
+                j0 = int(math.floor(x - 0.5))
+                i0 = int(math.floor(y - 0.5))
+                full[j] = (i0 >= 0 and j0 >= 0 and i0 + 1 < H and j0 + 1 < W and valid[i0, j0]
+                           and valid[i0, j0 + 1] and valid[i0 + 1, j0] and valid[i0 + 1, j0 + 1])
+        for b in range(nb):
             for j in range(w):
                 if not ok[i, j]:
                     continue
-                x = _at_c(lcol, ri, rf, ci, cf, i, j)
-                y = _at_c(lrow, ri, rf, ci, cf, i, j)
+                x = xs[j]
+                y = ys[j]
                 if not bilinear:
                     out[b, i, j] = src[b, int(y), int(x)]
                     continue
@@ -119,6 +130,11 @@ def _sample(src, valid, lcol, lrow, ri, rf, ci, cf, out, ok, bilinear):  # noqa:
                 i0 = int(math.floor(v))
                 fu = u - j0
                 fv = v - i0
+                if full[j]:  # the usual case: four valid neighbours
+                    top = src[b, i0, j0] * (1.0 - fu) + src[b, i0, j0 + 1] * fu
+                    bottom = src[b, i0 + 1, j0] * (1.0 - fu) + src[b, i0 + 1, j0 + 1] * fu
+                    out[b, i, j] = top * (1.0 - fv) + bottom * fv
+                    continue
                 acc = 0.0
                 wsum = 0.0
                 for di in range(2):
