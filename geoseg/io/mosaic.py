@@ -69,10 +69,15 @@ def read_layer(layer: Layer, grid: GeoGrid, window: Window) -> tuple[np.ndarray,
     out: np.ndarray | None = None
     filled = np.zeros((h, w), dtype=bool)
     for src in meeting:
-        got = read_source(src, grid, window, layer.resampling)
+        sub = window if out is None else _still_empty(filled, src, window)
+        if sub is None:
+            continue
+        got = read_source(src, grid, sub, layer.resampling)
         if got is None:
             continue
         data, valid, (rows, cols) = got
+        dr, dc = sub.row_off - window.row_off, sub.col_off - window.col_off
+        rows, cols = slice(rows.start + dr, rows.stop + dr), slice(cols.start + dc, cols.stop + dc)
         if out is None and data.shape[1:] == (h, w) and (len(meeting) == 1 or valid.all()):
             return data, valid  # the common case: one file covers the window, no copy
         if out is None:
@@ -86,6 +91,27 @@ def read_layer(layer: Layer, grid: GeoGrid, window: Window) -> tuple[np.ndarray,
         if filled.all():
             break
     return (out if out is not None else np.zeros((n, h, w), dtype=np.float32)), filled
+
+
+def _still_empty(filled: np.ndarray, src: Source, window: Window) -> Window | None:
+    """The part of ``window`` a later file still has to fill: the bounding box of empty pixels in its footprint.
+
+    Later files of a mosaic are read only there, so overlaps are not read twice.
+    """
+    r0, c0, r1, c1 = src.box
+    r0 = max(int(np.floor(r0)) - window.row_off, 0)
+    c0 = max(int(np.floor(c0)) - window.col_off, 0)
+    r1 = min(int(np.ceil(r1)) - window.row_off, window.height)
+    c1 = min(int(np.ceil(c1)) - window.col_off, window.width)
+    if r1 <= r0 or c1 <= c0:
+        return None
+    empty = ~filled[r0:r1, c0:c1]
+    rows = np.flatnonzero(empty.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(empty[rows[0]:rows[-1] + 1].any(axis=0))
+    return Window(window.row_off + r0 + int(rows[0]), window.col_off + c0 + int(cols[0]),
+                  int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1))
 
 
 class FootprintIndex:
