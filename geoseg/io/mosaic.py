@@ -79,18 +79,26 @@ def read_layer(layer: Layer, grid: GeoGrid, window: Window) -> tuple[np.ndarray,
         dr, dc = sub.row_off - window.row_off, sub.col_off - window.col_off
         rows, cols = slice(rows.start + dr, rows.stop + dr), slice(cols.start + dc, cols.stop + dc)
         if out is None and data.shape[1:] == (h, w) and (len(meeting) == 1 or valid.all()):
-            return data, valid  # the common case: one file covers the window, no copy
-        if out is None:
-            out = np.zeros((n, h, w), dtype=np.float32)
-        take = valid & ~filled[rows, cols]
-        if take.all():
+            return data.astype(np.float32, copy=False), valid  # the common case: one file covers the window
+        if out is None:  # the first file: taken whole (cast once); its invalid pixels are refilled or zeroed
+            out = np.empty((n, h, w), dtype=np.float32)
+            if data.shape[1:] != (h, w):
+                out[:] = 0
             out[:, rows, cols] = data
         else:
-            np.copyto(out[:, rows, cols], data, where=take[None])
+            take = valid & ~filled[rows, cols]
+            if take.all():
+                out[:, rows, cols] = data
+            else:
+                np.copyto(out[:, rows, cols], data, where=take[None], casting="unsafe")
         filled[rows, cols] |= valid
         if filled.all():
             break
-    return (out if out is not None else np.zeros((n, h, w), dtype=np.float32)), filled
+    if out is None:
+        return np.zeros((n, h, w), dtype=np.float32), filled
+    if not filled.all():
+        out[:, ~filled] = 0  # no file is valid there: no garbage from masked pixels
+    return out, filled
 
 
 def _still_empty(filled: np.ndarray, src: Source, window: Window) -> Window | None:

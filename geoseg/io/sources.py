@@ -156,7 +156,9 @@ def place(src: Source, grid: GeoGrid, tol: float = 1e-6) -> Source:
 def read_source(
     src: Source, grid: GeoGrid, window: Window, resampling: str = "bilinear"
 ) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]] | None:
-    """The file's pixels on ``window`` of ``grid``: float32 ``(bands, h, w)``, validity, and where they go.
+    """The file's pixels on ``window`` of ``grid``: ``(bands, h, w)``, validity, and where they go.
+
+    Values are in the file's type when read directly and float32 when warped.
 
     The slices select, within the window, the part the arrays cover; ``None`` when the file has
     no pixel there.
@@ -178,7 +180,7 @@ def _read_on_grid(src: Source, window: Window) -> tuple[np.ndarray, np.ndarray, 
     data, valid = read_with_retry(src.path, part.key, lambda ds: _read_valid(ds, src, part.to_rasterio()))
     rows = slice(r0 + r_off - window.row_off, r1 + r_off - window.row_off)
     cols = slice(c0 + c_off - window.col_off, c1 + c_off - window.col_off)
-    return data.astype(np.float32, copy=False), valid, (rows, cols)
+    return data, valid, (rows, cols)  # in the file's type: the caller casts once, where it puts them
 
 
 def _read_valid(ds: Any, src: Source, rio_window: Any) -> tuple[np.ndarray, np.ndarray]:
