@@ -62,7 +62,6 @@ def _prepare(size: int, data: Path, many: int) -> dict[str, list]:
             t, w, h = calculate_default_transform(src.crs, crs, src.width, src.height, *src.bounds, resolution=src.res)
             with WarpedVRT(src, crs=crs, transform=t, width=w, height=h, resampling=Resampling.nearest, nodata=0) as vrt:
                 profile = _profile(src, w, h, src.count, t, crs=crs, nodata=0)
-                profile.update(blockxsize=512, blockysize=512)
                 with rasterio.open(warped, "w", **profile) as dst:
                     for y in range(0, h, _ROWS):
                         win = rasterio.windows.Window(0, y, w, min(_ROWS, h - y))

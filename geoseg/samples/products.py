@@ -46,8 +46,10 @@ S2_BANDS = {"B02": (1, "blue", 1), "B03": (2, "green", 1), "B04": (3, "red", 1),
 def _profile(src, width: int, height: int, count: int, transform: Affine, crs=None, **extra):  # noqa: ANN001, ANN003, ANN202
     p = {"driver": "GTiff", "width": width, "height": height, "count": count, "dtype": src.dtypes[0],
          "crs": crs or src.crs, "transform": transform, "compress": "deflate"}
-    if width >= 256 and height >= 256:
-        p.update(tiled=True, blockxsize=256, blockysize=256)
+    block = src.block_shapes[0][0] if src.block_shapes[0][0] == src.block_shapes[0][1] else 256
+    block = block if min(width, height) >= block else 256  # the source's tiling where the file is large enough
+    if width >= block and height >= block and block % 16 == 0:
+        p.update(tiled=True, blockxsize=block, blockysize=block)
     p.update(extra)
     return p
 
