@@ -98,6 +98,8 @@ def job_grid(request: Any, sources: Sequence[Source]) -> GeoGrid:
         _check_meets(grid, sources)
         return grid
     first = sources[0]
+    if req is None and all(s.grid.same_as(first.grid) for s in sources[1:]):
+        return first.grid  # inputs on one grid: exactly that grid (no float round trip)
     crs = _target_crs(req.crs) if req is not None and req.crs else first.grid.crs
     same_crs = [s for s in sources if s.grid.crs == crs]
     if req is not None and req.resolution:
@@ -114,10 +116,11 @@ def job_grid(request: Any, sources: Sequence[Source]) -> GeoGrid:
     # Snap outward to the first input's pixel corner when it shares the CRS (files on it are read directly).
     ft = first.grid.transform
     ax, ay = (ft.c, ft.f) if first.grid.crs == crs else (left, top)
-    x0 = ax + math.floor((left - ax) / rx + 1e-9) * rx
-    y0 = ay - math.floor((ay - top) / ry + 1e-9) * ry
-    width = math.ceil((right - x0) / rx - 1e-9)
-    height = math.ceil((y0 - bottom) / ry - 1e-9)
+    eps = 1e-6  # pixels: coordinates far from the origin carry rounding errors of ~1e-7 px
+    x0 = ax + math.floor((left - ax) / rx + eps) * rx
+    y0 = ay - math.floor((ay - top) / ry + eps) * ry
+    width = math.ceil((right - x0) / rx - eps)
+    height = math.ceil((y0 - bottom) / ry - eps)
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
         raise InputError(
             f"the job's grid would be {width}x{height} pixels (resolution {rx}, {ry}); "

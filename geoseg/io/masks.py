@@ -23,9 +23,20 @@ from geoseg.errors import InputError
 MaskKind = Literal["none", "nodata", "alpha", "gdal"]
 
 
+#: Descriptions an alpha band may carry; any other name (``nir``) means a value band GDAL mislabelled.
+ALPHA_NAMES = ("", "alpha", "mask", "a", "transparency", "opacity")
+
+
 def alpha_band_indexes(ds: Any) -> tuple[int, ...]:
-    """1-based indexes of the dataset's alpha bands (colour interpretation ``alpha``)."""
-    return tuple(i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha)
+    """1-based indexes of the dataset's alpha bands (colour interpretation ``alpha``).
+
+    GDAL marks the 4th band of any 4-band 8-bit file written as RGB as alpha, so a red/green/blue/nir
+    drone image often claims an alpha band; a band described with another name (``nir``) stays a value band.
+    """
+    return tuple(
+        i + 1 for i, ci in enumerate(ds.colorinterp)
+        if ci == ColorInterp.alpha and (ds.descriptions[i] or "").strip().lower() in ALPHA_NAMES
+    )
 
 
 def feature_band_indexes(ds: Any) -> tuple[int, ...]:
@@ -48,6 +59,8 @@ def mask_kind(ds: Any, bands: Sequence[int]) -> MaskKind:
         if alpha_band_indexes(ds) and (MaskFlags.alpha in flags or MaskFlags.all_valid in flags
                                        or MaskFlags.nodata in flags):
             kinds.add("alpha")
+        elif MaskFlags.alpha in flags:
+            continue  # GDAL's mask is a mislabelled value band (see alpha_band_indexes): not a mask
         elif not flags or MaskFlags.per_dataset in flags:
             kinds.add("gdal")
         elif MaskFlags.nodata in flags:

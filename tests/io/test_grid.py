@@ -141,3 +141,17 @@ def test_invalid_source_pixels_never_leak_into_warped_values(tmp_path):
         values, valid = read_window(scene, Window(0, 0, scene.height, scene.width))
         assert valid.sum() > 0.5 * 200 * 200 * (100 / scene.grid.resolution) ** 2 / 100
         assert values[0][valid].max() == pytest.approx(1000, abs=1e-3)
+
+
+def test_default_grid_of_cm_tiles_far_from_the_origin_has_no_extra_pixel(tmp_path):
+    """1 cm pixels at x = 400 km: the union of two tiles is exactly their pixels (no float round-up)."""
+    from rasterio.transform import from_origin
+
+    from tests.fixtures import write_raster
+
+    write_raster(tmp_path / "a.tif", np.ones((1, 384, 200), np.uint8), transform=from_origin(400000, 5000000, 0.01, 0.01))
+    write_raster(tmp_path / "b.tif", np.ones((1, 384, 184), np.uint8),
+                 transform=from_origin(400000 + 200 * 0.01, 5000000, 0.01, 0.01))
+    scene = open_scene(str(tmp_path / "*.tif"))
+    assert scene.grid.shape == (384, 384)
+    assert all(s.offset is not None for s in scene.layers[0].sources)

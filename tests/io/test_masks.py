@@ -107,3 +107,20 @@ def test_qa_rule_values_and_bits_against_numpy():
 def test_bad_qa_rules_are_refused(rule, dtype, message):
     with pytest.raises(InputError, match=message):
         rule.check(dtype, "mask 'qa'")
+
+
+def test_a_named_band_that_gdal_marks_alpha_stays_a_value_band(tmp_path):
+    """GDAL writes the 4th band of a 4-band 8-bit RGB file as alpha; named 'nir' it is data, not a mask."""
+    rgbn = np.full((4, 130, 130), 9, np.uint8)
+    rgbn[3, :, :65] = 0  # zero nir values are data here, not transparency
+    profile = {"driver": "GTiff", "width": 130, "height": 130, "count": 4, "dtype": "uint8", "crs": "EPSG:32633",
+               "transform": from_origin(500000, 5100000, 0.05, 0.05), "photometric": "RGB", "alpha": "YES"}
+    with rasterio.open(tmp_path / "rgbn.tif", "w", **profile) as ds:
+        ds.write(rgbn)
+        ds.descriptions = ("red", "green", "blue", "nir")
+    with rasterio.open(tmp_path / "rgbn.tif") as ds:
+        assert ds.colorinterp[3].name == "alpha"  # what GDAL says
+    scene = open_scene(str(tmp_path / "rgbn.tif"))
+    assert scene.band_names == ("red", "green", "blue", "nir")
+    values, valid = read_window(scene, Window(0, 0, 130, 130))
+    assert valid.all() and (values[3, :, :65] == 0).all()
