@@ -37,6 +37,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     files = make_scene(args.kind, args.out, width=args.width, height=args.height or args.width, seed=args.seed)
     print(f"image:     {_shown(files.image)}\nreference: {_shown(files.reference)}\nregions:   {_shown(files.regions)}")
+    if args.products:
+        from geoseg.samples.products import write_products
+
+        for name, path in write_products(files.image, args.out, args.products.split(","), seed=args.seed).items():
+            print(f"{name + ':':<10} {path}")
     return 0
 
 
@@ -249,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=int, default=2048)
     s.add_argument("--height", type=int, default=None, help="default: same as width")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--products", default="", help="also write products made from the image, comma-separated: "
+                   "tiles (2x2, 64 px overlaps, alpha margins), bands (10/20/60 m band files, SCL, STAC item.json), "
+                   "utm (west half + east half in the next UTM zone)")
     s.set_defaults(func=cmd_synth)
 
     s = add_parser("run", help="run a job file (YAML)")

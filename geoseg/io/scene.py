@@ -1,49 +1,85 @@
-"""Opening input rasters: validation up front, windowed reads in tasks, lazy xarray for notebooks.
+"""Opening the inputs of a job as one scene on one grid: validation up front, windowed reads in tasks.
 
-A *scene* is one or more GeoTIFFs on the same pixel grid whose bands are stacked as features
-(e.g. several dates of one tile). Everything a task needs to read a window is in the small,
-picklable :class:`Scene`, so tasks open the files themselves and nothing large travels.
+A *scene* is the job's grid (:class:`~geoseg.geo.GeoGrid`) plus the layers composed onto it.
+Each ``inputs`` entry is a path, a glob, a list of paths, or a mapping
+``{path | stac, kind, resampling, name, assets}``:
+
+* ``kind: bands`` - each file is a layer and their bands are stacked (several dates of one tile,
+  band files of one product); ``kind: mosaic`` - the files are tiles of one layer, composed onto the
+  grid, first file (sorted order) with a valid pixel wins. ``auto`` (the default, and what a plain
+  string means): files that share exactly one grid stack their bands, otherwise they are a mosaic.
+  Separate entries always stack.
+* Masks are validity, never features (:mod:`geoseg.io.masks`): alpha bands are dropped, GDAL masks and
+  nodata values mark invalid pixels; ``masks:`` entries (QA layers with a rule) add more.
+* The grid (:func:`geoseg.io.gridspec.job_grid`) is the job's ``grid:`` request, by default the first
+  input's CRS, the finest input resolution and the union footprint of the inputs.
+
+Everything a task needs is in the small, picklable :class:`Scene`; :meth:`Scene.for_window` trims it to
+the files that meet a window, so a mosaic of thousands of tiles does not travel with every task.
 """
 
 from __future__ import annotations
 
 import glob
 import logging
-import math
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
-from typing import cast
+from typing import Any, Sequence
 
 import numpy as np
-import rasterio
-from rasterio.errors import RasterioError, RasterioIOError
 
-from geoseg.errors import GridMismatchError, InputError
+from geoseg.errors import InputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window, aligned_chunk_size
+from geoseg.io.masks import QARule
+from geoseg.io.mosaic import FootprintIndex, Layer, check_tiles_agree, read_layer
+from geoseg.io.sources import MAX_SIDE, RESAMPLING, Source, describe_source, place
 
 log = logging.getLogger(__name__)
 
-#: Largest raster side we accept: beyond this a file's header is more likely corrupt than real.
-MAX_SIDE = 200_000
-#: Bounded retries for transient read errors (network file systems, object storage).
-READ_RETRIES = 3
+__all__ = ["Scene", "InputEntry", "MaskEntry", "open_scene", "read_window", "open_scene_xarray",
+           "expand_inputs", "MAX_SIDE"]
 
 _GDAL_VIRTUAL_PREFIXES = ("/vsi", "vrt://", "gdal_")
+#: Block assumed for sampling when no file lies on the grid (all are warped).
+_DEFAULT_BLOCK = (512, 512)
+
+
+@dataclass(frozen=True)
+class InputEntry:
+    """One ``inputs:`` entry: files (``path``: path, glob or list) or a STAC item (``stac`` + ``assets``)."""
+
+    path: tuple[str, ...] = ()
+    stac: str | None = None
+    assets: tuple[str, ...] = ()
+    kind: str = "auto"
+    resampling: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class MaskEntry:
+    """One ``masks:`` entry: a QA layer (file(s) or a STAC asset) and which values make pixels nodata."""
+
+    path: tuple[str, ...] = ()
+    stac: str | None = None
+    asset: str | None = None
+    band: int = 1
+    drop_values: tuple[int, ...] = ()
+    drop_bits: tuple[int, ...] = ()
+    resampling: str = "nearest"
 
 
 @dataclass(frozen=True)
 class Scene:
-    """The inputs of a job: files on one grid, their bands, nodata and georeferencing."""
+    """The inputs of a job on its grid: feature layers, mask layers, band names."""
 
-    paths: tuple[str, ...]
     grid: GeoGrid
+    layers: tuple[Layer, ...]
     band_names: tuple[str, ...]
-    band_counts: tuple[int, ...]
-    nodata: tuple[float | None, ...]
-    dtypes: tuple[str, ...]
     block: tuple[int, int]
+    masks: tuple[Layer, ...] = ()
+    paths: tuple[str, ...] = ()
     sizes_bytes: tuple[int, ...] = field(default=())
 
     @property
@@ -55,25 +91,101 @@ class Scene:
         """Pixel size in CRS units (the mean of x and y sizes)."""
         return self.grid.resolution
 
+    # Shorthands for the grid's parts (the grid is the one value; these read it).
+    @property
+    def crs(self):  # noqa: ANN201 - rasterio CRS
+        return self.grid.crs
+
+    @property
+    def transform(self):  # noqa: ANN201 - affine.Affine
+        return self.grid.transform
+
+    @property
+    def height(self) -> int:
+        return self.grid.height
+
+    @property
+    def width(self) -> int:
+        return self.grid.width
+
     def chunk_grid(self, chunk: int) -> ChunkGrid:
         """The processing grid: ``chunk`` rounded to a multiple of the files' internal blocks."""
-        return self.grid.tiles(aligned_chunk_size(chunk, self.block))
+        size = aligned_chunk_size(chunk, self.block)
+        return self.grid.tiles(size)
+
+    @cached_property
+    def _index(self) -> FootprintIndex:
+        return FootprintIndex(self.layers + self.masks)
+
+    def for_window(self, window: Window) -> "Scene":
+        """This scene with only the files meeting ``window``: what one task needs (built on the client)."""
+        if all(len(layer.sources) <= 1 for layer in self.layers + self.masks):
+            return self
+        trimmed = self._index.subset(self.layers + self.masks, window)
+        n = len(self.layers)
+        return replace(self, layers=trimmed[:n], masks=trimmed[n:])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # the index stays on the client
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
 
-def expand_inputs(patterns: Sequence[str], allow_gdal_virtual: bool = False) -> list[str]:
+def _as_tuple(v: Any) -> tuple:
+    if v is None:
+        return ()
+    if isinstance(v, (str, Path)):
+        return (str(v),)
+    return tuple(str(x) if isinstance(x, Path) else x for x in v)
+
+
+def _plain(obj: Any) -> Any:
+    """A job-file model (pydantic) or mapping as a plain dict; strings stay strings."""
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump()
+    return obj
+
+
+def as_input_entry(obj: Any) -> InputEntry:
+    """An ``inputs:`` entry from a string, a mapping or a job-file model."""
+    obj = _plain(obj)
+    if isinstance(obj, InputEntry):
+        return obj
+    if isinstance(obj, (str, Path)):
+        return InputEntry(path=(str(obj),))
+    d = dict(obj)
+    return InputEntry(path=_as_tuple(d.get("path")), stac=d.get("stac") and str(d["stac"]),
+                      assets=_as_tuple(d.get("assets")), kind=d.get("kind") or "auto",
+                      resampling=d.get("resampling"), name=d.get("name"))
+
+
+def as_mask_entry(obj: Any) -> MaskEntry:
+    """A ``masks:`` entry from a mapping or a job-file model."""
+    obj = _plain(obj)
+    if isinstance(obj, MaskEntry):
+        return obj
+    d = dict(obj)
+    return MaskEntry(path=_as_tuple(d.get("path")), stac=d.get("stac") and str(d["stac"]), asset=d.get("asset"),
+                     band=int(d.get("band") or 1), drop_values=tuple(d.get("drop_values") or ()),
+                     drop_bits=tuple(d.get("drop_bits") or ()), resampling=d.get("resampling") or "nearest")
+
+
+def expand_inputs(patterns: Sequence[Any] | str, allow_gdal_virtual: bool = False) -> list[str]:
     """Expand globs in order, keep URLs as they are, and refuse paths that do not exist.
 
-    GDAL virtual paths (``/vsi...``, VRT) are refused unless asked for, so a job file cannot
-    make GDAL open arbitrary resources behind the user's back.
+    Entries may be strings or ``inputs:`` mappings (their ``path``). GDAL virtual paths
+    (``/vsi...``, VRT) are refused unless asked for, so a job file cannot make GDAL open
+    arbitrary resources behind the user's back.
     """
+    if isinstance(patterns, (str, Path)):
+        patterns = [str(patterns)]
+    texts: list[str] = []
+    for p in patterns:
+        texts.extend(as_input_entry(p).path)
     out: list[str] = []
-    for pattern in patterns:
-        text = str(pattern)
-        lowered = text.lower()
-        if not allow_gdal_virtual and (lowered.startswith(_GDAL_VIRTUAL_PREFIXES) or lowered.endswith(".vrt")):
-            raise InputError(
-                f"{text!r} is a GDAL virtual path; set allow_gdal_virtual: true in the job to use it"
-            )
+    for text in texts:
+        check_virtual(text, allow_gdal_virtual)
         if "://" in text:
             out.append(text)
             continue
@@ -86,156 +198,185 @@ def expand_inputs(patterns: Sequence[str], allow_gdal_virtual: bool = False) -> 
     return out
 
 
-def _open(path: str):  # noqa: ANN202
-    try:
-        return rasterio.open(path)
-    except (RasterioError, ValueError) as exc:
-        raise InputError(f"cannot open {path} as a raster: {exc}. Is it a complete GeoTIFF?") from exc
+def check_virtual(text: str, allow_gdal_virtual: bool) -> None:
+    """Refuse GDAL virtual paths and VRTs unless the job allows them."""
+    lowered = text.lower()
+    if not allow_gdal_virtual and (lowered.startswith(_GDAL_VIRTUAL_PREFIXES) or lowered.endswith(".vrt")):
+        raise InputError(f"{text!r} is a GDAL virtual path; set allow_gdal_virtual: true in the job to use it")
 
 
-def _band_names(ds, stem: str, multi: bool) -> list[str]:  # noqa: ANN001
-    names = [d if d else f"b{i + 1}" for i, d in enumerate(ds.descriptions)]
-    return [f"{stem}:{n}" for n in names] if multi else names
+def _stem_name(paths: Sequence[str]) -> str:
+    """A layer's default name: the file stem, or what the tiles' stems share."""
+    stems = [Path(p.split("?")[0]).stem for p in paths]
+    if len(stems) == 1:
+        return stems[0]
+    import os
+
+    common = os.path.commonprefix(stems).rstrip("_-. ")
+    return common or stems[0]
 
 
-def open_scene(patterns: Sequence[str] | str, allow_gdal_virtual: bool = False) -> Scene:
-    """Check the inputs and describe them as one :class:`Scene`.
+def _layers_of_entry(entry: InputEntry, allow_gdal_virtual: bool) -> list[tuple[str, list[Source], str]]:
+    """(name, sources, resampling) of each layer an entry makes."""
+    if entry.kind not in ("auto", "mosaic", "bands"):
+        raise InputError(f"input kind {entry.kind!r} is not one of auto, mosaic, bands")
+    if entry.resampling is not None and entry.resampling not in RESAMPLING:
+        raise InputError(f"resampling {entry.resampling!r} is not one of {', '.join(RESAMPLING)}")
+    resampling = entry.resampling or "bilinear"
+    if entry.stac:
+        from geoseg.io.stac import stac_asset_hrefs
 
-    Raises :class:`InputError` (or a subclass) for anything a user must fix: missing files,
-    no CRS, rotated or skewed pixels, implausible sizes, and files that are not on one grid.
+        out = []
+        for name, hrefs, band in stac_asset_hrefs(entry.stac, entry.assets):
+            for h in hrefs:
+                check_virtual(h, allow_gdal_virtual)
+            sources = [describe_source(h) for h in hrefs]
+            if band and all(s.count == 1 for s in sources):
+                sources = [replace(s, descriptions=(band,)) for s in sources]
+            out.append((name, sources, resampling))
+        return out
+    paths = expand_inputs(list(entry.path), allow_gdal_virtual)
+    sources = [describe_source(p) for p in paths]
+    one_grid = all(s.grid.same_as(sources[0].grid) for s in sources[1:])
+    if entry.kind == "bands" or (entry.kind == "auto" and one_grid):
+        return [(entry.name if entry.name and len(sources) == 1 else _stem_name([s.path]), [s], resampling)
+                for s in sources]
+    return [(entry.name or _stem_name(paths), sources, resampling)]
+
+
+def open_scene(
+    patterns: Sequence[Any] | str,
+    allow_gdal_virtual: bool = False,
+    grid: Any = None,
+    masks: Sequence[Any] = (),
+) -> Scene:
+    """Check the inputs and describe them as one :class:`Scene` on the job's grid.
+
+    ``patterns``: ``inputs:`` entries (strings, mappings or job-file models); ``grid``: the job's
+    ``grid:`` request (``None``: the default grid); ``masks``: ``masks:`` entries. Raises
+    :class:`InputError` (or a subclass) for anything a user must fix, before any pixel is read.
     """
+    from geoseg.io.gridspec import job_grid
+
     if isinstance(patterns, (str, Path)):
         patterns = [str(patterns)]
-    paths = expand_inputs(patterns, allow_gdal_virtual)
-    multi = len(paths) > 1
-    first = None
-    names: list[str] = []
-    counts, nodata, dtypes, sizes = [], [], [], []
-    for path in paths:
-        with _open(path) as ds:
-            _validate_dataset(path, ds)
-            if first is None:
-                first = (ds.crs, ds.transform, ds.height, ds.width, ds.block_shapes[0])
-            else:
-                _check_same_grid(paths[0], first, path, ds)
-            names += _band_names(ds, Path(path).stem, multi)
-            counts.append(ds.count)
-            nodata.append(ds.nodata)
-            dtypes.append(ds.dtypes[0])
-            sizes.append(Path(path).stat().st_size if Path(path).exists() else -1)
-    assert first is not None
-    crs, transform, height, width, block = first
+    entries = [as_input_entry(p) for p in patterns]
+    if not entries:
+        raise InputError("no input files given")
+    raw: list[tuple[str, list[Source], str]] = []
+    for entry in entries:
+        raw.extend(_layers_of_entry(entry, allow_gdal_virtual))
+    for name, sources, _ in raw:
+        check_tiles_agree(name, sources)
+    the_grid = job_grid(grid, [s for _, sources, _ in raw for s in sources])
+
+    layers = []
+    multi = len(raw) > 1
+    for name, sources, resampling in raw:
+        placed = [place(s, the_grid) for s in sources]
+        meeting = [s for s in placed if s.meets(Window(0, 0, the_grid.height, the_grid.width))]
+        if not meeting:
+            raise InputError(f"input {name!r} ({placed[0].path}) does not meet the job's grid "
+                             f"(bounds {tuple(round(v, 3) for v in the_grid.bounds)}); check grid: bounds and crs")
+        descriptions = meeting[0].descriptions
+        names = tuple(f"{name}:{d}" for d in descriptions) if multi else descriptions
+        layers.append(Layer(name, tuple(meeting), names, resampling))
+    mask_layers = tuple(_mask_layer(as_mask_entry(m), the_grid, allow_gdal_virtual) for m in masks)
+
+    all_sources = [s for layer in layers + list(mask_layers) for s in layer.sources]
+    on_grid = [s for s in all_sources if s.offset is not None]
+    block = on_grid[0].block if on_grid else _DEFAULT_BLOCK
     return Scene(
-        paths=tuple(paths),
-        grid=GeoGrid.of(height, width, transform, crs),
-        band_names=tuple(names),
-        band_counts=tuple(counts),
-        nodata=tuple(nodata),
-        dtypes=tuple(dtypes),
-        block=tuple(block),
-        sizes_bytes=tuple(sizes),
+        grid=the_grid,
+        layers=tuple(layers),
+        band_names=tuple(n for layer in layers for n in layer.band_names),
+        block=tuple(block),  # type: ignore[arg-type]
+        masks=mask_layers,
+        paths=tuple(s.path for s in all_sources),
+        sizes_bytes=tuple(s.size_bytes for s in all_sources),
     )
 
 
-def _validate_dataset(path: str, ds) -> None:  # noqa: ANN001
-    if ds.crs is None:
-        raise InputError(f"{path} has no coordinate reference system; assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX)")
-    t = ds.transform
-    if t.b != 0 or t.d != 0:
-        raise InputError(
-            f"{path} has a rotated or skewed geotransform; warp it to a north-up grid first (gdalwarp)"
-        )
-    if t.is_identity:
-        raise InputError(f"{path} has no geotransform; georeference it first")
-    if not (1 <= ds.width <= MAX_SIDE and 1 <= ds.height <= MAX_SIDE):
-        raise InputError(f"{path} claims {ds.width}x{ds.height} pixels, beyond geoseg's limit of {MAX_SIDE} per side")
-    if ds.count < 1:
-        raise InputError(f"{path} has no bands")
-    if len(set(ds.dtypes)) != 1:
-        raise InputError(f"{path} mixes band data types {sorted(set(ds.dtypes))}; geoseg needs one type per file")
+def _mask_layer(entry: MaskEntry, grid: GeoGrid, allow_gdal_virtual: bool) -> Layer:
+    """A QA layer on the grid, its rule checked against the band's type before any work."""
+    if entry.resampling not in RESAMPLING:
+        raise InputError(f"mask resampling {entry.resampling!r} is not one of {', '.join(RESAMPLING)}")
+    rule = QARule(tuple(int(v) for v in entry.drop_values), tuple(int(b) for b in entry.drop_bits))
+    if entry.stac:
+        from geoseg.io.stac import stac_asset_hrefs
 
-
-def _check_same_grid(ref_path: str, ref: tuple, path: str, ds) -> None:  # noqa: ANN001
-    crs, transform, height, width, _ = ref
-    if ds.crs != crs:
-        raise GridMismatchError(
-            f"{path} is in {ds.crs.to_string()} but {ref_path} is in {crs.to_string()}; "
-            "inputs of one job must share a grid: reproject them onto one grid first (gdalwarp)"
-        )
-    if (ds.height, ds.width) != (height, width) or not ds.transform.almost_equals(transform):
-        raise GridMismatchError(
-            f"{path} ({ds.width}x{ds.height}, {tuple(ds.transform)[:6]}) is not on the grid of "
-            f"{ref_path} ({width}x{height}, {tuple(transform)[:6]}); align the inputs first"
-        )
+        if not entry.asset:
+            raise InputError(f"mask from STAC {entry.stac} needs an asset (key or eo:bands common name)")
+        ((name, hrefs, _),) = stac_asset_hrefs(entry.stac, (entry.asset,))
+    else:
+        hrefs = expand_inputs(list(entry.path), allow_gdal_virtual)
+        name = _stem_name(hrefs)
+    for h in hrefs:
+        check_virtual(h, allow_gdal_virtual)
+    sources = [place(describe_source(h, bands=(entry.band,)), grid) for h in hrefs]
+    check_tiles_agree(name, sources)
+    rule.check(sources[0].dtype, f"mask {name!r} ({sources[0].path})")
+    return Layer(name, tuple(sources), (), entry.resampling, role="mask", rule=rule)
 
 
 def read_window(scene: Scene, window: Window) -> tuple[np.ndarray, np.ndarray]:
     """Read all bands of a window as float32 ``(bands, h, w)`` plus a validity mask ``(h, w)``.
 
-    A pixel is valid when no band equals its file's nodata value and every band is finite.
-    Transient read errors are retried a bounded number of times.
+    A pixel is valid when every layer has a valid pixel there (no nodata, GDAL mask and alpha
+    non-zero, finite values) and no QA rule drops it. Transient read errors are retried a
+    bounded number of times.
     """
     parts: list[np.ndarray] = []
-    valid = np.ones((window.height, window.width), dtype=bool)
-    for path, nodata in zip(scene.paths, scene.nodata):
-        data = _read_with_retry(path, window)
-        if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-            valid &= ~np.any(data == nodata, axis=0)
-        parts.append(data.astype(np.float32, copy=False))
+    valid: np.ndarray | None = None
+    for layer in scene.layers:
+        data, ok = read_layer(layer, scene.grid, window)
+        parts.append(data)
+        valid = ok if valid is None else (valid & ok)
+    assert valid is not None
+    for layer in scene.masks:
+        qa, has_qa = read_layer(layer, scene.grid, window)
+        assert layer.rule is not None
+        valid &= ~(layer.rule.invalid(qa[0]) & has_qa)
     stacked = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-    valid &= np.all(np.isfinite(stacked), axis=0)
     return stacked, valid
-
-
-def _read_with_retry(path: str, window: Window) -> np.ndarray:
-    """Read a window; retry I/O errors a few times (flaky storage), fail fast on corrupt data."""
-    delay = 0.5
-    for attempt in range(READ_RETRIES + 1):
-        try:
-            with rasterio.open(path) as ds:
-                return ds.read(window=window.to_rasterio())
-        except RasterioError as exc:
-            # Only remote reads are retried: a local file's bytes are what they are (a corrupt tile stays
-            # corrupt); rasterio's own text is "see previous exception", the detail is in the cause.
-            detail = str(exc.__cause__ or exc)
-            transient = isinstance(exc, RasterioIOError) and not _is_corrupt(exc) and _is_remote(path)
-            if attempt == READ_RETRIES or not transient:
-                raise InputError(f"cannot read {window.key} of {path}: {detail}; is the file complete?") from exc
-            log.warning("read of %s %s failed (%s); retrying", path, window.key, exc)
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
-
-
-def _is_remote(path: str) -> bool:
-    """Read over a network (URL or GDAL network path), where a failed read may succeed later."""
-    return "://" in path or path.lower().startswith(("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls",
-                                                     "/vsioss", "/vsiswift", "/vsihdfs", "/vsiwebhdfs"))
-
-
-def _is_corrupt(exc: Exception) -> bool:
-    """Errors that retrying cannot fix: the bytes on disk are wrong, not the connection."""
-    text = str(exc).lower()
-    return any(w in text for w in ("tiffreaddirectory", "decod", "corrupt", "invalid", "not a tiff", "truncat"))
 
 
 def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - xarray.DataArray
     """The scene as one lazy ``xarray.DataArray`` (band, y, x) with Dask chunks on the processing grid.
 
-    For notebooks: ``.rio.crs`` and ``.rio.transform()`` are set, nodata is kept as attribute,
-    and the ``band`` coordinate holds the band names.
+    For notebooks: ``.rio.crs`` and ``.rio.transform()`` are set and the ``band`` coordinate holds
+    the band names. Files that already share the grid are opened as they are (their data type,
+    nodata kept as attribute); anything composed (mosaics, warped or masked inputs) is float32
+    with NaN where no valid pixel is.
     """
-    import rioxarray
+    import dask.array as darr
+    import rioxarray  # noqa: F401 - registers .rio
     import xarray as xr
 
     if not isinstance(scene, Scene):
         scene = open_scene(scene)
-    size = scene.chunk_grid(chunk).chunk
-    arrays = [
-        # one GeoTIFF band set each (never subdatasets): a DataArray
-        cast("xr.DataArray", rioxarray.open_rasterio(p, chunks={"band": -1, "y": size, "x": size}, lock=False,
-                                                     masked=False))
-        for p in scene.paths
-    ]
-    da = arrays[0] if len(arrays) == 1 else xr.concat(arrays, dim="band")
-    return da.assign_coords(band=list(scene.band_names))
+    cg = scene.chunk_grid(chunk)
+    if all(len(layer.sources) == 1 and layer.sources[0].grid.same_as(scene.grid) for layer in scene.layers) \
+            and not scene.masks and all(s.mask in ("none", "nodata") for layer in scene.layers for s in layer.sources):
+        arrays = [
+            rioxarray.open_rasterio(layer.sources[0].path, chunks={"band": -1, "y": cg.chunk, "x": cg.chunk},
+                                    lock=False, masked=False).isel(band=[b - 1 for b in layer.sources[0].bands])
+            for layer in scene.layers
+        ]
+        da = arrays[0] if len(arrays) == 1 else xr.concat(arrays, dim="band")
+        return da.assign_coords(band=list(scene.band_names))
+
+    ys, xs = cg.dask_chunks
+
+    def block(block_info=None):  # noqa: ANN001, ANN202
+        (_, _), (r0, r1), (c0, c1) = block_info[None]["array-location"]
+        sub = Window(r0, c0, r1 - r0, c1 - c0)
+        data, valid = read_window(scene.for_window(sub), sub)
+        return np.where(valid[None], data, np.float32(np.nan))
+
+    arr = darr.map_blocks(block, chunks=((scene.count,), ys, xs), dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+    t = scene.grid.transform
+    x = t.c + (np.arange(scene.width) + 0.5) * t.a
+    y = t.f + (np.arange(scene.height) + 0.5) * t.e
+    da = xr.DataArray(arr, dims=("band", "y", "x"), coords={"band": list(scene.band_names), "y": y, "x": x})
+    return da.rio.write_crs(scene.grid.crs_wkt).rio.write_transform(t)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geoseg.errors import JobSpecError
 
@@ -111,12 +111,79 @@ class ClassSpec(_Strict):
     color: str = Field("#808080", pattern=r"^#[0-9A-Fa-f]{6}$")
 
 
+Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode", "lanczos"]
+
+
+class InputConfig(_Strict):
+    """One ``inputs:`` entry as a mapping: files (``path``: a path, glob or list) or a STAC item/collection.
+
+    ``kind``: ``mosaic`` (the files are tiles of one layer; first file in sorted order with a valid
+    pixel wins), ``bands`` (each file is a layer; bands stacked) or ``auto`` (the default, also for a
+    plain string: files on exactly one grid stack, otherwise a mosaic). ``resampling`` onto the job's
+    grid (default ``bilinear``). ``assets``: STAC asset keys or ``eo:bands`` common names, one layer each.
+    """
+
+    path: str | list[str] | None = None
+    stac: str | None = None
+    assets: list[str] | None = None
+    kind: Literal["auto", "mosaic", "bands"] = "auto"
+    resampling: Resampling | None = None
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,80}$")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "InputConfig":
+        if (self.path is None) == (self.stac is None):
+            raise ValueError("an input gives exactly one of path or stac")
+        if self.stac is None and self.assets:
+            raise ValueError("assets are chosen only from a stac input")
+        return self
+
+
+class MaskConfig(_Strict):
+    """A QA / mask layer: pixels whose value is in ``drop_values`` or has a bit of ``drop_bits`` set become nodata."""
+
+    path: str | list[str] | None = None
+    stac: str | None = None
+    asset: str | None = None
+    band: int = Field(1, ge=1)
+    drop_values: list[int] = Field(default_factory=list)
+    drop_bits: list[int] = Field(default_factory=list)
+    resampling: Resampling = "nearest"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "MaskConfig":
+        if (self.path is None) == (self.stac is None):
+            raise ValueError("a mask gives exactly one of path or stac")
+        if self.stac is not None and not self.asset:
+            raise ValueError("a stac mask names its asset (key or eo:bands common name)")
+        if not self.drop_values and not self.drop_bits:
+            raise ValueError("a mask drops something: give drop_values and/or drop_bits")
+        return self
+
+
+class GridConfig(_Strict):
+    """The job's grid (every output lies on it); what is left out follows the default rule (README)."""
+
+    crs: str | None = None
+    resolution: float | list[float] | None = None
+    bounds: list[float] | None = Field(None, min_length=4, max_length=4)
+    like: str | None = None
+
+    @model_validator(mode="after")
+    def _like_alone(self) -> "GridConfig":
+        if self.like and (self.crs or self.resolution or self.bounds):
+            raise ValueError("grid like: FILE takes that file's grid; give it alone")
+        return self
+
+
 class JobSpec(_Strict):
     """One run: inputs, method, outputs. See ``workflows/*.yaml`` for complete examples."""
 
     version: Literal[1] = 1
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,80}$")
-    inputs: list[str] = Field(min_length=1)
+    inputs: list[str | InputConfig] = Field(min_length=1)
+    grid: GridConfig | None = None
+    masks: list[MaskConfig] = Field(default_factory=list)
     output: Path
     chunk_size: int = Field(2048, ge=64, le=16384)
     method: Method = Field(default_factory=KMeansConfig)
@@ -140,8 +207,8 @@ class JobSpec(_Strict):
 
     @field_validator("inputs")
     @classmethod
-    def _no_empty_inputs(cls, v: list[str]) -> list[str]:
-        if any(not s.strip() for s in v):
+    def _no_empty_inputs(cls, v: list[Any]) -> list[Any]:
+        if any(isinstance(s, str) and not s.strip() for s in v):
             raise ValueError("input paths must not be empty")
         return v
 
@@ -158,7 +225,21 @@ class JobSpec(_Strict):
                 return type(p)(s) if isinstance(p, Path) else s
             return type(p)((base / s).resolve()) if isinstance(p, Path) else str(base / s)
 
-        update: dict[str, Any] = {"inputs": [fix(i) for i in self.inputs], "output": fix(self.output)}
+        def fix_entry(e: Any) -> Any:  # an inputs:/masks: entry: its path(s) or stac href
+            if isinstance(e, str):
+                return fix(e)
+            changes: dict[str, Any] = {}
+            if e.path is not None:
+                changes["path"] = fix(e.path) if isinstance(e.path, str) else [fix(p) for p in e.path]
+            if e.stac is not None:
+                changes["stac"] = fix(e.stac)
+            return e.model_copy(update=changes)
+
+        update: dict[str, Any] = {"inputs": [fix_entry(i) for i in self.inputs], "output": fix(self.output)}
+        if self.masks:
+            update["masks"] = [fix_entry(m) for m in self.masks]
+        if self.grid is not None and self.grid.like:
+            update["grid"] = self.grid.model_copy(update={"like": fix(self.grid.like)})
         if isinstance(self.method, DeepLabConfig):
             update["method"] = self.method.model_copy(update={"checkpoint": fix(self.method.checkpoint)})
         elif self.method.model is not None:

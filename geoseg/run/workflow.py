@@ -154,6 +154,9 @@ def job_identity(job: JobSpec, scene: Scene, extra: str = "") -> str:
         "method": job.method.model_dump(mode="json"),
         "extra": extra,
     }
+    if job.grid is not None or job.masks or any(not isinstance(i, str) for i in job.inputs):
+        dumped = job.model_dump(mode="json")  # how the inputs are composed changes the pixels
+        payload["composition"] = [dumped["inputs"], dumped["grid"], dumped["masks"]]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -226,7 +229,8 @@ def fit_kmeans_on_cluster(
         return model, feats
     rate = sampling_rate(cfg.sample_size, grid.height * grid.width)
     windows = list(grid.windows())
-    futures = client.map(sample_task, [scene] * len(windows), [feats] * len(windows), windows,
+    scenes = [scene.for_window(w) for w in windows]  # each task gets only the files meeting its chunk
+    futures = client.map(sample_task, scenes, [feats] * len(windows), windows,
                          [rate] * len(windows), [cfg.seed] * len(windows), pure=False)
     parts = _gather(client, futures, "sampling", show_progress)
     sample = np.concatenate(parts, axis=0)
@@ -309,7 +313,8 @@ def write_labels(
     n = len(windows)
     annotations = {"resources": predictor.resources} if predictor.resources else {}
     conf = str(confidence_store) if confidence_store is not None else None
-    futures = client.map(label_task, [scene] * n, [grid.chunk] * n, [str(store)] * n, [predictor] * n, windows,
+    scenes = [scene.for_window(halo_window(w, predictor.halo, grid.shape).outer) for w in windows]
+    futures = client.map(label_task, scenes, [grid.chunk] * n, [str(store)] * n, [predictor] * n, windows,
                          [conf] * n, pure=False, **annotations)
     hist = np.sum(_gather(client, futures, "labelling", show_progress), axis=0)
     if conf_writer is not None:
@@ -323,7 +328,7 @@ def run_job(
 ) -> RunResult:
     """Run a validated job end to end. ``client`` reuses an existing Dask client (notebooks, tests)."""
     out = Path(job.output)
-    scene = open_scene(job.inputs, allow_gdal_virtual=job.allow_gdal_virtual)
+    scene = open_scene(job.inputs, allow_gdal_virtual=job.allow_gdal_virtual, grid=job.grid, masks=job.masks)
     check_output_dir(out, job)
     if isinstance(job.method, DeepLabConfig):
         check_deeplab_job(job.method, scene)  # a checkpoint that does not fit is refused before any output

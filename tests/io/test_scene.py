@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import rasterio
 import pytest
 from affine import Affine
 
-from geoseg.errors import GridMismatchError, InputError
+from geoseg.errors import InputError
 from geoseg.geo import Window
 from geoseg.io.scene import open_scene, open_scene_xarray, read_window
 from tests.fixtures import blocky_scene, write_raster
@@ -67,11 +68,14 @@ def test_corrupt_file_is_an_input_error(tmp_path):
         open_scene(str(tmp_path / "cut.tif"))
 
 
-def test_files_on_different_grids_are_refused(tmp_path):
+def test_files_on_different_grids_are_stacked_on_the_first_files_grid(tmp_path):
+    """Separate entries on other grids stack onto the job's grid (the first file's here), warped per window."""
     write_raster(tmp_path / "a.tif", np.ones((1, 20, 20), np.uint8))
-    write_raster(tmp_path / "b.tif", np.ones((1, 20, 20), np.uint8), crs="EPSG:32632")
-    with pytest.raises(GridMismatchError, match="share a grid"):
-        open_scene([str(tmp_path / "a.tif"), str(tmp_path / "b.tif")])
+    write_raster(tmp_path / "b.tif", np.full((1, 20, 20), 3, np.uint8), crs="EPSG:32632")
+    scene = open_scene([str(tmp_path / "a.tif"), str(tmp_path / "b.tif")])
+    assert scene.grid.crs.to_epsg() == 32633 and scene.band_names == ("a:b1", "b:b1")
+    values, valid = read_window(scene, Window(0, 0, 20, 20))
+    assert (values[1][valid] == 3).all()
 
 
 def test_gdal_virtual_paths_need_opt_in(tmp_path):
@@ -87,3 +91,37 @@ def test_lazy_xarray_view_matches_windowed_read(tmp_path):
     assert da.chunks[1][0] == 128
     values, _ = read_window(open_scene(str(path)), Window(10, 20, 5, 6))
     np.testing.assert_array_equal(da[:, 10:15, 20:26].values.astype(np.float32), values)
+
+
+def test_gcp_only_file_is_refused_with_the_gdalwarp_hint(tmp_path):
+    from rasterio.control import GroundControlPoint
+
+    path = tmp_path / "gcp.tif"
+    gcps = [GroundControlPoint(0, 0, 500000, 5100000), GroundControlPoint(0, 20, 500200, 5100000),
+            GroundControlPoint(20, 0, 500000, 5099800)]
+    with rasterio.open(path, "w", driver="GTiff", width=20, height=20, count=1, dtype="uint8") as ds:
+        ds.write(np.ones((1, 20, 20), np.uint8))
+        ds.gcps = (gcps, rasterio.crs.CRS.from_epsg(32633))
+    with pytest.raises(InputError, match="ground control points.*gdalwarp"):
+        open_scene(str(path))
+
+
+def test_tiles_of_one_mosaic_with_different_types_are_refused(tmp_path):
+    from rasterio.transform import from_origin
+
+    write_raster(tmp_path / "a.tif", np.ones((1, 20, 20), np.uint8))
+    write_raster(tmp_path / "b.tif", np.ones((1, 20, 20), np.uint16), transform=from_origin(500200, 5100000, 10, 10))
+    with pytest.raises(InputError, match="one data type"):
+        open_scene(str(tmp_path / "*.tif"))
+
+
+def test_geographic_inputs_on_their_own_grid(tmp_path):
+    """An EPSG:4326 file stays on its grid; windows read as from the file."""
+    from rasterio.transform import from_origin
+
+    data = np.arange(30 * 40, dtype=np.uint16).reshape(1, 30, 40)
+    path = write_raster(tmp_path / "geo.tif", data, crs="EPSG:4326", transform=from_origin(14.5, 46.1, 0.001, 0.001))
+    scene = open_scene(str(path))
+    assert scene.grid.crs.is_geographic
+    values, valid = read_window(scene, Window(5, 6, 10, 12))
+    assert valid.all() and (values[0] == data[0, 5:15, 6:18]).all()

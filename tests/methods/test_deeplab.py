@@ -25,7 +25,7 @@ from geoseg.methods.deeplab import (
 )
 
 from tests.fixtures import chunk_grid
-from tests.methods.test_checkpoint import tiny_meta, tiny_model
+from tests.fixtures import tiny_meta, tiny_model
 
 torch.set_num_threads(2)
 

@@ -1,0 +1,88 @@
+"""STAC inputs: an Item or ItemCollection (JSON file or URL) read with pystac, assets chosen by name.
+
+An asset is chosen by its key (``B04``) or by the ``common_name`` of its ``eo:bands`` (``red``);
+each chosen asset becomes one layer, a mosaic across the items of a collection. Hrefs may be local
+(relative to the JSON file) or URLs; GDAL reads URLs itself (credentials from the environment).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from geoseg.errors import InputError
+
+
+def load_items(href: str) -> list[Any]:
+    """The items of a STAC Item or ItemCollection document, each knowing where it was read from."""
+    import pystac
+
+    try:
+        data = pystac.StacIO.default().read_json(href)
+    except Exception as exc:  # noqa: BLE001 - file, network and JSON errors all mean the same to a user
+        raise InputError(f"cannot read STAC document {href}: {exc}") from exc
+    kind = data.get("type") if isinstance(data, dict) else None
+    try:
+        if kind == "Feature":
+            items = [pystac.Item.from_dict(data)]
+        elif kind == "FeatureCollection":
+            items = list(pystac.ItemCollection.from_dict(data, preserve_dict=False).items)
+        else:
+            raise InputError(f"{href} is not a STAC Item or ItemCollection (type {kind!r})")
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pystac raises several kinds for malformed documents
+        raise InputError(f"{href} is not a valid STAC document: {exc}") from exc
+    if not items:
+        raise InputError(f"STAC ItemCollection {href} holds no items")
+    return items
+
+
+def _absolute(href: str, base: str) -> str:
+    if "://" in href or href.startswith("/"):
+        return href
+    if "://" in base:
+        return posixpath.normpath(posixpath.join(posixpath.dirname(base), href)).replace(":/", "://", 1)
+    return str((Path(base).resolve().parent / href).resolve())
+
+
+def _common_name(asset: Any) -> str | None:
+    bands = asset.extra_fields.get("eo:bands") or []
+    names = [b.get("common_name") for b in bands if isinstance(b, dict)]
+    return names[0] if len(names) == 1 else None
+
+
+def find_asset(item: Any, wanted: str) -> tuple[str, Any]:
+    """The asset of ``item`` whose key is ``wanted``, else whose single ``eo:bands`` common name is."""
+    if wanted in item.assets:
+        return wanted, item.assets[wanted]
+    for key, asset in item.assets.items():
+        if _common_name(asset) == wanted:
+            return key, asset
+    choices = ", ".join(f"{k} ({_common_name(a)})" if _common_name(a) else k for k, a in item.assets.items())
+    raise InputError(f"STAC item {item.id!r} has no asset {wanted!r} (by key or eo:bands common name); it has {choices}")
+
+
+def stac_asset_hrefs(href: str, wanted: Sequence[str]) -> list[tuple[str, list[str], str | None]]:
+    """For each wanted asset: (layer name = asset key, file hrefs across the items, band name).
+
+    Without ``wanted``: every asset that describes ``eo:bands``, in the first item's order. The band
+    name is the asset's common name when it has one, so indices (``ndvi``) find their bands.
+    """
+    items = load_items(href)
+    if not wanted:
+        wanted = [k for k, a in items[0].assets.items() if a.extra_fields.get("eo:bands")]
+        if not wanted:
+            raise InputError(f"STAC {href}: no asset has eo:bands; name the assets to use (assets: [...])")
+    out = []
+    for name in wanted:
+        hrefs, band, layer = [], None, None
+        for item in items:
+            key, asset = find_asset(item, name)
+            hrefs.append(_absolute(asset.href, href))
+            band = band or _common_name(asset) or key
+            layer = layer or key
+        out.append((layer or name, hrefs, band))
+    return out
