@@ -315,6 +315,15 @@ class ChunkGrid:
         ny, nx = self.chunks_shape
         return ny * nx
 
+    @property
+    def dask_chunks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The same grid as Dask ``chunks`` of a (y, x) array (the lazy xarray view of a scene).
+
+        >>> GeoGrid(5, 7, Affine.identity(), "").tiles(4).dask_chunks
+        ((4, 1), (4, 3))
+        """
+        return _edges(self.height, self.chunk), _edges(self.width, self.chunk)
+
     def window(self, iy: int, ix: int) -> Window:
         """The window of chunk ``(iy, ix)``."""
         r0, c0 = iy * self.chunk, ix * self.chunk
@@ -352,3 +361,8 @@ def aligned_chunk_size(requested: int, block: tuple[int, int]) -> int:
     if by != bx or by < 16:
         return requested
     return max(by, int(round(requested / by)) * by)
+
+
+def _edges(n: int, chunk: int) -> tuple[int, ...]:
+    full, rest = divmod(n, chunk)
+    return (chunk,) * full + ((rest,) if rest else ())
