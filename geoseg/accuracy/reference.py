@@ -32,12 +32,15 @@ from rasterio.crs import CRS
 from geoseg.errors import InputError
 from geoseg.geo import Bounds, GeoGrid, aligned_offset, bounds_in, bounds_overlap, crs_from_wkt
 from geoseg.accuracy.layers import burn_shapes, layer_window, require_crs, vector_info
+from geoseg.accuracy.pam import read_pam_legend
 
 
 #: Fill value used while warping; never a valid class id.
 SENTINEL = int(np.iinfo(np.int32).min)
 
 
+#: Raster types read as they are; any other numeric type (float, 64-bit) is read as ``float64``
+#: and accepted when its values are whole numbers (:func:`check_integral`).
 _INT_DTYPES = {"uint8", "int8", "uint16", "int16", "int32"}
 
 
@@ -145,13 +148,11 @@ def _try_raster(path: str) -> RasterReference | None:
             return None
         require_crs(src.crs, "reference raster", path)
         dtype = src.dtypes[0]
-        if dtype not in _INT_DTYPES:
-            raise InputError(
-                f"reference raster {path} has dtype {dtype}; it must hold integer class ids "
-                "(convert it, e.g. `gdal_translate -ot Byte` or `-ot Int16`)"
-            )
+        if dtype.startswith("complex"):
+            raise InputError(f"reference raster {path} has dtype {dtype}; it must hold class ids (real numbers)")
         tags = {**src.tags(), **src.tags(1)}
-        legend = parse_class_tag(tags.get("classes", ""), skip=src.nodata) or _geoseg_legend(tags)
+        pam = read_pam_legend(path)
+        legend = parse_class_tag(tags.get("classes", ""), skip=src.nodata) or _geoseg_legend(tags) or pam.names(src.nodata)
         try:
             cmap = src.colormap(1)
         except ValueError:
@@ -160,7 +161,7 @@ def _try_raster(path: str) -> RasterReference | None:
         colors = tuple(
             (int(k), "#%02x%02x%02x" % tuple(v[:3])) for k, v in cmap.items()
             if k != src.nodata and (k in named if named else v[3] > 0 and tuple(v[:3]) != (0, 0, 0))
-        )
+        ) or pam.colors(src.nodata)
         return RasterReference(
             path=path,
             grid=GeoGrid.of_dataset(src),
@@ -236,8 +237,8 @@ def reference_pixels(ref: Reference, grid: GeoGrid) -> tuple[np.ndarray, int | N
 
 
 def _native_nodata(ref: RasterReference) -> int | None:
-    """The nodata value when it is an integer of the raster's own type, else ``None``."""
-    if ref.nodata is None or not float(ref.nodata).is_integer():
+    """The nodata value when it is an integer of the raster's own (integer) type, else ``None``."""
+    if ref.dtype not in _INT_DTYPES or ref.nodata is None or not float(ref.nodata).is_integer():
         return None
     info = np.iinfo(ref.dtype)
     return int(ref.nodata) if info.min <= ref.nodata <= info.max else None
@@ -246,6 +247,8 @@ def _native_nodata(ref: RasterReference) -> int | None:
 def _raster_window(ref: RasterReference, grid: GeoGrid) -> tuple[np.ndarray, int | None]:
     import rasterio
 
+    if ref.dtype not in _INT_DTYPES:
+        return _float_window(ref, grid)
     shape = grid.shape
     invalid = _native_nodata(ref)
     same_crs = ref.grid.crs_wkt == grid.crs_wkt or ref.crs == grid.crs
@@ -264,6 +267,43 @@ def _raster_window(ref: RasterReference, grid: GeoGrid) -> tuple[np.ndarray, int
     if invalid is None and ref.nodata is not None:
         out[out == ref.nodata] = SENTINEL  # a nodata outside the raster's type range (rare)
     return out, fill
+
+
+def _float_window(ref: RasterReference, grid: GeoGrid) -> tuple[np.ndarray, int]:
+    """A float (or 64-bit) reference on the window: read as ``float64`` with NaN where invalid
+    (nodata, NaN, outside), checked to hold whole class ids, returned as ``int32`` with :data:`SENTINEL`."""
+    import rasterio
+
+    out = np.full(grid.shape, np.nan, dtype=np.float64)
+    same_crs = ref.grid.crs_wkt == grid.crs_wkt or ref.crs == grid.crs
+    offset = aligned_offset(ref.grid.transform, grid.transform) if same_crs else None
+    with rasterio.open(ref.path) as src:
+        if offset is not None:
+            _read_aligned(src, offset, grid.shape, out)
+        else:
+            _read_warped(src, ref, grid, out, np.nan)
+    if ref.nodata is not None:
+        out[out == ref.nodata] = np.nan
+    check_integral(out, ref.path, grid, ref.grid)
+    valid = ~np.isnan(out)
+    return np.where(valid, out, SENTINEL).astype(np.int32), SENTINEL
+
+
+def check_integral(values: np.ndarray, path: str, grid: GeoGrid, file_grid: GeoGrid) -> None:
+    """Refuse (:class:`InputError`) a window holding a class value that is not a whole ``int32``
+    number, naming the value and where it is: the file's pixel and the map coordinates."""
+    finite = ~np.isnan(values)
+    bad = finite & ((np.mod(values, 1.0) != 0) | (values <= SENTINEL) | (values > np.iinfo(np.int32).max))
+    if not bad.any():
+        return
+    r, c = (int(i) for i in np.argwhere(bad)[0])
+    x, y = grid.transform * (c + 0.5, r + 0.5)
+    col, row = ~file_grid.transform * (x, y)
+    raise InputError(
+        f"reference raster {path} holds {float(values[r, c]):g} at pixel (row {int(row)}, col {int(col)}) of the file "
+        f"(x={x:.3f}, y={y:.3f}): class ids must be whole numbers; round or reclassify it, "
+        "or set that value as the file's nodata"
+    )
 
 
 def _inside(offset: tuple[int, int], shape: tuple[int, int], src) -> bool:  # noqa: ANN001
@@ -288,7 +328,7 @@ def _read_aligned(src, offset: tuple[int, int], shape: tuple[int, int], out: np.
     out[rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0] = src.read(1, window=_rio_window((rr0, cc0), (rr1 - rr0, cc1 - cc0)))
 
 
-def _read_warped(src, ref: RasterReference, grid: GeoGrid, out: np.ndarray, fill: int) -> None:  # noqa: ANN001
+def _read_warped(src, ref: RasterReference, grid: GeoGrid, out: np.ndarray, fill: float) -> None:  # noqa: ANN001
     """Read the source window the label window needs (plus a margin) and warp it into ``out``, nearest."""
     from rasterio.warp import Resampling, reproject
     from rasterio.windows import Window as RioWindow
@@ -304,13 +344,13 @@ def _read_warped(src, ref: RasterReference, grid: GeoGrid, out: np.ndarray, fill
     if c1 <= c0 or r1 <= r0:
         return
     rio_win = RioWindow(c0, r0, c1 - c0, r1 - r0)
-    data = src.read(1, window=rio_win)
+    data = src.read(1, window=rio_win, out_dtype=out.dtype)
     reproject(
         source=data,
         destination=out,
         src_transform=src.window_transform(rio_win),
         src_crs=ref.crs,
-        src_nodata=ref.nodata,
+        src_nodata=ref.nodata if ref.nodata is not None else (np.nan if out.dtype.kind == "f" else None),
         dst_transform=grid.transform,
         dst_crs=grid.crs,
         dst_nodata=fill,

@@ -25,7 +25,7 @@ import pandas as pd
 from affine import Affine
 
 from geoseg.accuracy.evaluate import Evaluation
-from geoseg.accuracy.reference import SENTINEL, RasterReference, VectorReference
+from geoseg.accuracy.reference import SENTINEL, RasterReference, VectorReference, reference_window
 from geoseg.accuracy.regions import GridRegions
 from geoseg.accuracy.tables import class_label, label_grid, write_tables
 from geoseg.geo import GeoGrid
@@ -219,18 +219,14 @@ def read_reference_decimated(ref: Any, grid: GeoGrid) -> np.ndarray:
         import rasterio
 
         with rasterio.open(ref.path) as src:
-            data = _decimated(src, [1], grid, fill=0)[0].astype(np.int64)
-            mask = _decimated_mask(src, grid)
+            data = _decimated(src, [1], grid, fill=0)[0].astype(np.float64)
+            mask = _decimated_mask(src, grid) & ~np.isnan(data)
         if ref.nodata is not None:
-            mask &= data != int(ref.nodata)
-        return np.where(mask, data, SENTINEL)
+            mask &= data != ref.nodata
+        return np.where(mask, np.nan_to_num(data), SENTINEL).astype(np.int64)
     if isinstance(ref, VectorReference):
-        from geoseg.accuracy.layers import burn_shapes, layer_window
-
-        df = layer_window(ref.path, ref.layer, [ref.field], ref.crs_wkt, grid)
-        df = df[df[ref.field].notna()]
-        shapes = list(zip(df.geometry.values, df[ref.field].astype(np.int64).to_numpy()))
-        return burn_shapes(shapes, grid, SENTINEL).astype(np.int64)
+        values, valid = reference_window(ref, grid)  # the same classes, value and background as the figures
+        return np.where(valid, values, SENTINEL).astype(np.int64)
     return np.full(grid.shape, SENTINEL, np.int64)
 
 

@@ -544,8 +544,8 @@ def test_inputs_that_cannot_be_evaluated(tmp_path: Path) -> None:
         evaluate(store, ok, regions=regions, region_field="nope")
     with pytest.raises(InputError, match="not both"):
         evaluate(store, ok, regions=regions, grid_cell_m=100)
-    floats = write_raster(tmp_path / "f.tif", labels.astype("float32"), transform=TRANSFORM)
-    with pytest.raises(InputError, match="integer class ids"):
+    floats = write_raster(tmp_path / "f.tif", labels.astype("float32") + 0.5, transform=TRANSFORM)
+    with pytest.raises(InputError, match="whole numbers"):
         evaluate(store, floats)
     with pytest.raises(InputError, match="does not exist"):
         evaluate(store, tmp_path / "missing.tif")
