@@ -76,9 +76,19 @@ def count_window(plan: _Plan, window: Window) -> ChunkCounts:
     grid = plan.grid.window_grid(window)
     labels = read_label_window(plan.labels_path, window)
     ref, ref_invalid = reference_pixels(plan.reference, grid)
-    codes, slot_of = regions_window_codes(plan.regions, grid)
-    counts = count_pixels(labels, ref, ref_invalid, codes, plan.label_nodata)
-    return replace(counts, regions=slot_of[counts.regions])  # increasing: stays sorted
+    passes = []
+    for group in range(getattr(plan.regions, "n_groups", 1)):  # overlapping regions: one pass per group
+        codes, slot_of = regions_window_codes(plan.regions, grid, group)
+        counts = count_pixels(labels, ref, ref_invalid, codes, plan.label_nodata)
+        counts = replace(counts, regions=slot_of[counts.regions])  # increasing: stays sorted
+        passes.append(counts if group == 0 else _without_slot0(counts))
+    return passes[0] if len(passes) == 1 else merge_counts(passes)
+
+
+def _without_slot0(c: ChunkCounts) -> ChunkCounts:
+    """Counts of the regions only: pass 0 alone counts the pixels in no region (and makes ``ALL``)."""
+    keep = c.regions != 0
+    return replace(c, regions=c.regions[keep], counts=c.counts[keep], excluded=c.excluded[keep])
 
 
 def _sum_counts(parts: list[ChunkCounts]) -> ChunkCounts:
@@ -276,19 +286,30 @@ def evaluate(
     mapping: MappingSpec = "identity",
     client: Any = None,
     class_names: Mapping[int, str] | None = None,
+    reference_value: int | None = None,
+    reference_background: int | None = None,
+    reference_values: Mapping[str, int] | None = None,
+    merge_duplicates: bool = False,
 ) -> Evaluation:
     """Compare a label store with a reference map, per region, as one Dask reduction.
 
-    ``reference``: a raster (band 1 = class ids) or a vector layer (``reference_field`` = integer
-    class field), any CRS and resolution. ``regions``: a vector layer (``region_field`` = id,
-    default the feature id) or ``grid_cell_m`` for square cells; neither = whole scene only.
+    ``reference``: a raster (band 1 = class ids, any numeric type holding whole numbers) or a
+    vector layer, any CRS and resolution. A vector layer's class is its ``reference_field``
+    (integers, or names mapped by ``reference_values`` or else by ``class_names``), or
+    ``reference_value`` for every polygon; ``reference_background`` is the class of every pixel
+    no polygon covers (without it those pixels are left out: see :meth:`Evaluation.scored_share`).
+    ``regions``: a vector layer (``region_field`` = id, default the feature id; overlapping
+    regions each count all their pixels; duplicate ids are refused unless ``merge_duplicates``)
+    or ``grid_cell_m`` for square cells; neither = whole scene only.
     ``client``: a ``distributed.Client``; without one Dask's default scheduler runs the tasks.
     ``class_names`` names reference classes the reference itself does not name.
     """
     info = read_label_info(labels_path)
     ref, reg = open_evaluation_inputs(
         reference, info.grid, reference_field=reference_field, regions=regions,
-        region_field=region_field, grid_cell_m=grid_cell_m, mapping=mapping,
+        region_field=region_field, grid_cell_m=grid_cell_m, mapping=mapping, class_names=class_names,
+        reference_value=reference_value, reference_background=reference_background,
+        reference_values=reference_values, merge_duplicates=merge_duplicates,
     )
     chunks = info.chunk_grid
     plan = _Plan(str(info.path), info.nodata, chunks, ref, reg)
@@ -314,6 +335,11 @@ def open_evaluation_inputs(
     region_field: str | None = None,
     grid_cell_m: float | None = None,
     mapping: MappingSpec = "identity",
+    class_names: Mapping[int, str] | None = None,
+    reference_value: int | None = None,
+    reference_background: int | None = None,
+    reference_values: Mapping[str, int] | None = None,
+    merge_duplicates: bool = False,
 ) -> tuple[Reference, Regions | None]:
     """Check and open the reference and regions for a raster on ``grid``.
 
@@ -326,9 +352,12 @@ def open_evaluation_inputs(
         raise InputError("give either a regions layer or grid_cell_m, not both")
     if region_field is not None and regions is None:
         raise InputError("region_field needs a regions layer (regions=PATH)")
-    ref = open_reference(reference, reference_field, grid)
+    ref = open_reference(
+        reference, reference_field, grid, value=reference_value, background=reference_background,
+        value_map=reference_values, class_names=class_names,
+    )
     if regions is not None:
-        reg: Regions | None = open_regions(regions, region_field, grid)
+        reg: Regions | None = open_regions(regions, region_field, grid, merge_duplicates=merge_duplicates)
     elif grid_cell_m is not None:
         reg = grid_regions(grid_cell_m, grid)
     else:
@@ -358,9 +387,10 @@ def build_evaluation(
         ri = total.regions
         dense[np.ix_(ri, np.searchsorted(ref_vals, total.ref_values), np.searchsorted(lab_vals, total.label_values))] = total.counts
         excl[ri] = total.excluded
-    scene = dense.sum(axis=0)
+    in_pass0 = _pass0_slots(regions, len(ids))  # pass 0 holds every pixel once: no region or a pass-0 region
+    scene = dense[in_pass0].sum(axis=0)
     counts = np.concatenate([scene[None], dense[1:]])
-    excluded = np.concatenate([excl.sum(axis=0)[None], excl[1:]])
+    excluded = np.concatenate([excl[in_pass0].sum(axis=0)[None], excl[1:]])
     resolved = resolve_mapping(mapping, scene, ref_vals, lab_vals)
     class_ids = union_sorted([ref_vals, np.array(sorted(set(resolved.values())), np.int64)])
     label_names = {c.id: c.name for c in legend}
@@ -384,6 +414,12 @@ def build_evaluation(
         reference=reference,
         regions=regions,
     )
+
+
+def _pass0_slots(regions: Regions | None, n: int) -> np.ndarray:
+    """Slots (0 = no region) counted in the first pass, whose sum is every pixel once."""
+    groups = np.asarray(getattr(regions, "groups", ()) or [0] * n, np.int64)
+    return np.concatenate([[True], groups == 0])
 
 
 def _vector_classes(reference: Reference | None) -> np.ndarray:

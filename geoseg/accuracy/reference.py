@@ -7,9 +7,11 @@ small copy of it:
 * a **raster** reference is read only over the source window that the label window needs and
   warped onto the window's grid with nearest neighbour (a direct read when the grids already
   line up), never as a whole;
-* a **vector** reference is rasterised from the polygons that meet the window, by an integer
-  class field (a pixel takes the class of the polygon covering its centre;
-  :mod:`geoseg.accuracy.layers`).
+* a **vector** reference is rasterised from the polygons that meet the window (a pixel takes
+  the class of the polygon covering its centre; :mod:`geoseg.accuracy.layers`): class from an
+  integer field, from a text field through a name → id map, or one ``value`` for every polygon
+  (presence-only layers); a ``background`` class fills what no polygon covers, else those
+  pixels are unlabelled and left out (the evaluation then says which share was scored).
 
 A reference is a small frozen dataclass holding its path and georeferencing, so Dask tasks can
 carry it cheaply; tasks open the files themselves. A reference window comes back in its own type
@@ -24,7 +26,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Mapping, Union
 
 import numpy as np
 from rasterio.crs import CRS
@@ -68,16 +70,22 @@ class RasterReference:
 
 @dataclass(frozen=True)
 class VectorReference:
-    """A reference vector layer: polygons with an integer class field."""
+    """A reference vector layer: polygons whose class comes from an integer field, from a string
+    field through ``value_map`` (name → class id), or is ``value`` for every polygon (a
+    presence-only layer such as building footprints). ``background``: the class of every pixel
+    of the evaluated extent that no polygon covers (``None``: such pixels are unlabelled)."""
 
     path: str
     layer: str | None
-    field: str
+    field: str | None
     crs_wkt: str
     bounds: Bounds
     class_ids: tuple[int, ...] = ()
     legend: tuple[tuple[int, str], ...] = ()
     colors: tuple[tuple[int, str], ...] = ()
+    value: int | None = None
+    background: int | None = None
+    value_map: tuple[tuple[str, int], ...] = ()
 
     kind = "vector"
 
@@ -112,20 +120,34 @@ def parse_class_tag(text: str, skip: float | None = None) -> tuple[tuple[int, st
     return tuple(out)
 
 
-def open_reference(path: str | Path, field: str | None = None, label_grid: GeoGrid | None = None) -> Reference:
+def open_reference(
+    path: str | Path,
+    field: str | None = None,
+    label_grid: GeoGrid | None = None,
+    *,
+    value: int | None = None,
+    background: int | None = None,
+    value_map: Mapping[str, int] | None = None,
+    class_names: Mapping[int, str] | None = None,
+) -> Reference:
     """Describe a reference map, detecting raster or vector by opening it.
 
     Checks what can be checked once, on the client: it opens, has a CRS, holds integer classes
-    (and, given the label grid, overlaps it), so tasks fail only on I/O.
+    (and, given the label grid, overlaps it), so tasks fail only on I/O. For a vector layer:
+    ``field`` (integer, or string mapped through ``value_map`` or else the names of
+    ``class_names``), or ``value`` (every polygon is that class); ``background`` classes what
+    no polygon covers.
     """
     path = str(path)
     if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
         raise InputError(f"reference {path} does not exist")
     ref = _try_raster(path)
     if ref is None:
-        ref = _open_vector_reference(path, field)
-    elif field is not None:
-        raise InputError(f"reference {path} is a raster; reference_field={field!r} only applies to vector references")
+        ref = _open_vector_reference(path, field, value, background, value_map, class_names)
+    elif field is not None or value is not None or background is not None or value_map:
+        raise InputError(
+            f"reference {path} is a raster; field, value, background and values only apply to vector references"
+        )
     if label_grid is not None:
         if not bounds_overlap(bounds_in(ref.bounds, ref.crs, label_grid.crs), label_grid.bounds):
             raise InputError(
@@ -184,32 +206,67 @@ def _geoseg_legend(tags: dict[str, str]) -> tuple[tuple[int, str], ...]:
     return ()
 
 
-def _open_vector_reference(path: str, field: str | None) -> VectorReference:
+def _open_vector_reference(
+    path: str, field: str | None, value: int | None, background: int | None,
+    value_map: Mapping[str, int] | None, class_names: Mapping[int, str] | None,
+) -> VectorReference:
     import pyogrio
 
     info = vector_info(path, None, "reference")
     fields = list(info["fields"])
+    crs = require_crs(CRS.from_user_input(info["crs"]) if info["crs"] else None, "reference layer", path)
+    common = dict(path=path, layer=info["layer_name"], crs_wkt=crs.to_wkt(),
+                  bounds=tuple(float(v) for v in info["total_bounds"]), background=background)
+    extra = () if background is None else (int(background),)
+    if value is not None:
+        if field is not None:
+            raise InputError(f"reference {path}: give either a class field or value: N (every polygon is class N), not both")
+        return VectorReference(field=None, value=int(value), class_ids=tuple(sorted({int(value), *extra})), **common)
     if field is None:
         raise InputError(
-            f"reference {path} is a vector layer; name its integer class field with reference_field= "
-            f"(fields: {', '.join(fields)})"
+            f"reference {path} is a vector layer; name its class field (reference_field= / reference.field) "
+            f"or give value: N when every polygon is class N (fields: {', '.join(fields) or 'none'})"
         )
     if field not in fields:
         raise InputError(f"reference {path} has no field {field!r} (fields: {', '.join(fields)})")
     dtype = str(info["dtypes"][fields.index(field)])
-    if not dtype.startswith(("int", "uint")):
-        raise InputError(f"reference field {field!r} of {path} is {dtype}; it must hold integer class ids")
-    crs = require_crs(CRS.from_user_input(info["crs"]) if info["crs"] else None, "reference layer", path)
     df = pyogrio.read_dataframe(path, columns=[field], read_geometry=False)
-    values = df[field].dropna().astype(np.int64).unique()
-    return VectorReference(
-        path=path,
-        layer=info["layer_name"],
-        field=field,
-        crs_wkt=crs.to_wkt(),
-        bounds=tuple(float(v) for v in info["total_bounds"]),
-        class_ids=tuple(sorted(int(v) for v in values)),
-    )
+    present = df[field].dropna()
+    if dtype.startswith(("int", "uint")):
+        if value_map:
+            raise InputError(f"reference field {field!r} of {path} holds integers; a values map only applies to text fields")
+        ids = {int(v) for v in present.astype(np.int64).unique()}
+        return VectorReference(field=field, class_ids=tuple(sorted(ids | set(extra))), **common)
+    if dtype not in ("object", "str", "string"):
+        raise InputError(f"reference field {field!r} of {path} is {dtype}; it must hold integer class ids or class names")
+    names = sorted({str(v) for v in present.unique()})
+    table = _name_table(value_map, class_names)
+    missing = [n for n in names if _norm(n) not in table]
+    if missing:
+        how = "reference.values" if value_map else "the job's classes (by name) or reference.values"
+        raise InputError(
+            f"reference field {field!r} of {path} has class names without an id: "
+            f"{', '.join(repr(m) for m in missing[:8])}{' ...' if len(missing) > 8 else ''}; map them in {how}"
+        )
+    mapped = tuple((n, table[_norm(n)]) for n in names)
+    legend = tuple(sorted({(cid, n) for n, cid in mapped if not class_names or cid not in class_names}))
+    ids = {cid for _, cid in mapped}
+    first_name: dict[int, str] = {}
+    for cid, n in legend:
+        first_name.setdefault(cid, n)
+    return VectorReference(field=field, value_map=mapped, class_ids=tuple(sorted(ids | set(extra))),
+                           legend=tuple(sorted(first_name.items())), **common)
+
+
+def _norm(name: str) -> str:
+    """Class names match ignoring case and surrounding spaces."""
+    return str(name).strip().casefold()
+
+
+def _name_table(value_map: Mapping[str, int] | None, class_names: Mapping[int, str] | None) -> dict[str, int]:
+    if value_map:
+        return {_norm(k): int(v) for k, v in value_map.items()}
+    return {_norm(n): int(c) for c, n in (class_names or {}).items()}
 
 
 def reference_window(ref: Reference, grid: GeoGrid) -> tuple[np.ndarray, np.ndarray]:
@@ -358,13 +415,25 @@ def _read_warped(src, ref: RasterReference, grid: GeoGrid, out: np.ndarray, fill
     )
 
 
-def _vector_window(ref: VectorReference, grid: GeoGrid) -> tuple[np.ndarray, int]:
+def _vector_window(ref: VectorReference, grid: GeoGrid) -> tuple[np.ndarray, int | None]:
     """Class polygons burnt on the window, and the fill marking pixels no polygon covers: bytes
     with 255 when every class id is 0..254 (the usual case: counted 8 pixels at a time), else
-    int32 with :data:`SENTINEL`."""
-    df = layer_window(ref.path, ref.layer, [ref.field], ref.crs_wkt, grid)
-    df = df[df[ref.field].notna()]
-    shapes = list(zip(df.geometry.values, df[ref.field].astype(np.int64).to_numpy()))
+    int32 with :data:`SENTINEL`. With a background class, uncovered pixels take it and every
+    pixel is valid (``None``)."""
+    columns = [ref.field] if ref.field else []
+    df = layer_window(ref.path, ref.layer, columns, ref.crs_wkt, grid)
+    if ref.value is not None:
+        classes = np.full(len(df), ref.value, np.int64)
+    else:
+        df = df[df[ref.field].notna()]
+        if ref.value_map:
+            table = {n: c for n, c in ref.value_map}
+            classes = np.array([table[str(v)] for v in df[ref.field]], np.int64)
+        else:
+            classes = df[ref.field].astype(np.int64).to_numpy()
+    shapes = list(zip(df.geometry.values, classes))
     in_bytes = bool(ref.class_ids) and min(ref.class_ids) >= 0 and max(ref.class_ids) < 255
     dtype, fill = ("uint8", 255) if in_bytes else ("int32", SENTINEL)
+    if ref.background is not None:
+        return burn_shapes(shapes, grid, ref.background, dtype), None
     return burn_shapes(shapes, grid, fill, dtype), fill
