@@ -119,6 +119,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             args.labels, args.reference, reference_field=args.reference_field, regions=args.regions,
             region_field=args.region_field, grid_cell_m=args.grid_cell_m, mapping=args.mapping,
             class_names=_parse_class_names(args.class_names), client=client,
+            reference_value=args.reference_value, reference_background=args.background,
+            merge_duplicates=args.merge_duplicates,
         )
     written = write_outputs(evaluation, args.out, preview=args.image or None)
     _print_summary(evaluation.summary())
@@ -185,12 +187,15 @@ def _print_summary(df) -> None:  # noqa: ANN001 - pandas.DataFrame
     from rich.table import Table
 
     table = Table(title="Per-class IoU (all regions)")
+    coverage = list(df.attrs.get("coverage", []) or [])
     df = df.reset_index()
     for col in df.columns:
         table.add_column(str(col), justify="right" if df[col].dtype.kind in "fiu" else "left")
     for _, row in df.iterrows():
         table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.tolist()])
     Console().print(table)
+    for line in coverage:  # what the figures cover, and what happened
+        print(line)
 
 
 def _print_paths(paths: dict[str, Path]) -> None:
@@ -249,7 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("labels", help="labels.zarr (or a single-band label GeoTIFF)")
     s.add_argument("reference", help="reference raster (class ids) or vector layer (with --reference-field)")
     s.add_argument("--out", required=True, help="folder for metrics.csv, confusion.csv, regions_metrics.gpkg, report.html")
-    s.add_argument("--reference-field", default=None, help="class field of a vector reference")
+    s.add_argument("--reference-field", default=None, help="class field of a vector reference (integers or class names)")
+    s.add_argument("--reference-value", type=int, default=None, help="every polygon of the vector reference is this class")
+    s.add_argument("--background", type=int, default=None, help="class of every pixel no reference polygon covers")
+    s.add_argument("--merge-duplicates", action="store_true", help="count regions sharing an id as one region")
     s.add_argument("--regions", default=None, help="regions layer (default: the whole scene only)")
     s.add_argument("--region-field", default=None, help="region id field (default: the feature id)")
     s.add_argument("--grid-cell-m", type=float, default=None, help="square regions of this size instead of a layer")

@@ -54,7 +54,11 @@ METRIC_COLUMNS = [
     "region_id", "kind", "class_id", "class_name", "iou", "precision", "recall", "f1",
     "tp", "fp", "fn", "support_px", "area_m2", "miou", "overall_accuracy", "kappa",
     "valid_px", "unassigned_px", "nodata_label_px", "nodata_reference_px", "excluded_px",
+    "total_px", "scored_share", "outside_regions_px",
 ]  # fmt: skip
+
+#: Below this share of scored pixels a warning goes with the figures.
+LOW_SCORED_SHARE = 0.5
 
 
 EXCLUDED_COLUMNS = ("nodata_label_px", "nodata_reference_px", "excluded_px")
@@ -76,13 +80,19 @@ def count_window(plan: _Plan, window: Window) -> ChunkCounts:
     grid = plan.grid.window_grid(window)
     labels = read_label_window(plan.labels_path, window)
     ref, ref_invalid = reference_pixels(plan.reference, grid)
+    n_groups = getattr(plan.regions, "n_groups", 1)
     passes = []
-    for group in range(getattr(plan.regions, "n_groups", 1)):  # overlapping regions: one pass per group
+    covered = np.zeros(grid.shape, bool) if n_groups > 1 else None
+    for group in range(n_groups):  # overlapping regions: one pass per group
         codes, slot_of = regions_window_codes(plan.regions, grid, group)
         counts = count_pixels(labels, ref, ref_invalid, codes, plan.label_nodata)
         counts = replace(counts, regions=slot_of[counts.regions])  # increasing: stays sorted
         passes.append(counts if group == 0 else _without_slot0(counts))
-    return passes[0] if len(passes) == 1 else merge_counts(passes)
+        if covered is not None:
+            covered |= codes > 0
+    if covered is None:
+        return passes[0]
+    return replace(merge_counts(passes), outside_px=int(covered.size - np.count_nonzero(covered)))
 
 
 def _without_slot0(c: ChunkCounts) -> ChunkCounts:
@@ -135,6 +145,47 @@ class Evaluation:
     grid: GeoGrid | None = None  # the label raster's grid
     reference: Reference | None = field(default=None, repr=False)
     regions: Regions | None = field(default=None, repr=False)
+    #: Pixels of the scene in no region (in every pass), all counted: the "outside regions" share.
+    outside_regions_px: int = 0
+    #: What happened on the way, one line each (reprojections, repaired geometries, ...).
+    notes: list[str] = field(default_factory=list)
+
+    # -- what the figures cover ----------------------------------------------------------
+    def total_px(self) -> np.ndarray:
+        """Pixels of each region (scene for ``ALL``), scored or excluded."""
+        return self.counts.sum(axis=(1, 2)) + self.excluded[:, 2]
+
+    def scored_share(self) -> np.ndarray:
+        """Share of each region's pixels that the figures were computed on (NaN for an empty region)."""
+        total = self.total_px()
+        return np.divide(self.counts.sum(axis=(1, 2)), total, out=np.full(len(total), np.nan), where=total > 0)
+
+    def coverage_lines(self) -> list[str]:
+        """What the scene figures cover, in words: scored share, excluded share per reason, a warning
+        when under half the scene was scored, then the notes."""
+        total = int(self.total_px()[0])
+        scored = int(self.counts[0].sum())
+        lab, ref, _ = (int(v) for v in self.excluded[0])
+        pct = (lambda n: f"{100 * n / total:.1f} %") if total else (lambda n: "-")
+        lines = [f"scored: {pct(scored)} of the scene ({scored:,} of {total:,} px)"]
+        parts = []
+        if lab:
+            parts.append(f"label nodata {pct(lab)}")
+        if ref:
+            missing = "reference nodata or not covered by the reference" if self._partial_reference() else "reference nodata"
+            parts.append(f"{missing} {pct(ref)}")
+        if self.regions is not None:
+            parts.append(f"outside every region {pct(self.outside_regions_px)} (still in ALL)")
+        if parts:
+            lines.append("excluded: " + "; ".join(parts))
+        if total and scored / total < LOW_SCORED_SHARE:
+            hint = " (give the vector reference a background class if uncovered pixels have one)" if self._partial_reference() else ""
+            lines.append(f"WARNING: only {pct(scored)} of the scene was scored; the figures describe that part only{hint}")
+        return lines + list(self.notes)
+
+    def _partial_reference(self) -> bool:
+        ref = self.reference
+        return getattr(ref, "kind", "") == "vector" and getattr(ref, "background", None) is None
 
     # -- matrices ------------------------------------------------------------------------
     def mapped(self) -> np.ndarray:
@@ -209,6 +260,11 @@ class Evaluation:
                 "valid_px": pd.array(r["n"], dtype="Int64"),
                 "unassigned_px": pd.array(r["unassigned"], dtype="Int64"),
                 **{c: pd.array(excl[:, i], dtype="Int64") for i, c in enumerate(EXCLUDED_COLUMNS)},
+                "total_px": pd.array(self.total_px(), dtype="Int64"),
+                "scored_share": self.scored_share(),
+                "outside_regions_px": pd.array(
+                    [self.outside_regions_px if self.regions is not None else pd.NA] + [pd.NA] * (g - 1), dtype="Int64"
+                ),
             }
         )
         summ["_order"] = np.arange(g) * (k + 1)
@@ -225,7 +281,7 @@ class Evaluation:
         """One row per region (incl. ``"ALL"``): ``miou``, accuracy, kappa, counts, ``iou_<id>`` per class."""
         m = self.metrics()
         summ = m[m["kind"] == "region"].set_index("region_id")
-        out = summ[["miou", "overall_accuracy", "kappa", "valid_px", "unassigned_px", *EXCLUDED_COLUMNS]].copy()
+        out = summ[["miou", "overall_accuracy", "kappa", "valid_px", "unassigned_px", *EXCLUDED_COLUMNS, "scored_share"]].copy()
         cls = m[m["kind"] == "class"]
         for cid in self.class_ids:
             col = cls[cls["class_id"] == int(cid)].set_index("region_id")["iou"]
@@ -241,7 +297,8 @@ class Evaluation:
         table = cls[["class_id", "iou", "precision", "recall", "f1", "support_px"]].copy()
         table.loc["mean (mIoU)"] = [pd.NA, top["miou"], top["precision"], top["recall"], top["f1"], top["support_px"]]
         table.attrs.update(
-            overall_accuracy=float(top["overall_accuracy"]), kappa=float(top["kappa"]), miou=float(top["miou"])
+            overall_accuracy=float(top["overall_accuracy"]), kappa=float(top["kappa"]), miou=float(top["miou"]),
+            scored_share=float(top["scored_share"]), coverage=self.coverage_lines(),
         )
         return table
 
@@ -290,6 +347,7 @@ def evaluate(
     reference_background: int | None = None,
     reference_values: Mapping[str, int] | None = None,
     merge_duplicates: bool = False,
+    repair_invalid: bool = True,
 ) -> Evaluation:
     """Compare a label store with a reference map, per region, as one Dask reduction.
 
@@ -309,7 +367,7 @@ def evaluate(
         reference, info.grid, reference_field=reference_field, regions=regions,
         region_field=region_field, grid_cell_m=grid_cell_m, mapping=mapping, class_names=class_names,
         reference_value=reference_value, reference_background=reference_background,
-        reference_values=reference_values, merge_duplicates=merge_duplicates,
+        reference_values=reference_values, merge_duplicates=merge_duplicates, repair_invalid=repair_invalid,
     )
     chunks = info.chunk_grid
     plan = _Plan(str(info.path), info.nodata, chunks, ref, reg)
@@ -340,6 +398,7 @@ def open_evaluation_inputs(
     reference_background: int | None = None,
     reference_values: Mapping[str, int] | None = None,
     merge_duplicates: bool = False,
+    repair_invalid: bool = True,
 ) -> tuple[Reference, Regions | None]:
     """Check and open the reference and regions for a raster on ``grid``.
 
@@ -357,7 +416,9 @@ def open_evaluation_inputs(
         value_map=reference_values, class_names=class_names,
     )
     if regions is not None:
-        reg: Regions | None = open_regions(regions, region_field, grid, merge_duplicates=merge_duplicates)
+        reg: Regions | None = open_regions(
+            regions, region_field, grid, merge_duplicates=merge_duplicates, repair_invalid=repair_invalid
+        )
     elif grid_cell_m is not None:
         reg = grid_regions(grid_cell_m, grid)
     else:
@@ -394,6 +455,10 @@ def build_evaluation(
     resolved = resolve_mapping(mapping, scene, ref_vals, lab_vals)
     class_ids = union_sorted([ref_vals, np.array(sorted(set(resolved.values())), np.int64)])
     label_names = {c.id: c.name for c in legend}
+    outside = int(dense[0].sum() + excl[0, 2]) if regions is not None else 0
+    if regions is not None and getattr(regions, "n_groups", 1) > 1:
+        outside = _outside_all_passes(total, regions)
+    notes = [n for n in [_reprojection_note(reference, grid)] if n] + list(getattr(regions, "notes", ()))
     names = _class_names(class_ids, class_names or {}, ref_legend, label_names, mapping)
     colors = _class_colors(class_ids, dict(reference.colors) if reference is not None else {}, legend, mapping)
     return Evaluation(
@@ -413,7 +478,22 @@ def build_evaluation(
         grid=grid,
         reference=reference,
         regions=regions,
+        outside_regions_px=outside,
+        notes=notes,
     )
+
+
+def _outside_all_passes(total: ChunkCounts, regions: Regions) -> int:
+    """Pixels in no region of any pass (counted by the tasks; slot 0 of pass 0 still holds later passes' regions)."""
+    return int(total.outside_px)
+
+
+def _reprojection_note(reference: Reference | None, grid: GeoGrid) -> str | None:
+    from geoseg.accuracy.layers import describe_reprojection
+
+    if reference is None:
+        return None
+    return describe_reprojection("reference", str(reference.path), reference.crs, grid.crs)
 
 
 def _pass0_slots(regions: Regions | None, n: int) -> np.ndarray:

@@ -334,12 +334,15 @@ th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } th { bac
 td.l, th.l { text-align: left; }
 img { max-width: 100%; height: auto; }
 .note { color: #666; font-size: .85rem; }
+.warn { color: #9a3412; background: #fff7ed; border-left: 4px solid #ea580c; padding: .4rem .8rem; font-weight: 600; }
 .swatch { display: inline-block; width: .9em; height: .9em; border: 1px solid #999; vertical-align: middle; margin-right: .3em; }
 </style></head>
 <body>
 <h1>Accuracy report</h1>
 <p class="note">Labels: <code>{{ labels }}</code><br>Reference: <code>{{ reference }}</code><br>Regions: {{ regions }}<br>
 Class mapping: <b>{{ mapping_method }}</b>. Pixels where labels or reference are nodata are left out of every figure.</p>
+<div class="coverage">{% for line in coverage %}<p class="{{ 'warn' if line.startswith('WARNING') else 'note' }}">{{ line }}</p>
+{% endfor %}</div>
 <div class="cards">
 {% for k, v in cards %}<div class="card"><div class="v">{{ v }}</div><div class="k">{{ k }}</div></div>
 {% endfor %}</div>
@@ -405,6 +408,7 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
         ("Cohen's kappa", _fmt(top["kappa"])),
         ("valid pixels", _fmt(int(top["valid_px"]))),
         ("excluded pixels (nodata)", _fmt(int(top["excluded_px"]))),
+        ("share of the scene scored", "-" if pd.isna(top["scored_share"]) else f"{100 * float(top['scored_share']):.1f} %"),
     ]
     regs = metrics[(metrics["kind"] == "region")].iloc[1:]
     worst_rows = regs[regs["valid_px"].fillna(0) > 0].sort_values("miou", kind="stable").head(20)
@@ -429,6 +433,7 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
         reference=getattr(ev.reference, "path", ""),
         regions=regions_desc,
         mapping_method=ev.mapping_method,
+        coverage=ev.coverage_lines(),
         cards=cards,
         classes=classes,
         bar_png=iou_bar_chart(ev, metrics),

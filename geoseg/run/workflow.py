@@ -414,18 +414,8 @@ def _run_stages(
 
         with _stage(times, "evaluate"):
             mapping = job.evaluate.mapping or ("hungarian" if isinstance(method, KMeansConfig) else "identity")
-            regions = job.regions
-            evaluation = evaluate(
-                store,
-                str(job.reference.path),
-                reference_field=job.reference.field,
-                class_names=reference_class_names(job),
-                regions=str(regions.path) if regions and regions.path else None,
-                region_field=regions.field if regions else None,
-                grid_cell_m=regions.grid_cell_m if regions else None,
-                mapping=mapping,
-                client=client,
-            )
+            evaluation = evaluate(store, str(job.reference.path), mapping=mapping, client=client,
+                                  **evaluation_options(job))
             written = write_outputs(
                 evaluation, out,
                 regions_path=str(regions.path) if regions and regions.path else None,
@@ -450,15 +440,26 @@ def check_evaluation_inputs(job: JobSpec, scene: Scene) -> None:
     """Open the job's reference and regions against the scene's grid; raises what evaluate() would."""
     from geoseg.accuracy.evaluate import open_evaluation_inputs
 
-    regions = job.regions
-    open_evaluation_inputs(
-        str(job.reference.path), scene.grid,
-        reference_field=job.reference.field,
-        regions=str(regions.path) if regions and regions.path else None,
-        region_field=regions.field if regions else None,
-        grid_cell_m=regions.grid_cell_m if regions else None,
-        mapping=job.evaluate.mapping or "identity",
-    )
+    open_evaluation_inputs(str(job.reference.path), scene.grid, mapping=job.evaluate.mapping or "identity",
+                           **evaluation_options(job))
+
+
+def evaluation_options(job: JobSpec) -> dict[str, Any]:
+    """The job's reference and regions settings as keyword arguments of ``evaluate``."""
+    ref, regions = job.reference, job.regions
+    assert ref is not None
+    return {
+        "reference_field": ref.field,
+        "reference_value": ref.value,
+        "reference_background": ref.background,
+        "reference_values": ref.values,
+        "class_names": reference_class_names(job),
+        "regions": str(regions.path) if regions and regions.path else None,
+        "region_field": regions.field if regions else None,
+        "grid_cell_m": regions.grid_cell_m if regions else None,
+        "merge_duplicates": bool(regions and regions.merge_duplicates),
+        "repair_invalid": not regions or regions.repair_invalid,
+    }
 
 
 def reference_class_names(job: JobSpec) -> dict[int, str] | None:
