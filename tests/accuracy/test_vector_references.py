@@ -206,3 +206,19 @@ def test_reprojection_is_named(tmp_path: Path) -> None:
     ev = evaluate(store, tmp_path / "etrs89.gpkg", reference_field="cls")
     line = next(n for n in ev.notes if n.startswith("reference"))
     assert "EPSG:25833" in line and "EPSG:32633" in line and "ETRS89 to WGS 84" in line
+
+
+def test_cli_prints_the_scored_share_under_the_table(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from geoseg.cli import main
+
+    labels = blocky((30, 30), 5, 3, seed=4)
+    store = write_store(tmp_path / "l.zarr", labels, 16, legend=cluster_legend(4))
+    poly = box(*(TRANSFORM * (0, 10)), *(TRANSFORM * (10, 0)))  # 100 of 900 px
+    layer = _layer(tmp_path / "b.gpkg", [poly])
+    assert main(["evaluate", str(store), str(layer), "--reference-value", "1", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "scored: 11.1 % of the scene (100 of 900 px)" in out and "WARNING: only 11.1 %" in out
+    assert main(["evaluate", str(store), str(layer), "--reference-value", "1", "--background", "0",
+                 "--out", str(tmp_path / "o2")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "scored: 100.0 % of the scene (900 of 900 px)" in out and "WARNING" not in out
