@@ -302,6 +302,14 @@ class Evaluation:
         )
         return table
 
+    def output_legend(self, legend: Sequence[ClassInfo] = ()) -> tuple[ClassInfo, ...]:
+        """Legend of the label ids as mapped: each label named and coloured as its class (the
+        legend for labels.zarr, the COG, polygons.gpkg); unmapped labels keep ``legend``'s entry."""
+        from geoseg.legend import mapped_legend
+
+        ids = [int(v) for v in self.label_values if int(v) != 255]
+        return mapped_legend(ids, self.mapping, self.class_names, self.class_colors, legend)
+
     def mapping_table(self) -> pd.DataFrame:
         """Label id → class id, with names and the label's pixel count overall."""
         scene = self.counts[0].sum(axis=0)
@@ -343,6 +351,7 @@ def evaluate(
     mapping: MappingSpec = "identity",
     client: Any = None,
     class_names: Mapping[int, str] | None = None,
+    class_colors: Mapping[int, str] | None = None,
     reference_value: int | None = None,
     reference_background: int | None = None,
     reference_values: Mapping[str, int] | None = None,
@@ -381,6 +390,7 @@ def evaluate(
         class_names=class_names,
         grid=info.grid,
         labels_path=info.path,
+        class_colors=class_colors,
     )
 
 
@@ -436,6 +446,7 @@ def build_evaluation(
     class_names: Mapping[int, str] | None,
     grid: GeoGrid,
     labels_path: Path | None = None,
+    class_colors: Mapping[int, str] | None = None,
 ) -> Evaluation:
     """Turn the summed sparse counts into an :class:`Evaluation` (dense axes, mapping, classes)."""
     ids = list(regions.ids) if regions is not None else []
@@ -460,7 +471,8 @@ def build_evaluation(
         outside = _outside_all_passes(total, regions)
     notes = [n for n in [_reprojection_note(reference, grid)] if n] + list(getattr(regions, "notes", ()))
     names = _class_names(class_ids, class_names or {}, ref_legend, label_names, mapping)
-    colors = _class_colors(class_ids, dict(reference.colors) if reference is not None else {}, legend, mapping)
+    colors = _class_colors(class_ids, dict(reference.colors) if reference is not None else {}, legend, mapping,
+                           class_colors or {})
     return Evaluation(
         counts=counts,
         region_ids=["ALL", *ids],
@@ -524,11 +536,14 @@ def _class_names(
 
 
 def _class_colors(
-    class_ids: np.ndarray, ref_colors: Mapping[int, str], legend: Sequence[ClassInfo], mapping: MappingSpec
+    class_ids: np.ndarray, ref_colors: Mapping[int, str], legend: Sequence[ClassInfo], mapping: MappingSpec,
+    given: Mapping[int, str],
 ) -> dict[int, str]:
+    """Colours: the job's ``classes`` first, then the reference's colour table, then the labels'
+    own legend (identity mapping only), then the palette."""
     label_colors = {c.id: c.color for c in legend} if mapping == "identity" else {}
     return {
-        int(c): ref_colors.get(int(c)) or label_colors.get(int(c)) or PALETTE[i % len(PALETTE)]
+        int(c): given.get(int(c)) or ref_colors.get(int(c)) or label_colors.get(int(c)) or PALETTE[i % len(PALETTE)]
         for i, c in enumerate(class_ids)
     }
 

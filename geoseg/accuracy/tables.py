@@ -6,7 +6,8 @@
 * ``confusion.csv``: the whole-scene confusion matrix, reference classes down, predicted across;
 * ``class_mapping.csv``: which label became which reference class (matters for k-means);
 * ``regions_metrics.gpkg``: the regions with ``miou``, accuracy, kappa and ``iou_<id>_<name>``
-  per class, ready to colour in QGIS (the scene outline when no regions were given).
+  per class, with a default QGIS style colouring mIoU red to green (the scene outline when no
+  regions were given).
 
 Every file is written through :mod:`geoseg.io.atomic`, so a reader never sees a half-written one.
 The HTML page is :mod:`geoseg.accuracy.report`.
@@ -44,10 +45,16 @@ def write_tables(
         ),
     }
     gdf = regions_with_metrics(evaluation, regions_path)
-    paths["regions_metrics"] = write_atomic(
-        out / "regions_metrics.gpkg", lambda p: gdf.to_file(p, driver="GPKG", layer="regions_metrics")
-    )
+    paths["regions_metrics"] = write_atomic(out / "regions_metrics.gpkg", lambda p: _write_regions_gpkg(gdf, p))
     return paths, gdf
+
+
+def _write_regions_gpkg(gdf, path: Path) -> None:  # noqa: ANN001 - GeoDataFrame
+    """The regions layer with its default QGIS style (mIoU, red to green) in ``layer_styles``."""
+    from geoseg.vector.gpkg import miou_style, write_layer_styles
+
+    gdf.to_file(path, driver="GPKG", layer="regions_metrics")
+    write_layer_styles(Path(path), [miou_style("regions_metrics")])
 
 
 def class_label(ev: Evaluation, c: Any) -> str:

@@ -386,6 +386,26 @@ def _run_stages(
         record.data["chunks_total"] = grid.n_chunks
         record.data["chunks_reused"] = reused[0]
 
+    summary = None
+    if job.reference is not None:
+        from geoseg.accuracy.evaluate import evaluate
+        from geoseg.accuracy.report import write_outputs
+
+        with _stage(times, "evaluate"):
+            mapping = job.evaluate.mapping or ("hungarian" if isinstance(method, KMeansConfig) else "identity")
+            regions = job.regions
+            evaluation = evaluate(store, str(job.reference.path), mapping=mapping, client=client,
+                                  **evaluation_options(job))
+            written = write_outputs(
+                evaluation, out,
+                regions_path=str(regions.path) if regions and regions.path else None,
+                preview=scene.paths[0],
+            )
+            outputs.update(written)
+            summary = evaluation.summary()
+            extra["mapping"] = {str(k): v for k, v in evaluation.mapping.items()}
+            apply_evaluation_legend(store, evaluation)
+
     if job.export.cog or job.export.overviews:
         from geoseg.io.export import build_overviews, export_cog
 
@@ -407,24 +427,19 @@ def _run_stages(
             outputs["polygons"] = Path(vres.out_path)
             extra["n_polygons"] = vres.n_features
 
-    summary = None
-    if job.reference is not None:
-        from geoseg.accuracy.evaluate import evaluate
-        from geoseg.accuracy.report import write_outputs
-
-        with _stage(times, "evaluate"):
-            mapping = job.evaluate.mapping or ("hungarian" if isinstance(method, KMeansConfig) else "identity")
-            evaluation = evaluate(store, str(job.reference.path), mapping=mapping, client=client,
-                                  **evaluation_options(job))
-            written = write_outputs(
-                evaluation, out,
-                regions_path=str(regions.path) if regions and regions.path else None,
-                preview=scene.paths[0],
-            )
-            outputs.update(written)
-            summary = evaluation.summary()
-            extra["mapping"] = {str(k): v for k, v in evaluation.mapping.items()}
     return RunResult(out, outputs, times, counts, summary, info, extra)
+
+
+def apply_evaluation_legend(store: Path, evaluation: Any) -> None:
+    """One legend everywhere: the labels take the names and colours of the classes they were
+    mapped to (job ``classes`` first, then the reference's colour table, then a palette), so
+    the COG, polygons.gpkg and the report agree; cluster ids stay in class_mapping.csv.
+    Export and vectorize run after this, from the store."""
+    from geoseg.io.labelstore import read_label_info, set_legend
+
+    legend = evaluation.output_legend(read_label_info(store).legend)
+    set_legend(store, legend)
+    log.info("legend of %s: %s", store.name, ", ".join(f"{c.id}={c.name}" for c in legend))
 
 
 def _remove_stale(store: Path) -> None:
@@ -440,8 +455,8 @@ def check_evaluation_inputs(job: JobSpec, scene: Scene) -> None:
     """Open the job's reference and regions against the scene's grid; raises what evaluate() would."""
     from geoseg.accuracy.evaluate import open_evaluation_inputs
 
-    open_evaluation_inputs(str(job.reference.path), scene.grid, mapping=job.evaluate.mapping or "identity",
-                           **evaluation_options(job))
+    options = {k: v for k, v in evaluation_options(job).items() if k != "class_colors"}
+    open_evaluation_inputs(str(job.reference.path), scene.grid, mapping=job.evaluate.mapping or "identity", **options)
 
 
 def evaluation_options(job: JobSpec) -> dict[str, Any]:
@@ -454,6 +469,7 @@ def evaluation_options(job: JobSpec) -> dict[str, Any]:
         "reference_background": ref.background,
         "reference_values": ref.values,
         "class_names": reference_class_names(job),
+        "class_colors": {c.id: c.color for c in legend_from_json(job.classes)} if job.classes else None,
         "regions": str(regions.path) if regions and regions.path else None,
         "region_field": regions.field if regions else None,
         "grid_cell_m": regions.grid_cell_m if regions else None,
