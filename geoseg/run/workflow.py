@@ -71,6 +71,10 @@ SAMPLE_BLOCK_FRACTION = 0.25
 SAMPLE_OVERREAD = 20.0
 
 
+#: Below this fraction of the asked k-means sample a warning says how many pixels were drawn.
+SAMPLE_SHORT_WARNING = 0.9
+
+
 def sample_block_fraction(rate: float) -> float:
     """Fraction of a chunk's file blocks to read for a sampling ``rate``: ``min(0.25, 20 × rate)``.
 
@@ -198,9 +202,13 @@ def _gather(client, futures: list, label: str, show_progress: bool) -> list:  # 
 
 
 def fit_kmeans_on_cluster(
-    client, scene: Scene, grid: ChunkGrid, cfg: KMeansConfig, show_progress: bool = True  # noqa: ANN001
+    client, scene: Scene, grid: ChunkGrid, cfg: KMeansConfig, show_progress: bool = True,  # noqa: ANN001
+    drawn: dict[str, int] | None = None,
 ) -> tuple[KMeansModel, ResolvedFeatures]:
     """Draw the stratified sample on the workers, fit k-means on the client.
+
+    ``drawn`` receives ``{"drawn": n, "asked": m}``; a sample under 90 % of the asked size
+    (a scene with much nodata) is also a warning.
 
     With ``cfg.model`` (a ``model.json`` of an earlier run) the fit is skipped and that model reused.
     """
@@ -227,6 +235,14 @@ def fit_kmeans_on_cluster(
     if sample.shape[0] == 0:
         raise InputError("the input has no valid pixels (all nodata or NaN); nothing to cluster")
     log.info("k-means sample: %d pixels x %d features", *sample.shape)
+    asked = min(cfg.sample_size, grid.height * grid.width)
+    if sample.shape[0] < SAMPLE_SHORT_WARNING * asked:
+        log.warning(
+            "k-means sample: %d of the %d pixels asked were drawn (%.0f %%); the scene has fewer valid pixels "
+            "than its size suggests (nodata, NaN or masks)", sample.shape[0], asked, 100 * sample.shape[0] / asked,
+        )
+    if drawn is not None:
+        drawn.update(drawn=int(sample.shape[0]), asked=int(asked))
     model = fit_kmeans(sample, cfg.n_clusters, cfg.seed, feats.names, n_init=cfg.n_init)
     return model, feats
 
@@ -359,7 +375,10 @@ def _run_stages(
 
     with _stage(times, "fit" if isinstance(method, KMeansConfig) else "load_model"):
         if isinstance(method, KMeansConfig):
-            model, feats = fit_kmeans_on_cluster(client, scene, grid, method, show_progress)
+            drawn: dict[str, int] = {}
+            model, feats = fit_kmeans_on_cluster(client, scene, grid, method, show_progress, drawn)
+            if drawn:  # the sample actually drawn vs asked, in run.json
+                extra["kmeans_sample"] = record.data["kmeans_sample"] = drawn
             predictor: ChunkPredictor = KMeansPredictor(model, feats)
             write_text_atomic(out / "model.json", json.dumps(model.to_json(), indent=1))
             outputs["model"] = out / "model.json"
