@@ -114,9 +114,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from geoseg.accuracy.evaluate import evaluate
     from geoseg.accuracy.report import write_outputs
 
+    if args.reference_list:  # LABELS... --reference R [--reference R ...]: one per label raster, or one for all
+        labels, reference = list(args.labels), list(args.reference_list)
+    elif len(args.labels) == 2:  # the usual form: LABELS REFERENCE
+        labels, reference = args.labels[0], args.labels[1]
+    else:
+        raise JobSpecError("give LABELS REFERENCE, or several label rasters with --reference for each (or one for all)")
     with _maybe_client(args.scheduler) as client:
         evaluation = evaluate(
-            args.labels, args.reference, reference_field=args.reference_field, regions=args.regions,
+            labels, reference, reference_field=args.reference_field, regions=args.regions,
             region_field=args.region_field, grid_cell_m=args.grid_cell_m, mapping=args.mapping,
             class_names=_parse_class_names(args.class_names), client=client,
             reference_value=args.reference_value, reference_background=args.background,
@@ -124,6 +130,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     written = write_outputs(evaluation, args.out, preview=args.image or None)
     _print_summary(evaluation.summary())
+    if evaluation.scenes:
+        from geoseg.accuracy.scenes import scenes_table
+
+        print(scenes_table(evaluation)[["scene", "miou", "overall_accuracy", "kappa", "valid_px", "scored_share"]]
+              .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     _print_paths(written)
     return 0
 
@@ -251,8 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_change)
 
     s = sub.add_parser("evaluate", help="per-class and per-region accuracy of a label raster against a reference")
-    s.add_argument("labels", help="labels.zarr (or a single-band label GeoTIFF)")
-    s.add_argument("reference", help="reference raster (class ids) or vector layer (with --reference-field)")
+    s.add_argument("labels", nargs="+", metavar="LABELS [REFERENCE]",
+                   help="labels.zarr (or a label GeoTIFF) then the reference raster or vector layer; "
+                        "or several label rasters with --reference (pooled and per-scene figures)")
+    s.add_argument("--reference", dest="reference_list", action="append", default=None,
+                   help="reference of each label raster, in order (repeat it), or one for all")
     s.add_argument("--out", required=True, help="folder for metrics.csv, confusion.csv, regions_metrics.gpkg, report.html")
     s.add_argument("--reference-field", default=None, help="class field of a vector reference (integers or class names)")
     s.add_argument("--reference-value", type=int, default=None, help="every polygon of the vector reference is this class")

@@ -149,6 +149,8 @@ class Evaluation:
     outside_regions_px: int = 0
     #: What happened on the way, one line each (reprojections, repaired geometries, ...).
     notes: list[str] = field(default_factory=list)
+    #: Several scenes pooled (:mod:`geoseg.accuracy.scenes`): each scene's own evaluation, by name.
+    scenes: dict[str, "Evaluation"] = field(default_factory=dict, repr=False)
 
     # -- what the figures cover ----------------------------------------------------------
     def total_px(self) -> np.ndarray:
@@ -341,8 +343,8 @@ def iou_column(class_id: int, name: str) -> str:
 
 
 def evaluate(
-    labels_path: str | Path,
-    reference: str | Path,
+    labels_path: str | Path | Sequence[str | Path],
+    reference: str | Path | Sequence[str | Path],
     *,
     reference_field: str | None = None,
     regions: str | Path | None = None,
@@ -370,7 +372,20 @@ def evaluate(
     or ``grid_cell_m`` for square cells; neither = whole scene only.
     ``client``: a ``distributed.Client``; without one Dask's default scheduler runs the tasks.
     ``class_names`` names reference classes the reference itself does not name.
+    Several label rasters (a list), with one reference each or one for all: pooled figures, and
+    each scene's in ``Evaluation.scenes`` (:func:`geoseg.accuracy.scenes.evaluate_scenes`).
     """
+    if not isinstance(labels_path, (str, Path)):
+        from geoseg.accuracy.scenes import evaluate_scenes
+
+        return evaluate_scenes(
+            labels_path, reference, mapping=mapping, client=client, class_names=class_names, class_colors=class_colors,
+            reference_field=reference_field, regions=regions, region_field=region_field, grid_cell_m=grid_cell_m,
+            reference_value=reference_value, reference_background=reference_background,
+            reference_values=reference_values, merge_duplicates=merge_duplicates, repair_invalid=repair_invalid,
+        )
+    if not isinstance(reference, (str, Path)):
+        raise InputError("several references need several label rasters (a list of labels, one reference each)")
     info = read_label_info(labels_path)
     ref, reg = open_evaluation_inputs(
         reference, info.grid, reference_field=reference_field, regions=regions,

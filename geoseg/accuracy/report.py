@@ -347,6 +347,12 @@ Class mapping: <b>{{ mapping_method }}</b>. Pixels where labels or reference are
 {% for k, v in cards %}<div class="card"><div class="v">{{ v }}</div><div class="k">{{ k }}</div></div>
 {% endfor %}</div>
 
+{% if scenes %}<h2>Scenes</h2>
+<p class="note">Figures below are pooled over all {{ scenes|length - 1 }} scenes (every pixel of every scene counted together); per scene:</p>
+<table><tr><th class="l">scene</th><th>mIoU</th><th>overall accuracy</th><th>kappa</th><th>valid px</th><th>scored</th></tr>
+{% for r in scenes %}<tr><td class="l">{{ r.scene }}</td><td>{{ r.miou }}</td><td>{{ r.oa }}</td><td>{{ r.kappa }}</td><td>{{ r.valid }}</td><td>{{ r.scored }}</td></tr>
+{% endfor %}</table>{% endif %}
+
 <h2>Per-class figures (whole scene)</h2>
 <table><tr><th class="l">class</th><th>IoU</th><th>precision</th><th>recall</th><th>F1</th><th>reference px</th><th>area (km²)</th></tr>
 {% for r in classes %}<tr><td class="l"><span class="swatch" style="background: {{ r.color }}"></span>{{ r.name }}</td>
@@ -434,6 +440,7 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
         regions=regions_desc,
         mapping_method=ev.mapping_method,
         coverage=ev.coverage_lines(),
+        scenes=_scene_rows_html(ev),
         cards=cards,
         classes=classes,
         bar_png=iou_bar_chart(ev, metrics),
@@ -444,6 +451,18 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
         mapping=mapping,
         preview_png=preview_png,
     )
+
+
+def _scene_rows_html(ev: Evaluation) -> list[dict[str, str]]:
+    if not ev.scenes:
+        return []
+    from geoseg.accuracy.scenes import scenes_table
+
+    return [
+        {"scene": str(r.scene), "miou": _fmt(r.miou), "oa": _fmt(r.overall_accuracy), "kappa": _fmt(r.kappa),
+         "valid": _fmt(int(r.valid_px)), "scored": "" if pd.isna(r.scored_share) else f"{100 * r.scored_share:.1f} %"}
+        for r in scenes_table(ev).itertuples()
+    ]
 
 
 def _describe_regions(ev: Evaluation) -> str:

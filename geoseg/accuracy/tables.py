@@ -5,6 +5,8 @@
 * ``metrics.csv``: the long table of :meth:`Evaluation.metrics` (region × class, plus region rows);
 * ``confusion.csv``: the whole-scene confusion matrix, reference classes down, predicted across;
 * ``class_mapping.csv``: which label became which reference class (matters for k-means);
+* with several scenes: ``scenes.csv`` (one row per scene and the pooled row) and
+  ``scenes_metrics.csv`` (each scene's long table, ``metrics.csv`` being the pooled one);
 * ``regions_metrics.gpkg``: the regions with ``miou``, accuracy, kappa and ``iou_<id>_<name>``
   per class, with a default QGIS style colouring mIoU red to green (the scene outline when no
   regions were given).
@@ -44,6 +46,13 @@ def write_tables(
             out / "class_mapping.csv", lambda p: evaluation.mapping_table().to_csv(p, index=False)
         ),
     }
+    if evaluation.scenes:  # several scenes: each one's figures beside the pooled ones
+        from geoseg.accuracy.scenes import scenes_metrics, scenes_table
+
+        paths["scenes"] = write_atomic(out / "scenes.csv", lambda p: scenes_table(evaluation).to_csv(p, index=False))
+        paths["scenes_metrics"] = write_atomic(
+            out / "scenes_metrics.csv", lambda p: scenes_metrics(evaluation).to_csv(p, index=False)
+        )
     gdf = regions_with_metrics(evaluation, regions_path)
     paths["regions_metrics"] = write_atomic(out / "regions_metrics.gpkg", lambda p: _write_regions_gpkg(gdf, p))
     return paths, gdf
