@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,30 @@ def chip_pairs(
     as_dict = lambda p: {"image": str(p[0]), "reference": str(p[1])}  # noqa: E731
     return ([as_dict(p) for i, p in enumerate(pairs) if i not in val],
             [as_dict(p) for i, p in enumerate(pairs) if i in val])  # fmt: skip
+
+
+def expand_chips(data: Any, base: Path) -> Any:
+    """A training job dict with a ``chips:`` section turned into ``pairs``/``val_pairs``.
+
+    ``chips: {folder, pixel_size_m, colors: {"#rrggbb": class id}, val_fraction, seed}``; the
+    folder is taken from ``base`` (the job file's folder) when relative. Pairs given as well are
+    kept (the chips are added to them). Anything else is left to the job's own validation.
+    """
+    if not isinstance(data, dict) or "chips" not in data:
+        return data
+    spec = data["chips"]
+    if not isinstance(spec, dict) or "folder" not in spec:
+        raise InputError("chips: needs at least `folder` and `pixel_size_m` (and `colors` for RGB masks)")
+    unknown = set(spec) - {"folder", "pixel_size_m", "colors", "val_fraction", "seed"}
+    if unknown:
+        raise InputError(f"chips: unknown key(s) {', '.join(sorted(unknown))} (check the spelling)")
+    folder = Path(spec["folder"])
+    folder = folder if folder.is_absolute() else base / folder
+    train_pairs, val_pairs = chip_pairs(
+        folder, pixel_size_m=spec.get("pixel_size_m"), colors=spec.get("colors"),
+        val_fraction=float(spec.get("val_fraction", 0.2)), seed=int(spec.get("seed", 0)),
+    )
+    out = {k: v for k, v in data.items() if k != "chips"}
+    out["pairs"] = [*out.get("pairs", []), *train_pairs]
+    out["val_pairs"] = [*out.get("val_pairs", []), *val_pairs]
+    return out

@@ -68,3 +68,18 @@ def test_training_from_chips(tmp_path: Path) -> None:
     result = train(cfg)
     assert result.checkpoint.is_file()
     assert result.history[0]["val_miou"] is not None
+
+
+def test_training_job_file_with_a_chip_folder(tmp_path: Path) -> None:
+    from geoseg.methods.training import load_train_job
+
+    _chips(tmp_path / "chips", n=3)
+    (tmp_path / "job.yaml").write_text(
+        "version: 1\nchips: {folder: chips, pixel_size_m: 0.005, val_fraction: 0.34,\n"
+        "        colors: {'#000000': 0, '#00ff00': 1, '#ff0000': 2}}\n"
+        "classes: [{id: 1, name: crop, color: '#00ff00'}, {id: 2, name: weed, color: '#ff0000'}]\n"
+        "checkpoint: model\n"
+    )
+    job = load_train_job(tmp_path / "job.yaml")
+    assert len(job.pairs) == 2 and len(job.val_pairs) == 1
+    assert all(p.image.is_file() and p.reference.is_file() for p in job.pairs + job.val_pairs)
