@@ -91,7 +91,7 @@ def regions_with_metrics(evaluation: Evaluation, regions_path: str | Path | None
         from geoseg.accuracy.regions import open_regions
 
         field = getattr(regions, "field", None)
-        regions = open_regions(regions_path, field, label_grid(evaluation))
+        regions = open_regions(regions_path, field, label_grid(evaluation), merge_duplicates=True)  # checked already
     if regions is None:
         gdf = gpd.GeoDataFrame(
             {"region_id": ["ALL"]}, geometry=[box(*label_grid(evaluation).bounds)], crs=label_grid(evaluation).crs

@@ -222,3 +222,17 @@ def test_cli_prints_the_scored_share_under_the_table(tmp_path: Path, capsys) -> 
                  "--out", str(tmp_path / "o2")]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "scored: 100.0 % of the scene (900 of 900 px)" in out and "WARNING" not in out
+
+
+def test_merged_duplicates_reach_the_regions_layer(tmp_path: Path) -> None:
+    from tests.fixtures import write_raster
+
+    labels = blocky((30, 30), 5, 3, seed=3)
+    ref_path = write_raster(tmp_path / "ref.tif", labels, transform=TRANSFORM)
+    store = write_store(tmp_path / "l.zarr", labels, 16)
+    dup = _layer(tmp_path / "d.gpkg", [box(*(TRANSFORM * (0, 10)), *(TRANSFORM * (10, 0))),
+                                       box(*(TRANSFORM * (20, 30)), *(TRANSFORM * (30, 20)))], zone=[7, 7])
+    ev = evaluate(store, ref_path, regions=dup, region_field="zone", merge_duplicates=True)
+    written = write_outputs(ev, tmp_path / "out", regions_path=dup, preview=False)
+    gdf = gpd.read_file(written["regions_metrics"])
+    assert gdf["region_id"].tolist() == [7, 7] and gdf["valid_px"].tolist() == [200, 200]
