@@ -141,13 +141,16 @@ def open_reference(
     path = str(path)
     if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
         raise InputError(f"reference {path} does not exist")
-    ref = _try_raster(path)
-    if ref is None:
+    raster = _try_raster(path)
+    ref: Reference
+    if raster is None:
         ref = _open_vector_reference(path, field, value, background, value_map, class_names)
     elif field is not None or value is not None or background is not None or value_map:
         raise InputError(
             f"reference {path} is a raster; field, value, background and values only apply to vector references"
         )
+    else:
+        ref = raster
     if label_grid is not None:
         if not bounds_overlap(bounds_in(ref.bounds, ref.crs, label_grid.crs), label_grid.bounds):
             raise InputError(

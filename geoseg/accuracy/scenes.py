@@ -16,11 +16,13 @@ from typing import Any
 
 import pandas as pd
 
-from geoseg.accuracy.counting import merge_counts
+from geoseg.accuracy.counting import ChunkCounts, merge_counts
 from geoseg.accuracy.evaluate import Evaluation, _Plan, _reduce, build_evaluation, open_evaluation_inputs
 from geoseg.accuracy.mapping import MappingSpec
+from geoseg.accuracy.reference import Reference
+from geoseg.accuracy.regions import Regions
 from geoseg.errors import InputError
-from geoseg.io.labelstore import read_label_info
+from geoseg.io.labelstore import LabelRasterInfo, read_label_info
 
 
 def scene_names(paths: Sequence[str | Path]) -> list[str]:
@@ -68,11 +70,14 @@ def evaluate_scenes(
     names = list(names) if names is not None else scene_names(labels_paths)
     if len(names) != len(labels_paths) or len(set(names)) != len(names):
         raise InputError(f"scene names must be unique, one per label raster; got {names}")
-    totals, infos, opened = [], [], []
+    totals: list[ChunkCounts] = []
+    infos: list[LabelRasterInfo] = []
+    opened: list[tuple[Reference, Regions | None]] = []
     for lp, rp in zip(labels_paths, refs):
         info = read_label_info(lp)
         ref, reg = open_evaluation_inputs(rp, info.grid, mapping=mapping, class_names=class_names, **options)
-        if opened and reg is not None and tuple(reg.ids) != tuple(opened[0][1].ids):
+        first = opened[0][1] if opened else None
+        if first is not None and reg is not None and tuple(reg.ids) != tuple(first.ids):
             raise InputError("the regions layer gives other region ids for another scene; use one regions layer for all")
         chunks = info.chunk_grid
         totals.append(_reduce(_Plan(str(info.path), info.nodata, chunks, ref, reg), list(chunks.windows()), client))
@@ -80,14 +85,15 @@ def evaluate_scenes(
         opened.append((ref, reg))
     legend = tuple({c.id: c for info in reversed(infos) for c in info.legend}.values())
     legend = tuple(sorted(legend, key=lambda c: c.id))
-    common = dict(legend=legend, class_names=class_names, class_colors=class_colors)
     pooled = build_evaluation(merge_counts(totals), reference=opened[0][0], regions=opened[0][1], mapping=mapping,
-                              grid=infos[0].grid, labels_path=infos[0].path, **common)  # fmt: skip
+                              grid=infos[0].grid, labels_path=infos[0].path, legend=legend, class_names=class_names,
+                              class_colors=class_colors)  # fmt: skip
     areas = {round(float(i.grid.pixel_area_m2), 6) for i in infos}
     per_scene = {}
     for name, total, info, (ref, reg) in zip(names, totals, infos, opened):
         ev = build_evaluation(total, reference=ref, regions=reg, mapping=dict(pooled.mapping), grid=info.grid,
-                              labels_path=info.path, **common)  # fmt: skip
+                              labels_path=info.path, legend=legend, class_names=class_names,
+                              class_colors=class_colors)  # fmt: skip
         per_scene[name] = replace(ev, mapping_method=pooled.mapping_method)
     notes = [f"{len(names)} scenes pooled: {', '.join(names)}; class mapping resolved on the pooled counts"]
     if len(areas) > 1:

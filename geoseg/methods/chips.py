@@ -168,7 +168,7 @@ def expand_chips(data: Any, base: Path) -> Any:
     folder = Path(spec["folder"])
     folder = folder if folder.is_absolute() else base / folder
     train_pairs, val_pairs = chip_pairs(
-        folder, pixel_size_m=spec.get("pixel_size_m"), colors=spec.get("colors"),
+        folder, pixel_size_m=float(spec.get("pixel_size_m") or 0), colors=spec.get("colors"),
         val_fraction=float(spec.get("val_fraction", 0.2)), seed=int(spec.get("seed", 0)),
     )
     out = {k: v for k, v in data.items() if k != "chips"}
