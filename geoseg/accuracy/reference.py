@@ -235,6 +235,11 @@ def _open_vector_reference(
     dtype = str(info["dtypes"][fields.index(field)])
     df = pyogrio.read_dataframe(path, columns=[field], read_geometry=False)
     present = df[field].dropna()
+    if dtype.startswith("float"):  # a class id stored as Real (shapefiles, spreadsheets): whole numbers only
+        frac = present[(present % 1) != 0]
+        if len(frac):
+            raise InputError(f"reference field {field!r} of {path} holds {frac.iloc[0]:g}: class ids must be whole numbers")
+        dtype = "int64"
     if dtype.startswith(("int", "uint")):
         if value_map:
             raise InputError(f"reference field {field!r} of {path} holds integers; a values map only applies to text fields")

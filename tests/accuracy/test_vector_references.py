@@ -236,3 +236,17 @@ def test_merged_duplicates_reach_the_regions_layer(tmp_path: Path) -> None:
     written = write_outputs(ev, tmp_path / "out", regions_path=dup, preview=False)
     gdf = gpd.read_file(written["regions_metrics"])
     assert gdf["region_id"].tolist() == [7, 7] and gdf["valid_px"].tolist() == [200, 200]
+
+
+def test_class_ids_stored_as_reals(tmp_path: Path) -> None:
+    labels = blocky((20, 20), 10, 3, seed=5)
+    store = write_store(tmp_path / "l.zarr", labels, 16, legend=cluster_legend(4))
+    cells = [box(*(TRANSFORM * (c, r + 10)), *(TRANSFORM * (c + 10, r))) for r in (0, 10) for c in (0, 10)]
+    ints = np.array([labels[r + 5, c + 5] for r in (0, 10) for c in (0, 10)])
+    layer = _layer(tmp_path / "f.gpkg", cells, code=ints.astype("int32"), real=ints.astype("float64"),
+                   half=ints + 0.5)  # fmt: skip
+    a = evaluate(store, layer, reference_field="code")
+    b = evaluate(store, layer, reference_field="real")
+    np.testing.assert_array_equal(a.counts, b.counts)
+    with pytest.raises(InputError, match=r"holds \d\.5: class ids must be whole numbers"):
+        evaluate(store, layer, reference_field="half")
