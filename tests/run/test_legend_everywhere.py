@@ -84,7 +84,7 @@ def test_kmeans_run_carries_the_mapped_legend_to_every_output(tmp_path: Path, da
     assert np.isfinite(result.metrics_summary.attrs["miou"])
 
 
-def test_kmeans_sample_drawn_vs_asked_is_recorded_and_warned(tmp_path: Path, dask_client, caplog) -> None:  # noqa: ANN001
+def test_kmeans_sample_drawn_vs_asked_is_recorded_and_warned(tmp_path: Path, dask_client) -> None:  # noqa: ANN001
     """A scene two thirds nodata: the sample drawn is about a third of the one asked; run.json says
     both and a warning names them."""
     import json
@@ -98,10 +98,17 @@ def test_kmeans_sample_drawn_vs_asked_is_recorded_and_warned(tmp_path: Path, das
     scene = write_raster(tmp_path / "s.tif", img, nodata=0, descriptions=("blue", "green", "red", "nir"))
     job = parse_job({"name": "sample", "inputs": [str(scene)], "output": str(tmp_path / "out"), "chunk_size": 128,
                      "method": {"kind": "kmeans", "n_clusters": 3, "sample_size": 20000}, "vectorize": {"enabled": False}})
-    with caplog.at_level(logging.WARNING, logger="geoseg.run.workflow"):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("geoseg.run.workflow")
+    logger.addHandler(handler)
+    try:
         result = run_job(job, client=dask_client, show_progress=False)
+    finally:
+        logger.removeHandler(handler)
     got = result.extra["kmeans_sample"]
     valid = int((img[0] != 0).sum())
     assert got["asked"] == 20000 and got["drawn"] == pytest.approx(20000 * valid / img[0].size, rel=0.15)
     assert json.loads((tmp_path / "out" / "run.json").read_text())["kmeans_sample"] == got
-    assert any(f"{got['drawn']} of the 20000 pixels asked" in r.getMessage() for r in caplog.records)
+    assert any(f"{got['drawn']} of the 20000 pixels asked" in r.getMessage() for r in records)
