@@ -6,6 +6,10 @@ with the reference and regions brought onto the window by :mod:`geoseg.accuracy.
 :class:`Evaluation`, whose tables hold the figures (:mod:`geoseg.accuracy.metrics`) after a
 class mapping (:mod:`geoseg.accuracy.mapping`).
 
+Longer than 500 lines because :class:`Evaluation` keeps its tables and what they cover (scored
+share, exclusions, notes) in one place; ``build_evaluation`` and its naming helpers are the
+next piece to move out.
+
 Conventions (documented once, used everywhere):
 
 * Pixels where the labels are nodata (255) or the reference is nodata / missing (outside its
