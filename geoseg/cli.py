@@ -128,15 +128,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from geoseg.accuracy.evaluate import evaluate
     from geoseg.accuracy.report import write_outputs
 
+    if args.reference_list:  # LABELS... --reference R [--reference R ...]: one per label raster, or one for all
+        labels, reference = list(args.labels), list(args.reference_list)
+    elif len(args.labels) == 2:  # the usual form: LABELS REFERENCE
+        labels, reference = args.labels[0], args.labels[1]
+    else:
+        raise JobSpecError("give LABELS REFERENCE, or several label rasters with --reference for each (or one for all)")
     with _maybe_client(args.scheduler, args.connect_timeout) as client:
         evaluation = evaluate(
-            args.labels, args.reference, reference_field=args.reference_field, regions=args.regions,
+            labels, reference, reference_field=args.reference_field, regions=args.regions,
             region_field=args.region_field, grid_cell_m=args.grid_cell_m, mapping=args.mapping,
             class_names=_parse_class_names(args.class_names), client=client,
+            reference_value=args.reference_value, reference_background=args.background,
+            merge_duplicates=args.merge_duplicates,
         )
     written = write_outputs(evaluation, args.out, preview=args.image or None)
     if not args.quiet:
         _print_summary(evaluation.summary())
+        if evaluation.scenes:
+            from geoseg.accuracy.scenes import scenes_table
+            print(scenes_table(evaluation)[["scene", "miou", "overall_accuracy", "kappa", "valid_px", "scored_share"]]
+                  .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     _print_paths(written)
     return 0
 
@@ -202,12 +214,15 @@ def _print_summary(df) -> None:
     from rich.table import Table
 
     table = Table(title="Per-class IoU (all regions)")
+    coverage = list(df.attrs.get("coverage", []) or [])
     df = df.reset_index()
     for col in df.columns:
         table.add_column(str(col), justify="right" if df[col].dtype.kind in "fiu" else "left")
     for _, row in df.iterrows():
         table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.tolist()])
     Console().print(table)
+    for line in coverage:  # what the figures cover, and what happened
+        print(line)
 
 
 def _shown(path: str | Path) -> str:
@@ -286,10 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_change)
 
     s = add_parser("evaluate", help="per-class and per-region accuracy of a label raster against a reference")
-    s.add_argument("labels", help="labels.zarr (or a single-band label GeoTIFF)")
-    s.add_argument("reference", help="reference raster (class ids) or vector layer (with --reference-field)")
+    s.add_argument("labels", nargs="+", metavar="LABELS [REFERENCE]",
+                   help="labels.zarr (or a label GeoTIFF) then the reference raster or vector layer; "
+                        "or several label rasters with --reference (pooled and per-scene figures)")
+    s.add_argument("--reference", dest="reference_list", action="append", default=None,
+                   help="reference of each label raster, in order (repeat it), or one for all")
     s.add_argument("--out", required=True, help="folder for metrics.csv, confusion.csv, regions_metrics.gpkg, report.html")
-    s.add_argument("--reference-field", default=None, help="class field of a vector reference")
+    s.add_argument("--reference-field", default=None, help="class field of a vector reference (integers or class names)")
+    s.add_argument("--reference-value", type=int, default=None, help="every polygon of the vector reference is this class")
+    s.add_argument("--background", type=int, default=None, help="class of every pixel no reference polygon covers")
+    s.add_argument("--merge-duplicates", action="store_true", help="count regions sharing an id as one region")
     s.add_argument("--regions", default=None, help="regions layer (default: the whole scene only)")
     s.add_argument("--region-field", default=None, help="region id field (default: the feature id)")
     s.add_argument("--grid-cell-m", type=float, default=None, help="square regions of this size instead of a layer")

@@ -74,3 +74,24 @@ def legend_from_json(items: Iterable[dict]) -> tuple[ClassInfo, ...]:
 
 def class_names(legend: Iterable[ClassInfo]) -> dict[int, str]:
     return {c.id: c.name for c in legend}
+
+
+def mapped_legend(
+    label_ids: Iterable[int], mapping: dict[int, int], names: dict[int, str], colors: dict[int, str],
+    fallback: Iterable[ClassInfo] = (),
+) -> tuple[ClassInfo, ...]:
+    """The legend of label ids once they are mapped to classes: each label takes its class's
+    name and colour; labels mapped to no class keep their own entry (or ``label_N``).
+
+    >>> mapped_legend([0, 1], {0: 2}, {2: "forest"}, {2: "#1b7837"}, cluster_legend(2))
+    (ClassInfo(id=0, name='forest', color='#1b7837'), ClassInfo(id=1, name='cluster_1', color='#ff7f0e'))
+    """
+    own = {c.id: c for c in fallback}
+    out = []
+    for i in sorted({int(v) for v in label_ids}):
+        c = mapping.get(i)
+        if c is not None and c in names:
+            out.append(ClassInfo(i, names[c], colors.get(c) or PALETTE[c % len(PALETTE)]))
+        else:
+            out.append(own.get(i) or ClassInfo(i, f"label_{i}", PALETTE[i % len(PALETTE)]))
+    return tuple(out)

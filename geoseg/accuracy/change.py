@@ -139,7 +139,7 @@ def compare_periods(
             f"{before} and {after} are not on one grid; change needs two runs of the same job on the same tile"
         )
     grid = ia.chunk_grid
-    reg = open_regions(str(regions), region_field, ia.grid) if regions else None
+    reg = open_regions(str(regions), region_field, ia.grid, merge_duplicates=True) if regions else None
     n_regions = len(reg.ids) if reg is not None else 0
     store = None
     writer = None

@@ -35,6 +35,8 @@ class ChunkCounts:
     label_values: np.ndarray
     counts: np.ndarray
     excluded: np.ndarray
+    #: Pixels in no region at all, when regions are counted in several passes (else slot 0 says it).
+    outside_px: int = 0
 
     @classmethod
     def empty(cls) -> "ChunkCounts":
@@ -190,7 +192,7 @@ def merge_counts(parts: Iterable[ChunkCounts]) -> ChunkCounts:
         ri = np.searchsorted(regions, p.regions)
         counts[np.ix_(ri, np.searchsorted(refs, p.ref_values), np.searchsorted(labs, p.label_values))] += p.counts
         excluded[ri] += p.excluded
-    return ChunkCounts(regions, refs, labs, counts, excluded)
+    return ChunkCounts(regions, refs, labs, counts, excluded, sum(int(p.outside_px) for p in parts))
 
 
 def union_sorted(arrays: Iterable[np.ndarray]) -> np.ndarray:

@@ -6,6 +6,10 @@ with the reference and regions brought onto the window by :mod:`geoseg.accuracy.
 :class:`Evaluation`, whose tables hold the figures (:mod:`geoseg.accuracy.metrics`) after a
 class mapping (:mod:`geoseg.accuracy.mapping`).
 
+Longer than 500 lines because :class:`Evaluation` keeps its tables and what they cover (scored
+share, exclusions, notes) in one place; ``build_evaluation`` and its naming helpers are the
+next piece to move out.
+
 Conventions (documented once, used everywhere):
 
 * Pixels where the labels are nodata (255) or the reference is nodata / missing (outside its
@@ -54,7 +58,11 @@ METRIC_COLUMNS = [
     "region_id", "kind", "class_id", "class_name", "iou", "precision", "recall", "f1",
     "tp", "fp", "fn", "support_px", "area_m2", "miou", "overall_accuracy", "kappa",
     "valid_px", "unassigned_px", "nodata_label_px", "nodata_reference_px", "excluded_px",
+    "total_px", "scored_share", "outside_regions_px",
 ]  # fmt: skip
+
+#: Below this share of scored pixels a warning goes with the figures.
+LOW_SCORED_SHARE = 0.5
 
 
 EXCLUDED_COLUMNS = ("nodata_label_px", "nodata_reference_px", "excluded_px")
@@ -76,9 +84,25 @@ def count_window(plan: _Plan, window: Window) -> ChunkCounts:
     grid = plan.grid.window_grid(window)
     labels = read_label_window(plan.labels_path, window)
     ref, ref_invalid = reference_pixels(plan.reference, grid)
-    codes, slot_of = regions_window_codes(plan.regions, grid)
-    counts = count_pixels(labels, ref, ref_invalid, codes, plan.label_nodata)
-    return replace(counts, regions=slot_of[counts.regions])  # increasing: stays sorted
+    n_groups = getattr(plan.regions, "n_groups", 1)
+    passes = []
+    covered = np.zeros(grid.shape, bool) if n_groups > 1 else None
+    for group in range(n_groups):  # overlapping regions: one pass per group
+        codes, slot_of = regions_window_codes(plan.regions, grid, group)
+        counts = count_pixels(labels, ref, ref_invalid, codes, plan.label_nodata)
+        counts = replace(counts, regions=slot_of[counts.regions])  # increasing: stays sorted
+        passes.append(counts if group == 0 else _without_slot0(counts))
+        if covered is not None:
+            covered |= codes > 0
+    if covered is None:
+        return passes[0]
+    return replace(merge_counts(passes), outside_px=int(covered.size - np.count_nonzero(covered)))
+
+
+def _without_slot0(c: ChunkCounts) -> ChunkCounts:
+    """Counts of the regions only: pass 0 alone counts the pixels in no region (and makes ``ALL``)."""
+    keep = c.regions != 0
+    return replace(c, regions=c.regions[keep], counts=c.counts[keep], excluded=c.excluded[keep])
 
 
 def _sum_counts(parts: list[ChunkCounts]) -> ChunkCounts:
@@ -125,6 +149,49 @@ class Evaluation:
     grid: GeoGrid | None = None  # the label raster's grid
     reference: Reference | None = field(default=None, repr=False)
     regions: Regions | None = field(default=None, repr=False)
+    #: Pixels of the scene in no region (in every pass), all counted: the "outside regions" share.
+    outside_regions_px: int = 0
+    #: What happened on the way, one line each (reprojections, repaired geometries, ...).
+    notes: list[str] = field(default_factory=list)
+    #: Several scenes pooled (:mod:`geoseg.accuracy.scenes`): each scene's own evaluation, by name.
+    scenes: dict[str, "Evaluation"] = field(default_factory=dict, repr=False)
+
+    # -- what the figures cover ----------------------------------------------------------
+    def total_px(self) -> np.ndarray:
+        """Pixels of each region (scene for ``ALL``), scored or excluded."""
+        return self.counts.sum(axis=(1, 2)) + self.excluded[:, 2]
+
+    def scored_share(self) -> np.ndarray:
+        """Share of each region's pixels that the figures were computed on (NaN for an empty region)."""
+        total = self.total_px()
+        return np.divide(self.counts.sum(axis=(1, 2)), total, out=np.full(len(total), np.nan), where=total > 0)
+
+    def coverage_lines(self) -> list[str]:
+        """What the scene figures cover, in words: scored share, excluded share per reason, a warning
+        when under half the scene was scored, then the notes."""
+        total = int(self.total_px()[0])
+        scored = int(self.counts[0].sum())
+        lab, ref, _ = (int(v) for v in self.excluded[0])
+        pct = (lambda n: f"{100 * n / total:.1f} %") if total else (lambda n: "-")
+        lines = [f"scored: {pct(scored)} of the scene ({scored:,} of {total:,} px)"]
+        parts = []
+        if lab:
+            parts.append(f"label nodata {pct(lab)}")
+        if ref:
+            missing = "reference nodata or not covered by the reference" if self._partial_reference() else "reference nodata"
+            parts.append(f"{missing} {pct(ref)}")
+        if self.regions is not None:
+            parts.append(f"outside every region {pct(self.outside_regions_px)} (still in ALL)")
+        if parts:
+            lines.append("excluded: " + "; ".join(parts))
+        if total and scored / total < LOW_SCORED_SHARE:
+            hint = " (give the vector reference a background class if uncovered pixels have one)" if self._partial_reference() else ""
+            lines.append(f"WARNING: only {pct(scored)} of the scene was scored; the figures describe that part only{hint}")
+        return lines + list(self.notes)
+
+    def _partial_reference(self) -> bool:
+        ref = self.reference
+        return getattr(ref, "kind", "") == "vector" and getattr(ref, "background", None) is None
 
     # -- matrices ------------------------------------------------------------------------
     def mapped(self) -> np.ndarray:
@@ -199,6 +266,11 @@ class Evaluation:
                 "valid_px": pd.array(r["n"], dtype="Int64"),
                 "unassigned_px": pd.array(r["unassigned"], dtype="Int64"),
                 **{c: pd.array(excl[:, i], dtype="Int64") for i, c in enumerate(EXCLUDED_COLUMNS)},
+                "total_px": pd.array(self.total_px(), dtype="Int64"),
+                "scored_share": self.scored_share(),
+                "outside_regions_px": pd.array(
+                    [self.outside_regions_px if self.regions is not None else pd.NA] + [pd.NA] * (g - 1), dtype="Int64"
+                ),
             }
         )
         summ["_order"] = np.arange(g) * (k + 1)
@@ -215,7 +287,7 @@ class Evaluation:
         """One row per region (incl. ``"ALL"``): ``miou``, accuracy, kappa, counts, ``iou_<id>`` per class."""
         m = self.metrics()
         summ = m[m["kind"] == "region"].set_index("region_id")
-        out = summ[["miou", "overall_accuracy", "kappa", "valid_px", "unassigned_px", *EXCLUDED_COLUMNS]].copy()
+        out = summ[["miou", "overall_accuracy", "kappa", "valid_px", "unassigned_px", *EXCLUDED_COLUMNS, "scored_share"]].copy()
         cls = m[m["kind"] == "class"]
         for cid in self.class_ids:
             col = cls[cls["class_id"] == int(cid)].set_index("region_id")["iou"]
@@ -231,9 +303,18 @@ class Evaluation:
         table = cls[["class_id", "iou", "precision", "recall", "f1", "support_px"]].copy()
         table.loc["mean (mIoU)"] = [pd.NA, top["miou"], top["precision"], top["recall"], top["f1"], top["support_px"]]
         table.attrs.update(
-            overall_accuracy=float(top["overall_accuracy"]), kappa=float(top["kappa"]), miou=float(top["miou"])
+            overall_accuracy=float(top["overall_accuracy"]), kappa=float(top["kappa"]), miou=float(top["miou"]),
+            scored_share=float(top["scored_share"]), coverage=self.coverage_lines(),
         )
         return table
+
+    def output_legend(self, legend: Sequence[ClassInfo] = ()) -> tuple[ClassInfo, ...]:
+        """Legend of the label ids as mapped: each label named and coloured as its class (the
+        legend for labels.zarr, the COG, polygons.gpkg); unmapped labels keep ``legend``'s entry."""
+        from geoseg.legend import mapped_legend
+
+        ids = [int(v) for v in self.label_values if int(v) != 255]
+        return mapped_legend(ids, self.mapping, self.class_names, self.class_colors, legend)
 
     def mapping_table(self) -> pd.DataFrame:
         """Label id → class id, with names and the label's pixel count overall."""
@@ -266,8 +347,8 @@ def iou_column(class_id: int, name: str) -> str:
 
 
 def evaluate(
-    labels_path: str | Path,
-    reference: str | Path,
+    labels_path: str | Path | Sequence[str | Path],
+    reference: str | Path | Sequence[str | Path],
     *,
     reference_field: str | None = None,
     regions: str | Path | None = None,
@@ -276,19 +357,45 @@ def evaluate(
     mapping: MappingSpec = "identity",
     client: Any = None,
     class_names: Mapping[int, str] | None = None,
+    class_colors: Mapping[int, str] | None = None,
+    reference_value: int | None = None,
+    reference_background: int | None = None,
+    reference_values: Mapping[str, int] | None = None,
+    merge_duplicates: bool = False,
+    repair_invalid: bool = True,
 ) -> Evaluation:
     """Compare a label store with a reference map, per region, as one Dask reduction.
 
-    ``reference``: a raster (band 1 = class ids) or a vector layer (``reference_field`` = integer
-    class field), any CRS and resolution. ``regions``: a vector layer (``region_field`` = id,
-    default the feature id) or ``grid_cell_m`` for square cells; neither = whole scene only.
+    ``reference``: a raster (band 1 = class ids, any numeric type holding whole numbers) or a
+    vector layer, any CRS and resolution. A vector layer's class is its ``reference_field``
+    (integers, or names mapped by ``reference_values`` or else by ``class_names``), or
+    ``reference_value`` for every polygon; ``reference_background`` is the class of every pixel
+    no polygon covers (without it those pixels are left out: see :meth:`Evaluation.scored_share`).
+    ``regions``: a vector layer (``region_field`` = id, default the feature id; overlapping
+    regions each count all their pixels; duplicate ids are refused unless ``merge_duplicates``)
+    or ``grid_cell_m`` for square cells; neither = whole scene only.
     ``client``: a ``distributed.Client``; without one Dask's default scheduler runs the tasks.
     ``class_names`` names reference classes the reference itself does not name.
+    Several label rasters (a list), with one reference each or one for all: pooled figures, and
+    each scene's in ``Evaluation.scenes`` (:func:`geoseg.accuracy.scenes.evaluate_scenes`).
     """
+    if not isinstance(labels_path, (str, Path)):
+        from geoseg.accuracy.scenes import evaluate_scenes
+
+        return evaluate_scenes(
+            labels_path, reference, mapping=mapping, client=client, class_names=class_names, class_colors=class_colors,
+            reference_field=reference_field, regions=regions, region_field=region_field, grid_cell_m=grid_cell_m,
+            reference_value=reference_value, reference_background=reference_background,
+            reference_values=reference_values, merge_duplicates=merge_duplicates, repair_invalid=repair_invalid,
+        )
+    if not isinstance(reference, (str, Path)):
+        raise InputError("several references need several label rasters (a list of labels, one reference each)")
     info = read_label_info(labels_path)
     ref, reg = open_evaluation_inputs(
         reference, info.grid, reference_field=reference_field, regions=regions,
-        region_field=region_field, grid_cell_m=grid_cell_m, mapping=mapping,
+        region_field=region_field, grid_cell_m=grid_cell_m, mapping=mapping, class_names=class_names,
+        reference_value=reference_value, reference_background=reference_background,
+        reference_values=reference_values, merge_duplicates=merge_duplicates, repair_invalid=repair_invalid,
     )
     chunks = info.chunk_grid
     plan = _Plan(str(info.path), info.nodata, chunks, ref, reg)
@@ -302,6 +409,7 @@ def evaluate(
         class_names=class_names,
         grid=info.grid,
         labels_path=info.path,
+        class_colors=class_colors,
     )
 
 
@@ -314,6 +422,12 @@ def open_evaluation_inputs(
     region_field: str | None = None,
     grid_cell_m: float | None = None,
     mapping: MappingSpec = "identity",
+    class_names: Mapping[int, str] | None = None,
+    reference_value: int | None = None,
+    reference_background: int | None = None,
+    reference_values: Mapping[str, int] | None = None,
+    merge_duplicates: bool = False,
+    repair_invalid: bool = True,
 ) -> tuple[Reference, Regions | None]:
     """Check and open the reference and regions for a raster on ``grid``.
 
@@ -326,9 +440,14 @@ def open_evaluation_inputs(
         raise InputError("give either a regions layer or grid_cell_m, not both")
     if region_field is not None and regions is None:
         raise InputError("region_field needs a regions layer (regions=PATH)")
-    ref = open_reference(reference, reference_field, grid)
+    ref = open_reference(
+        reference, reference_field, grid, value=reference_value, background=reference_background,
+        value_map=reference_values, class_names=class_names,
+    )
     if regions is not None:
-        reg: Regions | None = open_regions(regions, region_field, grid)
+        reg: Regions | None = open_regions(
+            regions, region_field, grid, merge_duplicates=merge_duplicates, repair_invalid=repair_invalid
+        )
     elif grid_cell_m is not None:
         reg = grid_regions(grid_cell_m, grid)
     else:
@@ -346,6 +465,7 @@ def build_evaluation(
     class_names: Mapping[int, str] | None,
     grid: GeoGrid,
     labels_path: Path | None = None,
+    class_colors: Mapping[int, str] | None = None,
 ) -> Evaluation:
     """Turn the summed sparse counts into an :class:`Evaluation` (dense axes, mapping, classes)."""
     ids = list(regions.ids) if regions is not None else []
@@ -358,14 +478,20 @@ def build_evaluation(
         ri = total.regions
         dense[np.ix_(ri, np.searchsorted(ref_vals, total.ref_values), np.searchsorted(lab_vals, total.label_values))] = total.counts
         excl[ri] = total.excluded
-    scene = dense.sum(axis=0)
+    in_pass0 = _pass0_slots(regions, len(ids))  # pass 0 holds every pixel once: no region or a pass-0 region
+    scene = dense[in_pass0].sum(axis=0)
     counts = np.concatenate([scene[None], dense[1:]])
-    excluded = np.concatenate([excl.sum(axis=0)[None], excl[1:]])
+    excluded = np.concatenate([excl[in_pass0].sum(axis=0)[None], excl[1:]])
     resolved = resolve_mapping(mapping, scene, ref_vals, lab_vals)
     class_ids = union_sorted([ref_vals, np.array(sorted(set(resolved.values())), np.int64)])
     label_names = {c.id: c.name for c in legend}
+    outside = int(dense[0].sum() + excl[0, 2]) if regions is not None else 0
+    if regions is not None and getattr(regions, "n_groups", 1) > 1:
+        outside = _outside_all_passes(total, regions)
+    notes = [n for n in [_reprojection_note(reference, grid)] if n] + list(getattr(regions, "notes", ()))
     names = _class_names(class_ids, class_names or {}, ref_legend, label_names, mapping)
-    colors = _class_colors(class_ids, dict(reference.colors) if reference is not None else {}, legend, mapping)
+    colors = _class_colors(class_ids, dict(reference.colors) if reference is not None else {}, legend, mapping,
+                           class_colors or {})
     return Evaluation(
         counts=counts,
         region_ids=["ALL", *ids],
@@ -383,7 +509,28 @@ def build_evaluation(
         grid=grid,
         reference=reference,
         regions=regions,
+        outside_regions_px=outside,
+        notes=notes,
     )
+
+
+def _outside_all_passes(total: ChunkCounts, regions: Regions) -> int:
+    """Pixels in no region of any pass (counted by the tasks; slot 0 of pass 0 still holds later passes' regions)."""
+    return int(total.outside_px)
+
+
+def _reprojection_note(reference: Reference | None, grid: GeoGrid) -> str | None:
+    from geoseg.accuracy.layers import describe_reprojection
+
+    if reference is None:
+        return None
+    return describe_reprojection("reference", str(reference.path), reference.crs, grid.crs)
+
+
+def _pass0_slots(regions: Regions | None, n: int) -> np.ndarray:
+    """Slots (0 = no region) counted in the first pass, whose sum is every pixel once."""
+    groups = np.asarray(getattr(regions, "groups", ()) or [0] * n, np.int64)
+    return np.concatenate([[True], groups == 0])
 
 
 def _vector_classes(reference: Reference | None) -> np.ndarray:
@@ -408,11 +555,14 @@ def _class_names(
 
 
 def _class_colors(
-    class_ids: np.ndarray, ref_colors: Mapping[int, str], legend: Sequence[ClassInfo], mapping: MappingSpec
+    class_ids: np.ndarray, ref_colors: Mapping[int, str], legend: Sequence[ClassInfo], mapping: MappingSpec,
+    given: Mapping[int, str],
 ) -> dict[int, str]:
+    """Colours: the job's ``classes`` first, then the reference's colour table, then the labels'
+    own legend (identity mapping only), then the palette."""
     label_colors = {c.id: c.color for c in legend} if mapping == "identity" else {}
     return {
-        int(c): ref_colors.get(int(c)) or label_colors.get(int(c)) or PALETTE[i % len(PALETTE)]
+        int(c): given.get(int(c)) or ref_colors.get(int(c)) or label_colors.get(int(c)) or PALETTE[i % len(PALETTE)]
         for i, c in enumerate(class_ids)
     }
 

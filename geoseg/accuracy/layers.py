@@ -30,6 +30,30 @@ def require_crs(crs: CRS | None, what: str, path: str) -> CRS:
     return crs
 
 
+def describe_reprojection(what: str, path: str, crs: CRS, label_crs: CRS) -> str | None:
+    """One line naming both CRSs and the transformation PROJ uses between them (``None``: same CRS).
+
+    Why: a reference in another datum (ETRS89 vs WGS 84) lands on the same grid; the user
+    should see that it was transformed, and how, rather than find out from shifted edges.
+    """
+    if crs == label_crs:
+        return None
+    from pyproj import CRS as ProjCRS
+    from pyproj import Transformer
+
+    a, b = ProjCRS.from_wkt(crs.to_wkt()), ProjCRS.from_wkt(label_crs.to_wkt())
+    try:
+        how = Transformer.from_crs(a, b, always_xy=True).description
+    except Exception as exc:  # noqa: BLE001 - only a description
+        how = f"unknown ({exc})"
+    return f"{what} {path} is in {_crs_name(a)}; reprojected to the label CRS {_crs_name(b)} by: {how}"
+
+
+def _crs_name(crs) -> str:  # noqa: ANN001 - pyproj.CRS
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg} ({crs.name})" if epsg else crs.name
+
+
 def vector_info(path: str, layer: str | None, what: str) -> dict[str, Any]:
     """``pyogrio.read_info`` of a layer, or an :class:`InputError` if GDAL cannot open it."""
     import pyogrio

@@ -7,9 +7,11 @@ small copy of it:
 * a **raster** reference is read only over the source window that the label window needs and
   warped onto the window's grid with nearest neighbour (a direct read when the grids already
   line up), never as a whole;
-* a **vector** reference is rasterised from the polygons that meet the window, by an integer
-  class field (a pixel takes the class of the polygon covering its centre;
-  :mod:`geoseg.accuracy.layers`).
+* a **vector** reference is rasterised from the polygons that meet the window (a pixel takes
+  the class of the polygon covering its centre; :mod:`geoseg.accuracy.layers`): class from an
+  integer field, from a text field through a name → id map, or one ``value`` for every polygon
+  (presence-only layers); a ``background`` class fills what no polygon covers, else those
+  pixels are unlabelled and left out (the evaluation then says which share was scored).
 
 A reference is a small frozen dataclass holding its path and georeferencing, so Dask tasks can
 carry it cheaply; tasks open the files themselves. A reference window comes back in its own type
@@ -24,7 +26,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Mapping, Union
 
 import numpy as np
 from rasterio.crs import CRS
@@ -32,12 +34,15 @@ from rasterio.crs import CRS
 from geoseg.errors import InputError
 from geoseg.geo import Bounds, GeoGrid, aligned_offset, bounds_in, bounds_overlap, crs_from_wkt
 from geoseg.accuracy.layers import burn_shapes, layer_window, require_crs, vector_info
+from geoseg.accuracy.pam import read_pam_legend
 
 
 #: Fill value used while warping; never a valid class id.
 SENTINEL = int(np.iinfo(np.int32).min)
 
 
+#: Raster types read as they are; any other numeric type (float, 64-bit) is read as ``float64``
+#: and accepted when its values are whole numbers (:func:`check_integral`).
 _INT_DTYPES = {"uint8", "int8", "uint16", "int16", "int32"}
 
 
@@ -65,16 +70,22 @@ class RasterReference:
 
 @dataclass(frozen=True)
 class VectorReference:
-    """A reference vector layer: polygons with an integer class field."""
+    """A reference vector layer: polygons whose class comes from an integer field, from a string
+    field through ``value_map`` (name → class id), or is ``value`` for every polygon (a
+    presence-only layer such as building footprints). ``background``: the class of every pixel
+    of the evaluated extent that no polygon covers (``None``: such pixels are unlabelled)."""
 
     path: str
     layer: str | None
-    field: str
+    field: str | None
     crs_wkt: str
     bounds: Bounds
     class_ids: tuple[int, ...] = ()
     legend: tuple[tuple[int, str], ...] = ()
     colors: tuple[tuple[int, str], ...] = ()
+    value: int | None = None
+    background: int | None = None
+    value_map: tuple[tuple[str, int], ...] = ()
 
     kind = "vector"
 
@@ -109,20 +120,37 @@ def parse_class_tag(text: str, skip: float | None = None) -> tuple[tuple[int, st
     return tuple(out)
 
 
-def open_reference(path: str | Path, field: str | None = None, label_grid: GeoGrid | None = None) -> Reference:
+def open_reference(
+    path: str | Path,
+    field: str | None = None,
+    label_grid: GeoGrid | None = None,
+    *,
+    value: int | None = None,
+    background: int | None = None,
+    value_map: Mapping[str, int] | None = None,
+    class_names: Mapping[int, str] | None = None,
+) -> Reference:
     """Describe a reference map, detecting raster or vector by opening it.
 
     Checks what can be checked once, on the client: it opens, has a CRS, holds integer classes
-    (and, given the label grid, overlaps it), so tasks fail only on I/O.
+    (and, given the label grid, overlaps it), so tasks fail only on I/O. For a vector layer:
+    ``field`` (integer, or string mapped through ``value_map`` or else the names of
+    ``class_names``), or ``value`` (every polygon is that class); ``background`` classes what
+    no polygon covers.
     """
     path = str(path)
     if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
         raise InputError(f"reference {path} does not exist")
-    ref = _try_raster(path)
-    if ref is None:
-        ref = _open_vector_reference(path, field)
-    elif field is not None:
-        raise InputError(f"reference {path} is a raster; reference_field={field!r} only applies to vector references")
+    raster = _try_raster(path)
+    ref: Reference
+    if raster is None:
+        ref = _open_vector_reference(path, field, value, background, value_map, class_names)
+    elif field is not None or value is not None or background is not None or value_map:
+        raise InputError(
+            f"reference {path} is a raster; field, value, background and values only apply to vector references"
+        )
+    else:
+        ref = raster
     if label_grid is not None:
         if not bounds_overlap(bounds_in(ref.bounds, ref.crs, label_grid.crs), label_grid.bounds):
             raise InputError(
@@ -145,13 +173,11 @@ def _try_raster(path: str) -> RasterReference | None:
             return None
         require_crs(src.crs, "reference raster", path)
         dtype = src.dtypes[0]
-        if dtype not in _INT_DTYPES:
-            raise InputError(
-                f"reference raster {path} has dtype {dtype}; it must hold integer class ids "
-                "(convert it, e.g. `gdal_translate -ot Byte` or `-ot Int16`)"
-            )
+        if dtype.startswith("complex"):
+            raise InputError(f"reference raster {path} has dtype {dtype}; it must hold class ids (real numbers)")
         tags = {**src.tags(), **src.tags(1)}
-        legend = parse_class_tag(tags.get("classes", ""), skip=src.nodata) or _geoseg_legend(tags)
+        pam = read_pam_legend(path)
+        legend = parse_class_tag(tags.get("classes", ""), skip=src.nodata) or _geoseg_legend(tags) or pam.names(src.nodata)
         try:
             cmap = src.colormap(1)
         except ValueError:
@@ -160,7 +186,7 @@ def _try_raster(path: str) -> RasterReference | None:
         colors = tuple(
             (int(k), "#%02x%02x%02x" % tuple(v[:3])) for k, v in cmap.items()
             if k != src.nodata and (k in named if named else v[3] > 0 and tuple(v[:3]) != (0, 0, 0))
-        )
+        ) or pam.colors(src.nodata)
         return RasterReference(
             path=path,
             grid=GeoGrid.of_dataset(src),
@@ -183,32 +209,72 @@ def _geoseg_legend(tags: dict[str, str]) -> tuple[tuple[int, str], ...]:
     return ()
 
 
-def _open_vector_reference(path: str, field: str | None) -> VectorReference:
+def _open_vector_reference(
+    path: str, field: str | None, value: int | None, background: int | None,
+    value_map: Mapping[str, int] | None, class_names: Mapping[int, str] | None,
+) -> VectorReference:
     import pyogrio
 
     info = vector_info(path, None, "reference")
     fields = list(info["fields"])
+    crs = require_crs(CRS.from_user_input(info["crs"]) if info["crs"] else None, "reference layer", path)
+    common = dict(path=path, layer=info["layer_name"], crs_wkt=crs.to_wkt(),
+                  bounds=tuple(float(v) for v in info["total_bounds"]), background=background)
+    extra = () if background is None else (int(background),)
+    if value is not None:
+        if field is not None:
+            raise InputError(f"reference {path}: give either a class field or value: N (every polygon is class N), not both")
+        return VectorReference(field=None, value=int(value), class_ids=tuple(sorted({int(value), *extra})), **common)
     if field is None:
         raise InputError(
-            f"reference {path} is a vector layer; name its integer class field with reference_field= "
-            f"(fields: {', '.join(fields)})"
+            f"reference {path} is a vector layer; name its class field (reference_field= / reference.field) "
+            f"or give value: N when every polygon is class N (fields: {', '.join(fields) or 'none'})"
         )
     if field not in fields:
         raise InputError(f"reference {path} has no field {field!r} (fields: {', '.join(fields)})")
     dtype = str(info["dtypes"][fields.index(field)])
-    if not dtype.startswith(("int", "uint")):
-        raise InputError(f"reference field {field!r} of {path} is {dtype}; it must hold integer class ids")
-    crs = require_crs(CRS.from_user_input(info["crs"]) if info["crs"] else None, "reference layer", path)
     df = pyogrio.read_dataframe(path, columns=[field], read_geometry=False)
-    values = df[field].dropna().astype(np.int64).unique()
-    return VectorReference(
-        path=path,
-        layer=info["layer_name"],
-        field=field,
-        crs_wkt=crs.to_wkt(),
-        bounds=tuple(float(v) for v in info["total_bounds"]),
-        class_ids=tuple(sorted(int(v) for v in values)),
-    )
+    present = df[field].dropna()
+    if dtype.startswith("float"):  # a class id stored as Real (shapefiles, spreadsheets): whole numbers only
+        frac = present[(present % 1) != 0]
+        if len(frac):
+            raise InputError(f"reference field {field!r} of {path} holds {frac.iloc[0]:g}: class ids must be whole numbers")
+        dtype = "int64"
+    if dtype.startswith(("int", "uint")):
+        if value_map:
+            raise InputError(f"reference field {field!r} of {path} holds integers; a values map only applies to text fields")
+        ids = {int(v) for v in present.astype(np.int64).unique()}
+        return VectorReference(field=field, class_ids=tuple(sorted(ids | set(extra))), **common)
+    if dtype not in ("object", "str", "string"):
+        raise InputError(f"reference field {field!r} of {path} is {dtype}; it must hold integer class ids or class names")
+    names = sorted({str(v) for v in present.unique()})
+    table = _name_table(value_map, class_names)
+    missing = [n for n in names if _norm(n) not in table]
+    if missing:
+        how = "reference.values" if value_map else "the job's classes (by name) or reference.values"
+        raise InputError(
+            f"reference field {field!r} of {path} has class names without an id: "
+            f"{', '.join(repr(m) for m in missing[:8])}{' ...' if len(missing) > 8 else ''}; map them in {how}"
+        )
+    mapped = tuple((n, table[_norm(n)]) for n in names)
+    legend = tuple(sorted({(cid, n) for n, cid in mapped if not class_names or cid not in class_names}))
+    ids = {cid for _, cid in mapped}
+    first_name: dict[int, str] = {}
+    for cid, n in legend:
+        first_name.setdefault(cid, n)
+    return VectorReference(field=field, value_map=mapped, class_ids=tuple(sorted(ids | set(extra))),
+                           legend=tuple(sorted(first_name.items())), **common)
+
+
+def _norm(name: str) -> str:
+    """Class names match ignoring case and surrounding spaces."""
+    return str(name).strip().casefold()
+
+
+def _name_table(value_map: Mapping[str, int] | None, class_names: Mapping[int, str] | None) -> dict[str, int]:
+    if value_map:
+        return {_norm(k): int(v) for k, v in value_map.items()}
+    return {_norm(n): int(c) for c, n in (class_names or {}).items()}
 
 
 def reference_window(ref: Reference, grid: GeoGrid) -> tuple[np.ndarray, np.ndarray]:
@@ -237,8 +303,8 @@ def reference_pixels(ref: Reference, grid: GeoGrid) -> tuple[np.ndarray, int | N
 
 
 def _native_nodata(ref: RasterReference) -> int | None:
-    """The nodata value when it is an integer of the raster's own type, else ``None``."""
-    if ref.nodata is None or not float(ref.nodata).is_integer():
+    """The nodata value when it is an integer of the raster's own (integer) type, else ``None``."""
+    if ref.dtype not in _INT_DTYPES or ref.nodata is None or not float(ref.nodata).is_integer():
         return None
     info = np.iinfo(ref.dtype)
     return int(ref.nodata) if info.min <= ref.nodata <= info.max else None
@@ -247,6 +313,8 @@ def _native_nodata(ref: RasterReference) -> int | None:
 def _raster_window(ref: RasterReference, grid: GeoGrid) -> tuple[np.ndarray, int | None]:
     import rasterio
 
+    if ref.dtype not in _INT_DTYPES:
+        return _float_window(ref, grid)
     shape = grid.shape
     invalid = _native_nodata(ref)
     same_crs = ref.grid.crs_wkt == grid.crs_wkt or ref.crs == grid.crs
@@ -265,6 +333,43 @@ def _raster_window(ref: RasterReference, grid: GeoGrid) -> tuple[np.ndarray, int
     if invalid is None and ref.nodata is not None:
         out[out == ref.nodata] = SENTINEL  # a nodata outside the raster's type range (rare)
     return out, fill
+
+
+def _float_window(ref: RasterReference, grid: GeoGrid) -> tuple[np.ndarray, int]:
+    """A float (or 64-bit) reference on the window: read as ``float64`` with NaN where invalid
+    (nodata, NaN, outside), checked to hold whole class ids, returned as ``int32`` with :data:`SENTINEL`."""
+    import rasterio
+
+    out = np.full(grid.shape, np.nan, dtype=np.float64)
+    same_crs = ref.grid.crs_wkt == grid.crs_wkt or ref.crs == grid.crs
+    offset = aligned_offset(ref.grid.transform, grid.transform) if same_crs else None
+    with rasterio.open(ref.path) as src:
+        if offset is not None:
+            _read_aligned(src, offset, grid.shape, out)
+        else:
+            _read_warped(src, ref, grid, out, np.nan)
+    if ref.nodata is not None:
+        out[out == ref.nodata] = np.nan
+    check_integral(out, ref.path, grid, ref.grid)
+    valid = ~np.isnan(out)
+    return np.where(valid, out, SENTINEL).astype(np.int32), SENTINEL
+
+
+def check_integral(values: np.ndarray, path: str, grid: GeoGrid, file_grid: GeoGrid) -> None:
+    """Refuse (:class:`InputError`) a window holding a class value that is not a whole ``int32``
+    number, naming the value and where it is: the file's pixel and the map coordinates."""
+    finite = ~np.isnan(values)
+    bad = finite & ((np.mod(values, 1.0) != 0) | (values <= SENTINEL) | (values > np.iinfo(np.int32).max))
+    if not bad.any():
+        return
+    r, c = (int(i) for i in np.argwhere(bad)[0])
+    x, y = grid.transform * (c + 0.5, r + 0.5)
+    col, row = ~file_grid.transform * (x, y)
+    raise InputError(
+        f"reference raster {path} holds {float(values[r, c]):g} at pixel (row {int(row)}, col {int(col)}) of the file "
+        f"(x={x:.3f}, y={y:.3f}): class ids must be whole numbers; round or reclassify it, "
+        "or set that value as the file's nodata"
+    )
 
 
 def _inside(offset: tuple[int, int], shape: tuple[int, int], src) -> bool:  # noqa: ANN001
@@ -289,7 +394,7 @@ def _read_aligned(src, offset: tuple[int, int], shape: tuple[int, int], out: np.
     out[rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0] = src.read(1, window=_rio_window((rr0, cc0), (rr1 - rr0, cc1 - cc0)))
 
 
-def _read_warped(src, ref: RasterReference, grid: GeoGrid, out: np.ndarray, fill: int) -> None:  # noqa: ANN001
+def _read_warped(src, ref: RasterReference, grid: GeoGrid, out: np.ndarray, fill: float) -> None:  # noqa: ANN001
     """Read the source window the label window needs (plus a margin) and warp it into ``out``, nearest."""
     from rasterio.warp import Resampling, reproject
     from rasterio.windows import Window as RioWindow
@@ -305,13 +410,13 @@ def _read_warped(src, ref: RasterReference, grid: GeoGrid, out: np.ndarray, fill
     if c1 <= c0 or r1 <= r0:
         return
     rio_win = RioWindow(c0, r0, c1 - c0, r1 - r0)
-    data = src.read(1, window=rio_win)
+    data = src.read(1, window=rio_win, out_dtype=out.dtype)
     reproject(
         source=data,
         destination=out,
         src_transform=src.window_transform(rio_win),
         src_crs=ref.crs,
-        src_nodata=ref.nodata,
+        src_nodata=ref.nodata if ref.nodata is not None else (np.nan if out.dtype.kind == "f" else None),
         dst_transform=grid.transform,
         dst_crs=grid.crs,
         dst_nodata=fill,
@@ -319,13 +424,25 @@ def _read_warped(src, ref: RasterReference, grid: GeoGrid, out: np.ndarray, fill
     )
 
 
-def _vector_window(ref: VectorReference, grid: GeoGrid) -> tuple[np.ndarray, int]:
+def _vector_window(ref: VectorReference, grid: GeoGrid) -> tuple[np.ndarray, int | None]:
     """Class polygons burnt on the window, and the fill marking pixels no polygon covers: bytes
     with 255 when every class id is 0..254 (the usual case: counted 8 pixels at a time), else
-    int32 with :data:`SENTINEL`."""
-    df = layer_window(ref.path, ref.layer, [ref.field], ref.crs_wkt, grid)
-    df = df[df[ref.field].notna()]
-    shapes = list(zip(df.geometry.values, df[ref.field].astype(np.int64).to_numpy()))
+    int32 with :data:`SENTINEL`. With a background class, uncovered pixels take it and every
+    pixel is valid (``None``)."""
+    columns = [ref.field] if ref.field else []
+    df = layer_window(ref.path, ref.layer, columns, ref.crs_wkt, grid)
+    if ref.value is not None:
+        classes = np.full(len(df), ref.value, np.int64)
+    else:
+        df = df[df[ref.field].notna()]
+        if ref.value_map:
+            table = {n: c for n, c in ref.value_map}
+            classes = np.array([table[str(v)] for v in df[ref.field]], np.int64)
+        else:
+            classes = df[ref.field].astype(np.int64).to_numpy()
+    shapes = list(zip(df.geometry.values, classes))
     in_bytes = bool(ref.class_ids) and min(ref.class_ids) >= 0 and max(ref.class_ids) < 255
     dtype, fill = ("uint8", 255) if in_bytes else ("int32", SENTINEL)
+    if ref.background is not None:
+        return burn_shapes(shapes, grid, ref.background, dtype), None
     return burn_shapes(shapes, grid, fill, dtype), fill

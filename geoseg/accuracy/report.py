@@ -25,7 +25,7 @@ import pandas as pd
 from affine import Affine
 
 from geoseg.accuracy.evaluate import Evaluation
-from geoseg.accuracy.reference import SENTINEL, RasterReference, VectorReference
+from geoseg.accuracy.reference import SENTINEL, RasterReference, VectorReference, reference_window
 from geoseg.accuracy.regions import GridRegions
 from geoseg.accuracy.tables import class_label, label_grid, write_tables
 from geoseg.geo import GeoGrid
@@ -219,18 +219,14 @@ def read_reference_decimated(ref: Any, grid: GeoGrid) -> np.ndarray:
         import rasterio
 
         with rasterio.open(ref.path) as src:
-            data = _decimated(src, [1], grid, fill=0)[0].astype(np.int64)
-            mask = _decimated_mask(src, grid)
+            data = _decimated(src, [1], grid, fill=0)[0].astype(np.float64)
+            mask = _decimated_mask(src, grid) & ~np.isnan(data)
         if ref.nodata is not None:
-            mask &= data != int(ref.nodata)
-        return np.where(mask, data, SENTINEL)
+            mask &= data != ref.nodata
+        return np.where(mask, np.nan_to_num(data), SENTINEL).astype(np.int64)
     if isinstance(ref, VectorReference):
-        from geoseg.accuracy.layers import burn_shapes, layer_window
-
-        df = layer_window(ref.path, ref.layer, [ref.field], ref.crs_wkt, grid)
-        df = df[df[ref.field].notna()]
-        shapes = list(zip(df.geometry.values, df[ref.field].astype(np.int64).to_numpy()))
-        return burn_shapes(shapes, grid, SENTINEL).astype(np.int64)
+        values, valid = reference_window(ref, grid)  # the same classes, value and background as the figures
+        return np.where(valid, values, SENTINEL).astype(np.int64)
     return np.full(grid.shape, SENTINEL, np.int64)
 
 
@@ -338,15 +334,24 @@ th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } th { bac
 td.l, th.l { text-align: left; }
 img { max-width: 100%; height: auto; }
 .note { color: #666; font-size: .85rem; }
+.warn { color: #9a3412; background: #fff7ed; border-left: 4px solid #ea580c; padding: .4rem .8rem; font-weight: 600; }
 .swatch { display: inline-block; width: .9em; height: .9em; border: 1px solid #999; vertical-align: middle; margin-right: .3em; }
 </style></head>
 <body>
 <h1>Accuracy report</h1>
 <p class="note">Labels: <code>{{ labels }}</code><br>Reference: <code>{{ reference }}</code><br>Regions: {{ regions }}<br>
 Class mapping: <b>{{ mapping_method }}</b>. Pixels where labels or reference are nodata are left out of every figure.</p>
+<div class="coverage">{% for line in coverage %}<p class="{{ 'warn' if line.startswith('WARNING') else 'note' }}">{{ line }}</p>
+{% endfor %}</div>
 <div class="cards">
 {% for k, v in cards %}<div class="card"><div class="v">{{ v }}</div><div class="k">{{ k }}</div></div>
 {% endfor %}</div>
+
+{% if scenes %}<h2>Scenes</h2>
+<p class="note">Figures below are pooled over all {{ scenes|length - 1 }} scenes (every pixel of every scene counted together); per scene:</p>
+<table><tr><th class="l">scene</th><th>mIoU</th><th>overall accuracy</th><th>kappa</th><th>valid px</th><th>scored</th></tr>
+{% for r in scenes %}<tr><td class="l">{{ r.scene }}</td><td>{{ r.miou }}</td><td>{{ r.oa }}</td><td>{{ r.kappa }}</td><td>{{ r.valid }}</td><td>{{ r.scored }}</td></tr>
+{% endfor %}</table>{% endif %}
 
 <h2>Per-class figures (whole scene)</h2>
 <table><tr><th class="l">class</th><th>IoU</th><th>precision</th><th>recall</th><th>F1</th><th>reference px</th><th>area (km²)</th></tr>
@@ -409,6 +414,7 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
         ("Cohen's kappa", _fmt(top["kappa"])),
         ("valid pixels", _fmt(int(top["valid_px"]))),
         ("excluded pixels (nodata)", _fmt(int(top["excluded_px"]))),
+        ("share of the scene scored", "-" if pd.isna(top["scored_share"]) else f"{100 * float(top['scored_share']):.1f} %"),
     ]
     regs = metrics[(metrics["kind"] == "region")].iloc[1:]
     worst_rows = regs[regs["valid_px"].fillna(0) > 0].sort_values("miou", kind="stable").head(20)
@@ -433,6 +439,8 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
         reference=getattr(ev.reference, "path", ""),
         regions=regions_desc,
         mapping_method=ev.mapping_method,
+        coverage=ev.coverage_lines(),
+        scenes=_scene_rows_html(ev),
         cards=cards,
         classes=classes,
         bar_png=iou_bar_chart(ev, metrics),
@@ -443,6 +451,18 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
         mapping=mapping,
         preview_png=preview_png,
     )
+
+
+def _scene_rows_html(ev: Evaluation) -> list[dict[str, str]]:
+    if not ev.scenes:
+        return []
+    from geoseg.accuracy.scenes import scenes_table
+
+    return [
+        {"scene": str(r.scene), "miou": _fmt(r.miou), "oa": _fmt(r.overall_accuracy), "kappa": _fmt(r.kappa),
+         "valid": _fmt(int(r.valid_px)), "scored": "" if pd.isna(r.scored_share) else f"{100 * r.scored_share:.1f} %"}
+        for r in scenes_table(ev).itertuples()
+    ]
 
 
 def _describe_regions(ev: Evaluation) -> str:

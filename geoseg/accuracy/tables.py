@@ -5,8 +5,11 @@
 * ``metrics.csv``: the long table of :meth:`Evaluation.metrics` (region × class, plus region rows);
 * ``confusion.csv``: the whole-scene confusion matrix, reference classes down, predicted across;
 * ``class_mapping.csv``: which label became which reference class (matters for k-means);
+* with several scenes: ``scenes.csv`` (one row per scene and the pooled row) and
+  ``scenes_metrics.csv`` (each scene's long table, ``metrics.csv`` being the pooled one);
 * ``regions_metrics.gpkg``: the regions with ``miou``, accuracy, kappa and ``iou_<id>_<name>``
-  per class, ready to colour in QGIS (the scene outline when no regions were given).
+  per class, with a default QGIS style colouring mIoU red to green (the scene outline when no
+  regions were given).
 
 Every file is written through :mod:`geoseg.io.atomic`, so a reader never sees a half-written one.
 The HTML page is :mod:`geoseg.accuracy.report`.
@@ -43,11 +46,24 @@ def write_tables(
             out / "class_mapping.csv", lambda p: evaluation.mapping_table().to_csv(p, index=False)
         ),
     }
+    if evaluation.scenes:  # several scenes: each one's figures beside the pooled ones
+        from geoseg.accuracy.scenes import scenes_metrics, scenes_table
+
+        paths["scenes"] = write_atomic(out / "scenes.csv", lambda p: scenes_table(evaluation).to_csv(p, index=False))
+        paths["scenes_metrics"] = write_atomic(
+            out / "scenes_metrics.csv", lambda p: scenes_metrics(evaluation).to_csv(p, index=False)
+        )
     gdf = regions_with_metrics(evaluation, regions_path)
-    paths["regions_metrics"] = write_atomic(
-        out / "regions_metrics.gpkg", lambda p: gdf.to_file(p, driver="GPKG", layer="regions_metrics")
-    )
+    paths["regions_metrics"] = write_atomic(out / "regions_metrics.gpkg", lambda p: _write_regions_gpkg(gdf, p))
     return paths, gdf
+
+
+def _write_regions_gpkg(gdf, path: Path) -> None:  # noqa: ANN001 - GeoDataFrame
+    """The regions layer with its default QGIS style (mIoU, red to green) in ``layer_styles``."""
+    from geoseg.vector.gpkg import miou_style, write_layer_styles
+
+    gdf.to_file(path, driver="GPKG", layer="regions_metrics")
+    write_layer_styles(Path(path), [miou_style("regions_metrics")])
 
 
 def class_label(ev: Evaluation, c: Any) -> str:
@@ -75,7 +91,7 @@ def regions_with_metrics(evaluation: Evaluation, regions_path: str | Path | None
         from geoseg.accuracy.regions import open_regions
 
         field = getattr(regions, "field", None)
-        regions = open_regions(regions_path, field, label_grid(evaluation))
+        regions = open_regions(regions_path, field, label_grid(evaluation), merge_duplicates=True)  # checked already
     if regions is None:
         gdf = gpd.GeoDataFrame(
             {"region_id": ["ALL"]}, geometry=[box(*label_grid(evaluation).bounds)], crs=label_grid(evaluation).crs

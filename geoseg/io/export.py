@@ -5,7 +5,8 @@ Both read the label store chunk by chunk, so memory stays at a few chunks whatev
 * :func:`export_cog` writes a tiled GeoTIFF window by window, then has GDAL's COG driver
   rewrite it with internal overviews (``MODE`` resampling: the most frequent class, the right
   choice for categories), a colour table from the legend and nodata 255. The file appears
-  under its final name only when complete.
+  under its final name only when complete; beside it, GDAL's ``.aux.xml`` names the classes
+  (category names) and ``labels.qml`` is the QGIS style (colours and names).
 * :func:`build_overviews` adds downsampled copies of the labels (mode or nearest) as *complete
   label stores of their own* under ``<labels.zarr>/overviews/<factor>/``. They are not listed in
   the store's consolidated metadata, so ``rasterio.open("labels.zarr")`` (GDAL reads
@@ -21,13 +22,15 @@ import shutil
 from pathlib import Path
 from typing import Literal, Sequence
 
+from xml.sax.saxutils import escape, quoteattr
+
 import numpy as np
 from affine import Affine
 
 from geoseg.legend import NODATA_LABEL, ClassInfo, legend_to_json
 from geoseg.errors import JobSpecError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
-from geoseg.io.atomic import atomic_path, remove_path, temporary_name
+from geoseg.io.atomic import atomic_path, remove_path, temporary_name, write_text_atomic
 from geoseg.io.labelstore import LabelStoreWriter, is_geotiff, read_label_info, read_label_window
 
 #: Folder inside a label store that holds the overview levels (one label store per factor).
@@ -95,7 +98,39 @@ def export_cog(
             rio_copy(str(staging), str(partial), driver="COG", **options)
     finally:
         remove_path(staging)
+    write_text_atomic(Path(str(out) + ".aux.xml"), category_names_pam(info.legend))
+    write_text_atomic(out.with_suffix(".qml"), paletted_qml(info.legend))
     return out
+
+
+def category_names_pam(legend: Sequence[ClassInfo]) -> str:
+    """GDAL's PAM side-car naming every value of band 1 (``GetCategoryNames``): GDAL tools and
+    QGIS show class names, not numbers. GTiff keeps category names only there.
+
+    >>> "<Category>water</Category>" in category_names_pam([ClassInfo(1, "water", "#2166ac")])
+    True
+    """
+    names = {c.id: c.name for c in legend if 0 <= c.id <= 255}
+    top = max(names, default=-1)
+    cats = "".join(f"<Category>{escape(names.get(i, ''))}</Category>" for i in range(top + 1))
+    return f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>{cats}</CategoryNames>\n  </PAMRasterBand>\n</PAMDataset>\n'
+
+
+def paletted_qml(legend: Sequence[ClassInfo]) -> str:
+    """A QGIS style (``labels.qml``, loaded by QGIS as the raster's default style): a paletted
+    renderer with each class's colour and name; nodata stays transparent."""
+    entries = "".join(
+        f'<paletteEntry value="{c.id}" color="{c.color}" alpha="255" label={quoteattr(c.name)}/>'
+        for c in legend if 0 <= c.id < NODATA_LABEL
+    )
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.28.0" styleCategories="Symbology"><pipe>'
+        '<rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">'
+        f"<rastertransparency/><colorPalette>{entries}</colorPalette></rasterrenderer>"
+        '<brightnesscontrast brightness="0" contrast="0"/><huesaturation saturation="0" grayscaleMode="0"/>'
+        '<rasterresampler maxOversampling="2"/></pipe><blendMode>0</blendMode></qgis>\n'
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -175,6 +175,27 @@ class LabelStoreWriter:
         return self.path
 
 
+def set_legend(path: str | Path, legend: tuple[ClassInfo, ...]) -> None:
+    """Replace the legend of a finished label store (CF flags and ``geoseg:classes``) and
+    reconsolidate its metadata; the labels themselves are untouched.
+
+    Why: a k-means run knows which class each cluster stands for only after the evaluation;
+    the store, and every output made from it, should then carry those names and colours.
+    """
+    import zarr
+
+    arr = zarr.open_array(str(Path(path) / ARRAY_NAME), mode="r+", zarr_format=2)
+    attrs = dict(arr.attrs)
+    new = _label_attrs(attrs.get("_CRS", {}).get("wkt", ""), tuple(legend), {})
+    for key in ("flag_values", "flag_meanings", "geoseg:classes"):
+        attrs.pop(key, None)
+        if key in new:
+            attrs[key] = new[key]
+    arr.attrs.clear()
+    arr.attrs.update(attrs)
+    zarr.consolidate_metadata(str(path))
+
+
 def _read_resume_key(partial: Path) -> str | None:
     try:
         return json.loads((partial / ".zattrs").read_text()).get("geoseg:resume_key")

@@ -52,10 +52,20 @@ Method = Annotated[KMeansConfig | DeepLabConfig, Field(discriminator="kind")]
 
 
 class ReferenceConfig(_Strict):
-    """A reference map: a raster of class ids, or a vector layer with a class field."""
+    """A reference map: a raster of class ids, or a vector layer.
+
+    A vector layer's class: ``field`` (integers; or class names, matched to the job's
+    ``classes`` by name or mapped by ``values``), or ``value`` for every polygon (a
+    presence-only layer such as building footprints). ``background``: the class of every pixel
+    that no polygon covers (without it those pixels are not scored, and the report says how
+    much of the scene was).
+    """
 
     path: Path
     field: str | None = None
+    value: int | None = None
+    background: int | None = None
+    values: dict[str, int] | None = None
 
 
 class RegionsConfig(_Strict):
@@ -64,6 +74,10 @@ class RegionsConfig(_Strict):
     path: Path | None = None
     field: str | None = None
     grid_cell_m: float | None = Field(None, gt=0)
+    #: Several features with one id count as one region (else refused: ids are meant to be unique).
+    merge_duplicates: bool = False
+    #: Repair invalid geometries with ``make_valid`` (else refuse them with the reason).
+    repair_invalid: bool = True
 
 
 class EvaluateConfig(_Strict):

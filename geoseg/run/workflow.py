@@ -72,6 +72,10 @@ SAMPLE_BLOCK_FRACTION = 0.25
 SAMPLE_OVERREAD = 20.0
 
 
+#: Below this fraction of the asked k-means sample a warning says how many pixels were drawn.
+SAMPLE_SHORT_WARNING = 0.9
+
+
 def sample_block_fraction(rate: float) -> float:
     """Fraction of a chunk's file blocks to read for a sampling ``rate``: ``min(0.25, 20 × rate)``.
 
@@ -207,9 +211,13 @@ def _gather(client, futures: list, label: str, show_progress: bool) -> list:  # 
 
 
 def fit_kmeans_on_cluster(
-    client, scene: Scene, grid: ChunkGrid, cfg: KMeansConfig, show_progress: bool = True  # noqa: ANN001
+    client, scene: Scene, grid: ChunkGrid, cfg: KMeansConfig, show_progress: bool = True,  # noqa: ANN001
+    drawn: dict[str, int] | None = None,
 ) -> tuple[KMeansModel, ResolvedFeatures]:
     """Draw the stratified sample on the workers, fit k-means on the client.
+
+    ``drawn`` receives ``{"drawn": n, "asked": m}``; a sample under 90 % of the asked size
+    (a scene with much nodata) is also a warning.
 
     With ``cfg.model`` (a ``model.json`` of an earlier run) the fit is skipped and that model reused.
     """
@@ -237,6 +245,14 @@ def fit_kmeans_on_cluster(
     if sample.shape[0] == 0:
         raise InputError("the input has no valid pixels (all nodata or NaN); nothing to cluster")
     log.info("k-means sample: %d pixels x %d features", *sample.shape)
+    asked = min(cfg.sample_size, grid.height * grid.width)
+    if sample.shape[0] < SAMPLE_SHORT_WARNING * asked:
+        log.warning(
+            "k-means sample: %d of the %d pixels asked were drawn (%.0f %%); the scene has fewer valid pixels "
+            "than its size suggests (nodata, NaN or masks)", sample.shape[0], asked, 100 * sample.shape[0] / asked,
+        )
+    if drawn is not None:
+        drawn.update(drawn=int(sample.shape[0]), asked=int(asked))
     model = fit_kmeans(sample, cfg.n_clusters, cfg.seed, feats.names, n_init=cfg.n_init)
     return model, feats
 
@@ -387,7 +403,10 @@ def _run_stages(
 
     with _stage(times, "fit" if isinstance(method, KMeansConfig) else "load_model"):
         if isinstance(method, KMeansConfig):
-            model, feats = fit_kmeans_on_cluster(client, scene, grid, method, show_progress)
+            drawn: dict[str, int] = {}
+            model, feats = fit_kmeans_on_cluster(client, scene, grid, method, show_progress, drawn)
+            if drawn:  # the sample actually drawn vs asked, in run.json
+                extra["kmeans_sample"] = record.data["kmeans_sample"] = drawn
             predictor: ChunkPredictor = KMeansPredictor(model, feats)
             write_text_atomic(out / "model.json", json.dumps(model.to_json(), indent=1))
             outputs["model"] = out / "model.json"
@@ -414,6 +433,26 @@ def _run_stages(
         record.data["chunks_total"] = grid.n_chunks
         record.data["chunks_reused"] = reused[0]
 
+    summary = None
+    if job.reference is not None:
+        from geoseg.accuracy.evaluate import evaluate
+        from geoseg.accuracy.report import write_outputs
+
+        with _stage(times, "evaluate"):
+            mapping = job.evaluate.mapping or ("hungarian" if isinstance(method, KMeansConfig) else "identity")
+            regions = job.regions
+            evaluation = evaluate(store, str(job.reference.path), mapping=mapping, client=client,
+                                  **evaluation_options(job))
+            written = write_outputs(
+                evaluation, out,
+                regions_path=str(regions.path) if regions and regions.path else None,
+                preview=scene.paths[0],
+            )
+            outputs.update(written)
+            summary = evaluation.summary()
+            extra["mapping"] = {str(k): v for k, v in evaluation.mapping.items()}
+            apply_evaluation_legend(store, evaluation)
+
     if job.export.cog or job.export.overviews:
         from geoseg.io.export import build_overviews, export_cog
 
@@ -435,34 +474,19 @@ def _run_stages(
             outputs["polygons"] = Path(vres.out_path)
             extra["n_polygons"] = vres.n_features
 
-    summary = None
-    if job.reference is not None:
-        from geoseg.accuracy.evaluate import evaluate
-        from geoseg.accuracy.report import write_outputs
-
-        with _stage(times, "evaluate"):
-            mapping = job.evaluate.mapping or ("hungarian" if isinstance(method, KMeansConfig) else "identity")
-            regions = job.regions
-            evaluation = evaluate(
-                store,
-                str(job.reference.path),
-                reference_field=job.reference.field,
-                class_names=reference_class_names(job),
-                regions=str(regions.path) if regions and regions.path else None,
-                region_field=regions.field if regions else None,
-                grid_cell_m=regions.grid_cell_m if regions else None,
-                mapping=mapping,
-                client=client,
-            )
-            written = write_outputs(
-                evaluation, out,
-                regions_path=str(regions.path) if regions and regions.path else None,
-                preview=scene.paths[0],
-            )
-            outputs.update(written)
-            summary = evaluation.summary()
-            extra["mapping"] = {str(k): v for k, v in evaluation.mapping.items()}
     return RunResult(out, outputs, times, counts, summary, info, extra)
+
+
+def apply_evaluation_legend(store: Path, evaluation: Any) -> None:
+    """One legend everywhere: the labels take the names and colours of the classes they were
+    mapped to (job ``classes`` first, then the reference's colour table, then a palette), so
+    the COG, polygons.gpkg and the report agree; cluster ids stay in class_mapping.csv.
+    Export and vectorize run after this, from the store."""
+    from geoseg.io.labelstore import read_label_info, set_legend
+
+    legend = evaluation.output_legend(read_label_info(store).legend)
+    set_legend(store, legend)
+    log.info("legend of %s: %s", store.name, ", ".join(f"{c.id}={c.name}" for c in legend))
 
 
 def _remove_stale(store: Path) -> None:
@@ -478,15 +502,27 @@ def check_evaluation_inputs(job: JobSpec, scene: Scene) -> None:
     """Open the job's reference and regions against the scene's grid; raises what evaluate() would."""
     from geoseg.accuracy.evaluate import open_evaluation_inputs
 
-    regions = job.regions
-    open_evaluation_inputs(
-        str(job.reference.path), scene.grid,
-        reference_field=job.reference.field,
-        regions=str(regions.path) if regions and regions.path else None,
-        region_field=regions.field if regions else None,
-        grid_cell_m=regions.grid_cell_m if regions else None,
-        mapping=job.evaluate.mapping or "identity",
-    )
+    options = {k: v for k, v in evaluation_options(job).items() if k != "class_colors"}
+    open_evaluation_inputs(str(job.reference.path), scene.grid, mapping=job.evaluate.mapping or "identity", **options)
+
+
+def evaluation_options(job: JobSpec) -> dict[str, Any]:
+    """The job's reference and regions settings as keyword arguments of ``evaluate``."""
+    ref, regions = job.reference, job.regions
+    assert ref is not None
+    return {
+        "reference_field": ref.field,
+        "reference_value": ref.value,
+        "reference_background": ref.background,
+        "reference_values": ref.values,
+        "class_names": reference_class_names(job),
+        "class_colors": {c.id: c.color for c in legend_from_json(job.classes)} if job.classes else None,
+        "regions": str(regions.path) if regions and regions.path else None,
+        "region_field": regions.field if regions else None,
+        "grid_cell_m": regions.grid_cell_m if regions else None,
+        "merge_duplicates": bool(regions and regions.merge_duplicates),
+        "repair_invalid": not regions or regions.repair_invalid,
+    }
 
 
 def reference_class_names(job: JobSpec) -> dict[int, str] | None:

@@ -186,6 +186,74 @@ def class_style(layer: str, legend: Sequence[ClassInfo], field: str = "class_id"
                       sld=categorized_sld(layer, legend, field))
 
 
+#: mIoU classes of the regions style: equal steps from red (poor) to green (good).
+MIOU_RANGES: tuple[tuple[float, float, str], ...] = (
+    (0.0, 0.2, "#d7191c"), (0.2, 0.4, "#fdae61"), (0.4, 0.6, "#ffffbf"), (0.6, 0.8, "#a6d96a"), (0.8, 1.0, "#1a9641"),
+)
+
+
+def graduated_qml(field: str = "miou", ranges: Sequence[tuple[float, float, str]] = MIOU_RANGES) -> str:
+    """QGIS QML for a graduated renderer on ``field`` (red to green); regions without a value
+    (no scored pixel) fall in no range and are drawn by the NULL rule QGIS adds: not at all.
+
+    >>> q = graduated_qml()
+    >>> 'type="graduatedSymbol"' in q and 'attr="miou"' in q and "215,25,28,255" in q
+    True
+    """
+    rs = "".join(
+        f'<range symbol="{i}" lower="{lo:.6f}" upper="{hi:.6f}" label="{lo:.1f} - {hi:.1f}" render="true"/>'
+        for i, (lo, hi, _) in enumerate(ranges)
+    )
+    symbols = "".join(_fill_symbol_xml(str(i), c) for i, (_, _, c) in enumerate(ranges))
+    ramp = (
+        '<colorramp type="gradient" name="[source]"><Option type="Map">'
+        f'<Option type="QString" name="color1" value="{_hex_to_qgis(ranges[0][2])}"/>'
+        f'<Option type="QString" name="color2" value="{_hex_to_qgis(ranges[-1][2])}"/>'
+        '<Option type="QString" name="discrete" value="0"/><Option type="QString" name="rampType" value="gradient"/>'
+        "</Option></colorramp>"
+    )
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.28.0" styleCategories="Symbology">'
+        f'<renderer-v2 type="graduatedSymbol" attr={quoteattr(field)} graduatedMethod="GraduatedColor" '
+        'symbollevels="0" enableorderby="0" forceraster="0" referencescale="-1">'
+        f"<ranges>{rs}</ranges><symbols>{symbols}</symbols>"
+        f"<source-symbol>{_fill_symbol_xml('0', '#bebebe')}</source-symbol>{ramp}"
+        '<mode name="equal"/><rotation/><sizescale/>'
+        "</renderer-v2><blendMode>0</blendMode><featureBlendMode>0</featureBlendMode></qgis>\n"
+    )
+
+
+def graduated_sld(layer: str, field: str = "miou", ranges: Sequence[tuple[float, float, str]] = MIOU_RANGES) -> str:
+    """The same graduated styling as OGC SLD 1.1."""
+    rules = "".join(
+        "<se:Rule>"
+        f"<se:Name>{lo:.1f} - {hi:.1f}</se:Name>"
+        "<ogc:Filter><ogc:And>"
+        f"<ogc:PropertyIsGreaterThanOrEqualTo><ogc:PropertyName>{escape(field)}</ogc:PropertyName><ogc:Literal>{lo}</ogc:Literal></ogc:PropertyIsGreaterThanOrEqualTo>"
+        f"<ogc:PropertyIs{'LessThanOrEqualTo' if i == len(ranges) - 1 else 'LessThan'}><ogc:PropertyName>{escape(field)}</ogc:PropertyName>"
+        f"<ogc:Literal>{hi}</ogc:Literal></ogc:PropertyIs{'LessThanOrEqualTo' if i == len(ranges) - 1 else 'LessThan'}>"
+        "</ogc:And></ogc:Filter>"
+        f'<se:PolygonSymbolizer><se:Fill><se:SvgParameter name="fill">{c}</se:SvgParameter></se:Fill>'
+        '<se:Stroke><se:SvgParameter name="stroke">#232323</se:SvgParameter></se:Stroke></se:PolygonSymbolizer></se:Rule>'
+        for i, (lo, hi, c) in enumerate(ranges)
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<StyledLayerDescriptor xmlns="http://www.opengis.net/sld" xmlns:ogc="http://www.opengis.net/ogc" '
+        'xmlns:se="http://www.opengis.net/se" version="1.1.0">'
+        f"<NamedLayer><se:Name>{escape(layer)}</se:Name><UserStyle><se:Name>{escape(layer)}</se:Name>"
+        f"<se:FeatureTypeStyle>{rules}</se:FeatureTypeStyle></UserStyle></NamedLayer>"
+        "</StyledLayerDescriptor>"
+    )
+
+
+def miou_style(layer: str) -> LayerStyle:
+    """The default style of the regions layer: mIoU from red (0) to green (1)."""
+    return LayerStyle(layer=layer, name=f"{layer}_miou", qml=graduated_qml(), sld=graduated_sld(layer),
+                      description="geoseg default style: regions by mIoU, red (0) to green (1)")
+
+
 _STYLE_SCHEMA = pa.schema(
     [
         ("f_table_catalog", pa.string()),

@@ -50,13 +50,12 @@ PX = 10.0
 
 
 def rect_region_masks(shape: tuple[int, int], rects: list, ids: list) -> dict:
-    """Pixel → region by slicing: later rectangles overwrite earlier ones (layer order)."""
-    owner = np.full(shape, -1)
-    for i, (r0, c0, r1, c1) in enumerate(rects):
-        owner[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)] = i
+    """Pixels of each region by slicing: every rectangle of an id, overlapping others or not
+    (a region counts all its pixels)."""
     out: dict = {}
-    for i, rid in enumerate(ids):
-        m = owner == i
+    for (r0, c0, r1, c1), rid in zip(rects, ids):
+        m = np.zeros(shape, bool)
+        m[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)] = True
         out[rid] = out[rid] | m if rid in out else m
     return out
 
@@ -251,7 +250,7 @@ def test_every_figure_equals_sklearn(scene) -> None:  # noqa: ANN001
         ref_path = write_raster(d / "ref.tif", ref, nodata=ref_nodata, transform=TRANSFORM)
         kwargs: dict = {}
         if kind == "rects":
-            kwargs = dict(regions=write_regions(d / "regions.gpkg", rects, ids), region_field="zone")
+            kwargs = dict(regions=write_regions(d / "regions.gpkg", rects, ids), region_field="zone", merge_duplicates=True)
         elif kind == "grid":
             kwargs = dict(grid_cell_m=cell_m)
         # a layer whose extent (all rectangles together) misses the raster is an error; one whose
@@ -510,8 +509,8 @@ def test_inputs_that_cannot_be_evaluated(tmp_path: Path) -> None:
         evaluate(store, ok, regions=regions, region_field="nope")
     with pytest.raises(InputError, match="not both"):
         evaluate(store, ok, regions=regions, grid_cell_m=100)
-    floats = write_raster(tmp_path / "f.tif", labels.astype("float32"), transform=TRANSFORM)
-    with pytest.raises(InputError, match="integer class ids"):
+    floats = write_raster(tmp_path / "f.tif", labels.astype("float32") + 0.5, transform=TRANSFORM)
+    with pytest.raises(InputError, match="whole numbers"):
         evaluate(store, floats)
     with pytest.raises(InputError, match="does not exist"):
         evaluate(store, tmp_path / "missing.tif")

@@ -67,7 +67,8 @@ def store(tmp_path_factory) -> tuple[Path, np.ndarray]:
 def test_export_cog_is_a_valid_tiled_cog_with_overviews_and_colours(store, tmp_path):
     path, labels = store
     out = export_cog(path, tmp_path / "labels.tif", blocksize=128)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif"]
+    # no temporaries left; beside the COG: GDAL's category names and the QGIS style
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.qml", "labels.tif", "labels.tif.aux.xml"]
     with rasterio.open(out) as ds:
         assert ds.driver == "GTiff" and ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         assert ds.profile["tiled"] and ds.block_shapes[0] == (128, 128)

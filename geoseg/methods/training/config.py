@@ -165,8 +165,10 @@ def load_train_job(path: str | os.PathLike) -> TrainJob:
 
     The result is a :class:`TrainConfig` (a :class:`TrainJob`) ready for :func:`train`.
     """
+    from geoseg.methods.training.chips import expand_chips
     from geoseg.run.jobspec import read_yaml
 
     path = Path(path)
-    return parse_train_job(read_yaml(path, "training job"), str(path)).resolved(path.resolve().parent)
+    data = expand_chips(read_yaml(path, "training job"), path.resolve().parent)  # a chip folder -> pairs
+    return parse_train_job(data, str(path)).resolved(path.resolve().parent)
 

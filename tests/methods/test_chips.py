@@ -1,0 +1,85 @@
+"""Chip folders (PNG masks coloured per class, no georeference) train like georeferenced pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from PIL import Image
+
+from geoseg.errors import InputError
+from geoseg.legend import ClassInfo
+from geoseg.methods.training.chips import chip_pairs
+from geoseg.methods.training import TrainConfig, TrainPair, open_sources, train
+
+torch.set_num_threads(1)
+
+COLORS = {"#000000": 0, "#00ff00": 1, "#ff0000": 2}  # background unlabelled, crop, weed
+CLASSES = [ClassInfo(1, "crop", "#00ff00"), ClassInfo(2, "weed", "#ff0000")]
+
+
+def _chips(folder: Path, n: int = 5, size: int = 64) -> dict[str, np.ndarray]:
+    """n RGB chips with RGB masks in images/ and masks/; returns each chip's class ids (the oracle)."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    palette = np.array([[0, 0, 0], [0, 255, 0], [255, 0, 0]], np.uint8)
+    truth = {}
+    for i in range(n):
+        ids = np.kron(rng.integers(0, 3, (size // 16, size // 16)), np.ones((16, 16), int)).astype(np.uint8)
+        img = np.stack([ids * 60 + 20, 200 - ids * 50, np.full_like(ids, 90)], -1).astype(np.uint8)
+        img = np.clip(img + rng.integers(0, 10, img.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / "images" / f"chip{i}.{'png' if i % 2 else 'jpg'}")  # JPEG and PNG images
+        Image.fromarray(palette[ids]).save(folder / "masks" / f"chip{i}.png")
+        truth[f"chip{i}"] = ids
+    return truth
+
+
+def test_chip_folder_becomes_pairs_split_by_image(tmp_path: Path) -> None:
+    truth = _chips(tmp_path / "chips")
+    train_pairs, val_pairs = chip_pairs(tmp_path / "chips", pixel_size_m=0.005, colors=COLORS, val_fraction=0.4)
+    names = lambda ps: {Path(p["image"]).stem for p in ps}  # noqa: E731
+    assert len(val_pairs) == 2 and len(train_pairs) == 3 and not names(train_pairs) & names(val_pairs)
+    for p in train_pairs + val_pairs:
+        with rasterio.open(p["reference"]) as ds, rasterio.open(p["image"]) as im:
+            np.testing.assert_array_equal(ds.read(1), truth[Path(p["image"]).stem])  # colours -> ids
+            assert ds.transform.a == pytest.approx(0.005) and ds.crs is not None
+            assert im.descriptions == ("red", "green", "blue")
+    again = chip_pairs(tmp_path / "chips", pixel_size_m=0.005, colors=COLORS, val_fraction=0.4)
+    assert again == (train_pairs, val_pairs)  # seeded, and cached
+    with pytest.raises(InputError, match="#ff0000"):
+        chip_pairs(tmp_path / "chips", pixel_size_m=0.005, colors={"#000000": 0, "#00ff00": 1}, cache=tmp_path / "c2")
+    with pytest.raises(InputError, match="pixel size"):
+        chip_pairs(tmp_path / "chips", pixel_size_m=0, colors=COLORS)
+
+
+def test_training_from_chips(tmp_path: Path) -> None:
+    _chips(tmp_path / "chips", n=4)
+    train_pairs, val_pairs = chip_pairs(tmp_path / "chips", pixel_size_m=0.005, colors=COLORS, val_fraction=0.25)
+    cfg = TrainConfig(pairs=[TrainPair(**p) for p in train_pairs], val_pairs=[TrainPair(**p) for p in val_pairs],
+                      classes=CLASSES, tile_size=32, batch_size=2, epochs=1, steps_per_epoch=2, num_workers=0,
+                      checkpoint=tmp_path / "m", encoder="resnet18", encoder_depth=3, decoder_channels=16,
+                      progress=False)  # fmt: skip
+    train_src, val_src = open_sources(cfg)
+    assert len(train_src) == 3 and len(val_src) == 1
+    result = train(cfg)
+    assert result.checkpoint.is_file()
+    assert result.history[0]["val_miou"] is not None
+
+
+def test_training_job_file_with_a_chip_folder(tmp_path: Path) -> None:
+    from geoseg.methods.training import load_train_job
+
+    _chips(tmp_path / "chips", n=3)
+    (tmp_path / "job.yaml").write_text(
+        "version: 1\nchips: {folder: chips, pixel_size_m: 0.005, val_fraction: 0.34,\n"
+        "        colors: {'#000000': 0, '#00ff00': 1, '#ff0000': 2}}\n"
+        "classes: [{id: 1, name: crop, color: '#00ff00'}, {id: 2, name: weed, color: '#ff0000'}]\n"
+        "checkpoint: model\n"
+    )
+    job = load_train_job(tmp_path / "job.yaml")
+    assert len(job.pairs) == 2 and len(job.val_pairs) == 1
+    assert all(p.image.is_file() and p.reference.is_file() for p in job.pairs + job.val_pairs)

@@ -1,0 +1,114 @@
+"""One legend everywhere: after a k-means run with a reference, every output names and colours
+the labels as the classes they were mapped to (the job's ``classes`` first), read back with
+GDAL/rasterio, pyogrio and sqlite — not with geoseg."""
+
+from __future__ import annotations
+
+import sqlite3
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyogrio
+import pytest
+import rasterio
+
+from geoseg.run.jobspec import parse_job
+from geoseg.run.workflow import run_job
+
+from tests.fixtures import blocky_scene, write_raster
+
+pytestmark = pytest.mark.integration
+
+CLASSES = [  # reference class = blocky class + 1 (0 is the reference's nodata)
+    {"id": 1, "name": "forest", "color": "#0b6623"},
+    {"id": 2, "name": "water", "color": "#1f4e9c"},
+    {"id": 3, "name": "built-up", "color": "#c81e1e"},
+    {"id": 4, "name": "meadow", "color": "#9acd32"},
+]
+
+
+def _hex(rgb) -> str:  # noqa: ANN001
+    return "#{:02x}{:02x}{:02x}".format(*[int(v) for v in rgb[:3]])
+
+
+def test_kmeans_run_carries_the_mapped_legend_to_every_output(tmp_path: Path, dask_client) -> None:  # noqa: ANN001
+    scene, classes = blocky_scene(tmp_path)
+    ref = write_raster(tmp_path / "ref.tif", (classes + 1).astype("uint8"), nodata=0)
+    job = parse_job({
+        "name": "legend", "inputs": [str(scene)], "output": str(tmp_path / "out"), "chunk_size": 128,
+        "method": {"kind": "kmeans", "n_clusters": 4, "sample_size": 5000, "features": {"indices": ["ndvi"]}},
+        "classes": CLASSES, "reference": {"path": str(ref)}, "export": {"cog": True},
+    })  # fmt: skip
+    result = run_job(job, client=dask_client, show_progress=False)
+    out = tmp_path / "out"
+    mapping = pd.read_csv(out / "class_mapping.csv")
+    assert sorted(mapping["label_id"]) == [0, 1, 2, 3]  # cluster ids stay visible
+    assert set(mapping["label_name"]) == {f"cluster_{i}" for i in range(4)}
+    by_id = {c["id"]: c for c in CLASSES}
+    expect = {int(r.label_id): by_id[int(r.class_id)] for r in mapping.itertuples()}  # cluster -> class
+
+    import zarr
+
+    attrs = zarr.open_group(str(out / "labels.zarr"), mode="r")["labels"].attrs
+    zl = {d["id"]: (d["name"], d["color"]) for d in attrs["geoseg:classes"]}
+    assert zl == {k: (v["name"], v["color"]) for k, v in expect.items()}
+    with rasterio.open(out / "labels.zarr") as ds:
+        assert ds.crs is not None  # still GDAL-readable after the legend was replaced
+    with rasterio.open(out / "labels.tif") as ds:
+        cmap = ds.colormap(1)
+        assert {k: _hex(cmap[k]) for k in expect} == {k: v["color"] for k, v in expect.items()}
+    cats = [c.text or "" for c in ET.parse(str(out / "labels.tif") + ".aux.xml").getroot().iter("Category")]
+    assert {k: cats[k] for k in expect} == {k: v["name"] for k, v in expect.items()}
+    qml = ET.parse(out / "labels.qml").getroot()
+    entries = {int(e.get("value")): (e.get("label"), e.get("color")) for e in qml.iter("paletteEntry")}
+    assert entries == {k: (v["name"], v["color"]) for k, v in expect.items()}
+
+    polys = pyogrio.read_dataframe(out / "polygons.gpkg", read_geometry=False)
+    assert {int(i): n for i, n in zip(polys["class_id"], polys["class_name"])} == {k: v["name"] for k, v in expect.items()}
+    with sqlite3.connect(out / "polygons.gpkg") as db:
+        (style,), = db.execute("select styleQML from layer_styles").fetchall()
+    for k, v in expect.items():
+        r, g, b = (int(v["color"][i : i + 2], 16) for i in (1, 3, 5))
+        assert f'value="{k}" label="{v["name"]}"' in style and f"{r},{g},{b},255" in style
+
+    html = (out / "report.html").read_text()
+    for c in CLASSES:
+        assert f'background: {c["color"]}"></span>{c["id"]} {c["name"]}' in html  # the report's swatch = the job's colour
+    with sqlite3.connect(out / "regions_metrics.gpkg") as db:
+        rows = db.execute("select f_table_name, f_geometry_column, styleQML from layer_styles").fetchall()
+        geom_col = db.execute("select column_name from gpkg_geometry_columns").fetchone()[0]
+    assert rows[0][0] == "regions_metrics" and rows[0][1] == geom_col and 'type="graduatedSymbol"' in rows[0][2]
+    assert result.metrics_summary.attrs["scored_share"] == pytest.approx(1 - 20 * 25 / classes.size)
+    assert np.isfinite(result.metrics_summary.attrs["miou"])
+
+
+def test_kmeans_sample_drawn_vs_asked_is_recorded_and_warned(tmp_path: Path, dask_client) -> None:  # noqa: ANN001
+    """A scene two thirds nodata: the sample drawn is about a third of the one asked; run.json says
+    both and a warning names them."""
+    import json
+    import logging
+
+    from tests.fixtures import SPECTRA, blocky_classes
+
+    classes = blocky_classes(200, 200)
+    img = SPECTRA[classes].transpose(2, 0, 1).astype("uint16")
+    img[:, :, :133] = 0
+    scene = write_raster(tmp_path / "s.tif", img, nodata=0, descriptions=("blue", "green", "red", "nir"))
+    job = parse_job({"name": "sample", "inputs": [str(scene)], "output": str(tmp_path / "out"), "chunk_size": 128,
+                     "method": {"kind": "kmeans", "n_clusters": 3, "sample_size": 20000}, "vectorize": {"enabled": False}})
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("geoseg.run.workflow")
+    logger.addHandler(handler)
+    try:
+        result = run_job(job, client=dask_client, show_progress=False)
+    finally:
+        logger.removeHandler(handler)
+    got = result.extra["kmeans_sample"]
+    valid = int((img[0] != 0).sum())
+    assert got["asked"] == 20000 and got["drawn"] == pytest.approx(20000 * valid / img[0].size, rel=0.15)
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["kmeans_sample"] == got
+    assert any(f"{got['drawn']} of the 20000 pixels asked" in r.getMessage() for r in records)
