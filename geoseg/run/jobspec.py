@@ -122,7 +122,8 @@ class ClassSpec(_Strict):
 
     id: int = Field(ge=0, le=254)
     name: str = Field(min_length=1, max_length=200)
-    color: str = Field("#808080", pattern=r"^#[0-9A-Fa-f]{6}$")
+    #: ``None``: the reference's colour table, else a palette colour (see the legend order in README).
+    color: str | None = Field(None, pattern=r"^#[0-9A-Fa-f]{6}$")
 
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode", "lanczos"]

@@ -516,7 +516,7 @@ def evaluation_options(job: JobSpec) -> dict[str, Any]:
         "reference_background": ref.background,
         "reference_values": ref.values,
         "class_names": reference_class_names(job),
-        "class_colors": {c.id: c.color for c in legend_from_json(job.classes)} if job.classes else None,
+        "class_colors": {c.id: c.color for c in job.classes if c.color} if job.classes else None,
         "regions": str(regions.path) if regions and regions.path else None,
         "region_field": regions.field if regions else None,
         "grid_cell_m": regions.grid_cell_m if regions else None,
