@@ -126,4 +126,10 @@ def test_the_job_classes_give_the_reference_names():
 
     job = parse_job({**MINIMAL, "classes": [{"id": 1, "name": "soil", "color": "#8c6d46"}, {"id": 3, "name": "weed"}]})
     assert reference_class_names(job) == {1: "soil", 3: "weed"}
-    assert job.model_dump(mode="json")["classes"][1] == {"id": 3, "name": "weed", "color": "#808080"}
+    assert job.model_dump(mode="json")["classes"][1] == {"id": 3, "name": "weed", "color": None}
+    # a class without a colour takes the reference's or a palette colour, not a default grey
+    from geoseg.run.workflow import evaluation_options
+
+    job = parse_job({**MINIMAL, "classes": [{"id": 1, "name": "soil", "color": "#8c6d46"}, {"id": 3, "name": "weed"}],
+                     "reference": {"path": "ref.tif"}})
+    assert evaluation_options(job)["class_colors"] == {1: "#8c6d46"}
