@@ -167,6 +167,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from geoseg.run.verify import verify_run
+
+    report = verify_run(args.output)
+    for problem in report.problems:
+        print(f"geoseg: verify: {problem}", file=sys.stderr)
+    if report.problems:
+        return 2
+    if not args.quiet:
+        print(f"{_shown(report.folder)}: ok ({len(report.stores)} stores checked against their manifests)")
+    return 0
+
+
 @contextmanager
 def _maybe_client(scheduler: str | None, connect_timeout: float | None = None) -> Iterator[object | None]:
     """A client of the scheduler at ``scheduler``, or None: Dask's threads in this process."""
@@ -314,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overviews", default=None, help="add Zarr pyramid levels, e.g. 2,4,8,16")
     s.add_argument("--resampling", default="mode", choices=["mode", "nearest"])
     s.set_defaults(func=cmd_export)
+
+    s = add_parser("verify", help="check a run folder: run.json complete, its outputs there, every chunk as written")
+    s.add_argument("output", help="the run's output folder")
+    s.set_defaults(func=cmd_verify)
     return p
 
 
