@@ -146,6 +146,7 @@ def cmd_vectorize(args: argparse.Namespace) -> int:
         res = vectorize_labels(
             args.labels, gpkg, connectivity=args.connectivity, skip_classes=[255, *skip], client=client,
             min_mapping_unit_px=args.min_mapping_unit, simplify_tolerance=args.simplify, layout=args.layout,
+            show_progress=not args.quiet,
         )
     print(f"{res.n_features} polygons -> {_shown(args.out)} ({fmt.name})")
     return 0
@@ -156,10 +157,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     written: dict[str, Path] = {}
     if args.cog:
-        written["cog"] = export_cog(args.labels, args.cog, overview_resampling=args.resampling)
+        written["cog"] = export_cog(args.labels, args.cog, overview_resampling=args.resampling,
+                                    show_progress=not args.quiet)
     if args.overviews:
         levels = [int(v) for v in args.overviews.split(",")]
-        for path in build_overviews(args.labels, levels, resampling=args.resampling):
+        for path in build_overviews(args.labels, levels, resampling=args.resampling, show_progress=not args.quiet):
             written[f"overview {path.name}"] = path
     if not written:
         raise JobSpecError("nothing to export: give --cog FILE.tif and/or --overviews 2,4,8")
