@@ -35,7 +35,7 @@ def _stores(out: Path, outputs: dict[str, str]) -> list[Path]:
     from geoseg.io.export import OVERVIEWS_DIR
 
     found = [out / "labels.zarr", out / "confidence.zarr"]
-    found += [Path(p) for p in outputs.values() if str(p).endswith(".zarr")]
+    found += [_located(out, p) for p in outputs.values() if str(p).endswith(".zarr")]
     levels = out / "labels.zarr" / OVERVIEWS_DIR
     if levels.is_dir():
         found += sorted((p for p in levels.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name))
@@ -44,6 +44,12 @@ def _stores(out: Path, outputs: dict[str, str]) -> list[Path]:
         if p.exists() and p.resolve() not in {q.resolve() for q in unique}:
             unique.append(p)
     return unique
+
+
+def _located(out: Path, recorded: str) -> Path:
+    """An output as recorded in run.json, or under ``out`` when the folder was moved or copied."""
+    path = Path(recorded)
+    return path if path.exists() or not (out / path.name).exists() else out / path.name
 
 
 def _check_store(path: Path) -> list[str]:
@@ -78,7 +84,7 @@ def verify_run(out: str | Path) -> VerifyReport:
     except (OSError, ValueError, AttributeError) as exc:
         problems.append(f"{record_path} cannot be read: {exc}")
     for name, path in outputs.items():
-        if not Path(path).exists():
+        if not _located(out, path).exists():
             problems.append(f"output {name!r} listed in {RUN_FILE} is missing: {path}")
     stores = _stores(out, outputs)
     if not (out / "labels.zarr").exists() and "labels" not in outputs:

@@ -98,3 +98,16 @@ def test_vectorize_and_evaluate_cli_refuse_a_damaged_store(tmp_path, capsys, dam
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("geoseg: error: chunk labels/1.1 of label store"), err
     assert not (tmp_path / "p.gpkg").exists()
+
+
+def test_other_rasters_on_the_label_grid_are_verified_too(tmp_path):
+    """confidence.zarr (array ``confidence``) carries a manifest of its own chunks."""
+    grid = chunk_grid(100, 100, 64)
+    writer = LabelStoreWriter.create(tmp_path / "confidence.zarr", grid, (), array="confidence")
+    for w in grid.windows():
+        writer.write(w, np.full((w.height, w.width), 80, np.uint8))
+    store = writer.finalize()
+    assert verify_store(store) == []
+    (store / "confidence" / "1.0").unlink()
+    assert verify_store(store) == [(f"chunk confidence/1.0 of label store {store} is missing; "
+                                    "restore the store or rerun the job that wrote it")]

@@ -48,3 +48,16 @@ def test_verify_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["verify", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "run.json is missing" in err and "labels.zarr is missing" in err
+
+
+def test_verify_accepts_a_moved_run_folder(tmp_path, dask_client, capsys):
+    scene, _ = blocky_scene(tmp_path)
+    job = parse_job({"name": "m", "inputs": [str(scene)], "output": str(tmp_path / "a"), "chunk_size": 128,
+                     "method": {"kind": "kmeans", "n_clusters": 4, "sample_size": 5000},
+                     "vectorize": {"enabled": False}})
+    run_job(job, client=dask_client, show_progress=False)
+    (tmp_path / "a").rename(tmp_path / "b")  # run.json still lists .../a/...
+    assert main(["verify", str(tmp_path / "b")]) == 0, capsys.readouterr().err
+    (tmp_path / "b" / "model.json").unlink()
+    assert main(["verify", str(tmp_path / "b")]) == 2
+    assert "output 'model' listed in run.json is missing" in capsys.readouterr().err
