@@ -163,6 +163,7 @@ def cmd_vectorize(args: argparse.Namespace) -> int:
         res = vectorize_labels(
             args.labels, gpkg, connectivity=args.connectivity, skip_classes=[255, *skip], client=client,
             min_mapping_unit_px=args.min_mapping_unit, simplify_tolerance=args.simplify, layout=args.layout,
+            show_progress=not args.quiet,
         )
     print(f"{res.n_features} polygons -> {_shown(args.out)} ({fmt.name})")
     return 0
@@ -173,14 +174,28 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     written: dict[str, Path] = {}
     if args.cog:
-        written["cog"] = export_cog(args.labels, args.cog, overview_resampling=args.resampling)
+        written["cog"] = export_cog(args.labels, args.cog, overview_resampling=args.resampling,
+                                    show_progress=not args.quiet)
     if args.overviews:
         levels = [int(v) for v in args.overviews.split(",")]
-        for path in build_overviews(args.labels, levels, resampling=args.resampling):
+        for path in build_overviews(args.labels, levels, resampling=args.resampling, show_progress=not args.quiet):
             written[f"overview {path.name}"] = path
     if not written:
         raise JobSpecError("nothing to export: give --cog FILE.tif and/or --overviews 2,4,8")
     _print_paths(written)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from geoseg.run.verify import verify_run
+
+    report = verify_run(args.output)
+    for problem in report.problems:
+        print(f"geoseg: verify: {problem}", file=sys.stderr)
+    if report.problems:
+        return 2
+    if not args.quiet:
+        print(f"{_shown(report.folder)}: ok ({len(report.stores)} stores checked against their manifests)")
     return 0
 
 
@@ -343,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overviews", default=None, help="add Zarr pyramid levels, e.g. 2,4,8,16")
     s.add_argument("--resampling", default="mode", choices=["mode", "nearest"])
     s.set_defaults(func=cmd_export)
+
+    s = add_parser("verify", help="check a run folder: run.json complete, its outputs there, every chunk as written")
+    s.add_argument("output", help="the run's output folder")
+    s.set_defaults(func=cmd_verify)
     return p
 
 

@@ -32,6 +32,7 @@ from geoseg.errors import JobSpecError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.io.atomic import atomic_path, remove_path, temporary_name, write_text_atomic
 from geoseg.io.labelstore import LabelStoreWriter, is_geotiff, read_label_info, read_label_window
+from geoseg.progress import chunk_progress
 
 #: Folder inside a label store that holds the overview levels (one label store per factor).
 OVERVIEWS_DIR = "overviews"
@@ -58,6 +59,7 @@ def export_cog(
     compress: str = "DEFLATE",
     overview_resampling: Resampling = "mode",
     overview_count: int | None = None,
+    show_progress: bool = False,
 ) -> Path:
     """Write the labels as a Cloud-Optimised GeoTIFF with overviews, colour table and nodata 255.
 
@@ -86,7 +88,8 @@ def export_cog(
             dst.write_colormap(1, colormap(info.legend))
             dst.set_band_description(1, "class label")
             dst.update_tags(GEOSEG_CLASSES=json.dumps(legend_to_json(info.legend)))
-            for w in info.chunk_grid.windows():
+            windows = list(info.chunk_grid.windows())
+            for w in chunk_progress(windows, len(windows), "writing labels.tif", show_progress):
                 dst.write(read_label_window(info.path, w), 1, window=w.to_rasterio())
         options = {
             "COMPRESS": compress, "BLOCKSIZE": blocksize, "OVERVIEW_RESAMPLING": overview_resampling.upper(),
@@ -203,6 +206,7 @@ def build_overviews(
     levels: Sequence[int] = (2, 4, 8, 16),
     *,
     resampling: Resampling = "mode",
+    show_progress: bool = False,
 ) -> list[Path]:
     """Add downsampled pyramid levels under ``<labels.zarr>/overviews/<factor>/`` and return their paths.
 
@@ -228,7 +232,8 @@ def build_overviews(
             shutil.rmtree(target)
         attrs = {"geoseg:overview_factor": factor, "geoseg:overview_resampling": resampling}
         writer = LabelStoreWriter.create(target, grid, info.legend, attrs)
-        for w in grid.windows():
+        windows = list(grid.windows())
+        for w in chunk_progress(windows, len(windows), f"overview {factor}", show_progress):
             src_window = _source_window(w, step, source_grid)
             block = read_label_window(source, src_window)
             small = downsample_mode(block, step, info.nodata) if resampling == "mode" else downsample_nearest(block, step)

@@ -28,9 +28,10 @@ import numpy as np
 from affine import Affine
 
 from geoseg.legend import NODATA_LABEL, ClassInfo, legend_from_json, legend_to_json
-from geoseg.errors import InputError, OutputError
+from geoseg.errors import GeosegError, InputError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.io.atomic import replace_path, write_text_atomic
+from geoseg.io.manifest import verifying_store, write_manifest
 
 ARRAY_NAME = "labels"
 PARTIAL_SUFFIX = ".partial"
@@ -171,6 +172,7 @@ class LabelStoreWriter:
         root.attrs.update({"geoseg:complete": True})
         shutil.rmtree(partial / _MARKERS)
         zarr.consolidate_metadata(str(partial))
+        write_manifest(partial, self.array, self.grid.chunks_shape)  # checked by every reader
         replace_path(partial, self.path)  # an older store is renamed aside, then removed
         return self.path
 
@@ -270,9 +272,14 @@ def read_label_window(path: str | Path, window: Window) -> np.ndarray:
 
         with rasterio.open(path) as ds:
             return ds.read(1, window=window.to_rasterio()).astype(np.uint8, copy=False)
-    arr = zarr.open_array(str(Path(path) / ARRAY_NAME), mode="r", zarr_format=2)
+    arr = zarr.open_array(verifying_store(path), path=ARRAY_NAME, mode="r", zarr_format=2)
     rows, cols = window.slices
-    return np.asarray(arr[rows, cols])
+    try:
+        return np.asarray(arr[rows, cols])
+    except GeosegError:
+        raise
+    except Exception as exc:  # e.g. a Zstd RuntimeError of a store without a manifest
+        raise InputError(f"cannot read window {window.key} of label store {path}: {exc}") from exc
 
 
 def open_labels(path: str | Path, chunks: str | dict | None = None):  # noqa: ANN201 - xarray.DataArray
@@ -284,7 +291,7 @@ def open_labels(path: str | Path, chunks: str | dict | None = None):  # noqa: AN
     import xarray as xr
 
     info = read_label_info(path)
-    ds = xr.open_zarr(str(path), mask_and_scale=False, chunks={} if chunks is None else chunks, consolidated=True)
+    ds = xr.open_zarr(verifying_store(path), mask_and_scale=False, chunks={} if chunks is None else chunks, consolidated=True)
     da = ds[ARRAY_NAME]
     da = da.rio.write_crs(info.grid.crs).rio.write_transform(info.grid.transform).rio.write_nodata(info.nodata)
     da.attrs["legend"] = info.legend

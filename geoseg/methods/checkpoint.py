@@ -285,6 +285,7 @@ def read_meta(path: str | os.PathLike) -> CheckpointMeta:
         if sidecar.is_file():
             return CheckpointMeta.model_validate_json(sidecar.read_text(encoding="utf-8"))
         if weights.is_file():
+            check_weights_file(weights)  # safe_open of a truncated file fails with a bare SafetensorError
             with safe_open(str(weights), framework="pt") as f:
                 text = (f.metadata() or {}).get(_HEADER_KEY)
             if text:
@@ -293,6 +294,74 @@ def read_meta(path: str | os.PathLike) -> CheckpointMeta:
     except ValidationError as exc:
         raise ModelError(f"checkpoint metadata of {path} is invalid: {exc}") from exc
     raise ModelError(f"no checkpoint at {weights}; train one with `geoseg train` or check the path")
+
+
+#: Bytes per element of the safetensors dtypes.
+_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}
+#: A safetensors header larger than this is refused (the format's own limit is 100 MB).
+_MAX_HEADER = 100_000_000
+
+
+def check_weights_file(weights: str | os.PathLike) -> int:
+    """Check a safetensors file's structure without reading its tensors; return the number of tensors.
+
+    The header (8-byte length, then JSON) must parse; every tensor's byte range must equal its
+    shape times its dtype's size; the ranges must tile the data area exactly up to the file's end.
+    A truncated or overwritten file is refused here, on the client, in milliseconds, instead of
+    on every worker after the cluster has started. Raises :class:`ModelError` (one line).
+    """
+    import json
+
+    path = Path(weights)
+    where = f"checkpoint weights {path}"
+    fix = "copy the file again or retrain"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ModelError(f"{where} are damaged: {size} bytes, too short for a safetensors file; {fix}")
+            n = int.from_bytes(head, "little")
+            if n > min(_MAX_HEADER, size - 8):
+                raise ModelError(f"{where} are damaged: the header claims {n} bytes, the file has {size}; {fix}")
+            header = json.loads(f.read(n))
+    except OSError as exc:
+        raise ModelError(f"cannot read {where}: {exc.strerror or exc}") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{where} are damaged: the safetensors header is not JSON ({exc}); {fix}") from exc
+    if not isinstance(header, dict):
+        raise ModelError(f"{where} are damaged: the safetensors header is not an object; {fix}")
+    data_bytes = size - 8 - n
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = info["dtype"], [int(v) for v in info["shape"]], info["data_offsets"]
+            itemsize = _DTYPE_BYTES[dtype]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{where} are damaged: tensor {name!r} has a bad header entry ({exc}); {fix}") from exc
+        need = math.prod(shape) * itemsize
+        if end - begin != need or begin < 0:
+            raise ModelError(f"{where} are damaged: tensor {name!r} ({dtype} {shape}) needs {need} bytes, "
+                             f"its header gives {end - begin}; {fix}")
+        if end > data_bytes:
+            raise ModelError(f"{where} are truncated: tensor {name!r} ends at byte {8 + n + end}, "
+                             f"the file has {size}; {fix}")
+        spans.append((begin, end))
+    covered = 0
+    for begin, end in sorted(spans):
+        if begin != covered:
+            raise ModelError(f"{where} are damaged: tensor data overlap or leave a gap at byte {8 + n + covered}; {fix}")
+        covered = end
+    if covered != data_bytes:
+        raise ModelError(f"{where} are damaged: {data_bytes - covered} bytes after the last tensor; {fix}")
+    if not spans:
+        raise ModelError(f"{where} hold no tensors; {fix}")
+    return len(spans)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, CheckpointMeta]:

@@ -260,15 +260,17 @@ def fit_kmeans_on_cluster(
 def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> "CheckpointMeta":
     """Refuse (``ModelError``) a checkpoint that is missing or was not trained for this scene.
 
-    Runs before anything is written: both checkpoint files are there, and the scene's bands
+    Runs before anything is written: both checkpoint files are there, the weights file is whole
+    (:func:`~geoseg.methods.checkpoint.check_weights_file`), and the scene's bands
     (count, names, order) and pixel size match what the model was trained on.
     """
-    from geoseg.methods.checkpoint import check_compatible, checkpoint_paths, read_meta
+    from geoseg.methods.checkpoint import check_compatible, check_weights_file, checkpoint_paths, read_meta
 
     meta = read_meta(cfg.checkpoint)
     weights, _ = checkpoint_paths(cfg.checkpoint)
     if not weights.is_file():
         raise ModelError(f"checkpoint weights {weights} are missing (only the sidecar is there); copy both files")
+    check_weights_file(weights)  # a truncated or damaged file: refused here, not on every worker
     try:
         check_compatible(meta, scene.band_names, scene.resolution)
     except ModelError as exc:

@@ -77,7 +77,25 @@ def write_arrow_layer(
     """
     from pyogrio.raw import write_arrow
 
-    reader = pa.RecordBatchReader.from_batches(schema, iter(batches))
+    failed: list[BaseException] = []
+
+    def pulled() -> Iterator[pa.RecordBatch]:  # GDAL turns an error raised here into a bare RuntimeError
+        try:
+            yield from batches
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+
+    reader = pa.RecordBatchReader.from_batches(schema, pulled())
+    try:
+        _write_arrow(write_arrow, reader, path, layer, crs_wkt, geometry_type)
+    except Exception:
+        if failed:  # the producer's error (e.g. a damaged label chunk), not "Error while accessing batch"
+            raise failed[0] from None
+        raise
+
+
+def _write_arrow(write_arrow, reader, path: Path, layer: str, crs_wkt: str, geometry_type: str) -> None:
     write_arrow(
         reader,
         str(path),

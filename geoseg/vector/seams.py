@@ -98,12 +98,30 @@ def union_on_cluster(client: "Client", n_batches: int) -> Unioner:
         cuts = np.searchsorted(weight, weight[-1] * np.arange(1, n_batches) / n_batches)
         bounds = [0, *np.unique(cuts).tolist(), len(groups)]
         batches = [groups[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
-        # The pieces travel inside the task graph (Dask warns above ~10 MiB), not scattered: scattered
-        # data dies with its worker, and the chaos test (workers killed mid-run) then fails.
-        futures = client.map(union_each, batches, pure=False)
-        return np.concatenate(client.gather(futures))
+        # The pieces are scattered (sent once, outside the task graph: no "large graph" warning).
+        # Scattered data dies with its worker, so a batch whose data or task was lost (workers
+        # killed mid-run, as in the chaos test) is unioned here instead: the same polygons.
+        data = client.scatter(batches, hash=False)
+        futures = client.map(union_each, data, pure=False)
+        try:
+            return np.concatenate(client.gather(futures))
+        except Exception as exc:  # noqa: BLE001 - lost workers or data; KeyboardInterrupt passes
+            log.warning("seam union on the cluster failed (%s); finishing the lost batches here", exc)
+            return np.concatenate([_result_or_local(f, b) for f, b in zip(futures, batches)])
+        finally:
+            client.cancel([*futures, *data])
 
     return run
+
+
+def _result_or_local(future, batch: list[np.ndarray]) -> np.ndarray:  # future: a distributed.Future
+    """A finished batch's result from the cluster, else the batch unioned on the client."""
+    if future.status == "finished":
+        try:
+            return future.result(timeout=10)
+        except Exception as exc:  # noqa: BLE001 - its data went with a worker after all
+            log.debug("batch result lost (%s); unioning it here", exc)
+    return union_each(batch)
 
 
 def union_groups(geoms: np.ndarray, classes: np.ndarray, group: np.ndarray,

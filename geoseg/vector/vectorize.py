@@ -28,6 +28,7 @@ from affine import Affine
 from geoseg.legend import NODATA_LABEL, PALETTE, ClassInfo
 from geoseg.errors import JobSpecError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
+from geoseg.progress import chunk_progress
 from geoseg.io.labelstore import read_label_info
 from geoseg.vector.gpkg import POLYGON_SCHEMA, atomic_gpkg, class_style, write_arrow_layer, write_layer_styles
 from geoseg.vector.polygonize import (
@@ -265,6 +266,7 @@ def vectorize_labels(
     layer_name: str = DEFAULT_LAYER,
     sieve_halo_px: int | None = None,
     seam_round_pieces: int = SEAM_ROUND_PIECES,
+    show_progress: bool = False,
 ) -> VectorizeResult:
     """Vectorise a label store into a GeoPackage of polygons, one per 4-connected region.
 
@@ -280,6 +282,7 @@ def vectorize_labels(
     layer per class named after the class. The file appears only once complete, with a QGIS
     default style (categorized on ``class_id``, legend colours) in ``layer_styles``.
     ``seam_round_pieces``: how many new seam pieces start a merge round (see :class:`SeamMerger`).
+    ``show_progress``: a bar of chunks done on stderr, when it is a terminal.
     """
     t_start = time.perf_counter()
     _check_options(connectivity, layout, min_mapping_unit_px, simplify_tolerance)
@@ -308,7 +311,8 @@ def vectorize_labels(
                 tally.add(merged_cls, batch.column("area_m2").to_numpy())
                 yield batch
 
-        for res in _run_chunks(spec, windows, client):
+        chunks = chunk_progress(_run_chunks(spec, windows, client), len(windows), "vectorising", show_progress)
+        for res in chunks:
             timings["chunk_tasks_s"] += res.seconds
             if len(res.final) and simplify:
                 pixel_polygons.append((res.final, res.final_class))

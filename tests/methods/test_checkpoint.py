@@ -144,3 +144,46 @@ def test_user_encoder_weights_are_loaded_and_adapted(tmp_path):
 def test_unknown_encoder_is_a_model_error():
     with pytest.raises(ModelError, match="encoder"):
         build_model("no-such-encoder", 3, 2)
+
+
+# --------------------------------------------------------------------------- integrity (issue 14, finding 9)
+
+
+def _saved(tmp_path):
+    meta = tiny_meta()
+    weights, _ = save_checkpoint(tiny_model(meta), meta, tmp_path / "ck")
+    return weights
+
+
+def test_whole_checkpoint_passes_the_integrity_check(tmp_path):
+    from safetensors import safe_open
+
+    from geoseg.methods.checkpoint import check_weights_file
+
+    weights = _saved(tmp_path)
+    with safe_open(str(weights), framework="pt") as f:  # the library's own reader is the oracle
+        n = len(list(f.keys()))
+    assert check_weights_file(weights) == n > 10
+
+
+@pytest.mark.parametrize("cut", ["7", "header", "data", "minus1", "appended", "header_len"])
+def test_damaged_checkpoint_is_refused_in_one_line(tmp_path, cut):
+    from safetensors.torch import load_file
+
+    from geoseg.methods.checkpoint import check_weights_file
+
+    weights = _saved(tmp_path)
+    raw = weights.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    damaged = {
+        "7": raw[:7], "header": raw[: 8 + n // 2], "data": raw[: 8 + n + (len(raw) - 8 - n) // 2],
+        "minus1": raw[:-1], "appended": raw + b"\0" * 16,
+        "header_len": (n + 10**6).to_bytes(8, "little") + raw[8:],
+    }[cut]
+    weights.write_bytes(damaged)
+    if cut != "appended":  # safetensors itself refuses these (the oracle that the file is damaged)
+        with pytest.raises(Exception):  # noqa: B017 - any error of the library
+            load_file(str(weights))
+    with pytest.raises(ModelError, match=r"checkpoint weights .*ck\.safetensors are (damaged|truncated)") as info:
+        check_weights_file(weights)
+    assert "\n" not in str(info.value)
