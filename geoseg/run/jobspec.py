@@ -7,11 +7,12 @@ ignored setting. Relative paths are taken from the job file's folder.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geoseg.errors import JobSpecError
 
@@ -48,7 +49,84 @@ class DeepLabConfig(_Strict):
     tta: Literal["none", "flips", "d4"] = "none"
 
 
-Method = Annotated[KMeansConfig | DeepLabConfig, Field(discriminator="kind")]
+class ClassSpec(_Strict):
+    """One class of the reference's legend: id (0..254; 255 is nodata), name, colour ``#rrggbb``."""
+
+    id: int = Field(ge=0, le=254)
+    name: str = Field(min_length=1, max_length=200)
+    color: str = Field("#808080", pattern=r"^#[0-9A-Fa-f]{6}$")
+
+
+class SmoothingConfig(_Strict):
+    """Smoothing of the index before thresholding: a median of ``size`` pixels or a Gaussian of ``sigma``."""
+
+    kind: Literal["median", "gaussian"] = "median"
+    size: int = Field(3, ge=3, le=31)
+    sigma: float = Field(1.0, gt=0, le=8)
+
+    @field_validator("size")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"median size must be odd, got {v}")
+        return v
+
+
+class ThresholdConfig(_Strict):
+    """An index cut at fixed values or at (multi-)Otsu thresholds of the global sample.
+
+    ``index``: ``ndvi``, ``ndwi``, ``exg``, a band name, or an expression of band names, numbers and
+    ``+ - * /``. ``threshold``: ``otsu`` (two classes), ``multi-otsu`` (``n_classes``), a number or
+    an ascending list of numbers. ``classes``: the output classes, lowest index values first.
+    """
+
+    kind: Literal["threshold"] = "threshold"
+    index: str = Field("exg", min_length=1, max_length=200)
+    threshold: Literal["otsu", "multi-otsu"] | float | list[float] = "otsu"
+    n_classes: int = Field(2, ge=2, le=16)
+    bins: int = Field(256, ge=16, le=4096)
+    sample_size: int = Field(200_000, ge=1_000, le=50_000_000)
+    seed: int = 0
+    smoothing: SmoothingConfig | None = None
+    classes: list[ClassSpec] | None = Field(None, max_length=17)
+
+    @property
+    def fixed(self) -> list[float] | None:
+        if isinstance(self.threshold, str):
+            return None
+        return [self.threshold] if isinstance(self.threshold, float) else list(self.threshold)
+
+    @property
+    def classes_out(self) -> int:
+        """How many classes the thresholds make."""
+        fixed = self.fixed
+        if fixed is not None:
+            return len(fixed) + 1
+        return 2 if self.threshold == "otsu" else self.n_classes
+
+    @field_validator("threshold")
+    @classmethod
+    def _ascending(cls, v: Any) -> Any:
+        if isinstance(v, list) and (not v or len(v) > 15 or any(b <= a for a, b in itertools.pairwise(v))):
+            raise ValueError("fixed thresholds must be 1 to 15 strictly ascending numbers")
+        return v
+
+    @field_validator("classes")
+    @classmethod
+    def _unique_ids(cls, v: list[ClassSpec] | None) -> list[ClassSpec] | None:
+        ids = [c.id for c in v or []]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"class ids must be unique, got {ids}")
+        return v
+
+    @model_validator(mode="after")
+    def _classes_match(self) -> ThresholdConfig:
+        if self.classes is not None and len(self.classes) != self.classes_out:
+            raise ValueError(f"the threshold makes {self.classes_out} classes but {len(self.classes)} are named")
+        return self
+
+
+Method = Annotated[KMeansConfig | DeepLabConfig | ThresholdConfig, Field(discriminator="kind")]
 
 
 class ReferenceConfig(_Strict):
@@ -103,14 +181,6 @@ class ClusterConfig(_Strict):
     connect_timeout: float = Field(10.0, gt=0, le=3600)
 
 
-class ClassSpec(_Strict):
-    """One class of the reference's legend: id (0..254; 255 is nodata), name, colour ``#rrggbb``."""
-
-    id: int = Field(ge=0, le=254)
-    name: str = Field(min_length=1, max_length=200)
-    color: str = Field("#808080", pattern=r"^#[0-9A-Fa-f]{6}$")
-
-
 class JobSpec(_Strict):
     """One run: inputs, method, outputs. See ``workflows/*.yaml`` for complete examples."""
 
@@ -161,7 +231,7 @@ class JobSpec(_Strict):
         update: dict[str, Any] = {"inputs": [fix(i) for i in self.inputs], "output": fix(self.output)}
         if isinstance(self.method, DeepLabConfig):
             update["method"] = self.method.model_copy(update={"checkpoint": fix(self.method.checkpoint)})
-        elif self.method.model is not None:
+        elif isinstance(self.method, KMeansConfig) and self.method.model is not None:
             update["method"] = self.method.model_copy(update={"model": fix(self.method.model)})
         if self.reference:
             update["reference"] = self.reference.model_copy(update={"path": fix(self.reference.path)})
