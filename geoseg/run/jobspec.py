@@ -155,6 +155,26 @@ class VectorizeConfig(_Strict):
     layout: Literal["single", "per_class"] = "single"
 
 
+class ObjectsConfig(_Strict):
+    """Objects: 4-connected regions of ``classes`` (label ids), counted per region in ``objects.csv``.
+
+    ``instance_raster`` also writes ``instances.zarr`` (uint32 object ids, 0 = none). With a reference,
+    ``reference_classes[i]`` (default: the same ids) is the reference class scored against ``classes[i]``.
+    """
+
+    classes: list[int] = Field(min_length=1, max_length=64)
+    instance_raster: bool = False
+    reference_classes: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _parallel(self) -> ObjectsConfig:
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"object classes must be unique, got {self.classes}")
+        if self.reference_classes is not None and len(self.reference_classes) != len(self.classes):
+            raise ValueError("reference_classes must give one reference class per object class")
+        return self
+
+
 class ExportConfig(_Strict):
     """GIS viewing of large results: a Cloud-Optimised GeoTIFF and/or Zarr pyramid levels."""
 
@@ -196,6 +216,7 @@ class JobSpec(_Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     vectorize: VectorizeConfig = Field(default_factory=VectorizeConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    objects: ObjectsConfig | None = None
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     allow_gdal_virtual: bool = False
