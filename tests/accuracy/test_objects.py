@@ -16,7 +16,6 @@ from scipy.optimize import linear_sum_assignment
 from geoseg.accuracy.objects import FOUR, find_objects, instance_chunk
 from geoseg.accuracy.objectstats import object_rows, overlap_pairs, run_objects_stage, score_objects
 from geoseg.legend import ClassInfo
-
 from tests.fixtures import chunk_grid, write_raster
 
 
@@ -61,7 +60,7 @@ def test_ids_counts_sizes_equal_whole_raster_labelling(arr, chunk, seed):
     assert table.first.tolist() == [o[0] for o in objs]
     assert table.cls.tolist() == [o[1] for o in objs] and table.size.tolist() == [o[3] for o in objs]
     # one class: exactly scipy.ndimage.label's ids
-    single, inst1 = _chunked(arr, regions, chunk, [1], 4)
+    _, inst1 = _chunked(arr, regions, chunk, [1], 4)
     assert inst1.tobytes() == ndimage.label(arr == 1, structure=FOUR)[0].astype(np.uint32).tobytes()
     rows = object_rows(table, [0, 1, 2, 3][1:], {}, classes, 100.0)
     for row in rows:
@@ -141,7 +140,7 @@ def test_stage_writes_csv_and_instance_raster(tmp_path):
         assert ds.transform == grid.transform and ds.dtypes[0] == "uint32"
     want, n = ndimage.label(labels == 2, structure=FOUR)
     assert inst.tobytes() == want.astype(np.uint32).tobytes()
-    rows = list(csv.DictReader(open(out["objects"])))
+    rows = list(csv.DictReader(out["objects"].read_text().splitlines()))
     assert rows[0]["region"] == "ALL" and int(rows[0]["objects"]) == n
     assert sum(int(r["objects"]) for r in rows[1:]) == n  # each object in the one region of its first pixel
     tp, n_p, n_r = _independent_f1(labels, ref, 2, 3)

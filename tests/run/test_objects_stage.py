@@ -12,7 +12,6 @@ from scipy import ndimage
 
 from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
-
 from tests.fixtures import blocky_scene
 
 pytestmark = pytest.mark.integration
@@ -35,7 +34,7 @@ def test_objects_stage_in_a_threshold_run(tmp_path, dask_client):
         inst = ds.read(1)
     want, n = ndimage.label(labels == 2, structure=np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]]))
     assert n > 3 and inst.tobytes() == want.astype(np.uint32).tobytes()
-    rows = list(csv.DictReader(open(result.outputs["objects"])))
+    rows = list(csv.DictReader(result.outputs["objects"].read_text().splitlines()))
     assert rows[0]["region"] == "ALL" and int(rows[0]["objects"]) == n
     assert rows[0]["class_name"] == "green"
     assert sum(int(r["objects"]) for r in rows[1:]) == n
