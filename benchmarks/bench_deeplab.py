@@ -156,6 +156,9 @@ def bench_chunk(model, meta, dev, chunk: int, batch_size: int, amp: bool, repeat
         "predict_s": round(pred_s, 3),
         "total_s": round(read_s + pred_s, 3),
         "mpx_per_s": round(chunk * chunk / (read_s + pred_s) / 1e6, 3),
+        # tile pixels through the whole path (read, normalise, cut, infer, blend, argmax, trim): the
+        # figure to set against the model-alone Mpx/s at the same batch size and threads
+        "tile_mpx_per_s": round(n_tiles * meta.tile_size**2 / (read_s + pred_s) / 1e6, 3),
         "labels_shape": list(labels.shape),
     }
 
@@ -307,7 +310,11 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.chunk:
         with tempfile.TemporaryDirectory() as tmp:
-            result["end_to_end"] = bench_chunk(model, meta, dev, args.chunk, args.chunk_batch_size, amp, args.repeat, Path(tmp))
+            e2e = bench_chunk(model, meta, dev, args.chunk, args.chunk_batch_size, amp, args.repeat, Path(tmp))
+        same = [m for m in result["model_alone"] if m.get("batch_size") == args.chunk_batch_size and "mpx_per_s" in m]
+        if same:
+            e2e["vs_model_alone"] = round(e2e["tile_mpx_per_s"] / same[0]["mpx_per_s"], 3)
+        result["end_to_end"] = e2e
     if args.workflow:
         bs = args.workflow_batch_size or max(int(b) for b in args.batch_sizes.split(","))
         with tempfile.TemporaryDirectory() as tmp:
