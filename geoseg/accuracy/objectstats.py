@@ -285,3 +285,30 @@ def _sum_pairs(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[
     m = int(r.max()) + 1
     u, inv = np.unique(p * m + r, return_inverse=True)
     return u // m, u % m, np.bincount(inv, weights=n).astype(np.int64)
+
+
+def run_objects_for_job(job: Any, grid: Any, store: Path, out: Path, client: Any = None) -> dict[str, Path]:
+    """The stage as a run calls it: the job's ``objects``, ``regions`` and ``reference`` opened on ``grid``."""
+    import shutil
+
+    from geoseg.accuracy.evaluate import open_evaluation_inputs
+    from geoseg.accuracy.regions import grid_regions, open_regions
+
+    cfg, regions, reference, reg = job.objects, job.regions, None, None
+    if job.reference is not None:
+        reference, reg = open_evaluation_inputs(
+            str(job.reference.path), grid, reference_field=job.reference.field,
+            regions=str(regions.path) if regions and regions.path else None,
+            region_field=regions.field if regions else None, grid_cell_m=regions.grid_cell_m if regions else None,
+        )
+    elif regions is not None and regions.path is not None:
+        reg = open_regions(str(regions.path), regions.field, grid)
+    elif regions is not None and regions.grid_cell_m is not None:
+        reg = grid_regions(regions.grid_cell_m, grid)
+    stale = out / "instances.zarr"
+    if not cfg.instance_raster and stale.exists():  # an earlier run's, which no longer matches the labels
+        shutil.rmtree(stale)
+    return run_objects_stage(
+        store, out, cfg.classes, instance_raster=cfg.instance_raster, regions=reg, reference=reference,
+        reference_classes=cfg.reference_classes, client=client, attrs={"geoseg:job": job.name},
+    )

@@ -445,8 +445,10 @@ def _run_stages(
             extra["n_polygons"] = vres.n_features
 
     if job.objects is not None:
+        from geoseg.accuracy.objectstats import run_objects_for_job
+
         with _stage(times, "objects"):
-            outputs.update(run_objects(job, scene, store, out, client))
+            outputs.update(run_objects_for_job(job, scene.grid, store, out, client))
 
     summary = None
     if job.reference is not None:
@@ -476,33 +478,6 @@ def _run_stages(
             summary = evaluation.summary()
             extra["mapping"] = {str(k): v for k, v in evaluation.mapping.items()}
     return RunResult(out, outputs, times, counts, summary, info, extra)
-
-
-def run_objects(job: JobSpec, scene: Scene, store: Path, out: Path, client) -> dict[str, Path]:
-    """The objects stage (geoseg.accuracy.objectstats): counts per region, instance raster, object accuracy."""
-    from geoseg.accuracy.evaluate import open_evaluation_inputs
-    from geoseg.accuracy.objectstats import run_objects_stage
-    from geoseg.accuracy.regions import grid_regions, open_regions
-
-    cfg, regions, reference = job.objects, job.regions, None
-    assert cfg is not None
-    reg = None
-    if job.reference is not None:
-        reference, reg = open_evaluation_inputs(
-            str(job.reference.path), scene.grid, reference_field=job.reference.field,
-            regions=str(regions.path) if regions and regions.path else None,
-            region_field=regions.field if regions else None, grid_cell_m=regions.grid_cell_m if regions else None,
-        )
-    elif regions is not None and regions.path is not None:
-        reg = open_regions(str(regions.path), regions.field, scene.grid)
-    elif regions is not None and regions.grid_cell_m is not None:
-        reg = grid_regions(regions.grid_cell_m, scene.grid)
-    if not cfg.instance_raster:
-        _remove_stale(out / "instances.zarr")
-    return run_objects_stage(
-        store, out, cfg.classes, instance_raster=cfg.instance_raster, regions=reg, reference=reference,
-        reference_classes=cfg.reference_classes, client=client, attrs={"geoseg:job": job.name},
-    )
 
 
 def _remove_stale(store: Path) -> None:
