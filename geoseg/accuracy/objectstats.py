@@ -189,7 +189,7 @@ class _Reader:
         else:
             from geoseg.io.labelstore import read_label_window
 
-            data = read_label_window(self.labels_path, window)
+            data = read_label_window(str(self.labels_path), window)
         return data, (regions_window(self.regions, sub) if self.regions is not None else None)
 
 

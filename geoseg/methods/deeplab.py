@@ -271,12 +271,11 @@ class _Blender:
             return self.acc.view(self.n_cls, hp, wp), self.wsum.view(hp, wp)
         nr, nc = self.grid
         span = ((nr - 1) * self.stride + self.t, (nc - 1) * self.stride + self.t)
-        kw = {"output_size": span, "kernel_size": self.t, "stride": self.stride}
         acc = torch.zeros((self.n_cls, hp, wp), dtype=torch.float32, device=self.cols.device)
         wsum = torch.zeros((hp, wp), dtype=torch.float32, device=self.cols.device)
         r0, c0 = self.origin
-        acc[:, r0 : r0 + span[0], c0 : c0 + span[1]] = F.fold(self.cols, **kw)[0]
-        wsum[r0 : r0 + span[0], c0 : c0 + span[1]] = F.fold(self.wcols, **kw)[0, 0]
+        acc[:, r0 : r0 + span[0], c0 : c0 + span[1]] = F.fold(self.cols, span, self.t, stride=self.stride)[0]
+        wsum[r0 : r0 + span[0], c0 : c0 + span[1]] = F.fold(self.wcols, span, self.t, stride=self.stride)[0, 0]
         return acc, wsum
 
 

@@ -54,7 +54,7 @@ def compile_expression(text: str, band_names: Sequence[str]) -> Expr:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             inner = walk(node.operand)
             return ("neg", inner) if isinstance(node.op, ast.USub) else inner
-        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
             return ("const", float(node.value))
         if isinstance(node, ast.Name):
             return ("band", _band_index(band_names, node.id))

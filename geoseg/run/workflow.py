@@ -388,19 +388,19 @@ def _run_stages(
     method = job.method
 
     with _stage(times, "fit" if isinstance(method, (KMeansConfig, ThresholdConfig)) else "load_model"):
-        if isinstance(method, ThresholdConfig):
+        if isinstance(method, KMeansConfig):
+            model, feats = fit_kmeans_on_cluster(client, scene, grid, method, show_progress)
+            predictor: ChunkPredictor = KMeansPredictor(model, feats)
+            write_text_atomic(out / "model.json", json.dumps(model.to_json(), indent=1))
+            outputs["model"] = out / "model.json"
+            key = job_identity(job, scene, json.dumps(model.to_json()))
+        elif isinstance(method, ThresholdConfig):
             from geoseg.methods.threshold import fit_threshold_job
 
             predictor, model_json = fit_threshold_job(client, scene, method, show_progress)
             write_text_atomic(out / "model.json", json.dumps(model_json, indent=1))
             outputs["model"] = out / "model.json"
             key = job_identity(job, scene, json.dumps(model_json))
-        elif isinstance(method, KMeansConfig):
-            model, feats = fit_kmeans_on_cluster(client, scene, grid, method, show_progress)
-            predictor: ChunkPredictor = KMeansPredictor(model, feats)
-            write_text_atomic(out / "model.json", json.dumps(model.to_json(), indent=1))
-            outputs["model"] = out / "model.json"
-            key = job_identity(job, scene, json.dumps(model.to_json()))
         else:
             from geoseg.methods.checkpoint import checkpoint_paths
 
