@@ -88,10 +88,14 @@ def bench_model(model, meta, dev, batch_sizes: list[int], amp: bool, min_seconds
             infer_tiles(model, x, amp=amp, tta=tta)  # warm-up: cuDNN autotuning, allocator
             _sync(dev)
             n, t0 = 0, time.perf_counter()
+            walls, cpus = [], []
             while True:
+                w0, c0 = time.perf_counter(), time.process_time()
                 infer_tiles(model, x, amp=amp, tta=tta)
                 n += 1
                 _sync(dev)
+                walls.append(time.perf_counter() - w0)
+                cpus.append(time.process_time() - c0)
                 if time.perf_counter() - t0 >= min_seconds and n >= 2:
                     break
             dt = time.perf_counter() - t0
@@ -105,6 +109,9 @@ def bench_model(model, meta, dev, batch_sizes: list[int], amp: bool, min_seconds
             "seconds_per_batch": round(dt / n, 4),
             "tiles_per_s": round(bs * n / dt, 2),
             "mpx_per_s": round(bs * n * t * t / dt / 1e6, 3),
+            # on a shared, loaded machine: the fastest batch, and the process CPU time per batch (median)
+            "best_mpx_per_s": round(bs * t * t / min(walls) / 1e6, 3),
+            "cpu_mpx_per_s": round(bs * t * t / float(np.median(cpus)) / 1e6, 3),
         })
     return out
 
@@ -133,7 +140,7 @@ def bench_chunk(model, meta, dev, chunk: int, batch_size: int, amp: bool, repeat
     n_tiles = core_tiles(meta, hw)
     runs = []
     for i in range(repeat + 1):  # the first run is a warm-up
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         data, valid = read_window(scene, hw.outer)
         t1 = time.perf_counter()
         labels = predict_chunk(model, meta, data, valid, origin=(hw.outer.row_off, hw.outer.col_off), device=dev,
@@ -142,9 +149,11 @@ def bench_chunk(model, meta, dev, chunk: int, batch_size: int, amp: bool, repeat
         _sync(dev)
         t2 = time.perf_counter()
         if i:
-            runs.append((t1 - t0, t2 - t1))
+            runs.append((t1 - t0, t2 - t1, time.process_time() - c0))
     read_s = float(np.median([r[0] for r in runs]))
     pred_s = float(np.median([r[1] for r in runs]))
+    best_s = min(r[0] + r[1] for r in runs)
+    cpu_s = float(np.median([r[2] for r in runs]))
     return {
         "chunk": chunk,
         "halo": halo,
@@ -156,6 +165,11 @@ def bench_chunk(model, meta, dev, chunk: int, batch_size: int, amp: bool, repeat
         "predict_s": round(pred_s, 3),
         "total_s": round(read_s + pred_s, 3),
         "mpx_per_s": round(chunk * chunk / (read_s + pred_s) / 1e6, 3),
+        # tile pixels through the whole path (read, normalise, cut, infer, blend, argmax, trim): the
+        # figure to set against the model-alone Mpx/s at the same batch size and threads
+        "tile_mpx_per_s": round(n_tiles * meta.tile_size**2 / (read_s + pred_s) / 1e6, 3),
+        "best_tile_mpx_per_s": round(n_tiles * meta.tile_size**2 / best_s / 1e6, 3),
+        "cpu_tile_mpx_per_s": round(n_tiles * meta.tile_size**2 / cpu_s / 1e6, 3),
         "labels_shape": list(labels.shape),
     }
 
@@ -307,7 +321,13 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.chunk:
         with tempfile.TemporaryDirectory() as tmp:
-            result["end_to_end"] = bench_chunk(model, meta, dev, args.chunk, args.chunk_batch_size, amp, args.repeat, Path(tmp))
+            e2e = bench_chunk(model, meta, dev, args.chunk, args.chunk_batch_size, amp, args.repeat, Path(tmp))
+        same = [m for m in result["model_alone"] if m.get("batch_size") == args.chunk_batch_size and "mpx_per_s" in m]
+        if same:
+            e2e["vs_model_alone"] = round(e2e["tile_mpx_per_s"] / same[0]["mpx_per_s"], 3)
+            e2e["vs_model_alone_best"] = round(e2e["best_tile_mpx_per_s"] / same[0]["best_mpx_per_s"], 3)
+            e2e["vs_model_alone_cpu"] = round(e2e["cpu_tile_mpx_per_s"] / same[0]["cpu_mpx_per_s"], 3)
+        result["end_to_end"] = e2e
     if args.workflow:
         bs = args.workflow_batch_size or max(int(b) for b in args.batch_sizes.split(","))
         with tempfile.TemporaryDirectory() as tmp:

@@ -185,6 +185,100 @@ def normalise(image: np.ndarray, valid: np.ndarray, mean: Sequence[float], std: 
     return out
 
 
+#: Ways of summing the blended tile probabilities into the chunk (see :class:`_Blender`).
+BLENDS = ("auto", "index_add", "fold")
+#: Largest column buffer ``fold`` may use on a GPU (bytes); bigger chunks blend with ``index_add``.
+FOLD_MAX_BYTES = 2 << 30
+
+_PINNED = threading.local()
+
+
+def _to_device(x: np.ndarray, dev: torch.device) -> torch.Tensor:
+    """The chunk as a tensor on ``dev``: on CUDA through a per-thread pinned host buffer, grown as needed.
+
+    One host-to-device copy per chunk (tiles are then cut on the device); the buffer is reused
+    for the next chunk, which is safe because the chunk's results are copied back (a sync) first.
+    """
+    import torch
+
+    src = torch.from_numpy(np.ascontiguousarray(x))
+    if dev.type != "cuda":
+        return src
+    buf = getattr(_PINNED, "buffer", None)
+    if buf is None or buf.numel() < src.numel():
+        buf = torch.empty(src.numel(), dtype=torch.float32, pin_memory=True)
+        _PINNED.buffer = buf
+    staged = buf[: src.numel()].view(src.shape)
+    staged.copy_(src)
+    return staged.to(dev, non_blocking=True)
+
+
+class _Blender:
+    """Sums weighted tile probabilities ``(B, classes, t, t)`` and their weights into the padded chunk.
+
+    ``index_add``: one ``index_add_`` per batch on the flattened accumulators, tile after tile, so
+    every pixel's sum is formed in the same order as adding tiles one at a time (bit-identical on
+    CPU). ``fold``: tiles are kept as columns and summed by one ``torch.nn.functional.fold``, which
+    on CUDA is deterministic (each output pixel sums its own contributions).
+    """
+
+    def __init__(self, how: str, dev: torch.device, n_cls: int, shape: tuple[int, int], origin: tuple[int, int],
+                 grid: tuple[int, int], t: int, stride: int, win: torch.Tensor) -> None:
+        import torch
+
+        self.how, self.n_cls, self.shape, self.origin, self.grid, self.t, self.stride = how, n_cls, shape, origin, grid, t, stride
+        self.win = win
+        hp, wp = shape
+        if how == "index_add":
+            self.acc = torch.zeros(n_cls * hp * wp, dtype=torch.float32, device=dev)
+            self.wsum = torch.zeros(hp * wp, dtype=torch.float32, device=dev)
+            ar = torch.arange(t, device=dev)
+            self.offs = (ar[:, None] * wp + ar[None, :]).reshape(-1)  # pixel offsets within a tile
+            self.cls_offs = torch.arange(n_cls, device=dev) * (hp * wp)
+        else:
+            self.cols = torch.zeros((1, n_cls * t * t, grid[0] * grid[1]), dtype=torch.float32, device=dev)
+            self.wcols = torch.zeros((1, t * t, grid[0] * grid[1]), dtype=torch.float32, device=dev)
+
+    @classmethod
+    def make(cls, how: str, dev: torch.device, n_cls: int, shape: tuple[int, int], origin: tuple[int, int],
+             grid: tuple[int, int], t: int, stride: int, win: torch.Tensor) -> _Blender:
+        if how == "auto":
+            fold_bytes = 4 * (n_cls + 1) * t * t * grid[0] * grid[1]
+            how = "fold" if dev.type == "cuda" and fold_bytes <= FOLD_MAX_BYTES else "index_add"
+        return cls(how, dev, n_cls, shape, origin, grid, t, stride, win)
+
+    def add(self, probs: torch.Tensor, bi: torch.Tensor, bj: torch.Tensor) -> None:
+        b = probs.shape[0]
+        if self.how == "index_add":
+            wp = self.shape[1]
+            base = (self.origin[0] + bi * self.stride) * wp + (self.origin[1] + bj * self.stride)  # (B,)
+            pix = base[:, None] + self.offs[None, :]  # (B, t*t)
+            idx = (pix[:, None, :] + self.cls_offs[None, :, None]).reshape(-1)  # (B, classes, t*t), tile-major
+            self.acc.index_add_(0, idx, probs.reshape(-1))
+            self.wsum.index_add_(0, pix.reshape(-1), self.win.reshape(1, -1).expand(b, -1).reshape(-1))
+        else:
+            cols = bi * self.grid[1] + bj
+            self.cols[0, :, cols] = probs.reshape(b, -1).T
+            self.wcols[0, :, cols] = self.win.reshape(-1, 1)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(classes, hp, wp)`` sums and ``(hp, wp)`` weights over the padded chunk."""
+        import torch
+        import torch.nn.functional as F
+
+        hp, wp = self.shape
+        if self.how == "index_add":
+            return self.acc.view(self.n_cls, hp, wp), self.wsum.view(hp, wp)
+        nr, nc = self.grid
+        span = ((nr - 1) * self.stride + self.t, (nc - 1) * self.stride + self.t)
+        acc = torch.zeros((self.n_cls, hp, wp), dtype=torch.float32, device=self.cols.device)
+        wsum = torch.zeros((hp, wp), dtype=torch.float32, device=self.cols.device)
+        r0, c0 = self.origin
+        acc[:, r0 : r0 + span[0], c0 : c0 + span[1]] = F.fold(self.cols, span, self.t, stride=self.stride)[0]
+        wsum[r0 : r0 + span[0], c0 : c0 + span[1]] = F.fold(self.wcols, span, self.t, stride=self.stride)[0, 0]
+        return acc, wsum
+
+
 def predict_chunk(
     model: torch.nn.Module,
     meta: CheckpointMeta,
@@ -198,6 +292,7 @@ def predict_chunk(
     return_confidence: bool = False,
     core: tuple[slice, slice] | None = None,
     tta: str = "none",
+    blend: str = "auto",
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Class ids ``(h, w)`` uint8 for raw band values ``image`` ``(bands, h, w)``; nodata where not ``valid``.
 
@@ -208,9 +303,13 @@ def predict_chunk(
     model must already be there and in eval mode. ``amp`` defaults to on for CUDA. With
     ``return_confidence`` also returns the blended probability of the chosen class (0 on nodata).
     ``tta`` (``none``, ``flips``, ``d4``) averages each tile's probabilities over flips/rotations.
+    ``blend``: how tile probabilities are summed (:class:`_Blender`); ``auto`` = ``index_add`` on CPU
+    (bit-identical to adding tile by tile), ``fold`` on CUDA (deterministic, unlike atomic adds).
     """
     import torch
 
+    if blend not in BLENDS:
+        raise ValueError(f"unknown blend {blend!r}; choose one of {', '.join(BLENDS)}")
     if image.ndim != 3 or image.shape[1:] != valid.shape:
         raise ValueError(f"image must be (bands, h, w) and valid (h, w), got {image.shape} and {valid.shape}")
     if image.shape[0] != meta.in_channels:
@@ -245,30 +344,27 @@ def predict_chunk(
         vpad = np.pad(valid, pads[1:], mode=mode)
     else:
         vpad = valid
-    # Tiles with no valid pixel only cover nodata pixels: skipping them changes no label.
-    tiles = [
-        (r + pad_top, c + pad_left)
-        for r in rs
-        for c in cs
-        if vpad[r + pad_top : r + pad_top + t, c + pad_left : c + pad_left + t].any()
-    ]
+    n_cls = meta.n_classes
     with torch.inference_mode():
+        xt = _to_device(x, dev)
+        r0, c0 = rs[0] + pad_top, cs[0] + pad_left  # the first tile in the padded array
+        nr, nc = len(rs), len(cs)
+        # every tile as a view (C, nr, nc, t, t) of the chunk: no copies until a batch is gathered
+        views = xt[:, r0:, c0:].unfold(1, t, stride).unfold(2, t, stride)[:, :nr, :nc].permute(1, 2, 0, 3, 4)
+        # Tiles with no valid pixel only cover nodata pixels: skipping them changes no label.
+        vt = torch.from_numpy(np.ascontiguousarray(vpad[r0:, c0:]))
+        has_valid = vt.unfold(0, t, stride).unfold(1, t, stride)[:nr, :nc].any(dim=-1).any(dim=-1)
+        ii, jj = (torch.nonzero(has_valid, as_tuple=True))  # row-major, as the tiles were always ordered
+        ii, jj = ii.to(dev), jj.to(dev)
         hp, wp = x.shape[1:]
-        n_cls = meta.n_classes
-        acc = torch.zeros((n_cls, hp, wp), dtype=torch.float32, device=dev)
-        wsum = torch.zeros((hp, wp), dtype=torch.float32, device=dev)
         win = torch.from_numpy(blend_window(t, ov)).to(dev)
-        cuda = dev.type == "cuda"
-        for b0 in range(0, len(tiles), batch_size):
-            batch = tiles[b0 : b0 + batch_size]
-            arr = np.stack([x[:, r : r + t, c : c + t] for r, c in batch])
-            xb = torch.from_numpy(arr)
-            xb = xb.pin_memory().to(dev, non_blocking=True) if cuda else xb
-            probs = infer_tiles(model, xb, amp=use_amp, tta=tta)
+        blender = _Blender.make(blend, dev, n_cls, (hp, wp), (r0, c0), (nr, nc), t, stride, win)
+        for b0 in range(0, len(ii), batch_size):
+            bi, bj = ii[b0 : b0 + batch_size], jj[b0 : b0 + batch_size]
+            probs = infer_tiles(model, views[bi, bj], amp=use_amp, tta=tta)  # the gather is the one copy
             probs.mul_(win)
-            for i, (r, c) in enumerate(batch):
-                acc[:, r : r + t, c : c + t] += probs[i]
-                wsum[r : r + t, c : c + t] += win
+            blender.add(probs, bi, bj)
+        acc, wsum = blender.result()
         acc = acc[:, pad_top : pad_top + h, pad_left : pad_left + w]
         wsum = wsum[pad_top : pad_top + h, pad_left : pad_left + w]
         best_p, best_i = acc.max(dim=0)

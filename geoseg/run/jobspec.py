@@ -7,6 +7,7 @@ ignored setting. Relative paths are taken from the job file's folder.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -48,7 +49,85 @@ class DeepLabConfig(_Strict):
     tta: Literal["none", "flips", "d4"] = "none"
 
 
-Method = Annotated[KMeansConfig | DeepLabConfig, Field(discriminator="kind")]
+class ClassSpec(_Strict):
+    """One class of the reference's legend: id (0..254; 255 is nodata), name, colour ``#rrggbb``."""
+
+    id: int = Field(ge=0, le=254)
+    name: str = Field(min_length=1, max_length=200)
+    #: ``None``: the reference's colour table, else a palette colour (see the legend order in README).
+    color: str | None = Field(None, pattern=r"^#[0-9A-Fa-f]{6}$")
+
+
+class SmoothingConfig(_Strict):
+    """Smoothing of the index before thresholding: a median of ``size`` pixels or a Gaussian of ``sigma``."""
+
+    kind: Literal["median", "gaussian"] = "median"
+    size: int = Field(3, ge=3, le=31)
+    sigma: float = Field(1.0, gt=0, le=8)
+
+    @field_validator("size")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"median size must be odd, got {v}")
+        return v
+
+
+class ThresholdConfig(_Strict):
+    """An index cut at fixed values or at (multi-)Otsu thresholds of the global sample.
+
+    ``index``: ``ndvi``, ``ndwi``, ``exg``, a band name, or an expression of band names, numbers and
+    ``+ - * /``. ``threshold``: ``otsu`` (two classes), ``multi-otsu`` (``n_classes``), a number or
+    an ascending list of numbers. ``classes``: the output classes, lowest index values first.
+    """
+
+    kind: Literal["threshold"] = "threshold"
+    index: str = Field("exg", min_length=1, max_length=200)
+    threshold: Literal["otsu", "multi-otsu"] | float | list[float] = "otsu"
+    n_classes: int = Field(2, ge=2, le=16)
+    bins: int = Field(256, ge=16, le=4096)
+    sample_size: int = Field(200_000, ge=1_000, le=50_000_000)
+    seed: int = 0
+    smoothing: SmoothingConfig | None = None
+    classes: list[ClassSpec] | None = Field(None, max_length=17)
+
+    @property
+    def fixed(self) -> list[float] | None:
+        if isinstance(self.threshold, str):
+            return None
+        return [self.threshold] if isinstance(self.threshold, float) else list(self.threshold)
+
+    @property
+    def classes_out(self) -> int:
+        """How many classes the thresholds make."""
+        fixed = self.fixed
+        if fixed is not None:
+            return len(fixed) + 1
+        return 2 if self.threshold == "otsu" else self.n_classes
+
+    @field_validator("threshold")
+    @classmethod
+    def _ascending(cls, v: Any) -> Any:
+        if isinstance(v, list) and (not v or len(v) > 15 or any(b <= a for a, b in itertools.pairwise(v))):
+            raise ValueError("fixed thresholds must be 1 to 15 strictly ascending numbers")
+        return v
+
+    @field_validator("classes")
+    @classmethod
+    def _unique_ids(cls, v: list[ClassSpec] | None) -> list[ClassSpec] | None:
+        ids = [c.id for c in v or []]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"class ids must be unique, got {ids}")
+        return v
+
+    @model_validator(mode="after")
+    def _classes_match(self) -> ThresholdConfig:
+        if self.classes is not None and len(self.classes) != self.classes_out:
+            raise ValueError(f"the threshold makes {self.classes_out} classes but {len(self.classes)} are named")
+        return self
+
+
+Method = Annotated[KMeansConfig | DeepLabConfig | ThresholdConfig, Field(discriminator="kind")]
 
 
 class ReferenceConfig(_Strict):
@@ -91,6 +170,26 @@ class VectorizeConfig(_Strict):
     layout: Literal["single", "per_class"] = "single"
 
 
+class ObjectsConfig(_Strict):
+    """Objects: 4-connected regions of ``classes`` (label ids), counted per region in ``objects.csv``.
+
+    ``instance_raster`` also writes ``instances.zarr`` (uint32 object ids, 0 = none). With a reference,
+    ``reference_classes[i]`` (default: the same ids) is the reference class scored against ``classes[i]``.
+    """
+
+    classes: list[int] = Field(min_length=1, max_length=64)
+    instance_raster: bool = False
+    reference_classes: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _parallel(self) -> ObjectsConfig:
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"object classes must be unique, got {self.classes}")
+        if self.reference_classes is not None and len(self.reference_classes) != len(self.classes):
+            raise ValueError("reference_classes must give one reference class per object class")
+        return self
+
+
 class ExportConfig(_Strict):
     """GIS viewing of large results: a Cloud-Optimised GeoTIFF and/or Zarr pyramid levels."""
 
@@ -115,15 +214,6 @@ class ClusterConfig(_Strict):
     dashboard: bool = True
     #: Seconds to wait for a given scheduler (``--scheduler``) to answer before giving up.
     connect_timeout: float = Field(10.0, gt=0, le=3600)
-
-
-class ClassSpec(_Strict):
-    """One class of the reference's legend: id (0..254; 255 is nodata), name, colour ``#rrggbb``."""
-
-    id: int = Field(ge=0, le=254)
-    name: str = Field(min_length=1, max_length=200)
-    #: ``None``: the reference's colour table, else a palette colour (see the legend order in README).
-    color: str | None = Field(None, pattern=r"^#[0-9A-Fa-f]{6}$")
 
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode", "lanczos"]
@@ -208,6 +298,7 @@ class JobSpec(_Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     vectorize: VectorizeConfig = Field(default_factory=VectorizeConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    objects: ObjectsConfig | None = None
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     allow_gdal_virtual: bool = False
@@ -257,7 +348,7 @@ class JobSpec(_Strict):
             update["grid"] = self.grid.model_copy(update={"like": fix(self.grid.like)})
         if isinstance(self.method, DeepLabConfig):
             update["method"] = self.method.model_copy(update={"checkpoint": fix(self.method.checkpoint)})
-        elif self.method.model is not None:
+        elif isinstance(self.method, KMeansConfig) and self.method.model is not None:
             update["method"] = self.method.model_copy(update={"model": fix(self.method.model)})
         if self.reference:
             update["reference"] = self.reference.model_copy(update={"path": fix(self.reference.path)})

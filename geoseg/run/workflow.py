@@ -28,7 +28,7 @@ from geoseg.methods.features import FeatureSpec, ResolvedFeatures
 from geoseg.geo import ChunkGrid, Window, halo_window
 from geoseg.io.atomic import write_text_atomic
 from geoseg.io.scene import Scene, open_scene, read_window
-from geoseg.run.jobspec import DeepLabConfig, JobSpec, KMeansConfig
+from geoseg.run.jobspec import DeepLabConfig, JobSpec, KMeansConfig, ThresholdConfig
 from geoseg.io.labelstore import PARTIAL_SUFFIX, LabelStoreWriter
 from geoseg.methods.kmeans import KMeansModel, fit_kmeans
 from geoseg.methods.predictors import ChunkPredictor, DeepLabPredictor, KMeansPredictor
@@ -235,15 +235,7 @@ def fit_kmeans_on_cluster(
                 f"this scene gives {list(feats.names)}"
             )
         return model, feats
-    rate = sampling_rate(cfg.sample_size, grid.height * grid.width)
-    windows = list(grid.windows())
-    scenes = [scene.for_window(w) for w in windows]  # each task gets only the files meeting its chunk
-    futures = client.map(sample_task, scenes, [feats] * len(windows), windows,
-                         [rate] * len(windows), [cfg.seed] * len(windows), pure=False)
-    parts = _gather(client, futures, "sampling", show_progress)
-    sample = np.concatenate(parts, axis=0)
-    if sample.shape[0] == 0:
-        raise InputError("the input has no valid pixels (all nodata or NaN); nothing to cluster")
+    sample = draw_sample(client, scene, grid, feats, cfg.sample_size, cfg.seed, show_progress)
     log.info("k-means sample: %d pixels x %d features", *sample.shape)
     asked = min(cfg.sample_size, grid.height * grid.width)
     if sample.shape[0] < SAMPLE_SHORT_WARNING * asked:
@@ -255,6 +247,25 @@ def fit_kmeans_on_cluster(
         drawn.update(drawn=int(sample.shape[0]), asked=int(asked))
     model = fit_kmeans(sample, cfg.n_clusters, cfg.seed, feats.names, n_init=cfg.n_init)
     return model, feats
+
+
+def draw_sample(
+    client, scene: Scene, grid: ChunkGrid, feats: Any, sample_size: int, seed: int,
+    show_progress: bool = True,
+) -> np.ndarray:
+    """The stratified sample ``(n, features)`` drawn chunk by chunk of ``grid`` on the workers.
+
+    ``feats`` is anything with ``compute(data) -> (f, h, w)`` (``ResolvedFeatures``, a threshold index).
+    """
+    rate = sampling_rate(sample_size, grid.height * grid.width)
+    windows = list(grid.windows())
+    scenes = [scene.for_window(w) for w in windows]  # each task gets only the files meeting its chunk
+    futures = client.map(sample_task, scenes, [feats] * len(windows), windows,
+                         [rate] * len(windows), [seed] * len(windows), pure=False)
+    sample = np.concatenate(_gather(client, futures, "sampling", show_progress), axis=0)
+    if sample.shape[0] == 0:
+        raise InputError("the input has no valid pixels (all nodata or NaN); nothing to fit")
+    return sample
 
 
 def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> "CheckpointMeta":
@@ -403,7 +414,7 @@ def _run_stages(
     extra: dict[str, Any] = {}
     method = job.method
 
-    with _stage(times, "fit" if isinstance(method, KMeansConfig) else "load_model"):
+    with _stage(times, "fit" if isinstance(method, (KMeansConfig, ThresholdConfig)) else "load_model"):
         if isinstance(method, KMeansConfig):
             drawn: dict[str, int] = {}
             model, feats = fit_kmeans_on_cluster(client, scene, grid, method, show_progress, drawn)
@@ -413,6 +424,13 @@ def _run_stages(
             write_text_atomic(out / "model.json", json.dumps(model.to_json(), indent=1))
             outputs["model"] = out / "model.json"
             key = job_identity(job, scene, json.dumps(model.to_json()))
+        elif isinstance(method, ThresholdConfig):
+            from geoseg.methods.threshold import fit_threshold_job
+
+            predictor, model_json = fit_threshold_job(client, scene, method, show_progress)
+            write_text_atomic(out / "model.json", json.dumps(model_json, indent=1))
+            outputs["model"] = out / "model.json"
+            key = job_identity(job, scene, json.dumps(model_json))
         else:
             from geoseg.methods.checkpoint import checkpoint_paths
 
@@ -475,6 +493,12 @@ def _run_stages(
             )
             outputs["polygons"] = Path(vres.out_path)
             extra["n_polygons"] = vres.n_features
+
+    if job.objects is not None:
+        from geoseg.accuracy.objectstats import run_objects_for_job
+
+        with _stage(times, "objects"):
+            outputs.update(run_objects_for_job(job, scene.grid, store, out, client))
 
     return RunResult(out, outputs, times, counts, summary, info, extra)
 
