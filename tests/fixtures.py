@@ -161,3 +161,12 @@ def tiny_model(meta: CheckpointMeta, seed: int = 0) -> torch.nn.Module:
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     return model.eval()
+
+
+#: A four-class legend for the legend tests (reference class = blocky class + 1; 0 is the reference's nodata).
+LEGEND_CLASSES = [
+    {"id": 1, "name": "forest", "color": "#0b6623"},
+    {"id": 2, "name": "water", "color": "#1f4e9c"},
+    {"id": 3, "name": "built-up", "color": "#c81e1e"},
+    {"id": 4, "name": "meadow", "color": "#9acd32"},
+]

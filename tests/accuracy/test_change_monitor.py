@@ -13,10 +13,10 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from geoseg.accuracy.change import CHANGE_NODATA, compare_periods
-from geoseg.legend import LANDCOVER_CLASSES
 from geoseg.geo import GeoGrid
-from geoseg.run.jobspec import parse_job
 from geoseg.io.labelstore import LabelStoreWriter
+from geoseg.legend import LANDCOVER_CLASSES
+from geoseg.run.jobspec import parse_job
 from geoseg.run.monitor import run_monitor
 
 

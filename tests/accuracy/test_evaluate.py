@@ -31,13 +31,13 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL, ClassInfo, cluster_legend
-from geoseg.errors import InputError
 from geoseg.accuracy.counting import ChunkCounts, count_pixels, merge_counts
 from geoseg.accuracy.evaluate import METRIC_COLUMNS, Evaluation, evaluate
 from geoseg.accuracy.metrics import confusion_metrics
-from geoseg.geo import GeoGrid
 from geoseg.accuracy.reference import SENTINEL
+from geoseg.errors import InputError
+from geoseg.geo import GeoGrid
+from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL, ClassInfo, cluster_legend
 from tests.fixtures import CRS_UTM, TRANSFORM, random_blocks, write_raster, write_regions, write_store
 
 ORIGIN = (500000.0, 5100000.0)  # the origin and pixel size of tests.fixtures.TRANSFORM

@@ -12,8 +12,8 @@ from affine import Affine
 from rasterio.crs import CRS
 
 import geoseg._kernels.layercache as lc
-from geoseg.geo import GeoGrid, window_bounds
 from geoseg.accuracy.regions import open_regions, regions_window
+from geoseg.geo import GeoGrid, window_bounds
 
 CRS_UTM = CRS.from_epsg(32633)
 TRANSFORM = Affine(10, 0, 500000, 0, -10, 5100000)

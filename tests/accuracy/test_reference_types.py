@@ -12,9 +12,8 @@ from affine import Affine
 from geoseg.accuracy.evaluate import evaluate
 from geoseg.accuracy.reference import open_reference
 from geoseg.errors import InputError
-
-from tests.accuracy.test_evaluate import TRANSFORM, blocky, write_store
-from tests.fixtures import write_raster
+from tests.fixtures import TRANSFORM, write_raster, write_store
+from tests.fixtures import random_blocks as blocky
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "uint32", "int64"])

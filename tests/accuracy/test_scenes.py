@@ -17,9 +17,8 @@ from geoseg.accuracy.mapping import hungarian_mapping
 from geoseg.accuracy.report import write_outputs
 from geoseg.errors import InputError
 from geoseg.legend import cluster_legend
-
-from tests.accuracy.test_evaluate import TRANSFORM, blocky, write_regions, write_store
-from tests.fixtures import write_raster
+from tests.fixtures import TRANSFORM, write_raster, write_regions, write_store
+from tests.fixtures import random_blocks as blocky
 
 
 def _scenes(tmp_path: Path) -> list[tuple[Path, Path, np.ndarray, np.ndarray]]:

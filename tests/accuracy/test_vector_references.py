@@ -26,8 +26,8 @@ from geoseg.accuracy.evaluate import evaluate
 from geoseg.accuracy.report import write_outputs
 from geoseg.errors import InputError
 from geoseg.legend import cluster_legend
-
-from tests.accuracy.test_evaluate import TRANSFORM, blocky, write_store
+from tests.fixtures import TRANSFORM, write_store
+from tests.fixtures import random_blocks as blocky
 
 UTM = CRS.from_epsg(32633)
 

@@ -11,8 +11,8 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from geoseg.errors import JobSpecError
-from geoseg.io.export import build_overviews, downsample_mode, downsample_nearest, export_cog, overview_path
 from geoseg.geo import GeoGrid
+from geoseg.io.export import build_overviews, downsample_mode, downsample_nearest, export_cog, overview_path
 from geoseg.io.labelstore import LabelStoreWriter, open_labels, read_label_info
 from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL
 

@@ -15,7 +15,6 @@ from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
 from geoseg.samples.products import make_tiles
 from geoseg.samples.synthetic import make_scene
-
 from tests.fixtures import write_raster
 
 

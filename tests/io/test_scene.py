@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import rasterio
 import pytest
+import rasterio
 from affine import Affine
 
 from geoseg.errors import InputError

@@ -12,8 +12,8 @@ from PIL import Image
 
 from geoseg.errors import InputError
 from geoseg.legend import ClassInfo
-from geoseg.methods.training.chips import chip_pairs
 from geoseg.methods.training import TrainConfig, TrainPair, open_sources, train
+from geoseg.methods.training.chips import chip_pairs
 
 torch.set_num_threads(1)
 

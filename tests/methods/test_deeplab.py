@@ -23,9 +23,7 @@ from geoseg.methods.deeplab import (
     required_halo,
     tile_starts,
 )
-
-from tests.fixtures import chunk_grid
-from tests.fixtures import tiny_meta, tiny_model
+from tests.fixtures import chunk_grid, tiny_meta, tiny_model
 
 torch.set_num_threads(2)
 

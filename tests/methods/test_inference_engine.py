@@ -8,7 +8,7 @@ import torch
 
 from geoseg.legend import NODATA_LABEL
 from geoseg.methods.deeplab import blend_window, infer_tiles, normalise, predict_chunk, tile_starts
-from tests.methods.test_checkpoint import tiny_meta, tiny_model
+from tests.fixtures import tiny_meta, tiny_model
 
 torch.set_num_threads(2)
 

@@ -20,7 +20,7 @@ from geoseg.methods.checkpoint import save_checkpoint
 from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
 from geoseg.samples.synthetic import make_scene
-from tests.methods.test_checkpoint import tiny_meta, tiny_model
+from tests.fixtures import tiny_meta, tiny_model
 
 
 @pytest.fixture()

@@ -16,17 +16,11 @@ import rasterio
 
 from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
-
+from tests.fixtures import LEGEND_CLASSES as CLASSES
 from tests.fixtures import blocky_scene, write_raster
 
 pytestmark = pytest.mark.integration
 
-CLASSES = [  # reference class = blocky class + 1 (0 is the reference's nodata)
-    {"id": 1, "name": "forest", "color": "#0b6623"},
-    {"id": 2, "name": "water", "color": "#1f4e9c"},
-    {"id": 3, "name": "built-up", "color": "#c81e1e"},
-    {"id": 4, "name": "meadow", "color": "#9acd32"},
-]
 
 
 def _hex(rgb) -> str:  # noqa: ANN001

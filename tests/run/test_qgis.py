@@ -22,9 +22,8 @@ from scipy.ndimage import binary_erosion
 
 from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
-
+from tests.fixtures import LEGEND_CLASSES as CLASSES
 from tests.fixtures import blocky_scene, write_raster
-from tests.run.test_legend_everywhere import CLASSES
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 PROBE = Path(__file__).parent / "qgis" / "qgis_probe.py"

@@ -21,9 +21,9 @@ from geoseg.errors import JobSpecError
 from geoseg.geo import GeoGrid
 from geoseg.io.labelstore import LabelStoreWriter
 from geoseg.legend import LANDCOVER_CLASSES, NODATA_LABEL
-from tests.fixtures import chunk_grid
 from geoseg.vector.polygonize import side_owners
 from geoseg.vector.vectorize import vectorize_array, vectorize_labels
+from tests.fixtures import chunk_grid
 
 CRS_ = CRS.from_epsg(32633)
 TRANSFORM = Affine(10, 0, 600000, 0, -10, 5200000)
