@@ -35,17 +35,18 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import shapely
 from affine import Affine
 
-from geoseg.legend import NODATA_LABEL
 from geoseg.geo import ChunkGrid, Window, halo_window, trim_halo
 from geoseg.io.labelstore import read_label_window
-
+from geoseg.legend import NODATA_LABEL
+from geoseg.vector.parts import Tally, polygon_batch, tally_of, write_part
 
 #: The only connectivity geoseg vectorises with (rook / edge neighbours).
 CONNECTIVITY = 4
@@ -78,6 +79,10 @@ class ChunkSpec:
     min_mapping_unit_px: int = 0
     sieve_halo_px: int = 0
     world: bool = True
+    #: With a folder (and ``world``), the task writes its final polygons there as a part file
+    #: (:mod:`geoseg.vector.parts`) named after the window, with ``class_names[i]`` as class ``i``'s name.
+    parts_dir: str | None = None
+    class_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -99,6 +104,9 @@ class ChunkPolygons:
     border_class: np.ndarray
     sides: dict[str, np.ndarray]
     seconds: float = 0.0
+    #: The part file holding the final polygons (then ``final`` is empty), and their tally.
+    part: str | None = None
+    part_tally: Tally = field(default_factory=dict)
 
 
 def prepare_chunk(
@@ -321,5 +329,27 @@ def vectorize_chunk(window: Window, spec: ChunkSpec) -> ChunkPolygons:
         skip_classes=spec.skip_classes,
     )
     res = chunk_polygons(labels, window, spec.grid, skip_classes=spec.skip_classes, world=spec.world)
+    if spec.parts_dir is not None and spec.world:
+        _to_part(res, spec)
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def part_path(parts_dir: str | Path, window: Window) -> Path:
+    """Where the task for ``window`` writes its part file."""
+    return Path(parts_dir) / f"part-{window.row_off}-{window.col_off}.arrow"
+
+
+def _to_part(res: ChunkPolygons, spec: ChunkSpec) -> None:
+    """Move the final polygons into their part file; only the tally stays in the result."""
+    assert spec.parts_dir is not None and res.final_perimeter_m is not None
+    area = res.final_area_px * spec.grid.pixel_area
+    res.part_tally = tally_of(res.final_class, area)
+    if len(res.final):
+        path = part_path(spec.parts_dir, res.window)
+        write_part(path, polygon_batch(res.final, res.final_class, area, res.final_perimeter_m, spec.class_names))
+        res.part = str(path)
+    res.final = np.empty(0, dtype=object)
+    res.final_class = np.empty(0, dtype=np.int32)
+    res.final_area_px = np.empty(0, dtype=np.float64)
+    res.final_perimeter_m = np.empty(0, dtype=np.float64)

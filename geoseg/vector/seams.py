@@ -19,7 +19,8 @@ the client holds only the pieces along the open front of finished chunks.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import shapely
@@ -88,7 +89,7 @@ def union_each(groups: list[np.ndarray]) -> np.ndarray:
     return shapely.simplify(merged, 0.0, preserve_topology=False)
 
 
-def union_on_cluster(client: "Client", n_batches: int) -> Unioner:
+def union_on_cluster(client: Client, n_batches: int) -> Unioner:
     """A :data:`Unioner` that spreads the groups over the cluster in ``n_batches`` batches."""
 
     def run(groups: list[np.ndarray]) -> np.ndarray:
