@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import shapely
 
+from geoseg.vector.gridunion import union_pieces
+
 if TYPE_CHECKING:
     from distributed import Client
 
@@ -79,14 +81,11 @@ def seam_contacts(pieces: dict[ChunkKey, BorderPieces], offsets: dict[ChunkKey, 
 
 
 def union_each(groups: list[np.ndarray]) -> np.ndarray:
-    """Union each group of pieces into one polygon (exact: integer pixel coordinates) and drop
-    the collinear vertices the seams leave behind (Douglas-Peucker with tolerance 0 removes only
-    exactly collinear points, so the point set, and validity, are unchanged)."""
-    if not groups:
-        return np.empty(0, dtype=object)
+    """Union each group of pieces into one polygon, exactly and without the collinear vertices the
+    seams leave behind (:func:`geoseg.vector.gridunion.union_pieces`: linear in the vertices)."""
     merged = np.empty(len(groups), dtype=object)
-    merged[:] = [shapely.union_all(g) for g in groups]
-    return shapely.simplify(merged, 0.0, preserve_topology=False)
+    merged[:] = [union_pieces(g) for g in groups]
+    return merged
 
 
 def union_on_cluster(client: Client, n_batches: int) -> Unioner:

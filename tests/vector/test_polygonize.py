@@ -408,3 +408,37 @@ def test_vectorize_labels_merges_progressively_with_the_same_result(tmp_path):
     res = vectorize_labels(store, tmp_path / "p.gpkg", seam_round_pieces=1)
     assert res.timings["merge_rounds"] > 1
     assert_same_polygons(*_read_polygons(tmp_path / "p.gpkg"), *single_pass(labels, TRANSFORM))
+
+
+# ---------------------------------------------------------------------------------------------
+# the seam union: cancelled shared edges, re-linked rings (geoseg.vector.gridunion)
+# ---------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(label_maps(max_side=40), st.integers(2, 9))
+def test_grid_union_of_cut_regions_equals_geos_union(case, cell):
+    """Cut every whole-raster region along a grid of seams, union its pieces again: the region, exactly."""
+    from geoseg.vector.gridunion import _grid_union, union_pieces
+
+    labels, _ = case
+    geoms, _ = single_pass(labels)
+    h, w = labels.shape
+    boxes = [shapely.box(x, y, x + cell, y + cell) for y in range(0, h, cell) for x in range(0, w, cell)]
+    for g in shapely.make_valid(geoms):
+        pieces = shapely.intersection(g, np.array(boxes, dtype=object))
+        pieces = shapely.get_parts(pieces[~shapely.is_empty(pieces)])
+        pieces = pieces[shapely.get_type_id(pieces) == 3]
+        merged = union_pieces(pieces)
+        expected = shapely.simplify(shapely.union_all(pieces), 0.0, preserve_topology=False)
+        assert merged.is_valid
+        assert merged.normalize().equals_exact(expected.normalize(), 0), (merged.wkt, expected.wkt)
+        assert _grid_union(pieces) is not None  # the fast path, not the GEOS fallback
+
+
+def test_grid_union_falls_back_to_geos_off_the_grid():
+    from geoseg.vector.gridunion import _grid_union, union_pieces
+
+    tri = np.array([shapely.Polygon([(0, 0), (2, 0), (0, 2)]), shapely.box(0, -1, 2, 0)], dtype=object)
+    assert _grid_union(tri) is None
+    assert union_pieces(tri).equals(shapely.union_all(tri))

@@ -1,0 +1,146 @@
+"""Exact, linear-time union of the pieces of one region: cancel the pixel edges they share, re-link the rest.
+
+Why not ``shapely.union_all``: a region winding across dozens of chunks has pieces of 10⁵–10⁶
+vertices, and GEOS's overlay (noding every segment against every other) spent most of a smooth
+map's vectorisation on a few such unions (45 of 58 s at 16,000²). The pieces here are special:
+integer pixel coordinates, axis-parallel edges, interiors disjoint, touching only along seams.
+So their union's boundary is simply every piece's boundary split into unit pixel edges, minus
+the edges two pieces share (they come in opposite directions), re-linked into rings:
+
+* rings are oriented with the interior on the left (exterior counter-clockwise);
+* where four boundary edges meet at a pixel corner (two same-region pixels touching diagonally),
+  the ring turns *right*: each background side keeps its own ring, so a hole touching the shell
+  there stays a separate ring touching it at a point (OGC-valid, as GDAL's polygoniser and GEOS
+  give it; turning left would make one self-touching ring);
+* vertices where the direction does not change are dropped (what ``simplify(0)`` did after GEOS).
+
+Anything unexpected (a non-axis-parallel edge, not exactly one outer ring, an area that does not
+add up) makes :func:`union_pieces` fall back to GEOS, so the result is never worse than before.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import shapely
+
+
+def _corner_keys(xy: np.ndarray) -> np.ndarray:
+    ixy = xy.astype(np.int64)
+    return (ixy[:, 0] << 32) | (ixy[:, 1] & 0xFFFFFFFF)
+
+
+def _unit_edges(pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Start corners and unit directions of every boundary pixel edge (interior on the left)."""
+    oriented = shapely.orient_polygons(pieces, exterior_cw=False)
+    rings = shapely.get_rings(oriented)
+    xy, ring_of = shapely.get_coordinates(rings, return_index=True)
+    same = ring_of[1:] == ring_of[:-1]
+    a, b = xy[:-1][same], xy[1:][same]
+    d = b - a
+    if np.any((d[:, 0] != 0) & (d[:, 1] != 0)) or np.any(xy != np.round(xy)):
+        return None
+    length = np.abs(d).sum(axis=1).astype(np.int64)
+    keep = length > 0
+    a, d, length = a[keep], d[keep], length[keep]
+    unit = np.sign(d).astype(np.int64)
+    idx = np.repeat(np.arange(len(a)), length)
+    step = np.arange(len(idx)) - np.repeat(np.cumsum(length) - length, length)
+    start = a.astype(np.int64)[idx] + unit[idx] * step[:, None]
+    return start, unit[idx]
+
+
+def _grid_union(pieces: np.ndarray) -> shapely.Polygon | None:
+    edges = _unit_edges(pieces)
+    if edges is None:
+        return None
+    start, unit = edges
+    end = start + unit
+    ks, ke = _corner_keys(start), _corner_keys(end)
+    # an edge shared by two pieces appears once in each direction: drop both
+    lo, hi = np.minimum(ks, ke), np.maximum(ks, ke)
+    order = np.lexsort((hi, lo))
+    lo_s, hi_s = lo[order], hi[order]
+    dup = np.zeros(len(order), dtype=bool)
+    pair = (lo_s[1:] == lo_s[:-1]) & (hi_s[1:] == hi_s[:-1])
+    dup[1:] |= pair
+    dup[:-1] |= pair
+    keep = np.ones(len(ks), dtype=bool)
+    keep[order[dup]] = False
+    start, unit, ks, ke = start[keep], unit[keep], ks[keep], ke[keep]
+    n = len(ks)
+    if n < 4:
+        return None
+    # successor of each edge: the edge leaving its end corner (right turn where two leave)
+    by_start = np.argsort(ks, kind="stable")
+    first = np.searchsorted(ks[by_start], ke, side="left")
+    count = np.searchsorted(ks[by_start], ke, side="right") - first
+    if np.any(count < 1) or np.any(count > 2):
+        return None
+    nxt = by_start[np.minimum(first, n - 1)]
+    two = np.flatnonzero(count == 2)
+    if len(two):
+        alt = by_start[first[two] + 1]
+        cross = unit[two, 0] * unit[nxt[two], 1] - unit[two, 1] * unit[nxt[two], 0]
+        nxt[two] = np.where(cross < 0, nxt[two], alt)
+    if np.bincount(nxt, minlength=n).max() != 1:  # not a permutation: some corner is odd
+        return None
+    # cycles of the successor permutation, and each edge's rank along its cycle (pointer doubling)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(n, dtype=np.int8), (np.arange(n), nxt)), shape=(n, n))
+    n_cycles, cycle = connected_components(graph, directed=True, connection="strong")
+    rep = np.full(n_cycles, n, dtype=np.int64)
+    np.minimum.at(rep, cycle, np.arange(n))
+    pred = np.empty(n, dtype=np.int64)
+    pred[nxt] = np.arange(n)
+    is_rep = np.zeros(n, dtype=bool)
+    is_rep[rep] = True
+    pred[is_rep] = np.flatnonzero(is_rep)
+    rank = (~is_rep).astype(np.int64)
+    p = pred
+    while True:  # rank[i] + rank[p[i]], p[i] := p[p[i]]: ~log2(longest ring) rounds
+        rank = rank + rank[p]
+        p2 = p[p]
+        if np.array_equal(p2, p):
+            break
+        p = p2
+    seq = np.lexsort((rank, cycle))
+    # corners: where the direction changes (from the previous edge along the ring)
+    prev = np.empty(n, dtype=np.int64)
+    prev[nxt] = np.arange(n)
+    turn = np.any(unit[prev] != unit, axis=1)
+    seq = seq[turn[seq]]
+    ring_id = cycle[seq]
+    pts = start[seq].astype(np.float64)
+    # close each ring: repeat its first point
+    starts = np.flatnonzero(np.r_[True, ring_id[1:] != ring_id[:-1]])
+    ends = np.r_[starts[1:], len(seq)]
+    pts = pts[_closing_index(starts, ends)]
+    ring_ids = np.repeat(np.arange(len(starts)), ends - starts + 1)
+    rings = shapely.linearrings(pts, indices=ring_ids)
+    signed = shapely.area(shapely.polygons(rings)) * np.where(shapely.is_ccw(rings), 1.0, -1.0)
+    shells = np.flatnonzero(signed > 0)
+    if len(shells) != 1:
+        return None
+    holes = rings[signed < 0]
+    return shapely.Polygon(rings[shells[0]], holes=list(holes)) if len(holes) else shapely.Polygon(rings[shells[0]])
+
+
+def _closing_index(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    lengths = ends - starts + 1
+    base = np.repeat(starts, lengths)
+    offset = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    idx = base + offset
+    last = np.cumsum(lengths) - 1
+    idx[last] = starts
+    return idx
+
+
+def union_pieces(pieces: np.ndarray) -> shapely.Geometry:
+    """The union of one region's pieces (integer pixel coordinates), without collinear vertices."""
+    pieces = np.asarray(pieces, dtype=object)
+    merged = _grid_union(pieces)
+    if merged is not None and merged.area == shapely.area(pieces).sum():  # exact: integer coordinates
+        return merged
+    return shapely.simplify(shapely.union_all(pieces), 0.0, preserve_topology=False)
