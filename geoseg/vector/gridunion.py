@@ -137,9 +137,15 @@ def _closing_index(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return idx
 
 
-def union_pieces(pieces: np.ndarray) -> shapely.Geometry:
+#: Below this many vertices GEOS's union is quicker than the fixed cost of the numpy passes here.
+MIN_GRID_VERTICES = 2_000
+
+
+def union_pieces(pieces: np.ndarray, min_vertices: int = MIN_GRID_VERTICES) -> shapely.Geometry:
     """The union of one region's pieces (integer pixel coordinates), without collinear vertices."""
     pieces = np.asarray(pieces, dtype=object)
+    if shapely.get_num_coordinates(pieces).sum() < min_vertices:
+        return shapely.simplify(shapely.union_all(pieces), 0.0, preserve_topology=False)
     merged = _grid_union(pieces)
     if merged is not None and merged.area == shapely.area(pieces).sum():  # exact: integer coordinates
         return merged

@@ -40,7 +40,7 @@ Unioner = Callable[[list[np.ndarray]], np.ndarray]
 MIN_GROUPS_FOR_CLUSTER = 64
 #: A merge round runs when this many unmerged border pieces have arrived since the last one (and
 #: at least as many as are still waiting), so rounds cost O(pieces · log) over a whole run.
-ROUND_PIECES = 10_000
+ROUND_PIECES = 1_000
 
 
 

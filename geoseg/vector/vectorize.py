@@ -319,7 +319,7 @@ def vectorize_labels(
     timings = {"chunk_tasks_s": 0.0, "merge_s": 0.0}
 
     def batches() -> Iterator[pa.RecordBatch]:
-        unioner = union_each if client is None else union_on_cluster(client, 4 * _n_workers(client))
+        unioner = union_each
         merger = SeamMerger(grid.chunks_shape, unioner, round_pieces=seam_round_pieces)
         in_order = InOrder()
         pixel_polygons: list[tuple[np.ndarray, np.ndarray]] = []  # only with simplification
