@@ -20,24 +20,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import shapely
 
 from geoseg.vector.gridunion import union_pieces
 
-if TYPE_CHECKING:
-    from distributed import Client
-
 log = logging.getLogger(__name__)
 
 ChunkKey = tuple[int, int]
 Unioner = Callable[[list[np.ndarray]], np.ndarray]
 
-#: Unions are the costly part of merging: with a cluster and at least this many groups they run
-#: there, in batches of similar vertex counts.
-MIN_GROUPS_FOR_CLUSTER = 64
 #: A merge round runs when this many unmerged border pieces have arrived since the last one (and
 #: at least as many as are still waiting), so rounds cost O(pieces · log) over a whole run.
 ROUND_PIECES = 1_000
@@ -86,24 +80,6 @@ def union_each(groups: list[np.ndarray]) -> np.ndarray:
     merged = np.empty(len(groups), dtype=object)
     merged[:] = [union_pieces(g) for g in groups]
     return merged
-
-
-def union_on_cluster(client: Client, n_batches: int) -> Unioner:
-    """A :data:`Unioner` that spreads the groups over the cluster in ``n_batches`` batches."""
-
-    def run(groups: list[np.ndarray]) -> np.ndarray:
-        if len(groups) < MIN_GROUPS_FOR_CLUSTER:
-            return union_each(groups)
-        weight = np.cumsum([shapely.get_num_coordinates(g).sum() for g in groups])
-        cuts = np.searchsorted(weight, weight[-1] * np.arange(1, n_batches) / n_batches)
-        bounds = [0, *np.unique(cuts).tolist(), len(groups)]
-        batches = [groups[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
-        # The pieces travel inside the task graph (Dask warns above ~10 MiB), not scattered: scattered
-        # data dies with its worker, and the chaos test (workers killed mid-run) then fails.
-        futures = client.map(union_each, batches, pure=False)
-        return np.concatenate(client.gather(futures))
-
-    return run
 
 
 def union_groups(geoms: np.ndarray, classes: np.ndarray, group: np.ndarray,

@@ -44,7 +44,7 @@ from geoseg.vector.polygonize import (
     vectorize_chunk,
 )
 from geoseg.vector.seams import ROUND_PIECES as SEAM_ROUND_PIECES
-from geoseg.vector.seams import SeamMerger, union_each, union_on_cluster
+from geoseg.vector.seams import SeamMerger, union_each
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -181,10 +181,6 @@ def _worker_threads(client: Client) -> list[int]:
 
 def _n_threads(client: Client) -> int:
     return max(1, sum(_worker_threads(client)))
-
-
-def _n_workers(client: Client) -> int:
-    return len(_worker_threads(client))
 
 
 def _legend_for(ids: Iterable[int], legend: Sequence[ClassInfo]) -> tuple[ClassInfo, ...]:

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyogrio
 import pytest
 import shapely
@@ -320,15 +321,17 @@ def test_coverage_simplification_leaves_no_gaps_or_overlaps(tmp_path):
 
 
 @pytest.mark.integration
-def test_runs_on_a_cluster_with_the_same_result(blocky_store, tmp_path, dask_client, monkeypatch):
-    import geoseg.vector.seams
-
-    monkeypatch.setattr(geoseg.vector.seams, "MIN_GROUPS_FOR_CLUSTER", 0)  # seam unions on the cluster too
+def test_runs_on_a_cluster_with_the_same_result(blocky_store, tmp_path, dask_client):
     store, labels = blocky_store
     res = vectorize_labels(store, tmp_path / "c.gpkg", client=dask_client)
     local = vectorize_labels(store, tmp_path / "l.gpkg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.gpkg", "l.gpkg"]  # no part files left behind
     assert res.counts == local.counts
     assert_same_polygons(*_read_polygons(tmp_path / "c.gpkg"), *single_pass(labels, TRANSFORM))
+    # the rows the workers wrote to part files are the very rows the client computes without a cluster
+    rows = [sorted(zip(df.class_id, df.class_name, df.area_m2, df.perimeter_m, df.geometry.to_wkb()))
+            for df in (pyogrio.read_dataframe(tmp_path / n, layer="polygons") for n in ("c.gpkg", "l.gpkg"))]
+    assert rows[0] == rows[1]
 
 
 def test_empty_output_still_writes_a_layer(tmp_path):
@@ -442,3 +445,23 @@ def test_grid_union_falls_back_to_geos_off_the_grid():
     tri = np.array([shapely.Polygon([(0, 0), (2, 0), (0, 2)]), shapely.box(0, -1, 2, 0)], dtype=object)
     assert _grid_union(tri) is None
     assert union_pieces(tri).equals(shapely.union_all(tri))
+
+
+def test_part_files_round_trip_and_come_out_in_chunk_order(tmp_path):
+    from geoseg.vector.parts import BATCH_ROWS, InOrder, polygon_batch, read_part, write_part
+
+    n = BATCH_ROWS + 5
+    geoms = shapely.box(np.arange(n), 0, np.arange(n) + 1, 1)
+    batch = polygon_batch(shapely.to_wkb(geoms), np.arange(n) % 3, np.ones(n), np.full(n, 4.0), ("a", "b", "c"))
+    path = tmp_path / "part.arrow"
+    write_part(path, batch)
+    write_part(path, batch)  # a retried task writes the same file again: replaced whole
+    back = list(read_part(path))
+    assert [b.num_rows for b in back] == [BATCH_ROWS, 5]
+    table = pa.Table.from_batches(back)
+    assert table.column("class_name").to_pylist()[:4] == ["a", "b", "c", "a"]
+    assert shapely.equals(shapely.from_wkb(table.column("geom").to_numpy(zero_copy_only=False)), geoms).all()
+    assert [p.name for p in tmp_path.iterdir()] == ["part.arrow"]
+    order = InOrder()
+    assert order.add(2, "c") == [] and order.add(0, "a") == ["a"] and order.add(1, None) == ["c"]
+    assert order.add(3, "d") == ["d"]
