@@ -9,13 +9,14 @@ class, same areas), however the raster is chunked:
    *pixel* coordinates of the whole raster. Those are integers, so every geometric step below
    (unions, comparisons) is exact.
 2. A polygon that does not touch a border shared with another chunk is a whole region already:
-   the task converts it to map coordinates (the raster CRS and transform) and returns it as
-   WKB with its class, area and perimeter. Only these small arrays travel to the client.
+   the task converts it to map coordinates (the raster CRS and transform) and writes it, with
+   its class, area and perimeter, as a row of the output layer to the chunk's part file
+   (:mod:`geoseg.vector.parts`); without a cluster the rows come back as arrays instead.
 3. A polygon touching a shared border is returned in pixel coordinates, together with, for
    each pixel along each shared border, the index of the polygon that owns it.
 4. The client pairs the pixels facing each other across every seam: same class on both sides
    of a pixel *edge* means same region. Connected components of these contacts group the pieces
-   of each region; each group becomes one polygon with ``shapely.union_all``, as soon as no
+   of each region; each group becomes one polygon (:mod:`geoseg.vector.gridunion`), as soon as no
    chunk still to come can add to it (:mod:`geoseg.vector.seams`), so the client holds only the pieces
    along the front of finished chunks.
 

@@ -5,7 +5,7 @@ pieces", in integer pixel coordinates) and, for every pixel along each shared si
 that owns it. Pixels facing each other across a seam with the same class share a pixel *edge*
 (4-connectivity), so their pieces belong to one region; connected components of these contacts
 group the pieces of each region, and each group is unioned into one polygon (exact: integer
-coordinates).
+coordinates; linear in its vertices, :mod:`geoseg.vector.gridunion`).
 
 Why progressive: holding every border piece until the last chunk is done makes the client's
 memory grow with the whole raster's seams (on the benchmark maps, though, the pieces were at most

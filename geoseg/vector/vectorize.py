@@ -6,10 +6,13 @@ How the result is made identical to one polygonising pass over the whole raster 
 Options: skipped classes (nodata by default) produce no polygons; a minimum mapping unit sieves
 small regions before polygonising (see :func:`prepare_chunk` for when that is chunk-independent);
 ``simplify_tolerance`` applies coverage simplification to all polygons together, so neighbours
-keep their shared boundaries (no gaps, no overlaps). Polygons are written as they are produced
-(:mod:`geoseg.vector.gpkg`), so writing overlaps computing and the client never holds the whole output
-(except with simplification or ``layout="per_class"``, which need everything at once).
-"""
+keep their shared boundaries (no gaps, no overlaps).
+
+Memory: on a cluster the chunk tasks write their finished polygons to part files beside the output
+(:mod:`geoseg.vector.parts`), and the client streams those into the one GeoPackage writer in chunk
+order, so what the client holds is the seam pieces still waiting for a neighbouring chunk, not
+the output. ``layout="per_class"`` spools all rows to one scratch file and reads it once per
+class; only simplification needs every polygon in memory at once."""
 
 from __future__ import annotations
 
