@@ -159,12 +159,29 @@ def isolated_pixels(labels: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return valid & ~same
 
 
+#: GeoJSON items turned into polygons at a time: their nested Python lists cost ~100 bytes per
+#: vertex, so they are consumed in batches (24 MiB less at the peak of a fragmented 2048² chunk).
+GEOJSON_BATCH = 8_192
+
+
 def polygons_from_geojson(items: Iterable[tuple[dict, float]]) -> tuple[np.ndarray, np.ndarray]:
     """Build shapely polygons from ``rasterio.features.shapes`` output in a few vectorised calls.
 
     Calling ``shapely.geometry.shape`` per item costs more than the polygonising itself; here the
-    coordinates are flattened once and rings and polygons are made in bulk.
+    coordinates are flattened once per batch of items and rings and polygons are made in bulk.
     """
+    it = iter(items)
+    parts = []
+    while batch := list(itertools.islice(it, GEOJSON_BATCH)):
+        parts.append(_polygons_from_geojson(batch))
+    if not parts:
+        return np.empty(0, dtype=object), np.empty(0, dtype=np.int32)
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([p for p, _ in parts]), np.concatenate([c for _, c in parts])
+
+
+def _polygons_from_geojson(items: list[tuple[dict, float]]) -> tuple[np.ndarray, np.ndarray]:
     rings: list = []
     owner: list[int] = []
     values: list[float] = []

@@ -257,6 +257,14 @@ def test_failure_leaves_no_output_and_keeps_the_old_one(blocky_store, tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_polygons_built_from_geojson_in_small_batches_are_the_same(blocky_store, monkeypatch):
+    import geoseg.vector.polygonize
+
+    _, labels = blocky_store
+    monkeypatch.setattr(geoseg.vector.polygonize, "GEOJSON_BATCH", 3)
+    assert_same_polygons(*vectorize_array(labels, 32), *single_pass(labels))
+
+
 def test_skip_classes(blocky_store, tmp_path):
     store, labels = blocky_store
     res = vectorize_labels(store, tmp_path / "p.gpkg", skip_classes=(2, NODATA_LABEL))
