@@ -70,20 +70,24 @@ def _grid_union(pieces: np.ndarray) -> shapely.Polygon | None:
     n = len(ks)
     if n < 4:
         return None
-    # successor of each edge: the edge leaving its end corner (right turn where two leave)
+    # successor of each edge: the edge leaving its end corner. Every corner has as many edges in as
+    # out (1 or 2), so the edges sorted by end corner line up with the edges sorted by start corner;
+    # where two arrive, each takes the one of the two leaving edges that turns right.
     by_start = np.argsort(ks, kind="stable")
-    first = np.searchsorted(ks[by_start], ke, side="left")
-    count = np.searchsorted(ks[by_start], ke, side="right") - first
-    if np.any(count < 1) or np.any(count > 2):
+    by_end = np.argsort(ke, kind="stable")
+    if not np.array_equal(ks[by_start], ke[by_end]):
         return None
-    nxt = by_start[np.minimum(first, n - 1)]
-    two = np.flatnonzero(count == 2)
+    nxt = np.empty(n, dtype=np.int64)
+    nxt[by_end] = by_start
+    ke_sorted = ke[by_end]
+    two = np.flatnonzero(ke_sorted[1:] == ke_sorted[:-1])
     if len(two):
-        alt = by_start[first[two] + 1]
-        cross = unit[two, 0] * unit[nxt[two], 1] - unit[two, 1] * unit[nxt[two], 0]
-        nxt[two] = np.where(cross < 0, nxt[two], alt)
-    if np.bincount(nxt, minlength=n).max() != 1:  # not a permutation: some corner is odd
-        return None
+        if np.any(np.diff(two) == 1):  # three or more edges into one corner: not a pixel boundary
+            return None
+        e1, e2, o1, o2 = by_end[two], by_end[two + 1], by_start[two], by_start[two + 1]
+        right = unit[e1, 0] * unit[o1, 1] - unit[e1, 1] * unit[o1, 0] < 0
+        nxt[e1] = np.where(right, o1, o2)
+        nxt[e2] = np.where(right, o2, o1)
     # cycles of the successor permutation, and each edge's rank along its cycle (pointer doubling)
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
