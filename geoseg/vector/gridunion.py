@@ -88,34 +88,15 @@ def _grid_union(pieces: np.ndarray) -> shapely.Polygon | None:
         right = unit[e1, 0] * unit[o1, 1] - unit[e1, 1] * unit[o1, 0] < 0
         nxt[e1] = np.where(right, o1, o2)
         nxt[e2] = np.where(right, o2, o1)
-    # cycles of the successor permutation, and each edge's rank along its cycle (pointer doubling)
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    from geoseg.vector.gridunion_loops import walk_cycles
 
-    graph = coo_matrix((np.ones(n, dtype=np.int8), (np.arange(n), nxt)), shape=(n, n))
-    n_cycles, cycle = connected_components(graph, directed=True, connection="strong")
-    rep = np.full(n_cycles, n, dtype=np.int64)
-    np.minimum.at(rep, cycle, np.arange(n))
-    pred = np.empty(n, dtype=np.int64)
-    pred[nxt] = np.arange(n)
-    is_rep = np.zeros(n, dtype=bool)
-    is_rep[rep] = True
-    pred[is_rep] = np.flatnonzero(is_rep)
-    rank = (~is_rep).astype(np.int64)
-    p = pred
-    while True:  # rank[i] + rank[p[i]], p[i] := p[p[i]]: ~log2(longest ring) rounds
-        rank = rank + rank[p]
-        p2 = p[p]
-        if np.array_equal(p2, p):
-            break
-        p = p2
-    seq = np.lexsort((rank, cycle))
+    seq, cycle_of_seq = walk_cycles(nxt)
     # corners: where the direction changes (from the previous edge along the ring)
     prev = np.empty(n, dtype=np.int64)
     prev[nxt] = np.arange(n)
     turn = np.any(unit[prev] != unit, axis=1)
-    seq = seq[turn[seq]]
-    ring_id = cycle[seq]
+    keep_corner = turn[seq]
+    seq, ring_id = seq[keep_corner], cycle_of_seq[keep_corner]
     pts = start[seq].astype(np.float64)
     # close each ring: repeat its first point
     starts = np.flatnonzero(np.r_[True, ring_id[1:] != ring_id[:-1]])
