@@ -347,8 +347,8 @@ def vectorize_chunk(window: Window, spec: ChunkSpec) -> ChunkPolygons:
         skip_classes=spec.skip_classes,
     )
     res = chunk_polygons(labels, window, spec.grid, skip_classes=spec.skip_classes, world=spec.world)
-    if spec.parts_dir is not None and spec.world:
-        _to_part(res, spec)
+    if spec.parts_dir is not None and spec.world and Path(spec.parts_dir).is_dir():
+        _to_part(res, spec)  # a worker that cannot see the folder returns its rows instead
     res.seconds = time.perf_counter() - t0
     return res
 

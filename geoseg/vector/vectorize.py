@@ -338,7 +338,7 @@ def vectorize_labels(
                 for part in in_order.add(index_of[(res.window.row_off, res.window.col_off)], res.part):
                     yield from read_part(part)
                     Path(part).unlink()
-            elif len(res.final) and simplify:
+            if len(res.final) and simplify:
                 pixel_polygons.append((res.final, res.final_class))
             elif len(res.final):
                 area = res.final_area_px * grid.pixel_area

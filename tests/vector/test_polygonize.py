@@ -473,3 +473,21 @@ def test_part_files_round_trip_and_come_out_in_chunk_order(tmp_path):
     order = InOrder()
     assert order.add(2, "c") == [] and order.add(0, "a") == ["a"] and order.add(1, None) == ["c"]
     assert order.add(3, "d") == ["d"]
+
+
+def test_chunk_task_writes_its_part_file_or_returns_rows_where_it_cannot(blocky_store, tmp_path):
+    from geoseg.io.labelstore import read_label_info
+    from geoseg.vector.parts import read_part
+    from geoseg.vector.polygonize import ChunkSpec, vectorize_chunk
+
+    store, _ = blocky_store
+    grid = read_label_info(store).chunk_grid
+    window = next(iter(grid.windows()))
+    names = tuple(f"c{i}" for i in range(256))
+    res = vectorize_chunk(window, ChunkSpec(str(store), grid, (NODATA_LABEL,), parts_dir=str(tmp_path), class_names=names))
+    lost = vectorize_chunk(window, ChunkSpec(str(store), grid, (NODATA_LABEL,), parts_dir=str(tmp_path / "unseen"),
+                                             class_names=names))
+    assert res.part is not None and len(res.final) == 0 and lost.part is None and len(lost.final) > 0
+    rows = pa.Table.from_batches(list(read_part(res.part)))
+    assert rows.column("geom").to_pylist() == list(lost.final)
+    assert sum(n for n, _ in res.part_tally.values()) == rows.num_rows
