@@ -304,7 +304,7 @@ def vectorize_labels(
     out = Path(out_path)
     if not out.parent.exists():
         raise OutputError(f"output folder {out.parent} does not exist")
-    # Scratch beside the output (hidden, a geoseg temporary: a killed run's is removed by the next):
+    # Scratch beside the output, named as a geoseg temporary (remove_stale_temporaries finds a killed run's):
     # the workers' part files, and the spooled output of layout="per_class".
     scratch = temporary_name(out.parent / f"{out.stem}-parts")
     # Workers write their finished polygons to part files (memory flat on the client); without a
