@@ -14,7 +14,9 @@ salt noise) into a label store, then times
 
 and records peak resident memory (client + workers, sampled every 50 ms) of the vectorise
 stage for each ``--sizes`` (the label store is generated in a child process, so the client's
-baseline is the same for every size; ``peak_increase_mib`` is what the stage added). GDAL runs are done for the largest size only. Prints JSON.
+baseline is the same for every size; ``peak_increase_mib`` is what the stage added). GDAL runs
+are done for the largest size only, or for ``--gdal-sizes``. ``seam_merge_share`` is the part of
+geoseg's stage the client spent merging seams. Prints JSON.
 
     python benchmarks/bench_vectorize.py --sizes 4000 8000 --workdir /tmp/bench-vec
 
@@ -202,6 +204,7 @@ def run_geoseg(store: Path, out: Path, workers: int) -> dict:
             seconds = time.perf_counter() - t0
         cpu1 = sum(client.run(_cpu_seconds).values()), _cpu_seconds()
     return {"seconds": round(seconds, 2), "n_features": res.n_features,
+            "seam_merge_share": round(res.timings.get("merge_s", 0.0) / seconds, 3),
             "cpu_seconds": {"workers": round(cpu1[0] - cpu0[0], 1), "client": round(cpu1[1] - cpu0[1], 1)},
             "loadavg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
             "timings": {k: round(v, 2) for k, v in res.timings.items()}, "memory": mem}
@@ -286,6 +289,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=Path("bench-vectorize"))
     ap.add_argument("--skip-gdal", action="store_true", help="time geoseg only")
+    ap.add_argument("--gdal-sizes", type=int, nargs="*", default=None,
+                    help="sizes to run gdal_polygonize at (default: the largest of --sizes)")
     ap.add_argument("--skip-context", action="store_true", help="skip the context baselines (memory driver, single pass)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     args = ap.parse_args(argv)
@@ -310,7 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
         store = prepare_store(n, args, folder / "labels.zarr")
         run: dict = {"size": n, "prepare_seconds": round(time.perf_counter() - t0, 1)}
         run["geoseg"] = run_geoseg(store, folder / "geoseg.vector.gpkg", args.workers)
-        if not args.skip_gdal and n == max(args.sizes):
+        if not args.skip_gdal and n in (args.gdal_sizes if args.gdal_sizes is not None else [max(args.sizes)]):
             from geoseg.io.export import export_cog
 
             t0 = time.perf_counter()

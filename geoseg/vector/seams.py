@@ -5,7 +5,7 @@ pieces", in integer pixel coordinates) and, for every pixel along each shared si
 that owns it. Pixels facing each other across a seam with the same class share a pixel *edge*
 (4-connectivity), so their pieces belong to one region; connected components of these contacts
 group the pieces of each region, and each group is unioned into one polygon (exact: integer
-coordinates).
+coordinates; linear in its vertices, :mod:`geoseg.vector.gridunion`).
 
 Why progressive: holding every border piece until the last chunk is done makes the client's
 memory grow with the whole raster's seams (on the benchmark maps, though, the pieces were at most
@@ -19,25 +19,22 @@ the client holds only the pieces along the open front of finished chunks.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import shapely
 
-if TYPE_CHECKING:
-    from distributed import Client
+from geoseg.vector.gridunion import union_pieces
 
 log = logging.getLogger(__name__)
 
 ChunkKey = tuple[int, int]
 Unioner = Callable[[list[np.ndarray]], np.ndarray]
 
-#: Unions are the costly part of merging: with a cluster and at least this many groups they run
-#: there, in batches of similar vertex counts.
-MIN_GROUPS_FOR_CLUSTER = 64
 #: A merge round runs when this many unmerged border pieces have arrived since the last one (and
 #: at least as many as are still waiting), so rounds cost O(pieces · log) over a whole run.
-ROUND_PIECES = 10_000
+ROUND_PIECES = 1_000
 
 
 
@@ -78,50 +75,11 @@ def seam_contacts(pieces: dict[ChunkKey, BorderPieces], offsets: dict[ChunkKey, 
 
 
 def union_each(groups: list[np.ndarray]) -> np.ndarray:
-    """Union each group of pieces into one polygon (exact: integer pixel coordinates) and drop
-    the collinear vertices the seams leave behind (Douglas-Peucker with tolerance 0 removes only
-    exactly collinear points, so the point set, and validity, are unchanged)."""
-    if not groups:
-        return np.empty(0, dtype=object)
+    """Union each group of pieces into one polygon, exactly and without the collinear vertices the
+    seams leave behind (:func:`geoseg.vector.gridunion.union_pieces`: linear in the vertices)."""
     merged = np.empty(len(groups), dtype=object)
-    merged[:] = [shapely.union_all(g) for g in groups]
-    return shapely.simplify(merged, 0.0, preserve_topology=False)
-
-
-def union_on_cluster(client: "Client", n_batches: int) -> Unioner:
-    """A :data:`Unioner` that spreads the groups over the cluster in ``n_batches`` batches."""
-
-    def run(groups: list[np.ndarray]) -> np.ndarray:
-        if len(groups) < MIN_GROUPS_FOR_CLUSTER:
-            return union_each(groups)
-        weight = np.cumsum([shapely.get_num_coordinates(g).sum() for g in groups])
-        cuts = np.searchsorted(weight, weight[-1] * np.arange(1, n_batches) / n_batches)
-        bounds = [0, *np.unique(cuts).tolist(), len(groups)]
-        batches = [groups[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
-        # The pieces are scattered (sent once, outside the task graph: no "large graph" warning).
-        # Scattered data dies with its worker, so a batch whose data or task was lost (workers
-        # killed mid-run, as in the chaos test) is unioned here instead: the same polygons.
-        data = client.scatter(batches, hash=False)
-        futures = client.map(union_each, data, pure=False)
-        try:
-            return np.concatenate(client.gather(futures))
-        except Exception as exc:  # noqa: BLE001 - lost workers or data; KeyboardInterrupt passes
-            log.warning("seam union on the cluster failed (%s); finishing the lost batches here", exc)
-            return np.concatenate([_result_or_local(f, b) for f, b in zip(futures, batches)])
-        finally:
-            client.cancel([*futures, *data])
-
-    return run
-
-
-def _result_or_local(future, batch: list[np.ndarray]) -> np.ndarray:  # future: a distributed.Future
-    """A finished batch's result from the cluster, else the batch unioned on the client."""
-    if future.status == "finished":
-        try:
-            return future.result(timeout=10)
-        except Exception as exc:  # noqa: BLE001 - its data went with a worker after all
-            log.debug("batch result lost (%s); unioning it here", exc)
-    return union_each(batch)
+    merged[:] = [union_pieces(g) for g in groups]
+    return merged
 
 
 def union_groups(geoms: np.ndarray, classes: np.ndarray, group: np.ndarray,

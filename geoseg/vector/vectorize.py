@@ -6,36 +6,49 @@ How the result is made identical to one polygonising pass over the whole raster 
 Options: skipped classes (nodata by default) produce no polygons; a minimum mapping unit sieves
 small regions before polygonising (see :func:`prepare_chunk` for when that is chunk-independent);
 ``simplify_tolerance`` applies coverage simplification to all polygons together, so neighbours
-keep their shared boundaries (no gaps, no overlaps). Polygons are written as they are produced
-(:mod:`geoseg.vector.gpkg`), so writing overlaps computing and the client never holds the whole output
-(except with simplification or ``layout="per_class"``, which need everything at once).
-"""
+keep their shared boundaries (no gaps, no overlaps).
+
+Memory: on a cluster the chunk tasks write their finished polygons to part files beside the output
+(:mod:`geoseg.vector.parts`), and the client streams those into the one GeoPackage writer in chunk
+order, so what the client holds is the seam pieces still waiting for a neighbouring chunk, not
+the output. ``layout="per_class"`` spools all rows to one scratch file and reads it once per
+class; only simplification needs every polygon in memory at once."""
 
 from __future__ import annotations
 
 import re
 import time
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute
 import shapely
 from affine import Affine
 
-from geoseg.legend import NODATA_LABEL, PALETTE, ClassInfo
-from geoseg.errors import JobSpecError
+from geoseg.errors import JobSpecError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
-from geoseg.progress import chunk_progress
+from geoseg.io.atomic import remove_path, temporary_name
 from geoseg.io.labelstore import read_label_info
+from geoseg.legend import NODATA_LABEL, PALETTE, ClassInfo
+from geoseg.progress import chunk_progress
 from geoseg.vector.gpkg import POLYGON_SCHEMA, atomic_gpkg, class_style, write_arrow_layer, write_layer_styles
+from geoseg.vector.parts import InOrder, Tally, polygon_batch, read_part, tally_of
 from geoseg.vector.polygonize import (
-    CONNECTIVITY, ChunkPolygons, ChunkSpec, chunk_polygons, prepare_chunk, to_map_coords, vectorize_chunk,
+    CONNECTIVITY,
+    ChunkPolygons,
+    ChunkSpec,
+    chunk_polygons,
+    prepare_chunk,
+    to_map_coords,
+    vectorize_chunk,
 )
 from geoseg.vector.seams import ROUND_PIECES as SEAM_ROUND_PIECES
-from geoseg.vector.seams import SeamMerger, union_each, union_on_cluster
+from geoseg.vector.seams import SeamMerger, union_each
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -123,7 +136,7 @@ def _check_options(connectivity: int, layout: str, min_mapping_unit_px: int, sim
         raise JobSpecError(f"simplify_tolerance must be >= 0, got {simplify_tolerance}")
 
 
-def _run_chunks(spec: ChunkSpec, windows: list[Window], client: "Client | None") -> Iterator[ChunkPolygons]:
+def _run_chunks(spec: ChunkSpec, windows: list[Window], client: Client | None) -> Iterator[ChunkPolygons]:
     """Chunk results in completion order: on the cluster if given, else one by one here."""
     if client is None:
         for w in windows:
@@ -159,7 +172,7 @@ def _run_chunks(spec: ChunkSpec, windows: list[Window], client: "Client | None")
         client.cancel(list(running))
 
 
-def _worker_threads(client: "Client") -> list[int]:
+def _worker_threads(client: Client) -> list[int]:
     """Threads of each worker (``client.nthreads()``: every worker, unlike ``scheduler_info()``).
 
     Only a hint for batching and for how far ahead to submit, so any failure gives one worker.
@@ -170,12 +183,8 @@ def _worker_threads(client: "Client") -> list[int]:
         return [1]
 
 
-def _n_threads(client: "Client") -> int:
+def _n_threads(client: Client) -> int:
     return max(1, sum(_worker_threads(client)))
-
-
-def _n_workers(client: "Client") -> int:
-    return len(_worker_threads(client))
 
 
 def _legend_for(ids: Iterable[int], legend: Sequence[ClassInfo]) -> tuple[ClassInfo, ...]:
@@ -215,30 +224,33 @@ class _Tally:
         self.areas: dict[int, float] = {}
 
     def add(self, classes: np.ndarray, areas: np.ndarray) -> None:
-        if len(classes) == 0:
-            return
-        ids, inv = np.unique(classes, return_inverse=True)
-        counts = np.bincount(inv)
-        sums = np.bincount(inv, weights=areas)
-        for i, n, a in zip(ids.tolist(), counts.tolist(), sums.tolist()):
+        self.merge(tally_of(classes, areas))
+
+    def merge(self, tally: Tally) -> None:
+        for i, (n, a) in tally.items():
             self.counts[i] = self.counts.get(i, 0) + n
             self.areas[i] = self.areas.get(i, 0.0) + a
 
 
-def _batch(wkb: np.ndarray, classes: np.ndarray, area_m2: np.ndarray, perimeter_m: np.ndarray,
-           names: dict[int, str]) -> pa.RecordBatch:
-    name_col = [names[c] for c in classes.tolist()]
-    return pa.record_batch(
-        [pa.array(wkb, pa.binary()), pa.array(classes, pa.int32()), pa.array(name_col, pa.string()),
-         pa.array(area_m2, pa.float64()), pa.array(perimeter_m, pa.float64())],
-        schema=POLYGON_SCHEMA,
-    )
-
-
-def _pixel_batch(geoms_px: np.ndarray, classes: np.ndarray, grid: ChunkGrid, names: dict[int, str]) -> pa.RecordBatch:
+def _pixel_batch(geoms_px: np.ndarray, classes: np.ndarray, grid: ChunkGrid, names: Sequence[str]) -> pa.RecordBatch:
     mapped = to_map_coords(geoms_px, grid.transform)
     area = shapely.area(geoms_px) * grid.pixel_area
-    return _batch(shapely.to_wkb(mapped), classes, area, shapely.length(mapped), names)
+    return polygon_batch(shapely.to_wkb(mapped), classes, area, shapely.length(mapped), names)
+
+
+def _spool(path: Path, batches: Iterable[pa.RecordBatch]) -> Path:
+    """Stream batches into one Arrow IPC file (for layouts that read the output more than once)."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, POLYGON_SCHEMA) as writer:
+        for b in batches:
+            writer.write_batch(b)
+    return path
+
+
+def _class_batches(spool: Path, class_id: int) -> Iterator[pa.RecordBatch]:
+    for b in read_part(spool):
+        sub = b.filter(pa.compute.equal(b.column("class_id"), class_id))
+        if sub.num_rows:
+            yield sub
 
 
 def _coverage_simplify(geoms_px: np.ndarray, tolerance_px: float) -> np.ndarray:
@@ -257,7 +269,7 @@ def vectorize_labels(
     labels_path: str | Path,
     out_path: str | Path,
     *,
-    client: "Client | None" = None,
+    client: Client | None = None,
     connectivity: int = CONNECTIVITY,
     skip_classes: Sequence[int] = (NODATA_LABEL,),
     min_mapping_unit_px: int = 0,
@@ -290,17 +302,28 @@ def vectorize_labels(
     grid = info.chunk_grid
     skip = tuple(sorted({int(c) for c in skip_classes}))
     wanted = [c.id for c in info.legend if c.id not in skip]
-    names = {c.id: c.name for c in _legend_for(range(256), info.legend)}
+    names = tuple(c.name for c in _legend_for(range(256), info.legend))
     simplify = simplify_tolerance > 0
+    out = Path(out_path)
+    if not out.parent.exists():
+        raise OutputError(f"output folder {out.parent} does not exist")
+    # Scratch beside the output, named as a geoseg temporary (remove_stale_temporaries finds a killed run's):
+    # the workers' part files, and the spooled output of layout="per_class".
+    scratch = temporary_name(out.parent / f"{out.stem}-parts")
+    # Workers write their finished polygons to part files (memory flat on the client); without a
+    # cluster, or with simplification (which needs every polygon at once), they come back here.
+    use_parts = client is not None and not simplify
     spec = ChunkSpec(str(info.path), grid, skip, int(min_mapping_unit_px), _halo(min_mapping_unit_px, sieve_halo_px),
-                     world=not simplify)
+                     world=not simplify, parts_dir=str(scratch) if use_parts else None, class_names=names)
     windows = list(grid.windows())
+    index_of = {(w.row_off, w.col_off): i for i, w in enumerate(windows)}
     tally = _Tally()
     timings = {"chunk_tasks_s": 0.0, "merge_s": 0.0}
 
     def batches() -> Iterator[pa.RecordBatch]:
-        unioner = union_each if client is None else union_on_cluster(client, 4 * _n_workers(client))
+        unioner = union_each
         merger = SeamMerger(grid.chunks_shape, unioner, round_pieces=seam_round_pieces)
+        in_order = InOrder()
         pixel_polygons: list[tuple[np.ndarray, np.ndarray]] = []  # only with simplification
 
         def merged_batches(merged: np.ndarray, merged_cls: np.ndarray) -> Iterator[pa.RecordBatch]:
@@ -314,15 +337,21 @@ def vectorize_labels(
         chunks = chunk_progress(_run_chunks(spec, windows, client), len(windows), "vectorising", show_progress)
         for res in chunks:
             timings["chunk_tasks_s"] += res.seconds
+            if use_parts:
+                tally.merge(res.part_tally)
+                for part in in_order.add(index_of[(res.window.row_off, res.window.col_off)], res.part):
+                    yield from read_part(part)
+                    Path(part).unlink()
             if len(res.final) and simplify:
                 pixel_polygons.append((res.final, res.final_class))
             elif len(res.final):
                 area = res.final_area_px * grid.pixel_area
                 tally.add(res.final_class, area)
-                yield _batch(res.final, res.final_class, area, res.final_perimeter_m, names)
+                yield polygon_batch(res.final, res.final_class, area, res.final_perimeter_m, names)
             t0 = time.perf_counter()
             merged = merger.add(_chunk_index(res.window, grid.chunk), res)
             timings["merge_s"] += time.perf_counter() - t0
+            del res  # the chunk's seam pieces live on in the merger only
             yield from merged_batches(*merged)
         t0 = time.perf_counter()
         merged = merger.finish()
@@ -340,25 +369,28 @@ def vectorize_labels(
             tally.add(classes, batch.column("area_m2").to_numpy())
             yield batch
 
-    with atomic_gpkg(out_path) as tmp:
-        t0 = time.perf_counter()
-        if layout == "single":
-            write_arrow_layer(tmp, layer_name, batches(), crs_wkt=info.grid.crs_wkt)
-            styles = [class_style(layer_name, _legend_for(set(wanted) | set(tally.counts), info.legend))]
-            layers: tuple[str, ...] = (layer_name,)
-        else:
-            table = pa.Table.from_batches(list(batches()), schema=POLYGON_SCHEMA)
-            per_class = _legend_for(set(wanted) | set(tally.counts), info.legend)
-            lnames = layer_names(per_class)
-            styles = []
-            class_col = table.column("class_id").to_numpy()
-            for c in per_class:
-                sub = table.filter(pa.array(class_col == c.id))
-                write_arrow_layer(tmp, lnames[c.id], sub.to_batches(), crs_wkt=info.grid.crs_wkt)
-                styles.append(class_style(lnames[c.id], (c,)))
-            layers = tuple(lnames[c.id] for c in per_class)
-        write_layer_styles(tmp, styles)
-        timings["write_and_wait_s"] = time.perf_counter() - t0
+    try:
+        if use_parts or layout != "single":
+            scratch.mkdir()
+        with atomic_gpkg(out) as tmp:
+            t0 = time.perf_counter()
+            if layout == "single":
+                write_arrow_layer(tmp, layer_name, batches(), crs_wkt=info.grid.crs_wkt)
+                styles = [class_style(layer_name, _legend_for(set(wanted) | set(tally.counts), info.legend))]
+                layers: tuple[str, ...] = (layer_name,)
+            else:
+                spool = _spool(scratch / "all.arrow", batches())
+                per_class = _legend_for(set(wanted) | set(tally.counts), info.legend)
+                lnames = layer_names(per_class)
+                styles = []
+                for c in per_class:
+                    write_arrow_layer(tmp, lnames[c.id], _class_batches(spool, c.id), crs_wkt=info.grid.crs_wkt)
+                    styles.append(class_style(lnames[c.id], (c,)))
+                layers = tuple(lnames[c.id] for c in per_class)
+            write_layer_styles(tmp, styles)
+            timings["write_and_wait_s"] = time.perf_counter() - t0
+    finally:
+        remove_path(scratch)
     return VectorizeResult(
         out_path=Path(out_path),
         n_features=sum(tally.counts.values()),

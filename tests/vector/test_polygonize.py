@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyogrio
 import pytest
 import shapely
@@ -256,6 +257,14 @@ def test_failure_leaves_no_output_and_keeps_the_old_one(blocky_store, tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_polygons_built_from_geojson_in_small_batches_are_the_same(blocky_store, monkeypatch):
+    import geoseg.vector.polygonize
+
+    _, labels = blocky_store
+    monkeypatch.setattr(geoseg.vector.polygonize, "GEOJSON_BATCH", 3)
+    assert_same_polygons(*vectorize_array(labels, 32), *single_pass(labels))
+
+
 def test_skip_classes(blocky_store, tmp_path):
     store, labels = blocky_store
     res = vectorize_labels(store, tmp_path / "p.gpkg", skip_classes=(2, NODATA_LABEL))
@@ -320,15 +329,17 @@ def test_coverage_simplification_leaves_no_gaps_or_overlaps(tmp_path):
 
 
 @pytest.mark.integration
-def test_runs_on_a_cluster_with_the_same_result(blocky_store, tmp_path, dask_client, monkeypatch):
-    import geoseg.vector.seams
-
-    monkeypatch.setattr(geoseg.vector.seams, "MIN_GROUPS_FOR_CLUSTER", 0)  # seam unions on the cluster too
+def test_runs_on_a_cluster_with_the_same_result(blocky_store, tmp_path, dask_client):
     store, labels = blocky_store
     res = vectorize_labels(store, tmp_path / "c.gpkg", client=dask_client)
     local = vectorize_labels(store, tmp_path / "l.gpkg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.gpkg", "l.gpkg"]  # no part files left behind
     assert res.counts == local.counts
     assert_same_polygons(*_read_polygons(tmp_path / "c.gpkg"), *single_pass(labels, TRANSFORM))
+    # the rows the workers wrote to part files are the very rows the client computes without a cluster
+    rows = [sorted(zip(df.class_id, df.class_name, df.area_m2, df.perimeter_m, df.geometry.to_wkb()))
+            for df in (pyogrio.read_dataframe(tmp_path / n, layer="polygons") for n in ("c.gpkg", "l.gpkg"))]
+    assert rows[0] == rows[1]
 
 
 def test_empty_output_still_writes_a_layer(tmp_path):
@@ -408,3 +419,75 @@ def test_vectorize_labels_merges_progressively_with_the_same_result(tmp_path):
     res = vectorize_labels(store, tmp_path / "p.gpkg", seam_round_pieces=1)
     assert res.timings["merge_rounds"] > 1
     assert_same_polygons(*_read_polygons(tmp_path / "p.gpkg"), *single_pass(labels, TRANSFORM))
+
+
+# ---------------------------------------------------------------------------------------------
+# the seam union: cancelled shared edges, re-linked rings (geoseg.vector.gridunion)
+# ---------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(label_maps(max_side=40), st.integers(2, 9))
+def test_grid_union_of_cut_regions_equals_geos_union(case, cell):
+    """Cut every whole-raster region along a grid of seams, union its pieces again: the region, exactly."""
+    from geoseg.vector.gridunion import _grid_union, union_pieces
+
+    labels, _ = case
+    geoms, _ = single_pass(labels)
+    h, w = labels.shape
+    boxes = [shapely.box(x, y, x + cell, y + cell) for y in range(0, h, cell) for x in range(0, w, cell)]
+    for g in shapely.make_valid(geoms):
+        pieces = shapely.intersection(g, np.array(boxes, dtype=object))
+        pieces = shapely.get_parts(pieces[~shapely.is_empty(pieces)])
+        pieces = pieces[shapely.get_type_id(pieces) == 3]
+        merged = union_pieces(pieces, min_vertices=0)
+        expected = shapely.simplify(shapely.union_all(pieces), 0.0, preserve_topology=False)
+        assert merged.is_valid
+        assert merged.normalize().equals_exact(expected.normalize(), 0), (merged.wkt, expected.wkt)
+        assert _grid_union(pieces) is not None  # the fast path, not the GEOS fallback
+
+
+def test_grid_union_falls_back_to_geos_off_the_grid():
+    from geoseg.vector.gridunion import _grid_union, union_pieces
+
+    tri = np.array([shapely.Polygon([(0, 0), (2, 0), (0, 2)]), shapely.box(0, -1, 2, 0)], dtype=object)
+    assert _grid_union(tri) is None
+    assert union_pieces(tri).equals(shapely.union_all(tri))
+
+
+def test_part_files_round_trip_and_come_out_in_chunk_order(tmp_path):
+    from geoseg.vector.parts import BATCH_ROWS, InOrder, polygon_batch, read_part, write_part
+
+    n = BATCH_ROWS + 5
+    geoms = shapely.box(np.arange(n), 0, np.arange(n) + 1, 1)
+    batch = polygon_batch(shapely.to_wkb(geoms), np.arange(n) % 3, np.ones(n), np.full(n, 4.0), ("a", "b", "c"))
+    path = tmp_path / "part.arrow"
+    write_part(path, batch)
+    write_part(path, batch)  # a retried task writes the same file again: replaced whole
+    back = list(read_part(path))
+    assert [b.num_rows for b in back] == [BATCH_ROWS, 5]
+    table = pa.Table.from_batches(back)
+    assert table.column("class_name").to_pylist()[:4] == ["a", "b", "c", "a"]
+    assert shapely.equals(shapely.from_wkb(table.column("geom").to_numpy(zero_copy_only=False)), geoms).all()
+    assert [p.name for p in tmp_path.iterdir()] == ["part.arrow"]
+    order = InOrder()
+    assert order.add(2, "c") == [] and order.add(0, "a") == ["a"] and order.add(1, None) == ["c"]
+    assert order.add(3, "d") == ["d"]
+
+
+def test_chunk_task_writes_its_part_file_or_returns_rows_where_it_cannot(blocky_store, tmp_path):
+    from geoseg.io.labelstore import read_label_info
+    from geoseg.vector.parts import read_part
+    from geoseg.vector.polygonize import ChunkSpec, vectorize_chunk
+
+    store, _ = blocky_store
+    grid = read_label_info(store).chunk_grid
+    window = next(iter(grid.windows()))
+    names = tuple(f"c{i}" for i in range(256))
+    res = vectorize_chunk(window, ChunkSpec(str(store), grid, (NODATA_LABEL,), parts_dir=str(tmp_path), class_names=names))
+    lost = vectorize_chunk(window, ChunkSpec(str(store), grid, (NODATA_LABEL,), parts_dir=str(tmp_path / "unseen"),
+                                             class_names=names))
+    assert res.part is not None and len(res.final) == 0 and lost.part is None and len(lost.final) > 0
+    rows = pa.Table.from_batches(list(read_part(res.part)))
+    assert rows.column("geom").to_pylist() == list(lost.final)
+    assert sum(n for n, _ in res.part_tally.values()) == rows.num_rows
