@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 import warnings
 
-import numpy as np
 import pytest
-import shapely
 
 
 pytestmark = pytest.mark.integration
