@@ -478,9 +478,11 @@ def _run_stages(
 
         with _stage(times, "export"):
             if job.export.cog:
-                outputs["cog"] = export_cog(store, out / "labels.tif", overview_resampling=job.export.resampling)
+                outputs["cog"] = export_cog(store, out / "labels.tif", overview_resampling=job.export.resampling,
+                                            show_progress=show_progress)
             if job.export.overviews:
-                build_overviews(store, job.export.overviews, resampling=job.export.resampling)
+                build_overviews(store, job.export.overviews, resampling=job.export.resampling,
+                                show_progress=show_progress)
 
     if job.vectorize.enabled:
         from geoseg.vector.vectorize import vectorize_labels
@@ -489,7 +491,7 @@ def _run_stages(
             v = job.vectorize
             vres = vectorize_labels(
                 store, out / "polygons.gpkg", client=client, min_mapping_unit_px=v.min_mapping_unit_px,
-                simplify_tolerance=v.simplify_tolerance, layout=v.layout,
+                simplify_tolerance=v.simplify_tolerance, layout=v.layout, show_progress=show_progress,
             )
             outputs["polygons"] = Path(vres.out_path)
             extra["n_polygons"] = vres.n_features
