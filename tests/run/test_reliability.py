@@ -8,14 +8,25 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
 from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
 from tests.fixtures import blocky_scene
-from tests.run.jobs import chunk_markers, kmeans_job_dict, label_bytes, wait_for_markers
+from tests.run.jobs import (
+    chunk_markers,
+    kmeans_job_dict,
+    label_bytes,
+    landcover_job_dict,
+    polygon_set,
+    polygon_summary,
+    wait_for_markers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -155,3 +166,89 @@ def test_a_stop_signal_records_interrupted_prints_one_line_and_the_rerun_complet
     record = json.loads((out / "run.json").read_text())
     assert record["outcome"] == "complete" and record["chunks_reused"] >= 3
     assert label_bytes(out) == label_bytes(ref_out)
+
+
+def _part_files(out: Path) -> int:
+    """Chunk polygons the workers have written to vectorise's hidden part folder."""
+    return sum(len(list(d.iterdir())) for d in out.glob(".polygons-parts.*") if d.is_dir())
+
+
+def _gpkg_bytes(out: Path) -> int:
+    """Size of the hidden GeoPackage being written beside ``polygons.gpkg``."""
+    return sum(p.stat().st_size for p in out.glob(".polygons.*.geoseg-tmp.gpkg*"))
+
+
+# stage: (the `_stage` name it runs in, when it is under way, what it would have finished)
+KILL_POINTS = {
+    "sampling": ("fit", lambda out: True, "model.json"),
+    "labelling": ("predict", lambda out: chunk_markers(out) >= 2, "labels.zarr"),
+    "evaluate": ("evaluate", lambda out: True, "metrics.csv"),
+    "vectorize-parts": ("vectorize", lambda out: _part_files(out) >= 1, "polygons.gpkg"),
+    "gpkg-writing": ("vectorize", lambda out: _gpkg_bytes(out) >= 4 << 20, "polygons.gpkg"),
+}
+
+
+def _cli_run(job: dict, folder: Path) -> list[str]:
+    job_file = folder / "job.yaml"
+    job_file.write_text(yaml.safe_dump(job))
+    return [sys.executable, "-m", "geoseg.cli", "run", str(job_file)]
+
+
+def _outputs(out: Path) -> dict:
+    return {"labels": label_bytes(out), "polygons": polygon_summary(out / "polygons.gpkg"),
+            "polygon_set": polygon_set(out / "polygons.gpkg"), "metrics": pd.read_csv(out / "metrics.csv")}
+
+
+@pytest.fixture(scope="module")
+def landcover_reference(tmp_path_factory):  # noqa: ANN201
+    """A 1024² land-cover scene (64 chunks) and the outputs of one uninterrupted `geoseg run` of its job."""
+    from geoseg.samples.synthetic import make_scene
+
+    root = tmp_path_factory.mktemp("killref")
+    files = make_scene("landcover", root / "data", width=1024, height=1024, seed=3, block=128)
+    ref = subprocess.run(_cli_run(landcover_job_dict(files, root / "out"), root) + ["-q"],
+                         check=False, capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr
+    return files, _outputs(root / "out")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", list(KILL_POINTS))
+def test_sigkill_of_whole_job_in_each_stage_then_rerun_gives_identical_output(tmp_path, landcover_reference, stage):
+    """SIGKILL of the job's process group (client and workers) while ``stage`` runs; the rerun equals a clean run."""
+    files, expected = landcover_reference
+    log_stage, under_way, unfinished = KILL_POINTS[stage]
+    out = tmp_path / "out"
+    cmd = _cli_run(landcover_job_dict(files, out), tmp_path)
+    proc = subprocess.Popen(cmd + ["-v"], start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        t0 = time.time()
+        while not (any(f"stage {log_stage} ..." in line for line in list(lines)) and under_way(out)):
+            assert proc.poll() is None, f"the job ended before {stage} could be killed"
+            assert time.time() - t0 < 300, f"{stage} never started"
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        reader.join(timeout=10)
+    assert not any(f"stage {log_stage} done" in line for line in lines), f"{stage} finished before the kill"
+    assert not (out / unfinished).exists()
+    assert json.loads((out / "run.json").read_text())["outcome"] == "running"
+
+    rerun = subprocess.run(cmd + ["-q"], check=False, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads((out / "run.json").read_text())["outcome"] == "complete"
+    got = _outputs(out)
+    assert got["labels"] == expected["labels"]
+    assert got["polygons"].keys() == expected["polygons"].keys()
+    for cls, (count, area) in expected["polygons"].items():
+        assert got["polygons"][cls][0] == count
+        assert got["polygons"][cls][1] == pytest.approx(area, rel=1e-12)
+    assert got["polygon_set"] == expected["polygon_set"]
+    pd.testing.assert_frame_equal(got["metrics"], expected["metrics"], check_exact=True)
+    leftovers = [p.name for p in out.iterdir() if ".geoseg-tmp" in p.name or p.name.endswith(".partial")]
+    assert not leftovers, leftovers  # the killed run's hidden partial files are gone
