@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
             t0 = time.perf_counter()
             pred = predict_chunk(model, meta, held, valid, origin=(split, 0), device="cpu", batch_size=8, tta=mode)
             best = min(best, time.perf_counter() - t0)
+        assert isinstance(pred, np.ndarray)  # labels only (no confidence asked)
         iou = jaccard_score(ref[split:].ravel(), pred.ravel(), labels=[1, 2, 3], average=None)
         rows.append({"tta": mode, "soil_iou": float(iou[0]), "crop_iou": float(iou[1]),
                      "weed_iou": float(iou[2]), "miou": float(iou.mean()), "infer_s": best,
