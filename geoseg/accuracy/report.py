@@ -4,7 +4,8 @@
 ``confusion.csv``, ``class_mapping.csv``, ``regions_metrics.gpkg``) and ``report.html``:
 self-contained (images are base64 PNGs drawn by matplotlib, no external URL): headline figures,
 per-class IoU bars, the confusion heat map, a map of regions coloured by mIoU and a small preview
-of image, reference and prediction side by side.
+of image, reference and prediction side by side. A job with ``objects:`` adds its objects table
+afterwards (:mod:`geoseg.accuracy.objectreport`).
 
 Every file is written through :mod:`geoseg.io.atomic` (a reader never sees a half-written
 output). Previews read decimated overviews only (a strided Zarr read, rasterio ``out_shape``

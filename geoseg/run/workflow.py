@@ -501,6 +501,10 @@ def _run_stages(
 
         with _stage(times, "objects"):
             outputs.update(run_objects_for_job(job, scene.grid, store, out, client))
+            if "report" in outputs:  # evaluation ran first: add the objects table to its report.html
+                from geoseg.accuracy.objectreport import add_objects_to_report
+
+                add_objects_to_report(outputs["report"], outputs["objects"])
 
     return RunResult(out, outputs, times, counts, summary, info, extra)
 
