@@ -581,7 +581,7 @@ def test_real_slovenia_reference_and_parcels(tmp_path: Path, realdata: Path) -> 
     store = _real_label_store(tmp_path / "same", ref, transform, crs, legend)
     gdf = gpd.read_file(parcels, fid_as_index=True)
 
-    ev = evaluate(store, ref_path, regions=parcels, region_field="RABA_ID")
+    ev = evaluate(store, ref_path, regions=parcels, region_field="RABA_ID", merge_duplicates=True)
     assert ev.region_ids[1:] == sorted(gdf["RABA_ID"].unique().tolist())
     m = ev.metrics()
     summ = m[m["kind"] == "region"].set_index("region_id")
@@ -609,7 +609,7 @@ def test_real_slovenia_reference_and_parcels(tmp_path: Path, realdata: Path) -> 
     # later features win where parcels overlap, as in geoseg
     owner = rasterize(list(zip(gdf.geometry, gdf.index)), out_shape=ref.shape, transform=transform, fill=0, dtype="int32")
     for field in ("RABA_ID", None):
-        ev2 = evaluate(store2, ref_path, regions=parcels, region_field=field)
+        ev2 = evaluate(store2, ref_path, regions=parcels, region_field=field, merge_duplicates=field is not None)
         assert 0.3 < ev2.metrics().iloc[0]["miou"] < 1.0
         assert_matches_sklearn(ev2, "ALL", np.ones(ref.shape, bool), labels2, ref64, ref != 0)
         checked = 0
