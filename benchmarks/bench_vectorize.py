@@ -36,19 +36,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from geoseg.legend import cluster_legend  # noqa: E402
 from geoseg.geo import GeoGrid  # noqa: E402
 from geoseg.io.labelstore import LabelStoreWriter  # noqa: E402
-
+from geoseg.legend import cluster_legend  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # data
@@ -187,9 +186,8 @@ def _cpu_seconds() -> float:
 def run_geoseg(store: Path, out: Path, workers: int) -> dict:
     from distributed import Client
 
-    from geoseg.vector.vectorize import vectorize_labels
-
     from geoseg.run.cluster import start_local_cluster
+    from geoseg.vector.vectorize import vectorize_labels
 
     with start_local_cluster(workers, 1, memory_limit=0, dashboard=False) as cluster, Client(cluster) as client:
         worker_pids = list(client.run(os.getpid).values())

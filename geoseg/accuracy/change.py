@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from geoseg.legend import ClassInfo
-from geoseg.errors import GridMismatchError
-from geoseg.geo import ChunkGrid, Window
-from geoseg.io.labelstore import LabelStoreWriter, read_label_info, read_label_window
 from geoseg.accuracy.counting import count_pixels
 from geoseg.accuracy.regions import open_regions, regions_window_codes
+from geoseg.errors import GridMismatchError
+from geoseg.geo import ChunkGrid, Window
 from geoseg.io.atomic import write_atomic, write_json_atomic
+from geoseg.io.labelstore import LabelStoreWriter, read_label_info, read_label_window
+from geoseg.legend import ClassInfo
 
 CHANGE_NODATA = 65535
 _N = 256  # label values are uint8

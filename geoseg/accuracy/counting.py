@@ -13,8 +13,8 @@ aligned on the union of their axes when summed.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 
@@ -39,11 +39,11 @@ class ChunkCounts:
     outside_px: int = 0
 
     @classmethod
-    def empty(cls) -> "ChunkCounts":
+    def empty(cls) -> ChunkCounts:
         e = np.empty(0, dtype=np.int64)
         return cls(e, e, e, np.zeros((0, 0, 0), np.int64), np.zeros((0, 3), np.int64))
 
-    def __add__(self, other: "ChunkCounts") -> "ChunkCounts":
+    def __add__(self, other: ChunkCounts) -> ChunkCounts:
         return merge_counts([self, other])
 
 

@@ -35,23 +35,23 @@ Conventions (documented once, used everywhere):
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from geoseg.legend import PALETTE, ClassInfo
-from geoseg.errors import InputError
-from geoseg.geo import ChunkGrid, GeoGrid, Window
-from geoseg.io.labelstore import read_label_info, read_label_window
 from geoseg.accuracy.counting import ChunkCounts, count_pixels, merge_counts, union_sorted
 from geoseg.accuracy.mapping import MAPPINGS, MappingSpec, mapped_confusion, resolve_mapping
 from geoseg.accuracy.metrics import confusion_metrics
 from geoseg.accuracy.reference import Reference, open_reference, reference_pixels
 from geoseg.accuracy.regions import Regions, grid_regions, open_regions, regions_window_codes
-
+from geoseg.errors import InputError
+from geoseg.geo import ChunkGrid, GeoGrid, Window
+from geoseg.io.labelstore import read_label_info, read_label_window
+from geoseg.legend import PALETTE, ClassInfo
 
 #: Columns of :meth:`Evaluation.metrics`, in order.
 METRIC_COLUMNS = [
@@ -154,7 +154,7 @@ class Evaluation:
     #: What happened on the way, one line each (reprojections, repaired geometries, ...).
     notes: list[str] = field(default_factory=list)
     #: Several scenes pooled (:mod:`geoseg.accuracy.scenes`): each scene's own evaluation, by name.
-    scenes: dict[str, "Evaluation"] = field(default_factory=dict, repr=False)
+    scenes: dict[str, Evaluation] = field(default_factory=dict, repr=False)
 
     # -- what the figures cover ----------------------------------------------------------
     def total_px(self) -> np.ndarray:

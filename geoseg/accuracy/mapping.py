@@ -8,12 +8,12 @@ clusters to classes on the overall confusion matrix, for k-means clusters); ``"m
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Union
 
 import numpy as np
 
 from geoseg.errors import InputError
-
 
 MAPPINGS = ("identity", "hungarian", "many-to-one")
 

@@ -24,18 +24,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Union
+from typing import Union
 
 import numpy as np
 from rasterio.crs import CRS
 
-from geoseg.errors import InputError
-from geoseg.geo import Bounds, GeoGrid, aligned_offset, bounds_in, bounds_overlap, crs_from_wkt
 from geoseg.accuracy.layers import burn_shapes, layer_window, require_crs, vector_info
 from geoseg.accuracy.pam import read_pam_legend
-
+from geoseg.errors import InputError
+from geoseg.geo import Bounds, GeoGrid, aligned_offset, bounds_in, bounds_overlap, crs_from_wkt
 
 #: Fill value used while warping; never a valid class id.
 SENTINEL = int(np.iinfo(np.int32).min)

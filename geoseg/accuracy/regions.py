@@ -20,9 +20,9 @@ from typing import Union
 import numpy as np
 from rasterio.crs import CRS
 
+from geoseg.accuracy.layers import burn_shapes, describe_reprojection, layer_window, require_crs, vector_info
 from geoseg.errors import InputError
 from geoseg.geo import GeoGrid, bounds_in, bounds_overlap, crs_from_wkt, metres_per_unit
-from geoseg.accuracy.layers import burn_shapes, describe_reprojection, layer_window, require_crs, vector_info
 
 log = logging.getLogger(__name__)
 

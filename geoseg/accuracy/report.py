@@ -17,8 +17,9 @@ import base64
 import io
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,6 @@ from geoseg.accuracy.regions import GridRegions
 from geoseg.accuracy.tables import class_label, label_grid, write_tables
 from geoseg.geo import GeoGrid
 from geoseg.io.atomic import write_text_atomic
-
 
 #: Longest side of preview images, in pixels.
 PREVIEW_PX = 400

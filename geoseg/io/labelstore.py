@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
-from geoseg.legend import NODATA_LABEL, ClassInfo, legend_from_json, legend_to_json
 from geoseg.errors import GeosegError, InputError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.io.atomic import replace_path, write_text_atomic
 from geoseg.io.manifest import verifying_store, write_manifest
+from geoseg.legend import NODATA_LABEL, ClassInfo, legend_from_json, legend_to_json
 
 ARRAY_NAME = "labels"
 PARTIAL_SUFFIX = ".partial"
@@ -88,7 +88,7 @@ class LabelStoreWriter:
         dtype: str = "uint8",
         fill_value: int = NODATA_LABEL,
         array: str = ARRAY_NAME,
-    ) -> "LabelStoreWriter":
+    ) -> LabelStoreWriter:
         """Start (or resume) a store. ``resume_key`` identifies the work; a partial store
         with another key is discarded rather than reused, so stale chunks never leak in.
 

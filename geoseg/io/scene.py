@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import glob
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +118,7 @@ class Scene:
     def _index(self) -> FootprintIndex:
         return FootprintIndex(self.layers + self.masks)
 
-    def for_window(self, window: Window) -> "Scene":
+    def for_window(self, window: Window) -> Scene:
         """This scene with only the files meeting ``window``: what one task needs (built on the client)."""
         if all(len(layer.sources) <= 1 for layer in self.layers + self.masks):
             return self

@@ -12,27 +12,28 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geoseg.run import runrecord
-from geoseg.legend import NODATA_LABEL
-from geoseg.run.cluster import ClusterInfo, connect
 from geoseg.errors import GeosegError, InputError, ModelError, OutputError, from_os_error
-from geoseg.run.lock import claim_output
-from geoseg.methods.features import FeatureSpec, ResolvedFeatures
 from geoseg.geo import ChunkGrid, Window, halo_window
 from geoseg.io.atomic import write_text_atomic
-from geoseg.io.scene import Scene, open_scene, read_window
-from geoseg.run.jobspec import DeepLabConfig, JobSpec, KMeansConfig, ThresholdConfig
 from geoseg.io.labelstore import PARTIAL_SUFFIX, LabelStoreWriter
+from geoseg.io.scene import Scene, open_scene, read_window
+from geoseg.legend import NODATA_LABEL
+from geoseg.methods.features import FeatureSpec, ResolvedFeatures
 from geoseg.methods.kmeans import KMeansModel, fit_kmeans
 from geoseg.methods.predictors import ChunkPredictor, DeepLabPredictor, KMeansPredictor
 from geoseg.methods.sampling import chunk_rng, sample_valid_pixels, sample_windows, sampling_rate
+from geoseg.run import runrecord
+from geoseg.run.cluster import ClusterInfo, connect
+from geoseg.run.jobspec import DeepLabConfig, JobSpec, KMeansConfig, ThresholdConfig
+from geoseg.run.lock import claim_output
 
 if TYPE_CHECKING:
     from geoseg.methods.checkpoint import CheckpointMeta
@@ -268,7 +269,7 @@ def draw_sample(
     return sample
 
 
-def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> "CheckpointMeta":
+def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> CheckpointMeta:
     """Refuse (``ModelError``) a checkpoint that is missing or was not trained for this scene.
 
     Runs before anything is written: both checkpoint files are there, the weights file is whole
@@ -405,7 +406,7 @@ def run_job(
 
 def _run_stages(
     job: JobSpec, scene: Scene, out: Path, client, info: ClusterInfo,  # noqa: ANN001
-    record: "runrecord.RunRecord", show_progress: bool,
+    record: runrecord.RunRecord, show_progress: bool,
 ) -> RunResult:
     times: dict[str, float] = record.stage_seconds
     record.set_cluster(info)

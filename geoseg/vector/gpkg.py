@@ -13,17 +13,17 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 from xml.sax.saxutils import escape, quoteattr
 
 import pyarrow as pa
 
-from geoseg.legend import ClassInfo
 from geoseg.errors import OutputError
 from geoseg.io.atomic import atomic_path
+from geoseg.legend import ClassInfo
 
 #: Geometry column name; GDAL names the spatial index ``rtree_<layer>_<GEOMETRY_COLUMN>``.
 GEOMETRY_COLUMN = "geom"
@@ -299,7 +299,7 @@ def write_layer_styles(path: Path, styles: Sequence[LayerStyle]) -> None:
 
     if not styles:
         return
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     n = len(styles)
     table = pa.table(
         {
