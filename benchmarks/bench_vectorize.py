@@ -296,7 +296,8 @@ def main(argv: list[str] | None = None) -> dict:
     args.workdir.mkdir(parents=True, exist_ok=True)
     import geoseg.vector.vectorize  # noqa: F401 - import before the first size, so every size starts from the same client
     report: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                    "loadavg_start": [round(x, 2) for x in os.getloadavg()], "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                    "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+                    "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                     "runs": []}
     # one small unrecorded run first: the client's one-time growth (lazy imports, GDAL/pyogrio
     # writer state) would otherwise be charged to the first size only

@@ -300,7 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("job", help="path to the training job file (see workflows/*-train.yaml)")
     s.set_defaults(func=cmd_train)
 
-    s = add_parser("monitor", help="process every new scene matching the job's inputs, one dated folder per period, with change reports")
+    s = add_parser(
+        "monitor",
+        help="process every new scene matching the job's inputs, one dated folder per period, with change reports",
+    )
     s.add_argument("job", help="path to the job file")
     s.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     s.add_argument("--connect-timeout", type=float, default=None,

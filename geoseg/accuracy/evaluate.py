@@ -185,7 +185,10 @@ class Evaluation:
         if parts:
             lines.append("excluded: " + "; ".join(parts))
         if total and scored / total < LOW_SCORED_SHARE:
-            hint = " (give the vector reference a background class if uncovered pixels have one)" if self._partial_reference() else ""
+            hint = (
+                " (give the vector reference a background class if uncovered pixels have one)"
+                if self._partial_reference() else ""
+            )
             lines.append(f"WARNING: only {pct(scored)} of the scene was scored; the figures describe that part only{hint}")
         return lines + list(self.notes)
 
@@ -476,7 +479,8 @@ def build_evaluation(
     excl = np.zeros((1 + len(ids), 3), np.int64)
     if total.counts.size or len(total.regions):
         ri = total.regions
-        dense[np.ix_(ri, np.searchsorted(ref_vals, total.ref_values), np.searchsorted(lab_vals, total.label_values))] = total.counts
+        cells = np.ix_(ri, np.searchsorted(ref_vals, total.ref_values), np.searchsorted(lab_vals, total.label_values))
+        dense[cells] = total.counts
         excl[ri] = total.excluded
     in_pass0 = _pass0_slots(regions, len(ids))  # pass 0 holds every pixel once: no region or a pass-0 region
     scene = dense[in_pass0].sum(axis=0)
@@ -538,7 +542,8 @@ def _vector_classes(reference: Reference | None) -> np.ndarray:
 
 
 def _class_names(
-    class_ids: np.ndarray, given: Mapping[int, str], ref_legend: Mapping[int, str], label_names: Mapping[int, str], mapping: MappingSpec
+    class_ids: np.ndarray, given: Mapping[int, str], ref_legend: Mapping[int, str],
+    label_names: Mapping[int, str], mapping: MappingSpec,
 ) -> dict[int, str]:
     out = {}
     for c in class_ids:

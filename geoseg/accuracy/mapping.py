@@ -9,7 +9,6 @@ clusters to classes on the overall confusion matrix, for k-means clusters); ``"m
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Union
 
 import numpy as np
 
@@ -18,7 +17,7 @@ from geoseg.errors import InputError
 MAPPINGS = ("identity", "hungarian", "many-to-one")
 
 
-MappingSpec = Union[str, Mapping[int, int]]
+MappingSpec = str | Mapping[int, int]
 
 
 def hungarian_mapping(confusion: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int]) -> dict[int, int]:

@@ -27,7 +27,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from rasterio.crs import CRS
@@ -94,7 +93,7 @@ class VectorReference:
         return crs_from_wkt(self.crs_wkt)
 
 
-Reference = Union[RasterReference, VectorReference]
+Reference = RasterReference | VectorReference
 
 
 def parse_class_tag(text: str, skip: float | None = None) -> tuple[tuple[int, str], ...]:
@@ -184,7 +183,7 @@ def _try_raster(path: str) -> RasterReference | None:
             cmap = {}
         named = dict(legend)
         colors = tuple(
-            (int(k), "#%02x%02x%02x" % tuple(v[:3])) for k, v in cmap.items()
+            (int(k), "#{:02x}{:02x}{:02x}".format(*v[:3])) for k, v in cmap.items()
             if k != src.nodata and (k in named if named else v[3] > 0 and tuple(v[:3]) != (0, 0, 0))
         ) or pam.colors(src.nodata)
         return RasterReference(

@@ -5,8 +5,9 @@ grid of square cells of ``grid_cell_m`` metres anchored at the label raster's to
 Pixels are numbered by *region slot*: 0 = in no region, ``i + 1`` = ``ids[i]``; a pixel belongs
 to the region holding its centre. Regions that overlap are counted in separate passes
 (:func:`overlap_groups`), so each counts every pixel it holds; within a pass (and in
-:func:`regions_window`, used by the change report) the feature later in the layer wins. Like references, regions are small frozen dataclasses that Dask tasks carry; each
-task burns the regions of its own window (:mod:`geoseg.accuracy.layers`).
+:func:`regions_window`, used by the change report) the feature later in the layer wins. Like
+references, regions are small frozen dataclasses that Dask tasks carry; each task burns the regions
+of its own window (:mod:`geoseg.accuracy.layers`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from rasterio.crs import CRS
@@ -75,7 +75,7 @@ class GridRegions:
         return tuple(range(self.n_rows * self.n_cols))
 
 
-Regions = Union[VectorRegions, GridRegions]
+Regions = VectorRegions | GridRegions
 
 
 def open_regions(
@@ -127,7 +127,10 @@ def open_regions(
     missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     if missing.any():
         which = ", ".join(repr(v) for v in values.to_numpy()[missing][:5])
-        notes.append(f"regions layer {path}: {int(missing.sum())} feature(s) with an empty or null geometry count no pixel (ids {which})")
+        notes.append(
+            f"regions layer {path}: {int(missing.sum())} feature(s) with an empty or null geometry"
+            f" count no pixel (ids {which})"
+        )
         log.warning(notes[-1])
     invalid = ~missing & ~shapely.is_valid(geoms)
     if invalid.any():

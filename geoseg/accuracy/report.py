@@ -380,7 +380,7 @@ Class mapping: <b>{{ mapping_method }}</b>. Pixels where labels or reference are
 <img alt="Image, reference and prediction side by side" src="{{ preview_png }}">{% endif %}
 <p class="note">geoseg accuracy report. Figures equal scikit-learn's on the same pixels; see metrics.csv for every region and class.</p>
 </body></html>
-"""
+"""  # noqa: E501 - the HTML template keeps one element per line; wrapping would change the page
 
 
 def _fmt(v: Any, digits: int = 3) -> str:

@@ -116,7 +116,10 @@ def category_names_pam(legend: Sequence[ClassInfo]) -> str:
     names = {c.id: c.name for c in legend if 0 <= c.id <= 255}
     top = max(names, default=-1)
     cats = "".join(f"<Category>{escape(names.get(i, ''))}</Category>" for i in range(top + 1))
-    return f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>{cats}</CategoryNames>\n  </PAMRasterBand>\n</PAMDataset>\n'
+    return (
+        f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>{cats}</CategoryNames>\n'
+        "  </PAMRasterBand>\n</PAMDataset>\n"
+    )
 
 
 def paletted_qml(legend: Sequence[ClassInfo]) -> str:

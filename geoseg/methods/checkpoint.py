@@ -1,4 +1,5 @@
-"""Segmentation model checkpoints (DeepLabV3+ and the other smp architectures): weights in safetensors, everything else in a JSON sidecar.
+"""Segmentation model checkpoints (DeepLabV3+ and the other smp architectures): weights in
+safetensors, everything else in a JSON sidecar.
 
 A checkpoint is two files, ``<path>.safetensors`` (tensors only, no pickle, so a checkpoint
 from a stranger cannot run code) and ``<path>.json`` (a :class:`CheckpointMeta`: architecture,

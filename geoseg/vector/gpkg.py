@@ -249,7 +249,8 @@ def graduated_sld(layer: str, field: str = "miou", ranges: Sequence[tuple[float,
         f"<se:Name>{lo:.1f} - {hi:.1f}</se:Name>"
         "<ogc:Filter><ogc:And>"
         f"<ogc:PropertyIsGreaterThanOrEqualTo><ogc:PropertyName>{escape(field)}</ogc:PropertyName><ogc:Literal>{lo}</ogc:Literal></ogc:PropertyIsGreaterThanOrEqualTo>"
-        f"<ogc:PropertyIs{'LessThanOrEqualTo' if i == len(ranges) - 1 else 'LessThan'}><ogc:PropertyName>{escape(field)}</ogc:PropertyName>"
+        f"<ogc:PropertyIs{'LessThanOrEqualTo' if i == len(ranges) - 1 else 'LessThan'}>"
+        f"<ogc:PropertyName>{escape(field)}</ogc:PropertyName>"
         f"<ogc:Literal>{hi}</ogc:Literal></ogc:PropertyIs{'LessThanOrEqualTo' if i == len(ranges) - 1 else 'LessThan'}>"
         "</ogc:And></ogc:Filter>"
         f'<se:PolygonSymbolizer><se:Fill><se:SvgParameter name="fill">{c}</se:SvgParameter></se:Fill>'

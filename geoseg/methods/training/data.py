@@ -75,7 +75,8 @@ class TrainSource:
         self.row_hi = round(rows[1] * self.height)
         if self.row_hi - self.row_lo < 16:
             raise InputError(
-                f"{pair.image}: only {self.row_hi - self.row_lo} rows left for this split; lower val_fraction or use a larger image"
+                f"{pair.image}: only {self.row_hi - self.row_lo} rows left for this split;"
+                " lower val_fraction or use a larger image"
             )
         self._vec = None
         if pair.reference is not None:
@@ -101,7 +102,9 @@ class TrainSource:
             raise InputError(f"vector reference {pair.vector} does not exist")
         gdf = gpd.read_file(pair.vector, layer=pair.layer)
         if pair.class_field not in gdf.columns:
-            raise InputError(f"{pair.vector} has no field {pair.class_field!r}; its fields are {', '.join(map(str, gdf.columns))}")
+            raise InputError(
+                f"{pair.vector} has no field {pair.class_field!r}; its fields are {', '.join(map(str, gdf.columns))}"
+            )
         if gdf.crs is None:
             raise InputError(f"{pair.vector} has no CRS; assign one (ogr2ogr -a_srs)")
         gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty].to_crs(self.crs)
@@ -360,7 +363,9 @@ def band_statistics(
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def validation_tiles(sources: list[TrainSource], tile: int, limit: int, rng: np.random.Generator) -> list[tuple[int, int, int, int, int]]:
+def validation_tiles(
+    sources: list[TrainSource], tile: int, limit: int, rng: np.random.Generator
+) -> list[tuple[int, int, int, int, int]]:
     """Non-overlapping tiles covering each source's validation rows, at most ``limit`` of them."""
     out = []
     for si, src in enumerate(sources):
