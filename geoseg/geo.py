@@ -132,7 +132,7 @@ def bounds_in(bounds: Bounds, src_crs: CRS, dst_crs: CRS) -> Bounds:
         return tuple(bounds)  # type: ignore[return-value]
     from rasterio.warp import transform_bounds
 
-    return tuple(transform_bounds(src_crs, dst_crs, *bounds, densify_pts=21))  # type: ignore[return-value]
+    return tuple(transform_bounds(src_crs, dst_crs, *bounds, densify_pts=21))
 
 
 def pad_bounds(bounds: Bounds, frac: float = 0.01) -> Bounds:

@@ -104,7 +104,7 @@ def describe_source(path: str, bands: tuple[int, ...] | None = None) -> Source:
             mask=mask_kind(ds, chosen),
             dtype=ds.dtypes[chosen[0] - 1],
             nodata=ds.nodata,
-            block=tuple(ds.block_shapes[chosen[0] - 1]),  # type: ignore[arg-type]
+            block=tuple(ds.block_shapes[chosen[0] - 1]),
             descriptions=tuple(ds.descriptions[b - 1] or f"b{b}" for b in chosen),
             size_bytes=Path(path).stat().st_size if Path(path).exists() else -1,
         )

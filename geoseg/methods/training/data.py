@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -78,7 +78,7 @@ class TrainSource:
                 f"{pair.image}: only {self.row_hi - self.row_lo} rows left for this split;"
                 " lower val_fraction or use a larger image"
             )
-        self._vec = None
+        self._vec: tuple[Any, np.ndarray] | None = None  # (geometries, class ids) of a vector reference
         if pair.reference is not None:
             if not pair.reference.is_file():
                 raise InputError(f"reference raster {pair.reference} does not exist")
@@ -90,14 +90,15 @@ class TrainSource:
                     )
         else:
             self._load_vector()
-        self._img = None
-        self._ref = None
-        self._pid = None
+        self._img: Any = None
+        self._ref: Any = None
+        self._pid: int | None = None
 
     def _load_vector(self) -> None:
         import geopandas as gpd
 
         pair = self.pair
+        assert pair.vector is not None  # TrainPair holds exactly one of reference and vector
         if not pair.vector.exists():
             raise InputError(f"vector reference {pair.vector} does not exist")
         gdf = gpd.read_file(pair.vector, layer=pair.layer)
@@ -130,6 +131,7 @@ class TrainSource:
 
         from geoseg.io.rasterize import burn
 
+        assert self._vec is not None  # sources without a reference raster load their vector first
         geoms, values = self._vec
         tr = self.transform * Affine.translation(col, row) * Affine.scale(step)
         x0, y0 = tr * (0, 0)
@@ -317,7 +319,9 @@ class _TrainStream:
             yield x, target.astype(np.int64)
 
 
-def _batches(stream: _TrainStream, batch_size: int, num_workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(
+    stream: _TrainStream, batch_size: int, num_workers: int
+) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
     import torch
     import torch.utils.data
 
