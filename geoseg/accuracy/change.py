@@ -159,6 +159,7 @@ def compare_periods(
     report = ChangeReport(_sum_sparse(parts), tuple(reg.ids) if reg is not None else (), ia.legend or ib.legend,
                           grid.pixel_area)
     if writer is not None:
+        assert out_dir is not None  # a writer exists only with out_dir
         writer.finalize()
         _write_tables(report, Path(out_dir), before, after)
     return report

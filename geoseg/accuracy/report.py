@@ -430,7 +430,7 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
     ]
     preview_png = None
     if preview is not False:
-        preview_png = preview_images(ev, None if preview in (None, True) else preview)
+        preview_png = preview_images(ev, None if preview is None or preview is True else preview)
     regions_desc = _describe_regions(ev)
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(_TEMPLATE).render(
