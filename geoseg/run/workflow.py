@@ -299,7 +299,7 @@ def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) 
     from geoseg.methods.deeplab import required_halo
 
     meta = check_deeplab_job(cfg, scene)
-    resources = {"GPU": 1} if gpu_workers and cfg.device != "cpu" else None
+    resources: dict[str, float] | None = {"GPU": 1} if gpu_workers and cfg.device != "cpu" else None
     return DeepLabPredictor(
         checkpoint=Path(cfg.checkpoint),
         halo=required_halo(meta),
@@ -529,6 +529,7 @@ def check_evaluation_inputs(job: JobSpec, scene: Scene) -> None:
     """Open the job's reference and regions against the scene's grid; raises what evaluate() would."""
     from geoseg.accuracy.evaluate import open_evaluation_inputs
 
+    assert job.reference is not None  # called only for jobs with a reference
     options = {k: v for k, v in evaluation_options(job).items() if k != "class_colors"}
     open_evaluation_inputs(str(job.reference.path), scene.grid, mapping=job.evaluate.mapping or "identity", **options)
 
