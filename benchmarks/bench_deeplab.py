@@ -296,7 +296,8 @@ def main(argv: list[str] | None = None) -> dict:
         model, meta = load_checkpoint(args.checkpoint)
     else:
         meta = CheckpointMeta(
-            architecture=args.architecture, encoder=args.encoder, encoder_depth=args.encoder_depth, decoder_channels=args.decoder_channels,
+            architecture=args.architecture, encoder=args.encoder, encoder_depth=args.encoder_depth,
+            decoder_channels=args.decoder_channels,
             in_channels=args.bands, band_names=[f"b{i + 1}" for i in range(args.bands)],
             band_mean=[127.0] * args.bands, band_std=[50.0] * args.bands,
             classes=[c.__class__(c.id + 1, c.name, c.color) for c in cluster_legend(args.classes)],
@@ -312,7 +313,8 @@ def main(argv: list[str] | None = None) -> dict:
         "amp": amp and dev.type == "cuda",
         "tta": args.tta,
         "model": {
-            "architecture": meta.architecture, "encoder": meta.encoder, "encoder_depth": meta.encoder_depth, "decoder_channels": meta.decoder_channels,
+            "architecture": meta.architecture, "encoder": meta.encoder, "encoder_depth": meta.encoder_depth,
+            "decoder_channels": meta.decoder_channels,
             "in_channels": meta.in_channels, "classes": meta.n_classes, "tile": meta.tile_size,
             "overlap": meta.tile_overlap, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         },

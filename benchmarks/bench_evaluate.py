@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from affine import Affine  # noqa: E402
 from rasterio.crs import CRS  # noqa: E402
 
-from geoseg.legend import LANDCOVER_CLASSES  # noqa: E402
 from geoseg.geo import ChunkGrid, GeoGrid, Window  # noqa: E402
+from geoseg.legend import LANDCOVER_CLASSES  # noqa: E402
 
 CRS_UTM = CRS.from_epsg(32633)
 BLOCK = 64  # pixels per class block
@@ -168,8 +168,8 @@ def _voronoi_regions(path: Path, transform: Affine, size: int, n: int, seed: int
 def read_only(store: str, ref, window: Window, grid: ChunkGrid) -> int:  # noqa: ANN001
     """Baseline task: read both rasters on one window, the reference as evaluate reads it (on an
     aligned grid: one windowed read in the file's own type, nothing else)."""
-    from geoseg.io.labelstore import read_label_window
     from geoseg.accuracy.reference import reference_pixels
+    from geoseg.io.labelstore import read_label_window
 
     labels = read_label_window(store, window)
     values, _ = reference_pixels(ref, grid.window_grid(window))
@@ -183,8 +183,8 @@ def _sum(xs: list[int]) -> int:
 def time_read(client, store: Path, reference: Path) -> float:  # noqa: ANN001
     from dask import delayed
 
-    from geoseg.io.labelstore import read_label_info
     from geoseg.accuracy.reference import open_reference
+    from geoseg.io.labelstore import read_label_info
 
     t0 = time.perf_counter()
     info = read_label_info(store)

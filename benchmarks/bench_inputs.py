@@ -102,7 +102,7 @@ class WorkerPeaks:
                     pass
             time.sleep(0.05)
 
-    def __enter__(self) -> "WorkerPeaks":
+    def __enter__(self) -> WorkerPeaks:
         self._t.start()
         return self
 

@@ -36,19 +36,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from geoseg.legend import cluster_legend  # noqa: E402
 from geoseg.geo import GeoGrid  # noqa: E402
 from geoseg.io.labelstore import LabelStoreWriter  # noqa: E402
-
+from geoseg.legend import cluster_legend  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # data
@@ -187,9 +186,8 @@ def _cpu_seconds() -> float:
 def run_geoseg(store: Path, out: Path, workers: int) -> dict:
     from distributed import Client
 
-    from geoseg.vector.vectorize import vectorize_labels
-
     from geoseg.run.cluster import start_local_cluster
+    from geoseg.vector.vectorize import vectorize_labels
 
     with start_local_cluster(workers, 1, memory_limit=0, dashboard=False) as cluster, Client(cluster) as client:
         worker_pids = list(client.run(os.getpid).values())
@@ -298,7 +296,8 @@ def main(argv: list[str] | None = None) -> dict:
     args.workdir.mkdir(parents=True, exist_ok=True)
     import geoseg.vector.vectorize  # noqa: F401 - import before the first size, so every size starts from the same client
     report: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                    "loadavg_start": [round(x, 2) for x in os.getloadavg()], "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                    "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+                    "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                     "runs": []}
     # one small unrecorded run first: the client's one-time growth (lazy imports, GDAL/pyogrio
     # writer state) would otherwise be charged to the first size only

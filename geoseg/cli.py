@@ -13,8 +13,12 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from geoseg.errors import GeosegError, JobSpecError
+
+if TYPE_CHECKING:  # the CLI imports distributed lazily, only when a scheduler is given
+    from distributed import Client
 
 log = logging.getLogger("geoseg")
 
@@ -200,7 +204,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _maybe_client(scheduler: str | None, connect_timeout: float | None = None) -> Iterator[object | None]:
+def _maybe_client(scheduler: str | None, connect_timeout: float | None = None) -> Iterator[Client | None]:
     """A client of the scheduler at ``scheduler``, or None: Dask's threads in this process."""
     if not scheduler:
         yield None
@@ -300,7 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("job", help="path to the training job file (see workflows/*-train.yaml)")
     s.set_defaults(func=cmd_train)
 
-    s = add_parser("monitor", help="process every new scene matching the job's inputs, one dated folder per period, with change reports")
+    s = add_parser(
+        "monitor",
+        help="process every new scene matching the job's inputs, one dated folder per period, with change reports",
+    )
     s.add_argument("job", help="path to the job file")
     s.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     s.add_argument("--connect-timeout", type=float, default=None,

@@ -47,7 +47,7 @@ class GeosegError(Exception):
 
     exit_code: int = 2
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         # Called first by tblib's reducer, which then pickles __cause__/__context__ as they are now.
         self.__cause__ = _portable(self.__cause__)
         self.__context__ = _portable(self.__context__)

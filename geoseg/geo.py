@@ -13,9 +13,10 @@ task), and :attr:`GeoGrid.crs` parses it once per process.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from affine import Affine
 from rasterio.crs import CRS
@@ -131,7 +132,7 @@ def bounds_in(bounds: Bounds, src_crs: CRS, dst_crs: CRS) -> Bounds:
         return tuple(bounds)  # type: ignore[return-value]
     from rasterio.warp import transform_bounds
 
-    return tuple(transform_bounds(src_crs, dst_crs, *bounds, densify_pts=21))  # type: ignore[return-value]
+    return tuple(transform_bounds(src_crs, dst_crs, *bounds, densify_pts=21))
 
 
 def pad_bounds(bounds: Bounds, frac: float = 0.01) -> Bounds:
@@ -183,13 +184,13 @@ class GeoGrid:
             raise ValueError(f"grid must have at least one pixel, got {self.height}x{self.width}")
 
     @classmethod
-    def of(cls, height: int, width: int, transform: Affine, crs: CRS | str) -> "GeoGrid":
+    def of(cls, height: int, width: int, transform: Affine, crs: CRS | str) -> GeoGrid:
         """A grid from a CRS given as a rasterio CRS or any text rasterio understands."""
         wkt = crs.to_wkt() if isinstance(crs, CRS) else CRS.from_user_input(crs).to_wkt()
         return cls(int(height), int(width), transform, wkt)
 
     @classmethod
-    def of_dataset(cls, ds: Any) -> "GeoGrid":
+    def of_dataset(cls, ds: Any) -> GeoGrid:
         """The grid of an open rasterio dataset."""
         return cls.of(ds.height, ds.width, ds.transform, ds.crs)
 
@@ -227,15 +228,15 @@ class GeoGrid:
         """The grid's bounds in another CRS (densified edges)."""
         return bounds_in(self.bounds, self.crs, crs)
 
-    def window_transform(self, window: "Window") -> Affine:
+    def window_transform(self, window: Window) -> Affine:
         """Affine transform of a window's top-left pixel."""
         return self.transform @ Affine.translation(window.col_off, window.row_off)
 
-    def window_grid(self, window: "Window") -> "GeoGrid":
+    def window_grid(self, window: Window) -> GeoGrid:
         """The grid of one window of this grid (same CRS and pixel size)."""
         return GeoGrid(window.height, window.width, self.window_transform(window), self.crs_wkt)
 
-    def same_as(self, other: "GeoGrid", tol: float = 1e-9) -> bool:
+    def same_as(self, other: GeoGrid, tol: float = 1e-9) -> bool:
         """Same shape, CRS and (almost) the same transform."""
         return (
             self.shape == other.shape
@@ -243,13 +244,13 @@ class GeoGrid:
             and (self.crs_wkt == other.crs_wkt or self.crs == other.crs)
         )
 
-    def to_geobox(self) -> "GeoBox":
+    def to_geobox(self) -> GeoBox:
         """The same grid as an odc-geo ``GeoBox`` (for its overlap and reprojection helpers)."""
         from odc.geo.geobox import GeoBox
 
         return GeoBox((self.height, self.width), self.transform, self.crs_wkt)
 
-    def tiles(self, chunk: int) -> "ChunkGrid":
+    def tiles(self, chunk: int) -> ChunkGrid:
         """This grid cut into ``chunk`` x ``chunk`` chunks."""
         return ChunkGrid(self, chunk)
 

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from geoseg.legend import ClassInfo
-from geoseg.errors import GridMismatchError
-from geoseg.geo import ChunkGrid, Window
-from geoseg.io.labelstore import LabelStoreWriter, read_label_info, read_label_window
 from geoseg.accuracy.counting import count_pixels
 from geoseg.accuracy.regions import open_regions, regions_window_codes
+from geoseg.errors import GridMismatchError
+from geoseg.geo import ChunkGrid, Window
 from geoseg.io.atomic import write_atomic, write_json_atomic
+from geoseg.io.labelstore import LabelStoreWriter, read_label_info, read_label_window
+from geoseg.legend import ClassInfo
 
 CHANGE_NODATA = 65535
 _N = 256  # label values are uint8
@@ -159,6 +159,7 @@ def compare_periods(
     report = ChangeReport(_sum_sparse(parts), tuple(reg.ids) if reg is not None else (), ia.legend or ib.legend,
                           grid.pixel_area)
     if writer is not None:
+        assert out_dir is not None  # a writer exists only with out_dir
         writer.finalize()
         _write_tables(report, Path(out_dir), before, after)
     return report

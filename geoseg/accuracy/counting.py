@@ -13,8 +13,8 @@ aligned on the union of their axes when summed.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 
@@ -39,11 +39,11 @@ class ChunkCounts:
     outside_px: int = 0
 
     @classmethod
-    def empty(cls) -> "ChunkCounts":
+    def empty(cls) -> ChunkCounts:
         e = np.empty(0, dtype=np.int64)
         return cls(e, e, e, np.zeros((0, 0, 0), np.int64), np.zeros((0, 3), np.int64))
 
-    def __add__(self, other: "ChunkCounts") -> "ChunkCounts":
+    def __add__(self, other: ChunkCounts) -> ChunkCounts:
         return merge_counts([self, other])
 
 
@@ -106,8 +106,8 @@ def count_pixels(
     if math.prod(spans.values()) <= MAX_BINS:
         dense = dense_histogram(slots, ref_values, ref_invalid, labels, r)
         bounds = ((r.reg_lo, r.reg_hi), (r.ref_lo, r.ref_hi), (r.lab_lo, r.lab_hi))
-        axes = [np.arange(lo, hi + 1, dtype=np.int64) for lo, hi in bounds]
-        return _split_histogram(dense, *axes, label_nodata)
+        reg_axis, ref_axis, lab_axis = (np.arange(lo, hi + 1, dtype=np.int64) for lo, hi in bounds)
+        return _split_histogram(dense, reg_axis, ref_axis, lab_axis, label_nodata)
     ref = ref_values.ravel()
     valid = np.ones(ref.size, bool) if ref_invalid is None else ref != ref_invalid
     return _count_renumbered(labels.ravel(), ref, valid, slots.ravel(), label_nodata, r, spans)
@@ -122,7 +122,7 @@ def _count_renumbered(
     any_valid = r.ref_lo <= r.ref_hi
     compact = set()
     while math.prod(spans.values()) > MAX_BINS:
-        widest = max((k for k in spans if k not in compact), key=spans.get, default=None)
+        widest = max((k for k in spans if k not in compact), key=lambda k: spans[k], default=None)
         if widest is None:
             break
         compact.add(widest)
@@ -139,12 +139,12 @@ def _count_renumbered(
     n_ref = len(ref_vals)
     ng, nr, nl = len(reg_vals), n_ref + 1, len(lab_vals)
     # code = (region * nr + reference) * nl + label, in the narrowest integer types
-    inner = ref_i.astype(_int_type(nr * nl))
+    inner: np.ndarray = ref_i.astype(_int_type(nr * nl))
     if not all_valid:
         inner[~valid] = n_ref  # the extra "reference nodata" row
     inner *= nl
     inner += lab_i
-    code = reg_i.astype(_int_type(ng * nr * nl))
+    code: np.ndarray = reg_i.astype(_int_type(ng * nr * nl))
     code *= nr * nl
     code += inner
     dense = np.bincount(code, minlength=ng * nr * nl).astype(np.int64).reshape(ng, nr, nl)

@@ -35,23 +35,23 @@ Conventions (documented once, used everywhere):
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from geoseg.legend import PALETTE, ClassInfo
-from geoseg.errors import InputError
-from geoseg.geo import ChunkGrid, GeoGrid, Window
-from geoseg.io.labelstore import read_label_info, read_label_window
 from geoseg.accuracy.counting import ChunkCounts, count_pixels, merge_counts, union_sorted
 from geoseg.accuracy.mapping import MAPPINGS, MappingSpec, mapped_confusion, resolve_mapping
 from geoseg.accuracy.metrics import confusion_metrics
 from geoseg.accuracy.reference import Reference, open_reference, reference_pixels
 from geoseg.accuracy.regions import Regions, grid_regions, open_regions, regions_window_codes
-
+from geoseg.errors import InputError
+from geoseg.geo import ChunkGrid, GeoGrid, Window
+from geoseg.io.labelstore import read_label_info, read_label_window
+from geoseg.legend import PALETTE, ClassInfo
 
 #: Columns of :meth:`Evaluation.metrics`, in order.
 METRIC_COLUMNS = [
@@ -154,7 +154,7 @@ class Evaluation:
     #: What happened on the way, one line each (reprojections, repaired geometries, ...).
     notes: list[str] = field(default_factory=list)
     #: Several scenes pooled (:mod:`geoseg.accuracy.scenes`): each scene's own evaluation, by name.
-    scenes: dict[str, "Evaluation"] = field(default_factory=dict, repr=False)
+    scenes: dict[str, Evaluation] = field(default_factory=dict, repr=False)
 
     # -- what the figures cover ----------------------------------------------------------
     def total_px(self) -> np.ndarray:
@@ -185,7 +185,10 @@ class Evaluation:
         if parts:
             lines.append("excluded: " + "; ".join(parts))
         if total and scored / total < LOW_SCORED_SHARE:
-            hint = " (give the vector reference a background class if uncovered pixels have one)" if self._partial_reference() else ""
+            hint = (
+                " (give the vector reference a background class if uncovered pixels have one)"
+                if self._partial_reference() else ""
+            )
             lines.append(f"WARNING: only {pct(scored)} of the scene was scored; the figures describe that part only{hint}")
         return lines + list(self.notes)
 
@@ -476,7 +479,8 @@ def build_evaluation(
     excl = np.zeros((1 + len(ids), 3), np.int64)
     if total.counts.size or len(total.regions):
         ri = total.regions
-        dense[np.ix_(ri, np.searchsorted(ref_vals, total.ref_values), np.searchsorted(lab_vals, total.label_values))] = total.counts
+        cells = np.ix_(ri, np.searchsorted(ref_vals, total.ref_values), np.searchsorted(lab_vals, total.label_values))
+        dense[cells] = total.counts
         excl[ri] = total.excluded
     in_pass0 = _pass0_slots(regions, len(ids))  # pass 0 holds every pixel once: no region or a pass-0 region
     scene = dense[in_pass0].sum(axis=0)
@@ -538,7 +542,8 @@ def _vector_classes(reference: Reference | None) -> np.ndarray:
 
 
 def _class_names(
-    class_ids: np.ndarray, given: Mapping[int, str], ref_legend: Mapping[int, str], label_names: Mapping[int, str], mapping: MappingSpec
+    class_ids: np.ndarray, given: Mapping[int, str], ref_legend: Mapping[int, str],
+    label_names: Mapping[int, str], mapping: MappingSpec,
 ) -> dict[int, str]:
     out = {}
     for c in class_ids:

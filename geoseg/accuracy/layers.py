@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from rasterio.crs import CRS
 
+from geoseg._kernels.layercache import cached_layer_window, features_in_label_crs
 from geoseg.errors import InputError
 from geoseg.geo import GeoGrid, bounds_in, crs_from_wkt, pad_bounds
-from geoseg._kernels.layercache import cached_layer_window, features_in_label_crs
 from geoseg.io.rasterize import burn
 
 
@@ -57,7 +57,7 @@ def _crs_name(crs) -> str:  # noqa: ANN001 - pyproj.CRS
 def vector_info(path: str, layer: str | None, what: str) -> dict[str, Any]:
     """``pyogrio.read_info`` of a layer, or an :class:`InputError` if GDAL cannot open it."""
     import pyogrio
-    from pyogrio.errors import DataSourceError, DataLayerError
+    from pyogrio.errors import DataLayerError, DataSourceError
 
     try:
         return pyogrio.read_info(path, layer=layer)

@@ -8,20 +8,21 @@ clusters to classes on the overall confusion matrix, for k-means clusters); ``"m
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from geoseg.errors import InputError
 
-
 MAPPINGS = ("identity", "hungarian", "many-to-one")
 
 
-MappingSpec = Union[str, Mapping[int, int]]
+MappingSpec = str | Mapping[int, int]
+#: class or label ids: a sequence or a 1-D integer array
+IntValues = Sequence[int] | np.ndarray
 
 
-def hungarian_mapping(confusion: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int]) -> dict[int, int]:
+def hungarian_mapping(confusion: np.ndarray, ref_values: IntValues, label_values: IntValues) -> dict[int, int]:
     """One-to-one label → class assignment maximising matched pixels (``confusion`` is ref × label).
 
     >>> hungarian_mapping(np.array([[0, 9], [8, 1]]), [1, 2], [0, 1])
@@ -35,7 +36,7 @@ def hungarian_mapping(confusion: np.ndarray, ref_values: Sequence[int], label_va
     return {int(label_values[c]): int(ref_values[r]) for r, c in sorted(zip(rows, cols), key=lambda rc: rc[1])}
 
 
-def majority_mapping(confusion: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int]) -> dict[int, int]:
+def majority_mapping(confusion: np.ndarray, ref_values: IntValues, label_values: IntValues) -> dict[int, int]:
     """Each label → the reference class it overlaps most (ties: smallest class id); unseen labels stay unassigned.
 
     >>> majority_mapping(np.array([[5, 1, 0], [2, 7, 0]]), [1, 2], [0, 1, 2])
@@ -50,7 +51,7 @@ def majority_mapping(confusion: np.ndarray, ref_values: Sequence[int], label_val
 
 
 def resolve_mapping(
-    spec: MappingSpec, confusion: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int]
+    spec: MappingSpec, confusion: np.ndarray, ref_values: IntValues, label_values: IntValues
 ) -> dict[int, int]:
     """Turn a mapping spec into ``{label id: reference class id}`` (absent = unassigned)."""
     if isinstance(spec, Mapping):
@@ -65,7 +66,7 @@ def resolve_mapping(
 
 
 def mapped_confusion(
-    raw: np.ndarray, ref_values: Sequence[int], label_values: Sequence[int], mapping: Mapping[int, int], class_ids: Sequence[int]
+    raw: np.ndarray, ref_values: IntValues, label_values: IntValues, mapping: Mapping[int, int], class_ids: IntValues
 ) -> np.ndarray:
     """Collapse raw counts ``(..., ref, label)`` to ``(..., K, K + 1)`` over ``class_ids``.
 

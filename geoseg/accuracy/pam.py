@@ -83,5 +83,5 @@ def _rat_legend(rat: ET.Element) -> PamLegend:
                 continue
             if max(r, g, b) <= 1.0 and fields[rgb[0]][2] == 1:  # type: ignore[index]  # reals in 0..1
                 r, g, b = r * 255, g * 255, b * 255
-            colors.append((value, "#%02x%02x%02x" % (round(r), round(g), round(b))))
+            colors.append((value, f"#{round(r):02x}{round(g):02x}{round(b):02x}"))
     return PamLegend(tuple(names), tuple(colors))

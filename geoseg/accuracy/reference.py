@@ -24,18 +24,17 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Union
 
 import numpy as np
 from rasterio.crs import CRS
 
-from geoseg.errors import InputError
-from geoseg.geo import Bounds, GeoGrid, aligned_offset, bounds_in, bounds_overlap, crs_from_wkt
 from geoseg.accuracy.layers import burn_shapes, layer_window, require_crs, vector_info
 from geoseg.accuracy.pam import read_pam_legend
-
+from geoseg.errors import InputError
+from geoseg.geo import Bounds, GeoGrid, aligned_offset, bounds_in, bounds_overlap, crs_from_wkt
 
 #: Fill value used while warping; never a valid class id.
 SENTINEL = int(np.iinfo(np.int32).min)
@@ -94,7 +93,7 @@ class VectorReference:
         return crs_from_wkt(self.crs_wkt)
 
 
-Reference = Union[RasterReference, VectorReference]
+Reference = RasterReference | VectorReference
 
 
 def parse_class_tag(text: str, skip: float | None = None) -> tuple[tuple[int, str], ...]:
@@ -184,7 +183,7 @@ def _try_raster(path: str) -> RasterReference | None:
             cmap = {}
         named = dict(legend)
         colors = tuple(
-            (int(k), "#%02x%02x%02x" % tuple(v[:3])) for k, v in cmap.items()
+            (int(k), "#{:02x}{:02x}{:02x}".format(*v[:3])) for k, v in cmap.items()
             if k != src.nodata and (k in named if named else v[3] > 0 and tuple(v[:3]) != (0, 0, 0))
         ) or pam.colors(src.nodata)
         return RasterReference(

@@ -5,24 +5,26 @@ grid of square cells of ``grid_cell_m`` metres anchored at the label raster's to
 Pixels are numbered by *region slot*: 0 = in no region, ``i + 1`` = ``ids[i]``; a pixel belongs
 to the region holding its centre. Regions that overlap are counted in separate passes
 (:func:`overlap_groups`), so each counts every pixel it holds; within a pass (and in
-:func:`regions_window`, used by the change report) the feature later in the layer wins. Like references, regions are small frozen dataclasses that Dask tasks carry; each
-task burns the regions of its own window (:mod:`geoseg.accuracy.layers`).
+:func:`regions_window`, used by the change report) the feature later in the layer wins. Like
+references, regions are small frozen dataclasses that Dask tasks carry; each task burns the regions
+of its own window (:mod:`geoseg.accuracy.layers`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import cast
 
 import numpy as np
 from rasterio.crs import CRS
 
-from geoseg.errors import InputError
-from geoseg.geo import GeoGrid, bounds_in, bounds_overlap, crs_from_wkt, metres_per_unit
 from geoseg.accuracy.layers import burn_shapes, describe_reprojection, layer_window, require_crs, vector_info
+from geoseg.errors import InputError
+from geoseg.geo import Bounds, GeoGrid, bounds_in, bounds_overlap, crs_from_wkt, metres_per_unit
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,10 @@ class VectorRegions:
     layer: str | None
     field: str | None  # None: the feature id (FID)
     crs_wkt: str
-    ids: tuple = field(repr=False)
-    groups: tuple[int, ...] = field(default=(), repr=False)
-    notes: tuple[str, ...] = field(default=(), repr=False)
+    # dataclasses.field spelled out: the ``field`` attribute above shadows the bare name for type checkers
+    ids: tuple = dataclasses.field(repr=False)
+    groups: tuple[int, ...] = dataclasses.field(default=(), repr=False)
+    notes: tuple[str, ...] = dataclasses.field(default=(), repr=False)
 
     @property
     def n_groups(self) -> int:
@@ -75,7 +78,7 @@ class GridRegions:
         return tuple(range(self.n_rows * self.n_cols))
 
 
-Regions = Union[VectorRegions, GridRegions]
+Regions = VectorRegions | GridRegions
 
 
 def open_regions(
@@ -101,7 +104,7 @@ def open_regions(
     if field is not None and field not in fields:
         raise InputError(f"regions layer {path} has no field {field!r} (fields: {', '.join(fields)})")
     crs = require_crs(CRS.from_user_input(info["crs"]) if info["crs"] else None, "regions layer", path)
-    bounds = tuple(float(v) for v in info["total_bounds"])
+    bounds = cast(Bounds, tuple(float(v) for v in info["total_bounds"]))  # total_bounds: 4 numbers
     if not bounds_overlap(bounds_in(bounds, crs, label_grid.crs), label_grid.bounds):
         raise InputError(
             f"regions layer {path} does not overlap the label raster (layer bounds {tuple(round(v, 3) for v in bounds)} "
@@ -127,7 +130,10 @@ def open_regions(
     missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     if missing.any():
         which = ", ".join(repr(v) for v in values.to_numpy()[missing][:5])
-        notes.append(f"regions layer {path}: {int(missing.sum())} feature(s) with an empty or null geometry count no pixel (ids {which})")
+        notes.append(
+            f"regions layer {path}: {int(missing.sum())} feature(s) with an empty or null geometry"
+            f" count no pixel (ids {which})"
+        )
         log.warning(notes[-1])
     invalid = ~missing & ~shapely.is_valid(geoms)
     if invalid.any():
@@ -180,8 +186,9 @@ def overlap_groups(geoms: np.ndarray, feature_ids: np.ndarray, ids: tuple) -> tu
     index = pd.Index(ids)
     slot = index.get_indexer(feature_ids)
     ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
-    tree = shapely.STRtree(np.where(ok, geoms, None))
-    a, b = tree.query(np.where(ok, geoms, None), predicate="intersects")
+    live = np.where(ok, geoms, None)  # type: ignore[call-overload]  # numpy's stub rejects None as the object fill
+    tree = shapely.STRtree(live)
+    a, b = tree.query(live, predicate="intersects")
     keep = (a < b) & (slot[a] != slot[b])
     a, b = a[keep], b[keep]
     if a.size:

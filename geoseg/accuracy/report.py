@@ -18,8 +18,9 @@ import base64
 import io
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,6 @@ from geoseg.accuracy.regions import GridRegions
 from geoseg.accuracy.tables import class_label, label_grid, write_tables
 from geoseg.geo import GeoGrid
 from geoseg.io.atomic import write_text_atomic
-
 
 #: Longest side of preview images, in pixels.
 PREVIEW_PX = 400
@@ -381,7 +381,7 @@ Class mapping: <b>{{ mapping_method }}</b>. Pixels where labels or reference are
 <img alt="Image, reference and prediction side by side" src="{{ preview_png }}">{% endif %}
 <p class="note">geoseg accuracy report. Figures equal scikit-learn's on the same pixels; see metrics.csv for every region and class.</p>
 </body></html>
-"""
+"""  # noqa: E501 - the HTML template keeps one element per line; wrapping would change the page
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -431,7 +431,7 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
     ]
     preview_png = None
     if preview is not False:
-        preview_png = preview_images(ev, None if preview in (None, True) else preview)
+        preview_png = preview_images(ev, None if preview is None or preview is True else preview)
     regions_desc = _describe_regions(ev)
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(_TEMPLATE).render(

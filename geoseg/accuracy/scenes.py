@@ -66,7 +66,10 @@ def evaluate_scenes(
             f"{len(labels_paths)} label rasters and {len(refs)} references: give one reference per label raster, or one for all"
         )
     if options.get("grid_cell_m") is not None:
-        raise InputError("grid_cell_m cells are numbered per scene; for several scenes give a regions layer (or evaluate them one by one)")
+        raise InputError(
+            "grid_cell_m cells are numbered per scene; for several scenes give a regions layer"
+            " (or evaluate them one by one)"
+        )
     names = list(names) if names is not None else scene_names(labels_paths)
     if len(names) != len(labels_paths) or len(set(names)) != len(names):
         raise InputError(f"scene names must be unique, one per label raster; got {names}")

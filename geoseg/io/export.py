@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
-
+from typing import Literal
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 from affine import Affine
 
-from geoseg.legend import NODATA_LABEL, ClassInfo, legend_to_json
 from geoseg.errors import JobSpecError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.io.atomic import atomic_path, remove_path, temporary_name, write_text_atomic
 from geoseg.io.labelstore import LabelStoreWriter, is_geotiff, read_label_info, read_label_window
+from geoseg.legend import NODATA_LABEL, ClassInfo, legend_to_json
 from geoseg.progress import chunk_progress
 
 #: Folder inside a label store that holds the overview levels (one label store per factor).
@@ -116,7 +116,10 @@ def category_names_pam(legend: Sequence[ClassInfo]) -> str:
     names = {c.id: c.name for c in legend if 0 <= c.id <= 255}
     top = max(names, default=-1)
     cats = "".join(f"<Category>{escape(names.get(i, ''))}</Category>" for i in range(top + 1))
-    return f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>{cats}</CategoryNames>\n  </PAMRasterBand>\n</PAMDataset>\n'
+    return (
+        f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>{cats}</CategoryNames>\n'
+        "  </PAMRasterBand>\n</PAMDataset>\n"
+    )
 
 
 def paletted_qml(legend: Sequence[ClassInfo]) -> str:

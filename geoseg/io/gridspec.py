@@ -11,8 +11,9 @@ what it leaves out comes from the default rule.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import rasterio.warp
 from affine import Affine

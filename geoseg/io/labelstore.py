@@ -22,16 +22,16 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 from affine import Affine
 
-from geoseg.legend import NODATA_LABEL, ClassInfo, legend_from_json, legend_to_json
 from geoseg.errors import GeosegError, InputError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.io.atomic import replace_path, write_text_atomic
 from geoseg.io.manifest import verifying_store, write_manifest
+from geoseg.legend import NODATA_LABEL, ClassInfo, legend_from_json, legend_to_json
 
 ARRAY_NAME = "labels"
 PARTIAL_SUFFIX = ".partial"
@@ -88,7 +88,7 @@ class LabelStoreWriter:
         dtype: str = "uint8",
         fill_value: int = NODATA_LABEL,
         array: str = ARRAY_NAME,
-    ) -> "LabelStoreWriter":
+    ) -> LabelStoreWriter:
         """Start (or resume) a store. ``resume_key`` identifies the work; a partial store
         with another key is discarded rather than reused, so stale chunks never leak in.
 
@@ -187,7 +187,7 @@ def set_legend(path: str | Path, legend: tuple[ClassInfo, ...]) -> None:
     import zarr
 
     arr = zarr.open_array(str(Path(path) / ARRAY_NAME), mode="r+", zarr_format=2)
-    attrs = dict(arr.attrs)
+    attrs: dict[str, Any] = dict(arr.attrs)
     new = _label_attrs(attrs.get("_CRS", {}).get("wkt", ""), tuple(legend), {})
     for key in ("flag_values", "flag_meanings", "geoseg:classes"):
         attrs.pop(key, None)
@@ -245,14 +245,14 @@ def read_label_info(path: str | Path) -> LabelRasterInfo:
         raise InputError(f"label store {path} does not exist{hint}")
     try:
         root = zarr.open_group(str(path), mode="r", zarr_format=2)
-        arr = root[ARRAY_NAME]
-        ref = dict(root["spatial_ref"].attrs)
+        arr = cast("zarr.Array", root[ARRAY_NAME])
+        ref: dict[str, Any] = dict(root["spatial_ref"].attrs)
     except Exception as exc:  # zarr raises many types for a broken store
         raise InputError(f"{path} is not a geoseg label store: {exc}") from exc
     if not root.attrs.get("geoseg:complete", False):
         raise InputError(f"label store {path} is incomplete; rerun the job that writes it")
     c, a, b, f, d, e = (float(v) for v in ref["GeoTransform"].split())
-    attrs = dict(arr.attrs)
+    attrs: dict[str, Any] = dict(arr.attrs)
     return LabelRasterInfo(
         path=path,
         grid=GeoGrid(int(arr.shape[0]), int(arr.shape[1]), Affine(a, b, c, d, e, f), ref["crs_wkt"]),
@@ -282,7 +282,7 @@ def read_label_window(path: str | Path, window: Window) -> np.ndarray:
         raise InputError(f"cannot read window {window.key} of label store {path}: {exc}") from exc
 
 
-def open_labels(path: str | Path, chunks: str | dict | None = None):  # noqa: ANN201 - xarray.DataArray
+def open_labels(path: str | Path, chunks: Literal["auto"] | dict | None = None):  # noqa: ANN201 - xarray.DataArray
     """Open a label store lazily as an ``xarray.DataArray`` with CRS (rioxarray) and coordinates.
 
     Labels stay integers; nodata is exposed through ``.rio.nodata`` rather than NaN.

@@ -11,8 +11,9 @@ a :class:`QARule`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from rasterio.enums import ColorInterp, MaskFlags

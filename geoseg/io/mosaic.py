@@ -10,8 +10,8 @@ those files, so the payload stays small however many tiles the mosaic has.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class Layer:
     def count(self) -> int:
         return len(self.band_names) if self.role == "features" else 0
 
-    def subset(self, window: Window) -> "Layer":
+    def subset(self, window: Window) -> Layer:
         """The same layer with only the files meeting ``window`` (for a task's payload)."""
         return replace(self, sources=tuple(s for s in self.sources if s.meets(window)))
 

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import glob
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -117,7 +118,7 @@ class Scene:
     def _index(self) -> FootprintIndex:
         return FootprintIndex(self.layers + self.masks)
 
-    def for_window(self, window: Window) -> "Scene":
+    def for_window(self, window: Window) -> Scene:
         """This scene with only the files meeting ``window``: what one task needs (built on the client)."""
         if all(len(layer.sources) <= 1 for layer in self.layers + self.masks):
             return self
@@ -358,9 +359,11 @@ def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - 
     cg = scene.chunk_grid(chunk)
     if all(len(layer.sources) == 1 and layer.sources[0].grid.same_as(scene.grid) for layer in scene.layers) \
             and not scene.masks and all(s.mask in ("none", "nodata") for layer in scene.layers for s in layer.sources):
+        # one GeoTIFF each: open_rasterio returns a DataArray (lists are for HDF/netCDF subdatasets)
         arrays = [
-            rioxarray.open_rasterio(layer.sources[0].path, chunks={"band": -1, "y": cg.chunk, "x": cg.chunk},
-                                    lock=False, masked=False).isel(band=[b - 1 for b in layer.sources[0].bands])
+            cast("xr.DataArray", rioxarray.open_rasterio(
+                layer.sources[0].path, chunks={"band": -1, "y": cg.chunk, "x": cg.chunk}, lock=False, masked=False,
+            )).isel(band=[b - 1 for b in layer.sources[0].bands])
             for layer in scene.layers
         ]
         da = arrays[0] if len(arrays) == 1 else xr.concat(arrays, dim="band")

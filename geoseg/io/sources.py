@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import rasterio
@@ -103,7 +104,7 @@ def describe_source(path: str, bands: tuple[int, ...] | None = None) -> Source:
             mask=mask_kind(ds, chosen),
             dtype=ds.dtypes[chosen[0] - 1],
             nodata=ds.nodata,
-            block=tuple(ds.block_shapes[chosen[0] - 1]),  # type: ignore[arg-type]
+            block=tuple(ds.block_shapes[chosen[0] - 1]),
             descriptions=tuple(ds.descriptions[b - 1] or f"b{b}" for b in chosen),
             size_bytes=Path(path).stat().st_size if Path(path).exists() else -1,
         )

@@ -89,7 +89,10 @@ def _convert(gpkg: Path, out: Path, fmt: VectorFormat) -> None:
     layers = [name for name, _ in pyogrio.list_layers(gpkg) if name != "layer_styles"]
     if len(layers) != 1:
         raise JobSpecError(f"{gpkg}: {len(layers)} polygon layers; {fmt.name} holds one")
-    with warnings.catch_warnings(), pyogrio.open_arrow(gpkg, layer=layers[0], use_pyarrow=True, batch_size=65_536) as (meta, reader):
+    with (
+        warnings.catch_warnings(),
+        pyogrio.open_arrow(gpkg, layer=layers[0], use_pyarrow=True, batch_size=65_536) as (meta, reader),
+    ):
         if fmt.driver == "GeoParquet":
             _write_geoparquet(reader, meta, out)
         else:

@@ -1,1 +1,2 @@
-"""Segmentation methods: features and sampling, k-means, segmentation networks (architectures, checkpoints, inference, training)."""
+"""Segmentation methods: features and sampling, k-means, segmentation networks (architectures,
+checkpoints, inference, training)."""

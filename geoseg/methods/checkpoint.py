@@ -1,4 +1,5 @@
-"""Segmentation model checkpoints (DeepLabV3+ and the other smp architectures): weights in safetensors, everything else in a JSON sidecar.
+"""Segmentation model checkpoints (DeepLabV3+ and the other smp architectures): weights in
+safetensors, everything else in a JSON sidecar.
 
 A checkpoint is two files, ``<path>.safetensors`` (tensors only, no pickle, so a checkpoint
 from a stranger cannot run code) and ``<path>.json`` (a :class:`CheckpointMeta`: architecture,
@@ -15,7 +16,7 @@ import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -217,7 +218,8 @@ def load_encoder_weights(model: torch.nn.Module, path: str | os.PathLike) -> Non
     src = _read_tensor_file(Path(path))
     if any(k.startswith("encoder.") for k in src):
         src = {k[len("encoder."):]: v for k, v in src.items() if k.startswith("encoder.")}
-    target = model.encoder.state_dict()
+    encoder = cast("torch.nn.Module", model.encoder)  # nn.Module.__getattr__ is typed Tensor | Module
+    target = encoder.state_dict()
     out: dict[str, torch.Tensor] = {}
     for key, ref in target.items():
         if key not in src:
@@ -243,7 +245,7 @@ def load_encoder_weights(model: torch.nn.Module, path: str | os.PathLike) -> Non
     unused = sorted(set(src) - set(target))
     if unused:
         log.info("encoder weights %s: ignoring %d tensors the encoder has no use for (%s...)", path, len(unused), unused[0])
-    model.encoder.load_state_dict(out, strict=False)
+    encoder.load_state_dict(out, strict=False)
 
 
 def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:

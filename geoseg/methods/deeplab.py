@@ -16,7 +16,7 @@ import os
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -172,10 +172,13 @@ def infer_tiles(model: torch.nn.Module, tiles: torch.Tensor, amp: bool = True, t
         for k, flip in transforms:
             p = _inverse(torch.softmax(_logits(model, _forward(tiles, k, flip), amp).float(), dim=1), k, flip)
             acc = p if acc is None else acc.add_(p)
+        assert acc is not None  # two or more transforms here
         return acc.div_(len(transforms))
 
 
-def normalise(image: np.ndarray, valid: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+def normalise(
+    image: np.ndarray, valid: np.ndarray, mean: Sequence[float] | np.ndarray, std: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """``(x - mean) / std`` per band as float32; invalid pixels become 0 (the mean)."""
     m = np.asarray(mean, dtype=np.float32)[:, None, None]
     s = np.asarray(std, dtype=np.float32)[:, None, None]
@@ -339,7 +342,7 @@ def predict_chunk(
     x = normalise(image, valid, meta.band_mean, meta.band_std)
     pads = ((0, 0), (pad_top, pad_bottom), (pad_left, pad_right))
     if any(pads[1] + pads[2]):  # interior chunks read with their halo need no padding (and no copy)
-        mode = "reflect" if min(h, w) > 1 else "edge"
+        mode: Literal["reflect", "edge"] = "reflect" if min(h, w) > 1 else "edge"
         x = np.pad(x, pads, mode=mode)
         vpad = np.pad(valid, pads[1:], mode=mode)
     else:

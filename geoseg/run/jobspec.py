@@ -236,7 +236,7 @@ class InputConfig(_Strict):
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,80}$")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "InputConfig":
+    def _one_source(self) -> InputConfig:
         if (self.path is None) == (self.stac is None):
             raise ValueError("an input gives exactly one of path or stac")
         if self.stac is None and self.assets:
@@ -256,7 +256,7 @@ class MaskConfig(_Strict):
     resampling: Resampling = "nearest"
 
     @model_validator(mode="after")
-    def _one_source(self) -> "MaskConfig":
+    def _one_source(self) -> MaskConfig:
         if (self.path is None) == (self.stac is None):
             raise ValueError("a mask gives exactly one of path or stac")
         if self.stac is not None and not self.asset:
@@ -275,7 +275,7 @@ class GridConfig(_Strict):
     like: str | None = None
 
     @model_validator(mode="after")
-    def _like_alone(self) -> "GridConfig":
+    def _like_alone(self) -> GridConfig:
         if self.like and (self.crs or self.resolution or self.bounds):
             raise ValueError("grid like: FILE takes that file's grid; give it alone")
         return self

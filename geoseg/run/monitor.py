@@ -23,9 +23,9 @@ from typing import Any
 
 from geoseg.accuracy.change import compare_periods
 from geoseg.errors import GeosegError, InputError
+from geoseg.io.atomic import write_json_atomic
 from geoseg.io.scene import expand_inputs
 from geoseg.run.jobspec import JobSpec, KMeansConfig
-from geoseg.io.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 

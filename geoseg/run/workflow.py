@@ -12,27 +12,28 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geoseg.run import runrecord
-from geoseg.legend import NODATA_LABEL
-from geoseg.run.cluster import ClusterInfo, connect
 from geoseg.errors import GeosegError, InputError, ModelError, OutputError, from_os_error
-from geoseg.run.lock import claim_output
-from geoseg.methods.features import FeatureSpec, ResolvedFeatures
 from geoseg.geo import ChunkGrid, Window, halo_window
 from geoseg.io.atomic import write_text_atomic
-from geoseg.io.scene import Scene, open_scene, read_window
-from geoseg.run.jobspec import DeepLabConfig, JobSpec, KMeansConfig, ThresholdConfig
 from geoseg.io.labelstore import PARTIAL_SUFFIX, LabelStoreWriter
+from geoseg.io.scene import Scene, open_scene, read_window
+from geoseg.legend import NODATA_LABEL
+from geoseg.methods.features import FeatureSpec, ResolvedFeatures
 from geoseg.methods.kmeans import KMeansModel, fit_kmeans
 from geoseg.methods.predictors import ChunkPredictor, DeepLabPredictor, KMeansPredictor
 from geoseg.methods.sampling import chunk_rng, sample_valid_pixels, sample_windows, sampling_rate
+from geoseg.run import runrecord
+from geoseg.run.cluster import ClusterInfo, connect
+from geoseg.run.jobspec import DeepLabConfig, JobSpec, KMeansConfig, ThresholdConfig
+from geoseg.run.lock import claim_output
 
 if TYPE_CHECKING:
     from geoseg.methods.checkpoint import CheckpointMeta
@@ -268,7 +269,7 @@ def draw_sample(
     return sample
 
 
-def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> "CheckpointMeta":
+def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> CheckpointMeta:
     """Refuse (``ModelError``) a checkpoint that is missing or was not trained for this scene.
 
     Runs before anything is written: both checkpoint files are there, the weights file is whole
@@ -298,7 +299,7 @@ def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) 
     from geoseg.methods.deeplab import required_halo
 
     meta = check_deeplab_job(cfg, scene)
-    resources = {"GPU": 1} if gpu_workers and cfg.device != "cpu" else None
+    resources: dict[str, float] | None = {"GPU": 1} if gpu_workers and cfg.device != "cpu" else None
     return DeepLabPredictor(
         checkpoint=Path(cfg.checkpoint),
         halo=required_halo(meta),
@@ -405,7 +406,7 @@ def run_job(
 
 def _run_stages(
     job: JobSpec, scene: Scene, out: Path, client, info: ClusterInfo,  # noqa: ANN001
-    record: "runrecord.RunRecord", show_progress: bool,
+    record: runrecord.RunRecord, show_progress: bool,
 ) -> RunResult:
     times: dict[str, float] = record.stage_seconds
     record.set_cluster(info)
@@ -534,6 +535,7 @@ def check_evaluation_inputs(job: JobSpec, scene: Scene) -> None:
     """Open the job's reference and regions against the scene's grid; raises what evaluate() would."""
     from geoseg.accuracy.evaluate import open_evaluation_inputs
 
+    assert job.reference is not None  # called only for jobs with a reference
     options = {k: v for k, v in evaluation_options(job).items() if k != "class_colors"}
     open_evaluation_inputs(str(job.reference.path), scene.grid, mapping=job.evaluate.mapping or "identity", **options)
 

@@ -103,7 +103,7 @@ class _Cropweed(_Generator):
         h = _hash(k["plants"], rows_t[:, None], plants_t[None, :])
         jitter = (_field(h, 0) - 0.5) * 0.25 * self.spacing
         uc_t = phase_t[:, None] + plants_t[None, :] * self.spacing + jitter
-        vc_t = self.offset + rows_t[:, None] * period + (_field(h, 1) - 0.5) * 0.12 * period
+        vc_t: np.ndarray = self.offset + rows_t[:, None] * period + (_field(h, 1) - 0.5) * 0.12 * period
         r_t = np.where(_field(h, 3) > 0.07, self.radius * (0.7 + 0.6 * _field(h, 2)), _ABSENT)
         base = (row - rows_t[0]) * plants_t.size + (j - plants_t[0])
         leaf = 0.8 + 0.4 * _fbm(ry, rx, 4.0, 2, k["leaf"])

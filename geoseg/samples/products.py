@@ -120,7 +120,7 @@ def _scl(height: int, width: int, seed: int) -> np.ndarray:
 
 
 def make_band_files(image: str | Path, out_dir: str | Path, seed: int = 0,
-                    when: dt.datetime = dt.datetime(2026, 6, 1, 10, 0, tzinfo=dt.timezone.utc)) -> BandProduct:
+                    when: dt.datetime = dt.datetime(2026, 6, 1, 10, 0, tzinfo=dt.UTC)) -> BandProduct:
     """Per-band files at 10, 20 and 60 m, a 20 m SCL layer and a STAC item listing them as assets."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,17 +13,17 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 from xml.sax.saxutils import escape, quoteattr
 
 import pyarrow as pa
 
-from geoseg.legend import ClassInfo
 from geoseg.errors import OutputError
 from geoseg.io.atomic import atomic_path
+from geoseg.legend import ClassInfo
 
 #: Geometry column name; GDAL names the spatial index ``rtree_<layer>_<GEOMETRY_COLUMN>``.
 GEOMETRY_COLUMN = "geom"
@@ -249,7 +249,8 @@ def graduated_sld(layer: str, field: str = "miou", ranges: Sequence[tuple[float,
         f"<se:Name>{lo:.1f} - {hi:.1f}</se:Name>"
         "<ogc:Filter><ogc:And>"
         f"<ogc:PropertyIsGreaterThanOrEqualTo><ogc:PropertyName>{escape(field)}</ogc:PropertyName><ogc:Literal>{lo}</ogc:Literal></ogc:PropertyIsGreaterThanOrEqualTo>"
-        f"<ogc:PropertyIs{'LessThanOrEqualTo' if i == len(ranges) - 1 else 'LessThan'}><ogc:PropertyName>{escape(field)}</ogc:PropertyName>"
+        f"<ogc:PropertyIs{'LessThanOrEqualTo' if i == len(ranges) - 1 else 'LessThan'}>"
+        f"<ogc:PropertyName>{escape(field)}</ogc:PropertyName>"
         f"<ogc:Literal>{hi}</ogc:Literal></ogc:PropertyIs{'LessThanOrEqualTo' if i == len(ranges) - 1 else 'LessThan'}>"
         "</ogc:And></ogc:Filter>"
         f'<se:PolygonSymbolizer><se:Fill><se:SvgParameter name="fill">{c}</se:SvgParameter></se:Fill>'
@@ -299,7 +300,7 @@ def write_layer_styles(path: Path, styles: Sequence[LayerStyle]) -> None:
 
     if not styles:
         return
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     n = len(styles)
     table = pa.table(
         {

@@ -347,6 +347,7 @@ def vectorize_labels(
             elif len(res.final):
                 area = res.final_area_px * grid.pixel_area
                 tally.add(res.final_class, area)
+                assert res.final_perimeter_m is not None  # world coordinates (no simplify) carry perimeters
                 yield polygon_batch(res.final, res.final_class, area, res.final_perimeter_m, names)
             t0 = time.perf_counter()
             merged = merger.add(_chunk_index(res.window, grid.chunk), res)

@@ -104,7 +104,8 @@ def assert_matches_sklearn(ev: Evaluation, region, mask: np.ndarray, labels: np.
 
     assert list(cls.index) == classes
     np.testing.assert_array_equal(cls["support_px"].to_numpy(int), [(y_true == c).sum() for c in classes])
-    np.testing.assert_allclose(cls["area_m2"].to_numpy(float), cls["support_px"].to_numpy(float) * abs(ev.grid.transform.a * ev.grid.transform.e))
+    pixel_m2 = abs(ev.grid.transform.a * ev.grid.transform.e)
+    np.testing.assert_allclose(cls["area_m2"].to_numpy(float), cls["support_px"].to_numpy(float) * pixel_m2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if y_true.size == 0:

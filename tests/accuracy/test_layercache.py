@@ -69,5 +69,7 @@ def test_large_layers_are_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert lc.cached_layer_window(str(path), None, ["zone"], CRS.from_epsg(4326).to_wkt(), GRID.crs_wkt,
                                   window_bounds(TRANSFORM, SHAPE)) is None  # fmt: skip
     monkeypatch.setattr(lc, "MAX_CACHED_FILE_BYTES", path.stat().st_size)
-    df = lc.cached_layer_window(str(path), None, ["zone"], CRS.from_epsg(4326).to_wkt(), GRID.crs_wkt, window_bounds(TRANSFORM, SHAPE))
+    df = lc.cached_layer_window(
+        str(path), None, ["zone"], CRS.from_epsg(4326).to_wkt(), GRID.crs_wkt, window_bounds(TRANSFORM, SHAPE)
+    )
     assert len(df) == 30 and df.crs == CRS_UTM and df.index.is_monotonic_increasing

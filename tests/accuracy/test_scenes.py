@@ -52,7 +52,7 @@ def test_pooled_and_per_scene_figures(tmp_path: Path) -> None:
     got = ev.metrics().query("region_id == 'ALL' and kind == 'class'").set_index("class_id")["iou"]
     np.testing.assert_allclose(got.loc[classes].to_numpy(), ious)
     assert list(ev.scenes) == ["l0.zarr", "l1.zarr"]
-    for (store, refp, labels, truth), sub in zip(scenes, ev.scenes.values()):
+    for (store, refp, _labels, _truth), sub in zip(scenes, ev.scenes.values()):
         alone = evaluate(store, refp, mapping=expect_map)
         pd.testing.assert_frame_equal(sub.metrics(), alone.metrics())
         assert sub.mapping_method == "hungarian"

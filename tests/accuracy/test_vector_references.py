@@ -149,7 +149,8 @@ def test_overlapping_regions_each_count_all_their_pixels(tmp_path: Path) -> None
     ref_path = write_raster(tmp_path / "ref.tif", ref, transform=TRANSFORM)
     store = write_store(tmp_path / "l.zarr", labels, 16)
     px = lambda c0, r0, c1, r1: box(*(TRANSFORM * (c0, r1)), *(TRANSFORM * (c1, r0)))  # noqa: E731
-    geoms = [px(2, 2, 40, 40), px(4, 4, 20, 20), px(22, 4, 38, 30), Polygon(zip(*(TRANSFORM * (np.array([10.3, 55.2, 50.1]), np.array([35.7, 8.4, 45.9])))))]
+    tri = Polygon(zip(*(TRANSFORM * (np.array([10.3, 55.2, 50.1]), np.array([35.7, 8.4, 45.9])))))
+    geoms = [px(2, 2, 40, 40), px(4, 4, 20, 20), px(22, 4, 38, 30), tri]
     ids = ["farm", "field a", "field b", "buffer"]
     regions = _layer(tmp_path / "r.gpkg", geoms, name=ids)
     ev = evaluate(store, ref_path, regions=regions, region_field="name")
@@ -159,7 +160,9 @@ def test_overlapping_regions_each_count_all_their_pixels(tmp_path: Path) -> None
         cm = confusion_matrix(ref[mask], labels[mask], labels=ev.class_ids.tolist())
         got = ev.confusion(rid).loc[:, ev.class_ids.tolist()].to_numpy()
         np.testing.assert_array_equal(got, cm, err_msg=rid)
-    np.testing.assert_array_equal(ev.confusion("ALL").to_numpy(), confusion_matrix(ref.ravel(), labels.ravel(), labels=ev.class_ids.tolist()))
+    np.testing.assert_array_equal(
+        ev.confusion("ALL").to_numpy(), confusion_matrix(ref.ravel(), labels.ravel(), labels=ev.class_ids.tolist())
+    )
     union = np.any([_alone(g, shape) for g in geoms], axis=0)
     assert ev.outside_regions_px == int((~union).sum())
     assert any("overlap" in n for n in ev.notes)

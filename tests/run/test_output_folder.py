@@ -20,7 +20,10 @@ from geoseg.run.lock import LOCK_FILE, OutputLock
 from geoseg.run.workflow import run_job
 from tests.fixtures import blocky_scene
 
-HOLD = "import sys, time; from geoseg.run.lock import OutputLock; OutputLock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+HOLD = (
+    "import sys, time; from geoseg.run.lock import OutputLock; OutputLock.acquire(sys.argv[1]);"
+    " print('held', flush=True); time.sleep(60)"
+)
 
 
 def _job(tmp_path: Path, out: Path) -> dict:

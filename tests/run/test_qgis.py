@@ -40,7 +40,9 @@ def _qgis_importable() -> bool:
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not _qgis_importable(), reason="needs Debian's python3-qgis (apt-get install -y python3-qgis; CI installs it)"),
+    pytest.mark.skipif(
+        not _qgis_importable(), reason="needs Debian's python3-qgis (apt-get install -y python3-qgis; CI installs it)"
+    ),
 ]
 
 

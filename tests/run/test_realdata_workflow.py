@@ -19,7 +19,9 @@ from rasterio.features import rasterize
 from geoseg.run.jobspec import load_job
 from geoseg.run.workflow import run_job
 
-REALDATA = Path(os.environ.get("GEOSEG_REALDATA") or Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "slovenia")
+REALDATA = Path(
+    os.environ.get("GEOSEG_REALDATA") or Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "slovenia"
+)
 if not (REALDATA / "raba_parcels.gpkg").exists():
     pytest.skip(f"real data not present at {REALDATA}", allow_module_level=True)
 

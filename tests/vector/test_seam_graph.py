@@ -12,7 +12,6 @@ import warnings
 
 import pytest
 
-
 pytestmark = pytest.mark.integration
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -75,9 +75,10 @@ class TrainSource:
         self.row_hi = round(rows[1] * self.height)
         if self.row_hi - self.row_lo < 16:
             raise InputError(
-                f"{pair.image}: only {self.row_hi - self.row_lo} rows left for this split; lower val_fraction or use a larger image"
+                f"{pair.image}: only {self.row_hi - self.row_lo} rows left for this split;"
+                " lower val_fraction or use a larger image"
             )
-        self._vec = None
+        self._vec: tuple[Any, np.ndarray] | None = None  # (geometries, class ids) of a vector reference
         if pair.reference is not None:
             if not pair.reference.is_file():
                 raise InputError(f"reference raster {pair.reference} does not exist")
@@ -89,19 +90,22 @@ class TrainSource:
                     )
         else:
             self._load_vector()
-        self._img = None
-        self._ref = None
-        self._pid = None
+        self._img: Any = None
+        self._ref: Any = None
+        self._pid: int | None = None
 
     def _load_vector(self) -> None:
         import geopandas as gpd
 
         pair = self.pair
+        assert pair.vector is not None  # TrainPair holds exactly one of reference and vector
         if not pair.vector.exists():
             raise InputError(f"vector reference {pair.vector} does not exist")
         gdf = gpd.read_file(pair.vector, layer=pair.layer)
         if pair.class_field not in gdf.columns:
-            raise InputError(f"{pair.vector} has no field {pair.class_field!r}; its fields are {', '.join(map(str, gdf.columns))}")
+            raise InputError(
+                f"{pair.vector} has no field {pair.class_field!r}; its fields are {', '.join(map(str, gdf.columns))}"
+            )
         if gdf.crs is None:
             raise InputError(f"{pair.vector} has no CRS; assign one (ogr2ogr -a_srs)")
         gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty].to_crs(self.crs)
@@ -127,6 +131,7 @@ class TrainSource:
 
         from geoseg.io.rasterize import burn
 
+        assert self._vec is not None  # sources without a reference raster load their vector first
         geoms, values = self._vec
         tr = self.transform * Affine.translation(col, row) * Affine.scale(step)
         x0, y0 = tr * (0, 0)
@@ -314,7 +319,9 @@ class _TrainStream:
             yield x, target.astype(np.int64)
 
 
-def _batches(stream: _TrainStream, batch_size: int, num_workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(
+    stream: _TrainStream, batch_size: int, num_workers: int
+) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
     import torch
     import torch.utils.data
 
@@ -360,7 +367,9 @@ def band_statistics(
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def validation_tiles(sources: list[TrainSource], tile: int, limit: int, rng: np.random.Generator) -> list[tuple[int, int, int, int, int]]:
+def validation_tiles(
+    sources: list[TrainSource], tile: int, limit: int, rng: np.random.Generator
+) -> list[tuple[int, int, int, int, int]]:
     """Non-overlapping tiles covering each source's validation rows, at most ``limit`` of them."""
     out = []
     for si, src in enumerate(sources):

@@ -27,6 +27,7 @@ HEAD_PREFIX = "segmentation_head."
 
 def init_meta(cfg: TrainConfig, band_names: list[str]) -> CheckpointMeta:
     """The ``init_checkpoint``'s metadata, refused (``ModelError``) unless the job's network and bands match it."""
+    assert cfg.init_checkpoint is not None  # called only for jobs that give one
     meta = read_meta(cfg.init_checkpoint)
     ours = {"architecture": cfg.architecture, "encoder": cfg.encoder, "encoder_depth": cfg.encoder_depth,
             "decoder_channels": cfg.decoder_channels, "in_channels": len(band_names)}
@@ -48,6 +49,7 @@ def load_init_weights(model: torch.nn.Module, cfg: TrainConfig, meta: Checkpoint
     """Copy the checkpoint's tensors into ``model``; the head too when the classes are the same. Returns skipped keys."""
     from safetensors.torch import load_file
 
+    assert cfg.init_checkpoint is not None  # called only for jobs that give one
     weights, _ = checkpoint_paths(cfg.init_checkpoint)
     try:
         state = load_file(str(weights), device="cpu")

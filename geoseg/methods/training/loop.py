@@ -211,7 +211,8 @@ def _new_meta(cfg: TrainConfig, data: _Data) -> CheckpointMeta:
     """The checkpoint sidecar as far as it is known before the first step."""
     names = data.band_names
     return CheckpointMeta(
-        architecture=cfg.architecture, encoder=cfg.encoder, encoder_depth=cfg.encoder_depth, encoder_output_stride=cfg.encoder_output_stride,
+        architecture=cfg.architecture, encoder=cfg.encoder, encoder_depth=cfg.encoder_depth,
+        encoder_output_stride=cfg.encoder_output_stride,
         decoder_channels=cfg.decoder_channels, in_channels=len(names), band_names=names,
         band_mean=data.mean.tolist(), band_std=data.std.tolist(), classes=list(cfg.classes), tile_size=cfg.tile_size,
         tile_overlap=cfg.tile_overlap, resolution=float(np.mean([s.resolution for s in data.train_src])),
@@ -294,7 +295,8 @@ def _save_if_best(cfg: TrainConfig, eng: _Engine, meta: CheckpointMeta, row: dic
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Train the ``config.architecture`` network (DeepLabV3+ by default) as ``config`` says and write the best checkpoint; returns the curve.
+    """Train the ``config.architecture`` network (DeepLabV3+ by default) as ``config`` says and
+    write the best checkpoint; returns the curve.
 
     Raises :class:`InputError` for unusable inputs and :class:`~geoseg.errors.ModelError` for
     an unknown encoder or unusable encoder weights, before any training starts.

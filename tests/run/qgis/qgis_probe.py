@@ -20,7 +20,7 @@ from qgis.PyQt.QtCore import QSize  # noqa: E402
 
 
 def _hex(c):  # QColor
-    return "#{:02x}{:02x}{:02x}".format(c.red(), c.green(), c.blue())
+    return f"#{c.red():02x}{c.green():02x}{c.blue():02x}"
 
 
 def render(layer, extent, width, height, pixels):
