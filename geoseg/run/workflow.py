@@ -26,6 +26,7 @@ from geoseg.errors import GeosegError, InputError, ModelError, OutputError, from
 from geoseg.run.lock import claim_output
 from geoseg.methods.features import FeatureSpec, ResolvedFeatures
 from geoseg.geo import ChunkGrid, Window, halo_window
+from geoseg.io import storage
 from geoseg.io.atomic import write_text_atomic
 from geoseg.io.scene import Scene, open_scene, read_window
 from geoseg.run.jobspec import DeepLabConfig, JobSpec, KMeansConfig
@@ -277,9 +278,9 @@ def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) 
 
 
 def write_labels(
-    client, scene: Scene, grid: ChunkGrid, predictor: ChunkPredictor, store: Path,  # noqa: ANN001
+    client, scene: Scene, grid: ChunkGrid, predictor: ChunkPredictor, store: Path | str,  # noqa: ANN001
     resume_key: str, attrs: dict[str, Any], show_progress: bool = True, reused: list[int] | None = None,
-    confidence_store: Path | None = None,
+    confidence_store: Path | str | None = None,
 ) -> dict[int, int]:
     """Predict every chunk into ``store`` (skipping chunks already done) and finalise it.
 
@@ -318,9 +319,15 @@ def run_job(
     job: JobSpec, scheduler: str | None = None, show_progress: bool = True, client=None  # noqa: ANN001
 ) -> RunResult:
     """Run a validated job end to end. ``client`` reuses an existing Dask client (notebooks, tests)."""
-    out = Path(job.output)
+    remote = storage.RemoteOutput.of(job.output)  # object storage: small files built on local scratch
+    out = remote.scratch if remote else Path(job.output)
     scene = open_scene(job.inputs, allow_gdal_virtual=job.allow_gdal_virtual)
-    check_output_dir(out, job)
+    if remote:
+        remote.check(job.name)
+        if job.export.overviews:
+            raise OutputError("export.overviews are built inside a local labels.zarr; not with an object-store output")
+    else:
+        check_output_dir(out, job)
     if isinstance(job.method, DeepLabConfig):
         check_deeplab_job(job.method, scene)  # a checkpoint that does not fit is refused before any output
     if job.reference is not None:
@@ -328,6 +335,8 @@ def run_job(
     lock = claim_output(out)  # mkdir, one run per folder, stale temporaries removed (geoseg.run.lock)
     try:
         record = runrecord.RunRecord.start(out, job, scene)
+        if remote:
+            remote.begin(record.path)
     except BaseException:
         lock.release()
         raise
@@ -358,10 +367,17 @@ def run_job(
             raise user_error from exc
         raise
     else:
+        if remote:
+            result.outputs = remote.upload_outputs(result.outputs)
+            result.output_dir = remote.url  # type: ignore[assignment]
         record.finish("complete", outputs=result.outputs, label_counts=result.label_counts)
     finally:
-        lock.release()
-    result.outputs["run"] = record.path
+        try:
+            if remote:  # run.json on the store; a complete run is published last
+                remote.close(record.path, result.outputs if record.data.get("outcome") == "complete" else None)
+        finally:
+            lock.release()
+    result.outputs["run"] = remote.target(record.path.name) if remote else record.path
     return result
 
 
@@ -392,16 +408,16 @@ def _run_stages(
             key = job_identity(job, scene, " ".join(digests))
 
     with _stage(times, "predict"):
-        store = out / "labels.zarr"
+        store = _output(job, out, "labels.zarr")
         attrs = {"geoseg:job": job.name, "geoseg:method": method.kind, "geoseg:resume_key": key}
         reused: list[int] = [0]
-        conf_store = out / "confidence.zarr" if getattr(predictor, "confidence", False) else None
+        conf_store = _output(job, out, "confidence.zarr") if getattr(predictor, "confidence", False) else None
         counts = write_labels(client, scene, grid, predictor, store, key, attrs, show_progress, reused, conf_store)
         outputs["labels"] = store
         if conf_store is not None:
             outputs["confidence"] = conf_store
         else:
-            _remove_stale(out / "confidence.zarr")  # an earlier run's, which no longer matches the labels
+            _remove_stale(_output(job, out, "confidence.zarr"))  # an earlier run's, which no longer matches the labels
         record.data["chunks_total"] = grid.n_chunks
         record.data["chunks_reused"] = reused[0]
 
@@ -456,8 +472,17 @@ def _run_stages(
     return RunResult(out, outputs, times, counts, summary, info, extra)
 
 
-def _remove_stale(store: Path) -> None:
+def _output(job: JobSpec, out: Path, name: str) -> Any:
+    """Where a label store goes: in ``out``, or straight on the object store for a URL output."""
+    return storage.join(str(job.output), name) if storage.is_url(job.output) else out / name
+
+
+def _remove_stale(store: Path | str) -> None:
     import shutil
+
+    if isinstance(store, str):
+        storage.remove(store)
+        return
 
     for p in (store, store.with_name(store.name + PARTIAL_SUFFIX)):
         if p.exists():
