@@ -205,7 +205,10 @@ def _gather(client, futures: list, label: str, show_progress: bool) -> list:  # 
 def fit_kmeans_on_cluster(
     client, scene: Scene, grid: ChunkGrid, cfg: KMeansConfig, show_progress: bool = True  # noqa: ANN001
 ) -> tuple[KMeansModel, ResolvedFeatures]:
-    """Draw the stratified sample on the workers, fit k-means on the client.
+    """Draw the stratified sample on the workers and fit k-means there too (:func:`fit_task`).
+
+    The sample parts go from the sampling tasks to the fit task worker to worker; the fit
+    starts when the last part is drawn, and only the model (a few numbers) reaches the client.
 
     With ``cfg.model`` (a ``model.json`` of an earlier run) the fit is skipped and that model reused.
     """
@@ -227,13 +230,29 @@ def fit_kmeans_on_cluster(
     windows = list(grid.windows())
     futures = client.map(sample_task, [scene] * len(windows), [feats] * len(windows), windows,
                          [rate] * len(windows), [cfg.seed] * len(windows), pure=False)
-    parts = _gather(client, futures, "sampling", show_progress)
+    fit = client.submit(fit_task, futures, cfg.n_clusters, cfg.seed, feats.names, cfg.n_init, pure=False)
+    model = _gather(client, [fit], "sampling and fit", show_progress)[0]
+    return model, feats
+
+
+def fit_task(
+    parts: list[np.ndarray], n_clusters: int, seed: int, names: tuple[str, ...], n_init: int
+) -> KMeansModel:
+    """Fit k-means on the gathered sample, on a worker (the same model as on the client).
+
+    The other workers wait for the fit, so it may use every core of its machine, not the one
+    thread a worker's BLAS/OpenMP pools are limited to.
+    """
+    import os
+
+    from threadpoolctl import threadpool_limits
+
     sample = np.concatenate(parts, axis=0)
     if sample.shape[0] == 0:
         raise InputError("the input has no valid pixels (all nodata or NaN); nothing to cluster")
     log.info("k-means sample: %d pixels x %d features", *sample.shape)
-    model = fit_kmeans(sample, cfg.n_clusters, cfg.seed, feats.names, n_init=cfg.n_init)
-    return model, feats
+    with threadpool_limits(limits=len(os.sched_getaffinity(0))):
+        return fit_kmeans(sample, n_clusters, seed, names, n_init=n_init)
 
 
 def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> "CheckpointMeta":
