@@ -175,7 +175,7 @@ class LabelStoreWriter:
         else:
             write_text_atomic(marker, "ok")
 
-    def finalize(self, extra_attrs: dict[str, Any] | None = None) -> Path:
+    def finalize(self, extra_attrs: dict[str, Any] | None = None) -> Path | str:
         """Check every chunk is done, consolidate metadata and move the store into place."""
         import zarr
 
@@ -195,8 +195,9 @@ class LabelStoreWriter:
             return partial
         shutil.rmtree(partial / _MARKERS)
         zarr.consolidate_metadata(str(partial))
-        replace_path(partial, self.path)  # an older store is renamed aside, then removed
-        return self.path
+        target = Path(self.path)
+        replace_path(partial, target)  # an older store is renamed aside, then removed
+        return target
 
 
 def _child(base: Path | str, *names: str) -> Path | str:

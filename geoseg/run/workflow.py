@@ -54,8 +54,8 @@ CONFIDENCE_ATTRS: dict[str, Any] = {
 class RunResult:
     """What a finished run produced; ``outputs`` maps a name to its path."""
 
-    output_dir: Path
-    outputs: dict[str, Path]
+    output_dir: Path | str  # str: an object-store URL (geoseg.io.storage)
+    outputs: dict[str, Any]  # Path, or a URL str for an object-store output
     stage_seconds: dict[str, float]
     label_counts: dict[int, int]
     metrics_summary: Any = None
@@ -388,7 +388,7 @@ def run_job(
     else:
         if remote:
             result.outputs = remote.upload_outputs(result.outputs)
-            result.output_dir = remote.url  # type: ignore[assignment]
+            result.output_dir = remote.url
         record.finish("complete", outputs=result.outputs, label_counts=result.label_counts)
     finally:
         try:
@@ -407,7 +407,7 @@ def _run_stages(
     times: dict[str, float] = record.stage_seconds
     record.set_cluster(info)
     grid = scene.chunk_grid(job.chunk_size)
-    outputs: dict[str, Path] = {}
+    outputs: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     method = job.method
 

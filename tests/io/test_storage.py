@@ -69,3 +69,16 @@ def test_publish_lists_outputs_with_sizes_written_last(s3_bucket, tmp_path):  # 
         storage.publish(prefix, {"gone": storage.join(prefix, "nothing.csv")})
     storage.unpublish(prefix)
     assert storage.read_manifest(prefix) is None
+
+
+def test_prefix_of_another_job_or_foreign_files_is_refused(s3_bucket):  # noqa: F811
+    ours = storage.RemoteOutput(storage.join(s3_bucket, "ours"))
+    ours.check("job-a")  # empty: fine
+    storage.write_bytes(ours.target("run.json"), json.dumps({"job": {"name": "job-a"}}).encode())
+    ours.check("job-a")  # a rerun of the same job: fine
+    with pytest.raises(OutputError, match="another run"):
+        ours.check("job-b")
+    foreign = storage.RemoteOutput(storage.join(s3_bucket, "foreign"))
+    storage.write_bytes(foreign.target("data.bin"), b"x")
+    with pytest.raises(OutputError, match="not empty"):
+        foreign.check("job-a")
