@@ -105,18 +105,6 @@ def upload(local: Path, url: str) -> None:
         fs.put_file(str(local), p)
 
 
-def zarr_store(url: str, read_only: bool = False):
-    """A Zarr store on the object store (zarr's fsspec support; async filesystems as s3fs)."""
-    from zarr.storage import FsspecStore
-
-    fs, p = filesystem(url)
-    if not getattr(fs, "async_impl", False):
-        from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
-
-        fs = AsyncFileSystemWrapper(fs)
-    return FsspecStore(fs, path=p, read_only=read_only)
-
-
 def scratch_dir(url: str) -> Path:
     """A local folder for the outputs built before upload; the same URL gets the same folder,
     so a killed run's scratch (its lock, model, partial files) is found again by the rerun.
