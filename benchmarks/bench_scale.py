@@ -20,8 +20,13 @@ otherwise) and measures:
   which also holds the scheduler and the nannies of a LocalCluster; ``worker``; ``other``: e.g.
   multiprocessing's resource tracker).
 
+With ``--whole`` it instead times, per size and interleaved ``--repeat`` times, the whole
+``geoseg run`` command (a fresh process: imports, cluster start, sample, fit, predict, write,
+cluster stop) against ``benchmarks/plain_kmeans.py``, the one-process rasterio + scikit-learn
+script a user would write, on the same scene and cores; ``whole_ratio`` = geoseg / plain.
+
 Usage:  .venv/bin/python benchmarks/bench_scale.py --sizes 2000 8000 20000 [--chunk 2048]
-            [--data DIR] [--out DIR]
+            [--data DIR] [--out DIR] [--whole [--repeat 3]]
 Prints one JSON line per size and a final JSON document (machine, load average, results).
 """
 
@@ -38,6 +43,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 MARK = "BENCH_SCALE_RESULT "
@@ -249,6 +255,43 @@ def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memor
     }
 
 
+def bench_whole(size: int, data: Path, out: Path, chunk: int, workers: int, memory_limit: str, repeat: int) -> dict:
+    """Wall time of ``geoseg run`` (whole command) and of the plain script, interleaved."""
+    import yaml
+
+    image = scene_folder(data, size) / "landcover_image.tif"
+    job_out = out / f"whole_{size}"
+    job_file = out / f"whole_{size}.yaml"
+    out.mkdir(parents=True, exist_ok=True)
+    job_file.write_text(yaml.safe_dump({
+        "name": f"whole-{size}", "inputs": [str(image)], "output": str(job_out), "chunk_size": chunk,
+        "method": {"kind": "kmeans", "n_clusters": 6, "sample_size": 200_000, "seed": 0,
+                   "features": {"indices": ["ndvi", "ndwi"]}},
+        "vectorize": {"enabled": False},
+        "cluster": {"n_workers": workers, "threads_per_worker": 1, "memory_limit": memory_limit, "dashboard": False},
+    }))
+    plain = Path(__file__).with_name("plain_kmeans.py")
+    times: dict[str, list[float]] = {"geoseg": [], "plain": []}
+    stages, plain_phases, loads = [], [], []
+    for _ in range(repeat):
+        loads.append(round(os.getloadavg()[0], 2))
+        shutil.rmtree(job_out, ignore_errors=True)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "geoseg.cli", "run", "-q", str(job_file)], check=True)
+        times["geoseg"].append(round(time.perf_counter() - t0, 2))
+        stages.append(json.loads((job_out / "run.json").read_text())["stage_seconds"])
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(plain), str(image), str(out / f"plain_{size}.tif")],
+                              check=True, stdout=subprocess.PIPE, text=True)
+        times["plain"].append(round(time.perf_counter() - t0, 2))
+        plain_phases.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    ratios = [round(g / p, 2) for g, p in zip(times["geoseg"], times["plain"])]
+    return {"size": size, "megapixels": round(size * size / 1e6, 1), "workers": workers, "chunk": chunk,
+            "geoseg_run_s": times["geoseg"], "plain_s": times["plain"], "whole_ratio": ratios,
+            "whole_ratio_of_medians": round(float(np.median(times["geoseg"]) / np.median(times["plain"])), 2),
+            "geoseg_stages": stages, "plain_phases": plain_phases, "loadavg_1min_before_each": loads}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000, 20000])
@@ -260,6 +303,8 @@ def main() -> None:
     p.add_argument("--worker-env", choices=["geoseg", "dask"], default="geoseg",
                    help="'geoseg': the environment geoseg's local cluster and images start workers with (what users "
                         "get); 'dask': Dask's defaults only (a cluster started without geoseg's recipes)")
+    p.add_argument("--whole", action="store_true", help="time the whole `geoseg run` against plain_kmeans.py")
+    p.add_argument("--repeat", type=int, default=3, help="with --whole: interleaved repetitions")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: measure one size here
     args = p.parse_args()
     args.data, args.out = args.data.resolve(), args.out.resolve()
@@ -271,6 +316,15 @@ def main() -> None:
         ensure_scene(size, args.data)
     load0 = os.getloadavg()
     results = []
+    if args.whole:
+        for size in args.sizes:
+            r = bench_whole(size, args.data, args.out, args.chunk, args.workers, args.memory_limit, args.repeat)
+            print(json.dumps(r), flush=True)
+            results.append(r)
+        print(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                          "loadavg_start": [round(x, 2) for x in load0],
+                          "loadavg_end": [round(x, 2) for x in os.getloadavg()], "results": results}, indent=1))
+        return
     for size in args.sizes:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--one", "--sizes", str(size), "--chunk", str(args.chunk),
                "--workers", str(args.workers), "--memory-limit", args.memory_limit, "--worker-env", args.worker_env,

@@ -184,7 +184,7 @@ def read_labels_decimated(path: Path, step: int) -> np.ndarray:
     """Every ``step``-th label pixel, chunk by chunk (a strided Zarr read)."""
     import zarr
 
-    from geoseg.io.labelstore import ARRAY_NAME, is_geotiff
+    from geoseg.io.labelstore import is_geotiff, label_array_location
 
     if is_geotiff(path):
         import rasterio
@@ -192,7 +192,7 @@ def read_labels_decimated(path: Path, step: int) -> np.ndarray:
         with rasterio.open(path) as ds:  # a nearest-neighbour decimated read (overviews when present)
             h, w = math.ceil(ds.height / step), math.ceil(ds.width / step)
             return ds.read(1, out_shape=(h, w))
-    arr = zarr.open_array(str(Path(path) / ARRAY_NAME), mode="r", zarr_format=2)
+    arr = zarr.open_array(label_array_location(path), mode="r", zarr_format=2)
     return np.asarray(arr[::step, ::step])
 
 

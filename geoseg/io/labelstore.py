@@ -14,6 +14,10 @@ Writing is a transaction: a store is built under ``labels.zarr.partial``; every 
 whole, once, followed by a small marker file, so a rerun skips chunks already done; only
 :meth:`LabelStoreWriter.finalize` consolidates the metadata and renames the store into place.
 A ``labels.zarr`` that exists is therefore always complete.
+
+On object storage (an fsspec URL, see :mod:`geoseg.io.storage`) there is no rename: the store is
+built in place, markers are objects, and the consolidated ``.zmetadata`` written last by
+:meth:`LabelStoreWriter.finalize` is its commit object; readers open only consolidated stores.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from affine import Affine
 
 from geoseg.errors import GeosegError, InputError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
+from geoseg.io import storage
 from geoseg.io.atomic import replace_path, write_text_atomic
 from geoseg.io.manifest import verifying_store, write_manifest
 from geoseg.legend import NODATA_LABEL, ClassInfo, legend_from_json, legend_to_json
@@ -48,7 +53,7 @@ def _compressor():  # noqa: ANN202
 class LabelRasterInfo:
     """What a finished label store says about itself."""
 
-    path: Path
+    path: Path | str  # a str for a store on object storage (an fsspec URL)
     grid: GeoGrid
     chunk: int
     legend: tuple[ClassInfo, ...]
@@ -69,12 +74,14 @@ class LabelStoreWriter:
     """
 
     def __init__(self, path: str | Path, grid: ChunkGrid, array: str = ARRAY_NAME) -> None:
-        self.path = Path(path)
+        self.path: Path | str = path if storage.is_url(path) else Path(path)
         self.grid = grid
         self.array = array
 
     @property
-    def partial_path(self) -> Path:
+    def partial_path(self) -> Path | str:
+        if isinstance(self.path, str):
+            return self.path  # object storage: built in place, published by its .zmetadata
         return self.path.with_name(self.path.name + PARTIAL_SUFFIX)
 
     @classmethod
@@ -98,12 +105,16 @@ class LabelStoreWriter:
 
         writer = cls(path, grid, array)
         partial = writer.partial_path
-        if partial.exists():
+        if isinstance(partial, str):
+            if _create_on_store(partial, resume_key):
+                return writer
+        elif partial.exists():
             old_key = _read_resume_key(partial)
             if resume_key is not None and old_key == resume_key:
                 return writer
             shutil.rmtree(partial)
-        partial.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            partial.parent.mkdir(parents=True, exist_ok=True)
         root = zarr.open_group(str(partial), mode="w", zarr_format=2)
         labels = root.create_array(
             array,
@@ -131,17 +142,21 @@ class LabelStoreWriter:
             }
         )
         root.attrs.update({"geoseg:resume_key": resume_key or "", "geoseg:complete": False})
-        (partial / _MARKERS).mkdir()
+        if isinstance(partial, Path):
+            (partial / _MARKERS).mkdir()
         return writer
 
-    def marker(self, window: Window) -> Path:
-        return self.partial_path / _MARKERS / f"{window.key}.done"
+    def marker(self, window: Window) -> Path | str:
+        return _child(self.partial_path, _MARKERS, f"{window.key}.done")
 
     def is_done(self, window: Window) -> bool:
-        return self.marker(window).exists()
+        marker = self.marker(window)
+        return storage.exists(marker) if isinstance(marker, str) else marker.exists()
 
     def done_windows(self) -> set[str]:
-        folder = self.partial_path / _MARKERS
+        folder = _child(self.partial_path, _MARKERS)
+        if isinstance(folder, str):
+            return {n[: -len(".done")] for n in storage.listdir(folder) if n.endswith(".done")}
         if not folder.exists():
             return set()
         return {p.stem for p in folder.glob("*.done") if not p.name.startswith(".")}  # hidden: a temporary
@@ -152,29 +167,60 @@ class LabelStoreWriter:
 
         if labels.shape != (window.height, window.width):
             raise ValueError(f"chunk {window.key} has shape {labels.shape}")
-        arr = zarr.open_array(str(self.partial_path / self.array), mode="r+", zarr_format=2)
+        arr = zarr.open_array(str(_child(self.partial_path, self.array)), mode="r+", zarr_format=2)
         rows, cols = window.slices
         arr[rows, cols] = labels.astype(arr.dtype, copy=False)
-        write_text_atomic(self.marker(window), "ok")
+        marker = self.marker(window)
+        if isinstance(marker, str):
+            storage.write_bytes(marker, b"ok")
+        else:
+            write_text_atomic(marker, "ok")
 
-    def finalize(self, extra_attrs: dict[str, Any] | None = None) -> Path:
+    def finalize(self, extra_attrs: dict[str, Any] | None = None) -> Path | str:
         """Check every chunk is done, consolidate metadata and move the store into place."""
         import zarr
 
-        missing = [w.key for w in self.grid.windows() if not self.is_done(w)]
+        done = self.done_windows()  # one listing, not a request per chunk
+        missing = [w.key for w in self.grid.windows() if w.key not in done]
         if missing:
             raise OutputError(f"{len(missing)} label chunks were never written (first: {missing[0]}); rerun the job")
         partial = self.partial_path
-        arr = zarr.open_array(str(partial / self.array), mode="r+", zarr_format=2)
+        arr = zarr.open_array(str(_child(partial, self.array)), mode="r+", zarr_format=2)
         if extra_attrs:
             arr.attrs.update(extra_attrs)
         root = zarr.open_group(str(partial), mode="r+", zarr_format=2)
         root.attrs.update({"geoseg:complete": True})
+        if isinstance(partial, str):
+            storage.remove(storage.join(partial, _MARKERS))
+            zarr.consolidate_metadata(partial)  # the commit object, written last
+            return partial
         shutil.rmtree(partial / _MARKERS)
         zarr.consolidate_metadata(str(partial))
         write_manifest(partial, self.array, self.grid.chunks_shape)  # checked by every reader
-        replace_path(partial, self.path)  # an older store is renamed aside, then removed
-        return self.path
+        target = Path(self.path)
+        replace_path(partial, target)  # an older store is renamed aside, then removed
+        return target
+
+
+def _child(base: Path | str, *names: str) -> Path | str:
+    """``base/names`` for a local store or one on object storage."""
+    return storage.join(base, *names) if isinstance(base, str) else base.joinpath(*names)
+
+
+def _create_on_store(url: str, resume_key: str | None) -> bool:
+    """Prepare a store on object storage; True when an unfinished one with ``resume_key`` is resumed.
+
+    The commit object (``.zmetadata``) goes first, so the store is unpublished before anything changes."""
+    storage.remove(storage.join(url, ".zmetadata"))
+    text = storage.read_text(storage.join(url, ".zattrs"))
+    try:
+        attrs = json.loads(text) if text else {}
+    except ValueError:
+        attrs = {}
+    if resume_key is not None and attrs.get("geoseg:resume_key") == resume_key and not attrs.get("geoseg:complete"):
+        return True
+    storage.remove(url)
+    return False
 
 
 def set_legend(path: str | Path, legend: tuple[ClassInfo, ...]) -> None:
@@ -236,6 +282,8 @@ def read_label_info(path: str | Path) -> LabelRasterInfo:
     """Read the georeferencing and legend of a finished label store (or a single-band GeoTIFF)."""
     import zarr
 
+    if storage.is_url(path):
+        return _store_label_info(str(path))
     path = Path(path)
     if is_geotiff(path):
         return _geotiff_label_info(path)
@@ -251,6 +299,27 @@ def read_label_info(path: str | Path) -> LabelRasterInfo:
         raise InputError(f"{path} is not a geoseg label store: {exc}") from exc
     if not root.attrs.get("geoseg:complete", False):
         raise InputError(f"label store {path} is incomplete; rerun the job that writes it")
+    return _info_of(path, arr, ref)
+
+
+def _store_label_info(url: str) -> LabelRasterInfo:
+    """A finished store on object storage: only its commit object (``.zmetadata``) is trusted."""
+    import zarr
+
+    if not storage.exists(storage.join(url, ".zmetadata")):
+        raise InputError(f"label store {url} does not exist or is unfinished (no .zmetadata); rerun the job")
+    try:
+        root = zarr.open_group(url, mode="r", zarr_format=2, use_consolidated=True)
+        arr = root[ARRAY_NAME]
+        ref = dict(root["spatial_ref"].attrs)
+    except Exception as exc:  # zarr raises many types for a broken store
+        raise InputError(f"{url} is not a finished geoseg label store: {exc}") from exc
+    if not root.attrs.get("geoseg:complete", False):
+        raise InputError(f"label store {url} is incomplete; rerun the job that writes it")
+    return _info_of(url, arr, ref)
+
+
+def _info_of(path: Path | str, arr: Any, ref: dict[str, Any]) -> LabelRasterInfo:
     c, a, b, f, d, e = (float(v) for v in ref["GeoTransform"].split())
     attrs: dict[str, Any] = dict(arr.attrs)
     return LabelRasterInfo(
@@ -263,6 +332,11 @@ def read_label_info(path: str | Path) -> LabelRasterInfo:
     )
 
 
+def label_array_location(path: str | Path, array: str = ARRAY_NAME) -> str:
+    """The Zarr location of a store's raster: a local path, or a URL on object storage."""
+    return storage.join(str(path), array) if storage.is_url(path) else str(Path(path) / array)
+
+
 def read_label_window(path: str | Path, window: Window) -> np.ndarray:
     """Read a window of a finished label store as stored (uint8 labels; no masking)."""
     import zarr
@@ -272,7 +346,10 @@ def read_label_window(path: str | Path, window: Window) -> np.ndarray:
 
         with rasterio.open(path) as ds:
             return ds.read(1, window=window.to_rasterio()).astype(np.uint8, copy=False)
-    arr = zarr.open_array(verifying_store(path), path=ARRAY_NAME, mode="r", zarr_format=2)
+    if storage.is_url(path):  # object storage: published stores only (their .zmetadata)
+        arr = zarr.open_array(label_array_location(path), mode="r", zarr_format=2)
+    else:
+        arr = zarr.open_array(verifying_store(path), path=ARRAY_NAME, mode="r", zarr_format=2)
     rows, cols = window.slices
     try:
         return np.asarray(arr[rows, cols])
@@ -291,7 +368,7 @@ def open_labels(path: str | Path, chunks: Literal["auto"] | dict | None = None):
     import xarray as xr
 
     info = read_label_info(path)
-    ds = xr.open_zarr(verifying_store(path), mask_and_scale=False, chunks={} if chunks is None else chunks, consolidated=True)
+    ds = xr.open_zarr(verifying_store(path) if not storage.is_url(path) else str(path), mask_and_scale=False, chunks={} if chunks is None else chunks, consolidated=True)
     da = ds[ARRAY_NAME]
     da = da.rio.write_crs(info.grid.crs).rio.write_transform(info.grid.transform).rio.write_nodata(info.nodata)
     da.attrs["legend"] = info.legend
@@ -300,6 +377,8 @@ def open_labels(path: str | Path, chunks: Literal["auto"] | dict | None = None):
 
 def read_partial_window(path: str | Path, window: Window) -> np.ndarray:
     """Read a window of a store still being built (used when resuming to count done chunks)."""
+    if storage.is_url(path):
+        return read_label_window(path, window)  # built in place
     partial = Path(path)
     partial = partial.with_name(partial.name + PARTIAL_SUFFIX)
     return read_label_window(partial, window)

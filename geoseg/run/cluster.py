@@ -104,8 +104,21 @@ def _dashboard(client) -> str | None:
         return None
 
 
+def _no_nvidia_device() -> bool:
+    """True when this machine plainly has no NVIDIA GPU (no driver, no device nodes), so asking
+    torch is not needed: importing it costs seconds at the start of every run, k-means ones too."""
+    import glob
+    import sys
+
+    if "torch" in sys.modules:
+        return False
+    return not (os.path.exists("/proc/driver/nvidia") or glob.glob("/dev/nvidia[0-9]*"))
+
+
 def local_gpu_count() -> int:
     """Number of CUDA devices visible here (0 when torch or CUDA is absent)."""
+    if _no_nvidia_device():
+        return 0
     try:
         import torch
 

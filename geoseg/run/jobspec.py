@@ -289,7 +289,7 @@ class JobSpec(_Strict):
     inputs: list[str | InputConfig] = Field(min_length=1)
     grid: GridConfig | None = None
     masks: list[MaskConfig] = Field(default_factory=list)
-    output: Path
+    output: Path | str  # a str only for an fsspec URL (s3://bucket/prefix), see geoseg.io.storage
     chunk_size: int = Field(2048, ge=64, le=16384)
     method: Method = Field(default_factory=KMeansConfig)
     classes: list[ClassSpec] | None = Field(None, max_length=255)
@@ -310,6 +310,13 @@ class JobSpec(_Strict):
         if len(set(ids)) != len(ids):
             raise ValueError(f"class ids must be unique, got {ids}")
         return v
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _output_path_or_url(cls, v: Any) -> Any:
+        from geoseg.io.storage import is_url
+
+        return str(v) if is_url(v) else Path(v) if isinstance(v, str) else v
 
     @field_validator("inputs")
     @classmethod

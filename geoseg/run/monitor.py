@@ -88,7 +88,28 @@ def _load_state(out: Path) -> dict[str, Any]:
 
 
 def run_monitor(job: JobSpec, scheduler: str | None = None, client=None) -> MonitorSummary:  # noqa: ANN001
-    """Process new scenes of ``job`` period by period; see the module docstring."""
+    """Process new scenes of ``job`` period by period; see the module docstring.
+
+    Without ``client`` one cluster (``scheduler``, or a local one as ``job.cluster`` says) is
+    started for the whole run, on the first scene that needs it, and serves every period."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+
+        def shared_client():  # a distributed.Client
+            nonlocal client
+            if client is None:
+                from geoseg.run.cluster import connect
+
+                c = job.cluster
+                client, _ = stack.enter_context(connect(scheduler, c.n_workers, c.threads_per_worker,
+                                                        c.memory_limit, c.dashboard, timeout=c.connect_timeout))
+            return client
+
+        return _run_periods(job, shared_client)
+
+
+def _run_periods(job: JobSpec, shared_client) -> MonitorSummary:  # shared_client: () -> Client
     from geoseg.run.workflow import run_job
 
     root = Path(job.output)
@@ -105,7 +126,7 @@ def run_monitor(job: JobSpec, scheduler: str | None = None, client=None) -> Moni
         period = period_of(path, job.monitor.date_pattern)
         period_job = _period_job(job, path, root / period, state)
         try:
-            result = run_job(period_job, scheduler=scheduler, show_progress=False, client=client)
+            result = run_job(period_job, show_progress=False, client=shared_client())
         except GeosegError as exc:
             log.error("period %s (%s) failed: %s", period, path, exc)
             state["scenes"][path] = {**ident, "period": period, "status": "failed", "error": str(exc)}
@@ -120,7 +141,7 @@ def run_monitor(job: JobSpec, scheduler: str | None = None, client=None) -> Moni
                 root / previous / "labels.zarr", root / period / "labels.zarr", root / period / "change",
                 regions=job.regions.path if job.regions and job.regions.path else None,
                 region_field=job.regions.field if job.regions else None,
-                client=client,
+                client=shared_client(),
             )
             summary.changes.append({"from": previous, "to": period, "changed_area_m2": change.changed_area_m2(),
                                     "folder": str(root / period / "change")})

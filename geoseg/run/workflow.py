@@ -22,6 +22,7 @@ import numpy as np
 
 from geoseg.errors import GeosegError, InputError, ModelError, OutputError, from_os_error
 from geoseg.geo import ChunkGrid, Window, halo_window
+from geoseg.io import storage
 from geoseg.io.atomic import write_text_atomic
 from geoseg.io.labelstore import PARTIAL_SUFFIX, LabelStoreWriter
 from geoseg.io.scene import Scene, open_scene, read_window
@@ -54,8 +55,8 @@ CONFIDENCE_ATTRS: dict[str, Any] = {
 class RunResult:
     """What a finished run produced; ``outputs`` maps a name to its path."""
 
-    output_dir: Path
-    outputs: dict[str, Path]
+    output_dir: Path | str  # str: an object-store URL (geoseg.io.storage)
+    outputs: dict[str, Any]  # Path, or a URL str for an object-store output
     stage_seconds: dict[str, float]
     label_counts: dict[int, int]
     metrics_summary: Any = None
@@ -215,7 +216,10 @@ def fit_kmeans_on_cluster(
     client, scene: Scene, grid: ChunkGrid, cfg: KMeansConfig, show_progress: bool = True,  # noqa: ANN001
     drawn: dict[str, int] | None = None,
 ) -> tuple[KMeansModel, ResolvedFeatures]:
-    """Draw the stratified sample on the workers, fit k-means on the client.
+    """Draw the stratified sample on the workers and fit k-means there too (:func:`fit_task`).
+
+    The sample parts go from the sampling tasks to the fit task worker to worker; the fit
+    starts when the last part is drawn, and only the model (a few numbers) reaches the client.
 
     ``drawn`` receives ``{"drawn": n, "asked": m}``; a sample under 90 % of the asked size
     (a scene with much nodata) is also a warning.
@@ -236,18 +240,48 @@ def fit_kmeans_on_cluster(
                 f"this scene gives {list(feats.names)}"
             )
         return model, feats
-    sample = draw_sample(client, scene, grid, feats, cfg.sample_size, cfg.seed, show_progress)
-    log.info("k-means sample: %d pixels x %d features", *sample.shape)
+    futures = sample_futures(client, scene, grid, feats, cfg.sample_size, cfg.seed)
+    fit = client.submit(fit_task, futures, cfg.n_clusters, cfg.seed, feats.names, cfg.n_init, pure=False)
+    model, n_drawn = _gather(client, [fit], "sampling and fit", show_progress)[0]
     asked = min(cfg.sample_size, grid.height * grid.width)
-    if sample.shape[0] < SAMPLE_SHORT_WARNING * asked:
+    if n_drawn < SAMPLE_SHORT_WARNING * asked:
         log.warning(
             "k-means sample: %d of the %d pixels asked were drawn (%.0f %%); the scene has fewer valid pixels "
-            "than its size suggests (nodata, NaN or masks)", sample.shape[0], asked, 100 * sample.shape[0] / asked,
+            "than its size suggests (nodata, NaN or masks)", n_drawn, asked, 100 * n_drawn / asked,
         )
     if drawn is not None:
-        drawn.update(drawn=int(sample.shape[0]), asked=int(asked))
-    model = fit_kmeans(sample, cfg.n_clusters, cfg.seed, feats.names, n_init=cfg.n_init)
+        drawn.update(drawn=int(n_drawn), asked=int(asked))
     return model, feats
+
+
+def fit_task(
+    parts: list[np.ndarray], n_clusters: int, seed: int, names: tuple[str, ...], n_init: int
+) -> tuple[KMeansModel, int]:
+    """Fit k-means on the gathered sample, on a worker (the same model as on the client); returns
+    the model and the number of pixels it was fitted on.
+
+    The other workers wait for the fit, so it may use every core of its machine, not the one
+    thread a worker's BLAS/OpenMP pools are limited to.
+    """
+    import os
+
+    from threadpoolctl import threadpool_limits
+
+    sample = np.concatenate(parts, axis=0)
+    if sample.shape[0] == 0:
+        raise InputError("the input has no valid pixels (all nodata or NaN); nothing to cluster")
+    log.info("k-means sample: %d pixels x %d features", *sample.shape)
+    with threadpool_limits(limits=len(os.sched_getaffinity(0))):
+        return fit_kmeans(sample, n_clusters, seed, names, n_init=n_init), int(sample.shape[0])
+
+
+def sample_futures(client, scene: Scene, grid: ChunkGrid, feats: Any, sample_size: int, seed: int) -> list:  # noqa: ANN001
+    """One sampling task per chunk of ``grid`` (each gets only the files meeting its chunk)."""
+    rate = sampling_rate(sample_size, grid.height * grid.width)
+    windows = list(grid.windows())
+    scenes = [scene.for_window(w) for w in windows]
+    return client.map(sample_task, scenes, [feats] * len(windows), windows,
+                      [rate] * len(windows), [seed] * len(windows), pure=False)
 
 
 def draw_sample(
@@ -258,11 +292,7 @@ def draw_sample(
 
     ``feats`` is anything with ``compute(data) -> (f, h, w)`` (``ResolvedFeatures``, a threshold index).
     """
-    rate = sampling_rate(sample_size, grid.height * grid.width)
-    windows = list(grid.windows())
-    scenes = [scene.for_window(w) for w in windows]  # each task gets only the files meeting its chunk
-    futures = client.map(sample_task, scenes, [feats] * len(windows), windows,
-                         [rate] * len(windows), [seed] * len(windows), pure=False)
+    futures = sample_futures(client, scene, grid, feats, sample_size, seed)
     sample = np.concatenate(_gather(client, futures, "sampling", show_progress), axis=0)
     if sample.shape[0] == 0:
         raise InputError("the input has no valid pixels (all nodata or NaN); nothing to fit")
@@ -313,9 +343,9 @@ def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) 
 
 
 def write_labels(
-    client, scene: Scene, grid: ChunkGrid, predictor: ChunkPredictor, store: Path,  # noqa: ANN001
+    client, scene: Scene, grid: ChunkGrid, predictor: ChunkPredictor, store: Path | str,  # noqa: ANN001
     resume_key: str, attrs: dict[str, Any], show_progress: bool = True, reused: list[int] | None = None,
-    confidence_store: Path | None = None,
+    confidence_store: Path | str | None = None,
 ) -> dict[int, int]:
     """Predict every chunk into ``store`` (skipping chunks already done) and finalise it.
 
@@ -357,9 +387,15 @@ def run_job(
     job: JobSpec, scheduler: str | None = None, show_progress: bool = True, client=None  # noqa: ANN001
 ) -> RunResult:
     """Run a validated job end to end. ``client`` reuses an existing Dask client (notebooks, tests)."""
-    out = Path(job.output)
+    remote = storage.RemoteOutput.of(job.output)  # object storage: small files built on local scratch
+    out = remote.scratch if remote else Path(job.output)
     scene = open_scene(job.inputs, allow_gdal_virtual=job.allow_gdal_virtual, grid=job.grid, masks=job.masks)
-    check_output_dir(out, job)
+    if remote:
+        remote.check(job.name)
+        if job.export.overviews:
+            raise OutputError("export.overviews are built inside a local labels.zarr; not with an object-store output")
+    else:
+        check_output_dir(out, job)
     if isinstance(job.method, DeepLabConfig):
         check_deeplab_job(job.method, scene)  # a checkpoint that does not fit is refused before any output
     if job.reference is not None:
@@ -367,6 +403,8 @@ def run_job(
     lock = claim_output(out)  # mkdir, one run per folder, stale temporaries removed (geoseg.run.lock)
     try:
         record = runrecord.RunRecord.start(out, job, scene)
+        if remote:
+            remote.begin(record.path)
     except BaseException:
         lock.release()
         raise
@@ -397,10 +435,17 @@ def run_job(
             raise user_error from exc
         raise
     else:
+        if remote:
+            result.outputs = remote.upload_outputs(result.outputs)
+            result.output_dir = remote.url
         record.finish("complete", outputs=result.outputs, label_counts=result.label_counts)
     finally:
-        lock.release()
-    result.outputs["run"] = record.path
+        try:
+            if remote:  # run.json on the store; a complete run is published last
+                remote.close(record.path, result.outputs if record.data.get("outcome") == "complete" else None)
+        finally:
+            lock.release()
+    result.outputs["run"] = remote.target(record.path.name) if remote else record.path
     return result
 
 
@@ -411,7 +456,7 @@ def _run_stages(
     times: dict[str, float] = record.stage_seconds
     record.set_cluster(info)
     grid = scene.chunk_grid(job.chunk_size)
-    outputs: dict[str, Path] = {}
+    outputs: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     method = job.method
 
@@ -441,16 +486,16 @@ def _run_stages(
             key = job_identity(job, scene, " ".join(digests))
 
     with _stage(times, "predict"):
-        store = out / "labels.zarr"
+        store = _output(job, out, "labels.zarr")
         attrs = {"geoseg:job": job.name, "geoseg:method": method.kind, "geoseg:resume_key": key}
         reused: list[int] = [0]
-        conf_store = out / "confidence.zarr" if getattr(predictor, "confidence", False) else None
+        conf_store = _output(job, out, "confidence.zarr") if getattr(predictor, "confidence", False) else None
         counts = write_labels(client, scene, grid, predictor, store, key, attrs, show_progress, reused, conf_store)
         outputs["labels"] = store
         if conf_store is not None:
             outputs["confidence"] = conf_store
         else:
-            _remove_stale(out / "confidence.zarr")  # an earlier run's, which no longer matches the labels
+            _remove_stale(_output(job, out, "confidence.zarr"))  # an earlier run's, which no longer matches the labels
         record.data["chunks_total"] = grid.n_chunks
         record.data["chunks_reused"] = reused[0]
 
@@ -522,8 +567,17 @@ def apply_evaluation_legend(store: Path, evaluation: Any) -> None:
     log.info("legend of %s: %s", store.name, ", ".join(f"{c.id}={c.name}" for c in legend))
 
 
-def _remove_stale(store: Path) -> None:
+def _output(job: JobSpec, out: Path, name: str) -> Any:
+    """Where a label store goes: in ``out``, or straight on the object store for a URL output."""
+    return storage.join(str(job.output), name) if storage.is_url(job.output) else out / name
+
+
+def _remove_stale(store: Path | str) -> None:
     import shutil
+
+    if isinstance(store, str):
+        storage.remove(store)
+        return
 
     for p in (store, store.with_name(store.name + PARTIAL_SUFFIX)):
         if p.exists():

@@ -1,0 +1,206 @@
+"""Outputs on object storage: an fsspec URL (``s3://bucket/prefix``, ``gs://``, ``memory://``) as the output.
+
+Object stores have no rename, so a store cannot be built aside and moved into place. Instead
+completion is published by one object written last, which readers and reruns trust:
+
+* a label store (``labels.zarr``) is built in place; its ``.zmetadata`` (consolidated metadata,
+  carrying ``geoseg:complete``) is that store's commit object. A rerun deletes it first, so a
+  store being rebuilt is never mistaken for a finished one; readers open only consolidated stores.
+* the output prefix as a whole is published by :data:`MANIFEST` (``geoseg-manifest.json``): the
+  outputs of the finished run with their sizes, written after every one of them. A rerun removes
+  it before it writes anything.
+
+Small outputs (GeoPackage, CSV, HTML, ``run.json``) are built on local scratch, as on a local
+disk, and uploaded (:func:`upload`). Credentials and endpoints come from the usual fsspec/botocore
+sources (``AWS_*`` environment variables, ``AWS_ENDPOINT_URL``), which Dask workers inherit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from geoseg.errors import OutputError
+
+MANIFEST = "geoseg-manifest.json"
+
+
+def is_url(path: str | os.PathLike[str] | None) -> bool:
+    """True for an fsspec URL (``scheme://...``); local paths, ``/vsi...`` and ``file`` paths are not."""
+    if path is None or isinstance(path, Path):
+        return False
+    s = str(path)
+    return "://" in s and not s.startswith("file://")
+
+
+def join(base: str, *parts: str) -> str:
+    """``base/part/...`` for a URL (no ``os.path`` rules, no normalisation of the scheme)."""
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def filesystem(url: str) -> tuple[Any, str]:
+    """The fsspec filesystem of ``url`` and the path inside it (raises ``OutputError`` if unknown)."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        raise OutputError(f"cannot use {url}: {exc} (for s3:// install geoseg[s3])") from exc
+
+
+def exists(url: str) -> bool:
+    fs, p = filesystem(url)
+    fs.invalidate_cache(p)  # another process may have written it since this one listed
+    return bool(fs.exists(p))
+
+
+def read_text(url: str) -> str | None:
+    """The object's text, or None when there is none."""
+    fs, p = filesystem(url)
+    try:
+        with fs.open(p, "rb") as f:
+            return f.read().decode()
+    except FileNotFoundError:
+        return None
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """One PUT: an object appears whole or not at all (what object stores guarantee)."""
+    fs, p = filesystem(url)
+    fs.pipe_file(p, data)
+
+
+def remove(url: str) -> None:
+    """Remove an object or a whole prefix; nothing there is fine."""
+    fs, p = filesystem(url)
+    try:
+        if fs.exists(p):
+            fs.rm(p, recursive=True)
+    except FileNotFoundError:
+        pass
+    fs.invalidate_cache()
+
+
+def listdir(url: str) -> list[str]:
+    """Names directly under ``url`` (empty when there is nothing)."""
+    fs, p = filesystem(url)
+    fs.invalidate_cache(p)
+    try:
+        return [name.rstrip("/").rsplit("/", 1)[-1] for name in fs.ls(p, detail=False)]
+    except FileNotFoundError:
+        return []
+
+
+def upload(local: Path, url: str) -> None:
+    """Copy a local file (or folder) to ``url``, replacing what is there."""
+    fs, p = filesystem(url)
+    if local.is_dir():
+        remove(url)
+        fs.put(str(local), p, recursive=True)
+    else:
+        fs.put_file(str(local), p)
+
+
+def scratch_dir(url: str) -> Path:
+    """A local folder for the outputs built before upload; the same URL gets the same folder,
+    so a killed run's scratch (its lock, model, partial files) is found again by the rerun.
+    ``GEOSEG_SCRATCH`` chooses the parent (default: the system temporary folder)."""
+    parent = Path(os.environ.get("GEOSEG_SCRATCH") or tempfile.gettempdir()) / "geoseg-scratch"
+    folder = parent / hashlib.sha256(url.encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def read_manifest(url: str) -> dict[str, Any] | None:
+    """The published manifest of an output prefix, or None when no finished run is published."""
+    text = read_text(join(url, MANIFEST))
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def unpublish(url: str) -> None:
+    """Withdraw a published run before anything under ``url`` is rewritten."""
+    remove(join(url, MANIFEST))
+
+
+def publish(url: str, outputs: dict[str, str]) -> dict[str, Any]:
+    """Write the manifest last: ``outputs`` (name → URL under ``url``) with their sizes in bytes."""
+    fs, _ = filesystem(url)
+    fs.invalidate_cache()
+    entries = {}
+    for name, target in sorted(outputs.items()):
+        _, p = filesystem(target)
+        if not fs.exists(p):
+            raise OutputError(f"output {target} is missing on the store; rerun the job")
+        size = fs.du(p) if fs.isdir(p) else fs.size(p)
+        entries[name] = {"url": target, "bytes": int(size)}
+    manifest = {"geoseg_manifest": 1, "outputs": entries}
+    write_bytes(join(url, MANIFEST), json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
+class RemoteOutput:
+    """A run's output prefix on object storage, with the local scratch folder its small files are built in.
+
+    The run writes as on a local disk into :attr:`scratch` (lock, ``model.json``, GeoPackage, CSV,
+    HTML, ``run.json``); label stores go straight to :meth:`target`. :meth:`upload_outputs` copies
+    the built files up and :meth:`close` uploads ``run.json`` and, for a complete run, publishes.
+    The lock guards one host only: two hosts writing one prefix are not detected.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.scratch = scratch_dir(self.url)
+
+    @classmethod
+    def of(cls, output: str | os.PathLike[str]) -> RemoteOutput | None:
+        return cls(str(output)) if is_url(output) else None
+
+    def target(self, name: str) -> str:
+        return join(self.url, name)
+
+    def check(self, job_name: str) -> None:
+        """Refuse a prefix that holds another job's run (the store-side twin of a local folder check)."""
+        text = read_text(self.target("run.json"))
+        if text is not None:
+            try:
+                previous = json.loads(text).get("job", {}).get("name")
+            except (ValueError, AttributeError):
+                previous = None
+            if previous != job_name:
+                raise OutputError(f"{self.url} holds the output of another run ({previous or 'unknown'!r}); "
+                                  "choose another output prefix or delete it")
+        elif listdir(self.url):
+            raise OutputError(f"{self.url} is not empty and is not a geoseg output; choose an empty or new prefix")
+
+    def begin(self, record: Path) -> None:
+        """Withdraw the published run, then put the ``running`` record on the store."""
+        unpublish(self.url)
+        upload(record, self.target(record.name))
+
+    def upload_outputs(self, outputs: dict[str, Any]) -> dict[str, Any]:
+        """Upload every output built on scratch; returns the outputs as URLs."""
+        mapped: dict[str, Any] = {}
+        for name, value in outputs.items():
+            if isinstance(value, str) and is_url(value):
+                mapped[name] = value
+                continue
+            rel = Path(value).resolve().relative_to(self.scratch.resolve()).as_posix()
+            upload(Path(value), self.target(rel))
+            mapped[name] = self.target(rel)
+        return mapped
+
+    def close(self, record: Path, outputs: dict[str, Any] | None) -> None:
+        """Upload the final ``run.json``; with ``outputs`` (a complete run) publish the manifest last."""
+        upload(record, self.target(record.name))
+        if outputs is not None:
+            publish(self.url, {**{k: str(v) for k, v in outputs.items()}, "run": self.target(record.name)})
