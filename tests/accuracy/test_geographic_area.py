@@ -92,3 +92,18 @@ def test_evaluation_area_m2_on_a_geographic_grid(tmp_path):
     cls = m[(m.region_id == "ALL") & (m.kind == "class")].set_index("class_id")["area_m2"]
     north, _ = box_area_perimeter(14, 46.5, 15, 47)
     assert np.isfinite(cls.loc[1]) and cls.loc[1] == pytest.approx(north, rel=0.02)
+
+
+def test_change_report_area_m2_on_a_geographic_grid(tmp_path):
+    from geoseg.accuracy.change import compare_periods
+
+    before = np.full((N, N), 1, np.uint8)
+    after = before.copy()
+    after[:, :50] = 2  # the west half changes
+    a = write_store(tmp_path / "a.zarr", before, chunk=50, transform=T, crs=WGS84)
+    b = write_store(tmp_path / "b.zarr", after, chunk=50, transform=T, crs=WGS84)
+    report = compare_periods(a, b)
+    box_area, _ = box_area_perimeter(14, 46, 15, 47)
+    west, _ = box_area_perimeter(14, 46, 14.5, 47)
+    assert report.total_area_m2() == pytest.approx(box_area, rel=1e-6)
+    assert report.changed_area_m2() == pytest.approx(west, rel=1e-6)  # a full-height change: mean is exact
