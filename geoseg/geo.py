@@ -22,6 +22,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 if TYPE_CHECKING:
+    import numpy as np
     from odc.geo.geobox import GeoBox
 
 Bounds = tuple[float, float, float, float]
@@ -115,6 +116,44 @@ def metres_per_unit(crs: CRS) -> float | None:
         return float(crs.linear_units_factor[1])
     except Exception:  # noqa: BLE001 - a CRS without a linear unit
         return None
+
+
+def geod_of(crs_wkt: str) -> Any:
+    """The ``pyproj.Geod`` of a CRS's ellipsoid (WGS 84 when the CRS names none)."""
+    import pyproj
+
+    return pyproj.CRS.from_wkt(crs_wkt).get_geod() or pyproj.Geod(ellps="WGS84")
+
+
+@lru_cache(maxsize=32)
+def _geographic_row_areas(height: int, t6: tuple[float, ...], crs_wkt: str) -> Any:
+    import numpy as np
+
+    geod, t = geod_of(crs_wkt), Affine(*t6)
+    areas = np.empty(height)
+    for row in range(height):
+        xs, ys = zip(*(t * (c, r) for c, r in ((0, row), (1, row), (1, row + 1), (0, row + 1))))
+        areas[row] = abs(geod.polygon_area_perimeter(xs, ys)[0])
+    areas.flags.writeable = False
+    return areas
+
+
+def geodesic_area_perimeter(mapped: Any, crs_wkt: str, step: float) -> tuple[Any, Any]:
+    """Area (m²) and perimeter (m) on the ellipsoid of polygons in geographic map coordinates.
+
+    Edges are first cut into pieces of at most ``step`` degrees (a pixel), so an edge along a row
+    follows its parallel as the pixels do, instead of the geodesic between its ends.
+    """
+    import numpy as np
+    import shapely
+
+    geod = geod_of(crs_wkt)
+    fine = shapely.segmentize(np.asarray(mapped, dtype=object), step) if len(mapped) else mapped
+    area = np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in fine], dtype=np.float64)
+    # pyproj's perimeter leaves out holes; the planar one (shapely.length) counts every ring
+    rings, which = shapely.get_rings(fine, return_index=True)
+    lengths = np.array([geod.line_length(*shapely.get_coordinates(r).T) for r in rings], dtype=np.float64)
+    return area, np.bincount(which, weights=lengths, minlength=len(area)).astype(np.float64)
 
 
 def bounds_overlap(a: Bounds, b: Bounds) -> bool:
@@ -220,9 +259,30 @@ class GeoGrid:
 
     @property
     def pixel_area_m2(self) -> float:
-        """Area of one pixel in m² (NaN for a geographic CRS, whose pixels have no one size)."""
+        """Area of one pixel in m².
+
+        For a geographic CRS (pixels shrink towards the poles) this is the grid's mean pixel area on
+        its ellipsoid, so pixel count x this = the grid's area; per-row areas are
+        :meth:`row_pixel_areas_m2`. NaN for a CRS that is neither projected nor geographic.
+        """
         mpu = metres_per_unit(self.crs)
-        return self.pixel_area * mpu**2 if mpu else math.nan
+        if mpu:
+            return self.pixel_area * mpu**2
+        if self.crs.is_geographic:
+            return float(self.row_pixel_areas_m2().mean())
+        return math.nan
+
+    def row_pixel_areas_m2(self) -> np.ndarray:
+        """Area in m² of a pixel in each row (the ellipsoidal area of the row's first pixel).
+
+        Rows of a north-up geographic grid share one area; a rotated grid's pixels differ slightly
+        along a row too, which this ignores. Projected grids: every row is :attr:`pixel_area_m2`.
+        """
+        import numpy as np
+
+        if not self.crs.is_geographic:
+            return np.full(self.height, self.pixel_area_m2)
+        return _geographic_row_areas(self.height, tuple(self.transform)[:6], self.crs_wkt).copy()
 
     def bounds_in(self, crs: CRS) -> Bounds:
         """The grid's bounds in another CRS (densified edges)."""

@@ -157,7 +157,7 @@ def compare_periods(
     else:
         parts = [_change_task(plan, w) for w in windows]
     report = ChangeReport(_sum_sparse(parts), tuple(reg.ids) if reg is not None else (), ia.legend or ib.legend,
-                          grid.pixel_area)
+                          grid.grid.pixel_area_m2 if grid.crs.is_geographic else grid.pixel_area)
     if writer is not None:
         assert out_dir is not None  # a writer exists only with out_dir
         writer.finalize()

@@ -144,6 +144,8 @@ class Evaluation:
     class_names: dict[int, str]
     class_colors: dict[int, str]
     label_names: dict[int, str]
+    #: m² per pixel; on a geographic grid the scene's mean (counts carry no rows), so per-class and
+    #: per-region ``area_m2`` there are approximations, the scene total exact.
     pixel_area_m2: float
     labels_path: Path | None = None
     grid: GeoGrid | None = None  # the label raster's grid

@@ -86,3 +86,19 @@ def stac_asset_hrefs(href: str, wanted: Sequence[str]) -> list[tuple[str, list[s
             layer = layer or key
         out.append((layer or name, hrefs, band))
     return out
+
+
+def item_period(href: str) -> str | None:
+    """The date (``YYYY-MM-DD``, UTC) of a STAC document: its item's ``datetime``, else ``start_datetime``.
+
+    For an ItemCollection the earliest item's date, so one document is one monitoring period.
+    None when no item says when it was taken (the caller falls back to the file name).
+    """
+    from datetime import UTC
+
+    dates = []
+    for item in load_items(href):
+        when = item.datetime or item.common_metadata.start_datetime
+        if when is not None:
+            dates.append((when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).date())
+    return min(dates).isoformat() if dates else None

@@ -25,7 +25,7 @@ from geoseg.accuracy.change import compare_periods
 from geoseg.errors import GeosegError, InputError
 from geoseg.io.atomic import write_json_atomic
 from geoseg.io.scene import expand_inputs
-from geoseg.run.jobspec import JobSpec, KMeansConfig
+from geoseg.run.jobspec import InputConfig, JobSpec, KMeansConfig
 
 log = logging.getLogger(__name__)
 
@@ -116,15 +116,13 @@ def _run_periods(job: JobSpec, shared_client) -> MonitorSummary:  # shared_clien
     root.mkdir(parents=True, exist_ok=True)
     state = _load_state(root)
     summary = MonitorSummary()
-    scenes = sorted(expand_inputs(job.inputs, job.allow_gdal_virtual), key=lambda p: (period_of(p, job.monitor.date_pattern), p))
-    for path in scenes:
+    for period, path, entry in discover_scenes(job):
         ident = _identity(path)
         known = state["scenes"].get(path)
         if known and known.get("status") == "complete" and {k: known[k] for k in ident} == ident:
             summary.skipped.append(path)
             continue
-        period = period_of(path, job.monitor.date_pattern)
-        period_job = _period_job(job, path, root / period, state)
+        period_job = _period_job(job, entry, root / period, state)
         try:
             result = run_job(period_job, show_progress=False, client=shared_client())
         except GeosegError as exc:
@@ -159,7 +157,40 @@ def _previous_period(periods: list[str], period: str) -> str | None:
     return max(earlier) if earlier else None
 
 
-def _period_job(job: JobSpec, path: str, out: Path, state: dict[str, Any]) -> JobSpec:
+def discover_scenes(job: JobSpec) -> list[tuple[str, str, Any]]:
+    """Every scene of the job as (period, path, ``inputs:`` entry for its period), sorted by period.
+
+    A file is one scene dated by ``monitor.date_pattern`` in its name. A STAC entry (``stac:``, a
+    path, glob or URL of Item / ItemCollection documents) is one scene per document, dated by its
+    item ``datetime`` (or ``start_datetime``); the file-name pattern is the fallback for a document
+    that gives no date (pystac refuses such items today, so this is a guard).
+    """
+    import glob
+
+    from geoseg.io.scene import as_input_entry
+    from geoseg.io.stac import item_period
+
+    pattern = job.monitor.date_pattern
+    scenes: list[tuple[str, str, Any]] = []
+    for raw in job.inputs:
+        entry = as_input_entry(raw)
+        if not entry.stac:
+            scenes += [(period_of(p, pattern), p, p) for p in expand_inputs([raw], job.allow_gdal_virtual)]
+            continue
+        docs = sorted(glob.glob(entry.stac)) if "://" not in entry.stac and glob.has_magic(entry.stac) else [entry.stac]
+        if not docs:
+            raise InputError(f"STAC input {entry.stac!r} matches no file; check the path")
+        for doc in docs:
+            period = item_period(doc) or period_of(doc, pattern)
+            scenes.append((period, doc, InputConfig.model_validate({**_plain_entry(raw), "stac": doc})))
+    return sorted(scenes, key=lambda s: (s[0], s[1]))
+
+
+def _plain_entry(raw: Any) -> dict[str, Any]:
+    return raw.model_dump(exclude_none=True, exclude_defaults=True) if hasattr(raw, "model_dump") else dict(raw)
+
+
+def _period_job(job: JobSpec, path: Any, out: Path, state: dict[str, Any]) -> JobSpec:
     update: dict[str, Any] = {"inputs": [path], "output": out}
     if isinstance(job.method, KMeansConfig) and job.monitor.reuse_kmeans_model and state.get("model"):
         update["method"] = job.method.model_copy(update={"model": Path(state["model"])})

@@ -34,6 +34,7 @@ border pieces and side owners (:class:`ChunkPolygons`). Merging across seams is
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -44,7 +45,7 @@ import numpy as np
 import shapely
 from affine import Affine
 
-from geoseg.geo import ChunkGrid, Window, halo_window, trim_halo
+from geoseg.geo import ChunkGrid, Window, geodesic_area_perimeter, halo_window, trim_halo
 from geoseg.io.labelstore import read_label_window
 from geoseg.legend import NODATA_LABEL
 from geoseg.vector.parts import Tally, polygon_batch, tally_of, write_part
@@ -108,6 +109,25 @@ class ChunkPolygons:
     #: The part file holding the final polygons (then ``final`` is empty), and their tally.
     part: str | None = None
     part_tally: Tally = field(default_factory=dict)
+    #: Ellipsoidal areas (m²) of ``final`` on a geographic grid; None: pixel count x pixel area.
+    final_area_m2: np.ndarray | None = None
+
+
+def final_areas(res: ChunkPolygons, grid: ChunkGrid) -> np.ndarray:
+    """The ``area_m2`` of a chunk's final polygons."""
+    return res.final_area_m2 if res.final_area_m2 is not None else res.final_area_px * grid.pixel_area
+
+
+def world_measures(geoms_px: np.ndarray, mapped: np.ndarray, grid: ChunkGrid) -> tuple[np.ndarray, np.ndarray]:
+    """``area_m2`` and ``perimeter_m`` of polygons given in pixel and in map coordinates.
+
+    Projected grids: pixel area x CRS unit² and the planar length, as always. Geographic grids
+    (degrees): area and perimeter on the CRS's ellipsoid (pyproj.Geod), in m² and m.
+    """
+    if grid.crs.is_geographic:
+        t = grid.transform
+        return geodesic_area_perimeter(mapped, grid.crs_wkt, min(math.hypot(t.a, t.d), math.hypot(t.b, t.e)))
+    return shapely.area(geoms_px) * grid.pixel_area, shapely.length(mapped)
 
 
 def prepare_chunk(
@@ -317,10 +337,13 @@ def chunk_polygons(labels: np.ndarray, window: Window, grid: ChunkGrid, *, skip_
     final, final_class = geoms[~on_border], classes[~on_border]
     border, border_class = geoms[on_border], classes[on_border]
     area_px = shapely.area(final)
-    perimeter = None
+    perimeter, area_m2 = None, None
     if world:
         mapped = to_map_coords(final, grid.transform)
-        perimeter = shapely.length(mapped)
+        if grid.crs.is_geographic:
+            area_m2, perimeter = world_measures(final, mapped, grid)
+        else:
+            perimeter = shapely.length(mapped)
         final = shapely.to_wkb(mapped)
     return ChunkPolygons(
         window=window,
@@ -328,6 +351,7 @@ def chunk_polygons(labels: np.ndarray, window: Window, grid: ChunkGrid, *, skip_
         final_class=final_class,
         final_area_px=area_px,
         final_perimeter_m=perimeter,
+        final_area_m2=area_m2,
         border=border,
         border_class=border_class,
         sides=side_owners(border, window, sides),
@@ -361,7 +385,7 @@ def part_path(parts_dir: str | Path, window: Window) -> Path:
 def _to_part(res: ChunkPolygons, spec: ChunkSpec) -> None:
     """Move the final polygons into their part file; only the tally stays in the result."""
     assert spec.parts_dir is not None and res.final_perimeter_m is not None
-    area = res.final_area_px * spec.grid.pixel_area
+    area = final_areas(res, spec.grid)
     res.part_tally = tally_of(res.final_class, area)
     if len(res.final):
         path = part_path(spec.parts_dir, res.window)
@@ -370,4 +394,5 @@ def _to_part(res: ChunkPolygons, spec: ChunkSpec) -> None:
     res.final = np.empty(0, dtype=object)
     res.final_class = np.empty(0, dtype=np.int32)
     res.final_area_px = np.empty(0, dtype=np.float64)
+    res.final_area_m2 = None
     res.final_perimeter_m = np.empty(0, dtype=np.float64)

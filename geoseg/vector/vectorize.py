@@ -43,9 +43,11 @@ from geoseg.vector.polygonize import (
     ChunkPolygons,
     ChunkSpec,
     chunk_polygons,
+    final_areas,
     prepare_chunk,
     to_map_coords,
     vectorize_chunk,
+    world_measures,
 )
 from geoseg.vector.seams import ROUND_PIECES as SEAM_ROUND_PIECES
 from geoseg.vector.seams import SeamMerger, union_each
@@ -234,8 +236,8 @@ class _Tally:
 
 def _pixel_batch(geoms_px: np.ndarray, classes: np.ndarray, grid: ChunkGrid, names: Sequence[str]) -> pa.RecordBatch:
     mapped = to_map_coords(geoms_px, grid.transform)
-    area = shapely.area(geoms_px) * grid.pixel_area
-    return polygon_batch(shapely.to_wkb(mapped), classes, area, shapely.length(mapped), names)
+    area, perimeter = world_measures(geoms_px, mapped, grid)
+    return polygon_batch(shapely.to_wkb(mapped), classes, area, perimeter, names)
 
 
 def _spool(path: Path, batches: Iterable[pa.RecordBatch]) -> Path:
@@ -282,7 +284,8 @@ def vectorize_labels(
 ) -> VectorizeResult:
     """Vectorise a label store into a GeoPackage of polygons, one per 4-connected region.
 
-    Fields: ``class_id``, ``class_name``, ``area_m2``, ``perimeter_m`` (CRS units of the raster).
+    Fields: ``class_id``, ``class_name``, ``area_m2``, ``perimeter_m`` (CRS units of the raster; on a geographic CRS,
+    m² and m on its ellipsoid).
     The result equals one ``rasterio.features.shapes(..., connectivity=4)`` pass over the whole
     raster regardless of chunking. With ``client`` the per-chunk work runs as Dask tasks and
     results are written while later chunks compute; without, chunks run here one by one.
@@ -345,7 +348,7 @@ def vectorize_labels(
             if len(res.final) and simplify:
                 pixel_polygons.append((res.final, res.final_class))
             elif len(res.final):
-                area = res.final_area_px * grid.pixel_area
+                area = final_areas(res, grid)
                 tally.add(res.final_class, area)
                 assert res.final_perimeter_m is not None  # world coordinates (no simplify) carry perimeters
                 yield polygon_batch(res.final, res.final_class, area, res.final_perimeter_m, names)
