@@ -147,7 +147,7 @@ class Evaluation:
     #: m² per pixel; on a geographic grid the scene's mean (counts carry no rows), so per-class and
     #: per-region ``area_m2`` there are approximations, the scene total exact.
     pixel_area_m2: float
-    labels_path: Path | None = None
+    labels_path: Path | str | None = None  # a str for a store on object storage (URL)
     grid: GeoGrid | None = None  # the label raster's grid
     reference: Reference | None = field(default=None, repr=False)
     regions: Regions | None = field(default=None, repr=False)
@@ -469,7 +469,7 @@ def build_evaluation(
     mapping: MappingSpec,
     class_names: Mapping[int, str] | None,
     grid: GeoGrid,
-    labels_path: Path | None = None,
+    labels_path: Path | str | None = None,
     class_colors: Mapping[int, str] | None = None,
 ) -> Evaluation:
     """Turn the summed sparse counts into an :class:`Evaluation` (dense axes, mapping, classes)."""

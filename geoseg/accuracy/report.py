@@ -180,7 +180,7 @@ def preview_grid(grid: GeoGrid, max_px: int = PREVIEW_PX) -> tuple[int, GeoGrid]
     return step, GeoGrid(h, w, grid.transform @ Affine.scale(step), grid.crs_wkt)
 
 
-def read_labels_decimated(path: Path, step: int) -> np.ndarray:
+def read_labels_decimated(path: Path | str, step: int) -> np.ndarray:
     """Every ``step``-th label pixel, chunk by chunk (a strided Zarr read)."""
     import zarr
 

@@ -368,7 +368,8 @@ def open_labels(path: str | Path, chunks: Literal["auto"] | dict | None = None):
     import xarray as xr
 
     info = read_label_info(path)
-    ds = xr.open_zarr(verifying_store(path) if not storage.is_url(path) else str(path), mask_and_scale=False, chunks={} if chunks is None else chunks, consolidated=True)
+    source = str(path) if storage.is_url(path) else verifying_store(path)  # local stores check their chunks
+    ds = xr.open_zarr(source, mask_and_scale=False, chunks={} if chunks is None else chunks, consolidated=True)
     da = ds[ARRAY_NAME]
     da = da.rio.write_crs(info.grid.crs).rio.write_transform(info.grid.transform).rio.write_nodata(info.nodata)
     da.attrs["legend"] = info.legend
