@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -232,7 +233,7 @@ def set_legend(path: str | Path, legend: tuple[ClassInfo, ...]) -> None:
     """
     import zarr
 
-    arr = zarr.open_array(str(Path(path) / ARRAY_NAME), mode="r+", zarr_format=2)
+    arr = zarr.open_array(label_array_location(path), mode="r+", zarr_format=2)
     attrs: dict[str, Any] = dict(arr.attrs)
     new = _label_attrs(attrs.get("_CRS", {}).get("wkt", ""), tuple(legend), {})
     for key in ("flag_values", "flag_meanings", "geoseg:classes"):
@@ -241,7 +242,9 @@ def set_legend(path: str | Path, legend: tuple[ClassInfo, ...]) -> None:
             attrs[key] = new[key]
     arr.attrs.clear()
     arr.attrs.update(attrs)
-    zarr.consolidate_metadata(str(path))
+    with warnings.catch_warnings():  # our manifest beside the arrays is not a Zarr node, and need not be one
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        zarr.consolidate_metadata(str(path))  # on object storage this rewrites the commit object, still complete
 
 
 def _read_resume_key(partial: Path) -> str | None:

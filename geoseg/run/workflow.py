@@ -555,7 +555,7 @@ def _run_stages(
     return RunResult(out, outputs, times, counts, summary, info, extra)
 
 
-def apply_evaluation_legend(store: Path, evaluation: Any) -> None:
+def apply_evaluation_legend(store: Path | str, evaluation: Any) -> None:
     """One legend everywhere: the labels take the names and colours of the classes they were
     mapped to (job ``classes`` first, then the reference's colour table, then a palette), so
     the COG, polygons.gpkg and the report agree; cluster ids stay in class_mapping.csv.
@@ -564,7 +564,7 @@ def apply_evaluation_legend(store: Path, evaluation: Any) -> None:
 
     legend = evaluation.output_legend(read_label_info(store).legend)
     set_legend(store, legend)
-    log.info("legend of %s: %s", store.name, ", ".join(f"{c.id}={c.name}" for c in legend))
+    log.info("legend of %s: %s", store, ", ".join(f"{c.id}={c.name}" for c in legend))
 
 
 def _output(job: JobSpec, out: Path, name: str) -> Any:
