@@ -1,6 +1,6 @@
 """Where the k-means labelling pass spends its time: read, predict, zarr write, histogram.
 
-Runs the same steps as ``geoseg.run.workflow.label_task`` with timers on every chunk of a scene,
+Runs the same steps as ``geoseg.run.labelling.label_task`` with timers on every chunk of a scene,
 on a 2-worker local cluster, and prints the per-worker sums. ``--worker-env dask`` starts the
 workers with Dask's defaults instead of geoseg's (``geoseg.run.cluster.start_local_cluster``), to
 show what the malloc setting does. The model is fitted on a sample of the first chunk.

@@ -1,6 +1,6 @@
 """Progress bars for stages that loop over chunks on the client (vectorise, export).
 
-The same rule as the run's Dask stages (``geoseg.run.workflow._gather``): a bar only when asked
+The same rule as the run's Dask stages (``geoseg.run.labelling._gather``): a bar only when asked
 for and only when stderr is a terminal, so logs, pipes and CI output stay clean.
 """
 

@@ -289,7 +289,7 @@ SAMPLE_CHUNK = 2048
 
 def fit_threshold_job(client, scene, cfg, show_progress: bool = True):
     """Resolve the index, draw the global sample when Otsu needs it, fit; ``(predictor, model.json dict)``."""
-    from geoseg.run.workflow import draw_sample
+    from geoseg.run.labelling import draw_sample
 
     index = resolve_index(cfg.index, scene.band_names)
     n_classes = cfg.classes_out

@@ -2,7 +2,8 @@
 
 Every stage works on the input's chunk grid and only small things reach the client: a pixel
 sample, centroids, per-chunk label counts, confusion matrices, seam polygons. Chunks already
-written by an interrupted run with the same inputs and parameters are skipped.
+written by an interrupted run with the same inputs and parameters are skipped. The tasks of the
+labelling pass (sampling, the k-means fit, labelling chunks) are in :mod:`geoseg.run.labelling`.
 """
 
 from __future__ import annotations
@@ -18,37 +19,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from geoseg.errors import GeosegError, InputError, ModelError, OutputError, from_os_error
-from geoseg.geo import ChunkGrid, Window, halo_window
+from geoseg.errors import GeosegError, ModelError, OutputError, from_os_error
 from geoseg.io import storage
 from geoseg.io.atomic import write_text_atomic
-from geoseg.io.labelstore import PARTIAL_SUFFIX, LabelStoreWriter
-from geoseg.io.scene import Scene, open_scene, read_window
-from geoseg.legend import NODATA_LABEL
-from geoseg.methods.features import FeatureSpec, ResolvedFeatures
-from geoseg.methods.kmeans import KMeansModel, fit_kmeans
+from geoseg.io.labelstore import PARTIAL_SUFFIX
+from geoseg.io.scene import Scene, open_scene
 from geoseg.methods.predictors import ChunkPredictor, DeepLabPredictor, KMeansPredictor
-from geoseg.methods.sampling import chunk_rng, sample_valid_pixels, sample_windows, sampling_rate
 from geoseg.run import runrecord
 from geoseg.run.cluster import ClusterInfo, connect
 from geoseg.run.jobspec import DeepLabConfig, JobSpec, KMeansConfig, ThresholdConfig
+from geoseg.run.labelling import (
+    fit_kmeans_on_cluster,
+    write_labels,
+)
 from geoseg.run.lock import claim_output
 
 if TYPE_CHECKING:
     from geoseg.methods.checkpoint import CheckpointMeta
 
 log = logging.getLogger(__name__)
-
-#: Name of the raster inside ``confidence.zarr`` and its attributes.
-CONFIDENCE_ARRAY = "confidence"
-CONFIDENCE_ATTRS: dict[str, Any] = {
-    "long_name": "probability of the predicted class",
-    "units": "percent",
-    "valid_range": [0, 100],
-    "geoseg:kind": "confidence",
-}
 
 
 @dataclass
@@ -64,78 +53,6 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------- tasks (run on workers)
-
-
-#: At most this fraction of each chunk's file blocks is read to draw the k-means sample.
-SAMPLE_BLOCK_FRACTION = 0.25
-#: Read about this many times more pixels than are drawn, so each chunk's share is spread over several
-#: blocks; a large scene then reads one block or a few per chunk instead of a quarter of it.
-SAMPLE_OVERREAD = 20.0
-
-
-#: Below this fraction of the asked k-means sample a warning says how many pixels were drawn.
-SAMPLE_SHORT_WARNING = 0.9
-
-
-def sample_block_fraction(rate: float) -> float:
-    """Fraction of a chunk's file blocks to read for a sampling ``rate``: ``min(0.25, 20 × rate)``.
-
-    ``sample_windows`` reads at least one block, so every chunk still contributes.
-
-    >>> sample_block_fraction(0.05), sample_block_fraction(0.0005)
-    (0.25, 0.01)
-    """
-    return min(SAMPLE_BLOCK_FRACTION, SAMPLE_OVERREAD * rate)
-
-
-def sample_task(scene: Scene, feats: ResolvedFeatures, window: Window, rate: float, seed: int) -> np.ndarray:
-    """Draw one chunk's share of the k-means sample from a random subset of its file blocks.
-
-    The rate is scaled up by the fraction actually read, so each chunk still contributes in
-    proportion to its valid pixels.
-    """
-    rng = chunk_rng(seed, window)
-    parts = sample_windows(window, scene.block, sample_block_fraction(rate), rng)
-    read_px = sum(w.height * w.width for w in parts)
-    scaled = min(1.0, rate * window.height * window.width / read_px)
-    out = []
-    for sub in parts:
-        data, valid = read_window(scene, sub)
-        out.append(sample_valid_pixels(feats.compute(data), valid, scaled, rng))
-    return np.concatenate(out, axis=0)
-
-
-def label_task(
-    scene: Scene, chunk: int, store: str, predictor: ChunkPredictor, window: Window,
-    confidence_store: str | None = None,
-) -> np.ndarray:
-    """Label one chunk of the scene's grid cut into ``chunk`` pixels and write it to the store; a
-    chunk already written is only counted. (The chunk size travels, not a second copy of the grid.)
-
-    With ``confidence_store`` the predictor's confidence of the same chunk is written there
-    too; a chunk counts as done only when both stores have it (the confidence is written
-    first, so a crash between the two writes redoes the chunk). Returns the chunk's label
-    histogram (256 counts), which is all that travels back.
-    """
-    from geoseg.io.labelstore import read_partial_window
-
-    grid = scene.grid.tiles(chunk)
-    writer = LabelStoreWriter(store, grid)
-    conf_writer = LabelStoreWriter(confidence_store, grid, array=CONFIDENCE_ARRAY) if confidence_store else None
-    if writer.is_done(window) and (conf_writer is None or conf_writer.is_done(window)):
-        labels = read_partial_window(store, window)
-    else:
-        hw = halo_window(window, predictor.halo, grid.shape)
-        data, valid = read_window(scene, hw.outer)
-        if conf_writer is not None:
-            labels, confidence = predictor.predict_with_confidence(data, valid, hw)  # type: ignore[attr-defined]
-            del data, valid
-            conf_writer.write(window, confidence)
-        else:
-            labels = predictor.predict(data, valid, hw)
-        writer.write(window, labels)
-    return np.bincount(labels.ravel(), minlength=256)
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -202,103 +119,6 @@ def _stage(times: dict[str, float], name: str) -> Iterator[None]:
         log.info("stage %s done in %.1f s", name, times[name])
 
 
-def _gather(client, futures: list, label: str, show_progress: bool) -> list:  # noqa: ANN001
-    """Wait for futures with a progress bar on a terminal; results in submission order."""
-    if show_progress and sys.stderr.isatty():
-        from distributed import progress
-
-        print(f"{label}:", file=sys.stderr)
-        progress(futures)
-    return client.gather(futures)
-
-
-def fit_kmeans_on_cluster(
-    client, scene: Scene, grid: ChunkGrid, cfg: KMeansConfig, show_progress: bool = True,  # noqa: ANN001
-    drawn: dict[str, int] | None = None,
-) -> tuple[KMeansModel, ResolvedFeatures]:
-    """Draw the stratified sample on the workers and fit k-means there too (:func:`fit_task`).
-
-    The sample parts go from the sampling tasks to the fit task worker to worker; the fit
-    starts when the last part is drawn, and only the model (a few numbers) reaches the client.
-
-    ``drawn`` receives ``{"drawn": n, "asked": m}``; a sample under 90 % of the asked size
-    (a scene with much nodata) is also a warning.
-
-    With ``cfg.model`` (a ``model.json`` of an earlier run) the fit is skipped and that model reused.
-    """
-    feats = FeatureSpec(
-        bands=tuple(cfg.features.bands) if cfg.features.bands else None, indices=tuple(cfg.features.indices)
-    ).resolve(scene.band_names)
-    if cfg.model is not None:
-        try:
-            model = KMeansModel.from_json(json.loads(Path(cfg.model).read_text()))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read k-means model {cfg.model}: {exc}") from exc
-        if model.feature_names != feats.names:
-            raise InputError(
-                f"k-means model {cfg.model} was fitted on features {list(model.feature_names)}, "
-                f"this scene gives {list(feats.names)}"
-            )
-        return model, feats
-    futures = sample_futures(client, scene, grid, feats, cfg.sample_size, cfg.seed)
-    fit = client.submit(fit_task, futures, cfg.n_clusters, cfg.seed, feats.names, cfg.n_init, pure=False)
-    model, n_drawn = _gather(client, [fit], "sampling and fit", show_progress)[0]
-    asked = min(cfg.sample_size, grid.height * grid.width)
-    if n_drawn < SAMPLE_SHORT_WARNING * asked:
-        log.warning(
-            "k-means sample: %d of the %d pixels asked were drawn (%.0f %%); the scene has fewer valid pixels "
-            "than its size suggests (nodata, NaN or masks)", n_drawn, asked, 100 * n_drawn / asked,
-        )
-    if drawn is not None:
-        drawn.update(drawn=int(n_drawn), asked=int(asked))
-    return model, feats
-
-
-def fit_task(
-    parts: list[np.ndarray], n_clusters: int, seed: int, names: tuple[str, ...], n_init: int
-) -> tuple[KMeansModel, int]:
-    """Fit k-means on the gathered sample, on a worker (the same model as on the client); returns
-    the model and the number of pixels it was fitted on.
-
-    The other workers wait for the fit, so it may use every core of its machine, not the one
-    thread a worker's BLAS/OpenMP pools are limited to.
-    """
-    import os
-
-    from threadpoolctl import threadpool_limits
-
-    sample = np.concatenate(parts, axis=0)
-    if sample.shape[0] == 0:
-        raise InputError("the input has no valid pixels (all nodata or NaN); nothing to cluster")
-    log.info("k-means sample: %d pixels x %d features", *sample.shape)
-    with threadpool_limits(limits=len(os.sched_getaffinity(0))):
-        return fit_kmeans(sample, n_clusters, seed, names, n_init=n_init), int(sample.shape[0])
-
-
-def sample_futures(client, scene: Scene, grid: ChunkGrid, feats: Any, sample_size: int, seed: int) -> list:  # noqa: ANN001
-    """One sampling task per chunk of ``grid`` (each gets only the files meeting its chunk)."""
-    rate = sampling_rate(sample_size, grid.height * grid.width)
-    windows = list(grid.windows())
-    scenes = [scene.for_window(w) for w in windows]
-    return client.map(sample_task, scenes, [feats] * len(windows), windows,
-                      [rate] * len(windows), [seed] * len(windows), pure=False)
-
-
-def draw_sample(
-    client, scene: Scene, grid: ChunkGrid, feats: Any, sample_size: int, seed: int,
-    show_progress: bool = True,
-) -> np.ndarray:
-    """The stratified sample ``(n, features)`` drawn chunk by chunk of ``grid`` on the workers.
-
-    ``feats`` is anything with ``compute(data) -> (f, h, w)`` (``ResolvedFeatures``, a threshold index).
-    """
-    futures = sample_futures(client, scene, grid, feats, sample_size, seed)
-    sample = np.concatenate(_gather(client, futures, "sampling", show_progress), axis=0)
-    if sample.shape[0] == 0:
-        raise InputError("the input has no valid pixels (all nodata or NaN); nothing to fit")
-    return sample
-
-
 def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> CheckpointMeta:
     """Refuse (``ModelError``) a checkpoint that is missing or was not trained for this scene.
 
@@ -340,47 +160,6 @@ def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) 
         confidence=cfg.confidence,
         tta=cfg.tta,
     )
-
-
-def write_labels(
-    client, scene: Scene, grid: ChunkGrid, predictor: ChunkPredictor, store: Path | str,  # noqa: ANN001
-    resume_key: str, attrs: dict[str, Any], show_progress: bool = True, reused: list[int] | None = None,
-    confidence_store: Path | str | None = None,
-) -> dict[int, int]:
-    """Predict every chunk into ``store`` (skipping chunks already done) and finalise it.
-
-    ``reused``, when given, receives the number of chunks found already done.
-    ``confidence_store``: also write the predictor's per-pixel confidence there (uint8 percent,
-    255 = nodata, same grid and georeferencing); it is finalised before the labels, so a
-    ``labels.zarr`` that exists always has its finished ``confidence.zarr`` next to it.
-    """
-    if grid.grid != scene.grid:
-        raise ValueError("write_labels needs the scene's own grid cut into chunks (scene.chunk_grid)")
-    reused = reused if reused is not None else [0]
-    writer = LabelStoreWriter.create(store, grid, predictor.legend(), attrs=attrs, resume_key=resume_key)
-    done = writer.done_windows()
-    conf_writer = None
-    if confidence_store is not None:
-        conf_writer = LabelStoreWriter.create(
-            confidence_store, grid, (), attrs={**attrs, **CONFIDENCE_ATTRS}, resume_key=resume_key,
-            dtype="uint8", fill_value=NODATA_LABEL, array=CONFIDENCE_ARRAY,
-        )
-        done &= conf_writer.done_windows()
-    if done:
-        log.info("resuming: %d of %d chunks already written", len(done), grid.n_chunks)
-    reused[0] = len(done)
-    windows = list(grid.windows())
-    n = len(windows)
-    annotations = {"resources": predictor.resources} if predictor.resources else {}
-    conf = str(confidence_store) if confidence_store is not None else None
-    scenes = [scene.for_window(halo_window(w, predictor.halo, grid.shape).outer) for w in windows]
-    futures = client.map(label_task, scenes, [grid.chunk] * n, [str(store)] * n, [predictor] * n, windows,
-                         [conf] * n, pure=False, **annotations)
-    hist = np.sum(_gather(client, futures, "labelling", show_progress), axis=0)
-    if conf_writer is not None:
-        conf_writer.finalize()
-    writer.finalize()
-    return {int(i): int(c) for i, c in enumerate(hist) if c}
 
 
 def run_job(
@@ -469,7 +248,9 @@ def _run_stages(
             predictor: ChunkPredictor = KMeansPredictor(model, feats)
             write_text_atomic(out / "model.json", json.dumps(model.to_json(), indent=1))
             outputs["model"] = out / "model.json"
-            key = job_identity(job, scene, json.dumps(model.to_json()))
+            # the labels depend on the centroids and the standardisation, not on the inertia (a diagnostic
+            # whose last digits vary with the order of the fit's threaded sums): keep it out of the key
+            key = job_identity(job, scene, json.dumps({k: v for k, v in model.to_json().items() if k != "inertia"}))
         elif isinstance(method, ThresholdConfig):
             from geoseg.methods.threshold import fit_threshold_job
 

@@ -13,7 +13,8 @@ from geoseg.io.masks import QARule
 from geoseg.io.scene import open_scene, read_window
 from geoseg.methods.features import FeatureSpec
 from geoseg.run.jobspec import parse_job
-from geoseg.run.workflow import run_job, sample_task
+from geoseg.run.labelling import sample_task
+from geoseg.run.workflow import run_job
 from tests.fixtures import SPECTRA, blocky_classes
 
 GARBAGE = (255, 0, 255)

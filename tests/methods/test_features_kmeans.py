@@ -108,7 +108,7 @@ def test_nearest_centroid_equals_argmin_of_full_distance_with_ties_to_lower_inde
 
 def test_large_scenes_read_fewer_blocks_for_the_sample_but_every_chunk_contributes():
     from geoseg.methods.sampling import sample_windows, sampling_rate
-    from geoseg.run.workflow import sample_block_fraction
+    from geoseg.run.labelling import sample_block_fraction
 
     small = sample_block_fraction(sampling_rate(200_000, 2048 * 2048))
     large = sample_block_fraction(sampling_rate(200_000, 20_000 * 20_000))

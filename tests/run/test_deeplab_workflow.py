@@ -28,7 +28,8 @@ from geoseg.methods.checkpoint import load_checkpoint, save_checkpoint
 from geoseg.methods.deeplab import predict_chunk
 from geoseg.methods.training import TrainConfig, load_train_job, parse_train_job
 from geoseg.run.jobspec import load_job, parse_job
-from geoseg.run.workflow import CONFIDENCE_ARRAY, CONFIDENCE_ATTRS, run_job
+from geoseg.run.labelling import CONFIDENCE_ARRAY, CONFIDENCE_ATTRS
+from geoseg.run.workflow import run_job
 from geoseg.samples.synthetic import make_scene
 from tests.fixtures import tiny_meta, tiny_model
 

@@ -11,7 +11,7 @@ from geoseg.methods.features import FeatureSpec
 from geoseg.methods.kmeans import fit_kmeans
 from geoseg.methods.sampling import sampling_rate
 from geoseg.run.jobspec import KMeansConfig
-from geoseg.run.workflow import fit_kmeans_on_cluster, sample_task
+from geoseg.run.labelling import fit_kmeans_on_cluster, sample_task
 from tests.fixtures import blocky_scene
 
 pytestmark = pytest.mark.integration
