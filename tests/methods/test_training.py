@@ -148,6 +148,8 @@ def test_short_training_run_lowers_the_loss_and_writes_a_checkpoint(tmp_path):
     assert losses[-1] < losses[0]
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
     assert all(0 <= h["val_miou"] <= 1 for h in result.history)
+    # the number of pixels the score stands on: at most 8 tiles of 64², all labelled in this scene
+    assert len({h["val_px"] for h in result.history}) == 1 and 0 < result.history[0]["val_px"] <= 8 * 64 * 64
     best = max(result.history, key=lambda h: h["val_miou"])
     assert result.best_epoch == best["epoch"] and result.best_val_miou == pytest.approx(best["val_miou"])
     assert json.loads(history_path(cfg.checkpoint).read_text()) == result.history

@@ -68,6 +68,10 @@ class TrainResult:
     stopped_early: bool = False
 
 
+#: Fewer labelled validation pixels than this and the validation mIoU is too noisy to choose a checkpoint by.
+MIN_VALIDATION_PX = 20_000
+
+
 def history_path(checkpoint: str | os.PathLike) -> Path:
     """Where the learning curve of a checkpoint is written: ``<checkpoint>.history.json``."""
     weights, _ = checkpoint_paths(checkpoint)
@@ -147,6 +151,11 @@ class _Data:
     def band_names(self) -> list[str]:
         return list(self.train_src[0].band_names)
 
+    @property
+    def val_px(self) -> int:
+        """Labelled pixels of the validation tiles (what every validation score is computed on)."""
+        return int(sum((target != IGNORE_INDEX).sum() for _, target in self.val))
+
 
 def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[TrainSource], rng: np.random.Generator,
                   init: CheckpointMeta | None = None) -> _Data:
@@ -160,7 +169,12 @@ def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[
     for si, r, c, h, w in tiles:
         img, valid, target = val_src[si].read(r, c, h, w)
         val.append(_pad_to(normalise(img, valid, mean, std), target, cfg.tile_size))
-    return _Data(train_src, sampler, mean, std, val)
+    data = _Data(train_src, sampler, mean, std, val)
+    if val and data.val_px < MIN_VALIDATION_PX:
+        log.warning("validation scores %d labelled pixels only (fewer than %d): the kept checkpoint may hinge on "
+                    "noise; raise val_tiles or val_fraction, or use early stopping (its score is smoothed)",
+                    data.val_px, MIN_VALIDATION_PX)
+    return data
 
 
 @dataclass
@@ -261,6 +275,7 @@ def _validate(cfg: TrainConfig, eng: _Engine, data: _Data) -> dict[str, Any]:
     miou, iou = validation_scores(_evaluate(eng.model, data.val, len(cfg.classes), eng.dev, cfg.batch_size, eng.amp_dtype))
     return {
         "val_miou": miou,
+        "val_px": data.val_px,  # the pixels the score is computed on: a figure over few pixels is noise
         "val_iou": {c.name: (None if math.isnan(v) else float(v)) for c, v in zip(cfg.classes, iou)},
     }
 
