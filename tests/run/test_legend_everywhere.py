@@ -95,7 +95,7 @@ def test_kmeans_sample_drawn_vs_asked_is_recorded_and_warned(tmp_path: Path, das
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("geoseg.run.workflow")
+    logger = logging.getLogger("geoseg.run")  # the sample is drawn in geoseg.run.labelling
     logger.addHandler(handler)
     try:
         result = run_job(job, client=dask_client, show_progress=False)
