@@ -188,14 +188,7 @@ def categorized_sld(layer: str, legend: Sequence[ClassInfo], field: str = "class
         "</se:PolygonSymbolizer></se:Rule>"
         for c in legend
     )
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        '<StyledLayerDescriptor xmlns="http://www.opengis.net/sld" xmlns:ogc="http://www.opengis.net/ogc" '
-        'xmlns:se="http://www.opengis.net/se" version="1.1.0">'
-        f"<NamedLayer><se:Name>{escape(layer)}</se:Name><UserStyle><se:Name>{escape(layer)}</se:Name>"
-        f"<se:FeatureTypeStyle>{rules}</se:FeatureTypeStyle></UserStyle></NamedLayer>"
-        "</StyledLayerDescriptor>"
-    )
+    return _sld_document(layer, rules)
 
 
 def class_style(layer: str, legend: Sequence[ClassInfo], field: str = "class_id") -> LayerStyle:
@@ -257,14 +250,7 @@ def graduated_sld(layer: str, field: str = "miou", ranges: Sequence[tuple[float,
         '<se:Stroke><se:SvgParameter name="stroke">#232323</se:SvgParameter></se:Stroke></se:PolygonSymbolizer></se:Rule>'
         for i, (lo, hi, c) in enumerate(ranges)
     )
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        '<StyledLayerDescriptor xmlns="http://www.opengis.net/sld" xmlns:ogc="http://www.opengis.net/ogc" '
-        'xmlns:se="http://www.opengis.net/se" version="1.1.0">'
-        f"<NamedLayer><se:Name>{escape(layer)}</se:Name><UserStyle><se:Name>{escape(layer)}</se:Name>"
-        f"<se:FeatureTypeStyle>{rules}</se:FeatureTypeStyle></UserStyle></NamedLayer>"
-        "</StyledLayerDescriptor>"
-    )
+    return _sld_document(layer, rules)
 
 
 def miou_style(layer: str) -> LayerStyle:
@@ -321,3 +307,15 @@ def write_layer_styles(path: Path, styles: Sequence[LayerStyle]) -> None:
     )
     write_arrow(table, str(path), layer=STYLE_TABLE, driver="GPKG", append=path.exists(),
                 layer_options={"FID": "id"})
+
+
+def _sld_document(layer: str, rules: str) -> str:
+    """An SLD 1.1 document styling ``layer`` with the given ``<se:Rule>`` elements (one shared envelope)."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<StyledLayerDescriptor xmlns="http://www.opengis.net/sld" xmlns:ogc="http://www.opengis.net/ogc" '
+        'xmlns:se="http://www.opengis.net/se" version="1.1.0">'
+        f"<NamedLayer><se:Name>{escape(layer)}</se:Name><UserStyle><se:Name>{escape(layer)}</se:Name>"
+        f"<se:FeatureTypeStyle>{rules}</se:FeatureTypeStyle></UserStyle></NamedLayer>"
+        "</StyledLayerDescriptor>"
+    )
