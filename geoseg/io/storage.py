@@ -11,22 +11,29 @@ completion is published by one object written last, which readers and reruns tru
   it before it writes anything.
 
 Small outputs (GeoPackage, CSV, HTML, ``run.json``) are built on local scratch, as on a local
-disk, and uploaded (:func:`upload`). Credentials and endpoints come from the usual fsspec/botocore
+disk, and uploaded (:func:`upload`); the scratch is emptied when the run claims the prefix and
+when it ends (:func:`clear_scratch`). One run at a time per prefix is :mod:`geoseg.run.storelock`'s
+(its lock object :data:`LOCK_OBJECT`); while holding it a run removes what killed runs left on the
+store (:func:`remove_store_temporaries`). Credentials and endpoints come from the usual fsspec/botocore
 sources (``AWS_*`` environment variables, ``AWS_ENDPOINT_URL``), which Dask workers inherit.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from geoseg.errors import OutputError
 
 MANIFEST = "geoseg-manifest.json"
+#: The run lock's object directly under an output prefix (the name of the local lock file).
+LOCK_OBJECT = ".geoseg.lock"
 
 
 def is_url(path: str | os.PathLike[str] | None) -> bool:
@@ -115,6 +122,57 @@ def scratch_dir(url: str) -> Path:
     return folder
 
 
+def clear_scratch(folder: Path, keep: tuple[str, ...] = ()) -> None:
+    """Remove everything in a scratch folder but the names in ``keep`` (only the lock holder may:
+    another run of the same URL on this host uses the same folder)."""
+    from geoseg.io.atomic import remove_path
+
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if p.name not in keep:
+            remove_path(p)
+
+
+def remove_store_temporaries(url: str) -> list[str]:
+    """Remove what killed runs left under ``url``; returns what was removed.
+
+    Two kinds: objects named like :mod:`geoseg.io.atomic`'s temporaries (``TEMP_GLOB``, at any depth:
+    a folder uploaded from scratch may carry one), and on S3 unfinished multipart uploads (a large
+    file whose upload was killed: invisible to listings, but stored and billed until aborted).
+    Call only while holding the prefix's lock: a live run's uploads would be aborted too."""
+    from geoseg.io.atomic import TEMP_GLOB
+
+    fs, p = filesystem(url)
+    fs.invalidate_cache()
+    try:
+        keys = fs.find(p)
+    except FileNotFoundError:
+        keys = []
+    stale = [k for k in keys if fnmatch.fnmatchcase(k.rsplit("/", 1)[-1], TEMP_GLOB)]
+    if stale:
+        fs.rm(stale)
+    removed = [f"{url.split('://', 1)[0]}://{k}" for k in stale]
+    if "s3" in protocols(fs):
+        bucket, key, _ = fs.split_path(p)
+        marker: dict[str, str] = {}
+        while True:
+            page = fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key.rstrip("/") + "/", **marker)
+            for upload in page.get("Uploads", []):
+                fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                removed.append(f"s3://{bucket}/{upload['Key']} (unfinished upload {upload['UploadId'][:12]})")
+            if not page.get("IsTruncated"):
+                break
+            marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+    fs.invalidate_cache()
+    return removed
+
+
+def protocols(fs: Any) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)
+
+
 def read_manifest(url: str) -> dict[str, Any] | None:
     """The published manifest of an output prefix, or None when no finished run is published."""
     text = read_text(join(url, MANIFEST))
@@ -154,7 +212,7 @@ class RemoteOutput:
     The run writes as on a local disk into :attr:`scratch` (lock, ``model.json``, GeoPackage, CSV,
     HTML, ``run.json``); label stores go straight to :meth:`target`. :meth:`upload_outputs` copies
     the built files up and :meth:`close` uploads ``run.json`` and, for a complete run, publishes.
-    The lock guards one host only: two hosts writing one prefix are not detected.
+    The prefix's lock (:mod:`geoseg.run.storelock`) is taken before any of this.
     """
 
     def __init__(self, url: str) -> None:
@@ -179,7 +237,7 @@ class RemoteOutput:
             if previous != job_name:
                 raise OutputError(f"{self.url} holds the output of another run ({previous or 'unknown'!r}); "
                                   "choose another output prefix or delete it")
-        elif listdir(self.url):
+        elif [n for n in listdir(self.url) if n != LOCK_OBJECT]:  # a run that just took the lock: its refusal says so
             raise OutputError(f"{self.url} is not empty and is not a geoseg output; choose an empty or new prefix")
 
     def begin(self, record: Path) -> None:
@@ -199,8 +257,12 @@ class RemoteOutput:
             mapped[name] = self.target(rel)
         return mapped
 
-    def close(self, record: Path, outputs: dict[str, Any] | None) -> None:
-        """Upload the final ``run.json``; with ``outputs`` (a complete run) publish the manifest last."""
+    def close(self, record: Path, outputs: dict[str, Any] | None,
+              before_publish: Callable[[], None] | None = None) -> None:
+        """Upload the final ``run.json``; with ``outputs`` (a complete run) publish the manifest last,
+        after ``before_publish`` (the lock's check that the prefix is still this run's) passed."""
         upload(record, self.target(record.name))
         if outputs is not None:
+            if before_publish is not None:
+                before_publish()
             publish(self.url, {**{k: str(v) for k, v in outputs.items()}, "run": self.target(record.name)})

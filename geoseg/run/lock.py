@@ -9,6 +9,10 @@ checked and is refused with the command to remove it.
 
 Claiming the folder also removes what killed runs left there (:func:`claim_output`): hidden
 temporaries of :mod:`geoseg.io.atomic`, which only the lock holder may safely delete.
+
+An output on object storage (an fsspec URL) has no ``O_EXCL``: :func:`claim_output` hands it to
+:mod:`geoseg.run.storelock` (a lock object created with a conditional write, kept alive by a
+heartbeat). Both kinds of lock have the one interface :class:`RunLock`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from geoseg.errors import OutputError, from_os_error
 
@@ -46,6 +50,20 @@ def _read(path: Path) -> dict[str, Any]:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+class RunLock(Protocol):
+    """What a run holds while it writes its output: local folder or object-storage prefix alike."""
+
+    def verify(self) -> None:
+        """Raise :class:`OutputError` if the lock is no longer this run's (before publishing)."""
+
+    def release(self) -> None:
+        """Give the output back; safe to call twice."""
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 @dataclass
@@ -79,9 +97,19 @@ class OutputLock:
             return cls(path, owner)
         raise OutputError(f"{path.parent}: could not take the output folder's lock {path}; another run may be starting")
 
+    def _ours(self) -> bool:
+        held = _read(self.path)
+        return held.get("pid") == self.owner["pid"] and held.get("host") == self.owner["host"]
+
+    def verify(self) -> None:
+        """Raise if the lock file was removed or replaced behind this run's back."""
+        if not self._ours():
+            raise OutputError(f"{self.path.parent}: this run's lock {self.path} was removed or taken by another run; "
+                              "its outputs may be mixed with that run's: rerun the job alone")
+
     def release(self) -> None:
         """Remove the lock file if it is still ours."""
-        if _read(self.path).get("pid") == self.owner["pid"] and _read(self.path).get("host") == self.owner["host"]:
+        if self._ours():
             self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> Self:
@@ -132,10 +160,18 @@ def _refusal(path: Path, held: dict[str, Any]) -> str:
             f"running, delete {path}")
 
 
-def claim_output(folder: str | os.PathLike[str]) -> OutputLock:
-    """Create the output folder, lock it and remove temporaries killed runs left in it."""
+def claim_output(folder: str | os.PathLike[str]) -> RunLock:
+    """Create the output folder, lock it and remove temporaries killed runs left in it.
+
+    For an object-storage URL: lock the prefix, remove its stale temporaries and empty the local
+    scratch folder (:func:`geoseg.run.storelock.claim_store_output`)."""
+    from geoseg.io import storage
     from geoseg.io.atomic import remove_stale_temporaries
 
+    if storage.is_url(folder):
+        from geoseg.run.storelock import claim_store_output
+
+        return claim_store_output(str(folder))
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)

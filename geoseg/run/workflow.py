@@ -179,7 +179,8 @@ def run_job(
         check_deeplab_job(job.method, scene)  # a checkpoint that does not fit is refused before any output
     if job.reference is not None:
         check_evaluation_inputs(job, scene)  # so is a reference or regions layer that cannot be used
-    lock = claim_output(out)  # mkdir, one run per folder, stale temporaries removed (geoseg.run.lock)
+    # mkdir, one run per folder or prefix, stale temporaries removed (geoseg.run.lock, geoseg.run.storelock)
+    lock = claim_output(remote.url if remote else out)
     try:
         record = runrecord.RunRecord.start(out, job, scene)
         if remote:
@@ -221,7 +222,8 @@ def run_job(
     finally:
         try:
             if remote:  # run.json on the store; a complete run is published last
-                remote.close(record.path, result.outputs if record.data.get("outcome") == "complete" else None)
+                remote.close(record.path, result.outputs if record.data.get("outcome") == "complete" else None,
+                             before_publish=lock.verify)
         finally:
             lock.release()
     result.outputs["run"] = remote.target(record.path.name) if remote else record.path
