@@ -94,10 +94,13 @@ def test_sigkill_during_labelling_on_s3_then_rerun_gives_identical_output(tmp_pa
     assert storage.read_manifest(url) is None  # nothing is published
     assert not storage.exists(storage.join(url, "labels.zarr", ".zmetadata"))
     assert json.loads(storage.read_text(storage.join(url, "run.json")))["outcome"] == "running"
+    killed_lock = json.loads(storage.read_text(storage.join(url, storage.LOCK_OBJECT)))
+    assert killed_lock["pid"] == proc.pid  # left by the killed run; the rerun takes it over (dead pid, this host)
 
     rerun = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     record = json.loads(storage.read_text(storage.join(url, "run.json")))
     assert record["outcome"] == "complete" and record["chunks_reused"] >= done_before
     assert storage.read_manifest(url) is not None
+    assert not storage.exists(storage.join(url, storage.LOCK_OBJECT))  # released
     assert _pixels(storage.join(url, "labels.zarr")) == _pixels(str(local.outputs["labels"]))
