@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.errors import OutputError
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "geoseg-manifest.json"
 #: The run lock's object directly under an output prefix (the name of the local lock file).
@@ -154,18 +157,27 @@ def remove_store_temporaries(url: str) -> list[str]:
         fs.rm(stale)
     removed = [f"{url.split('://', 1)[0]}://{k}" for k in stale]
     if "s3" in protocols(fs):
-        bucket, key, _ = fs.split_path(p)
-        marker: dict[str, str] = {}
-        while True:
-            page = fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key.rstrip("/") + "/", **marker)
-            for upload in page.get("Uploads", []):
-                fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-                removed.append(f"s3://{bucket}/{upload['Key']} (unfinished upload {upload['UploadId'][:12]})")
-            if not page.get("IsTruncated"):
-                break
-            marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+        try:
+            removed += _abort_unfinished_uploads(fs, p)
+        except PermissionError as exc:  # a policy without s3:ListBucketMultipartUploads: the run still may write
+            log.warning("could not list unfinished uploads under %s (%s); a bucket lifecycle rule "
+                        "(AbortIncompleteMultipartUpload) removes them", url, exc)
     fs.invalidate_cache()
     return removed
+
+
+def _abort_unfinished_uploads(fs: Any, path: str) -> list[str]:
+    bucket, key, _ = fs.split_path(path)
+    removed: list[str] = []
+    marker: dict[str, str] = {}
+    while True:
+        page = fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key.rstrip("/") + "/", **marker)
+        for upload in page.get("Uploads", []):
+            fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            removed.append(f"s3://{bucket}/{upload['Key']} (unfinished upload {upload['UploadId'][:12]})")
+        if not page.get("IsTruncated"):
+            return removed
+        marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
 
 
 def protocols(fs: Any) -> tuple[str, ...]:

@@ -19,7 +19,9 @@ backend but s3fs and S3 servers that ignore ``If-None-Match`` (found by a probe:
 must be refused), get one warning and the same-host lock on the local scratch folder, as before:
 two hosts writing one such prefix are not kept apart.
 
-``GEOSEG_LOCK_TIMEOUT`` (seconds, default 120) sets the timeout a run states in its lock.
+``GEOSEG_LOCK_TIMEOUT`` (seconds, default 120) sets the timeout a run states in its lock;
+``GEOSEG_STORE_LOCK=local`` skips the lock object and takes the same-host lock (for an S3 server
+that rejects conditional writes with an error other than ``NotImplemented``).
 """
 
 from __future__ import annotations
@@ -181,7 +183,9 @@ class StoreLock:
                 if _unsupported(exc):
                     raise NoConditionalWrites(f"the store refused a conditional write: {exc}") from exc
                 if not _conflict(exc):
-                    raise OutputError(f"{self.url}: cannot write the lock {self.lock_url}: {exc}") from exc
+                    raise OutputError(f"{self.url}: cannot write the lock {self.lock_url}: {exc} (a server without "
+                                      "conditional writes: set GEOSEG_STORE_LOCK=local to lock on this host only)"
+                                      ) from exc
             else:
                 self._probe()
                 return
@@ -337,6 +341,8 @@ def claim_store_output(url: str) -> RunLock:
     scratch = storage.scratch_dir(url.rstrip("/"))
     lock: StoreLock | OutputLock
     try:
+        if os.environ.get("GEOSEG_STORE_LOCK", "").lower() == "local":
+            raise NoConditionalWrites("GEOSEG_STORE_LOCK=local")
         lock = StoreLock.acquire(url)
     except NoConditionalWrites as exc:
         log.warning("%s: %s; one run at a time is enforced on this host only (lock %s); do not write this prefix "

@@ -237,3 +237,11 @@ def test_a_bad_lock_timeout_is_refused_in_one_line(monkeypatch):
     monkeypatch.setenv("GEOSEG_LOCK_TIMEOUT", "soon")
     with pytest.raises(OutputError, match="GEOSEG_LOCK_TIMEOUT='soon' is not a number of seconds"):
         storelock.lock_timeout()
+
+
+def test_geoseg_store_lock_local_takes_the_same_host_lock_instead(s3_bucket, monkeypatch):  # noqa: F811
+    url = storage.join(s3_bucket, "local-lock")
+    monkeypatch.setenv("GEOSEG_STORE_LOCK", "local")
+    with claim_output(url) as claim:
+        assert isinstance(claim.lock, OutputLock) and claim.lock.path.parent == storage.scratch_dir(url)
+        assert _lock_object(url) is None
