@@ -3,13 +3,14 @@
 Object stores have no ``O_EXCL``, but S3 has conditional writes (AWS since 2024, and S3-compatible
 servers that implement them): ``PutObject`` with ``If-None-Match: *`` creates an object only if
 there is none, ``If-Match: <ETag>`` replaces or deletes one only if it is unchanged. The lock
-``<prefix>/.geoseg.lock`` is created with the first and holds JSON ``{host, pid, started, command,
-token, timeout_s}``. A heartbeat thread rewrites it every ``timeout_s / 4`` with ``If-Match``, so
-its ``LastModified`` says whether its owner is alive; the age is taken on the store's clock (its
-``Date`` header), so the hosts' clocks need not agree. A lock not rewritten for the ``timeout_s``
-it states, or one of a process that no longer runs on this host, is stale: the next run takes it
-over with ``If-Match`` on its ETag (of two runs taking over at once, one wins) and warns naming
-the old owner. It is released (a conditional delete) when the run ends, also on errors.
+``<prefix>/.geoseg.lock`` is created with the first and holds JSON ``{host, space, pid, started,
+command, token, timeout_s}`` (``space``: boot id and pid namespace, where a pid means something).
+A heartbeat thread rewrites it every ``timeout_s / 4`` with ``If-Match``, so its ``LastModified``
+says whether its owner is alive; the age is taken on the store's clock (its ``Date`` header), so
+the hosts' clocks need not agree. A lock not rewritten for the ``timeout_s`` it states, or one of
+a process that no longer runs on this host (same boot and pid namespace), is stale: the next run
+takes it over with ``If-Match`` on its ETag (of two runs taking over at once, one wins) and warns
+naming the old owner. It is released (a conditional delete) when the run ends, also on errors.
 
 Limits, by design: this is a lease, not a fence. A run that stalls longer than its timeout (a
 frozen VM, a network partition) can lose the lock to another run and learns it at its next
@@ -85,6 +86,18 @@ def _unsupported(exc: BaseException) -> bool:
     return isinstance(exc, NotImplementedError) or _code(exc) in _UNSUPPORTED_CODES
 
 
+def _process_space() -> str:
+    """This machine's boot and pid namespace: a pid can be checked only in the space it belongs to
+    (two containers or VMs may share a host name); empty where the system does not say."""
+    parts = []
+    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(os.readlink(source) if source.endswith("/pid") else Path(source).read_text().strip())
+        except OSError:
+            parts.append("")
+    return "/".join(parts).strip("/")
+
+
 def _utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -101,7 +114,8 @@ class Held:
         """Why its owner is gone (a dead pid on this host, or no heartbeat for the timeout it
         states), or None while it may be alive."""
         o = self.owner
-        if o.get("host") == socket.gethostname() and isinstance(o.get("pid"), int) and not _pid_alive(o["pid"]):
+        here = o.get("host") == socket.gethostname() and o.get("space", "") == _process_space()
+        if here and isinstance(o.get("pid"), int) and not _pid_alive(o["pid"]):
             return "no longer running"
         if self.age_s > self.timeout_s():
             return f"no heartbeat for {self.age_s:.0f} s"
@@ -129,7 +143,8 @@ class StoreLock:
         self.bucket, self.key, _ = self.fs.split_path(path)
         self.timeout_s = float(timeout_s or lock_timeout())
         self.owner: dict[str, Any] = {
-            "geoseg_lock": 1, "host": socket.gethostname(), "pid": os.getpid(), "started": _utc_now(),
+            "geoseg_lock": 1, "host": socket.gethostname(), "space": _process_space(), "pid": os.getpid(),
+            "started": _utc_now(),
             "command": " ".join(sys.argv)[:300], "token": uuid.uuid4().hex, "timeout_s": self.timeout_s,
         }
         self.etag: str | None = None

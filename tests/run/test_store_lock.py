@@ -119,7 +119,12 @@ def test_a_lock_without_heartbeat_is_taken_over_with_a_warning_naming_its_owner(
 def test_a_lock_of_a_dead_process_on_this_host_is_taken_over_at_once(s3_bucket):  # noqa: F811
     url = storage.join(s3_bucket, "killed")
     dead = {"host": socket.gethostname(), "pid": _dead_pid(), "started": "t", "timeout_s": 3600}
-    storage.write_bytes(storage.join(url, storage.LOCK_OBJECT), json.dumps(dead).encode())
+    # the same host name and pid in another container or boot: the pid cannot be checked from here
+    storage.write_bytes(storage.join(url, storage.LOCK_OBJECT), json.dumps({**dead, "space": "other"}).encode())
+    with pytest.raises(OutputError, match=f"pid {dead['pid']} on host {socket.gethostname()}"):
+        claim_output(url)
+    storage.write_bytes(storage.join(url, storage.LOCK_OBJECT),
+                        json.dumps({**dead, "space": storelock._process_space()}).encode())
     with claim_output(url):
         assert _lock_object(url)["pid"] == os.getpid()
     assert _lock_object(url) is None
