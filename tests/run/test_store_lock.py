@@ -70,14 +70,14 @@ def _dead_pid() -> int:
 
 def test_a_second_run_is_refused_while_the_first_keeps_its_heartbeat(tmp_path, s3_bucket, capsys, monkeypatch):  # noqa: F811
     url = storage.join(s3_bucket, "held")
-    monkeypatch.setenv("GEOSEG_LOCK_TIMEOUT", "2")  # the holder beats every 0.5 s
+    monkeypatch.setenv("GEOSEG_LOCK_TIMEOUT", "4")  # the holder beats every second
     holder = subprocess.Popen([sys.executable, "-c", HOLD, url], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": os.getcwd()})
     try:
         assert holder.stdout.readline().strip() == "held"
         fs, key = storage.filesystem(storage.join(url, storage.LOCK_OBJECT))
         first = fs.info(key, refresh=True)["LastModified"]
-        time.sleep(3)  # longer than the timeout: only the heartbeat keeps the lock live
+        time.sleep(5)  # longer than the timeout: only the heartbeat keeps the lock live
         assert fs.info(key, refresh=True)["LastModified"] > first
         job_file = tmp_path / "job.yaml"
         job_file.write_text(yaml.safe_dump(_job(tmp_path, url)))
