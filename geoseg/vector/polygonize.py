@@ -5,9 +5,11 @@ border into pieces. geoseg's result is instead *identical* to one pass of
 ``rasterio.features.shapes(labels, connectivity=4)`` over the whole raster (same polygons per
 class, same areas), however the raster is chunked:
 
-1. Each chunk task polygonises its window with GDAL's polygoniser (through rasterio), in the
-   *pixel* coordinates of the whole raster. Those are integers, so every geometric step below
-   (unions, comparisons) is exact.
+1. Each chunk task polygonises its window in the *pixel* coordinates of the whole raster, with
+   geoseg's compiled polygoniser (:mod:`geoseg.vector.polyraster`: labels to flat ring arrays,
+   no GeoJSON) or, with ``GEOSEG_POLYGONIZER=gdal``, GDAL's (``rasterio.features.shapes``, the
+   oracle it is tested against); both give the same polygons. The coordinates are integers, so
+   every geometric step below (unions, comparisons) is exact.
 2. A polygon that does not touch a border shared with another chunk is a whole region already:
    the task converts it to map coordinates (the raster CRS and transform) and writes it, with
    its class, area and perimeter, as a row of the output layer to the chunk's part file
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -45,6 +48,7 @@ import numpy as np
 import shapely
 from affine import Affine
 
+from geoseg.errors import JobSpecError
 from geoseg.geo import ChunkGrid, Window, geodesic_area_perimeter, halo_window, trim_halo
 from geoseg.io.labelstore import read_label_window
 from geoseg.legend import NODATA_LABEL
@@ -221,18 +225,45 @@ def _polygons_from_geojson(items: list[tuple[dict, float]]) -> tuple[np.ndarray,
     return polys, np.asarray(values).astype(np.int32)
 
 
+#: Environment variable choosing the chunk tasks' polygoniser (read by each task, so a Dask worker
+#: sees the value it was started with): ``compiled`` (default) or ``gdal``.
+POLYGONIZER_ENV = "GEOSEG_POLYGONIZER"
+POLYGONIZERS = ("compiled", "gdal")
+
+
+def polygonizer(method: str | None = None) -> str:
+    """The polygoniser to use: ``method`` if given, else :data:`POLYGONIZER_ENV`, else ``compiled``.
+
+    ``compiled`` is :mod:`geoseg.vector.polyraster` (numba; same polygons, a fraction of the memory
+    and time); ``gdal`` is ``rasterio.features.shapes``, kept as the oracle and the fallback.
+    """
+    choice = (method or os.environ.get(POLYGONIZER_ENV) or "compiled").strip().lower()
+    if choice not in POLYGONIZERS:
+        raise JobSpecError(f"{POLYGONIZER_ENV}={choice!r} is not a polygoniser; use one of {', '.join(POLYGONIZERS)}")
+    return choice
+
+
 def polygonize_window(
-    labels: np.ndarray, window: Window, skip_classes: Sequence[int] = (NODATA_LABEL,)
+    labels: np.ndarray, window: Window, skip_classes: Sequence[int] = (NODATA_LABEL,), *, method: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """All polygons of one window (4-connected regions, clipped to it) in raster pixel coordinates.
 
-    Single pixels become unit squares directly; the rest go through GDAL's polygoniser.
-    GDAL ≥ 3.7's polygoniser (two-arm chains) emits valid 4-connected polygons (holes may touch
-    the shell at a point, which is valid); with an older GDAL, invalid ones are repaired.
+    Pixels of ``skip_classes`` belong to no polygon. ``method`` (see :func:`polygonizer`): the
+    compiled polygoniser, or GDAL's (single pixels become unit squares directly, the rest go
+    through ``rasterio.features.shapes``; GDAL ≥ 3.7 emits valid 4-connected polygons, holes may
+    touch the shell at a point; with an older GDAL, invalid ones are repaired).
     """
+    valid = ~np.isin(labels, np.asarray(skip_classes, dtype=labels.dtype)) if skip_classes else np.ones(labels.shape, bool)
+    if polygonizer(method) == "compiled":
+        from geoseg.vector.polyraster import polygonize_regions
+
+        return polygonize_regions(labels, valid, window.col_off, window.row_off)
+    return _polygonize_window_gdal(labels, window, valid)
+
+
+def _polygonize_window_gdal(labels: np.ndarray, window: Window, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from rasterio.features import shapes
 
-    valid = ~np.isin(labels, np.asarray(skip_classes, dtype=labels.dtype)) if skip_classes else np.ones(labels.shape, bool)
     single = isolated_pixels(labels, valid)
     traced = valid & ~single
     offset = Affine.translation(window.col_off, window.row_off)
