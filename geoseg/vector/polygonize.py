@@ -305,16 +305,22 @@ def touches_sides(geoms: np.ndarray, window: Window, sides: Sequence[str]) -> np
     so reaching a side means sharing at least one pixel edge with it)."""
     if len(geoms) == 0 or not sides:
         return np.zeros(len(geoms), dtype=bool)
-    b = shapely.bounds(geoms)
+    return bounds_touch_sides(shapely.bounds(geoms), window, sides)
+
+
+def bounds_touch_sides(b: np.ndarray, window: Window, sides: Sequence[str]) -> np.ndarray:
+    """:func:`touches_sides` from the polygons' bounds ``(xmin, ymin, xmax, ymax)``."""
+    out = np.zeros(len(b), dtype=bool)
+    if len(b) == 0 or not sides:
+        return out
     limits = {
-        "top": b[:, 1] <= window.row_off,
-        "bottom": b[:, 3] >= window.row_off + window.height,
-        "left": b[:, 0] <= window.col_off,
-        "right": b[:, 2] >= window.col_off + window.width,
+        "top": lambda: b[:, 1] <= window.row_off,
+        "bottom": lambda: b[:, 3] >= window.row_off + window.height,
+        "left": lambda: b[:, 0] <= window.col_off,
+        "right": lambda: b[:, 2] >= window.col_off + window.width,
     }
-    out = np.zeros(len(geoms), dtype=bool)
     for s in sides:
-        out |= limits[s]
+        out |= limits[s]()
     return out
 
 
@@ -359,11 +365,20 @@ def to_map_coords(geoms: np.ndarray, transform: Affine) -> np.ndarray:
 
 
 def chunk_polygons(labels: np.ndarray, window: Window, grid: ChunkGrid, *, skip_classes: Sequence[int],
-                   world: bool = True) -> ChunkPolygons:
-    """Polygonise one chunk and split its polygons into final ones and border pieces."""
+                   world: bool = True, method: str | None = None, arrow_wkb: bool = False) -> ChunkPolygons:
+    """Polygonise one chunk and split its polygons into final ones and border pieces.
+
+    ``arrow_wkb`` (with ``world``): ``final`` may be one ``pyarrow.BinaryArray`` instead of an
+    object array of ``bytes`` (the compiled polygoniser then writes the WKB itself, never making a
+    shapely geometry of a final polygon on a projected grid).
+    """
     t0 = time.perf_counter()
-    geoms, classes = polygonize_window(labels, window, skip_classes)
     sides = shared_sides(window, grid.shape)
+    if polygonizer(method) == "compiled":
+        res = _chunk_polygons_compiled(labels, window, grid, sides, skip_classes, world, arrow_wkb)
+        res.seconds = time.perf_counter() - t0
+        return res
+    geoms, classes = polygonize_window(labels, window, skip_classes, method="gdal")
     on_border = touches_sides(geoms, window, sides)
     final, final_class = geoms[~on_border], classes[~on_border]
     border, border_class = geoms[on_border], classes[on_border]
@@ -390,6 +405,43 @@ def chunk_polygons(labels: np.ndarray, window: Window, grid: ChunkGrid, *, skip_
     )
 
 
+def _chunk_polygons_compiled(labels: np.ndarray, window: Window, grid: ChunkGrid, sides: Sequence[str],
+                             skip_classes: Sequence[int], world: bool, arrow_wkb: bool) -> ChunkPolygons:
+    """:func:`chunk_polygons` from flat rings: border pieces become shapely polygons (the seams need
+    them), final ones go straight to WKB in map coordinates (geographic grids: through shapely, for
+    the ellipsoidal measures)."""
+    from geoseg.vector.polyraster import window_rings
+
+    valid = ~np.isin(labels, np.asarray(skip_classes, dtype=labels.dtype)) if skip_classes else np.ones(labels.shape, bool)
+    rings = window_rings(labels, valid, window.col_off, window.row_off)
+    on_border = bounds_touch_sides(rings.bounds(), window, sides)
+    is_final = ~on_border
+    border = rings.geometries(on_border)
+    area_px = rings.area_px()[is_final]
+    perimeter, area_m2 = None, None
+    if not world:
+        final = rings.geometries(is_final)
+    elif grid.crs.is_geographic:
+        final_px = rings.geometries(is_final)
+        mapped = to_map_coords(final_px, grid.transform)
+        area_m2, perimeter = world_measures(final_px, mapped, grid)
+        final = shapely.to_wkb(mapped)
+    else:
+        wkb, perimeter = rings.map_wkb(is_final, grid.transform)
+        final = wkb if arrow_wkb else wkb.to_numpy(zero_copy_only=False)
+    return ChunkPolygons(
+        window=window,
+        final=final,
+        final_class=rings.classes[is_final],
+        final_area_px=area_px,
+        final_perimeter_m=perimeter,
+        final_area_m2=area_m2,
+        border=border,
+        border_class=rings.classes[on_border],
+        sides=side_owners(border, window, sides),
+    )
+
+
 def vectorize_chunk(window: Window, spec: ChunkSpec) -> ChunkPolygons:
     """The Dask task: read (and sieve) one chunk of the store, polygonise it."""
     t0 = time.perf_counter()
@@ -401,8 +453,10 @@ def vectorize_chunk(window: Window, spec: ChunkSpec) -> ChunkPolygons:
         halo_px=spec.sieve_halo_px,
         skip_classes=spec.skip_classes,
     )
-    res = chunk_polygons(labels, window, spec.grid, skip_classes=spec.skip_classes, world=spec.world)
-    if spec.parts_dir is not None and spec.world and Path(spec.parts_dir).is_dir():
+    to_part = spec.parts_dir is not None and spec.world and Path(spec.parts_dir).is_dir()
+    res = chunk_polygons(labels, window, spec.grid, skip_classes=spec.skip_classes, world=spec.world,
+                         arrow_wkb=to_part)
+    if to_part:
         _to_part(res, spec)  # a worker that cannot see the folder returns its rows instead
     res.seconds = time.perf_counter() - t0
     return res

@@ -175,3 +175,93 @@ def closed_coords(xs, ys, ring_start, ring_stop, order, x_off, y_off):  # noqa: 
         j += 1
         offsets[i + 1] = j
     return coords, offsets
+
+
+@compiled
+def shell_bounds(xs, ys, ring_start, ring_stop, shell_ring):  # noqa: ANN001, ANN202
+    """``(xmin, ymin, xmax, ymax)`` of each polygon, from its shell ring (which holds all its extent)."""
+    n = shell_ring.shape[0]
+    out = np.empty((n, 4), dtype=np.int64)
+    for i in range(n):
+        a, b = ring_start[shell_ring[i]], ring_stop[shell_ring[i]]
+        x0 = x1 = xs[a]
+        y0 = y1 = ys[a]
+        for q in range(a + 1, b):
+            x0 = min(x0, xs[q])
+            x1 = max(x1, xs[q])
+            y0 = min(y0, ys[q])
+            y1 = max(y1, ys[q])
+        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = x0, y0, x1, y1
+    return out
+
+
+@compiled
+def _put_u32(data, o, v):  # noqa: ANN001, ANN202
+    data[o] = v & 255
+    data[o + 1] = (v >> 8) & 255
+    data[o + 2] = (v >> 16) & 255
+    data[o + 3] = (v >> 24) & 255
+
+
+@compiled
+def polygons_wkb(xs, ys, ring_start, ring_stop, order, poly_rings, select, x_off, y_off, t, reverse):  # noqa: ANN001, ANN202
+    """The ``select``-ed polygons as little-endian 2-D WKB in map coordinates, straight from the rings.
+
+    ``order[poly_rings[p]:poly_rings[p + 1]]`` are polygon ``p``'s rings, shell first; ``t`` is the
+    affine ``(a, b, c, d, e, f)``: ``x = c + col * a + row * b``, ``y = f + col * d + row * e``
+    (GDAL's formula, as :func:`geoseg.vector.polygonize.to_map_coords`). ``reverse`` walks every ring
+    backwards (for a transform that flips orientation, so shells stay counter-clockwise).
+    Returns ``(bytes, offsets, perimeter of each polygon in map units)``.
+    """
+    a, b, c, d, e, f = t[0], t[1], t[2], t[3], t[4], t[5]
+    total = 0
+    n = 0
+    for p in range(select.shape[0]):
+        if not select[p]:
+            continue
+        n += 1
+        total += 9
+        for i in range(poly_rings[p], poly_rings[p + 1]):
+            r = order[i]
+            total += 4 + 16 * (ring_stop[r] - ring_start[r] + 1)
+    data = np.empty(total, dtype=np.uint8)
+    offsets = np.empty(n + 1, dtype=np.int64)
+    perimeter = np.zeros(n, dtype=np.float64)
+    pt = np.empty(2, dtype=np.float64)
+    pt_bytes = pt.view(np.uint8)
+    o = 0
+    k = 0
+    offsets[0] = 0
+    for p in range(select.shape[0]):
+        if not select[p]:
+            continue
+        data[o] = 1  # little endian
+        _put_u32(data, o + 1, 3)  # Polygon
+        _put_u32(data, o + 5, poly_rings[p + 1] - poly_rings[p])
+        o += 9
+        length = 0.0
+        for i in range(poly_rings[p], poly_rings[p + 1]):
+            r = order[i]
+            s, m = ring_start[r], ring_stop[r] - ring_start[r]
+            _put_u32(data, o, m + 1)
+            o += 4
+            px = 0.0
+            py = 0.0
+            for j in range(m + 1):
+                q = s + (0 if j == m else ((m - j) % m if reverse else j))
+                col = xs[q] + x_off
+                row = ys[q] + y_off
+                mx = c + col * a + row * b
+                my = f + col * d + row * e
+                if j:
+                    length += np.sqrt((mx - px) ** 2 + (my - py) ** 2)
+                px, py = mx, my
+                pt[0] = mx
+                pt[1] = my
+                for z in range(16):
+                    data[o + z] = pt_bytes[z]
+                o += 16
+        perimeter[k] = length
+        k += 1
+        offsets[k] = o
+    return data, offsets, perimeter

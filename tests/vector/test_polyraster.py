@@ -145,3 +145,53 @@ def test_choosing_the_polygoniser(monkeypatch):
     monkeypatch.setenv(POLYGONIZER_ENV, "potrace")
     with pytest.raises(JobSpecError, match=POLYGONIZER_ENV):
         polygonizer()
+
+
+def _multiset_of_wkb(wkb, classes) -> Counter:
+    return as_multiset(shapely.from_wkb(np.asarray(wkb, dtype=object)), np.asarray(classes))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rasters(max_side=20), st.integers(1, 3), st.sampled_from(["projected", "rotated", "geographic", "pixels"]))
+def test_chunk_rows_compiled_equal_gdal(case, cut, frame):
+    """A chunk task's whole output: final rows (WKB in map coordinates, exterior counter-clockwise,
+    areas, perimeters), border pieces and side owners, for the chunks of a small raster."""
+    from rasterio.crs import CRS
+
+    from geoseg.geo import GeoGrid
+    from geoseg.vector.polygonize import chunk_polygons
+
+    labels, valid = case
+    labels = np.where(valid, labels, NODATA_LABEL).astype(np.uint8)
+    transform = {"projected": Affine(10, 0, 600000, 0, -10, 5200000), "pixels": Affine(10, 0, 600000, 0, -10, 5200000),
+                 "rotated": Affine(3, 1, 1000, 1, -3, 2000), "geographic": Affine(0.01, 0, 10, 0, -0.01, 50)}[frame]
+    crs = CRS.from_epsg(4326 if frame == "geographic" else 32633)
+    h, w = labels.shape
+    grid = GeoGrid.of(h, w, transform, crs).tiles(max(1, max(h, w) // cut))
+    for win in grid.windows():
+        arr = labels[win.slices]
+        got = chunk_polygons(arr, win, grid, skip_classes=(NODATA_LABEL,), world=frame != "pixels",
+                             method="compiled", arrow_wkb=True)
+        ref = chunk_polygons(arr, win, grid, skip_classes=(NODATA_LABEL,), world=frame != "pixels", method="gdal")
+        if frame == "pixels":
+            assert as_multiset(got.final, got.final_class) == as_multiset(ref.final, ref.final_class)
+        else:
+            assert _multiset_of_wkb(got.final, got.final_class) == _multiset_of_wkb(ref.final, ref.final_class)
+            mine = shapely.from_wkb(np.asarray(got.final, dtype=object))
+            assert shapely.is_ccw(shapely.get_exterior_ring(mine)).all()
+            key = np.lexsort((got.final_area_px, got.final_class))
+            key_ref = np.lexsort((ref.final_area_px, ref.final_class))
+            np.testing.assert_array_equal(got.final_area_px[key], ref.final_area_px[key_ref])
+            np.testing.assert_allclose(np.sort(got.final_perimeter_m), np.sort(ref.final_perimeter_m), rtol=1e-12)
+            if frame != "geographic":  # else metres on the ellipsoid
+                np.testing.assert_allclose(got.final_perimeter_m, shapely.length(mine), rtol=1e-12)
+            else:
+                np.testing.assert_allclose(np.sort(got.final_area_m2), np.sort(ref.final_area_m2), rtol=1e-9)
+        assert as_multiset(got.border, got.border_class) == as_multiset(ref.border, ref.border_class)
+        # side owners name the same pixels' polygons (indices differ: compare the owners' shapes)
+        for side, owners in got.sides.items():
+            ref_owners = ref.sides[side]
+            np.testing.assert_array_equal(owners < 0, ref_owners < 0)
+            mine_wkb = shapely.to_wkb(shapely.normalize(got.border[owners[owners >= 0]]))
+            ref_wkb = shapely.to_wkb(shapely.normalize(ref.border[ref_owners[ref_owners >= 0]]))
+            assert mine_wkb.tolist() == ref_wkb.tolist()
