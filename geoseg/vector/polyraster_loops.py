@@ -26,17 +26,21 @@ def _find(parent, i):  # noqa: ANN001, ANN202
 def label_regions(labels, valid):  # noqa: ANN001, ANN202
     """4-connected regions of equal valid labels: ``(region of each pixel or -1, class of each region)``.
 
-    Union-find in one raster scan, each root the region's first pixel in raster order, then the
-    regions numbered in that order (so a region's number follows its top-left-most pixel).
+    Union-find in one raster scan over a single int32 array (each root the region's first pixel
+    in raster order), then two in-place passes: point every pixel at its root, then number the
+    regions in raster order (so a region's number follows its top-left-most pixel). One array of
+    the window's size, not two.
     """
     h, w = labels.shape
-    parent = np.empty(h * w, dtype=np.int32)
+    region = np.empty((h, w), dtype=np.int32)
+    parent = region.reshape(h * w)
     for r in range(h):
         for c in range(w):
             p = r * w + c
-            parent[p] = p
             if not valid[r, c]:
+                parent[p] = -1
                 continue
+            parent[p] = p
             v = labels[r, c]
             if c > 0 and valid[r, c - 1] and labels[r, c - 1] == v:
                 parent[p] = _find(parent, p - 1)
@@ -47,25 +51,28 @@ def label_regions(labels, valid):  # noqa: ANN001, ANN202
                     parent[b] = a
                 elif b < a:
                     parent[a] = b
-    region = np.full((h, w), -1, dtype=np.int32)
+    # every pixel to its root: a parent precedes its child and is already resolved
+    for p in range(h * w):
+        if parent[p] >= 0:
+            parent[p] = parent[parent[p]]
+    # number the roots in raster order; a pixel not yet numbered still holds its root's index,
+    # which precedes it and holds the root's number by then
     cls = np.empty(h * w if h * w < 1024 else 1024, dtype=np.int64)
     n = 0
-    for r in range(h):
-        for c in range(w):
-            if not valid[r, c]:
-                continue
-            p = r * w + c
-            root = _find(parent, p)
-            if root == p:
-                if n == cls.shape[0]:
-                    grown = np.empty(2 * n, dtype=np.int64)
-                    grown[:n] = cls
-                    cls = grown
-                cls[n] = labels[r, c]
-                region[r, c] = n
-                n += 1
-            else:
-                region[r, c] = region[root // w, root % w]
+    for p in range(h * w):
+        q = parent[p]
+        if q < 0:
+            continue
+        if q == p:
+            if n == cls.shape[0]:
+                grown = np.empty(2 * n, dtype=np.int64)
+                grown[:n] = cls
+                cls = grown
+            cls[n] = labels[p // w, p % w]
+            parent[p] = n
+            n += 1
+        else:
+            parent[p] = parent[q]
     return region, cls[:n].copy()
 
 
