@@ -243,6 +243,14 @@ def polygonizer(method: str | None = None) -> str:
     return choice
 
 
+#: The compiled polygoniser indexes a window's pixels with int32: larger windows use GDAL's.
+_COMPILED_MAX_PIXELS = 2**31 - 1
+
+
+def _compiled_for(labels: np.ndarray, method: str | None) -> bool:
+    return polygonizer(method) == "compiled" and labels.size <= _COMPILED_MAX_PIXELS
+
+
 def polygonize_window(
     labels: np.ndarray, window: Window, skip_classes: Sequence[int] = (NODATA_LABEL,), *, method: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -254,7 +262,7 @@ def polygonize_window(
     touch the shell at a point; with an older GDAL, invalid ones are repaired).
     """
     valid = ~np.isin(labels, np.asarray(skip_classes, dtype=labels.dtype)) if skip_classes else np.ones(labels.shape, bool)
-    if polygonizer(method) == "compiled":
+    if _compiled_for(labels, method):
         from geoseg.vector.polyraster import polygonize_regions
 
         return polygonize_regions(labels, valid, window.col_off, window.row_off)
@@ -374,7 +382,7 @@ def chunk_polygons(labels: np.ndarray, window: Window, grid: ChunkGrid, *, skip_
     """
     t0 = time.perf_counter()
     sides = shared_sides(window, grid.shape)
-    if polygonizer(method) == "compiled":
+    if _compiled_for(labels, method):
         res = _chunk_polygons_compiled(labels, window, grid, sides, skip_classes, world, arrow_wkb)
         res.seconds = time.perf_counter() - t0
         return res

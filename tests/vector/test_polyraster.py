@@ -195,3 +195,17 @@ def test_chunk_rows_compiled_equal_gdal(case, cut, frame):
             mine_wkb = shapely.to_wkb(shapely.normalize(got.border[owners[owners >= 0]]))
             ref_wkb = shapely.to_wkb(shapely.normalize(ref.border[ref_owners[ref_owners >= 0]]))
             assert mine_wkb.tolist() == ref_wkb.tolist()
+
+
+def test_windows_too_large_for_int32_indices_use_gdal(monkeypatch):
+    import geoseg.vector.polygonize as polygonize
+    import geoseg.vector.polyraster as polyraster
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the compiled polygoniser was used")
+
+    monkeypatch.setattr(polygonize, "_COMPILED_MAX_PIXELS", 3)
+    monkeypatch.setattr(polyraster, "window_rings", refuse)
+    labels = np.array([[1, 2], [2, 2]], np.uint8)
+    geoms, classes = polygonize_window(labels, Window(0, 0, 2, 2), method="compiled")
+    assert as_multiset(geoms, classes) == as_multiset(*gdal_polygons(labels, np.ones((2, 2), bool)))
