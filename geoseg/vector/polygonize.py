@@ -322,13 +322,13 @@ def bounds_touch_sides(b: np.ndarray, window: Window, sides: Sequence[str]) -> n
     if len(b) == 0 or not sides:
         return out
     limits = {
-        "top": lambda: b[:, 1] <= window.row_off,
-        "bottom": lambda: b[:, 3] >= window.row_off + window.height,
-        "left": lambda: b[:, 0] <= window.col_off,
-        "right": lambda: b[:, 2] >= window.col_off + window.width,
+        "top": b[:, 1] <= window.row_off,
+        "bottom": b[:, 3] >= window.row_off + window.height,
+        "left": b[:, 0] <= window.col_off,
+        "right": b[:, 2] >= window.col_off + window.width,
     }
     for s in sides:
-        out |= limits[s]()
+        out |= limits[s]
     return out
 
 

@@ -5,14 +5,16 @@ GeoJSON dict of Python tuples (~100 bytes a vertex) that must then be turned int
 geometries; on a fragmented 2048² chunk (~42,000 polygons, ~1.7 M vertices) that made each
 vectorise worker peak at ~650 MiB and was most of its CPU time. Here two compiled passes
 (:mod:`geoseg.vector.polyraster_loops`) label the regions and follow their boundaries into flat
-integer arrays of ring corners, and the polygons are built by one ``shapely.from_ragged_array``.
+integer arrays of ring corners (:class:`Rings`); shapely polygons are built from them by one
+``shapely.from_ragged_array``, and a chunk's final polygons go straight to WKB in map
+coordinates (:meth:`Rings.map_wkb`) without ever being geometries.
 
 The rings follow the rule of :mod:`geoseg.vector.gridunion` (turn right where four boundary
 edges meet), so the polygons are those of ``shapes(labels, mask=valid, connectivity=4)`` with
 GDAL ≥ 3.7: one polygon per 4-connected region, diagonal neighbours separate, a hole touching
-its shell at a corner a separate ring, no collinear vertices (tested against it property by
-property in ``tests/vector/test_polyraster.py``). Ring orientation and first vertex may differ from
-GDAL's; nothing downstream depends on them.
+its shell at a corner a separate ring, no collinear vertices (property-tested against it in
+``tests/vector/test_polyraster.py``). Ring orientation, first vertex and the order of the polygons
+(here: by each region's top-left pixel) may differ from GDAL's; nothing downstream depends on them.
 """
 
 from __future__ import annotations
