@@ -32,13 +32,14 @@ BATCH_ROWS = 32_768
 Tally = dict[int, tuple[int, float]]
 
 
-def polygon_batch(wkb: np.ndarray, classes: np.ndarray, area_m2: np.ndarray, perimeter_m: np.ndarray,
+def polygon_batch(wkb: np.ndarray | pa.BinaryArray, classes: np.ndarray, area_m2: np.ndarray, perimeter_m: np.ndarray,
                   names: Sequence[str]) -> pa.RecordBatch:
-    """Rows of the polygon layer; ``names[i]`` is class ``i``'s name (looked up in Arrow, not per row)."""
+    """Rows of the polygon layer; ``names[i]`` is class ``i``'s name (looked up in Arrow, not per row).
+    ``wkb`` may already be an Arrow array (the compiled polygoniser writes one), used as it is."""
     cls = pa.array(np.asarray(classes, dtype=np.int32), pa.int32())
     name_col = pa.array(list(names), pa.string()).take(cls) if len(cls) else pa.array([], pa.string())
     return pa.record_batch(
-        [pa.array(wkb, pa.binary()), cls, name_col, pa.array(area_m2, pa.float64()),
+        [wkb if isinstance(wkb, pa.BinaryArray) else pa.array(wkb, pa.binary()), cls, name_col, pa.array(area_m2, pa.float64()),
          pa.array(perimeter_m, pa.float64())],
         schema=POLYGON_SCHEMA,
     )

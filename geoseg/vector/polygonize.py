@@ -5,9 +5,11 @@ border into pieces. geoseg's result is instead *identical* to one pass of
 ``rasterio.features.shapes(labels, connectivity=4)`` over the whole raster (same polygons per
 class, same areas), however the raster is chunked:
 
-1. Each chunk task polygonises its window with GDAL's polygoniser (through rasterio), in the
-   *pixel* coordinates of the whole raster. Those are integers, so every geometric step below
-   (unions, comparisons) is exact.
+1. Each chunk task polygonises its window in the *pixel* coordinates of the whole raster, with
+   geoseg's compiled polygoniser (:mod:`geoseg.vector.polyraster`: labels to flat ring arrays,
+   no GeoJSON) or, with ``GEOSEG_POLYGONIZER=gdal``, GDAL's (``rasterio.features.shapes``, the
+   oracle it is tested against); both give the same polygons. The coordinates are integers, so
+   every geometric step below (unions, comparisons) is exact.
 2. A polygon that does not touch a border shared with another chunk is a whole region already:
    the task converts it to map coordinates (the raster CRS and transform) and writes it, with
    its class, area and perimeter, as a row of the output layer to the chunk's part file
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -45,6 +48,7 @@ import numpy as np
 import shapely
 from affine import Affine
 
+from geoseg.errors import JobSpecError
 from geoseg.geo import ChunkGrid, Window, geodesic_area_perimeter, halo_window, trim_halo
 from geoseg.io.labelstore import read_label_window
 from geoseg.legend import NODATA_LABEL
@@ -221,18 +225,53 @@ def _polygons_from_geojson(items: list[tuple[dict, float]]) -> tuple[np.ndarray,
     return polys, np.asarray(values).astype(np.int32)
 
 
+#: Environment variable choosing the chunk tasks' polygoniser (read by each task, so a Dask worker
+#: sees the value it was started with): ``compiled`` (default) or ``gdal``.
+POLYGONIZER_ENV = "GEOSEG_POLYGONIZER"
+POLYGONIZERS = ("compiled", "gdal")
+
+
+def polygonizer(method: str | None = None) -> str:
+    """The polygoniser to use: ``method`` if given, else :data:`POLYGONIZER_ENV`, else ``compiled``.
+
+    ``compiled`` is :mod:`geoseg.vector.polyraster` (numba; same polygons, a fraction of the memory
+    and time); ``gdal`` is ``rasterio.features.shapes``, kept as the oracle and the fallback.
+    """
+    choice = (method or os.environ.get(POLYGONIZER_ENV) or "compiled").strip().lower()
+    if choice not in POLYGONIZERS:
+        raise JobSpecError(f"{POLYGONIZER_ENV}={choice!r} is not a polygoniser; use one of {', '.join(POLYGONIZERS)}")
+    return choice
+
+
+#: The compiled polygoniser indexes a window's pixels with int32: larger windows use GDAL's.
+_COMPILED_MAX_PIXELS = 2**31 - 1
+
+
+def _compiled_for(labels: np.ndarray, method: str | None) -> bool:
+    return polygonizer(method) == "compiled" and labels.size <= _COMPILED_MAX_PIXELS
+
+
 def polygonize_window(
-    labels: np.ndarray, window: Window, skip_classes: Sequence[int] = (NODATA_LABEL,)
+    labels: np.ndarray, window: Window, skip_classes: Sequence[int] = (NODATA_LABEL,), *, method: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """All polygons of one window (4-connected regions, clipped to it) in raster pixel coordinates.
 
-    Single pixels become unit squares directly; the rest go through GDAL's polygoniser.
-    GDAL ≥ 3.7's polygoniser (two-arm chains) emits valid 4-connected polygons (holes may touch
-    the shell at a point, which is valid); with an older GDAL, invalid ones are repaired.
+    Pixels of ``skip_classes`` belong to no polygon. ``method`` (see :func:`polygonizer`): the
+    compiled polygoniser, or GDAL's (single pixels become unit squares directly, the rest go
+    through ``rasterio.features.shapes``; GDAL ≥ 3.7 emits valid 4-connected polygons, holes may
+    touch the shell at a point; with an older GDAL, invalid ones are repaired).
     """
+    valid = ~np.isin(labels, np.asarray(skip_classes, dtype=labels.dtype)) if skip_classes else np.ones(labels.shape, bool)
+    if _compiled_for(labels, method):
+        from geoseg.vector.polyraster import polygonize_regions
+
+        return polygonize_regions(labels, valid, window.col_off, window.row_off)
+    return _polygonize_window_gdal(labels, window, valid)
+
+
+def _polygonize_window_gdal(labels: np.ndarray, window: Window, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from rasterio.features import shapes
 
-    valid = ~np.isin(labels, np.asarray(skip_classes, dtype=labels.dtype)) if skip_classes else np.ones(labels.shape, bool)
     single = isolated_pixels(labels, valid)
     traced = valid & ~single
     offset = Affine.translation(window.col_off, window.row_off)
@@ -274,14 +313,20 @@ def touches_sides(geoms: np.ndarray, window: Window, sides: Sequence[str]) -> np
     so reaching a side means sharing at least one pixel edge with it)."""
     if len(geoms) == 0 or not sides:
         return np.zeros(len(geoms), dtype=bool)
-    b = shapely.bounds(geoms)
+    return bounds_touch_sides(shapely.bounds(geoms), window, sides)
+
+
+def bounds_touch_sides(b: np.ndarray, window: Window, sides: Sequence[str]) -> np.ndarray:
+    """:func:`touches_sides` from the polygons' bounds ``(xmin, ymin, xmax, ymax)``."""
+    out = np.zeros(len(b), dtype=bool)
+    if len(b) == 0 or not sides:
+        return out
     limits = {
         "top": b[:, 1] <= window.row_off,
         "bottom": b[:, 3] >= window.row_off + window.height,
         "left": b[:, 0] <= window.col_off,
         "right": b[:, 2] >= window.col_off + window.width,
     }
-    out = np.zeros(len(geoms), dtype=bool)
     for s in sides:
         out |= limits[s]
     return out
@@ -328,11 +373,20 @@ def to_map_coords(geoms: np.ndarray, transform: Affine) -> np.ndarray:
 
 
 def chunk_polygons(labels: np.ndarray, window: Window, grid: ChunkGrid, *, skip_classes: Sequence[int],
-                   world: bool = True) -> ChunkPolygons:
-    """Polygonise one chunk and split its polygons into final ones and border pieces."""
+                   world: bool = True, method: str | None = None, arrow_wkb: bool = False) -> ChunkPolygons:
+    """Polygonise one chunk and split its polygons into final ones and border pieces.
+
+    ``arrow_wkb`` (with ``world``): ``final`` may be one ``pyarrow.BinaryArray`` instead of an
+    object array of ``bytes`` (the compiled polygoniser then writes the WKB itself, never making a
+    shapely geometry of a final polygon on a projected grid).
+    """
     t0 = time.perf_counter()
-    geoms, classes = polygonize_window(labels, window, skip_classes)
     sides = shared_sides(window, grid.shape)
+    if _compiled_for(labels, method):
+        res = _chunk_polygons_compiled(labels, window, grid, sides, skip_classes, world, arrow_wkb)
+        res.seconds = time.perf_counter() - t0
+        return res
+    geoms, classes = polygonize_window(labels, window, skip_classes, method="gdal")
     on_border = touches_sides(geoms, window, sides)
     final, final_class = geoms[~on_border], classes[~on_border]
     border, border_class = geoms[on_border], classes[on_border]
@@ -359,6 +413,43 @@ def chunk_polygons(labels: np.ndarray, window: Window, grid: ChunkGrid, *, skip_
     )
 
 
+def _chunk_polygons_compiled(labels: np.ndarray, window: Window, grid: ChunkGrid, sides: Sequence[str],
+                             skip_classes: Sequence[int], world: bool, arrow_wkb: bool) -> ChunkPolygons:
+    """:func:`chunk_polygons` from flat rings: border pieces become shapely polygons (the seams need
+    them), final ones go straight to WKB in map coordinates (geographic grids: through shapely, for
+    the ellipsoidal measures)."""
+    from geoseg.vector.polyraster import window_rings
+
+    valid = ~np.isin(labels, np.asarray(skip_classes, dtype=labels.dtype)) if skip_classes else np.ones(labels.shape, bool)
+    rings = window_rings(labels, valid, window.col_off, window.row_off)
+    on_border = bounds_touch_sides(rings.bounds(), window, sides)
+    is_final = ~on_border
+    border = rings.geometries(on_border)
+    area_px = rings.area_px()[is_final]
+    perimeter, area_m2 = None, None
+    if not world:
+        final = rings.geometries(is_final)
+    elif grid.crs.is_geographic:
+        final_px = rings.geometries(is_final)
+        mapped = to_map_coords(final_px, grid.transform)
+        area_m2, perimeter = world_measures(final_px, mapped, grid)
+        final = shapely.to_wkb(mapped)
+    else:
+        wkb, perimeter = rings.map_wkb(is_final, grid.transform)
+        final = wkb if arrow_wkb else wkb.to_numpy(zero_copy_only=False)
+    return ChunkPolygons(
+        window=window,
+        final=final,
+        final_class=rings.classes[is_final],
+        final_area_px=area_px,
+        final_perimeter_m=perimeter,
+        final_area_m2=area_m2,
+        border=border,
+        border_class=rings.classes[on_border],
+        sides=side_owners(border, window, sides),
+    )
+
+
 def vectorize_chunk(window: Window, spec: ChunkSpec) -> ChunkPolygons:
     """The Dask task: read (and sieve) one chunk of the store, polygonise it."""
     t0 = time.perf_counter()
@@ -370,8 +461,10 @@ def vectorize_chunk(window: Window, spec: ChunkSpec) -> ChunkPolygons:
         halo_px=spec.sieve_halo_px,
         skip_classes=spec.skip_classes,
     )
-    res = chunk_polygons(labels, window, spec.grid, skip_classes=spec.skip_classes, world=spec.world)
-    if spec.parts_dir is not None and spec.world and Path(spec.parts_dir).is_dir():
+    to_part = spec.parts_dir is not None and spec.world and Path(spec.parts_dir).is_dir()
+    res = chunk_polygons(labels, window, spec.grid, skip_classes=spec.skip_classes, world=spec.world,
+                         arrow_wkb=to_part)
+    if to_part:
         _to_part(res, spec)  # a worker that cannot see the folder returns its rows instead
     res.seconds = time.perf_counter() - t0
     return res
