@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 import numpy as np
 import shapely
 
-from geoseg.vector.gridunion import union_pieces
+from geoseg.vector.gridunion import union_many
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,11 @@ def seam_contacts(pieces: dict[ChunkKey, BorderPieces], offsets: dict[ChunkKey, 
     return np.unique(np.concatenate(pairs), axis=0)
 
 
-def union_each(groups: list[np.ndarray]) -> np.ndarray:
+def union_each(groups: list[np.ndarray], cell: int = 1) -> np.ndarray:
     """Union each group of pieces into one polygon, exactly and without the collinear vertices the
-    seams leave behind (:func:`geoseg.vector.gridunion.union_pieces`: linear in the vertices)."""
-    merged = np.empty(len(groups), dtype=object)
-    merged[:] = [union_pieces(g) for g in groups]
-    return merged
+    seams leave behind (:func:`geoseg.vector.gridunion.union_many`; ``cell``: the chunk size, the
+    seams being its multiples)."""
+    return union_many(groups, cell)
 
 
 def union_groups(geoms: np.ndarray, classes: np.ndarray, group: np.ndarray,
@@ -108,12 +108,14 @@ class SeamMerger:
     ``add`` takes one chunk's result (in any order) and returns the regions it completed, if a
     merge round ran; ``finish`` (after the last chunk) returns all the rest. Every region comes out
     exactly once. ``round_pieces`` sets how many new pieces trigger a round (1: after every chunk).
+    ``cell``: the chunk size in pixels (the seams are its multiples; 1 assumes nothing, slower);
+    used by the default ``union``.
     """
 
-    def __init__(self, chunks_shape: tuple[int, int], union: Unioner = union_each,
-                 round_pieces: int = ROUND_PIECES) -> None:
+    def __init__(self, chunks_shape: tuple[int, int], union: Unioner | None = None,
+                 round_pieces: int = ROUND_PIECES, cell: int = 1) -> None:
         self.chunks_shape = chunks_shape
-        self.union = union
+        self.union = union if union is not None else partial(union_each, cell=cell)
         self.round_pieces = max(1, int(round_pieces))
         self.pieces: dict[ChunkKey, BorderPieces] = {}
         self.merged: dict[ChunkKey, np.ndarray] = {}  # per chunk: which of its pieces are already out

@@ -50,7 +50,7 @@ from geoseg.vector.polygonize import (
     world_measures,
 )
 from geoseg.vector.seams import ROUND_PIECES as SEAM_ROUND_PIECES
-from geoseg.vector.seams import SeamMerger, union_each
+from geoseg.vector.seams import SeamMerger
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -100,7 +100,7 @@ def vectorize_array(
     """
     grid = GeoGrid(labels.shape[0], labels.shape[1], transform, UNREFERENCED).tiles(chunk)
     halo = _halo(min_mapping_unit_px, sieve_halo_px)
-    merger = SeamMerger(grid.chunks_shape)
+    merger = SeamMerger(grid.chunks_shape, cell=chunk)
     finals, final_cls = [], []
     for w in grid.windows():
         arr = prepare_chunk(lambda win: labels[win.slices], w, grid.shape, min_mapping_unit_px=min_mapping_unit_px,
@@ -324,8 +324,7 @@ def vectorize_labels(
     timings = {"chunk_tasks_s": 0.0, "merge_s": 0.0}
 
     def batches() -> Iterator[pa.RecordBatch]:
-        unioner = union_each
-        merger = SeamMerger(grid.chunks_shape, unioner, round_pieces=seam_round_pieces)
+        merger = SeamMerger(grid.chunks_shape, round_pieces=seam_round_pieces, cell=grid.chunk)
         in_order = InOrder()
         pixel_polygons: list[tuple[np.ndarray, np.ndarray]] = []  # only with simplification
 
