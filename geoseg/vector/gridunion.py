@@ -101,6 +101,8 @@ def _point_contacts(pieces: np.ndarray, piece_group: np.ndarray, vertex_piece: n
 
 def _batch_union(groups: Sequence[np.ndarray], cell: int) -> np.ndarray | None:
     """One polygon per group (each group: the pieces of one edge-connected region), or None."""
+    from geoseg.vector.gridunion_loops import split_edges, trace_rings
+
     sizes = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
     pieces = np.concatenate([np.asarray(g, dtype=object) for g in groups])
     piece_group = np.repeat(np.arange(len(groups)), sizes)
@@ -111,38 +113,16 @@ def _batch_union(groups: Sequence[np.ndarray], cell: int) -> np.ndarray | None:
         return None
     origin = xy.min(axis=0)
     ixy = (xy - origin).astype(np.int64)
-    # seams are multiples of cell in raster coordinates: shift the test by the origin
-    off = origin.astype(np.int64) % cell
+    off = origin.astype(np.int64) % cell  # seams are multiples of cell in raster coordinates
     ring_group = piece_group[ring_piece]
-    in_ring = ring_of[1:] == ring_of[:-1]
-    # twice the pieces' area per group (exterior +, holes -), to check the result against
-    starts_in = np.flatnonzero(np.r_[True, ~in_ring])
-    piece_area2 = np.bincount(ring_group, weights=_twice_areas(ixy, starts_in), minlength=len(groups))
+    ring_start = np.searchsorted(ring_of, np.arange(len(rings) + 1))
+    piece_area2 = np.bincount(ring_group, weights=_twice_areas(ixy, ring_start[:-1]), minlength=len(groups))
     touch = _point_contacts(pieces, piece_group, ring_piece[ring_of], ixy, origin, cell)
-    a, b, e_ring = ixy[:-1][in_ring], ixy[1:][in_ring], ring_of[:-1][in_ring]
-    touch_a, touch_b = touch[:-1][in_ring], touch[1:][in_ring]
-    d = b - a
-    if np.any((d[:, 0] != 0) & (d[:, 1] != 0)):
+    start, end, code, seam_edge, link_start, link_end, ring, nxt, ok = split_edges(
+        ixy, ring_start, cell, int(off[0]), int(off[1]), touch)
+    del xy, ring_of, touch
+    if not ok or len(start) < 4:
         return None
-    length = np.abs(d).sum(axis=1)
-    keep = length > 0
-    a, b, d, length, e_ring = a[keep], b[keep], d[keep], length[keep], e_ring[keep]
-    touch_a, touch_b = touch_a[keep], touch_b[keep]
-    unit = np.sign(d)
-    # edges along a seam line are split into unit edges (only those can be shared)
-    along = ((d[:, 0] == 0) & ((a[:, 0] + off[0]) % cell == 0)) | ((d[:, 1] == 0) & ((a[:, 1] + off[1]) % cell == 0))
-    counts = np.where(along, length, 1)
-    idx = np.repeat(np.arange(len(a)), counts)
-    step = np.arange(len(idx)) - np.repeat(np.cumsum(counts) - counts, counts)
-    unit = unit[idx]
-    start = a[idx] + unit * step[:, None]
-    seam_edge = along[idx]
-    end = np.where(seam_edge[:, None], start + unit, b[idx])
-    ring = e_ring[idx]
-    # corners off the seams where two pieces of one chunk touch (only edges not on a seam end there)
-    touch_start, touch_end = touch_a[idx] & ~seam_edge, touch_b[idx] & ~seam_edge
-    del idx, step, a, b, d
-    n = len(start)
     group = ring_group[ring]
     span = ixy.max(axis=0) + 2
     if float(len(groups)) * float(span[0]) * float(span[1]) >= 2.0**62:
@@ -153,7 +133,7 @@ def _batch_union(groups: Sequence[np.ndarray], cell: int) -> np.ndarray | None:
 
     # an edge shared by two pieces of one group appears once in each direction: drop both
     s = np.flatnonzero(seam_edge)
-    lo = key(np.minimum(start[s], end[s]), group[s]) * 2 + (unit[s, 0] == 0)
+    lo = key(np.minimum(start[s], end[s]), group[s]) * 2 + (code[s] % 2)
     order = np.argsort(lo, kind="stable")
     lo_s = lo[order]
     pair = lo_s[1:] == lo_s[:-1]
@@ -162,21 +142,15 @@ def _batch_union(groups: Sequence[np.ndarray], cell: int) -> np.ndarray | None:
     dup = np.zeros(len(s), dtype=bool)
     dup[1:] |= pair
     dup[:-1] |= pair
-    kept = np.ones(n, dtype=bool)
+    kept = np.ones(len(start), dtype=bool)
     kept[s[order[dup]]] = False
-    # successor: the next edge of the same ring, except at corners on seam lines, where rings of
-    # different pieces meet; there edges in and out are matched by corner (turning right where two arrive)
-    first_of_ring = np.flatnonzero(np.r_[True, ring[1:] != ring[:-1]])
-    nxt = np.arange(1, n + 1)
-    last_of_ring = np.r_[first_of_ring[1:], n] - 1
-    nxt[last_of_ring] = first_of_ring
-    seam_end = kept & (_on_seam(end + off, cell) | touch_end)
-    seam_start = kept & (_on_seam(start + off, cell) | touch_start)
-    ins, outs = np.flatnonzero(seam_end), np.flatnonzero(seam_start)
+    # at corners on seam lines (and where pieces touch) rings of different pieces meet: match the
+    # edges in and out by corner, turning right where two arrive; elsewhere the ring successor stays
+    ins, outs = np.flatnonzero(kept & link_end), np.flatnonzero(kept & link_start)
     ke, ks = key(end[ins], group[ins]), key(start[outs], group[outs])
-    by_end, by_start = ins[np.argsort(ke, kind="stable")], outs[np.argsort(ks, kind="stable")]
-    ke_sorted = np.sort(ke)
-    if len(ke) != len(ks) or not np.array_equal(ke_sorted, np.sort(ks)):
+    oe, os_ = np.argsort(ke, kind="stable"), np.argsort(ks, kind="stable")
+    by_end, by_start, ke_sorted = ins[oe], outs[os_], ke[oe]
+    if len(ke) != len(ks) or not np.array_equal(ke_sorted, ks[os_]):
         return None
     nxt[by_end] = by_start
     two = np.flatnonzero(ke_sorted[1:] == ke_sorted[:-1])
@@ -184,41 +158,21 @@ def _batch_union(groups: Sequence[np.ndarray], cell: int) -> np.ndarray | None:
         if np.any(np.diff(two) == 1):  # three or more edges into one corner: not a pixel boundary
             return None
         e1, e2, o1, o2 = by_end[two], by_end[two + 1], by_start[two], by_start[two + 1]
-        right = unit[e1, 0] * unit[o1, 1] - unit[e1, 1] * unit[o1, 0] < 0
+        u = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]])
+        ue, uo = u[code[e1]], u[code[o1]]
+        right = ue[:, 0] * uo[:, 1] - ue[:, 1] * uo[:, 0] < 0
         nxt[e1] = np.where(right, o1, o2)
         nxt[e2] = np.where(right, o2, o1)
-    # compact to the kept edges, follow the rings
-    live = np.flatnonzero(kept)
-    if len(live) < 4:
+    if not kept[nxt[kept]].all():
         return None
-    new_id = np.full(n, -1, dtype=np.int64)
-    new_id[live] = np.arange(len(live))
-    nxt_live = new_id[nxt[live]]
-    if np.any(nxt_live < 0):
-        return None
-    start, unit, group = start[live], unit[live], group[live]
-    del kept, nxt, end, ring, seam_edge, new_id
-    from geoseg.vector.gridunion_loops import walk_cycles
-
-    seq, cycle_of_seq = walk_cycles(nxt_live)
-    prev = np.empty(len(live), dtype=np.int64)
-    prev[nxt_live] = np.arange(len(live))
-    turn = np.any(unit[prev] != unit, axis=1)
-    keep_corner = turn[seq]
-    seq, ring_id = seq[keep_corner], cycle_of_seq[keep_corner]
-    starts = np.flatnonzero(np.r_[True, ring_id[1:] != ring_id[:-1]])
-    ends = np.r_[starts[1:], len(seq)]
-    closed = _closing_index(starts, ends)
-    pts = start[seq][closed]
-    closed_starts = starts + np.arange(len(starts))
-    area2 = _twice_areas(pts, closed_starts)
-    ring_grp = group[seq[starts]]
+    pts, offsets, firsts, area2 = trace_rings(nxt, kept, start, code)
+    ring_grp = group[firsts]
     shell = area2 > 0
     if np.any(np.bincount(ring_grp[shell], minlength=len(groups)) != 1):
         return None
     if np.any(np.bincount(ring_grp, weights=area2, minlength=len(groups)) != piece_area2):
         return None
-    ring_idx = np.repeat(np.arange(len(starts)), ends - starts + 1)
+    ring_idx = np.repeat(np.arange(len(firsts)), np.diff(offsets))
     lines = shapely.linearrings(pts.astype(np.float64) + origin, indices=ring_idx)
     order = np.lexsort((~shell, ring_grp))  # per group: its shell, then its holes
     return shapely.polygons(lines[order], indices=ring_grp[order])
