@@ -50,26 +50,35 @@ class BorderPieces(Protocol):
 
 
 _NEIGHBOUR = {"top": (-1, 0), "bottom": (1, 0), "left": (0, -1), "right": (0, 1)}
+_OPPOSITE = {"top": "bottom", "bottom": "top", "left": "right", "right": "left"}
+
+
+def seam_pairs(here: BorderPieces, there: BorderPieces, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """Local indices of the pieces of ``here`` and of its neighbour ``there`` (across ``here``'s
+    ``side``, "right" or "bottom") that share a pixel edge across the seam, with the same class.
+
+    Pixels are compared one to one along the seam: pixels that face each other diagonally never
+    pair, which is 4-connectivity.
+    """
+    a, b = here.sides[side], there.sides[_OPPOSITE[side]]
+    ok = (a >= 0) & (b >= 0)
+    a, b = a[ok], b[ok]
+    same = here.border_class[a] == there.border_class[b]
+    code = np.unique(a[same] * max(1, len(there.border)) + b[same])
+    return code // max(1, len(there.border)), code % max(1, len(there.border))
 
 
 def seam_contacts(pieces: dict[ChunkKey, BorderPieces], offsets: dict[ChunkKey, int],
-                  classes: np.ndarray) -> np.ndarray:
-    """Pairs of global border-piece ids that share a pixel edge across a seam, with the same class.
-
-    Only the edge neighbours (right, below) of each chunk are compared, row by row or column by
-    column: pixels that face each other diagonally never pair, which is 4-connectivity.
-    """
+                  classes: np.ndarray | None = None) -> np.ndarray:
+    """Pairs of global border-piece ids (``offsets``: each chunk's first) that share a pixel edge
+    across a seam, with the same class, over all seams of ``pieces`` (right and below neighbours)."""
     pairs = []
     for (iy, ix), here in pieces.items():
-        for side, other_side, key in (("right", "left", (iy, ix + 1)), ("bottom", "top", (iy + 1, ix))):
+        for side, key in (("right", (iy, ix + 1)), ("bottom", (iy + 1, ix))):
             there = pieces.get(key)
-            if there is None:
-                continue
-            a, b = here.sides[side], there.sides[other_side]
-            ok = (a >= 0) & (b >= 0)
-            ga, gb = a[ok] + offsets[(iy, ix)], b[ok] + offsets[key]
-            same = classes[ga] == classes[gb]
-            pairs.append(np.column_stack([ga[same], gb[same]]))
+            if there is not None:
+                ia, ib = seam_pairs(here, there, side)
+                pairs.append(np.column_stack([ia + offsets[(iy, ix)], ib + offsets[key]]))
     if not pairs:
         return np.empty((0, 2), dtype=np.int64)
     return np.unique(np.concatenate(pairs), axis=0)
@@ -119,6 +128,9 @@ class SeamMerger:
         self.round_pieces = max(1, int(round_pieces))
         self.pieces: dict[ChunkKey, BorderPieces] = {}
         self.merged: dict[ChunkKey, np.ndarray] = {}  # per chunk: which of its pieces are already out
+        # contacts across each seam whose two chunks are here (upper/left chunk, lower/right chunk):
+        # found once, when the second of them arrives; pairs of merged pieces are dropped after a round
+        self.contacts: dict[tuple[ChunkKey, ChunkKey], tuple[np.ndarray, np.ndarray]] = {}
         self.waiting = 0  # pieces not yet merged
         self.since_round = 0
         self.rounds = 0
@@ -130,6 +142,14 @@ class SeamMerger:
             raise ValueError(f"chunk {key} was added twice")
         self.pieces[key] = chunk
         self.merged[key] = np.zeros(len(chunk.border), dtype=bool)
+        iy, ix = key
+        for side, (dy, dx) in _NEIGHBOUR.items():
+            other = (iy + dy, ix + dx)
+            if other in self.pieces and side in chunk.sides:
+                if side in ("right", "bottom"):
+                    self.contacts[(key, other)] = seam_pairs(chunk, self.pieces[other], side)
+                else:
+                    self.contacts[(other, key)] = seam_pairs(self.pieces[other], chunk, _OPPOSITE[side])
         self.waiting += len(chunk.border)
         self.since_round += len(chunk.border)
         self.peak_waiting = max(self.peak_waiting, self.waiting)
@@ -159,8 +179,7 @@ class SeamMerger:
             return np.empty(0, dtype=object), np.empty(0, dtype=np.int32)
         classes = np.concatenate([self.pieces[k].border_class for k in keys]).astype(np.int32)
         done = np.concatenate([self.merged[k] for k in keys])
-        pairs = seam_contacts(self.pieces, offsets, classes)
-        pairs = pairs[~done[pairs[:, 0]]]  # a merged piece only touches merged pieces of its own region
+        pairs = self._pairs(offsets)
         graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
         _, group = connected_components(graph, directed=False)
         ready = ~done
@@ -177,7 +196,20 @@ class SeamMerger:
                 self.merged[k][sel] = True
                 self.pieces[k].border[sel] = None
         self.waiting -= len(idx)
+        for seam, (ia, ib) in list(self.contacts.items()):  # a merged piece only touches merged ones
+            live = ~self.merged[seam[0]][ia]
+            if not live.any():
+                del self.contacts[seam]
+            elif not live.all():
+                self.contacts[seam] = ia[live], ib[live]
         return out
+
+    def _pairs(self, offsets: dict[ChunkKey, int]) -> np.ndarray:
+        """The contacts of the pieces not merged yet, as pairs of ids numbered by ``offsets``."""
+        if not self.contacts:
+            return np.empty((0, 2), dtype=np.int64)
+        return np.concatenate([np.column_stack([ia + offsets[a], ib + offsets[b]])
+                               for (a, b), (ia, ib) in self.contacts.items()])
 
     def _open_pieces(self, keys: list[ChunkKey], offsets: dict[ChunkKey, int], n: int) -> np.ndarray:
         """Pieces owning a pixel on a side whose neighbouring chunk has not arrived yet."""
