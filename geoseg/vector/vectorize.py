@@ -321,7 +321,7 @@ def vectorize_labels(
     windows = list(grid.windows())
     index_of = {(w.row_off, w.col_off): i for i, w in enumerate(windows)}
     tally = _Tally()
-    timings = {"chunk_tasks_s": 0.0, "merge_s": 0.0}
+    timings = {"chunk_tasks_s": 0.0, "merge_s": 0.0, "merge_cpu_s": 0.0}  # merge: wall and this thread's CPU
 
     def batches() -> Iterator[pa.RecordBatch]:
         merger = SeamMerger(grid.chunks_shape, round_pieces=seam_round_pieces, cell=grid.chunk)
@@ -351,14 +351,16 @@ def vectorize_labels(
                 tally.add(res.final_class, area)
                 assert res.final_perimeter_m is not None  # world coordinates (no simplify) carry perimeters
                 yield polygon_batch(res.final, res.final_class, area, res.final_perimeter_m, names)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             merged = merger.add(_chunk_index(res.window, grid.chunk), res)
             timings["merge_s"] += time.perf_counter() - t0
+            timings["merge_cpu_s"] += time.thread_time() - c0
             del res  # the chunk's seam pieces live on in the merger only
             yield from merged_batches(*merged)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         merged = merger.finish()
         timings["merge_s"] += time.perf_counter() - t0
+        timings["merge_cpu_s"] += time.thread_time() - c0
         timings["seam_pieces_peak"] = merger.peak_waiting
         timings["merge_rounds"] = merger.rounds
         yield from merged_batches(*merged)
