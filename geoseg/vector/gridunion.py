@@ -101,7 +101,7 @@ def _point_contacts(pieces: np.ndarray, piece_group: np.ndarray, vertex_piece: n
 
 def _batch_union(groups: Sequence[np.ndarray], cell: int) -> np.ndarray | None:
     """One polygon per group (each group: the pieces of one edge-connected region), or None."""
-    from geoseg.vector.gridunion_loops import split_edges, trace_rings
+    from geoseg.vector.gridunion_loops import gather_rings, split_edges, to_grid, trace_rings
 
     sizes = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
     pieces = np.concatenate([np.asarray(g, dtype=object) for g in groups])
@@ -109,10 +109,10 @@ def _batch_union(groups: Sequence[np.ndarray], cell: int) -> np.ndarray | None:
     oriented = shapely.orient_polygons(pieces, exterior_cw=False)
     rings, ring_piece = shapely.get_rings(oriented, return_index=True)
     xy, ring_of = shapely.get_coordinates(rings, return_index=True)
-    if np.any(xy != np.round(xy)):
+    ixy, ox, oy, integral = to_grid(xy)
+    if not integral:
         return None
-    origin = xy.min(axis=0)
-    ixy = (xy - origin).astype(np.int64)
+    origin = np.array([ox, oy])
     off = origin.astype(np.int64) % cell  # seams are multiples of cell in raster coordinates
     ring_group = piece_group[ring_piece]
     ring_start = np.searchsorted(ring_of, np.arange(len(rings) + 1))
@@ -172,10 +172,10 @@ def _batch_union(groups: Sequence[np.ndarray], cell: int) -> np.ndarray | None:
         return None
     if np.any(np.bincount(ring_grp, weights=area2, minlength=len(groups)) != piece_area2):
         return None
-    ring_idx = np.repeat(np.arange(len(firsts)), np.diff(offsets))
-    lines = shapely.linearrings(pts.astype(np.float64) + origin, indices=ring_idx)
     order = np.lexsort((~shell, ring_grp))  # per group: its shell, then its holes
-    return shapely.polygons(lines[order], indices=ring_grp[order])
+    coords, ring_offsets = gather_rings(pts, offsets, order, ox, oy)
+    polygon_offsets = np.searchsorted(ring_grp[order], np.arange(len(groups) + 1))
+    return shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, (ring_offsets, polygon_offsets))
 
 
 def _closing_index(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

@@ -158,3 +158,43 @@ def trace_rings(nxt, kept, start, code):
         firsts.append(i)
         areas.append(a2)
     return pts[:p], np.array(offsets, dtype=np.int64), np.array(firsts, dtype=np.int64), np.array(areas, dtype=np.int64)
+
+
+@compiled
+def to_grid(xy):
+    """Integer coordinates relative to their minimum, the minimum, and whether all were integers."""
+    n = xy.shape[0]
+    out = np.empty((n, 2), dtype=np.int64)
+    if n == 0:
+        return out, 0.0, 0.0, True
+    x0, y0 = xy[0, 0], xy[0, 1]
+    for i in range(n):
+        x, y = xy[i, 0], xy[i, 1]
+        if x != np.floor(x) or y != np.floor(y):
+            return out, 0.0, 0.0, False
+        x0 = min(x0, x)
+        y0 = min(y0, y)
+    for i in range(n):
+        out[i, 0] = np.int64(xy[i, 0] - x0)
+        out[i, 1] = np.int64(xy[i, 1] - y0)
+    return out, x0, y0, True
+
+
+@compiled
+def gather_rings(pts, offsets, order, ox, oy):
+    """The rings' points (``offsets`` into ``pts``) in ``order``, shifted back by the origin, as floats."""
+    total = 0
+    for r in order:
+        total += offsets[r + 1] - offsets[r]
+    out = np.empty((total, 2), dtype=np.float64)
+    ring_offsets = np.empty(order.shape[0] + 1, dtype=np.int64)
+    ring_offsets[0] = 0
+    k = 0
+    for t in range(order.shape[0]):
+        r = order[t]
+        for i in range(offsets[r], offsets[r + 1]):
+            out[k, 0] = pts[i, 0] + ox
+            out[k, 1] = pts[i, 1] + oy
+            k += 1
+        ring_offsets[t + 1] = k
+    return out, ring_offsets
