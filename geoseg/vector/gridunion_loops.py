@@ -1,7 +1,9 @@
-"""The one compiled loop of :mod:`geoseg.vector.gridunion`: following each ring's edges in order.
+"""The compiled loops of :mod:`geoseg.vector.gridunion`: one pass each over a batch's vertices
+(integer check, splitting the seam edges, following the rings, gathering them in order).
 
-Kept apart (and at module level) so numba's on-disk cache finds it and importing gridunion stays
-cheap; see :mod:`geoseg._kernels.compiled`.
+Kept apart (and at module level) so numba's on-disk cache finds them and importing gridunion stays
+cheap; see :mod:`geoseg._kernels.compiled`. As numpy expressions these passes made many
+temporaries of the whole batch and took three times as long.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ it is *closed*: none of its pieces owns a pixel on a side whose neighbouring chu
 come. A closed group cannot gain pieces any more (contacts only exist across seams whose two
 chunks are done), so merging it early gives exactly the polygon a final merge would give, and
 the client holds only the pieces along the open front of finished chunks.
+
+The contacts across a seam are found once, when the second of its two chunks arrives (a round
+only gathers those of pieces still waiting), and the groups of a round are unioned together in
+batches (:func:`geoseg.vector.gridunion.union_many`), comparing edges only on the seam lines.
 """
 
 from __future__ import annotations
