@@ -14,29 +14,6 @@ from geoseg._kernels.compiled import compiled
 
 
 @compiled
-def walk_cycles(nxt):
-    """The edges in ring order (each ring from its lowest edge index), and each one's ring number."""
-    n = nxt.shape[0]
-    seen = np.zeros(n, dtype=np.bool_)
-    order = np.empty(n, dtype=np.int64)
-    ring = np.empty(n, dtype=np.int64)
-    k = 0
-    c = 0
-    for i in range(n):
-        if seen[i]:
-            continue
-        j = i
-        while not seen[j]:
-            seen[j] = True
-            order[k] = j
-            ring[k] = c
-            k += 1
-            j = nxt[j]
-        c += 1
-    return order, ring
-
-
-@compiled
 def split_edges(xy, ring_start, cell, offx, offy, touch):
     """Every ring's edges in order, those along a seam line (a multiple of ``cell`` after adding the
     offsets) split into unit edges; zero-length edges dropped.
@@ -122,11 +99,14 @@ def trace_rings(nxt, kept, start, code):
     n = nxt.shape[0]
     seen = np.zeros(n, dtype=np.bool_)
     buf = np.empty(n, dtype=np.int64)
-    pts = np.empty((n + n // 2 + 4, 2), dtype=np.int64)
-    offsets = [0]
-    firsts = []
-    areas = []
+    pts = np.empty((n + n // 4 + 2, 2), dtype=np.int64)  # a ring has at least 4 edges: at most n/4 closings
+    cap = n // 4 + 2
+    offsets = np.empty(cap + 1, dtype=np.int64)
+    firsts = np.empty(cap, dtype=np.int64)
+    areas = np.empty(cap, dtype=np.int64)
+    offsets[0] = 0
     p = 0
+    r = 0
     for i in range(n):
         if seen[i] or not kept[i]:
             continue
@@ -137,10 +117,6 @@ def trace_rings(nxt, kept, start, code):
             buf[m] = j
             m += 1
             j = nxt[j]
-        if p + m + 1 > pts.shape[0]:
-            grown = np.empty((2 * (p + m + 1), 2), dtype=np.int64)
-            grown[:p] = pts[:p]
-            pts = grown
         first_p = p
         prev_code = code[buf[m - 1]]
         for t in range(m):
@@ -156,10 +132,11 @@ def trace_rings(nxt, kept, start, code):
         a2 = 0
         for t in range(first_p, p - 1):
             a2 += pts[t, 0] * pts[t + 1, 1] - pts[t + 1, 0] * pts[t, 1]
-        offsets.append(p)
-        firsts.append(i)
-        areas.append(a2)
-    return pts[:p], np.array(offsets, dtype=np.int64), np.array(firsts, dtype=np.int64), np.array(areas, dtype=np.int64)
+        offsets[r + 1] = p
+        firsts[r] = i
+        areas[r] = a2
+        r += 1
+    return pts[:p], offsets[:r + 1], firsts[:r], areas[:r]
 
 
 @compiled
