@@ -43,10 +43,6 @@ def _geos_union(pieces: np.ndarray) -> shapely.Geometry:
     return shapely.simplify(shapely.union_all(pieces), 0.0, preserve_topology=False)
 
 
-def _on_seam(xy: np.ndarray, cell: int) -> np.ndarray:
-    return (xy[:, 0] % cell == 0) | (xy[:, 1] % cell == 0)
-
-
 def _twice_areas(pts: np.ndarray, ring_starts: np.ndarray) -> np.ndarray:
     """Signed twice-areas (shoelace, exact in integers) of closed rings stored back to back."""
     x, y = pts[:, 0], pts[:, 1]
@@ -179,19 +175,11 @@ def _batch_union(groups: Sequence[np.ndarray], cell: int) -> np.ndarray | None:
     return shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, (ring_offsets, polygon_offsets))
 
 
-def _closing_index(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    lengths = ends - starts + 1
-    base = np.repeat(starts, lengths)
-    offset = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    idx = base + offset
-    last = np.cumsum(lengths) - 1
-    idx[last] = starts
-    return idx
-
-
 def _batches(vertices: np.ndarray, limit: int) -> list[np.ndarray]:
     """Consecutive runs of group indices holding at most ``limit`` vertices (a larger group alone)."""
-    out, run, total = [], [], 0
+    out: list[np.ndarray] = []
+    run: list[int] = []
+    total = 0
     for i, v in enumerate(vertices.tolist()):
         if run and total + v > limit:
             out.append(np.asarray(run))
