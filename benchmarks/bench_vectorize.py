@@ -16,7 +16,9 @@ and records peak resident memory (client + workers, sampled every 50 ms) of the 
 stage for each ``--sizes`` (the label store is generated in a child process, so the client's
 baseline is the same for every size; ``peak_increase_mib`` is what the stage added). GDAL runs
 are done for the largest size only, or for ``--gdal-sizes``. ``seam_merge_share`` is the part of
-geoseg's stage the client spent merging seams. Prints JSON.
+geoseg's stage (wall) the client spent merging seams; ``seam_merge_cpu_s`` the CPU seconds it
+took (the client's merging thread), beside ``cpu_seconds`` of the client and the workers in all
+(on a shared machine wall shares measure the scheduler as much as the code). Prints JSON.
 
     python benchmarks/bench_vectorize.py --sizes 4000 8000 --workdir /tmp/bench-vec
 
@@ -203,6 +205,7 @@ def run_geoseg(store: Path, out: Path, workers: int) -> dict:
         cpu1 = sum(client.run(_cpu_seconds).values()), _cpu_seconds()
     return {"seconds": round(seconds, 2), "n_features": res.n_features,
             "seam_merge_share": round(res.timings.get("merge_s", 0.0) / seconds, 3),
+            "seam_merge_cpu_s": round(res.timings.get("merge_cpu_s", 0.0), 2),
             "cpu_seconds": {"workers": round(cpu1[0] - cpu0[0], 1), "client": round(cpu1[1] - cpu0[1], 1)},
             "loadavg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
             "timings": {k: round(v, 2) for k, v in res.timings.items()}, "memory": mem}

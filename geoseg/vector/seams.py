@@ -14,18 +14,23 @@ it is *closed*: none of its pieces owns a pixel on a side whose neighbouring chu
 come. A closed group cannot gain pieces any more (contacts only exist across seams whose two
 chunks are done), so merging it early gives exactly the polygon a final merge would give, and
 the client holds only the pieces along the open front of finished chunks.
+
+The contacts across a seam are found once, when the second of its two chunks arrives (a round
+only gathers those of pieces still waiting), and the groups of a round are unioned together in
+batches (:func:`geoseg.vector.gridunion.union_many`), comparing edges only on the seam lines.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 import numpy as np
 import shapely
 
-from geoseg.vector.gridunion import union_pieces
+from geoseg.vector.gridunion import union_many
 
 log = logging.getLogger(__name__)
 
@@ -49,37 +54,45 @@ class BorderPieces(Protocol):
 
 
 _NEIGHBOUR = {"top": (-1, 0), "bottom": (1, 0), "left": (0, -1), "right": (0, 1)}
+_OPPOSITE = {"top": "bottom", "bottom": "top", "left": "right", "right": "left"}
+
+
+def seam_pairs(here: BorderPieces, there: BorderPieces, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """Local indices of the pieces of ``here`` and of its neighbour ``there`` (across ``here``'s
+    ``side``, "right" or "bottom") that share a pixel edge across the seam, with the same class.
+
+    Pixels are compared one to one along the seam: pixels that face each other diagonally never
+    pair, which is 4-connectivity.
+    """
+    a, b = here.sides[side], there.sides[_OPPOSITE[side]]
+    ok = (a >= 0) & (b >= 0)
+    a, b = a[ok], b[ok]
+    same = here.border_class[a] == there.border_class[b]
+    code = np.unique(a[same] * max(1, len(there.border)) + b[same])
+    return code // max(1, len(there.border)), code % max(1, len(there.border))
 
 
 def seam_contacts(pieces: dict[ChunkKey, BorderPieces], offsets: dict[ChunkKey, int],
-                  classes: np.ndarray) -> np.ndarray:
-    """Pairs of global border-piece ids that share a pixel edge across a seam, with the same class.
-
-    Only the edge neighbours (right, below) of each chunk are compared, row by row or column by
-    column: pixels that face each other diagonally never pair, which is 4-connectivity.
-    """
+                  classes: np.ndarray | None = None) -> np.ndarray:
+    """Pairs of global border-piece ids (``offsets``: each chunk's first) that share a pixel edge
+    across a seam, with the same class, over all seams of ``pieces`` (right and below neighbours)."""
     pairs = []
     for (iy, ix), here in pieces.items():
-        for side, other_side, key in (("right", "left", (iy, ix + 1)), ("bottom", "top", (iy + 1, ix))):
+        for side, key in (("right", (iy, ix + 1)), ("bottom", (iy + 1, ix))):
             there = pieces.get(key)
-            if there is None:
-                continue
-            a, b = here.sides[side], there.sides[other_side]
-            ok = (a >= 0) & (b >= 0)
-            ga, gb = a[ok] + offsets[(iy, ix)], b[ok] + offsets[key]
-            same = classes[ga] == classes[gb]
-            pairs.append(np.column_stack([ga[same], gb[same]]))
+            if there is not None:
+                ia, ib = seam_pairs(here, there, side)
+                pairs.append(np.column_stack([ia + offsets[(iy, ix)], ib + offsets[key]]))
     if not pairs:
         return np.empty((0, 2), dtype=np.int64)
     return np.unique(np.concatenate(pairs), axis=0)
 
 
-def union_each(groups: list[np.ndarray]) -> np.ndarray:
+def union_each(groups: list[np.ndarray], cell: int = 1) -> np.ndarray:
     """Union each group of pieces into one polygon, exactly and without the collinear vertices the
-    seams leave behind (:func:`geoseg.vector.gridunion.union_pieces`: linear in the vertices)."""
-    merged = np.empty(len(groups), dtype=object)
-    merged[:] = [union_pieces(g) for g in groups]
-    return merged
+    seams leave behind (:func:`geoseg.vector.gridunion.union_many`; ``cell``: the chunk size, the
+    seams being its multiples)."""
+    return union_many(groups, cell)
 
 
 def union_groups(geoms: np.ndarray, classes: np.ndarray, group: np.ndarray,
@@ -108,15 +121,20 @@ class SeamMerger:
     ``add`` takes one chunk's result (in any order) and returns the regions it completed, if a
     merge round ran; ``finish`` (after the last chunk) returns all the rest. Every region comes out
     exactly once. ``round_pieces`` sets how many new pieces trigger a round (1: after every chunk).
+    ``cell``: the chunk size in pixels (the seams are its multiples; 1 assumes nothing, slower);
+    used by the default ``union``.
     """
 
-    def __init__(self, chunks_shape: tuple[int, int], union: Unioner = union_each,
-                 round_pieces: int = ROUND_PIECES) -> None:
+    def __init__(self, chunks_shape: tuple[int, int], union: Unioner | None = None,
+                 round_pieces: int = ROUND_PIECES, cell: int = 1) -> None:
         self.chunks_shape = chunks_shape
-        self.union = union
+        self.union = union if union is not None else partial(union_each, cell=cell)
         self.round_pieces = max(1, int(round_pieces))
         self.pieces: dict[ChunkKey, BorderPieces] = {}
         self.merged: dict[ChunkKey, np.ndarray] = {}  # per chunk: which of its pieces are already out
+        # contacts across each seam whose two chunks are here (upper/left chunk, lower/right chunk):
+        # found once, when the second of them arrives; pairs of merged pieces are dropped after a round
+        self.contacts: dict[tuple[ChunkKey, ChunkKey], tuple[np.ndarray, np.ndarray]] = {}
         self.waiting = 0  # pieces not yet merged
         self.since_round = 0
         self.rounds = 0
@@ -128,6 +146,14 @@ class SeamMerger:
             raise ValueError(f"chunk {key} was added twice")
         self.pieces[key] = chunk
         self.merged[key] = np.zeros(len(chunk.border), dtype=bool)
+        iy, ix = key
+        for side, (dy, dx) in _NEIGHBOUR.items():
+            other = (iy + dy, ix + dx)
+            if other in self.pieces and side in chunk.sides:
+                if side in ("right", "bottom"):
+                    self.contacts[(key, other)] = seam_pairs(chunk, self.pieces[other], side)
+                else:
+                    self.contacts[(other, key)] = seam_pairs(self.pieces[other], chunk, _OPPOSITE[side])
         self.waiting += len(chunk.border)
         self.since_round += len(chunk.border)
         self.peak_waiting = max(self.peak_waiting, self.waiting)
@@ -157,8 +183,7 @@ class SeamMerger:
             return np.empty(0, dtype=object), np.empty(0, dtype=np.int32)
         classes = np.concatenate([self.pieces[k].border_class for k in keys]).astype(np.int32)
         done = np.concatenate([self.merged[k] for k in keys])
-        pairs = seam_contacts(self.pieces, offsets, classes)
-        pairs = pairs[~done[pairs[:, 0]]]  # a merged piece only touches merged pieces of its own region
+        pairs = self._pairs(offsets)
         graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
         _, group = connected_components(graph, directed=False)
         ready = ~done
@@ -175,7 +200,20 @@ class SeamMerger:
                 self.merged[k][sel] = True
                 self.pieces[k].border[sel] = None
         self.waiting -= len(idx)
+        for seam, (ia, ib) in list(self.contacts.items()):  # a merged piece only touches merged ones
+            live = ~self.merged[seam[0]][ia]
+            if not live.any():
+                del self.contacts[seam]
+            elif not live.all():
+                self.contacts[seam] = ia[live], ib[live]
         return out
+
+    def _pairs(self, offsets: dict[ChunkKey, int]) -> np.ndarray:
+        """The contacts of the pieces not merged yet, as pairs of ids numbered by ``offsets``."""
+        if not self.contacts:
+            return np.empty((0, 2), dtype=np.int64)
+        return np.concatenate([np.column_stack([ia + offsets[a], ib + offsets[b]])
+                               for (a, b), (ia, ib) in self.contacts.items()])
 
     def _open_pieces(self, keys: list[ChunkKey], offsets: dict[ChunkKey, int], n: int) -> np.ndarray:
         """Pieces owning a pixel on a side whose neighbouring chunk has not arrived yet."""

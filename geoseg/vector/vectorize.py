@@ -50,7 +50,7 @@ from geoseg.vector.polygonize import (
     world_measures,
 )
 from geoseg.vector.seams import ROUND_PIECES as SEAM_ROUND_PIECES
-from geoseg.vector.seams import SeamMerger, union_each
+from geoseg.vector.seams import SeamMerger
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -100,7 +100,7 @@ def vectorize_array(
     """
     grid = GeoGrid(labels.shape[0], labels.shape[1], transform, UNREFERENCED).tiles(chunk)
     halo = _halo(min_mapping_unit_px, sieve_halo_px)
-    merger = SeamMerger(grid.chunks_shape)
+    merger = SeamMerger(grid.chunks_shape, cell=chunk)
     finals, final_cls = [], []
     for w in grid.windows():
         arr = prepare_chunk(lambda win: labels[win.slices], w, grid.shape, min_mapping_unit_px=min_mapping_unit_px,
@@ -321,11 +321,10 @@ def vectorize_labels(
     windows = list(grid.windows())
     index_of = {(w.row_off, w.col_off): i for i, w in enumerate(windows)}
     tally = _Tally()
-    timings = {"chunk_tasks_s": 0.0, "merge_s": 0.0}
+    timings = {"chunk_tasks_s": 0.0, "merge_s": 0.0, "merge_cpu_s": 0.0}  # merge: wall and this thread's CPU
 
     def batches() -> Iterator[pa.RecordBatch]:
-        unioner = union_each
-        merger = SeamMerger(grid.chunks_shape, unioner, round_pieces=seam_round_pieces)
+        merger = SeamMerger(grid.chunks_shape, round_pieces=seam_round_pieces, cell=grid.chunk)
         in_order = InOrder()
         pixel_polygons: list[tuple[np.ndarray, np.ndarray]] = []  # only with simplification
 
@@ -352,14 +351,16 @@ def vectorize_labels(
                 tally.add(res.final_class, area)
                 assert res.final_perimeter_m is not None  # world coordinates (no simplify) carry perimeters
                 yield polygon_batch(res.final, res.final_class, area, res.final_perimeter_m, names)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             merged = merger.add(_chunk_index(res.window, grid.chunk), res)
             timings["merge_s"] += time.perf_counter() - t0
+            timings["merge_cpu_s"] += time.thread_time() - c0
             del res  # the chunk's seam pieces live on in the merger only
             yield from merged_batches(*merged)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         merged = merger.finish()
         timings["merge_s"] += time.perf_counter() - t0
+        timings["merge_cpu_s"] += time.thread_time() - c0
         timings["seam_pieces_peak"] = merger.peak_waiting
         timings["merge_rounds"] = merger.rounds
         yield from merged_batches(*merged)
