@@ -286,7 +286,7 @@ def cw(tmp_path_factory):  # noqa: ANN201
         ds.write(data)
     meta = tiny_meta(tile_size=64, tile_overlap=16, band_mean=[95, 120, 80, 160], band_std=[30, 25, 25, 40])
     ckpt = tmp_path_factory.mktemp("ck") / "tiny"
-    save_checkpoint(tiny_model(meta, seed=4), meta, ckpt)
+    save_checkpoint(tiny_model(meta, seed=2), meta, ckpt)  # seed 2 predicts two classes here
     return files, ckpt
 
 
@@ -334,8 +334,14 @@ def plain_run(cw, dask_client, tmp_path_factory):  # noqa: ANN201
 @pytest.mark.integration
 def test_deeplab_job_gives_the_same_bytes_with_and_without_overlap(cw, plain_run, dask_client, tmp_path,
                                                                    monkeypatch):
+    from geoseg.run import prefetch
+
     plain_out, plain = plain_run
+    sizes: list[list[int]] = []
+    real_sizes = prefetch.group_sizes
+    monkeypatch.setattr(prefetch, "group_sizes", lambda *a: sizes.append(real_sizes(*a)) or sizes[-1])
     grouped = _run(*cw, tmp_path / "out", dask_client, monkeypatch, prefetch=True)
+    assert sizes == [[7, 5, 4, 3, 2, 1, 1, 1, 1]]  # 25 chunks, 2 worker slots: groups really ran
     assert _bytes(tmp_path / "out" / "labels.zarr") == _bytes(plain_out / "labels.zarr")
     assert _bytes(tmp_path / "out" / "confidence.zarr") == _bytes(plain_out / "confidence.zarr")
     assert grouped.label_counts == plain.label_counts
