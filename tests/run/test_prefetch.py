@@ -388,3 +388,70 @@ def test_grouped_deeplab_job_resumes_only_the_chunks_not_done(cw, plain_run, das
     assert json.loads((out / "run.json").read_text())["chunks_reused"] == len(done)
     assert {int(k): v for k, v in result.label_counts.items()} == {
         int(c): int(n) for c, n in enumerate(np.bincount(got.ravel(), minlength=256)) if n}
+
+
+@dataclasses.dataclass(frozen=True)
+class TimedPredictor:
+    """A real predictor whose ``predict`` calls are timed."""
+
+    inner: object
+    clock: Clock
+    resources: dict[str, float] | None = None
+    prefetch: bool = True
+
+    @property
+    def halo(self) -> int:
+        return self.inner.halo  # type: ignore[attr-defined]
+
+    def legend(self) -> tuple[ClassInfo, ...]:
+        return self.inner.legend()  # type: ignore[attr-defined]
+
+    def predict(self, data: np.ndarray, valid: np.ndarray, hw: HaloWindow) -> np.ndarray:
+        key = (hw.core.row_off, hw.core.col_off)
+        self.clock.mark("work_start", key)
+        out = self.inner.predict(data, valid, hw)  # type: ignore[attr-defined]
+        self.clock.mark("work_end", key)
+        return out
+
+
+@pytest.mark.parametrize("device", [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif("not __import__('torch').cuda.is_available()",
+                                                                      reason="no CUDA device")]),
+])
+def test_deeplab_group_overlaps_reads_with_inference(cw, tmp_path, monkeypatch, device):
+    """DeepLab itself (on a GPU when there is one): the next read starts during the current chunk's
+    inference, and the labels match one task per chunk (bytes on CPU; 99.9 % under CUDA autocast)."""
+    from geoseg.legend import CROPWEED_CLASSES
+    from geoseg.methods.checkpoint import read_meta
+    from geoseg.methods.deeplab import required_halo
+    from geoseg.methods.predictors import DeepLabPredictor
+
+    files, ckpt = cw
+    scene = open_scene(str(files.image))
+    grid = scene.grid.tiles(64)
+    windows = list(grid.windows())[:6]
+    dl = DeepLabPredictor(checkpoint=ckpt, halo=required_halo(read_meta(ckpt)), batch_size=8, device=device,
+                          classes=tuple(CROPWEED_CLASSES))
+    clock = Clock()
+    _instrument_reads(monkeypatch, clock)
+    store = tmp_path / "grouped.zarr"
+    LabelStoreWriter.create(store, grid, tuple(CROPWEED_CLASSES), resume_key="k")
+    label_group_task([scene] * len(windows), 64, str(store), TimedPredictor(dl, clock), windows)
+    starts = {i: t for k, i, t in clock.events if k == "read_start"}
+    ends = {i: t for k, i, t in clock.events if k == "work_end"}
+    halo = dl.halo
+    reads = [starts[(max(0, w.row_off - halo), max(0, w.col_off - halo))] for w in windows]
+    works = [ends[(w.row_off, w.col_off)] for w in windows]
+    assert all(reads[i + 1] < works[i] for i in range(len(windows) - 1))
+    monkeypatch.undo()
+
+    single = tmp_path / "single.zarr"
+    LabelStoreWriter.create(single, grid, tuple(CROPWEED_CLASSES), resume_key="k")
+    for w in windows:
+        label_task(scene, 64, str(single), dl, w)
+    got, ref = _read_store(store, grid), _read_store(single, grid)
+    if device == "cpu":
+        assert got.tobytes() == ref.tobytes()
+    else:
+        assert (got == ref).mean() >= 0.999
