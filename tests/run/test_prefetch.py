@@ -85,8 +85,12 @@ def test_read_ahead_overlaps_the_next_read_with_the_current_work():
         # ... but the read of item i+2 only after item i was released: one read ahead, no more
         assert clock.at("read_start", i + 2) >= clock.at("release", i)
     assert clock.most_alive() <= 2
-    # 5 reads of 0.15 s behind 5 works of 0.3 s: about 0.15 + 5 × 0.3, not 5 × 0.45
-    assert clock.at("work_end", 4) < 5 * 0.45 - 0.3
+    # the reads after the first are hidden behind the work: the whole takes clearly less than the sum of
+    # all reads and works as measured (a loaded machine stretches both alike); read after read it would not
+    reads = sum(clock.at("read_end", i) - clock.at("read_start", i) for i in items)
+    works = sum(clock.at("work_end", i) - clock.at("work_start", i) for i in items)
+    hidden = reads - (clock.at("read_end", 0) - clock.at("read_start", 0))
+    assert clock.at("work_end", 4) < reads + works - 0.5 * hidden
 
 
 def test_read_ahead_with_slow_reads_never_holds_more_than_one_ahead():
@@ -438,12 +442,11 @@ def test_deeplab_group_overlaps_reads_with_inference(cw, tmp_path, monkeypatch, 
     store = tmp_path / "grouped.zarr"
     LabelStoreWriter.create(store, grid, tuple(CROPWEED_CLASSES), resume_key="k")
     label_group_task([scene] * len(windows), 64, str(store), TimedPredictor(dl, clock), windows)
-    starts = {i: t for k, i, t in clock.events if k == "read_start"}
+    reads = sorted(t for k, _, t in clock.events if k == "read_start")  # one read thread: in chunk order
     ends = {i: t for k, i, t in clock.events if k == "work_end"}
-    halo = dl.halo
-    reads = [starts[(max(0, w.row_off - halo), max(0, w.col_off - halo))] for w in windows]
     works = [ends[(w.row_off, w.col_off)] for w in windows]
-    assert all(reads[i + 1] < works[i] for i in range(len(windows) - 1))
+    assert len(reads) == len(windows)
+    assert all(reads[i + 1] < works[i] for i in range(len(windows) - 1)), (reads, works)
     monkeypatch.undo()
 
     single = tmp_path / "single.zarr"
