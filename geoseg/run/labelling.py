@@ -1,8 +1,10 @@
 """The labelling pass of a run: the tasks that run on the workers and the client code that drives them.
 
 Sampling (a stratified pixel sample from every chunk, for k-means and thresholds), the k-means fit
-on a worker, and labelling every chunk into the label store (skipping chunks already done). Only
-small things travel back: sample pixels, the model, each chunk's 256-bin label histogram.
+on a worker, and labelling every chunk into the label store (skipping chunks already done): one
+task per chunk, or, for a predictor that asks for it (DeepLab), tasks over groups of chunks that
+read the next chunk while predicting the current one (:mod:`geoseg.run.prefetch`). Only small
+things travel back: sample pixels, the model, each chunk's (or group's) 256-bin label histogram.
 :mod:`geoseg.run.workflow` calls these in its stages.
 """
 
