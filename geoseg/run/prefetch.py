@@ -10,7 +10,8 @@ releases it in its kernels, so one thread is enough.
 Why groups of chunks in one task, not separate read and predict tasks:
 
 * **Memory follows the chunk.** A group task holds at most one chunk read ahead (the read of
-  chunk i+2 starts only after chunk i is written and released). Separate read tasks are
+  chunk i+2 starts only after chunk i is written and released): two chunks' input per task
+  slot instead of one (a worker with ``t`` threads runs ``t`` groups). Separate read tasks are
   root tasks to Dask: it would run reads as far ahead as its queue allows, keep their
   results (a whole chunk each) in memory until a predict slot frees, and may ship them
   between workers.
