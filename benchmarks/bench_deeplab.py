@@ -9,13 +9,19 @@ output (core) pixels, so the halo and tile-overlap overheads are included. Workf
 (one worker, offering a ``GPU`` resource on CUDA), from a SIZE × SIZE GeoTIFF to a finished
 ``labels.zarr``; it reports output Mpx/s of the predict stage and the tile Mpx/s behind it,
 as a fraction of the model-alone figure at the same batch size measured in the same run
-(``vs_model_alone``; the issue's bar is ≥ 0.7 on a GPU). The model has random weights (speed
+(``vs_model_alone``; the issue's bar is ≥ 0.7 on a GPU), and the same over the worker's CPU time
+(``vs_model_alone_cpu``, for a loaded machine). ``--workflow-prefetch both`` runs the job first with
+one task per chunk (read, then predict) and then with the next chunk's read overlapped with the
+current chunk's inference (:mod:`geoseg.run.prefetch`, the default), each on a fresh cluster, and
+reports ``prefetch_speedup`` (predict stage without / with). The model has random weights (speed
 does not depend on them) unless ``--checkpoint`` is given.
 
     python benchmarks/bench_deeplab.py --device auto
     python benchmarks/bench_deeplab.py --device cuda --batch-sizes 8,16,32,64 --chunk 2048 --workflow 8192
     python benchmarks/bench_deeplab.py --device cpu --threads 1 --batch-sizes 8 --chunk 0 --workflow 1024 \
         --workflow-chunk 512
+    python benchmarks/bench_deeplab.py --device cpu --threads 1 --batch-sizes 8 --chunk 0 --workflow 2048 \
+        --workflow-chunk 512 --workflow-prefetch both
 """
 
 from __future__ import annotations
