@@ -4,24 +4,30 @@
 # Within 8 minutes in all it runs, on CUDA:
 #   1. benchmarks/bench_deeplab.py, model alone (batch 16, 32, 64) and one chunk end to end at 1024²;
 #   2. the same end to end at 2048² (model alone at the chunk's batch size, so vs_model_alone is comparable);
-#   3. the `gpu` tests (pytest -m gpu) of tests/methods and tests/run;
+#   3. the real job (run_job on a one-GPU-worker local cluster) on an 8192² scene in 2048² chunks, once with one
+#      task per chunk (read, then predict) and once with the next chunk's read overlapped with inference
+#      (geoseg.run.prefetch): vs_model_alone of each and prefetch_speedup;
+#   4. the `gpu` tests (pytest -m gpu) of tests/methods and tests/run (the read-overlap test among them);
 # and writes JSON to $OUT (./gpu-check-out when $OUT is unset): bench-1024.json, bench-2048.json,
-# gpu-tests.json, and gpu-check.json (machine, each step's exit status and seconds, the verdict).
+# bench-workflow.json, gpu-tests.json, and gpu-check.json (machine, each step's exit status and seconds,
+# the verdict).
 #
 # Without CUDA it fails at once (exit 3) and says so, in gpu-check.json too.
 # Packages the machine lacks (segmentation_models_pytorch, rasterio, pydantic, zarr ...) travel as cp312
 # wheels in an ignored .whl/ folder (see benchmarks/RESULTS-deeplab.md); when .whl/ is there they are
 # installed to /tmp/site first. On the device tool, for example:
 #   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=540)
-# Step budgets: GPU_CHECK_BENCH_S (default 150 s each), GPU_CHECK_TESTS_S (default 150 s).
+# Step budgets: GPU_CHECK_BENCH_S (default 100 s each), GPU_CHECK_WORKFLOW_S (default 120 s),
+# GPU_CHECK_TESTS_S (default 120 s): 440 s of steps, the rest of the 8 minutes for installing and starting.
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 2
 OUT_DIR="${OUT:-./gpu-check-out}"
 mkdir -p "$OUT_DIR" || { echo "gpu_check: cannot create $OUT_DIR" >&2; exit 2; }
 PY="${PYTHON:-python3}"
-BENCH_S="${GPU_CHECK_BENCH_S:-150}"
-TESTS_S="${GPU_CHECK_TESTS_S:-150}"
+BENCH_S="${GPU_CHECK_BENCH_S:-100}"
+WORKFLOW_S="${GPU_CHECK_WORKFLOW_S:-120}"
+TESTS_S="${GPU_CHECK_TESTS_S:-120}"
 START=$(date +%s)
 export PYTHONUNBUFFERED=1
 rm -f "$OUT_DIR/steps.jsonl" "$OUT_DIR/gpu-check.json"
@@ -92,6 +98,9 @@ step bench-1024 "$BENCH_S" "$PY" benchmarks/bench_deeplab.py --device cuda --bat
   --chunk-batch-size 32 --repeat 3 --min-seconds 2 > "$OUT_DIR/bench-1024.json" || fail=1
 step bench-2048 "$BENCH_S" "$PY" benchmarks/bench_deeplab.py --device cuda --batch-sizes 32 --chunk 2048 \
   --chunk-batch-size 32 --repeat 3 --min-seconds 2 > "$OUT_DIR/bench-2048.json" || fail=1
+step bench-workflow "$WORKFLOW_S" "$PY" benchmarks/bench_deeplab.py --device cuda --batch-sizes 32 --chunk 0 \
+  --min-seconds 2 --workflow 8192 --workflow-chunk 2048 --workflow-batch-size 32 --workflow-prefetch both \
+  > "$OUT_DIR/bench-workflow.json" || fail=1
 step gpu-tests "$TESTS_S" "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/methods tests/run \
   --junitxml "$OUT_DIR/gpu-tests.xml" > "$OUT_DIR/gpu-tests.log" 2>&1 || fail=1
 "$PY" - "$OUT_DIR" <<'EOF'

@@ -25,7 +25,9 @@ class ChunkPredictor(Protocol):
 
     A predictor with a true ``confidence`` attribute also offers
     ``predict_with_confidence(data, valid, hw) -> (labels, confidence)`` (uint8 percent, 255 = nodata),
-    which the workflow writes to ``confidence.zarr``.
+    which the workflow writes to ``confidence.zarr``. One with a true ``prefetch`` attribute is run
+    over groups of chunks, each task reading the next chunk while it predicts the current one
+    (:mod:`geoseg.run.prefetch`); without it, one task per chunk.
     """
 
     @property
@@ -79,7 +81,8 @@ class DeepLabPredictor:
     """A segmentation network from a checkpoint (any architecture); cached per worker process.
 
     With ``confidence`` the workflow also asks for :meth:`predict_with_confidence` and writes
-    the blended probability of the chosen class as a second raster.
+    the blended probability of the chosen class as a second raster. ``prefetch``: chunks are
+    read while the previous one is predicted (:mod:`geoseg.run.prefetch`); the labels are the same.
     """
 
     checkpoint: Path
@@ -90,6 +93,7 @@ class DeepLabPredictor:
     classes: tuple[ClassInfo, ...] = ()
     confidence: bool = False
     tta: str = "none"
+    prefetch: bool = True
 
     def legend(self) -> tuple[ClassInfo, ...]:
         return self.classes

@@ -1,8 +1,10 @@
 """The labelling pass of a run: the tasks that run on the workers and the client code that drives them.
 
 Sampling (a stratified pixel sample from every chunk, for k-means and thresholds), the k-means fit
-on a worker, and labelling every chunk into the label store (skipping chunks already done). Only
-small things travel back: sample pixels, the model, each chunk's 256-bin label histogram.
+on a worker, and labelling every chunk into the label store (skipping chunks already done): one
+task per chunk, or, for a predictor that asks for it (DeepLab), tasks over groups of chunks that
+read the next chunk while predicting the current one (:mod:`geoseg.run.prefetch`). Only small
+things travel back: sample pixels, the model, each chunk's (or group's) 256-bin label histogram.
 :mod:`geoseg.run.workflow` calls these in its stages.
 """
 
@@ -85,10 +87,12 @@ def sample_task(scene: Scene, feats: ResolvedFeatures, window: Window, rate: flo
 
 def label_task(
     scene: Scene, chunk: int, store: str, predictor: ChunkPredictor, window: Window,
-    confidence_store: str | None = None,
+    confidence_store: str | None = None, prefetched: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Label one chunk of the scene's grid cut into ``chunk`` pixels and write it to the store; a
     chunk already written is only counted. (The chunk size travels, not a second copy of the grid.)
+    ``prefetched``: the chunk's ``read_window`` over its halo window, already read
+    (:func:`label_group_task`); without it the chunk is read here.
 
     With ``confidence_store`` the predictor's confidence of the same chunk is written there
     too; a chunk counts as done only when both stores have it (the confidence is written
@@ -104,7 +108,8 @@ def label_task(
         labels = read_partial_window(store, window)
     else:
         hw = halo_window(window, predictor.halo, grid.shape)
-        data, valid = read_window(scene, hw.outer)
+        data, valid = prefetched if prefetched is not None else read_window(scene, hw.outer)
+        prefetched = None
         if conf_writer is not None:
             labels, confidence = predictor.predict_with_confidence(data, valid, hw)  # type: ignore[attr-defined]
             del data, valid
@@ -113,6 +118,37 @@ def label_task(
             labels = predictor.predict(data, valid, hw)
         writer.write(window, labels)
     return np.bincount(labels.ravel(), minlength=256)
+
+
+def label_group_task(
+    scenes: list[Scene], chunk: int, store: str, predictor: ChunkPredictor, windows: list[Window],
+    confidence_store: str | None = None,
+) -> np.ndarray:
+    """Label consecutive chunks in one task, reading chunk i+1 while chunk i is predicted
+    (:mod:`geoseg.run.prefetch`); returns the sum of their label histograms.
+
+    Each chunk goes through :func:`label_task`, so it is written and marked done on its own; chunks
+    already done (by an earlier run, or by this group's attempt on a worker that was lost) are
+    only counted and not read.
+    """
+    from geoseg.run.prefetch import read_ahead
+
+    grid = scenes[0].grid.tiles(chunk)
+    writer = LabelStoreWriter(store, grid)
+    conf_writer = LabelStoreWriter(confidence_store, grid, array=CONFIDENCE_ARRAY) if confidence_store else None
+    todo = [i for i, w in enumerate(windows)
+            if not (writer.is_done(w) and (conf_writer is None or conf_writer.is_done(w)))]
+
+    def read(i: int) -> tuple[np.ndarray, np.ndarray]:
+        return read_window(scenes[i], halo_window(windows[i], predictor.halo, grid.shape).outer)
+
+    hist = np.zeros(256, dtype=np.int64)
+    for i in sorted(set(range(len(windows))) - set(todo)):
+        hist += label_task(scenes[i], chunk, store, predictor, windows[i], confidence_store)
+    for i, data in read_ahead(todo, read):
+        hist += label_task(scenes[i], chunk, store, predictor, windows[i], confidence_store, prefetched=data)
+        del data  # released before the next read starts: at most one chunk read ahead
+    return hist
 
 
 def _gather(client, futures: list, label: str, show_progress: bool) -> list:  # noqa: ANN001
@@ -244,10 +280,36 @@ def write_labels(
     annotations = {"resources": predictor.resources} if predictor.resources else {}
     conf = str(confidence_store) if confidence_store is not None else None
     scenes = [scene.for_window(halo_window(w, predictor.halo, grid.shape).outer) for w in windows]
-    futures = client.map(label_task, scenes, [grid.chunk] * n, [str(store)] * n, [predictor] * n, windows,
-                         [conf] * n, pure=False, **annotations)
+    if getattr(predictor, "prefetch", False):
+        futures = _grouped_futures(client, scenes, windows, done, grid.chunk, str(store), predictor, conf, annotations)
+    else:
+        futures = client.map(label_task, scenes, [grid.chunk] * n, [str(store)] * n, [predictor] * n, windows,
+                             [conf] * n, pure=False, **annotations)
     hist = np.sum(_gather(client, futures, "labelling", show_progress), axis=0)
     if conf_writer is not None:
         conf_writer.finalize()
     writer.finalize()
     return {int(i): int(c) for i, c in enumerate(hist) if c}
+
+
+def _grouped_futures(
+    client, scenes: list[Scene], windows: list[Window], done: set[str], chunk: int, store: str,  # noqa: ANN001
+    predictor: ChunkPredictor, conf: str | None, annotations: dict[str, Any],
+) -> list:
+    """Chunks already done: one counting task each; the rest: :func:`label_group_task` over groups of
+    consecutive chunks sized by :func:`geoseg.run.prefetch.group_sizes` for the cluster's slots."""
+    from geoseg.run.prefetch import group_sizes, prediction_slots, split
+
+    old = [i for i, w in enumerate(windows) if w.key in done]
+    new = [i for i, w in enumerate(windows) if w.key not in done]
+    futures = []
+    if old:
+        futures += client.map(label_task, [scenes[i] for i in old], [chunk] * len(old), [store] * len(old),
+                              [predictor] * len(old), [windows[i] for i in old], [conf] * len(old), pure=False,
+                              **annotations)
+    groups = split(new, group_sizes(len(new), prediction_slots(client, predictor.resources)))
+    if groups:
+        futures += client.map(label_group_task, [[scenes[i] for i in g] for g in groups], [chunk] * len(groups),
+                              [store] * len(groups), [predictor] * len(groups), [[windows[i] for i in g] for g in groups],
+                              [conf] * len(groups), pure=False, **annotations)
+    return futures
