@@ -140,3 +140,15 @@ def test_label_counts_count_like_bincount():
     labels[:10] = 7  # long runs of one bin
     np.testing.assert_array_equal(label_counts(labels), np.bincount(labels.ravel(), minlength=256))
     np.testing.assert_array_equal(label_counts(labels[:, ::3]), np.bincount(labels[:, ::3].ravel(), minlength=256))
+
+
+def test_the_chunk_predictor_labels_with_the_compiled_pass_and_the_same_labels():
+    from geoseg.geo import Window, halo_window
+    from geoseg.methods.predictors import KMeansPredictor
+
+    img, valid = _scene(h=40, w=300)
+    feats = FeatureSpec(indices=("ndvi", "ndwi")).resolve(BANDS)
+    model = _model(feats, img, valid)
+    hw = halo_window(Window(0, 0, 40, 300), 0, (40, 300))
+    got = KMeansPredictor(model, feats).predict(img, valid, hw)
+    np.testing.assert_array_equal(got, _numpy_path(model, feats, img, valid))
