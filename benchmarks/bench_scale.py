@@ -286,13 +286,18 @@ def bench_whole(size: int, data: Path, out: Path, chunk: int, workers: int, memo
         "cluster": {"n_workers": workers, "threads_per_worker": 1, "memory_limit": memory_limit, "dashboard": False},
     }))
     plain = Path(__file__).with_name("plain_kmeans.py")
+    import geoseg
+
+    geoseg_root = Path(geoseg.__file__).resolve().parents[1]
     times: dict[str, list[float]] = {"geoseg": [], "plain": []}
     stages, plain_phases, loads = [], [], []
     for _ in range(repeat):
         loads.append(round(os.getloadavg()[0], 2))
         shutil.rmtree(job_out, ignore_errors=True)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "geoseg.cli", "run", "-q", str(job_file)], check=True)
+        # from the folder that holds the geoseg this benchmark imported: ``-m`` puts the working
+        # directory first on sys.path, so another checkout's geoseg would run otherwise
+        subprocess.run([sys.executable, "-m", "geoseg.cli", "run", "-q", str(job_file)], check=True, cwd=geoseg_root)
         times["geoseg"].append(round(time.perf_counter() - t0, 2))
         stages.append(json.loads((job_out / "run.json").read_text())["stage_seconds"])
         t0 = time.perf_counter()
