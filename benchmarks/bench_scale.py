@@ -13,6 +13,8 @@ otherwise) and measures:
 - ``cpu_s``/``cpu_ratio``: CPU seconds of the workers and of this process in each phase, and the ratio
   of pipeline to floor CPU seconds: on a shared, loaded machine wall times swing by 2× from run to run
   while CPU seconds move much less, so the CPU ratio is the steadier measure of the work added;
+  ``cpu_s[phase]["others"]`` is what every other process on the machine used meanwhile (``/proc/stat``
+  busy time less ours): how loaded the machine was during that very phase;
 - memory, sampled every 100 ms for this process and all its descendants:
   ``summed_peak_mib`` is the sum over processes of each one's peak RSS during the run (an upper
   bound: the peaks need not coincide), ``simultaneous_peak_mib`` the largest total seen in one
@@ -117,6 +119,13 @@ def _cpu_seconds() -> float:
     return t.user + t.system
 
 
+def _machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all processes, ``/proc/stat``)."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # user..steal; guest is inside user
+
+
 def _malloc_settings() -> dict[str, str]:
     """glibc malloc variables this worker process was started with (what glibc actually read)."""
     raw = Path("/proc/self/environ").read_bytes()
@@ -203,12 +212,14 @@ def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memor
 
     def phase(client, name: str, fn):  # noqa: ANN001, ANN202
         """Wall time of ``fn()``, plus the CPU seconds the workers and this process spent in it."""
-        c0 = cpu(client)
+        c0, m0 = cpu(client), _machine_busy_seconds()
         t0 = time.perf_counter()
         value = fn()
         wall = time.perf_counter() - t0
-        c1 = cpu(client)
-        cpu_used[name] = {"workers": round(c1[0] - c0[0], 2), "client": round(c1[1] - c0[1], 2)}
+        c1, m1 = cpu(client), _machine_busy_seconds()
+        ours = (c1[0] - c0[0]) + (c1[1] - c0[1])
+        cpu_used[name] = {"workers": round(c1[0] - c0[0], 2), "client": round(c1[1] - c0[1], 2),
+                          "others": round(max(0.0, (m1 - m0) - ours), 2)}
         return wall, value
 
     def floor_run(client) -> float:  # noqa: ANN001
@@ -244,8 +255,8 @@ def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memor
         "pipeline_s": round(pipeline, 2), "ratio": round(pipeline / floor, 2),
         "pipeline_mpx_per_s": round(mpx / pipeline, 2), "floor_mpx_per_s": round(mpx / floor, 2),
         "stages": result.stage_seconds, "cpu_s": cpu_used,
-        "cpu_ratio": round(sum(cpu_used["pipeline"].values())
-                           / min(sum(cpu_used["floor_before"].values()), sum(cpu_used["floor_after"].values())), 2),
+        "cpu_ratio": round(_ours(cpu_used["pipeline"])
+                           / min(_ours(cpu_used["floor_before"]), _ours(cpu_used["floor_after"])), 2),
         "input_bytes": sum(scene.sizes_bytes),
         "n_bands": scene.count, "block": list(scene.block), "run_outcome": run.get("outcome", run.get("status")),
         "memory_whole_run": mem.report(["floor_before", "pipeline", "floor_after"], kinds),
@@ -253,6 +264,10 @@ def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memor
         "memory_floor": mem.report(["floor_before", "floor_after"], kinds),
         "loadavg_start": [round(x, 2) for x in load0], "loadavg_end": [round(x, 2) for x in load1],
     }
+
+
+def _ours(cpu: dict[str, float]) -> float:
+    return cpu["workers"] + cpu["client"]
 
 
 def bench_whole(size: int, data: Path, out: Path, chunk: int, workers: int, memory_limit: str, repeat: int) -> dict:
@@ -271,13 +286,18 @@ def bench_whole(size: int, data: Path, out: Path, chunk: int, workers: int, memo
         "cluster": {"n_workers": workers, "threads_per_worker": 1, "memory_limit": memory_limit, "dashboard": False},
     }))
     plain = Path(__file__).with_name("plain_kmeans.py")
+    import geoseg
+
+    geoseg_root = Path(geoseg.__file__).resolve().parents[1]
     times: dict[str, list[float]] = {"geoseg": [], "plain": []}
     stages, plain_phases, loads = [], [], []
     for _ in range(repeat):
         loads.append(round(os.getloadavg()[0], 2))
         shutil.rmtree(job_out, ignore_errors=True)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "geoseg.cli", "run", "-q", str(job_file)], check=True)
+        # from the folder that holds the geoseg this benchmark imported: ``-m`` puts the working
+        # directory first on sys.path, so another checkout's geoseg would run otherwise
+        subprocess.run([sys.executable, "-m", "geoseg.cli", "run", "-q", str(job_file)], check=True, cwd=geoseg_root)
         times["geoseg"].append(round(time.perf_counter() - t0, 2))
         stages.append(json.loads((job_out / "run.json").read_text())["stage_seconds"])
         t0 = time.perf_counter()

@@ -26,6 +26,7 @@ import json
 import shutil
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -168,9 +169,11 @@ class LabelStoreWriter:
 
         if labels.shape != (window.height, window.width):
             raise ValueError(f"chunk {window.key} has shape {labels.shape}")
-        arr = zarr.open_array(str(_child(self.partial_path, self.array)), mode="r+", zarr_format=2)
-        rows, cols = window.slices
-        arr[rows, cols] = labels.astype(arr.dtype, copy=False)
+        partial = self.partial_path
+        if not (isinstance(partial, Path) and _write_chunk_file(partial / self.array, window, labels)):
+            arr = zarr.open_array(str(_child(partial, self.array)), mode="r+", zarr_format=2)
+            rows, cols = window.slices
+            arr[rows, cols] = labels.astype(arr.dtype, copy=False)
         marker = self.marker(window)
         if isinstance(marker, str):
             storage.write_bytes(marker, b"ok")
@@ -201,6 +204,65 @@ class LabelStoreWriter:
         target = Path(self.path)
         replace_path(partial, target)  # an older store is renamed aside, then removed
         return target
+
+
+@dataclass(frozen=True)
+class _ChunkLayout:
+    """What writing one chunk file of a local Zarr v2 array needs, read from its ``.zarray``."""
+
+    chunks: tuple[int, int]
+    dtype: np.dtype
+    fill_value: int
+    separator: str
+    codec: Any  # a numcodecs codec, or None for raw bytes
+
+
+@lru_cache(maxsize=16)
+def _chunk_layout(zarray: Path, stamp: tuple[int, int, int]) -> _ChunkLayout | None:  # noqa: ARG001 - stamp: cache key
+    """The layout of a label array, or ``None`` for one this writer leaves to Zarr (filters, F order...)."""
+    import numcodecs
+
+    meta = json.loads(zarray.read_text())
+    if meta.get("filters") or meta.get("order", "C") != "C" or len(meta["chunks"]) != 2 or meta["fill_value"] is None:
+        return None
+    codec = numcodecs.get_codec(meta["compressor"]) if meta.get("compressor") else None
+    return _ChunkLayout(tuple(meta["chunks"]), np.dtype(meta["dtype"]), int(meta["fill_value"]),
+                        meta.get("dimension_separator", "."), codec)
+
+
+def _write_chunk_file(folder: Path, window: Window, labels: np.ndarray) -> bool:
+    """Write one whole chunk of a local Zarr v2 array as Zarr itself would, byte for byte; False
+    when the array is not one this knows how to write (then Zarr writes it).
+
+    Why not ``arr[rows, cols] = labels``: Zarr opens the array (reads its metadata) for every chunk
+    and routes the write through its event-loop thread, about 9 ms of a 2048² chunk's 16 ms of CPU
+    besides the compression itself. As Zarr does, the chunk is padded with the fill value at the
+    edges of the raster, and a chunk that is all fill value is not stored (any older one removed).
+    """
+    zarray = folder / ".zarray"
+    try:
+        st = zarray.stat()
+    except OSError:
+        return False
+    layout = _chunk_layout(zarray, (st.st_ino, st.st_mtime_ns, st.st_size))
+    ch, cw = layout.chunks if layout is not None else (0, 0)
+    if layout is None or window.row_off % ch or window.col_off % cw or window.height > ch or window.width > cw:
+        return False
+    block = labels.astype(layout.dtype, copy=False)
+    if block.shape != (ch, cw):
+        padded = np.full((ch, cw), layout.fill_value, dtype=layout.dtype)
+        padded[: window.height, : window.width] = block
+        block = padded
+    path = folder / f"{window.row_off // ch}{layout.separator}{window.col_off // cw}"
+    if not (block != layout.fill_value).any():
+        path.unlink(missing_ok=True)
+        return True
+    block = np.ascontiguousarray(block)
+    data = layout.codec.encode(block) if layout.codec is not None else block.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)  # "/" separator: one folder per chunk row
+    with open(path, "wb") as f:
+        f.write(data)
+    return True
 
 
 def _child(base: Path | str, *names: str) -> Path | str:

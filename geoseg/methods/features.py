@@ -34,6 +34,14 @@ INDICES = {
     ),
 }
 
+#: The indices the compiled k-means loop (:mod:`geoseg._kernels.kmeans_loops`) computes itself, with
+#: the same operations as the formulas above: name → (code in the loop, roles in the loop's order).
+FUSED_INDICES: dict[str, tuple[int, tuple[str, ...]]] = {
+    "ndvi": (0, ("nir", "red")),
+    "ndwi": (1, ("green", "nir")),
+    "exg": (2, ("red", "blue", "green")),
+}
+
 
 def find_band(band_names: Sequence[str], role: str) -> int:
     """Index of the band playing ``role`` (e.g. ``"nir"``), matched by name or alias.
@@ -98,6 +106,19 @@ class ResolvedFeatures:
     @property
     def n_features(self) -> int:
         return len(self.names)
+
+    def fused_plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """What the compiled k-means loop needs: band positions, index codes and the band position
+        of each index's roles (one row per index, padded); ``None`` when an index is not one the
+        loop knows (then the numpy path of :meth:`compute` is used)."""
+        if any(name not in FUSED_INDICES for name in self.indices):
+            return None
+        codes = np.array([FUSED_INDICES[name][0] for name in self.indices], dtype=np.int64)
+        roles = np.zeros((len(self.indices), 3), dtype=np.int64)
+        for i, name in enumerate(self.indices):
+            for j, role in enumerate(FUSED_INDICES[name][1]):
+                roles[i, j] = self.role_idx[role]
+        return np.array(self.band_idx, dtype=np.int64), codes, roles
 
     def compute(self, data: np.ndarray) -> np.ndarray:
         """Features ``(n_features, h, w)`` float32 from raw bands ``(bands, h, w)``."""

@@ -68,6 +68,8 @@ class KMeansPredictor:
     def predict(self, data: np.ndarray, valid: np.ndarray, hw: HaloWindow, block_pixels: int = BLOCK_PIXELS) -> np.ndarray:
         """Features and labels a few rows at a time: small temporaries that stay in cache and on the heap."""
         data, valid = trim_halo(data, hw), trim_halo(valid, hw)
+        if self.model.fused_plan(self.features) is not None:  # one compiled pass, the same labels
+            return self.model.predict_bands(data, valid, self.features)
         labels = np.empty(valid.shape, dtype=np.uint8)
         rows_per_block = max(1, block_pixels // max(1, valid.shape[1]))
         for r0 in range(0, valid.shape[0], rows_per_block):
