@@ -191,6 +191,7 @@ def fit_kmeans_on_cluster(
                 f"this scene gives {list(feats.names)}"
             )
         return model, feats
+    client.run(import_in_background, "sklearn.cluster")  # ~1 s of imports, overlapped with the sample
     futures = sample_futures(client, scene, grid, feats, cfg.sample_size, cfg.seed)
     fit = client.submit(fit_task, futures, cfg.n_clusters, cfg.seed, feats.names, cfg.n_init, pure=False)
     model, n_drawn = _gather(client, [fit], "sampling and fit", show_progress)[0]
@@ -203,6 +204,21 @@ def fit_kmeans_on_cluster(
     if drawn is not None:
         drawn.update(drawn=int(n_drawn), asked=int(asked))
     return model, feats
+
+
+def import_in_background(module: str) -> None:
+    """Start importing ``module`` in a daemon thread of this process and return at once.
+
+    Why: the k-means fit is the one task that needs scikit-learn, whose import (~1 s on a quiet
+    core) would otherwise start only when the last sample part has arrived, on the critical path
+    of every run. Run on every worker (``client.run``) while the sampling tasks read; the fit then
+    finds the module imported (Python's import lock makes it wait for an import in progress).
+    """
+    import importlib
+    import threading
+
+    threading.Thread(target=importlib.import_module, args=(module,), daemon=True,
+                     name=f"import {module}").start()
 
 
 def fit_task(

@@ -34,3 +34,31 @@ def test_fit_on_worker_equals_fit_on_client(tmp_path, dask_client):
     np.testing.assert_allclose(model.centroids, expected.centroids, rtol=1e-6)
     np.testing.assert_allclose(model.mean, expected.mean)
     assert model.inertia == pytest.approx(expected.inertia, rel=1e-9)
+
+
+def test_scikit_learn_imported_on_every_worker_while_sampling(tmp_path):
+    """The fit's ~1 s import of scikit-learn is started on all workers before the sample is drawn,
+    not only on the one worker the fit lands on once the sample is complete (fresh workers: the
+    shared test cluster may have imported it already)."""
+    import sys
+    import time
+
+    from distributed import Client
+
+    from geoseg.run.cluster import start_local_cluster
+
+    def imported(wait_s: float) -> bool:
+        deadline = time.monotonic() + wait_s
+        while "sklearn.cluster" not in sys.modules and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return "sklearn.cluster" in sys.modules
+
+    path, _ = blocky_scene(tmp_path, height=200, width=200)
+    scene = open_scene([str(path)])
+    cfg = KMeansConfig(kind="kmeans", n_clusters=3, sample_size=2000, seed=1, features={"indices": []})
+    with start_local_cluster(n_workers=2, threads_per_worker=1, memory_limit="2GiB", dashboard=False) as cluster, \
+            Client(cluster) as client:
+        assert not any(client.run(imported, 0).values())  # fresh workers do not import it themselves
+        fit_kmeans_on_cluster(client, scene, scene.chunk_grid(128), cfg, show_progress=False)
+        found = client.run(imported, 30)
+    assert len(found) == 2 and all(found.values())
