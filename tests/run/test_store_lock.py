@@ -45,6 +45,19 @@ def _job(tmp_path: Path, out: str, **over) -> dict:
     return job
 
 
+@pytest.fixture()
+def s3_client(s3_env):  # noqa: ANN001, ANN201, F811
+    """A local cluster started after the S3 server, so its workers inherit the endpoint and keys
+    (the session's ``dask_client`` may have been started before ``s3_env`` set them)."""
+    from distributed import Client
+
+    from geoseg.run.cluster import start_local_cluster
+
+    with start_local_cluster(n_workers=2, threads_per_worker=1, memory_limit="2GiB", dashboard=False) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
 def _lock_object(url: str) -> dict | None:
     text = storage.read_text(storage.join(url, storage.LOCK_OBJECT))
     return None if text is None else json.loads(text)
@@ -151,7 +164,7 @@ def test_a_lock_lost_to_another_run_is_noticed_and_not_published_over(s3_bucket,
 
 
 @pytest.mark.integration
-def test_the_lock_is_released_and_the_scratch_emptied_after_a_failing_run(tmp_path, s3_bucket, dask_client,  # noqa: F811
+def test_the_lock_is_released_and_the_scratch_emptied_after_a_failing_run(tmp_path, s3_bucket,  # noqa: F811
                                                                          monkeypatch):
     url = storage.join(s3_bucket, "failing")
     seen: dict[str, object] = {}
@@ -164,7 +177,7 @@ def test_the_lock_is_released_and_the_scratch_emptied_after_a_failing_run(tmp_pa
 
     monkeypatch.setattr("geoseg.run.workflow._run_stages", failing_stages)
     with pytest.raises(RuntimeError, match="a stage failed"):
-        run_job(parse_job(_job(tmp_path, url)), client=dask_client, show_progress=False)
+        run_job(parse_job(_job(tmp_path, url)), show_progress=False)  # fails before any cluster work
     assert seen["lock"] is not None and seen["lock"]["pid"] == os.getpid()  # held while the run ran
     assert _lock_object(url) is None
     assert not Path(seen["scratch"]).exists()
@@ -175,10 +188,10 @@ def test_the_lock_is_released_and_the_scratch_emptied_after_a_failing_run(tmp_pa
 
 @pytest.mark.integration
 def test_a_run_empties_its_scratch_and_the_next_removes_what_a_killed_run_left(tmp_path, s3_bucket,  # noqa: F811
-                                                                              dask_client):
+                                                                              s3_client):
     url = storage.join(s3_bucket, "clean")
     job = parse_job(_job(tmp_path, url, vectorize={"enabled": True}))
-    first = run_job(job, client=dask_client, show_progress=False)
+    first = run_job(job, client=s3_client, show_progress=False)
     scratch = storage.scratch_dir(url)  # the same folder for the same URL (created again here)
     assert list(scratch.iterdir()) == []
     assert _lock_object(url) is None
@@ -197,7 +210,7 @@ def test_a_run_empties_its_scratch_and_the_next_removes_what_a_killed_run_left(t
     (scratch / "polygons.gpkg").write_bytes(b"from the killed run")
     (scratch / ".metrics.4242-0123456789.geoseg-tmp.csv").write_bytes(b"x")
 
-    second = run_job(job, client=dask_client, show_progress=False)
+    second = run_job(job, client=s3_client, show_progress=False)
     keys = _keys(url)
     assert not [k for k in keys if ".geoseg-tmp" in k] and storage.LOCK_OBJECT not in keys
     assert _unfinished_uploads(url) == []

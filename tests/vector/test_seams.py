@@ -15,7 +15,7 @@ from geoseg.vector.gridunion import _grid_union, union_many
 from geoseg.vector.polygonize import chunk_polygons
 from geoseg.vector.seams import SeamMerger, seam_contacts
 from tests.fixtures import chunk_grid
-from tests.vector.test_polygonize import assert_same_polygons, label_maps, single_pass
+from tests.vector.polygons import assert_same_polygons, label_maps, single_pass
 
 
 def _merge(labels: np.ndarray, chunk: int, order: list[int], round_pieces: int = 1):
