@@ -175,7 +175,13 @@ def _part_files(out: Path) -> int:
 
 def _gpkg_bytes(out: Path) -> int:
     """Size of the hidden GeoPackage being written beside ``polygons.gpkg``."""
-    return sum(p.stat().st_size for p in out.glob(".polygons.*.geoseg-tmp.gpkg*"))
+    total = 0
+    for p in out.glob(".polygons.*.geoseg-tmp.gpkg*"):
+        try:
+            total += p.stat().st_size
+        except FileNotFoundError:  # SQLite's journal comes and goes between glob and stat
+            pass
+    return total
 
 
 # stage: (the `_stage` name it runs in, when it is under way, what it would have finished)
