@@ -24,10 +24,11 @@ import xarray as xr
 from scipy import ndimage
 from sklearn.metrics import jaccard_score
 
-from geoseg.legend import LANDCOVER_CLASSES, legend_to_json
+from geoseg.legend import LANDCOVER_CLASSES
 from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
 from geoseg.samples.synthetic import make_scene
+from tests.run.jobs import landcover_job_dict
 
 pytestmark = pytest.mark.integration
 
@@ -62,20 +63,7 @@ def landcover_run(tmp_path_factory, dask_client):  # noqa: ANN001, ANN201
     """k-means on a 384 x 320 land-cover scene in 128 px chunks (3 x 3 chunks), vectorised and evaluated."""
     root = tmp_path_factory.mktemp("e2e")
     files = make_scene("landcover", root / "data", width=384, height=320, seed=5, block=128)
-    job = parse_job(
-        {
-            "name": "e2e-landcover",
-            "inputs": [str(files.image)],
-            "output": str(root / "out"),
-            "chunk_size": 128,
-            "method": {"kind": "kmeans", "n_clusters": 6, "sample_size": 20000, "seed": 0,
-                       "features": {"indices": ["ndvi", "ndwi"]}},
-            "classes": legend_to_json(LANDCOVER_CLASSES),
-            "reference": {"path": str(files.reference)},
-            "regions": {"path": str(files.regions), "field": "region_id"},
-            "evaluate": {"mapping": "hungarian"},
-        }
-    )  # fmt: skip
+    job = parse_job(landcover_job_dict(files, root / "out") | {"name": "e2e-landcover"})  # cluster: the given client
     result = run_job(job, client=dask_client, show_progress=False)
     return {"files": files, "out": root / "out", "result": result}
 

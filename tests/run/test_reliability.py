@@ -31,15 +31,20 @@ from tests.run.jobs import (
 pytestmark = pytest.mark.integration
 
 
-def test_sigkill_of_whole_job_then_rerun_gives_identical_output(tmp_path):
+def _reference_run_and_cli(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """An uninterrupted reference run of a 1500² k-means job, and the `geoseg run` command of the same
+    job into another folder (to be interrupted): ``(reference output, output, command)``."""
     scene, _ = blocky_scene(tmp_path, height=1500, width=1500)
     ref_out = tmp_path / "ref"
     run_job(parse_job(kmeans_job_dict(scene, ref_out)), show_progress=False)
-
     out = tmp_path / "out"
     job_file = tmp_path / "job.yaml"
     job_file.write_text(yaml.safe_dump(kmeans_job_dict(scene, out)))
-    cmd = [sys.executable, "-m", "geoseg.cli", "run", "-q", str(job_file)]
+    return ref_out, out, [sys.executable, "-m", "geoseg.cli", "run", "-q", str(job_file)]
+
+
+def test_sigkill_of_whole_job_then_rerun_gives_identical_output(tmp_path):
+    ref_out, out, cmd = _reference_run_and_cli(tmp_path)
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_markers(out, 3)
@@ -137,14 +142,7 @@ def test_mutated_geotiff_bytes_give_a_result_or_a_clean_error(tmp_path):
                          ids=["sigterm-to-the-process", "sigint-to-the-group"])
 def test_a_stop_signal_records_interrupted_prints_one_line_and_the_rerun_completes(tmp_path, sig, to_group, code):
     """SIGTERM (Kubernetes, Slurm) or Ctrl-C (SIGINT to the terminal's whole process group, workers too)."""
-    scene, _ = blocky_scene(tmp_path, height=1500, width=1500)
-    ref_out = tmp_path / "ref"
-    run_job(parse_job(kmeans_job_dict(scene, ref_out)), show_progress=False)
-
-    out = tmp_path / "out"
-    job_file = tmp_path / "job.yaml"
-    job_file.write_text(yaml.safe_dump(kmeans_job_dict(scene, out)))
-    cmd = [sys.executable, "-m", "geoseg.cli", "run", "-q", str(job_file)]
+    ref_out, out, cmd = _reference_run_and_cli(tmp_path)
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_markers(out, 3)
