@@ -167,7 +167,7 @@ def cmd_vectorize(args: argparse.Namespace) -> int:
         res = vectorize_labels(
             args.labels, gpkg, connectivity=args.connectivity, skip_classes=[255, *skip], client=client,
             min_mapping_unit_px=args.min_mapping_unit, simplify_tolerance=args.simplify, layout=args.layout,
-            show_progress=not args.quiet,
+            show_progress=not args.quiet, threads=args.threads,
         )
     print(f"{res.n_features} polygons -> {_shown(args.out)} ({fmt.name})")
     return 0
@@ -213,6 +213,17 @@ def _maybe_client(scheduler: str | None, connect_timeout: float | None = None) -
 
     with connect(scheduler, timeout=connect_timeout or 10) as (client, _info):
         yield client
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _parse_class_names(text: str | None) -> dict[int, str] | None:
@@ -354,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--simplify", type=float, default=0.0, help="coverage-preserving simplification tolerance (CRS units)")
     s.add_argument("--layout", default="single", choices=["single", "per_class"], help="one layer, or one per class")
     s.add_argument("--connectivity", type=int, default=4, help="pixel connectivity (only 4 is supported)")
+    s.add_argument("--threads", type=_positive_int, default=None,
+                   help="threads polygonising in this process without --scheduler (default: one per core)")
     s.add_argument("--scheduler", default=None, help="run on this Dask scheduler (default: threads in this process)")
     s.add_argument("--connect-timeout", type=float, default=None,
                    help="seconds to wait for --scheduler to answer (default 10, or the job's cluster.connect_timeout)")

@@ -95,7 +95,8 @@ class ChunkSpec:
 class ChunkPolygons:
     """One chunk's polygons, split into final ones and border pieces still to be merged.
 
-    ``final`` holds WKB in map coordinates when the spec asked for ``world``, otherwise shapely
+    ``final`` holds WKB in map coordinates when the spec asked for ``world`` (an object array of
+    ``bytes``, or one ``pyarrow.BinaryArray`` from the compiled polygoniser), otherwise shapely
     polygons in raster pixel coordinates. ``border`` is always shapely polygons in pixel
     coordinates; ``sides[s][i]`` is the index in ``border`` of the polygon owning the ``i``-th
     pixel along shared side ``s`` (``-1``: a skipped pixel).
@@ -463,7 +464,7 @@ def vectorize_chunk(window: Window, spec: ChunkSpec) -> ChunkPolygons:
     )
     to_part = spec.parts_dir is not None and spec.world and Path(spec.parts_dir).is_dir()
     res = chunk_polygons(labels, window, spec.grid, skip_classes=spec.skip_classes, world=spec.world,
-                         arrow_wkb=to_part)
+                         arrow_wkb=spec.world)
     if to_part:
         _to_part(res, spec)  # a worker that cannot see the folder returns its rows instead
     res.seconds = time.perf_counter() - t0

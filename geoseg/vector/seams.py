@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
 import numpy as np
 import shapely
 
+from geoseg._kernels.components import pair_components
 from geoseg.vector.gridunion import union_many
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,21 @@ class BorderPieces(Protocol):
     border: np.ndarray
     border_class: np.ndarray
     sides: dict[str, np.ndarray]
+
+
+@dataclass
+class HeldPieces:
+    """What the merger keeps of a chunk: its border pieces alone. Holding the caller's whole
+    result would keep its final polygons (the bulk of a chunk) alive until the end of the run."""
+
+    border: np.ndarray
+    border_class: np.ndarray
+    sides: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, chunk: BorderPieces) -> HeldPieces:
+        # the border array is copied: merged pieces are set to None in it, the caller's stays whole
+        return cls(np.array(chunk.border, dtype=object), np.asarray(chunk.border_class), dict(chunk.sides))
 
 
 _NEIGHBOUR = {"top": (-1, 0), "bottom": (1, 0), "left": (0, -1), "right": (0, 1)}
@@ -130,7 +147,7 @@ class SeamMerger:
         self.chunks_shape = chunks_shape
         self.union = union if union is not None else partial(union_each, cell=cell)
         self.round_pieces = max(1, int(round_pieces))
-        self.pieces: dict[ChunkKey, BorderPieces] = {}
+        self.pieces: dict[ChunkKey, HeldPieces] = {}
         self.merged: dict[ChunkKey, np.ndarray] = {}  # per chunk: which of its pieces are already out
         # contacts across each seam whose two chunks are here (upper/left chunk, lower/right chunk):
         # found once, when the second of them arrives; pairs of merged pieces are dropped after a round
@@ -144,7 +161,7 @@ class SeamMerger:
         """Take one chunk's border pieces; return the regions completed now (possibly none)."""
         if key in self.pieces:
             raise ValueError(f"chunk {key} was added twice")
-        self.pieces[key] = chunk
+        self.pieces[key] = chunk = HeldPieces.of(chunk)
         self.merged[key] = np.zeros(len(chunk.border), dtype=bool)
         iy, ix = key
         for side, (dy, dx) in _NEIGHBOUR.items():
@@ -169,9 +186,6 @@ class SeamMerger:
         return self._round(final=True)
 
     def _round(self, final: bool) -> tuple[np.ndarray, np.ndarray]:
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
         self.since_round = 0
         self.rounds += 1
         keys = sorted(self.pieces)
@@ -184,8 +198,7 @@ class SeamMerger:
         classes = np.concatenate([self.pieces[k].border_class for k in keys]).astype(np.int32)
         done = np.concatenate([self.merged[k] for k in keys])
         pairs = self._pairs(offsets)
-        graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-        _, group = connected_components(graph, directed=False)
+        group = pair_components(n, pairs[:, 0], pairs[:, 1])
         ready = ~done
         if not final:
             ready &= ~np.isin(group, group[self._open_pieces(keys, offsets, n)])

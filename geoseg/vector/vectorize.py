@@ -16,11 +16,15 @@ class; only simplification needs every polygon in memory at once."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -32,6 +36,7 @@ from affine import Affine
 
 from geoseg.errors import JobSpecError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
+from geoseg.heap import release_free_heap
 from geoseg.io.atomic import remove_path, temporary_name
 from geoseg.io.labelstore import read_label_info
 from geoseg.legend import NODATA_LABEL, PALETTE, ClassInfo
@@ -122,6 +127,34 @@ def _halo(min_mapping_unit_px: int, sieve_halo_px: int | None) -> int:
     return int(min_mapping_unit_px if sieve_halo_px is None else sieve_halo_px)
 
 
+#: Largest tile polygonised at once in this process (no cluster): a fragmented 1024² tile holds
+#: ~20 MiB while it is polygonised, a 2048² one ~80 MiB, and ``threads + 1`` are in flight.
+LOCAL_TILE_PX = 1024
+
+
+def local_tile(store_chunk: int) -> int:
+    """The tile side for vectorising in this process: the store's chunk cut into equal parts of at most
+    :data:`LOCAL_TILE_PX` (a divisor where there is one, so a tile reads one stored chunk).
+
+    >>> local_tile(512), local_tile(2048), local_tile(3000), local_tile(1500)
+    (512, 1024, 1000, 750)
+    """
+    k = -(-store_chunk // LOCAL_TILE_PX)
+    while store_chunk % k and k < store_chunk:
+        k += 1
+    return max(16, store_chunk // k)
+
+
+def _tile_grid(grid: GeoGrid, store_chunk: int, tile_px: int | None, on_cluster: bool) -> ChunkGrid:
+    """The tiles polygonised one per task: on a cluster the store's chunks, here :func:`local_tile`;
+    ``tile_px`` overrides both."""
+    if tile_px is None:
+        return grid.tiles(store_chunk if on_cluster else local_tile(store_chunk))
+    if int(tile_px) < 16:
+        raise JobSpecError(f"tile_px must be at least 16 pixels, got {tile_px}")
+    return grid.tiles(int(tile_px))
+
+
 def _check_options(connectivity: int, layout: str, min_mapping_unit_px: int, simplify_tolerance: float) -> None:
     if connectivity == 8:
         raise JobSpecError(
@@ -138,11 +171,10 @@ def _check_options(connectivity: int, layout: str, min_mapping_unit_px: int, sim
         raise JobSpecError(f"simplify_tolerance must be >= 0, got {simplify_tolerance}")
 
 
-def _run_chunks(spec: ChunkSpec, windows: list[Window], client: Client | None) -> Iterator[ChunkPolygons]:
-    """Chunk results in completion order: on the cluster if given, else one by one here."""
+def _run_chunks(spec: ChunkSpec, windows: list[Window], client: Client | None, threads: int) -> Iterator[ChunkPolygons]:
+    """Chunk results: on the cluster if given (completion order), else on ``threads`` threads here (in order)."""
     if client is None:
-        for w in windows:
-            yield vectorize_chunk(w, spec)
+        yield from _run_chunks_here(spec, windows, threads)
         return
     from distributed import as_completed
 
@@ -172,6 +204,41 @@ def _run_chunks(spec: ChunkSpec, windows: list[Window], client: Client | None) -
             yield res
     finally:
         client.cancel(list(running))
+
+
+def _run_chunks_here(spec: ChunkSpec, windows: list[Window], threads: int) -> Iterator[ChunkPolygons]:
+    """Tiles polygonised on a pool of threads in this process, results in window order.
+
+    Why threads and not processes: the compiled loops release the GIL, and one process holds
+    the libraries (GDAL, LLVM) once; at most ``threads + 1`` tiles are in flight, so memory
+    follows the tile. In order, so the output is the same for any number of threads.
+    """
+    if threads <= 1:
+        for w in windows:
+            yield vectorize_chunk(w, spec)
+        return
+    todo = iter(windows)
+    with ThreadPoolExecutor(threads, thread_name_prefix="geoseg-vectorize") as pool:
+        pending = deque(pool.submit(vectorize_chunk, w, spec) for w in islice(todo, threads + 1))
+        try:
+            while pending:
+                res = pending.popleft().result()
+                following = next(todo, None)
+                if following is not None:
+                    pending.append(pool.submit(vectorize_chunk, following, spec))
+                yield res
+                del res
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def default_threads() -> int:
+    """Threads for vectorising in this process: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _worker_threads(client: Client) -> list[int]:
@@ -281,6 +348,8 @@ def vectorize_labels(
     sieve_halo_px: int | None = None,
     seam_round_pieces: int = SEAM_ROUND_PIECES,
     show_progress: bool = False,
+    threads: int | None = None,
+    tile_px: int | None = None,
 ) -> VectorizeResult:
     """Vectorise a label store into a GeoPackage of polygons, one per 4-connected region.
 
@@ -288,7 +357,10 @@ def vectorize_labels(
     m² and m on its ellipsoid).
     The result equals one ``rasterio.features.shapes(..., connectivity=4)`` pass over the whole
     raster regardless of chunking. With ``client`` the per-chunk work runs as Dask tasks and
-    results are written while later chunks compute; without, chunks run here one by one.
+    results are written while later chunks compute; without, tiles of at most
+    :data:`LOCAL_TILE_PX` run on ``threads`` threads in this process (default: one per core),
+    written in tile order, so the output does not depend on the thread count. ``tile_px``: the
+    side of the tiles polygonised one per task (default: the store's chunks on a cluster).
 
     ``min_mapping_unit_px``: sieve regions smaller than this many pixels first (halo =
     ``sieve_halo_px``, default the unit itself; see :func:`prepare_chunk` for the limits).
@@ -301,8 +373,10 @@ def vectorize_labels(
     """
     t_start = time.perf_counter()
     _check_options(connectivity, layout, min_mapping_unit_px, simplify_tolerance)
+    if threads is not None and int(threads) < 1:
+        raise JobSpecError(f"threads must be at least 1, got {threads}")
     info = read_label_info(labels_path)
-    grid = info.chunk_grid
+    grid = _tile_grid(info.grid, info.chunk, tile_px, client is not None)
     skip = tuple(sorted({int(c) for c in skip_classes}))
     wanted = [c.id for c in info.legend if c.id not in skip]
     names = tuple(c.name for c in _legend_for(range(256), info.legend))
@@ -336,7 +410,8 @@ def vectorize_labels(
                 tally.add(merged_cls, batch.column("area_m2").to_numpy())
                 yield batch
 
-        chunks = chunk_progress(_run_chunks(spec, windows, client), len(windows), "vectorising", show_progress)
+        run = _run_chunks(spec, windows, client, threads or default_threads())
+        chunks = chunk_progress(run, len(windows), "vectorising", show_progress)
         for res in chunks:
             timings["chunk_tasks_s"] += res.seconds
             if use_parts:
@@ -357,6 +432,7 @@ def vectorize_labels(
             timings["merge_cpu_s"] += time.thread_time() - c0
             del res  # the chunk's seam pieces live on in the merger only
             yield from merged_batches(*merged)
+            release_free_heap()  # the tile's transient arrays: give their pages back, do not keep a high-water mark
         t0, c0 = time.perf_counter(), time.thread_time()
         merged = merger.finish()
         timings["merge_s"] += time.perf_counter() - t0
