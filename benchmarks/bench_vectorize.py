@@ -3,6 +3,8 @@
 Generates a fragmented, k-means-like label raster (smooth noise quantised into classes plus
 salt noise) into a label store, then times
 
+* ``geoseg_cli``: ``geoseg vectorize labels.zarr out.gpkg`` as a user runs it on one machine, one
+  process polygonising tiles on one thread per core (start-up and imports counted, like GDAL's);
 * ``geoseg``: :func:`geoseg.vector.vectorize.vectorize_labels` on a ``LocalCluster(n_workers=2,
   threads_per_worker=1)`` writing a GeoPackage (cluster start-up not counted);
 * ``gdal_cli``: ``gdal_polygonize.py`` (one process) writing a GeoPackage from the same raster
@@ -211,6 +213,20 @@ def run_geoseg(store: Path, out: Path, workers: int) -> dict:
             "timings": {k: round(v, 2) for k, v in res.timings.items()}, "memory": mem}
 
 
+def run_geoseg_cli(store: Path, out: Path, threads: int | None) -> dict:
+    """``geoseg vectorize`` in its own process, measured like ``gdal_polygonize.py``."""
+    cmd = [sys.executable, "-m", "geoseg.cli", "vectorize", str(store), str(out), "--quiet"]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    root = str(Path(__file__).resolve().parents[1])
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    seconds, mem = _run_process(cmd, env)
+    import pyogrio
+
+    return {"seconds": round(seconds, 2), "memory": mem, "threads": threads or os.cpu_count(),
+            "n_features": int(pyogrio.read_info(out, layer="polygons")["features"])}
+
+
 def _children_cpu() -> float:
     import resource
 
@@ -290,6 +306,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=Path("bench-vectorize"))
     ap.add_argument("--skip-gdal", action="store_true", help="time geoseg only")
+    ap.add_argument("--skip-cluster", action="store_true", help="skip geoseg on a local cluster (run the CLI only)")
+    ap.add_argument("--cli-threads", type=int, default=None, help="threads of the geoseg CLI run (default: one per core)")
     ap.add_argument("--gdal-sizes", type=int, nargs="*", default=None,
                     help="sizes to run gdal_polygonize at (default: the largest of --sizes)")
     ap.add_argument("--skip-context", action="store_true", help="skip the context baselines (memory driver, single pass)")
@@ -307,7 +325,8 @@ def main(argv: list[str] | None = None) -> dict:
     warm = args.workdir / "warm-up"
     shutil.rmtree(warm, ignore_errors=True)
     warm.mkdir(parents=True)
-    run_geoseg(prepare_store(512, args, warm / "labels.zarr"), warm / "geoseg.vector.gpkg", args.workers)
+    if not args.skip_cluster:
+        run_geoseg(prepare_store(512, args, warm / "labels.zarr"), warm / "geoseg.vector.gpkg", args.workers)
     shutil.rmtree(warm, ignore_errors=True)
     for n in sorted(args.sizes):
         folder = args.workdir / f"n{n}"
@@ -316,7 +335,9 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         store = prepare_store(n, args, folder / "labels.zarr")
         run: dict = {"size": n, "prepare_seconds": round(time.perf_counter() - t0, 1)}
-        run["geoseg"] = run_geoseg(store, folder / "geoseg.vector.gpkg", args.workers)
+        run["geoseg_cli"] = run_geoseg_cli(store, folder / "geoseg.cli.gpkg", args.cli_threads)
+        if not args.skip_cluster:
+            run["geoseg"] = run_geoseg(store, folder / "geoseg.vector.gpkg", args.workers)
         if not args.skip_gdal and n in (args.gdal_sizes if args.gdal_sizes is not None else [max(args.sizes)]):
             from geoseg.io.export import export_cog
 
@@ -328,8 +349,13 @@ def main(argv: list[str] | None = None) -> dict:
                 run["gdal_cli_memory"] = run_gdal_cli(tif, folder / "unused", driver="Memory")
                 run["rasterio_single_pass"] = run_single_pass(tif, folder / "single.gpkg")
             if "seconds" in run["gdal_cli"]:
-                run["geoseg_over_gdal_cli"] = round(run["geoseg"]["seconds"] / run["gdal_cli"]["seconds"], 3)
-                run["same_feature_count"] = run["geoseg"]["n_features"] == run["gdal_cli"]["n_features"]
+                gdal = run["gdal_cli"]
+                for name in ("geoseg_cli", "geoseg"):
+                    if name in run:
+                        run[f"{name}_over_gdal_cli"] = {
+                            "seconds": round(run[name]["seconds"] / gdal["seconds"], 3),
+                            "summed_peak_rss": round(run[name]["memory"]["peak_rss_mib"] / gdal["memory"]["peak_rss_mib"], 2),
+                            "same_feature_count": run[name]["n_features"] == gdal["n_features"]}
         report["runs"].append(run)
         print(json.dumps(run), file=sys.stderr, flush=True)
         if not args.keep:
