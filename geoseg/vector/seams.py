@@ -147,7 +147,8 @@ class SeamMerger:
         self.chunks_shape = chunks_shape
         self.union = union if union is not None else partial(union_each, cell=cell)
         self.round_pieces = max(1, int(round_pieces))
-        self.pieces: dict[ChunkKey, HeldPieces] = {}
+        self.pieces: dict[ChunkKey, HeldPieces] = {}  # chunks with pieces still waiting (or just added)
+        self.arrived: set[ChunkKey] = set()
         self.merged: dict[ChunkKey, np.ndarray] = {}  # per chunk: which of its pieces are already out
         # contacts across each seam whose two chunks are here (upper/left chunk, lower/right chunk):
         # found once, when the second of them arrives; pairs of merged pieces are dropped after a round
@@ -159,8 +160,9 @@ class SeamMerger:
 
     def add(self, key: ChunkKey, chunk: BorderPieces) -> tuple[np.ndarray, np.ndarray]:
         """Take one chunk's border pieces; return the regions completed now (possibly none)."""
-        if key in self.pieces:
+        if key in self.arrived:
             raise ValueError(f"chunk {key} was added twice")
+        self.arrived.add(key)
         self.pieces[key] = chunk = HeldPieces.of(chunk)
         self.merged[key] = np.zeros(len(chunk.border), dtype=bool)
         iy, ix = key
@@ -181,8 +183,8 @@ class SeamMerger:
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
         """Every region still waiting (call after the last chunk was added)."""
         expected = self.chunks_shape[0] * self.chunks_shape[1]
-        if len(self.pieces) != expected:
-            log.warning("seam merge finished with %d of %d chunks", len(self.pieces), expected)
+        if len(self.arrived) != expected:
+            log.warning("seam merge finished with %d of %d chunks", len(self.arrived), expected)
         return self._round(final=True)
 
     def _round(self, final: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -194,6 +196,7 @@ class SeamMerger:
             offsets[k] = n
             n += len(self.pieces[k].border)
         if n == 0:
+            self._forget_finished(keys)
             return np.empty(0, dtype=object), np.empty(0, dtype=np.int32)
         classes = np.concatenate([self.pieces[k].border_class for k in keys]).astype(np.int32)
         done = np.concatenate([self.merged[k] for k in keys])
@@ -219,7 +222,18 @@ class SeamMerger:
                 del self.contacts[seam]
             elif not live.all():
                 self.contacts[seam] = ia[live], ib[live]
+        self._forget_finished(keys)
         return out
+
+    def _forget_finished(self, keys: list[ChunkKey]) -> None:
+        """Let go of chunks all of whose pieces are out, so rounds and memory follow the open front.
+
+        Safe: a merged piece never owns a pixel facing a chunk still to come (it would have been
+        open), so a later neighbour of such a chunk has no contact with it; every contact it had
+        was with merged pieces and was dropped above."""
+        for k in keys:
+            if self.merged[k].all():
+                del self.pieces[k], self.merged[k]
 
     def _pairs(self, offsets: dict[ChunkKey, int]) -> np.ndarray:
         """The contacts of the pieces not merged yet, as pairs of ids numbered by ``offsets``."""
@@ -234,7 +248,7 @@ class SeamMerger:
         for k in keys:
             for side, owners in self.pieces[k].sides.items():
                 dy, dx = _NEIGHBOUR[side]
-                if (k[0] + dy, k[1] + dx) not in self.pieces:
+                if (k[0] + dy, k[1] + dx) not in self.arrived:
                     o = owners[owners >= 0]
                     open_[offsets[k] + o] = True
         return open_

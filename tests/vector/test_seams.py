@@ -33,8 +33,24 @@ def _merge(labels: np.ndarray, chunk: int, order: list[int], round_pieces: int =
         geoms.append(g)
         classes.append(c)
     g, c = merger.finish()
-    assert merger.waiting == 0
+    assert merger.waiting == 0 and not merger.pieces and not merger.merged  # every chunk let go at the end
     return np.concatenate(geoms + [g]), np.concatenate(classes + [c]).astype(np.int32)
+
+
+def test_merger_holds_only_the_open_front_of_chunks_in_row_major_order():
+    """Chunks whose pieces are all out are let go: what is held follows the front, not the raster."""
+    labels = np.random.default_rng(5).integers(0, 3, (96, 120)).astype(np.uint8)
+    grid = chunk_grid(96, 120, 16, Affine.identity())
+    merger = SeamMerger(grid.chunks_shape, round_pieces=1, cell=16)
+    held = []
+    for w in grid.windows():
+        res = chunk_polygons(labels[w.slices], w, grid, skip_classes=(NODATA_LABEL,), world=False)
+        merger.add((w.row_off // 16, w.col_off // 16), res)
+        held.append(len(merger.pieces))
+    merger.finish()
+    # the front (a row of chunks and one more) plus chunks of regions still reaching into it; never all of them
+    assert grid.n_chunks == 48 and max(held) <= 2 * grid.chunks_shape[1] and held[-1] < 48
+    assert not merger.pieces
 
 
 def _cut(geom: shapely.Geometry, cell: int, shape: tuple[int, int]) -> np.ndarray:
