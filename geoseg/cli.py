@@ -163,6 +163,10 @@ def cmd_vectorize(args: argparse.Namespace) -> int:
 
     fmt = vector_format(args.out, layout=args.layout)  # before any work: a format we cannot write is refused
     skip = [int(c) for c in args.skip.split(",") if c.strip()] if args.skip else []
+    if not args.scheduler:  # this process polygonises on its threads: two allocator arenas between them
+        from geoseg.heap import limit_arenas
+
+        limit_arenas(2)
     with _maybe_client(args.scheduler, args.connect_timeout) as client, write_as(args.out, fmt) as gpkg:
         res = vectorize_labels(
             args.labels, gpkg, connectivity=args.connectivity, skip_classes=[255, *skip], client=client,

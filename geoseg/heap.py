@@ -1,4 +1,4 @@
-"""Handing freed memory back to the operating system between tiles.
+"""Handing freed memory back to the operating system between tiles, and fewer allocator arenas.
 
 Why: glibc's allocator keeps memory that was freed in the middle of its heaps (and in the
 per-thread arenas) for reuse, so a process that polygonises tile after tile on a few threads
@@ -21,6 +21,25 @@ def _malloc_trim():  # noqa: ANN202 - a ctypes function or None
         return ctypes.CDLL(name).malloc_trim if name else None
     except (OSError, AttributeError):
         return None
+
+
+#: glibc's ``mallopt`` parameter number of ``M_ARENA_MAX``.
+_M_ARENA_MAX = -8
+
+
+def limit_arenas(n: int) -> bool:
+    """Let glibc's allocator use at most ``n`` arenas (one per thread by default, up to 8 per core).
+
+    For a process geoseg owns (the ``vectorize`` command): each polygonising thread otherwise
+    grows an arena of its own that keeps its high-water mark. Affects the whole process, so the
+    library functions never call it. False where it is not possible.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt and mallopt(_M_ARENA_MAX, int(n)) == 1)
 
 
 def release_free_heap() -> bool:

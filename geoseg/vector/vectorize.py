@@ -127,17 +127,19 @@ def _halo(min_mapping_unit_px: int, sieve_halo_px: int | None) -> int:
     return int(min_mapping_unit_px if sieve_halo_px is None else sieve_halo_px)
 
 
-#: Largest tile polygonised at once in this process (no cluster): a fragmented 1024² tile holds
-#: ~20 MiB while it is polygonised, a 2048² one ~80 MiB, and ``threads + 1`` are in flight.
-LOCAL_TILE_PX = 1024
+#: Largest tile polygonised at once in this process (no cluster): a fragmented 2048² tile holds
+#: ~80 MiB while it is polygonised, a 512² one ~5 MiB, and ``threads`` are in flight. Smaller
+#: tiles mean more seams to merge: on the 8000² benchmark map 512² took 15 s against 13 s at
+#: 1024² and peaked ~40 MiB lower (``benchmarks/RESULTS-vectorize.md``).
+LOCAL_TILE_PX = 512
 
 
 def local_tile(store_chunk: int) -> int:
     """The tile side for vectorising in this process: the store's chunk cut into equal parts of at most
     :data:`LOCAL_TILE_PX` (a divisor where there is one, so a tile reads one stored chunk).
 
-    >>> local_tile(512), local_tile(2048), local_tile(3000), local_tile(1500)
-    (512, 1024, 1000, 750)
+    >>> local_tile(256), local_tile(2048), local_tile(3000), local_tile(700)
+    (256, 512, 500, 350)
     """
     k = -(-store_chunk // LOCAL_TILE_PX)
     while store_chunk % k and k < store_chunk:
@@ -210,8 +212,9 @@ def _run_chunks_here(spec: ChunkSpec, windows: list[Window], threads: int) -> It
     """Tiles polygonised on a pool of threads in this process, results in window order.
 
     Why threads and not processes: the compiled loops release the GIL, and one process holds
-    the libraries (GDAL, LLVM) once; at most ``threads + 1`` tiles are in flight, so memory
-    follows the tile. In order, so the output is the same for any number of threads.
+    the libraries (GDAL, LLVM) once; at most ``threads`` tiles are in flight besides the one
+    being written, so memory follows the tile. In order, so the output is the same for any
+    number of threads.
     """
     if threads <= 1:
         for w in windows:
@@ -219,7 +222,7 @@ def _run_chunks_here(spec: ChunkSpec, windows: list[Window], threads: int) -> It
         return
     todo = iter(windows)
     with ThreadPoolExecutor(threads, thread_name_prefix="geoseg-vectorize") as pool:
-        pending = deque(pool.submit(vectorize_chunk, w, spec) for w in islice(todo, threads + 1))
+        pending = deque(pool.submit(vectorize_chunk, w, spec) for w in islice(todo, threads))
         try:
             while pending:
                 res = pending.popleft().result()

@@ -158,5 +158,9 @@ def test_rtree_built_in_the_file_past_the_ram_cap_is_complete(tmp_path, monkeypa
     assert sorted(h[0] for h in hits) == list(range(51, 57))  # fids are 1-based: boxes 50..55
 
 
-def test_free_heap_is_handed_back_on_glibc():
+def test_free_heap_is_handed_back_and_arenas_limited_on_glibc():
     assert release_free_heap() is (sys.platform == "linux")
+    # limit_arenas changes the whole process: asked in a child
+    out = subprocess.run([sys.executable, "-c", "from geoseg.heap import limit_arenas; print(limit_arenas(2))"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(sys.platform == "linux")
