@@ -35,9 +35,8 @@ import shapely
 
 #: At most this many vertices go through one vectorised pass (bounds the pass's temporary arrays,
 #: about 100 bytes per vertex); a larger group is done alone. On the smooth 16,000² map's 2,939
-#: groups under 500k vertices: 0.75 CPU s and +130 MiB at 250k, 1.05 s and +650 MiB at 4 M; 60k
-#: keeps a merge round's arrays to ~30 MiB, which counts when one process does everything.
-BATCH_VERTICES = 60_000
+#: groups under 500k vertices: 0.75 CPU s and +130 MiB at 250k, 1.05 s and +650 MiB at 4 M.
+BATCH_VERTICES = 250_000
 
 
 def _geos_union(pieces: np.ndarray) -> shapely.Geometry:

@@ -32,7 +32,7 @@ import numpy as np
 import shapely
 
 from geoseg._kernels.components import pair_components
-from geoseg.vector.gridunion import union_many
+from geoseg.vector.gridunion import BATCH_VERTICES, union_many
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,11 @@ def seam_contacts(pieces: dict[ChunkKey, BorderPieces], offsets: dict[ChunkKey, 
     return np.unique(np.concatenate(pairs), axis=0)
 
 
-def union_each(groups: list[np.ndarray], cell: int = 1) -> np.ndarray:
+def union_each(groups: list[np.ndarray], cell: int = 1, batch_vertices: int = BATCH_VERTICES) -> np.ndarray:
     """Union each group of pieces into one polygon, exactly and without the collinear vertices the
     seams leave behind (:func:`geoseg.vector.gridunion.union_many`; ``cell``: the chunk size, the
-    seams being its multiples)."""
-    return union_many(groups, cell)
+    seams being its multiples; ``batch_vertices``: the most vertices one pass holds)."""
+    return union_many(groups, cell, batch_vertices)
 
 
 def union_groups(geoms: np.ndarray, classes: np.ndarray, group: np.ndarray,
@@ -138,14 +138,14 @@ class SeamMerger:
     ``add`` takes one chunk's result (in any order) and returns the regions it completed, if a
     merge round ran; ``finish`` (after the last chunk) returns all the rest. Every region comes out
     exactly once. ``round_pieces`` sets how many new pieces trigger a round (1: after every chunk).
-    ``cell``: the chunk size in pixels (the seams are its multiples; 1 assumes nothing, slower);
-    used by the default ``union``.
+    ``cell``: the chunk size in pixels (the seams are its multiples; 1 assumes nothing, slower) and
+    ``batch_vertices`` (temporary memory against numpy's fixed costs): used by the default ``union``.
     """
 
     def __init__(self, chunks_shape: tuple[int, int], union: Unioner | None = None,
-                 round_pieces: int = ROUND_PIECES, cell: int = 1) -> None:
+                 round_pieces: int = ROUND_PIECES, cell: int = 1, batch_vertices: int = BATCH_VERTICES) -> None:
         self.chunks_shape = chunks_shape
-        self.union = union if union is not None else partial(union_each, cell=cell)
+        self.union = union if union is not None else partial(union_each, cell=cell, batch_vertices=batch_vertices)
         self.round_pieces = max(1, int(round_pieces))
         self.pieces: dict[ChunkKey, HeldPieces] = {}  # chunks with pieces still waiting (or just added)
         self.arrived: set[ChunkKey] = set()

@@ -42,6 +42,7 @@ from geoseg.io.labelstore import read_label_info
 from geoseg.legend import NODATA_LABEL, PALETTE, ClassInfo
 from geoseg.progress import chunk_progress
 from geoseg.vector.gpkg import POLYGON_SCHEMA, atomic_gpkg, class_style, write_arrow_layer, write_layer_styles
+from geoseg.vector.gridunion import BATCH_VERTICES
 from geoseg.vector.parts import InOrder, Tally, polygon_batch, read_part, tally_of
 from geoseg.vector.polygonize import (
     CONNECTIVITY,
@@ -132,6 +133,11 @@ def _halo(min_mapping_unit_px: int, sieve_halo_px: int | None) -> int:
 #: tiles mean more seams to merge: on the 8000² benchmark map 512² took 15 s against 13 s at
 #: 1024² and peaked ~40 MiB lower (``benchmarks/RESULTS-vectorize.md``).
 LOCAL_TILE_PX = 512
+
+#: Vertices per seam-union pass in this process: the merge's temporary arrays share the one peak
+#: with the polygonising threads and the writer here (~30 MiB at 60k against ~130 MiB at 250k), while
+#: a cluster's client does nothing else heavy and keeps the faster 250k (:data:`BATCH_VERTICES`).
+LOCAL_BATCH_VERTICES = 60_000
 
 
 def local_tile(store_chunk: int) -> int:
@@ -401,7 +407,8 @@ def vectorize_labels(
     timings = {"chunk_tasks_s": 0.0, "merge_s": 0.0, "merge_cpu_s": 0.0}  # merge: wall and this thread's CPU
 
     def batches() -> Iterator[pa.RecordBatch]:
-        merger = SeamMerger(grid.chunks_shape, round_pieces=seam_round_pieces, cell=grid.chunk)
+        merger = SeamMerger(grid.chunks_shape, round_pieces=seam_round_pieces, cell=grid.chunk,
+                            batch_vertices=BATCH_VERTICES if client is not None else LOCAL_BATCH_VERTICES)
         in_order = InOrder()
         pixel_polygons: list[tuple[np.ndarray, np.ndarray]] = []  # only with simplification
 
