@@ -56,7 +56,7 @@ from geoseg.vector.polygonize import (
     world_measures,
 )
 from geoseg.vector.seams import ROUND_PIECES as SEAM_ROUND_PIECES
-from geoseg.vector.seams import SeamMerger
+from geoseg.vector.seams import SeamMerger, warm_up_in_background
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -402,6 +402,8 @@ def vectorize_labels(
     spec = ChunkSpec(str(info.path), grid, skip, int(min_mapping_unit_px), _halo(min_mapping_unit_px, sieve_halo_px),
                      world=not simplify, parts_dir=str(scratch) if use_parts else None, class_names=names)
     windows = list(grid.windows())
+    if len(windows) > 1:
+        warm_up_in_background()
     index_of = {(w.row_off, w.col_off): i for i, w in enumerate(windows)}
     tally = _Tally()
     timings = {"chunk_tasks_s": 0.0, "merge_s": 0.0, "merge_cpu_s": 0.0}  # merge: wall and this thread's CPU
