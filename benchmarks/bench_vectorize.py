@@ -14,8 +14,9 @@ salt noise) into a label store, then times
 * ``rasterio_single_pass`` (context): one ``rasterio.features.shapes`` pass (the GDAL inside
   rasterio) over the whole raster in one process, written with pyogrio in one transaction;
 
-and records peak resident memory (client + workers, sampled every 50 ms) of the vectorise
-stage for each ``--sizes`` (the label store is generated in a child process, so the client's
+and records peak resident memory (client + workers, sampled every 50 ms; for the one-process
+contenders also the kernel's high-water mark, ``maxrss_mib``) of the vectorise stage for each
+``--sizes`` (the label store is generated in a child process, so the client's
 baseline is the same for every size; ``peak_increase_mib`` is what the stage added). GDAL runs
 are done for the largest size only, or for ``--gdal-sizes``. ``seam_merge_share`` is the part of
 geoseg's stage (wall) the client spent merging seams; ``seam_merge_cpu_s`` the CPU seconds it
@@ -238,9 +239,12 @@ def _run_process(cmd: list[str], env: dict | None = None) -> tuple[float, dict]:
     t0, cpu0, load0 = time.perf_counter(), _children_cpu(), os.getloadavg()[0]
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL)
     with peak_rss(lambda: [proc.pid]) as mem:
-        rc = proc.wait()
+        _, status, usage = os.wait4(proc.pid, 0)  # like proc.wait(), plus the kernel's high-water mark
+        proc.returncode = rc = os.waitstatus_to_exitcode(status)
     if rc:
         raise RuntimeError(f"{cmd[0]} failed with exit code {rc}")
+    # sampled every 50 ms (as for the cluster's processes) can miss a short peak; ru_maxrss cannot
+    mem["maxrss_mib"] = round(usage.ru_maxrss / 1024, 1)
     mem["cpu_seconds"] = round(_children_cpu() - cpu0, 1)
     mem["loadavg_1min"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
     return time.perf_counter() - t0, mem
@@ -355,6 +359,8 @@ def main(argv: list[str] | None = None) -> dict:
                         run[f"{name}_over_gdal_cli"] = {
                             "seconds": round(run[name]["seconds"] / gdal["seconds"], 3),
                             "summed_peak_rss": round(run[name]["memory"]["peak_rss_mib"] / gdal["memory"]["peak_rss_mib"], 2),
+                            "maxrss": (round(run[name]["memory"]["maxrss_mib"] / gdal["memory"]["maxrss_mib"], 2)
+                                       if "maxrss_mib" in run[name]["memory"] else None),
                             "same_feature_count": run[name]["n_features"] == gdal["n_features"]}
         report["runs"].append(run)
         print(json.dumps(run), file=sys.stderr, flush=True)

@@ -36,7 +36,7 @@ from affine import Affine
 
 from geoseg.errors import JobSpecError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
-from geoseg.heap import release_free_heap
+from geoseg.heap import heap_releaser
 from geoseg.io.atomic import remove_path, temporary_name
 from geoseg.io.labelstore import read_label_info
 from geoseg.legend import NODATA_LABEL, PALETTE, ClassInfo
@@ -133,6 +133,9 @@ def _halo(min_mapping_unit_px: int, sieve_halo_px: int | None) -> int:
 #: tiles mean more seams to merge: on the 8000² benchmark map 512² took 15 s against 13 s at
 #: 1024² and peaked ~40 MiB lower (``benchmarks/RESULTS-vectorize.md``).
 LOCAL_TILE_PX = 512
+
+#: Seconds between handing the allocator's free pages back while writing (:func:`geoseg.heap.heap_releaser`).
+HEAP_RELEASE_S = 1.0
 
 #: Vertices per seam-union pass in this process: the merge's temporary arrays share the one peak
 #: with the polygonising threads and the writer here (~30 MiB at 60k against ~130 MiB at 250k), while
@@ -409,6 +412,7 @@ def vectorize_labels(
     timings = {"chunk_tasks_s": 0.0, "merge_s": 0.0, "merge_cpu_s": 0.0}  # merge: wall and this thread's CPU
 
     def batches() -> Iterator[pa.RecordBatch]:
+        release_heap = heap_releaser(float(os.environ.get("GEOSEG_HEAP_RELEASE_S", HEAP_RELEASE_S)))
         merger = SeamMerger(grid.chunks_shape, round_pieces=seam_round_pieces, cell=grid.chunk,
                             batch_vertices=BATCH_VERTICES if client is not None else LOCAL_BATCH_VERTICES)
         in_order = InOrder()
@@ -444,7 +448,7 @@ def vectorize_labels(
             timings["merge_cpu_s"] += time.thread_time() - c0
             del res  # the chunk's seam pieces live on in the merger only
             yield from merged_batches(*merged)
-            release_free_heap()  # the tile's transient arrays: give their pages back, do not keep a high-water mark
+            release_heap()  # the tiles' transient arrays: give their pages back, do not keep a high-water mark
         t0, c0 = time.perf_counter(), time.thread_time()
         merged = merger.finish()
         timings["merge_s"] += time.perf_counter() - t0

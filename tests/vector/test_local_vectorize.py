@@ -158,8 +158,20 @@ def test_rtree_built_in_the_file_past_the_ram_cap_is_complete(tmp_path, monkeypa
     assert sorted(h[0] for h in hits) == list(range(51, 57))  # fids are 1-based: boxes 50..55
 
 
-def test_free_heap_is_handed_back_and_arenas_limited_on_glibc():
+def test_free_heap_is_handed_back_at_most_once_per_interval(monkeypatch):
+    import geoseg.heap
+
     assert release_free_heap() is (sys.platform == "linux")
+    calls = []
+    monkeypatch.setattr(geoseg.heap, "release_free_heap", lambda: calls.append(1) or True)
+    clock = iter([0.0, 0.3, 1.2, 1.5, 2.3, 9.0])
+    maybe = geoseg.heap.heap_releaser(1.0, clock=lambda: next(clock))  # reads the clock once (0.0)
+    for _ in range(5):
+        maybe()  # at 0.3 no, 1.2 yes, 1.5 no, 2.3 yes, 9.0 yes
+    assert len(calls) == 3
+
+
+def test_allocator_arenas_limited_on_glibc():
     # limit_arenas changes the whole process: asked in a child
     out = subprocess.run([sys.executable, "-c", "from geoseg.heap import limit_arenas; print(limit_arenas(2))"],
                          capture_output=True, text=True, check=True).stdout.strip()
