@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,10 +27,15 @@ log = logging.getLogger("geoseg")
 def _setup_logging(verbose: int, quiet: bool = False) -> None:
     level = logging.ERROR if quiet and not verbose else logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # distributed configures its own loggers when first imported (later, lazily): tell it via config.
-    import dask
+    # distributed configures its own loggers when first imported (later, lazily): tell it via config,
+    # through the environment while Dask is not imported (commands without a cluster never import it)
+    distributed_level = "info" if verbose >= 2 else "warning"
+    if "dask" in sys.modules:
+        import dask
 
-    dask.config.set({"logging.distributed": "info" if verbose >= 2 else "warning"})
+        dask.config.set({"logging.distributed": distributed_level})
+    else:
+        os.environ["DASK_LOGGING__DISTRIBUTED"] = distributed_level
     logging.getLogger("distributed").setLevel(max(level, logging.WARNING))
 
 

@@ -7,7 +7,9 @@ width)`` windows. Stages that need spatial context ask for a chunk *with a halo*
 back with :func:`trim_halo`, so results do not depend on where chunk borders fall.
 
 The CRS is kept as WKT text: it pickles and hashes cheaply (a grid travels with every Dask
-task), and :attr:`GeoGrid.crs` parses it once per process.
+task), and :attr:`GeoGrid.crs` parses it once per process. rasterio is imported only when a CRS
+object is asked for: a process that only vectorises a label store (``geoseg vectorize``) never
+needs it, and rasterio with the boto3 it imports costs ~50 MiB of resident memory.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from affine import Affine
-from rasterio.crs import CRS
 
 if TYPE_CHECKING:
     import numpy as np
     from odc.geo.geobox import GeoBox
+    from rasterio.crs import CRS
 
 Bounds = tuple[float, float, float, float]
 
@@ -94,7 +96,22 @@ def trim_halo(array, hw: HaloWindow):  # noqa: ANN001, ANN201 - any array-like w
 @lru_cache(maxsize=64)
 def crs_from_wkt(wkt: str) -> CRS:
     """Parse a CRS once per process (parsing WKT costs about a millisecond)."""
+    from rasterio.crs import CRS
+
     return CRS.from_wkt(wkt)
+
+
+@lru_cache(maxsize=64)
+def is_geographic_wkt(wkt: str) -> bool:
+    """Whether a CRS (WKT) is geographic (a compound CRS: its horizontal part), read with pyproj.
+
+    >>> from rasterio.crs import CRS
+    >>> is_geographic_wkt(CRS.from_epsg(4326).to_wkt()), is_geographic_wkt(CRS.from_epsg(32633).to_wkt())
+    (True, False)
+    """
+    import pyproj
+
+    return bool(pyproj.CRS.from_wkt(wkt).is_geographic)
 
 
 def window_bounds(transform: Affine, shape: tuple[int, int]) -> Bounds:
@@ -208,6 +225,7 @@ def aligned_offset(src: Affine, dst: Affine, tol: float = 1e-6) -> tuple[int, in
 class GeoGrid:
     """A georeferenced pixel grid: ``height`` x ``width`` pixels, their ``transform`` and CRS.
 
+    >>> from rasterio.crs import CRS
     >>> g = GeoGrid(2, 3, Affine(10, 0, 100, 0, -10, 500), CRS.from_epsg(32633).to_wkt())
     >>> g.shape, g.bounds, g.crs.to_epsg(), g.pixel_area_m2
     ((2, 3), (100.0, 480.0, 130.0, 500.0), 32633, 100.0)
@@ -225,6 +243,8 @@ class GeoGrid:
     @classmethod
     def of(cls, height: int, width: int, transform: Affine, crs: CRS | str) -> GeoGrid:
         """A grid from a CRS given as a rasterio CRS or any text rasterio understands."""
+        from rasterio.crs import CRS
+
         wkt = crs.to_wkt() if isinstance(crs, CRS) else CRS.from_user_input(crs).to_wkt()
         return cls(int(height), int(width), transform, wkt)
 
@@ -236,6 +256,11 @@ class GeoGrid:
     @property
     def crs(self) -> CRS:
         return crs_from_wkt(self.crs_wkt)
+
+    @property
+    def is_geographic(self) -> bool:
+        """Whether the CRS is geographic (degrees), without importing rasterio."""
+        return is_geographic_wkt(self.crs_wkt)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -321,6 +346,7 @@ class ChunkGrid:
 
     The chunks are the unit of work of every stage and the chunks of every Zarr output.
 
+    >>> from rasterio.crs import CRS
     >>> g = GeoGrid(5, 7, Affine(10, 0, 0, 0, -10, 50), CRS.from_epsg(32633).to_wkt()).tiles(4)
     >>> g.n_chunks, g.chunks_shape
     (4, (2, 2))
@@ -355,6 +381,10 @@ class ChunkGrid:
     @property
     def crs(self) -> CRS:
         return self.grid.crs
+
+    @property
+    def is_geographic(self) -> bool:
+        return self.grid.is_geographic
 
     @property
     def crs_wkt(self) -> str:

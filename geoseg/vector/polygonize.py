@@ -42,6 +42,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +72,11 @@ def _gdal_at_least(major: int, minor: int) -> bool:
     return tuple(parts) >= (major, minor)
 
 
-#: GDAL 3.7 replaced the polygoniser with one that emits OGC-valid 4-connected polygons.
-_GDAL_POLYGONS_VALID = _gdal_at_least(3, 7)
+@cache
+def _gdal_polygons_valid() -> bool:
+    """GDAL 3.7 replaced the polygoniser with one that emits OGC-valid 4-connected polygons.
+    Asked on the GDAL path only: the compiled one never imports rasterio."""
+    return _gdal_at_least(3, 7)
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,7 @@ def world_measures(geoms_px: np.ndarray, mapped: np.ndarray, grid: ChunkGrid) ->
     Projected grids: pixel area x CRS unit² and the planar length, as always. Geographic grids
     (degrees): area and perimeter on the CRS's ellipsoid (pyproj.Geod), in m² and m.
     """
-    if grid.crs.is_geographic:
+    if grid.is_geographic:
         t = grid.transform
         return geodesic_area_perimeter(mapped, grid.crs_wkt, min(math.hypot(t.a, t.d), math.hypot(t.b, t.e)))
     return shapely.area(geoms_px) * grid.pixel_area, shapely.length(mapped)
@@ -286,7 +290,7 @@ def _polygonize_window_gdal(labels: np.ndarray, window: Window, valid: np.ndarra
     boxes = shapely.box(x0, y0, x0 + 1, y0 + 1)
     geoms = np.concatenate([polys, boxes])
     classes = np.concatenate([cls, labels[rows, cols].astype(np.int32)])
-    if not _GDAL_POLYGONS_VALID:
+    if not _gdal_polygons_valid():
         bad = ~shapely.is_valid(geoms)
         if bad.any():
             geoms[bad] = shapely.make_valid(geoms[bad], method="structure", keep_collapsed=False)
@@ -395,7 +399,7 @@ def chunk_polygons(labels: np.ndarray, window: Window, grid: ChunkGrid, *, skip_
     perimeter, area_m2 = None, None
     if world:
         mapped = to_map_coords(final, grid.transform)
-        if grid.crs.is_geographic:
+        if grid.is_geographic:
             area_m2, perimeter = world_measures(final, mapped, grid)
         else:
             perimeter = shapely.length(mapped)
@@ -430,7 +434,7 @@ def _chunk_polygons_compiled(labels: np.ndarray, window: Window, grid: ChunkGrid
     perimeter, area_m2 = None, None
     if not world:
         final = rings.geometries(is_final)
-    elif grid.crs.is_geographic:
+    elif grid.is_geographic:
         final_px = rings.geometries(is_final)
         mapped = to_map_coords(final_px, grid.transform)
         area_m2, perimeter = world_measures(final_px, mapped, grid)

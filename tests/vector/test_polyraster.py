@@ -21,10 +21,10 @@ from shapely.geometry import shape
 from geoseg.errors import JobSpecError
 from geoseg.geo import Window
 from geoseg.legend import NODATA_LABEL
-from geoseg.vector.polygonize import _GDAL_POLYGONS_VALID, POLYGONIZER_ENV, polygonize_window, polygonizer
+from geoseg.vector.polygonize import POLYGONIZER_ENV, _gdal_polygons_valid, polygonize_window, polygonizer
 from geoseg.vector.polyraster import polygonize_regions
 
-pytestmark = pytest.mark.skipif(not _GDAL_POLYGONS_VALID, reason="GDAL < 3.7 emits invalid polygons: not an oracle")
+pytestmark = pytest.mark.skipif(not _gdal_polygons_valid(), reason="GDAL < 3.7 emits invalid polygons: not an oracle")
 
 
 def gdal_polygons(labels: np.ndarray, valid: np.ndarray, x_off: int = 0, y_off: int = 0):
