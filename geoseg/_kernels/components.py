@@ -13,7 +13,9 @@ from geoseg._kernels.compiled import compiled
 
 
 @compiled
-def _root(parent, i):  # noqa: ANN001, ANN202
+def find_root(parent, i):  # noqa: ANN001, ANN202
+    """The root of ``i`` in a union-find forest, halving the path on the way (also used by
+    :mod:`geoseg.vector.polyraster_loops`)."""
     while parent[i] != i:
         parent[i] = parent[parent[i]]  # path halving
         i = parent[i]
@@ -24,14 +26,14 @@ def _root(parent, i):  # noqa: ANN001, ANN202
 def _components(n, a, b):  # noqa: ANN001, ANN202
     parent = np.arange(n)
     for k in range(a.size):
-        ra, rb = _root(parent, a[k]), _root(parent, b[k])
+        ra, rb = find_root(parent, a[k]), find_root(parent, b[k])
         if ra != rb:
             if ra < rb:
                 parent[rb] = ra
             else:
                 parent[ra] = rb
     for i in range(n):
-        parent[i] = _root(parent, i)
+        parent[i] = find_root(parent, i)
     return parent
 
 

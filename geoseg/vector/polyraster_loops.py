@@ -12,14 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from geoseg._kernels.compiled import compiled
-
-
-@compiled
-def _find(parent, i):  # noqa: ANN001, ANN202
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]  # path halving
-        i = parent[i]
-    return i
+from geoseg._kernels.components import find_root
 
 
 @compiled
@@ -43,10 +36,10 @@ def label_regions(labels, valid):  # noqa: ANN001, ANN202
             parent[p] = p
             v = labels[r, c]
             if c > 0 and valid[r, c - 1] and labels[r, c - 1] == v:
-                parent[p] = _find(parent, p - 1)
+                parent[p] = find_root(parent, p - 1)
             if r > 0 and valid[r - 1, c] and labels[r - 1, c] == v:
-                a = _find(parent, p - w)
-                b = _find(parent, p)
+                a = find_root(parent, p - w)
+                b = find_root(parent, p)
                 if a < b:
                     parent[b] = a
                 elif b < a:
