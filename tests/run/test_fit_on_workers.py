@@ -62,3 +62,12 @@ def test_scikit_learn_imported_on_every_worker_while_sampling(tmp_path):
         fit_kmeans_on_cluster(client, scene, scene.chunk_grid(128), cfg, show_progress=False)
         found = client.run(imported, 30)
     assert len(found) == 2 and all(found.values())
+
+
+def test_small_samples_are_fitted_on_one_thread_large_ones_on_every_core():
+    import os
+
+    from geoseg.run.labelling import PARALLEL_FIT_PIXELS, fit_threads
+
+    assert fit_threads(200_000) == 1
+    assert fit_threads(PARALLEL_FIT_PIXELS) == len(os.sched_getaffinity(0))
