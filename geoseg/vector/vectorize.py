@@ -156,11 +156,12 @@ def local_tile(store_chunk: int) -> int:
     return max(16, store_chunk // k)
 
 
-def _tile_grid(grid: GeoGrid, store_chunk: int, tile_px: int | None, on_cluster: bool) -> ChunkGrid:
-    """The tiles polygonised one per task: on a cluster the store's chunks, here :func:`local_tile`;
-    ``tile_px`` overrides both."""
+def _tile_grid(grid: GeoGrid, store_chunk: int, tile_px: int | None, on_cluster: bool, halo_px: int) -> ChunkGrid:
+    """The tiles polygonised one per task: on a cluster, or with a sieve halo (each tile reads its
+    halo too: small tiles would read the raster many times over), the store's chunks; else
+    :func:`local_tile`. ``tile_px`` overrides both."""
     if tile_px is None:
-        return grid.tiles(store_chunk if on_cluster else local_tile(store_chunk))
+        return grid.tiles(store_chunk if on_cluster or halo_px > 0 else local_tile(store_chunk))
     if int(tile_px) < 16:
         raise JobSpecError(f"tile_px must be at least 16 pixels, got {tile_px}")
     return grid.tiles(int(tile_px))
@@ -372,7 +373,8 @@ def vectorize_labels(
     results are written while later chunks compute; without, tiles of at most
     :data:`LOCAL_TILE_PX` run on ``threads`` threads in this process (default: one per core),
     written in tile order, so the output does not depend on the thread count. ``tile_px``: the
-    side of the tiles polygonised one per task (default: the store's chunks on a cluster).
+    side of the tiles polygonised one per task (default: the store's chunks on a cluster or with
+    a minimum mapping unit).
 
     ``min_mapping_unit_px``: sieve regions smaller than this many pixels first (halo =
     ``sieve_halo_px``, default the unit itself; see :func:`prepare_chunk` for the limits).
@@ -388,7 +390,7 @@ def vectorize_labels(
     if threads is not None and int(threads) < 1:
         raise JobSpecError(f"threads must be at least 1, got {threads}")
     info = read_label_info(labels_path)
-    grid = _tile_grid(info.grid, info.chunk, tile_px, client is not None)
+    grid = _tile_grid(info.grid, info.chunk, tile_px, client is not None, _halo(min_mapping_unit_px, sieve_halo_px))
     skip = tuple(sorted({int(c) for c in skip_classes}))
     wanted = [c.id for c in info.legend if c.id not in skip]
     names = tuple(c.name for c in _legend_for(range(256), info.legend))

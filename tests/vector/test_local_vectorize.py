@@ -176,3 +176,13 @@ def test_allocator_arenas_limited_on_glibc():
     out = subprocess.run([sys.executable, "-c", "from geoseg.heap import limit_arenas; print(limit_arenas(2))"],
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out == str(sys.platform == "linux")
+
+
+def test_tiles_here_are_store_chunks_cut_small_unless_a_sieve_halo_or_a_cluster_asks_for_whole_chunks():
+    from geoseg.vector.vectorize import _tile_grid
+
+    grid = GeoGrid.of(5000, 5000, TRANSFORM, CRS.from_epsg(32633))
+    assert _tile_grid(grid, 2048, None, on_cluster=False, halo_px=0).chunk == 512
+    assert _tile_grid(grid, 2048, None, on_cluster=False, halo_px=100).chunk == 2048  # each tile reads its halo
+    assert _tile_grid(grid, 2048, None, on_cluster=True, halo_px=0).chunk == 2048
+    assert _tile_grid(grid, 2048, 300, on_cluster=True, halo_px=100).chunk == 300
