@@ -17,10 +17,11 @@ from functools import cache
 
 
 @cache
-def _malloc_trim():  # noqa: ANN202 - a ctypes function or None
-    name = ctypes.util.find_library("c")
+def _libc_function(name: str):  # noqa: ANN202 - a ctypes function or None
+    """glibc's ``name``, or None where there is no such C library function (macOS, musl)."""
+    lib = ctypes.util.find_library("c")
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
+        return getattr(ctypes.CDLL(lib), name) if lib else None
     except (OSError, AttributeError):
         return None
 
@@ -36,11 +37,7 @@ def limit_arenas(n: int) -> bool:
     grows an arena of its own that keeps its high-water mark. Affects the whole process, so the
     library functions never call it. False where it is not possible.
     """
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        return False
+    mallopt = _libc_function("mallopt")
     return bool(mallopt and mallopt(_M_ARENA_MAX, int(n)) == 1)
 
 
@@ -63,7 +60,7 @@ def heap_releaser(min_interval_s: float, clock: Callable[[], float] = time.monot
 
 def release_free_heap() -> bool:
     """Give the allocator's free pages back to the OS; False where that is not possible."""
-    trim = _malloc_trim()
+    trim = _libc_function("malloc_trim")
     if trim is None:
         return False
     trim(0)

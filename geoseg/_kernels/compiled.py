@@ -22,3 +22,13 @@ def compiled(fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
         return numba.njit(cache=True, **options)(fn)
     except RuntimeError:  # "cannot cache function ...: no locator available"
         return numba.njit(cache=False, **options)(fn)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or Slurm's limit, not the host's)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

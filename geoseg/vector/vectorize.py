@@ -16,7 +16,6 @@ class; only simplification needs every polygon in memory at once."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import uuid
@@ -34,6 +33,7 @@ import pyarrow.compute
 import shapely
 from affine import Affine
 
+from geoseg._kernels.compiled import usable_cores
 from geoseg.errors import JobSpecError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.heap import heap_releaser
@@ -246,14 +246,6 @@ def _run_chunks_here(spec: ChunkSpec, windows: list[Window], threads: int) -> It
                 fut.cancel()
 
 
-def default_threads() -> int:
-    """Threads for vectorising in this process: the cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _worker_threads(client: Client) -> list[int]:
     """Threads of each worker (``client.nthreads()``: every worker, unlike ``scheduler_info()``).
 
@@ -414,7 +406,7 @@ def vectorize_labels(
     timings = {"chunk_tasks_s": 0.0, "merge_s": 0.0, "merge_cpu_s": 0.0}  # merge: wall and this thread's CPU
 
     def batches() -> Iterator[pa.RecordBatch]:
-        release_heap = heap_releaser(float(os.environ.get("GEOSEG_HEAP_RELEASE_S", HEAP_RELEASE_S)))
+        release_heap = heap_releaser(HEAP_RELEASE_S)
         merger = SeamMerger(grid.chunks_shape, round_pieces=seam_round_pieces, cell=grid.chunk,
                             batch_vertices=BATCH_VERTICES if client is not None else LOCAL_BATCH_VERTICES)
         in_order = InOrder()
@@ -428,7 +420,7 @@ def vectorize_labels(
                 tally.add(merged_cls, batch.column("area_m2").to_numpy())
                 yield batch
 
-        run = _run_chunks(spec, windows, client, threads or default_threads())
+        run = _run_chunks(spec, windows, client, threads or usable_cores())
         chunks = chunk_progress(run, len(windows), "vectorising", show_progress)
         for res in chunks:
             timings["chunk_tasks_s"] += res.seconds
