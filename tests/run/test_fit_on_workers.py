@@ -36,32 +36,78 @@ def test_fit_on_worker_equals_fit_on_client(tmp_path, dask_client):
     assert model.inertia == pytest.approx(expected.inertia, rel=1e-9)
 
 
-def test_scikit_learn_imported_on_every_worker_while_sampling(tmp_path):
-    """The fit's ~1 s import of scikit-learn is started on all workers before the sample is drawn,
-    not only on the one worker the fit lands on once the sample is complete (fresh workers: the
-    shared test cluster may have imported it already)."""
+def test_scikit_learn_loads_where_the_fit_runs_and_the_label_loops_on_the_other_workers(tmp_path):
+    """Only the fit's worker imports scikit-learn (~1.3 CPU s the other workers' sampling tasks want),
+    the fit runs there, and the workers that wait for it load the label stage's zarr and compiled loops
+    meanwhile (fresh workers: the shared test cluster may have loaded them already)."""
     import sys
     import time
 
     from distributed import Client
 
-    from geoseg.run.cluster import start_local_cluster
+    from geoseg.run.cluster import describe, start_local_cluster
+    from geoseg.run.labelling import fit_worker_of
 
-    def imported(wait_s: float) -> bool:
+    def loaded(wait_s: float) -> dict[str, bool]:
+        from geoseg._kernels.kmeans_loops import kmeans_labels
+
         deadline = time.monotonic() + wait_s
-        while "sklearn.cluster" not in sys.modules and time.monotonic() < deadline:
+        while not kmeans_labels.signatures and time.monotonic() < deadline:
             time.sleep(0.05)
-        return "sklearn.cluster" in sys.modules
+        return {"sklearn": "sklearn.cluster" in sys.modules, "zarr": "zarr" in sys.modules,
+                "label_loop": bool(kmeans_labels.signatures)}
 
     path, _ = blocky_scene(tmp_path, height=200, width=200)
     scene = open_scene([str(path)])
-    cfg = KMeansConfig(kind="kmeans", n_clusters=3, sample_size=2000, seed=1, features={"indices": []})
+    cfg = KMeansConfig(kind="kmeans", n_clusters=3, sample_size=2000, seed=1, features={"indices": ["ndvi"]})
     with start_local_cluster(n_workers=2, threads_per_worker=1, memory_limit="2GiB", dashboard=False) as cluster, \
             Client(cluster) as client:
-        assert not any(client.run(imported, 0).values())  # fresh workers do not import it themselves
-        fit_kmeans_on_cluster(client, scene, scene.chunk_grid(128), cfg, show_progress=False)
-        found = client.run(imported, 30)
-    assert len(found) == 2 and all(found.values())
+        fresh = client.run(loaded, 0)
+        assert not any(v for state in fresh.values() for v in state.values())  # nothing loaded by itself
+        fit_worker = fit_worker_of(describe(client, "given").workers)
+        with get_task_stream(client) as stream:
+            fit_kmeans_on_cluster(client, scene, scene.chunk_grid(128), cfg, show_progress=False)
+        state = client.run(loaded, 30)
+    assert [t["worker"] for t in stream.data if "fit_task" in str(t["key"])] == [fit_worker]
+    (other,) = set(state) - {fit_worker}
+    assert state[fit_worker]["sklearn"] and not state[other]["sklearn"]
+    assert state[other]["zarr"] and state[other]["label_loop"]
+
+
+def test_sample_is_drawn_in_groups_of_chunks_and_equals_the_chunk_by_chunk_sample(tmp_path, dask_client):
+    from geoseg.run.labelling import draw_sample
+
+    path, _ = blocky_scene(tmp_path, height=300, width=340)
+    scene = open_scene([str(path)])
+    grid = scene.chunk_grid(64)  # 30 chunks
+    feats = FeatureSpec(bands=None, indices=("ndvi",)).resolve(scene.band_names)
+    with get_task_stream(dask_client) as stream:
+        sample = draw_sample(dask_client, scene, grid, feats, 5000, 3, show_progress=False)
+    tasks = [t for t in stream.data if "sample_group_task" in str(t["key"])]
+    assert 1 < len(tasks) < grid.n_chunks
+    rate = sampling_rate(5000, grid.height * grid.width)
+    expected = np.concatenate([sample_task(scene.for_window(w), feats, w, rate, 3) for w in grid.windows()])
+    np.testing.assert_array_equal(sample, expected)
+
+
+def test_a_failing_warm_up_is_only_logged(caplog):
+    import logging
+    import threading
+
+    from geoseg.run.labelling import warm_in_background
+
+    raised: list[BaseException] = []
+    old_hook, threading.excepthook = threading.excepthook, lambda args: raised.append(args.exc_value)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="geoseg.run.labelling"):
+            warm_in_background(("geoseg_no_such_module",))
+            for t in threading.enumerate():
+                if t.name.startswith("geoseg warm-up"):
+                    t.join(10)
+    finally:
+        threading.excepthook = old_hook
+    assert raised == []
+    assert "geoseg_no_such_module" in caplog.text
 
 
 def test_small_samples_are_fitted_on_one_thread_large_ones_on_every_core():
