@@ -39,7 +39,12 @@ def start_local_cluster(
     dashboard: bool = True,
     resources: dict[str, float] | None = None,
 ):
-    """A multi-process ``LocalCluster`` on loopback whose workers start with :data:`WORKER_ENV`."""
+    """A multi-process ``LocalCluster`` on loopback whose workers start with :data:`WORKER_ENV`.
+
+    Without ``dashboard`` the scheduler still serves Dask's health and metrics routes over HTTP; they get
+    a free loopback port instead of the dashboard's 8787, so a scheduled run next to another cluster (or
+    a dashboard) logs no port clash.
+    """
     import dask
     from distributed import LocalCluster
 
@@ -53,6 +58,7 @@ def start_local_cluster(
             processes=True,
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0" if dashboard else None,
+            scheduler_kwargs=None if dashboard else {"dashboard_address": "127.0.0.1:0"},
             memory_limit=memory_limit,
             resources=resources,
         )
@@ -166,8 +172,11 @@ def connect(
     except Exception as exc:
         raise ClusterError(f"could not start a local Dask cluster: {exc}") from exc
     client = Client(cluster)
+    info = describe(client, "local")
+    if not dashboard:  # Dask still names its health routes' port as the dashboard's: there is none to show
+        info.dashboard = None
     try:
-        yield client, describe(client, "local")
+        yield client, info
     finally:
         client.close()
         cluster.close()

@@ -197,7 +197,7 @@ def fit_kmeans_on_cluster(
     workers = describe(client, "given").workers
     fit_worker = fit_worker_of(workers)
     if fit_worker is not None:  # ~1 s of imports there while the sample is drawn
-        client.run(warm_in_background, ("sklearn.cluster",), workers=[fit_worker])
+        client.run(warm_in_background, ("sklearn.cluster",), workers=[fit_worker], on_error="ignore")
     futures = sample_futures(client, scene, grid, feats, cfg.sample_size, cfg.seed)
     placement = {"workers": [fit_worker], "allow_other_workers": True} if fit_worker is not None else {}
     fit = client.submit(fit_task, futures, cfg.n_clusters, cfg.seed, feats.names, cfg.n_init, pure=False,
@@ -208,7 +208,7 @@ def fit_kmeans_on_cluster(
 
         wait(futures)
         client.run(warm_in_background, (), partial(warm_kmeans_labelling, feats, cfg.n_clusters, scene.count),
-                   workers=others)
+                   workers=others, on_error="ignore")  # a worker lost meanwhile is no reason to stop
     model, n_drawn = _gather(client, [fit], "sampling and fit", show_progress)[0]
     asked = min(cfg.sample_size, grid.height * grid.width)
     if n_drawn < SAMPLE_SHORT_WARNING * asked:

@@ -25,10 +25,27 @@ def test_local_cluster_listens_on_loopback_and_starts_workers_with_geoseg_enviro
         seen = client.run(_start_environment)
     assert info.kind == "local" and info.n_workers == 2 and info.threads == 2
     assert info.scheduler.startswith("tcp://127.0.0.1:")
+    assert info.dashboard is None  # none was asked for, so none is printed or recorded
     for env in seen.values():
         for name, value in WORKER_ENV.items():
             assert env.get(name) == value  # set before the worker process started, so glibc used it
         assert "MALLOC_TRIM_THRESHOLD_" in env  # Dask's own spawn settings are kept
+
+
+@pytest.mark.integration
+def test_a_local_cluster_without_dashboard_keeps_off_the_dashboard_port():
+    """Its HTTP routes (health, metrics) take a free loopback port, not 8787, and answer there."""
+    import urllib.request
+
+    from distributed import Client
+
+    from geoseg.run.cluster import start_local_cluster
+
+    with start_local_cluster(1, 1, "1GiB", dashboard=False) as cluster, Client(cluster) as client:
+        port = client.scheduler_info()["services"]["dashboard"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as reply:
+            body = reply.read()
+    assert port != 8787 and body == b"ok"
 
 
 @pytest.mark.parametrize("recipe", ["docker/Dockerfile.cpu", "docker/Dockerfile.gpu", "slurm/geoseg.sbatch"])
