@@ -159,11 +159,22 @@ def label_group_task(
 def _gather(client, futures: list, label: str, show_progress: bool) -> list:  # noqa: ANN001
     """Wait for futures with a progress bar on a terminal; results in submission order."""
     if show_progress and sys.stderr.isatty():
+        _wait(futures, label, show_progress)
+    return client.gather(futures)
+
+
+def _wait(futures: list, label: str, show_progress: bool) -> None:
+    """Wait until ``futures`` are finished (or failed: the caller's gather raises), with a progress bar
+    on a terminal."""
+    if show_progress and sys.stderr.isatty():
         from distributed import progress
 
         print(f"{label}:", file=sys.stderr)
         progress(futures)
-    return client.gather(futures)
+    else:
+        from distributed import wait
+
+        wait(futures)
 
 
 def fit_kmeans_on_cluster(
@@ -202,14 +213,12 @@ def fit_kmeans_on_cluster(
     placement = {"workers": [fit_worker], "allow_other_workers": True} if fit_worker is not None else {}
     fit = client.submit(fit_task, futures, cfg.n_clusters, cfg.seed, feats.names, cfg.n_init, pure=False,
                         **placement)
+    _wait(futures, "sampling", show_progress)
     others = [w for w in workers if w != fit_worker]
-    if others:  # they wait for the fit once their sample parts are drawn: load the label loops meanwhile
-        from distributed import wait
-
-        wait(futures)
+    if others:  # they wait for the fit now that their sample parts are drawn: load the label loops meanwhile
         client.run(warm_in_background, (), partial(warm_kmeans_labelling, feats, cfg.n_clusters, scene.count),
                    workers=others, on_error="ignore")  # a worker lost meanwhile is no reason to stop
-    model, n_drawn = _gather(client, [fit], "sampling and fit", show_progress)[0]
+    model, n_drawn = _gather(client, [fit], "k-means fit", show_progress)[0]
     asked = min(cfg.sample_size, grid.height * grid.width)
     if n_drawn < SAMPLE_SHORT_WARNING * asked:
         log.warning(
