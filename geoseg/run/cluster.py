@@ -172,6 +172,9 @@ def connect(
     except Exception as exc:
         raise ClusterError(f"could not start a local Dask cluster: {exc}") from exc
     client = Client(cluster)
+    from geoseg.run.worker_logs import QuietUserErrors
+
+    client.register_plugin(QuietUserErrors())  # these workers print to the user's terminal or job log
     info = describe(client, "local")
     if not dashboard:  # Dask still names its health routes' port as the dashboard's: there is none to show
         info.dashboard = None

@@ -118,6 +118,33 @@ def test_cli_reports_bad_job_without_traceback(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_reports_an_input_error_met_on_a_worker_in_one_line(tmp_path):
+    """An all-nodata scene is found out by the k-means fit on a worker: the local workers log nothing
+    of it (Dask's "Compute Failed" report, with a traceback, went to the same terminal), the client says
+    it once, exit 2, and run.json records the failure."""
+    import yaml
+    from rasterio.transform import from_origin
+
+    image = tmp_path / "nodata.tif"
+    with rasterio.open(image, "w", driver="GTiff", width=300, height=260, count=4, dtype="uint16", nodata=0,
+                       crs="EPSG:32633", transform=from_origin(500_000, 5_000_000, 10, 10), tiled=True,
+                       blockxsize=128, blockysize=128) as ds:
+        ds.write(np.zeros((4, 260, 300), np.uint16))
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "name": "nodata", "inputs": [str(image)], "output": str(tmp_path / "out"), "chunk_size": 128,
+        "method": {"kind": "kmeans", "n_clusters": 3, "sample_size": 2000}, "vectorize": {"enabled": False},
+        "cluster": {"n_workers": 2, "threads_per_worker": 1, "memory_limit": "1GiB", "dashboard": False},
+    }))
+    proc = subprocess.run([sys.executable, "-m", "geoseg.cli", "run", str(job)], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "geoseg: error: the input has no valid pixels (all nodata or NaN); nothing to cluster"]
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["outcome"] == "failed"
+    assert not (tmp_path / "out" / "labels.zarr").exists()
+
+
 def test_export_stage_writes_cog_and_overviews_and_reruns_cleanly(tmp_path, dask_client):
     scene, _ = blocky_scene(tmp_path, height=1100, width=1050)  # larger than one COG block: overviews
     job = _job(scene, tmp_path / "out", export={"cog": True, "overviews": [2, 4]})
