@@ -218,7 +218,7 @@ def fit_kmeans_on_cluster(
     if others:  # they wait for the fit now that their sample parts are drawn: load the label loops meanwhile
         client.run(warm_in_background, (), partial(warm_kmeans_labelling, feats, cfg.n_clusters, scene.count),
                    workers=others, on_error="ignore")  # a worker lost meanwhile is no reason to stop
-    model, n_drawn = _gather(client, [fit], "k-means fit", show_progress)[0]
+    model, n_drawn = client.gather(fit)  # no bar: one task, a second or so
     asked = min(cfg.sample_size, grid.height * grid.width)
     if n_drawn < SAMPLE_SHORT_WARNING * asked:
         log.warning(
