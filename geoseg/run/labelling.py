@@ -159,22 +159,25 @@ def label_group_task(
 def _gather(client, futures: list, label: str, show_progress: bool) -> list:  # noqa: ANN001
     """Wait for futures with a progress bar on a terminal; results in submission order."""
     if show_progress and sys.stderr.isatty():
-        _wait(futures, label, show_progress)
+        _progress_bar(futures, label)
     return client.gather(futures)
 
 
 def _wait(futures: list, label: str, show_progress: bool) -> None:
-    """Wait until ``futures`` are finished (or failed: the caller's gather raises), with a progress bar
-    on a terminal."""
+    """Wait until ``futures`` are finished (or failed: a later gather raises), with a progress bar on a terminal."""
     if show_progress and sys.stderr.isatty():
-        from distributed import progress
-
-        print(f"{label}:", file=sys.stderr)
-        progress(futures)
+        _progress_bar(futures, label)
     else:
         from distributed import wait
 
         wait(futures)
+
+
+def _progress_bar(futures: list, label: str) -> None:
+    from distributed import progress
+
+    print(f"{label}:", file=sys.stderr)
+    progress(futures)
 
 
 def fit_kmeans_on_cluster(
@@ -251,14 +254,14 @@ def fit_worker_of(workers: dict[str, dict[str, Any]]) -> str | None:
 def warm_in_background(modules: tuple[str, ...] = (), then: Callable[[], object] | None = None) -> None:
     """Import ``modules``, then call ``then``, in a daemon thread of this process; return at once.
 
-    Why: what the fit and the first label task of a worker need loads in about a second there
-    (scikit-learn ~1 s, zarr and numba's compiled loops ~0.4 s: :func:`warm_kmeans_labelling`) and
-    would otherwise be loaded on the critical path, after the last sample part has arrived. Run on
-    the workers (``client.run``) while the sampling tasks read, it mostly fills time they would idle
-    (the other workers wait for the one fit); a task that needs a module meanwhile waits for the
-    import in progress (Python's import lock), and numba's compiler lock does the same for a loop.
-    Best effort: a failure here is only logged; the real call raises it where it belongs. The client
-    uses it too, for the label store's zarr while the cluster fits.
+    Why: what the fit and a worker's first label task need takes a while to load (scikit-learn ~1.3 CPU s,
+    zarr and numba's compiled loops ~0.4 s: :func:`warm_kmeans_labelling`) and would otherwise load on
+    the critical path, once the last sample part has arrived. :func:`fit_kmeans_on_cluster` runs it
+    (``client.run``) on the fit's worker while the sample is drawn (scikit-learn), and on the other
+    workers once their sample parts are drawn, when they would only wait for the fit (the label loops).
+    A task that needs a module meanwhile waits for the import in progress (Python's import lock), and
+    numba's compiler lock does the same for a loop. Best effort: a failure is only logged; the real call
+    raises it where it belongs. The client uses it too, for the label store's zarr while the cluster fits.
     """
     import importlib
     import threading
