@@ -108,11 +108,13 @@ def test_nearest_centroid_equals_argmin_of_full_distance_with_ties_to_lower_inde
 
 def test_large_scenes_read_fewer_blocks_for_the_sample_but_every_chunk_contributes():
     from geoseg.methods.sampling import sample_windows, sampling_rate
-    from geoseg.run.labelling import sample_block_fraction
+    from geoseg.run.labelling import MIN_SAMPLE_BLOCKS, sample_block_fraction
 
-    small = sample_block_fraction(sampling_rate(200_000, 2048 * 2048))
-    large = sample_block_fraction(sampling_rate(200_000, 20_000 * 20_000))
-    assert small == 0.25 and large < 0.02
+    small = sample_block_fraction(sampling_rate(200_000, 2048 * 2048), 16)  # one chunk of 16 blocks: all read
+    mid = sample_block_fraction(sampling_rate(200_000, 8000 * 8000), 256)  # 16 chunks: 64 blocks, 4 per chunk
+    large = sample_block_fraction(sampling_rate(200_000, 20_000 * 20_000), 1600)
+    assert small == 1.0 and mid * 256 == MIN_SAMPLE_BLOCKS and large < 0.05
     chunk = Window(0, 0, 2048, 2048)
     parts = sample_windows(chunk, (512, 512), large, np.random.default_rng(0))
     assert len(parts) == 1 and parts[0].height == parts[0].width == 512
+    assert len(sample_windows(chunk, (512, 512), mid, np.random.default_rng(0))) == 4

@@ -110,6 +110,26 @@ def test_a_failing_warm_up_is_only_logged(caplog):
     assert "geoseg_no_such_module" in caplog.text
 
 
+def test_a_scene_of_one_chunk_draws_a_sample_in_proportion_to_its_valid_pixels_whatever_the_seed(tmp_path):
+    """One 2048² chunk used to read a random quarter of its blocks: with two thirds of the scene nodata the
+    sample's size (and class mix) swung with the seed (4,824 or 8,576 pixels where 6,700 were due)."""
+    from tests.fixtures import SPECTRA, blocky_classes, write_raster
+
+    classes = blocky_classes(200, 200)
+    img = SPECTRA[classes].transpose(2, 0, 1).astype("uint16")
+    img[:, :, :133] = 0  # nodata
+    scene = open_scene([str(write_raster(tmp_path / "s.tif", img, nodata=0,
+                                         descriptions=("blue", "green", "red", "nir")))])
+    feats = FeatureSpec(bands=None, indices=()).resolve(scene.band_names)
+    grid = scene.chunk_grid(2048)
+    assert grid.n_chunks == 1 and scene.block == (128, 128)  # one chunk of four blocks
+    rate = sampling_rate(20_000, grid.height * grid.width)
+    due = rate * int((img[0] != 0).sum())
+    for seed in range(6):
+        drawn = sum(len(sample_task(scene, feats, w, rate, seed)) for w in grid.windows())
+        assert drawn == pytest.approx(due, rel=0.02), seed
+
+
 def test_small_samples_are_fitted_on_one_thread_large_ones_on_every_core():
     import os
 
