@@ -2,7 +2,8 @@
 
 Each chunk draws its share with a generator seeded by (job seed, chunk position), so the
 sample, and everything fitted on it, is the same whatever the number of workers or the
-order in which chunks finish.
+order in which chunks finish. The chunks are those of a fixed grid (:data:`SAMPLE_CHUNK`), not the
+job's processing chunks, so it is the same whatever ``chunk_size`` the job asks for, too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from geoseg.geo import Window
+
+#: Chunk size (px) of the grid every sample is drawn on (k-means, Otsu thresholds): with the job's own
+#: chunks, a job run with another ``chunk_size`` drew another sample, fitted other centroids and wrote
+#: other labels. 2048 is the default ``chunk_size``, so default jobs draw the sample they always did.
+SAMPLE_CHUNK = 2048
 
 
 def chunk_rng(seed: int, window: Window) -> np.random.Generator:

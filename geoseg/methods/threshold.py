@@ -282,13 +282,9 @@ class ThresholdPredictor:
         return lut[pos]
 
 
-#: The sample is drawn on this fixed grid, not the job's chunk grid, so the Otsu thresholds (and the
-#: labels) are the same whatever ``chunk_size`` the job asks for.
-SAMPLE_CHUNK = 2048
-
-
 def fit_threshold_job(client, scene, cfg, show_progress: bool = True):
     """Resolve the index, draw the global sample when Otsu needs it, fit; ``(predictor, model.json dict)``."""
+    from geoseg.methods.sampling import SAMPLE_CHUNK  # the Otsu thresholds do not depend on chunk_size
     from geoseg.run.labelling import draw_sample
 
     index = resolve_index(cfg.index, scene.band_names)

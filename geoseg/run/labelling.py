@@ -28,7 +28,13 @@ from geoseg.legend import NODATA_LABEL
 from geoseg.methods.features import FeatureSpec, ResolvedFeatures
 from geoseg.methods.kmeans import KMeansModel, fit_kmeans
 from geoseg.methods.predictors import ChunkPredictor
-from geoseg.methods.sampling import chunk_rng, sample_valid_pixels, sample_windows, sampling_rate
+from geoseg.methods.sampling import (
+    SAMPLE_CHUNK,
+    chunk_rng,
+    sample_valid_pixels,
+    sample_windows,
+    sampling_rate,
+)
 from geoseg.run.cluster import describe
 from geoseg.run.jobspec import KMeansConfig
 
@@ -199,10 +205,13 @@ def _progress_bar(futures: list, label: str) -> None:
 
 
 def fit_kmeans_on_cluster(
-    client, scene: Scene, grid: ChunkGrid, cfg: KMeansConfig, show_progress: bool = True,  # noqa: ANN001
+    client, scene: Scene, cfg: KMeansConfig, show_progress: bool = True,  # noqa: ANN001
     drawn: dict[str, int] | None = None,
 ) -> tuple[KMeansModel, ResolvedFeatures]:
     """Draw the stratified sample on the workers and fit k-means there too (:func:`fit_task`).
+
+    The sample is drawn chunk by chunk of the fixed :data:`geoseg.methods.sampling.SAMPLE_CHUNK` grid,
+    so the model, and the labels, do not depend on the job's ``chunk_size``.
 
     The sample parts go from the sampling tasks to the fit task worker to worker; the fit
     starts when the last part is drawn, and only the model (a few numbers) reaches the client.
@@ -230,6 +239,7 @@ def fit_kmeans_on_cluster(
     fit_worker = fit_worker_of(workers)
     if fit_worker is not None:  # ~1 s of imports there while the sample is drawn
         client.run(warm_in_background, ("sklearn.cluster",), workers=[fit_worker], on_error="ignore")
+    grid = scene.chunk_grid(SAMPLE_CHUNK)
     futures = sample_futures(client, scene, grid, feats, cfg.sample_size, cfg.seed)
     placement = {"workers": [fit_worker], "allow_other_workers": True} if fit_worker is not None else {}
     fit = client.submit(fit_task, futures, cfg.n_clusters, cfg.seed, feats.names, cfg.n_init, pure=False,

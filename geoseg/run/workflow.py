@@ -247,7 +247,7 @@ def _run_stages(
     with _stage(times, "fit" if isinstance(method, (KMeansConfig, ThresholdConfig)) else "load_model"):
         if isinstance(method, KMeansConfig):
             drawn: dict[str, int] = {}
-            model, feats = fit_kmeans_on_cluster(client, scene, grid, method, show_progress, drawn)
+            model, feats = fit_kmeans_on_cluster(client, scene, method, show_progress, drawn)
             if drawn:  # the sample actually drawn vs asked, in run.json
                 extra["kmeans_sample"] = record.data["kmeans_sample"] = drawn
             predictor: ChunkPredictor = KMeansPredictor(model, feats)

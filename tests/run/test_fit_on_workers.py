@@ -9,7 +9,7 @@ from distributed import get_task_stream
 from geoseg.io.scene import open_scene
 from geoseg.methods.features import FeatureSpec
 from geoseg.methods.kmeans import fit_kmeans
-from geoseg.methods.sampling import sampling_rate
+from geoseg.methods.sampling import SAMPLE_CHUNK, sampling_rate
 from geoseg.run.jobspec import KMeansConfig
 from geoseg.run.labelling import fit_kmeans_on_cluster, sample_task
 from tests.fixtures import blocky_scene
@@ -20,10 +20,10 @@ pytestmark = pytest.mark.integration
 def test_fit_on_worker_equals_fit_on_client(tmp_path, dask_client):
     path, _ = blocky_scene(tmp_path, height=300, width=340)
     scene = open_scene([str(path)])
-    grid = scene.chunk_grid(128)
+    grid = scene.chunk_grid(SAMPLE_CHUNK)  # the sample's grid, whatever the job's chunk_size
     cfg = KMeansConfig(kind="kmeans", n_clusters=4, sample_size=6000, seed=7, features={"indices": ["ndvi"]})
     with get_task_stream(dask_client) as stream:
-        model, feats = fit_kmeans_on_cluster(dask_client, scene, grid, cfg, show_progress=False)
+        model, feats = fit_kmeans_on_cluster(dask_client, scene, cfg, show_progress=False)
     assert any("fit_task" in str(t["key"]) for t in stream.data)  # the fit ran on a worker
 
     feats_here = FeatureSpec(bands=None, indices=("ndvi",)).resolve(scene.band_names)
@@ -66,7 +66,7 @@ def test_scikit_learn_loads_where_the_fit_runs_and_the_label_loops_on_the_other_
         assert not any(v for state in fresh.values() for v in state.values())  # nothing loaded by itself
         fit_worker = fit_worker_of(describe(client, "given").workers)
         with get_task_stream(client) as stream:
-            fit_kmeans_on_cluster(client, scene, scene.chunk_grid(128), cfg, show_progress=False)
+            fit_kmeans_on_cluster(client, scene, cfg, show_progress=False)
         state = client.run(loaded, 30)
     assert [t["worker"] for t in stream.data if "fit_task" in str(t["key"])] == [fit_worker]
     (other,) = set(state) - {fit_worker}

@@ -118,6 +118,20 @@ def test_cli_reports_bad_job_without_traceback(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_kmeans_labels_do_not_depend_on_chunk_size(tmp_path, dask_client):
+    """The sample is drawn on a fixed grid, so two chunk sizes give the same model and the same labels
+    (before, each chunk size drew its own sample: other centroids, other labels)."""
+    scene, _ = blocky_scene(tmp_path, height=2300, width=2200)  # more than one sampling chunk of 2048
+    labels, models = [], []
+    for chunk in (256, 512):
+        out = tmp_path / f"out{chunk}"
+        run_job(_job(scene, out, chunk_size=chunk), client=dask_client, show_progress=False)
+        labels.append(_labels(out))
+        models.append(json.loads((out / "model.json").read_text()))
+    assert models[0]["centroids"] == models[1]["centroids"] and models[0]["mean"] == models[1]["mean"]
+    np.testing.assert_array_equal(labels[0], labels[1])
+
+
 def test_cli_reports_an_input_error_met_on_a_worker_in_one_line(tmp_path):
     """An all-nodata scene is found out by the k-means fit on a worker: the local workers log nothing
     of it (Dask's "Compute Failed" report, with a traceback, went to the same terminal), the client says
