@@ -18,6 +18,22 @@ from geoseg.geo import Window
 SAMPLE_CHUNK = 2048
 
 
+#: At most this fraction of each chunk's file blocks is read to draw the sample.
+SAMPLE_BLOCK_FRACTION = 0.25
+
+
+#: Read about this many times more pixels than are drawn, so each chunk's share is spread over several
+#: blocks; a large scene then reads one block or a few per chunk instead of a quarter of it.
+SAMPLE_OVERREAD = 20.0
+
+
+#: At least this many of the scene's file blocks are read for the sample (all of them in a smaller scene).
+#: With a quarter of each chunk's blocks, a scene of one 2048² chunk drew its sample from 4 random blocks:
+#: a 200 × 200 scene, two thirds nodata, drew 4,824 or 8,576 pixels depending on the seed where its valid
+#: pixels call for 6,700, and the class mix swung with which blocks were picked.
+MIN_SAMPLE_BLOCKS = 64
+
+
 def chunk_rng(seed: int, window: Window) -> np.random.Generator:
     """A generator that depends only on the job seed and the chunk's position."""
     return np.random.default_rng([seed, window.row_off, window.col_off])
@@ -45,8 +61,9 @@ def sample_valid_pixels(
 def sample_windows(window: Window, block: tuple[int, int], fraction: float, rng: np.random.Generator) -> list[Window]:
     """A random subset of a chunk's internal file blocks to read for the sample.
 
-    Reading a quarter of the blocks of every chunk keeps the sample stratified across the scene
-    while costing a quarter of a full read. Chunks of one block, or untiled files, are read whole.
+    Reading a share of the blocks of every chunk (:func:`sample_block_fraction`) keeps the sample
+    stratified across the scene at a fraction of a full read. Chunks of one block, or untiled files,
+    are read whole.
 
     >>> ws = sample_windows(Window(0, 0, 1024, 1000), (512, 512), 0.5, np.random.default_rng(0))
     >>> len(ws), all(w.height <= 512 and w.width <= 512 for w in ws)
@@ -69,3 +86,29 @@ def sample_windows(window: Window, block: tuple[int, int], fraction: float, rng:
 def sampling_rate(sample_size: int, total_pixels: int) -> float:
     """The fraction of valid pixels each chunk draws so the whole sample is about ``sample_size``."""
     return min(1.0, sample_size / max(total_pixels, 1))
+
+
+def sample_block_fraction(rate: float, scene_blocks: int) -> float:
+    """Fraction of each chunk's file blocks to read for a sampling ``rate`` in a scene of ``scene_blocks``
+    file blocks: ``min(0.25, 20 × rate)``, but at least ``rate`` (the blocks read must hold the pixels
+    asked for) and at least :data:`MIN_SAMPLE_BLOCKS` of the scene's blocks; at most all of them.
+
+    ``sample_windows`` reads at least one block of every chunk, so every chunk still contributes.
+
+    >>> sample_block_fraction(0.0005, 1600), sample_block_fraction(0.003, 256), sample_block_fraction(0.05, 16)
+    (0.04, 0.25, 1.0)
+    >>> sample_block_fraction(0.5, 100_000)  # a sample of half the pixels reads half the blocks
+    0.5
+    """
+    spread = MIN_SAMPLE_BLOCKS / max(1, scene_blocks)
+    return min(1.0, max(min(SAMPLE_BLOCK_FRACTION, SAMPLE_OVERREAD * rate), rate, spread))
+
+
+def block_count(shape: tuple[int, int], block: tuple[int, int]) -> int:
+    """How many file blocks (internal tiles) of ``block`` px cover a raster of ``shape``.
+
+    >>> block_count((20_000, 20_000), (512, 512)), block_count((200, 200), (128, 128))
+    (1600, 4)
+    """
+    (h, w), (by, bx) = shape, block
+    return -(-h // max(1, by)) * -(-w // max(1, bx))

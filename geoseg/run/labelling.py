@@ -30,7 +30,9 @@ from geoseg.methods.kmeans import KMeansModel, fit_kmeans
 from geoseg.methods.predictors import ChunkPredictor
 from geoseg.methods.sampling import (
     SAMPLE_CHUNK,
+    block_count,
     chunk_rng,
+    sample_block_fraction,
     sample_valid_pixels,
     sample_windows,
     sampling_rate,
@@ -53,46 +55,8 @@ CONFIDENCE_ATTRS: dict[str, Any] = {
 }
 
 
-#: At most this fraction of each chunk's file blocks is read to draw the k-means sample.
-SAMPLE_BLOCK_FRACTION = 0.25
-
-
-#: Read about this many times more pixels than are drawn, so each chunk's share is spread over several
-#: blocks; a large scene then reads one block or a few per chunk instead of a quarter of it.
-SAMPLE_OVERREAD = 20.0
-
-
-#: At least this many of the scene's file blocks are read for the sample (all of them in a smaller scene).
-#: With a quarter of each chunk's blocks, a scene of one 2048² chunk drew its sample from 4 random blocks:
-#: a 200 × 200 scene, two thirds nodata, drew 4,824 or 8,576 pixels depending on the seed where its valid
-#: pixels call for 6,700, and the class mix swung with which blocks were picked.
-MIN_SAMPLE_BLOCKS = 64
-
-
 #: Below this fraction of the asked k-means sample a warning says how many pixels were drawn.
 SAMPLE_SHORT_WARNING = 0.9
-
-
-def sample_block_fraction(rate: float, scene_blocks: int) -> float:
-    """Fraction of each chunk's file blocks to read for a sampling ``rate`` in a scene of ``scene_blocks``
-    file blocks: ``min(0.25, 20 × rate)``, but at least ``rate`` (the blocks read must hold the pixels
-    asked for) and at least :data:`MIN_SAMPLE_BLOCKS` of the scene's blocks; at most all of them.
-
-    ``sample_windows`` reads at least one block of every chunk, so every chunk still contributes.
-
-    >>> sample_block_fraction(0.0005, 1600), sample_block_fraction(0.003, 256), sample_block_fraction(0.05, 16)
-    (0.04, 0.25, 1.0)
-    >>> sample_block_fraction(0.5, 100_000)  # a sample of half the pixels reads half the blocks
-    0.5
-    """
-    spread = MIN_SAMPLE_BLOCKS / max(1, scene_blocks)
-    return min(1.0, max(min(SAMPLE_BLOCK_FRACTION, SAMPLE_OVERREAD * rate), rate, spread))
-
-
-def scene_block_count(scene: Scene) -> int:
-    """How many file blocks (internal tiles) cover the scene's grid."""
-    by, bx = scene.block
-    return -(-scene.grid.height // max(1, by)) * -(-scene.grid.width // max(1, bx))
 
 
 def sample_task(scene: Scene, feats: ResolvedFeatures, window: Window, rate: float, seed: int) -> np.ndarray:
@@ -102,7 +66,7 @@ def sample_task(scene: Scene, feats: ResolvedFeatures, window: Window, rate: flo
     proportion to its valid pixels.
     """
     rng = chunk_rng(seed, window)
-    parts = sample_windows(window, scene.block, sample_block_fraction(rate, scene_block_count(scene)), rng)
+    parts = sample_windows(window, scene.block, sample_block_fraction(rate, block_count(scene.grid.shape, scene.block)), rng)
     read_px = sum(w.height * w.width for w in parts)
     scaled = min(1.0, rate * window.height * window.width / read_px)
     out = []

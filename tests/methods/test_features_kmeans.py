@@ -107,8 +107,12 @@ def test_nearest_centroid_equals_argmin_of_full_distance_with_ties_to_lower_inde
 
 
 def test_large_scenes_read_fewer_blocks_for_the_sample_but_every_chunk_contributes():
-    from geoseg.methods.sampling import sample_windows, sampling_rate
-    from geoseg.run.labelling import MIN_SAMPLE_BLOCKS, sample_block_fraction
+    from geoseg.methods.sampling import (
+        MIN_SAMPLE_BLOCKS,
+        sample_block_fraction,
+        sample_windows,
+        sampling_rate,
+    )
 
     small = sample_block_fraction(sampling_rate(200_000, 2048 * 2048), 16)  # one chunk of 16 blocks: all read
     mid = sample_block_fraction(sampling_rate(200_000, 8000 * 8000), 256)  # 16 chunks: 64 blocks, 4 per chunk
