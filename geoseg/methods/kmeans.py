@@ -140,9 +140,11 @@ def fit_kmeans(
     feature_names: tuple[str, ...],
     n_init: int = 4,
     max_iter: int = 300,
+    threads: int = 1,
 ) -> KMeansModel:
-    """Fit k-means on ``sample`` ``(n, f)`` and return the model with ordered centroids."""
-    from sklearn.cluster import KMeans
+    """Fit k-means on ``sample`` ``(n, f)`` (standardised first) and return the model with ordered
+    centroids; :func:`geoseg.methods.kmeans_fit.kmeans` does the fitting, on ``threads`` threads."""
+    from geoseg.methods.kmeans_fit import kmeans
 
     if not 2 <= n_clusters <= 250:
         raise InputError(f"n_clusters must be between 2 and 250, got {n_clusters}")
@@ -156,15 +158,14 @@ def fit_kmeans(
     std = sample.std(axis=0)
     std[std == 0] = 1.0
     z = (sample - mean) / std
-    km = KMeans(n_clusters=n_clusters, n_init=n_init, max_iter=max_iter, random_state=seed)
-    km.fit(z)
-    order = order_centroids(km.cluster_centers_)
+    fit = kmeans(z, n_clusters, seed, n_init=n_init, max_iter=max_iter, threads=threads)
+    order = order_centroids(fit.centers)
     return KMeansModel(
-        centroids=km.cluster_centers_[order].astype(np.float32),
+        centroids=fit.centers[order].astype(np.float32),
         mean=mean.astype(np.float32),
         std=std.astype(np.float32),
         feature_names=feature_names,
-        inertia=float(km.inertia_),
+        inertia=fit.inertia,
     )
 
 

@@ -201,8 +201,9 @@ def fit_kmeans_on_cluster(
         return model, feats
     workers = describe(client, "given").workers
     fit_worker = fit_worker_of(workers)
-    if fit_worker is not None:  # ~1 s of imports there while the sample is drawn
-        client.run(warm_in_background, ("sklearn.cluster",), workers=[fit_worker], on_error="ignore")
+    warm = partial(warm_kmeans, feats, cfg.n_clusters, scene.count)
+    if fit_worker is not None:  # ~0.5 s of loading there while the sample is drawn
+        client.run(warm_in_background, (), warm, workers=[fit_worker], on_error="ignore")
     grid = scene.chunk_grid(SAMPLE_CHUNK)
     futures = sample_futures(client, scene, grid, feats, cfg.sample_size, cfg.seed)
     placement = {"workers": [fit_worker], "allow_other_workers": True} if fit_worker is not None else {}
@@ -211,8 +212,7 @@ def fit_kmeans_on_cluster(
     _wait(futures, "sampling", show_progress)
     others = [w for w in workers if w != fit_worker]
     if others:  # they wait for the fit now that their sample parts are drawn: load the label loops meanwhile
-        client.run(warm_in_background, (), partial(warm_kmeans_labelling, feats, cfg.n_clusters, scene.count),
-                   workers=others, on_error="ignore")  # a worker lost meanwhile is no reason to stop
+        client.run(warm_in_background, (), warm, workers=others, on_error="ignore")  # a lost worker: no reason to stop
     model, n_drawn = client.gather(fit)  # no bar: one task, a second or so
     asked = min(cfg.sample_size, grid.height * grid.width)
     if n_drawn < SAMPLE_SHORT_WARNING * asked:
@@ -229,9 +229,9 @@ def fit_worker_of(workers: dict[str, dict[str, Any]]) -> str | None:
     """The worker the k-means fit runs on: the one with the most threads (the fit may use every core of
     a large sample), then the lowest address (the same choice on every call); ``None`` without workers.
 
-    Why choose it before sampling: only that worker needs scikit-learn, so only it imports it while the
-    sample is drawn; importing on every worker cost each ~1.3 CPU s the sampling tasks wanted
-    (on 2 cores the whole fit stage was no faster than importing at the fit).
+    Why choose it before sampling: that worker needs the compiled loops first, so it loads them while the
+    sample is drawn; the others load them only once their sample parts are drawn, as loading on every
+    worker at the start takes CPU the sampling tasks want (measured zero-sum on 2 cores).
 
     >>> fit_worker_of({"tcp://b:1": {"nthreads": 1}, "tcp://a:1": {"nthreads": 1}, "tcp://c:1": {"nthreads": 4}})
     'tcp://c:1'
@@ -246,11 +246,11 @@ def fit_worker_of(workers: dict[str, dict[str, Any]]) -> str | None:
 def warm_in_background(modules: tuple[str, ...] = (), then: Callable[[], object] | None = None) -> None:
     """Import ``modules``, then call ``then``, in a daemon thread of this process; return at once.
 
-    Why: what the fit and a worker's first label task need takes a while to load (scikit-learn ~1.3 CPU s,
-    zarr and numba's compiled loops ~0.4 s: :func:`warm_kmeans_labelling`) and would otherwise load on
-    the critical path, once the last sample part has arrived. :func:`fit_kmeans_on_cluster` runs it
-    (``client.run``) on the fit's worker while the sample is drawn (scikit-learn), and on the other
-    workers once their sample parts are drawn, when they would only wait for the fit (the label loops).
+    Why: what the fit and a worker's first label task need takes a while to load (zarr, numba's CPU
+    target and compiled loops, ~0.5 CPU s: :func:`warm_kmeans`) and would otherwise load on the critical
+    path, once the last sample part has arrived. :func:`fit_kmeans_on_cluster` runs it (``client.run``)
+    on the fit's worker while the sample is drawn, and on the other workers once their sample parts
+    are drawn, when they would only wait for the fit.
     A task that needs a module meanwhile waits for the import in progress (Python's import lock), and
     numba's compiler lock does the same for a loop. Best effort: a failure is only logged; the real call
     raises it where it belongs. The client uses it too, for the label store's zarr while the cluster fits.
@@ -270,10 +270,11 @@ def warm_in_background(modules: tuple[str, ...] = (), then: Callable[[], object]
     threading.Thread(target=run, daemon=True, name=f"geoseg warm-up {' '.join(modules)}".strip()).start()
 
 
-def warm_kmeans_labelling(feats: ResolvedFeatures, n_clusters: int, n_bands: int) -> None:
-    """Load, in this process, what its first k-means label task would: zarr and its codecs, numba's CPU
-    target (which imports scipy.linalg) and the compiled labelling and counting loops for the types of
-    a real chunk (``n_bands`` float32 bands, ``feats``, ``n_clusters`` centroids), on a 2 × 2 window.
+def warm_kmeans(feats: ResolvedFeatures, n_clusters: int, n_bands: int) -> None:
+    """Load, in this process, what the k-means fit and a first label task would: numba's CPU target
+    (which imports scipy.linalg), the fit's loops (a fit of a few points), zarr and its codecs, and the
+    compiled labelling and counting loops for the types of a real chunk (``n_bands`` float32 bands,
+    ``feats``, ``n_clusters`` centroids), on a 2 × 2 window.
 
     Measured on the 400 Mpx benchmark scene: each worker's first label task took 0.56 s against
     0.13-0.14 s for the others.
@@ -281,9 +282,11 @@ def warm_kmeans_labelling(feats: ResolvedFeatures, n_clusters: int, n_bands: int
     import zarr  # noqa: F401 - the label store's writer
 
     from geoseg._kernels.labelcount import label_counts
+    from geoseg.methods.kmeans_fit import kmeans
     from geoseg.methods.predictors import KMeansPredictor
 
     f = feats.n_features
+    kmeans(np.arange(4 * f, dtype=np.float64).reshape(4, f), 2, seed=0, n_init=1)
     model = KMeansModel(centroids=np.zeros((n_clusters, f), np.float32), mean=np.zeros(f, np.float32),
                         std=np.ones(f, np.float32), feature_names=feats.names, inertia=0.0)
     window = Window(0, 0, 2, 2)
@@ -299,16 +302,14 @@ def fit_task(
     the model and the number of pixels it was fitted on.
 
     The other workers wait for the fit, so a large sample may use every core of its machine, not
-    the one thread a worker's BLAS/OpenMP pools are limited to (:func:`fit_threads`).
+    only the worker's threads (:func:`fit_threads`).
     """
-    from threadpoolctl import threadpool_limits
-
     sample = np.concatenate(parts, axis=0)
     if sample.shape[0] == 0:
         raise InputError("the input has no valid pixels (all nodata or NaN); nothing to cluster")
     log.info("k-means sample: %d pixels x %d features", *sample.shape)
-    with threadpool_limits(limits=fit_threads(sample.shape[0])):
-        return fit_kmeans(sample, n_clusters, seed, names, n_init=n_init), int(sample.shape[0])
+    model = fit_kmeans(sample, n_clusters, seed, names, n_init=n_init, threads=fit_threads(sample.shape[0]))
+    return model, int(sample.shape[0])
 
 
 #: Sample size from which the k-means fit uses every core of its worker's machine (below: one thread).

@@ -26,7 +26,7 @@ RUN_FILE = "run.json"
 
 _PACKAGES = (
     "geoseg", "numpy", "dask", "distributed", "rasterio", "xarray", "rioxarray", "zarr",
-    "geopandas", "pyogrio", "shapely", "scikit-learn", "torch", "segmentation-models-pytorch",
+    "geopandas", "pyogrio", "shapely", "numba", "torch", "segmentation-models-pytorch",
 )
 
 

@@ -36,10 +36,10 @@ def test_fit_on_worker_equals_fit_on_client(tmp_path, dask_client):
     assert model.inertia == pytest.approx(expected.inertia, rel=1e-9)
 
 
-def test_scikit_learn_loads_where_the_fit_runs_and_the_label_loops_on_the_other_workers(tmp_path):
-    """Only the fit's worker imports scikit-learn (~1.3 CPU s the other workers' sampling tasks want),
-    the fit runs there, and the workers that wait for it load the label stage's zarr and compiled loops
-    meanwhile (fresh workers: the shared test cluster may have loaded them already)."""
+def test_no_worker_imports_scikit_learn_and_the_waiting_workers_load_the_compiled_loops(tmp_path):
+    """The fit needs no scikit-learn (its import cost each fitting worker ~1 CPU s, 1,300 modules), it
+    runs on the chosen worker, and the workers that wait for it load the fit's and the label stage's
+    compiled loops and zarr meanwhile (fresh workers: the shared test cluster may have loaded them)."""
     import sys
     import time
 
@@ -50,12 +50,13 @@ def test_scikit_learn_loads_where_the_fit_runs_and_the_label_loops_on_the_other_
 
     def loaded(wait_s: float) -> dict[str, bool]:
         from geoseg._kernels.kmeans_loops import kmeans_labels
+        from geoseg._kernels.lloyd_loops import lloyd_block
 
         deadline = time.monotonic() + wait_s
-        while not kmeans_labels.signatures and time.monotonic() < deadline:
+        while not (kmeans_labels.signatures and lloyd_block.signatures) and time.monotonic() < deadline:
             time.sleep(0.05)
-        return {"sklearn": "sklearn.cluster" in sys.modules, "zarr": "zarr" in sys.modules,
-                "label_loop": bool(kmeans_labels.signatures)}
+        return {"sklearn": "sklearn" in sys.modules, "zarr": "zarr" in sys.modules,
+                "label_loop": bool(kmeans_labels.signatures), "fit_loop": bool(lloyd_block.signatures)}
 
     path, _ = blocky_scene(tmp_path, height=200, width=200)
     scene = open_scene([str(path)])
@@ -70,8 +71,9 @@ def test_scikit_learn_loads_where_the_fit_runs_and_the_label_loops_on_the_other_
         state = client.run(loaded, 30)
     assert [t["worker"] for t in stream.data if "fit_task" in str(t["key"])] == [fit_worker]
     (other,) = set(state) - {fit_worker}
-    assert state[fit_worker]["sklearn"] and not state[other]["sklearn"]
-    assert state[other]["zarr"] and state[other]["label_loop"]
+    assert not state[fit_worker]["sklearn"] and not state[other]["sklearn"]
+    assert state[fit_worker]["fit_loop"] and state[fit_worker]["label_loop"]
+    assert state[other]["zarr"] and state[other]["label_loop"] and state[other]["fit_loop"]
 
 
 def test_sample_is_drawn_in_groups_of_chunks_and_equals_the_chunk_by_chunk_sample(tmp_path, dask_client):
