@@ -8,6 +8,8 @@ job's processing chunks, so it is the same whatever ``chunk_size`` the job asks 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from geoseg.geo import Window
@@ -40,9 +42,15 @@ def chunk_rng(seed: int, window: Window) -> np.random.Generator:
 
 
 def sample_valid_pixels(
-    features: np.ndarray, valid: np.ndarray, rate: float, rng: np.random.Generator
+    data: np.ndarray, valid: np.ndarray, rate: float, rng: np.random.Generator,
+    compute: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Draw ``round(rate × n_valid)`` valid pixels without replacement, as rows ``(n, f)``.
+    """Draw ``round(rate × n_valid)`` valid pixels without replacement, as rows ``(n, f)`` of
+    ``compute(data)`` (default: the bands of ``data`` themselves).
+
+    Only the drawn pixels are computed (features are per pixel, with exact float operations: the
+    same values as computing the whole window): a block's share of the sample is about 1 % of its
+    pixels, and computing six features on whole blocks was a quarter of the 400 Mpx sample's CPU time.
 
     >>> f = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
     >>> valid = np.ones((3, 4), bool); valid[0] = False
@@ -52,10 +60,9 @@ def sample_valid_pixels(
     """
     flat_valid = np.flatnonzero(valid.ravel())
     n = min(len(flat_valid), int(round(rate * len(flat_valid))))
-    if n == 0:
-        return np.empty((0, features.shape[0]), dtype=np.float32)
-    picked = np.sort(rng.choice(flat_valid, size=n, replace=False))
-    return features.reshape(features.shape[0], -1)[:, picked].T.astype(np.float32, copy=True)
+    picked = np.sort(rng.choice(flat_valid, size=n, replace=False)) if n else flat_valid[:0]
+    pixels = data.reshape(data.shape[0], -1)[:, picked]
+    return (pixels if compute is None else compute(pixels)).T.astype(np.float32, copy=True)
 
 
 def sample_windows(window: Window, block: tuple[int, int], fraction: float, rng: np.random.Generator) -> list[Window]:

@@ -72,7 +72,7 @@ def sample_task(scene: Scene, feats: ResolvedFeatures, window: Window, rate: flo
     out = []
     for sub in parts:
         data, valid = read_window(scene, sub)
-        out.append(sample_valid_pixels(feats.compute(data), valid, scaled, rng))
+        out.append(sample_valid_pixels(data, valid, scaled, rng, feats.compute))
     return np.concatenate(out, axis=0)
 
 

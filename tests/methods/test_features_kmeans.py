@@ -44,6 +44,23 @@ def test_sample_is_proportional_to_valid_pixels_and_seeded():
     assert not np.array_equal(a, c)
 
 
+def test_features_of_the_drawn_pixels_equal_the_whole_windows_features_at_those_pixels():
+    """The sample computes features only for the pixels it draws (~1 % of a block): the same values as
+    computing the window's features and picking the pixels, bit for bit (NaN where 0/0)."""
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 3000, (4, 90, 110)).astype(np.float32)
+    data[:, :5, :5] = 0  # 0/0 in every index
+    valid = rng.random((90, 110)) < 0.7
+    feats = FeatureSpec(indices=("ndvi", "ndwi", "exg")).resolve(("blue", "green", "red", "nir"))
+    w = Window(0, 0, 90, 110)
+    drawn = sample_valid_pixels(data, valid, 0.2, chunk_rng(5, w), feats.compute)
+    flat_valid = np.flatnonzero(valid)
+    picked = np.sort(chunk_rng(5, w).choice(flat_valid, size=round(0.2 * flat_valid.size), replace=False))
+    expected = feats.compute(data).reshape(feats.n_features, -1)[:, picked].T
+    assert drawn.dtype == np.float32 and drawn.shape == expected.shape
+    np.testing.assert_array_equal(drawn, expected)
+
+
 def _features(seed: int = 0):
     classes = blocky_classes(120, 150)
     rng = np.random.default_rng(seed)
