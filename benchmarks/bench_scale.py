@@ -9,8 +9,8 @@ otherwise) and measures:
   before and after the pipeline (``floor_before_s``, ``floor_after_s``) because shared machines are
   noisy, and the smaller one is used for the ratio (the conservative choice);
 - ``pipeline_s``: the k-means job (sample, fit, predict, write labels.zarr), vectorise off, the first
-  on these workers: it loads what the floor does not use (scikit-learn on the fit's worker, zarr, the
-  compiled label loops), as a one-off ``geoseg run`` does;
+  on these workers: it loads what the floor does not use (numba's CPU target and geoseg's compiled
+  fit and label loops, zarr), as a one-off ``geoseg run`` does;
 - ``pipeline_again_s`` (``ratio_again``): the same job once more on the same workers, into a new
   folder, after ``floor_after``: what every later run on a long-lived cluster costs (``geoseg monitor``'s
   periods, a notebook's ``run_job(client=...)``);

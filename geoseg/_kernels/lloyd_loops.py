@@ -1,5 +1,5 @@
-"""The compiled passes of the k-means fit (:mod:`geoseg.methods.kmeans_fit`): one Lloyd step over a
-block of sample pixels, and the inertia.
+"""The compiled passes of the k-means fit (:mod:`geoseg.methods.kmeans_fit`): a Lloyd step over a
+run of blocks of sample pixels (one run per thread), and the inertia.
 
 Why compiled: a Lloyd step is, per pixel, ``k`` dot products of ``f`` features, an argmin and ``f``
 additions; numpy would make a ``(k, n)`` distance matrix and a masked sum per cluster for each step.
@@ -14,9 +14,20 @@ import numpy as np
 from geoseg._kernels.compiled import compiled
 
 
-def _lloyd_block(z, centers, labels, sums, counts, start, stop):  # noqa: ANN001, ANN202
-    """Assign pixels ``start:stop`` of ``z`` ``(n, f)`` to their nearest centroid (``labels``) and
-    add them to their cluster's ``sums`` ``(k, f)`` and ``counts`` ``(k,)`` (zeroed here)."""
+def _lloyd_blocks(z, centers, labels, sums, counts, first, last, block):  # noqa: ANN001, ANN202
+    """Assign the pixels of blocks ``first:last`` (``block`` pixels each) of ``z`` ``(n, f)`` to their
+    nearest centroid (``labels``) and write each block's cluster sums and counts into ``sums[b]``
+    ``(k, f)`` and ``counts[b]`` ``(k,)``.
+
+    Each block's sums are kept in arrays of this call and written once: blocks run in parallel write
+    neighbouring rows of ``sums``, and adding there pixel by pixel made the threads fight over shared
+    cache lines (two threads were no faster than one).
+    """
+    for b in range(first, last):
+        _one_block(z, centers, labels, sums[b], counts[b], b * block, min((b + 1) * block, z.shape[0]))
+
+
+def _one_block(z, centers, labels, sums, counts, start, stop):  # noqa: ANN001, ANN202
     k, f = centers.shape
     cc = np.empty(k)
     for j in range(k):
@@ -24,8 +35,8 @@ def _lloyd_block(z, centers, labels, sums, counts, start, stop):  # noqa: ANN001
         for q in range(f):
             s += centers[j, q] * centers[j, q]
         cc[j] = s
-    sums[:] = 0.0
-    counts[:] = 0.0
+    acc = np.zeros((k, f))
+    n = np.zeros(k)
     for i in range(start, stop):
         best = np.inf
         arg = 0
@@ -38,9 +49,11 @@ def _lloyd_block(z, centers, labels, sums, counts, start, stop):  # noqa: ANN001
                 best = d
                 arg = j
         labels[i] = arg
-        counts[arg] += 1.0
+        n[arg] += 1.0
         for q in range(f):
-            sums[arg, q] += z[i, q]
+            acc[arg, q] += z[i, q]
+    sums[:] = acc
+    counts[:] = n
 
 
 def _inertia(z, centers, labels):  # noqa: ANN001, ANN202
@@ -57,5 +70,6 @@ def _inertia(z, centers, labels):  # noqa: ANN001, ANN202
     return total
 
 
-lloyd_block = compiled(_lloyd_block)
+_one_block = compiled(_one_block)
+lloyd_blocks = compiled(_lloyd_blocks)
 inertia = compiled(_inertia)

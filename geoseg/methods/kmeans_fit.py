@@ -27,8 +27,6 @@ BLOCK = 16_384
 #: Relative tolerance on the squared centroid shift (scikit-learn's default ``tol``).
 TOLERANCE = 1e-4
 
-#: Calls ``fn(*args)`` for each argument tuple of ``calls``, in any order (each call writes its own block).
-Runner = Callable[[Callable[..., object], list[tuple]], None]
 
 
 @dataclass(frozen=True)
@@ -125,15 +123,13 @@ def lloyd(
 def lloyd_step(x: np.ndarray, centers: np.ndarray, labels: np.ndarray, run: Runner) -> np.ndarray:
     """Assign every pixel of ``x`` ``(n, f)`` to its nearest centroid (into ``labels``) and return the clusters' means; an
     empty cluster takes the pixel farthest from its centroid, one that stays empty the largest one's mean."""
-    from geoseg._kernels.lloyd_loops import lloyd_block
+    from geoseg._kernels.lloyd_loops import lloyd_blocks
 
     k, f = centers.shape
-    n = x.shape[0]
-    starts = list(range(0, n, BLOCK))
-    sums = np.zeros((len(starts), k, f))
-    counts = np.zeros((len(starts), k))
-    run(lloyd_block, [(x, centers, labels, sums[b], counts[b], s, min(s + BLOCK, n))
-                      for b, s in enumerate(starts)])
+    n_blocks = -(-x.shape[0] // BLOCK)
+    sums = np.empty((n_blocks, k, f))
+    counts = np.empty((n_blocks, k))
+    run.map(lloyd_blocks, [(x, centers, labels, sums, counts, b0, b1, BLOCK) for b0, b1 in run.shares(n_blocks)])
     total, weight = sums.sum(axis=0), counts.sum(axis=0)
     _relocate_empty(x, centers, labels, total, weight)
     for j in range(k):
@@ -168,22 +164,33 @@ def same_clustering(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(((pairs > 0).sum(axis=1) <= 1).all())
 
 
+class Runner:
+    """Runs a compiled loop (which releases the GIL) over shares of the blocks, on ``threads`` threads."""
+
+    def __init__(self, threads: int = 1, pool: ThreadPoolExecutor | None = None) -> None:
+        self.threads = threads if pool is not None else 1
+        self.pool = pool
+
+    def shares(self, n_blocks: int) -> list[tuple[int, int]]:
+        """``n_blocks`` cut into one run of consecutive blocks per thread: one call per thread and step."""
+        edges = np.linspace(0, n_blocks, min(self.threads, n_blocks) + 1).round().astype(int)
+        return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+    def map(self, fn: Callable[..., object], calls: list[tuple]) -> None:
+        """``fn(*args)`` for each argument tuple (each call writes its own blocks)."""
+        if self.pool is None or len(calls) == 1:
+            for args in calls:
+                fn(*args)
+            return
+        for done in [self.pool.submit(fn, *args) for args in calls]:
+            done.result()
+
+
 @contextmanager
 def _runner(threads: int) -> Iterator[Runner]:
-    """A :data:`Runner` on ``threads`` threads (the compiled loops release the GIL)."""
+    """A :class:`Runner` on ``threads`` threads, its pool shut down afterwards."""
     if threads <= 1:
-        yield in_order
+        yield Runner()
         return
     with ThreadPoolExecutor(threads) as pool:
-
-        def on_pool(fn: Callable[..., object], calls: list[tuple]) -> None:
-            for done in [pool.submit(fn, *args) for args in calls]:
-                done.result()
-
-        yield on_pool
-
-
-def in_order(fn: Callable[..., object], calls: list[tuple]) -> None:
-    """The one-thread :data:`Runner`."""
-    for args in calls:
-        fn(*args)
+        yield Runner(threads, pool)

@@ -9,7 +9,7 @@ import rasterio
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
-from geoseg.methods.kmeans_fit import BLOCK, TOLERANCE, in_order, kmeans, lloyd, same_clustering
+from geoseg.methods.kmeans_fit import BLOCK, TOLERANCE, Runner, kmeans, lloyd, same_clustering
 from tests.fixtures import REALDATA
 
 
@@ -48,7 +48,7 @@ def test_an_empty_cluster_takes_the_farthest_pixel_as_scikit_learn_does() -> Non
     x -= x.mean(axis=0)  # the fit centres the data; so does scikit-learn
     init = np.array([[-4.0, -4.0], [4.0, 4.0], [60.0, 60.0]])  # the third attracts no pixel
     tol = float(np.var(x, axis=0).mean() * TOLERANCE)
-    ours = lloyd(x, init.copy(), 300, tol, in_order)
+    ours = lloyd(x, init.copy(), 300, tol, Runner())
     theirs = sklearn_fit(x, 3, 0, 1, init=init)
     assert len(set(ours.labels.tolist())) == 3
     assert_same_fit(ours, theirs)

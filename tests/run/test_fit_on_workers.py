@@ -50,13 +50,13 @@ def test_no_worker_imports_scikit_learn_and_the_waiting_workers_load_the_compile
 
     def loaded(wait_s: float) -> dict[str, bool]:
         from geoseg._kernels.kmeans_loops import kmeans_labels
-        from geoseg._kernels.lloyd_loops import lloyd_block
+        from geoseg._kernels.lloyd_loops import lloyd_blocks
 
         deadline = time.monotonic() + wait_s
-        while not (kmeans_labels.signatures and lloyd_block.signatures) and time.monotonic() < deadline:
+        while not (kmeans_labels.signatures and lloyd_blocks.signatures) and time.monotonic() < deadline:
             time.sleep(0.05)
         return {"sklearn": "sklearn" in sys.modules, "zarr": "zarr" in sys.modules,
-                "label_loop": bool(kmeans_labels.signatures), "fit_loop": bool(lloyd_block.signatures)}
+                "label_loop": bool(kmeans_labels.signatures), "fit_loop": bool(lloyd_blocks.signatures)}
 
     path, _ = blocky_scene(tmp_path, height=200, width=200)
     scene = open_scene([str(path)])
@@ -132,10 +132,10 @@ def test_a_scene_of_one_chunk_draws_a_sample_in_proportion_to_its_valid_pixels_w
         assert drawn == pytest.approx(due, rel=0.02), seed
 
 
-def test_small_samples_are_fitted_on_one_thread_large_ones_on_every_core():
+def test_tiny_samples_are_fitted_on_one_thread_others_on_every_core():
     import os
 
     from geoseg.run.labelling import PARALLEL_FIT_PIXELS, fit_threads
 
-    assert fit_threads(200_000) == 1
+    assert fit_threads(PARALLEL_FIT_PIXELS - 1) == 1
     assert fit_threads(PARALLEL_FIT_PIXELS) == len(os.sched_getaffinity(0))
