@@ -52,8 +52,10 @@ def _one_block(z, centers, labels, sums, counts, start, stop):  # noqa: ANN001, 
         n[arg] += 1.0
         for q in range(f):
             acc[arg, q] += z[i, q]
-    sums[:] = acc
-    counts[:] = n
+    for j in range(k):  # element by element: a slice assignment costs seconds of compile time
+        counts[j] = n[j]
+        for q in range(f):
+            sums[j, q] = acc[j, q]
 
 
 def _inertia(z, centers, labels):  # noqa: ANN001, ANN202
