@@ -28,6 +28,7 @@ def _lloyd_blocks(z, centers, labels, sums, counts, first, last, block):  # noqa
 
 
 def _one_block(z, centers, labels, sums, counts, start, stop):  # noqa: ANN001, ANN202
+    """One block of :func:`_lloyd_blocks`: pixels ``start:stop``, their sums into ``sums`` and ``counts``."""
     k, f = centers.shape
     cc = np.empty(k)
     for j in range(k):

@@ -153,6 +153,12 @@ def fit_kmeans(
             f"only {sample.shape[0]} valid pixels were sampled, fewer than the {n_clusters} clusters asked for; "
             "the input is (almost) all nodata or the sample size is too small"
         )
+    bad = ~np.isfinite(sample).all(axis=1)
+    if bad.any():  # scikit-learn refused these too; the fit would turn them into NaN centroids
+        raise InputError(
+            f"{int(bad.sum())} sampled pixels have non-finite feature values (features {list(feature_names)}); "
+            "the bands hold infinities the nodata mask does not cover"
+        )
     sample = sample.astype(np.float64)
     mean = sample.mean(axis=0)
     std = sample.std(axis=0)

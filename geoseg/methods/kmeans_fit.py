@@ -28,7 +28,6 @@ BLOCK = 16_384
 TOLERANCE = 1e-4
 
 
-
 @dataclass(frozen=True)
 class KMeansFit:
     """Centroids ``(k, f)``, each sample pixel's cluster, the inertia and Lloyd steps taken (best seed)."""
@@ -94,11 +93,9 @@ def squared_distances(a: np.ndarray, x: np.ndarray, x_norms: np.ndarray) -> np.n
     return d
 
 
-def lloyd(
-    x: np.ndarray, centers: np.ndarray, max_iter: int, tol: float, run: Runner
-) -> KMeansFit:
-    """Lloyd's iterations on the pixels ``x`` ``(n, f)`` from ``centers`` until the labels stop changing, the squared centroid
-    shift is within ``tol``, or ``max_iter`` steps."""
+def lloyd(x: np.ndarray, centers: np.ndarray, max_iter: int, tol: float, run: Runner) -> KMeansFit:
+    """Lloyd's iterations on the pixels ``x`` ``(n, f)`` from ``centers`` until the labels stop changing,
+    the squared centroid shift is within ``tol``, or ``max_iter`` steps."""
     from geoseg._kernels.lloyd_loops import inertia
 
     labels = np.full(x.shape[0], -1, dtype=np.int32)
@@ -121,8 +118,9 @@ def lloyd(
 
 
 def lloyd_step(x: np.ndarray, centers: np.ndarray, labels: np.ndarray, run: Runner) -> np.ndarray:
-    """Assign every pixel of ``x`` ``(n, f)`` to its nearest centroid (into ``labels``) and return the clusters' means; an
-    empty cluster takes the pixel farthest from its centroid, one that stays empty the largest one's mean."""
+    """Assign every pixel of ``x`` ``(n, f)`` to its nearest centroid (into ``labels``) and return the
+    clusters' means; an empty cluster takes the pixel farthest from its centroid, one that stays empty
+    the largest one's mean."""
     from geoseg._kernels.lloyd_loops import lloyd_blocks
 
     k, f = centers.shape

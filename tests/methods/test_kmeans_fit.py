@@ -71,6 +71,16 @@ def test_the_thread_count_does_not_change_a_single_bit() -> None:
     assert one.inertia == three.inertia
 
 
+def test_a_sample_with_infinite_features_is_refused_in_one_line() -> None:
+    from geoseg.errors import InputError
+    from geoseg.methods.kmeans import fit_kmeans
+
+    sample = np.random.default_rng(0).normal(size=(500, 3)).astype(np.float32)
+    sample[7, 1] = np.inf
+    with pytest.raises(InputError, match="1 sampled pixels have non-finite feature values"):
+        fit_kmeans(sample, 3, 0, ("a", "b", "c"))
+
+
 def test_a_later_seed_replaces_the_best_only_as_a_different_clustering() -> None:
     a = np.array([0, 0, 1, 1, 2])
     assert same_clustering(a, np.array([2, 2, 0, 0, 1]))
