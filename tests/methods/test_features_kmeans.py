@@ -11,6 +11,7 @@ from geoseg.legend import NODATA_LABEL
 from geoseg.methods.features import FeatureSpec
 from geoseg.methods.kmeans import fit_kmeans
 from geoseg.methods.sampling import chunk_rng, sample_valid_pixels
+from geoseg.methods.threshold import resolve_index
 from tests.fixtures import SPECTRA, blocky_classes
 
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
@@ -51,14 +52,19 @@ def test_features_of_the_drawn_pixels_equal_the_whole_windows_features_at_those_
     data = rng.integers(0, 3000, (4, 90, 110)).astype(np.float32)
     data[:, :5, :5] = 0  # 0/0 in every index
     valid = rng.random((90, 110)) < 0.7
-    feats = FeatureSpec(indices=("ndvi", "ndwi", "exg")).resolve(("blue", "green", "red", "nir"))
+    feats_bands = ("blue", "green", "red", "nir")
+    feats = FeatureSpec(indices=("ndvi", "ndwi", "exg")).resolve(feats_bands)
     w = Window(0, 0, 90, 110)
-    drawn = sample_valid_pixels(data, valid, 0.2, chunk_rng(5, w), feats.compute)
     flat_valid = np.flatnonzero(valid)
     picked = np.sort(chunk_rng(5, w).choice(flat_valid, size=round(0.2 * flat_valid.size), replace=False))
-    expected = feats.compute(data).reshape(feats.n_features, -1)[:, picked].T
-    assert drawn.dtype == np.float32 and drawn.shape == expected.shape
-    np.testing.assert_array_equal(drawn, expected)
+    # the k-means features, and a threshold job's band expression (its sample goes the same way)
+    for compute in (feats.compute, resolve_index("(nir - red) / (nir + red) * 2 - 0.5", feats_bands).compute):
+        drawn = sample_valid_pixels(data, valid, 0.2, chunk_rng(5, w), compute)
+        whole = compute(data)
+        expected = whole.reshape(whole.shape[0], -1)[:, picked].T
+        assert drawn.dtype == np.float32 and drawn.shape == expected.shape
+        np.testing.assert_array_equal(drawn, expected)
+    assert np.isnan(drawn).any()  # 0/0 in the corner, where a NaN equals a NaN
 
 
 def _features(seed: int = 0):
