@@ -64,7 +64,7 @@ def kmeans_plusplus(x: np.ndarray, n_clusters: int, rng: np.random.RandomState, 
     candidates drawn with probability proportional to the squared distance to the seeds so far."""
     n = x.shape[0]
     trials = 2 + int(np.log(n_clusters))
-    weights = np.ones(n)
+    weights = np.ones(n)  # unit weights, kept in scikit-learn's expressions so its draws are met bit for bit
     centers = np.empty((n_clusters, x.shape[1]))
     first = rng.choice(n, p=weights / weights.sum())
     centers[0] = x[first]
