@@ -48,7 +48,7 @@ from geoseg.accuracy.mapping import MAPPINGS, MappingSpec, mapped_confusion, res
 from geoseg.accuracy.metrics import confusion_metrics
 from geoseg.accuracy.reference import Reference, open_reference, reference_pixels
 from geoseg.accuracy.regions import Regions, grid_regions, open_regions, regions_window_codes
-from geoseg.errors import InputError
+from geoseg.errors import ClassIdError, InputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.io.labelstore import read_label_info, read_label_window
 from geoseg.legend import PALETTE, ClassInfo
@@ -440,7 +440,7 @@ def open_evaluation_inputs(
     or a regions layer without its id field fails the job at once, not after hours of work.
     """
     if not isinstance(mapping, Mapping) and mapping not in MAPPINGS:
-        raise InputError(f"unknown class mapping {mapping!r}; use one of {', '.join(MAPPINGS)} or a dict label → class")
+        raise ClassIdError(f"unknown class mapping {mapping!r}; use one of {', '.join(MAPPINGS)} or a dict label → class")
     if regions is not None and grid_cell_m is not None:
         raise InputError("give either a regions layer or grid_cell_m, not both")
     if region_field is not None and regions is None:

@@ -15,7 +15,7 @@ import numpy as np
 from rasterio.crs import CRS
 
 from geoseg._kernels.layercache import cached_layer_window, features_in_label_crs
-from geoseg.errors import InputError
+from geoseg.errors import InputError, NoCRSError
 from geoseg.geo import GeoGrid, bounds_in, crs_from_wkt, pad_bounds
 from geoseg.io.rasterize import burn
 
@@ -23,7 +23,7 @@ from geoseg.io.rasterize import burn
 def require_crs(crs: CRS | None, what: str, path: str) -> CRS:
     """``crs``, or an :class:`InputError` saying how to assign one to the file at ``path``."""
     if crs is None or not crs.to_wkt():
-        raise InputError(
+        raise NoCRSError(
             f"{what} {path} has no coordinate reference system; assign the right one first "
             "(e.g. `gdal_edit.py -a_srs EPSG:32633 FILE` for a raster, `ogr2ogr -a_srs EPSG:32633` for vectors)"
         )

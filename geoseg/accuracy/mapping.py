@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from geoseg.errors import InputError
+from geoseg.errors import ClassIdError
 
 MAPPINGS = ("identity", "hungarian", "many-to-one")
 
@@ -62,7 +62,7 @@ def resolve_mapping(
         return hungarian_mapping(confusion, ref_values, label_values)
     if spec == "many-to-one":
         return majority_mapping(confusion, ref_values, label_values)
-    raise InputError(f"unknown class mapping {spec!r}; use one of {', '.join(MAPPINGS)} or a dict label → class")
+    raise ClassIdError(f"unknown class mapping {spec!r}; use one of {', '.join(MAPPINGS)} or a dict label → class")
 
 
 def mapped_confusion(

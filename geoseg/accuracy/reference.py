@@ -33,7 +33,7 @@ from rasterio.crs import CRS
 
 from geoseg.accuracy.layers import burn_shapes, layer_window, require_crs, vector_info
 from geoseg.accuracy.pam import read_pam_legend
-from geoseg.errors import InputError
+from geoseg.errors import ClassIdError, InputError, MissingFileError, NoOverlapError
 from geoseg.geo import Bounds, GeoGrid, aligned_offset, bounds_in, bounds_overlap, crs_from_wkt
 
 #: Fill value used while warping; never a valid class id.
@@ -139,7 +139,7 @@ def open_reference(
     """
     path = str(path)
     if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
-        raise InputError(f"reference {path} does not exist")
+        raise MissingFileError(f"reference {path} does not exist")
     raster = _try_raster(path)
     ref: Reference
     if raster is None:
@@ -152,7 +152,7 @@ def open_reference(
         ref = raster
     if label_grid is not None:
         if not bounds_overlap(bounds_in(ref.bounds, ref.crs, label_grid.crs), label_grid.bounds):
-            raise InputError(
+            raise NoOverlapError(
                 f"reference {path} does not overlap the label raster (reference bounds {tuple(round(v, 3) for v in ref.bounds)} "
                 f"in {ref.crs.to_string()}); check that both cover the same area and that the reference's CRS is right"
             )
@@ -237,7 +237,7 @@ def _open_vector_reference(
     if dtype.startswith("float"):  # a class id stored as Real (shapefiles, spreadsheets): whole numbers only
         frac = present[(present % 1) != 0]
         if len(frac):
-            raise InputError(f"reference field {field!r} of {path} holds {frac.iloc[0]:g}: class ids must be whole numbers")
+            raise ClassIdError(f"reference field {field!r} of {path} holds {frac.iloc[0]:g}: class ids must be whole numbers")
         dtype = "int64"
     if dtype.startswith(("int", "uint")):
         if value_map:
@@ -251,7 +251,7 @@ def _open_vector_reference(
     missing = [n for n in names if _norm(n) not in table]
     if missing:
         how = "reference.values" if value_map else "the job's classes (by name) or reference.values"
-        raise InputError(
+        raise ClassIdError(
             f"reference field {field!r} of {path} has class names without an id: "
             f"{', '.join(repr(m) for m in missing[:8])}{' ...' if len(missing) > 8 else ''}; map them in {how}"
         )
@@ -364,7 +364,7 @@ def check_integral(values: np.ndarray, path: str, grid: GeoGrid, file_grid: GeoG
     r, c = (int(i) for i in np.argwhere(bad)[0])
     x, y = grid.transform * (c + 0.5, r + 0.5)
     col, row = ~file_grid.transform * (x, y)
-    raise InputError(
+    raise ClassIdError(
         f"reference raster {path} holds {float(values[r, c]):g} at pixel (row {int(row)}, col {int(col)}) of the file "
         f"(x={x:.3f}, y={y:.3f}): class ids must be whole numbers; round or reclassify it, "
         "or set that value as the file's nodata"

@@ -20,7 +20,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
-from geoseg.errors import InputError
+from geoseg.errors import InputError, NoCRSError
 from geoseg.geo import GeoGrid
 from geoseg.io.sources import MAX_SIDE, Source, open_dataset
 
@@ -94,7 +94,7 @@ def job_grid(request: Any, sources: Sequence[Source]) -> GeoGrid:
     if req is not None and req.like:
         with open_dataset(req.like) as ds:
             if ds.crs is None or ds.transform.is_identity:
-                raise InputError(f"grid like {req.like}: the file has no CRS or geotransform")
+                raise NoCRSError(f"grid like {req.like}: the file has no CRS or geotransform")
             grid = GeoGrid.of_dataset(ds)
         _check_meets(grid, sources)
         return grid

@@ -33,7 +33,7 @@ from typing import Any, Literal, cast
 import numpy as np
 from affine import Affine
 
-from geoseg.errors import GeosegError, InputError, OutputError
+from geoseg.errors import GeosegError, InputError, LabelStoreError, MissingFileError, NoCRSError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.io import storage
 from geoseg.io.atomic import replace_path, write_text_atomic
@@ -355,15 +355,15 @@ def read_label_info(path: str | Path) -> LabelRasterInfo:
     if not path.exists():
         partial = path.with_name(path.name + PARTIAL_SUFFIX)
         hint = " (an unfinished run left a .partial store: rerun the job to finish it)" if partial.exists() else ""
-        raise InputError(f"label store {path} does not exist{hint}")
+        raise LabelStoreError(f"label store {path} does not exist{hint}")
     try:
         root = zarr.open_group(str(path), mode="r", zarr_format=2)
         arr = cast("zarr.Array", root[ARRAY_NAME])
         ref: dict[str, Any] = dict(root["spatial_ref"].attrs)
     except Exception as exc:  # zarr raises many types for a broken store
-        raise InputError(f"{path} is not a geoseg label store: {exc}") from exc
+        raise LabelStoreError(f"{path} is not a geoseg label store: {exc}") from exc
     if not root.attrs.get("geoseg:complete", False):
-        raise InputError(f"label store {path} is incomplete; rerun the job that writes it")
+        raise LabelStoreError(f"label store {path} is incomplete; rerun the job that writes it")
     return _info_of(path, arr, ref)
 
 
@@ -372,15 +372,15 @@ def _store_label_info(url: str) -> LabelRasterInfo:
     import zarr
 
     if not storage.exists(storage.join(url, ".zmetadata")):
-        raise InputError(f"label store {url} does not exist or is unfinished (no .zmetadata); rerun the job")
+        raise LabelStoreError(f"label store {url} does not exist or is unfinished (no .zmetadata); rerun the job")
     try:
         root = zarr.open_group(url, mode="r", zarr_format=2, use_consolidated=True)
         arr = root[ARRAY_NAME]
         ref = dict(root["spatial_ref"].attrs)
     except Exception as exc:  # zarr raises many types for a broken store
-        raise InputError(f"{url} is not a finished geoseg label store: {exc}") from exc
+        raise LabelStoreError(f"{url} is not a finished geoseg label store: {exc}") from exc
     if not root.attrs.get("geoseg:complete", False):
-        raise InputError(f"label store {url} is incomplete; rerun the job that writes it")
+        raise LabelStoreError(f"label store {url} is incomplete; rerun the job that writes it")
     return _info_of(url, arr, ref)
 
 
@@ -421,7 +421,7 @@ def read_label_window(path: str | Path, window: Window) -> np.ndarray:
     except GeosegError:
         raise
     except Exception as exc:  # e.g. a Zstd RuntimeError of a store without a manifest
-        raise InputError(f"cannot read window {window.key} of label store {path}: {exc}") from exc
+        raise LabelStoreError(f"cannot read window {window.key} of label store {path}: {exc}") from exc
 
 
 def open_labels(path: str | Path, chunks: Literal["auto"] | dict | None = None):  # noqa: ANN201 - xarray.DataArray
@@ -459,13 +459,13 @@ def _geotiff_label_info(path: Path) -> LabelRasterInfo:
     import rasterio
 
     if not path.exists():
-        raise InputError(f"label raster {path} does not exist")
+        raise MissingFileError(f"label raster {path} does not exist")
     try:
         with rasterio.open(path) as ds:
             if ds.count != 1 or ds.dtypes[0] not in ("uint8", "int8", "uint16", "int16", "int32", "uint32"):
                 raise InputError(f"{path}: a label GeoTIFF must have one integer band, got {ds.count} x {ds.dtypes[0]}")
             if ds.crs is None:
-                raise InputError(f"{path} has no CRS; assign one (gdal_edit.py -a_srs) before evaluating it")
+                raise NoCRSError(f"{path} has no CRS; assign one (gdal_edit.py -a_srs) before evaluating it")
             try:
                 cmap = ds.colormap(1)
             except ValueError:

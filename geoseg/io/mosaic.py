@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from geoseg.errors import InputError
+from geoseg.errors import BandError
 from geoseg.geo import GeoGrid, Window
 from geoseg.io.masks import QARule
 from geoseg.io.sources import Source, read_source
@@ -46,12 +46,12 @@ def check_tiles_agree(name: str, sources: Sequence[Source]) -> None:
     first = sources[0]
     for s in sources[1:]:
         if s.count != first.count:
-            raise InputError(
+            raise BandError(
                 f"mosaic {name!r}: {s.path} has {s.count} value band(s) but {first.path} has {first.count}; "
                 "tiles of one mosaic must have the same bands"
             )
         if s.dtype != first.dtype:
-            raise InputError(
+            raise BandError(
                 f"mosaic {name!r}: {s.path} is {s.dtype} but {first.path} is {first.dtype}; "
                 "tiles of one mosaic must have one data type"
             )

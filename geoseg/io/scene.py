@@ -30,7 +30,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from geoseg.errors import InputError
+from geoseg.errors import InputError, MissingFileError
 from geoseg.geo import ChunkGrid, GeoGrid, Window, aligned_chunk_size
 from geoseg.io.masks import QARule
 from geoseg.io.mosaic import FootprintIndex, Layer, check_tiles_agree, read_layer
@@ -192,7 +192,7 @@ def expand_inputs(patterns: Sequence[Any] | str, allow_gdal_virtual: bool = Fals
             continue
         matches = sorted(glob.glob(text)) if glob.has_magic(text) else ([text] if Path(text).exists() else [])
         if not matches:
-            raise InputError(f"input {text!r} matches no file; check the path (relative paths are from the job file)")
+            raise MissingFileError(f"input {text!r} matches no file; check the path (relative paths are from the job file)")
         out.extend(matches)
     if not out:
         raise InputError("no input files given")

@@ -25,7 +25,7 @@ from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError, RasterioIOError
 
-from geoseg.errors import InputError
+from geoseg.errors import BandError, InputError, NoCRSError
 from geoseg.geo import GeoGrid, Window
 from geoseg.io.masks import MaskKind, feature_band_indexes, mask_kind, read_valid
 from geoseg.io.warp import MAX_SCALE, sample, source_lattice
@@ -90,13 +90,13 @@ def describe_source(path: str, bands: tuple[int, ...] | None = None) -> Source:
         validate_dataset(path, ds)
         chosen = bands or feature_band_indexes(ds)
         if not chosen:
-            raise InputError(f"{path} has only alpha bands; there is nothing to segment")
+            raise BandError(f"{path} has only alpha bands; there is nothing to segment")
         bad = [b for b in chosen if not 1 <= b <= ds.count]
         if bad:
-            raise InputError(f"{path} has {ds.count} band(s); band {bad[0]} does not exist")
+            raise BandError(f"{path} has {ds.count} band(s); band {bad[0]} does not exist")
         dtypes = {ds.dtypes[b - 1] for b in chosen}
         if len(dtypes) != 1:
-            raise InputError(f"{path} mixes band data types {sorted(dtypes)}; geoseg needs one type per file")
+            raise BandError(f"{path} mixes band data types {sorted(dtypes)}; geoseg needs one type per file")
         return Source(
             path=path,
             grid=GeoGrid.of_dataset(ds),
@@ -115,23 +115,23 @@ def validate_dataset(path: str, ds: Any) -> None:
     if ds.crs is None or ds.transform.is_identity:
         gcps, _ = ds.gcps
         if gcps:
-            raise InputError(
+            raise NoCRSError(
                 f"{path} is georeferenced only by ground control points; warp it to a grid first "
                 "(gdalwarp -t_srs EPSG:XXXX in.tif out.tif)"
             )
     if ds.crs is None:
-        raise InputError(f"{path} has no coordinate reference system; assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX)")
+        raise NoCRSError(f"{path} has no coordinate reference system; assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX)")
     t = ds.transform
     if t.b != 0 or t.d != 0:
         raise InputError(
             f"{path} has a rotated or skewed geotransform; warp it to a north-up grid first (gdalwarp)"
         )
     if t.is_identity:
-        raise InputError(f"{path} has no geotransform; georeference it first")
+        raise NoCRSError(f"{path} has no geotransform; georeference it first")
     if not (1 <= ds.width <= MAX_SIDE and 1 <= ds.height <= MAX_SIDE):
         raise InputError(f"{path} claims {ds.width}x{ds.height} pixels, beyond geoseg's limit of {MAX_SIDE} per side")
     if ds.count < 1:
-        raise InputError(f"{path} has no bands")
+        raise BandError(f"{path} has no bands")
 
 
 def place(src: Source, grid: GeoGrid, tol: float = 1e-6) -> Source:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from geoseg.errors import OutputError
+from geoseg.errors import OutputError, OutputInUseError
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class RemoteOutput:
             except (ValueError, AttributeError):
                 previous = None
             if previous != job_name:
-                raise OutputError(f"{self.url} holds the output of another run ({previous or 'unknown'!r}); "
+                raise OutputInUseError(f"{self.url} holds the output of another run ({previous or 'unknown'!r}); "
                                   "choose another output prefix or delete it")
         elif [n for n in listdir(self.url) if n != LOCK_OBJECT]:  # a run that just took the lock: its refusal says so
             raise OutputError(f"{self.url} is not empty and is not a geoseg output; choose an empty or new prefix")

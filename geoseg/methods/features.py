@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoseg.errors import InputError
+from geoseg.errors import BandError, InputError
 
 #: Names under which each spectral role appears in common products (case-insensitive).
 BAND_ALIASES: dict[str, tuple[str, ...]] = {
@@ -91,7 +91,7 @@ def _band_index(band_names: Sequence[str], wanted: str) -> int:
             return i
     if wanted.lower() in BAND_ALIASES:
         return find_band(band_names, wanted.lower())
-    raise InputError(f"band {wanted!r} not found among {list(band_names)}")
+    raise BandError(f"band {wanted!r} not found among {list(band_names)}")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from geoseg.errors import JobSpecError
+from geoseg.errors import JobKeyError, JobSpecError
 
 
 class _Strict(BaseModel):
@@ -372,14 +372,16 @@ def validate_mapping(model: type[BaseModel], data: Any, source: str, what: str) 
         return model.model_validate(data)
     except ValidationError as exc:
         lines = []
+        unknown = False
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
             if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-                msg = "unknown key (check its spelling)"
+                msg, unknown = "unknown key (check its spelling)", True
             else:
                 msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"  {loc}: {msg}")
-        raise JobSpecError(f"{source} is not a valid {what}:\n" + "\n".join(lines)) from None
+        error = JobKeyError if unknown else JobSpecError
+        raise error(f"{source} is not a valid {what}:\n" + "\n".join(lines)) from None
 
 
 #: Largest job file read (bytes): real ones are a few kB.

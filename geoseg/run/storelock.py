@@ -40,7 +40,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Self
 
-from geoseg.errors import OutputError
+from geoseg.errors import OutputError, OutputInUseError
 from geoseg.io import storage
 from geoseg.run.lock import LOCK_FILE, OutputLock, RunLock, _pid_alive
 
@@ -212,7 +212,7 @@ class StoreLock:
                 return
             reason = held.stale()
             if reason is None:
-                raise OutputError(_refusal(self.lock_url, held))
+                raise OutputInUseError(_refusal(self.lock_url, held))
             log.warning("taking over the stale lock of %s: %s (%s)", held.who(), reason, self.lock_url)
             try:
                 self.etag = self._put(IfMatch=held.etag)
@@ -223,7 +223,7 @@ class StoreLock:
                                       f"conditionally; delete it if {held.who()} is no longer running") from exc
                 if not _conflict(exc) and not isinstance(exc, FileNotFoundError):
                     raise
-        raise OutputError(f"{self.url}: could not take the lock {self.lock_url}; another run may be starting: "
+        raise OutputInUseError(f"{self.url}: could not take the lock {self.lock_url}; another run may be starting: "
                           "try again")
 
     def _probe(self) -> None:

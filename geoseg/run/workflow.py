@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geoseg.errors import GeosegError, ModelError, OutputError, from_os_error
+from geoseg.errors import GeosegError, ModelError, OutputError, OutputInUseError, from_os_error
 from geoseg.io import storage
 from geoseg.io.atomic import write_text_atomic
 from geoseg.io.labelstore import PARTIAL_SUFFIX
@@ -101,7 +101,7 @@ def check_output_dir(out: Path, job: JobSpec) -> None:
         except ValueError:
             previous = {}
         if previous.get("job", {}).get("name") != job.name:
-            raise OutputError(
+            raise OutputInUseError(
                 f"{out} holds the output of another run ({previous.get('job', {}).get('name', 'unknown')!r}); "
                 "choose another output folder or delete it"
             )

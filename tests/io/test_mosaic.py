@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from geoseg.errors import InputError
+from geoseg.errors import BandError
 from geoseg.geo import GeoGrid, Window
 from geoseg.io.scene import open_scene, read_window
 from geoseg.run.jobspec import parse_job
@@ -101,7 +101,7 @@ def test_tiles_with_different_band_counts_are_refused(tmp_path):
     from rasterio.transform import from_origin
 
     write_raster(tmp_path / "b.tif", np.ones((2, 20, 20), np.uint8), transform=from_origin(500200, 5100000, 10, 10))
-    with pytest.raises(InputError, match="same bands"):
+    with pytest.raises(BandError):
         open_scene(str(tmp_path / "*.tif"))
 
 

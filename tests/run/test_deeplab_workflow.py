@@ -21,7 +21,7 @@ import rasterio
 import torch
 import yaml
 
-from geoseg.errors import JobSpecError, ModelError
+from geoseg.errors import CheckpointError, JobSpecError, ModelInputError
 from geoseg.io.labelstore import LabelStoreWriter
 from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES, NODATA_LABEL
 from geoseg.methods.checkpoint import load_checkpoint, save_checkpoint
@@ -397,15 +397,15 @@ def test_checkpoint_with_other_bands_is_refused_before_any_output(scene, dask_cl
                      band_std=[30, 25, 25], tile_size=64, tile_overlap=16)
     save_checkpoint(tiny_model(meta), meta, tmp_path / "rgb")
     out = tmp_path / "out"
-    with pytest.raises(ModelError, match=r"expects 3 bands \(red, green, blue\), image has 4"):
+    with pytest.raises(ModelInputError, match=r"expects 3 bands \(red, green, blue\), image has 4"):
         run_job(_job(scene, tmp_path / "rgb", out), client=dask_client, show_progress=False)
     assert not out.exists()
-    with pytest.raises(ModelError, match="no checkpoint"):
+    with pytest.raises(CheckpointError):
         run_job(_job(scene, tmp_path / "absent", out), client=dask_client, show_progress=False)
     assert not out.exists()
     coarse = tiny_meta(tile_size=64, tile_overlap=16, resolution=0.1)
     save_checkpoint(tiny_model(coarse), coarse, tmp_path / "coarse")
-    with pytest.raises(ModelError, match="finer"):
+    with pytest.raises(ModelInputError, match="finer"):
         run_job(_job(scene, tmp_path / "coarse", out), client=dask_client, show_progress=False)
     assert not out.exists()
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from geoseg.cli import main
-from geoseg.errors import OutputError
+from geoseg.errors import OutputError, OutputInUseError
 from geoseg.io import storage
 from geoseg.run import storelock
 from geoseg.run.jobspec import parse_job
@@ -226,7 +226,7 @@ def test_a_store_without_conditional_writes_gets_a_warning_and_the_same_host_loc
     try:
         assert isinstance(claim, StoreClaim) and isinstance(claim.lock, OutputLock)
         assert any("enforced on this host only" in r.getMessage() for r in caplog.records)
-        with pytest.raises(OutputError, match=f"in use by another geoseg run: pid {os.getpid()}"):
+        with pytest.raises(OutputInUseError, match=f"pid {os.getpid()}"):
             claim_output(url)
     finally:
         claim.release()

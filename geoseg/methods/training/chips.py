@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.errors import InputError
+from geoseg.errors import InputError, MissingFileError
 
 #: Chips carry no place: a local Cartesian CRS in metres says so, and keeps the pixel size.
 CHIP_CRS_WKT = (
@@ -36,7 +36,7 @@ def find_chips(folder: str | Path) -> list[tuple[Path, Path]]:
     """``(image, mask)`` pairs of a chip folder, sorted by name (see the module docstring)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"chip folder {folder} does not exist")
+        raise MissingFileError(f"chip folder {folder} does not exist")
     out = []
     if (folder / "images").is_dir() and (folder / "masks").is_dir():
         masks = {p.stem: p for p in (folder / "masks").iterdir() if p.suffix.lower() in SUFFIXES}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geoseg.errors import GridMismatchError, InputError
+from geoseg.errors import BandError, GridMismatchError, InputError, MissingFileError, NoCRSError
 from geoseg.legend import ClassInfo
 from geoseg.methods.deeplab import normalise
 from geoseg.methods.training.config import TrainConfig, TrainPair
@@ -48,7 +48,7 @@ def _band_indexes(path: Path, descriptions: tuple, wanted: list[str] | None) -> 
     idx = []
     for w in wanted:
         if w.lower() not in lowered:
-            raise InputError(f"{path} has no band {w!r}; its bands are {', '.join(names)}")
+            raise BandError(f"{path} has no band {w!r}; its bands are {', '.join(names)}")
         idx.append(lowered.index(w.lower()) + 1)
     return idx, [names[i - 1] for i in idx]
 
@@ -62,10 +62,10 @@ class TrainSource:
         self.pair = pair
         self.lut = lut
         if not pair.image.is_file():
-            raise InputError(f"training image {pair.image} does not exist")
+            raise MissingFileError(f"training image {pair.image} does not exist")
         with rasterio.open(pair.image) as ds:
             if ds.crs is None or ds.transform.is_identity:
-                raise InputError(f"{pair.image} is not georeferenced; training needs a CRS and a geotransform")
+                raise NoCRSError(f"{pair.image} is not georeferenced; training needs a CRS and a geotransform")
             self.height, self.width = ds.height, ds.width
             self.transform, self.crs = ds.transform, ds.crs
             self.indexes, self.band_names = _band_indexes(pair.image, ds.descriptions, bands)
@@ -81,7 +81,7 @@ class TrainSource:
         self._vec: tuple[Any, np.ndarray] | None = None  # (geometries, class ids) of a vector reference
         if pair.reference is not None:
             if not pair.reference.is_file():
-                raise InputError(f"reference raster {pair.reference} does not exist")
+                raise MissingFileError(f"reference raster {pair.reference} does not exist")
             with rasterio.open(pair.reference) as rs:
                 if (rs.height, rs.width) != (self.height, self.width) or not rs.transform.almost_equals(self.transform):
                     raise GridMismatchError(
@@ -100,14 +100,14 @@ class TrainSource:
         pair = self.pair
         assert pair.vector is not None  # TrainPair holds exactly one of reference and vector
         if not pair.vector.exists():
-            raise InputError(f"vector reference {pair.vector} does not exist")
+            raise MissingFileError(f"vector reference {pair.vector} does not exist")
         gdf = gpd.read_file(pair.vector, layer=pair.layer)
         if pair.class_field not in gdf.columns:
             raise InputError(
                 f"{pair.vector} has no field {pair.class_field!r}; its fields are {', '.join(map(str, gdf.columns))}"
             )
         if gdf.crs is None:
-            raise InputError(f"{pair.vector} has no CRS; assign one (ogr2ogr -a_srs)")
+            raise NoCRSError(f"{pair.vector} has no CRS; assign one (ogr2ogr -a_srs)")
         gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty].to_crs(self.crs)
         try:
             values = gdf[pair.class_field].astype("int64").to_numpy()
