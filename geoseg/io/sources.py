@@ -159,7 +159,8 @@ def read_source(
 ) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]] | None:
     """The file's pixels on ``window`` of ``grid``: ``(bands, h, w)``, validity, and where they go.
 
-    Values are in the file's type when read directly and float32 when warped.
+    Values are in the file's type when read directly or warped with ``nearest`` (which makes no new
+    values: class ids stay exact), float32 when warped otherwise.
 
     The slices select, within the window, the part the arrays cover; ``None`` when the file has
     no pixel there.
@@ -209,8 +210,12 @@ def _read_warped(
     part_transform = src.grid.transform * Affine.translation(c0, r0)
     if resampling in ("nearest", "bilinear"):
         lattice = source_lattice(target.transform, target.shape, grid.crs, part_transform, src.grid.crs)
-        if lattice.scale <= MAX_SCALE:  # not downsampling: the compiled sampler, as GDAL would
-            out, ok = sample(data, valid, lattice, target.shape, bilinear=resampling == "bilinear")
+        # nearest takes the pixel under the centre at any scale (GDAL's kernel does not widen for it);
+        # bilinear only when not downsampling: the compiled sampler, as GDAL would
+        if resampling == "nearest" or lattice.scale <= MAX_SCALE:
+            bilinear = resampling == "bilinear"
+            out, ok = sample(data, valid, lattice, target.shape, bilinear=bilinear,
+                             dtype=np.dtype(np.float32) if bilinear else data.dtype)
             return out, ok, (slice(0, window.height), slice(0, window.width))
     values = data.astype(np.float32)
     values[:, ~valid] = np.nan
