@@ -11,10 +11,10 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from geoseg.errors import GeosegError, JobSpecError
 
@@ -291,11 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", dest="sub_quiet", action="store_true",
                         help="no progress bars, no tables: only errors and paths")
     sub = p.add_subparsers(dest="command", required=True)
-    _add = sub.add_parser
 
-    def add_parser(name: str, **kw):
-        return _add(name, parents=[common], **kw)
+    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
 
+    for add_command in _COMMANDS:
+        add_command(add_parser)
+    return p
+
+
+def _demo_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("demo", help="generate a sample scene and run the land-cover k-means job on a local cluster")
     s.add_argument("--out", default="geoseg-demo", help="output folder (default: ./geoseg-demo)")
     s.add_argument("--size", type=int, default=2048, help="scene width and height in pixels (default 2048)")
@@ -303,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=2, help="local Dask worker processes (default 2)")
     s.set_defaults(func=cmd_demo)
 
+
+def _synth_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("synth", help="generate a seeded sample scene with its reference and regions")
     s.add_argument("kind", choices=["landcover", "cropweed"])
     s.add_argument("--out", required=True, help="folder for the image, reference and regions files")
@@ -314,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "utm (west half + east half in the next UTM zone)")
     s.set_defaults(func=cmd_synth)
 
+
+def _run_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("run", help="run a job file (YAML)")
     s.add_argument("job", help="path to the job file")
     s.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (default: start a local one)")
@@ -321,10 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for --scheduler to answer (default 10, or the job's cluster.connect_timeout)")
     s.set_defaults(func=cmd_run)
 
+
+def _train_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("train", help="train a DeepLabV3+ checkpoint from a training job file (YAML)")
     s.add_argument("job", help="path to the training job file (see workflows/*-train.yaml)")
     s.set_defaults(func=cmd_train)
 
+
+def _monitor_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser(
         "monitor",
         help="process every new scene matching the job's inputs, one dated folder per period, with change reports",
@@ -335,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for --scheduler to answer (default 10, or the job's cluster.connect_timeout)")
     s.set_defaults(func=cmd_monitor)
 
+
+def _change_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("change", help="change report between two label stores on one grid")
     s.add_argument("before", help="labels.zarr of the earlier period")
     s.add_argument("after", help="labels.zarr of the later period")
@@ -343,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--region-field", default=None)
     s.set_defaults(func=cmd_change)
 
+
+def _evaluate_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("evaluate", help="per-class and per-region accuracy of a label raster against a reference")
     s.add_argument("labels", nargs="+", metavar="LABELS [REFERENCE]",
                    help="labels.zarr (or a label GeoTIFF) then the reference raster or vector layer; "
@@ -366,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for --scheduler to answer (default 10, or the job's cluster.connect_timeout)")
     s.set_defaults(func=cmd_evaluate)
 
+
+def _vectorize_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("vectorize", help="label raster to GeoPackage polygons (seam-exact, chunk by chunk)")
     s.add_argument("labels", help="labels.zarr (or a single-band label GeoTIFF)")
     s.add_argument("out", help="file to write, format from its extension: .gpkg (default, with a QGIS style), .fgb, "
@@ -382,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for --scheduler to answer (default 10, or the job's cluster.connect_timeout)")
     s.set_defaults(func=cmd_vectorize)
 
+
+def _export_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("export", help="label raster as a Cloud-Optimised GeoTIFF and/or Zarr overview levels")
     s.add_argument("labels", help="labels.zarr")
     s.add_argument("--cog", default=None, help="write a COG with overviews and the colour table here")
@@ -389,10 +410,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resampling", default="mode", choices=["mode", "nearest"])
     s.set_defaults(func=cmd_export)
 
+
+def _verify_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("verify", help="check a run folder: run.json complete, its outputs there, every chunk as written")
     s.add_argument("output", help="the run's output folder")
     s.set_defaults(func=cmd_verify)
-    return p
+
+
+#: One function per subcommand, adding its parser (in the order ``geoseg --help`` lists them).
+_COMMANDS = (
+    _demo_parser,
+    _synth_parser,
+    _run_parser,
+    _train_parser,
+    _monitor_parser,
+    _change_parser,
+    _evaluate_parser,
+    _vectorize_parser,
+    _export_parser,
+    _verify_parser,
+)
 
 
 def _version() -> str:

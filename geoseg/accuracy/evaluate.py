@@ -44,11 +44,12 @@ import numpy as np
 import pandas as pd
 
 from geoseg.accuracy.counting import ChunkCounts, count_pixels, merge_counts, union_sorted
-from geoseg.accuracy.mapping import MAPPINGS, MappingSpec, mapped_confusion, resolve_mapping
+from geoseg.accuracy.mapping import MappingSpec, mapped_confusion, resolve_mapping
 from geoseg.accuracy.metrics import confusion_metrics
+from geoseg.accuracy.options import EvaluationOptions
 from geoseg.accuracy.reference import Reference, open_reference, reference_pixels
 from geoseg.accuracy.regions import Regions, grid_regions, open_regions, regions_window_codes
-from geoseg.errors import ClassIdError, InputError
+from geoseg.errors import InputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.io.labelstore import read_label_info, read_label_window
 from geoseg.legend import PALETTE, ClassInfo
@@ -354,54 +355,30 @@ def iou_column(class_id: int, name: str) -> str:
 def evaluate(
     labels_path: str | Path | Sequence[str | Path],
     reference: str | Path | Sequence[str | Path],
+    options: EvaluationOptions | Mapping[str, Any] | None = None,
     *,
-    reference_field: str | None = None,
-    regions: str | Path | None = None,
-    region_field: str | None = None,
-    grid_cell_m: float | None = None,
-    mapping: MappingSpec = "identity",
     client: Any = None,
-    class_names: Mapping[int, str] | None = None,
-    class_colors: Mapping[int, str] | None = None,
-    reference_value: int | None = None,
-    reference_background: int | None = None,
-    reference_values: Mapping[str, int] | None = None,
-    merge_duplicates: bool = False,
-    repair_invalid: bool = True,
+    **keywords: Any,
 ) -> Evaluation:
     """Compare a label store with a reference map, per region, as one Dask reduction.
 
     ``reference``: a raster (band 1 = class ids, any numeric type holding whole numbers) or a
-    vector layer, any CRS and resolution. A vector layer's class is its ``reference_field``
-    (integers, or names mapped by ``reference_values`` or else by ``class_names``), or
-    ``reference_value`` for every polygon; ``reference_background`` is the class of every pixel
-    no polygon covers (without it those pixels are left out: see :meth:`Evaluation.scored_share`).
-    ``regions``: a vector layer (``region_field`` = id, default the feature id; overlapping
-    regions each count all their pixels; duplicate ids are refused unless ``merge_duplicates``)
-    or ``grid_cell_m`` for square cells; neither = whole scene only.
+    vector layer, any CRS and resolution. ``options``: an :class:`EvaluationOptions` (reference
+    field/value/background, regions or grid cells, class mapping, class names), or the same as
+    keywords (``evaluate(labels, ref, regions=..., mapping="hungarian")``); checked once, here.
     ``client``: a ``distributed.Client``; without one Dask's default scheduler runs the tasks.
-    ``class_names`` names reference classes the reference itself does not name.
     Several label rasters (a list), with one reference each or one for all: pooled figures, and
     each scene's in ``Evaluation.scenes`` (:func:`geoseg.accuracy.scenes.evaluate_scenes`).
     """
+    opts = EvaluationOptions.coerce(options, **keywords)
     if not isinstance(labels_path, (str, Path)):
         from geoseg.accuracy.scenes import evaluate_scenes
 
-        return evaluate_scenes(
-            labels_path, reference, mapping=mapping, client=client, class_names=class_names, class_colors=class_colors,
-            reference_field=reference_field, regions=regions, region_field=region_field, grid_cell_m=grid_cell_m,
-            reference_value=reference_value, reference_background=reference_background,
-            reference_values=reference_values, merge_duplicates=merge_duplicates, repair_invalid=repair_invalid,
-        )
+        return evaluate_scenes(labels_path, reference, opts, client=client)
     if not isinstance(reference, (str, Path)):
         raise InputError("several references need several label rasters (a list of labels, one reference each)")
     info = read_label_info(labels_path)
-    ref, reg = open_evaluation_inputs(
-        reference, info.grid, reference_field=reference_field, regions=regions,
-        region_field=region_field, grid_cell_m=grid_cell_m, mapping=mapping, class_names=class_names,
-        reference_value=reference_value, reference_background=reference_background,
-        reference_values=reference_values, merge_duplicates=merge_duplicates, repair_invalid=repair_invalid,
-    )
+    ref, reg = open_evaluation_inputs(reference, info.grid, opts)
     chunks = info.chunk_grid
     plan = _Plan(str(info.path), info.nodata, chunks, ref, reg)
     total = _reduce(plan, list(chunks.windows()), client)
@@ -410,51 +387,37 @@ def evaluate(
         legend=info.legend,
         reference=ref,
         regions=reg,
-        mapping=mapping,
-        class_names=class_names,
+        mapping=opts.mapping,
+        class_names=opts.class_names,
         grid=info.grid,
         labels_path=info.path,
-        class_colors=class_colors,
+        class_colors=opts.class_colors,
     )
 
 
 def open_evaluation_inputs(
     reference: str | Path,
     grid: GeoGrid,
-    *,
-    reference_field: str | None = None,
-    regions: str | Path | None = None,
-    region_field: str | None = None,
-    grid_cell_m: float | None = None,
-    mapping: MappingSpec = "identity",
-    class_names: Mapping[int, str] | None = None,
-    reference_value: int | None = None,
-    reference_background: int | None = None,
-    reference_values: Mapping[str, int] | None = None,
-    merge_duplicates: bool = False,
-    repair_invalid: bool = True,
+    options: EvaluationOptions | Mapping[str, Any] | None = None,
+    **keywords: Any,
 ) -> tuple[Reference, Regions | None]:
     """Check and open the reference and regions for a raster on ``grid``.
 
     A workflow calls this before predicting, so that a reference that does not overlap the scene
     or a regions layer without its id field fails the job at once, not after hours of work.
     """
-    if not isinstance(mapping, Mapping) and mapping not in MAPPINGS:
-        raise ClassIdError(f"unknown class mapping {mapping!r}; use one of {', '.join(MAPPINGS)} or a dict label → class")
-    if regions is not None and grid_cell_m is not None:
-        raise InputError("give either a regions layer or grid_cell_m, not both")
-    if region_field is not None and regions is None:
-        raise InputError("region_field needs a regions layer (regions=PATH)")
+    opts = EvaluationOptions.coerce(options, **keywords)
     ref = open_reference(
-        reference, reference_field, grid, value=reference_value, background=reference_background,
-        value_map=reference_values, class_names=class_names,
+        reference, opts.reference_field, grid, value=opts.reference_value, background=opts.reference_background,
+        value_map=opts.reference_values, class_names=opts.class_names,
     )
-    if regions is not None:
+    if opts.regions is not None:
         reg: Regions | None = open_regions(
-            regions, region_field, grid, merge_duplicates=merge_duplicates, repair_invalid=repair_invalid
+            opts.regions, opts.region_field, grid, merge_duplicates=opts.merge_duplicates,
+            repair_invalid=opts.repair_invalid,
         )
-    elif grid_cell_m is not None:
-        reg = grid_regions(grid_cell_m, grid)
+    elif opts.grid_cell_m is not None:
+        reg = grid_regions(opts.grid_cell_m, grid)
     else:
         reg = None
     return ref, reg
@@ -574,4 +537,4 @@ def _class_colors(
     }
 
 
-__all__ = ["Evaluation", "build_evaluation", "evaluate", "iou_column", "open_evaluation_inputs"]
+__all__ = ["Evaluation", "EvaluationOptions", "build_evaluation", "evaluate", "iou_column", "open_evaluation_inputs"]

@@ -18,7 +18,7 @@ import pandas as pd
 
 from geoseg.accuracy.counting import ChunkCounts, merge_counts
 from geoseg.accuracy.evaluate import Evaluation, _Plan, _reduce, build_evaluation, open_evaluation_inputs
-from geoseg.accuracy.mapping import MappingSpec
+from geoseg.accuracy.options import EvaluationOptions
 from geoseg.accuracy.reference import Reference
 from geoseg.accuracy.regions import Regions
 from geoseg.errors import InputError
@@ -43,20 +43,20 @@ def scene_names(paths: Sequence[str | Path]) -> list[str]:
 def evaluate_scenes(
     labels_paths: Sequence[str | Path],
     references: str | Path | Sequence[str | Path],
+    options: EvaluationOptions | Mapping[str, Any] | None = None,
     *,
-    mapping: MappingSpec = "identity",
     client: Any = None,
-    class_names: Mapping[int, str] | None = None,
-    class_colors: Mapping[int, str] | None = None,
     names: Sequence[str] | None = None,
-    **options: Any,
+    **keywords: Any,
 ) -> Evaluation:
     """Evaluate several label rasters, each against its reference (or all against one).
 
     Returns the pooled :class:`Evaluation` (all pixels of all scenes); its ``scenes`` holds one
-    :class:`Evaluation` per scene, scored with the pooled class mapping. ``options``: those of
-    :func:`geoseg.accuracy.evaluate.evaluate` (reference field/value/background, regions layer).
+    :class:`Evaluation` per scene, scored with the pooled class mapping. ``options``/``keywords``:
+    those of :func:`geoseg.accuracy.evaluate.evaluate` (:class:`EvaluationOptions`).
     """
+    opts = EvaluationOptions.coerce(options, **keywords)
+    mapping, class_names, class_colors = opts.mapping, opts.class_names, opts.class_colors
     labels_paths = list(labels_paths)
     refs = [references] if isinstance(references, (str, Path)) else list(references)
     if len(refs) == 1:
@@ -65,7 +65,7 @@ def evaluate_scenes(
         raise InputError(
             f"{len(labels_paths)} label rasters and {len(refs)} references: give one reference per label raster, or one for all"
         )
-    if options.get("grid_cell_m") is not None:
+    if opts.grid_cell_m is not None:
         raise InputError(
             "grid_cell_m cells are numbered per scene; for several scenes give a regions layer"
             " (or evaluate them one by one)"
@@ -78,7 +78,7 @@ def evaluate_scenes(
     opened: list[tuple[Reference, Regions | None]] = []
     for lp, rp in zip(labels_paths, refs):
         info = read_label_info(lp)
-        ref, reg = open_evaluation_inputs(rp, info.grid, mapping=mapping, class_names=class_names, **options)
+        ref, reg = open_evaluation_inputs(rp, info.grid, opts)
         first = opened[0][1] if opened else None
         if first is not None and reg is not None and tuple(reg.ids) != tuple(first.ids):
             raise InputError("the regions layer gives other region ids for another scene; use one regions layer for all")
