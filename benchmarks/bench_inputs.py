@@ -77,7 +77,7 @@ def _prepare(size: int, data: Path, many: int) -> dict[str, list]:
     }
 
 
-def read_task(scene, window) -> int:  # noqa: ANN001
+def read_task(scene, window) -> int:
     from geoseg.io.scene import read_window
 
     _, valid = read_window(scene, window)
@@ -106,7 +106,7 @@ class WorkerPeaks:
         self._t.start()
         return self
 
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
+    def __exit__(self, *exc) -> None:
         self._stop.set()
         self._t.join()
 

@@ -465,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _unexpected(exc, args.verbose)
         print(f"geoseg: error: {user_error}", file=sys.stderr)
         return user_error.exit_code
-    except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen failure: one line, details on -v
+    except Exception as exc:  # a bug or an unforeseen failure: one line, details on -v
         return _unexpected(exc, args.verbose)
 
 

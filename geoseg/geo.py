@@ -47,7 +47,7 @@ class Window:
             slice(self.col_off, self.col_off + self.width),
         )
 
-    def to_rasterio(self):  # noqa: ANN201 - rasterio type kept out of the signature
+    def to_rasterio(self):  # rasterio type kept out of the signature
         from rasterio.windows import Window as RioWindow
 
         return RioWindow(self.col_off, self.row_off, self.width, self.height)
@@ -87,7 +87,7 @@ def halo_window(core: Window, halo: int, shape: tuple[int, int]) -> HaloWindow:
     return HaloWindow(outer=Window(r0, c0, r1 - r0, c1 - c0), core=core)
 
 
-def trim_halo(array, hw: HaloWindow):  # noqa: ANN001, ANN201 - any array-like with [..., y, x]
+def trim_halo(array, hw: HaloWindow):  # any array-like with [..., y, x]
     """Cut the core back out of an array read over ``hw.outer`` (last two axes are y, x)."""
     rows, cols = hw.core_in_outer
     return array[..., rows, cols]
@@ -131,7 +131,7 @@ def metres_per_unit(crs: CRS) -> float | None:
         return None
     try:
         return float(crs.linear_units_factor[1])
-    except Exception:  # noqa: BLE001 - a CRS without a linear unit
+    except Exception:  # a CRS without a linear unit
         return None
 
 

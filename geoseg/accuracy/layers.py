@@ -44,12 +44,12 @@ def describe_reprojection(what: str, path: str, crs: CRS, label_crs: CRS) -> str
     a, b = ProjCRS.from_wkt(crs.to_wkt()), ProjCRS.from_wkt(label_crs.to_wkt())
     try:
         how = Transformer.from_crs(a, b, always_xy=True).description
-    except Exception as exc:  # noqa: BLE001 - only a description
+    except Exception as exc:  # only a description
         how = f"unknown ({exc})"
     return f"{what} {path} is in {_crs_name(a)}; reprojected to the label CRS {_crs_name(b)} by: {how}"
 
 
-def _crs_name(crs) -> str:  # noqa: ANN001 - pyproj.CRS
+def _crs_name(crs) -> str:  # pyproj.CRS
     epsg = crs.to_epsg()
     return f"EPSG:{epsg} ({crs.name})" if epsg else crs.name
 
@@ -65,7 +65,7 @@ def vector_info(path: str, layer: str | None, what: str) -> dict[str, Any]:
         raise InputError(f"{what} {path} is neither a raster nor a vector layer GDAL can open: {exc}") from exc
 
 
-def layer_window(path: str, layer: str | None, columns: list[str], layer_crs_wkt: str, grid: GeoGrid):  # noqa: ANN201
+def layer_window(path: str, layer: str | None, columns: list[str], layer_crs_wkt: str, grid: GeoGrid):
     """Features of a layer (in ``layer_crs_wkt``) meeting ``grid``, in layer order, in the grid's CRS.
 
     Small layers come from the worker's in-memory copy (:mod:`geoseg._kernels.layercache`), larger ones

@@ -295,7 +295,7 @@ def _grid_window(g: GridRegions, grid: GeoGrid) -> tuple[np.ndarray, np.ndarray]
     return codes, slot_of
 
 
-def _id_index(regions: VectorRegions):  # noqa: ANN202 - pandas.Index
+def _id_index(regions: VectorRegions):  # pandas.Index
     """``pandas.Index`` of region ids (position + 1 = slot)."""
     import pandas as pd
 
@@ -323,7 +323,7 @@ def _vector_regions_window(r: VectorRegions, grid: GeoGrid, group: int | None = 
     return burn_shapes(shapes, grid, 0, _code_dtype(len(present))), slot_of
 
 
-def regions_frame(regions: Regions):  # noqa: ANN201 - GeoDataFrame
+def regions_frame(regions: Regions):  # GeoDataFrame
     """The regions as a GeoDataFrame (``region_id``, geometry), in their own CRS.
 
     A layer's features keep their own rows (a region id may own several features).

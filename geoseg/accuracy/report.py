@@ -64,7 +64,7 @@ def write_outputs(
     return paths
 
 
-def _png(fig) -> str:  # noqa: ANN001 - matplotlib Figure
+def _png(fig) -> str:  # matplotlib Figure
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -73,7 +73,7 @@ def _png(fig) -> str:  # noqa: ANN001 - matplotlib Figure
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _plt():  # noqa: ANN202
+def _plt():
     """pyplot, on the Agg backend only when nothing chose one yet: never switch a notebook's inline backend."""
     import sys
 
@@ -132,7 +132,7 @@ def confusion_heatmap(ev: Evaluation) -> str:
     return _png(fig)
 
 
-def regions_map(ev: Evaluation, gdf) -> str | None:  # noqa: ANN001 - GeoDataFrame
+def regions_map(ev: Evaluation, gdf) -> str | None:  # GeoDataFrame
     """Regions coloured by mIoU (grey: no valid pixels), over the label raster's outline."""
     if ev.regions is None or len(gdf) == 0:
         return None
@@ -196,7 +196,7 @@ def read_labels_decimated(path: Path | str, step: int) -> np.ndarray:
     return np.asarray(arr[::step, ::step])
 
 
-def _decimated(src, indexes: Sequence[int], grid: GeoGrid, fill: float):  # noqa: ANN001, ANN202
+def _decimated(src, indexes: Sequence[int], grid: GeoGrid, fill: float):
     """Bands of ``src`` on a coarse ``grid``: an ``out_shape`` read when CRSs agree, else a WarpedVRT."""
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
@@ -231,7 +231,7 @@ def read_reference_decimated(ref: Any, grid: GeoGrid) -> np.ndarray:
     return np.full(grid.shape, SENTINEL, np.int64)
 
 
-def _decimated_mask(src, grid: GeoGrid) -> np.ndarray:  # noqa: ANN001
+def _decimated_mask(src, grid: GeoGrid) -> np.ndarray:
     """True where the preview pixel lies inside the source raster."""
     from rasterio.warp import transform as warp_transform
 

@@ -45,7 +45,7 @@ PARTIAL_SUFFIX = ".partial"
 _MARKERS = ".geoseg-chunks"
 
 
-def _compressor():  # noqa: ANN202
+def _compressor():
     import numcodecs
 
     return numcodecs.Zstd(level=3)
@@ -218,7 +218,7 @@ class _ChunkLayout:
 
 
 @lru_cache(maxsize=16)
-def _chunk_layout(zarray: Path, stamp: tuple[int, int, int]) -> _ChunkLayout | None:  # noqa: ARG001 - stamp: cache key
+def _chunk_layout(zarray: Path, stamp: tuple[int, int, int]) -> _ChunkLayout | None:  # stamp: cache key
     """The layout of a label array, or ``None`` for one this writer leaves to Zarr (filters, F order...)."""
     import numcodecs
 
@@ -424,7 +424,7 @@ def read_label_window(path: str | Path, window: Window) -> np.ndarray:
         raise LabelStoreError(f"cannot read window {window.key} of label store {path}: {exc}") from exc
 
 
-def open_labels(path: str | Path, chunks: Literal["auto"] | dict | None = None):  # noqa: ANN201 - xarray.DataArray
+def open_labels(path: str | Path, chunks: Literal["auto"] | dict | None = None):  # xarray.DataArray
     """Open a label store lazily as an ``xarray.DataArray`` with CRS (rioxarray) and coordinates.
 
     Labels stay integers; nodata is exposed through ``.rio.nodata`` rather than NaN.

@@ -94,11 +94,11 @@ class Scene:
 
     # Shorthands for the grid's parts (the grid is the one value; these read it).
     @property
-    def crs(self):  # noqa: ANN201 - rasterio CRS
+    def crs(self):  # rasterio CRS
         return self.grid.crs
 
     @property
-    def transform(self):  # noqa: ANN201 - affine.Affine
+    def transform(self):  # affine.Affine
         return self.grid.transform
 
     @property
@@ -342,7 +342,7 @@ def read_window(scene: Scene, window: Window) -> tuple[np.ndarray, np.ndarray]:
     return stacked, valid
 
 
-def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - xarray.DataArray
+def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # xarray.DataArray
     """The scene as one lazy ``xarray.DataArray`` (band, y, x) with Dask chunks on the processing grid.
 
     For notebooks: ``.rio.crs`` and ``.rio.transform()`` are set and the ``band`` coordinate holds
@@ -351,7 +351,7 @@ def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - 
     with NaN where no valid pixel is.
     """
     import dask.array as darr
-    import rioxarray  # noqa: F401 - registers .rio
+    import rioxarray  # registers .rio
     import xarray as xr
 
     if not isinstance(scene, Scene):
@@ -371,7 +371,7 @@ def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - 
 
     ys, xs = cg.dask_chunks
 
-    def block(block_info=None):  # noqa: ANN001, ANN202
+    def block(block_info=None):
         (_, _), (r0, r1), (c0, c1) = block_info[None]["array-location"]
         sub = Window(r0, c0, r1 - r0, c1 - c0)
         data, valid = read_window(scene.for_window(sub), sub)

@@ -47,7 +47,7 @@ class Lattice(NamedTuple):
 
 
 def source_lattice(
-    dst_transform: Affine, shape: tuple[int, int], dst_crs, src_transform: Affine, src_crs  # noqa: ANN001
+    dst_transform: Affine, shape: tuple[int, int], dst_crs, src_transform: Affine, src_crs
 ) -> Lattice:
     """Where target pixel centres fall in the source (pixel space), exact on every ``STEP``-th pixel."""
     h, w = shape
@@ -88,7 +88,7 @@ def _lattice_scale(col: np.ndarray, row: np.ndarray, rr: np.ndarray, cc: np.ndar
     return max(steps)
 
 
-def _at(lat, ri, rf, ci, cf, i, j):  # noqa: ANN001, ANN202 - compiled with _sample
+def _at(lat, ri, rf, ci, cf, i, j):  # compiled with _sample
     r0, c0 = ri[i], ci[j]
     r1 = min(r0 + 1, lat.shape[0] - 1)
     c1 = min(c0 + 1, lat.shape[1] - 1)
@@ -97,7 +97,7 @@ def _at(lat, ri, rf, ci, cf, i, j):  # noqa: ANN001, ANN202 - compiled with _sam
     return a * (1.0 - rf[i]) + b * rf[i]
 
 
-def _sample(src, valid, lcol, lrow, ri, rf, ci, cf, out, ok, bilinear):  # noqa: ANN001, ANN202 - compiled below
+def _sample(src, valid, lcol, lrow, ri, rf, ci, cf, out, ok, bilinear):  # compiled below
     nb, H, W = src.shape
     h, w = ok.shape
     xs = np.empty(w)

@@ -106,7 +106,7 @@ def _accepts_n_workers(client) -> bool:
 def _dashboard(client) -> str | None:
     try:
         return client.dashboard_link
-    except Exception:  # noqa: BLE001 - no dashboard (bokeh missing or disabled)
+    except Exception:  # no dashboard (bokeh missing or disabled)
         return None
 
 
@@ -129,7 +129,7 @@ def local_gpu_count() -> int:
         import torch
 
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # noqa: BLE001
+    except Exception:
         return 0
 
 

@@ -144,7 +144,7 @@ def label_group_task(
     return hist
 
 
-def _gather(client, futures: list, label: str, show_progress: bool) -> list:  # noqa: ANN001
+def _gather(client, futures: list, label: str, show_progress: bool) -> list:
     """Wait for futures with a progress bar on a terminal; results in submission order."""
     if show_progress and sys.stderr.isatty():
         _progress_bar(futures, label)
@@ -169,7 +169,7 @@ def _progress_bar(futures: list, label: str) -> None:
 
 
 def fit_kmeans_on_cluster(
-    client, scene: Scene, cfg: KMeansConfig, show_progress: bool = True,  # noqa: ANN001
+    client, scene: Scene, cfg: KMeansConfig, show_progress: bool = True,
     drawn: dict[str, int] | None = None,
 ) -> tuple[KMeansModel, ResolvedFeatures]:
     """Draw the stratified sample on the workers and fit k-means there too (:func:`fit_task`).
@@ -264,7 +264,7 @@ def warm_in_background(modules: tuple[str, ...] = (), then: Callable[[], object]
                 importlib.import_module(module)
             if then is not None:
                 then()
-        except Exception as exc:  # noqa: BLE001 - a warm-up; the task that needs it reports the error
+        except Exception as exc:  # a warm-up; the task that needs it reports the error
             log.debug("warm-up of %s failed: %s", modules or then, exc)
 
     threading.Thread(target=run, daemon=True, name=f"geoseg warm-up {' '.join(modules)}".strip()).start()
@@ -336,7 +336,7 @@ def sample_group_task(
     return np.concatenate([sample_task(s, feats, w, rate, seed) for s, w in zip(scenes, windows, strict=True)])
 
 
-def sample_futures(client, scene: Scene, grid: ChunkGrid, feats: Any, sample_size: int, seed: int) -> list:  # noqa: ANN001
+def sample_futures(client, scene: Scene, grid: ChunkGrid, feats: Any, sample_size: int, seed: int) -> list:
     """Sampling tasks over groups of consecutive chunks of ``grid`` (each chunk gets only the files
     meeting it); their results, concatenated in order, are the chunk-by-chunk sample.
 
@@ -369,7 +369,7 @@ def draw_sample(
 
 
 def write_labels(
-    client, scene: Scene, grid: ChunkGrid, predictor: ChunkPredictor, store: Path | str,  # noqa: ANN001
+    client, scene: Scene, grid: ChunkGrid, predictor: ChunkPredictor, store: Path | str,
     resume_key: str, attrs: dict[str, Any], show_progress: bool = True, reused: list[int] | None = None,
     confidence_store: Path | str | None = None,
 ) -> dict[int, int]:
@@ -413,7 +413,7 @@ def write_labels(
 
 
 def _grouped_futures(
-    client, scenes: list[Scene], windows: list[Window], done: set[str], chunk: int, store: str,  # noqa: ANN001
+    client, scenes: list[Scene], windows: list[Window], done: set[str], chunk: int, store: str,
     predictor: ChunkPredictor, conf: str | None, annotations: dict[str, Any],
 ) -> list:
     """Chunks already done: one counting task each; the rest: :func:`label_group_task` over groups of

@@ -87,7 +87,7 @@ def _load_state(out: Path) -> dict[str, Any]:
         raise InputError(f"{f} is damaged ({exc}); fix or delete it to start monitoring afresh") from exc
 
 
-def run_monitor(job: JobSpec, scheduler: str | None = None, client=None) -> MonitorSummary:  # noqa: ANN001
+def run_monitor(job: JobSpec, scheduler: str | None = None, client=None) -> MonitorSummary:
     """Process new scenes of ``job`` period by period; see the module docstring.
 
     Without ``client`` one cluster (``scheduler``, or a local one as ``job.cluster`` says) is

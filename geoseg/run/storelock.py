@@ -194,7 +194,7 @@ class StoreLock:
         for _ in range(4):  # at most: held, stale and taken over, raced by another taker, refused
             try:
                 self.etag = self._put(IfNoneMatch="*")
-            except Exception as exc:  # noqa: BLE001 - sorted below; anything else is re-raised
+            except Exception as exc:  # sorted below; anything else is re-raised
                 if _unsupported(exc):
                     raise NoConditionalWrites(f"the store refused a conditional write: {exc}") from exc
                 if not _conflict(exc):
@@ -217,7 +217,7 @@ class StoreLock:
             try:
                 self.etag = self._put(IfMatch=held.etag)
                 return
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if _unsupported(exc):
                     raise OutputError(f"{self.url}: the store cannot replace the stale lock {self.lock_url} "
                                       f"conditionally; delete it if {held.who()} is no longer running") from exc
@@ -230,7 +230,7 @@ class StoreLock:
         """A second create must be refused: a server that ignores ``If-None-Match`` accepts it."""
         try:
             self.etag = self._put(IfNoneMatch="*")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if _conflict(exc):
                 return
             self._delete()
@@ -255,7 +255,7 @@ class StoreLock:
         try:
             self.etag = self._put(IfMatch=str(self.etag))
             return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if not (_conflict(exc) or isinstance(exc, FileNotFoundError)):
                 log.warning("could not refresh the lock %s (%s); trying again in %.0f s", self.lock_url, exc,
                             self.timeout_s / 4)
@@ -291,7 +291,7 @@ class StoreLock:
         try:
             self._delete(IfMatch=etag)
             return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if not (_conflict(exc) or _unsupported(exc)):
                 log.warning("could not remove the lock %s (%s); the next run takes it over after %.0f s",
                             self.lock_url, exc, self.timeout_s)

@@ -164,7 +164,7 @@ def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) 
 
 
 def run_job(
-    job: JobSpec, scheduler: str | None = None, show_progress: bool = True, client=None  # noqa: ANN001
+    job: JobSpec, scheduler: str | None = None, show_progress: bool = True, client=None
 ) -> RunResult:
     """Run a validated job end to end. ``client`` reuses an existing Dask client (notebooks, tests)."""
     remote = storage.RemoteOutput.of(job.output)  # object storage: small files built on local scratch
@@ -232,7 +232,7 @@ def run_job(
 
 
 def _run_stages(
-    job: JobSpec, scene: Scene, out: Path, client, info: ClusterInfo,  # noqa: ANN001
+    job: JobSpec, scene: Scene, out: Path, client, info: ClusterInfo,
     record: runrecord.RunRecord, show_progress: bool,
 ) -> RunResult:
     times: dict[str, float] = record.stage_seconds

@@ -43,7 +43,7 @@ S2_BANDS = {"B02": (1, "blue", 1), "B03": (2, "green", 1), "B04": (3, "red", 1),
             "B8A": (4, "nir08", 2), "B01": (1, "coastal", 6)}
 
 
-def _profile(src, width: int, height: int, count: int, transform: Affine, crs=None, **extra):  # noqa: ANN001, ANN003, ANN202
+def _profile(src, width: int, height: int, count: int, transform: Affine, crs=None, **extra):
     p = {"driver": "GTiff", "width": width, "height": height, "count": count, "dtype": src.dtypes[0],
          "crs": crs or src.crs, "transform": transform, "compress": "deflate"}
     block = src.block_shapes[0][0] if src.block_shapes[0][0] == src.block_shapes[0][1] else 256
@@ -152,7 +152,7 @@ def make_band_files(image: str | Path, out_dir: str | Path, seed: int = 0,
     return BandProduct(paths, scl_path, item_path, when)
 
 
-def _write_item(out: Path, src, bands: dict[str, Path], scl: Path, when: dt.datetime) -> Path:  # noqa: ANN001
+def _write_item(out: Path, src, bands: dict[str, Path], scl: Path, when: dt.datetime) -> Path:
     """A STAC item (pystac, eo and projection extensions) with relative asset hrefs."""
     import pystac
     from pystac.extensions.eo import Band, EOExtension
@@ -219,7 +219,7 @@ def make_utm_split(image: str | Path, out_dir: str | Path, overlap: int = 16,
     return left, right
 
 
-def _copy_window(src, path: Path, col0: int, width: int) -> None:  # noqa: ANN001
+def _copy_window(src, path: Path, col0: int, width: int) -> None:
     profile = _profile(src, width, src.height, src.count, src.transform * Affine.translation(col0, 0), nodata=src.nodata)
     with rasterio.open(path, "w", **profile) as dst:
         dst.descriptions = src.descriptions

@@ -224,7 +224,7 @@ def _worker_threads(client: Client) -> list[int]:
     """
     try:
         return list(client.nthreads().values()) or [1]
-    except Exception:  # noqa: BLE001
+    except Exception:
         return [1]
 
 

@@ -32,7 +32,7 @@ from tests.fixtures import random_blocks as blocky
 UTM = CRS.from_epsg(32633)
 
 
-def _layer(path: Path, geoms: list, crs: CRS = UTM, **cols) -> Path:  # noqa: ANN003
+def _layer(path: Path, geoms: list, crs: CRS = UTM, **cols) -> Path:
     gpd.GeoDataFrame(cols, geometry=geoms, crs=crs).to_file(path, driver="GPKG")
     return path
 
@@ -51,7 +51,7 @@ def _px_polygon(rng: np.random.Generator, h: int, w: int) -> Polygon:
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), h=st.integers(3, 40), w=st.integers(3, 40), chunk=st.integers(2, 33),
        n_polys=st.integers(1, 6), background=st.sampled_from([0, 2]))  # fmt: skip
-def test_presence_only_with_background_equals_sklearn_over_every_pixel(  # noqa: PLR0913
+def test_presence_only_with_background_equals_sklearn_over_every_pixel(
     seed: int, h: int, w: int, chunk: int, n_polys: int, background: int
 ) -> None:
     rng = np.random.default_rng(seed)
@@ -134,7 +134,7 @@ def test_text_class_field_through_class_names_or_a_values_map(tmp_path: Path) ->
 # ------------------------------------------------------------------------------------------
 
 
-def _alone(geom, shape: tuple[int, int]) -> np.ndarray:  # noqa: ANN001
+def _alone(geom, shape: tuple[int, int]) -> np.ndarray:
     return rasterize([(geom, 1)], out_shape=shape, transform=TRANSFORM, fill=0).astype(bool)
 
 
@@ -211,7 +211,7 @@ def test_reprojection_is_named(tmp_path: Path) -> None:
     assert "EPSG:25833" in line and "EPSG:32633" in line and "ETRS89 to WGS 84" in line
 
 
-def test_cli_prints_the_scored_share_under_the_table(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_cli_prints_the_scored_share_under_the_table(tmp_path: Path, capsys) -> None:
     from geoseg.cli import main
 
     labels = blocky((30, 30), 5, 3, seed=4)

@@ -36,7 +36,7 @@ def test_round_trip_same_predictions_and_sidecar(tmp_path, monkeypatch):
     assert doc["classes"][2] == {"id": 3, "name": "weed", "color": "#e31a1c"}
     assert doc["geoseg_version"]
 
-    def no_pickle(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def no_pickle(*a, **k):
         raise AssertionError("torch.load must not be used to read checkpoints")
 
     monkeypatch.setattr(torch, "load", no_pickle)

@@ -270,7 +270,7 @@ def test_predict_on_cuda_matches_cpu(tmp_path):
 # --- test-time augmentation --------------------------------------------------------------------------
 
 
-def _predict_both(model, meta, img: np.ndarray, tta: str) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+def _predict_both(model, meta, img: np.ndarray, tta: str) -> tuple[np.ndarray, np.ndarray]:
     return predict_chunk(model, meta, img, np.ones(img.shape[1:], bool), device="cpu", return_confidence=True, tta=tta)
 
 

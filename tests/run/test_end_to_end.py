@@ -59,7 +59,7 @@ def _read_band(path: Path) -> tuple[np.ndarray, float | None]:
 
 
 @pytest.fixture(scope="module")
-def landcover_run(tmp_path_factory, dask_client):  # noqa: ANN001, ANN201
+def landcover_run(tmp_path_factory, dask_client):
     """k-means on a 384 x 320 land-cover scene in 128 px chunks (3 x 3 chunks), vectorised and evaluated."""
     root = tmp_path_factory.mktemp("e2e")
     files = make_scene("landcover", root / "data", width=384, height=320, seed=5, block=128)
@@ -68,7 +68,7 @@ def landcover_run(tmp_path_factory, dask_client):  # noqa: ANN001, ANN201
     return {"files": files, "out": root / "out", "result": result}
 
 
-def test_run_is_stitched_from_several_chunks(landcover_run) -> None:  # noqa: ANN001
+def test_run_is_stitched_from_several_chunks(landcover_run) -> None:
     record = json.loads((landcover_run["out"] / "run.json").read_text())
     assert record["outcome"] == "complete"
     assert record["chunks_total"] == 9
@@ -77,7 +77,7 @@ def test_run_is_stitched_from_several_chunks(landcover_run) -> None:  # noqa: AN
     assert (labels == NODATA_LABEL).any() and (labels != NODATA_LABEL).any()  # the scene's nodata wedge
 
 
-def test_polygon_areas_and_counts_equal_the_label_raster(landcover_run) -> None:  # noqa: ANN001
+def test_polygon_areas_and_counts_equal_the_label_raster(landcover_run) -> None:
     """Per class: summed polygon area = pixels x pixel area; polygons = 4-connected components."""
     out = landcover_run["out"]
     labels = _labels(out / "labels.zarr")
@@ -100,7 +100,7 @@ def test_polygon_areas_and_counts_equal_the_label_raster(landcover_run) -> None:
     np.testing.assert_allclose(gdf.geometry.area.to_numpy(), gdf["area_m2"].to_numpy(), rtol=1e-9)
 
 
-def test_scene_iou_equals_sklearn_jaccard(landcover_run) -> None:  # noqa: ANN001
+def test_scene_iou_equals_sklearn_jaccard(landcover_run) -> None:
     out = landcover_run["out"]
     labels = _labels(out / "labels.zarr").astype(np.int64)
     ref, ref_nodata = _read_band(landcover_run["files"].reference)

@@ -23,11 +23,11 @@ pytestmark = pytest.mark.integration
 
 
 
-def _hex(rgb) -> str:  # noqa: ANN001
+def _hex(rgb) -> str:
     return "#{:02x}{:02x}{:02x}".format(*[int(v) for v in rgb[:3]])
 
 
-def test_kmeans_run_carries_the_mapped_legend_to_every_output(tmp_path: Path, dask_client) -> None:  # noqa: ANN001
+def test_kmeans_run_carries_the_mapped_legend_to_every_output(tmp_path: Path, dask_client) -> None:
     scene, classes = blocky_scene(tmp_path)
     ref = write_raster(tmp_path / "ref.tif", (classes + 1).astype("uint8"), nodata=0)
     job = parse_job({
@@ -78,7 +78,7 @@ def test_kmeans_run_carries_the_mapped_legend_to_every_output(tmp_path: Path, da
     assert np.isfinite(result.metrics_summary.attrs["miou"])
 
 
-def test_kmeans_sample_drawn_vs_asked_is_recorded_and_warned(tmp_path: Path, dask_client) -> None:  # noqa: ANN001
+def test_kmeans_sample_drawn_vs_asked_is_recorded_and_warned(tmp_path: Path, dask_client) -> None:
     """A scene two thirds nodata: the sample drawn is about a third of the one asked; run.json says
     both and a warning names them."""
     import json

@@ -16,7 +16,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.i
 pytestmark = pytest.mark.integration
 
 
-def _figures(nb) -> list[np.ndarray]:  # noqa: ANN001
+def _figures(nb) -> list[np.ndarray]:
     from PIL import Image
 
     images = []

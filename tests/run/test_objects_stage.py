@@ -53,7 +53,7 @@ class _Tables(HTMLParser):
         self.rows: list[list[str]] = []
         self.cell: list[str] | None = None
 
-    def handle_starttag(self, tag, attrs):  # noqa: ANN001
+    def handle_starttag(self, tag, attrs):
         if tag == "h2":
             self.heading = True
         elif self.in_objects and tag == "tr":
@@ -61,14 +61,14 @@ class _Tables(HTMLParser):
         elif self.in_objects and tag in ("td", "th"):
             self.cell = []
 
-    def handle_endtag(self, tag):  # noqa: ANN001
+    def handle_endtag(self, tag):
         if tag == "h2":
             self.heading = False
         elif tag in ("td", "th") and self.cell is not None:
             self.rows[-1].append("".join(self.cell).strip())
             self.cell = None
 
-    def handle_data(self, data):  # noqa: ANN001
+    def handle_data(self, data):
         if self.heading:
             self.in_objects = data.strip() == "Objects"
         elif self.cell is not None:

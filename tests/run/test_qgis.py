@@ -46,7 +46,7 @@ pytestmark = [
 ]
 
 
-def test_qgis_shows_the_job_legend_in_the_report_colours(tmp_path: Path, dask_client) -> None:  # noqa: ANN001
+def test_qgis_shows_the_job_legend_in_the_report_colours(tmp_path: Path, dask_client) -> None:
     scene, classes = blocky_scene(tmp_path)
     ref = write_raster(tmp_path / "ref.tif", (classes + 1).astype("uint8"), nodata=0)
     job = parse_job({
