@@ -40,7 +40,9 @@ _EXPORTS = {
     "run_job": "geoseg.run.workflow",
     "train": "geoseg.methods.training",
     "evaluate": "geoseg.accuracy.evaluate",
+    "EvaluationOptions": "geoseg.accuracy.options",
     "vectorize_labels": "geoseg.vector.vectorize",
+    "VectorizeOptions": "geoseg.vector.options",
     "compare_periods": "geoseg.accuracy.change",
     "make_scene": "geoseg.samples.synthetic",
 }
@@ -50,6 +52,7 @@ __all__ = ["GeosegError", "__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from geoseg.accuracy.change import compare_periods
     from geoseg.accuracy.evaluate import evaluate
+    from geoseg.accuracy.options import EvaluationOptions
     from geoseg.io.export import export_cog
     from geoseg.io.labelstore import open_labels, read_label_info
     from geoseg.io.scene import open_scene, open_scene_xarray, read_window
@@ -57,6 +60,7 @@ if TYPE_CHECKING:
     from geoseg.run.jobspec import load_job, parse_job
     from geoseg.run.workflow import run_job
     from geoseg.samples.synthetic import make_scene
+    from geoseg.vector.options import VectorizeOptions
     from geoseg.vector.vectorize import vectorize_labels
 
 
