@@ -88,7 +88,7 @@ def distance_surface(mask: np.ndarray, row0: int, col0: int, width: int, sigma: 
     return surface
 
 
-def find_markers(surface: np.ndarray, mask: np.ndarray, params: WatershedParams) -> tuple[np.ndarray, np.ndarray]:
+def find_markers(surface: np.ndarray, mask: np.ndarray, params: WatershedParams) -> tuple[np.ndarray, ...]:
     """``(rows, cols)`` of the markers of a window: strict local maxima of ``surface`` on the mask.
 
     A connected region left without a marker (a small one beside a larger object whose peak

@@ -200,3 +200,60 @@ def write_instance_table(table: InstanceTable, path: str | Path, grid: Any, name
         w.writerow([i + 1, int(table.cls[i]), names.get(int(table.cls[i]), ""), r, c, f"{x:.3f}", f"{y:.3f}",
                     int(table.size[i]), f"{table.size[i] * px:.2f}"])
     return write_text_atomic(path, buf.getvalue())
+
+
+@dataclass(frozen=True)
+class InstanceRun:
+    """What :func:`run_instances` wrote, the instance table and, with a reference, the scores per class."""
+
+    outputs: dict[str, Path]
+    table: InstanceTable
+    scores: list[Any]
+
+
+def run_instances(
+    labels_path: str | Path,
+    classes: Sequence[int],
+    out_dir: str | Path,
+    params: WatershedParams = WatershedParams(),
+    *,
+    reference: str | Path | None = None,
+    reference_field: str | None = None,
+    reference_value: int | None = None,
+    polygons: bool = True,
+    chunk_size: int | None = None,
+    client: Any = None,
+) -> InstanceRun:
+    """Instances of a label raster, their table and polygons, and (with a reference) their accuracy.
+
+    Writes ``instances.zarr``, ``instances.csv``, ``instances.gpkg`` and, with ``reference``
+    (a vector layer, one instance per feature, or an instance raster), ``instance_metrics.csv``.
+    The reference is opened and checked before any chunk is read.
+    """
+    from geoseg.accuracy.instanceeval import (
+        evaluate_instances,
+        open_reference_instances,
+        write_instance_metrics,
+    )
+    from geoseg.io.labelstore import read_label_info
+    from geoseg.vector.instancepolygons import instance_polygons, write_instance_polygons
+
+    info = read_label_info(labels_path)
+    grid = info.grid.tiles(chunk_size) if chunk_size else info.chunk_grid
+    ref = None
+    if reference is not None:
+        ref = open_reference_instances(reference, info.grid, field=reference_field, value=reference_value)
+    out = Path(out_dir)
+    store, table = segment_instances(labels_path, classes, out, params, client=client, chunk_size=chunk_size)
+    names = {c.id: c.name for c in info.legend}
+    outputs = {"instances": store,
+               "instances_table": write_instance_table(table, out / "instances.csv", info.grid, names)}
+    if polygons:
+        ids, geoms = instance_polygons(store, grid, INSTANCE_ARRAY, client)
+        outputs["instance_polygons"] = write_instance_polygons(out / "instances.gpkg", ids, geoms, table.cls,
+                                                               table.size, info.grid, names)
+    scores: list[Any] = []
+    if ref is not None:
+        scores, _ = evaluate_instances(store, table.cls, table.size, grid, ref, client=client)
+        outputs["instance_metrics"] = write_instance_metrics(scores, out / "instance_metrics.csv", names)
+    return InstanceRun(outputs, table, scores)

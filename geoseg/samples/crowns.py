@@ -124,7 +124,8 @@ def make_crowns(
     pixel_size: float = 0.1,
 ) -> CrownFiles:
     """Write a crown scene: image (uint16 reflectance × 10,000, bands red/green/blue/nir), the semantic
-    reference (1 ground, 2 tree, 0 nodata as in the other synthetic scenes), the reference instance raster (uint32) and one polygon per crown.
+    reference (1 ground, 2 tree, 0 nodata as in the other synthetic scenes), the reference instance
+    raster (uint32) and one polygon per crown.
 
     The scene is made whole in memory (the crown scene is a test and demo fixture; keep it to a few
     thousand pixels a side). Files go through :mod:`geoseg.io.atomic`.

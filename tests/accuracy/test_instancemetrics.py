@@ -32,7 +32,8 @@ def test_hand_made_case() -> None:
     assert (s.count_error, s.relative_count_error) == (1, pytest.approx(1 / 3))
     # AP50: by score 4 (miss), 1, 2, 3 (hits): precision 0, 1/2, 2/3, 3/4 at recall 0, 1/3, 2/3, 1 -> envelope 0.75
     assert s.ap50 == pytest.approx(0.75)
-    # from IoU 0.55 to 0.75 (five thresholds) only 1 and 3 hit: envelope 0.5 up to recall 2/3 (67 of COCO's 101 recall points), then 0
+    # from IoU 0.55 to 0.75 (five thresholds) only 1 and 3 hit: envelope 0.5 up to recall 2/3
+    # (67 of COCO's 101 recall points), then 0
     ap75 = 0.5 * 67 / 101
     # at 0.8 only 3 hits (after three misses): precision 1/4 up to recall 1/3 (34 points); above, none
     ap80 = 0.25 * 34 / 101
