@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geoseg.errors import GeosegError, ModelError, OutputError, OutputInUseError, from_os_error
+from geoseg.errors import (
+    CheckpointError,
+    GeosegError,
+    ModelError,
+    OutputError,
+    OutputInUseError,
+    from_os_error,
+)
 from geoseg.io import storage
 from geoseg.io.atomic import write_text_atomic
 from geoseg.io.labelstore import PARTIAL_SUFFIX
@@ -132,12 +139,12 @@ def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> CheckpointMeta:
     meta = read_meta(cfg.checkpoint)
     weights, _ = checkpoint_paths(cfg.checkpoint)
     if not weights.is_file():
-        raise ModelError(f"checkpoint weights {weights} are missing (only the sidecar is there); copy both files")
+        raise CheckpointError(f"checkpoint weights {weights} are missing (only the sidecar is there); copy both files")
     check_weights_file(weights)  # a truncated or damaged file: refused here, not on every worker
     try:
         check_compatible(meta, scene.band_names, scene.resolution)
     except ModelError as exc:
-        raise ModelError(f"{weights}: {exc}") from None
+        raise type(exc)(f"{weights}: {exc}") from None  # the same condition (ModelInputError), naming the file
     return meta
 
 
