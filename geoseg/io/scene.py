@@ -326,10 +326,10 @@ def scene_bands(raw: Sequence[_RawLayer], layers: Sequence[Layer], sensor: str |
                 name=layer.band_names[k], layer=layer.name, label=ev.label, role=role, source=where, number=number,
                 scale=src.scales[k] if src.scales else 1.0, offset=src.offsets[k] if src.offsets else 0.0,
                 nodata=src.nodata))
-    for r in raw:
-        if r.entry.bands is None or id(r.entry) not in by_entry:
+    for r in {id(r.entry): r for r in raw}.values():  # each entry once
+        positions = by_entry[id(r.entry)]
+        if r.entry.bands is None:
             continue
-        positions, by_entry[id(r.entry)] = by_entry[id(r.entry)], []  # an entry's layers are listed once
         if len(r.entry.bands) != len(positions):
             where = r.entry.stac or ", ".join(r.entry.paths)
             raise InputError(f"input {where}: bands: lists {len(r.entry.bands)} roles but the input has "
