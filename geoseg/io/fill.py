@@ -4,9 +4,9 @@ Landsat L1TP and many cropped products fill the rectangle around the swath with 
 nodata value; those pixels then count as data (a k-means cluster of their own, a class in the
 metrics). geoseg cannot know a zero is fill, so it says so once, on the client, before any work: when
 one value covers most of a file's outer ring of pixels and is not the declared nodata, a warning names
-the value, its share of the border and of the file, and the ``nodata:`` to set. The check reads a small
-decimated copy of the first band (an overview where the file has one), at most :data:`CHECK_SIDE` pixels a
-side, of at most :data:`MAX_FILES_CHECKED` files per scene.
+the value, its share of the border and of the file, and the ``nodata:`` to set. The check reads the first
+band of at most :data:`MAX_FILES_CHECKED` files per scene: a decimated copy (an overview where the file has
+one), at most :data:`CHECK_SIDE` pixels a side, or only the outer ring of a large file without overviews.
 """
 
 from __future__ import annotations
@@ -22,30 +22,38 @@ log = logging.getLogger(__name__)
 
 #: Longest side of the decimated copy read for the check (pixels).
 CHECK_SIDE = 512
+#: Files up to this many pixels are read whole (decimated) when they have no overview.
+SMALL_FILE = 16_000_000
 #: Share of the border a single value must cover to be taken for fill.
 BORDER_SHARE = 0.5
 #: Files checked per scene (the first of each layer, then further tiles): a mosaic of 10,000 tiles stays cheap.
 MAX_FILES_CHECKED = 8
 
 
-def border_fill(src: Any) -> tuple[float, float, float] | None:
+def border_fill(src: Any) -> tuple[float, float, float | None] | None:
     """``(value, share of the border, share of the file)`` of an undeclared constant fill, else ``None``.
 
     ``src``: a :class:`~geoseg.io.sources.Source`. Files with an alpha band or a GDAL mask are skipped
-    (their fill is masked); pixels equal to the declared nodata or NaN do not count.
+    (their fill is masked); pixels equal to the declared nodata or NaN do not count. The share of the file
+    is measured on an overview (or the whole of a file up to :data:`SMALL_FILE` pixels); for a larger file
+    without overviews only its outer ring of pixels is read (a few blocks) and the share is ``None``.
     """
     if src.mask in ("alpha", "gdal"):
         return None
     from geoseg.io.sources import open_dataset
 
     h, w = src.grid.height, src.grid.width
-    f = max(1, math.ceil(max(h, w) / CHECK_SIDE))
-    shape = (max(1, h // f), max(1, w // f))
-    with open_dataset(src.path) as ds:
-        img = ds.read(src.bands[0], out_shape=shape, resampling=0)  # nearest: values as stored
-    if min(img.shape) < 3:
+    if min(h, w) < 3:
         return None
-    ring = np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]])
+    with open_dataset(src.path) as ds:
+        band = src.bands[0]
+        if ds.overviews(band) or h * w <= SMALL_FILE:
+            img = _decimated(ds, band, h, w)
+            ring = _ring(img)
+        else:
+            img = None
+            ring = np.concatenate([_strip(ds, band, 0, 0, 1, w), _strip(ds, band, h - 1, 0, 1, w),
+                                   _strip(ds, band, 1, 0, h - 2, 1), _strip(ds, band, 1, w - 1, h - 2, 1)])
     ok = _counted(ring, src.nodata)
     if not ok.any():
         return None
@@ -54,8 +62,26 @@ def border_fill(src: Any) -> tuple[float, float, float] | None:
     value, share = values[k], counts[k] / ring.size
     if share < BORDER_SHARE:
         return None
-    scene_share = float(np.count_nonzero(img == value) / img.size)
-    return float(value), float(share), scene_share
+    file_share = None if img is None else float(np.count_nonzero(img == value) / img.size)
+    return float(value), float(share), file_share
+
+
+def _decimated(ds: Any, band: int, h: int, w: int) -> np.ndarray:
+    from rasterio.enums import Resampling
+
+    f = max(1, math.ceil(max(h, w) / CHECK_SIDE))
+    shape = (max(3, h // f), max(3, w // f))
+    return ds.read(band, out_shape=shape, resampling=Resampling.nearest)  # values as stored
+
+
+def _strip(ds: Any, band: int, row: int, col: int, height: int, width: int) -> np.ndarray:
+    from rasterio.windows import Window
+
+    return ds.read(band, window=Window(col, row, width, height)).ravel()
+
+
+def _ring(img: np.ndarray) -> np.ndarray:
+    return np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]])
 
 
 def _counted(values: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -65,7 +91,7 @@ def _counted(values: np.ndarray, nodata: float | None) -> np.ndarray:
     return ok
 
 
-def warn_border_fill(layers: Sequence[Any]) -> list[tuple[str, float, float, float]]:
+def warn_border_fill(layers: Sequence[Any]) -> list[tuple[str, float, float, float | None]]:
     """Warn, once per file, about undeclared fill in the scene's layers; returns ``(path, value, border
     share, file share)`` of each warning (for tests and ``run.json``)."""
     firsts = [layer.sources[0] for layer in layers if layer.sources]
@@ -81,8 +107,9 @@ def warn_border_fill(layers: Sequence[Any]) -> list[tuple[str, float, float, flo
             continue
         value, border, share = hit
         shown = int(value) if value == int(value) else value
-        log.warning("%s: the value %s fills %.0f %% of its border and %.1f %% of the file but is not declared "
-                    "nodata; if it is fill, set `nodata: %s` on this input (else it is segmented as data)",
-                    src.path, shown, 100 * border, 100 * share, shown)
+        of_file = "" if share is None else f" and {100 * share:.1f} % of the file"
+        log.warning("%s: the value %s fills %.0f %% of its border%s but is not declared nodata; if it is fill, "
+                    "set `nodata: %s` on this input (else it is segmented as data)",
+                    src.path, shown, 100 * border, of_file, shown)
         found.append((src.path, value, border, share))
     return found
