@@ -77,9 +77,10 @@ class SmoothingConfig(_Strict):
 class ThresholdConfig(_Strict):
     """An index cut at fixed values or at (multi-)Otsu thresholds of the global sample.
 
-    ``index``: ``ndvi``, ``ndwi``, ``exg``, a band name, or an expression of band names, numbers and
-    ``+ - * /``. ``threshold``: ``otsu`` (two classes), ``multi-otsu`` (``n_classes``), a number or
-    an ascending list of numbers. ``classes``: the output classes, lowest index values first.
+    ``index``: ``ndvi``, ``ndwi``, ``exg``, a band, or an expression of bands (a role such as ``nir``, a
+    band name, or ``layer.band``), numbers and ``+ - * /``. ``threshold``: ``otsu`` (two classes),
+    ``multi-otsu`` (``n_classes``), a number or an ascending list of numbers. ``classes``: the output
+    classes, lowest index values first.
     """
 
     kind: Literal["threshold"] = "threshold"
