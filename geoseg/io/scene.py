@@ -406,7 +406,8 @@ def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - 
         scene = open_scene(scene)
     cg = scene.chunk_grid(chunk)
     if all(len(layer.sources) == 1 and layer.sources[0].grid.same_as(scene.grid) for layer in scene.layers) \
-            and not scene.masks and all(s.mask in ("none", "nodata") for layer in scene.layers for s in layer.sources):
+            and not scene.masks and all(s.mask in ("none", "nodata") and not s.scales
+                                        for layer in scene.layers for s in layer.sources):
         # one GeoTIFF each: open_rasterio returns a DataArray (lists are for HDF/netCDF subdatasets)
         arrays = [
             cast("xr.DataArray", rioxarray.open_rasterio(
@@ -414,8 +415,10 @@ def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - 
             )).isel(band=[b - 1 for b in layer.sources[0].bands])
             for layer in scene.layers
         ]
-        da = arrays[0] if len(arrays) == 1 else xr.concat(arrays, dim="band")
-        return da.assign_coords(band=list(scene.band_names))
+        if all(_same_fill(a.rio.nodata, layer.sources[0].nodata) for a, layer in zip(arrays, scene.layers)):
+            da = arrays[0] if len(arrays) == 1 else xr.concat(arrays, dim="band")
+            return da.assign_coords(band=list(scene.band_names))
+        # an input's nodata: overrides the file's: composed below, with NaN where it applies
 
     ys, xs = cg.dask_chunks
 
@@ -431,3 +434,9 @@ def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - 
     y = t.f + (np.arange(scene.height) + 0.5) * t.e
     da = xr.DataArray(arr, dims=("band", "y", "x"), coords={"band": list(scene.band_names), "y": y, "x": x})
     return da.rio.write_crs(scene.grid.crs_wkt).rio.write_transform(t)
+
+
+def _same_fill(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a == b or (a != a and b != b)  # NaN is NaN's fill

@@ -108,3 +108,19 @@ def test_scaled_item_and_prescaled_reflectance_give_identical_labels(products, t
     record = json.loads((tmp_path / "otsu-scaled" / "run.json").read_text())
     assert {(b["role"], b["scale"], b["offset"]) for b in record["scene"]["band_roles"]} == {
         (r, SCALE, OFFSET) for r in ROLES.values()}
+
+
+def test_lazy_xarray_view_applies_units_and_the_inputs_nodata(tmp_path):
+    from geoseg.io.scene import open_scene_xarray
+
+    dn = _dn()
+    dn[:, :8, :8] = 0
+    path = write_raster(tmp_path / "scaled.tif", dn)
+    with rasterio.open(path, "r+") as ds:
+        ds.scales = (SCALE,) * 4
+        ds.offsets = (OFFSET,) * 4
+    values = open_scene_xarray(open_scene([{"path": str(path), "nodata": 0}]), chunk=64).values
+    expected = np.where(dn[0] == 0, np.float32(np.nan), _reflectance(dn))
+    np.testing.assert_array_equal(values, expected)
+    plain = open_scene_xarray(open_scene(str(write_raster(tmp_path / "plain.tif", dn))), chunk=64)
+    assert plain.dtype == np.uint16  # files in their own units open as they are
