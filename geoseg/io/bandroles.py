@@ -173,9 +173,11 @@ def _missing_role(bands: Sequence[BandInfo], role: str) -> str:
     more = f" and {len(bands) - 20} more" if len(bands) > 20 else ""
     numbered = [b.name for b in bands if b.number]
     if numbered:
+        hint = sensor_hint(b.layer for b in bands)
+        sensors = f"`sensor: {hint}` (the file names say so)" if hint else f"`sensor: {' | '.join(SENSORS)}`"
         return (f"no band has the role {role!r}: bands {', '.join(numbered[:12])} are named by sensor band numbers, "
                 f"which differ between sensors (B8 is NIR on Sentinel-2, panchromatic on Landsat 8); add "
-                f"`sensor: {' | '.join(SENSORS)}` to the job, or name the input's bands (`bands: [blue, green, red, nir]`)")
+                f"{sensors} to the job, or name the input's bands (`bands: [blue, green, red, nir]`)")
     return (f"no band has the role {role!r} among {listed}{more}; name the bands in the job (input key "
             f"`bands: [red, green, blue, nir]`, or `name: {role}` for a one-band file), or set band descriptions "
             "(STAC common names) in the files")
