@@ -78,6 +78,8 @@ def job_identity(job: JobSpec, scene: Scene, extra: str = "") -> str:
         "chunk": job.chunk_size,
         "method": job.method.model_dump(mode="json"),
         "extra": extra,
+        # which band plays which role, in which units, with which fill (sensor:, bands:, apply_scale, nodata:)
+        "bands": [[b.role, b.scale, b.offset, b.nodata] for b in scene.bands],
     }
     if job.grid is not None or job.masks or any(not isinstance(i, str) for i in job.inputs):
         dumped = job.model_dump(mode="json")  # how the inputs are composed changes the pixels

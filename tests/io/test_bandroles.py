@@ -160,6 +160,11 @@ def test_landsat_band_numbers_without_sensor_are_refused_before_the_cluster(tmp_
         run_job(parse_job(job), show_progress=False)  # no client: a cluster would start after the check
     assert time.perf_counter() - t0 < 2.0
     assert not (tmp_path / "out").exists()
+    # the sensor decides which band is NIR: it is part of the resume key, so no chunk of another reading is reused
+    from geoseg.run.workflow import job_identity
+
+    spec = parse_job(job)
+    assert job_identity(spec, open_scene(stems, sensor="landsat8")) != job_identity(spec, open_scene(stems))
     with pytest.raises(JobSpecError, match="sensor"):
         parse_job({**job, "sensor": "landsat10"})
 
