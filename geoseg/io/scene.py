@@ -233,7 +233,7 @@ def check_fill_value(value: float, dtype: str, path: str) -> None:
     kind = np.dtype(dtype).kind
     if kind in "ui":
         info = np.iinfo(np.dtype(dtype))
-        if value != int(value) or not info.min <= value <= info.max:
+        if not np.isfinite(value) or value != int(value) or not info.min <= value <= info.max:
             raise InputError(f"nodata {value} cannot occur in {path} ({dtype}, {info.min}..{info.max}); "
                              "check the input's nodata:")
 
@@ -274,14 +274,15 @@ def open_scene(
     multi = len(raw) > 1
     for r in raw:
         placed = [place(s, the_grid) for s in r.sources]
-        meeting = [s for s in placed if s.meets(Window(0, 0, the_grid.height, the_grid.width))]
+        keep = [i for i, s in enumerate(placed) if s.meets(Window(0, 0, the_grid.height, the_grid.width))]
+        meeting = [placed[i] for i in keep]
         if not meeting:
             raise InputError(f"input {r.name!r} ({placed[0].path}) does not meet the job's grid "
                              f"(bounds {tuple(round(v, 3) for v in the_grid.bounds)}); check grid: bounds and crs")
         descriptions = meeting[0].descriptions
         names = tuple(f"{r.name}:{d}" for d in descriptions) if multi else descriptions
         layers.append(Layer(r.name, tuple(meeting), names, r.entry.resampling or "bilinear"))
-        placed_raw.append(replace(r, sources=meeting, stac=[r.stac[placed.index(s)] for s in meeting]))
+        placed_raw.append(replace(r, sources=meeting, stac=[r.stac[i] for i in keep]))
     mask_layers = tuple(_mask_layer(as_mask_entry(m), the_grid, allow_gdal_virtual) for m in masks)
     bands = scene_bands(placed_raw, layers, sensor_of(sensor) if sensor else None)
     warn_border_fill(layers)
