@@ -34,10 +34,10 @@ def normalised(scales: Sequence[float], offsets: Sequence[float]) -> tuple[tuple
 
 def apply_scaling(data: np.ndarray, scales: Sequence[float], offsets: Sequence[float]) -> np.ndarray:
     """``data × scale + offset`` per band ``(bands, h, w)``, in float32 (in place when ``data`` is float32)."""
-    out = data if data.dtype == np.float32 else data.astype(np.float32)
+    out = data if data.dtype == np.float32 else np.empty(data.shape, np.float32)
     for i, (s, o) in enumerate(zip(scales, offsets)):
-        if s != 1.0:
-            out[i] *= np.float32(s)
+        # the cast to float32 and the product in one pass (integers up to 2**24 are exact in float32)
+        np.multiply(data[i], np.float32(s), out=out[i], dtype=np.float32, casting="unsafe")
         if o != 0.0:
             out[i] += np.float32(o)
     return out
