@@ -86,6 +86,10 @@ class LabelStoreError(InputError):
     """A label store to read is missing, unfinished, or has a missing or corrupt chunk."""
 
 
+class BandRoleError(BandError):
+    """A band an index or expression asks for (``red``, ``nir``, ``layer.band``) cannot be told apart."""
+
+
 class JobSpecError(GeosegError):
     """A job file is invalid: unknown keys, wrong types, missing values."""
 
