@@ -1,0 +1,107 @@
+"""Olofsson et al. (2014) worked example (Tables 8 and 9) through :func:`estimate_areas`, and the
+estimator's checks on the interpreted sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geoseg.accuracy.areaestimate import Z95, check_reference, estimate_areas, round_to_se
+from geoseg.errors import InputError
+
+#: Table 8: sample counts, rows = map class, columns = reference class
+#: (deforestation, forest gain, stable forest, stable non-forest).
+COUNTS = np.array([[66, 0, 5, 4], [0, 55, 8, 12], [1, 0, 153, 11], [2, 1, 9, 313]])
+MAPPED_PX = [200_000, 150_000, 3_200_000, 6_450_000]  # 30 m pixels: 0.09 ha each
+
+
+def paper_sample() -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows = [(m + 1, r + 1) for m in range(4) for r in range(4) for _ in range(COUNTS[m, r])]
+    sample = pd.DataFrame(rows, columns=["map_class", "reference"])
+    sample["stratum"] = sample["map_class"].astype(str)
+    sample["point_id"] = np.arange(1, len(sample) + 1)
+    strata = pd.DataFrame({"stratum": ["1", "2", "3", "4"], "map_class": [1, 2, 3, 4], "mapped_px": MAPPED_PX,
+                           "pixel_area_m2": 900.0})
+    return sample.sample(frac=1, random_state=0), strata  # order of the rows must not matter
+
+
+def test_olofsson_2014_tables_8_and_9() -> None:
+    sample, strata = paper_sample()
+    est = estimate_areas(sample, strata)
+    c = est.classes.set_index("class_id")
+    # estimated area proportions (Table 9's column totals)
+    assert c["area_proportion"].round(4).tolist() == [0.0235, 0.0130, 0.3175, 0.6460]
+    assert round(est.overall_accuracy, 4) == 0.9465
+    assert round(Z95 * est.overall_accuracy_se, 4) == 0.0185
+    assert c["users_accuracy"].round(3).tolist() == [0.880, 0.733, 0.927, 0.963]
+    assert (Z95 * c["users_accuracy_se"]).round(3).tolist() == [0.074, 0.101, 0.040, 0.021]
+    assert c["producers_accuracy"].round(3).tolist() == [0.749, 0.847, 0.935, 0.962]
+    # Olofsson's producer's accuracy variance (their eq. 7, Card 1982) gives +/-0.213, 0.254, 0.034, 0.018;
+    # the paper prints +/-0.21, 0.23, 0.03, 0.01: its forest-gain (0.23) and stable non-forest (0.01)
+    # intervals do not follow from its own equation. We follow the equation.
+    assert (Z95 * c["producers_accuracy_se"]).round(3).tolist() == [0.213, 0.254, 0.034, 0.018]
+    assert c["area_ha"].round(0).tolist() == [21158, 11686, 285770, 581386]
+    assert (Z95 * c["area_se_ha"]).round(0).tolist() == [6158, 3756, 15510, 16282]
+    # the deforestation area's SE is 34,907 pixels; the paper prints 34,097 (a typo: 1.96 x 34,097 x 0.09 ha
+    # would be 6,015 ha, not the printed 6,158 ha)
+    assert round(c.loc[1, "area_se_ha"] / 0.09) == 34907
+    # Table 9: estimated area proportions of the cells (row = map class)
+    assert est.proportions.round(4).iloc[0].tolist() == [0.0176, 0.0, 0.0013, 0.0011]
+    assert est.proportions.to_numpy().sum() == pytest.approx(1.0)
+    assert (est.confusion.to_numpy() == COUNTS).all()
+    table = est.table()
+    assert table["class_name"].iloc[-1] == "(overall accuracy)"
+    assert table["ci95_high_ha"].iloc[0] == pytest.approx(c.loc[1, "area_ha"] + Z95 * c.loc[1, "area_se_ha"])
+    assert table["n_mapped"].iloc[:4].tolist() == [75, 75, 165, 325]
+
+
+def test_other_strata_give_the_same_estimates_as_a_split_of_the_classes() -> None:
+    """A stratum split in two equal halves with the same shares of reference classes estimates the same areas."""
+    sample, strata = paper_sample()
+    split = sample.copy()
+    forest = split["stratum"] == "3"
+    idx = split.index[forest]
+    split.loc[idx[::2], "stratum"] = "3a"
+    split.loc[idx[1::2], "stratum"] = "3b"
+    n_a = int((split["stratum"] == "3a").sum())
+    n_b = int((split["stratum"] == "3b").sum())
+    strata2 = pd.concat([strata[strata["stratum"] != "3"], pd.DataFrame({
+        "stratum": ["3a", "3b"], "map_class": [3, 3], "pixel_area_m2": 900.0,
+        "mapped_px": [3_200_000 * n_a // 165, 3_200_000 - 3_200_000 * n_a // 165]})])
+    a = estimate_areas(sample, strata).classes
+    b = estimate_areas(split, strata2).classes
+    assert n_a + n_b == 165
+    assert np.allclose(a["area_ha"], b["area_ha"], rtol=0.02)
+    assert np.allclose(a["users_accuracy"], b["users_accuracy"], atol=0.01)
+
+
+def test_mapping_turns_clusters_into_classes() -> None:
+    sample, strata = paper_sample()
+    shifted = sample.assign(map_class=sample["map_class"] + 10)
+    est = estimate_areas(shifted, strata.assign(map_class=strata["map_class"] + 10),
+                         mapping={11: 1, 12: 2, 13: 3, 14: 4})
+    assert est.classes["users_accuracy"].round(3).tolist() == [0.880, 0.733, 0.927, 0.963]
+    assert round(est.overall_accuracy, 4) == 0.9465
+
+
+def test_empty_or_invalid_reference_names_the_rows() -> None:
+    sample, strata = paper_sample()
+    sample = sample.astype({"reference": object})
+    sample.loc[sample["point_id"].isin([7, 9]).to_numpy(), "reference"] = None
+    with pytest.raises(InputError, match=r"empty for point_id (7, 9|9, 7)"):
+        estimate_areas(sample, strata)
+    sample.loc[sample["point_id"].isin([7, 9]).to_numpy(), "reference"] = 2
+    sample.loc[sample["point_id"] == 12, "reference"] = "forest?"
+    with pytest.raises(InputError, match="not a whole-number class id for point_id 12 .*forest"):
+        check_reference(sample)
+
+
+def test_a_stratum_without_points_is_refused() -> None:
+    sample, strata = paper_sample()
+    with pytest.raises(InputError, match="no sample point: 2"):
+        estimate_areas(sample[sample["stratum"] != "2"], strata)
+
+
+def test_round_to_se() -> None:
+    assert round_to_se(285770.4, 15510.2 / Z95) == (285800.0, 7900.0)
