@@ -125,7 +125,7 @@ class AreaEstimate:
             "producers_accuracy": c["producers_accuracy"], "producers_accuracy_ci95": Z95 * c["producers_accuracy_se"],
             "n_mapped": c["n_mapped"].astype("Int64"), "n_reference": c["n_reference"].astype("Int64"),
         })  # fmt: skip
-        overall = {col: pd.NA for col in AREA_COLUMNS} | {
+        overall: dict[str, object] = {col: np.nan for col in AREA_COLUMNS} | {
             "class_name": "(overall accuracy)", "mapped_px": self.total_px, "mapped_area_ha": self.total_area_ha,
             "estimated_area_ha": self.total_area_ha, "users_accuracy": self.overall_accuracy,
             "users_accuracy_ci95": Z95 * self.overall_accuracy_se,
