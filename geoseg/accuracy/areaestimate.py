@@ -165,11 +165,11 @@ def estimate_areas(
         if "pixel_area_m2" not in strata:
             raise InputError("the strata table has no pixel_area_m2 column; give the pixel area")
         pixel_area_m2 = float(strata["pixel_area_m2"].iloc[0])
-    index = {str(s): i for i, s in enumerate(strata["stratum"])}
-    unknown = sorted({str(s) for s in sample["stratum"]} - set(index))
-    if unknown:
+    names_of_strata = pd.Index(strata["stratum"].astype(str).to_numpy(object))
+    h = names_of_strata.get_indexer(sample["stratum"].astype(str).to_numpy(object)).astype(np.intp)
+    if (h < 0).any():
+        unknown = sorted({str(s) for s, i in zip(sample["stratum"], h) if i < 0})
         raise InputError(f"sample points in strata the strata table does not list: {', '.join(unknown[:8])}")
-    h = np.array([index[str(s)] for s in sample["stratum"]], dtype=np.intp)
     N = strata["mapped_px"].to_numpy(np.float64)  # noqa: N806
     n = np.bincount(h, minlength=len(N)).astype(np.float64)
     notes: list[str] = []
@@ -189,7 +189,8 @@ def estimate_areas(
     ref = sample[reference_column].to_numpy(np.int64)
     map_class = sample["map_class"].to_numpy(np.int64)
     mapping = {int(k): int(v) for k, v in (mapping or {}).items()}
-    as_class = np.array([mapping.get(int(m), int(m)) for m in map_class], dtype=np.int64)
+    lookup = {int(m): mapping.get(int(m), int(m)) for m in np.unique(map_class)}
+    as_class = np.array([lookup[m] for m in map_class.tolist()], dtype=np.int64)
     stratum_class = np.array([mapping.get(int(m), int(m)) for m in strata["map_class"]], dtype=np.int64)
     class_ids = sorted(set(ref.tolist()) | set(stratum_class.tolist()))
     names = dict(class_names or {})
@@ -213,13 +214,15 @@ def estimate_areas(
     oa, oa_se = design.mean((ref == as_class).astype(float))
 
     map_ids = sorted(set(strata["map_class"].astype(int).tolist()))
-    conf = pd.crosstab(pd.Categorical(map_class, map_ids), pd.Categorical(ref, class_ids), dropna=False)
-    conf.index.name, conf.columns.name = "map_class", "reference"
+    row_of = np.searchsorted(map_ids, map_class)
+    col_of = np.searchsorted(class_ids, ref)
+    counts = np.zeros((len(map_ids), len(class_ids)), np.int64)
+    np.add.at(counts, (row_of, col_of), 1)
     # estimated proportion of each cell: sum over strata of W_h * (share of the stratum's points in the cell)
-    w_row = design.W[h] / n[h]
-    props = pd.crosstab(pd.Categorical(map_class, map_ids), pd.Categorical(ref, class_ids), values=w_row,
-                        aggfunc="sum", dropna=False).fillna(0.0)
-    props.index.name, props.columns.name = "map_class", "reference"
+    cells = np.zeros(counts.shape)
+    np.add.at(cells, (row_of, col_of), design.W[h] / n[h])
+    axes = {"index": pd.Index(map_ids, name="map_class"), "columns": pd.Index(class_ids, name="reference")}
+    conf, props = pd.DataFrame(counts, **axes), pd.DataFrame(cells, **axes)
     strata_out = strata.copy()
     strata_out["n_sample"] = n.astype(np.int64)
     strata_out["weight"] = N / n
@@ -233,9 +236,15 @@ def check_reference(sample: pd.DataFrame, column: str = "reference") -> pd.DataF
         raise InputError(f"the sample has no {column!r} column (columns: {', '.join(map(str, sample.columns))})")
     ids = sample["point_id"] if "point_id" in sample else pd.Series(sample.index, index=sample.index)
     raw = sample[column]
-    values = pd.to_numeric(raw.astype("string").str.strip().replace("", pd.NA), errors="coerce")
-    empty = raw.isna() | (raw.astype("string").str.strip() == "")
-    bad = values.isna() & ~empty | (values.notna() & (values % 1 != 0))
+    if pd.api.types.is_numeric_dtype(raw.dtype):  # as read from a GeoPackage or a filled CSV
+        values = raw.astype("Float64")
+        empty = values.isna().to_numpy(bool)
+    else:  # text: a spreadsheet's cells
+        text = raw.astype("string").str.strip()
+        values = pd.to_numeric(text.replace("", pd.NA), errors="coerce").astype("Float64")
+        empty = (raw.isna() | (text == "")).to_numpy(bool)
+    whole = (values % 1 == 0).fillna(False).to_numpy(bool)
+    bad = ~empty & ~whole
     for mask, what in ((empty, "empty"), (bad, "not a whole-number class id")):
         if mask.any():
             rows = ids[mask].tolist()
