@@ -3,8 +3,9 @@
 Why keys: a stratified random sample of ``n_h`` pixels of stratum ``h`` is the ``n_h`` pixels with
 the lowest keys, where each pixel's key is a counter-based hash of (seed, pixel index). The key
 does not depend on how the raster is cut into chunks, so the sample is the same for any chunk size
-or task order, and each chunk keeps only its ``cap`` lowest keys per stratum (a bounded max-heap):
-memory follows the chunk.
+or task order, and a pass keeps only the ``cap`` lowest keys per stratum seen so far (a buffer of
+twice that, cut back to the lowest ``cap`` when full: amortised constant work per kept pixel, and
+the threshold a key must beat tightens as pixels pass): memory follows the chunk.
 
 The key is 64 bits: a high half hashed for every pixel, in a loop the compiler vectorises (32-bit
 multiplies), and a low half hashed only for the few pixels whose high half is at or below their
@@ -20,6 +21,7 @@ import numpy as np
 from geoseg._kernels.compiled import compiled
 
 _G1, _G2 = 0x9E3779B1, 0x85EBCA77  # odd multipliers (golden ratio; MurmurHash3's prime 2)
+_RUN = 64  # pixels checked at once against the window's highest threshold
 
 
 @compiled
@@ -49,85 +51,81 @@ def _high_halves(lo_start, mixed_high, off, out):  # noqa: ANN001, ANN202
 
 
 @compiled
-def _push(keys, idx, n, s, key, pix):  # noqa: ANN001, ANN202
-    """Offer (key, pix) to stratum ``s``'s max-heap of at most ``keys.shape[1]`` entries."""
-    cap = keys.shape[1]
-    if n[s] < cap:  # not full: append and sift up
-        i = n[s]
-        n[s] += 1
-        while i > 0:
-            parent = (i - 1) >> 1
-            if keys[s, parent] >= key:
-                break
-            keys[s, i] = keys[s, parent]
-            idx[s, i] = idx[s, parent]
-            i = parent
-        keys[s, i] = key
-        idx[s, i] = pix
-        return
-    i = 0  # full, and key below the largest: replace the root and sift down
-    while True:
-        child = 2 * i + 1
-        if child >= cap:
-            break
-        if child + 1 < cap and keys[s, child + 1] > keys[s, child]:
-            child += 1
-        if keys[s, child] <= key:
-            break
-        keys[s, i] = keys[s, child]
-        idx[s, i] = idx[s, child]
-        i = child
-    keys[s, i] = key
-    idx[s, i] = pix
+def _compact(keys, idx, n, thr, s, cap):  # noqa: ANN001, ANN202
+    """Keep stratum ``s``'s ``cap`` lowest keys of its full buffer; later keys must be below the cap-th."""
+    kth = np.partition(keys[s, : n[s]].copy(), cap - 1)[cap - 1]
+    j = 0
+    for i in range(n[s]):
+        if keys[s, i] <= kth:
+            keys[s, j] = keys[s, i]
+            idx[s, j] = idx[s, i]
+            j += 1
+    n[s] = j
+    thr[s] = kth
 
 
 @compiled
-def _offer_row(row, buf, start, mixed_high, off_lo, thr, keys, idx, n, skip):  # noqa: ANN001, ANN202
-    cap = keys.shape[1]
+def _offer_row(row, buf, start, mixed_high, off_lo, thr, keys, idx, n, skip, cap):  # noqa: ANN001, ANN202
+    """Append the pixels whose key is below their stratum's threshold; compact a buffer when it fills."""
+    size = keys.shape[1]
     for c in range(row.size):
         s = row[c]
-        if buf[c] <= thr[s] and not skip[s]:
+        if np.uint64(buf[c]) <= (thr[s] >> np.uint64(32)) and not skip[s]:
             pix = start + c
             lo = _fmix(np.uint32(np.uint32(pix & 0xFFFFFFFF) ^ mixed_high), np.uint32(0x85EBCA77), off_lo)
             key = (np.uint64(buf[c]) << np.uint64(32)) | np.uint64(lo)
-            if n[s] < cap or key < keys[s, 0]:
-                _push(keys, idx, n, s, key, pix)
-                if n[s] >= cap:
-                    thr[s] = np.uint32(keys[s, 0] >> np.uint64(32))
+            if key < thr[s]:
+                keys[s, n[s]] = key
+                idx[s, n[s]] = pix
+                n[s] += 1
+                if n[s] == size:
+                    _compact(keys, idx, n, thr, s, cap)
 
 
 @compiled
-def _draw(codes, row_off, col_off, width, off_hi, off_lo, counts4, keys, idx, n, skip):  # noqa: ANN001, ANN202
+def _draw(codes, row_off, col_off, width, off_hi, off_lo, counts4, keys, idx, n, thr, skip, cap):  # noqa: ANN001, ANN202
     h, w = codes.shape
-    cap = keys.shape[1]
-    thr = np.full(counts4.shape[1], np.uint32(0xFFFFFFFF), dtype=np.uint32)
+    local = np.zeros_like(counts4)
+    flat = codes.reshape(-1)
+    size = flat.size
+    for i in range(0, size - size % 4, 4):  # four interleaved histograms (see labelcount.py)
+        local[0, flat[i]] += 1
+        local[1, flat[i + 1]] += 1
+        local[2, flat[i + 2]] += 1
+        local[3, flat[i + 3]] += 1
+    for i in range(size - size % 4, size):
+        local[0, flat[i]] += 1
+    # the highest threshold of the strata present here: a row whose keys all lie above it keeps nothing,
+    # which one vectorised comparison tells (thresholds only fall while the window is drawn)
+    top = np.uint32(0)
     for s in range(counts4.shape[1]):
-        if n[s] >= cap:
-            thr[s] = np.uint32(keys[s, 0] >> np.uint64(32))
+        present = local[0, s] + local[1, s] + local[2, s] + local[3, s]
+        counts4[0, s] += present
+        if present and not skip[s]:
+            top = max(top, np.uint32(min(thr[s] >> np.uint64(32), np.uint64(0xFFFFFFFF))))
     buf = np.empty(w, np.uint32)
     small = (row_off + h) * width < (1 << 32)  # every index of the window fits 32 bits: one run per row
     for r in range(h):
         row = codes[r]
-        for c in range(0, w - w % 4, 4):  # four interleaved histograms (see labelcount.py)
-            counts4[0, row[c]] += 1
-            counts4[1, row[c + 1]] += 1
-            counts4[2, row[c + 2]] += 1
-            counts4[3, row[c + 3]] += 1
-        for c in range(w - w % 4, w):
-            counts4[0, row[c]] += 1
         start = (row_off + r) * width + col_off
         if small:
             s0 = np.uint32(start)
-            for c in range(w):  # the hash written out: this loop is vectorised only so
-                x = np.uint32(s0 + np.uint32(c))
-                x = np.uint32(x * np.uint32(0x9E3779B1))
-                x = np.uint32(x + off_hi)
-                x = np.uint32(x ^ (x >> np.uint32(16)))
-                x = np.uint32(x * np.uint32(0x85EBCA6B))
-                x = np.uint32(x ^ (x >> np.uint32(13)))
-                x = np.uint32(x * np.uint32(0xC2B2AE35))
-                buf[c] = np.uint32(x ^ (x >> np.uint32(16)))
-            _offer_row(row, buf, start, np.uint32(0), off_lo, thr, keys, idx, n, skip)
+            for b0 in range(0, w, _RUN):  # runs of 64 pixels none of which can be kept are passed over
+                b1 = min(b0 + _RUN, w)
+                low = np.uint32(0xFFFFFFFF)
+                for c in range(b0, b1):  # the hash written out: this loop is vectorised only so
+                    x = np.uint32(s0 + np.uint32(c))
+                    x = np.uint32(x * np.uint32(0x9E3779B1))
+                    x = np.uint32(x + off_hi)
+                    x = np.uint32(x ^ (x >> np.uint32(16)))
+                    x = np.uint32(x * np.uint32(0x85EBCA6B))
+                    x = np.uint32(x ^ (x >> np.uint32(13)))
+                    x = np.uint32(x * np.uint32(0xC2B2AE35))
+                    x = np.uint32(x ^ (x >> np.uint32(16)))
+                    buf[c] = x
+                    low = min(low, x)
+                if low <= top:
+                    _offer_row(row[b0:b1], buf[b0:b1], start + b0, np.uint32(0), off_lo, thr, keys, idx, n, skip, cap)
             continue
         c0 = 0
         while c0 < w:  # a row crossing a multiple of 2^32 pixels is hashed in two runs
@@ -139,7 +137,7 @@ def _draw(codes, row_off, col_off, width, off_hi, off_lo, counts4, keys, idx, n,
                 mixed = _fmix(np.uint32(high & 0xFFFFFFFF), np.uint32(0x9E3779B1), np.uint32(0x632BE5AB))
             part = buf[c0:c1]
             _high_halves(first & 0xFFFFFFFF, mixed, off_hi, part)
-            _offer_row(row[c0:c1], part, first, mixed, off_lo, thr, keys, idx, n, skip)
+            _offer_row(row[c0:c1], part, first, mixed, off_lo, thr, keys, idx, n, skip, cap)
             c0 = c1
 
 
@@ -174,45 +172,58 @@ def _np_fmix(x: np.ndarray, mult: int, off: np.uint32) -> np.ndarray:
     return x ^ (x >> np.uint32(16))
 
 
-class KeyHeaps:
+class LowestKeys:
     """Pixel counts per code and each code's ``cap`` lowest-key pixels, over every window offered.
 
     One object per thread or task, offered its windows in turn: thresholds tighten as windows pass,
-    so after the first few windows almost no pixel reaches a heap. ``codes`` are small non-negative
+    so after the first few windows almost no pixel is kept. ``codes`` are small non-negative
     integers below ``n_codes`` (label bytes, or strata numbered densely); ``skip[code]``: counted but
     never drawn (nodata).
     """
 
     def __init__(self, n_codes: int, cap: int, seed: int, skip: np.ndarray | None = None) -> None:
-        self.cap = int(cap)
+        self.cap = max(int(cap), 1)
         self.counts4 = np.zeros((4, n_codes), np.int64)
-        self.keys = np.empty((n_codes, max(self.cap, 1)), np.uint64)
-        self.pixels = np.empty((n_codes, max(self.cap, 1)), np.int64)
+        # candidates: up to twice the cap, then compacted to the cap lowest (untouched rows cost no memory)
+        self.keys = np.empty((n_codes, 2 * self.cap), np.uint64)
+        self.pixels = np.empty((n_codes, 2 * self.cap), np.int64)
         self.kept = np.zeros(n_codes, np.int64)
+        self.thresholds = np.full(n_codes, np.iinfo(np.uint64).max, np.uint64)  # keys must be below
         self.skip = np.zeros(n_codes, np.bool_) if skip is None else np.asarray(skip, np.bool_).copy()
-        if self.cap < 1:
+        if int(cap) < 1:
             self.skip[:] = True
         self.offsets = seed_offsets(seed)
 
     def offer(self, codes: np.ndarray, row_off: int, col_off: int, width: int) -> None:
         """Count one window (at ``row_off, col_off`` of a raster ``width`` pixels wide) and offer its pixels."""
         _draw(np.ascontiguousarray(codes), int(row_off), int(col_off), int(width), *self.offsets, self.counts4,
-              self.keys, self.pixels, self.kept, self.skip)
+              self.keys, self.pixels, self.kept, self.thresholds, self.skip, self.cap)
 
     @property
     def counts(self) -> np.ndarray:
         return self.counts4.sum(axis=0)
 
     def lowest(self, code: int) -> tuple[np.ndarray, np.ndarray]:
-        """The kept ``(keys, pixels)`` of one code, in no order (pixels: ``row * width + col``)."""
+        """The ``cap`` lowest ``(keys, pixels)`` of one code (fewer if it has fewer pixels), in no order
+        (pixels: ``row * width + col``)."""
         k = int(self.kept[code])
-        return self.keys[code, :k].copy(), self.pixels[code, :k].copy()
+        keys, pixels = self.keys[code, :k], self.pixels[code, :k]
+        if k > self.cap:
+            keep = np.argpartition(keys, self.cap - 1)[: self.cap]
+            keys, pixels = keys[keep], pixels[keep]
+        return keys.copy(), pixels.copy()
 
 
 def lowest_keys(codes: np.ndarray, row_off: int, col_off: int, width: int, seed: int, cap: int, n_codes: int,
                 skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One window through a fresh :class:`KeyHeaps`: ``(counts, keys[n_codes, cap], pixels[n_codes, cap],
-    kept[n_codes])``; a code's first ``kept`` entries are valid, in no order."""
-    heaps = KeyHeaps(n_codes, cap, seed, skip)
-    heaps.offer(codes, row_off, col_off, width)
-    return heaps.counts, heaps.keys, heaps.pixels, heaps.kept
+    """One window through a fresh :class:`LowestKeys`: ``(counts, keys[n_codes, cap], pixels[n_codes, cap],
+    kept[n_codes])``; a code's first ``kept`` entries are its lowest keys, in no order."""
+    found = LowestKeys(n_codes, cap, seed, skip)
+    found.offer(codes, row_off, col_off, width)
+    keys = np.zeros((n_codes, max(cap, 1)), np.uint64)
+    pixels = np.zeros((n_codes, max(cap, 1)), np.int64)
+    kept = np.zeros(n_codes, np.int64)
+    for c in np.flatnonzero(found.kept):
+        k, p = found.lowest(int(c))
+        keys[c, : len(k)], pixels[c, : len(k)], kept[c] = k, p, len(k)
+    return found.counts, keys, pixels, kept

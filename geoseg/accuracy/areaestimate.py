@@ -212,6 +212,10 @@ def estimate_areas(
             "n_mapped": int(is_map.sum()), "n_reference": int(is_ref.sum()),
         })  # fmt: skip
     oa, oa_se = design.mean((ref == as_class).astype(float))
+    certain = [f"{r['class_id']} {r['class_name']}" for r in rows if r["area_se_ha"] == 0 and 0 < r["area_proportion"] < 1]
+    if certain:
+        notes.append(f"no sample point disagrees about class(es) {', '.join(certain)}: standard error 0, an interval "
+                     "of zero width that cannot cover errors the sample missed; sample more points")
 
     map_ids = sorted(set(strata["map_class"].astype(int).tolist()))
     row_of = np.searchsorted(map_ids, map_class)

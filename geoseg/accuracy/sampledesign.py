@@ -207,8 +207,8 @@ _SLOT = 1 << 16  # stratum value = region slot * 2^16 + label (labels are at mos
 
 
 def _sample_windows(plan: _Plan, windows: Sequence[Window]) -> _Part:
-    """Task: count and draw over several windows in turn, one heap set for the byte-label case."""
-    from geoseg._kernels.samplekeys import KeyHeaps
+    """Task: count and draw over several windows in turn (one set of thresholds for byte labels)."""
+    from geoseg._kernels.samplekeys import LowestKeys
     from geoseg.accuracy.regions import regions_window
     from geoseg.io.labelstore import read_label_window
 
@@ -217,12 +217,12 @@ def _sample_windows(plan: _Plan, windows: Sequence[Window]) -> _Part:
     if plan.dtype == "uint8" and plan.regions is None:  # the usual case: the label bytes are the codes
         skip = np.zeros(256, bool)
         skip[plan.nodata] = plan.nodata < 256
-        heaps = KeyHeaps(256, plan.cap, plan.seed, skip)
+        found = LowestKeys(256, plan.cap, plan.seed, skip)
         for w in windows:
-            heaps.offer(read_label_window(plan.labels, w), w.row_off, w.col_off, width)
-        counts = heaps.counts
+            found.offer(read_label_window(plan.labels, w), w.row_off, w.col_off, width)
+        counts = found.counts
         for v in np.flatnonzero(counts):
-            part.add(int(v), int(counts[v]), *heaps.lowest(int(v)), plan.cap)
+            part.add(int(v), int(counts[v]), *found.lowest(int(v)), plan.cap)
         return part
     for w in windows:  # strata numbered densely per window (regions, 16-bit change maps)
         labels = read_label_window(plan.labels, w).astype(np.int64)
@@ -230,11 +230,11 @@ def _sample_windows(plan: _Plan, windows: Sequence[Window]) -> _Part:
             labels += regions_window(plan.regions, plan.grid.window_grid(w)).astype(np.int64) * _SLOT
         values, codes = np.unique(labels, return_inverse=True)
         skip = (values % _SLOT) == plan.nodata
-        heaps = KeyHeaps(len(values), plan.cap, plan.seed, skip)
-        heaps.offer(codes.reshape(labels.shape).astype(np.int32), w.row_off, w.col_off, width)
-        counts = heaps.counts
+        found = LowestKeys(len(values), plan.cap, plan.seed, skip)
+        found.offer(codes.reshape(labels.shape).astype(np.int32), w.row_off, w.col_off, width)
+        counts = found.counts
         for i, v in enumerate(values):
-            part.add(int(v), int(counts[i]), *heaps.lowest(i), plan.cap)
+            part.add(int(v), int(counts[i]), *found.lowest(i), plan.cap)
     return part
 
 
@@ -252,13 +252,13 @@ def _scan(plan: _Plan, client: Any = None, threads: int | None = None, show_prog
     if client is not None:
         from distributed import as_completed
 
-        n_tasks = max(1, min(len(windows), 4 * sum(client.nthreads().values())))
+        n_tasks = max(1, min(len(windows), 2 * sum(client.nthreads().values())))
         futures = client.map(_sample_windows, [plan] * n_tasks, _groups(windows, n_tasks), pure=False)
         for fut in as_completed(futures):
             total.merge(fut.result(), plan.cap)
         return total
     n_threads = threads or usable_cores()
-    groups = _groups(windows, n_threads * 4)
+    groups = _groups(windows, n_threads)  # one run of consecutive chunks per thread: thresholds tighten once
     with ThreadPoolExecutor(n_threads) as pool:
         for part in pool.map(lambda g: _sample_windows(plan, g), groups):
             total.merge(part, plan.cap)
