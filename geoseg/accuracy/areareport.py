@@ -58,10 +58,17 @@ def estimate_sample(
     return est
 
 
+#: Markers around the area section in an evaluation's ``report.html`` (replaced when estimated again).
+BEGIN, END = "<!-- geoseg:area-estimates -->", "<!-- /geoseg:area-estimates -->"
+
+
 def write_area_outputs(est: AreaEstimate, out_dir: str | Path, title: str = "Area estimates") -> dict[str, Path]:
-    """Write ``area_estimates.csv``, ``area_confusion.csv``, ``area_proportions.csv`` and ``area_report.html``."""
+    """Write ``area_estimates.csv``, ``area_confusion.csv``, ``area_proportions.csv`` and ``area_report.html``;
+    when ``out_dir`` holds an evaluation's ``report.html`` (a run's output folder), the estimates
+    become a section of it too."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    extra = {"report": add_area_section(out / "report.html", est)} if (out / "report.html").exists() else {}
     table = est.table()
     rounded = table.copy()
     for col in ("mapped_area_ha", "estimated_area_ha", "se_ha", "ci95_low_ha", "ci95_high_ha"):
@@ -71,7 +78,24 @@ def write_area_outputs(est: AreaEstimate, out_dir: str | Path, title: str = "Are
         "sample confusion": write_atomic(out / "area_confusion.csv", lambda p: est.confusion.to_csv(p)),
         "area proportions": write_atomic(out / "area_proportions.csv", lambda p: est.proportions.to_csv(p)),
         "area report": write_text_atomic(out / "area_report.html", render_area_page(est, title)),
+        **extra,
     }
+
+
+def add_area_section(report: str | Path, est: AreaEstimate) -> Path:
+    """Put the area section into an existing ``report`` page (before ``</body>``, or in place of an earlier one)."""
+    path = Path(report)
+    page = path.read_text(encoding="utf-8")
+    section = f"{BEGIN}\n{area_section_html(est)}{END}\n"
+    if BEGIN in page and END in page:
+        head, rest = page.split(BEGIN, 1)
+        page = head + section + rest.split(END, 1)[1].lstrip("\n")
+    elif "</body>" in page:
+        head, tail = page.rsplit("</body>", 1)
+        page = head + section + "</body>" + tail
+    else:
+        page += section
+    return write_text_atomic(path, page)
 
 
 def _pm(value: float, se: float, unit: str = "", digits: int = 2) -> str:

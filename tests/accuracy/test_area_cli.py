@@ -60,6 +60,23 @@ def test_sample_reference_estimate_on_a_generated_scene(tmp_path, capsys) -> Non
     assert mapped.to_dict() == {k: int((labels == k).sum()) for k in mapped.index}
 
 
+def test_the_area_section_joins_an_evaluation_report(tmp_path, capsys) -> None:
+    labels = np.kron(np.arange(1, 5).reshape(2, 2), np.ones((40, 40), int)).astype(np.uint8)
+    store = write_store(tmp_path / "labels.zarr", labels, 32)
+    sample = tmp_path / "s.gpkg"
+    assert main(["sample", str(store), "--out", str(sample), "--n", "20", "--min-per-stratum", "5", "-q"]) == 0
+    csv = pd.read_csv(tmp_path / "s.csv")
+    csv["reference"] = csv["map_class"]
+    csv.to_csv(tmp_path / "s.csv", index=False)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "report.html").write_text("<html><body><h1>Per-class IoU</h1></body></html>")
+    for _ in range(2):
+        assert main(["estimate", str(tmp_path / "s.csv"), "--out", str(tmp_path / "eval")]) == 0
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert page.count("Area estimates (stratified sample)") == 1 and page.index("Per-class IoU") < page.index("Area est")
+    assert "no sample point disagrees" in capsys.readouterr().out  # a perfect sample: zero-width intervals
+
+
 def test_estimate_names_the_rows_without_reference(tmp_path, capsys) -> None:
     labels = np.kron(np.arange(1, 5).reshape(2, 2), np.ones((40, 40), int)).astype(np.uint8)
     store = write_store(tmp_path / "labels.zarr", labels, 32)
@@ -107,3 +124,8 @@ def test_demo_sample_reference_estimate(tmp_path, capsys) -> None:
     with rasterio.open(out / "labels.zarr") as ds:
         valid = ds.read(1) != 255
     _check_intervals(pd.read_csv(tmp_path / "areas" / "area_estimates.csv"), _true_areas_ha(reference, valid))
+    # estimated into the run's folder: the run's report.html gains the section (once, however often)
+    for _ in range(2):
+        assert main(["estimate", str(sample), "--out", str(out), "--mapping", str(out / "class_mapping.csv")]) == 0
+    page = (out / "report.html").read_text()
+    assert page.count("Area estimates (stratified sample)") == 1 and "Per-class IoU" in page
