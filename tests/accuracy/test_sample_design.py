@@ -198,3 +198,14 @@ def test_a_label_raster_without_data_is_refused(tmp_path) -> None:
     store = write_store(tmp_path / "l.zarr", np.full((50, 50), 255, np.uint8), 32)
     with pytest.raises(InputError, match="holds no data pixel"):
         draw_sample(store, Allocation(n=10))
+
+
+def test_a_dask_cluster_draws_the_same_sample(tmp_path, dask_client) -> None:
+    lab = _labels()
+    store = write_store(tmp_path / "l.zarr", lab, 64)
+    regions = write_regions(tmp_path / "r.gpkg", [(0, 0, 300, 170)], ["west"])
+    for kw in ({}, {"regions": regions, "region_field": "zone"}):
+        local = draw_sample(store, Allocation(n=50, min_per_stratum=5), seed=9, threads=2, **kw)
+        remote = draw_sample(store, Allocation(n=50, min_per_stratum=5), seed=9, client=dask_client, **kw)
+        pd.testing.assert_frame_equal(remote.points, local.points)
+        pd.testing.assert_frame_equal(remote.strata, local.strata)
