@@ -209,3 +209,21 @@ def test_a_dask_cluster_draws_the_same_sample(tmp_path, dask_client) -> None:
         remote = draw_sample(store, Allocation(n=50, min_per_stratum=5), seed=9, client=dask_client, **kw)
         pd.testing.assert_frame_equal(remote.points, local.points)
         pd.testing.assert_frame_equal(remote.strata, local.strata)
+
+
+# (row_off, col_off, width): small indices; index 2^32 reached 100 pixels into a row; rows starting at 2^32
+@pytest.mark.parametrize("row_off, col_off, width", [(10, 20, 1000), (61356, 47196, 70000), (1 << 22, 20, 1024)])
+def test_kernel_keeps_the_lowest_keys_also_past_2_to_the_32_pixels(row_off, col_off, width) -> None:
+    """Windows of a raster whose pixel indices pass 2^32 (65,536²) inside a row, or start at it."""
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 4, (300, 257)).astype(np.uint8)
+    counts, keys, pixels, kept = lowest_keys(codes, row_off, col_off, width, 7, 5, 256)
+    assert (counts[:4] == np.bincount(codes.ravel(), minlength=4)).all()
+    rows, cols = np.indices(codes.shape)
+    pix = (rows + row_off).astype(np.int64) * width + cols + col_off
+    assert row_off == 10 or pix.max() >= 1 << 32
+    all_keys = pixel_keys(pix.ravel(), 7)
+    assert len(np.unique(all_keys)) == all_keys.size
+    for s in range(4):
+        assert (np.sort(keys[s, : kept[s]]) == np.sort(all_keys[codes.ravel() == s])[:5]).all()
+        assert (pixel_keys(pixels[s, : kept[s]], 7) == keys[s, : kept[s]]).all()
