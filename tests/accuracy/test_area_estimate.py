@@ -146,3 +146,41 @@ def test_95_percent_intervals_cover_the_true_areas_95_percent_of_the_time() -> N
     coverage = covered / reps
     band = 3.5 * np.sqrt(0.95 * 0.05 / reps)
     assert (np.abs(coverage - 0.95) <= band).all(), coverage
+
+
+def test_stehman_estimators_cover_with_strata_that_are_not_the_map_classes() -> None:
+    """Strata = map class x region (west / east halves, sampled at different rates): area, user's and
+    producer's accuracy intervals (Stehman 2014's estimators) cover the census values in 95 % +/- 3.5
+    binomial sd of 300 draws."""
+    from geoseg._kernels.samplekeys import lowest_keys
+
+    rng = np.random.default_rng(7)
+    shape = (200, 400)
+    map_class = rng.choice(3, size=shape, p=[0.2, 0.3, 0.5]).astype(np.uint8)
+    users = np.where(np.arange(shape[1]) < 200, 0.75, 0.92)[None, :]  # the east is mapped better
+    truth = map_class.copy()
+    wrong = rng.random(shape) > users
+    truth[wrong] = (map_class[wrong] + rng.integers(1, 3, int(wrong.sum()))) % 3
+    stratum = (map_class + 3 * (np.arange(shape[1]) >= 200)[None, :]).astype(np.uint8)  # 0-2 west, 3-5 east
+    strata = pd.DataFrame({"stratum": [str(s) for s in range(6)], "map_class": [0, 1, 2, 0, 1, 2],
+                           "mapped_px": np.bincount(stratum.ravel(), minlength=6), "pixel_area_m2": 100.0})
+    n_h = [120, 120, 120, 60, 80, 100]
+    census = {
+        "area": np.bincount(truth.ravel(), minlength=3) / truth.size,
+        "ua": np.array([(truth[map_class == k] == k).mean() for k in range(3)]),
+        "pa": np.array([(map_class[truth == k] == k).mean() for k in range(3)]),
+    }
+    reps = 300
+    covered = {k: np.zeros(3) for k in census}
+    for seed in range(reps):
+        _, keys, pixels, kept = lowest_keys(stratum, 0, 0, shape[1], seed, max(n_h), 6)
+        pix = np.concatenate([pixels[h, : kept[h]][np.argsort(keys[h, : kept[h]])[: n_h[h]]] for h in range(6)])
+        sample = pd.DataFrame({"stratum": stratum.ravel()[pix].astype(str), "map_class": map_class.ravel()[pix],
+                               "reference": truth.ravel()[pix]})
+        c = estimate_areas(sample, strata).classes
+        for key, est, se in (("area", "area_proportion", "area_proportion_se"), ("ua", "users_accuracy", "users_accuracy_se"),
+                             ("pa", "producers_accuracy", "producers_accuracy_se")):
+            covered[key] += (np.abs(c[est].to_numpy() - census[key]) <= Z95 * c[se].to_numpy())
+    band = 3.5 * np.sqrt(0.95 * 0.05 / reps)
+    for key, hits in covered.items():
+        assert (np.abs(hits / reps - 0.95) <= band).all(), (key, hits / reps)
