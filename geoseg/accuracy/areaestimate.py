@@ -35,6 +35,9 @@ from geoseg.errors import InputError
 #: 1.95996 moves the last printed figure of their stable non-forest area interval: 16,281 ha, not 16,282).
 Z95 = 1.96
 
+#: The reference class of a map class that a mapping leaves out.
+UNASSIGNED = -1
+
 #: Columns of :meth:`AreaEstimate.table` (``area_estimates.csv``), in order.
 AREA_COLUMNS = [
     "class_id", "class_name", "mapped_px", "mapped_area_ha", "area_proportion", "area_proportion_se",
@@ -188,11 +191,21 @@ def estimate_areas(
 
     ref = sample[reference_column].to_numpy(np.int64)
     map_class = sample["map_class"].to_numpy(np.int64)
-    mapping = {int(k): int(v) for k, v in (mapping or {}).items()}
-    lookup = {int(m): mapping.get(int(m), int(m)) for m in np.unique(map_class)}
+    # a map class stands for the reference class of the same id, or, with a mapping, for the class it
+    # maps to; a map class the mapping leaves out (an unassigned k-means cluster) is right for no class
+    given = {int(k): int(v) for k, v in (mapping or {}).items()}
+
+    def as_reference(m: int) -> int:
+        return given.get(m, UNASSIGNED) if given else m
+
+    lookup = {int(m): as_reference(int(m)) for m in np.unique(map_class)}
     as_class = np.array([lookup[m] for m in map_class.tolist()], dtype=np.int64)
-    stratum_class = np.array([mapping.get(int(m), int(m)) for m in strata["map_class"]], dtype=np.int64)
-    class_ids = sorted(set(ref.tolist()) | set(stratum_class.tolist()))
+    stratum_class = np.array([as_reference(int(m)) for m in strata["map_class"]], dtype=np.int64)
+    class_ids = sorted((set(ref.tolist()) | set(stratum_class.tolist())) - {UNASSIGNED})
+    unassigned = sorted({int(m) for m in strata["map_class"] if as_reference(int(m)) == UNASSIGNED})
+    if unassigned:
+        notes.append(f"map classes without a reference class in the mapping (wrong wherever sampled): "
+                     f"{', '.join(map(str, unassigned))}")
     names = dict(class_names or {})
     ha = pixel_area_m2 / 1e4
     total_px = int(N.sum())

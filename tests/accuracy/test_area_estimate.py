@@ -83,6 +83,12 @@ def test_mapping_turns_clusters_into_classes() -> None:
                          mapping={11: 1, 12: 2, 13: 3, 14: 4})
     assert est.classes["users_accuracy"].round(3).tolist() == [0.880, 0.733, 0.927, 0.963]
     assert round(est.overall_accuracy, 4) == 0.9465
+    # a cluster the mapping leaves out stands for no class: its points are wrong, its pixels nobody's
+    partial = estimate_areas(shifted, strata.assign(map_class=strata["map_class"] + 10), mapping={11: 1, 12: 2, 13: 3})
+    assert partial.classes["class_id"].tolist() == [1, 2, 3, 4]
+    assert partial.classes["mapped_px"].tolist() == [200_000, 150_000, 3_200_000, 0]
+    assert round(partial.overall_accuracy, 4) == round(0.9465 - 0.645 * 313 / 325, 4)
+    assert "without a reference class in the mapping (wrong wherever sampled): 14" in partial.notes[0]
 
 
 def test_empty_or_invalid_reference_names_the_rows() -> None:
