@@ -9,8 +9,10 @@ same threads (one per core), it times, interleaved ``--repeat`` times after one 
   same groups of consecutive chunks the sampler uses, and
 * ``sample``: :func:`geoseg.accuracy.sampledesign.draw_sample` (counts, keys, allocation, points),
 
+their CPU time (all threads of the process: steadier than wall time on a shared, loaded machine)
 and the resident memory each adds above the process's before it (peak of ``VmRSS`` polled every
-20 ms). Prints one JSON object with the machine, its load, all times and ``ratio = sample / read``.
+20 ms). Prints one JSON object with the machine, its load, all times and ``ratio = sample / read``
+(wall and CPU).
 
     python benchmarks/bench_sample.py                  # 20000 x 20000 = 400 Mpx
     python benchmarks/bench_sample.py --size 8000      # 64 Mpx, quick
@@ -147,19 +149,22 @@ def main() -> None:
     load_start = round(os.getloadavg()[0], 2)
     read_all(store, threads)  # warm-up: page cache, compiled loops loaded
     draw_sample(store, alloc, threads=threads)
-    reads, samples, read_mem, sample_mem = [], [], [], []
+    reads, samples, read_mem, sample_mem, read_cpu, sample_cpu = [], [], [], [], [], []
     for _ in range(args.repeat):
         with PeakRss() as m:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             assert read_all(store, threads) == args.size**2
             reads.append(time.perf_counter() - t)
+            read_cpu.append(time.process_time() - c)
         read_mem.append(m.added_mib)
         with PeakRss() as m:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             s = draw_sample(store, alloc, threads=threads)
             samples.append(time.perf_counter() - t)
+            sample_cpu.append(time.process_time() - c)
         sample_mem.append(m.added_mib)
     ratios = [b / a for a, b in zip(reads, samples)]
+    cpu_ratios = [b / a for a, b in zip(read_cpu, sample_cpu)]
     print(json.dumps({
         "machine": machine(), "load_avg_1m": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
         "size": args.size, "mpx": args.size**2 / 1e6, "noise": args.noise, "threads": threads, "build_s": build_s,
@@ -167,6 +172,8 @@ def main() -> None:
         "read_s": [round(v, 3) for v in reads], "sample_s": [round(v, 3) for v in samples],
         "ratio_each": [round(r, 3) for r in ratios], "ratio_median": round(statistics.median(ratios), 3),
         "ratio_best_times": round(min(samples) / min(reads), 3),
+        "read_cpu_s": [round(v, 3) for v in read_cpu], "sample_cpu_s": [round(v, 3) for v in sample_cpu],
+        "cpu_ratio_each": [round(r, 3) for r in cpu_ratios], "cpu_ratio_median": round(statistics.median(cpu_ratios), 3),
         "read_added_mib": read_mem, "sample_added_mib": sample_mem,
     }, indent=1))  # fmt: skip
 
