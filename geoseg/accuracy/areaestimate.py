@@ -110,6 +110,8 @@ class AreaEstimate:
     pixel_area_m2: float
     total_px: int
     notes: list[str] = field(default_factory=list)
+    #: Names of the map classes as stored (k-means clusters, change transitions), for the matrices' rows.
+    map_class_names: dict[int, str] = field(default_factory=dict)
 
     @property
     def total_area_ha(self) -> float:

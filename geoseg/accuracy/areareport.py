@@ -51,6 +51,8 @@ def estimate_sample(
         names |= {int(r.class_id): str(r.name) for r in classes[classes["kind"] == "reference"].itertuples()}
     names |= dict(class_names or {})
     est = estimate_areas(points, strata, mapping=mapping, class_names=names)
+    if len(classes):
+        est.map_class_names = {int(r.class_id): str(r.name) for r in classes[classes["kind"] == "map"].itertuples()}
     if mapping:
         map_names = {int(r.class_id): str(r.name) for r in classes[classes["kind"] == "map"].itertuples()}
         est.notes.append("map classes counted as reference classes: " + ", ".join(
@@ -145,12 +147,22 @@ def area_section_html(est: AreaEstimate) -> str:
         "share of a reference class that the map shows as that class (stratified ratio estimators, "
         "Olofsson et al. 2014; Stehman 2014).</p>"
         f"{'<ul>' + notes + '</ul>' if notes else ''}"
-        "<h3>Sample counts (rows: map class, columns: reference class)</h3>"
-        f"{table(est.confusion, index=True)}"
+        "<h3>Sample counts (rows: map class as stored, columns: reference class)</h3>"
+        f"{table(_named(est, est.confusion), index=True)}"
         "<h3>Estimated area proportions of the same cells</h3>"
-        f"{table(est.proportions.round(4), index=True)}"
+        f"{table(_named(est, est.proportions.round(4)), index=True)}"
         f"<h3>Strata</h3>{table(strata)}</section>"
     )
+
+
+def _named(est: AreaEstimate, matrix: pd.DataFrame) -> pd.DataFrame:
+    """A map class x reference class matrix with ``id name`` labels (the store's and the reference's legends)."""
+    ref_names = dict(zip(est.classes["class_id"], est.classes["class_name"]))
+    out = matrix.copy()
+    out.index = [f"{i} {est.map_class_names.get(int(i), '')}".strip() for i in matrix.index]
+    out.columns = [f"{c} {ref_names.get(int(c), '')}".strip() for c in matrix.columns]
+    out.index.name, out.columns.name = "map class", "reference"
+    return out
 
 
 def render_area_page(est: AreaEstimate, title: str = "Area estimates") -> str:

@@ -55,6 +55,11 @@ def test_sample_reference_estimate_on_a_generated_scene(tmp_path, capsys) -> Non
     _check_intervals(table, _true_areas_ha(files.reference, labels != 255))
     html = (tmp_path / "areas" / "area_report.html").read_text()
     assert "95 % confidence interval" in html and "cropland" in html
+    assert "<th>1 cropland</th>" in html  # the matrices' rows and columns carry the legends' names
+    confusion = pd.read_csv(tmp_path / "areas" / "area_confusion.csv", index_col=0)
+    points = pd.read_csv(tmp_path / "sample" / "sample.csv")
+    assert confusion.to_numpy().sum() == len(points)
+    assert int(confusion.loc[2, "2"]) == int(((points["map_class"] == 2) & (points["reference"] == 2)).sum())
     # the map's own pixel counts are the mapped areas
     mapped = table.dropna(subset=["class_id"]).set_index("class_id")["mapped_px"]
     assert mapped.to_dict() == {k: int((labels == k).sum()) for k in mapped.index}
