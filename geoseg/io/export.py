@@ -22,7 +22,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 import numpy as np
 from affine import Affine
@@ -31,7 +31,7 @@ from geoseg.errors import JobSpecError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.io.atomic import atomic_path, remove_path, temporary_name, write_text_atomic
 from geoseg.io.labelstore import LabelStoreWriter, is_geotiff, read_label_info, read_label_window
-from geoseg.legend import NODATA_LABEL, ClassInfo, legend_to_json
+from geoseg.legend import NODATA_LABEL, ClassInfo, legend_to_json, paletted_qml
 from geoseg.progress import chunk_progress
 
 #: Folder inside a label store that holds the overview levels (one label store per factor).
@@ -119,23 +119,6 @@ def category_names_pam(legend: Sequence[ClassInfo]) -> str:
     return (
         f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>{cats}</CategoryNames>\n'
         "  </PAMRasterBand>\n</PAMDataset>\n"
-    )
-
-
-def paletted_qml(legend: Sequence[ClassInfo]) -> str:
-    """A QGIS style (``labels.qml``, loaded by QGIS as the raster's default style): a paletted
-    renderer with each class's colour and name; nodata stays transparent."""
-    entries = "".join(
-        f'<paletteEntry value="{c.id}" color="{c.color}" alpha="255" label={quoteattr(c.name)}/>'
-        for c in legend if 0 <= c.id < NODATA_LABEL
-    )
-    return (
-        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
-        '<qgis version="3.28.0" styleCategories="Symbology"><pipe>'
-        '<rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">'
-        f"<rastertransparency/><colorPalette>{entries}</colorPalette></rasterrenderer>"
-        '<brightnesscontrast brightness="0" contrast="0"/><huesaturation saturation="0" grayscaleMode="0"/>'
-        '<rasterresampler maxOversampling="2"/></pipe><blendMode>0</blendMode></qgis>\n'
     )
 
 
