@@ -168,6 +168,7 @@ def test_build_overviews_keeps_the_store_readable(tmp_path, store):
         info = read_label_info(p)
         assert info.grid.transform == TRANSFORM * Affine.scale(factor)
         assert info.legend == before.legend and info.grid.crs == CRS_
+        assert f'label="{before.legend[0].name}"' in (p.parent / f"{factor}.qml").read_text()  # QGIS' default style
         with rasterio.open(p) as ds:
             assert ds.shape == (-(-600 // factor), -(-700 // factor))
             assert ds.transform.almost_equals(TRANSFORM * Affine.scale(factor))
