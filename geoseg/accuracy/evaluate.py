@@ -171,21 +171,23 @@ class Evaluation:
     def coverage_lines(self) -> list[str]:
         """What the scene figures cover, in words: scored share, excluded share per reason, a warning
         when under half the scene was scored, then the notes."""
+        from geoseg.accuracy.figures import percent
+
         total = int(self.total_px()[0])
         scored = int(self.counts[0].sum())
-        lab, ref, _ = (int(v) for v in self.excluded[0])
-        pct = (lambda n: f"{100 * n / total:.1f} %") if total else (lambda n: "-")
+        lab, _, either = (int(v) for v in self.excluded[0])
+        pct = lambda n: percent(n, total)  # noqa: E731
         lines = [f"scored: {pct(scored)} of the scene ({scored:,} of {total:,} px)"]
-        parts = []
+        parts = []  # disjoint reasons that add up to the excluded pixels
         if lab:
             parts.append(f"label nodata {pct(lab)}")
-        if ref:
+        if either - lab:
             missing = "reference nodata or not covered by the reference" if self._partial_reference() else "reference nodata"
-            parts.append(f"{missing} {pct(ref)}")
-        if self.regions is not None:
-            parts.append(f"outside every region {pct(self.outside_regions_px)} (still in ALL)")
+            parts.append(f"{missing} (labels valid) {pct(either - lab)}")
         if parts:
-            lines.append("excluded: " + "; ".join(parts))
+            lines.append(f"excluded: {pct(either)} of the scene ({either:,} px): " + "; ".join(parts))
+        if self.regions is not None:
+            lines.append(f"outside every region: {pct(self.outside_regions_px)} of the scene (still scored in ALL)")
         if total and scored / total < LOW_SCORED_SHARE:
             hint = (
                 " (give the vector reference a background class if uncovered pixels have one)"
