@@ -269,10 +269,18 @@ TRUE_COLOUR_NAMES = (("RED", "GREEN", "BLUE"), ("B04", "B03", "B02"), ("SR_B4", 
 
 
 def true_colour_bands(src: Any) -> list[int]:
-    """The (red, green, blue) band indexes of an open rasterio dataset: by band description, then
-    colour interpretation; bands 1-3 when neither says, band 1 as grey for fewer than three bands."""
+    """The (red, green, blue) band indexes of an open rasterio dataset: by the role each band's
+    description spells (:mod:`geoseg.io.bandroles`, sensor band numbers through the file name's
+    sensor), by known band names, then colour interpretation; bands 1-3 when none says, band 1 as
+    grey for fewer than three bands."""
     from rasterio.enums import ColorInterp
 
+    from geoseg.io.bandroles import role_from_name, sensor_hint
+
+    sensor = sensor_hint([str(src.name)])
+    roles = [role_from_name(d, sensor)[0] for d in src.descriptions]
+    if all(r in roles for r in ("red", "green", "blue")):
+        return [roles.index(r) + 1 for r in ("red", "green", "blue")]
     desc = [(d or "").upper() for d in src.descriptions]
     for names in TRUE_COLOUR_NAMES:
         if all(n in desc for n in names):
