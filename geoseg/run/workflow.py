@@ -338,7 +338,18 @@ def _run_stages(
 
                 add_objects_to_report(outputs["report"], outputs["objects"])
 
+    outputs["stac"] = write_stac_item(job, out, store, outputs)
     return RunResult(out, outputs, times, counts, summary, info, extra)
+
+
+def write_stac_item(job: JobSpec, out: Path, store: Path | str, outputs: dict[str, Any]) -> Path:
+    """``item.json``: a STAC Item of the run's outputs (written last, so its checksums are final)."""
+    from geoseg.io.labelstore import read_label_info
+    from geoseg.io.stacout import write_run_item
+
+    described = {**outputs, "run": out / runrecord.RUN_FILE}  # run.json is rewritten at the end: no checksum
+    return write_run_item(out, described, item_id=job.name, labels=read_label_info(store),
+                          properties={"geoseg:method": job.method.kind})
 
 
 def apply_evaluation_legend(store: Path | str, evaluation: Any) -> None:
