@@ -198,6 +198,32 @@ class ExportConfig(_Strict):
     resampling: Literal["mode", "nearest"] = "mode"
 
 
+class ChipsConfig(_Strict):
+    """Chips: a folder of image/mask files without georeference (PNG, JPEG, TIFF), run one by one.
+
+    Each chip becomes a pixel grid on a local CRS with the declared pixel size (its outputs say so);
+    its mask is its reference, and the chips are also scored together. ``images``/``masks`` (folders)
+    and ``image_suffix``/``mask_suffix`` describe the layout (:mod:`geoseg.methods.training.chips`);
+    ``split`` files name the chips of each part, ``use`` says which part to run.
+    """
+
+    folder: Path
+    pixel_size_m: float = Field(gt=0)
+    images: str | None = None
+    masks: str | None = None
+    image_suffix: str = ""
+    mask_suffix: str | None = None
+    colors: dict[str, int] | None = None
+    split: dict[Literal["train", "val", "test"], Path] | None = None
+    use: Literal["all", "train", "val", "test"] = "all"
+
+    @model_validator(mode="after")
+    def _part_named(self) -> ChipsConfig:
+        if self.use != "all" and self.use not in (self.split or {}):
+            raise ValueError(f"use: {self.use} needs a split file for it (split: {{{self.use}: FILE}})")
+        return self
+
+
 class MonitorConfig(_Strict):
     """Scheduled monitoring: how a scene's period (date) is read from its file name."""
 
@@ -286,7 +312,9 @@ class JobSpec(_Strict):
 
     version: Literal[1] = 1
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,80}$")
-    inputs: list[str | InputConfig] = Field(min_length=1)
+    inputs: list[str | InputConfig] = Field(default_factory=list)
+    #: Chips instead of inputs: a folder of non-georeferenced images with their masks (ChipsConfig).
+    chips: ChipsConfig | None = None
     grid: GridConfig | None = None
     masks: list[MaskConfig] = Field(default_factory=list)
     output: Path | str  # a str only for an fsspec URL (s3://bucket/prefix), see geoseg.io.storage
@@ -310,6 +338,16 @@ class JobSpec(_Strict):
         if len(set(ids)) != len(ids):
             raise ValueError(f"class ids must be unique, got {ids}")
         return v
+
+    @model_validator(mode="after")
+    def _inputs_or_chips(self) -> JobSpec:
+        if bool(self.inputs) == (self.chips is not None):
+            raise ValueError("give inputs (georeferenced images) or chips (a folder of image/mask chips), one of them")
+        if self.chips is not None and self.reference is not None:
+            raise ValueError("chips are scored against their own masks; leave reference out")
+        if self.chips is not None and self.regions is not None:
+            raise ValueError("chips have no place on Earth: regions do not apply to them")
+        return self
 
     @field_validator("output", mode="before")
     @classmethod
@@ -361,6 +399,9 @@ class JobSpec(_Strict):
             update["reference"] = self.reference.model_copy(update={"path": fix(self.reference.path)})
         if self.regions and self.regions.path:
             update["regions"] = self.regions.model_copy(update={"path": fix(self.regions.path)})
+        if self.chips is not None:
+            split = {k: fix(v) for k, v in (self.chips.split or {}).items()} or None
+            update["chips"] = self.chips.model_copy(update={"folder": fix(self.chips.folder), "split": split})
         return self.model_copy(update=update)
 
 

@@ -167,6 +167,10 @@ def run_job(
     job: JobSpec, scheduler: str | None = None, show_progress: bool = True, client=None  # noqa: ANN001
 ) -> RunResult:
     """Run a validated job end to end. ``client`` reuses an existing Dask client (notebooks, tests)."""
+    if job.chips is not None:  # a folder of non-georeferenced chips: one pixel grid each, scored together
+        from geoseg.run.chiprun import run_chips_job
+
+        return run_chips_job(job, scheduler=scheduler, show_progress=show_progress, client=client)
     remote = storage.RemoteOutput.of(job.output)  # object storage: small files built on local scratch
     out = remote.scratch if remote else Path(job.output)
     scene = open_scene(job.inputs, allow_gdal_virtual=job.allow_gdal_virtual, grid=job.grid, masks=job.masks)
