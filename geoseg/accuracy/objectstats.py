@@ -296,10 +296,14 @@ def run_objects_for_job(job: Any, grid: Any, store: Path, out: Path, client: Any
 
     cfg, regions, reference, reg = job.objects, job.regions, None, None
     if job.reference is not None:
+        ref = job.reference  # opened as the evaluation opens it: a field, a value for every polygon, a background
         reference, reg = open_evaluation_inputs(
-            str(job.reference.path), grid, reference_field=job.reference.field,
+            str(ref.path), grid, reference_field=ref.field, reference_value=ref.value,
+            reference_background=ref.background, reference_values=ref.values,
+            class_names={c.id: c.name for c in job.classes} if job.classes else None,
             regions=str(regions.path) if regions and regions.path else None,
             region_field=regions.field if regions else None, grid_cell_m=regions.grid_cell_m if regions else None,
+            merge_duplicates=bool(regions and regions.merge_duplicates),
         )
     elif regions is not None and regions.path is not None:
         reg = open_regions(str(regions.path), regions.field, grid)
