@@ -29,7 +29,8 @@ def _setup_logging(verbose: int, quiet: bool = False) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # distributed configures its own loggers when first imported (later, lazily): tell it via config,
     # through the environment while Dask is not imported (commands without a cluster never import it)
-    distributed_level = "info" if verbose >= 2 else "warning"
+    # -q: errors only (the nanny's "still alive after 4.0 seconds, killing" at shutdown is a warning)
+    distributed_level = "info" if verbose >= 2 else "error" if quiet and not verbose else "warning"
     if "dask" in sys.modules:
         import dask
 
@@ -60,9 +61,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     from geoseg.run.workflow import run_job
 
     job = _with_connect_timeout(load_job(args.job), args.connect_timeout)
-    result = run_job(job, scheduler=args.scheduler, show_progress=not args.quiet)
-    print_result(result, quiet=args.quiet)
+    result = run_job(job, scheduler=args.scheduler, show_progress=not (args.quiet or args.json))
+    if args.json:  # one JSON document on stdout, for scripts
+        import json
+
+        print(json.dumps(result_summary(result), indent=1))
+    else:
+        print_result(result, quiet=args.quiet)
     return 0
+
+
+def result_summary(result) -> dict:  # noqa: ANN001 - a RunResult
+    """What ``geoseg run --json`` prints: outputs, stage times, label counts and the scene's scores."""
+    summary: dict = {
+        "output_dir": str(result.output_dir),
+        "outputs": {k: str(v) for k, v in result.outputs.items()},
+        "stage_seconds": dict(result.stage_seconds),
+        "label_counts": {str(k): int(v) for k, v in result.label_counts.items()},
+    }
+    df = result.metrics_summary
+    if df is not None:
+        table = df.reset_index()
+        summary["classes"] = [{k: (None if v != v else v) for k, v in row.items()}  # NaN -> null
+                              for row in table.astype(object).to_dict("records")]  # fmt: skip
+        summary["coverage"] = list(df.attrs.get("coverage", []) or [])
+    return summary
 
 
 def _with_connect_timeout(job, seconds: float | None):
@@ -319,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (default: start a local one)")
     s.add_argument("--connect-timeout", type=float, default=None,
                    help="seconds to wait for --scheduler to answer (default 10, or the job's cluster.connect_timeout)")
+    s.add_argument("--json", action="store_true",
+                   help="print one JSON summary (outputs, stage times, label counts, per-class scores) instead of tables")
     s.set_defaults(func=cmd_run)
 
     s = add_parser("train", help="train a DeepLabV3+ checkpoint from a training job file (YAML)")
