@@ -173,7 +173,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             region_field=args.region_field, grid_cell_m=args.grid_cell_m, mapping=args.mapping,
             class_names=_parse_class_names(args.class_names), client=client,
             reference_value=args.reference_value, reference_background=args.background,
-            merge_duplicates=args.merge_duplicates,
+            merge_duplicates=args.merge_duplicates, show_progress=not args.quiet,
         )
     written = write_outputs(evaluation, args.out, preview=args.image or None)
     if not args.quiet:

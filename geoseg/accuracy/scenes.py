@@ -50,6 +50,7 @@ def evaluate_scenes(
     class_names: Mapping[int, str] | None = None,
     class_colors: Mapping[int, str] | None = None,
     names: Sequence[str] | None = None,
+    show_progress: bool = False,
     **options: Any,
 ) -> Evaluation:
     """Evaluate several label rasters, each against its reference (or all against one).
@@ -84,7 +85,8 @@ def evaluate_scenes(
         if first is not None and reg is not None and tuple(reg.ids) != tuple(first.ids):
             raise InputError("the regions layer gives other region ids for another scene; use one regions layer for all")
         chunks = info.chunk_grid
-        totals.append(_reduce(_Plan(str(info.path), info.nodata, chunks, ref, reg), list(chunks.windows()), client))
+        totals.append(_reduce(_Plan(str(info.path), info.nodata, chunks, ref, reg), list(chunks.windows()), client,
+                              show_progress=show_progress))
         infos.append(info)
         opened.append((ref, reg))
     legend = tuple({c.id: c for info in reversed(infos) for c in info.legend}.values())

@@ -303,7 +303,7 @@ def _run_stages(
             mapping = job.evaluate.mapping or ("hungarian" if isinstance(method, KMeansConfig) else "identity")
             regions = job.regions
             evaluation = evaluate(store, str(job.reference.path), mapping=mapping, client=client,
-                                  **evaluation_options(job))
+                                  show_progress=show_progress, **evaluation_options(job))
             written = write_outputs(
                 evaluation, out,
                 regions_path=str(regions.path) if regions and regions.path else None,
