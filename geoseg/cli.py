@@ -348,6 +348,31 @@ def _print_paths(paths: dict[str, Path]) -> None:
 
 # --------------------------------------------------------------------------- parser
 
+class _ExampleFormatter(argparse.HelpFormatter):
+    """Descriptions wrapped as usual; the ``example:`` epilog kept line by line (commands must not wrap)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example:"):
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
+
+#: An example per subcommand, shown at the end of its ``--help``.
+EXAMPLES: dict[str, list[str]] = {
+    "demo": ["geoseg demo --out geoseg-demo --size 1024"],
+    "synth": ["geoseg synth landcover --out data --width 1024 --products tiles,bands"],
+    "run": ["geoseg run workflows/landcover-kmeans.yaml", "geoseg -q run job.yaml --json > summary.json"],
+    "train": ["geoseg train workflows/landcover-deeplab-train.yaml"],
+    "monitor": ["geoseg monitor monitor.yaml --scheduler tcp://scheduler:8786"],
+    "change": ["geoseg change out/2026-06-01/labels.zarr out/2026-07-15/labels.zarr --out change --regions fields.gpkg"],
+    "evaluate": ["geoseg evaluate out/labels.zarr data/reference.tif --regions data/regions.gpkg --out eval",
+                 "geoseg evaluate a/labels.zarr b/labels.zarr --reference a.tif --reference b.tif --out pooled"],
+    "vectorize": ["geoseg vectorize out/labels.zarr out/polygons.gpkg --min-mapping-unit 4 --skip 0"],
+    "export": ["geoseg export out/labels.zarr --cog out/labels.tif --overviews 2,4,8"],
+    "verify": ["geoseg verify out"],
+    "instances": ["geoseg instances out/labels.zarr --classes 2 --out out/inst --reference crowns.gpkg --reference-value 2"],
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="geoseg", description=__doc__.splitlines()[0])
@@ -364,6 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add = sub.add_parser
 
     def add_parser(name: str, **kw):
+        # every subcommand's --help: what it does (its one-line help unless it says more) and an example
+        kw.setdefault("description", kw.get("help", "").capitalize() + ".")
+        if name in EXAMPLES:
+            kw.setdefault("epilog", "example:\n  " + "\n  ".join(EXAMPLES[name]))
+            kw.setdefault("formatter_class", _ExampleFormatter)
         return _add(name, parents=[common], **kw)
 
     s = add_parser("demo", help="generate a sample scene and run the land-cover k-means job on a local cluster")
