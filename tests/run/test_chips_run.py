@@ -72,6 +72,10 @@ def _check_scored(out: Path, truth: dict[str, np.ndarray]) -> None:
     report = (out / "report.html").read_text()
     assert "without georeference" in report and "different pixel sizes" not in report
     assert pd.read_csv(out / "scenes.csv").scene.tolist() == [*names, "ALL (pooled)"]
+    from geoseg.run.verify import verify_run
+
+    checked = verify_run(out)  # geoseg verify checks every chip's run
+    assert checked.problems == () and len(checked.stores) == len(names)
     for name in names:  # every chip is a complete run of its own, on its pixel grid
         item = json.loads((out / "chips" / name / "item.json").read_text())
         assert item["geometry"] is None and item["properties"]["proj:shape"] == [64, 64]
