@@ -171,13 +171,16 @@ class VectorizeConfig(_Strict):
 
 
 class ObjectsConfig(_Strict):
-    """Objects: 4-connected regions of ``classes`` (label ids), counted per region in ``objects.csv``.
+    """Objects: 4-connected regions of ``classes``, counted per region in ``objects.csv``.
+
+    A class is a label id, or a class name: every label the legend gives that name (after an
+    evaluation, the class it was mapped to), so two k-means clusters mapped to "tree" are one class.
 
     ``instance_raster`` also writes ``instances.zarr`` (uint32 object ids, 0 = none). With a reference,
     ``reference_classes[i]`` (default: the same ids) is the reference class scored against ``classes[i]``.
     """
 
-    classes: list[int] = Field(min_length=1, max_length=64)
+    classes: list[int | str] = Field(min_length=1, max_length=64)
     instance_raster: bool = False
     reference_classes: list[int] | None = None
 
