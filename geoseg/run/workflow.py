@@ -66,12 +66,12 @@ def job_identity(job: JobSpec, scene: Scene, extra: str = "") -> str:
     checksum (cached, geoseg.io.checksum) catches inputs rewritten with the same size and mtime.
     Cluster settings and the output folder do not change results and are left out.
     """
-    from geoseg.io.checksum import content_digest
+    from geoseg.io.checksum import content_digests
 
     inputs = []
-    for p in scene.paths:
+    for p, digest in zip(scene.paths, content_digests(scene.paths)):
         st = Path(p).stat() if Path(p).exists() else None
-        inputs.append([p, st.st_size if st else None, content_digest(p)])
+        inputs.append([p, st.st_size if st else None, digest])
     payload = {
         "inputs": inputs,
         "chunk": job.chunk_size,
