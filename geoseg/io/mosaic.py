@@ -155,7 +155,7 @@ def read_layer(layer: Layer, grid: GeoGrid, window: Window) -> tuple[np.ndarray,
     ahead by a few threads (:func:`_read_ahead`) and composed in the same order.
     """
     meeting = layer.meeting(window)
-    if len(meeting) > 1:
+    if len(layer.sources) > 1:  # tiles of one folder, even when one meets the window
         with many_files_env():
             return _compose(layer, meeting, grid, window)
     return _compose(layer, meeting, grid, window)
