@@ -524,10 +524,13 @@ class UniqueKeyLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: the base class says so
                 continue
             if first is not key_node:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice (first on line {first.start_mark.line + 1}); "
-                    "keep one", key_node.start_mark)
+                raise DuplicateKeyError(f"key {key!r} is given twice (lines {first.start_mark.line + 1} and "
+                                        f"{key_node.start_mark.line + 1}); keep one")
         return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(Exception):
+    """A mapping of a YAML document gives one key twice (the message says which and where)."""
 
 
 def load_yaml_text(text: str, where: Path | str = "job") -> Any:
@@ -542,6 +545,8 @@ def load_yaml_text(text: str, where: Path | str = "job") -> Any:
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise JobSpecError(f"{where} is not valid YAML: {exc}") from exc
+    except DuplicateKeyError as exc:
+        raise JobSpecError(f"{where}: {exc}") from None
     except RecursionError:
         raise JobSpecError(f"{where}: YAML nested too deeply") from None
     finally:
