@@ -256,7 +256,10 @@ def check_handshake(scheduler: str, timeout: float) -> None:
 
 
 def _tcp_speaks_first(scheduler: str, timeout: float) -> None:
-    """Connect to a ``tcp://`` scheduler and wait for the first bytes of its handshake (it writes first)."""
+    """Connect to a ``tcp://`` scheduler and wait for the first bytes of its handshake (it writes first).
+
+    A refused connection is retried until the timeout, as Dask does (a scheduler may still be starting).
+    """
     import socket
     import time
 
@@ -264,18 +267,23 @@ def _tcp_speaks_first(scheduler: str, timeout: float) -> None:
     if not host:
         host, port = port, "8786"  # Dask's default scheduler port
     deadline = time.monotonic() + timeout
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
-            sock.settimeout(max(deadline - time.monotonic(), 0.01))
-            try:
-                first = sock.recv(1)
-            except TimeoutError:
-                first = None
-    except (OSError, ValueError) as exc:
-        raise ClusterError(
-            f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s "
-            f"({type(exc).__name__}); is it running, is the address right? (--connect-timeout waits longer)"
-        ) from exc
+    while True:
+        try:
+            sock = socket.create_connection((host.strip("[]"), int(port)), timeout=max(deadline - time.monotonic(), 0.01))
+            break
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, ValueError) or time.monotonic() + 0.2 > deadline:
+                raise ClusterError(
+                    f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s "
+                    f"({type(exc).__name__}); is it running, is the address right? (--connect-timeout waits longer)"
+                ) from exc
+            time.sleep(0.2)
+    with sock:
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            first: bytes | None = sock.recv(1)
+        except OSError:  # timed out, or reset
+            first = None
     if not first:
         raise ClusterError(
             f"the Dask scheduler at {scheduler} did not complete the handshake within {timeout:g} s "
