@@ -28,6 +28,7 @@ from geoseg.errors import InputError
 from geoseg.geo import GeoGrid, Window
 from geoseg.io.masks import QARule
 from geoseg.io.sources import Source, describe_source, read_source
+from geoseg.io.units import apply_scaling
 
 #: Threads reading tile headers on the client (opening a file is mostly waiting on the file system).
 HEADER_THREADS = 8
@@ -176,6 +177,8 @@ def _compose(layer: Layer, meeting: list[Source], grid: GeoGrid, window: Window)
         if sub is None or got is None:
             continue
         data, valid, (rows, cols) = got
+        if src.scales:  # stored numbers to physical values, per file (items of a collection may differ)
+            data = apply_scaling(data, src.scales, src.offsets)
         dr, dc = sub.row_off - window.row_off, sub.col_off - window.col_off
         rows, cols = slice(rows.start + dr, rows.stop + dr), slice(cols.start + dc, cols.stop + dc)
         if out is None and data.shape[1:] == (h, w) and (len(meeting) == 1 or valid.all()):
