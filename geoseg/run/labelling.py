@@ -56,7 +56,32 @@ CONFIDENCE_ATTRS: dict[str, Any] = {
 
 
 #: Below this fraction of the asked k-means sample a warning says how many pixels were drawn.
-SAMPLE_SHORT_WARNING = 0.9
+SAMPLE_SHORT_WARNING = 0.5
+
+
+def sample_shortfall(drawn: int, asked: int, total_px: int) -> str | None:
+    """The warning for a k-means sample well short of the one asked, or ``None`` when it is not.
+
+    Every valid pixel is drawn at the rate ``asked / total_px``, so a scene 17 % nodata draws 83 %
+    of the sample asked: nothing to warn about while there are valid pixels enough. The warning
+    comes when under half the sample was drawn, and says what is true: the valid share of the
+    scene it implies, and whether the scene has fewer valid pixels than the sample asked.
+
+    >>> sample_shortfall(41741, 50000, 3_800_000) is None
+    True
+    >>> print(sample_shortfall(6700, 20000, 40000))  # doctest: +NORMALIZE_WHITESPACE
+    k-means sample: 6700 of the 20000 pixels asked were drawn: about 34 % of the scene is valid
+    (nodata, NaN or masks cover the rest), about 13,400 pixels, fewer than the sample asked
+    """
+    if asked <= 0 or drawn >= SAMPLE_SHORT_WARNING * asked:
+        return None
+    valid_share = drawn / asked  # drawn ≈ valid × asked / total
+    valid = round(valid_share * total_px, -2)
+    few = ", fewer than the sample asked" if valid < asked else ""
+    return (
+        f"k-means sample: {drawn} of the {asked} pixels asked were drawn: about {100 * valid_share:.0f} % of the scene "
+        f"is valid (nodata, NaN or masks cover the rest), about {valid:,.0f} pixels{few}"
+    )
 
 
 def sample_task(scene: Scene, feats: ResolvedFeatures, window: Window, rate: float, seed: int) -> np.ndarray:
@@ -197,8 +222,8 @@ def fit_kmeans_on_cluster(
     The sample parts go from the sampling tasks to the fit task worker to worker; the fit
     starts when the last part is drawn, and only the model (a few numbers) reaches the client.
 
-    ``drawn`` receives ``{"drawn": n, "asked": m}``; a sample under 90 % of the asked size
-    (a scene with much nodata) is also a warning.
+    ``drawn`` receives ``{"drawn": n, "asked": m}``; a sample under half the asked size
+    (a scene mostly nodata) is also a warning (:func:`sample_shortfall`).
 
     With ``cfg.model`` (a ``model.json`` of an earlier run) the fit is skipped and that model reused.
     """
@@ -230,11 +255,12 @@ def fit_kmeans_on_cluster(
         client.run(warm_in_background, (), warm, workers=others, on_error="ignore")  # a lost worker: no reason to stop
     model, n_drawn = client.gather(fit)  # no bar: one task, a second or so
     asked = min(cfg.sample_size, grid.height * grid.width)
-    if n_drawn < SAMPLE_SHORT_WARNING * asked:
-        log.warning(
-            "k-means sample: %d of the %d pixels asked were drawn (%.0f %%); the scene has fewer valid pixels "
-            "than its size suggests (nodata, NaN or masks)", n_drawn, asked, 100 * n_drawn / asked,
-        )
+    message = sample_shortfall(n_drawn, asked, grid.height * grid.width)
+    if message:
+        log.warning("%s", message)
+    elif n_drawn < asked:
+        log.info("k-means sample: %d of the %d pixels asked were drawn (every valid pixel draws at the same rate)",
+                 n_drawn, asked)
     if drawn is not None:
         drawn.update(drawn=int(n_drawn), asked=int(asked))
     return model, feats

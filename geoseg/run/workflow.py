@@ -335,7 +335,7 @@ def _run_stages(
             outputs.update(written)
             summary = evaluation.summary()
             extra["mapping"] = {str(k): v for k, v in evaluation.mapping.items()}
-            apply_evaluation_legend(store, evaluation)
+            apply_evaluation_legend(store, evaluation, client, show_progress)
 
     if job.export.cog or job.export.overviews:
         from geoseg.io.export import build_overviews, export_cog
@@ -373,15 +373,22 @@ def _run_stages(
     return RunResult(out, outputs, times, counts, summary, info, extra)
 
 
-def apply_evaluation_legend(store: Path | str, evaluation: Any) -> None:
-    """One legend everywhere: the labels take the names and colours of the classes they were
-    mapped to (job ``classes`` first, then the reference's colour table, then a palette), so
-    the COG, polygons.gpkg and the report agree; cluster ids stay in class_mapping.csv.
-    Export and vectorize run after this, from the store."""
-    from geoseg.io.labelstore import read_label_info, set_legend
+def apply_evaluation_legend(store: Path | str, evaluation: Any, client=None, show_progress: bool = False) -> None:  # noqa: ANN001
+    """One id, one legend everywhere: once the labels are mapped to classes (k-means clusters), the
+    store's values become the class ids of metrics.csv and the report, named and coloured as there
+    (:func:`geoseg.accuracy.mapping.output_ids`; the clusters stay in ``labels.zarr/method_labels``
+    and class_mapping.csv). Export and vectorize run after this, from the store."""
+    from geoseg.accuracy.mapping import output_lut
+    from geoseg.io.labelstore import read_label_info, remap_labels
 
     legend = evaluation.output_legend(read_label_info(store).legend)
-    set_legend(store, legend)
+    ids = evaluation.output_ids()
+    if all(k == v for k, v in ids.items()):
+        from geoseg.io.labelstore import set_legend
+
+        set_legend(store, legend)
+    else:
+        remap_labels(store, output_lut(ids), legend, client=client, show_progress=show_progress)
     log.info("legend of %s: %s", store, ", ".join(f"{c.id}={c.name}" for c in legend))
 
 
