@@ -19,12 +19,12 @@ Default size 8000 x 8000 (64 Mpx), chosen for the 2-core development VM; ``--siz
 
 ``--tiles N`` (e.g. 10000) measures something else, side by side: a mosaic of N tiles of 16 x 16 px
 given to ``geoseg run`` as one glob (k-means, no vectorising; the whole command, process start
-included) against GDAL mosaicking the same tiles (``gdalbuildvrt`` then ``gdal_translate``), in
-``--repeat`` interleaved rounds. GDAL's command-line tools must be installed (Debian/Ubuntu:
-``apt-get install -y gdal-bin``).
+included; ``--chunk`` is the job's ``chunk_size``) against GDAL mosaicking the same tiles
+(``gdalbuildvrt`` then ``gdal_translate``), in ``--repeat`` interleaved rounds. GDAL's command-line
+tools must be installed (Debian/Ubuntu: ``apt-get install -y gdal-bin``).
 
 Usage:  .venv/bin/python benchmarks/bench_inputs.py [--size 8000] [--chunk 2048] [--many 20] [--data DIR]
-        .venv/bin/python benchmarks/bench_inputs.py --tiles 10000 [--repeat 2] [--data DIR]
+        .venv/bin/python benchmarks/bench_inputs.py --tiles 10000 [--chunk 2048] [--repeat 2] [--data DIR]
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def _timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - t0
 
 
-def run_tiles(n_tiles: int, data: Path, repeat: int) -> dict:
+def run_tiles(n_tiles: int, data: Path, repeat: int, chunk: int = 2048) -> dict:
     """geoseg's run on a glob of small tiles against GDAL's buildvrt + translate of them, interleaved."""
     import glob
     import shutil
@@ -206,7 +206,7 @@ def run_tiles(n_tiles: int, data: Path, repeat: int) -> dict:
     files = sorted(glob.glob(str(tiles / "tile_*.tif")))
     job = root / "job.yaml"
     job.write_text(yaml.safe_dump({
-        "name": "tiles", "inputs": [str(tiles / "tile_*.tif")], "output": str(root / "out"),
+        "name": "tiles", "inputs": [str(tiles / "tile_*.tif")], "output": str(root / "out"), "chunk_size": chunk,
         "vectorize": {"enabled": False},
         "cluster": {"n_workers": 2, "threads_per_worker": 1, "memory_limit": "2GiB", "dashboard": False}}))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -226,7 +226,7 @@ def run_tiles(n_tiles: int, data: Path, repeat: int) -> dict:
         out["ratio"].append(round(ours / (vrt + tif), 2))
         print(json.dumps({k: v[-1] for k, v in out.items()}), flush=True)
     stages = json.loads((root / "out" / "run.json").read_text())["stage_seconds"]
-    return {"tiles": n_tiles, "tile_px": 16, "scene_px": [16 * int(n_tiles ** 0.5)] * 2, **out,
+    return {"tiles": n_tiles, "tile_px": 16, "scene_px": [16 * int(n_tiles ** 0.5)] * 2, "chunk_size": chunk, **out,
             "last_geoseg_stages_s": stages}
 
 
@@ -243,7 +243,8 @@ def main() -> None:
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(),
                "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "load_avg": os.getloadavg()}
     if args.tiles:
-        print(json.dumps({"machine": machine, "results": run_tiles(args.tiles, args.data, args.repeat)}, indent=1))
+        res = run_tiles(args.tiles, args.data, args.repeat, args.chunk)
+        print(json.dumps({"machine": machine, "results": res}, indent=1))
         return
     res = run(args.size, args.chunk, args.many, args.data, args.repeat)
     doc = {"machine": machine, "size": args.size, "chunk": args.chunk, "results": res}
