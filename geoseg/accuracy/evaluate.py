@@ -35,6 +35,7 @@ Conventions (documented once, used everywhere):
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -109,17 +110,35 @@ def _sum_counts(parts: list[ChunkCounts]) -> ChunkCounts:
     return merge_counts(parts)
 
 
-def _reduce(plan: _Plan, windows: Sequence[Window], client: Any = None, fan_in: int = 16) -> ChunkCounts:
-    """Count every window as a Dask task and tree-sum the results (on ``client`` if given)."""
+def _reduce(plan: _Plan, windows: Sequence[Window], client: Any = None, fan_in: int = 16,
+            show_progress: bool = False) -> ChunkCounts:
+    """Count every window as a Dask task and tree-sum the results (on ``client`` if given).
+
+    ``show_progress``: a bar of the window counts on stderr when it is a terminal (the longest stage
+    of many runs had none)."""
     import dask
     from dask import delayed
+
+    from geoseg.progress import wants_bar
 
     plan_d = delayed(plan, pure=True)
     parts = [delayed(count_window, pure=True)(plan_d, w) for w in windows]
     while len(parts) > 1:
         parts = [delayed(_sum_counts, pure=True)(parts[i : i + fan_in]) for i in range(0, len(parts), fan_in)]
+    bar = wants_bar(show_progress)
     if client is not None:
-        return client.compute(parts[0]).result()
+        future = client.compute(parts[0])
+        if bar:
+            from distributed import progress
+
+            print("evaluating:", file=sys.stderr)
+            progress(future)
+        return future.result()
+    if bar:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(out=sys.stderr):
+            return dask.compute(parts[0])[0]
     return dask.compute(parts[0])[0]
 
 
@@ -391,6 +410,7 @@ def evaluate(
     reference_values: Mapping[str, int] | None = None,
     merge_duplicates: bool = False,
     repair_invalid: bool = True,
+    show_progress: bool = False,
 ) -> Evaluation:
     """Compare a label store with a reference map, per region, as one Dask reduction.
 
@@ -404,6 +424,7 @@ def evaluate(
     or ``grid_cell_m`` for square cells; neither = whole scene only.
     ``client``: a ``distributed.Client``; without one Dask's default scheduler runs the tasks.
     ``class_names`` names reference classes the reference itself does not name.
+    ``show_progress``: a progress bar of the counted chunks on stderr (a terminal only).
     Several label rasters (a list), with one reference each or one for all: pooled figures, and
     each scene's in ``Evaluation.scenes`` (:func:`geoseg.accuracy.scenes.evaluate_scenes`).
     """
@@ -415,6 +436,7 @@ def evaluate(
             reference_field=reference_field, regions=regions, region_field=region_field, grid_cell_m=grid_cell_m,
             reference_value=reference_value, reference_background=reference_background,
             reference_values=reference_values, merge_duplicates=merge_duplicates, repair_invalid=repair_invalid,
+            show_progress=show_progress,
         )
     if not isinstance(reference, (str, Path)):
         raise InputError("several references need several label rasters (a list of labels, one reference each)")
@@ -427,7 +449,7 @@ def evaluate(
     )
     chunks = info.chunk_grid
     plan = _Plan(str(info.path), info.nodata, chunks, ref, reg)
-    total = _reduce(plan, list(chunks.windows()), client)
+    total = _reduce(plan, list(chunks.windows()), client, show_progress=show_progress)
     return build_evaluation(
         total,
         legend=info.legend,

@@ -9,6 +9,7 @@ clusters) is resolved once on the pooled matrix and applied to every scene alike
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -49,6 +50,7 @@ def evaluate_scenes(
     class_names: Mapping[int, str] | None = None,
     class_colors: Mapping[int, str] | None = None,
     names: Sequence[str] | None = None,
+    show_progress: bool = False,
     **options: Any,
 ) -> Evaluation:
     """Evaluate several label rasters, each against its reference (or all against one).
@@ -83,7 +85,8 @@ def evaluate_scenes(
         if first is not None and reg is not None and tuple(reg.ids) != tuple(first.ids):
             raise InputError("the regions layer gives other region ids for another scene; use one regions layer for all")
         chunks = info.chunk_grid
-        totals.append(_reduce(_Plan(str(info.path), info.nodata, chunks, ref, reg), list(chunks.windows()), client))
+        totals.append(_reduce(_Plan(str(info.path), info.nodata, chunks, ref, reg), list(chunks.windows()), client,
+                              show_progress=show_progress))
         infos.append(info)
         opened.append((ref, reg))
     legend = tuple({c.id: c for info in reversed(infos) for c in info.legend}.values())
@@ -91,7 +94,8 @@ def evaluate_scenes(
     pooled = build_evaluation(merge_counts(totals), reference=opened[0][0], regions=opened[0][1], mapping=mapping,
                               grid=infos[0].grid, labels_path=infos[0].path, legend=legend, class_names=class_names,
                               class_colors=class_colors)  # fmt: skip
-    areas = {round(float(i.grid.pixel_area_m2), 6) for i in infos}
+    areas = [float(i.grid.pixel_area_m2) for i in infos]
+    known = [a for a in areas if math.isfinite(a)]  # NaN: a CRS without a unit (NaN != NaN: not "different")
     per_scene = {}
     for name, total, info, (ref, reg) in zip(names, totals, infos, opened):
         ev = build_evaluation(total, reference=ref, regions=reg, mapping=dict(pooled.mapping), grid=info.grid,
@@ -99,8 +103,10 @@ def evaluate_scenes(
                               class_colors=class_colors)  # fmt: skip
         per_scene[name] = replace(ev, mapping_method=pooled.mapping_method)
     notes = [f"{len(names)} scenes pooled: {', '.join(names)}; class mapping resolved on the pooled counts"]
-    if len(areas) > 1:
+    if known and max(known) - min(known) > 1e-9 * max(known):
         notes.append("scenes have different pixel sizes: pooled area_m2 uses the first scene's pixel area; see scenes.csv")
+    elif len(known) < len(areas):
+        notes.append("some scenes' CRS has no unit: their pixel area is unknown, so pooled areas are left empty")
     seen = set()
     for ev in per_scene.values():
         for n in ev.notes:
