@@ -61,6 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from geoseg.run.workflow import run_job
 
     job = _with_connect_timeout(load_job(args.job), args.connect_timeout)
+    _check_scheduler(args.scheduler, job.cluster.connect_timeout)
     result = run_job(job, scheduler=args.scheduler, show_progress=not (args.quiet or args.json))
     if args.json:  # one JSON document on stdout, for scripts
         import json
@@ -95,13 +96,24 @@ def _with_connect_timeout(job, seconds: float | None):
     return job.model_copy(update={"cluster": job.cluster.model_copy(update={"connect_timeout": seconds})})
 
 
+def _check_scheduler(scheduler: str | None, timeout: float) -> None:
+    """A given scheduler must answer before anything else is done (a silent port is refused in seconds)."""
+    if scheduler:
+        from geoseg.run.cluster import check_handshake, check_tls_settings
+
+        check_tls_settings(scheduler)
+        check_handshake(scheduler, timeout)
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
     import json
 
     from geoseg.run.jobspec import load_job
     from geoseg.run.monitor import run_monitor
 
-    summary = run_monitor(_with_connect_timeout(load_job(args.job), args.connect_timeout), scheduler=args.scheduler)
+    job = _with_connect_timeout(load_job(args.job), args.connect_timeout)
+    _check_scheduler(args.scheduler, job.cluster.connect_timeout)
+    summary = run_monitor(job, scheduler=args.scheduler)
     print(json.dumps(summary.to_json(), indent=1))
     return summary.exit_code
 

@@ -44,7 +44,7 @@ from geoseg.io.bandroles import (
 from geoseg.io.entries import InputEntry, MaskEntry, as_input_entry, as_mask_entry
 from geoseg.io.fill import warn_border_fill
 from geoseg.io.masks import QARule
-from geoseg.io.mosaic import FootprintIndex, Layer, check_tiles_agree, read_layer
+from geoseg.io.mosaic import FootprintIndex, Layer, check_tiles_agree, describe_tiles, read_layer
 from geoseg.io.sources import MAX_SIDE, RESAMPLING, Source, describe_source, place
 from geoseg.io.stac import StacFile
 
@@ -113,7 +113,11 @@ class Scene:
             return self
         trimmed = self._index.subset(self.layers + self.masks, window)
         n = len(self.layers)
-        return replace(self, layers=trimmed[:n], masks=trimmed[n:])
+        # the scene's file list (for the run record and the resume key) stays here: a task's copy
+        # names only its own files, so its payload does not grow with the number of tiles
+        mine = [s for layer in trimmed for s in layer.sources]
+        return replace(self, layers=trimmed[:n], masks=trimmed[n:], paths=tuple(s.path for s in mine),
+                       sizes_bytes=tuple(s.size_bytes for s in mine))
 
     def __getstate__(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # the index stays on the client
@@ -191,7 +195,7 @@ def _layers_of_entry(entry: InputEntry, allow_gdal_virtual: bool) -> list[_RawLa
         for asset in stac_assets(entry.stac, entry.assets or ()):
             for f in asset.files:
                 check_virtual(f.href, allow_gdal_virtual)
-            sources = [describe_source(f.href) for f in asset.files]
+            sources = describe_tiles([f.href for f in asset.files])
             if asset.band and all(s.count == 1 for s in sources):
                 sources = [replace(s, descriptions=(asset.band,), described=(True,)) for s in sources]
             files: list[StacFile | None] = list(asset.files)
@@ -199,7 +203,7 @@ def _layers_of_entry(entry: InputEntry, allow_gdal_virtual: bool) -> list[_RawLa
             out.append(_RawLayer(asset.key, sources, entry, files, asset.key))
         return out
     paths = expand_inputs(list(entry.paths), allow_gdal_virtual)
-    sources = [_as_entry_says(entry, describe_source(p), None) for p in paths]
+    sources = [_as_entry_says(entry, s, None) for s in describe_tiles(paths)]
     one_grid = all(s.grid.same_as(sources[0].grid) for s in sources[1:])
     if entry.kind == "bands" or (entry.kind == "auto" and one_grid):
         return [_RawLayer(entry.name if entry.name and len(sources) == 1 else _stem_name([s.path]), [s], entry, [None])
@@ -363,7 +367,7 @@ def _mask_layer(entry: MaskEntry, grid: GeoGrid, allow_gdal_virtual: bool) -> La
         name = _stem_name(hrefs)
     for h in hrefs:
         check_virtual(h, allow_gdal_virtual)
-    sources = [place(describe_source(h, bands=(entry.band,)), grid) for h in hrefs]
+    sources = [place(s, grid) for s in describe_tiles(hrefs, lambda h: describe_source(h, bands=(entry.band,)))]
     check_tiles_agree(name, sources)
     rule.check(sources[0].dtype, f"mask {name!r} ({sources[0].path})")
     return Layer(name, tuple(sources), (), entry.resampling, role="mask", rule=rule)

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: Largest raster side we accept: beyond this a file's header is more likely corrupt than real.
 MAX_SIDE = 200_000
+#: Largest file block (strip or tile) GDAL must decompress whole to read any pixel of it: a compressed
+#: file of one huge strip (a few MB of deflated zeros declaring GBs) killed workers one after another.
+MAX_BLOCK_BYTES = 256 * 2**20
 #: Bounded retries for transient read errors (network file systems, object storage).
 READ_RETRIES = 3
 #: Source pixels read beyond a warped window on each side, for the resampling kernel.
@@ -144,6 +147,25 @@ def validate_dataset(path: str, ds: Any) -> None:
         raise InputError(f"{path} claims {ds.width}x{ds.height} pixels, beyond geoseg's limit of {MAX_SIDE} per side")
     if ds.count < 1:
         raise BandError(f"{path} has no bands")
+    complex_types = sorted({t for t in ds.dtypes if "complex" in t})
+    if complex_types:
+        raise InputError(
+            f"{path} holds complex values ({', '.join(complex_types)}); geoseg segments real values: make a real "
+            "raster first, e.g. the amplitude: gdal_calc.py -A in.tif --calc='absolute(A)' --type=Float32 "
+            "--outfile=amplitude.tif")
+    check_block_size(path, ds)
+
+
+def check_block_size(path: str, ds: Any) -> None:
+    """Refuse a file whose blocks decompress to more than :data:`MAX_BLOCK_BYTES` (read whole for any pixel)."""
+    by, bx = ds.block_shapes[0]
+    planes = 1 if ds.interleaving is not None and ds.interleaving.value == "BAND" else ds.count
+    block_bytes = by * bx * planes * max(np.dtype(t).itemsize for t in ds.dtypes)
+    if block_bytes > MAX_BLOCK_BYTES:
+        raise InputError(
+            f"{path} is stored in blocks of {bx} x {by} px ({block_bytes / 2**20:,.0f} MiB each decompressed, "
+            f"more than geoseg's limit of {MAX_BLOCK_BYTES // 2**20} MiB): any read unpacks a whole block; "
+            "re-tile it first (gdal_translate -co TILED=YES -co COMPRESS=DEFLATE in.tif out.tif)")
 
 
 def place(src: Source, grid: GeoGrid, tol: float = 1e-6) -> Source:

@@ -36,6 +36,9 @@ FORMAT_VERSION = 1
 _HEADER_KEY = "geoseg_checkpoint"
 #: Default tolerance of :func:`check_compatible` on the pixel size ratio.
 MAX_RESOLUTION_RATIO = 1.5
+#: Largest model tile a sidecar may declare: tiles, their blending window and class probabilities are held
+#: per batch (a sidecar saying 185,000 px asked for a 256 GiB window); models are trained at 256-1024.
+MAX_TILE_SIZE = 4096
 
 
 
@@ -109,8 +112,8 @@ class CheckpointMeta(BaseModel):
             raise ValueError("class ids must be unique")
         if any(not 0 <= c.id <= 254 for c in self.classes):
             raise ValueError("class ids must be in 0..254 (255 is the nodata label)")
-        if self.tile_size % 16 or self.tile_size < 32:
-            raise ValueError(f"tile_size must be a multiple of 16, at least 32, got {self.tile_size}")
+        if self.tile_size % 16 or not 32 <= self.tile_size <= MAX_TILE_SIZE:
+            raise ValueError(f"tile_size must be a multiple of 16 from 32 to {MAX_TILE_SIZE}, got {self.tile_size}")
         if not 0 <= self.tile_overlap < self.tile_size:
             raise ValueError(f"tile_overlap must be in [0, tile_size), got {self.tile_overlap}")
         check_tile_size(self.architecture, self.encoder_depth, self.encoder_output_stride, self.tile_size)

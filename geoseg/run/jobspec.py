@@ -8,14 +8,19 @@ ignored setting. Relative paths are taken from the job file's folder.
 from __future__ import annotations
 
 import itertools
+import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from geoseg.errors import JobKeyError, JobSpecError
+from geoseg.errors import GeosegError, JobKeyError, JobSpecError
 from geoseg.io.entries import InputEntry, MaskEntry
+
+#: Largest random seed (NumPy's legacy generators and most tools take 32-bit seeds).
+MAX_SEED = 2**32 - 1
 
 
 class _Strict(BaseModel):
@@ -33,7 +38,7 @@ class KMeansConfig(_Strict):
     kind: Literal["kmeans"] = "kmeans"
     n_clusters: int = Field(6, ge=2, le=250)
     sample_size: int = Field(200_000, ge=1_000, le=50_000_000)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     n_init: int = Field(4, ge=1, le=50)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     #: ``model.json`` of an earlier run: skip the fit and reuse its clusters (comparable ids over time).
@@ -89,7 +94,7 @@ class ThresholdConfig(_Strict):
     n_classes: int = Field(2, ge=2, le=16)
     bins: int = Field(256, ge=16, le=4096)
     sample_size: int = Field(200_000, ge=1_000, le=50_000_000)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     smoothing: SmoothingConfig | None = None
     classes: list[ClassSpec] | None = Field(None, max_length=17)
 
@@ -230,10 +235,66 @@ class ChipsConfig(_Strict):
 
 
 class MonitorConfig(_Strict):
-    """Scheduled monitoring: how a scene's period (date) is read from its file name."""
+    """Scheduled monitoring: how a scene's period (date) is read from its file name.
+
+    ``date_pattern``: a regular expression with three groups (year, month, day), named groups
+    ``year``, ``month``, ``day``, or one group of 8 digits read as ``YYYYMMDD``.
+    """
 
     date_pattern: str = r"(\d{4})-?(\d{2})-?(\d{2})"
     reuse_kmeans_model: bool = True
+
+    @field_validator("date_pattern")
+    @classmethod
+    def _date_groups(cls, v: str) -> str:
+        try:
+            check_date_pattern(v)
+        except GeosegError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+
+def check_date_pattern(pattern: str) -> re.Pattern[str]:
+    """The compiled ``monitor.date_pattern``; ``JobSpecError`` unless its groups give a date.
+
+    >>> check_date_pattern(r"scene_(\\d{8})").groups
+    1
+    """
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise JobSpecError(f"date_pattern {pattern!r} is not a regular expression: {exc}") from None
+    named = {"year", "month", "day"} <= set(rx.groupindex)
+    if not (named or rx.groups in (1, 3)):
+        raise JobSpecError(
+            f"date_pattern {pattern!r} has {rx.groups} group(s); give three groups (year, month, day), "
+            r"named groups (?P<year>...)(?P<month>...)(?P<day>...), or one group of 8 digits YYYYMMDD")
+    return rx
+
+
+def match_date(pattern: str, text: str) -> date | None:
+    """The date ``pattern`` finds in ``text`` (see :func:`check_date_pattern`), or None.
+
+    >>> match_date(r"scene_(\\d{8})", "scene_20240612.tif"), match_date(r"(\\d{4})-(\\d{2})-(\\d{2})", "a.tif")
+    (datetime.date(2024, 6, 12), None)
+    """
+    rx = check_date_pattern(pattern)
+    m = rx.search(text)
+    if m is None:
+        return None
+    if {"year", "month", "day"} <= set(rx.groupindex):
+        parts = m.group("year", "month", "day")
+    elif rx.groups == 1:
+        digits = m.group(1) or ""
+        if not re.fullmatch(r"\d{8}", digits):
+            return None
+        parts = (digits[:4], digits[4:6], digits[6:])
+    else:
+        parts = m.group(1, 2, 3)
+    try:
+        return date(*(int(p) for p in parts))
+    except (TypeError, ValueError):  # a group that did not take part, or no such day
+        return None
 
 
 class ClusterConfig(_Strict):
@@ -241,10 +302,23 @@ class ClusterConfig(_Strict):
 
     n_workers: int = Field(2, ge=1, le=256)
     threads_per_worker: int = Field(1, ge=1, le=64)
-    memory_limit: str = "4GiB"
+    #: Per worker; default 4 GiB, or the machine's RAM shared among the workers when that is less.
+    memory_limit: str | None = None
     dashboard: bool = True
     #: Seconds to wait for a given scheduler (``--scheduler``) to answer before giving up.
     connect_timeout: float = Field(10.0, gt=0, le=3600)
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _a_size(cls, v: str | None) -> str | None:
+        from geoseg.run.limits import parse_memory
+
+        if v is not None:
+            try:
+                parse_memory(v)
+            except GeosegError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
 
 class GridConfig(_Strict):
@@ -435,10 +509,34 @@ def read_yaml(path: Path, what: str) -> Any:
     return load_yaml_text(text, path)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a mapping that gives one key twice (YAML says keys are unique;
+    PyYAML lets the last one win silently, so ``method:`` given twice ran the second)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *defaults``: later keys override, by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if first is not key_node:
+                raise DuplicateKeyError(f"key {key!r} is given twice (lines {first.start_mark.line + 1} and "
+                                        f"{key_node.start_mark.line + 1}); keep one")
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(Exception):
+    """A mapping of a YAML document gives one key twice (the message says which and where)."""
+
+
 def load_yaml_text(text: str, where: Path | str = "job") -> Any:
-    """Safe-load one YAML document with the limits of :func:`read_yaml`."""
+    """Safe-load one YAML document with the limits of :func:`read_yaml` (duplicate keys refused)."""
     where = Path(str(where))
-    loader = yaml.SafeLoader(text)
+    loader = UniqueKeyLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -447,6 +545,8 @@ def load_yaml_text(text: str, where: Path | str = "job") -> Any:
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise JobSpecError(f"{where} is not valid YAML: {exc}") from exc
+    except DuplicateKeyError as exc:
+        raise JobSpecError(f"{where}: {exc}") from None
     except RecursionError:
         raise JobSpecError(f"{where}: YAML nested too deeply") from None
     finally:

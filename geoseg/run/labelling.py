@@ -95,10 +95,19 @@ def sample_task(scene: Scene, feats: ResolvedFeatures, window: Window, rate: flo
     read_px = sum(w.height * w.width for w in parts)
     scaled = min(1.0, rate * window.height * window.width / read_px)
     out = []
-    for sub in parts:
-        data, valid = read_window(scene, sub)
+    for data, valid in _read_parts(scene, parts):
         out.append(sample_valid_pixels(data, valid, scaled, rng, feats.compute))
     return np.concatenate(out, axis=0)
+
+
+def _read_parts(scene: Scene, parts: list[Window]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``read_window`` of each part; by a few threads when the chunk has many files (small tiles, where
+    each part opens files of its own). The sample is drawn afterwards, in order: the same pixels."""
+    from geoseg.io.mosaic import PARALLEL_READS_FROM, READ_THREADS, map_files
+
+    n_files = sum(len(layer.sources) for layer in scene.layers + scene.masks)
+    threads = READ_THREADS if n_files >= PARALLEL_READS_FROM and len(parts) > 1 else 1
+    return map_files(lambda sub: read_window(scene, sub), parts, threads)
 
 
 def label_task(

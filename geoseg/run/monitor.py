@@ -15,9 +15,8 @@ Exit status: 0 when every new scene was processed (or there was none), 3 when so
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from geoseg.io.atomic import write_json_atomic
 from geoseg.io.entries import InputEntry
 from geoseg.io.scene import expand_inputs
 from geoseg.io.stacout import set_item_datetime, write_periods_collection
-from geoseg.run.jobspec import JobSpec, KMeansConfig
+from geoseg.run.jobspec import JobSpec, KMeansConfig, match_date
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +59,16 @@ class MonitorSummary:
 def period_of(path: str, pattern: str) -> str:
     """The scene's date (``YYYY-MM-DD``) from its file name, else from its modification time.
 
+    ``pattern``: three groups (year, month, day), named groups, or one group of 8 digits (YYYYMMDD).
+
     >>> period_of("/data/S2_20240612_T33TWM.tif", r"(\\d{4})-?(\\d{2})-?(\\d{2})")
     '2024-06-12'
+    >>> period_of("/data/scene_20240612.tif", r"scene_(\\d{8})")
+    '2024-06-12'
     """
-    m = re.search(pattern, Path(path).name)
-    if m:
-        try:
-            return date(int(m.group(1)), int(m.group(2)), int(m.group(3))).isoformat()
-        except ValueError:
-            pass
+    found = match_date(pattern, Path(path).name)
+    if found is not None:
+        return found.isoformat()
     return datetime.fromtimestamp(Path(path).stat().st_mtime, UTC).date().isoformat()
 
 

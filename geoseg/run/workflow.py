@@ -32,7 +32,7 @@ from geoseg.io.atomic import write_text_atomic
 from geoseg.io.labelstore import PARTIAL_SUFFIX
 from geoseg.io.scene import Scene, open_scene
 from geoseg.methods.predictors import ChunkPredictor, DeepLabPredictor, KMeansPredictor
-from geoseg.run import runrecord
+from geoseg.run import limits, runrecord
 from geoseg.run.cluster import ClusterInfo, connect
 from geoseg.run.jobspec import DeepLabConfig, JobSpec, KMeansConfig, ThresholdConfig
 from geoseg.run.labelling import (
@@ -74,12 +74,12 @@ def job_identity(job: JobSpec, scene: Scene, extra: str = "") -> str:
     checksum (cached, geoseg.io.checksum) catches inputs rewritten with the same size and mtime.
     Cluster settings and the output folder do not change results and are left out.
     """
-    from geoseg.io.checksum import content_digest
+    from geoseg.io.checksum import content_digests
 
     inputs = []
-    for p in scene.paths:
+    for p, digest in zip(scene.paths, content_digests(scene.paths)):
         st = Path(p).stat() if Path(p).exists() else None
-        inputs.append([p, st.st_size if st else None, content_digest(p)])
+        inputs.append([p, st.st_size if st else None, digest])
     payload = {
         "inputs": inputs,
         "chunk": job.chunk_size,
@@ -211,6 +211,7 @@ def run_job(
         check_deeplab_job(job.method, scene)  # a checkpoint that does not fit is refused before any output
     if job.reference is not None:
         check_evaluation_inputs(job, scene)  # so is a reference or regions layer that cannot be used
+    need = check_machine(job, scene, local=client is None and not scheduler)  # before any worker starts
     # mkdir, one run per folder or prefix, stale temporaries removed (geoseg.run.lock, geoseg.run.storelock)
     lock = claim_output(remote.url if remote else out)
     try:
@@ -229,6 +230,8 @@ def run_job(
             c = job.cluster
             with connect(scheduler, c.n_workers, c.threads_per_worker, c.memory_limit, c.dashboard,
                          timeout=c.connect_timeout) as (cl, info):
+                if scheduler:
+                    limits.check_cluster_memory(cl, need)
                 if info.dashboard:
                     log.info("Dask dashboard: %s", info.dashboard)
                     if show_progress:
@@ -241,7 +244,8 @@ def run_job(
         record.finish("interrupted", error=f"stopped by {exc or 'SIGINT'}; rerun to resume")
         raise
     except BaseException as exc:
-        user_error = from_os_error(exc)  # permission, not a directory, disk full: the user's to fix
+        # permission, not a directory, disk full; a worker killed for memory: the user's to fix
+        user_error = from_os_error(exc) or limits.user_error(exc)
         record.finish("failed", error=str(user_error) if user_error else f"{type(exc).__name__}: {exc}")
         if user_error:
             raise user_error from exc
@@ -260,6 +264,18 @@ def run_job(
             lock.release()
     result.outputs["run"] = remote.target(record.path.name) if remote else record.path
     return result
+
+
+def check_machine(job: JobSpec, scene: Scene, local: bool) -> limits.WorkingSet:
+    """One chunk's working set (:func:`geoseg.run.limits.chunk_working_set`); for a local cluster, its
+    shape and memory limit checked against it and the machine. Raises ``ClusterError``."""
+    need = limits.chunk_working_set(scene, job.chunk_size, job.method)
+    if local:
+        c = job.cluster
+        memory = limits.local_memory_limit(c.memory_limit, c.n_workers)
+        limits.check_local_cluster(c.n_workers, c.threads_per_worker, memory)
+        limits.check_memory_limit(memory, need)
+    return need
 
 
 def _run_stages(

@@ -187,3 +187,16 @@ def test_damaged_checkpoint_is_refused_in_one_line(tmp_path, cut):
     with pytest.raises(CheckpointError, match=r"checkpoint weights .*ck\.safetensors are (damaged|truncated)") as info:
         check_weights_file(weights)
     assert "\n" not in str(info.value)
+
+
+def test_a_sidecar_declaring_a_huge_tile_is_refused_when_read(tmp_path):
+    """A sidecar edited to tile_size 185,600 made inference ask for a 256 GiB blending window."""
+    from geoseg.methods.checkpoint import MAX_TILE_SIZE, read_meta
+
+    sidecar = tmp_path / "m.json"
+    data = json.loads(tiny_meta().to_json())
+    sidecar.write_text(json.dumps({**data, "tile_size": 185_600}))
+    with pytest.raises(ModelError, match=f"tile_size must be a multiple of 16 from 32 to {MAX_TILE_SIZE}"):
+        read_meta(sidecar)
+    sidecar.write_text(json.dumps({**data, "tile_size": 512}))
+    assert read_meta(sidecar).tile_size == 512
