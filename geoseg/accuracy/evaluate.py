@@ -127,6 +127,13 @@ def _reduce(plan: _Plan, windows: Sequence[Window], client: Any = None, fan_in: 
     while len(parts) > 1:
         parts = [delayed(_sum_counts, pure=True)(parts[i : i + fan_in]) for i in range(0, len(parts), fan_in)]
     bar = wants_bar(show_progress)
+    if client is None and bar:  # dask.compute would run on a default distributed client: show its bar
+        try:
+            from distributed import default_client
+
+            client = default_client()
+        except ValueError:  # no default client: the local scheduler and its bar
+            pass
     if client is not None:
         future = client.compute(parts[0])
         if bar:
