@@ -465,6 +465,8 @@ EXAMPLES: dict[str, list[str]] = {
     "export": ["geoseg export out/labels.zarr --cog out/labels.tif --overviews 2,4,8"],
     "verify": ["geoseg verify out"],
     "instances": ["geoseg instances out/labels.zarr --classes 2 --out out/inst --reference crowns.gpkg --reference-value 2"],
+    "sample": ["geoseg sample out/labels.zarr --out sample/points.gpkg --target-se 0.01 --min-per-stratum 75"],
+    "estimate": ["geoseg estimate sample/points.gpkg --out areas --mapping out/class_mapping.csv"],
 }
 
 
