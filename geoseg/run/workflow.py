@@ -34,6 +34,7 @@ from geoseg.run.labelling import (
     write_labels,
 )
 from geoseg.run.lock import claim_output
+from geoseg.run.storelock import claim_store_output
 
 if TYPE_CHECKING:
     from geoseg.methods.checkpoint import CheckpointMeta
@@ -181,7 +182,7 @@ def run_job(
     if job.reference is not None:
         check_evaluation_inputs(job, scene)  # so is a reference or regions layer that cannot be used
     # mkdir, one run per folder or prefix, stale temporaries removed (geoseg.run.lock, geoseg.run.storelock)
-    lock = claim_output(remote.url if remote else out)
+    lock = claim_store_output(remote.url) if remote else claim_output(out)
     try:
         record = runrecord.RunRecord.start(out, job, scene)
         if remote:
