@@ -7,126 +7,27 @@ ignored setting. Relative paths are taken from the job file's folder.
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from geoseg.io.jobfile import read_yaml, validate_mapping
+from geoseg.run import registry
+from geoseg.run.methods.deeplab import DeepLabConfig as DeepLabConfig  # the method configs, where they were
+from geoseg.run.methods.kmeans import FeaturesConfig as FeaturesConfig
+from geoseg.run.methods.kmeans import KMeansConfig
+from geoseg.run.methods.threshold import SmoothingConfig as SmoothingConfig
+from geoseg.run.methods.threshold import ThresholdConfig as ThresholdConfig
+from geoseg.run.schema import ClassSpec
+from geoseg.run.schema import StrictModel as _Strict
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FeaturesConfig(_Strict):
-    """Bands (by name; all when omitted) and spectral indices used as k-means features."""
-
-    bands: list[str] | None = None
-    indices: list[Literal["ndvi", "ndwi", "exg"]] = Field(default_factory=list)
-
-
-class KMeansConfig(_Strict):
-    kind: Literal["kmeans"] = "kmeans"
-    n_clusters: int = Field(6, ge=2, le=250)
-    sample_size: int = Field(200_000, ge=1_000, le=50_000_000)
-    seed: int = 0
-    n_init: int = Field(4, ge=1, le=50)
-    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
-    #: ``model.json`` of an earlier run: skip the fit and reuse its clusters (comparable ids over time).
-    model: Path | None = None
-
-
-class DeepLabConfig(_Strict):
-    kind: Literal["deeplab"] = "deeplab"
-    checkpoint: Path
-    batch_size: int = Field(8, ge=1, le=1024)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    confidence: bool = False
-    #: Test-time augmentation: average softmax probabilities over flips (4) or all 8 rotations/flips (d4).
-    tta: Literal["none", "flips", "d4"] = "none"
-
-
-class ClassSpec(_Strict):
-    """One class of the reference's legend: id (0..254; 255 is nodata), name, colour ``#rrggbb``."""
-
-    id: int = Field(ge=0, le=254)
-    name: str = Field(min_length=1, max_length=200)
-    #: ``None``: the reference's colour table, else a palette colour (see the legend order in README).
-    color: str | None = Field(None, pattern=r"^#[0-9A-Fa-f]{6}$")
-
-
-class SmoothingConfig(_Strict):
-    """Smoothing of the index before thresholding: a median of ``size`` pixels or a Gaussian of ``sigma``."""
-
-    kind: Literal["median", "gaussian"] = "median"
-    size: int = Field(3, ge=3, le=31)
-    sigma: float = Field(1.0, gt=0, le=8)
-
-    @field_validator("size")
-    @classmethod
-    def _odd(cls, v: int) -> int:
-        if v % 2 == 0:
-            raise ValueError(f"median size must be odd, got {v}")
-        return v
-
-
-class ThresholdConfig(_Strict):
-    """An index cut at fixed values or at (multi-)Otsu thresholds of the global sample.
-
-    ``index``: ``ndvi``, ``ndwi``, ``exg``, a band name, or an expression of band names, numbers and
-    ``+ - * /``. ``threshold``: ``otsu`` (two classes), ``multi-otsu`` (``n_classes``), a number or
-    an ascending list of numbers. ``classes``: the output classes, lowest index values first.
-    """
-
-    kind: Literal["threshold"] = "threshold"
-    index: str = Field("exg", min_length=1, max_length=200)
-    threshold: Literal["otsu", "multi-otsu"] | float | list[float] = "otsu"
-    n_classes: int = Field(2, ge=2, le=16)
-    bins: int = Field(256, ge=16, le=4096)
-    sample_size: int = Field(200_000, ge=1_000, le=50_000_000)
-    seed: int = 0
-    smoothing: SmoothingConfig | None = None
-    classes: list[ClassSpec] | None = Field(None, max_length=17)
-
-    @property
-    def fixed(self) -> list[float] | None:
-        if isinstance(self.threshold, str):
-            return None
-        return [self.threshold] if isinstance(self.threshold, float) else list(self.threshold)
-
-    @property
-    def classes_out(self) -> int:
-        """How many classes the thresholds make."""
-        fixed = self.fixed
-        if fixed is not None:
-            return len(fixed) + 1
-        return 2 if self.threshold == "otsu" else self.n_classes
-
-    @field_validator("threshold")
-    @classmethod
-    def _ascending(cls, v: Any) -> Any:
-        if isinstance(v, list) and (not v or len(v) > 15 or any(b <= a for a, b in itertools.pairwise(v))):
-            raise ValueError("fixed thresholds must be 1 to 15 strictly ascending numbers")
-        return v
-
-    @field_validator("classes")
-    @classmethod
-    def _unique_ids(cls, v: list[ClassSpec] | None) -> list[ClassSpec] | None:
-        ids = [c.id for c in v or []]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"class ids must be unique, got {ids}")
-        return v
-
-    @model_validator(mode="after")
-    def _classes_match(self) -> ThresholdConfig:
-        if self.classes is not None and len(self.classes) != self.classes_out:
-            raise ValueError(f"the threshold makes {self.classes_out} classes but {len(self.classes)} are named")
-        return self
-
-
-Method = Annotated[KMeansConfig | DeepLabConfig | ThresholdConfig, Field(discriminator="kind")]
+#: The method configs live with their methods (geoseg.run.methods); the job's ``method:`` block is
+#: any registered one, discriminated on ``kind`` (geoseg.run.registry).
+if TYPE_CHECKING:
+    Method = Any
+else:
+    Method = registry.method_union()
 
 
 class ReferenceConfig(_Strict):
@@ -361,6 +262,18 @@ class JobSpec(_Strict):
         if self.regions and self.regions.path:
             update["regions"] = self.regions.model_copy(update={"path": fix(self.regions.path)})
         return self.model_copy(update=update)
+
+
+def _accept_registered_methods() -> None:
+    """Rebuild ``JobSpec.method`` from the registry, so a method registered later is accepted (strictly)."""
+    from pydantic.fields import FieldInfo
+
+    JobSpec.__pydantic_fields__["method"] = FieldInfo.from_annotated_attribute(
+        registry.method_union(), Field(default_factory=KMeansConfig))
+    JobSpec.model_rebuild(force=True)
+
+
+registry.on_change(_accept_registered_methods)
 
 
 def parse_job(data: dict[str, Any], source: str = "job") -> JobSpec:

@@ -17,27 +17,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from geoseg.errors import GeosegError, ModelError, OutputError, from_os_error
+from geoseg.errors import GeosegError, OutputError, from_os_error
 from geoseg.io import storage
 from geoseg.io.atomic import write_text_atomic
 from geoseg.io.labelstore import PARTIAL_SUFFIX
 from geoseg.io.scene import Scene, open_scene
-from geoseg.methods.predictors import ChunkPredictor, DeepLabPredictor, KMeansPredictor
+from geoseg.methods.predictors import ChunkPredictor
 from geoseg.run import runrecord
 from geoseg.run.cluster import ClusterInfo, connect
-from geoseg.run.jobspec import DeepLabConfig, JobSpec, KMeansConfig, ThresholdConfig
-from geoseg.run.labelling import (
-    fit_kmeans_on_cluster,
-    warm_in_background,
-    write_labels,
-)
+from geoseg.run.jobspec import JobSpec
+from geoseg.run.labelling import warm_in_background, write_labels
 from geoseg.run.lock import claim_output
+from geoseg.run.methodspec import FitContext
+from geoseg.run.registry import method_of
 from geoseg.run.storelock import claim_store_output
-
-if TYPE_CHECKING:
-    from geoseg.methods.checkpoint import CheckpointMeta
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +80,6 @@ def job_identity(job: JobSpec, scene: Scene, extra: str = "") -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_output_dir(out: Path, job: JobSpec) -> None:
     """Refuse an output folder that holds another job's run (a rerun of the same job is fine)."""
     record = out / runrecord.RUN_FILE
@@ -121,49 +108,6 @@ def _stage(times: dict[str, float], name: str) -> Iterator[None]:
         log.info("stage %s done in %.1f s", name, times[name])
 
 
-def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> CheckpointMeta:
-    """Refuse (``ModelError``) a checkpoint that is missing or was not trained for this scene.
-
-    Runs before anything is written: both checkpoint files are there, the weights file is whole
-    (:func:`~geoseg.methods.checkpoint.check_weights_file`), and the scene's bands
-    (count, names, order) and pixel size match what the model was trained on.
-    """
-    from geoseg.methods.checkpoint import check_compatible, check_weights_file, checkpoint_paths, read_meta
-
-    meta = read_meta(cfg.checkpoint)
-    weights, _ = checkpoint_paths(cfg.checkpoint)
-    if not weights.is_file():
-        raise ModelError(f"checkpoint weights {weights} are missing (only the sidecar is there); copy both files")
-    check_weights_file(weights)  # a truncated or damaged file: refused here, not on every worker
-    try:
-        check_compatible(meta, scene.band_names, scene.resolution)
-    except ModelError as exc:
-        raise ModelError(f"{weights}: {exc}") from None
-    return meta
-
-
-def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) -> DeepLabPredictor:
-    """Check the checkpoint against the scene and describe how tasks should run it.
-
-    Tasks ask for a ``GPU`` resource when the cluster has workers that offer one (and the job
-    does not ask for ``device: cpu``), so they land only there; otherwise they run anywhere.
-    """
-    from geoseg.methods.deeplab import required_halo
-
-    meta = check_deeplab_job(cfg, scene)
-    resources: dict[str, float] | None = {"GPU": 1} if gpu_workers and cfg.device != "cpu" else None
-    return DeepLabPredictor(
-        checkpoint=Path(cfg.checkpoint),
-        halo=required_halo(meta),
-        batch_size=cfg.batch_size,
-        device=cfg.device,
-        resources=resources,
-        classes=tuple(meta.classes),
-        confidence=cfg.confidence,
-        tta=cfg.tta,
-    )
-
-
 def run_job(
     job: JobSpec, scheduler: str | None = None, show_progress: bool = True, client=None  # noqa: ANN001
 ) -> RunResult:
@@ -177,8 +121,9 @@ def run_job(
             raise OutputError("export.overviews are built inside a local labels.zarr; not with an object-store output")
     else:
         check_output_dir(out, job)
-    if isinstance(job.method, DeepLabConfig):
-        check_deeplab_job(job.method, scene)  # a checkpoint that does not fit is refused before any output
+    method = method_of(job.method.kind)
+    if method.check is not None:
+        method.check(job.method, scene)  # e.g. a checkpoint that does not fit: refused before any output
     if job.reference is not None:
         check_evaluation_inputs(job, scene)  # so is a reference or regions layer that cannot be used
     # mkdir, one run per folder or prefix, stale temporaries removed (geoseg.run.lock, geoseg.run.storelock)
@@ -240,83 +185,31 @@ def _run_stages(
     record.set_cluster(info)
     # the label store's zarr (~0.2 s of imports) loads while the cluster samples and fits, not after the fit
     warm_in_background(("zarr",))
-    grid = scene.chunk_grid(job.chunk_size)
     outputs: dict[str, Any] = {}
     extra: dict[str, Any] = {}
-    method = job.method
+    method = method_of(job.method.kind)
 
-    with _stage(times, "fit" if isinstance(method, (KMeansConfig, ThresholdConfig)) else "load_model"):
-        if isinstance(method, KMeansConfig):
-            drawn: dict[str, int] = {}
-            model, feats = fit_kmeans_on_cluster(client, scene, method, show_progress, drawn)
-            if drawn:  # the sample actually drawn vs asked, in run.json
-                extra["kmeans_sample"] = record.data["kmeans_sample"] = drawn
-            predictor: ChunkPredictor = KMeansPredictor(model, feats)
-            write_text_atomic(out / "model.json", json.dumps(model.to_json(), indent=1))
+    with _stage(times, method.stage):  # fit on the sample, load a checkpoint, or nothing (geoseg.run.registry)
+        prepared = method.prepare(FitContext(client, scene, job.method, info.gpu_workers, show_progress))
+        extra.update(prepared.record)
+        record.data.update(prepared.record)
+        if prepared.model_json is not None:
+            write_text_atomic(out / "model.json", json.dumps(prepared.model_json, indent=1))
             outputs["model"] = out / "model.json"
-            # the labels depend on the centroids and the standardisation, not on the inertia (a diagnostic
-            # whose last digits vary with the order of the fit's threaded sums): keep it out of the key
-            key = job_identity(job, scene, json.dumps({k: v for k, v in model.to_json().items() if k != "inertia"}))
-        elif isinstance(method, ThresholdConfig):
-            from geoseg.methods.threshold import fit_threshold_job
-
-            predictor, model_json = fit_threshold_job(client, scene, method, show_progress)
-            write_text_atomic(out / "model.json", json.dumps(model_json, indent=1))
-            outputs["model"] = out / "model.json"
-            key = job_identity(job, scene, json.dumps(model_json))
-        else:
-            from geoseg.methods.checkpoint import checkpoint_paths
-
-            predictor = build_deeplab_predictor(method, scene, info.gpu_workers)
-            weights, sidecar = checkpoint_paths(method.checkpoint)
-            digests = [_file_digest(weights)] + ([_file_digest(sidecar)] if sidecar.is_file() else [])
-            key = job_identity(job, scene, " ".join(digests))
+        key = job_identity(job, scene, prepared.resume)
 
     with _stage(times, "predict"):
-        store = _output(job, out, "labels.zarr")
-        attrs = {"geoseg:job": job.name, "geoseg:method": method.kind, "geoseg:resume_key": key}
-        reused: list[int] = [0]
-        conf_store = _output(job, out, "confidence.zarr") if getattr(predictor, "confidence", False) else None
-        counts = write_labels(client, scene, grid, predictor, store, key, attrs, show_progress, reused, conf_store)
-        outputs["labels"] = store
-        if conf_store is not None:
-            outputs["confidence"] = conf_store
-        else:
-            _remove_stale(_output(job, out, "confidence.zarr"))  # an earlier run's, which no longer matches the labels
-        record.data["chunks_total"] = grid.n_chunks
-        record.data["chunks_reused"] = reused[0]
+        store, counts = _predict_stage(job, scene, out, client, prepared.predictor, key, record, outputs,
+                                       show_progress)
 
     summary = None
     if job.reference is not None:
-        from geoseg.accuracy.evaluate import evaluate
-        from geoseg.accuracy.report import write_outputs
-
         with _stage(times, "evaluate"):
-            mapping = job.evaluate.mapping or ("hungarian" if isinstance(method, KMeansConfig) else "identity")
-            regions = job.regions
-            evaluation = evaluate(store, str(job.reference.path), mapping=mapping, client=client,
-                                  **evaluation_options(job))
-            written = write_outputs(
-                evaluation, out,
-                regions_path=str(regions.path) if regions and regions.path else None,
-                preview=scene.paths[0],
-            )
-            outputs.update(written)
-            summary = evaluation.summary()
-            extra["mapping"] = {str(k): v for k, v in evaluation.mapping.items()}
-            apply_evaluation_legend(store, evaluation)
-
+            summary = _evaluate_stage(job, scene, out, client, store, job.evaluate.mapping or method.mapping,
+                                      outputs, extra)
     if job.export.cog or job.export.overviews:
-        from geoseg.io.export import build_overviews, export_cog
-
         with _stage(times, "export"):
-            if job.export.cog:
-                outputs["cog"] = export_cog(store, out / "labels.tif", overview_resampling=job.export.resampling,
-                                            show_progress=show_progress)
-            if job.export.overviews:
-                build_overviews(store, job.export.overviews, resampling=job.export.resampling,
-                                show_progress=show_progress)
-
+            _export_stage(job, out, store, outputs, show_progress)
     if job.vectorize.enabled:
         from geoseg.vector.vectorize import vectorize_labels
 
@@ -328,7 +221,6 @@ def _run_stages(
             )
             outputs["polygons"] = Path(vres.out_path)
             extra["n_polygons"] = vres.n_features
-
     if job.objects is not None:
         from geoseg.accuracy.objectstats import run_objects_for_job
 
@@ -340,6 +232,59 @@ def _run_stages(
                 add_objects_to_report(outputs["report"], outputs["objects"])
 
     return RunResult(out, outputs, times, counts, summary, info, extra)
+
+
+def _predict_stage(
+    job: JobSpec, scene: Scene, out: Path, client, predictor: ChunkPredictor, key: str,  # noqa: ANN001
+    record: runrecord.RunRecord, outputs: dict[str, Any], show_progress: bool,
+) -> tuple[Any, dict[int, int]]:
+    """Every chunk labelled into ``labels.zarr`` (and ``confidence.zarr`` for a predictor that gives it)."""
+    store = _output(job, out, "labels.zarr")
+    attrs = {"geoseg:job": job.name, "geoseg:method": job.method.kind, "geoseg:resume_key": key}
+    reused: list[int] = [0]
+    grid = scene.chunk_grid(job.chunk_size)
+    conf_store = _output(job, out, "confidence.zarr") if predictor.confidence else None
+    counts = write_labels(client, scene, grid, predictor, store, key, attrs, show_progress, reused, conf_store)
+    outputs["labels"] = store
+    if conf_store is not None:
+        outputs["confidence"] = conf_store
+    else:
+        _remove_stale(_output(job, out, "confidence.zarr"))  # an earlier run's, which no longer matches the labels
+    record.data["chunks_total"] = grid.n_chunks
+    record.data["chunks_reused"] = reused[0]
+    return store, counts
+
+
+def _evaluate_stage(
+    job: JobSpec, scene: Scene, out: Path, client, store: Path | str, mapping: str,  # noqa: ANN001
+    outputs: dict[str, Any], extra: dict[str, Any],
+) -> Any:
+    """Score the labels against the job's reference; the mapped classes become the store's legend."""
+    from geoseg.accuracy.evaluate import evaluate
+    from geoseg.accuracy.report import write_outputs
+
+    assert job.reference is not None  # called only for jobs with a reference
+    regions = job.regions
+    evaluation = evaluate(store, str(job.reference.path), mapping=mapping, client=client, **evaluation_options(job))
+    written = write_outputs(
+        evaluation, out,
+        regions_path=str(regions.path) if regions and regions.path else None,
+        preview=scene.paths[0],
+    )
+    outputs.update(written)
+    extra["mapping"] = {str(k): v for k, v in evaluation.mapping.items()}
+    apply_evaluation_legend(store, evaluation)
+    return evaluation.summary()
+
+
+def _export_stage(job: JobSpec, out: Path, store: Path | str, outputs: dict[str, Any], show_progress: bool) -> None:
+    from geoseg.io.export import build_overviews, export_cog
+
+    if job.export.cog:
+        outputs["cog"] = export_cog(store, out / "labels.tif", overview_resampling=job.export.resampling,
+                                    show_progress=show_progress)
+    if job.export.overviews:
+        build_overviews(store, job.export.overviews, resampling=job.export.resampling, show_progress=show_progress)
 
 
 def apply_evaluation_legend(store: Path | str, evaluation: Any) -> None:
