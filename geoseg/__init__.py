@@ -42,14 +42,19 @@ _EXPORTS = {
     "evaluate": "geoseg.accuracy.evaluate",
     "vectorize_labels": "geoseg.vector.vectorize",
     "compare_periods": "geoseg.accuracy.change",
+    "draw_sample": "geoseg.accuracy.sampledesign",
+    "Allocation": "geoseg.accuracy.sampledesign",
+    "estimate_areas": "geoseg.accuracy.areaestimate",
     "make_scene": "geoseg.samples.synthetic",
 }
 
 __all__ = ["GeosegError", "__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from geoseg.accuracy.areaestimate import estimate_areas
     from geoseg.accuracy.change import compare_periods
     from geoseg.accuracy.evaluate import evaluate
+    from geoseg.accuracy.sampledesign import Allocation, draw_sample
     from geoseg.io.export import export_cog
     from geoseg.io.labelstore import open_labels, read_label_info
     from geoseg.io.scene import open_scene, open_scene_xarray, read_window

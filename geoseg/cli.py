@@ -183,6 +183,53 @@ def cmd_vectorize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_instances(args: argparse.Namespace) -> int:
+    from geoseg.methods.watershed import WatershedParams
+    from geoseg.run.instances import run_instances
+
+    classes = [int(c) for c in args.classes.split(",") if c.strip()]
+    params = WatershedParams(min_distance=args.min_distance, min_radius=args.min_radius, sigma=args.sigma,
+                             halo=args.halo)
+    with _maybe_client(args.scheduler, args.connect_timeout) as client:
+        res = run_instances(args.labels, classes, args.out, params, reference=args.reference,
+                            reference_field=args.reference_field, reference_value=args.reference_value,
+                            polygons=not args.no_polygons, chunk_size=args.chunk_size, client=client)
+    if not args.quiet:
+        print(f"{res.table.n} instances of class(es) {', '.join(map(str, classes))}")
+        for s in res.scores:
+            print(f"class {s.class_id}: {s.n_pred} predicted, {s.n_ref} reference, matched {s.tp} (IoU > 0.5): "
+                  f"precision {s.precision:.3f} recall {s.recall:.3f} F1 {s.f1:.3f} PQ {s.pq:.3f} "
+                  f"(SQ {s.sq:.3f} x RQ {s.rq:.3f}) AP50 {s.ap50:.3f} AP {s.ap:.3f}")
+    _print_paths(res.outputs)
+    return 0
+
+
+def _add_instances_parser(add_parser) -> None:  # noqa: ANN001 - the subparsers' add function
+    s = add_parser(
+        "instances",
+        help="split the regions of chosen classes of a label raster into instances (marker-controlled watershed)",
+        description="Touching objects of one class (tree crowns, plants) become separate instances: a watershed "
+                    "of the distance to the class's edge, flooded from one marker per peak. Ids and shapes do not "
+                    "depend on the chunk size. Example: geoseg instances out/labels.zarr --classes 2 --out out/inst "
+                    "--reference crowns.gpkg --reference-value 2",
+    )
+    s.add_argument("labels", help="labels.zarr (or a single-band label GeoTIFF)")
+    s.add_argument("--classes", required=True, help="label ids to split, e.g. 2 or 2,3")
+    s.add_argument("--out", required=True, help="folder for instances.zarr, instances.csv, instances.gpkg")
+    s.add_argument("--min-distance", type=_positive_int, default=5, help="px between two markers (default 5)")
+    s.add_argument("--min-radius", type=float, default=1.0, help="px: a marker is at least this far inside its object")
+    s.add_argument("--sigma", type=float, default=0.0, help="Gaussian smoothing of the distance surface (px)")
+    s.add_argument("--halo", type=_positive_int, default=64, help="px read around each chunk; > the largest object")
+    s.add_argument("--chunk-size", type=_positive_int, default=None, help="processing chunk (default: the store's)")
+    s.add_argument("--reference", default=None, help="reference instances: vector layer (one per feature) or id raster")
+    s.add_argument("--reference-field", default=None, help="class field of the reference features")
+    s.add_argument("--reference-value", type=int, default=None, help="class of every reference instance")
+    s.add_argument("--no-polygons", action="store_true", help="skip instances.gpkg")
+    s.add_argument("--scheduler", default=None, help="Dask scheduler address (default: run here)")
+    s.add_argument("--connect-timeout", type=float, default=None, help="seconds the scheduler may take to answer")
+    s.set_defaults(func=cmd_instances)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from geoseg.io.export import build_overviews, export_cog
 
@@ -211,6 +258,88 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{_shown(report.folder)}: ok ({len(report.stores)} stores checked against their manifests)")
     return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from geoseg.accuracy.sampledesign import draw_sample, label_from_reference, write_sample
+
+    allocation = _sample_allocation(args)
+    with _maybe_client(args.scheduler, args.connect_timeout) as client:
+        sample = draw_sample(args.labels, allocation, regions=args.regions, region_field=args.region_field,
+                             seed=args.seed, client=client)
+    if args.reference:
+        labelled = label_from_reference(sample, args.reference, field=args.reference_field,
+                                        value=args.reference_value, background=args.background)
+        print(f"reference: {labelled} of {len(sample.points)} points labelled from {_shown(args.reference)}")
+    if not args.quiet:
+        cols = [c for c in ("stratum", "map_class_name", "mapped_px", "n_sample") if c in sample.strata]
+        print(sample.strata[cols].to_string(index=False))
+        print(f"{len(sample.points)} points in {len(sample.strata)} strata (seed {args.seed})")
+    _print_paths(write_sample(sample, args.out))
+    return 0
+
+
+def _sample_allocation(args: argparse.Namespace):  # noqa: ANN202 - geoseg.accuracy.sampledesign.Allocation
+    from geoseg.accuracy.sampledesign import DEFAULT_EXPECTED_ACCURACY, Allocation
+
+    expected: float | dict[int, float] = DEFAULT_EXPECTED_ACCURACY
+    if args.expected_accuracy:
+        pairs = _parse_pairs(args.expected_accuracy, "--expected-accuracy", float, allow_single=True)
+        expected = pairs if isinstance(pairs, dict) else float(pairs)
+    per = _parse_pairs(args.per_stratum, "--per-stratum", int) if args.per_stratum else None
+    return Allocation(n=args.n, target_se=args.target_se, expected_accuracy=expected, method=args.allocation,
+                      min_per_stratum=args.min_per_stratum, per_stratum=per)
+
+
+def _parse_pairs(text: str, option: str, kind, allow_single: bool = False):  # noqa: ANN001, ANN202
+    """``"1=0.9,2=0.7"`` -> ``{1: 0.9, 2: 0.7}`` (keys stay text where they are not whole numbers:
+    strata ``region|class``); ``allow_single``: a lone value is returned as is."""
+    try:
+        if allow_single and "=" not in text:
+            return kind(text)
+        out = {}
+        for item in text.split(","):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(item)
+            key = key.strip()
+            out[int(key) if key.isdigit() else key] = kind(value)
+        return out
+    except ValueError:
+        raise JobSpecError(f"{option}: expected id=value pairs separated by commas, got {text!r}") from None
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from geoseg.accuracy.areareport import estimate_sample, overall_line, summary_table, write_area_outputs
+
+    mapping = _estimate_mapping(args.mapping)
+    est = estimate_sample(args.sample, mapping=mapping, class_names=_parse_class_names(args.class_names))
+    written = write_area_outputs(est, args.out)
+    if not args.quiet:
+        print(summary_table(est).to_string(index=False))
+        print(overall_line(est))
+        for note in est.notes:
+            print(note)
+    _print_paths(written)
+    return 0
+
+
+def _estimate_mapping(text: str | None) -> dict[int, int] | None:
+    """``--mapping``: a ``class_mapping.csv`` of ``geoseg evaluate`` (label_id -> class_id) or ``"0=3,1=1"``."""
+    if not text:
+        return None
+    if text.endswith(".csv"):
+        import pandas as pd
+
+        if not Path(text).exists():
+            raise JobSpecError(f"--mapping: {text} does not exist")
+        table = pd.read_csv(text)
+        if not {"label_id", "class_id"} <= set(table.columns):
+            raise JobSpecError(f"--mapping: {text} needs label_id and class_id columns (a class_mapping.csv)")
+        table = table.dropna(subset=["class_id"])
+        return {int(a): int(b) for a, b in zip(table["label_id"], table["class_id"])}
+    pairs = _parse_pairs(text, "--mapping", int)
+    return {int(k): int(v) for k, v in pairs.items()}
 
 
 @contextmanager
@@ -366,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for --scheduler to answer (default 10, or the job's cluster.connect_timeout)")
     s.set_defaults(func=cmd_evaluate)
 
+    _add_area_parsers(add_parser)
+
     s = add_parser("vectorize", help="label raster to GeoPackage polygons (seam-exact, chunk by chunk)")
     s.add_argument("labels", help="labels.zarr (or a single-band label GeoTIFF)")
     s.add_argument("out", help="file to write, format from its extension: .gpkg (default, with a QGIS style), .fgb, "
@@ -392,7 +523,42 @@ def build_parser() -> argparse.ArgumentParser:
     s = add_parser("verify", help="check a run folder: run.json complete, its outputs there, every chunk as written")
     s.add_argument("output", help="the run's output folder")
     s.set_defaults(func=cmd_verify)
+    _add_instances_parser(add_parser)
     return p
+
+
+def _add_area_parsers(add_parser) -> None:  # noqa: ANN001 - build_parser's add_parser
+    """``geoseg sample`` and ``geoseg estimate`` (stratified sample, area estimates)."""
+    s = add_parser("sample", help="stratified random sample of points on a label raster, for area estimation")
+    s.add_argument("labels", help="labels.zarr, a label GeoTIFF or a change.zarr; strata = its values as stored")
+    s.add_argument("--out", required=True, help="SAMPLE.gpkg to write (and SAMPLE.csv, -strata.csv, -classes.csv)")
+    size = s.add_mutually_exclusive_group(required=True)
+    size.add_argument("--n", type=_positive_int, default=None, help="total number of points")
+    size.add_argument("--target-se", type=float, default=None,
+                      help="standard error wanted of the overall accuracy, e.g. 0.01 (Olofsson et al. 2014 eq. 13)")
+    size.add_argument("--per-stratum", default=None, help='points per stratum, e.g. "1=100,2=50" (all strata)')
+    s.add_argument("--expected-accuracy", default=None,
+                   help='user\'s accuracy expected per map class for --target-se: "0.8" or "1=0.9,2=0.7" (default 0.8)')
+    s.add_argument("--allocation", default="proportional", choices=["proportional", "equal"])
+    s.add_argument("--min-per-stratum", type=int, default=50, help="at least this many points per stratum (default 50)")
+    s.add_argument("--regions", default=None, help="cross the strata with these (disjoint) regions")
+    s.add_argument("--region-field", default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--reference", default=None, help="fill the reference column from this raster or vector map")
+    s.add_argument("--reference-field", default=None, help="class field of a vector reference")
+    s.add_argument("--reference-value", type=int, default=None, help="every polygon of the vector reference is this class")
+    s.add_argument("--background", type=int, default=None, help="class where no reference polygon is")
+    s.add_argument("--scheduler", default=None, help="run on this Dask scheduler (default: threads in this process)")
+    s.add_argument("--connect-timeout", type=float, default=None, help="seconds to wait for --scheduler to answer")
+    s.set_defaults(func=cmd_sample)
+
+    s = add_parser("estimate", help="areas with 95 %% confidence intervals and accuracies from an interpreted sample")
+    s.add_argument("sample", help="SAMPLE.gpkg (or SAMPLE.csv) written by geoseg sample, its reference column filled")
+    s.add_argument("--out", required=True, help="folder for area_estimates.csv, area_report.html and the matrices")
+    s.add_argument("--mapping", default=None,
+                   help='map class -> reference class: a class_mapping.csv of geoseg evaluate, or "0=3,1=1" (default: same ids)')
+    s.add_argument("--class-names", default=None, help='reference class names, e.g. "1=cropland,2=forest"')
+    s.set_defaults(func=cmd_estimate)
 
 
 def _version() -> str:

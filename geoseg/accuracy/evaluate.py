@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from geoseg.accuracy.counting import ChunkCounts, count_pixels, merge_counts, union_sorted
-from geoseg.accuracy.mapping import MAPPINGS, MappingSpec, mapped_confusion, resolve_mapping
+from geoseg.accuracy.mapping import MAPPINGS, MappingSpec, mapped_confusion, output_ids, resolve_mapping
 from geoseg.accuracy.metrics import confusion_metrics
 from geoseg.accuracy.reference import Reference, open_reference, reference_pixels
 from geoseg.accuracy.regions import Regions, grid_regions, open_regions, regions_window_codes
@@ -171,21 +171,23 @@ class Evaluation:
     def coverage_lines(self) -> list[str]:
         """What the scene figures cover, in words: scored share, excluded share per reason, a warning
         when under half the scene was scored, then the notes."""
+        from geoseg.accuracy.figures import percent
+
         total = int(self.total_px()[0])
         scored = int(self.counts[0].sum())
-        lab, ref, _ = (int(v) for v in self.excluded[0])
-        pct = (lambda n: f"{100 * n / total:.1f} %") if total else (lambda n: "-")
+        lab, _, either = (int(v) for v in self.excluded[0])
+        pct = lambda n: percent(n, total)  # noqa: E731
         lines = [f"scored: {pct(scored)} of the scene ({scored:,} of {total:,} px)"]
-        parts = []
+        parts = []  # disjoint reasons that add up to the excluded pixels
         if lab:
             parts.append(f"label nodata {pct(lab)}")
-        if ref:
+        if either - lab:
             missing = "reference nodata or not covered by the reference" if self._partial_reference() else "reference nodata"
-            parts.append(f"{missing} {pct(ref)}")
-        if self.regions is not None:
-            parts.append(f"outside every region {pct(self.outside_regions_px)} (still in ALL)")
+            parts.append(f"{missing} (labels valid) {pct(either - lab)}")
         if parts:
-            lines.append("excluded: " + "; ".join(parts))
+            lines.append(f"excluded: {pct(either)} of the scene ({either:,} px): " + "; ".join(parts))
+        if self.regions is not None:
+            lines.append(f"outside every region: {pct(self.outside_regions_px)} of the scene (still scored in ALL)")
         if total and scored / total < LOW_SCORED_SHARE:
             hint = (
                 " (give the vector reference a background class if uncovered pixels have one)"
@@ -313,17 +315,36 @@ class Evaluation:
         )
         return table
 
-    def output_legend(self, legend: Sequence[ClassInfo] = ()) -> tuple[ClassInfo, ...]:
-        """Legend of the label ids as mapped: each label named and coloured as its class (the
-        legend for labels.zarr, the COG, polygons.gpkg); unmapped labels keep ``legend``'s entry."""
-        from geoseg.legend import mapped_legend
+    def output_ids(self) -> dict[int, int]:
+        """Label id → the id the published outputs carry (:func:`geoseg.accuracy.mapping.output_ids`);
+        the label ids themselves under an identity mapping."""
+        if self.mapping_method == "identity":
+            return {int(v): int(v) for v in self.label_values if int(v) != 255}
+        return output_ids(self.label_values, self.mapping, self.class_ids)
 
-        ids = [int(v) for v in self.label_values if int(v) != 255]
-        return mapped_legend(ids, self.mapping, self.class_names, self.class_colors, legend)
+    def output_legend(self, legend: Sequence[ClassInfo] = ()) -> tuple[ClassInfo, ...]:
+        """The legend of the published outputs (labels.zarr, the COG, polygons.gpkg), keyed by
+        :meth:`output_ids`: each class the labels map to, named and coloured as in the report; a
+        label mapped to no class keeps ``legend``'s name and colour. Under an identity mapping,
+        ``legend`` itself (the method's own names)."""
+        if self.mapping_method == "identity":
+            return tuple(legend)
+        own = {c.id: c for c in legend}
+        out: dict[int, ClassInfo] = {}
+        for label, v in self.output_ids().items():
+            c = self.mapping.get(label)
+            if c is not None:
+                out[v] = ClassInfo(v, self.class_names.get(c, f"class {c}"), self.class_colors.get(c) or PALETTE[0])
+            else:
+                mine = own.get(label) or ClassInfo(label, f"label_{label}", PALETTE[label % len(PALETTE)])
+                out[v] = ClassInfo(v, mine.name, mine.color)
+        return tuple(out[k] for k in sorted(out))
 
     def mapping_table(self) -> pd.DataFrame:
-        """Label id → class id, with names and the label's pixel count overall."""
+        """Label id → class id, with names, the label's scored pixels and ``raster_value``: the value
+        the label has in the published raster and polygons (its class id, see :meth:`output_ids`)."""
         scene = self.counts[0].sum(axis=0)
+        published = self.output_ids()
         rows = []
         for j, v in enumerate(self.label_values):
             c = self.mapping.get(int(v))
@@ -334,10 +355,12 @@ class Evaluation:
                     "class_id": c,
                     "class_name": None if c is None else self.class_names.get(c, str(c)),
                     "pixels": int(scene[j]),
+                    "raster_value": published.get(int(v)),
                 }
             )
         df = pd.DataFrame(rows)
         df["class_id"] = df["class_id"].astype("Int64")
+        df["raster_value"] = df["raster_value"].astype("Int64")
         return df
 
 

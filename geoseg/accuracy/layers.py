@@ -38,12 +38,19 @@ def describe_reprojection(what: str, path: str, crs: CRS, label_crs: CRS) -> str
     """
     if crs == label_crs:
         return None
+    import warnings
+
     from pyproj import CRS as ProjCRS
-    from pyproj import Transformer
+    from pyproj.transformer import TransformerGroup
 
     a, b = ProjCRS.from_wkt(crs.to_wkt()), ProjCRS.from_wkt(label_crs.to_wkt())
     try:
-        how = Transformer.from_crs(a, b, always_xy=True).description
+        with warnings.catch_warnings():  # "best transformation is not available": said below, in words
+            warnings.simplefilter("ignore")
+            group = TransformerGroup(a, b, always_xy=True)
+        how = group.transformers[0].description if group.transformers else "no transformation available"
+        if group.unavailable_operations and not group.best_available:
+            how += f" (the more accurate {group.unavailable_operations[0].name} needs a PROJ grid not installed here)"
     except Exception as exc:  # noqa: BLE001 - only a description
         how = f"unknown ({exc})"
     return f"{what} {path} is in {_crs_name(a)}; reprojected to the label CRS {_crs_name(b)} by: {how}"

@@ -1,8 +1,8 @@
 """``geoseg verify OUTPUT``: is a run folder whole? One line per problem, nothing repaired.
 
 Checks what a finished run promises: ``run.json`` parses and says ``complete``; every file it
-lists under ``outputs`` exists; ``labels.zarr``, ``confidence.zarr`` and each overview level
-under ``labels.zarr/overviews/`` is a finished store whose chunks match its manifest
+lists under ``outputs`` exists; ``labels.zarr`` (and its ``method_labels``), ``confidence.zarr`` and each
+overview level under ``labels.zarr/overviews/`` is a finished store whose chunks match its manifest
 (:mod:`geoseg.io.manifest`). Reading every chunk object once costs about one read of the
 compressed stores, no decoding.
 """
@@ -33,8 +33,9 @@ class VerifyReport:
 def _stores(out: Path, outputs: dict[str, str]) -> list[Path]:
     """The label stores of a run folder: the labels, the confidence, overview levels, other .zarr outputs."""
     from geoseg.io.export import OVERVIEWS_DIR
+    from geoseg.io.labelstore import METHOD_LABELS_DIR
 
-    found = [out / "labels.zarr", out / "confidence.zarr"]
+    found = [out / "labels.zarr", out / "labels.zarr" / METHOD_LABELS_DIR, out / "confidence.zarr"]
     found += [_located(out, p) for p in outputs.values() if str(p).endswith(".zarr")]
     levels = out / "labels.zarr" / OVERVIEWS_DIR
     if levels.is_dir():

@@ -73,6 +73,8 @@ def job_identity(job: JobSpec, scene: Scene, extra: str = "") -> str:
         "chunk": job.chunk_size,
         "method": job.method.model_dump(mode="json"),
         "extra": extra,
+        # which band plays which role, in which units, with which fill (sensor:, bands:, apply_scale, nodata:)
+        "bands": [[b.role, b.scale, b.offset, b.nodata] for b in scene.bands],
     }
     if job.grid is not None or job.masks or any(not isinstance(i, str) for i in job.inputs):
         dumped = job.model_dump(mode="json")  # how the inputs are composed changes the pixels
@@ -114,16 +116,17 @@ def run_job(
     """Run a validated job end to end. ``client`` reuses an existing Dask client (notebooks, tests)."""
     remote = storage.RemoteOutput.of(job.output)  # object storage: small files built on local scratch
     out = remote.scratch if remote else Path(job.output)
-    scene = open_scene(job.inputs, allow_gdal_virtual=job.allow_gdal_virtual, grid=job.grid, masks=job.masks)
+    scene = open_scene(job.inputs, allow_gdal_virtual=job.allow_gdal_virtual, grid=job.grid, masks=job.masks,
+                       sensor=job.sensor)
+    method = method_of(job.method.kind)
+    if method.check is not None:  # bands by role, a checkpoint that does not fit: refused before any output
+        method.check(job.method, scene)
     if remote:
         remote.check(job.name)
         if job.export.overviews:
             raise OutputError("export.overviews are built inside a local labels.zarr; not with an object-store output")
     else:
         check_output_dir(out, job)
-    method = method_of(job.method.kind)
-    if method.check is not None:
-        method.check(job.method, scene)  # e.g. a checkpoint that does not fit: refused before any output
     if job.reference is not None:
         check_evaluation_inputs(job, scene)  # so is a reference or regions layer that cannot be used
     # mkdir, one run per folder or prefix, stale temporaries removed (geoseg.run.lock, geoseg.run.storelock)
@@ -206,7 +209,7 @@ def _run_stages(
     if job.reference is not None:
         with _stage(times, "evaluate"):
             summary = _evaluate_stage(job, scene, out, client, store, job.evaluate.mapping or method.mapping,
-                                      outputs, extra)
+                                      outputs, extra, show_progress)
     if job.export.cog or job.export.overviews:
         with _stage(times, "export"):
             _export_stage(job, out, store, outputs, show_progress)
@@ -257,7 +260,7 @@ def _predict_stage(
 
 def _evaluate_stage(
     job: JobSpec, scene: Scene, out: Path, client, store: Path | str, mapping: str,  # noqa: ANN001
-    outputs: dict[str, Any], extra: dict[str, Any],
+    outputs: dict[str, Any], extra: dict[str, Any], show_progress: bool,
 ) -> Any:
     """Score the labels against the job's reference; the mapped classes become the store's legend."""
     from geoseg.accuracy.evaluate import evaluate
@@ -273,7 +276,7 @@ def _evaluate_stage(
     )
     outputs.update(written)
     extra["mapping"] = {str(k): v for k, v in evaluation.mapping.items()}
-    apply_evaluation_legend(store, evaluation)
+    apply_evaluation_legend(store, evaluation, client, show_progress)
     return evaluation.summary()
 
 
@@ -287,15 +290,22 @@ def _export_stage(job: JobSpec, out: Path, store: Path | str, outputs: dict[str,
         build_overviews(store, job.export.overviews, resampling=job.export.resampling, show_progress=show_progress)
 
 
-def apply_evaluation_legend(store: Path | str, evaluation: Any) -> None:
-    """One legend everywhere: the labels take the names and colours of the classes they were
-    mapped to (job ``classes`` first, then the reference's colour table, then a palette), so
-    the COG, polygons.gpkg and the report agree; cluster ids stay in class_mapping.csv.
-    Export and vectorize run after this, from the store."""
-    from geoseg.io.labelstore import read_label_info, set_legend
+def apply_evaluation_legend(store: Path | str, evaluation: Any, client=None, show_progress: bool = False) -> None:  # noqa: ANN001
+    """One id, one legend everywhere: once the labels are mapped to classes (k-means clusters), the
+    store's values become the class ids of metrics.csv and the report, named and coloured as there
+    (:func:`geoseg.accuracy.mapping.output_ids`; the clusters stay in ``labels.zarr/method_labels``
+    and class_mapping.csv). Export and vectorize run after this, from the store."""
+    from geoseg.accuracy.mapping import output_lut
+    from geoseg.io.labelstore import read_label_info, remap_labels
 
     legend = evaluation.output_legend(read_label_info(store).legend)
-    set_legend(store, legend)
+    ids = evaluation.output_ids()
+    if all(k == v for k, v in ids.items()):
+        from geoseg.io.labelstore import set_legend
+
+        set_legend(store, legend)
+    else:
+        remap_labels(store, output_lut(ids), legend, client=client, show_progress=show_progress)
     log.info("legend of %s: %s", store, ", ".join(f"{c.id}={c.name}" for c in legend))
 
 

@@ -224,7 +224,7 @@ def test_cli_prints_the_scored_share_under_the_table(tmp_path: Path, capsys) -> 
     assert main(["evaluate", str(store), str(layer), "--reference-value", "1", "--background", "0",
                  "--out", str(tmp_path / "o2")]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    assert "scored: 100.0 % of the scene (900 of 900 px)" in out and "WARNING" not in out
+    assert "scored: 100 % of the scene (900 of 900 px)" in out and "WARNING" not in out
 
 
 def test_merged_duplicates_reach_the_regions_layer(tmp_path: Path) -> None:

@@ -62,11 +62,50 @@ def prepare(ctx: FitContext) -> Prepared:
     return Prepared(KMeansPredictor(model, feats), resume, model_json, record)
 
 
-METHOD = MethodSpec("kmeans", KMeansConfig, fit="sample", prepare=prepare, mapping="hungarian")
+def check(cfg: KMeansConfig, scene: Scene) -> None:
+    """The features' bands found by role or name on the client: a band that cannot be told apart is an
+    error before the cluster starts."""
+    kmeans_features(cfg, scene)
+
+
+METHOD = MethodSpec("kmeans", KMeansConfig, fit="sample", prepare=prepare, check=check, mapping="hungarian")
 
 
 #: Below this fraction of the asked k-means sample a warning says how many pixels were drawn.
-SAMPLE_SHORT_WARNING = 0.9
+SAMPLE_SHORT_WARNING = 0.5
+
+
+def sample_shortfall(drawn: int, asked: int, total_px: int) -> str | None:
+    """The warning for a k-means sample well short of the one asked, or ``None`` when it is not.
+
+    Every valid pixel is drawn at the rate ``asked / total_px``, so a scene 17 % nodata draws 83 %
+    of the sample asked: nothing to warn about while there are valid pixels enough. The warning
+    comes when under half the sample was drawn, and says what is true: the valid share of the
+    scene it implies, and whether the scene has fewer valid pixels than the sample asked.
+
+    >>> sample_shortfall(41741, 50000, 3_800_000) is None
+    True
+    >>> print(sample_shortfall(6700, 20000, 40000))  # doctest: +NORMALIZE_WHITESPACE
+    k-means sample: 6700 of the 20000 pixels asked were drawn: about 34 % of the scene is valid
+    (nodata, NaN or masks cover the rest), about 13,400 pixels, fewer than the sample asked
+    """
+    if asked <= 0 or drawn >= SAMPLE_SHORT_WARNING * asked:
+        return None
+    valid_share = drawn / asked  # drawn ≈ valid × asked / total
+    valid = round(valid_share * total_px, -2)
+    few = ", fewer than the sample asked" if valid < asked else ""
+    return (
+        f"k-means sample: {drawn} of the {asked} pixels asked were drawn: about {100 * valid_share:.0f} % of the scene "
+        f"is valid (nodata, NaN or masks cover the rest), about {valid:,.0f} pixels{few}"
+    )
+
+
+def kmeans_features(cfg: KMeansConfig, scene: Scene) -> ResolvedFeatures:
+    """The k-means job's features bound to the scene's bands (by role: :mod:`geoseg.io.bandroles`); run on
+    the client before the cluster starts, so a band that cannot be found is refused at once."""
+    return FeatureSpec(
+        bands=tuple(cfg.features.bands) if cfg.features.bands else None, indices=tuple(cfg.features.indices)
+    ).resolve(scene.bands or scene.band_names)
 
 
 
@@ -83,17 +122,15 @@ def fit_kmeans_on_cluster(
     The sample parts go from the sampling tasks to the fit task worker to worker; the fit
     starts when the last part is drawn, and only the model (a few numbers) reaches the client.
 
-    ``drawn`` receives ``{"drawn": n, "asked": m}``; a sample under 90 % of the asked size
-    (a scene with much nodata) is also a warning.
+    ``drawn`` receives ``{"drawn": n, "asked": m}``; a sample under half the asked size
+    (a scene mostly nodata) is also a warning (:func:`sample_shortfall`).
 
     With ``cfg.model`` (a ``model.json`` of an earlier run) the fit is skipped and that model reused.
     """
     from geoseg.methods.sampling import SAMPLE_CHUNK
     from geoseg.run.labelling import sample_futures, wait_futures, warm_in_background
 
-    feats = FeatureSpec(
-        bands=tuple(cfg.features.bands) if cfg.features.bands else None, indices=tuple(cfg.features.indices)
-    ).resolve(scene.band_names)
+    feats = kmeans_features(cfg, scene)
     if cfg.model is not None:
         try:
             model = KMeansModel.from_json(json.loads(Path(cfg.model).read_text()))
@@ -121,11 +158,12 @@ def fit_kmeans_on_cluster(
         client.run(warm_in_background, (), warm, workers=others, on_error="ignore")  # a lost worker: no reason to stop
     model, n_drawn = client.gather(fit)  # no bar: one task, a second or so
     asked = min(cfg.sample_size, grid.height * grid.width)
-    if n_drawn < SAMPLE_SHORT_WARNING * asked:
-        log.warning(
-            "k-means sample: %d of the %d pixels asked were drawn (%.0f %%); the scene has fewer valid pixels "
-            "than its size suggests (nodata, NaN or masks)", n_drawn, asked, 100 * n_drawn / asked,
-        )
+    message = sample_shortfall(n_drawn, asked, grid.height * grid.width)
+    if message:
+        log.warning("%s", message)
+    elif n_drawn < asked:
+        log.info("k-means sample: %d of the %d pixels asked were drawn (every valid pixel draws at the same rate)",
+                 n_drawn, asked)
     if drawn is not None:
         drawn.update(drawn=int(n_drawn), asked=int(asked))
     return model, feats

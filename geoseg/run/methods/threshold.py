@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from geoseg.run.methodspec import FitContext, MethodSpec, Prepared
 from geoseg.run.schema import ClassSpec, StrictModel
+
+if TYPE_CHECKING:
+    from geoseg.io.scene import Scene
 
 
 class SmoothingConfig(StrictModel):
@@ -35,9 +38,10 @@ class SmoothingConfig(StrictModel):
 class ThresholdConfig(StrictModel):
     """An index cut at fixed values or at (multi-)Otsu thresholds of the global sample.
 
-    ``index``: ``ndvi``, ``ndwi``, ``exg``, a band name, or an expression of band names, numbers and
-    ``+ - * /``. ``threshold``: ``otsu`` (two classes), ``multi-otsu`` (``n_classes``), a number or
-    an ascending list of numbers. ``classes``: the output classes, lowest index values first.
+    ``index``: ``ndvi``, ``ndwi``, ``exg``, a band, or an expression of bands (a role such as ``nir``, a
+    band name, or ``layer.band``), numbers and ``+ - * /``. ``threshold``: ``otsu`` (two classes),
+    ``multi-otsu`` (``n_classes``), a number or an ascending list of numbers. ``classes``: the output
+    classes, lowest index values first.
     """
 
     kind: Literal["threshold"] = "threshold"
@@ -91,7 +95,7 @@ def prepare(ctx: FitContext) -> Prepared:
     from geoseg.methods.threshold import ThresholdPredictor, fit_threshold, resolve_index, threshold_legend
 
     cfg, scene = ctx.config, ctx.scene
-    index = resolve_index(cfg.index, scene.band_names)
+    index = resolve_index(cfg.index, scene.bands or scene.band_names)
     n_classes = cfg.classes_out
     classes = threshold_legend(n_classes, cfg.classes)
     sm = cfg.smoothing
@@ -106,4 +110,11 @@ def prepare(ctx: FitContext) -> Prepared:
     return Prepared(ThresholdPredictor(model, index, classes), json.dumps(model_json), model_json)
 
 
-METHOD = MethodSpec("threshold", ThresholdConfig, fit="sample", prepare=prepare)
+def check(cfg: ThresholdConfig, scene: Scene) -> None:
+    """The index's bands found by role or name on the client, before the cluster starts."""
+    from geoseg.methods.threshold import resolve_index
+
+    resolve_index(cfg.index, scene.bands or scene.band_names)
+
+
+METHOD = MethodSpec("threshold", ThresholdConfig, fit="sample", prepare=prepare, check=check)
