@@ -29,7 +29,8 @@ def _setup_logging(verbose: int, quiet: bool = False) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # distributed configures its own loggers when first imported (later, lazily): tell it via config,
     # through the environment while Dask is not imported (commands without a cluster never import it)
-    distributed_level = "info" if verbose >= 2 else "warning"
+    # -q: errors only (the nanny's "still alive after 4.0 seconds, killing" at shutdown is a warning)
+    distributed_level = "info" if verbose >= 2 else "error" if quiet and not verbose else "warning"
     if "dask" in sys.modules:
         import dask
 
@@ -60,9 +61,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     from geoseg.run.workflow import run_job
 
     job = _with_connect_timeout(load_job(args.job), args.connect_timeout)
-    result = run_job(job, scheduler=args.scheduler, show_progress=not args.quiet)
-    print_result(result, quiet=args.quiet)
+    result = run_job(job, scheduler=args.scheduler, show_progress=not (args.quiet or args.json))
+    if args.json:  # one JSON document on stdout, for scripts
+        import json
+
+        print(json.dumps(result_summary(result), indent=1))
+    else:
+        print_result(result, quiet=args.quiet)
     return 0
+
+
+def result_summary(result) -> dict:  # noqa: ANN001 - a RunResult
+    """What ``geoseg run --json`` prints: outputs, stage times, label counts and the scene's scores."""
+    summary: dict = {
+        "output_dir": str(result.output_dir),
+        "outputs": {k: str(v) for k, v in result.outputs.items()},
+        "stage_seconds": dict(result.stage_seconds),
+        "label_counts": {str(k): int(v) for k, v in result.label_counts.items()},
+    }
+    df = result.metrics_summary
+    if df is not None:
+        table = df.reset_index()
+        summary["classes"] = [{k: (None if v != v else v) for k, v in row.items()}  # NaN -> null
+                              for row in table.astype(object).to_dict("records")]  # fmt: skip
+        summary["coverage"] = list(df.attrs.get("coverage", []) or [])
+    return summary
 
 
 def _with_connect_timeout(job, seconds: float | None):
@@ -150,7 +173,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             region_field=args.region_field, grid_cell_m=args.grid_cell_m, mapping=args.mapping,
             class_names=_parse_class_names(args.class_names), client=client,
             reference_value=args.reference_value, reference_background=args.background,
-            merge_duplicates=args.merge_duplicates,
+            merge_duplicates=args.merge_duplicates, show_progress=not args.quiet,
         )
     written = write_outputs(evaluation, args.out, preview=args.image or None)
     if not args.quiet:
@@ -407,6 +430,31 @@ def _print_paths(paths: dict[str, Path]) -> None:
 
 # --------------------------------------------------------------------------- parser
 
+class _ExampleFormatter(argparse.HelpFormatter):
+    """Descriptions wrapped as usual; the ``example:`` epilog kept line by line (commands must not wrap)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example:"):
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
+
+#: An example per subcommand, shown at the end of its ``--help``.
+EXAMPLES: dict[str, list[str]] = {
+    "demo": ["geoseg demo --out geoseg-demo --size 1024"],
+    "synth": ["geoseg synth landcover --out data --width 1024 --products tiles,bands"],
+    "run": ["geoseg run workflows/landcover-kmeans.yaml", "geoseg -q run job.yaml --json > summary.json"],
+    "train": ["geoseg train workflows/landcover-deeplab-train.yaml"],
+    "monitor": ["geoseg monitor monitor.yaml --scheduler tcp://scheduler:8786"],
+    "change": ["geoseg change out/2026-06-01/labels.zarr out/2026-07-15/labels.zarr --out change --regions fields.gpkg"],
+    "evaluate": ["geoseg evaluate out/labels.zarr data/reference.tif --regions data/regions.gpkg --out eval",
+                 "geoseg evaluate a/labels.zarr b/labels.zarr --reference a.tif --reference b.tif --out pooled"],
+    "vectorize": ["geoseg vectorize out/labels.zarr out/polygons.gpkg --min-mapping-unit 4 --skip 0"],
+    "export": ["geoseg export out/labels.zarr --cog out/labels.tif --overviews 2,4,8"],
+    "verify": ["geoseg verify out"],
+    "instances": ["geoseg instances out/labels.zarr --classes 2 --out out/inst --reference crowns.gpkg --reference-value 2"],
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="geoseg", description=__doc__.splitlines()[0])
@@ -423,6 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add = sub.add_parser
 
     def add_parser(name: str, **kw):
+        # every subcommand's --help: what it does (its one-line help unless it says more) and an example
+        kw.setdefault("description", kw.get("help", "").capitalize() + ".")
+        if name in EXAMPLES:
+            kw.setdefault("epilog", "example:\n  " + "\n  ".join(EXAMPLES[name]))
+            kw.setdefault("formatter_class", _ExampleFormatter)
         return _add(name, parents=[common], **kw)
 
     s = add_parser("demo", help="generate a sample scene and run the land-cover k-means job on a local cluster")
@@ -448,6 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (default: start a local one)")
     s.add_argument("--connect-timeout", type=float, default=None,
                    help="seconds to wait for --scheduler to answer (default 10, or the job's cluster.connect_timeout)")
+    s.add_argument("--json", action="store_true",
+                   help="print one JSON summary (outputs, stage times, label counts, per-class scores) instead of tables")
     s.set_defaults(func=cmd_run)
 
     s = add_parser("train", help="train a DeepLabV3+ checkpoint from a training job file (YAML)")

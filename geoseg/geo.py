@@ -126,9 +126,22 @@ def window_bounds(transform: Affine, shape: tuple[int, int]) -> Bounds:
 
 
 def metres_per_unit(crs: CRS) -> float | None:
-    """Metres per CRS unit for a projected CRS, ``None`` for geographic ones (no fixed size)."""
-    if not crs.is_projected:
+    """Metres per CRS unit for a projected CRS, ``None`` for geographic ones (no fixed size).
+
+    A local (engineering) CRS with a linear unit, as chips get (a pixel grid with a declared pixel
+    size), has metres too: its axes' unit.
+    """
+    if crs.is_geographic:
         return None
+    if not crs.is_projected:
+        import pyproj
+
+        try:
+            axes = pyproj.CRS.from_wkt(crs.to_wkt()).axis_info
+        except Exception:  # noqa: BLE001 - a CRS pyproj cannot read has no known unit
+            return None
+        factors = {a.unit_conversion_factor for a in axes if a.unit_name in ("metre", "meter", "foot", "US survey foot")}
+        return float(factors.pop()) if len(axes) >= 2 and len(factors) == 1 else None
     try:
         return float(crs.linear_units_factor[1])
     except Exception:  # noqa: BLE001 - a CRS without a linear unit

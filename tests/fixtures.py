@@ -4,6 +4,7 @@ more than one of them needs lives here (or in a folder's helper module, e.g. tes
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -170,3 +171,44 @@ LEGEND_CLASSES = [
     {"id": 3, "name": "built-up", "color": "#c81e1e"},
     {"id": 4, "name": "meadow", "color": "#9acd32"},
 ]
+
+
+#: Extension schemas for validating STAC offline (see its README).
+STAC_SCHEMAS = Path(__file__).parent / "io" / "stac_schemas"
+
+
+class _NoNetworkStacIO:
+    """A StacIO that refuses every URL: a schema pystac would fetch makes validation fail (the witness)."""
+
+    def __init__(self, inner) -> None:  # noqa: ANN001
+        self.inner, self.fetched = inner, []
+
+    def __getattr__(self, name):  # noqa: ANN001, ANN204
+        return getattr(self.inner, name)
+
+    def read_text(self, source, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+        if "://" in str(source):
+            self.fetched.append(str(source))
+            raise OSError(f"no network in this test: {source}")
+        return self.inner.read_text(source, *args, **kwargs)
+
+
+def validate_stac_offline(data: dict) -> list[str]:
+    """Validate a STAC dict with pystac against local schemas only; returns the schema URIs used."""
+    import pystac
+    from pystac.validation import validate_dict
+    from pystac.validation.stac_validator import JsonSchemaSTACValidator
+
+    validator = JsonSchemaSTACValidator()
+    for path in STAC_SCHEMAS.glob("*.json"):
+        schema = json.loads(path.read_text())
+        validator.schema_cache[schema["$id"]] = schema
+    guard = _NoNetworkStacIO(pystac.StacIO.default())
+    previous = pystac.StacIO._default_io  # noqa: SLF001 - swapped back below
+    pystac.StacIO.set_default(lambda: guard)
+    try:
+        used = validate_dict(data, validator=validator)
+    finally:
+        pystac.StacIO._default_io = previous  # noqa: SLF001
+    assert guard.fetched == []
+    return used

@@ -35,6 +35,8 @@ Conventions (documented once, used everywhere):
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -109,17 +111,35 @@ def _sum_counts(parts: list[ChunkCounts]) -> ChunkCounts:
     return merge_counts(parts)
 
 
-def _reduce(plan: _Plan, windows: Sequence[Window], client: Any = None, fan_in: int = 16) -> ChunkCounts:
-    """Count every window as a Dask task and tree-sum the results (on ``client`` if given)."""
+def _reduce(plan: _Plan, windows: Sequence[Window], client: Any = None, fan_in: int = 16,
+            show_progress: bool = False) -> ChunkCounts:
+    """Count every window as a Dask task and tree-sum the results (on ``client`` if given).
+
+    ``show_progress``: a bar of the window counts on stderr when it is a terminal (the longest stage
+    of many runs had none)."""
     import dask
     from dask import delayed
+
+    from geoseg.progress import wants_bar
 
     plan_d = delayed(plan, pure=True)
     parts = [delayed(count_window, pure=True)(plan_d, w) for w in windows]
     while len(parts) > 1:
         parts = [delayed(_sum_counts, pure=True)(parts[i : i + fan_in]) for i in range(0, len(parts), fan_in)]
+    bar = wants_bar(show_progress)
     if client is not None:
-        return client.compute(parts[0]).result()
+        future = client.compute(parts[0])
+        if bar:
+            from distributed import progress
+
+            print("evaluating:", file=sys.stderr)
+            progress(future)
+        return future.result()
+    if bar:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(out=sys.stderr):
+            return dask.compute(parts[0])[0]
     return dask.compute(parts[0])[0]
 
 
@@ -391,6 +411,7 @@ def evaluate(
     reference_values: Mapping[str, int] | None = None,
     merge_duplicates: bool = False,
     repair_invalid: bool = True,
+    show_progress: bool = False,
 ) -> Evaluation:
     """Compare a label store with a reference map, per region, as one Dask reduction.
 
@@ -404,6 +425,7 @@ def evaluate(
     or ``grid_cell_m`` for square cells; neither = whole scene only.
     ``client``: a ``distributed.Client``; without one Dask's default scheduler runs the tasks.
     ``class_names`` names reference classes the reference itself does not name.
+    ``show_progress``: a progress bar of the counted chunks on stderr (a terminal only).
     Several label rasters (a list), with one reference each or one for all: pooled figures, and
     each scene's in ``Evaluation.scenes`` (:func:`evaluate_scenes`).
     """
@@ -413,6 +435,7 @@ def evaluate(
             reference_field=reference_field, regions=regions, region_field=region_field, grid_cell_m=grid_cell_m,
             reference_value=reference_value, reference_background=reference_background,
             reference_values=reference_values, merge_duplicates=merge_duplicates, repair_invalid=repair_invalid,
+            show_progress=show_progress,
         )
     if not isinstance(reference, (str, Path)):
         raise InputError("several references need several label rasters (a list of labels, one reference each)")
@@ -425,7 +448,7 @@ def evaluate(
     )
     chunks = info.chunk_grid
     plan = _Plan(str(info.path), info.nodata, chunks, ref, reg)
-    total = _reduce(plan, list(chunks.windows()), client)
+    total = _reduce(plan, list(chunks.windows()), client, show_progress=show_progress)
     return build_evaluation(
         total,
         legend=info.legend,
@@ -628,6 +651,7 @@ def evaluate_scenes(
     class_names: Mapping[int, str] | None = None,
     class_colors: Mapping[int, str] | None = None,
     names: Sequence[str] | None = None,
+    show_progress: bool = False,
     **options: Any,
 ) -> Evaluation:
     """Evaluate several label rasters, each against its reference (or all against one).
@@ -662,7 +686,8 @@ def evaluate_scenes(
         if first is not None and reg is not None and tuple(reg.ids) != tuple(first.ids):
             raise InputError("the regions layer gives other region ids for another scene; use one regions layer for all")
         chunks = info.chunk_grid
-        totals.append(_reduce(_Plan(str(info.path), info.nodata, chunks, ref, reg), list(chunks.windows()), client))
+        totals.append(_reduce(_Plan(str(info.path), info.nodata, chunks, ref, reg), list(chunks.windows()), client,
+                              show_progress=show_progress))
         infos.append(info)
         opened.append((ref, reg))
     legend = tuple({c.id: c for info in reversed(infos) for c in info.legend}.values())
@@ -670,7 +695,8 @@ def evaluate_scenes(
     pooled = build_evaluation(merge_counts(totals), reference=opened[0][0], regions=opened[0][1], mapping=mapping,
                               grid=infos[0].grid, labels_path=infos[0].path, legend=legend, class_names=class_names,
                               class_colors=class_colors)  # fmt: skip
-    areas = {round(float(i.grid.pixel_area_m2), 6) for i in infos}
+    areas = [float(i.grid.pixel_area_m2) for i in infos]
+    known = [a for a in areas if math.isfinite(a)]  # NaN: a CRS without a unit (NaN != NaN: not "different")
     per_scene = {}
     for name, total, info, (ref, reg) in zip(names, totals, infos, opened):
         ev = build_evaluation(total, reference=ref, regions=reg, mapping=dict(pooled.mapping), grid=info.grid,
@@ -678,8 +704,10 @@ def evaluate_scenes(
                               class_colors=class_colors)  # fmt: skip
         per_scene[name] = replace(ev, mapping_method=pooled.mapping_method)
     notes = [f"{len(names)} scenes pooled: {', '.join(names)}; class mapping resolved on the pooled counts"]
-    if len(areas) > 1:
+    if known and max(known) - min(known) > 1e-9 * max(known):
         notes.append("scenes have different pixel sizes: pooled area_m2 uses the first scene's pixel area; see scenes.csv")
+    elif len(known) < len(areas):
+        notes.append("some scenes' CRS has no unit: their pixel area is unknown, so pooled areas are left empty")
     seen = set()
     for ev in per_scene.values():
         for n in ev.notes:

@@ -31,7 +31,8 @@ COLUMNS = [
 ]
 
 _TEMPLATE = """<h2>Objects</h2>
-<p class="note">Each connected region of a class is one object (4-connected; its id is its polygon's id).
+<p class="note">Each connected region of a class is one object (4-connected); its id is its value in
+<code>instances.zarr</code> (the same whatever the chunking). <code>polygons.gpkg</code> numbers its polygons on its own.
 {% if scored %}Against the reference, a predicted and a reference object of the same class match one to one when
 their IoU is at least 0.5: precision = matched / objects, recall = matched reference objects / reference objects.
 {% endif %}Sizes are quantiles of object area; an object belongs to the region of its first pixel.

@@ -72,13 +72,16 @@ class VectorizeConfig(_Strict):
 
 
 class ObjectsConfig(_Strict):
-    """Objects: 4-connected regions of ``classes`` (label ids), counted per region in ``objects.csv``.
+    """Objects: 4-connected regions of ``classes``, counted per region in ``objects.csv``.
+
+    A class is a label id, or a class name: every label the legend gives that name (after an
+    evaluation, the class it was mapped to), so two k-means clusters mapped to "tree" are one class.
 
     ``instance_raster`` also writes ``instances.zarr`` (uint32 object ids, 0 = none). With a reference,
     ``reference_classes[i]`` (default: the same ids) is the reference class scored against ``classes[i]``.
     """
 
-    classes: list[int] = Field(min_length=1, max_length=64)
+    classes: list[int | str] = Field(min_length=1, max_length=64)
     instance_raster: bool = False
     reference_classes: list[int] | None = None
 
@@ -97,6 +100,32 @@ class ExportConfig(_Strict):
     cog: bool = False
     overviews: list[int] = Field(default_factory=list)
     resampling: Literal["mode", "nearest"] = "mode"
+
+
+class ChipsConfig(_Strict):
+    """Chips: a folder of image/mask files without georeference (PNG, JPEG, TIFF), run one by one.
+
+    Each chip becomes a pixel grid on a local CRS with the declared pixel size (its outputs say so);
+    its mask is its reference, and the chips are also scored together. ``images``/``masks`` (folders)
+    and ``image_suffix``/``mask_suffix`` describe the layout (:mod:`geoseg.methods.training.chips`);
+    ``split`` files name the chips of each part, ``use`` says which part to run.
+    """
+
+    folder: Path
+    pixel_size_m: float = Field(gt=0)
+    images: str | None = None
+    masks: str | None = None
+    image_suffix: str = ""
+    mask_suffix: str | None = None
+    colors: dict[str, int] | None = None
+    split: dict[Literal["train", "val", "test"], Path] | None = None
+    use: Literal["all", "train", "val", "test"] = "all"
+
+    @model_validator(mode="after")
+    def _part_named(self) -> ChipsConfig:
+        if self.use != "all" and self.use not in (self.split or {}):
+            raise ValueError(f"use: {self.use} needs a split file for it (split: {{{self.use}: FILE}})")
+        return self
 
 
 class MonitorConfig(_Strict):
@@ -137,7 +166,9 @@ class JobSpec(_Strict):
 
     version: Literal[1] = 1
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,80}$")
-    inputs: list[str | InputEntry] = Field(min_length=1)
+    inputs: list[str | InputEntry] = Field(default_factory=list)
+    #: Chips instead of inputs: a folder of non-georeferenced images with their masks (ChipsConfig).
+    chips: ChipsConfig | None = None
     grid: GridConfig | None = None
     masks: list[MaskEntry] = Field(default_factory=list)
     #: The sensor whose band numbers (``B4``, ``B8A``) name the inputs' bands: its table gives their roles.
@@ -163,6 +194,16 @@ class JobSpec(_Strict):
         if len(set(ids)) != len(ids):
             raise ValueError(f"class ids must be unique, got {ids}")
         return v
+
+    @model_validator(mode="after")
+    def _inputs_or_chips(self) -> JobSpec:
+        if bool(self.inputs) == (self.chips is not None):
+            raise ValueError("give inputs (georeferenced images) or chips (a folder of image/mask chips), one of them")
+        if self.chips is not None and self.reference is not None:
+            raise ValueError("chips are scored against their own masks; leave reference out")
+        if self.chips is not None and self.regions is not None:
+            raise ValueError("chips have no place on Earth: regions do not apply to them")
+        return self
 
     @field_validator("output", mode="before")
     @classmethod
@@ -214,6 +255,9 @@ class JobSpec(_Strict):
             update["reference"] = self.reference.model_copy(update={"path": fix(self.reference.path)})
         if self.regions and self.regions.path:
             update["regions"] = self.regions.model_copy(update={"path": fix(self.regions.path)})
+        if self.chips is not None:
+            split = {k: fix(v) for k, v in (self.chips.split or {}).items()} or None
+            update["chips"] = self.chips.model_copy(update={"folder": fix(self.chips.folder), "split": split})
         return self.model_copy(update=update)
 
 

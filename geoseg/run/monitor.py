@@ -26,6 +26,7 @@ from geoseg.errors import GeosegError, InputError
 from geoseg.io.atomic import write_json_atomic
 from geoseg.io.entries import InputEntry
 from geoseg.io.scene import expand_inputs
+from geoseg.io.stacout import set_item_datetime, write_periods_collection
 from geoseg.run.jobspec import JobSpec, KMeansConfig
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,9 @@ def _run_periods(job: JobSpec, shared_client) -> MonitorSummary:  # shared_clien
             summary.failed.append({"path": path, "period": period, "error": str(exc)})
             write_json_atomic(root / STATE_FILE, state)
             continue
+        if "stac" in result.outputs:  # the period's item: dated by its period, named apart from the others
+            set_item_datetime(result.outputs["stac"], datetime.fromisoformat(period).replace(tzinfo=UTC),
+                              item_id=f"{job.name}-{period}")
         if isinstance(job.method, KMeansConfig) and job.monitor.reuse_kmeans_model and not state.get("model"):
             state["model"] = str(result.outputs["model"])
         previous = _previous_period(state["periods"], period)
@@ -149,6 +153,9 @@ def _run_periods(job: JobSpec, shared_client) -> MonitorSummary:  # shared_clien
         summary.processed.append({"path": path, "period": period, "output": str(root / period)})
         write_json_atomic(root / STATE_FILE, state)
         log.info("period %s done: %s", period, root / period)
+    if state["periods"]:
+        write_periods_collection(root, state["periods"], collection_id=job.name,
+                                 description=f"geoseg monitoring job {job.name}: one item per period")
     write_json_atomic(root / SUMMARY_FILE, summary.to_json())
     return summary
 

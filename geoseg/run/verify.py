@@ -73,6 +73,7 @@ def verify_run(out: str | Path) -> VerifyReport:
         return VerifyReport(out, (), (f"{out} is not a folder",))
     record_path = out / RUN_FILE
     outputs: dict[str, str] = {}
+    record: dict = {}
     try:
         record = json.loads(record_path.read_text())
         outcome = record.get("outcome")
@@ -87,6 +88,13 @@ def verify_run(out: str | Path) -> VerifyReport:
     for name, path in outputs.items():
         if not _located(out, path).exists():
             problems.append(f"output {name!r} listed in {RUN_FILE} is missing: {path}")
+    if record.get("mode") == "chips":  # a chip run: each chip's folder is a run of its own
+        stores: list[Path] = []
+        for chip in record.get("chips") or []:
+            sub = verify_run(_located(out, str(chip.get("output", ""))))
+            stores += list(sub.stores)
+            problems += list(sub.problems)
+        return VerifyReport(out, tuple(stores), tuple(problems))
     stores = _stores(out, outputs)
     if not (out / "labels.zarr").exists() and "labels" not in outputs:
         problems.append(f"{out / 'labels.zarr'} is missing")

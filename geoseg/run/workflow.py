@@ -100,20 +100,28 @@ def check_output_dir(out: Path, job: JobSpec) -> None:
 
 
 @contextmanager
-def _stage(times: dict[str, float], name: str) -> Iterator[None]:
+def _stage(times: dict[str, float], name: str, record: runrecord.RunRecord | None = None) -> Iterator[None]:
     log.info("stage %s ...", name)
+    if record is not None:
+        record.begin_stage(name)  # run.json says which stage runs, and since when
     t0 = time.perf_counter()
     try:
         yield
     finally:
         times[name] = round(time.perf_counter() - t0, 3)
         log.info("stage %s done in %.1f s", name, times[name])
+        if record is not None:
+            record.end_stage(name)
 
 
 def run_job(
     job: JobSpec, scheduler: str | None = None, show_progress: bool = True, client=None  # noqa: ANN001
 ) -> RunResult:
     """Run a validated job end to end. ``client`` reuses an existing Dask client (notebooks, tests)."""
+    if job.chips is not None:  # a folder of non-georeferenced chips: one pixel grid each, scored together
+        from geoseg.run.chiprun import run_chips_job
+
+        return run_chips_job(job, scheduler=scheduler, show_progress=show_progress, client=client)
     remote = storage.RemoteOutput.of(job.output)  # object storage: small files built on local scratch
     out = remote.scratch if remote else Path(job.output)
     scene = open_scene(job.inputs, allow_gdal_virtual=job.allow_gdal_virtual, grid=job.grid, masks=job.masks,
@@ -188,11 +196,12 @@ def _run_stages(
     record.set_cluster(info)
     # the label store's zarr (~0.2 s of imports) loads while the cluster samples and fits, not after the fit
     warm_in_background(("zarr",))
+    record.data["chunks_total"] = scene.chunk_grid(job.chunk_size).n_chunks  # in run.json from the first stage on
     outputs: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     method = method_of(job.method.kind)
 
-    with _stage(times, method.stage):  # fit on the sample, load a checkpoint, or nothing (geoseg.run.registry)
+    with _stage(times, method.stage, record):  # fit on the sample, load a checkpoint, or nothing (geoseg.run.registry)
         prepared = method.prepare(FitContext(client, scene, job.method, info.gpu_workers, show_progress))
         extra.update(prepared.record)
         record.data.update(prepared.record)
@@ -201,22 +210,22 @@ def _run_stages(
             outputs["model"] = out / "model.json"
         key = job_identity(job, scene, prepared.resume)
 
-    with _stage(times, "predict"):
+    with _stage(times, "predict", record):
         store, counts = _predict_stage(job, scene, out, client, prepared.predictor, key, record, outputs,
                                        show_progress)
 
     summary = None
     if job.reference is not None:
-        with _stage(times, "evaluate"):
+        with _stage(times, "evaluate", record):
             summary = _evaluate_stage(job, scene, out, client, store, job.evaluate.mapping or method.mapping,
                                       outputs, extra, show_progress)
     if job.export.cog or job.export.overviews:
-        with _stage(times, "export"):
+        with _stage(times, "export", record):
             _export_stage(job, out, store, outputs, show_progress)
     if job.vectorize.enabled:
         from geoseg.vector.vectorize import vectorize_labels
 
-        with _stage(times, "vectorize"):
+        with _stage(times, "vectorize", record):
             v = job.vectorize
             vres = vectorize_labels(
                 store, out / "polygons.gpkg", client=client, min_mapping_unit_px=v.min_mapping_unit_px,
@@ -227,13 +236,14 @@ def _run_stages(
     if job.objects is not None:
         from geoseg.accuracy.objectstats import run_objects_for_job
 
-        with _stage(times, "objects"):
+        with _stage(times, "objects", record):
             outputs.update(run_objects_for_job(job, scene.grid, store, out, client))
             if "report" in outputs:  # evaluation ran first: add the objects table to its report.html
                 from geoseg.accuracy.objectreport import add_objects_to_report
 
                 add_objects_to_report(outputs["report"], outputs["objects"])
 
+    outputs["stac"] = write_stac_item(job, out, store, outputs)
     return RunResult(out, outputs, times, counts, summary, info, extra)
 
 
@@ -268,7 +278,8 @@ def _evaluate_stage(
 
     assert job.reference is not None  # called only for jobs with a reference
     regions = job.regions
-    evaluation = evaluate(store, str(job.reference.path), mapping=mapping, client=client, **evaluation_options(job))
+    evaluation = evaluate(store, str(job.reference.path), mapping=mapping, client=client, show_progress=show_progress,
+                          **evaluation_options(job))
     written = write_outputs(
         evaluation, out,
         regions_path=str(regions.path) if regions and regions.path else None,
@@ -288,6 +299,16 @@ def _export_stage(job: JobSpec, out: Path, store: Path | str, outputs: dict[str,
                                     show_progress=show_progress)
     if job.export.overviews:
         build_overviews(store, job.export.overviews, resampling=job.export.resampling, show_progress=show_progress)
+
+
+def write_stac_item(job: JobSpec, out: Path, store: Path | str, outputs: dict[str, Any]) -> Path:
+    """``item.json``: a STAC Item of the run's outputs (written last, so its checksums are final)."""
+    from geoseg.io.labelstore import read_label_info
+    from geoseg.io.stacout import write_run_item
+
+    described = {**outputs, "run": out / runrecord.RUN_FILE}  # run.json is rewritten at the end: no checksum
+    return write_run_item(out, described, item_id=job.name, labels=read_label_info(store),
+                          properties={"geoseg:method": job.method.kind})
 
 
 def apply_evaluation_legend(store: Path | str, evaluation: Any, client=None, show_progress: bool = False) -> None:  # noqa: ANN001

@@ -153,9 +153,16 @@ def make_band_files(image: str | Path, out_dir: str | Path, seed: int = 0,
 
 
 def _write_item(out: Path, src, bands: dict[str, Path], scl: Path, when: dt.datetime) -> Path:  # noqa: ANN001
-    """A STAC item (pystac, eo and projection extensions) with relative asset hrefs."""
+    """A STAC item (pystac, eo and projection extensions) with relative asset hrefs.
+
+    ``proj:code`` (item) and each asset's ``proj:shape``/``proj:transform`` (band files differ in
+    resolution) are what odc-stac needs to place the files without opening them;
+    ``raster:bands`` gives their data type and nodata, so loaders keep the integers.
+    """
     import pystac
     from pystac.extensions.eo import Band, EOExtension
+    from pystac.extensions.projection import ProjectionExtension
+    from pystac.extensions.raster import RasterExtension
     from rasterio.warp import transform_bounds, transform_geom
     from shapely.geometry import box, mapping
 
@@ -163,13 +170,30 @@ def _write_item(out: Path, src, bands: dict[str, Path], scl: Path, when: dt.date
     bbox = list(transform_bounds(src.crs, "EPSG:4326", *src.bounds))
     item = pystac.Item(id="geoseg-synthetic-s2", geometry=geom, bbox=bbox, datetime=when, properties={})
     EOExtension.add_to(item)
+    ProjectionExtension.add_to(item)
+    RasterExtension.add_to(item)
+    epsg = src.crs.to_epsg()
+    item.properties["proj:code"] = f"EPSG:{epsg}" if epsg else None
+    if not epsg:
+        item.properties["proj:wkt2"] = src.crs.to_wkt()
+
+    def placed(path: Path, asset: pystac.Asset) -> pystac.Asset:
+        with rasterio.open(path) as ds:
+            asset.extra_fields["proj:shape"] = [ds.height, ds.width]
+            asset.extra_fields["proj:transform"] = list(ds.transform)[:6]
+            band: dict[str, object] = {"data_type": ds.dtypes[0], "spatial_resolution": abs(ds.transform.a)}
+            if ds.nodata is not None:
+                band["nodata"] = ds.nodata
+            asset.extra_fields["raster:bands"] = [band]
+        return asset
+
     for key, path in bands.items():
         _, common, _ = S2_BANDS[key]
         asset = pystac.Asset(href=f"./{path.name}", media_type=pystac.MediaType.GEOTIFF, roles=["data"])
         EOExtension.ext(asset).bands = [Band.create(name=key, common_name=common)]
-        item.add_asset(key, asset)
-    item.add_asset("SCL", pystac.Asset(href=f"./{scl.name}", media_type=pystac.MediaType.GEOTIFF,
-                                       roles=["data"], title="scene classification"))
+        item.add_asset(key, placed(path, asset))
+    item.add_asset("SCL", placed(scl, pystac.Asset(href=f"./{scl.name}", media_type=pystac.MediaType.GEOTIFF,
+                                                   roles=["data"], title="scene classification")))
     path = out / "item.json"
     item.set_self_href(str(path))
     item.make_asset_hrefs_relative()
