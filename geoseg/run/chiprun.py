@@ -95,8 +95,8 @@ def run_chips_job(job: JobSpec, scheduler: str | None = None, show_progress: boo
 
 def _run_all(job: JobSpec, chips: list[Any], pairs: list[tuple[Path, Path]], out: Path, client,  # noqa: ANN001
              show_progress: bool, record: dict[str, Any]) -> Any:
+    from geoseg.accuracy.evaluate import evaluate_scenes
     from geoseg.accuracy.report import write_outputs
-    from geoseg.accuracy.scenes import evaluate_scenes
     from geoseg.run.workflow import RunResult, reference_class_names, run_job
 
     assert job.chips is not None
