@@ -235,9 +235,9 @@ def bench_workflow(model, meta, dev, size: int, chunk: int, batch_size: int, mod
 
     from geoseg.io.scene import open_scene
     from geoseg.methods.checkpoint import save_checkpoint
-    from geoseg.run import workflow
     from geoseg.run.cluster import start_local_cluster
     from geoseg.run.jobspec import parse_job
+    from geoseg.run.methods import deeplab as deeplab_method
     from geoseg.run.workflow import run_job
 
     ckpt = workdir / "bench-model"  # a CPU, contiguous copy: the benchmarked model stays as it is
@@ -252,10 +252,10 @@ def bench_workflow(model, meta, dev, size: int, chunk: int, batch_size: int, mod
         "method": {"kind": "deeplab", "checkpoint": str(ckpt), "batch_size": batch_size, "device": dev.type},
         "vectorize": {"enabled": False},
     })
-    build = workflow.build_deeplab_predictor
+    build = deeplab_method.build_deeplab_predictor
     with start_local_cluster(1, 1, memory_limit=0, dashboard=False, resources={"GPU": 1} if cuda else None) as cluster, \
             Client(cluster) as client, \
-            mock.patch.object(workflow, "build_deeplab_predictor",
+            mock.patch.object(deeplab_method, "build_deeplab_predictor",
                               lambda *a, **k: dataclasses.replace(build(*a, **k), prefetch=prefetch)):
         cpu0 = sum(client.run(time.process_time).values())
         t0 = time.perf_counter()

@@ -286,7 +286,7 @@ def _single_pass(tif: str, out: str) -> None:
     import shapely
     from rasterio.features import shapes
 
-    from geoseg.vector.gpkg import write_arrow_layer
+    from geoseg.io.gpkg import write_arrow_layer
     from geoseg.vector.polygonize import polygons_from_geojson
 
     with rasterio.open(tif) as ds:

@@ -35,6 +35,7 @@ Conventions (documented once, used everywhere):
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -52,7 +53,7 @@ from geoseg.accuracy.reference import Reference, open_reference, reference_pixel
 from geoseg.accuracy.regions import Regions, grid_regions, open_regions, regions_window_codes
 from geoseg.errors import InputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
-from geoseg.io.labelstore import read_label_info, read_label_window
+from geoseg.io.labelstore import LabelRasterInfo, read_label_info, read_label_window
 from geoseg.legend import PALETTE, ClassInfo
 
 #: Columns of :meth:`Evaluation.metrics`, in order.
@@ -182,7 +183,7 @@ class Evaluation:
     outside_regions_px: int = 0
     #: What happened on the way, one line each (reprojections, repaired geometries, ...).
     notes: list[str] = field(default_factory=list)
-    #: Several scenes pooled (:mod:`geoseg.accuracy.scenes`): each scene's own evaluation, by name.
+    #: Several scenes pooled (:func:`evaluate_scenes`): each scene's own evaluation, by name.
     scenes: dict[str, Evaluation] = field(default_factory=dict, repr=False)
 
     # -- what the figures cover ----------------------------------------------------------
@@ -419,12 +420,10 @@ def evaluate(
     ``client``: a ``distributed.Client``; without one Dask's default scheduler runs the tasks.
     ``show_progress``: a progress bar of the counted chunks on stderr (a terminal only).
     Several label rasters (a list), with one reference each or one for all: pooled figures, and
-    each scene's in ``Evaluation.scenes`` (:func:`geoseg.accuracy.scenes.evaluate_scenes`).
+    each scene's in ``Evaluation.scenes`` (:func:`evaluate_scenes`).
     """
     opts = EvaluationOptions.coerce(options, **keywords)
     if not isinstance(labels_path, (str, Path)):
-        from geoseg.accuracy.scenes import evaluate_scenes
-
         return evaluate_scenes(labels_path, reference, opts, client=client, show_progress=show_progress)
     if not isinstance(reference, (str, Path)):
         raise InputError("several references need several label rasters (a list of labels, one reference each)")
@@ -588,4 +587,104 @@ def _class_colors(
     }
 
 
-__all__ = ["Evaluation", "EvaluationOptions", "build_evaluation", "evaluate", "iou_column", "open_evaluation_inputs"]
+
+# --------------------------------------------------------------------------- several scenes
+# One label raster per test image (or field), pooled and per scene. Each scene is counted as its own
+# Dask reduction on its own grid, against its own reference (or one shared by all) and the same
+# regions layer. The counts are summed into the pooled figures, so the pooled IoU is that of all
+# scenes' pixels together (not a mean of per-scene IoUs), and a class mapping (e.g. Hungarian for
+# k-means clusters) is resolved once on the pooled matrix and applied to every scene alike.
+
+
+def scene_names(paths: Sequence[str | Path]) -> list[str]:
+    """Short, unique names for scenes: the file name, with its folder where names repeat.
+
+    >>> scene_names(["a/out/labels.zarr", "b/out/labels.zarr", "c/x.tif"])
+    ['a/out/labels.zarr', 'b/out/labels.zarr', 'x.tif']
+    """
+    names = [Path(p).name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    out = []
+    for p, n in zip(paths, names):
+        out.append(str(Path(p)) if names.count(n) > 1 else n)
+    return out
+
+
+def evaluate_scenes(
+    labels_paths: Sequence[str | Path],
+    references: str | Path | Sequence[str | Path],
+    options: EvaluationOptions | Mapping[str, Any] | None = None,
+    *,
+    client: Any = None,
+    names: Sequence[str] | None = None,
+    show_progress: bool = False,
+    **keywords: Any,
+) -> Evaluation:
+    """Evaluate several label rasters, each against its reference (or all against one).
+
+    Returns the pooled :class:`Evaluation` (all pixels of all scenes); its ``scenes`` holds one
+    :class:`Evaluation` per scene, scored with the pooled class mapping. ``options``/``keywords``:
+    those of :func:`geoseg.accuracy.evaluate.evaluate` (:class:`EvaluationOptions`).
+    """
+    opts = EvaluationOptions.coerce(options, **keywords)
+    mapping, class_names, class_colors = opts.mapping, opts.class_names, opts.class_colors
+    labels_paths = list(labels_paths)
+    refs = [references] if isinstance(references, (str, Path)) else list(references)
+    if len(refs) == 1:
+        refs = refs * len(labels_paths)
+    if not labels_paths or len(refs) != len(labels_paths):
+        raise InputError(
+            f"{len(labels_paths)} label rasters and {len(refs)} references: give one reference per label raster, or one for all"
+        )
+    if opts.grid_cell_m is not None:
+        raise InputError(
+            "grid_cell_m cells are numbered per scene; for several scenes give a regions layer"
+            " (or evaluate them one by one)"
+        )
+    names = list(names) if names is not None else scene_names(labels_paths)
+    if len(names) != len(labels_paths) or len(set(names)) != len(names):
+        raise InputError(f"scene names must be unique, one per label raster; got {names}")
+    totals: list[ChunkCounts] = []
+    infos: list[LabelRasterInfo] = []
+    opened: list[tuple[Reference, Regions | None]] = []
+    for lp, rp in zip(labels_paths, refs):
+        info = read_label_info(lp)
+        ref, reg = open_evaluation_inputs(rp, info.grid, opts)
+        first = opened[0][1] if opened else None
+        if first is not None and reg is not None and tuple(reg.ids) != tuple(first.ids):
+            raise InputError("the regions layer gives other region ids for another scene; use one regions layer for all")
+        chunks = info.chunk_grid
+        totals.append(_reduce(_Plan(str(info.path), info.nodata, chunks, ref, reg), list(chunks.windows()), client,
+                              show_progress=show_progress))
+        infos.append(info)
+        opened.append((ref, reg))
+    legend = tuple({c.id: c for info in reversed(infos) for c in info.legend}.values())
+    legend = tuple(sorted(legend, key=lambda c: c.id))
+    pooled = build_evaluation(merge_counts(totals), reference=opened[0][0], regions=opened[0][1], mapping=mapping,
+                              grid=infos[0].grid, labels_path=infos[0].path, legend=legend, class_names=class_names,
+                              class_colors=class_colors)  # fmt: skip
+    areas = [float(i.grid.pixel_area_m2) for i in infos]
+    known = [a for a in areas if math.isfinite(a)]  # NaN: a CRS without a unit (NaN != NaN: not "different")
+    per_scene = {}
+    for name, total, info, (ref, reg) in zip(names, totals, infos, opened):
+        ev = build_evaluation(total, reference=ref, regions=reg, mapping=dict(pooled.mapping), grid=info.grid,
+                              labels_path=info.path, legend=legend, class_names=class_names,
+                              class_colors=class_colors)  # fmt: skip
+        per_scene[name] = replace(ev, mapping_method=pooled.mapping_method)
+    notes = [f"{len(names)} scenes pooled: {', '.join(names)}; class mapping resolved on the pooled counts"]
+    if known and max(known) - min(known) > 1e-9 * max(known):
+        notes.append("scenes have different pixel sizes: pooled area_m2 uses the first scene's pixel area; see scenes.csv")
+    elif len(known) < len(areas):
+        notes.append("some scenes' CRS has no unit: their pixel area is unknown, so pooled areas are left empty")
+    seen = set()
+    for ev in per_scene.values():
+        for n in ev.notes:
+            if n not in seen:
+                seen.add(n)
+                notes.append(n)
+    return replace(pooled, scenes=per_scene, notes=notes + [n for n in pooled.notes if n not in seen])
+
+
+__all__ = ["Evaluation", "build_evaluation", "evaluate", "evaluate_scenes", "iou_column", "open_evaluation_inputs",
+           "scene_names"]

@@ -442,7 +442,7 @@ def write_sample(sample: StratifiedSample, out: str | Path) -> dict[str, Path]:
     import pyogrio
 
     from geoseg.io.atomic import write_atomic
-    from geoseg.vector.gpkg import GEOMETRY_COLUMN, LayerStyle, atomic_gpkg, write_layer_styles
+    from geoseg.io.gpkg import GEOMETRY_COLUMN, LayerStyle, atomic_gpkg, write_layer_styles
 
     out = Path(out)
     if out.suffix.lower() != ".gpkg":

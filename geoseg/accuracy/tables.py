@@ -60,7 +60,7 @@ def write_tables(
 
 def _write_regions_gpkg(gdf, path: Path) -> None:  # GeoDataFrame
     """The regions layer with its default QGIS style (mIoU, red to green) in ``layer_styles``."""
-    from geoseg.vector.gpkg import miou_style, write_layer_styles
+    from geoseg.io.gpkg import miou_style, write_layer_styles
 
     gdf.to_file(path, driver="GPKG", layer="regions_metrics")
     write_layer_styles(Path(path), [miou_style("regions_metrics")])

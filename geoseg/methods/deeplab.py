@@ -16,6 +16,7 @@ import os
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -311,6 +312,41 @@ def predict_chunk(
     """
     import torch
 
+    _check_chunk(meta, image, valid, blend, tta)
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    use_amp = (dev.type == "cuda") if amp is None else (amp and dev.type == "cuda")
+    _, h, w = image.shape
+    labels = np.full((h, w), NODATA_LABEL, dtype=np.uint8)
+    conf = np.zeros((h, w), dtype=np.float32)
+    if not valid.any():
+        return (labels, conf) if return_confidence else labels
+
+    t, stride = meta.tile_size, meta.tile_size - meta.tile_overlap
+    rows_roi = (core[0].start or 0, core[0].stop if core[0].stop is not None else h) if core else (0, h)
+    cols_roi = (core[1].start or 0, core[1].stop if core[1].stop is not None else w) if core else (0, w)
+    rs = tile_starts(origin[0], h, t, stride, *rows_roi)
+    cs = tile_starts(origin[1], w, t, stride, *cols_roi)
+    if not rs or not cs:  # an empty core
+        return (labels, conf) if return_confidence else labels
+    pad_top, pad_left = max(0, -rs[0]), max(0, -cs[0])
+    pads = ((0, 0), (pad_top, max(0, rs[-1] + t - h)), (pad_left, max(0, cs[-1] + t - w)))
+    x = normalise(image, valid, meta.band_mean, meta.band_std)
+    if any(pads[1] + pads[2]):  # interior chunks read with their halo need no padding (and no copy)
+        mode: Literal["reflect", "edge"] = "reflect" if min(h, w) > 1 else "edge"
+        x = np.pad(x, pads, mode=mode)
+        vpad = np.pad(valid, pads[1:], mode=mode)
+    else:
+        vpad = valid
+    with torch.inference_mode():
+        tiles = _TileGrid(rs[0] + pad_top, cs[0] + pad_left, len(rs), len(cs), t, stride)
+        acc, wsum = _blend_tiles(model, meta, x, vpad, tiles, dev, batch_size, use_amp, tta, blend)
+        acc = acc[:, pad_top : pad_top + h, pad_left : pad_left + w]
+        wsum = wsum[pad_top : pad_top + h, pad_left : pad_left + w]
+        return _labels_of(acc, wsum, valid, meta, dev, return_confidence)
+
+
+def _check_chunk(meta: CheckpointMeta, image: np.ndarray, valid: np.ndarray, blend: str, tta: str) -> None:
+    """Refuse what :func:`predict_chunk` cannot run before any work."""
     if blend not in BLENDS:
         raise ValueError(f"unknown blend {blend!r}; choose one of {', '.join(BLENDS)}")
     if image.ndim != 3 or image.shape[1:] != valid.shape:
@@ -320,69 +356,67 @@ def predict_chunk(
             f"checkpoint expects {meta.in_channels} bands ({', '.join(meta.band_names)}), chunk has {image.shape[0]}"
         )
     tta_transforms(tta)  # an unknown mode fails before any work
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    use_amp = (dev.type == "cuda") if amp is None else (amp and dev.type == "cuda")
-    _, h, w = image.shape
-    labels = np.full((h, w), NODATA_LABEL, dtype=np.uint8)
-    conf = np.zeros((h, w), dtype=np.float32)
-    if not valid.any():
-        return (labels, conf) if return_confidence else labels
 
-    t, ov = meta.tile_size, meta.tile_overlap
-    stride = t - ov
-    rows_roi = (core[0].start or 0, core[0].stop if core[0].stop is not None else h) if core else (0, h)
-    cols_roi = (core[1].start or 0, core[1].stop if core[1].stop is not None else w) if core else (0, w)
-    rs = tile_starts(origin[0], h, t, stride, *rows_roi)
-    cs = tile_starts(origin[1], w, t, stride, *cols_roi)
-    if not rs or not cs:  # an empty core
-        return (labels, conf) if return_confidence else labels
-    pad_top, pad_left = max(0, -rs[0]), max(0, -cs[0])
-    pad_bottom, pad_right = max(0, rs[-1] + t - h), max(0, cs[-1] + t - w)
 
-    x = normalise(image, valid, meta.band_mean, meta.band_std)
-    pads = ((0, 0), (pad_top, pad_bottom), (pad_left, pad_right))
-    if any(pads[1] + pads[2]):  # interior chunks read with their halo need no padding (and no copy)
-        mode: Literal["reflect", "edge"] = "reflect" if min(h, w) > 1 else "edge"
-        x = np.pad(x, pads, mode=mode)
-        vpad = np.pad(valid, pads[1:], mode=mode)
-    else:
-        vpad = valid
-    n_cls = meta.n_classes
-    with torch.inference_mode():
-        xt = _to_device(x, dev)
-        r0, c0 = rs[0] + pad_top, cs[0] + pad_left  # the first tile in the padded array
-        nr, nc = len(rs), len(cs)
-        # every tile as a view (C, nr, nc, t, t) of the chunk: no copies until a batch is gathered
-        views = xt[:, r0:, c0:].unfold(1, t, stride).unfold(2, t, stride)[:, :nr, :nc].permute(1, 2, 0, 3, 4)
-        # Tiles with no valid pixel only cover nodata pixels: skipping them changes no label.
-        vt = torch.from_numpy(np.ascontiguousarray(vpad[r0:, c0:]))
-        has_valid = vt.unfold(0, t, stride).unfold(1, t, stride)[:nr, :nc].any(dim=-1).any(dim=-1)
-        ii, jj = (torch.nonzero(has_valid, as_tuple=True))  # row-major, as the tiles were always ordered
-        ii, jj = ii.to(dev), jj.to(dev)
-        hp, wp = x.shape[1:]
-        win = torch.from_numpy(blend_window(t, ov)).to(dev)
-        blender = _Blender.make(blend, dev, n_cls, (hp, wp), (r0, c0), (nr, nc), t, stride, win)
-        for b0 in range(0, len(ii), batch_size):
-            bi, bj = ii[b0 : b0 + batch_size], jj[b0 : b0 + batch_size]
-            probs = infer_tiles(model, views[bi, bj], amp=use_amp, tta=tta)  # the gather is the one copy
-            probs.mul_(win)
-            blender.add(probs, bi, bj)
-        acc, wsum = blender.result()
-        acc = acc[:, pad_top : pad_top + h, pad_left : pad_left + w]
-        wsum = wsum[pad_top : pad_top + h, pad_left : pad_left + w]
-        best_p, best_i = acc.max(dim=0)
-        lut = torch.tensor([c.id for c in meta.classes], dtype=torch.uint8, device=dev)
-        ids = lut[best_i]
-        covered = wsum > 0
-        labels = ids.cpu().numpy()
-        covered_np = covered.cpu().numpy()
-        keep = valid & covered_np
-        labels[~keep] = NODATA_LABEL
-        if not return_confidence:
-            return labels
-        conf = (best_p / torch.where(covered, wsum, torch.ones_like(wsum))).cpu().numpy()
-        conf[~keep] = 0.0
-        return labels, conf.astype(np.float32, copy=False)
+@dataclass(frozen=True)
+class _TileGrid:
+    """The chunk's tiles in the padded array: the first at ``(r0, c0)``, ``nr`` x ``nc`` of size ``t``."""
+
+    r0: int
+    c0: int
+    nr: int
+    nc: int
+    t: int
+    stride: int
+
+
+def _blend_tiles(
+    model: torch.nn.Module, meta: CheckpointMeta, x: np.ndarray, vpad: np.ndarray, g: _TileGrid,
+    dev: torch.device, batch_size: int, use_amp: bool, tta: str, blend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Window-weighted probability sums ``(classes, hp, wp)`` and weights ``(hp, wp)`` over the padded chunk."""
+    import torch
+
+    t, stride, nr, nc = g.t, g.stride, g.nr, g.nc
+    xt = _to_device(x, dev)
+    # every tile as a view (C, nr, nc, t, t) of the chunk: no copies until a batch is gathered
+    views = xt[:, g.r0 :, g.c0 :].unfold(1, t, stride).unfold(2, t, stride)[:, :nr, :nc].permute(1, 2, 0, 3, 4)
+    # Tiles with no valid pixel only cover nodata pixels: skipping them changes no label.
+    vt = torch.from_numpy(np.ascontiguousarray(vpad[g.r0 :, g.c0 :]))
+    has_valid = vt.unfold(0, t, stride).unfold(1, t, stride)[:nr, :nc].any(dim=-1).any(dim=-1)
+    ii, jj = (torch.nonzero(has_valid, as_tuple=True))  # row-major, as the tiles were always ordered
+    ii, jj = ii.to(dev), jj.to(dev)
+    hp, wp = x.shape[1:]
+    win = torch.from_numpy(blend_window(t, meta.tile_overlap)).to(dev)
+    blender = _Blender.make(blend, dev, meta.n_classes, (hp, wp), (g.r0, g.c0), (nr, nc), t, stride, win)
+    for b0 in range(0, len(ii), batch_size):
+        bi, bj = ii[b0 : b0 + batch_size], jj[b0 : b0 + batch_size]
+        probs = infer_tiles(model, views[bi, bj], amp=use_amp, tta=tta)  # the gather is the one copy
+        probs.mul_(win)
+        blender.add(probs, bi, bj)
+    return blender.result()
+
+
+def _labels_of(
+    acc: torch.Tensor, wsum: torch.Tensor, valid: np.ndarray, meta: CheckpointMeta, dev: torch.device,
+    return_confidence: bool,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The most probable class's id (nodata where not valid or no tile covers), and its blended probability."""
+    import torch
+
+    best_p, best_i = acc.max(dim=0)
+    lut = torch.tensor([c.id for c in meta.classes], dtype=torch.uint8, device=dev)
+    ids = lut[best_i]
+    covered = wsum > 0
+    labels = ids.cpu().numpy()
+    covered_np = covered.cpu().numpy()
+    keep = valid & covered_np
+    labels[~keep] = NODATA_LABEL
+    if not return_confidence:
+        return labels
+    conf = (best_p / torch.where(covered, wsum, torch.ones_like(wsum))).cpu().numpy()
+    conf[~keep] = 0.0
+    return labels, conf.astype(np.float32, copy=False)
 
 
 # --- one model per worker process -------------------------------------------------------------

@@ -21,13 +21,13 @@ from geoseg.methods.kmeans import KMeansModel
 
 
 class ChunkPredictor(Protocol):
-    """What the chunk task needs from a method.
+    """What the chunk task needs from a method, its optional capabilities included.
 
-    A predictor with a true ``confidence`` attribute also offers
-    ``predict_with_confidence(data, valid, hw) -> (labels, confidence)`` (uint8 percent, 255 = nodata),
-    which the workflow writes to ``confidence.zarr``. One with a true ``prefetch`` attribute is run
-    over groups of chunks, each task reading the next chunk while it predicts the current one
-    (:mod:`geoseg.run.prefetch`); without it, one task per chunk.
+    ``halo``: pixels of context read around each chunk (trimmed from the labels). ``confidence``: the
+    predictor also gives a per-pixel confidence (:meth:`predict_with_confidence`), which the workflow
+    writes to ``confidence.zarr``. ``prefetch``: read ahead, i.e. run over groups of chunks, each task
+    reading the next chunk while it predicts the current one (:mod:`geoseg.run.prefetch`); otherwise
+    one task per chunk. A predictor without the optional ones inherits :class:`PlainPredictor`.
     """
 
     @property
@@ -40,11 +40,35 @@ class ChunkPredictor(Protocol):
         """Dask resources each prediction task needs (e.g. ``{"GPU": 1}``), or ``None``."""
         ...
 
+    @property
+    def confidence(self) -> bool:
+        """Whether :meth:`predict_with_confidence` is offered (and asked for)."""
+        ...
+
+    @property
+    def prefetch(self) -> bool:
+        """Whether chunks are read ahead, in groups per task."""
+        ...
+
     def legend(self) -> tuple[ClassInfo, ...]: ...
 
     def predict(self, data: np.ndarray, valid: np.ndarray, hw: HaloWindow) -> np.ndarray:
         """Labels for ``hw.core`` from bands ``data`` and mask ``valid`` read over ``hw.outer``."""
         ...
+
+    def predict_with_confidence(self, data: np.ndarray, valid: np.ndarray, hw: HaloWindow) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and their confidence for ``hw.core`` (uint8 percent, 255 = nodata); only when ``confidence``."""
+        ...
+
+
+class PlainPredictor:
+    """The optional capabilities' defaults: no confidence, no read-ahead."""
+
+    confidence = False
+    prefetch = False
+
+    def predict_with_confidence(self, data: np.ndarray, valid: np.ndarray, hw: HaloWindow) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError(f"{type(self).__name__} gives no confidence")
 
 
 #: Pixels per block of k-means prediction: float32 temporaries of 64 KiB, under glibc's 128 KiB mmap
@@ -54,7 +78,7 @@ BLOCK_PIXELS = 16_384
 
 
 @dataclass(frozen=True)
-class KMeansPredictor:
+class KMeansPredictor(PlainPredictor):
     """Per-pixel k-means: needs no halo and no GPU."""
 
     model: KMeansModel

@@ -23,6 +23,7 @@ from geoseg.io.bandroles import BandInfo, find_role
 from geoseg.io.bandroles import find_band as band_position
 from geoseg.legend import NODATA_LABEL, PALETTE, ClassInfo
 from geoseg.methods.features import INDICES, as_bands
+from geoseg.methods.predictors import PlainPredictor
 
 #: A compiled expression: ("band", i) | ("const", x) | ("neg", e) | (op, left, right).
 Expr = tuple[Any, ...]
@@ -275,7 +276,7 @@ def threshold_legend(n_classes: int, classes: Sequence[Any] | None = None) -> tu
 
 
 @dataclass(frozen=True)
-class ThresholdPredictor:
+class ThresholdPredictor(PlainPredictor):
     """Index → optional smoothing over a halo → thresholds → the job's class ids."""
 
     model: ThresholdModel
@@ -300,23 +301,3 @@ class ThresholdPredictor:
         lut = np.full(256, NODATA_LABEL, dtype=np.uint8)
         lut[: len(self.classes)] = [c.id for c in self.classes]
         return lut[pos]
-
-
-def fit_threshold_job(client, scene, cfg, show_progress: bool = True):
-    """Resolve the index, draw the global sample when Otsu needs it, fit; ``(predictor, model.json dict)``."""
-    from geoseg.methods.sampling import SAMPLE_CHUNK  # the Otsu thresholds do not depend on chunk_size
-    from geoseg.run.labelling import draw_sample
-
-    index = resolve_index(cfg.index, scene.bands or scene.band_names)
-    n_classes = cfg.classes_out
-    classes = threshold_legend(n_classes, cfg.classes)
-    sm = cfg.smoothing
-    sample = None
-    if cfg.fixed is None or sm is not None:
-        sample = draw_sample(client, scene, scene.chunk_grid(SAMPLE_CHUNK), index, cfg.sample_size, cfg.seed,
-                             show_progress)
-    model = fit_threshold(
-        index.text, n_classes, cfg.fixed, sample, cfg.bins,
-        smoothing=sm.kind if sm else "none", size=sm.size if sm else 3, sigma=sm.sigma if sm else 1.0,
-    )
-    return ThresholdPredictor(model, index, classes), model.to_json()

@@ -16,6 +16,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from geoseg.io.atomic import write_json_atomic
 from geoseg.run import runrecord
 from geoseg.run.jobspec import ChipsConfig, JobSpec, KMeansConfig, ReferenceConfig
+from geoseg.run.result import RunResult, check_output_dir, reference_class_names
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +51,12 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60] or "chip"
 
 
-def run_chips_job(job: JobSpec, scheduler: str | None = None, show_progress: bool = True,
-                  client=None) -> Any:  # a distributed.Client; returns a RunResult
-    """Run ``job`` (which has ``chips:``) on each chip, then score all chips together."""
+def run_chips_job(job: JobSpec, run_one: Callable[..., RunResult], scheduler: str | None = None,
+                  show_progress: bool = True, client=None) -> RunResult:  # client: a distributed.Client
+    """Run ``job`` (which has ``chips:``) on each chip with ``run_one`` (the workflow's ``run_job``, handed
+    in so this module does not import the workflow that calls it), then score all chips together."""
     from geoseg.methods.training.chips import write_chip_pair
     from geoseg.run.cluster import connect
-    from geoseg.run.workflow import RunResult, check_output_dir
 
     cfg = job.chips
     assert cfg is not None
@@ -71,14 +73,14 @@ def run_chips_job(job: JobSpec, scheduler: str | None = None, show_progress: boo
         (out / CHIP_DATA).mkdir(exist_ok=True)
         pairs = [write_chip_pair(c, out / CHIP_DATA, cfg.pixel_size_m, cfg.colors) for c in chips]
         if client is not None:
-            result = _run_all(job, chips, pairs, out, client, show_progress, record)
+            result = _run_all(job, run_one, chips, pairs, out, client, show_progress, record)
         else:
             c = job.cluster
             with connect(scheduler, c.n_workers, c.threads_per_worker, c.memory_limit, c.dashboard,
                          timeout=c.connect_timeout) as (cl, info):
                 if info.dashboard and show_progress:
                     print(f"Dask dashboard: {info.dashboard}", file=sys.stderr)
-                result = _run_all(job, chips, pairs, out, cl, show_progress, record)
+                result = _run_all(job, run_one, chips, pairs, out, cl, show_progress, record)
                 result.cluster = info
     except BaseException as exc:
         record.update(outcome="failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted",
@@ -89,15 +91,13 @@ def run_chips_job(job: JobSpec, scheduler: str | None = None, show_progress: boo
                   stage_seconds=result.stage_seconds, outputs={k: str(v) for k, v in result.outputs.items()})
     write_json_atomic(out / runrecord.RUN_FILE, record)
     result.outputs["run"] = out / runrecord.RUN_FILE
-    assert isinstance(result, RunResult)
     return result
 
 
-def _run_all(job: JobSpec, chips: list[Any], pairs: list[tuple[Path, Path]], out: Path, client,
-             show_progress: bool, record: dict[str, Any]) -> Any:
+def _run_all(job: JobSpec, run_one: Callable[..., RunResult], chips: list[Any], pairs: list[tuple[Path, Path]],
+             out: Path, client, show_progress: bool, record: dict[str, Any]) -> RunResult:
+    from geoseg.accuracy.evaluate import evaluate_scenes
     from geoseg.accuracy.report import write_outputs
-    from geoseg.accuracy.scenes import evaluate_scenes
-    from geoseg.run.workflow import RunResult, reference_class_names, run_job
 
     assert job.chips is not None
     method, times, counts = job.method, {"chips": 0.0}, {}  # type: ignore[var-annotated]
@@ -110,7 +110,7 @@ def _run_all(job: JobSpec, chips: list[Any], pairs: list[tuple[Path, Path]], out
         })
         if show_progress:
             print(f"chip {i + 1}/{len(chips)}: {chip.name}", file=sys.stderr)
-        res = run_job(sub, show_progress=show_progress, client=client)
+        res = run_one(sub, show_progress=show_progress, client=client)
         if isinstance(method, KMeansConfig) and method.model is None:  # one model for every chip
             method = method.model_copy(update={"model": res.outputs["model"]})
         for k, v in res.label_counts.items():

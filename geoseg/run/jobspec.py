@@ -7,134 +7,33 @@ ignored setting. Relative paths are taken from the job file's folder.
 
 from __future__ import annotations
 
-import itertools
 import re
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from geoseg.errors import GeosegError, JobKeyError, JobSpecError
+from geoseg.errors import GeosegError, JobSpecError
 from geoseg.io.entries import InputEntry, MaskEntry
+from geoseg.io.jobfile import load_yaml_text as load_yaml_text  # where job-file YAML was read
+from geoseg.io.jobfile import read_yaml, validate_mapping
+from geoseg.run import registry
+from geoseg.run.methods.deeplab import DeepLabConfig as DeepLabConfig  # the method configs, where they were
+from geoseg.run.methods.kmeans import FeaturesConfig as FeaturesConfig
+from geoseg.run.methods.kmeans import KMeansConfig
+from geoseg.run.methods.threshold import SmoothingConfig as SmoothingConfig
+from geoseg.run.methods.threshold import ThresholdConfig as ThresholdConfig
+from geoseg.run.schema import MAX_SEED as MAX_SEED
+from geoseg.run.schema import ClassSpec
+from geoseg.run.schema import StrictModel as _Strict
 
-#: Largest random seed (NumPy's legacy generators and most tools take 32-bit seeds).
-MAX_SEED = 2**32 - 1
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FeaturesConfig(_Strict):
-    """Bands (by name; all when omitted) and spectral indices used as k-means features."""
-
-    bands: list[str] | None = None
-    indices: list[Literal["ndvi", "ndwi", "exg"]] = Field(default_factory=list)
-
-
-class KMeansConfig(_Strict):
-    kind: Literal["kmeans"] = "kmeans"
-    n_clusters: int = Field(6, ge=2, le=250)
-    sample_size: int = Field(200_000, ge=1_000, le=50_000_000)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    n_init: int = Field(4, ge=1, le=50)
-    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
-    #: ``model.json`` of an earlier run: skip the fit and reuse its clusters (comparable ids over time).
-    model: Path | None = None
-
-
-class DeepLabConfig(_Strict):
-    kind: Literal["deeplab"] = "deeplab"
-    checkpoint: Path
-    batch_size: int = Field(8, ge=1, le=1024)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    confidence: bool = False
-    #: Test-time augmentation: average softmax probabilities over flips (4) or all 8 rotations/flips (d4).
-    tta: Literal["none", "flips", "d4"] = "none"
-
-
-class ClassSpec(_Strict):
-    """One class of the reference's legend: id (0..254; 255 is nodata), name, colour ``#rrggbb``."""
-
-    id: int = Field(ge=0, le=254)
-    name: str = Field(min_length=1, max_length=200)
-    #: ``None``: the reference's colour table, else a palette colour (see the legend order in README).
-    color: str | None = Field(None, pattern=r"^#[0-9A-Fa-f]{6}$")
-
-
-class SmoothingConfig(_Strict):
-    """Smoothing of the index before thresholding: a median of ``size`` pixels or a Gaussian of ``sigma``."""
-
-    kind: Literal["median", "gaussian"] = "median"
-    size: int = Field(3, ge=3, le=31)
-    sigma: float = Field(1.0, gt=0, le=8)
-
-    @field_validator("size")
-    @classmethod
-    def _odd(cls, v: int) -> int:
-        if v % 2 == 0:
-            raise ValueError(f"median size must be odd, got {v}")
-        return v
-
-
-class ThresholdConfig(_Strict):
-    """An index cut at fixed values or at (multi-)Otsu thresholds of the global sample.
-
-    ``index``: ``ndvi``, ``ndwi``, ``exg``, a band, or an expression of bands (a role such as ``nir``, a
-    band name, or ``layer.band``), numbers and ``+ - * /``. ``threshold``: ``otsu`` (two classes),
-    ``multi-otsu`` (``n_classes``), a number or an ascending list of numbers. ``classes``: the output
-    classes, lowest index values first.
-    """
-
-    kind: Literal["threshold"] = "threshold"
-    index: str = Field("exg", min_length=1, max_length=200)
-    threshold: Literal["otsu", "multi-otsu"] | float | list[float] = "otsu"
-    n_classes: int = Field(2, ge=2, le=16)
-    bins: int = Field(256, ge=16, le=4096)
-    sample_size: int = Field(200_000, ge=1_000, le=50_000_000)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    smoothing: SmoothingConfig | None = None
-    classes: list[ClassSpec] | None = Field(None, max_length=17)
-
-    @property
-    def fixed(self) -> list[float] | None:
-        if isinstance(self.threshold, str):
-            return None
-        return [self.threshold] if isinstance(self.threshold, float) else list(self.threshold)
-
-    @property
-    def classes_out(self) -> int:
-        """How many classes the thresholds make."""
-        fixed = self.fixed
-        if fixed is not None:
-            return len(fixed) + 1
-        return 2 if self.threshold == "otsu" else self.n_classes
-
-    @field_validator("threshold")
-    @classmethod
-    def _ascending(cls, v: Any) -> Any:
-        if isinstance(v, list) and (not v or len(v) > 15 or any(b <= a for a, b in itertools.pairwise(v))):
-            raise ValueError("fixed thresholds must be 1 to 15 strictly ascending numbers")
-        return v
-
-    @field_validator("classes")
-    @classmethod
-    def _unique_ids(cls, v: list[ClassSpec] | None) -> list[ClassSpec] | None:
-        ids = [c.id for c in v or []]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"class ids must be unique, got {ids}")
-        return v
-
-    @model_validator(mode="after")
-    def _classes_match(self) -> ThresholdConfig:
-        if self.classes is not None and len(self.classes) != self.classes_out:
-            raise ValueError(f"the threshold makes {self.classes_out} classes but {len(self.classes)} are named")
-        return self
-
-
-Method = Annotated[KMeansConfig | DeepLabConfig | ThresholdConfig, Field(discriminator="kind")]
+#: The method configs live with their methods (geoseg.run.methods); the job's ``method:`` block is
+#: any registered one, discriminated on ``kind`` (geoseg.run.registry).
+if TYPE_CHECKING:
+    Method = Any
+else:
+    Method = registry.method_union()
 
 
 class ReferenceConfig(_Strict):
@@ -436,121 +335,16 @@ class JobSpec(_Strict):
         return self.model_copy(update=update)
 
 
-def validate_mapping(model: type[BaseModel], data: Any, source: str, what: str) -> Any:
-    """Validate ``data`` as ``model``; a JobSpecError names every offending key, one per line."""
-    if not isinstance(data, dict):
-        raise JobSpecError(f"{source}: a {what} must be a YAML mapping, got {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        unknown = False
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-                msg, unknown = "unknown key (check its spelling)", True
-            else:
-                msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"  {loc}: {msg}")
-        error = JobKeyError if unknown else JobSpecError
-        raise error(f"{source} is not a valid {what}:\n" + "\n".join(lines)) from None
+def _accept_registered_methods() -> None:
+    """Rebuild ``JobSpec.method`` from the registry, so a method registered later is accepted (strictly)."""
+    from pydantic.fields import FieldInfo
+
+    JobSpec.__pydantic_fields__["method"] = FieldInfo.from_annotated_attribute(
+        registry.method_union(), Field(default_factory=KMeansConfig))
+    JobSpec.model_rebuild(force=True)
 
 
-#: Largest job file read (bytes): real ones are a few kB.
-MAX_YAML_BYTES = 1 << 20
-#: Largest document after expanding aliases (nodes), and deepest nesting: a 1 kB "billion laughs"
-#: alias bomb expands to ~10⁹ nodes when anything (json.dumps of run.json, pydantic) walks it.
-MAX_YAML_NODES = 100_000
-MAX_YAML_DEPTH = 50
-
-
-def _expanded_size(root: yaml.Node, where: Path) -> int:
-    """Nodes in the document with every alias expanded, computed on the (small) node graph."""
-    memo: dict[int, int] = {}
-
-    def size(node: yaml.Node, depth: int, path: set[int]) -> int:
-        key = id(node)
-        if key in memo:
-            return memo[key]
-        if key in path:
-            raise JobSpecError(f"{where}: a YAML anchor refers to itself; job files cannot be recursive")
-        if depth > MAX_YAML_DEPTH:
-            raise JobSpecError(f"{where}: YAML nested deeper than {MAX_YAML_DEPTH} levels")
-        total = 1
-        if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
-            path.add(key)
-            children = node.value if isinstance(node, yaml.SequenceNode) else [x for kv in node.value for x in kv]
-            for child in children:
-                total += size(child, depth + 1, path)
-                if total > MAX_YAML_NODES:
-                    raise JobSpecError(f"{where}: the YAML expands to more than {MAX_YAML_NODES:,} values "
-                                       "(aliases of aliases?); job files are small, write it out plainly")
-            path.discard(key)
-        memo[key] = total
-        return total
-
-    return size(root, 0, set())
-
-
-def read_yaml(path: Path, what: str) -> Any:
-    """The content of a YAML file, read with the safe loader; unreadable or invalid files are JobSpecErrors.
-
-    Size, nesting and alias expansion are limited before anything is built from the document.
-    """
-    try:
-        if path.stat().st_size > MAX_YAML_BYTES:
-            raise JobSpecError(f"{what} {path} is {path.stat().st_size:,} bytes, more than the "
-                               f"{MAX_YAML_BYTES:,} a job file may have; is it the right file?")
-        text = path.read_text()
-    except OSError as exc:
-        raise JobSpecError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise JobSpecError(f"{what} {path} is not UTF-8 text: {exc}") from exc
-    return load_yaml_text(text, path)
-
-
-class UniqueKeyLoader(yaml.SafeLoader):
-    """The safe loader, refusing a mapping that gives one key twice (YAML says keys are unique;
-    PyYAML lets the last one win silently, so ``method:`` given twice ran the second)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, yaml.Node] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *defaults``: later keys override, by design
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                first = seen.setdefault(key, key_node)
-            except TypeError:  # an unhashable key: the base class says so
-                continue
-            if first is not key_node:
-                raise DuplicateKeyError(f"key {key!r} is given twice (lines {first.start_mark.line + 1} and "
-                                        f"{key_node.start_mark.line + 1}); keep one")
-        return super().construct_mapping(node, deep=deep)
-
-
-class DuplicateKeyError(Exception):
-    """A mapping of a YAML document gives one key twice (the message says which and where)."""
-
-
-def load_yaml_text(text: str, where: Path | str = "job") -> Any:
-    """Safe-load one YAML document with the limits of :func:`read_yaml` (duplicate keys refused)."""
-    where = Path(str(where))
-    loader = UniqueKeyLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _expanded_size(node, where)
-        return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        raise JobSpecError(f"{where} is not valid YAML: {exc}") from exc
-    except DuplicateKeyError as exc:
-        raise JobSpecError(f"{where}: {exc}") from None
-    except RecursionError:
-        raise JobSpecError(f"{where}: YAML nested too deeply") from None
-    finally:
-        loader.dispose()
+registry.on_change(_accept_registered_methods)
 
 
 def parse_job(data: dict[str, Any], source: str = "job") -> JobSpec:

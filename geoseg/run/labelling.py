@@ -1,20 +1,18 @@
 """The labelling pass of a run: the tasks that run on the workers and the client code that drives them.
 
-Sampling (a stratified pixel sample from every chunk, for k-means and thresholds), the k-means fit
-on a worker, and labelling every chunk into the label store (skipping chunks already done): one
+Sampling (a stratified pixel sample from every chunk, for the methods fitted on it: k-means in
+:mod:`geoseg.run.methods.kmeans`, thresholds) and labelling every chunk into the label store (skipping chunks already done): one
 task per chunk, or, for a predictor that asks for it (DeepLab), tasks over groups of chunks that
 read the next chunk while predicting the current one (:mod:`geoseg.run.prefetch`). Only small
-things travel back: sample pixels, the model, each chunk's (or group's) 256-bin label histogram.
+things travel back: sample pixels, each chunk's (or group's) 256-bin label histogram.
 :mod:`geoseg.run.workflow` calls these in its stages.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +23,9 @@ from geoseg.geo import ChunkGrid, Window, halo_window
 from geoseg.io.labelstore import LabelStoreWriter
 from geoseg.io.scene import Scene, read_window
 from geoseg.legend import NODATA_LABEL
-from geoseg.methods.features import FeatureSpec, ResolvedFeatures
-from geoseg.methods.kmeans import KMeansModel, fit_kmeans
+from geoseg.methods.features import ResolvedFeatures
 from geoseg.methods.predictors import ChunkPredictor
 from geoseg.methods.sampling import (
-    SAMPLE_CHUNK,
     block_count,
     chunk_rng,
     sample_block_fraction,
@@ -37,8 +33,6 @@ from geoseg.methods.sampling import (
     sample_windows,
     sampling_rate,
 )
-from geoseg.run.cluster import describe
-from geoseg.run.jobspec import KMeansConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,35 +47,6 @@ CONFIDENCE_ATTRS: dict[str, Any] = {
     "valid_range": [0, 100],
     "geoseg:kind": "confidence",
 }
-
-
-#: Below this fraction of the asked k-means sample a warning says how many pixels were drawn.
-SAMPLE_SHORT_WARNING = 0.5
-
-
-def sample_shortfall(drawn: int, asked: int, total_px: int) -> str | None:
-    """The warning for a k-means sample well short of the one asked, or ``None`` when it is not.
-
-    Every valid pixel is drawn at the rate ``asked / total_px``, so a scene 17 % nodata draws 83 %
-    of the sample asked: nothing to warn about while there are valid pixels enough. The warning
-    comes when under half the sample was drawn, and says what is true: the valid share of the
-    scene it implies, and whether the scene has fewer valid pixels than the sample asked.
-
-    >>> sample_shortfall(41741, 50000, 3_800_000) is None
-    True
-    >>> print(sample_shortfall(6700, 20000, 40000))  # doctest: +NORMALIZE_WHITESPACE
-    k-means sample: 6700 of the 20000 pixels asked were drawn: about 34 % of the scene is valid
-    (nodata, NaN or masks cover the rest), about 13,400 pixels, fewer than the sample asked
-    """
-    if asked <= 0 or drawn >= SAMPLE_SHORT_WARNING * asked:
-        return None
-    valid_share = drawn / asked  # drawn ≈ valid × asked / total
-    valid = round(valid_share * total_px, -2)
-    few = ", fewer than the sample asked" if valid < asked else ""
-    return (
-        f"k-means sample: {drawn} of the {asked} pixels asked were drawn: about {100 * valid_share:.0f} % of the scene "
-        f"is valid (nodata, NaN or masks cover the rest), about {valid:,.0f} pixels{few}"
-    )
 
 
 def sample_task(scene: Scene, feats: ResolvedFeatures, window: Window, rate: float, seed: int) -> np.ndarray:
@@ -136,7 +101,7 @@ def label_task(
         data, valid = prefetched if prefetched is not None else read_window(scene, hw.outer)
         prefetched = None
         if conf_writer is not None:
-            labels, confidence = predictor.predict_with_confidence(data, valid, hw)  # type: ignore[attr-defined]
+            labels, confidence = predictor.predict_with_confidence(data, valid, hw)
             del data, valid
             conf_writer.write(window, confidence)
         else:
@@ -185,7 +150,7 @@ def _gather(client, futures: list, label: str, show_progress: bool) -> list:
     return client.gather(futures)
 
 
-def _wait(futures: list, label: str, show_progress: bool) -> None:
+def wait_futures(futures: list, label: str, show_progress: bool) -> None:
     """Wait until ``futures`` are finished (or failed: a later gather raises), with a progress bar on a terminal."""
     if show_progress and sys.stderr.isatty():
         _progress_bar(futures, label)
@@ -202,94 +167,12 @@ def _progress_bar(futures: list, label: str) -> None:
     progress(futures)
 
 
-def kmeans_features(cfg: KMeansConfig, scene: Scene) -> ResolvedFeatures:
-    """The k-means job's features bound to the scene's bands (by role: :mod:`geoseg.io.bandroles`); run on
-    the client before the cluster starts, so a band that cannot be found is refused at once."""
-    return FeatureSpec(
-        bands=tuple(cfg.features.bands) if cfg.features.bands else None, indices=tuple(cfg.features.indices)
-    ).resolve(scene.bands or scene.band_names)
-
-
-def fit_kmeans_on_cluster(
-    client, scene: Scene, cfg: KMeansConfig, show_progress: bool = True,
-    drawn: dict[str, int] | None = None,
-) -> tuple[KMeansModel, ResolvedFeatures]:
-    """Draw the stratified sample on the workers and fit k-means there too (:func:`fit_task`).
-
-    The sample is drawn chunk by chunk of the fixed :data:`geoseg.methods.sampling.SAMPLE_CHUNK` grid,
-    so the model, and the labels, do not depend on the job's ``chunk_size``.
-
-    The sample parts go from the sampling tasks to the fit task worker to worker; the fit
-    starts when the last part is drawn, and only the model (a few numbers) reaches the client.
-
-    ``drawn`` receives ``{"drawn": n, "asked": m}``; a sample under half the asked size
-    (a scene mostly nodata) is also a warning (:func:`sample_shortfall`).
-
-    With ``cfg.model`` (a ``model.json`` of an earlier run) the fit is skipped and that model reused.
-    """
-    feats = kmeans_features(cfg, scene)
-    if cfg.model is not None:
-        try:
-            model = KMeansModel.from_json(json.loads(Path(cfg.model).read_text()))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read k-means model {cfg.model}: {exc}") from exc
-        if model.feature_names != feats.names:
-            raise InputError(
-                f"k-means model {cfg.model} was fitted on features {list(model.feature_names)}, "
-                f"this scene gives {list(feats.names)}"
-            )
-        return model, feats
-    workers = describe(client, "given").workers
-    fit_worker = fit_worker_of(workers)
-    warm = partial(warm_kmeans, feats, cfg.n_clusters, scene.count)
-    if fit_worker is not None:  # ~0.5 s of loading there while the sample is drawn
-        client.run(warm_in_background, (), warm, workers=[fit_worker], on_error="ignore")
-    grid = scene.chunk_grid(SAMPLE_CHUNK)
-    futures = sample_futures(client, scene, grid, feats, cfg.sample_size, cfg.seed)
-    placement = {"workers": [fit_worker], "allow_other_workers": True} if fit_worker is not None else {}
-    fit = client.submit(fit_task, futures, cfg.n_clusters, cfg.seed, feats.names, cfg.n_init, pure=False,
-                        **placement)
-    _wait(futures, "sampling", show_progress)
-    others = [w for w in workers if w != fit_worker]
-    if others:  # they wait for the fit now that their sample parts are drawn: load the label loops meanwhile
-        client.run(warm_in_background, (), warm, workers=others, on_error="ignore")  # a lost worker: no reason to stop
-    model, n_drawn = client.gather(fit)  # no bar: one task, a second or so
-    asked = min(cfg.sample_size, grid.height * grid.width)
-    message = sample_shortfall(n_drawn, asked, grid.height * grid.width)
-    if message:
-        log.warning("%s", message)
-    elif n_drawn < asked:
-        log.info("k-means sample: %d of the %d pixels asked were drawn (every valid pixel draws at the same rate)",
-                 n_drawn, asked)
-    if drawn is not None:
-        drawn.update(drawn=int(n_drawn), asked=int(asked))
-    return model, feats
-
-
-def fit_worker_of(workers: dict[str, dict[str, Any]]) -> str | None:
-    """The worker the k-means fit runs on: the one with the most threads (the fit may use every core of
-    a large sample), then the lowest address (the same choice on every call); ``None`` without workers.
-
-    Why choose it before sampling: that worker needs the compiled loops first, so it loads them while the
-    sample is drawn; the others load them only once their sample parts are drawn, as loading on every
-    worker at the start takes CPU the sampling tasks want (measured zero-sum on 2 cores).
-
-    >>> fit_worker_of({"tcp://b:1": {"nthreads": 1}, "tcp://a:1": {"nthreads": 1}, "tcp://c:1": {"nthreads": 4}})
-    'tcp://c:1'
-    >>> fit_worker_of({"tcp://b:1": {"nthreads": 2}, "tcp://a:1": {"nthreads": 2}}), fit_worker_of({})
-    ('tcp://a:1', None)
-    """
-    if not workers:
-        return None
-    return min(workers, key=lambda addr: (-int(workers[addr].get("nthreads") or 0), addr))
-
-
 def warm_in_background(modules: tuple[str, ...] = (), then: Callable[[], object] | None = None) -> None:
     """Import ``modules``, then call ``then``, in a daemon thread of this process; return at once.
 
     Why: what the fit and a worker's first label task need takes a while to load (zarr, numba's CPU
-    target and compiled loops, ~0.5 CPU s: :func:`warm_kmeans`) and would otherwise load on the critical
-    path, once the last sample part has arrived. :func:`fit_kmeans_on_cluster` runs it (``client.run``)
+    target and compiled loops, ~0.5 CPU s: :func:`geoseg.run.methods.kmeans.warm_kmeans`) and would otherwise load on the critical
+    path, once the last sample part has arrived. :func:`geoseg.run.methods.kmeans.fit_kmeans_on_cluster` runs it (``client.run``)
     on the fit's worker while the sample is drawn, and on the other workers once their sample parts
     are drawn, when they would only wait for the fit.
     A task that needs a module meanwhile waits for the import in progress (Python's import lock), and
@@ -309,65 +192,6 @@ def warm_in_background(modules: tuple[str, ...] = (), then: Callable[[], object]
             log.debug("warm-up of %s failed: %s", modules or then, exc)
 
     threading.Thread(target=run, daemon=True, name=f"geoseg warm-up {' '.join(modules)}".strip()).start()
-
-
-def warm_kmeans(feats: ResolvedFeatures, n_clusters: int, n_bands: int) -> None:
-    """Load, in this process, what the k-means fit and a first label task would: numba's CPU target
-    (which imports scipy.linalg), the fit's loops (a fit of a few points), zarr and its codecs, and the
-    compiled labelling and counting loops for the types of a real chunk (``n_bands`` float32 bands,
-    ``feats``, ``n_clusters`` centroids), on a 2 × 2 window.
-
-    Measured on the 400 Mpx benchmark scene: each worker's first label task took 0.56 s against
-    0.13-0.14 s for the others.
-    """
-    import zarr  # noqa: F401 - the label store's writer
-
-    from geoseg._kernels.labelcount import label_counts
-    from geoseg.methods.kmeans_fit import kmeans
-    from geoseg.methods.predictors import KMeansPredictor
-
-    f = feats.n_features
-    kmeans(np.arange(4 * f, dtype=np.float64).reshape(4, f), 2, seed=0, n_init=1)
-    model = KMeansModel(centroids=np.zeros((n_clusters, f), np.float32), mean=np.zeros(f, np.float32),
-                        std=np.ones(f, np.float32), feature_names=feats.names, inertia=0.0)
-    window = Window(0, 0, 2, 2)
-    labels = KMeansPredictor(model, feats).predict(
-        np.ones((n_bands, 2, 2), np.float32), np.ones((2, 2), bool), halo_window(window, 0, (2, 2)))
-    label_counts(labels)
-
-
-def fit_task(
-    parts: list[np.ndarray], n_clusters: int, seed: int, names: tuple[str, ...], n_init: int
-) -> tuple[KMeansModel, int]:
-    """Fit k-means on the gathered sample, on a worker (the same model as on the client); returns
-    the model and the number of pixels it was fitted on.
-
-    The other workers wait for the fit, so a large sample may use every core of its machine, not
-    only the worker's threads (:func:`fit_threads`).
-    """
-    sample = np.concatenate(parts, axis=0)
-    if sample.shape[0] == 0:
-        raise InputError("the input has no valid pixels (all nodata or NaN); nothing to cluster")
-    log.info("k-means sample: %d pixels x %d features", *sample.shape)
-    model = fit_kmeans(sample, n_clusters, seed, names, n_init=n_init, threads=fit_threads(sample.shape[0]))
-    return model, int(sample.shape[0])
-
-
-#: Sample size from which the k-means fit uses every core of its worker's machine (below: one thread).
-PARALLEL_FIT_PIXELS = 100_000
-
-
-def fit_threads(n_pixels: int) -> int:
-    """Threads for fitting k-means on ``n_pixels`` sample pixels: every core of the machine (the other
-    workers wait for the fit) once the sample has a few blocks of pixels to share out.
-
-    Measured on the 2-core machine: a Lloyd step over 200,000 pixels 3.4 ms on one thread, 2.0-2.2 ms
-    on two; over 1 M pixels 16 ms against 9 ms. The 400 Mpx benchmark's fit stage 1.05-1.15 s against
-    1.10-1.25 s (0.65-0.70 s against 0.74-0.82 s on warm workers). The result is the same either way.
-    """
-    from geoseg._kernels.compiled import usable_cores
-
-    return usable_cores() if n_pixels >= PARALLEL_FIT_PIXELS else 1
 
 
 def sample_group_task(
@@ -441,7 +265,7 @@ def write_labels(
     annotations = {"resources": predictor.resources} if predictor.resources else {}
     conf = str(confidence_store) if confidence_store is not None else None
     scenes = [scene.for_window(halo_window(w, predictor.halo, grid.shape).outer) for w in windows]
-    if getattr(predictor, "prefetch", False):
+    if predictor.prefetch:
         futures = _grouped_futures(client, scenes, windows, done, grid.chunk, str(store), predictor, conf, annotations)
     else:
         futures = client.map(label_task, scenes, [grid.chunk] * n, [str(store)] * n, [predictor] * n, windows,

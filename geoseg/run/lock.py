@@ -10,9 +10,9 @@ checked and is refused with the command to remove it.
 Claiming the folder also removes what killed runs left there (:func:`claim_output`): hidden
 temporaries of :mod:`geoseg.io.atomic`, which only the lock holder may safely delete.
 
-An output on object storage (an fsspec URL) has no ``O_EXCL``: :func:`claim_output` hands it to
-:mod:`geoseg.run.storelock` (a lock object created with a conditional write, kept alive by a
-heartbeat). Both kinds of lock have the one interface :class:`RunLock`.
+An output on object storage (an fsspec URL) has no ``O_EXCL``: it is claimed by
+:func:`geoseg.run.storelock.claim_store_output` (a lock object created with a conditional write, kept
+alive by a heartbeat), which builds on this module. Both kinds of lock have the one interface :class:`RunLock`.
 """
 
 from __future__ import annotations
@@ -163,15 +163,12 @@ def _refusal(path: Path, held: dict[str, Any]) -> str:
 def claim_output(folder: str | os.PathLike[str]) -> RunLock:
     """Create the output folder, lock it and remove temporaries killed runs left in it.
 
-    For an object-storage URL: lock the prefix, remove its stale temporaries and empty the local
-    scratch folder (:func:`geoseg.run.storelock.claim_store_output`)."""
+    An object-storage URL is refused: :func:`geoseg.run.storelock.claim_store_output` claims those."""
     from geoseg.io import storage
     from geoseg.io.atomic import remove_stale_temporaries
 
     if storage.is_url(folder):
-        from geoseg.run.storelock import claim_store_output
-
-        return claim_store_output(str(folder))
+        raise ValueError(f"{folder} is an object-storage URL: claim it with geoseg.run.storelock.claim_store_output")
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -15,51 +15,29 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from geoseg.errors import (
-    CheckpointError,
-    GeosegError,
-    ModelError,
-    OutputError,
-    OutputInUseError,
-    from_os_error,
-)
+from geoseg.errors import GeosegError, OutputError, from_os_error
 from geoseg.io import storage
 from geoseg.io.atomic import write_text_atomic
 from geoseg.io.labelstore import PARTIAL_SUFFIX
 from geoseg.io.scene import Scene, open_scene
-from geoseg.methods.predictors import ChunkPredictor, DeepLabPredictor, KMeansPredictor
+from geoseg.methods.predictors import ChunkPredictor
 from geoseg.run import limits, runrecord
 from geoseg.run.cluster import ClusterInfo, connect
-from geoseg.run.jobspec import DeepLabConfig, JobSpec, KMeansConfig, ThresholdConfig
-from geoseg.run.labelling import (
-    fit_kmeans_on_cluster,
-    kmeans_features,
-    warm_in_background,
-    write_labels,
-)
+from geoseg.run.jobspec import JobSpec
+from geoseg.run.labelling import warm_in_background, write_labels
 from geoseg.run.lock import claim_output
-
-if TYPE_CHECKING:
-    from geoseg.methods.checkpoint import CheckpointMeta
+from geoseg.run.methodspec import FitContext
+from geoseg.run.registry import method_of
+from geoseg.run.result import RunResult as RunResult  # what run_job returns, where it always was
+from geoseg.run.result import check_output_dir as check_output_dir
+from geoseg.run.result import reference_class_names as reference_class_names
+from geoseg.run.storelock import claim_store_output
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class RunResult:
-    """What a finished run produced; ``outputs`` maps a name to its path."""
-
-    output_dir: Path | str  # str: an object-store URL (geoseg.io.storage)
-    outputs: dict[str, Any]  # Path, or a URL str for an object-store output
-    stage_seconds: dict[str, float]
-    label_counts: dict[int, int]
-    metrics_summary: Any = None
-    cluster: ClusterInfo | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 
@@ -94,31 +72,6 @@ def job_identity(job: JobSpec, scene: Scene, extra: str = "") -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def check_output_dir(out: Path, job: JobSpec) -> None:
-    """Refuse an output folder that holds another job's run (a rerun of the same job is fine)."""
-    record = out / runrecord.RUN_FILE
-    if record.exists():
-        try:
-            previous = json.loads(record.read_text())
-        except ValueError:
-            previous = {}
-        if previous.get("job", {}).get("name") != job.name:
-            raise OutputInUseError(
-                f"{out} holds the output of another run ({previous.get('job', {}).get('name', 'unknown')!r}); "
-                "choose another output folder or delete it"
-            )
-    elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
-        raise OutputError(f"{out} exists and is not a geoseg output folder; choose an empty or new folder")
-
-
 @contextmanager
 def _stage(times: dict[str, float], name: str, record: runrecord.RunRecord | None = None) -> Iterator[None]:
     log.info("stage %s ...", name)
@@ -134,60 +87,6 @@ def _stage(times: dict[str, float], name: str, record: runrecord.RunRecord | Non
             record.end_stage(name)
 
 
-def check_method_bands(method: Any, scene: Scene) -> None:
-    """Resolve the bands a k-means or threshold method asks for (roles, names, ``layer.band``) on the client:
-    a band that cannot be told apart is an error before the cluster starts."""
-    if isinstance(method, KMeansConfig):
-        kmeans_features(method, scene)
-    elif isinstance(method, ThresholdConfig):
-        from geoseg.methods.threshold import resolve_index
-
-        resolve_index(method.index, scene.bands or scene.band_names)
-
-
-def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> CheckpointMeta:
-    """Refuse (``ModelError``) a checkpoint that is missing or was not trained for this scene.
-
-    Runs before anything is written: both checkpoint files are there, the weights file is whole
-    (:func:`~geoseg.methods.checkpoint.check_weights_file`), and the scene's bands
-    (count, names, order) and pixel size match what the model was trained on.
-    """
-    from geoseg.methods.checkpoint import check_compatible, check_weights_file, checkpoint_paths, read_meta
-
-    meta = read_meta(cfg.checkpoint)
-    weights, _ = checkpoint_paths(cfg.checkpoint)
-    if not weights.is_file():
-        raise CheckpointError(f"checkpoint weights {weights} are missing (only the sidecar is there); copy both files")
-    check_weights_file(weights)  # a truncated or damaged file: refused here, not on every worker
-    try:
-        check_compatible(meta, scene.band_names, scene.resolution)
-    except ModelError as exc:
-        raise type(exc)(f"{weights}: {exc}") from None  # the same condition (ModelInputError), naming the file
-    return meta
-
-
-def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) -> DeepLabPredictor:
-    """Check the checkpoint against the scene and describe how tasks should run it.
-
-    Tasks ask for a ``GPU`` resource when the cluster has workers that offer one (and the job
-    does not ask for ``device: cpu``), so they land only there; otherwise they run anywhere.
-    """
-    from geoseg.methods.deeplab import required_halo
-
-    meta = check_deeplab_job(cfg, scene)
-    resources: dict[str, float] | None = {"GPU": 1} if gpu_workers and cfg.device != "cpu" else None
-    return DeepLabPredictor(
-        checkpoint=Path(cfg.checkpoint),
-        halo=required_halo(meta),
-        batch_size=cfg.batch_size,
-        device=cfg.device,
-        resources=resources,
-        classes=tuple(meta.classes),
-        confidence=cfg.confidence,
-        tta=cfg.tta,
-    )
-
-
 def run_job(
     job: JobSpec, scheduler: str | None = None, show_progress: bool = True, client=None
 ) -> RunResult:
@@ -195,25 +94,25 @@ def run_job(
     if job.chips is not None:  # a folder of non-georeferenced chips: one pixel grid each, scored together
         from geoseg.run.chiprun import run_chips_job
 
-        return run_chips_job(job, scheduler=scheduler, show_progress=show_progress, client=client)
+        return run_chips_job(job, run_job, scheduler=scheduler, show_progress=show_progress, client=client)
     remote = storage.RemoteOutput.of(job.output)  # object storage: small files built on local scratch
     out = remote.scratch if remote else Path(job.output)
     scene = open_scene(job.inputs, allow_gdal_virtual=job.allow_gdal_virtual, grid=job.grid, masks=job.masks,
                        sensor=job.sensor)
-    check_method_bands(job.method, scene)  # bands by role: refused here, before the cluster starts
+    method = method_of(job.method.kind)
+    if method.check is not None:  # bands by role, a checkpoint that does not fit: refused before any output
+        method.check(job.method, scene)
     if remote:
         remote.check(job.name)
         if job.export.overviews:
             raise OutputError("export.overviews are built inside a local labels.zarr; not with an object-store output")
     else:
         check_output_dir(out, job)
-    if isinstance(job.method, DeepLabConfig):
-        check_deeplab_job(job.method, scene)  # a checkpoint that does not fit is refused before any output
     if job.reference is not None:
         check_evaluation_inputs(job, scene)  # so is a reference or regions layer that cannot be used
     need = check_machine(job, scene, local=client is None and not scheduler)  # before any worker starts
     # mkdir, one run per folder or prefix, stale temporaries removed (geoseg.run.lock, geoseg.run.storelock)
-    lock = claim_output(remote.url if remote else out)
+    lock = claim_store_output(remote.url) if remote else claim_output(out)
     try:
         record = runrecord.RunRecord.start(out, job, scene)
         if remote:
@@ -286,84 +185,32 @@ def _run_stages(
     record.set_cluster(info)
     # the label store's zarr (~0.2 s of imports) loads while the cluster samples and fits, not after the fit
     warm_in_background(("zarr",))
-    grid = scene.chunk_grid(job.chunk_size)
-    record.data["chunks_total"] = grid.n_chunks  # in run.json from the first stage on
+    record.data["chunks_total"] = scene.chunk_grid(job.chunk_size).n_chunks  # in run.json from the first stage on
     outputs: dict[str, Any] = {}
     extra: dict[str, Any] = {}
-    method = job.method
+    method = method_of(job.method.kind)
 
-    with _stage(times, "fit" if isinstance(method, (KMeansConfig, ThresholdConfig)) else "load_model", record):
-        if isinstance(method, KMeansConfig):
-            drawn: dict[str, int] = {}
-            model, feats = fit_kmeans_on_cluster(client, scene, method, show_progress, drawn)
-            if drawn:  # the sample actually drawn vs asked, in run.json
-                extra["kmeans_sample"] = record.data["kmeans_sample"] = drawn
-            predictor: ChunkPredictor = KMeansPredictor(model, feats)
-            write_text_atomic(out / "model.json", json.dumps(model.to_json(), indent=1))
+    with _stage(times, method.stage, record):  # fit on the sample, load a checkpoint, or nothing (geoseg.run.registry)
+        prepared = method.prepare(FitContext(client, scene, job.method, info.gpu_workers, show_progress))
+        extra.update(prepared.record)
+        record.data.update(prepared.record)
+        if prepared.model_json is not None:
+            write_text_atomic(out / "model.json", json.dumps(prepared.model_json, indent=1))
             outputs["model"] = out / "model.json"
-            # the labels depend on the centroids and the standardisation, not on the inertia (a diagnostic
-            # whose last digits vary with the order of the fit's threaded sums): keep it out of the key
-            key = job_identity(job, scene, json.dumps({k: v for k, v in model.to_json().items() if k != "inertia"}))
-        elif isinstance(method, ThresholdConfig):
-            from geoseg.methods.threshold import fit_threshold_job
-
-            predictor, model_json = fit_threshold_job(client, scene, method, show_progress)
-            write_text_atomic(out / "model.json", json.dumps(model_json, indent=1))
-            outputs["model"] = out / "model.json"
-            key = job_identity(job, scene, json.dumps(model_json))
-        else:
-            from geoseg.methods.checkpoint import checkpoint_paths
-
-            predictor = build_deeplab_predictor(method, scene, info.gpu_workers)
-            weights, sidecar = checkpoint_paths(method.checkpoint)
-            digests = [_file_digest(weights)] + ([_file_digest(sidecar)] if sidecar.is_file() else [])
-            key = job_identity(job, scene, " ".join(digests))
+        key = job_identity(job, scene, prepared.resume)
 
     with _stage(times, "predict", record):
-        store = _output(job, out, "labels.zarr")
-        attrs = {"geoseg:job": job.name, "geoseg:method": method.kind, "geoseg:resume_key": key}
-        reused: list[int] = [0]
-        conf_store = _output(job, out, "confidence.zarr") if getattr(predictor, "confidence", False) else None
-        counts = write_labels(client, scene, grid, predictor, store, key, attrs, show_progress, reused, conf_store)
-        outputs["labels"] = store
-        if conf_store is not None:
-            outputs["confidence"] = conf_store
-        else:
-            _remove_stale(_output(job, out, "confidence.zarr"))  # an earlier run's, which no longer matches the labels
-        record.data["chunks_total"] = grid.n_chunks
-        record.data["chunks_reused"] = reused[0]
+        store, counts = _predict_stage(job, scene, out, client, prepared.predictor, key, record, outputs,
+                                       show_progress)
 
     summary = None
     if job.reference is not None:
-        from geoseg.accuracy.evaluate import evaluate
-        from geoseg.accuracy.report import write_outputs
-
         with _stage(times, "evaluate", record):
-            mapping = job.evaluate.mapping or ("hungarian" if isinstance(method, KMeansConfig) else "identity")
-            regions = job.regions
-            evaluation = evaluate(store, str(job.reference.path), mapping=mapping, client=client,
-                                  show_progress=show_progress, **evaluation_options(job))
-            written = write_outputs(
-                evaluation, out,
-                regions_path=str(regions.path) if regions and regions.path else None,
-                preview=scene.paths[0],
-            )
-            outputs.update(written)
-            summary = evaluation.summary()
-            extra["mapping"] = {str(k): v for k, v in evaluation.mapping.items()}
-            apply_evaluation_legend(store, evaluation, client, show_progress)
-
+            summary = _evaluate_stage(job, scene, out, client, store, job.evaluate.mapping or method.mapping,
+                                      outputs, extra, show_progress)
     if job.export.cog or job.export.overviews:
-        from geoseg.io.export import build_overviews, export_cog
-
         with _stage(times, "export", record):
-            if job.export.cog:
-                outputs["cog"] = export_cog(store, out / "labels.tif", overview_resampling=job.export.resampling,
-                                            show_progress=show_progress)
-            if job.export.overviews:
-                build_overviews(store, job.export.overviews, resampling=job.export.resampling,
-                                show_progress=show_progress)
-
+            _export_stage(job, out, store, outputs, show_progress)
     if job.vectorize.enabled:
         from geoseg.vector.vectorize import vectorize_labels
 
@@ -375,7 +222,6 @@ def _run_stages(
             )
             outputs["polygons"] = Path(vres.out_path)
             extra["n_polygons"] = vres.n_features
-
     if job.objects is not None:
         from geoseg.accuracy.objectstats import run_objects_for_job
 
@@ -388,6 +234,60 @@ def _run_stages(
 
     outputs["stac"] = write_stac_item(job, out, store, outputs)
     return RunResult(out, outputs, times, counts, summary, info, extra)
+
+
+def _predict_stage(
+    job: JobSpec, scene: Scene, out: Path, client, predictor: ChunkPredictor, key: str,
+    record: runrecord.RunRecord, outputs: dict[str, Any], show_progress: bool,
+) -> tuple[Any, dict[int, int]]:
+    """Every chunk labelled into ``labels.zarr`` (and ``confidence.zarr`` for a predictor that gives it)."""
+    store = _output(job, out, "labels.zarr")
+    attrs = {"geoseg:job": job.name, "geoseg:method": job.method.kind, "geoseg:resume_key": key}
+    reused: list[int] = [0]
+    grid = scene.chunk_grid(job.chunk_size)
+    conf_store = _output(job, out, "confidence.zarr") if predictor.confidence else None
+    counts = write_labels(client, scene, grid, predictor, store, key, attrs, show_progress, reused, conf_store)
+    outputs["labels"] = store
+    if conf_store is not None:
+        outputs["confidence"] = conf_store
+    else:
+        _remove_stale(_output(job, out, "confidence.zarr"))  # an earlier run's, which no longer matches the labels
+    record.data["chunks_total"] = grid.n_chunks
+    record.data["chunks_reused"] = reused[0]
+    return store, counts
+
+
+def _evaluate_stage(
+    job: JobSpec, scene: Scene, out: Path, client, store: Path | str, mapping: str,
+    outputs: dict[str, Any], extra: dict[str, Any], show_progress: bool,
+) -> Any:
+    """Score the labels against the job's reference; the mapped classes become the store's legend."""
+    from geoseg.accuracy.evaluate import evaluate
+    from geoseg.accuracy.report import write_outputs
+
+    assert job.reference is not None  # called only for jobs with a reference
+    regions = job.regions
+    evaluation = evaluate(store, str(job.reference.path), mapping=mapping, client=client, show_progress=show_progress,
+                          **evaluation_options(job))
+    written = write_outputs(
+        evaluation, out,
+        regions_path=str(regions.path) if regions and regions.path else None,
+        preview=scene.paths[0],
+    )
+    outputs.update(written)
+    extra["mapping"] = {str(k): v for k, v in evaluation.mapping.items()}
+    apply_evaluation_legend(store, evaluation, client, show_progress)
+    return evaluation.summary()
+
+
+def _export_stage(job: JobSpec, out: Path, store: Path | str, outputs: dict[str, Any], show_progress: bool) -> None:
+    from geoseg.io.export import build_overviews, export_cog
+
+    if job.export.cog:
+        outputs["cog"] = export_cog(store, out / "labels.tif", overview_resampling=job.export.resampling,
+                                    show_progress=show_progress)
+    if job.export.overviews:
+        build_overviews(store, job.export.overviews, resampling=job.export.resampling, show_progress=show_progress)
 
 
 def write_stac_item(job: JobSpec, out: Path, store: Path | str, outputs: dict[str, Any]) -> Path:
@@ -465,6 +365,3 @@ def evaluation_options(job: JobSpec) -> dict[str, Any]:
     }
 
 
-def reference_class_names(job: JobSpec) -> dict[int, str] | None:
-    """The reference's class names, when the job gives them (``classes:`` in the job file)."""
-    return {c.id: c.name for c in job.classes} if job.classes else None

@@ -3,7 +3,7 @@
 Why: gathering every chunk's polygons on the client made its memory grow with the output
 (about 1.2 KiB per polygon on a fragmented map: Python objects of the chunk results while they
 were converted, and a heap that never shrank). Instead each chunk task writes its finished
-polygons, already as the GeoPackage's rows (:data:`geoseg.vector.gpkg.POLYGON_SCHEMA`), to an
+polygons, already as the GeoPackage's rows (:data:`geoseg.io.gpkg.POLYGON_SCHEMA`), to an
 Arrow IPC file in a scratch folder beside the output, and returns only its seam pieces and a
 per-class tally. The client then streams the part files into the one GeoPackage writer in chunk
 order, one record batch at a time, and deletes each once written.
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from geoseg.vector.gpkg import POLYGON_SCHEMA
+from geoseg.io.gpkg import POLYGON_SCHEMA
 
 #: Rows per record batch in a part file: the most the client holds of a part at once.
 BATCH_ROWS = 32_768

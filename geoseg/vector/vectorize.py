@@ -39,10 +39,10 @@ from geoseg.errors import JobSpecError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.heap import heap_releaser
 from geoseg.io.atomic import remove_path, temporary_name
+from geoseg.io.gpkg import POLYGON_SCHEMA, atomic_gpkg, class_style, write_arrow_layer, write_layer_styles
 from geoseg.io.labelstore import LabelRasterInfo, read_label_info
 from geoseg.legend import NODATA_LABEL, PALETTE, ClassInfo
 from geoseg.progress import chunk_progress
-from geoseg.vector.gpkg import POLYGON_SCHEMA, atomic_gpkg, class_style, write_arrow_layer, write_layer_styles
 from geoseg.vector.gridunion import BATCH_VERTICES
 from geoseg.vector.options import VectorizeOptions, sieve_halo
 from geoseg.vector.parts import InOrder, Tally, polygon_batch, read_part, tally_of

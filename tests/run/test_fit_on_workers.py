@@ -11,7 +11,8 @@ from geoseg.methods.features import FeatureSpec
 from geoseg.methods.kmeans import fit_kmeans
 from geoseg.methods.sampling import SAMPLE_CHUNK, sampling_rate
 from geoseg.run.jobspec import KMeansConfig
-from geoseg.run.labelling import fit_kmeans_on_cluster, sample_task
+from geoseg.run.labelling import sample_task
+from geoseg.run.methods.kmeans import fit_kmeans_on_cluster
 from tests.fixtures import blocky_scene
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,7 @@ def test_no_worker_imports_scikit_learn_and_the_waiting_workers_load_the_compile
     from distributed import Client
 
     from geoseg.run.cluster import describe, start_local_cluster
-    from geoseg.run.labelling import fit_worker_of
+    from geoseg.run.methods.kmeans import fit_worker_of
 
     def loaded(wait_s: float) -> dict[str, bool]:
         from geoseg._kernels.kmeans_loops import kmeans_labels
@@ -135,7 +136,7 @@ def test_a_scene_of_one_chunk_draws_a_sample_in_proportion_to_its_valid_pixels_w
 def test_tiny_samples_are_fitted_on_one_thread_others_on_every_core():
     import os
 
-    from geoseg.run.labelling import PARALLEL_FIT_PIXELS, fit_threads
+    from geoseg.run.methods.kmeans import PARALLEL_FIT_PIXELS, fit_threads
 
     assert fit_threads(PARALLEL_FIT_PIXELS - 1) == 1
     assert fit_threads(PARALLEL_FIT_PIXELS) == len(os.sched_getaffinity(0))

@@ -308,9 +308,10 @@ def _deeplab_job(files, ckpt, out: Path):
 
 def _run(files, ckpt, out: Path, client, monkeypatch, prefetch: bool):
     from geoseg.run import workflow
+    from geoseg.run.methods import deeplab
 
-    real = workflow.build_deeplab_predictor
-    monkeypatch.setattr(workflow, "build_deeplab_predictor",
+    real = deeplab.build_deeplab_predictor
+    monkeypatch.setattr(deeplab, "build_deeplab_predictor",
                         lambda *a, **k: dataclasses.replace(real(*a, **k), prefetch=prefetch))
     return workflow.run_job(_deeplab_job(files, ckpt, out), client=client, show_progress=False)
 

@@ -25,14 +25,14 @@ from geoseg.errors import OutputError, OutputInUseError
 from geoseg.io import storage
 from geoseg.run import storelock
 from geoseg.run.jobspec import parse_job
-from geoseg.run.lock import OutputLock, claim_output
-from geoseg.run.storelock import StoreClaim, StoreLock
+from geoseg.run.lock import OutputLock
+from geoseg.run.storelock import StoreClaim, StoreLock, claim_store_output
 from geoseg.run.workflow import run_job
 from tests.fixtures import blocky_scene
 from tests.s3server import s3_bucket, s3_env  # noqa: F401 - fixtures
 
 HOLD = (
-    "import sys, time; from geoseg.run.lock import claim_output; claim_output(sys.argv[1]);"
+    "import sys, time; from geoseg.run.storelock import claim_store_output; claim_store_output(sys.argv[1]);"
     " print('held', flush=True); time.sleep(120)"
 )
 
@@ -114,11 +114,11 @@ def test_a_lock_without_heartbeat_is_taken_over_with_a_warning_naming_its_owner(
     other = {"host": "elsewhere.example", "pid": 4242, "started": "2026-01-01T00:00:00Z", "command": "geoseg run a"}
     storage.write_bytes(lock_url, json.dumps({**other, "timeout_s": 60}).encode())
     with pytest.raises(OutputError, match="pid 4242 on host elsewhere.example, started 2026-01-01T00:00:00Z"):
-        claim_output(url)  # another host's, written a moment ago: live
+        claim_store_output(url)  # another host's, written a moment ago: live
     storage.write_bytes(lock_url, json.dumps({**other, "timeout_s": 1}).encode())
     time.sleep(2.5)  # the store's clock counts in whole seconds
     with caplog.at_level(logging.WARNING, logger="geoseg.run.storelock"):
-        claim = claim_output(url)
+        claim = claim_store_output(url)
     try:
         assert any("taking over the stale lock of pid 4242 on host elsewhere.example" in r.getMessage()
                    for r in caplog.records)
@@ -135,10 +135,10 @@ def test_a_lock_of_a_dead_process_on_this_host_is_taken_over_at_once(s3_bucket):
     # the same host name and pid in another container or boot: the pid cannot be checked from here
     storage.write_bytes(storage.join(url, storage.LOCK_OBJECT), json.dumps({**dead, "space": "other"}).encode())
     with pytest.raises(OutputError, match=f"pid {dead['pid']} on host {socket.gethostname()}"):
-        claim_output(url)
+        claim_store_output(url)
     storage.write_bytes(storage.join(url, storage.LOCK_OBJECT),
                         json.dumps({**dead, "space": storelock._process_space()}).encode())
-    with claim_output(url):
+    with claim_store_output(url):
         assert _lock_object(url)["pid"] == os.getpid()
     assert _lock_object(url) is None
 
@@ -183,7 +183,7 @@ def test_the_lock_is_released_and_the_scratch_emptied_after_a_failing_run(tmp_pa
     assert not Path(seen["scratch"]).exists()
     assert json.loads(storage.read_text(storage.join(url, "run.json")))["outcome"] == "failed"
     assert storage.read_manifest(url) is None
-    claim_output(url).release()  # free for the next run
+    claim_store_output(url).release()  # free for the next run
 
 
 @pytest.mark.integration
@@ -222,15 +222,15 @@ def test_a_run_empties_its_scratch_and_the_next_removes_what_a_killed_run_left(t
 def test_a_store_without_conditional_writes_gets_a_warning_and_the_same_host_lock(caplog):
     url = f"memory://geoseg-lock-{os.getpid()}/out"
     with caplog.at_level(logging.WARNING, logger="geoseg.run.storelock"):
-        claim = claim_output(url)
+        claim = claim_store_output(url)
     try:
         assert isinstance(claim, StoreClaim) and isinstance(claim.lock, OutputLock)
         assert any("enforced on this host only" in r.getMessage() for r in caplog.records)
         with pytest.raises(OutputInUseError, match=f"pid {os.getpid()}"):
-            claim_output(url)
+            claim_store_output(url)
     finally:
         claim.release()
-    claim_output(url).release()  # free again
+    claim_store_output(url).release()  # free again
 
 
 def test_a_server_that_ignores_if_none_match_is_found_by_the_probe(s3_bucket, monkeypatch, caplog):  # noqa: F811
@@ -242,7 +242,7 @@ def test_a_server_that_ignores_if_none_match_is_found_by_the_probe(s3_bucket, mo
 
     monkeypatch.setattr(StoreLock, "_put", ignoring)
     with caplog.at_level(logging.WARNING, logger="geoseg.run.storelock"):
-        claim = claim_output(url)
+        claim = claim_store_output(url)
     try:
         assert isinstance(claim.lock, OutputLock)
         assert any("ignores If-None-Match" in r.getMessage() for r in caplog.records)
@@ -260,6 +260,6 @@ def test_a_bad_lock_timeout_is_refused_in_one_line(monkeypatch):
 def test_geoseg_store_lock_local_takes_the_same_host_lock_instead(s3_bucket, monkeypatch):  # noqa: F811
     url = storage.join(s3_bucket, "local-lock")
     monkeypatch.setenv("GEOSEG_STORE_LOCK", "local")
-    with claim_output(url) as claim:
+    with claim_store_output(url) as claim:
         assert isinstance(claim.lock, OutputLock) and claim.lock.path.parent == storage.scratch_dir(url)
         assert _lock_object(url) is None

@@ -27,9 +27,9 @@ from geoseg._kernels.components import pair_components
 from geoseg.errors import JobSpecError
 from geoseg.geo import GeoGrid
 from geoseg.heap import release_free_heap
+from geoseg.io import gpkg
 from geoseg.io.labelstore import LabelStoreWriter
 from geoseg.legend import cluster_legend
-from geoseg.vector import gpkg
 from geoseg.vector.polygonize import chunk_polygons
 from geoseg.vector.seams import SeamMerger
 from geoseg.vector.vectorize import vectorize_labels

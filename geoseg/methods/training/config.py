@@ -155,7 +155,7 @@ class TrainJob(TrainConfig):
 
 def parse_train_job(data: Any, source: str = "training job") -> TrainJob:
     """Validate a training job given as a dict (unknown keys are errors); paths stay as given."""
-    from geoseg.run.jobspec import validate_mapping
+    from geoseg.io.jobfile import validate_mapping
 
     return validate_mapping(TrainJob, data, source, "training job")
 
@@ -165,8 +165,8 @@ def load_train_job(path: str | os.PathLike) -> TrainJob:
 
     The result is a :class:`TrainConfig` (a :class:`TrainJob`) ready for :func:`train`.
     """
+    from geoseg.io.jobfile import read_yaml
     from geoseg.methods.training.chips import expand_chips
-    from geoseg.run.jobspec import read_yaml
 
     path = Path(path)
     data = expand_chips(read_yaml(path, "training job"), path.resolve().parent)  # a chip folder -> pairs

@@ -1,0 +1,3 @@
+"""The segmentation methods as the run sees them: one module per ``method.kind``, each declaring its
+``method:`` config model and a :class:`~geoseg.run.methodspec.MethodSpec` (``METHOD``) that
+:mod:`geoseg.run.registry` lists. The per-chunk numerics stay in :mod:`geoseg.methods`."""

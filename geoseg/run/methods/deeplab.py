@@ -1,0 +1,97 @@
+"""A trained network (DeepLabV3+ or any segmentation_models_pytorch architecture) as a method of the run.
+
+Nothing is fitted: the checkpoint (safetensors + JSON sidecar) is checked against the scene before any
+output is written, and each worker loads the network once (:mod:`geoseg.methods.deeplab`). Tasks ask
+for a ``GPU`` resource where workers offer one. The resume key holds the checkpoint's digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from geoseg.errors import CheckpointError, ModelError
+from geoseg.methods.predictors import DeepLabPredictor
+from geoseg.run.methodspec import FitContext, MethodSpec, Prepared
+from geoseg.run.schema import StrictModel
+
+if TYPE_CHECKING:
+    from geoseg.io.scene import Scene
+    from geoseg.methods.checkpoint import CheckpointMeta
+
+
+class DeepLabConfig(StrictModel):
+    kind: Literal["deeplab"] = "deeplab"
+    checkpoint: Path
+    batch_size: int = Field(8, ge=1, le=1024)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    confidence: bool = False
+    #: Test-time augmentation: average softmax probabilities over flips (4) or all 8 rotations/flips (d4).
+    tta: Literal["none", "flips", "d4"] = "none"
+
+
+def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> CheckpointMeta:
+    """Refuse (``ModelError``) a checkpoint that is missing or was not trained for this scene.
+
+    Runs before anything is written: both checkpoint files are there, the weights file is whole
+    (:func:`~geoseg.methods.checkpoint.check_weights_file`), and the scene's bands
+    (count, names, order) and pixel size match what the model was trained on.
+    """
+    from geoseg.methods.checkpoint import check_compatible, check_weights_file, checkpoint_paths, read_meta
+
+    meta = read_meta(cfg.checkpoint)
+    weights, _ = checkpoint_paths(cfg.checkpoint)
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint weights {weights} are missing (only the sidecar is there); copy both files")
+    check_weights_file(weights)  # a truncated or damaged file: refused here, not on every worker
+    try:
+        check_compatible(meta, scene.band_names, scene.resolution)
+    except ModelError as exc:
+        raise type(exc)(f"{weights}: {exc}") from None  # the same condition (ModelInputError), naming the file
+    return meta
+
+
+def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) -> DeepLabPredictor:
+    """Check the checkpoint against the scene and describe how tasks should run it.
+
+    Tasks ask for a ``GPU`` resource when the cluster has workers that offer one (and the job
+    does not ask for ``device: cpu``), so they land only there; otherwise they run anywhere.
+    """
+    from geoseg.methods.deeplab import required_halo
+
+    meta = check_deeplab_job(cfg, scene)
+    resources: dict[str, float] | None = {"GPU": 1} if gpu_workers and cfg.device != "cpu" else None
+    return DeepLabPredictor(
+        checkpoint=Path(cfg.checkpoint),
+        halo=required_halo(meta),
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        resources=resources,
+        classes=tuple(meta.classes),
+        confidence=cfg.confidence,
+        tta=cfg.tta,
+    )
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def prepare(ctx: FitContext) -> Prepared:
+    from geoseg.methods.checkpoint import checkpoint_paths
+
+    cfg = ctx.config
+    predictor = build_deeplab_predictor(cfg, ctx.scene, ctx.gpu_workers)
+    weights, sidecar = checkpoint_paths(cfg.checkpoint)
+    digests = [_file_digest(weights)] + ([_file_digest(sidecar)] if sidecar.is_file() else [])
+    return Prepared(predictor, " ".join(digests))
+
+
+METHOD = MethodSpec("deeplab", DeepLabConfig, fit="checkpoint", prepare=prepare, check=check_deeplab_job)
