@@ -170,3 +170,47 @@ LEGEND_CLASSES = [
     {"id": 3, "name": "built-up", "color": "#c81e1e"},
     {"id": 4, "name": "meadow", "color": "#9acd32"},
 ]
+
+
+class Listener:
+    """A loopback HTTP server that counts the requests it gets: the witness that nothing was fetched.
+
+    Every request is answered 404; ``paths`` lists what was asked for. Use as a context manager.
+    """
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        paths: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                paths.append(self.path)
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_HEAD = do_GET  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.paths = paths
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    @property
+    def hits(self) -> int:
+        return len(self.paths)
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

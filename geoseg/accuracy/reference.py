@@ -35,6 +35,7 @@ from geoseg.accuracy.layers import burn_shapes, layer_window, require_crs, vecto
 from geoseg.accuracy.pam import read_pam_legend
 from geoseg.errors import InputError
 from geoseg.geo import Bounds, GeoGrid, aligned_offset, bounds_in, bounds_overlap, crs_from_wkt
+from geoseg.io.opener import UnreadableRaster, check_name, open_raster
 
 #: Fill value used while warping; never a valid class id.
 SENTINEL = int(np.iinfo(np.int32).min)
@@ -160,12 +161,11 @@ def open_reference(
 
 
 def _try_raster(path: str) -> RasterReference | None:
-    import rasterio
-    from rasterio.errors import RasterioIOError
-
+    """The reference as a raster, or None when it is none the opener reads (then tried as a vector)."""
+    check_name(path, "reference")  # a /vsicurl/ path or URL is refused before GDAL sees it
     try:
-        src = rasterio.open(path)
-    except RasterioIOError:
+        src = open_raster(path, "reference")
+    except UnreadableRaster:
         return None
     with src:
         if src.count < 1 or src.width == 0:
@@ -310,7 +310,6 @@ def _native_nodata(ref: RasterReference) -> int | None:
 
 
 def _raster_window(ref: RasterReference, grid: GeoGrid) -> tuple[np.ndarray, int | None]:
-    import rasterio
 
     if ref.dtype not in _INT_DTYPES:
         return _float_window(ref, grid)
@@ -318,7 +317,7 @@ def _raster_window(ref: RasterReference, grid: GeoGrid) -> tuple[np.ndarray, int
     invalid = _native_nodata(ref)
     same_crs = ref.grid.crs_wkt == grid.crs_wkt or ref.crs == grid.crs
     offset = aligned_offset(ref.grid.transform, grid.transform) if same_crs else None
-    with rasterio.open(ref.path) as src:
+    with open_raster(ref.path, "reference") as src:
         if ref.nodata is None and offset is not None and _inside(offset, shape, src):
             return src.read(1, window=_rio_window(offset, shape)), None  # no nodata, nothing outside
         if invalid is not None:  # the raster's own type; its nodata also fills what lies outside it
@@ -337,12 +336,11 @@ def _raster_window(ref: RasterReference, grid: GeoGrid) -> tuple[np.ndarray, int
 def _float_window(ref: RasterReference, grid: GeoGrid) -> tuple[np.ndarray, int]:
     """A float (or 64-bit) reference on the window: read as ``float64`` with NaN where invalid
     (nodata, NaN, outside), checked to hold whole class ids, returned as ``int32`` with :data:`SENTINEL`."""
-    import rasterio
 
     out = np.full(grid.shape, np.nan, dtype=np.float64)
     same_crs = ref.grid.crs_wkt == grid.crs_wkt or ref.crs == grid.crs
     offset = aligned_offset(ref.grid.transform, grid.transform) if same_crs else None
-    with rasterio.open(ref.path) as src:
+    with open_raster(ref.path, "reference") as src:
         if offset is not None:
             _read_aligned(src, offset, grid.shape, out)
         else:

@@ -34,6 +34,7 @@ from geoseg.errors import InputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window, aligned_chunk_size
 from geoseg.io.masks import QARule
 from geoseg.io.mosaic import FootprintIndex, Layer, check_tiles_agree, read_layer
+from geoseg.io.opener import Trust, allowing, check_name, current_trust
 from geoseg.io.sources import MAX_SIDE, RESAMPLING, Source, describe_source, place
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 __all__ = ["Scene", "InputEntry", "MaskEntry", "open_scene", "read_window", "open_scene_xarray",
            "expand_inputs", "MAX_SIDE"]
 
-_GDAL_VIRTUAL_PREFIXES = ("/vsi", "vrt://", "gdal_")
 #: Block assumed for sampling when no file lies on the grid (all are warped).
 _DEFAULT_BLOCK = (512, 512)
 
@@ -200,10 +200,8 @@ def expand_inputs(patterns: Sequence[Any] | str, allow_gdal_virtual: bool = Fals
 
 
 def check_virtual(text: str, allow_gdal_virtual: bool) -> None:
-    """Refuse GDAL virtual paths and VRTs unless the job allows them."""
-    lowered = text.lower()
-    if not allow_gdal_virtual and (lowered.startswith(_GDAL_VIRTUAL_PREFIXES) or lowered.endswith(".vrt")):
-        raise InputError(f"{text!r} is a GDAL virtual path; set allow_gdal_virtual: true in the job to use it")
+    """Refuse GDAL virtual paths, VRTs and connection strings unless the job allows them (URLs are inputs)."""
+    check_name(text, "input", url_ok=True, trust=Trust(allow_gdal_virtual=allow_gdal_virtual))
 
 
 def _stem_name(paths: Sequence[str]) -> str:
@@ -228,7 +226,7 @@ def _layers_of_entry(entry: InputEntry, allow_gdal_virtual: bool) -> list[tuple[
         from geoseg.io.stac import stac_asset_hrefs
 
         out = []
-        for name, hrefs, band in stac_asset_hrefs(entry.stac, entry.assets):
+        for name, hrefs, band in stac_asset_hrefs(entry.stac, entry.assets, allow_gdal_virtual):
             for h in hrefs:
                 check_virtual(h, allow_gdal_virtual)
             sources = [describe_source(h) for h in hrefs]
@@ -256,7 +254,14 @@ def open_scene(
     ``patterns``: ``inputs:`` entries (strings, mappings or job-file models); ``grid``: the job's
     ``grid:`` request (``None``: the default grid); ``masks``: ``masks:`` entries. Raises
     :class:`InputError` (or a subclass) for anything a user must fix, before any pixel is read.
+    Every file is opened through :mod:`geoseg.io.opener` under the job's ``allow_gdal_virtual``.
     """
+    trust = Trust(allow_gdal_virtual=allow_gdal_virtual, network=current_trust().network)
+    with allowing(trust):
+        return _open_scene(patterns, allow_gdal_virtual, grid, masks)
+
+
+def _open_scene(patterns: Sequence[Any] | str, allow_gdal_virtual: bool, grid: Any, masks: Sequence[Any]) -> Scene:
     from geoseg.io.gridspec import job_grid
 
     if isinstance(patterns, (str, Path)):
@@ -308,7 +313,7 @@ def _mask_layer(entry: MaskEntry, grid: GeoGrid, allow_gdal_virtual: bool) -> La
 
         if not entry.asset:
             raise InputError(f"mask from STAC {entry.stac} needs an asset (key or eo:bands common name)")
-        ((name, hrefs, _),) = stac_asset_hrefs(entry.stac, (entry.asset,))
+        ((name, hrefs, _),) = stac_asset_hrefs(entry.stac, (entry.asset,), allow_gdal_virtual)
     else:
         hrefs = expand_inputs(list(entry.path), allow_gdal_virtual)
         name = _stem_name(hrefs)

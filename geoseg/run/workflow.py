@@ -23,10 +23,12 @@ from geoseg.errors import GeosegError, ModelError, OutputError, from_os_error
 from geoseg.io import storage
 from geoseg.io.atomic import write_text_atomic
 from geoseg.io.labelstore import PARTIAL_SUFFIX
+from geoseg.io.opener import Trust, current_trust, fenced, job_trust
 from geoseg.io.scene import Scene, open_scene
 from geoseg.methods.predictors import ChunkPredictor, DeepLabPredictor, KMeansPredictor
 from geoseg.run import runrecord
 from geoseg.run.cluster import ClusterInfo, connect
+from geoseg.run.fence import fence_workers
 from geoseg.run.jobspec import DeepLabConfig, JobSpec, KMeansConfig, ThresholdConfig
 from geoseg.run.labelling import (
     fit_kmeans_on_cluster,
@@ -166,7 +168,26 @@ def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) 
 def run_job(
     job: JobSpec, scheduler: str | None = None, show_progress: bool = True, client=None  # noqa: ANN001
 ) -> RunResult:
-    """Run a validated job end to end. ``client`` reuses an existing Dask client (notebooks, tests)."""
+    """Run a validated job end to end. ``client`` reuses an existing Dask client (notebooks, tests).
+
+    Every dataset is opened under the job's trust (:mod:`geoseg.io.opener`), here and on the workers.
+    """
+    with fenced(trust_of_job(job)):
+        return _run_job(job, scheduler, show_progress, client)
+
+
+def trust_of_job(job: JobSpec) -> Trust:
+    """What the job lets GDAL read: ``allow_gdal_virtual``, and the network when it names URLs itself."""
+    from geoseg.io.scene import as_input_entry, as_mask_entry
+
+    named = [p for e in map(as_input_entry, job.inputs) for p in (*e.path, e.stac or "")]
+    named += [p for e in map(as_mask_entry, job.masks) for p in (*e.path, e.stac or "")]
+    if job.grid is not None and job.grid.like:
+        named.append(str(job.grid.like))
+    return job_trust(job.allow_gdal_virtual, named)
+
+
+def _run_job(job: JobSpec, scheduler: str | None, show_progress: bool, client) -> RunResult:  # noqa: ANN001
     remote = storage.RemoteOutput.of(job.output)  # object storage: small files built on local scratch
     out = remote.scratch if remote else Path(job.output)
     scene = open_scene(job.inputs, allow_gdal_virtual=job.allow_gdal_virtual, grid=job.grid, masks=job.masks)
@@ -237,6 +258,7 @@ def _run_stages(
 ) -> RunResult:
     times: dict[str, float] = record.stage_seconds
     record.set_cluster(info)
+    fence_workers(client, current_trust())  # the workers read under the job's trust too
     # the label store's zarr (~0.2 s of imports) loads while the cluster samples and fits, not after the fit
     warm_in_background(("zarr",))
     grid = scene.chunk_grid(job.chunk_size)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geoseg.errors import GridMismatchError, InputError
+from geoseg.io.opener import check_vector, open_raster
 from geoseg.legend import ClassInfo
 from geoseg.methods.deeplab import normalise
 from geoseg.methods.training.config import TrainConfig, TrainPair
@@ -57,13 +58,12 @@ class TrainSource:
     """A training or validation image with its reference and the rows ``[row_lo, row_hi)`` it may use."""
 
     def __init__(self, pair: TrainPair, bands: list[str] | None, lut: np.ndarray, rows: tuple[float, float]) -> None:
-        import rasterio
 
         self.pair = pair
         self.lut = lut
         if not pair.image.is_file():
             raise InputError(f"training image {pair.image} does not exist")
-        with rasterio.open(pair.image) as ds:
+        with open_raster(pair.image, "chip", what="training image") as ds:
             if ds.crs is None or ds.transform.is_identity:
                 raise InputError(f"{pair.image} is not georeferenced; training needs a CRS and a geotransform")
             self.height, self.width = ds.height, ds.width
@@ -82,7 +82,7 @@ class TrainSource:
         if pair.reference is not None:
             if not pair.reference.is_file():
                 raise InputError(f"reference raster {pair.reference} does not exist")
-            with rasterio.open(pair.reference) as rs:
+            with open_raster(pair.reference, "chip", what="training reference") as rs:
                 if (rs.height, rs.width) != (self.height, self.width) or not rs.transform.almost_equals(self.transform):
                     raise GridMismatchError(
                         f"reference {pair.reference} ({rs.width}x{rs.height}) is not on the grid of {pair.image} "
@@ -101,6 +101,7 @@ class TrainSource:
         assert pair.vector is not None  # TrainPair holds exactly one of reference and vector
         if not pair.vector.exists():
             raise InputError(f"vector reference {pair.vector} does not exist")
+        check_vector(pair.vector, "vector reference")
         gdf = gpd.read_file(pair.vector, layer=pair.layer)
         if pair.class_field not in gdf.columns:
             raise InputError(
@@ -118,11 +119,11 @@ class TrainSource:
     # -- reading ------------------------------------------------------------------------------
 
     def _open(self) -> None:
-        import rasterio
 
         if self._pid != os.getpid():  # (re)open after a fork: file handles are not shared
-            self._img = rasterio.open(self.pair.image)
-            self._ref = rasterio.open(self.pair.reference) if self.pair.reference is not None else None
+            self._img = open_raster(self.pair.image, "chip", what="training image")
+            self._ref = (open_raster(self.pair.reference, "chip", what="training reference")
+                         if self.pair.reference is not None else None)
             self._pid = os.getpid()
 
     def _rasterize(self, row: int, col: int, h: int, w: int, step: int = 1, all_touched: bool = False) -> np.ndarray:
@@ -158,13 +159,12 @@ class TrainSource:
 
     def coarse_reference(self) -> tuple[np.ndarray, int]:
         """The reference decimated to at most ``COARSE_SIDE`` per side (nearest), and the step."""
-        import rasterio
         from rasterio.enums import Resampling
 
         step = max(1, math.ceil(max(self.height, self.width) / COARSE_SIDE))
         ch, cw = math.ceil(self.height / step), math.ceil(self.width / step)
         if self.pair.reference is not None:
-            with rasterio.open(self.pair.reference) as rs:
+            with open_raster(self.pair.reference, "chip", what="training reference") as rs:
                 return rs.read(1, out_shape=(ch, cw), resampling=Resampling.nearest), step
         return self._rasterize(0, 0, ch, cw, step=step, all_touched=True), step
 
