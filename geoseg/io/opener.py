@@ -44,7 +44,7 @@ RASTER_DRIVERS: dict[str, tuple[str, ...]] = {
 #: Vector drivers geoseg reads (references, regions, training polygons), by the bytes that start them.
 VECTOR_DRIVERS: tuple[str, ...] = ("GPKG", "ESRI Shapefile", "FlatGeobuf", "GeoJSON", "Parquet")
 
-_VIRTUAL_PREFIXES = ("/vsi", "vrt://", "gdal_")
+_VIRTUAL_PREFIXES = ("/vsi", "vrt://")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 #: URL schemes GDAL reads over the network that a job may name as an input (README: s3://, https://).
 NETWORK_SCHEMES = ("http://", "https://", "s3://", "gs://", "az://")

@@ -368,6 +368,7 @@ def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - 
         arrays = [
             cast("xr.DataArray", rioxarray.open_rasterio(
                 layer.sources[0].path, chunks={"band": -1, "y": cg.chunk, "x": cg.chunk}, lock=False, masked=False,
+                driver=layer.sources[0].driver,  # what the opener accepted, nothing else
             )).isel(band=[b - 1 for b in layer.sources[0].bands])
             for layer in scene.layers
         ]

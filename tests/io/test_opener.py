@@ -185,17 +185,29 @@ def test_names_gdal_would_read_as_something_else() -> None:
     check_name("/vsicurl/https://example.invalid/x.tif", "input", trust=Trust(allow_gdal_virtual=True))
 
 
-def test_the_gdal_fence_blocks_network_reads_in_this_process(listener: Listener) -> None:
+def _gdal_reads(listener: Listener) -> None:
+    """Ask both GDALs (rasterio's, pyogrio's) for a URL and an S3 object served by ``listener``."""
+    import pyogrio
     import rasterio
-    from rasterio.errors import RasterioIOError
 
-    with fenced(Trust()), pytest.raises(RasterioIOError):
-        rasterio.open(f"/vsicurl/{listener.url('direct.tif')}")
+    for attempt in (lambda: rasterio.open(f"/vsicurl/{listener.url('direct.tif')}"),
+                    lambda: rasterio.open("/vsis3/bucket/object.tif"),
+                    lambda: pyogrio.read_info(f"/vsicurl/{listener.url('direct.gpkg')}")):
+        with pytest.raises(Exception):  # noqa: B017, PT011 - refused or 404: either way, did a request go out?
+            attempt()
+
+
+def test_the_gdal_fence_blocks_network_reads_in_this_process(listener: Listener, monkeypatch) -> None:  # noqa: ANN001
+    for key, value in {"AWS_S3_ENDPOINT": f"127.0.0.1:{listener.port}", "AWS_HTTPS": "NO",
+                       "AWS_NO_SIGN_REQUEST": "YES", "AWS_VIRTUAL_HOSTING": "FALSE"}.items():
+        monkeypatch.setenv(key, value)
+    with fenced(Trust()):
+        _gdal_reads(listener)
     assert listener.hits == 0
     assert "CPL_VSIL_CURL_ALLOWED_FILENAME" not in os.environ  # restored
-    with fenced(Trust(network=True)), pytest.raises(RasterioIOError):  # control: a job naming URLs
-        rasterio.open(f"/vsicurl/{listener.url('direct.tif')}")
-    assert listener.hits > 0
+    with fenced(Trust(network=True)):  # control: a job naming URLs itself; the same calls reach the listener
+        _gdal_reads(listener)
+    assert {p.split("/")[-1] for p in listener.paths} >= {"direct.tif", "object.tif", "direct.gpkg"}
 
 
 def _worker_fetch(url: str) -> str:
