@@ -263,3 +263,20 @@ def test_cli_refuses_a_raw_band_input_and_a_vsicurl_reference(tmp_path: Path, sc
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().startswith("geoseg: error:") and len(res.stderr.strip().splitlines()) == 1
     assert listener.hits == 0
+
+
+def test_an_allowed_vrt_reads_as_its_source_on_workers_too(tmp_path: Path, scene: Path) -> None:
+    """allow_gdal_virtual still works: a real .vrt over the scene gives the scene's pixels, and the
+    source records the VRT driver so a worker reopens it as exactly that."""
+    import rasterio
+    import rasterio.shutil
+
+    vrt = tmp_path / "scene.vrt"
+    rasterio.shutil.copy(scene, vrt, driver="VRT")
+    with pytest.raises(InputError, match="allow_gdal_virtual"):
+        open_scene([str(vrt)])
+    opened = open_scene([str(vrt)], allow_gdal_virtual=True)
+    assert opened.layers[0].sources[0].driver == "VRT"
+    data, valid = read_window(opened, Window(0, 0, 64, 64))
+    with rasterio.open(scene) as ds:
+        assert np.array_equal(data, ds.read(window=((0, 64), (0, 64))).astype(np.float32))
