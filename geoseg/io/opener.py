@@ -42,7 +42,7 @@ RASTER_DRIVERS: dict[str, tuple[str, ...]] = {
     "label": ("GTiff", "Zarr"),
 }
 #: Vector drivers geoseg reads (references, regions, training polygons), by the bytes that start them.
-VECTOR_DRIVERS: tuple[str, ...] = ("GPKG", "ESRI Shapefile", "FlatGeobuf", "GeoJSON", "Parquet")
+VECTOR_DRIVERS: tuple[str, ...] = ("GPKG", "ESRI Shapefile", "FlatGeobuf", "GeoJSON", "GeoJSONSeq", "Parquet")
 
 _VIRTUAL_PREFIXES = ("/vsi", "vrt://")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
