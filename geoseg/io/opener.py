@@ -250,8 +250,11 @@ def check_vector(path: str | Path, what: str = "vector layer", *, trust: Trust |
         return "GeoJSON"
     if not head and not Path(path).exists():
         raise InputError(f"{what} {path} does not exist")
-    raise InputError(f"{what} {path} is {_content_kind(head)}; geoseg reads GeoPackage, Shapefile, FlatGeobuf, "
-                     "GeoJSON and GeoParquet layers (allow_gdal_virtual: true in the job reads other GDAL sources)")
+    kind = _content_kind(head)
+    if "VRT" in kind:
+        raise InputError(f"{what} {path} is {kind}; geoseg reads VRTs only with allow_gdal_virtual: true in the job")
+    raise InputError(f"{what} {path} is neither a raster nor a vector layer geoseg reads (by its content: "
+                     "GeoPackage, Shapefile, FlatGeobuf, GeoJSON, GeoParquet; allow_gdal_virtual: true reads others)")
 
 
 def check_vector_driver(path: str, info: dict[str, Any], what: str = "vector layer", *,
