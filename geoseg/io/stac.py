@@ -61,12 +61,12 @@ def checked_href(target: str, document: str, allow_outside: bool = False) -> str
     """
     from urllib.parse import unquote, urlparse
 
-    from geoseg.io.opener import is_url
+    from geoseg.io.opener import NETWORK_SCHEMES, is_url
 
     if allow_outside:
         return target
     if is_url(document):
-        if not target.lower().startswith(("http://", "https://", "s3://", "gs://", "az://")):
+        if not target.lower().startswith(NETWORK_SCHEMES):
             raise InputError(f"STAC {document}: asset {target!r} is not a URL; a remote catalog may not name local files "
                              "(allow_gdal_virtual: true allows it)")
         return target
