@@ -183,6 +183,53 @@ def cmd_vectorize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_instances(args: argparse.Namespace) -> int:
+    from geoseg.methods.watershed import WatershedParams
+    from geoseg.run.instances import run_instances
+
+    classes = [int(c) for c in args.classes.split(",") if c.strip()]
+    params = WatershedParams(min_distance=args.min_distance, min_radius=args.min_radius, sigma=args.sigma,
+                             halo=args.halo)
+    with _maybe_client(args.scheduler, args.connect_timeout) as client:
+        res = run_instances(args.labels, classes, args.out, params, reference=args.reference,
+                            reference_field=args.reference_field, reference_value=args.reference_value,
+                            polygons=not args.no_polygons, chunk_size=args.chunk_size, client=client)
+    if not args.quiet:
+        print(f"{res.table.n} instances of class(es) {', '.join(map(str, classes))}")
+        for s in res.scores:
+            print(f"class {s.class_id}: {s.n_pred} predicted, {s.n_ref} reference, matched {s.tp} (IoU > 0.5): "
+                  f"precision {s.precision:.3f} recall {s.recall:.3f} F1 {s.f1:.3f} PQ {s.pq:.3f} "
+                  f"(SQ {s.sq:.3f} x RQ {s.rq:.3f}) AP50 {s.ap50:.3f} AP {s.ap:.3f}")
+    _print_paths(res.outputs)
+    return 0
+
+
+def _add_instances_parser(add_parser) -> None:  # noqa: ANN001 - the subparsers' add function
+    s = add_parser(
+        "instances",
+        help="split the regions of chosen classes of a label raster into instances (marker-controlled watershed)",
+        description="Touching objects of one class (tree crowns, plants) become separate instances: a watershed "
+                    "of the distance to the class's edge, flooded from one marker per peak. Ids and shapes do not "
+                    "depend on the chunk size. Example: geoseg instances out/labels.zarr --classes 2 --out out/inst "
+                    "--reference crowns.gpkg --reference-value 2",
+    )
+    s.add_argument("labels", help="labels.zarr (or a single-band label GeoTIFF)")
+    s.add_argument("--classes", required=True, help="label ids to split, e.g. 2 or 2,3")
+    s.add_argument("--out", required=True, help="folder for instances.zarr, instances.csv, instances.gpkg")
+    s.add_argument("--min-distance", type=_positive_int, default=5, help="px between two markers (default 5)")
+    s.add_argument("--min-radius", type=float, default=1.0, help="px: a marker is at least this far inside its object")
+    s.add_argument("--sigma", type=float, default=0.0, help="Gaussian smoothing of the distance surface (px)")
+    s.add_argument("--halo", type=_positive_int, default=64, help="px read around each chunk; > the largest object")
+    s.add_argument("--chunk-size", type=_positive_int, default=None, help="processing chunk (default: the store's)")
+    s.add_argument("--reference", default=None, help="reference instances: vector layer (one per feature) or id raster")
+    s.add_argument("--reference-field", default=None, help="class field of the reference features")
+    s.add_argument("--reference-value", type=int, default=None, help="class of every reference instance")
+    s.add_argument("--no-polygons", action="store_true", help="skip instances.gpkg")
+    s.add_argument("--scheduler", default=None, help="Dask scheduler address (default: run here)")
+    s.add_argument("--connect-timeout", type=float, default=None, help="seconds the scheduler may take to answer")
+    s.set_defaults(func=cmd_instances)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from geoseg.io.export import build_overviews, export_cog
 
@@ -394,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = add_parser("verify", help="check a run folder: run.json complete, its outputs there, every chunk as written")
     s.add_argument("output", help="the run's output folder")
     s.set_defaults(func=cmd_verify)
+    _add_instances_parser(add_parser)
     return p
 
 

@@ -62,6 +62,10 @@ class GridMismatchError(InputError):
     """Inputs that must share one pixel grid do not."""
 
 
+class BandRoleError(InputError):
+    """A band an index or expression asks for (``red``, ``nir``, ``layer.band``) cannot be told apart."""
+
+
 class JobSpecError(GeosegError):
     """A job file is invalid: unknown keys, wrong types, missing values."""
 

@@ -402,8 +402,9 @@ def label_array_location(path: str | Path, array: str = ARRAY_NAME) -> str:
     return storage.join(str(path), array) if storage.is_url(path) else str(Path(path) / array)
 
 
-def read_label_window(path: str | Path, window: Window) -> np.ndarray:
-    """Read a window of a finished label store as stored (uint8 labels; no masking)."""
+def read_label_window(path: str | Path, window: Window, array: str = ARRAY_NAME) -> np.ndarray:
+    """Read a window of a finished label store as stored (uint8 labels; no masking); ``array``: another
+    raster of the store's layout, e.g. the uint32 ids of ``instances.zarr``."""
     import zarr
 
     if is_geotiff(path):
@@ -412,9 +413,9 @@ def read_label_window(path: str | Path, window: Window) -> np.ndarray:
         with open_raster(path, "label", what="label raster") as ds:
             return ds.read(1, window=window.to_rasterio()).astype(np.uint8, copy=False)
     if storage.is_url(path):  # object storage: published stores only (their .zmetadata)
-        arr = zarr.open_array(label_array_location(path), mode="r", zarr_format=2)
+        arr = zarr.open_array(label_array_location(path, array), mode="r", zarr_format=2)
     else:
-        arr = zarr.open_array(verifying_store(path), path=ARRAY_NAME, mode="r", zarr_format=2)
+        arr = zarr.open_array(verifying_store(path), path=array, mode="r", zarr_format=2)
     rows, cols = window.slices
     try:
         return np.asarray(arr[rows, cols])

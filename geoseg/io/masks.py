@@ -79,19 +79,27 @@ def _usable_nodata(nodata: float | None) -> float | None:
     return nodata
 
 
-def read_valid(ds: Any, bands: Sequence[int], kind: MaskKind, window: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``bands`` over ``window`` with their validity; alpha bands come in the same read (one decode)."""
+#: ``nodata=`` default of :func:`read_valid`: the file's own nodata value.
+FILE_NODATA = "file"
+
+
+def read_valid(ds: Any, bands: Sequence[int], kind: MaskKind, window: Any,
+               nodata: float | None | str = FILE_NODATA) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``bands`` over ``window`` with their validity; alpha bands come in the same read (one decode).
+
+    ``nodata``: the fill value (an input's ``nodata:`` overrides the file's), default the file's."""
     if kind != "alpha":
         data = ds.read(list(bands), window=window)
-        return data, validity(ds, bands, kind, window, data)
+        return data, validity(ds, bands, kind, window, data, nodata)
     alpha = alpha_band_indexes(ds)
     both = ds.read(list(bands) + list(alpha), window=window)
     data = both[: len(bands)]
     valid = np.all(both[len(bands):] != 0, axis=0)
-    return data, valid & validity(ds, bands, "nodata", window, data)
+    return data, valid & validity(ds, bands, "nodata", window, data, nodata)
 
 
-def validity(ds: Any, bands: Sequence[int], kind: MaskKind, window: Any, data: np.ndarray) -> np.ndarray:
+def validity(ds: Any, bands: Sequence[int], kind: MaskKind, window: Any, data: np.ndarray,
+             nodata: float | None | str = FILE_NODATA) -> np.ndarray:
     """Valid pixels ``(h, w)`` of ``data`` (bands read over ``window``) under the file's rule.
 
     Alpha bands are read (alpha = 0 is invalid), GDAL masks with ``read_masks`` (mask = 0 is
@@ -106,9 +114,9 @@ def validity(ds: Any, bands: Sequence[int], kind: MaskKind, window: Any, data: n
         mask_bands = [bands[0]] if MaskFlags.per_dataset in flags else list(bands)
         masks = ds.read_masks(mask_bands, window=window)
         valid &= np.all(masks != 0, axis=0)
-    nodata = _usable_nodata(ds.nodata)
-    if nodata is not None:
-        valid &= ~np.any(data == nodata, axis=0)
+    fill = _usable_nodata(ds.nodata if isinstance(nodata, str) else nodata)
+    if fill is not None:
+        valid &= ~np.any(data == fill, axis=0)
     if data.dtype.kind == "f":
         valid &= np.all(np.isfinite(data), axis=0)
     return valid

@@ -19,6 +19,7 @@ from geoseg.errors import InputError
 from geoseg.geo import GeoGrid, Window
 from geoseg.io.masks import QARule
 from geoseg.io.sources import Source, read_source
+from geoseg.io.units import apply_scaling
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ def read_layer(layer: Layer, grid: GeoGrid, window: Window) -> tuple[np.ndarray,
         if got is None:
             continue
         data, valid, (rows, cols) = got
+        if src.scales:  # stored numbers to physical values, per file (items of a collection may differ)
+            data = apply_scaling(data, src.scales, src.offsets)
         dr, dc = sub.row_off - window.row_off, sub.col_off - window.col_off
         rows, cols = slice(rows.start + dr, rows.stop + dr), slice(cols.start + dc, cols.stop + dc)
         if out is None and data.shape[1:] == (h, w) and (len(meeting) == 1 or valid.all()):

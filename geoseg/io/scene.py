@@ -32,10 +32,22 @@ import numpy as np
 
 from geoseg.errors import InputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window, aligned_chunk_size
+from geoseg.io.bandroles import (
+    SENSORS,
+    BandEvidence,
+    BandInfo,
+    band_role,
+    implied_sensor,
+    normalise,
+    sensor_of,
+)
+from geoseg.io.entries import InputEntry, MaskEntry, as_input_entry, as_mask_entry
+from geoseg.io.fill import warn_border_fill
 from geoseg.io.masks import QARule
 from geoseg.io.mosaic import FootprintIndex, Layer, check_tiles_agree, read_layer
 from geoseg.io.opener import Trust, allowing, check_name, current_trust
 from geoseg.io.sources import MAX_SIDE, RESAMPLING, Source, describe_source, place
+from geoseg.io.stac import StacFile
 
 log = logging.getLogger(__name__)
 
@@ -44,31 +56,6 @@ __all__ = ["Scene", "InputEntry", "MaskEntry", "open_scene", "read_window", "ope
 
 #: Block assumed for sampling when no file lies on the grid (all are warped).
 _DEFAULT_BLOCK = (512, 512)
-
-
-@dataclass(frozen=True)
-class InputEntry:
-    """One ``inputs:`` entry: files (``path``: path, glob or list) or a STAC item (``stac`` + ``assets``)."""
-
-    path: tuple[str, ...] = ()
-    stac: str | None = None
-    assets: tuple[str, ...] = ()
-    kind: str = "auto"
-    resampling: str | None = None
-    name: str | None = None
-
-
-@dataclass(frozen=True)
-class MaskEntry:
-    """One ``masks:`` entry: a QA layer (file(s) or a STAC asset) and which values make pixels nodata."""
-
-    path: tuple[str, ...] = ()
-    stac: str | None = None
-    asset: str | None = None
-    band: int = 1
-    drop_values: tuple[int, ...] = ()
-    drop_bits: tuple[int, ...] = ()
-    resampling: str = "nearest"
 
 
 @dataclass(frozen=True)
@@ -82,6 +69,8 @@ class Scene:
     masks: tuple[Layer, ...] = ()
     paths: tuple[str, ...] = ()
     sizes_bytes: tuple[int, ...] = field(default=())
+    #: Each band's name, layer, role (``red``, ``nir``...), scale/offset and fill (:mod:`geoseg.io.bandroles`).
+    bands: tuple[BandInfo, ...] = ()
 
     @property
     def count(self) -> int:
@@ -133,45 +122,6 @@ class Scene:
         self.__dict__.update(state)
 
 
-def _as_tuple(v: Any) -> tuple:
-    if v is None:
-        return ()
-    if isinstance(v, (str, Path)):
-        return (str(v),)
-    return tuple(str(x) if isinstance(x, Path) else x for x in v)
-
-
-def _plain(obj: Any) -> Any:
-    """A job-file model (pydantic) or mapping as a plain dict; strings stay strings."""
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump()
-    return obj
-
-
-def as_input_entry(obj: Any) -> InputEntry:
-    """An ``inputs:`` entry from a string, a mapping or a job-file model."""
-    obj = _plain(obj)
-    if isinstance(obj, InputEntry):
-        return obj
-    if isinstance(obj, (str, Path)):
-        return InputEntry(path=(str(obj),))
-    d = dict(obj)
-    return InputEntry(path=_as_tuple(d.get("path")), stac=d.get("stac") and str(d["stac"]),
-                      assets=_as_tuple(d.get("assets")), kind=d.get("kind") or "auto",
-                      resampling=d.get("resampling"), name=d.get("name"))
-
-
-def as_mask_entry(obj: Any) -> MaskEntry:
-    """A ``masks:`` entry from a mapping or a job-file model."""
-    obj = _plain(obj)
-    if isinstance(obj, MaskEntry):
-        return obj
-    d = dict(obj)
-    return MaskEntry(path=_as_tuple(d.get("path")), stac=d.get("stac") and str(d["stac"]), asset=d.get("asset"),
-                     band=int(d.get("band") or 1), drop_values=tuple(d.get("drop_values") or ()),
-                     drop_bits=tuple(d.get("drop_bits") or ()), resampling=d.get("resampling") or "nearest")
-
-
 def expand_inputs(patterns: Sequence[Any] | str, allow_gdal_virtual: bool = False) -> list[str]:
     """Expand globs in order, keep URLs as they are, and refuse paths that do not exist.
 
@@ -183,7 +133,7 @@ def expand_inputs(patterns: Sequence[Any] | str, allow_gdal_virtual: bool = Fals
         patterns = [str(patterns)]
     texts: list[str] = []
     for p in patterns:
-        texts.extend(as_input_entry(p).path)
+        texts.extend(as_input_entry(p).paths)
     out: list[str] = []
     for text in texts:
         check_virtual(text, allow_gdal_virtual)
@@ -215,32 +165,75 @@ def _stem_name(paths: Sequence[str]) -> str:
     return common or stems[0]
 
 
-def _layers_of_entry(entry: InputEntry, allow_gdal_virtual: bool) -> list[tuple[str, list[Source], str]]:
-    """(name, sources, resampling) of each layer an entry makes."""
+@dataclass
+class _RawLayer:
+    """A layer before it is placed: its entry, files and what a STAC catalog says of each file."""
+
+    name: str
+    sources: list[Source]
+    entry: InputEntry
+    stac: list[StacFile | None]
+    asset_key: str | None = None
+
+
+def _layers_of_entry(entry: InputEntry, allow_gdal_virtual: bool) -> list[_RawLayer]:
+    """The layers an entry makes, its ``nodata:`` and ``apply_scale`` applied to their files."""
     if entry.kind not in ("auto", "mosaic", "bands"):
         raise InputError(f"input kind {entry.kind!r} is not one of auto, mosaic, bands")
     if entry.resampling is not None and entry.resampling not in RESAMPLING:
         raise InputError(f"resampling {entry.resampling!r} is not one of {', '.join(RESAMPLING)}")
-    resampling = entry.resampling or "bilinear"
     if entry.stac:
-        from geoseg.io.stac import stac_asset_hrefs
+        from geoseg.io.stac import stac_assets
 
         out = []
-        for name, hrefs, band in stac_asset_hrefs(entry.stac, entry.assets, allow_gdal_virtual):
-            for h in hrefs:
-                check_virtual(h, allow_gdal_virtual)
-            sources = [describe_source(h) for h in hrefs]
-            if band and all(s.count == 1 for s in sources):
-                sources = [replace(s, descriptions=(band,)) for s in sources]
-            out.append((name, sources, resampling))
+        for asset in stac_assets(entry.stac, entry.assets or (), allow_gdal_virtual):
+            for f in asset.files:
+                check_virtual(f.href, allow_gdal_virtual)
+            sources = [describe_source(f.href) for f in asset.files]
+            if asset.band and all(s.count == 1 for s in sources):
+                sources = [replace(s, descriptions=(asset.band,), described=(True,)) for s in sources]
+            files: list[StacFile | None] = list(asset.files)
+            sources = [_as_entry_says(entry, s, f) for s, f in zip(sources, files)]
+            out.append(_RawLayer(asset.key, sources, entry, files, asset.key))
         return out
-    paths = expand_inputs(list(entry.path), allow_gdal_virtual)
-    sources = [describe_source(p) for p in paths]
+    paths = expand_inputs(list(entry.paths), allow_gdal_virtual)
+    sources = [_as_entry_says(entry, describe_source(p), None) for p in paths]
     one_grid = all(s.grid.same_as(sources[0].grid) for s in sources[1:])
     if entry.kind == "bands" or (entry.kind == "auto" and one_grid):
-        return [(entry.name if entry.name and len(sources) == 1 else _stem_name([s.path]), [s], resampling)
+        return [_RawLayer(entry.name if entry.name and len(sources) == 1 else _stem_name([s.path]), [s], entry, [None])
                 for s in sources]
-    return [(entry.name or _stem_name(paths), sources, resampling)]
+    return [_RawLayer(entry.name or _stem_name(paths), sources, entry, [None] * len(sources))]
+
+
+def _as_entry_says(entry: InputEntry, src: Source, stac: StacFile | None) -> Source:
+    """The file with the entry's fill value and units: ``nodata:`` over the file's (and over STAC's),
+    STAC ``raster:bands`` scale/offset over the file's, none of them with ``apply_scale: false``."""
+    changes: dict[str, Any] = {}
+    nodata = entry.nodata
+    if nodata is None and stac is not None and len(stac.nodata) == src.count and src.nodata is None:
+        nodata = stac.nodata[0]  # the catalog's fill where the file declares none
+    if nodata is not None:
+        check_fill_value(nodata, src.dtype, src.path)
+        changes.update(nodata=float(nodata), mask="nodata" if src.mask == "none" else src.mask)
+    if not entry.apply_scale:
+        changes.update(scales=(), offsets=())
+    elif stac is not None and len(stac.scales) == src.count and any(v is not None for v in stac.scales + stac.offsets):
+        from geoseg.io.units import normalised
+
+        scales, offsets = normalised([1.0 if v is None else v for v in stac.scales],
+                                     [0.0 if v is None else v for v in stac.offsets])
+        changes.update(scales=scales, offsets=offsets)
+    return replace(src, **changes) if changes else src
+
+
+def check_fill_value(value: float, dtype: str, path: str) -> None:
+    """Refuse a ``nodata:`` the file's type cannot hold (it would mark nothing, silently)."""
+    kind = np.dtype(dtype).kind
+    if kind in "ui":
+        info = np.iinfo(np.dtype(dtype))
+        if not np.isfinite(value) or value != int(value) or not info.min <= value <= info.max:
+            raise InputError(f"nodata {value} cannot occur in {path} ({dtype}, {info.min}..{info.max}); "
+                             "check the input's nodata:")
 
 
 def open_scene(
@@ -248,20 +241,25 @@ def open_scene(
     allow_gdal_virtual: bool = False,
     grid: Any = None,
     masks: Sequence[Any] = (),
+    sensor: str | None = None,
 ) -> Scene:
     """Check the inputs and describe them as one :class:`Scene` on the job's grid.
 
-    ``patterns``: ``inputs:`` entries (strings, mappings or job-file models); ``grid``: the job's
-    ``grid:`` request (``None``: the default grid); ``masks``: ``masks:`` entries. Raises
-    :class:`InputError` (or a subclass) for anything a user must fix, before any pixel is read.
+    ``patterns``: ``inputs:`` entries (strings, mappings or :class:`InputEntry`); ``grid``: the job's
+    ``grid:`` request (``None``: the default grid); ``masks``: ``masks:`` entries; ``sensor``: the job's
+    ``sensor:`` (``sentinel2``, ``landsat8``...), which gives sensor band numbers (``B4``) their roles.
+    Raises :class:`InputError` (or a subclass) for anything a user must fix, before any pixel is read;
+    warns when a constant value fills the border of a file that does not declare it nodata.
     Every file is opened through :mod:`geoseg.io.opener` under the job's ``allow_gdal_virtual``.
     """
     trust = Trust(allow_gdal_virtual=allow_gdal_virtual, network=current_trust().network)
     with allowing(trust):
-        return _open_scene(patterns, allow_gdal_virtual, grid, masks)
+        return _open_scene(patterns, allow_gdal_virtual, grid, masks, sensor)
 
 
-def _open_scene(patterns: Sequence[Any] | str, allow_gdal_virtual: bool, grid: Any, masks: Sequence[Any]) -> Scene:
+def _open_scene(
+    patterns: Sequence[Any] | str, allow_gdal_virtual: bool, grid: Any, masks: Sequence[Any], sensor: str | None
+) -> Scene:
     from geoseg.io.gridspec import job_grid
 
     if isinstance(patterns, (str, Path)):
@@ -269,25 +267,32 @@ def _open_scene(patterns: Sequence[Any] | str, allow_gdal_virtual: bool, grid: A
     entries = [as_input_entry(p) for p in patterns]
     if not entries:
         raise InputError("no input files given")
-    raw: list[tuple[str, list[Source], str]] = []
+    if sensor is not None and sensor_of(sensor) is None:
+        raise InputError(f"sensor {sensor!r} has no band table; use one of {', '.join(SENSORS)}")
+    raw: list[_RawLayer] = []
     for entry in entries:
         raw.extend(_layers_of_entry(entry, allow_gdal_virtual))
-    for name, sources, _ in raw:
-        check_tiles_agree(name, sources)
-    the_grid = job_grid(grid, [s for _, sources, _ in raw for s in sources])
+    for r in raw:
+        check_tiles_agree(r.name, r.sources)
+    the_grid = job_grid(grid, [s for r in raw for s in r.sources])
 
     layers = []
+    placed_raw = []
     multi = len(raw) > 1
-    for name, sources, resampling in raw:
-        placed = [place(s, the_grid) for s in sources]
-        meeting = [s for s in placed if s.meets(Window(0, 0, the_grid.height, the_grid.width))]
+    for r in raw:
+        placed = [place(s, the_grid) for s in r.sources]
+        keep = [i for i, s in enumerate(placed) if s.meets(Window(0, 0, the_grid.height, the_grid.width))]
+        meeting = [placed[i] for i in keep]
         if not meeting:
-            raise InputError(f"input {name!r} ({placed[0].path}) does not meet the job's grid "
+            raise InputError(f"input {r.name!r} ({placed[0].path}) does not meet the job's grid "
                              f"(bounds {tuple(round(v, 3) for v in the_grid.bounds)}); check grid: bounds and crs")
         descriptions = meeting[0].descriptions
-        names = tuple(f"{name}:{d}" for d in descriptions) if multi else descriptions
-        layers.append(Layer(name, tuple(meeting), names, resampling))
+        names = tuple(f"{r.name}:{d}" for d in descriptions) if multi else descriptions
+        layers.append(Layer(r.name, tuple(meeting), names, r.entry.resampling or "bilinear"))
+        placed_raw.append(replace(r, sources=meeting, stac=[r.stac[i] for i in keep]))
     mask_layers = tuple(_mask_layer(as_mask_entry(m), the_grid, allow_gdal_virtual) for m in masks)
+    bands = scene_bands(placed_raw, layers, sensor_of(sensor) if sensor else None)
+    warn_border_fill(layers)
 
     all_sources = [s for layer in layers + list(mask_layers) for s in layer.sources]
     on_grid = [s for s in all_sources if s.offset is not None]
@@ -300,7 +305,53 @@ def _open_scene(patterns: Sequence[Any] | str, allow_gdal_virtual: bool, grid: A
         masks=mask_layers,
         paths=tuple(s.path for s in all_sources),
         sizes_bytes=tuple(s.size_bytes for s in all_sources),
+        bands=bands,
     )
+
+
+def scene_bands(raw: Sequence[_RawLayer], layers: Sequence[Layer], sensor: str | None) -> tuple[BandInfo, ...]:
+    """Every band's role (:mod:`geoseg.io.bandroles`), scale/offset and fill, in the scene's band order."""
+    evidence: list[list[BandEvidence]] = []
+    for r, layer in zip(raw, layers):
+        src, stac = layer.sources[0], r.stac[0]
+        commons = stac.common_names if stac is not None and len(stac.common_names) == src.count else ()
+        evidence.append([
+            BandEvidence(label=d, described=bool(src.described[k]) if src.described else True,
+                         colorinterp=src.colorinterp[k] if src.colorinterp else "",
+                         common_name=commons[k] if commons else None,
+                         asset_key=r.asset_key if src.count == 1 else None)
+            for k, d in enumerate(src.descriptions)])
+    implied = implied_sensor(ev.label for evs in evidence for ev in evs if ev.described)
+    out: list[BandInfo] = []
+    by_entry: dict[int, list[int]] = {}
+    for r, layer, evs in zip(raw, layers, evidence):
+        src, stac = layer.sources[0], r.stac[0]
+        layer_sensor = _layer_sensor(stac.sensor if stac is not None else None, sensor, r.name) or implied
+        for k, ev in enumerate(evs):
+            role, where, number = band_role(ev, layer_sensor, src.count == 1, r.entry.name, src.path)
+            by_entry.setdefault(id(r.entry), []).append(len(out))
+            out.append(BandInfo(
+                name=layer.band_names[k], layer=layer.name, label=ev.label, role=role, source=where, number=number,
+                scale=src.scales[k] if src.scales else 1.0, offset=src.offsets[k] if src.offsets else 0.0,
+                nodata=src.nodata))
+    for r in {id(r.entry): r for r in raw}.values():  # each entry once
+        positions = by_entry[id(r.entry)]
+        if r.entry.bands is None:
+            continue
+        if len(r.entry.bands) != len(positions):
+            where = r.entry.stac or ", ".join(r.entry.paths)
+            raise InputError(f"input {where}: bands: lists {len(r.entry.bands)} roles but the input has "
+                             f"{len(positions)} bands ({', '.join(out[i].name for i in positions)})")
+        for i, role in zip(positions, r.entry.bands):
+            out[i] = replace(out[i], role=normalise(role), source="job bands:", number=None)
+    return tuple(out)
+
+
+def _layer_sensor(stac_sensor: str | None, job_sensor: str | None, name: str) -> str | None:
+    if stac_sensor and job_sensor and stac_sensor != job_sensor:
+        raise InputError(f"input {name!r}: its STAC item is {stac_sensor} but the job says sensor: {job_sensor}; "
+                         "remove sensor: or choose the right input")
+    return stac_sensor or job_sensor
 
 
 def _mask_layer(entry: MaskEntry, grid: GeoGrid, allow_gdal_virtual: bool) -> Layer:
@@ -315,7 +366,7 @@ def _mask_layer(entry: MaskEntry, grid: GeoGrid, allow_gdal_virtual: bool) -> La
             raise InputError(f"mask from STAC {entry.stac} needs an asset (key or eo:bands common name)")
         ((name, hrefs, _),) = stac_asset_hrefs(entry.stac, (entry.asset,), allow_gdal_virtual)
     else:
-        hrefs = expand_inputs(list(entry.path), allow_gdal_virtual)
+        hrefs = expand_inputs(list(entry.paths), allow_gdal_virtual)
         name = _stem_name(hrefs)
     for h in hrefs:
         check_virtual(h, allow_gdal_virtual)
@@ -363,7 +414,8 @@ def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - 
         scene = open_scene(scene)
     cg = scene.chunk_grid(chunk)
     if all(len(layer.sources) == 1 and layer.sources[0].grid.same_as(scene.grid) for layer in scene.layers) \
-            and not scene.masks and all(s.mask in ("none", "nodata") for layer in scene.layers for s in layer.sources):
+            and not scene.masks and all(s.mask in ("none", "nodata") and not s.scales
+                                        for layer in scene.layers for s in layer.sources):
         # one GeoTIFF each: open_rasterio returns a DataArray (lists are for HDF/netCDF subdatasets)
         arrays = [
             cast("xr.DataArray", rioxarray.open_rasterio(
@@ -372,8 +424,10 @@ def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - 
             )).isel(band=[b - 1 for b in layer.sources[0].bands])
             for layer in scene.layers
         ]
-        da = arrays[0] if len(arrays) == 1 else xr.concat(arrays, dim="band")
-        return da.assign_coords(band=list(scene.band_names))
+        if all(_same_fill(a.rio.nodata, layer.sources[0].nodata) for a, layer in zip(arrays, scene.layers)):
+            da = arrays[0] if len(arrays) == 1 else xr.concat(arrays, dim="band")
+            return da.assign_coords(band=list(scene.band_names))
+        # an input's nodata: overrides the file's: composed below, with NaN where it applies
 
     ys, xs = cg.dask_chunks
 
@@ -389,3 +443,9 @@ def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - 
     y = t.f + (np.arange(scene.height) + 0.5) * t.e
     da = xr.DataArray(arr, dims=("band", "y", "x"), coords={"band": list(scene.band_names), "y": y, "x": x})
     return da.rio.write_crs(scene.grid.crs_wkt).rio.write_transform(t)
+
+
+def _same_fill(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a == b or (a != a and b != b)  # NaN is NaN's fill

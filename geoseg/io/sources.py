@@ -28,6 +28,7 @@ from rasterio.errors import RasterioError, RasterioIOError
 from geoseg.errors import InputError
 from geoseg.geo import GeoGrid, Window
 from geoseg.io.masks import MaskKind, feature_band_indexes, mask_kind, read_valid
+from geoseg.io.units import file_scaling
 from geoseg.io.warp import MAX_SCALE, sample, source_lattice
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,12 @@ class Source:
     offset: tuple[int, int] | None = None
     box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     driver: str = "GTiff"
+    #: Per band: whether ``descriptions`` is the file's own (else ``b<n>``), and GDAL's colour interpretation.
+    described: tuple[bool, ...] = ()
+    colorinterp: tuple[str, ...] = ()
+    #: Per band ``value * scale + offset`` applied on read (:mod:`geoseg.io.units`); empty: none.
+    scales: tuple[float, ...] = ()
+    offsets: tuple[float, ...] = ()
 
     @property
     def count(self) -> int:
@@ -94,6 +101,7 @@ def describe_source(path: str, bands: tuple[int, ...] | None = None) -> Source:
         bad = [b for b in chosen if not 1 <= b <= ds.count]
         if bad:
             raise InputError(f"{path} has {ds.count} band(s); band {bad[0]} does not exist")
+        scales, offsets = file_scaling(ds, chosen)
         dtypes = {ds.dtypes[b - 1] for b in chosen}
         if len(dtypes) != 1:
             raise InputError(f"{path} mixes band data types {sorted(dtypes)}; geoseg needs one type per file")
@@ -108,6 +116,10 @@ def describe_source(path: str, bands: tuple[int, ...] | None = None) -> Source:
             descriptions=tuple(ds.descriptions[b - 1] or f"b{b}" for b in chosen),
             size_bytes=Path(path).stat().st_size if Path(path).exists() else -1,
             driver=ds.driver,
+            described=tuple(bool(ds.descriptions[b - 1]) for b in chosen),
+            colorinterp=tuple(ds.colorinterp[b - 1].name for b in chosen),
+            scales=scales,
+            offsets=offsets,
         )
 
 
@@ -187,7 +199,7 @@ def _read_on_grid(src: Source, window: Window) -> tuple[np.ndarray, np.ndarray, 
 
 
 def _read_valid(ds: Any, src: Source, rio_window: Any) -> tuple[np.ndarray, np.ndarray]:
-    return read_valid(ds, src.bands, src.mask, rio_window)
+    return read_valid(ds, src.bands, src.mask, rio_window, nodata=src.nodata)
 
 
 def _read_warped(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +102,41 @@ def stac_asset_hrefs(
 ) -> list[tuple[str, list[str], str | None]]:
     """For each wanted asset: (layer name = asset key, file hrefs across the items, band name).
 
-    Hrefs pass :func:`checked_href` (``allow_outside``: the job's ``allow_gdal_virtual``).
-
     Without ``wanted``: every asset that describes ``eo:bands``, in the first item's order. The band
     name is the asset's common name when it has one, so indices (``ndvi``) find their bands.
     """
+    return [(a.key, [f.href for f in a.files], a.band) for a in stac_assets(href, wanted, allow_outside)]
+
+
+@dataclass(frozen=True)
+class StacFile:
+    """One asset file of one item and what the catalog says of its bands (one entry per band, or empty).
+
+    ``common_names``: ``eo:bands`` common names; ``scales``/``offsets``/``nodata``: ``raster:bands``
+    (``None`` where not given); ``sensor``: the sensor table of the item's ``platform``/``constellation``.
+    """
+
+    href: str
+    common_names: tuple[str | None, ...] = ()
+    scales: tuple[float | None, ...] = ()
+    offsets: tuple[float | None, ...] = ()
+    nodata: tuple[float | None, ...] = ()
+    sensor: str | None = None
+
+
+@dataclass(frozen=True)
+class StacAsset:
+    """A wanted asset across the items: its key (the layer's name), band name and files."""
+
+    key: str
+    band: str | None
+    files: tuple[StacFile, ...]
+
+
+def stac_assets(href: str, wanted: Sequence[str], allow_outside: bool = False) -> list[StacAsset]:
+    """The wanted assets (all with ``eo:bands`` when none is named) with their bands' common names,
+    ``raster:bands`` scale/offset/nodata and the items' sensors. Hrefs pass :func:`checked_href`
+    (``allow_outside``: the job's ``allow_gdal_virtual``)."""
     items = load_items(href)
     if not wanted:
         wanted = [k for k, a in items[0].assets.items() if a.extra_fields.get("eo:bands")]
@@ -113,14 +144,38 @@ def stac_asset_hrefs(
             raise InputError(f"STAC {href}: no asset has eo:bands; name the assets to use (assets: [...])")
     out = []
     for name in wanted:
-        hrefs, band, layer = [], None, None
+        files, band, layer = [], None, None
         for item in items:
             key, asset = find_asset(item, name)
-            hrefs.append(checked_href(_absolute(asset.href, href), href, allow_outside))
+            files.append(_stac_file(item, asset, checked_href(_absolute(asset.href, href), href, allow_outside)))
             band = band or _common_name(asset) or key
             layer = layer or key
-        out.append((layer or name, hrefs, band))
+        out.append(StacAsset(layer or name, band, tuple(files)))
     return out
+
+
+def _stac_file(item: Any, asset: Any, href: str) -> StacFile:
+    from geoseg.io.bandroles import sensor_of
+
+    def dicts(key: str) -> list[dict[str, Any]]:
+        value = asset.extra_fields.get(key) or []
+        return [b if isinstance(b, dict) else {} for b in value] if isinstance(value, list) else []
+
+    def number(d: dict[str, Any], key: str) -> float | None:
+        v = d.get(key)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    eo, raster = dicts("eo:bands"), dicts("raster:bands")
+    props = item.properties or {}
+    sensor = sensor_of(props.get("platform")) or sensor_of(props.get("constellation"))
+    return StacFile(
+        href=href,
+        common_names=tuple(b.get("common_name") if isinstance(b.get("common_name"), str) else None for b in eo),
+        scales=tuple(number(b, "scale") for b in raster),
+        offsets=tuple(number(b, "offset") for b in raster),
+        nodata=tuple(number(b, "nodata") for b in raster),
+        sensor=sensor,
+    )
 
 
 def item_period(href: str) -> str | None:

@@ -1,8 +1,8 @@
 """Per-pixel features: chosen bands plus spectral indices, computed chunk by chunk.
 
-Bands are found by name, so the same job works for a 4-band synthetic scene
-(``blue, green, red, nir``), a drone orthomosaic (``red, green, blue, nir``) and
-Sentinel-2 (``B02, B03, B04, B08``). Standardisation statistics come from the
+Bands are found by role (:mod:`geoseg.io.bandroles`), so the same job works for a 4-band synthetic
+scene (``blue, green, red, nir``), an RGB orthophoto (GDAL's Red/Green/Blue), band files and
+Sentinel-2 (``B02, B03, B04, B08`` with its sensor known). Standardisation statistics come from the
 k-means sample, so they are computed once, on the client, deterministically.
 """
 
@@ -14,14 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from geoseg.errors import InputError
-
-#: Names under which each spectral role appears in common products (case-insensitive).
-BAND_ALIASES: dict[str, tuple[str, ...]] = {
-    "blue": ("blue", "b", "b02", "b2"),
-    "green": ("green", "g", "b03", "b3"),
-    "red": ("red", "r", "b04", "b4"),
-    "nir": ("nir", "nir1", "b08", "b8"),
-}
+from geoseg.io.bandroles import BandInfo, bands_from_names, find_role
+from geoseg.io.bandroles import find_band as band_position
 
 #: Index name → (roles needed, formula over a dict of role arrays).
 _EPS = np.float32(1e-6)
@@ -43,24 +37,23 @@ FUSED_INDICES: dict[str, tuple[int, tuple[str, ...]]] = {
 }
 
 
-def find_band(band_names: Sequence[str], role: str) -> int:
-    """Index of the band playing ``role`` (e.g. ``"nir"``), matched by name or alias.
+def as_bands(bands: Sequence[BandInfo] | Sequence[str]) -> tuple[BandInfo, ...]:
+    """A scene's bands (:attr:`Scene.bands <geoseg.io.scene.Scene.bands>`), or bands known by name only
+    (a notebook's list: roles from the names, :func:`geoseg.io.bandroles.bands_from_names`)."""
+    if all(isinstance(b, BandInfo) for b in bands):
+        return tuple(bands)  # type: ignore[arg-type]
+    return bands_from_names([str(b) for b in bands])
 
-    Names may carry a file prefix (``scene_0:B08``); the first match wins.
 
-    >>> find_band(["B01", "B02", "B03", "B04", "B08"], "nir")
+def find_band(bands: Sequence[BandInfo] | Sequence[str], role: str) -> int:
+    """Index of the band playing ``role`` (e.g. ``"nir"``): see :mod:`geoseg.io.bandroles`.
+
+    >>> find_band(["B01", "B02", "B03", "B04", "B08", "B8A"], "nir")
     4
     >>> find_band(["t0:red", "t0:green"], "green")
     1
     """
-    aliases = BAND_ALIASES.get(role, (role,))
-    for i, name in enumerate(band_names):
-        if name.split(":")[-1].lower() in aliases:
-            return i
-    raise InputError(
-        f"no band named like {role!r} ({', '.join(aliases)}) among {list(band_names)}; "
-        "set band descriptions in the GeoTIFF or choose other indices"
-    )
+    return find_role(as_bands(bands), role)
 
 
 @dataclass(frozen=True)
@@ -70,28 +63,20 @@ class FeatureSpec:
     bands: tuple[str, ...] | None = None
     indices: tuple[str, ...] = ()
 
-    def resolve(self, band_names: Sequence[str]) -> ResolvedFeatures:
-        """Bind the spec to a scene's band names, failing early with a clear message."""
+    def resolve(self, bands: Sequence[BandInfo] | Sequence[str]) -> ResolvedFeatures:
+        """Bind the spec to a scene's bands (or band names), failing early with a clear message."""
         unknown = [i for i in self.indices if i not in INDICES]
         if unknown:
             raise InputError(f"unknown spectral index {unknown}; choose from {sorted(INDICES)}")
+        info = as_bands(bands)
         if self.bands is None:
-            band_idx = tuple(range(len(band_names)))
+            band_idx = tuple(range(len(info)))
         else:
-            band_idx = tuple(_band_index(band_names, b) for b in self.bands)
+            band_idx = tuple(band_position(info, b) for b in self.bands)
         roles = {r for i in self.indices for r in INDICES[i][0]}
-        role_idx = {r: find_band(band_names, r) for r in sorted(roles)}
-        names = tuple(band_names[i] for i in band_idx) + tuple(self.indices)
+        role_idx = {r: find_role(info, r) for r in sorted(roles)}
+        names = tuple(info[i].name for i in band_idx) + tuple(self.indices)
         return ResolvedFeatures(band_idx, role_idx, self.indices, names)
-
-
-def _band_index(band_names: Sequence[str], wanted: str) -> int:
-    for i, name in enumerate(band_names):
-        if name == wanted or name.split(":")[-1] == wanted:
-            return i
-    if wanted.lower() in BAND_ALIASES:
-        return find_band(band_names, wanted.lower())
-    raise InputError(f"band {wanted!r} not found among {list(band_names)}")
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,10 @@ import numpy as np
 
 from geoseg.errors import InputError
 from geoseg.geo import HaloWindow, trim_halo
+from geoseg.io.bandroles import BandInfo, find_role
+from geoseg.io.bandroles import find_band as band_position
 from geoseg.legend import NODATA_LABEL, PALETTE, ClassInfo
-from geoseg.methods.features import INDICES, _band_index, find_band
+from geoseg.methods.features import INDICES, as_bands
 
 #: A compiled expression: ("band", i) | ("const", x) | ("neg", e) | (op, left, right).
 Expr = tuple[Any, ...]
@@ -33,10 +35,12 @@ MAX_EXPRESSION = 200
 GAUSS_TRUNCATE = 4.0
 
 
-def compile_expression(text: str, band_names: Sequence[str]) -> Expr:
-    """Parse ``text`` (numbers, band names, ``+ - * /``, parentheses, unary minus) into a tree.
+def compile_expression(text: str, bands: Sequence[BandInfo] | Sequence[str]) -> Expr:
+    """Parse ``text`` (numbers, bands, ``+ - * /``, parentheses, unary minus) into a tree.
 
-    Anything else (calls, attributes, powers, comparisons) is an ``InputError``; nothing is evaluated.
+    A band is a role (``nir``, ``red``), a band name (``B08``) or ``layer.band`` (``t1.nir``, ``red.b1``:
+    a band or role within one layer; :func:`geoseg.io.bandroles.find_band`). Anything else (calls,
+    powers, comparisons) is an ``InputError``; nothing is evaluated.
 
     >>> compile_expression("(nir - red) / (nir + red)", ["red", "green", "blue", "nir"])
     ('/', ('-', ('band', 3), ('band', 0)), ('+', ('band', 3), ('band', 0)))
@@ -48,6 +52,8 @@ def compile_expression(text: str, band_names: Sequence[str]) -> Expr:
     except SyntaxError as exc:
         raise InputError(f"band expression {text!r} is not valid: {exc.msg}") from None
 
+    info = as_bands(bands)
+
     def walk(node: ast.AST) -> Expr:
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
             return (_BINOPS[type(node.op)], walk(node.left), walk(node.right))
@@ -57,13 +63,26 @@ def compile_expression(text: str, band_names: Sequence[str]) -> Expr:
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
             return ("const", float(node.value))
         if isinstance(node, ast.Name):
-            return ("band", _band_index(band_names, node.id))
+            return ("band", band_position(info, node.id))
+        dotted = _dotted(node) if isinstance(node, ast.Attribute) else None
+        if dotted:
+            return ("band", band_position(info, dotted))
         raise InputError(
             f"band expression {text!r}: {type(node).__name__} is not allowed; use numbers, band names, "
             "+ - * / and parentheses"
         )
 
     return walk(tree.body)
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """``layer.band`` of an attribute chain of names (``a.b.c`` → ``"a.b.c"``), else ``None``."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        head = _dotted(node.value)
+        return f"{head}.{node.attr}" if head else None
+    return None
 
 
 def evaluate_expression(expr: Expr, data: np.ndarray) -> np.ndarray:
@@ -107,13 +126,14 @@ class ThresholdIndex:
         return out[None]
 
 
-def resolve_index(text: str, band_names: Sequence[str]) -> ThresholdIndex:
-    """``ndvi``/``ndwi``/``exg``, a band name (``nir``, ``B08``), or a band expression."""
+def resolve_index(text: str, bands: Sequence[BandInfo] | Sequence[str]) -> ThresholdIndex:
+    """``ndvi``/``ndwi``/``exg``, a band (``nir``, ``B08``, ``t1.nir``), or a band expression."""
     key = text.strip()
+    info = as_bands(bands)
     if key.lower() in INDICES:
         roles = INDICES[key.lower()][0]
-        return ThresholdIndex(key.lower(), None, tuple((r, find_band(band_names, r)) for r in roles))
-    return ThresholdIndex(key, compile_expression(key, band_names))
+        return ThresholdIndex(key.lower(), None, tuple((r, find_role(info, r)) for r in roles))
+    return ThresholdIndex(key, compile_expression(key, info))
 
 
 # --------------------------------------------------------------------------- Otsu on a histogram
@@ -287,7 +307,7 @@ def fit_threshold_job(client, scene, cfg, show_progress: bool = True):
     from geoseg.methods.sampling import SAMPLE_CHUNK  # the Otsu thresholds do not depend on chunk_size
     from geoseg.run.labelling import draw_sample
 
-    index = resolve_index(cfg.index, scene.band_names)
+    index = resolve_index(cfg.index, scene.bands or scene.band_names)
     n_classes = cfg.classes_out
     classes = threshold_legend(n_classes, cfg.classes)
     sm = cfg.smoothing

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geoseg.errors import JobSpecError
+from geoseg.io.entries import InputEntry, MaskEntry
 
 
 class _Strict(BaseModel):
@@ -76,9 +77,10 @@ class SmoothingConfig(_Strict):
 class ThresholdConfig(_Strict):
     """An index cut at fixed values or at (multi-)Otsu thresholds of the global sample.
 
-    ``index``: ``ndvi``, ``ndwi``, ``exg``, a band name, or an expression of band names, numbers and
-    ``+ - * /``. ``threshold``: ``otsu`` (two classes), ``multi-otsu`` (``n_classes``), a number or
-    an ascending list of numbers. ``classes``: the output classes, lowest index values first.
+    ``index``: ``ndvi``, ``ndwi``, ``exg``, a band, or an expression of bands (a role such as ``nir``, a
+    band name, or ``layer.band``), numbers and ``+ - * /``. ``threshold``: ``otsu`` (two classes),
+    ``multi-otsu`` (``n_classes``), a number or an ascending list of numbers. ``classes``: the output
+    classes, lowest index values first.
     """
 
     kind: Literal["threshold"] = "threshold"
@@ -216,56 +218,6 @@ class ClusterConfig(_Strict):
     connect_timeout: float = Field(10.0, gt=0, le=3600)
 
 
-Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode", "lanczos"]
-
-
-class InputConfig(_Strict):
-    """One ``inputs:`` entry as a mapping: files (``path``: a path, glob or list) or a STAC item/collection.
-
-    ``kind``: ``mosaic`` (the files are tiles of one layer; first file in sorted order with a valid
-    pixel wins), ``bands`` (each file is a layer; bands stacked) or ``auto`` (the default, also for a
-    plain string: files on exactly one grid stack, otherwise a mosaic). ``resampling`` onto the job's
-    grid (default ``bilinear``). ``assets``: STAC asset keys or ``eo:bands`` common names, one layer each.
-    """
-
-    path: str | list[str] | None = None
-    stac: str | None = None
-    assets: list[str] | None = None
-    kind: Literal["auto", "mosaic", "bands"] = "auto"
-    resampling: Resampling | None = None
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,80}$")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> InputConfig:
-        if (self.path is None) == (self.stac is None):
-            raise ValueError("an input gives exactly one of path or stac")
-        if self.stac is None and self.assets:
-            raise ValueError("assets are chosen only from a stac input")
-        return self
-
-
-class MaskConfig(_Strict):
-    """A QA / mask layer: pixels whose value is in ``drop_values`` or has a bit of ``drop_bits`` set become nodata."""
-
-    path: str | list[str] | None = None
-    stac: str | None = None
-    asset: str | None = None
-    band: int = Field(1, ge=1)
-    drop_values: list[int] = Field(default_factory=list)
-    drop_bits: list[int] = Field(default_factory=list)
-    resampling: Resampling = "nearest"
-
-    @model_validator(mode="after")
-    def _one_source(self) -> MaskConfig:
-        if (self.path is None) == (self.stac is None):
-            raise ValueError("a mask gives exactly one of path or stac")
-        if self.stac is not None and not self.asset:
-            raise ValueError("a stac mask names its asset (key or eo:bands common name)")
-        if not self.drop_values and not self.drop_bits:
-            raise ValueError("a mask drops something: give drop_values and/or drop_bits")
-        return self
-
-
 class GridConfig(_Strict):
     """The job's grid (every output lies on it); what is left out follows the default rule (README)."""
 
@@ -286,9 +238,11 @@ class JobSpec(_Strict):
 
     version: Literal[1] = 1
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,80}$")
-    inputs: list[str | InputConfig] = Field(min_length=1)
+    inputs: list[str | InputEntry] = Field(min_length=1)
     grid: GridConfig | None = None
-    masks: list[MaskConfig] = Field(default_factory=list)
+    masks: list[MaskEntry] = Field(default_factory=list)
+    #: The sensor whose band numbers (``B4``, ``B8A``) name the inputs' bands: its table gives their roles.
+    sensor: Literal["sentinel2", "landsat4", "landsat5", "landsat7", "landsat8", "landsat9"] | None = None
     output: Path | str  # a str only for an fsspec URL (s3://bucket/prefix), see geoseg.io.storage
     chunk_size: int = Field(2048, ge=64, le=16384)
     method: Method = Field(default_factory=KMeansConfig)

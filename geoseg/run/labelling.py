@@ -168,6 +168,14 @@ def _progress_bar(futures: list, label: str) -> None:
     progress(futures)
 
 
+def kmeans_features(cfg: KMeansConfig, scene: Scene) -> ResolvedFeatures:
+    """The k-means job's features bound to the scene's bands (by role: :mod:`geoseg.io.bandroles`); run on
+    the client before the cluster starts, so a band that cannot be found is refused at once."""
+    return FeatureSpec(
+        bands=tuple(cfg.features.bands) if cfg.features.bands else None, indices=tuple(cfg.features.indices)
+    ).resolve(scene.bands or scene.band_names)
+
+
 def fit_kmeans_on_cluster(
     client, scene: Scene, cfg: KMeansConfig, show_progress: bool = True,  # noqa: ANN001
     drawn: dict[str, int] | None = None,
@@ -185,9 +193,7 @@ def fit_kmeans_on_cluster(
 
     With ``cfg.model`` (a ``model.json`` of an earlier run) the fit is skipped and that model reused.
     """
-    feats = FeatureSpec(
-        bands=tuple(cfg.features.bands) if cfg.features.bands else None, indices=tuple(cfg.features.indices)
-    ).resolve(scene.band_names)
+    feats = kmeans_features(cfg, scene)
     if cfg.model is not None:
         try:
             model = KMeansModel.from_json(json.loads(Path(cfg.model).read_text()))

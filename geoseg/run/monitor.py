@@ -24,8 +24,9 @@ from typing import Any
 from geoseg.accuracy.change import compare_periods
 from geoseg.errors import GeosegError, InputError
 from geoseg.io.atomic import write_json_atomic
+from geoseg.io.entries import InputEntry
 from geoseg.io.scene import expand_inputs
-from geoseg.run.jobspec import InputConfig, JobSpec, KMeansConfig
+from geoseg.run.jobspec import JobSpec, KMeansConfig
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def discover_scenes(job: JobSpec) -> list[tuple[str, str, Any]]:
             raise InputError(f"STAC input {entry.stac!r} matches no file; check the path")
         for doc in docs:
             period = item_period(doc) or period_of(doc, pattern)
-            scenes.append((period, doc, InputConfig.model_validate({**_plain_entry(raw), "stac": doc})))
+            scenes.append((period, doc, InputEntry.model_validate({**_plain_entry(raw), "stac": doc})))
     return sorted(scenes, key=lambda s: (s[0], s[1]))
 
 

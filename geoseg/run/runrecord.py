@@ -72,6 +72,8 @@ class RunRecord:
             "scene": {
                 "width": scene.grid.width, "height": scene.grid.height, "bands": list(scene.band_names),
                 "crs": scene.grid.crs.to_string(), "transform": list(scene.grid.transform)[:6],
+                # each band's role (and where it came from), the scale/offset applied on read, its fill value
+                "band_roles": [b.to_json() for b in getattr(scene, "bands", ())],
             },
         }
         rec = cls(out / RUN_FILE, data)

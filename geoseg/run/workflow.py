@@ -32,6 +32,7 @@ from geoseg.run.fence import fence_workers
 from geoseg.run.jobspec import DeepLabConfig, JobSpec, KMeansConfig, ThresholdConfig
 from geoseg.run.labelling import (
     fit_kmeans_on_cluster,
+    kmeans_features,
     warm_in_background,
     write_labels,
 )
@@ -79,6 +80,8 @@ def job_identity(job: JobSpec, scene: Scene, extra: str = "") -> str:
         "chunk": job.chunk_size,
         "method": job.method.model_dump(mode="json"),
         "extra": extra,
+        # which band plays which role, in which units, with which fill (sensor:, bands:, apply_scale, nodata:)
+        "bands": [[b.role, b.scale, b.offset, b.nodata] for b in scene.bands],
     }
     if job.grid is not None or job.masks or any(not isinstance(i, str) for i in job.inputs):
         dumped = job.model_dump(mode="json")  # how the inputs are composed changes the pixels
@@ -120,6 +123,17 @@ def _stage(times: dict[str, float], name: str) -> Iterator[None]:
     finally:
         times[name] = round(time.perf_counter() - t0, 3)
         log.info("stage %s done in %.1f s", name, times[name])
+
+
+def check_method_bands(method: Any, scene: Scene) -> None:
+    """Resolve the bands a k-means or threshold method asks for (roles, names, ``layer.band``) on the client:
+    a band that cannot be told apart is an error before the cluster starts."""
+    if isinstance(method, KMeansConfig):
+        kmeans_features(method, scene)
+    elif isinstance(method, ThresholdConfig):
+        from geoseg.methods.threshold import resolve_index
+
+        resolve_index(method.index, scene.bands or scene.band_names)
 
 
 def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> CheckpointMeta:
@@ -178,10 +192,10 @@ def run_job(
 
 def trust_of_job(job: JobSpec) -> Trust:
     """What the job lets GDAL read: ``allow_gdal_virtual``, and the network when it names URLs itself."""
-    from geoseg.io.scene import as_input_entry, as_mask_entry
+    from geoseg.io.entries import as_input_entry, as_mask_entry
 
-    named = [p for e in map(as_input_entry, job.inputs) for p in (*e.path, e.stac or "")]
-    named += [p for e in map(as_mask_entry, job.masks) for p in (*e.path, e.stac or "")]
+    named = [p for e in map(as_input_entry, job.inputs) for p in (*e.paths, e.stac or "")]
+    named += [p for e in map(as_mask_entry, job.masks) for p in (*e.paths, e.stac or "")]
     if job.grid is not None and job.grid.like:
         named.append(str(job.grid.like))
     return job_trust(job.allow_gdal_virtual, named)
@@ -190,7 +204,9 @@ def trust_of_job(job: JobSpec) -> Trust:
 def _run_job(job: JobSpec, scheduler: str | None, show_progress: bool, client) -> RunResult:  # noqa: ANN001
     remote = storage.RemoteOutput.of(job.output)  # object storage: small files built on local scratch
     out = remote.scratch if remote else Path(job.output)
-    scene = open_scene(job.inputs, allow_gdal_virtual=job.allow_gdal_virtual, grid=job.grid, masks=job.masks)
+    scene = open_scene(job.inputs, allow_gdal_virtual=job.allow_gdal_virtual, grid=job.grid, masks=job.masks,
+                       sensor=job.sensor)
+    check_method_bands(job.method, scene)  # bands by role: refused here, before the cluster starts
     if remote:
         remote.check(job.name)
         if job.export.overviews:

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from geoseg.errors import JobSpecError
-from geoseg.run.jobspec import InputConfig, load_job, parse_job
+from geoseg.io.entries import InputEntry
+from geoseg.run.jobspec import load_job, parse_job
 
 
 def test_relative_paths_of_new_keys_are_taken_from_the_job_folder(tmp_path):
@@ -21,7 +22,7 @@ def test_relative_paths_of_new_keys_are_taken_from_the_job_folder(tmp_path):
     spec = load_job(tmp_path / "job.yaml")
     base = tmp_path.resolve()
     assert spec.inputs[0] == str(base / "a.tif")
-    assert isinstance(spec.inputs[1], InputConfig) and spec.inputs[1].path == [str(base / "t/*.tif"), str(base / "u.tif")]
+    assert isinstance(spec.inputs[1], InputEntry) and spec.inputs[1].path == [str(base / "t/*.tif"), str(base / "u.tif")]
     assert spec.inputs[2].stac == str(base / "item.json")
     assert spec.masks[0].path == str(base / "scl.tif") and spec.masks[1].stac == str(base / "item.json")
     assert Path(spec.grid.like) == base / "ref.tif"

@@ -1,0 +1,227 @@
+"""Score an instance raster against reference instances, chunk by chunk: overlaps summed, figures on the client.
+
+Reference instances are either
+
+* the features of a vector layer, **one instance per feature** (crown or building footprints):
+  each feature is burnt on its own, so overlapping annotations stay separate instances and none is
+  merged with its neighbour by rasterisation; a feature's class is its ``field`` value or ``value``;
+* an instance raster (ids, 0 or nodata = none), read onto the label grid as references are
+  (nearest), all of one class ``value``.
+
+Pixels follow rasterio's rule (a pixel belongs to a polygon when its centre does). Each chunk returns
+its (predicted, reference) overlap counts and the reference instances' pixel counts in it; the
+figures come from :mod:`geoseg.accuracy.instancemetrics`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from affine import Affine
+
+from geoseg.accuracy.instancemetrics import ClassInstanceScore, Overlaps, score_instances
+from geoseg.accuracy.objectstats import overlap_pairs
+from geoseg.errors import InputError
+from geoseg.geo import ChunkGrid, Window
+from geoseg.io.atomic import write_text_atomic
+
+
+@dataclass(frozen=True)
+class ReferenceInstances:
+    """Reference instances on the label grid's CRS: features (WKB, pixel bounds) or a raster reference."""
+
+    classes: np.ndarray  # class of instance id k at index k - 1
+    wkb: tuple[bytes, ...] = ()
+    bounds: np.ndarray | None = None  # (n, 4) minx, miny, maxx, maxy in the grid's CRS
+    raster: Any = None  # a geoseg.accuracy.reference.RasterReference
+
+    @property
+    def n(self) -> int:
+        return int(self.classes.size)
+
+
+def open_reference_instances(
+    path: str | Path, grid: Any, *, field: str | None = None, value: int | None = None
+) -> ReferenceInstances:
+    """Reference instances for a label raster on ``grid``: a vector layer (``field`` or ``value``) or an
+    instance raster (``value``: the class of every instance)."""
+    from geoseg.accuracy.reference import RasterReference, open_reference
+
+    if (field is None) == (value is None):
+        raise InputError("reference instances need their class: give the class field (field) or one class (value)")
+    ref = open_reference(str(path), None, grid) if field is None and _is_raster(path) else None
+    if isinstance(ref, RasterReference):
+        return _raster_instances(ref, grid, int(value))  # type: ignore[arg-type]
+    return _vector_instances(path, grid, field, value)
+
+
+def _is_raster(path: str | Path) -> bool:
+    from geoseg.io.opener import UnreadableRaster, open_raster
+
+    try:
+        with open_raster(str(path), "reference"):
+            return True
+    except UnreadableRaster:
+        return False
+
+
+def _raster_instances(ref: Any, grid: Any, value: int) -> ReferenceInstances:
+    """An instance raster's ids are taken as they are (1..max; ids absent from the grid are not scored)."""
+    from geoseg.io.opener import open_raster
+
+    with open_raster(ref.path, "reference") as src:
+        top = 0
+        for _, window in src.block_windows(1):
+            top = max(top, int(src.read(1, window=window).max()))
+    return ReferenceInstances(classes=np.full(top, value, np.int64), raster=ref)
+
+
+def _vector_instances(path: str | Path, grid: Any, field: str | None, value: int | None) -> ReferenceInstances:
+    import geopandas as gpd
+
+    from geoseg.io.opener import check_vector
+
+    check_vector(path, "reference instances")  # by content: a disguised OGR VRT is never parsed
+    try:
+        frame = gpd.read_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - any driver error is a bad reference for the user
+        raise InputError(f"reference instances {path} cannot be read as a vector layer: {exc}") from exc
+    if frame.crs is None:
+        raise InputError(f"reference instances {path} have no CRS; set one (ogr2ogr -a_srs EPSG:XXXX)")
+    if field is not None and field not in frame.columns:
+        raise InputError(f"reference instances {path} have no field {field!r}; fields: {', '.join(map(str, frame.columns))}")
+    frame = frame[~frame.geometry.is_empty & frame.geometry.notna()].to_crs(grid.crs)
+    if field is not None:
+        cls = frame[field].to_numpy()
+        if not np.issubdtype(cls.dtype, np.integer):
+            raise InputError(f"field {field!r} of {path} must hold integer class ids, it holds {cls.dtype}")
+    else:
+        cls = np.full(len(frame), int(value), np.int64)  # type: ignore[arg-type]
+    geoms = frame.geometry.make_valid()
+    return ReferenceInstances(classes=np.asarray(cls, np.int64), wkb=tuple(geoms.to_wkb()),
+                              bounds=np.asarray(geoms.bounds.to_numpy(), np.float64))
+
+
+@dataclass(frozen=True)
+class _ChunkScore:
+    """One chunk: the predicted instances read from the store, the reference burnt or read on the window."""
+
+    store: str
+    array: str
+    grid: ChunkGrid
+    ref: ReferenceInstances
+
+    def __call__(self, window: Window, features: np.ndarray) -> tuple[np.ndarray, ...]:
+        from geoseg.io.labelstore import read_label_window
+
+        pred = read_label_window(self.store, window, self.array)
+        sub = self.grid.window_grid(window)
+        if self.ref.raster is not None:
+            from geoseg.accuracy.reference import reference_window
+
+            values, valid = reference_window(self.ref.raster, sub)
+            ids = np.where(valid & (values > 0), values, 0).astype(np.int64)
+            p, r, inter = overlap_pairs(pred, ids)
+            found, count = np.unique(ids[ids > 0], return_counts=True)
+            return p, r, inter, found, count
+        return _burn_each(pred, sub, features, self.ref)
+
+
+def _burn_each(pred: np.ndarray, sub: Any, features: np.ndarray, ref: ReferenceInstances) -> tuple[np.ndarray, ...]:
+    """Burn each feature alone over its pixel box in the window: overlaps with predictions and its pixel count."""
+    import shapely
+    from rasterio.features import rasterize
+    from rasterio.windows import from_bounds
+
+    ps, rs, ns, fs, cs = [], [], [], [], []
+    bounds = ref.bounds if ref.bounds is not None else np.empty((0, 4))
+    for k in features.tolist():
+        geom = shapely.from_wkb(ref.wkb[k])
+        win = from_bounds(*bounds[k], transform=sub.transform).round_offsets(op="floor").round_lengths(op="ceil")
+        r0, c0 = max(int(win.row_off), 0), max(int(win.col_off), 0)
+        r1 = min(int(win.row_off + win.height) + 1, sub.height)
+        c1 = min(int(win.col_off + win.width) + 1, sub.width)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        t = sub.transform * Affine.translation(c0, r0)
+        m = rasterize([(geom, 1)], out_shape=(r1 - r0, c1 - c0), transform=t, fill=0, dtype="uint8").astype(bool)
+        n = int(m.sum())
+        if n == 0:
+            continue
+        fs.append(k + 1)
+        cs.append(n)
+        hit, cnt = np.unique(pred[r0:r1, c0:c1][m], return_counts=True)
+        keep = hit > 0
+        ps.append(hit[keep].astype(np.int64))
+        rs.append(np.full(int(keep.sum()), k + 1, np.int64))
+        ns.append(cnt[keep].astype(np.int64))
+    def cat(xs: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(xs) if xs else np.empty(0, np.int64)
+
+    return cat(ps), cat(rs), cat(ns), np.array(fs, np.int64), np.array(cs, np.int64)
+
+
+def _features_per_window(ref: ReferenceInstances, grid: ChunkGrid, windows: Sequence[Window]) -> list[np.ndarray]:
+    if ref.raster is not None or ref.bounds is None or ref.n == 0:
+        return [np.empty(0, np.int64) for _ in windows]
+    import shapely
+
+    bounds = ref.bounds
+    tree = shapely.STRtree(shapely.box(*bounds.T))
+    out = []
+    for w in windows:
+        b = grid.window_grid(w).bounds
+        out.append(np.sort(tree.query(shapely.box(*b))).astype(np.int64))
+    return out
+
+
+def evaluate_instances(
+    store: str | Path, pred_cls: np.ndarray, pred_size: np.ndarray, grid: ChunkGrid, ref: ReferenceInstances, *,
+    pred_score: np.ndarray | None = None, array: str = "instances", client: Any = None,
+) -> tuple[list[ClassInstanceScore], Overlaps]:
+    """Per-class instance accuracy of an instance store (``pred_cls``/``pred_size`` per id) against ``ref``."""
+    windows = list(grid.windows())
+    feats = _features_per_window(ref, grid, windows)
+    task = _ChunkScore(str(store), array, grid, ref)
+    if client is not None:
+        parts = client.gather(client.map(task, windows, feats, pure=False))
+    else:
+        parts = [task(w, f) for w, f in zip(windows, feats)]
+    p = np.concatenate([x[0] for x in parts])
+    r = np.concatenate([x[1] for x in parts])
+    n = np.concatenate([x[2] for x in parts])
+    ref_size = np.zeros(ref.n, np.int64)
+    for x in parts:
+        np.add.at(ref_size, x[3] - 1, x[4])
+    if p.size:
+        m = int(r.max()) + 1
+        u, inv = np.unique(p * m + r, return_inverse=True)
+        p, r, n = u // m, u % m, np.bincount(inv, weights=n).astype(np.int64)
+    # reference instances with no pixel on the grid (outside it, or thinner than a pixel centre) are not scored
+    seen = ref_size > 0
+    remap = np.cumsum(seen)
+    ov = Overlaps(p, remap[r - 1] if r.size else r, n, np.asarray(pred_size, np.int64), ref_size[seen],
+                  np.asarray(pred_cls, np.int64), ref.classes[seen], pred_score)
+    return score_instances(ov), ov
+
+
+def write_instance_metrics(scores: Sequence[ClassInstanceScore], path: str | Path, names: Mapping[int, str]) -> Path:
+    """``instance_metrics.csv``: one row per class, the figures of :class:`ClassInstanceScore`."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    cols = ["class_id", "class_name", "n_pred", "n_ref", "tp", "fp", "fn", "precision", "recall", "f1", "sq", "rq",
+            "pq", "ap50", "ap", "count_error", "relative_count_error"]
+    w.writerow(cols)
+    for s in scores:
+        vals = [s.class_id, names.get(s.class_id, ""), s.n_pred, s.n_ref, s.tp, s.fp, s.fn, s.precision, s.recall,
+                s.f1, s.sq, s.rq, s.pq, s.ap50, s.ap, s.count_error, s.relative_count_error]
+        w.writerow([f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else ("" if isinstance(v, float) else v)
+                    for v in vals])
+    return write_text_atomic(path, buf.getvalue())
