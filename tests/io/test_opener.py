@@ -84,10 +84,12 @@ def test_disguised_vrt_is_fetched_when_the_job_allows_virtual_inputs(tmp_path: P
     """Positive control: the same file does reach the listener once allow_gdal_virtual is set."""
     fake = vrt_over_url(tmp_path / "fake.tif", listener.url("input.tif"))
     with fenced(Trust(allow_gdal_virtual=True)):
-        opened = open_scene([str(fake)], allow_gdal_virtual=True)
-        assert opened.layers[0].sources[0].driver == "VRT"
-        with pytest.raises(InputError, match="cannot read"):  # the listener answers 404
+        try:  # the listener answers 404: opening (its fill check reads the border) or reading fails
+            opened = open_scene([str(fake)], allow_gdal_virtual=True)
+            assert opened.layers[0].sources[0].driver == "VRT"
             read_window(opened, Window(0, 0, 1, 1))
+        except InputError:
+            pass
     assert listener.hits > 0
 
 
