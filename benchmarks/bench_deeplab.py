@@ -203,7 +203,7 @@ def tiles_for_grid(meta, height: int, width: int, chunk: int) -> int:
     return sum(core_tiles(meta, halo_window(w, halo, (height, width))) for w in grid.windows())
 
 
-def _write_scene(image: Path, size: int, meta) -> None:  # noqa: ANN001
+def _write_scene(image: Path, size: int, meta) -> None:
     """A ``size``² random uint8 GeoTIFF of the model's bands, 256 px deflate blocks."""
     import rasterio
     from rasterio.transform import from_origin

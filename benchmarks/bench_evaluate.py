@@ -41,11 +41,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from affine import Affine  # noqa: E402
-from rasterio.crs import CRS  # noqa: E402
+from affine import Affine
+from rasterio.crs import CRS
 
-from geoseg.geo import ChunkGrid, GeoGrid, Window  # noqa: E402
-from geoseg.legend import LANDCOVER_CLASSES  # noqa: E402
+from geoseg.geo import ChunkGrid, GeoGrid, Window
+from geoseg.legend import LANDCOVER_CLASSES
 
 CRS_UTM = CRS.from_epsg(32633)
 BLOCK = 64  # pixels per class block
@@ -165,7 +165,7 @@ def _voronoi_regions(path: Path, transform: Affine, size: int, n: int, seed: int
     gdf.to_file(path, driver="GPKG")
 
 
-def read_only(store: str, ref, window: Window, grid: ChunkGrid) -> int:  # noqa: ANN001
+def read_only(store: str, ref, window: Window, grid: ChunkGrid) -> int:
     """Baseline task: read both rasters on one window, the reference as evaluate reads it (on an
     aligned grid: one windowed read in the file's own type, nothing else)."""
     from geoseg.accuracy.reference import reference_pixels
@@ -180,7 +180,7 @@ def _sum(xs: list[int]) -> int:
     return int(sum(xs))
 
 
-def time_read(client, store: Path, reference: Path) -> float:  # noqa: ANN001
+def time_read(client, store: Path, reference: Path) -> float:
     from dask import delayed
 
     from geoseg.accuracy.reference import open_reference
@@ -199,13 +199,13 @@ def time_read(client, store: Path, reference: Path) -> float:  # noqa: ANN001
     return dt
 
 
-def _rasterio_burn(shapes: list, grid, fill: int, dtype: str = "int32"):  # noqa: ANN001, ANN202
+def _rasterio_burn(shapes: list, grid, fill: int, dtype: str = "int32"):
     from geoseg.io.rasterize import burn
 
     return burn([g for g, _ in shapes], [v for _, v in shapes], grid.transform, grid.shape, dtype, fill)
 
 
-def _polyfill_burn(shapes: list, grid, fill: int, dtype: str = "int32"):  # noqa: ANN001, ANN202
+def _polyfill_burn(shapes: list, grid, fill: int, dtype: str = "int32"):
     try:
         from geoseg._kernels.polyfill import fill_polygons
     except ModuleNotFoundError as exc:
@@ -231,7 +231,7 @@ def use_burner(name: str) -> str:
     return name
 
 
-def time_evaluate(client, store: Path, reference: Path, regions: Path) -> tuple[float, dict]:  # noqa: ANN001
+def time_evaluate(client, store: Path, reference: Path, regions: Path) -> tuple[float, dict]:
     from geoseg.accuracy.evaluate import evaluate
 
     t0 = time.perf_counter()

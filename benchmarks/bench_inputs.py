@@ -17,7 +17,14 @@ the fastest run of each is used, since a shared machine's load swings by 2-3x wi
 Default size 8000 x 8000 (64 Mpx), chosen for the 2-core development VM; ``--size 20000`` is the
 400 Mpx of the issue. Prints one JSON document; inputs are cached under ``--data``.
 
+``--tiles N`` (e.g. 10000) measures something else, side by side: a mosaic of N tiles of 16 x 16 px
+given to ``geoseg run`` as one glob (k-means, no vectorising; the whole command, process start
+included; ``--chunk`` is the job's ``chunk_size``) against GDAL mosaicking the same tiles
+(``gdalbuildvrt`` then ``gdal_translate``), in ``--repeat`` interleaved rounds. GDAL's command-line
+tools must be installed (Debian/Ubuntu: ``apt-get install -y gdal-bin``).
+
 Usage:  .venv/bin/python benchmarks/bench_inputs.py [--size 8000] [--chunk 2048] [--many 20] [--data DIR]
+        .venv/bin/python benchmarks/bench_inputs.py --tiles 10000 [--chunk 2048] [--repeat 2] [--data DIR]
 """
 
 from __future__ import annotations
@@ -77,7 +84,7 @@ def _prepare(size: int, data: Path, many: int) -> dict[str, list]:
     }
 
 
-def read_task(scene, window) -> int:  # noqa: ANN001
+def read_task(scene, window) -> int:
     from geoseg.io.scene import read_window
 
     _, valid = read_window(scene, window)
@@ -106,7 +113,7 @@ class WorkerPeaks:
         self._t.start()
         return self
 
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
+    def __exit__(self, *exc) -> None:
         self._stop.set()
         self._t.join()
 
@@ -159,6 +166,70 @@ def run(size: int, chunk: int, many: int, data: Path, repeat: int = 3) -> dict:
     return results
 
 
+def _tiles_case(n_tiles: int, data: Path) -> tuple[Path, Path]:
+    """``n_tiles`` tiles of 16 x 16 px (a square number of them) cut from one generated scene, cached."""
+    from geoseg.samples.products import make_tiles
+    from geoseg.samples.synthetic import make_scene
+
+    side = int(round(n_tiles ** 0.5))
+    if side * side != n_tiles:
+        raise SystemExit(f"--tiles wants a square number of tiles, got {n_tiles}")
+    root = data / f"tiles{n_tiles}"
+    tiles = root / "tiles"
+    if len(list(tiles.glob("tile_*.tif"))) != n_tiles:
+        files = make_scene("landcover", root / "scene", width=16 * side, height=16 * side, seed=0)
+        make_tiles(files.image, tiles, n=side, overlap=0, margin=0)
+    return root, tiles
+
+
+def _timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    import subprocess
+
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def run_tiles(n_tiles: int, data: Path, repeat: int, chunk: int = 2048) -> dict:
+    """geoseg's run on a glob of small tiles against GDAL's buildvrt + translate of them, interleaved."""
+    import glob
+    import shutil
+    import sys
+
+    import yaml
+
+    missing = [t for t in ("gdalbuildvrt", "gdal_translate") if shutil.which(t) is None]
+    if missing:
+        raise SystemExit(f"{', '.join(missing)} not found: install GDAL's command-line tools "
+                         "(Debian/Ubuntu: apt-get install -y gdal-bin) and rerun")
+    root, tiles = _tiles_case(n_tiles, data)
+    files = sorted(glob.glob(str(tiles / "tile_*.tif")))
+    job = root / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "name": "tiles", "inputs": [str(tiles / "tile_*.tif")], "output": str(root / "out"), "chunk_size": chunk,
+        "vectorize": {"enabled": False},
+        "cluster": {"n_workers": 2, "threads_per_worker": 1, "memory_limit": "2GiB", "dashboard": False}}))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out: dict[str, list] = {"geoseg_run_s": [], "gdalbuildvrt_s": [], "gdal_translate_s": [], "gdal_total_s": [],
+                            "ratio": [], "load_avg": []}
+    for _ in range(repeat):
+        for leftover in (root / "out", root / "mosaic.vrt", root / "mosaic.tif"):
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+        out["load_avg"].append(os.getloadavg()[0])
+        vrt = _timed(["gdalbuildvrt", "-q", str(root / "mosaic.vrt"), *files])
+        tif = _timed(["gdal_translate", "-q", str(root / "mosaic.vrt"), str(root / "mosaic.tif")])
+        ours = _timed([sys.executable, "-m", "geoseg.cli", "-q", "run", str(job)], env=env)
+        out["gdalbuildvrt_s"].append(round(vrt, 1))
+        out["gdal_translate_s"].append(round(tif, 1))
+        out["gdal_total_s"].append(round(vrt + tif, 1))
+        out["geoseg_run_s"].append(round(ours, 1))
+        out["ratio"].append(round(ours / (vrt + tif), 2))
+        print(json.dumps({k: v[-1] for k, v in out.items()}), flush=True)
+    stages = json.loads((root / "out" / "run.json").read_text())["stage_seconds"]
+    return {"tiles": n_tiles, "tile_px": 16, "scene_px": [16 * int(n_tiles ** 0.5)] * 2, "chunk_size": chunk, **out,
+            "last_geoseg_stages_s": stages}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=8000)
@@ -166,12 +237,17 @@ def main() -> None:
     ap.add_argument("--many", type=int, default=20, help="tiles per side of the many-tiles case")
     ap.add_argument("--data", type=Path, default=Path("bench-inputs-data"))
     ap.add_argument("--repeat", type=int, default=3, help="rounds over all cases; the fastest run of each counts")
+    ap.add_argument("--tiles", type=int, default=0,
+                    help="instead: N tiles of 16 x 16 px, geoseg run against gdalbuildvrt + gdal_translate")
     args = ap.parse_args()
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(),
+               "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "load_avg": os.getloadavg()}
+    if args.tiles:
+        res = run_tiles(args.tiles, args.data, args.repeat, args.chunk)
+        print(json.dumps({"machine": machine, "results": res}, indent=1))
+        return
     res = run(args.size, args.chunk, args.many, args.data, args.repeat)
-    doc = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                       "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-                       "load_avg": os.getloadavg()},
-           "size": args.size, "chunk": args.chunk, "results": res}
+    doc = {"machine": machine, "size": args.size, "chunk": args.chunk, "results": res}
     print(json.dumps(doc, indent=1))
     np.seterr(all="ignore")
 

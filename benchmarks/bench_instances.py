@@ -31,7 +31,7 @@ import psutil
 import rasterio
 
 
-def _peak_rss(fn):  # noqa: ANN001, ANN202
+def _peak_rss(fn):
     """Run ``fn()`` and return (result, seconds, peak RSS of this process and its children in MiB)."""
     proc = psutil.Process()
     peak = [0]

@@ -141,7 +141,7 @@ def _warm_up() -> None:
     import geoseg.run.workflow  # noqa: F401 - imports io, labelstore, zarr, rasterio
 
 
-def read_only_task(scene, window) -> int:  # noqa: ANN001
+def read_only_task(scene, window) -> int:
     from geoseg.io.scene import read_window
 
     data, valid = read_window(scene, window)
@@ -201,7 +201,7 @@ def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memor
     grid = scene.chunk_grid(chunk)
     job_out, again_out = out / f"kmeans_{size}", out / f"kmeans_{size}_again"
 
-    def kmeans_job(folder: Path):  # noqa: ANN202
+    def kmeans_job(folder: Path):
         shutil.rmtree(folder, ignore_errors=True)
         return parse_job({
             "name": f"bench-{size}", "inputs": [str(image)], "output": str(folder), "chunk_size": chunk,
@@ -213,13 +213,13 @@ def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memor
     job, job_again = kmeans_job(job_out), kmeans_job(again_out)
     windows = list(grid.windows())
 
-    def cpu(client) -> tuple[float, float]:  # noqa: ANN001
+    def cpu(client) -> tuple[float, float]:
         """CPU seconds so far: all workers together, and this process (client, scheduler, fit)."""
         return sum(client.run(_cpu_seconds).values()), _cpu_seconds()
 
     cpu_used: dict[str, dict[str, float]] = {}
 
-    def phase(client, name: str, fn):  # noqa: ANN001, ANN202
+    def phase(client, name: str, fn):
         """Wall time of ``fn()``, plus the CPU seconds the workers and this process spent in it."""
         c0, m0 = cpu(client), _machine_busy_seconds()
         t0 = time.perf_counter()
@@ -231,7 +231,7 @@ def bench_size(size: int, data: Path, out: Path, chunk: int, workers: int, memor
                           "others": round(max(0.0, (m1 - m0) - ours), 2)}
         return wall, value
 
-    def floor_run(client) -> float:  # noqa: ANN001
+    def floor_run(client) -> float:
         client.gather(client.map(read_only_task, [scene] * len(windows), windows, pure=False))
 
     load0 = os.getloadavg()

@@ -50,9 +50,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from geoseg.geo import GeoGrid  # noqa: E402
-from geoseg.io.labelstore import LabelStoreWriter  # noqa: E402
-from geoseg.legend import cluster_legend  # noqa: E402
+from geoseg.geo import GeoGrid
+from geoseg.io.labelstore import LabelStoreWriter
+from geoseg.legend import cluster_legend
 
 # ---------------------------------------------------------------------------------------------
 # data

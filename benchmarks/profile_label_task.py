@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 
-def timed_label_task(scene, grid, store: str, predictor, window, path: str = "fused") -> dict[str, float]:  # noqa: ANN001
+def timed_label_task(scene, grid, store: str, predictor, window, path: str = "fused") -> dict[str, float]:
     from geoseg._kernels.labelcount import label_counts
     from geoseg.geo import halo_window
     from geoseg.io.labelstore import LabelStoreWriter
@@ -62,7 +62,7 @@ def timed_label_task(scene, grid, store: str, predictor, window, path: str = "fu
     return times
 
 
-def _first_call(predictor, path: str, n_bands: int) -> float:  # noqa: ANN001
+def _first_call(predictor, path: str, n_bands: int) -> float:
     """Load what the labelling needs once per worker (imports, the compiled loop), timed."""
     t = time.perf_counter()
     data = np.ones((n_bands, 8, 8), np.float32)

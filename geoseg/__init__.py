@@ -40,16 +40,24 @@ _EXPORTS = {
     "run_job": "geoseg.run.workflow",
     "train": "geoseg.methods.training",
     "evaluate": "geoseg.accuracy.evaluate",
+    "EvaluationOptions": "geoseg.accuracy.options",
     "vectorize_labels": "geoseg.vector.vectorize",
+    "VectorizeOptions": "geoseg.vector.options",
     "compare_periods": "geoseg.accuracy.change",
+    "draw_sample": "geoseg.accuracy.sampledesign",
+    "Allocation": "geoseg.accuracy.sampledesign",
+    "estimate_areas": "geoseg.accuracy.areaestimate",
     "make_scene": "geoseg.samples.synthetic",
 }
 
 __all__ = ["GeosegError", "__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from geoseg.accuracy.areaestimate import estimate_areas
     from geoseg.accuracy.change import compare_periods
     from geoseg.accuracy.evaluate import evaluate
+    from geoseg.accuracy.options import EvaluationOptions
+    from geoseg.accuracy.sampledesign import Allocation, draw_sample
     from geoseg.io.export import export_cog
     from geoseg.io.labelstore import open_labels, read_label_info
     from geoseg.io.scene import open_scene, open_scene_xarray, read_window
@@ -57,6 +65,7 @@ if TYPE_CHECKING:
     from geoseg.run.jobspec import load_job, parse_job
     from geoseg.run.workflow import run_job
     from geoseg.samples.synthetic import make_scene
+    from geoseg.vector.options import VectorizeOptions
     from geoseg.vector.vectorize import vectorize_labels
 
 

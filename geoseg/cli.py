@@ -11,10 +11,10 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from geoseg.errors import GeosegError, JobSpecError
 
@@ -29,7 +29,8 @@ def _setup_logging(verbose: int, quiet: bool = False) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # distributed configures its own loggers when first imported (later, lazily): tell it via config,
     # through the environment while Dask is not imported (commands without a cluster never import it)
-    distributed_level = "info" if verbose >= 2 else "warning"
+    # -q: errors only (the nanny's "still alive after 4.0 seconds, killing" at shutdown is a warning)
+    distributed_level = "info" if verbose >= 2 else "error" if quiet and not verbose else "warning"
     if "dask" in sys.modules:
         import dask
 
@@ -60,9 +61,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     from geoseg.run.workflow import run_job
 
     job = _with_connect_timeout(load_job(args.job), args.connect_timeout)
-    result = run_job(job, scheduler=args.scheduler, show_progress=not args.quiet)
-    print_result(result, quiet=args.quiet)
+    _check_scheduler(args.scheduler, job.cluster.connect_timeout)
+    result = run_job(job, scheduler=args.scheduler, show_progress=not (args.quiet or args.json))
+    if args.json:  # one JSON document on stdout, for scripts
+        import json
+
+        print(json.dumps(result_summary(result), indent=1))
+    else:
+        print_result(result, quiet=args.quiet)
     return 0
+
+
+def result_summary(result) -> dict:  # a RunResult
+    """What ``geoseg run --json`` prints: outputs, stage times, label counts and the scene's scores."""
+    summary: dict = {
+        "output_dir": str(result.output_dir),
+        "outputs": {k: str(v) for k, v in result.outputs.items()},
+        "stage_seconds": dict(result.stage_seconds),
+        "label_counts": {str(k): int(v) for k, v in result.label_counts.items()},
+    }
+    df = result.metrics_summary
+    if df is not None:
+        table = df.reset_index()
+        summary["classes"] = [{k: (None if v != v else v) for k, v in row.items()}  # NaN -> null
+                              for row in table.astype(object).to_dict("records")]  # fmt: skip
+        summary["coverage"] = list(df.attrs.get("coverage", []) or [])
+    return summary
 
 
 def _with_connect_timeout(job, seconds: float | None):
@@ -72,13 +96,24 @@ def _with_connect_timeout(job, seconds: float | None):
     return job.model_copy(update={"cluster": job.cluster.model_copy(update={"connect_timeout": seconds})})
 
 
+def _check_scheduler(scheduler: str | None, timeout: float) -> None:
+    """A given scheduler must answer before anything else is done (a silent port is refused in seconds)."""
+    if scheduler:
+        from geoseg.run.cluster import check_handshake, check_tls_settings
+
+        check_tls_settings(scheduler)
+        check_handshake(scheduler, timeout)
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
     import json
 
     from geoseg.run.jobspec import load_job
     from geoseg.run.monitor import run_monitor
 
-    summary = run_monitor(_with_connect_timeout(load_job(args.job), args.connect_timeout), scheduler=args.scheduler)
+    job = _with_connect_timeout(load_job(args.job), args.connect_timeout)
+    _check_scheduler(args.scheduler, job.cluster.connect_timeout)
+    summary = run_monitor(job, scheduler=args.scheduler)
     print(json.dumps(summary.to_json(), indent=1))
     return summary.exit_code
 
@@ -150,7 +185,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             region_field=args.region_field, grid_cell_m=args.grid_cell_m, mapping=args.mapping,
             class_names=_parse_class_names(args.class_names), client=client,
             reference_value=args.reference_value, reference_background=args.background,
-            merge_duplicates=args.merge_duplicates,
+            merge_duplicates=args.merge_duplicates, show_progress=not args.quiet,
         )
     written = write_outputs(evaluation, args.out, preview=args.image or None)
     if not args.quiet:
@@ -204,7 +239,7 @@ def cmd_instances(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_instances_parser(add_parser) -> None:  # noqa: ANN001 - the subparsers' add function
+def _add_instances_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser(
         "instances",
         help="split the regions of chosen classes of a label raster into instances (marker-controlled watershed)",
@@ -258,6 +293,88 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{_shown(report.folder)}: ok ({len(report.stores)} stores checked against their manifests)")
     return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from geoseg.accuracy.sampledesign import draw_sample, label_from_reference, write_sample
+
+    allocation = _sample_allocation(args)
+    with _maybe_client(args.scheduler, args.connect_timeout) as client:
+        sample = draw_sample(args.labels, allocation, regions=args.regions, region_field=args.region_field,
+                             seed=args.seed, client=client)
+    if args.reference:
+        labelled = label_from_reference(sample, args.reference, field=args.reference_field,
+                                        value=args.reference_value, background=args.background)
+        print(f"reference: {labelled} of {len(sample.points)} points labelled from {_shown(args.reference)}")
+    if not args.quiet:
+        cols = [c for c in ("stratum", "map_class_name", "mapped_px", "n_sample") if c in sample.strata]
+        print(sample.strata[cols].to_string(index=False))
+        print(f"{len(sample.points)} points in {len(sample.strata)} strata (seed {args.seed})")
+    _print_paths(write_sample(sample, args.out))
+    return 0
+
+
+def _sample_allocation(args: argparse.Namespace):  # geoseg.accuracy.sampledesign.Allocation
+    from geoseg.accuracy.sampledesign import DEFAULT_EXPECTED_ACCURACY, Allocation
+
+    expected: float | dict[int, float] = DEFAULT_EXPECTED_ACCURACY
+    if args.expected_accuracy:
+        pairs = _parse_pairs(args.expected_accuracy, "--expected-accuracy", float, allow_single=True)
+        expected = pairs if isinstance(pairs, dict) else float(pairs)
+    per = _parse_pairs(args.per_stratum, "--per-stratum", int) if args.per_stratum else None
+    return Allocation(n=args.n, target_se=args.target_se, expected_accuracy=expected, method=args.allocation,
+                      min_per_stratum=args.min_per_stratum, per_stratum=per)
+
+
+def _parse_pairs(text: str, option: str, kind, allow_single: bool = False):
+    """``"1=0.9,2=0.7"`` -> ``{1: 0.9, 2: 0.7}`` (keys stay text where they are not whole numbers:
+    strata ``region|class``); ``allow_single``: a lone value is returned as is."""
+    try:
+        if allow_single and "=" not in text:
+            return kind(text)
+        out = {}
+        for item in text.split(","):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(item)
+            key = key.strip()
+            out[int(key) if key.isdigit() else key] = kind(value)
+        return out
+    except ValueError:
+        raise JobSpecError(f"{option}: expected id=value pairs separated by commas, got {text!r}") from None
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from geoseg.accuracy.areareport import estimate_sample, overall_line, summary_table, write_area_outputs
+
+    mapping = _estimate_mapping(args.mapping)
+    est = estimate_sample(args.sample, mapping=mapping, class_names=_parse_class_names(args.class_names))
+    written = write_area_outputs(est, args.out)
+    if not args.quiet:
+        print(summary_table(est).to_string(index=False))
+        print(overall_line(est))
+        for note in est.notes:
+            print(note)
+    _print_paths(written)
+    return 0
+
+
+def _estimate_mapping(text: str | None) -> dict[int, int] | None:
+    """``--mapping``: a ``class_mapping.csv`` of ``geoseg evaluate`` (label_id -> class_id) or ``"0=3,1=1"``."""
+    if not text:
+        return None
+    if text.endswith(".csv"):
+        import pandas as pd
+
+        if not Path(text).exists():
+            raise JobSpecError(f"--mapping: {text} does not exist")
+        table = pd.read_csv(text)
+        if not {"label_id", "class_id"} <= set(table.columns):
+            raise JobSpecError(f"--mapping: {text} needs label_id and class_id columns (a class_mapping.csv)")
+        table = table.dropna(subset=["class_id"])
+        return {int(a): int(b) for a, b in zip(table["label_id"], table["class_id"])}
+    pairs = _parse_pairs(text, "--mapping", int)
+    return {int(k): int(v) for k, v in pairs.items()}
 
 
 @contextmanager
@@ -327,6 +444,33 @@ def _print_paths(paths: dict[str, Path]) -> None:
 
 # --------------------------------------------------------------------------- parser
 
+class _ExampleFormatter(argparse.HelpFormatter):
+    """Descriptions wrapped as usual; the ``example:`` epilog kept line by line (commands must not wrap)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example:"):
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
+
+#: An example per subcommand, shown at the end of its ``--help``.
+EXAMPLES: dict[str, list[str]] = {
+    "demo": ["geoseg demo --out geoseg-demo --size 1024"],
+    "synth": ["geoseg synth landcover --out data --width 1024 --products tiles,bands"],
+    "run": ["geoseg run workflows/landcover-kmeans.yaml", "geoseg -q run job.yaml --json > summary.json"],
+    "train": ["geoseg train workflows/landcover-deeplab-train.yaml"],
+    "monitor": ["geoseg monitor monitor.yaml --scheduler tcp://scheduler:8786"],
+    "change": ["geoseg change out/2026-06-01/labels.zarr out/2026-07-15/labels.zarr --out change --regions fields.gpkg"],
+    "evaluate": ["geoseg evaluate out/labels.zarr data/reference.tif --regions data/regions.gpkg --out eval",
+                 "geoseg evaluate a/labels.zarr b/labels.zarr --reference a.tif --reference b.tif --out pooled"],
+    "vectorize": ["geoseg vectorize out/labels.zarr out/polygons.gpkg --min-mapping-unit 4 --skip 0"],
+    "export": ["geoseg export out/labels.zarr --cog out/labels.tif --overviews 2,4,8"],
+    "verify": ["geoseg verify out"],
+    "instances": ["geoseg instances out/labels.zarr --classes 2 --out out/inst --reference crowns.gpkg --reference-value 2"],
+    "sample": ["geoseg sample out/labels.zarr --out sample/points.gpkg --target-se 0.01 --min-per-stratum 75"],
+    "estimate": ["geoseg estimate sample/points.gpkg --out areas --mapping out/class_mapping.csv"],
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="geoseg", description=__doc__.splitlines()[0])
@@ -340,11 +484,21 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", dest="sub_quiet", action="store_true",
                         help="no progress bars, no tables: only errors and paths")
     sub = p.add_subparsers(dest="command", required=True)
-    _add = sub.add_parser
 
-    def add_parser(name: str, **kw):
-        return _add(name, parents=[common], **kw)
+    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+        # every subcommand's --help: what it does (its one-line help unless it says more) and an example
+        kw.setdefault("description", kw.get("help", "").capitalize() + ".")
+        if name in EXAMPLES:
+            kw.setdefault("epilog", "example:\n  " + "\n  ".join(EXAMPLES[name]))
+            kw.setdefault("formatter_class", _ExampleFormatter)
+        return sub.add_parser(name, parents=[common], **kw)
 
+    for add_command in _COMMANDS:
+        add_command(add_parser)
+    return p
+
+
+def _demo_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("demo", help="generate a sample scene and run the land-cover k-means job on a local cluster")
     s.add_argument("--out", default="geoseg-demo", help="output folder (default: ./geoseg-demo)")
     s.add_argument("--size", type=int, default=2048, help="scene width and height in pixels (default 2048)")
@@ -352,6 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=2, help="local Dask worker processes (default 2)")
     s.set_defaults(func=cmd_demo)
 
+
+def _synth_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("synth", help="generate a seeded sample scene with its reference and regions")
     s.add_argument("kind", choices=["landcover", "cropweed"])
     s.add_argument("--out", required=True, help="folder for the image, reference and regions files")
@@ -363,17 +519,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "utm (west half + east half in the next UTM zone)")
     s.set_defaults(func=cmd_synth)
 
+
+def _run_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("run", help="run a job file (YAML)")
     s.add_argument("job", help="path to the job file")
     s.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (default: start a local one)")
     s.add_argument("--connect-timeout", type=float, default=None,
                    help="seconds to wait for --scheduler to answer (default 10, or the job's cluster.connect_timeout)")
+    s.add_argument("--json", action="store_true",
+                   help="print one JSON summary (outputs, stage times, label counts, per-class scores) instead of tables")
     s.set_defaults(func=cmd_run)
 
+
+def _train_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("train", help="train a DeepLabV3+ checkpoint from a training job file (YAML)")
     s.add_argument("job", help="path to the training job file (see workflows/*-train.yaml)")
     s.set_defaults(func=cmd_train)
 
+
+def _monitor_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser(
         "monitor",
         help="process every new scene matching the job's inputs, one dated folder per period, with change reports",
@@ -384,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for --scheduler to answer (default 10, or the job's cluster.connect_timeout)")
     s.set_defaults(func=cmd_monitor)
 
+
+def _change_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("change", help="change report between two label stores on one grid")
     s.add_argument("before", help="labels.zarr of the earlier period")
     s.add_argument("after", help="labels.zarr of the later period")
@@ -392,6 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--region-field", default=None)
     s.set_defaults(func=cmd_change)
 
+
+def _evaluate_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("evaluate", help="per-class and per-region accuracy of a label raster against a reference")
     s.add_argument("labels", nargs="+", metavar="LABELS [REFERENCE]",
                    help="labels.zarr (or a label GeoTIFF) then the reference raster or vector layer; "
@@ -415,6 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for --scheduler to answer (default 10, or the job's cluster.connect_timeout)")
     s.set_defaults(func=cmd_evaluate)
 
+
+def _vectorize_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("vectorize", help="label raster to GeoPackage polygons (seam-exact, chunk by chunk)")
     s.add_argument("labels", help="labels.zarr (or a single-band label GeoTIFF)")
     s.add_argument("out", help="file to write, format from its extension: .gpkg (default, with a QGIS style), .fgb, "
@@ -431,6 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for --scheduler to answer (default 10, or the job's cluster.connect_timeout)")
     s.set_defaults(func=cmd_vectorize)
 
+
+def _export_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("export", help="label raster as a Cloud-Optimised GeoTIFF and/or Zarr overview levels")
     s.add_argument("labels", help="labels.zarr")
     s.add_argument("--cog", default=None, help="write a COG with overviews and the colour table here")
@@ -438,11 +610,62 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resampling", default="mode", choices=["mode", "nearest"])
     s.set_defaults(func=cmd_export)
 
+
+def _verify_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser("verify", help="check a run folder: run.json complete, its outputs there, every chunk as written")
     s.add_argument("output", help="the run's output folder")
     s.set_defaults(func=cmd_verify)
-    _add_instances_parser(add_parser)
-    return p
+
+
+def _add_area_parsers(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """``geoseg sample`` and ``geoseg estimate`` (stratified sample, area estimates)."""
+    s = add_parser("sample", help="stratified random sample of points on a label raster, for area estimation")
+    s.add_argument("labels", help="labels.zarr, a label GeoTIFF or a change.zarr; strata = its values as stored")
+    s.add_argument("--out", required=True, help="SAMPLE.gpkg to write (and SAMPLE.csv, -strata.csv, -classes.csv)")
+    size = s.add_mutually_exclusive_group(required=True)
+    size.add_argument("--n", type=_positive_int, default=None, help="total number of points")
+    size.add_argument("--target-se", type=float, default=None,
+                      help="standard error wanted of the overall accuracy, e.g. 0.01 (Olofsson et al. 2014 eq. 13)")
+    size.add_argument("--per-stratum", default=None, help='points per stratum, e.g. "1=100,2=50" (all strata)')
+    s.add_argument("--expected-accuracy", default=None,
+                   help='user\'s accuracy expected per map class for --target-se: "0.8" or "1=0.9,2=0.7" (default 0.8)')
+    s.add_argument("--allocation", default="proportional", choices=["proportional", "equal"])
+    s.add_argument("--min-per-stratum", type=int, default=50, help="at least this many points per stratum (default 50)")
+    s.add_argument("--regions", default=None, help="cross the strata with these (disjoint) regions")
+    s.add_argument("--region-field", default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--reference", default=None, help="fill the reference column from this raster or vector map")
+    s.add_argument("--reference-field", default=None, help="class field of a vector reference")
+    s.add_argument("--reference-value", type=int, default=None, help="every polygon of the vector reference is this class")
+    s.add_argument("--background", type=int, default=None, help="class where no reference polygon is")
+    s.add_argument("--scheduler", default=None, help="run on this Dask scheduler (default: threads in this process)")
+    s.add_argument("--connect-timeout", type=float, default=None, help="seconds to wait for --scheduler to answer")
+    s.set_defaults(func=cmd_sample)
+
+    s = add_parser("estimate", help="areas with 95 %% confidence intervals and accuracies from an interpreted sample")
+    s.add_argument("sample", help="SAMPLE.gpkg (or SAMPLE.csv) written by geoseg sample, its reference column filled")
+    s.add_argument("--out", required=True, help="folder for area_estimates.csv, area_report.html and the matrices")
+    s.add_argument("--mapping", default=None,
+                   help='map class -> reference class: a class_mapping.csv of geoseg evaluate, or "0=3,1=1" (default: same ids)')
+    s.add_argument("--class-names", default=None, help='reference class names, e.g. "1=cropland,2=forest"')
+    s.set_defaults(func=cmd_estimate)
+
+
+#: One function per subcommand, adding its parser (in the order ``geoseg --help`` lists them).
+_COMMANDS = (
+    _demo_parser,
+    _synth_parser,
+    _run_parser,
+    _train_parser,
+    _monitor_parser,
+    _change_parser,
+    _evaluate_parser,
+    _add_area_parsers,
+    _vectorize_parser,
+    _export_parser,
+    _verify_parser,
+    _add_instances_parser,
+)
 
 
 def _version() -> str:
@@ -479,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _unexpected(exc, args.verbose)
         print(f"geoseg: error: {user_error}", file=sys.stderr)
         return user_error.exit_code
-    except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen failure: one line, details on -v
+    except Exception as exc:  # a bug or an unforeseen failure: one line, details on -v
         return _unexpected(exc, args.verbose)
 
 

@@ -62,7 +62,31 @@ class GridMismatchError(InputError):
     """Inputs that must share one pixel grid do not."""
 
 
-class BandRoleError(InputError):
+class MissingFileError(InputError):
+    """A file or folder named as an input does not exist."""
+
+
+class NoCRSError(InputError):
+    """A raster or vector input has no coordinate reference system (or no georeferencing at all)."""
+
+
+class NoOverlapError(InputError):
+    """Layers that must cover the same area (labels and reference, regions, inputs and grid) do not meet."""
+
+
+class BandError(InputError):
+    """A band asked for does not exist, or a file's bands cannot be used together."""
+
+
+class ClassIdError(InputError):
+    """A reference holds values that are not class ids (fractions, unnamed classes, unknown ids)."""
+
+
+class LabelStoreError(InputError):
+    """A label store to read is missing, unfinished, or has a missing or corrupt chunk."""
+
+
+class BandRoleError(BandError):
     """A band an index or expression asks for (``red``, ``nir``, ``layer.band``) cannot be told apart."""
 
 
@@ -70,12 +94,28 @@ class JobSpecError(GeosegError):
     """A job file is invalid: unknown keys, wrong types, missing values."""
 
 
+class JobKeyError(JobSpecError):
+    """A job file holds a key geoseg does not know (usually a typo); the message names where."""
+
+
 class OutputError(GeosegError):
     """The output location cannot be used (holds another run, is not writable, ...)."""
 
 
+class OutputInUseError(OutputError):
+    """The output location holds, or is being written by, another run."""
+
+
 class ModelError(GeosegError):
     """A model or checkpoint does not fit the data it is asked to process."""
+
+
+class CheckpointError(ModelError):
+    """A checkpoint is missing, truncated or damaged, or its weights do not load."""
+
+
+class ModelInputError(ModelError):
+    """The scene's bands or pixel size do not match what a checkpoint was trained on."""
 
 
 class ClusterError(GeosegError):

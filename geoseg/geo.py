@@ -47,7 +47,7 @@ class Window:
             slice(self.col_off, self.col_off + self.width),
         )
 
-    def to_rasterio(self):  # noqa: ANN201 - rasterio type kept out of the signature
+    def to_rasterio(self):  # rasterio type kept out of the signature
         from rasterio.windows import Window as RioWindow
 
         return RioWindow(self.col_off, self.row_off, self.width, self.height)
@@ -87,7 +87,7 @@ def halo_window(core: Window, halo: int, shape: tuple[int, int]) -> HaloWindow:
     return HaloWindow(outer=Window(r0, c0, r1 - r0, c1 - c0), core=core)
 
 
-def trim_halo(array, hw: HaloWindow):  # noqa: ANN001, ANN201 - any array-like with [..., y, x]
+def trim_halo(array, hw: HaloWindow):  # any array-like with [..., y, x]
     """Cut the core back out of an array read over ``hw.outer`` (last two axes are y, x)."""
     rows, cols = hw.core_in_outer
     return array[..., rows, cols]
@@ -126,12 +126,25 @@ def window_bounds(transform: Affine, shape: tuple[int, int]) -> Bounds:
 
 
 def metres_per_unit(crs: CRS) -> float | None:
-    """Metres per CRS unit for a projected CRS, ``None`` for geographic ones (no fixed size)."""
-    if not crs.is_projected:
+    """Metres per CRS unit for a projected CRS, ``None`` for geographic ones (no fixed size).
+
+    A local (engineering) CRS with a linear unit, as chips get (a pixel grid with a declared pixel
+    size), has metres too: its axes' unit.
+    """
+    if crs.is_geographic:
         return None
+    if not crs.is_projected:
+        import pyproj
+
+        try:
+            axes = pyproj.CRS.from_wkt(crs.to_wkt()).axis_info
+        except Exception:  # a CRS pyproj cannot read has no known unit
+            return None
+        factors = {a.unit_conversion_factor for a in axes if a.unit_name in ("metre", "meter", "foot", "US survey foot")}
+        return float(factors.pop()) if len(axes) >= 2 and len(factors) == 1 else None
     try:
         return float(crs.linear_units_factor[1])
-    except Exception:  # noqa: BLE001 - a CRS without a linear unit
+    except Exception:  # a CRS without a linear unit
         return None
 
 

@@ -17,7 +17,7 @@ from functools import cache
 
 
 @cache
-def _libc_function(name: str):  # noqa: ANN202 - a ctypes function or None
+def _libc_function(name: str):  # a ctypes function or None
     """glibc's ``name``, or None where there is no such C library function (macOS, musl)."""
     lib = ctypes.util.find_library("c")
     try:

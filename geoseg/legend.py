@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
+from xml.sax.saxutils import quoteattr
 
 #: Label value written where the input has no data. Never a class id.
 NODATA_LABEL: int = 255
@@ -72,26 +75,32 @@ def legend_from_json(items: Iterable[dict]) -> tuple[ClassInfo, ...]:
     return tuple(ClassInfo(int(d["id"]), str(d["name"]), str(d["color"])) for d in items)
 
 
+def legend_from_attrs(attrs: Mapping[str, Any]) -> tuple[ClassInfo, ...]:
+    """The legend stored in a label raster's attributes (``geoseg:classes``, a list or its JSON text).
+
+    >>> legend_from_attrs({"geoseg:classes": '[{"id": 3, "name": "water", "color": "#2166ac"}]'})
+    (ClassInfo(id=3, name='water', color='#2166ac'),)
+    """
+    items = attrs.get("geoseg:classes", [])
+    return legend_from_json(json.loads(items) if isinstance(items, str) else items)
+
+
 def class_names(legend: Iterable[ClassInfo]) -> dict[int, str]:
     return {c.id: c.name for c in legend}
 
 
-def mapped_legend(
-    label_ids: Iterable[int], mapping: dict[int, int], names: dict[int, str], colors: dict[int, str],
-    fallback: Iterable[ClassInfo] = (),
-) -> tuple[ClassInfo, ...]:
-    """The legend of label ids once they are mapped to classes: each label takes its class's
-    name and colour; labels mapped to no class keep their own entry (or ``label_N``).
-
-    >>> mapped_legend([0, 1], {0: 2}, {2: "forest"}, {2: "#1b7837"}, cluster_legend(2))
-    (ClassInfo(id=0, name='forest', color='#1b7837'), ClassInfo(id=1, name='cluster_1', color='#ff7f0e'))
-    """
-    own = {c.id: c for c in fallback}
-    out = []
-    for i in sorted({int(v) for v in label_ids}):
-        c = mapping.get(i)
-        if c is not None and c in names:
-            out.append(ClassInfo(i, names[c], colors.get(c) or PALETTE[c % len(PALETTE)]))
-        else:
-            out.append(own.get(i) or ClassInfo(i, f"label_{i}", PALETTE[i % len(PALETTE)]))
-    return tuple(out)
+def paletted_qml(legend: Sequence[ClassInfo]) -> str:
+    """A QGIS style (``labels.qml``, loaded by QGIS as the raster's default style): a paletted
+    renderer with each class's colour and name; nodata stays transparent."""
+    entries = "".join(
+        f'<paletteEntry value="{c.id}" color="{c.color}" alpha="255" label={quoteattr(c.name)}/>'
+        for c in legend if 0 <= c.id < NODATA_LABEL
+    )
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.28.0" styleCategories="Symbology"><pipe>'
+        '<rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">'
+        f"<rastertransparency/><colorPalette>{entries}</colorPalette></rasterrenderer>"
+        '<brightnesscontrast brightness="0" contrast="0"/><huesaturation saturation="0" grayscaleMode="0"/>'
+        '<rasterresampler maxOversampling="2"/></pipe><blendMode>0</blendMode></qgis>\n'
+    )

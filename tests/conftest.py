@@ -31,5 +31,5 @@ def realdata() -> Path:
     return REALDATA
 
 
-def pytest_configure(config) -> None:  # noqa: ANN001
+def pytest_configure(config) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")

@@ -4,6 +4,7 @@ more than one of them needs lives here (or in a folder's helper module, e.g. tes
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,8 +36,8 @@ def blocky_classes(height: int, width: int, cell: int = 37) -> np.ndarray:
     return (np.add.outer(np.arange(height) // cell, np.arange(width) // (cell + 11)) % 4).astype(np.uint8)
 
 
-def write_raster(path: Path, data: np.ndarray, *, crs: str | None = "EPSG:32633", transform=None,  # noqa: ANN001
-                 nodata=None, block: int = 128, descriptions=None) -> Path:  # noqa: ANN001
+def write_raster(path: Path, data: np.ndarray, *, crs: str | None = "EPSG:32633", transform=None,
+                 nodata=None, block: int = 128, descriptions=None) -> Path:
     """Write a tiled GeoTIFF from a (bands, h, w) array."""
     if data.ndim == 2:
         data = data[None]
@@ -71,12 +72,12 @@ def blocky_scene(folder: Path, height: int = 300, width: int = 340, seed: int = 
 # label stores and region layers on a 10 m UTM grid (accuracy, vector and CLI tests)
 # ------------------------------------------------------------------------------------------
 
-def geo_grid(height: int, width: int, transform=None, crs="EPSG:32633") -> GeoGrid:  # noqa: ANN001
+def geo_grid(height: int, width: int, transform=None, crs="EPSG:32633") -> GeoGrid:
     """A label grid for tests: 10 m UTM 33N pixels from (500000, 5100000) unless told otherwise."""
     return GeoGrid.of(height, width, transform or from_origin(500000, 5100000, 10, 10), crs)
 
 
-def chunk_grid(height: int, width: int, chunk: int, transform=None, crs="EPSG:32633") -> ChunkGrid:  # noqa: ANN001
+def chunk_grid(height: int, width: int, chunk: int, transform=None, crs="EPSG:32633") -> ChunkGrid:
     """:func:`geo_grid` cut into ``chunk`` x ``chunk`` chunks."""
     return geo_grid(height, width, transform, crs).tiles(chunk)
 
@@ -86,7 +87,7 @@ CRS_UTM = CRS.from_epsg(32633)
 TRANSFORM = Affine(10.0, 0, 500000.0, 0, -10.0, 5100000.0)
 
 
-def write_store(path: Path, labels: np.ndarray, chunk: int, legend=None, transform: Affine = TRANSFORM,  # noqa: ANN001
+def write_store(path: Path, labels: np.ndarray, chunk: int, legend=None, transform: Affine = TRANSFORM,
                 crs: CRS = CRS_UTM) -> Path:
     """A finalized label store of ``labels`` written chunk by chunk (``legend`` defaults to land cover)."""
     from geoseg.io.labelstore import LabelStoreWriter
@@ -131,7 +132,7 @@ def random_blocks(shape: tuple[int, int], block: int, n: int, seed: int) -> np.n
 BANDS = ["red", "green", "blue", "nir"]
 
 
-def tiny_meta(**kw) -> CheckpointMeta:  # noqa: ANN003
+def tiny_meta(**kw) -> CheckpointMeta:
     """Checkpoint metadata of a small 4-band crop/weed model; ``kw`` overrides fields."""
     from geoseg.legend import CROPWEED_CLASSES
     from geoseg.methods.checkpoint import CheckpointMeta
@@ -228,3 +229,44 @@ class Listener:
         self.proc.terminate()
         self.proc.wait(timeout=10)
         self.log.unlink(missing_ok=True)
+
+
+#: Extension schemas for validating STAC offline (see its README).
+STAC_SCHEMAS = Path(__file__).parent / "io" / "stac_schemas"
+
+
+class _NoNetworkStacIO:
+    """A StacIO that refuses every URL: a schema pystac would fetch makes validation fail (the witness)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.fetched = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def read_text(self, source, *args, **kwargs):
+        if "://" in str(source):
+            self.fetched.append(str(source))
+            raise OSError(f"no network in this test: {source}")
+        return self.inner.read_text(source, *args, **kwargs)
+
+
+def validate_stac_offline(data: dict) -> list[str]:
+    """Validate a STAC dict with pystac against local schemas only; returns the schema URIs used."""
+    import pystac
+    from pystac.validation import validate_dict
+    from pystac.validation.stac_validator import JsonSchemaSTACValidator
+
+    validator = JsonSchemaSTACValidator()
+    for path in STAC_SCHEMAS.glob("*.json"):
+        schema = json.loads(path.read_text())
+        validator.schema_cache[schema["$id"]] = schema
+    guard = _NoNetworkStacIO(pystac.StacIO.default())
+    previous = pystac.StacIO._default_io  # swapped back below
+    pystac.StacIO.set_default(lambda: guard)
+    try:
+        used = validate_dict(data, validator=validator)
+    finally:
+        pystac.StacIO._default_io = previous
+    assert guard.fetched == []
+    return used

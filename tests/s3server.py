@@ -36,7 +36,7 @@ def s3_env() -> Iterator[dict[str, str]]:
     try:
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
-    except Exception as exc:  # noqa: BLE001 - any failure to start means: skip
+    except Exception as exc:  # any failure to start means: skip
         pytest.skip(f"moto server could not start: {exc}")
     env = {
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
@@ -50,7 +50,7 @@ def s3_env() -> Iterator[dict[str, str]]:
 
         s3fs.S3FileSystem.clear_instance_cache()
         s3fs.S3FileSystem().ls("")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         server.stop()
         pytest.skip(f"moto server does not answer: {exc}")
     yield env

@@ -13,7 +13,7 @@ from geoseg._kernels.compiled import compiled
 
 
 @compiled
-def find_root(parent, i):  # noqa: ANN001, ANN202
+def find_root(parent, i):
     """The root of ``i`` in a union-find forest, halving the path on the way (also used by
     :mod:`geoseg.vector.polyraster_loops`)."""
     while parent[i] != i:
@@ -23,7 +23,7 @@ def find_root(parent, i):  # noqa: ANN001, ANN202
 
 
 @compiled
-def _components(n, a, b):  # noqa: ANN001, ANN202
+def _components(n, a, b):
     parent = np.arange(n)
     for k in range(a.size):
         ra, rb = find_root(parent, a[k]), find_root(parent, b[k])

@@ -37,18 +37,18 @@ SEGMENT = 256
 
 
 @intrinsic
-def fma32(typingctx, a, b, c):  # noqa: ANN001, ANN201, ARG001
+def fma32(typingctx, a, b, c):
     """``a * b + c`` in float32 with one rounding (LLVM's ``llvm.fma.f32``, vectorised with the loop)."""
     sig = types.float32(types.float32, types.float32, types.float32)
 
-    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202, ARG001
+    def codegen(context, builder, signature, args):
         return builder.fma(*args)
 
     return sig, codegen
 
 
 @partial(compiled, error_model="numpy")
-def kmeans_labels(data, valid, band_idx, index_code, index_roles, scale, centroids, cc, nodata, labels):  # noqa: ANN001, ANN201
+def kmeans_labels(data, valid, band_idx, index_code, index_roles, scale, centroids, cc, nodata, labels):
     """Labels ``(h, w)`` uint8 into ``labels`` for raw bands ``data`` ``(bands, h, w)``.
 
     ``band_idx`` (features taken from bands), ``index_code``/``index_roles`` (one row per index:

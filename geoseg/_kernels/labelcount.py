@@ -12,7 +12,7 @@ from geoseg._kernels.compiled import compiled
 
 
 @compiled
-def _count4(flat, out4):  # noqa: ANN001, ANN202
+def _count4(flat, out4):
     # Four interleaved sub-histograms: on blocky label maps consecutive pixels hit the same bin,
     # and one histogram would wait on its own previous increment.
     n = flat.size

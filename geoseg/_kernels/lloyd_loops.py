@@ -14,7 +14,7 @@ import numpy as np
 from geoseg._kernels.compiled import compiled
 
 
-def _lloyd_blocks(z, centers, labels, sums, counts, first, last, block):  # noqa: ANN001, ANN202
+def _lloyd_blocks(z, centers, labels, sums, counts, first, last, block):
     """Assign the pixels of blocks ``first:last`` (``block`` pixels each) of ``z`` ``(n, f)`` to their
     nearest centroid (``labels``) and write each block's cluster sums and counts into ``sums[b]``
     ``(k, f)`` and ``counts[b]`` ``(k,)``.
@@ -27,7 +27,7 @@ def _lloyd_blocks(z, centers, labels, sums, counts, first, last, block):  # noqa
         _one_block(z, centers, labels, sums[b], counts[b], b * block, min((b + 1) * block, z.shape[0]))
 
 
-def _one_block(z, centers, labels, sums, counts, start, stop):  # noqa: ANN001, ANN202
+def _one_block(z, centers, labels, sums, counts, start, stop):
     """One block of :func:`_lloyd_blocks`: pixels ``start:stop``, their sums into ``sums`` and ``counts``."""
     k, f = centers.shape
     cc = np.empty(k)
@@ -59,7 +59,7 @@ def _one_block(z, centers, labels, sums, counts, start, stop):  # noqa: ANN001, 
             sums[j, q] = acc[j, q]
 
 
-def _inertia(z, centers, labels):  # noqa: ANN001, ANN202
+def _inertia(z, centers, labels):
     """Sum of squared distances of the pixels of ``z`` ``(n, f)`` to their cluster's centroid."""
     n, f = z.shape
     total = 0.0

@@ -31,7 +31,7 @@ class ValueRanges(NamedTuple):
     lab_hi: int
 
 
-def _loops():  # noqa: ANN202 - the module
+def _loops():  # the module
     from geoseg._kernels import pixelcount_loops
 
     return pixelcount_loops

@@ -16,7 +16,7 @@ from geoseg._kernels.compiled import compiled
 
 
 @compiled
-def ranges(reg, ref, lab, ref_invalid, check_invalid, ref_max, ref_min):  # noqa: ANN001, ANN202
+def ranges(reg, ref, lab, ref_invalid, check_invalid, ref_max, ref_min):
     # min/max without branches, in the inputs' own types: the compiler vectorises this loop
     reg_lo = reg_hi = reg[0]
     lab_lo = lab_hi = lab[0]
@@ -33,7 +33,7 @@ def ranges(reg, ref, lab, ref_invalid, check_invalid, ref_max, ref_min):  # noqa
 
 
 @partial(compiled, inline="always")
-def bin_layout(out4, reg_lo, ref_lo, n_ref, lab_lo, ref_invalid, check_invalid):  # noqa: ANN001, ANN202
+def bin_layout(out4, reg_lo, ref_lo, n_ref, lab_lo, ref_invalid, check_invalid):
     """What :func:`bin_of` needs: ``(ref_invalid, check_invalid, invalid row, bins per region,
     labels, offset)`` for a histogram ``out4[4, region, reference (+ invalid row), label]``."""
     n_lab = out4.shape[3]
@@ -42,7 +42,7 @@ def bin_layout(out4, reg_lo, ref_lo, n_ref, lab_lo, ref_invalid, check_invalid):
 
 
 @partial(compiled, inline="always")
-def bin_of(layout, g, r, lab):  # noqa: ANN001, ANN202
+def bin_of(layout, g, r, lab):
     """Flat index in one sub-histogram of pixel (region ``g``, reference ``r``, label ``lab``)."""
     ref_invalid, check_invalid, invalid_row, per_region, n_lab, offset = layout
     j = invalid_row if check_invalid and r == ref_invalid else np.int64(r)
@@ -50,7 +50,7 @@ def bin_of(layout, g, r, lab):  # noqa: ANN001, ANN202
 
 
 @compiled
-def histogram(reg, ref, lab, ref_invalid, check_invalid, reg_lo, ref_lo, n_ref, lab_lo, out4):  # noqa: ANN001, ANN202
+def histogram(reg, ref, lab, ref_invalid, check_invalid, reg_lo, ref_lo, n_ref, lab_lo, out4):
     # Four interleaved sub-histograms (summed by the caller): on blocky maps consecutive
     # pixels hit the same bin, and one histogram would wait on its own previous increment.
     layout = bin_layout(out4, reg_lo, ref_lo, n_ref, lab_lo, ref_invalid, check_invalid)
@@ -66,7 +66,7 @@ def histogram(reg, ref, lab, ref_invalid, check_invalid, reg_lo, ref_lo, n_ref, 
 
 
 @compiled
-def histogram_bytes(reg, ref, lab, reg64, ref64, lab64, ref_invalid, check_invalid,  # noqa: ANN001, ANN202
+def histogram_bytes(reg, ref, lab, reg64, ref64, lab64, ref_invalid, check_invalid,
                     reg_lo, ref_lo, n_ref, lab_lo, out4):  # fmt: skip
     # All three rasters in bytes, also seen as 8-byte words (``*64``). Maps are blocky: most
     # words hold 8 equal pixels in each raster, counted with one comparison per raster, and

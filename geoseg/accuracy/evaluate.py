@@ -35,6 +35,7 @@ Conventions (documented once, used everywhere):
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,8 +45,9 @@ import numpy as np
 import pandas as pd
 
 from geoseg.accuracy.counting import ChunkCounts, count_pixels, merge_counts, union_sorted
-from geoseg.accuracy.mapping import MAPPINGS, MappingSpec, mapped_confusion, resolve_mapping
+from geoseg.accuracy.mapping import MappingSpec, mapped_confusion, output_ids, resolve_mapping
 from geoseg.accuracy.metrics import confusion_metrics
+from geoseg.accuracy.options import EvaluationOptions
 from geoseg.accuracy.reference import Reference, open_reference, reference_pixels
 from geoseg.accuracy.regions import Regions, grid_regions, open_regions, regions_window_codes
 from geoseg.errors import InputError
@@ -109,17 +111,42 @@ def _sum_counts(parts: list[ChunkCounts]) -> ChunkCounts:
     return merge_counts(parts)
 
 
-def _reduce(plan: _Plan, windows: Sequence[Window], client: Any = None, fan_in: int = 16) -> ChunkCounts:
-    """Count every window as a Dask task and tree-sum the results (on ``client`` if given)."""
+def _reduce(plan: _Plan, windows: Sequence[Window], client: Any = None, fan_in: int = 16,
+            show_progress: bool = False) -> ChunkCounts:
+    """Count every window as a Dask task and tree-sum the results (on ``client`` if given).
+
+    ``show_progress``: a bar of the window counts on stderr when it is a terminal (the longest stage
+    of many runs had none)."""
     import dask
     from dask import delayed
+
+    from geoseg.progress import wants_bar
 
     plan_d = delayed(plan, pure=True)
     parts = [delayed(count_window, pure=True)(plan_d, w) for w in windows]
     while len(parts) > 1:
         parts = [delayed(_sum_counts, pure=True)(parts[i : i + fan_in]) for i in range(0, len(parts), fan_in)]
+    bar = wants_bar(show_progress)
+    if client is None and bar:  # dask.compute would run on a default distributed client: show its bar
+        try:
+            from distributed import default_client
+
+            client = default_client()
+        except ValueError:  # no default client: the local scheduler and its bar
+            pass
     if client is not None:
-        return client.compute(parts[0]).result()
+        future = client.compute(parts[0])
+        if bar:
+            from distributed import progress
+
+            print("evaluating:", file=sys.stderr)
+            progress(future)
+        return future.result()
+    if bar:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(out=sys.stderr):
+            return dask.compute(parts[0])[0]
     return dask.compute(parts[0])[0]
 
 
@@ -171,21 +198,23 @@ class Evaluation:
     def coverage_lines(self) -> list[str]:
         """What the scene figures cover, in words: scored share, excluded share per reason, a warning
         when under half the scene was scored, then the notes."""
+        from geoseg.accuracy.figures import percent
+
         total = int(self.total_px()[0])
         scored = int(self.counts[0].sum())
-        lab, ref, _ = (int(v) for v in self.excluded[0])
-        pct = (lambda n: f"{100 * n / total:.1f} %") if total else (lambda n: "-")
+        lab, _, either = (int(v) for v in self.excluded[0])
+        pct = lambda n: percent(n, total)  # noqa: E731
         lines = [f"scored: {pct(scored)} of the scene ({scored:,} of {total:,} px)"]
-        parts = []
+        parts = []  # disjoint reasons that add up to the excluded pixels
         if lab:
             parts.append(f"label nodata {pct(lab)}")
-        if ref:
+        if either - lab:
             missing = "reference nodata or not covered by the reference" if self._partial_reference() else "reference nodata"
-            parts.append(f"{missing} {pct(ref)}")
-        if self.regions is not None:
-            parts.append(f"outside every region {pct(self.outside_regions_px)} (still in ALL)")
+            parts.append(f"{missing} (labels valid) {pct(either - lab)}")
         if parts:
-            lines.append("excluded: " + "; ".join(parts))
+            lines.append(f"excluded: {pct(either)} of the scene ({either:,} px): " + "; ".join(parts))
+        if self.regions is not None:
+            lines.append(f"outside every region: {pct(self.outside_regions_px)} of the scene (still scored in ALL)")
         if total and scored / total < LOW_SCORED_SHARE:
             hint = (
                 " (give the vector reference a background class if uncovered pixels have one)"
@@ -313,17 +342,36 @@ class Evaluation:
         )
         return table
 
-    def output_legend(self, legend: Sequence[ClassInfo] = ()) -> tuple[ClassInfo, ...]:
-        """Legend of the label ids as mapped: each label named and coloured as its class (the
-        legend for labels.zarr, the COG, polygons.gpkg); unmapped labels keep ``legend``'s entry."""
-        from geoseg.legend import mapped_legend
+    def output_ids(self) -> dict[int, int]:
+        """Label id → the id the published outputs carry (:func:`geoseg.accuracy.mapping.output_ids`);
+        the label ids themselves under an identity mapping."""
+        if self.mapping_method == "identity":
+            return {int(v): int(v) for v in self.label_values if int(v) != 255}
+        return output_ids(self.label_values, self.mapping, self.class_ids)
 
-        ids = [int(v) for v in self.label_values if int(v) != 255]
-        return mapped_legend(ids, self.mapping, self.class_names, self.class_colors, legend)
+    def output_legend(self, legend: Sequence[ClassInfo] = ()) -> tuple[ClassInfo, ...]:
+        """The legend of the published outputs (labels.zarr, the COG, polygons.gpkg), keyed by
+        :meth:`output_ids`: each class the labels map to, named and coloured as in the report; a
+        label mapped to no class keeps ``legend``'s name and colour. Under an identity mapping,
+        ``legend`` itself (the method's own names)."""
+        if self.mapping_method == "identity":
+            return tuple(legend)
+        own = {c.id: c for c in legend}
+        out: dict[int, ClassInfo] = {}
+        for label, v in self.output_ids().items():
+            c = self.mapping.get(label)
+            if c is not None:
+                out[v] = ClassInfo(v, self.class_names.get(c, f"class {c}"), self.class_colors.get(c) or PALETTE[0])
+            else:
+                mine = own.get(label) or ClassInfo(label, f"label_{label}", PALETTE[label % len(PALETTE)])
+                out[v] = ClassInfo(v, mine.name, mine.color)
+        return tuple(out[k] for k in sorted(out))
 
     def mapping_table(self) -> pd.DataFrame:
-        """Label id → class id, with names and the label's pixel count overall."""
+        """Label id → class id, with names, the label's scored pixels and ``raster_value``: the value
+        the label has in the published raster and polygons (its class id, see :meth:`output_ids`)."""
         scene = self.counts[0].sum(axis=0)
+        published = self.output_ids()
         rows = []
         for j, v in enumerate(self.label_values):
             c = self.mapping.get(int(v))
@@ -334,10 +382,12 @@ class Evaluation:
                     "class_id": c,
                     "class_name": None if c is None else self.class_names.get(c, str(c)),
                     "pixels": int(scene[j]),
+                    "raster_value": published.get(int(v)),
                 }
             )
         df = pd.DataFrame(rows)
         df["class_id"] = df["class_id"].astype("Int64")
+        df["raster_value"] = df["raster_value"].astype("Int64")
         return df
 
 
@@ -354,107 +404,71 @@ def iou_column(class_id: int, name: str) -> str:
 def evaluate(
     labels_path: str | Path | Sequence[str | Path],
     reference: str | Path | Sequence[str | Path],
+    options: EvaluationOptions | Mapping[str, Any] | None = None,
     *,
-    reference_field: str | None = None,
-    regions: str | Path | None = None,
-    region_field: str | None = None,
-    grid_cell_m: float | None = None,
-    mapping: MappingSpec = "identity",
     client: Any = None,
-    class_names: Mapping[int, str] | None = None,
-    class_colors: Mapping[int, str] | None = None,
-    reference_value: int | None = None,
-    reference_background: int | None = None,
-    reference_values: Mapping[str, int] | None = None,
-    merge_duplicates: bool = False,
-    repair_invalid: bool = True,
+    show_progress: bool = False,
+    **keywords: Any,
 ) -> Evaluation:
     """Compare a label store with a reference map, per region, as one Dask reduction.
 
     ``reference``: a raster (band 1 = class ids, any numeric type holding whole numbers) or a
-    vector layer, any CRS and resolution. A vector layer's class is its ``reference_field``
-    (integers, or names mapped by ``reference_values`` or else by ``class_names``), or
-    ``reference_value`` for every polygon; ``reference_background`` is the class of every pixel
-    no polygon covers (without it those pixels are left out: see :meth:`Evaluation.scored_share`).
-    ``regions``: a vector layer (``region_field`` = id, default the feature id; overlapping
-    regions each count all their pixels; duplicate ids are refused unless ``merge_duplicates``)
-    or ``grid_cell_m`` for square cells; neither = whole scene only.
+    vector layer, any CRS and resolution. ``options``: an :class:`EvaluationOptions` (reference
+    field/value/background, regions or grid cells, class mapping, class names), or the same as
+    keywords (``evaluate(labels, ref, regions=..., mapping="hungarian")``); checked once, here.
     ``client``: a ``distributed.Client``; without one Dask's default scheduler runs the tasks.
-    ``class_names`` names reference classes the reference itself does not name.
+    ``show_progress``: a progress bar of the counted chunks on stderr (a terminal only).
     Several label rasters (a list), with one reference each or one for all: pooled figures, and
     each scene's in ``Evaluation.scenes`` (:func:`geoseg.accuracy.scenes.evaluate_scenes`).
     """
+    opts = EvaluationOptions.coerce(options, **keywords)
     if not isinstance(labels_path, (str, Path)):
         from geoseg.accuracy.scenes import evaluate_scenes
 
-        return evaluate_scenes(
-            labels_path, reference, mapping=mapping, client=client, class_names=class_names, class_colors=class_colors,
-            reference_field=reference_field, regions=regions, region_field=region_field, grid_cell_m=grid_cell_m,
-            reference_value=reference_value, reference_background=reference_background,
-            reference_values=reference_values, merge_duplicates=merge_duplicates, repair_invalid=repair_invalid,
-        )
+        return evaluate_scenes(labels_path, reference, opts, client=client, show_progress=show_progress)
     if not isinstance(reference, (str, Path)):
         raise InputError("several references need several label rasters (a list of labels, one reference each)")
     info = read_label_info(labels_path)
-    ref, reg = open_evaluation_inputs(
-        reference, info.grid, reference_field=reference_field, regions=regions,
-        region_field=region_field, grid_cell_m=grid_cell_m, mapping=mapping, class_names=class_names,
-        reference_value=reference_value, reference_background=reference_background,
-        reference_values=reference_values, merge_duplicates=merge_duplicates, repair_invalid=repair_invalid,
-    )
+    ref, reg = open_evaluation_inputs(reference, info.grid, opts)
     chunks = info.chunk_grid
     plan = _Plan(str(info.path), info.nodata, chunks, ref, reg)
-    total = _reduce(plan, list(chunks.windows()), client)
+    total = _reduce(plan, list(chunks.windows()), client, show_progress=show_progress)
     return build_evaluation(
         total,
         legend=info.legend,
         reference=ref,
         regions=reg,
-        mapping=mapping,
-        class_names=class_names,
+        mapping=opts.mapping,
+        class_names=opts.class_names,
         grid=info.grid,
         labels_path=info.path,
-        class_colors=class_colors,
+        class_colors=opts.class_colors,
     )
 
 
 def open_evaluation_inputs(
     reference: str | Path,
     grid: GeoGrid,
-    *,
-    reference_field: str | None = None,
-    regions: str | Path | None = None,
-    region_field: str | None = None,
-    grid_cell_m: float | None = None,
-    mapping: MappingSpec = "identity",
-    class_names: Mapping[int, str] | None = None,
-    reference_value: int | None = None,
-    reference_background: int | None = None,
-    reference_values: Mapping[str, int] | None = None,
-    merge_duplicates: bool = False,
-    repair_invalid: bool = True,
+    options: EvaluationOptions | Mapping[str, Any] | None = None,
+    **keywords: Any,
 ) -> tuple[Reference, Regions | None]:
     """Check and open the reference and regions for a raster on ``grid``.
 
     A workflow calls this before predicting, so that a reference that does not overlap the scene
     or a regions layer without its id field fails the job at once, not after hours of work.
     """
-    if not isinstance(mapping, Mapping) and mapping not in MAPPINGS:
-        raise InputError(f"unknown class mapping {mapping!r}; use one of {', '.join(MAPPINGS)} or a dict label → class")
-    if regions is not None and grid_cell_m is not None:
-        raise InputError("give either a regions layer or grid_cell_m, not both")
-    if region_field is not None and regions is None:
-        raise InputError("region_field needs a regions layer (regions=PATH)")
+    opts = EvaluationOptions.coerce(options, **keywords)
     ref = open_reference(
-        reference, reference_field, grid, value=reference_value, background=reference_background,
-        value_map=reference_values, class_names=class_names,
+        reference, opts.reference_field, grid, value=opts.reference_value, background=opts.reference_background,
+        value_map=opts.reference_values, class_names=opts.class_names,
     )
-    if regions is not None:
+    if opts.regions is not None:
         reg: Regions | None = open_regions(
-            regions, region_field, grid, merge_duplicates=merge_duplicates, repair_invalid=repair_invalid
+            opts.regions, opts.region_field, grid, merge_duplicates=opts.merge_duplicates,
+            repair_invalid=opts.repair_invalid,
         )
-    elif grid_cell_m is not None:
-        reg = grid_regions(grid_cell_m, grid)
+    elif opts.grid_cell_m is not None:
+        reg = grid_regions(opts.grid_cell_m, grid)
     else:
         reg = None
     return ref, reg
@@ -574,4 +588,4 @@ def _class_colors(
     }
 
 
-__all__ = ["Evaluation", "build_evaluation", "evaluate", "iou_column", "open_evaluation_inputs"]
+__all__ = ["Evaluation", "EvaluationOptions", "build_evaluation", "evaluate", "iou_column", "open_evaluation_inputs"]

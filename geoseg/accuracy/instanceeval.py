@@ -91,7 +91,7 @@ def _vector_instances(path: str | Path, grid: Any, field: str | None, value: int
     check_vector(path, "reference instances")  # by content: a disguised OGR VRT is never parsed
     try:
         frame = gpd.read_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - any driver error is a bad reference for the user
+    except Exception as exc:  # any driver error is a bad reference for the user
         raise InputError(f"reference instances {path} cannot be read as a vector layer: {exc}") from exc
     if frame.crs is None:
         raise InputError(f"reference instances {path} have no CRS; set one (ogr2ogr -a_srs EPSG:XXXX)")

@@ -15,7 +15,7 @@ import numpy as np
 from rasterio.crs import CRS
 
 from geoseg._kernels.layercache import cached_layer_window, features_in_label_crs
-from geoseg.errors import InputError
+from geoseg.errors import InputError, NoCRSError
 from geoseg.geo import GeoGrid, bounds_in, crs_from_wkt, pad_bounds
 from geoseg.io.rasterize import burn
 
@@ -23,7 +23,7 @@ from geoseg.io.rasterize import burn
 def require_crs(crs: CRS | None, what: str, path: str) -> CRS:
     """``crs``, or an :class:`InputError` saying how to assign one to the file at ``path``."""
     if crs is None or not crs.to_wkt():
-        raise InputError(
+        raise NoCRSError(
             f"{what} {path} has no coordinate reference system; assign the right one first "
             "(e.g. `gdal_edit.py -a_srs EPSG:32633 FILE` for a raster, `ogr2ogr -a_srs EPSG:32633` for vectors)"
         )
@@ -38,18 +38,25 @@ def describe_reprojection(what: str, path: str, crs: CRS, label_crs: CRS) -> str
     """
     if crs == label_crs:
         return None
+    import warnings
+
     from pyproj import CRS as ProjCRS
-    from pyproj import Transformer
+    from pyproj.transformer import TransformerGroup
 
     a, b = ProjCRS.from_wkt(crs.to_wkt()), ProjCRS.from_wkt(label_crs.to_wkt())
     try:
-        how = Transformer.from_crs(a, b, always_xy=True).description
-    except Exception as exc:  # noqa: BLE001 - only a description
+        with warnings.catch_warnings():  # "best transformation is not available": said below, in words
+            warnings.simplefilter("ignore")
+            group = TransformerGroup(a, b, always_xy=True)
+        how = group.transformers[0].description if group.transformers else "no transformation available"
+        if group.unavailable_operations and not group.best_available:
+            how += f" (the more accurate {group.unavailable_operations[0].name} needs a PROJ grid not installed here)"
+    except Exception as exc:  # only a description
         how = f"unknown ({exc})"
     return f"{what} {path} is in {_crs_name(a)}; reprojected to the label CRS {_crs_name(b)} by: {how}"
 
 
-def _crs_name(crs) -> str:  # noqa: ANN001 - pyproj.CRS
+def _crs_name(crs) -> str:  # pyproj.CRS
     epsg = crs.to_epsg()
     return f"EPSG:{epsg} ({crs.name})" if epsg else crs.name
 
@@ -74,7 +81,7 @@ def vector_info(path: str, layer: str | None, what: str) -> dict[str, Any]:
     return info
 
 
-def layer_window(path: str, layer: str | None, columns: list[str], layer_crs_wkt: str, grid: GeoGrid):  # noqa: ANN201
+def layer_window(path: str, layer: str | None, columns: list[str], layer_crs_wkt: str, grid: GeoGrid):
     """Features of a layer (in ``layer_crs_wkt``) meeting ``grid``, in layer order, in the grid's CRS.
 
     Small layers come from the worker's in-memory copy (:mod:`geoseg._kernels.layercache`), larger ones

@@ -4,6 +4,14 @@
 clusters to classes on the overall confusion matrix, for k-means clusters); ``"many-to-one"``
 (each cluster to its majority class); or a ``dict``. Labels left without a class
 ("unassigned") count as wrong for their reference class and as a false positive for no class.
+
+One id everywhere: once a run maps its labels to classes (any mapping but ``"identity"``), the
+published raster, its COG and polygons carry the *class* ids of :func:`output_ids` (the ids of
+metrics.csv and the report), not the method's label ids (k-means clusters); class_mapping.csv
+says which labels became which class, and the method's own labels stay in
+``labels.zarr/method_labels``. With ``"identity"`` the labels already are class ids and keep the
+method's own names and colours (a threshold's "vegetation" stays "vegetation" though it is scored
+as the reference's "crop").
 """
 
 from __future__ import annotations
@@ -12,7 +20,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from geoseg.errors import InputError
+from geoseg.errors import ClassIdError, OutputError
+from geoseg.legend import NODATA_LABEL
 
 MAPPINGS = ("identity", "hungarian", "many-to-one")
 
@@ -62,7 +71,7 @@ def resolve_mapping(
         return hungarian_mapping(confusion, ref_values, label_values)
     if spec == "many-to-one":
         return majority_mapping(confusion, ref_values, label_values)
-    raise InputError(f"unknown class mapping {spec!r}; use one of {', '.join(MAPPINGS)} or a dict label → class")
+    raise ClassIdError(f"unknown class mapping {spec!r}; use one of {', '.join(MAPPINGS)} or a dict label → class")
 
 
 def mapped_confusion(
@@ -81,3 +90,36 @@ def mapped_confusion(
     cols = [pos.get(mapping[int(v)], k) if int(v) in mapping else k for v in label_values]
     b[np.arange(len(label_values)), cols] = 1
     return a.T @ raw @ b
+
+
+def output_ids(label_ids: IntValues, mapping: Mapping[int, int], class_ids: IntValues) -> dict[int, int]:
+    """Label id → the id it carries in the published outputs: the class it is mapped to; a label
+    mapped to no class takes the smallest id above every class id still free (it is no class).
+
+    >>> output_ids([0, 1, 2], {0: 3, 1: 3}, [1, 2, 3])
+    {0: 3, 1: 3, 2: 4}
+    """
+    taken = {int(c) for c in class_ids}
+    out: dict[int, int] = {}
+    free = max(taken, default=-1) + 1
+    for v in sorted(int(v) for v in label_ids if int(v) != NODATA_LABEL):
+        if v in mapping:
+            out[v] = int(mapping[v])
+            continue
+        if free >= NODATA_LABEL:
+            raise OutputError(f"no id below {NODATA_LABEL} is left for unassigned label {v}; map it to a class")
+        out[v] = free
+        free += 1
+    return out
+
+
+def output_lut(ids: Mapping[int, int]) -> np.ndarray:
+    """The 256-entry lookup table that turns label values into :func:`output_ids` (nodata stays nodata).
+
+    >>> output_lut({0: 3, 1: 3})[:3].tolist(), int(output_lut({})[255])
+    ([3, 3, 2], 255)
+    """
+    lut = np.arange(256, dtype=np.uint8)
+    for k, v in ids.items():
+        lut[int(k)] = int(v)
+    return lut

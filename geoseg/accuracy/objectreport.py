@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from geoseg.accuracy.figures import plain_number
 from geoseg.io.atomic import write_text_atomic
 
 #: Marker comments around the section inside report.html.
@@ -30,7 +31,8 @@ COLUMNS = [
 ]
 
 _TEMPLATE = """<h2>Objects</h2>
-<p class="note">Each connected region of a class is one object (4-connected; its id is its polygon's id).
+<p class="note">Each connected region of a class is one object (4-connected); its id is its value in
+<code>instances.zarr</code> (the same whatever the chunking). <code>polygons.gpkg</code> numbers its polygons on its own.
 {% if scored %}Against the reference, a predicted and a reference object of the same class match one to one when
 their IoU is at least 0.5: precision = matched / objects, recall = matched reference objects / reference objects.
 {% endif %}Sizes are quantiles of object area; an object belongs to the region of its first pixel.
@@ -44,7 +46,7 @@ their IoU is at least 0.5: precision = matched / objects, recall = matched refer
 
 
 def _cell(column: str, value: str) -> str:
-    """Counts as integers, rates with 3 decimals, densities and sizes with 4 significant digits."""
+    """Counts as integers, rates with 3 decimals, densities and sizes with 4 significant digits, no exponent."""
     if value in ("", None):
         return ""
     v = float(value)
@@ -54,7 +56,7 @@ def _cell(column: str, value: str) -> str:
         return f"{int(v):,}"
     if column in ("precision", "recall", "f1"):
         return f"{v:.3f}"
-    return f"{v:.4g}"
+    return plain_number(v)  # plain digits: 48,610 per ha, not 4.861e+04
 
 
 def objects_section_html(objects_csv: str | Path) -> str:

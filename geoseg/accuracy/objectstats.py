@@ -23,6 +23,7 @@ import numpy as np
 from geoseg.accuracy.objects import ObjectTable, find_objects, label_classes
 from geoseg.geo import ChunkGrid, Window
 from geoseg.io.atomic import write_text_atomic
+from geoseg.legend import NODATA_LABEL
 
 #: Quantiles of the object size reported per region and class.
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -176,6 +177,8 @@ class _Reader:
     grid: ChunkGrid
     regions: Any
     reference: Any = None
+    #: Label id -> object class (256 entries; 255 = not an object), or None: the label ids themselves.
+    groups: np.ndarray | None = None
 
     def __call__(self, window: Window) -> tuple[np.ndarray, np.ndarray | None]:
         from geoseg.accuracy.regions import regions_window
@@ -190,6 +193,8 @@ class _Reader:
             from geoseg.io.labelstore import read_label_window
 
             data = read_label_window(str(self.labels_path), window)
+            if self.groups is not None:  # several labels (clusters) mapped to one class are one object class
+                data = self.groups[data]
         return data, (regions_window(self.regions, sub) if self.regions is not None else None)
 
 
@@ -222,11 +227,15 @@ def run_objects_stage(
     labels_path: str | Path, out_dir: Path, classes: Sequence[int], *, instance_raster: bool = False,
     regions: Any = None, reference: Any = None, reference_classes: Sequence[int] | None = None,
     client: Any = None, attrs: Mapping[str, Any] | None = None,
+    groups: Mapping[int, int] | None = None, names: Mapping[int, str] | None = None,
 ) -> dict[str, Path]:
     """Find the objects of ``classes`` in a label store; write ``objects.csv`` (and ``instances.zarr``).
 
     ``regions``/``reference``: opened as for evaluation (``open_evaluation_inputs``);
     ``reference_classes[i]`` is the reference class scored against ``classes[i]`` (default: same ids).
+    ``groups``: label id -> object class (``classes`` are then object classes): labels mapped to one
+    class (two k-means clusters that are both "tree") make one object where they touch. ``names``:
+    the object classes' names (default: the store's legend).
     """
     from geoseg.io.labelstore import LabelStoreWriter, read_label_info
 
@@ -234,7 +243,12 @@ def run_objects_stage(
     grid = info.chunk_grid
     n_slots = 1 + (len(regions.ids) if regions is not None else 0)
     mapper = (lambda fn, ws: client.gather(client.map(fn, ws, pure=False))) if client is not None else None
-    pred_reader = _Reader(str(info.path), grid, regions)
+    lut = None
+    if groups is not None:
+        lut = np.full(256, NODATA_LABEL, np.uint8)
+        for label, target in groups.items():
+            lut[int(label)] = int(target)
+    pred_reader = _Reader(str(info.path), grid, regions, groups=lut)
     pred = find_objects(pred_reader, grid, classes, n_slots, mapper)
     ref_table = None
     ref_reader = None
@@ -263,7 +277,7 @@ def run_objects_stage(
     if writer is not None:
         writer.finalize()
         outputs["instances"] = store
-    names = {c.id: c.name for c in info.legend}
+    names = {**{c.id: c.name for c in info.legend}, **dict(names or {})}
     class_map = dict(zip(classes, ref_classes))
     hits = score_objects(pred, ref_table, pairs, class_map) if ref_table is not None and pairs is not None else None
     rows = object_rows(pred, list(regions.ids) if regions is not None else [], names, classes,
@@ -293,13 +307,18 @@ def run_objects_for_job(job: Any, grid: Any, store: Path, out: Path, client: Any
 
     from geoseg.accuracy.evaluate import open_evaluation_inputs
     from geoseg.accuracy.regions import grid_regions, open_regions
+    from geoseg.io.labelstore import read_label_info
 
     cfg, regions, reference, reg = job.objects, job.regions, None, None
     if job.reference is not None:
+        ref = job.reference  # opened as the evaluation opens it: a field, a value for every polygon, a background
         reference, reg = open_evaluation_inputs(
-            str(job.reference.path), grid, reference_field=job.reference.field,
+            str(ref.path), grid, reference_field=ref.field, reference_value=ref.value,
+            reference_background=ref.background, reference_values=ref.values,
+            class_names={c.id: c.name for c in job.classes} if job.classes else None,
             regions=str(regions.path) if regions and regions.path else None,
             region_field=regions.field if regions else None, grid_cell_m=regions.grid_cell_m if regions else None,
+            merge_duplicates=bool(regions and regions.merge_duplicates),
         )
     elif regions is not None and regions.path is not None:
         reg = open_regions(str(regions.path), regions.field, grid)
@@ -308,7 +327,51 @@ def run_objects_for_job(job: Any, grid: Any, store: Path, out: Path, client: Any
     stale = out / "instances.zarr"
     if not cfg.instance_raster and stale.exists():  # an earlier run's, which no longer matches the labels
         shutil.rmtree(stale)
+    classes, groups, names = object_classes(cfg.classes, read_label_info(store).legend,
+                                            {c.name: c.id for c in job.classes or []})
     return run_objects_stage(
-        store, out, cfg.classes, instance_raster=cfg.instance_raster, regions=reg, reference=reference,
+        store, out, classes, instance_raster=cfg.instance_raster, regions=reg, reference=reference,
         reference_classes=cfg.reference_classes, client=client, attrs={"geoseg:job": job.name},
+        groups=groups, names=names,
     )
+
+
+def object_classes(
+    wanted: Sequence[int | str], legend: Sequence[Any], class_ids: Mapping[str, int],
+) -> tuple[list[int], dict[int, int] | None, dict[int, str]]:
+    """Object classes from the job's ``objects.classes``: label ids as given, or class names.
+
+    A name gathers every label the legend gives that name (after an evaluation, the mapped class:
+    two clusters mapped to "tree" are one object class); its id is the job's class id of that name,
+    else its smallest label id. Returns (object class ids, label id -> object class or None when
+    only ids were given, names of named classes).
+
+    >>> from geoseg.legend import ClassInfo
+    >>> legend = [ClassInfo(0, "water", "#0000ff"), ClassInfo(1, "tree", "#00ff00"), ClassInfo(2, "tree", "#00ff00")]
+    >>> object_classes(["tree"], legend, {"tree": 3})
+    ([3], {1: 3, 2: 3}, {3: 'tree'})
+    >>> object_classes([0], legend, {})
+    ([0], None, {})
+    """
+    from geoseg.errors import InputError
+
+    if all(isinstance(w, int) for w in wanted):
+        return [int(w) for w in wanted], None, {}
+    classes: list[int] = []
+    groups: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for w in wanted:
+        if isinstance(w, int):
+            ids, target = [w], w
+        else:
+            ids = sorted(c.id for c in legend if c.name == w)
+            if not ids:
+                known = ", ".join(sorted({c.name for c in legend}))
+                raise InputError(f"objects: no label is named {w!r}; the labels' classes are {known}")
+            target = class_ids.get(w, ids[0])
+            names[target] = w
+        if target in classes or any(i in groups for i in ids):
+            raise InputError(f"objects: {w!r} names labels or a class already chosen; list each class once")
+        classes.append(target)
+        groups.update({i: target for i in ids})
+    return classes, groups, names

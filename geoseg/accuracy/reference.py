@@ -6,7 +6,8 @@ small copy of it:
 
 * a **raster** reference is read only over the source window that the label window needs and
   warped onto the window's grid with nearest neighbour (a direct read when the grids already
-  line up), never as a whole;
+  line up), never as a whole, by the inputs' reader (:func:`geoseg.io.sources.read_source`: the
+  same compiled warp, validity rule — nodata, NaN, alpha band, GDAL mask — and retries);
 * a **vector** reference is rasterised from the polygons that meet the window (a pixel takes
   the class of the polygon covering its centre; :mod:`geoseg.accuracy.layers`): class from an
   integer field, from a text field through a name → id map, or one ``value`` for every polygon
@@ -23,7 +24,6 @@ Regions (where each pixel is counted) are :mod:`geoseg.accuracy.regions`.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +33,11 @@ from rasterio.crs import CRS
 
 from geoseg.accuracy.layers import burn_shapes, layer_window, require_crs, vector_info
 from geoseg.accuracy.pam import read_pam_legend
-from geoseg.errors import InputError
-from geoseg.geo import Bounds, GeoGrid, aligned_offset, bounds_in, bounds_overlap, crs_from_wkt
+from geoseg.errors import ClassIdError, InputError, MissingFileError, NoOverlapError
+from geoseg.geo import Bounds, GeoGrid, Window, bounds_in, bounds_overlap, crs_from_wkt
+from geoseg.io.masks import MaskKind, mask_kind
 from geoseg.io.opener import UnreadableRaster, check_name, open_raster
+from geoseg.io.sources import Source, place, read_source
 
 #: Fill value used while warping; never a valid class id.
 SENTINEL = int(np.iinfo(np.int32).min)
@@ -56,12 +58,20 @@ class RasterReference:
     dtype: str
     legend: tuple[tuple[int, str], ...] = ()
     colors: tuple[tuple[int, str], ...] = ()
+    mask: MaskKind = "nodata"  # the inputs' validity rule for band 1 (nodata, alpha band, GDAL mask)
+    driver: str = "GTiff"  # what the opener found: tasks reopen the file as that and nothing else
 
     kind = "raster"
 
     @property
     def crs(self) -> CRS:
         return self.grid.crs
+
+    @property
+    def source(self) -> Source:
+        """Band 1 as an input file, so windows are read by the inputs' reader."""
+        return Source(path=self.path, grid=self.grid, bands=(1,), mask=self.mask, dtype=self.dtype,
+                      nodata=self.nodata, block=(0, 0), descriptions=("class",), driver=self.driver)
 
     @property
     def bounds(self) -> Bounds:
@@ -140,7 +150,7 @@ def open_reference(
     """
     path = str(path)
     if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
-        raise InputError(f"reference {path} does not exist")
+        raise MissingFileError(f"reference {path} does not exist")
     raster = _try_raster(path)
     ref: Reference
     if raster is None:
@@ -153,7 +163,7 @@ def open_reference(
         ref = raster
     if label_grid is not None:
         if not bounds_overlap(bounds_in(ref.bounds, ref.crs, label_grid.crs), label_grid.bounds):
-            raise InputError(
+            raise NoOverlapError(
                 f"reference {path} does not overlap the label raster (reference bounds {tuple(round(v, 3) for v in ref.bounds)} "
                 f"in {ref.crs.to_string()}); check that both cover the same area and that the reference's CRS is right"
             )
@@ -193,6 +203,8 @@ def _try_raster(path: str) -> RasterReference | None:
             dtype=dtype,
             legend=legend,
             colors=colors,
+            mask=mask_kind(src, (1,)),
+            driver=src.driver,
         )
 
 
@@ -237,7 +249,7 @@ def _open_vector_reference(
     if dtype.startswith("float"):  # a class id stored as Real (shapefiles, spreadsheets): whole numbers only
         frac = present[(present % 1) != 0]
         if len(frac):
-            raise InputError(f"reference field {field!r} of {path} holds {frac.iloc[0]:g}: class ids must be whole numbers")
+            raise ClassIdError(f"reference field {field!r} of {path} holds {frac.iloc[0]:g}: class ids must be whole numbers")
         dtype = "int64"
     if dtype.startswith(("int", "uint")):
         if value_map:
@@ -251,7 +263,7 @@ def _open_vector_reference(
     missing = [n for n in names if _norm(n) not in table]
     if missing:
         how = "reference.values" if value_map else "the job's classes (by name) or reference.values"
-        raise InputError(
+        raise ClassIdError(
             f"reference field {field!r} of {path} has class names without an id: "
             f"{', '.join(repr(m) for m in missing[:8])}{' ...' if len(missing) > 8 else ''}; map them in {how}"
         )
@@ -310,46 +322,40 @@ def _native_nodata(ref: RasterReference) -> int | None:
 
 
 def _raster_window(ref: RasterReference, grid: GeoGrid) -> tuple[np.ndarray, int | None]:
-
     if ref.dtype not in _INT_DTYPES:
         return _float_window(ref, grid)
-    shape = grid.shape
     invalid = _native_nodata(ref)
-    same_crs = ref.grid.crs_wkt == grid.crs_wkt or ref.crs == grid.crs
-    offset = aligned_offset(ref.grid.transform, grid.transform) if same_crs else None
-    with open_raster(ref.path, "reference") as src:
-        if ref.nodata is None and offset is not None and _inside(offset, shape, src):
-            return src.read(1, window=_rio_window(offset, shape)), None  # no nodata, nothing outside
-        if invalid is not None:  # the raster's own type; its nodata also fills what lies outside it
-            out, fill = np.full(shape, invalid, dtype=ref.dtype), invalid
-        else:  # int32 with SENTINEL outside the raster (and on a nodata that does not fit the type)
-            out, fill = np.full(shape, SENTINEL, dtype=np.int32), SENTINEL
-        if offset is not None:
-            _read_aligned(src, offset, shape, out)
-        else:
-            _read_warped(src, ref, grid, out, fill)
-    if invalid is None and ref.nodata is not None:
-        out[out == ref.nodata] = SENTINEL  # a nodata outside the raster's type range (rare)
+    got = _read(ref, grid)
+    if got is not None and ref.mask == "none" and got[0].shape[1:] == grid.shape and got[1].all():
+        return got[0][0], None  # no validity rule, nothing outside: the pixels as read
+    if invalid is not None:  # the raster's own type; its nodata also fills what lies outside it
+        out, fill = np.full(grid.shape, invalid, dtype=ref.dtype), invalid
+    else:  # int32 with SENTINEL outside the raster (and wherever it is not valid)
+        out, fill = np.full(grid.shape, SENTINEL, dtype=np.int32), SENTINEL
+    if got is not None:
+        data, valid, where = got
+        np.copyto(out[where], data[0], where=valid, casting="unsafe")
     return out, fill
 
 
 def _float_window(ref: RasterReference, grid: GeoGrid) -> tuple[np.ndarray, int]:
     """A float (or 64-bit) reference on the window: read as ``float64`` with NaN where invalid
-    (nodata, NaN, outside), checked to hold whole class ids, returned as ``int32`` with :data:`SENTINEL`."""
-
+    (nodata, NaN, masked, outside), checked to hold whole class ids, returned as ``int32`` with :data:`SENTINEL`."""
     out = np.full(grid.shape, np.nan, dtype=np.float64)
-    same_crs = ref.grid.crs_wkt == grid.crs_wkt or ref.crs == grid.crs
-    offset = aligned_offset(ref.grid.transform, grid.transform) if same_crs else None
-    with open_raster(ref.path, "reference") as src:
-        if offset is not None:
-            _read_aligned(src, offset, grid.shape, out)
-        else:
-            _read_warped(src, ref, grid, out, np.nan)
-    if ref.nodata is not None:
-        out[out == ref.nodata] = np.nan
+    got = _read(ref, grid)
+    if got is not None:
+        data, valid, where = got
+        np.copyto(out[where], data[0], where=valid)
     check_integral(out, ref.path, grid, ref.grid)
     valid = ~np.isnan(out)
     return np.where(valid, out, SENTINEL).astype(np.int32), SENTINEL
+
+
+def _read(ref: RasterReference, grid: GeoGrid) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]] | None:
+    """Band 1 on the window by the inputs' reader (:func:`geoseg.io.sources.read_source`): a direct read
+    when the grids line up, else the compiled nearest warp; the inputs' validity rule and retries."""
+    src = place(ref.source, grid)
+    return read_source(src, grid, Window(0, 0, grid.height, grid.width), "nearest")
 
 
 def check_integral(values: np.ndarray, path: str, grid: GeoGrid, file_grid: GeoGrid) -> None:
@@ -362,62 +368,10 @@ def check_integral(values: np.ndarray, path: str, grid: GeoGrid, file_grid: GeoG
     r, c = (int(i) for i in np.argwhere(bad)[0])
     x, y = grid.transform * (c + 0.5, r + 0.5)
     col, row = ~file_grid.transform * (x, y)
-    raise InputError(
+    raise ClassIdError(
         f"reference raster {path} holds {float(values[r, c]):g} at pixel (row {int(row)}, col {int(col)}) of the file "
         f"(x={x:.3f}, y={y:.3f}): class ids must be whole numbers; round or reclassify it, "
         "or set that value as the file's nodata"
-    )
-
-
-def _inside(offset: tuple[int, int], shape: tuple[int, int], src) -> bool:  # noqa: ANN001
-    r0, c0 = offset
-    return r0 >= 0 and c0 >= 0 and r0 + shape[0] <= src.height and c0 + shape[1] <= src.width
-
-
-def _rio_window(offset: tuple[int, int], shape: tuple[int, int]):  # noqa: ANN202 - rasterio Window
-    from rasterio.windows import Window as RioWindow
-
-    return RioWindow(offset[1], offset[0], shape[1], shape[0])
-
-
-def _read_aligned(src, offset: tuple[int, int], shape: tuple[int, int], out: np.ndarray) -> None:  # noqa: ANN001
-    """Direct read of the part of the window inside the reference into ``out`` (grids coincide)."""
-    r0, c0 = offset
-    h, w = shape
-    rr0, cc0 = max(r0, 0), max(c0, 0)
-    rr1, cc1 = min(r0 + h, src.height), min(c0 + w, src.width)
-    if rr1 <= rr0 or cc1 <= cc0:
-        return
-    out[rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0] = src.read(1, window=_rio_window((rr0, cc0), (rr1 - rr0, cc1 - cc0)))
-
-
-def _read_warped(src, ref: RasterReference, grid: GeoGrid, out: np.ndarray, fill: float) -> None:  # noqa: ANN001
-    """Read the source window the label window needs (plus a margin) and warp it into ``out``, nearest."""
-    from rasterio.warp import Resampling, reproject
-    from rasterio.windows import Window as RioWindow
-    from rasterio.windows import from_bounds
-
-    need = grid.bounds_in(ref.crs)
-    win = from_bounds(*need, transform=ref.grid.transform)
-    margin = 2
-    c0 = max(int(math.floor(win.col_off)) - margin, 0)
-    r0 = max(int(math.floor(win.row_off)) - margin, 0)
-    c1 = min(int(math.ceil(win.col_off + win.width)) + margin, ref.grid.width)
-    r1 = min(int(math.ceil(win.row_off + win.height)) + margin, ref.grid.height)
-    if c1 <= c0 or r1 <= r0:
-        return
-    rio_win = RioWindow(c0, r0, c1 - c0, r1 - r0)
-    data = src.read(1, window=rio_win, out_dtype=out.dtype)
-    reproject(
-        source=data,
-        destination=out,
-        src_transform=src.window_transform(rio_win),
-        src_crs=ref.crs,
-        src_nodata=ref.nodata if ref.nodata is not None else (np.nan if out.dtype.kind == "f" else None),
-        dst_transform=grid.transform,
-        dst_crs=grid.crs,
-        dst_nodata=fill,
-        resampling=Resampling.nearest,
     )
 
 

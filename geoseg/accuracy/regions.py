@@ -23,7 +23,7 @@ import numpy as np
 from rasterio.crs import CRS
 
 from geoseg.accuracy.layers import burn_shapes, describe_reprojection, layer_window, require_crs, vector_info
-from geoseg.errors import InputError
+from geoseg.errors import InputError, MissingFileError, NoOverlapError
 from geoseg.geo import Bounds, GeoGrid, bounds_in, bounds_overlap, crs_from_wkt, metres_per_unit
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def open_regions(
 
     path = str(path)
     if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
-        raise InputError(f"regions layer {path} does not exist")
+        raise MissingFileError(f"regions layer {path} does not exist")
     info = vector_info(path, None, "regions layer")
     fields = list(info["fields"])
     if field is not None and field not in fields:
@@ -106,7 +106,7 @@ def open_regions(
     crs = require_crs(CRS.from_user_input(info["crs"]) if info["crs"] else None, "regions layer", path)
     bounds = cast(Bounds, tuple(float(v) for v in info["total_bounds"]))  # total_bounds: 4 numbers
     if not bounds_overlap(bounds_in(bounds, crs, label_grid.crs), label_grid.bounds):
-        raise InputError(
+        raise NoOverlapError(
             f"regions layer {path} does not overlap the label raster (layer bounds {tuple(round(v, 3) for v in bounds)} "
             f"in {crs.to_string()}); check that it covers the labelled area and that its CRS is right"
         )
@@ -295,7 +295,7 @@ def _grid_window(g: GridRegions, grid: GeoGrid) -> tuple[np.ndarray, np.ndarray]
     return codes, slot_of
 
 
-def _id_index(regions: VectorRegions):  # noqa: ANN202 - pandas.Index
+def _id_index(regions: VectorRegions):  # pandas.Index
     """``pandas.Index`` of region ids (position + 1 = slot)."""
     import pandas as pd
 
@@ -323,7 +323,7 @@ def _vector_regions_window(r: VectorRegions, grid: GeoGrid, group: int | None = 
     return burn_shapes(shapes, grid, 0, _code_dtype(len(present))), slot_of
 
 
-def regions_frame(regions: Regions):  # noqa: ANN201 - GeoDataFrame
+def regions_frame(regions: Regions):  # GeoDataFrame
     """The regions as a GeoDataFrame (``region_id``, geometry), in their own CRS.
 
     A layer's features keep their own rows (a region id may own several features).

@@ -27,6 +27,7 @@ import pandas as pd
 from affine import Affine
 
 from geoseg.accuracy.evaluate import Evaluation
+from geoseg.accuracy.figures import area_unit, percent, plain_number
 from geoseg.accuracy.reference import SENTINEL, RasterReference, VectorReference, reference_window
 from geoseg.accuracy.regions import GridRegions
 from geoseg.accuracy.tables import class_label, label_grid, write_tables
@@ -64,7 +65,7 @@ def write_outputs(
     return paths
 
 
-def _png(fig) -> str:  # noqa: ANN001 - matplotlib Figure
+def _png(fig) -> str:  # matplotlib Figure
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -73,7 +74,7 @@ def _png(fig) -> str:  # noqa: ANN001 - matplotlib Figure
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _plt():  # noqa: ANN202
+def _plt():
     """pyplot, on the Agg backend only when nothing chose one yet: never switch a notebook's inline backend."""
     import sys
 
@@ -100,7 +101,7 @@ def iou_bar_chart(ev: Evaluation, metrics: pd.DataFrame) -> str:
     miou = float(scene[scene["kind"] == "region"]["miou"].iloc[0])
     if not math.isnan(miou):
         ax.axvline(miou, color="#d62728", linestyle="--", label=f"mIoU {miou:.3f}")
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars, never over a label
     ax.set_xlim(0, 1)
     ax.invert_yaxis()
     ax.set_xlabel("IoU (intersection over union)")
@@ -132,7 +133,7 @@ def confusion_heatmap(ev: Evaluation) -> str:
     return _png(fig)
 
 
-def regions_map(ev: Evaluation, gdf) -> str | None:  # noqa: ANN001 - GeoDataFrame
+def regions_map(ev: Evaluation, gdf) -> str | None:  # GeoDataFrame
     """Regions coloured by mIoU (grey: no valid pixels), over the label raster's outline."""
     if ev.regions is None or len(gdf) == 0:
         return None
@@ -196,7 +197,7 @@ def read_labels_decimated(path: Path | str, step: int) -> np.ndarray:
     return np.asarray(arr[::step, ::step])
 
 
-def _decimated(src, indexes: Sequence[int], grid: GeoGrid, fill: float):  # noqa: ANN001, ANN202
+def _decimated(src, indexes: Sequence[int], grid: GeoGrid, fill: float):
     """Bands of ``src`` on a coarse ``grid``: an ``out_shape`` read when CRSs agree, else a WarpedVRT."""
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
@@ -231,7 +232,7 @@ def read_reference_decimated(ref: Any, grid: GeoGrid) -> np.ndarray:
     return np.full(grid.shape, SENTINEL, np.int64)
 
 
-def _decimated_mask(src, grid: GeoGrid) -> np.ndarray:  # noqa: ANN001
+def _decimated_mask(src, grid: GeoGrid) -> np.ndarray:
     """True where the preview pixel lies inside the source raster."""
     from rasterio.warp import transform as warp_transform
 
@@ -246,29 +247,49 @@ def _decimated_mask(src, grid: GeoGrid) -> np.ndarray:  # noqa: ANN001
 
 
 def read_rgb_decimated(path: str | Path, grid: GeoGrid) -> np.ndarray:
-    """An RGB composite (Sentinel-2 B04/B03/B02 when named, else bands 1-3, else grey), 2-98 % stretch."""
+    """An RGB composite of the true-colour bands (:func:`true_colour_bands`), one 2-98 % stretch over all three."""
     from geoseg.io.opener import open_raster
 
     with open_raster(str(path), "input", url_ok=True) as src:
-        desc = [(d or "").upper() for d in src.descriptions]
-        if all(b in desc for b in ("B04", "B03", "B02")):
-            idx = [desc.index(b) + 1 for b in ("B04", "B03", "B02")]
-        elif src.count >= 3:
-            idx = [1, 2, 3]
-        else:
-            idx = [1, 1, 1]
+        idx = true_colour_bands(src)
         data = _decimated(src, idx, grid, fill=np.nan if src.dtypes[0].startswith("float") else 0)
         data = data.astype(np.float64)
         if src.nodata is not None:
             data[data == src.nodata] = np.nan
-    rgb = np.empty(grid.shape + (3,), np.float64)
-    for i in range(3):
-        band = data[i]
-        finite = band[np.isfinite(band)]
-        lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
-        rgb[..., i] = np.clip((band - lo) / max(hi - lo, 1e-12), 0, 1)
+    finite = data[np.isfinite(data)]
+    # one stretch for the three bands: a stretch per band turns grey fields magenta and pales the scene
+    lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
+    rgb = np.clip((np.moveaxis(data, 0, -1) - lo) / max(hi - lo, 1e-12), 0, 1)
     rgb[~np.isfinite(rgb)] = 1.0
     return rgb
+
+
+#: Band names (descriptions) of the red, green and blue bands, by convention: common names, Sentinel-2, Landsat 8/9.
+TRUE_COLOUR_NAMES = (("RED", "GREEN", "BLUE"), ("B04", "B03", "B02"), ("SR_B4", "SR_B3", "SR_B2"), ("B4", "B3", "B2"))
+
+
+def true_colour_bands(src: Any) -> list[int]:
+    """The (red, green, blue) band indexes of an open rasterio dataset: by the role each band's
+    description spells (:mod:`geoseg.io.bandroles`, sensor band numbers through the file name's
+    sensor), by known band names, then colour interpretation; bands 1-3 when none says, band 1 as
+    grey for fewer than three bands."""
+    from rasterio.enums import ColorInterp
+
+    from geoseg.io.bandroles import role_from_name, sensor_hint
+
+    sensor = sensor_hint([str(src.name)])
+    roles = [role_from_name(d, sensor)[0] for d in src.descriptions]
+    if all(r in roles for r in ("red", "green", "blue")):
+        return [roles.index(r) + 1 for r in ("red", "green", "blue")]
+    desc = [(d or "").upper() for d in src.descriptions]
+    for names in TRUE_COLOUR_NAMES:
+        if all(n in desc for n in names):
+            return [desc.index(n) + 1 for n in names]
+    interp = list(src.colorinterp)
+    wanted = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+    if all(c in interp for c in wanted):
+        return [interp.index(c) + 1 for c in wanted]
+    return [1, 2, 3] if src.count >= 3 else [1, 1, 1]
 
 
 def _class_image(ev: Evaluation, classes: np.ndarray) -> np.ndarray:
@@ -355,7 +376,7 @@ Class mapping: <b>{{ mapping_method }}</b>. Pixels where labels or reference are
 {% endfor %}</table>{% endif %}
 
 <h2>Per-class figures (whole scene)</h2>
-<table><tr><th class="l">class</th><th>IoU</th><th>precision</th><th>recall</th><th>F1</th><th>reference px</th><th>area (km²)</th></tr>
+<table><tr><th class="l">class</th><th>IoU</th><th>precision</th><th>recall</th><th>F1</th><th>reference px</th><th>area ({{ area_unit }})</th></tr>
 {% for r in classes %}<tr><td class="l"><span class="swatch" style="background: {{ r.color }}"></span>{{ r.name }}</td>
 <td>{{ r.iou }}</td><td>{{ r.precision }}</td><td>{{ r.recall }}</td><td>{{ r.f1 }}</td><td>{{ r.support }}</td><td>{{ r.area }}</td></tr>
 {% endfor %}</table>
@@ -400,12 +421,13 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
     scene = _scene_rows(metrics)
     top = scene[scene["kind"] == "region"].iloc[0]
     cls = scene[scene["kind"] == "class"]
+    area_name, unit_m2 = area_unit(float(top["total_px"]) * ev.pixel_area_m2 if pd.notna(top["total_px"]) else 0.0)
     classes = [
         {
             "name": class_label(ev, int(r.class_id)),
             "color": ev.class_colors.get(int(r.class_id), "#cccccc"),
             "iou": _fmt(r.iou), "precision": _fmt(r.precision), "recall": _fmt(r.recall), "f1": _fmt(r.f1),
-            "support": _fmt(int(r.support_px)), "area": _fmt(r.area_m2 / 1e6, 4),
+            "support": _fmt(int(r.support_px)), "area": plain_number(r.area_m2 / unit_m2),
         }  # fmt: skip
         for r in cls.itertuples()
     ]
@@ -415,7 +437,7 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
         ("Cohen's kappa", _fmt(top["kappa"])),
         ("valid pixels", _fmt(int(top["valid_px"]))),
         ("excluded pixels (nodata)", _fmt(int(top["excluded_px"]))),
-        ("share of the scene scored", "-" if pd.isna(top["scored_share"]) else f"{100 * float(top['scored_share']):.1f} %"),
+        ("share of the scene scored", percent(int(top["valid_px"]), int(top["total_px"]))),
     ]
     regs = metrics[(metrics["kind"] == "region")].iloc[1:]
     worst_rows = regs[regs["valid_px"].fillna(0) > 0].sort_values("miou", kind="stable").head(20)
@@ -444,6 +466,7 @@ def render_html(evaluation: Evaluation, metrics: pd.DataFrame, gdf: Any, preview
         scenes=_scene_rows_html(ev),
         cards=cards,
         classes=classes,
+        area_unit=area_name,
         bar_png=iou_bar_chart(ev, metrics),
         confusion_png=confusion_heatmap(ev),
         map_png=regions_map(ev, gdf),
@@ -461,7 +484,7 @@ def _scene_rows_html(ev: Evaluation) -> list[dict[str, str]]:
 
     return [
         {"scene": str(r.scene), "miou": _fmt(r.miou), "oa": _fmt(r.overall_accuracy), "kappa": _fmt(r.kappa),
-         "valid": _fmt(int(r.valid_px)), "scored": "" if pd.isna(r.scored_share) else f"{100 * r.scored_share:.1f} %"}
+         "valid": _fmt(int(r.valid_px)), "scored": "" if pd.isna(r.scored_share) else percent(r.scored_share, 1.0)}
         for r in scenes_table(ev).itertuples()
     ]
 

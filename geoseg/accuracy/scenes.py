@@ -9,6 +9,7 @@ clusters) is resolved once on the pooled matrix and applied to every scene alike
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,7 @@ import pandas as pd
 
 from geoseg.accuracy.counting import ChunkCounts, merge_counts
 from geoseg.accuracy.evaluate import Evaluation, _Plan, _reduce, build_evaluation, open_evaluation_inputs
-from geoseg.accuracy.mapping import MappingSpec
+from geoseg.accuracy.options import EvaluationOptions
 from geoseg.accuracy.reference import Reference
 from geoseg.accuracy.regions import Regions
 from geoseg.errors import InputError
@@ -43,20 +44,21 @@ def scene_names(paths: Sequence[str | Path]) -> list[str]:
 def evaluate_scenes(
     labels_paths: Sequence[str | Path],
     references: str | Path | Sequence[str | Path],
+    options: EvaluationOptions | Mapping[str, Any] | None = None,
     *,
-    mapping: MappingSpec = "identity",
     client: Any = None,
-    class_names: Mapping[int, str] | None = None,
-    class_colors: Mapping[int, str] | None = None,
     names: Sequence[str] | None = None,
-    **options: Any,
+    show_progress: bool = False,
+    **keywords: Any,
 ) -> Evaluation:
     """Evaluate several label rasters, each against its reference (or all against one).
 
     Returns the pooled :class:`Evaluation` (all pixels of all scenes); its ``scenes`` holds one
-    :class:`Evaluation` per scene, scored with the pooled class mapping. ``options``: those of
-    :func:`geoseg.accuracy.evaluate.evaluate` (reference field/value/background, regions layer).
+    :class:`Evaluation` per scene, scored with the pooled class mapping. ``options``/``keywords``:
+    those of :func:`geoseg.accuracy.evaluate.evaluate` (:class:`EvaluationOptions`).
     """
+    opts = EvaluationOptions.coerce(options, **keywords)
+    mapping, class_names, class_colors = opts.mapping, opts.class_names, opts.class_colors
     labels_paths = list(labels_paths)
     refs = [references] if isinstance(references, (str, Path)) else list(references)
     if len(refs) == 1:
@@ -65,7 +67,7 @@ def evaluate_scenes(
         raise InputError(
             f"{len(labels_paths)} label rasters and {len(refs)} references: give one reference per label raster, or one for all"
         )
-    if options.get("grid_cell_m") is not None:
+    if opts.grid_cell_m is not None:
         raise InputError(
             "grid_cell_m cells are numbered per scene; for several scenes give a regions layer"
             " (or evaluate them one by one)"
@@ -78,12 +80,13 @@ def evaluate_scenes(
     opened: list[tuple[Reference, Regions | None]] = []
     for lp, rp in zip(labels_paths, refs):
         info = read_label_info(lp)
-        ref, reg = open_evaluation_inputs(rp, info.grid, mapping=mapping, class_names=class_names, **options)
+        ref, reg = open_evaluation_inputs(rp, info.grid, opts)
         first = opened[0][1] if opened else None
         if first is not None and reg is not None and tuple(reg.ids) != tuple(first.ids):
             raise InputError("the regions layer gives other region ids for another scene; use one regions layer for all")
         chunks = info.chunk_grid
-        totals.append(_reduce(_Plan(str(info.path), info.nodata, chunks, ref, reg), list(chunks.windows()), client))
+        totals.append(_reduce(_Plan(str(info.path), info.nodata, chunks, ref, reg), list(chunks.windows()), client,
+                              show_progress=show_progress))
         infos.append(info)
         opened.append((ref, reg))
     legend = tuple({c.id: c for info in reversed(infos) for c in info.legend}.values())
@@ -91,7 +94,8 @@ def evaluate_scenes(
     pooled = build_evaluation(merge_counts(totals), reference=opened[0][0], regions=opened[0][1], mapping=mapping,
                               grid=infos[0].grid, labels_path=infos[0].path, legend=legend, class_names=class_names,
                               class_colors=class_colors)  # fmt: skip
-    areas = {round(float(i.grid.pixel_area_m2), 6) for i in infos}
+    areas = [float(i.grid.pixel_area_m2) for i in infos]
+    known = [a for a in areas if math.isfinite(a)]  # NaN: a CRS without a unit (NaN != NaN: not "different")
     per_scene = {}
     for name, total, info, (ref, reg) in zip(names, totals, infos, opened):
         ev = build_evaluation(total, reference=ref, regions=reg, mapping=dict(pooled.mapping), grid=info.grid,
@@ -99,8 +103,10 @@ def evaluate_scenes(
                               class_colors=class_colors)  # fmt: skip
         per_scene[name] = replace(ev, mapping_method=pooled.mapping_method)
     notes = [f"{len(names)} scenes pooled: {', '.join(names)}; class mapping resolved on the pooled counts"]
-    if len(areas) > 1:
+    if known and max(known) - min(known) > 1e-9 * max(known):
         notes.append("scenes have different pixel sizes: pooled area_m2 uses the first scene's pixel area; see scenes.csv")
+    elif len(known) < len(areas):
+        notes.append("some scenes' CRS has no unit: their pixel area is unknown, so pooled areas are left empty")
     seen = set()
     for ev in per_scene.values():
         for n in ev.notes:

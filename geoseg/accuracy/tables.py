@@ -58,7 +58,7 @@ def write_tables(
     return paths, gdf
 
 
-def _write_regions_gpkg(gdf, path: Path) -> None:  # noqa: ANN001 - GeoDataFrame
+def _write_regions_gpkg(gdf, path: Path) -> None:  # GeoDataFrame
     """The regions layer with its default QGIS style (mIoU, red to green) in ``layer_styles``."""
     from geoseg.vector.gpkg import miou_style, write_layer_styles
 
@@ -80,7 +80,7 @@ def confusion_table(evaluation: Evaluation, region: Any = "ALL") -> pd.DataFrame
     return df
 
 
-def regions_with_metrics(evaluation: Evaluation, regions_path: str | Path | None = None):  # noqa: ANN201
+def regions_with_metrics(evaluation: Evaluation, regions_path: str | Path | None = None):
     """The regions as a GeoDataFrame with their figures (the scene outline if there are none)."""
     import geopandas as gpd
     from shapely import box

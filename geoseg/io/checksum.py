@@ -7,7 +7,9 @@ stale chunks. The key now holds a SHA-256 of each input's bytes. Hashing reads t
 ctime_ns)``: ``ctime`` changes on every write or rename and cannot be set back by ``cp -p`` or
 ``touch``, so a rewritten file misses the cache even when its size and mtime are kept.
 
-The cache is a small JSON file in the user's cache folder (``$GEOSEG_CACHE_DIR``, else
+A run's inputs are looked up together (:func:`content_digests`): the cache is read and written once
+per run, not once per file (a mosaic of 10,000 tiles rewrote it 10,000 times), and it keeps at least
+one run's inputs. The cache is a small JSON file in the user's cache folder (``$GEOSEG_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/geoseg``, else ``~/.cache/geoseg``), rewritten atomically; when it cannot be
 written the digest is simply computed each time. Remote inputs (URLs) are not hashed.
 """
@@ -18,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -60,28 +63,46 @@ def _load(cache: Path) -> dict[str, dict]:
 
 def content_digest(path: str) -> str | None:
     """The SHA-256 of a local file (cached), or ``None`` for a URL or a path that is not a file."""
-    if "://" in path or path.startswith("/vsi"):
-        return None
-    p = Path(path)
-    try:
-        st = p.stat()
-    except OSError:
-        return None
-    if not p.is_file():
-        return None
-    key = str(p.resolve())
+    return content_digests([path])[0]
+
+
+def content_digests(paths: Sequence[str]) -> list[str | None]:
+    """:func:`content_digest` of each path, the cache read once and written at most once."""
     cache = cache_dir() / CACHE_FILE
-    entries = _load(cache)
-    hit = entries.get(key)
-    if hit and hit.get("stamp") == _stamp(st):
-        return str(hit["sha256"])
-    digest = sha256_file(p)
-    if _stamp(p.stat()) != _stamp(st):  # changed while it was read: do not cache a digest of half of each
-        return digest
-    entries.pop(key, None)
-    entries[key] = {"stamp": _stamp(st), "sha256": digest}
-    _save(cache, dict(list(entries.items())[-MAX_ENTRIES:]))
-    return digest
+    entries: dict[str, dict] | None = None
+    out: list[str | None] = []
+    changed = False
+    for path in paths:
+        if "://" in path or path.startswith("/vsi"):
+            out.append(None)
+            continue
+        p = Path(path)
+        try:
+            st = p.stat()
+        except OSError:
+            out.append(None)
+            continue
+        if not p.is_file():
+            out.append(None)
+            continue
+        if entries is None:
+            entries = _load(cache)
+        key = str(p.resolve())
+        hit = entries.get(key)
+        if hit and hit.get("stamp") == _stamp(st):
+            entries[key] = entries.pop(key)  # most recently used last
+            out.append(str(hit["sha256"]))
+            continue
+        digest = sha256_file(p)
+        out.append(digest)
+        if _stamp(p.stat()) != _stamp(st):  # changed while it was read: do not cache a digest of half of each
+            continue
+        entries.pop(key, None)
+        entries[key] = {"stamp": _stamp(st), "sha256": digest}
+        changed = True
+    if changed and entries is not None:
+        _save(cache, dict(list(entries.items())[-max(MAX_ENTRIES, len(paths)):]))
+    return out
 
 
 def _save(cache: Path, entries: dict[str, dict]) -> None:

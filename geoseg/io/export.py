@@ -6,7 +6,8 @@ Both read the label store chunk by chunk, so memory stays at a few chunks whatev
   rewrite it with internal overviews (``MODE`` resampling: the most frequent class, the right
   choice for categories), a colour table from the legend and nodata 255. The file appears
   under its final name only when complete; beside it, GDAL's ``.aux.xml`` names the classes
-  (category names) and ``labels.qml`` is the QGIS style (colours and names).
+  (category names) and holds the colour table of the classes present (GDAL prefers it to the
+  TIFF's 256 entries), and ``labels.qml`` is the QGIS style (colours and names).
 * :func:`build_overviews` adds downsampled copies of the labels (mode or nearest) as *complete
   label stores of their own* under ``<labels.zarr>/overviews/<factor>/``. They are not listed in
   the store's consolidated metadata, so ``rasterio.open("labels.zarr")`` (GDAL reads
@@ -22,7 +23,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 import numpy as np
 from affine import Affine
@@ -31,7 +32,7 @@ from geoseg.errors import JobSpecError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.io.atomic import atomic_path, remove_path, temporary_name, write_text_atomic
 from geoseg.io.labelstore import LabelStoreWriter, is_geotiff, read_label_info, read_label_window
-from geoseg.legend import NODATA_LABEL, ClassInfo, legend_to_json
+from geoseg.legend import NODATA_LABEL, ClassInfo, legend_to_json, paletted_qml
 from geoseg.progress import chunk_progress
 
 #: Folder inside a label store that holds the overview levels (one label store per factor).
@@ -40,15 +41,20 @@ OVERVIEWS_DIR = "overviews"
 Resampling = Literal["mode", "nearest"]
 
 
-def colormap(legend: Sequence[ClassInfo]) -> dict[int, tuple[int, int, int, int]]:
-    """GDAL colour table entries for a legend; nodata is transparent.
+def colormap(legend: Sequence[ClassInfo], present: Sequence[int] | None = None) -> dict[int, tuple[int, int, int, int]]:
+    """GDAL colour table entries for the classes of a legend (those ``present`` in the raster, when
+    given); ids below the highest one without a class are transparent. No entry for nodata (the
+    band's nodata value says it): a table then ends at the highest class, so QGIS lists the
+    classes, not 256 entries mostly black.
 
-    >>> colormap([ClassInfo(1, "water", "#2166ac")])[1]
-    (33, 102, 172, 255)
+    >>> colormap([ClassInfo(2, "water", "#2166ac")])
+    {0: (0, 0, 0, 0), 1: (0, 0, 0, 0), 2: (33, 102, 172, 255)}
+    >>> colormap([ClassInfo(1, "a", "#000000"), ClassInfo(2, "b", "#ffffff")], present=[2])
+    {0: (0, 0, 0, 0), 1: (0, 0, 0, 0), 2: (255, 255, 255, 255)}
     """
-    cmap = {c.id: (*c.rgb(), 255) for c in legend if 0 <= c.id <= 255}
-    cmap[NODATA_LABEL] = (0, 0, 0, 0)
-    return cmap
+    keep = None if present is None else {int(v) for v in present}
+    classes = {c.id: (*c.rgb(), 255) for c in legend if 0 <= c.id < NODATA_LABEL and (keep is None or c.id in keep)}
+    return {i: classes.get(i, (0, 0, 0, 0)) for i in range(max(classes, default=-1) + 1)}
 
 
 def export_cog(
@@ -85,12 +91,16 @@ def export_cog(
     staging = temporary_name(out)  # the tiled copy GDAL's COG driver rewrites
     try:
         with rasterio.open(staging, "w", **profile) as dst:
-            dst.write_colormap(1, colormap(info.legend))
             dst.set_band_description(1, "class label")
             dst.update_tags(GEOSEG_CLASSES=json.dumps(legend_to_json(info.legend)))
             windows = list(info.chunk_grid.windows())
+            seen = np.zeros(256, np.int64)
             for w in chunk_progress(windows, len(windows), "writing labels.tif", show_progress):
-                dst.write(read_label_window(info.path, w), 1, window=w.to_rasterio())
+                block = read_label_window(info.path, w)
+                seen += np.bincount(block.ravel(), minlength=256)
+                dst.write(block, 1, window=w.to_rasterio())
+            present = np.flatnonzero(seen).tolist()
+            dst.write_colormap(1, colormap(info.legend, present) or {NODATA_LABEL: (0, 0, 0, 0)})
         options = {
             "COMPRESS": compress, "BLOCKSIZE": blocksize, "OVERVIEW_RESAMPLING": overview_resampling.upper(),
             "OVERVIEWS": "IGNORE_EXISTING", "BIGTIFF": "IF_SAFER",
@@ -101,41 +111,30 @@ def export_cog(
             rio_copy(str(staging), str(partial), driver="COG", **options)
     finally:
         remove_path(staging)
-    write_text_atomic(Path(str(out) + ".aux.xml"), category_names_pam(info.legend))
+    write_text_atomic(Path(str(out) + ".aux.xml"), category_names_pam(info.legend, present))
     write_text_atomic(out.with_suffix(".qml"), paletted_qml(info.legend))
     return out
 
 
-def category_names_pam(legend: Sequence[ClassInfo]) -> str:
-    """GDAL's PAM side-car naming every value of band 1 (``GetCategoryNames``): GDAL tools and
-    QGIS show class names, not numbers. GTiff keeps category names only there.
+def category_names_pam(legend: Sequence[ClassInfo], present: Sequence[int] | None = None) -> str:
+    """GDAL's PAM side-car of band 1: category names (``GetCategoryNames``, so GDAL tools and QGIS
+    show class names, not numbers; GTiff keeps them only there) and the colour table of the
+    classes ``present``. GDAL (3.6 and 3.10 tested) takes this table over the TIFF's own, which
+    TIFF makes 256 entries long for 8 bits: QGIS then lists the classes, not 250 black entries.
 
-    >>> "<Category>water</Category>" in category_names_pam([ClassInfo(1, "water", "#2166ac")])
+    >>> pam = category_names_pam([ClassInfo(1, "water", "#2166ac")])
+    >>> "<Category>water</Category>" in pam and '<Entry c1="33" c2="102" c3="172" c4="255"/>' in pam
     True
     """
-    names = {c.id: c.name for c in legend if 0 <= c.id <= 255}
-    top = max(names, default=-1)
+    names = {c.id: c.name for c in legend if 0 <= c.id < NODATA_LABEL}
+    table = colormap(legend, present)
+    top = max([*names, *table], default=-1)
     cats = "".join(f"<Category>{escape(names.get(i, ''))}</Category>" for i in range(top + 1))
+    entries = "".join('<Entry c1="{}" c2="{}" c3="{}" c4="{}"/>'.format(*table[i]) for i in sorted(table))
+    palette = f"<ColorInterp>Palette</ColorInterp><ColorTable>{entries}</ColorTable>" if table else ""
     return (
-        f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>{cats}</CategoryNames>\n'
+        f'<PAMDataset>\n  <PAMRasterBand band="1">\n    {palette}<CategoryNames>{cats}</CategoryNames>\n'
         "  </PAMRasterBand>\n</PAMDataset>\n"
-    )
-
-
-def paletted_qml(legend: Sequence[ClassInfo]) -> str:
-    """A QGIS style (``labels.qml``, loaded by QGIS as the raster's default style): a paletted
-    renderer with each class's colour and name; nodata stays transparent."""
-    entries = "".join(
-        f'<paletteEntry value="{c.id}" color="{c.color}" alpha="255" label={quoteattr(c.name)}/>'
-        for c in legend if 0 <= c.id < NODATA_LABEL
-    )
-    return (
-        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
-        '<qgis version="3.28.0" styleCategories="Symbology"><pipe>'
-        '<rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">'
-        f"<rastertransparency/><colorPalette>{entries}</colorPalette></rasterrenderer>"
-        '<brightnesscontrast brightness="0" contrast="0"/><huesaturation saturation="0" grayscaleMode="0"/>'
-        '<rasterresampler maxOversampling="2"/></pipe><blendMode>0</blendMode></qgis>\n'
     )
 
 

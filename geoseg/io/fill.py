@@ -100,7 +100,7 @@ def warn_border_fill(layers: Sequence[Any]) -> list[tuple[str, float, float, flo
     for src in (firsts + rest)[:MAX_FILES_CHECKED]:
         try:
             hit = border_fill(src)
-        except Exception as exc:  # noqa: BLE001 - a hint only: the read proper reports a bad file
+        except Exception as exc:  # a hint only: the read proper reports a bad file
             log.debug("fill check of %s failed: %s", src.path, exc)
             continue
         if hit is None:

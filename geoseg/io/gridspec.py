@@ -20,7 +20,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
-from geoseg.errors import InputError
+from geoseg.errors import InputError, NoCRSError
 from geoseg.geo import GeoGrid
 from geoseg.io.sources import MAX_SIDE, Source, open_dataset
 
@@ -70,7 +70,7 @@ def _bounds_in(src: Source, crs: CRS) -> tuple[float, float, float, float]:
         return g.bounds
     try:
         b = rasterio.warp.transform_bounds(g.crs, crs, *g.bounds, densify_pts=21)
-    except Exception as exc:  # noqa: BLE001 - PROJ errors come in several types
+    except Exception as exc:  # PROJ errors come in several types
         raise InputError(f"cannot transform the footprint of {src.path} to grid crs {crs.to_string()}: {exc}") from exc
     if not all(math.isfinite(v) for v in b):
         raise InputError(f"grid crs {crs.to_string()} cannot represent the footprint of {src.path}; choose another")
@@ -83,7 +83,7 @@ def _resolution_in(src: Source, crs: CRS) -> tuple[float, float]:
         return abs(g.transform.a), abs(g.transform.e)
     try:
         t, _, _ = rasterio.warp.calculate_default_transform(g.crs, crs, g.width, g.height, *g.bounds)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InputError(f"cannot reproject {src.path} to grid crs {crs.to_string()}: {exc}") from exc
     return abs(t.a), abs(t.e)
 
@@ -94,7 +94,7 @@ def job_grid(request: Any, sources: Sequence[Source]) -> GeoGrid:
     if req is not None and req.like:
         with open_dataset(req.like) as ds:
             if ds.crs is None or ds.transform.is_identity:
-                raise InputError(f"grid like {req.like}: the file has no CRS or geotransform")
+                raise NoCRSError(f"grid like {req.like}: the file has no CRS or geotransform")
             grid = GeoGrid.of_dataset(ds)
         _check_meets(grid, sources)
         return grid

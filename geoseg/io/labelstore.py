@@ -4,11 +4,17 @@ Layout (Zarr v2, the format GDAL's Zarr driver reads best)::
 
     labels.zarr/
       labels        (y, x) uint8, chunked on the processing grid, zstd; fill = NODATA_LABEL
-                    attrs: _ARRAY_DIMENSIONS, _CRS {"wkt"} (GDAL), grid_mapping/coordinates
-                    (xarray/rioxarray), geoseg:classes (ids, names, colours), flag_values/meanings
+                    attrs: _ARRAY_DIMENSIONS, _CRS {"wkt"} (GDAL), crs + transform (rioxarray: the
+                    exact affine), geoseg:classes (ids, names, colours), flag_values/meanings/colors
       x, y          pixel-centre coordinates (GDAL derives the geotransform from them)
-      spatial_ref   CF grid mapping: crs_wkt and GeoTransform
       .zmetadata    consolidated metadata, written last
+    labels.qml      beside the store: the QGIS style (classes, names, colours) QGIS loads by default
+
+Exactly three arrays (the labels and their two coordinates): with a fourth (a CF ``spatial_ref``
+variable) GDAL lists every array as a subdataset and ``rioxarray.open_rasterio("labels.zarr")``
+fails on the 0-D one. The CRS and the exact transform travel as attributes of ``labels``
+instead, where rioxarray and :func:`open_labels` read them; GDAL up to 3.12 derives the
+geotransform from the coordinates (on a 1 cm grid in UTM that is 0.01 m ± 1e-13).
 
 Writing is a transaction: a store is built under ``labels.zarr.partial``; every chunk is written
 whole, once, followed by a small marker file, so a rerun skips chunks already done; only
@@ -33,19 +39,26 @@ from typing import Any, Literal, cast
 import numpy as np
 from affine import Affine
 
-from geoseg.errors import GeosegError, InputError, OutputError
+from geoseg.errors import GeosegError, InputError, LabelStoreError, MissingFileError, NoCRSError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.io import storage
 from geoseg.io.atomic import replace_path, write_text_atomic
 from geoseg.io.manifest import verifying_store, write_manifest
-from geoseg.legend import NODATA_LABEL, ClassInfo, legend_from_json, legend_to_json
+from geoseg.legend import (
+    NODATA_LABEL,
+    ClassInfo,
+    legend_from_attrs,
+    legend_from_json,
+    legend_to_json,
+    paletted_qml,
+)
 
 ARRAY_NAME = "labels"
 PARTIAL_SUFFIX = ".partial"
 _MARKERS = ".geoseg-chunks"
 
 
-def _compressor():  # noqa: ANN202
+def _compressor():
     import numcodecs
 
     return numcodecs.Zstd(level=3)
@@ -126,23 +139,15 @@ class LabelStoreWriter:
             fill_value=fill_value,
             compressors=_compressor(),
         )
-        labels.attrs.update(_label_attrs(grid.crs_wkt, legend, {"geoseg:nodata": fill_value, **(attrs or {})}))
         t = grid.transform
+        labels.attrs.update(_label_attrs(grid.crs_wkt, legend, {"geoseg:nodata": fill_value, **(attrs or {})}))
+        labels.attrs.update(georeference_attrs(grid.crs_wkt, t))
         x = root.create_array("x", shape=(grid.width,), chunks=(grid.width,), dtype="float64", compressors=None)
         x[:] = t.c + t.a * (np.arange(grid.width) + 0.5)
         x.attrs.update({"_ARRAY_DIMENSIONS": ["x"], "units": "m", "standard_name": "projection_x_coordinate"})
         y = root.create_array("y", shape=(grid.height,), chunks=(grid.height,), dtype="float64", compressors=None)
         y[:] = t.f + t.e * (np.arange(grid.height) + 0.5)
         y.attrs.update({"_ARRAY_DIMENSIONS": ["y"], "units": "m", "standard_name": "projection_y_coordinate"})
-        ref = root.create_array("spatial_ref", shape=(), dtype="int32", compressors=None)
-        ref.attrs.update(
-            {
-                "_ARRAY_DIMENSIONS": [],
-                "crs_wkt": grid.crs_wkt,
-                "spatial_ref": grid.crs_wkt,
-                "GeoTransform": " ".join(repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
-            }
-        )
         root.attrs.update({"geoseg:resume_key": resume_key or "", "geoseg:complete": False})
         if isinstance(partial, Path):
             (partial / _MARKERS).mkdir()
@@ -196,13 +201,14 @@ class LabelStoreWriter:
         root.attrs.update({"geoseg:complete": True})
         if isinstance(partial, str):
             storage.remove(storage.join(partial, _MARKERS))
-            zarr.consolidate_metadata(partial)  # the commit object, written last
+            _consolidate(partial)  # the commit object, written last
             return partial
         shutil.rmtree(partial / _MARKERS)
-        zarr.consolidate_metadata(str(partial))
+        _consolidate(partial)
         write_manifest(partial, self.array, self.grid.chunks_shape)  # checked by every reader
         target = Path(self.path)
         replace_path(partial, target)  # an older store is renamed aside, then removed
+        write_style(target, legend_from_attrs(dict(arr.attrs)))
         return target
 
 
@@ -218,7 +224,7 @@ class _ChunkLayout:
 
 
 @lru_cache(maxsize=16)
-def _chunk_layout(zarray: Path, stamp: tuple[int, int, int]) -> _ChunkLayout | None:  # noqa: ARG001 - stamp: cache key
+def _chunk_layout(zarray: Path, stamp: tuple[int, int, int]) -> _ChunkLayout | None:  # stamp: cache key
     """The layout of a label array, or ``None`` for one this writer leaves to Zarr (filters, F order...)."""
     import numcodecs
 
@@ -304,9 +310,106 @@ def set_legend(path: str | Path, legend: tuple[ClassInfo, ...]) -> None:
             attrs[key] = new[key]
     arr.attrs.clear()
     arr.attrs.update(attrs)
+    _consolidate(path)  # on object storage this rewrites the commit object, still complete
+    write_style(path, tuple(legend))
+
+
+def style_path(path: str | Path) -> Path:
+    """The QGIS style QGIS loads by default for a raster: beside it, its name with ``.qml``
+    (``labels.zarr`` → ``labels.qml``, ``overviews/4`` → ``overviews/4.qml``), as for ``labels.tif``."""
+    p = Path(path)
+    return p.with_name((p.name[: -len(p.suffix)] if p.suffix else p.name) + ".qml")
+
+
+def write_style(path: str | Path, legend: tuple[ClassInfo, ...]) -> None:
+    """Write the paletted QGIS style of a local label store beside it (none without a legend, e.g.
+    a confidence raster, or on object storage), so QGIS shows names and colours, not grey."""
+    if legend and not storage.is_url(path):
+        write_text_atomic(style_path(path), paletted_qml(legend))
+
+
+def _consolidate(path: str | Path) -> None:
+    """Consolidate the metadata of the store's top level only: stores nested in it (``overviews/N``,
+    ``method_labels``) stay out of ``.zmetadata``, so GDAL and xarray still see one raster."""
+    import zarr
+
     with warnings.catch_warnings():  # our manifest beside the arrays is not a Zarr node, and need not be one
         warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
-        zarr.consolidate_metadata(str(path))  # on object storage this rewrites the commit object, still complete
+        zarr.consolidate_metadata(str(path))
+    location = _child(path, ".zmetadata")
+    text = storage.read_text(location) if isinstance(location, str) else location.read_text()
+    meta = json.loads(text or "{}")
+    groups = {k.split("/")[0] for k in meta.get("metadata", {}) if k.count("/") == 1 and k.endswith("/.zgroup")}
+    kept = {k: v for k, v in meta.get("metadata", {}).items() if k.split("/")[0] not in groups}
+    if groups:
+        meta["metadata"] = kept
+        data = json.dumps(meta, indent=4, sort_keys=True)
+        if isinstance(location, str):
+            storage.write_bytes(location, data.encode())
+        else:
+            write_text_atomic(location, data)
+
+
+#: Where a store whose values were replaced by class ids keeps the method's own labels (a complete
+#: label store of its own, not in the consolidated metadata, like the overviews).
+METHOD_LABELS_DIR = "method_labels"
+
+
+def remap_labels(
+    path: str | Path, lut: np.ndarray, legend: tuple[ClassInfo, ...], client: Any = None,
+    show_progress: bool = False,
+) -> Path | str:
+    """Replace every label ``v`` of a finished store by ``lut[v]`` and give it ``legend``, chunk by chunk.
+
+    Why: a k-means run learns which class each cluster stands for only after the evaluation; the
+    published raster should then hold those class ids (the ids of metrics.csv), not cluster ids.
+
+    A local store is rebuilt as a transaction: the remapped chunks go to a new partial store,
+    the original moves into it as ``method_labels/`` (a complete label store of its own: the
+    method's own ids, e.g. clusters), and the result is renamed into place; a crash leaves either
+    the old store or a ``.partial`` the next run discards. On object storage the store is unpublished
+    (its ``.zmetadata`` removed), remapped in place and published again; the method's labels are
+    not kept there. With a Dask ``client`` the chunks are remapped on the workers.
+    """
+    from geoseg.progress import chunk_progress
+
+    lut = np.asarray(lut, dtype=np.uint8)
+    if lut.shape != (256,):
+        raise ValueError("a label lookup table has 256 entries")
+    info = read_label_info(path)
+    grid = info.chunk_grid
+    windows = list(grid.windows())
+    extra = {k: v for k, v in info.attrs.items() if k.startswith("geoseg:") and k != "geoseg:classes"}
+    if isinstance(info.path, str):
+        storage.remove(storage.join(info.path, ".zmetadata"))  # unpublished until remapped
+        source, writer = info.path, LabelStoreWriter(info.path, grid)
+    else:
+        writer = LabelStoreWriter.create(info.path, grid, legend, attrs=extra, resume_key=None)
+        moved = Path(str(writer.partial_path)) / METHOD_LABELS_DIR
+        info.path.rename(moved)
+        source = str(moved)
+    args = (source, str(info.path), grid, lut)  # a writer of info.path writes into its partial store
+    if client is not None:
+        from distributed import as_completed
+
+        futures = client.map(_remap_window, *[[a] * len(windows) for a in args], windows, pure=False)
+        for _ in chunk_progress(as_completed(futures), len(futures), "class ids", show_progress):
+            pass
+        client.gather(futures)  # raises a task's error
+    else:
+        for w in chunk_progress(windows, len(windows), "class ids", show_progress):
+            _remap_window(*args, w)
+    if isinstance(info.path, str):
+        storage.remove(storage.join(info.path, _MARKERS))
+        set_legend(info.path, legend)  # rewrites .zmetadata: published again
+        return info.path
+    return writer.finalize()
+
+
+def _remap_window(source: str, target: str, grid: ChunkGrid, lut: np.ndarray, window: Window) -> None:
+    """One chunk of :func:`remap_labels` (a Dask task): read, look up, write whole with its marker."""
+    block = read_label_window(source, window)
+    LabelStoreWriter(target, grid).write(window, lut[block])
 
 
 def _read_resume_key(partial: Path) -> str | None:
@@ -316,17 +419,35 @@ def _read_resume_key(partial: Path) -> str | None:
         return None
 
 
+def georeference_attrs(crs_wkt: str, transform: Affine) -> dict[str, Any]:
+    """The CRS and the exact affine as attributes of a raster array: ``crs`` (WKT) and ``transform``
+    (the six affine coefficients, rasterio order) are what rioxarray falls back to without a grid
+    mapping variable; ``GeoTransform`` is the same affine in GDAL's order, for people reading attrs.
+
+    >>> georeference_attrs("", Affine(0.01, 0, 500000, 0, -0.01, 4e6))["transform"]
+    [0.01, 0.0, 500000.0, 0.0, -0.01, 4000000.0]
+    """
+    t = transform
+    return {
+        "crs": crs_wkt,
+        "transform": [float(v) for v in (t.a, t.b, t.c, t.d, t.e, t.f)],
+        "GeoTransform": " ".join(repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
+    }
+
+
 def _label_attrs(crs_wkt: str, legend: tuple[ClassInfo, ...], extra: dict[str, Any]) -> dict[str, Any]:
     flags = (
-        {"flag_values": [c.id for c in legend], "flag_meanings": " ".join(c.name.replace(" ", "_") for c in legend)}
+        {
+            "flag_values": [c.id for c in legend],
+            "flag_meanings": " ".join(c.name.replace(" ", "_") for c in legend),
+            "flag_colors": " ".join(c.color for c in legend),
+        }
         if legend
         else {}  # not a class raster (e.g. confidence): no CF flags
     )
     return {
         "_ARRAY_DIMENSIONS": ["y", "x"],
         "_CRS": {"wkt": crs_wkt},
-        "grid_mapping": "spatial_ref",
-        "coordinates": "spatial_ref",
         "long_name": "class label",
         **flags,
         "geoseg:classes": legend_to_json(legend),
@@ -355,15 +476,15 @@ def read_label_info(path: str | Path) -> LabelRasterInfo:
     if not path.exists():
         partial = path.with_name(path.name + PARTIAL_SUFFIX)
         hint = " (an unfinished run left a .partial store: rerun the job to finish it)" if partial.exists() else ""
-        raise InputError(f"label store {path} does not exist{hint}")
+        raise LabelStoreError(f"label store {path} does not exist{hint}")
     try:
         root = zarr.open_group(str(path), mode="r", zarr_format=2)
         arr = cast("zarr.Array", root[ARRAY_NAME])
-        ref: dict[str, Any] = dict(root["spatial_ref"].attrs)
+        ref: dict[str, Any] = dict(root["spatial_ref"].attrs) if "spatial_ref" in root else {}
     except Exception as exc:  # zarr raises many types for a broken store
-        raise InputError(f"{path} is not a geoseg label store: {exc}") from exc
+        raise LabelStoreError(f"{path} is not a geoseg label store: {exc}") from exc
     if not root.attrs.get("geoseg:complete", False):
-        raise InputError(f"label store {path} is incomplete; rerun the job that writes it")
+        raise LabelStoreError(f"label store {path} is incomplete; rerun the job that writes it")
     return _info_of(path, arr, ref)
 
 
@@ -372,24 +493,30 @@ def _store_label_info(url: str) -> LabelRasterInfo:
     import zarr
 
     if not storage.exists(storage.join(url, ".zmetadata")):
-        raise InputError(f"label store {url} does not exist or is unfinished (no .zmetadata); rerun the job")
+        raise LabelStoreError(f"label store {url} does not exist or is unfinished (no .zmetadata); rerun the job")
     try:
         root = zarr.open_group(url, mode="r", zarr_format=2, use_consolidated=True)
         arr = root[ARRAY_NAME]
-        ref = dict(root["spatial_ref"].attrs)
+        ref = dict(root["spatial_ref"].attrs) if "spatial_ref" in root else {}
     except Exception as exc:  # zarr raises many types for a broken store
-        raise InputError(f"{url} is not a finished geoseg label store: {exc}") from exc
+        raise LabelStoreError(f"{url} is not a finished geoseg label store: {exc}") from exc
     if not root.attrs.get("geoseg:complete", False):
-        raise InputError(f"label store {url} is incomplete; rerun the job that writes it")
+        raise LabelStoreError(f"label store {url} is incomplete; rerun the job that writes it")
     return _info_of(url, arr, ref)
 
 
 def _info_of(path: Path | str, arr: Any, ref: dict[str, Any]) -> LabelRasterInfo:
-    c, a, b, f, d, e = (float(v) for v in ref["GeoTransform"].split())
+    """``ref``: the attributes of a ``spatial_ref`` variable, which stores written before the
+    georeferencing moved onto the labels array still have."""
     attrs: dict[str, Any] = dict(arr.attrs)
+    if "transform" in attrs:
+        transform, crs_wkt = Affine(*attrs["transform"][:6]), str(attrs["crs"])
+    else:
+        c, a, b, f, d, e = (float(v) for v in ref["GeoTransform"].split())
+        transform, crs_wkt = Affine(a, b, c, d, e, f), ref["crs_wkt"]
     return LabelRasterInfo(
         path=path,
-        grid=GeoGrid(int(arr.shape[0]), int(arr.shape[1]), Affine(a, b, c, d, e, f), ref["crs_wkt"]),
+        grid=GeoGrid(int(arr.shape[0]), int(arr.shape[1]), transform, crs_wkt),
         chunk=int(arr.chunks[0]),
         legend=legend_from_json(attrs.get("geoseg:classes", [])),
         nodata=int(attrs.get("geoseg:nodata", NODATA_LABEL)),
@@ -422,13 +549,17 @@ def read_label_window(path: str | Path, window: Window, array: str = ARRAY_NAME)
     except GeosegError:
         raise
     except Exception as exc:  # e.g. a Zstd RuntimeError of a store without a manifest
-        raise InputError(f"cannot read window {window.key} of label store {path}: {exc}") from exc
+        raise LabelStoreError(f"cannot read window {window.key} of label store {path}: {exc}") from exc
 
 
-def open_labels(path: str | Path, chunks: Literal["auto"] | dict | None = None):  # noqa: ANN201 - xarray.DataArray
+def open_labels(path: str | Path, chunks: Literal["auto"] | dict | None = None):  # xarray.DataArray
     """Open a label store lazily as an ``xarray.DataArray`` with CRS (rioxarray) and coordinates.
 
-    Labels stay integers; nodata is exposed through ``.rio.nodata`` rather than NaN.
+    Labels stay integers; nodata is exposed through ``.rio.nodata`` (the fill value, in
+    ``encoding``) rather than NaN. Every attribute is a string, a number or a list of numbers, so
+    ``.to_zarr()`` and ``.to_netcdf()`` write the array as it is; the legend is
+    ``geoseg:classes`` as JSON text (:func:`geoseg.legend.legend_from_attrs` reads it back) and
+    CF ``flag_values``/``flag_meanings``/``flag_colors``.
     """
     import rioxarray  # noqa: F401 - registers the .rio accessor
     import xarray as xr
@@ -437,9 +568,13 @@ def open_labels(path: str | Path, chunks: Literal["auto"] | dict | None = None):
     source = str(path) if storage.is_url(path) else verifying_store(path)  # local stores check their chunks
     ds = xr.open_zarr(source, mask_and_scale=False, chunks={} if chunks is None else chunks, consolidated=True)
     da = ds[ARRAY_NAME]
-    da = da.rio.write_crs(info.grid.crs).rio.write_transform(info.grid.transform).rio.write_nodata(info.nodata)
-    da.attrs["legend"] = info.legend
-    return da
+    attrs = {k: v for k, v in da.attrs.items() if k not in ("_CRS", "_FillValue", "crs", "transform", "GeoTransform")}
+    attrs["geoseg:classes"] = json.dumps(legend_to_json(info.legend))
+    da.attrs = attrs
+    # this store's codecs are no encoding for another file (a Zarr v3 store, netCDF): keep the dtype only
+    da.encoding = {k: v for k, v in da.encoding.items() if k in ("dtype", "preferred_chunks")}
+    da = da.rio.write_crs(info.grid.crs).rio.write_transform(info.grid.transform)
+    return da.rio.write_nodata(info.nodata, encoded=True)
 
 
 def read_partial_window(path: str | Path, window: Window) -> np.ndarray:
@@ -462,13 +597,13 @@ def _geotiff_label_info(path: Path) -> LabelRasterInfo:
     from geoseg.io.opener import open_raster
 
     if not path.exists():
-        raise InputError(f"label raster {path} does not exist")
+        raise MissingFileError(f"label raster {path} does not exist")
     try:
         with open_raster(path, "label", what="label raster") as ds:
             if ds.count != 1 or ds.dtypes[0] not in ("uint8", "int8", "uint16", "int16", "int32", "uint32"):
                 raise InputError(f"{path}: a label GeoTIFF must have one integer band, got {ds.count} x {ds.dtypes[0]}")
             if ds.crs is None:
-                raise InputError(f"{path} has no CRS; assign one (gdal_edit.py -a_srs) before evaluating it")
+                raise NoCRSError(f"{path} has no CRS; assign one (gdal_edit.py -a_srs) before evaluating it")
             try:
                 cmap = ds.colormap(1)
             except ValueError:

@@ -12,7 +12,7 @@ is legitimately absent (all nodata); a listed chunk that is missing, or whose by
 CRC, is damage. Readers open the store through :class:`VerifyingStore`, which checks each chunk
 object's CRC when Zarr fetches its bytes (the bytes are already in memory: one ``zlib.crc32``
 per chunk read, far cheaper than the zstd decode that follows) and raises an
-:class:`~geoseg.errors.InputError` naming the chunk and the store. Stores written before the
+:class:`~geoseg.errors.LabelStoreError` naming the chunk and the store. Stores written before the
 manifest existed have none and are read unverified. :func:`verify_store` checks a whole store
 at once (``geoseg verify``).
 """
@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from geoseg.errors import InputError
+from geoseg.errors import LabelStoreError
 from geoseg.io.atomic import write_json_atomic
 
 MANIFEST_FILE = "geoseg-manifest.json"
@@ -87,7 +87,7 @@ def read_manifest(store: str | Path) -> Manifest | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise InputError(f"cannot read the chunk manifest {path}: {exc.strerror or exc}") from exc
+        raise LabelStoreError(f"cannot read the chunk manifest {path}: {exc.strerror or exc}") from exc
     return _load(str(path), st.st_mtime_ns, st.st_size)
 
 
@@ -102,25 +102,25 @@ def _load(path: str, mtime_ns: int, size: int) -> Manifest:
             for name, a in data["arrays"].items()
         }
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-        raise InputError(f"the chunk manifest {path} is damaged ({exc}); rerun the job that wrote the store") from exc
+        raise LabelStoreError(f"the chunk manifest {path} is damaged ({exc}); rerun the job that wrote the store") from exc
     return Manifest(Path(path).parent, arrays)
 
 
 def check_chunk(manifest: Manifest, array: str, chunk: str, data: bytes | None) -> None:
-    """Raise ``InputError`` when a chunk object is missing, unexpected or has another CRC."""
+    """Raise ``LabelStoreError`` when a chunk object is missing, unexpected or has another CRC."""
     if array not in manifest.arrays or not _CHUNK_NAME.match(chunk):
         return
     want = manifest.expected(array, chunk)
     where = f"chunk {array}/{chunk} of label store {manifest.store}"
     if data is None:
         if want is not None:
-            raise InputError(f"{where} is missing; restore the store or rerun the job that wrote it")
+            raise LabelStoreError(f"{where} is missing; restore the store or rerun the job that wrote it")
         return
     if want is None:
-        raise InputError(f"{where} is not in the store's manifest; restore the store or rerun the job")
+        raise LabelStoreError(f"{where} is not in the store's manifest; restore the store or rerun the job")
     got = crc32(data)
     if got != want:
-        raise InputError(
+        raise LabelStoreError(
             f"{where} is corrupt (CRC-32 {got:08x}, manifest {want:08x}); restore the store or rerun the job"
         )
 
@@ -142,7 +142,7 @@ def verify_store(store: str | Path) -> list[str]:
                 continue
             try:
                 check_chunk(manifest, array, name, (folder / name).read_bytes() if name in present else None)
-            except InputError as exc:
+            except LabelStoreError as exc:
                 problems.append(str(exc))
     return problems
 

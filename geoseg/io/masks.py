@@ -103,13 +103,14 @@ def validity(ds: Any, bands: Sequence[int], kind: MaskKind, window: Any, data: n
     """Valid pixels ``(h, w)`` of ``data`` (bands read over ``window``) under the file's rule.
 
     Alpha bands are read (alpha = 0 is invalid), GDAL masks with ``read_masks`` (mask = 0 is
-    invalid); a nodata value is applied as well, and non-finite values are always invalid.
+    invalid; a file with both has both applied); a nodata value is applied as well, and non-finite
+    values are always invalid.
     """
     valid = np.ones(data.shape[1:], dtype=bool)
-    if kind == "alpha":
+    if kind in ("alpha", "gdal"):  # a GDAL mask hides the alpha band from GDAL's flags, not from the file
         for a in alpha_band_indexes(ds):
             valid &= ds.read(a, window=window) != 0
-    elif kind == "gdal":
+    if kind == "gdal":
         flags = set(ds.mask_flag_enums[bands[0] - 1])
         mask_bands = [bands[0]] if MaskFlags.per_dataset in flags else list(bands)
         masks = ds.read_masks(mask_bands, window=window)

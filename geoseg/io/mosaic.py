@@ -6,20 +6,94 @@ Where files overlap, the first file in sorted order that has a valid pixel there
 ``gdalbuildvrt``. A task reads only the files whose footprints meet its window; the client
 uses a spatial index (:class:`FootprintIndex`, a shapely ``STRtree``) to send each task only
 those files, so the payload stays small however many tiles the mosaic has.
+
+Many small tiles (10,000 of 16 x 16 px) cost what opening them costs: their headers are read once,
+on the client, by a few threads (:func:`describe_tiles`), and GDAL is told not to list the tiles'
+folder on every open (``GDAL_DISABLE_READDIR_ON_OPEN``: listing a folder of N tiles for each of them
+made opening a mosaic quadratic; side files are then looked up by name, as GDAL does without a list).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import Any, TypeVar
 
 import numpy as np
 
-from geoseg.errors import InputError
+from geoseg.errors import BandError
 from geoseg.geo import GeoGrid, Window
 from geoseg.io.masks import QARule
-from geoseg.io.sources import Source, read_source
+from geoseg.io.sources import Source, describe_source, read_source
 from geoseg.io.units import apply_scaling
+
+#: Threads reading tile headers on the client (opening a file is mostly waiting on the file system).
+HEADER_THREADS = 8
+#: A task reads a window's files with :data:`READ_THREADS` threads from this many files on: for small
+#: tiles, opening a file (~1-5 ms) costs far more than reading its pixels.
+PARALLEL_READS_FROM = 16
+READ_THREADS = 4
+#: GDAL settings for opening many files of one folder: look side files up by name, do not list the folder.
+MANY_FILES_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "TRUE"}
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@contextmanager
+def many_files_env() -> Iterator[None]:
+    """GDAL settings (:data:`MANY_FILES_ENV`) for this thread while many files are opened."""
+    import rasterio
+
+    with rasterio.Env(**MANY_FILES_ENV):
+        yield
+
+
+def map_files(fn: Callable[[T], R], items: Sequence[T], threads: int) -> list[R]:
+    """``[fn(item) for item in items]`` by up to ``threads`` threads under :func:`many_files_env`.
+
+    An error stops that thread's share; the error of the first failing item (in order) is raised.
+    """
+    n = min(threads, len(items))
+    if n <= 1:
+        with many_files_env():
+            return [fn(item) for item in items]
+
+    def run_part(k: int) -> list[tuple[bool, Any]]:
+        done: list[tuple[bool, Any]] = []
+        with many_files_env():
+            for item in items[k::n]:  # interleaved: every thread gets a share of each region
+                try:
+                    done.append((True, fn(item)))
+                except Exception as exc:  # re-raised below, the first in order
+                    done.append((False, exc))
+                    break
+        return done
+
+    with ThreadPoolExecutor(n, thread_name_prefix="geoseg-files") as pool:
+        parts = list(pool.map(run_part, range(n)))
+    out: list[Any] = [None] * len(items)
+    failed: tuple[int, BaseException] | None = None
+    for k, part in enumerate(parts):
+        for j, (ok, value) in enumerate(part):
+            i = k + j * n
+            if ok:
+                out[i] = value
+            elif failed is None or i < failed[0]:
+                failed = (i, value)
+    if failed is not None:
+        raise failed[1]
+    return out
+
+
+def describe_tiles(paths: Sequence[str], describe: Callable[[str], Source] = describe_source) -> list[Source]:
+    """``describe(path)`` of every path, in order: each header read once, by a few threads at a time."""
+    if len(paths) <= 2:
+        return [describe(p) for p in paths]
+    return map_files(describe, paths, HEADER_THREADS)
 
 
 @dataclass(frozen=True)
@@ -41,18 +115,34 @@ class Layer:
         """The same layer with only the files meeting ``window`` (for a task's payload)."""
         return replace(self, sources=tuple(s for s in self.sources if s.meets(window)))
 
+    @cached_property
+    def _boxes(self) -> np.ndarray:
+        return np.array([s.box for s in self.sources], dtype=np.float64).reshape(-1, 4)
+
+    def meeting(self, window: Window) -> list[Source]:
+        """The files whose footprints meet ``window``, in order (one vectorised test, not one per file)."""
+        if len(self.sources) <= 8:
+            return [s for s in self.sources if s.meets(window)]
+        b = self._boxes
+        hit = ((b[:, 0] < window.row_off + window.height) & (b[:, 2] > window.row_off)
+               & (b[:, 1] < window.col_off + window.width) & (b[:, 3] > window.col_off))
+        return [self.sources[i] for i in np.flatnonzero(hit)]
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_boxes"}  # rebuilt where needed
+
 
 def check_tiles_agree(name: str, sources: Sequence[Source]) -> None:
     """Tiles of one mosaic must have the same bands and type; refuse it before any work."""
     first = sources[0]
     for s in sources[1:]:
         if s.count != first.count:
-            raise InputError(
+            raise BandError(
                 f"mosaic {name!r}: {s.path} has {s.count} value band(s) but {first.path} has {first.count}; "
                 "tiles of one mosaic must have the same bands"
             )
         if s.dtype != first.dtype:
-            raise InputError(
+            raise BandError(
                 f"mosaic {name!r}: {s.path} is {s.dtype} but {first.path} is {first.dtype}; "
                 "tiles of one mosaic must have one data type"
             )
@@ -62,19 +152,29 @@ def read_layer(layer: Layer, grid: GeoGrid, window: Window) -> tuple[np.ndarray,
     """The layer on ``window``: float32 ``(bands, h, w)`` (0 where no file is valid) and validity.
 
     Files are visited in order; each fills only pixels still empty where it is valid, and the
-    loop stops once every pixel is filled.
+    loop stops once every pixel is filled. From :data:`PARALLEL_READS_FROM` files on, they are read
+    ahead by a few threads (:func:`_read_ahead`) and composed in the same order.
     """
+    meeting = layer.meeting(window)
+    if len(layer.sources) > 1:  # tiles of one folder, even when one meets the window
+        with many_files_env():
+            return _compose(layer, meeting, grid, window)
+    return _compose(layer, meeting, grid, window)
+
+
+def _compose(layer: Layer, meeting: list[Source], grid: GeoGrid, window: Window) -> tuple[np.ndarray, np.ndarray]:
     h, w = window.height, window.width
     n = len(layer.sources[0].bands) if layer.sources else 1
-    meeting = [s for s in layer.sources if s.meets(window)]
     out: np.ndarray | None = None
     filled = np.zeros((h, w), dtype=bool)
-    for src in meeting:
-        sub = window if out is None else _still_empty(filled, src, window)
-        if sub is None:
-            continue
-        got = read_source(src, grid, sub, layer.resampling)
-        if got is None:
+    ahead = _read_ahead(layer, meeting, grid, window) if len(meeting) >= PARALLEL_READS_FROM else None
+    for i, src in enumerate(meeting):
+        if ahead is not None:
+            sub, got = ahead[i]
+        else:
+            sub = window if out is None else _still_empty(filled, src, window)
+            got = None if sub is None else read_source(src, grid, sub, layer.resampling)
+        if sub is None or got is None:
             continue
         data, valid, (rows, cols) = got
         if src.scales:  # stored numbers to physical values, per file (items of a collection may differ)
@@ -102,6 +202,30 @@ def read_layer(layer: Layer, grid: GeoGrid, window: Window) -> tuple[np.ndarray,
     if not filled.all():
         out[:, ~filled] = 0  # no file is valid there: no garbage from masked pixels
     return out, filled
+
+
+def _read_ahead(layer: Layer, meeting: Sequence[Source], grid: GeoGrid, window: Window) -> list[tuple[Window | None, Any]]:
+    """Each file's part of ``window`` (its footprint there), read by a few threads: many small tiles.
+
+    Unlike the one-by-one reads, overlaps are read from every file that has them; the pixels kept are the same.
+    """
+    def read(src: Source) -> tuple[Window | None, Any]:
+        sub = _footprint(src, window)
+        return sub, (None if sub is None else read_source(src, grid, sub, layer.resampling))
+
+    return map_files(read, meeting, READ_THREADS)
+
+
+def _footprint(src: Source, window: Window) -> Window | None:
+    """The part of ``window`` the file's footprint covers (whole pixels), or None."""
+    r0, c0, r1, c1 = src.box
+    r0 = max(int(np.floor(r0)), window.row_off)
+    c0 = max(int(np.floor(c0)), window.col_off)
+    r1 = min(int(np.ceil(r1)), window.row_off + window.height)
+    c1 = min(int(np.ceil(c1)), window.col_off + window.width)
+    if r1 <= r0 or c1 <= c0:
+        return None
+    return Window(r0, c0, r1 - r0, c1 - c0)
 
 
 def _still_empty(filled: np.ndarray, src: Source, window: Window) -> Window | None:

@@ -30,7 +30,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from geoseg.errors import InputError
+from geoseg.errors import InputError, MissingFileError
 from geoseg.geo import ChunkGrid, GeoGrid, Window, aligned_chunk_size
 from geoseg.io.bandroles import (
     SENSORS,
@@ -44,7 +44,7 @@ from geoseg.io.bandroles import (
 from geoseg.io.entries import InputEntry, MaskEntry, as_input_entry, as_mask_entry
 from geoseg.io.fill import warn_border_fill
 from geoseg.io.masks import QARule
-from geoseg.io.mosaic import FootprintIndex, Layer, check_tiles_agree, read_layer
+from geoseg.io.mosaic import FootprintIndex, Layer, check_tiles_agree, describe_tiles, read_layer
 from geoseg.io.opener import Trust, allowing, check_name, current_trust
 from geoseg.io.sources import MAX_SIDE, RESAMPLING, Source, describe_source, place
 from geoseg.io.stac import StacFile
@@ -83,11 +83,11 @@ class Scene:
 
     # Shorthands for the grid's parts (the grid is the one value; these read it).
     @property
-    def crs(self):  # noqa: ANN201 - rasterio CRS
+    def crs(self):  # rasterio CRS
         return self.grid.crs
 
     @property
-    def transform(self):  # noqa: ANN201 - affine.Affine
+    def transform(self):  # affine.Affine
         return self.grid.transform
 
     @property
@@ -113,7 +113,11 @@ class Scene:
             return self
         trimmed = self._index.subset(self.layers + self.masks, window)
         n = len(self.layers)
-        return replace(self, layers=trimmed[:n], masks=trimmed[n:])
+        # the scene's file list (for the run record and the resume key) stays here: a task's copy
+        # names only its own files, so its payload does not grow with the number of tiles
+        mine = [s for layer in trimmed for s in layer.sources]
+        return replace(self, layers=trimmed[:n], masks=trimmed[n:], paths=tuple(s.path for s in mine),
+                       sizes_bytes=tuple(s.size_bytes for s in mine))
 
     def __getstate__(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # the index stays on the client
@@ -142,7 +146,7 @@ def expand_inputs(patterns: Sequence[Any] | str, allow_gdal_virtual: bool = Fals
             continue
         matches = sorted(glob.glob(text)) if glob.has_magic(text) else ([text] if Path(text).exists() else [])
         if not matches:
-            raise InputError(f"input {text!r} matches no file; check the path (relative paths are from the job file)")
+            raise MissingFileError(f"input {text!r} matches no file; check the path (relative paths are from the job file)")
         out.extend(matches)
     if not out:
         raise InputError("no input files given")
@@ -189,7 +193,7 @@ def _layers_of_entry(entry: InputEntry, allow_gdal_virtual: bool) -> list[_RawLa
         for asset in stac_assets(entry.stac, entry.assets or (), allow_gdal_virtual):
             for f in asset.files:
                 check_virtual(f.href, allow_gdal_virtual)
-            sources = [describe_source(f.href) for f in asset.files]
+            sources = describe_tiles([f.href for f in asset.files])
             if asset.band and all(s.count == 1 for s in sources):
                 sources = [replace(s, descriptions=(asset.band,), described=(True,)) for s in sources]
             files: list[StacFile | None] = list(asset.files)
@@ -197,7 +201,7 @@ def _layers_of_entry(entry: InputEntry, allow_gdal_virtual: bool) -> list[_RawLa
             out.append(_RawLayer(asset.key, sources, entry, files, asset.key))
         return out
     paths = expand_inputs(list(entry.paths), allow_gdal_virtual)
-    sources = [_as_entry_says(entry, describe_source(p), None) for p in paths]
+    sources = [_as_entry_says(entry, s, None) for s in describe_tiles(paths)]
     one_grid = all(s.grid.same_as(sources[0].grid) for s in sources[1:])
     if entry.kind == "bands" or (entry.kind == "auto" and one_grid):
         return [_RawLayer(entry.name if entry.name and len(sources) == 1 else _stem_name([s.path]), [s], entry, [None])
@@ -370,7 +374,7 @@ def _mask_layer(entry: MaskEntry, grid: GeoGrid, allow_gdal_virtual: bool) -> La
         name = _stem_name(hrefs)
     for h in hrefs:
         check_virtual(h, allow_gdal_virtual)
-    sources = [place(describe_source(h, bands=(entry.band,)), grid) for h in hrefs]
+    sources = [place(s, grid) for s in describe_tiles(hrefs, lambda h: describe_source(h, bands=(entry.band,)))]
     check_tiles_agree(name, sources)
     rule.check(sources[0].dtype, f"mask {name!r} ({sources[0].path})")
     return Layer(name, tuple(sources), (), entry.resampling, role="mask", rule=rule)
@@ -398,7 +402,7 @@ def read_window(scene: Scene, window: Window) -> tuple[np.ndarray, np.ndarray]:
     return stacked, valid
 
 
-def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - xarray.DataArray
+def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # xarray.DataArray
     """The scene as one lazy ``xarray.DataArray`` (band, y, x) with Dask chunks on the processing grid.
 
     For notebooks: ``.rio.crs`` and ``.rio.transform()`` are set and the ``band`` coordinate holds
@@ -407,7 +411,7 @@ def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - 
     with NaN where no valid pixel is.
     """
     import dask.array as darr
-    import rioxarray  # noqa: F401 - registers .rio
+    import rioxarray  # registers .rio
     import xarray as xr
 
     if not isinstance(scene, Scene):
@@ -431,7 +435,7 @@ def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # noqa: ANN201 - 
 
     ys, xs = cg.dask_chunks
 
-    def block(block_info=None):  # noqa: ANN001, ANN202
+    def block(block_info=None):
         (_, _), (r0, r1), (c0, c1) = block_info[None]["array-location"]
         sub = Window(r0, c0, r1 - r0, c1 - c0)
         data, valid = read_window(scene.for_window(sub), sub)

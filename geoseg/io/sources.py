@@ -25,7 +25,7 @@ from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError, RasterioIOError
 
-from geoseg.errors import InputError
+from geoseg.errors import BandError, InputError, NoCRSError
 from geoseg.geo import GeoGrid, Window
 from geoseg.io.masks import MaskKind, feature_band_indexes, mask_kind, read_valid
 from geoseg.io.units import file_scaling
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: Largest raster side we accept: beyond this a file's header is more likely corrupt than real.
 MAX_SIDE = 200_000
+#: Largest file block (strip or tile) GDAL must decompress whole to read any pixel of it: a compressed
+#: file of one huge strip (a few MB of deflated zeros declaring GBs) killed workers one after another.
+MAX_BLOCK_BYTES = 256 * 2**20
 #: Bounded retries for transient read errors (network file systems, object storage).
 READ_RETRIES = 3
 #: Source pixels read beyond a warped window on each side, for the resampling kernel.
@@ -97,14 +100,14 @@ def describe_source(path: str, bands: tuple[int, ...] | None = None) -> Source:
         validate_dataset(path, ds)
         chosen = bands or feature_band_indexes(ds)
         if not chosen:
-            raise InputError(f"{path} has only alpha bands; there is nothing to segment")
+            raise BandError(f"{path} has only alpha bands; there is nothing to segment")
         bad = [b for b in chosen if not 1 <= b <= ds.count]
         if bad:
-            raise InputError(f"{path} has {ds.count} band(s); band {bad[0]} does not exist")
+            raise BandError(f"{path} has {ds.count} band(s); band {bad[0]} does not exist")
         scales, offsets = file_scaling(ds, chosen)
         dtypes = {ds.dtypes[b - 1] for b in chosen}
         if len(dtypes) != 1:
-            raise InputError(f"{path} mixes band data types {sorted(dtypes)}; geoseg needs one type per file")
+            raise BandError(f"{path} mixes band data types {sorted(dtypes)}; geoseg needs one type per file")
         return Source(
             path=path,
             grid=GeoGrid.of_dataset(ds),
@@ -128,23 +131,42 @@ def validate_dataset(path: str, ds: Any) -> None:
     if ds.crs is None or ds.transform.is_identity:
         gcps, _ = ds.gcps
         if gcps:
-            raise InputError(
+            raise NoCRSError(
                 f"{path} is georeferenced only by ground control points; warp it to a grid first "
                 "(gdalwarp -t_srs EPSG:XXXX in.tif out.tif)"
             )
     if ds.crs is None:
-        raise InputError(f"{path} has no coordinate reference system; assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX)")
+        raise NoCRSError(f"{path} has no coordinate reference system; assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX)")
     t = ds.transform
     if t.b != 0 or t.d != 0:
         raise InputError(
             f"{path} has a rotated or skewed geotransform; warp it to a north-up grid first (gdalwarp)"
         )
     if t.is_identity:
-        raise InputError(f"{path} has no geotransform; georeference it first")
+        raise NoCRSError(f"{path} has no geotransform; georeference it first")
     if not (1 <= ds.width <= MAX_SIDE and 1 <= ds.height <= MAX_SIDE):
         raise InputError(f"{path} claims {ds.width}x{ds.height} pixels, beyond geoseg's limit of {MAX_SIDE} per side")
     if ds.count < 1:
-        raise InputError(f"{path} has no bands")
+        raise BandError(f"{path} has no bands")
+    complex_types = sorted({t for t in ds.dtypes if "complex" in t})
+    if complex_types:
+        raise InputError(
+            f"{path} holds complex values ({', '.join(complex_types)}); geoseg segments real values: make a real "
+            "raster first, e.g. the amplitude: gdal_calc.py -A in.tif --calc='absolute(A)' --type=Float32 "
+            "--outfile=amplitude.tif")
+    check_block_size(path, ds)
+
+
+def check_block_size(path: str, ds: Any) -> None:
+    """Refuse a file whose blocks decompress to more than :data:`MAX_BLOCK_BYTES` (read whole for any pixel)."""
+    by, bx = ds.block_shapes[0]
+    planes = 1 if ds.interleaving is not None and ds.interleaving.value == "BAND" else ds.count
+    block_bytes = by * bx * planes * max(np.dtype(t).itemsize for t in ds.dtypes)
+    if block_bytes > MAX_BLOCK_BYTES:
+        raise InputError(
+            f"{path} is stored in blocks of {bx} x {by} px ({block_bytes / 2**20:,.0f} MiB each decompressed, "
+            f"more than geoseg's limit of {MAX_BLOCK_BYTES // 2**20} MiB): any read unpacks a whole block; "
+            "re-tile it first (gdal_translate -co TILED=YES -co COMPRESS=DEFLATE in.tif out.tif)")
 
 
 def place(src: Source, grid: GeoGrid, tol: float = 1e-6) -> Source:
@@ -172,7 +194,8 @@ def read_source(
 ) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]] | None:
     """The file's pixels on ``window`` of ``grid``: ``(bands, h, w)``, validity, and where they go.
 
-    Values are in the file's type when read directly and float32 when warped.
+    Values are in the file's type when read directly or warped with ``nearest`` (which makes no new
+    values: class ids stay exact), float32 when warped otherwise.
 
     The slices select, within the window, the part the arrays cover; ``None`` when the file has
     no pixel there.
@@ -224,8 +247,12 @@ def _read_warped(
     part_transform = src.grid.transform * Affine.translation(c0, r0)
     if resampling in ("nearest", "bilinear"):
         lattice = source_lattice(target.transform, target.shape, grid.crs, part_transform, src.grid.crs)
-        if lattice.scale <= MAX_SCALE:  # not downsampling: the compiled sampler, as GDAL would
-            out, ok = sample(data, valid, lattice, target.shape, bilinear=resampling == "bilinear")
+        # nearest takes the pixel under the centre at any scale (GDAL's kernel does not widen for it);
+        # bilinear only when not downsampling: the compiled sampler, as GDAL would
+        if resampling == "nearest" or lattice.scale <= MAX_SCALE:
+            bilinear = resampling == "bilinear"
+            out, ok = sample(data, valid, lattice, target.shape, bilinear=bilinear,
+                             dtype=np.dtype(np.float32) if bilinear else data.dtype)
             return out, ok, (slice(0, window.height), slice(0, window.width))
     values = data.astype(np.float32)
     values[:, ~valid] = np.nan

@@ -27,7 +27,7 @@ def load_items(href: str) -> list[Any]:
     check_name(href, "STAC document", url_ok=True)  # a /vsi path or a file:// URL is refused before reading
     try:
         data = pystac.StacIO.default().read_json(href)
-    except Exception as exc:  # noqa: BLE001 - file, network and JSON errors all mean the same to a user
+    except Exception as exc:  # file, network and JSON errors all mean the same to a user
         raise InputError(f"cannot read STAC document {href}: {exc}") from exc
     kind = data.get("type") if isinstance(data, dict) else None
     try:
@@ -39,7 +39,7 @@ def load_items(href: str) -> list[Any]:
             raise InputError(f"{href} is not a STAC Item or ItemCollection (type {kind!r})")
     except InputError:
         raise
-    except Exception as exc:  # noqa: BLE001 - pystac raises several kinds for malformed documents
+    except Exception as exc:  # pystac raises several kinds for malformed documents
         raise InputError(f"{href} is not a valid STAC document: {exc}") from exc
     if not items:
         raise InputError(f"STAC ItemCollection {href} holds no items")

@@ -21,6 +21,7 @@ sources (``AWS_*`` environment variables, ``AWS_ENDPOINT_URL``), which Dask work
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import logging
@@ -28,11 +29,42 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from geoseg.errors import OutputError
+from geoseg.errors import OutputError, OutputInUseError
 
 log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: botocore's errors for credentials that are missing or cannot be read (named, so botocore stays optional).
+_CREDENTIAL_ERRORS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
+                      "NoAuthTokenError", "ProfileNotFound"}
+
+
+def credential_error(exc: BaseException, url: str) -> OutputError | None:
+    """An :class:`OutputError` saying how to give credentials, for botocore's credential errors, else None."""
+    if not any(t.__name__ in _CREDENTIAL_ERRORS for t in type(exc).__mro__):
+        return None
+    return OutputError(f"no usable credentials for {url} ({type(exc).__name__}: {exc}); set AWS_ACCESS_KEY_ID and "
+                       "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, in the environment of geoseg and its workers")
+
+
+def _store_errors(fn: F) -> F:
+    """Credential errors of the store become an OutputError naming the URL (the first argument)."""
+
+    @functools.wraps(fn)
+    def wrapper(url: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(url, *args, **kwargs)
+        except Exception as exc:
+            mapped = credential_error(exc, str(url))
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    return wrapper  # type: ignore[return-value]
+
 
 MANIFEST = "geoseg-manifest.json"
 #: The run lock's object directly under an output prefix (the name of the local lock file).
@@ -62,12 +94,14 @@ def filesystem(url: str) -> tuple[Any, str]:
         raise OutputError(f"cannot use {url}: {exc} (for s3:// install geoseg[s3])") from exc
 
 
+@_store_errors
 def exists(url: str) -> bool:
     fs, p = filesystem(url)
     fs.invalidate_cache(p)  # another process may have written it since this one listed
     return bool(fs.exists(p))
 
 
+@_store_errors
 def read_text(url: str) -> str | None:
     """The object's text, or None when there is none."""
     fs, p = filesystem(url)
@@ -78,12 +112,14 @@ def read_text(url: str) -> str | None:
         return None
 
 
+@_store_errors
 def write_bytes(url: str, data: bytes) -> None:
     """One PUT: an object appears whole or not at all (what object stores guarantee)."""
     fs, p = filesystem(url)
     fs.pipe_file(p, data)
 
 
+@_store_errors
 def remove(url: str) -> None:
     """Remove an object or a whole prefix; nothing there is fine."""
     fs, p = filesystem(url)
@@ -95,6 +131,7 @@ def remove(url: str) -> None:
     fs.invalidate_cache()
 
 
+@_store_errors
 def listdir(url: str) -> list[str]:
     """Names directly under ``url`` (empty when there is nothing)."""
     fs, p = filesystem(url)
@@ -107,6 +144,10 @@ def listdir(url: str) -> list[str]:
 
 def upload(local: Path, url: str) -> None:
     """Copy a local file (or folder) to ``url``, replacing what is there."""
+    _store_errors(lambda u: _upload(local, u))(url)
+
+
+def _upload(local: Path, url: str) -> None:
     fs, p = filesystem(url)
     if local.is_dir():
         remove(url)
@@ -137,6 +178,7 @@ def clear_scratch(folder: Path, keep: tuple[str, ...] = ()) -> None:
             remove_path(p)
 
 
+@_store_errors
 def remove_store_temporaries(url: str) -> list[str]:
     """Remove what killed runs left under ``url``; returns what was removed.
 
@@ -185,6 +227,7 @@ def protocols(fs: Any) -> tuple[str, ...]:
     return (proto,) if isinstance(proto, str) else tuple(proto)
 
 
+@_store_errors
 def read_manifest(url: str) -> dict[str, Any] | None:
     """The published manifest of an output prefix, or None when no finished run is published."""
     text = read_text(join(url, MANIFEST))
@@ -202,6 +245,7 @@ def unpublish(url: str) -> None:
     remove(join(url, MANIFEST))
 
 
+@_store_errors
 def publish(url: str, outputs: dict[str, str]) -> dict[str, Any]:
     """Write the manifest last: ``outputs`` (name → URL under ``url``) with their sizes in bytes."""
     fs, _ = filesystem(url)
@@ -247,7 +291,7 @@ class RemoteOutput:
             except (ValueError, AttributeError):
                 previous = None
             if previous != job_name:
-                raise OutputError(f"{self.url} holds the output of another run ({previous or 'unknown'!r}); "
+                raise OutputInUseError(f"{self.url} holds the output of another run ({previous or 'unknown'!r}); "
                                   "choose another output prefix or delete it")
         elif [n for n in listdir(self.url) if n != LOCK_OBJECT]:  # a run that just took the lock: its refusal says so
             raise OutputError(f"{self.url} is not empty and is not a geoseg output; choose an empty or new prefix")

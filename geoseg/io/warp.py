@@ -7,9 +7,11 @@ centres to source pixel coordinates is smooth, so it is computed exactly on a co
 a thousandth of a pixel for UTM-to-UTM); a compiled loop then samples every band at once.
 
 Semantics (the same as GDAL's for valid pixels): a pixel is valid when the source pixel under its
-centre is valid; ``bilinear`` weighs the four nearest source pixels, leaving out invalid or missing
-ones and renormalising (so masked garbage never leaks into a valid pixel). Downsampling
-(coarser target pixels) and the other resamplings go through GDAL, whose kernels widen with the scale.
+centre is valid; ``nearest`` takes that pixel, at any scale and in the source's own type (class ids
+of references and masks stay exact); ``bilinear`` weighs the four nearest source pixels, leaving out
+invalid or missing ones and renormalising (so masked garbage never leaks into a valid pixel).
+Bilinear downsampling (coarser target pixels) and the other resamplings go through GDAL, whose
+kernels widen with the scale.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class Lattice(NamedTuple):
 
 
 def source_lattice(
-    dst_transform: Affine, shape: tuple[int, int], dst_crs, src_transform: Affine, src_crs  # noqa: ANN001
+    dst_transform: Affine, shape: tuple[int, int], dst_crs, src_transform: Affine, src_crs
 ) -> Lattice:
     """Where target pixel centres fall in the source (pixel space), exact on every ``STEP``-th pixel."""
     h, w = shape
@@ -86,7 +88,7 @@ def _lattice_scale(col: np.ndarray, row: np.ndarray, rr: np.ndarray, cc: np.ndar
     return max(steps)
 
 
-def _at(lat, ri, rf, ci, cf, i, j):  # noqa: ANN001, ANN202 - compiled with _sample
+def _at(lat, ri, rf, ci, cf, i, j):  # compiled with _sample
     r0, c0 = ri[i], ci[j]
     r1 = min(r0 + 1, lat.shape[0] - 1)
     c1 = min(c0 + 1, lat.shape[1] - 1)
@@ -95,7 +97,7 @@ def _at(lat, ri, rf, ci, cf, i, j):  # noqa: ANN001, ANN202 - compiled with _sam
     return a * (1.0 - rf[i]) + b * rf[i]
 
 
-def _sample(src, valid, lcol, lrow, ri, rf, ci, cf, out, ok, bilinear):  # noqa: ANN001, ANN202 - compiled below
+def _sample(src, valid, lcol, lrow, ri, rf, ci, cf, out, ok, bilinear):  # compiled below
     nb, H, W = src.shape
     h, w = ok.shape
     xs = np.empty(w)
@@ -157,12 +159,16 @@ _sample_compiled = None
 
 
 def sample(src: np.ndarray, valid: np.ndarray, lattice: Lattice, shape: tuple[int, int],
-           bilinear: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Every band of ``src`` at the lattice's target pixels: float32 values ``(bands, h, w)`` and validity."""
+           bilinear: bool, dtype: np.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every band of ``src`` at the lattice's target pixels: values ``(bands, h, w)`` and validity.
+
+    Values are float32 unless ``dtype`` says otherwise (``nearest`` keeps the source's type, so class
+    ids of any integer type come back exact); invalid pixels hold 0.
+    """
     global _sample_compiled
     if _sample_compiled is None:
         _sample_compiled = compiled(_sample)
-    out = np.zeros((src.shape[0], *shape), dtype=np.float32)
+    out = np.zeros((src.shape[0], *shape), dtype=np.float32 if dtype is None else dtype)
     ok = np.zeros(shape, dtype=np.bool_)
     la = lattice
     _sample_compiled(np.ascontiguousarray(src), np.ascontiguousarray(valid), la.col, la.row, la.ri, la.rf,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from geoseg.errors import ModelError
+from geoseg.errors import CheckpointError, ModelError, ModelInputError
 from geoseg.io.atomic import write_atomic
 from geoseg.legend import ClassInfo
 from geoseg.methods.architectures import ArchitectureName, check_tile_size, model_kwargs
@@ -36,6 +36,9 @@ FORMAT_VERSION = 1
 _HEADER_KEY = "geoseg_checkpoint"
 #: Default tolerance of :func:`check_compatible` on the pixel size ratio.
 MAX_RESOLUTION_RATIO = 1.5
+#: Largest model tile a sidecar may declare: tiles, their blending window and class probabilities are held
+#: per batch (a sidecar saying 185,000 px asked for a 256 GiB window); models are trained at 256-1024.
+MAX_TILE_SIZE = 4096
 
 
 
@@ -109,8 +112,8 @@ class CheckpointMeta(BaseModel):
             raise ValueError("class ids must be unique")
         if any(not 0 <= c.id <= 254 for c in self.classes):
             raise ValueError("class ids must be in 0..254 (255 is the nodata label)")
-        if self.tile_size % 16 or self.tile_size < 32:
-            raise ValueError(f"tile_size must be a multiple of 16, at least 32, got {self.tile_size}")
+        if self.tile_size % 16 or not 32 <= self.tile_size <= MAX_TILE_SIZE:
+            raise ValueError(f"tile_size must be a multiple of 16 from 32 to {MAX_TILE_SIZE}, got {self.tile_size}")
         if not 0 <= self.tile_overlap < self.tile_size:
             raise ValueError(f"tile_overlap must be in [0, tile_size), got {self.tile_overlap}")
         check_tile_size(self.architecture, self.encoder_depth, self.encoder_output_stride, self.tile_size)
@@ -189,7 +192,7 @@ def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     if not path.is_file():
-        raise ModelError(f"encoder weights file {path} does not exist")
+        raise CheckpointError(f"encoder weights file {path} does not exist")
     if path.suffix == ".safetensors":
         return load_file(str(path), device="cpu")
     try:  # weights_only refuses arbitrary pickled objects: tensors and containers only
@@ -292,10 +295,10 @@ def read_meta(path: str | os.PathLike) -> CheckpointMeta:
                 text = (f.metadata() or {}).get(_HEADER_KEY)
             if text:
                 return CheckpointMeta.model_validate_json(text)
-            raise ModelError(f"{weights} has no geoseg metadata and {sidecar} is missing; it is not a geoseg checkpoint")
+            raise CheckpointError(f"{weights} has no geoseg metadata and {sidecar} is missing; it is not a geoseg checkpoint")
     except ValidationError as exc:
-        raise ModelError(f"checkpoint metadata of {path} is invalid: {exc}") from exc
-    raise ModelError(f"no checkpoint at {weights}; train one with `geoseg train` or check the path")
+        raise CheckpointError(f"checkpoint metadata of {path} is invalid: {exc}") from exc
+    raise CheckpointError(f"no checkpoint at {weights}; train one with `geoseg train` or check the path")
 
 
 #: Bytes per element of the safetensors dtypes.
@@ -325,17 +328,17 @@ def check_weights_file(weights: str | os.PathLike) -> int:
         with open(path, "rb") as f:
             head = f.read(8)
             if len(head) < 8:
-                raise ModelError(f"{where} are damaged: {size} bytes, too short for a safetensors file; {fix}")
+                raise CheckpointError(f"{where} are damaged: {size} bytes, too short for a safetensors file; {fix}")
             n = int.from_bytes(head, "little")
             if n > min(_MAX_HEADER, size - 8):
-                raise ModelError(f"{where} are damaged: the header claims {n} bytes, the file has {size}; {fix}")
+                raise CheckpointError(f"{where} are damaged: the header claims {n} bytes, the file has {size}; {fix}")
             header = json.loads(f.read(n))
     except OSError as exc:
-        raise ModelError(f"cannot read {where}: {exc.strerror or exc}") from exc
+        raise CheckpointError(f"cannot read {where}: {exc.strerror or exc}") from exc
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{where} are damaged: the safetensors header is not JSON ({exc}); {fix}") from exc
+        raise CheckpointError(f"{where} are damaged: the safetensors header is not JSON ({exc}); {fix}") from exc
     if not isinstance(header, dict):
-        raise ModelError(f"{where} are damaged: the safetensors header is not an object; {fix}")
+        raise CheckpointError(f"{where} are damaged: the safetensors header is not an object; {fix}")
     data_bytes = size - 8 - n
     spans = []
     for name, info in header.items():
@@ -345,24 +348,24 @@ def check_weights_file(weights: str | os.PathLike) -> int:
             dtype, shape, (begin, end) = info["dtype"], [int(v) for v in info["shape"]], info["data_offsets"]
             itemsize = _DTYPE_BYTES[dtype]
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{where} are damaged: tensor {name!r} has a bad header entry ({exc}); {fix}") from exc
+            raise CheckpointError(f"{where} are damaged: tensor {name!r} has a bad header entry ({exc}); {fix}") from exc
         need = math.prod(shape) * itemsize
         if end - begin != need or begin < 0:
-            raise ModelError(f"{where} are damaged: tensor {name!r} ({dtype} {shape}) needs {need} bytes, "
+            raise CheckpointError(f"{where} are damaged: tensor {name!r} ({dtype} {shape}) needs {need} bytes, "
                              f"its header gives {end - begin}; {fix}")
         if end > data_bytes:
-            raise ModelError(f"{where} are truncated: tensor {name!r} ends at byte {8 + n + end}, "
+            raise CheckpointError(f"{where} are truncated: tensor {name!r} ends at byte {8 + n + end}, "
                              f"the file has {size}; {fix}")
         spans.append((begin, end))
     covered = 0
     for begin, end in sorted(spans):
         if begin != covered:
-            raise ModelError(f"{where} are damaged: tensor data overlap or leave a gap at byte {8 + n + covered}; {fix}")
+            raise CheckpointError(f"{where} are damaged: tensor data overlap or leave a gap at byte {8 + n + covered}; {fix}")
         covered = end
     if covered != data_bytes:
-        raise ModelError(f"{where} are damaged: {data_bytes - covered} bytes after the last tensor; {fix}")
+        raise CheckpointError(f"{where} are damaged: {data_bytes - covered} bytes after the last tensor; {fix}")
     if not spans:
-        raise ModelError(f"{where} hold no tensors; {fix}")
+        raise CheckpointError(f"{where} hold no tensors; {fix}")
     return len(spans)
 
 
@@ -376,13 +379,13 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[torch
     meta = read_meta(path)
     weights, _ = checkpoint_paths(path)
     if not weights.is_file():
-        raise ModelError(f"checkpoint weights {weights} are missing (the sidecar exists); copy both files")
+        raise CheckpointError(f"checkpoint weights {weights} are missing (the sidecar exists); copy both files")
     model = build_model_from_meta(meta)
     try:
         state = load_file(str(weights), device="cpu")
         model.load_state_dict(state, strict=True)
     except Exception as exc:
-        raise ModelError(f"cannot load weights {weights} into the model its sidecar describes: {exc}") from exc
+        raise CheckpointError(f"cannot load weights {weights} into the model its sidecar describes: {exc}") from exc
     return model.to(device).eval(), meta
 
 
@@ -418,7 +421,7 @@ def check_compatible(
     shown_want = ", ".join(want)
     shown_have = ", ".join(have) if len(have) <= 16 else ", ".join(have[:16]) + ", ..."
     if len(have) != len(want):
-        raise ModelError(
+        raise ModelInputError(
             f"checkpoint expects {len(want)} bands ({shown_want}), image has {len(have)} ({shown_have}); "
             "write a GeoTIFF with those bands (e.g. gdal_translate -b 1 -b 2 ...) or train a model for these bands"
         )
@@ -426,12 +429,12 @@ def check_compatible(
         if _is_generic(have) or _is_generic(want):
             log.info("band names not checked: image bands (%s), checkpoint bands (%s)", shown_have, shown_want)
         elif sorted(map(_norm_name, have)) == sorted(map(_norm_name, want)):
-            raise ModelError(
+            raise ModelInputError(
                 f"checkpoint expects bands in the order ({shown_want}), image has ({shown_have}); "
                 "reorder the bands (e.g. gdal_translate -b 3 -b 2 -b 1 ...)"
             )
         else:
-            raise ModelError(
+            raise ModelInputError(
                 f"checkpoint expects bands ({shown_want}), image has ({shown_have}); "
                 "use an image with these bands or train a model for this one"
             )
@@ -442,7 +445,7 @@ def check_compatible(
     ratio = resolution / meta.resolution
     if ratio > max_resolution_ratio or ratio < 1 / max_resolution_ratio:
         how = f"{ratio:.3g}x coarser" if ratio > 1 else f"{1 / ratio:.3g}x finer"
-        raise ModelError(
+        raise ModelInputError(
             f"checkpoint was trained on pixels of {meta.resolution:g} CRS units, image pixels are {resolution:g} "
             f"({how}); resample the image to {meta.resolution:g} (gdalwarp -tr) or train a model at this resolution"
         )

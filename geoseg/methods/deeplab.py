@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from geoseg.errors import ModelError
+from geoseg.errors import CheckpointError, ModelError, ModelInputError
 from geoseg.legend import NODATA_LABEL
 
 if TYPE_CHECKING:
@@ -316,7 +316,7 @@ def predict_chunk(
     if image.ndim != 3 or image.shape[1:] != valid.shape:
         raise ValueError(f"image must be (bands, h, w) and valid (h, w), got {image.shape} and {valid.shape}")
     if image.shape[0] != meta.in_channels:
-        raise ModelError(
+        raise ModelInputError(
             f"checkpoint expects {meta.in_channels} bands ({', '.join(meta.band_names)}), chunk has {image.shape[0]}"
         )
     tta_transforms(tta)  # an unknown mode fails before any work
@@ -420,7 +420,7 @@ def get_worker_model(checkpoint_path: str | os.PathLike, device: str = "auto") -
         st = weights.stat()
         side = sidecar.stat().st_mtime_ns if sidecar.exists() else 0
     except FileNotFoundError as exc:
-        raise ModelError(f"no checkpoint at {weights}; train one with `geoseg train` or check the path") from exc
+        raise CheckpointError(f"no checkpoint at {weights}; train one with `geoseg train` or check the path") from exc
     key = (str(weights.resolve()), st.st_mtime_ns, st.st_size, side, dev)
     with _CACHE_LOCK:
         hit = _CACHE.get(key)

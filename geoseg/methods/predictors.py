@@ -110,7 +110,7 @@ class DeepLabPredictor:
         labels, prob = self._run(data, valid, hw, True)
         return labels, confidence_percent(prob, labels)
 
-    def _run(self, data: np.ndarray, valid: np.ndarray, hw: HaloWindow, with_confidence: bool):  # noqa: ANN202
+    def _run(self, data: np.ndarray, valid: np.ndarray, hw: HaloWindow, with_confidence: bool):
         from geoseg.methods.deeplab import get_worker_model, predict_chunk
 
         match_worker_threads()
@@ -180,7 +180,7 @@ def match_worker_threads() -> int | None:
     return _THREADS_SET_FOR
 
 
-def _device_of(model) -> str:  # noqa: ANN001
+def _device_of(model) -> str:
     try:
         return str(next(model.parameters()).device)
     except StopIteration:

@@ -1,8 +1,10 @@
 """Getting a Dask client: a local multi-process cluster on loopback, or an existing scheduler.
 
-Local clusters listen on 127.0.0.1 only. Remote schedulers are reached by address; TLS is
-configured with Dask's own settings (``DASK_DISTRIBUTED__COMM__TLS__*`` environment
-variables or a Dask config file), which the deployment recipes in ``deploy/`` set.
+Local clusters listen on 127.0.0.1 only, and their shape is checked against the machine first
+(:mod:`geoseg.run.limits`). Remote schedulers are reached by address; TLS is configured with Dask's
+own settings (``DASK_DISTRIBUTED__COMM__TLS__*`` environment variables or a Dask config file), which
+the deployment recipes in ``deploy/`` set. A scheduler must complete Dask's handshake within the
+connect timeout: a port that accepts the connection and never answers is an error, not a wait.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ QUIET_WORKER_LOGGERS: dict[str, str] = {"distributed.worker.state_machine": "err
 def start_local_cluster(
     n_workers: int = 2,
     threads_per_worker: int = 1,
-    memory_limit: str | int = "4GiB",
+    memory_limit: str | int | None = "4GiB",
     dashboard: bool = True,
     resources: dict[str, float] | None = None,
 ):
@@ -48,6 +50,10 @@ def start_local_cluster(
     import dask
     from distributed import LocalCluster
 
+    from geoseg.run.limits import check_local_cluster, local_memory_limit
+
+    memory_limit = local_memory_limit(memory_limit, n_workers)
+    check_local_cluster(n_workers, threads_per_worker, memory_limit)
     spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}), **WORKER_ENV}
     if "DASK_LOGGING" not in os.environ:  # workers configure logging when they start, from their environment
         spawn_env["DASK_LOGGING"] = repr(QUIET_WORKER_LOGGERS)
@@ -106,7 +112,7 @@ def _accepts_n_workers(client) -> bool:
 def _dashboard(client) -> str | None:
     try:
         return client.dashboard_link
-    except Exception:  # noqa: BLE001 - no dashboard (bokeh missing or disabled)
+    except Exception:  # no dashboard (bokeh missing or disabled)
         return None
 
 
@@ -129,7 +135,7 @@ def local_gpu_count() -> int:
         import torch
 
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # noqa: BLE001
+    except Exception:
         return 0
 
 
@@ -138,18 +144,22 @@ def connect(
     scheduler: str | None = None,
     n_workers: int = 2,
     threads_per_worker: int = 1,
-    memory_limit: str = "4GiB",
+    memory_limit: str | None = None,
     dashboard: bool = True,
     timeout: float = 10,
 ) -> Iterator[tuple[Any, ClusterInfo]]:
     """Yield ``(client, info)``: connected to ``scheduler`` if given, else a new local cluster.
 
     A local cluster gets one worker per GPU-less process; if this machine has a GPU, the
-    first worker advertises a ``GPU`` resource so GPU-annotated tasks land there.
+    first worker advertises a ``GPU`` resource so GPU-annotated tasks land there. Its
+    ``memory_limit`` per worker defaults to 4 GiB, or the machine's RAM shared among the workers
+    when that is less; the shape is refused (``ClusterError``) when the machine cannot hold it.
     """
     from distributed import Client
 
     if scheduler:
+        check_tls_settings(scheduler)
+        check_handshake(scheduler, timeout)
         try:
             client = Client(scheduler, timeout=timeout)
         except (OSError, TimeoutError) as exc:
@@ -169,6 +179,8 @@ def connect(
             cluster = start_local_cluster(
                 n_workers, threads_per_worker, memory_limit, dashboard, resources={"GPU": 1} if gpus else None
             )
+    except ClusterError:
+        raise
     except Exception as exc:
         raise ClusterError(f"could not start a local Dask cluster: {exc}") from exc
     client = Client(cluster)
@@ -183,3 +195,97 @@ def connect(
     finally:
         client.close()
         cluster.close()
+
+
+def check_tls_settings(scheduler: str) -> None:
+    """Refuse a ``tls://`` address when Dask has no TLS settings (Dask fails with a bare ``TypeError``)."""
+    if not scheduler.lower().startswith("tls://"):
+        return
+    from distributed.security import Security
+
+    if Security().get_connection_args("client").get("ssl_context") is None:
+        raise ClusterError(
+            f"{scheduler} is a TLS address but Dask has no TLS settings here; set "
+            "DASK_DISTRIBUTED__COMM__TLS__CA_FILE, DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and "
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY (see deploy/), or use the tcp:// address")
+
+
+def check_handshake(scheduler: str, timeout: float) -> None:
+    """Refuse a scheduler that does not complete Dask's handshake and answer one request within ``timeout``.
+
+    Dask's own connect timeout covers opening the connection; a port that accepts it and then
+    says nothing (a proxy, another service, a hung scheduler) made ``Client`` wait for minutes.
+    A ``tcp://`` scheduler speaks first (Dask's handshake), which a plain socket hears without
+    importing Dask; other protocols are asked for their identity over Dask's own comm, on a thread
+    and event loop of its own, so it works under a running loop (notebooks).
+    """
+    if scheduler.lower().startswith("tcp://") or "://" not in scheduler:
+        _tcp_speaks_first(scheduler, timeout)
+        return
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect as comm_connect
+    from distributed.security import Security
+
+    async def probe() -> None:
+        comm = await comm_connect(scheduler, timeout=timeout, **Security().get_connection_args("client"))
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            await comm.read()
+        finally:
+            comm.abort()
+
+    async def bounded() -> None:
+        await asyncio.wait_for(probe(), timeout)
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="geoseg-handshake")
+    try:
+        pool.submit(asyncio.run, bounded()).result(timeout + 5)
+    except TimeoutError as exc:  # concurrent.futures' and asyncio's are this one
+        raise ClusterError(
+            f"the Dask scheduler at {scheduler} did not complete the handshake within {timeout:g} s; "
+            "is it a Dask scheduler, and is the address right? (--connect-timeout waits longer)") from exc
+    except (OSError, ValueError) as exc:  # refused, unreachable, no such protocol: said the usual way below
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s "
+            f"({type(exc).__name__}); is it running, is the address right? (--connect-timeout waits longer)"
+        ) from exc
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _tcp_speaks_first(scheduler: str, timeout: float) -> None:
+    """Connect to a ``tcp://`` scheduler and wait for the first bytes of its handshake (it writes first).
+
+    A refused connection is retried until the timeout, as Dask does (a scheduler may still be starting).
+    """
+    import socket
+    import time
+
+    host, _, port = scheduler.split("://", 1)[-1].rpartition(":")
+    if not host:
+        host, port = port, "8786"  # Dask's default scheduler port
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sock = socket.create_connection((host.strip("[]"), int(port)), timeout=max(deadline - time.monotonic(), 0.01))
+            break
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, ValueError) or time.monotonic() + 0.2 > deadline:
+                raise ClusterError(
+                    f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s "
+                    f"({type(exc).__name__}); is it running, is the address right? (--connect-timeout waits longer)"
+                ) from exc
+            time.sleep(0.2)
+    with sock:
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            first: bytes | None = sock.recv(1)
+        except OSError:  # timed out, or reset
+            first = None
+    if not first:
+        raise ClusterError(
+            f"the Dask scheduler at {scheduler} did not complete the handshake within {timeout:g} s "
+            f"({'it closed the connection' if first == b'' else 'it accepted the connection and said nothing'}); "
+            "is it a Dask scheduler, and is the address right? (--connect-timeout waits longer)")

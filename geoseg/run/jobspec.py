@@ -8,14 +8,19 @@ ignored setting. Relative paths are taken from the job file's folder.
 from __future__ import annotations
 
 import itertools
+import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from geoseg.errors import JobSpecError
+from geoseg.errors import GeosegError, JobKeyError, JobSpecError
 from geoseg.io.entries import InputEntry, MaskEntry
+
+#: Largest random seed (NumPy's legacy generators and most tools take 32-bit seeds).
+MAX_SEED = 2**32 - 1
 
 
 class _Strict(BaseModel):
@@ -33,7 +38,7 @@ class KMeansConfig(_Strict):
     kind: Literal["kmeans"] = "kmeans"
     n_clusters: int = Field(6, ge=2, le=250)
     sample_size: int = Field(200_000, ge=1_000, le=50_000_000)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     n_init: int = Field(4, ge=1, le=50)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     #: ``model.json`` of an earlier run: skip the fit and reuse its clusters (comparable ids over time).
@@ -89,7 +94,7 @@ class ThresholdConfig(_Strict):
     n_classes: int = Field(2, ge=2, le=16)
     bins: int = Field(256, ge=16, le=4096)
     sample_size: int = Field(200_000, ge=1_000, le=50_000_000)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     smoothing: SmoothingConfig | None = None
     classes: list[ClassSpec] | None = Field(None, max_length=17)
 
@@ -173,13 +178,16 @@ class VectorizeConfig(_Strict):
 
 
 class ObjectsConfig(_Strict):
-    """Objects: 4-connected regions of ``classes`` (label ids), counted per region in ``objects.csv``.
+    """Objects: 4-connected regions of ``classes``, counted per region in ``objects.csv``.
+
+    A class is a label id, or a class name: every label the legend gives that name (after an
+    evaluation, the class it was mapped to), so two k-means clusters mapped to "tree" are one class.
 
     ``instance_raster`` also writes ``instances.zarr`` (uint32 object ids, 0 = none). With a reference,
     ``reference_classes[i]`` (default: the same ids) is the reference class scored against ``classes[i]``.
     """
 
-    classes: list[int] = Field(min_length=1, max_length=64)
+    classes: list[int | str] = Field(min_length=1, max_length=64)
     instance_raster: bool = False
     reference_classes: list[int] | None = None
 
@@ -200,11 +208,93 @@ class ExportConfig(_Strict):
     resampling: Literal["mode", "nearest"] = "mode"
 
 
+class ChipsConfig(_Strict):
+    """Chips: a folder of image/mask files without georeference (PNG, JPEG, TIFF), run one by one.
+
+    Each chip becomes a pixel grid on a local CRS with the declared pixel size (its outputs say so);
+    its mask is its reference, and the chips are also scored together. ``images``/``masks`` (folders)
+    and ``image_suffix``/``mask_suffix`` describe the layout (:mod:`geoseg.methods.training.chips`);
+    ``split`` files name the chips of each part, ``use`` says which part to run.
+    """
+
+    folder: Path
+    pixel_size_m: float = Field(gt=0)
+    images: str | None = None
+    masks: str | None = None
+    image_suffix: str = ""
+    mask_suffix: str | None = None
+    colors: dict[str, int] | None = None
+    split: dict[Literal["train", "val", "test"], Path] | None = None
+    use: Literal["all", "train", "val", "test"] = "all"
+
+    @model_validator(mode="after")
+    def _part_named(self) -> ChipsConfig:
+        if self.use != "all" and self.use not in (self.split or {}):
+            raise ValueError(f"use: {self.use} needs a split file for it (split: {{{self.use}: FILE}})")
+        return self
+
+
 class MonitorConfig(_Strict):
-    """Scheduled monitoring: how a scene's period (date) is read from its file name."""
+    """Scheduled monitoring: how a scene's period (date) is read from its file name.
+
+    ``date_pattern``: a regular expression with three groups (year, month, day), named groups
+    ``year``, ``month``, ``day``, or one group of 8 digits read as ``YYYYMMDD``.
+    """
 
     date_pattern: str = r"(\d{4})-?(\d{2})-?(\d{2})"
     reuse_kmeans_model: bool = True
+
+    @field_validator("date_pattern")
+    @classmethod
+    def _date_groups(cls, v: str) -> str:
+        try:
+            check_date_pattern(v)
+        except GeosegError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+
+def check_date_pattern(pattern: str) -> re.Pattern[str]:
+    """The compiled ``monitor.date_pattern``; ``JobSpecError`` unless its groups give a date.
+
+    >>> check_date_pattern(r"scene_(\\d{8})").groups
+    1
+    """
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise JobSpecError(f"date_pattern {pattern!r} is not a regular expression: {exc}") from None
+    named = {"year", "month", "day"} <= set(rx.groupindex)
+    if not (named or rx.groups in (1, 3)):
+        raise JobSpecError(
+            f"date_pattern {pattern!r} has {rx.groups} group(s); give three groups (year, month, day), "
+            r"named groups (?P<year>...)(?P<month>...)(?P<day>...), or one group of 8 digits YYYYMMDD")
+    return rx
+
+
+def match_date(pattern: str, text: str) -> date | None:
+    """The date ``pattern`` finds in ``text`` (see :func:`check_date_pattern`), or None.
+
+    >>> match_date(r"scene_(\\d{8})", "scene_20240612.tif"), match_date(r"(\\d{4})-(\\d{2})-(\\d{2})", "a.tif")
+    (datetime.date(2024, 6, 12), None)
+    """
+    rx = check_date_pattern(pattern)
+    m = rx.search(text)
+    if m is None:
+        return None
+    if {"year", "month", "day"} <= set(rx.groupindex):
+        parts = m.group("year", "month", "day")
+    elif rx.groups == 1:
+        digits = m.group(1) or ""
+        if not re.fullmatch(r"\d{8}", digits):
+            return None
+        parts = (digits[:4], digits[4:6], digits[6:])
+    else:
+        parts = m.group(1, 2, 3)
+    try:
+        return date(*(int(p) for p in parts))
+    except (TypeError, ValueError):  # a group that did not take part, or no such day
+        return None
 
 
 class ClusterConfig(_Strict):
@@ -212,10 +302,23 @@ class ClusterConfig(_Strict):
 
     n_workers: int = Field(2, ge=1, le=256)
     threads_per_worker: int = Field(1, ge=1, le=64)
-    memory_limit: str = "4GiB"
+    #: Per worker; default 4 GiB, or the machine's RAM shared among the workers when that is less.
+    memory_limit: str | None = None
     dashboard: bool = True
     #: Seconds to wait for a given scheduler (``--scheduler``) to answer before giving up.
     connect_timeout: float = Field(10.0, gt=0, le=3600)
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _a_size(cls, v: str | None) -> str | None:
+        from geoseg.run.limits import parse_memory
+
+        if v is not None:
+            try:
+                parse_memory(v)
+            except GeosegError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
 
 class GridConfig(_Strict):
@@ -238,7 +341,9 @@ class JobSpec(_Strict):
 
     version: Literal[1] = 1
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,80}$")
-    inputs: list[str | InputEntry] = Field(min_length=1)
+    inputs: list[str | InputEntry] = Field(default_factory=list)
+    #: Chips instead of inputs: a folder of non-georeferenced images with their masks (ChipsConfig).
+    chips: ChipsConfig | None = None
     grid: GridConfig | None = None
     masks: list[MaskEntry] = Field(default_factory=list)
     #: The sensor whose band numbers (``B4``, ``B8A``) name the inputs' bands: its table gives their roles.
@@ -264,6 +369,16 @@ class JobSpec(_Strict):
         if len(set(ids)) != len(ids):
             raise ValueError(f"class ids must be unique, got {ids}")
         return v
+
+    @model_validator(mode="after")
+    def _inputs_or_chips(self) -> JobSpec:
+        if bool(self.inputs) == (self.chips is not None):
+            raise ValueError("give inputs (georeferenced images) or chips (a folder of image/mask chips), one of them")
+        if self.chips is not None and self.reference is not None:
+            raise ValueError("chips are scored against their own masks; leave reference out")
+        if self.chips is not None and self.regions is not None:
+            raise ValueError("chips have no place on Earth: regions do not apply to them")
+        return self
 
     @field_validator("output", mode="before")
     @classmethod
@@ -315,6 +430,9 @@ class JobSpec(_Strict):
             update["reference"] = self.reference.model_copy(update={"path": fix(self.reference.path)})
         if self.regions and self.regions.path:
             update["regions"] = self.regions.model_copy(update={"path": fix(self.regions.path)})
+        if self.chips is not None:
+            split = {k: fix(v) for k, v in (self.chips.split or {}).items()} or None
+            update["chips"] = self.chips.model_copy(update={"folder": fix(self.chips.folder), "split": split})
         return self.model_copy(update=update)
 
 
@@ -326,14 +444,16 @@ def validate_mapping(model: type[BaseModel], data: Any, source: str, what: str) 
         return model.model_validate(data)
     except ValidationError as exc:
         lines = []
+        unknown = False
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
             if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-                msg = "unknown key (check its spelling)"
+                msg, unknown = "unknown key (check its spelling)", True
             else:
                 msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"  {loc}: {msg}")
-        raise JobSpecError(f"{source} is not a valid {what}:\n" + "\n".join(lines)) from None
+        error = JobKeyError if unknown else JobSpecError
+        raise error(f"{source} is not a valid {what}:\n" + "\n".join(lines)) from None
 
 
 #: Largest job file read (bytes): real ones are a few kB.
@@ -389,10 +509,34 @@ def read_yaml(path: Path, what: str) -> Any:
     return load_yaml_text(text, path)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a mapping that gives one key twice (YAML says keys are unique;
+    PyYAML lets the last one win silently, so ``method:`` given twice ran the second)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *defaults``: later keys override, by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if first is not key_node:
+                raise DuplicateKeyError(f"key {key!r} is given twice (lines {first.start_mark.line + 1} and "
+                                        f"{key_node.start_mark.line + 1}); keep one")
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(Exception):
+    """A mapping of a YAML document gives one key twice (the message says which and where)."""
+
+
 def load_yaml_text(text: str, where: Path | str = "job") -> Any:
-    """Safe-load one YAML document with the limits of :func:`read_yaml`."""
+    """Safe-load one YAML document with the limits of :func:`read_yaml` (duplicate keys refused)."""
     where = Path(str(where))
-    loader = yaml.SafeLoader(text)
+    loader = UniqueKeyLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -401,6 +545,8 @@ def load_yaml_text(text: str, where: Path | str = "job") -> Any:
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise JobSpecError(f"{where} is not valid YAML: {exc}") from exc
+    except DuplicateKeyError as exc:
+        raise JobSpecError(f"{where}: {exc}") from None
     except RecursionError:
         raise JobSpecError(f"{where}: YAML nested too deeply") from None
     finally:

@@ -56,7 +56,32 @@ CONFIDENCE_ATTRS: dict[str, Any] = {
 
 
 #: Below this fraction of the asked k-means sample a warning says how many pixels were drawn.
-SAMPLE_SHORT_WARNING = 0.9
+SAMPLE_SHORT_WARNING = 0.5
+
+
+def sample_shortfall(drawn: int, asked: int, total_px: int) -> str | None:
+    """The warning for a k-means sample well short of the one asked, or ``None`` when it is not.
+
+    Every valid pixel is drawn at the rate ``asked / total_px``, so a scene 17 % nodata draws 83 %
+    of the sample asked: nothing to warn about while there are valid pixels enough. The warning
+    comes when under half the sample was drawn, and says what is true: the valid share of the
+    scene it implies, and whether the scene has fewer valid pixels than the sample asked.
+
+    >>> sample_shortfall(41741, 50000, 3_800_000) is None
+    True
+    >>> print(sample_shortfall(6700, 20000, 40000))  # doctest: +NORMALIZE_WHITESPACE
+    k-means sample: 6700 of the 20000 pixels asked were drawn: about 34 % of the scene is valid
+    (nodata, NaN or masks cover the rest), about 13,400 pixels, fewer than the sample asked
+    """
+    if asked <= 0 or drawn >= SAMPLE_SHORT_WARNING * asked:
+        return None
+    valid_share = drawn / asked  # drawn ≈ valid × asked / total
+    valid = round(valid_share * total_px, -2)
+    few = ", fewer than the sample asked" if valid < asked else ""
+    return (
+        f"k-means sample: {drawn} of the {asked} pixels asked were drawn: about {100 * valid_share:.0f} % of the scene "
+        f"is valid (nodata, NaN or masks cover the rest), about {valid:,.0f} pixels{few}"
+    )
 
 
 def sample_task(scene: Scene, feats: ResolvedFeatures, window: Window, rate: float, seed: int) -> np.ndarray:
@@ -70,10 +95,19 @@ def sample_task(scene: Scene, feats: ResolvedFeatures, window: Window, rate: flo
     read_px = sum(w.height * w.width for w in parts)
     scaled = min(1.0, rate * window.height * window.width / read_px)
     out = []
-    for sub in parts:
-        data, valid = read_window(scene, sub)
+    for data, valid in _read_parts(scene, parts):
         out.append(sample_valid_pixels(data, valid, scaled, rng, feats.compute))
     return np.concatenate(out, axis=0)
+
+
+def _read_parts(scene: Scene, parts: list[Window]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``read_window`` of each part; by a few threads when the chunk has many files (small tiles, where
+    each part opens files of its own). The sample is drawn afterwards, in order: the same pixels."""
+    from geoseg.io.mosaic import PARALLEL_READS_FROM, READ_THREADS, map_files
+
+    n_files = sum(len(layer.sources) for layer in scene.layers + scene.masks)
+    threads = READ_THREADS if n_files >= PARALLEL_READS_FROM and len(parts) > 1 else 1
+    return map_files(lambda sub: read_window(scene, sub), parts, threads)
 
 
 def label_task(
@@ -144,7 +178,7 @@ def label_group_task(
     return hist
 
 
-def _gather(client, futures: list, label: str, show_progress: bool) -> list:  # noqa: ANN001
+def _gather(client, futures: list, label: str, show_progress: bool) -> list:
     """Wait for futures with a progress bar on a terminal; results in submission order."""
     if show_progress and sys.stderr.isatty():
         _progress_bar(futures, label)
@@ -177,7 +211,7 @@ def kmeans_features(cfg: KMeansConfig, scene: Scene) -> ResolvedFeatures:
 
 
 def fit_kmeans_on_cluster(
-    client, scene: Scene, cfg: KMeansConfig, show_progress: bool = True,  # noqa: ANN001
+    client, scene: Scene, cfg: KMeansConfig, show_progress: bool = True,
     drawn: dict[str, int] | None = None,
 ) -> tuple[KMeansModel, ResolvedFeatures]:
     """Draw the stratified sample on the workers and fit k-means there too (:func:`fit_task`).
@@ -188,8 +222,8 @@ def fit_kmeans_on_cluster(
     The sample parts go from the sampling tasks to the fit task worker to worker; the fit
     starts when the last part is drawn, and only the model (a few numbers) reaches the client.
 
-    ``drawn`` receives ``{"drawn": n, "asked": m}``; a sample under 90 % of the asked size
-    (a scene with much nodata) is also a warning.
+    ``drawn`` receives ``{"drawn": n, "asked": m}``; a sample under half the asked size
+    (a scene mostly nodata) is also a warning (:func:`sample_shortfall`).
 
     With ``cfg.model`` (a ``model.json`` of an earlier run) the fit is skipped and that model reused.
     """
@@ -221,11 +255,12 @@ def fit_kmeans_on_cluster(
         client.run(warm_in_background, (), warm, workers=others, on_error="ignore")  # a lost worker: no reason to stop
     model, n_drawn = client.gather(fit)  # no bar: one task, a second or so
     asked = min(cfg.sample_size, grid.height * grid.width)
-    if n_drawn < SAMPLE_SHORT_WARNING * asked:
-        log.warning(
-            "k-means sample: %d of the %d pixels asked were drawn (%.0f %%); the scene has fewer valid pixels "
-            "than its size suggests (nodata, NaN or masks)", n_drawn, asked, 100 * n_drawn / asked,
-        )
+    message = sample_shortfall(n_drawn, asked, grid.height * grid.width)
+    if message:
+        log.warning("%s", message)
+    elif n_drawn < asked:
+        log.info("k-means sample: %d of the %d pixels asked were drawn (every valid pixel draws at the same rate)",
+                 n_drawn, asked)
     if drawn is not None:
         drawn.update(drawn=int(n_drawn), asked=int(asked))
     return model, feats
@@ -270,7 +305,7 @@ def warm_in_background(modules: tuple[str, ...] = (), then: Callable[[], object]
                 importlib.import_module(module)
             if then is not None:
                 then()
-        except Exception as exc:  # noqa: BLE001 - a warm-up; the task that needs it reports the error
+        except Exception as exc:  # a warm-up; the task that needs it reports the error
             log.debug("warm-up of %s failed: %s", modules or then, exc)
 
     threading.Thread(target=run, daemon=True, name=f"geoseg warm-up {' '.join(modules)}".strip()).start()
@@ -342,7 +377,7 @@ def sample_group_task(
     return np.concatenate([sample_task(s, feats, w, rate, seed) for s, w in zip(scenes, windows, strict=True)])
 
 
-def sample_futures(client, scene: Scene, grid: ChunkGrid, feats: Any, sample_size: int, seed: int) -> list:  # noqa: ANN001
+def sample_futures(client, scene: Scene, grid: ChunkGrid, feats: Any, sample_size: int, seed: int) -> list:
     """Sampling tasks over groups of consecutive chunks of ``grid`` (each chunk gets only the files
     meeting it); their results, concatenated in order, are the chunk-by-chunk sample.
 
@@ -375,7 +410,7 @@ def draw_sample(
 
 
 def write_labels(
-    client, scene: Scene, grid: ChunkGrid, predictor: ChunkPredictor, store: Path | str,  # noqa: ANN001
+    client, scene: Scene, grid: ChunkGrid, predictor: ChunkPredictor, store: Path | str,
     resume_key: str, attrs: dict[str, Any], show_progress: bool = True, reused: list[int] | None = None,
     confidence_store: Path | str | None = None,
 ) -> dict[int, int]:
@@ -419,7 +454,7 @@ def write_labels(
 
 
 def _grouped_futures(
-    client, scenes: list[Scene], windows: list[Window], done: set[str], chunk: int, store: str,  # noqa: ANN001
+    client, scenes: list[Scene], windows: list[Window], done: set[str], chunk: int, store: str,
     predictor: ChunkPredictor, conf: str | None, annotations: dict[str, Any],
 ) -> list:
     """Chunks already done: one counting task each; the rest: :func:`label_group_task` over groups of

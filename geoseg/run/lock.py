@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self
 
-from geoseg.errors import OutputError, from_os_error
+from geoseg.errors import OutputInUseError, from_os_error
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class OutputLock:
             except FileExistsError:
                 held = _read(path)
                 if not _is_stale(held) or (not held and _age(path) < 10):  # empty: its owner is writing it
-                    raise OutputError(_refusal(path, held)) from None
+                    raise OutputInUseError(_refusal(path, held)) from None
                 log.warning("taking over the stale lock of pid %s (no longer running) in %s", held.get("pid"),
                             path.parent)
                 _remove_if_unchanged(path, held)
@@ -95,7 +95,7 @@ class OutputLock:
             with os.fdopen(fd, "w") as f:
                 json.dump(owner, f)
             return cls(path, owner)
-        raise OutputError(f"{path.parent}: could not take the output folder's lock {path}; another run may be starting")
+        raise OutputInUseError(f"{path.parent}: could not take the output folder's lock {path}; another run may be starting")
 
     def _ours(self) -> bool:
         held = _read(self.path)
@@ -104,7 +104,7 @@ class OutputLock:
     def verify(self) -> None:
         """Raise if the lock file was removed or replaced behind this run's back."""
         if not self._ours():
-            raise OutputError(f"{self.path.parent}: this run's lock {self.path} was removed or taken by another run; "
+            raise OutputInUseError(f"{self.path.parent}: this run's lock {self.path} was removed or taken by another run; "
                               "its outputs may be mixed with that run's: rerun the job alone")
 
     def release(self) -> None:

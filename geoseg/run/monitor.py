@@ -15,9 +15,8 @@ Exit status: 0 when every new scene was processed (or there was none), 3 when so
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,8 @@ from geoseg.errors import GeosegError, InputError
 from geoseg.io.atomic import write_json_atomic
 from geoseg.io.entries import InputEntry
 from geoseg.io.scene import expand_inputs
-from geoseg.run.jobspec import JobSpec, KMeansConfig
+from geoseg.io.stacout import set_item_datetime, write_periods_collection
+from geoseg.run.jobspec import JobSpec, KMeansConfig, match_date
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,16 @@ class MonitorSummary:
 def period_of(path: str, pattern: str) -> str:
     """The scene's date (``YYYY-MM-DD``) from its file name, else from its modification time.
 
+    ``pattern``: three groups (year, month, day), named groups, or one group of 8 digits (YYYYMMDD).
+
     >>> period_of("/data/S2_20240612_T33TWM.tif", r"(\\d{4})-?(\\d{2})-?(\\d{2})")
     '2024-06-12'
+    >>> period_of("/data/scene_20240612.tif", r"scene_(\\d{8})")
+    '2024-06-12'
     """
-    m = re.search(pattern, Path(path).name)
-    if m:
-        try:
-            return date(int(m.group(1)), int(m.group(2)), int(m.group(3))).isoformat()
-        except ValueError:
-            pass
+    found = match_date(pattern, Path(path).name)
+    if found is not None:
+        return found.isoformat()
     return datetime.fromtimestamp(Path(path).stat().st_mtime, UTC).date().isoformat()
 
 
@@ -88,7 +89,7 @@ def _load_state(out: Path) -> dict[str, Any]:
         raise InputError(f"{f} is damaged ({exc}); fix or delete it to start monitoring afresh") from exc
 
 
-def run_monitor(job: JobSpec, scheduler: str | None = None, client=None) -> MonitorSummary:  # noqa: ANN001
+def run_monitor(job: JobSpec, scheduler: str | None = None, client=None) -> MonitorSummary:
     """Process new scenes of ``job`` period by period; see the module docstring.
 
     Without ``client`` one cluster (``scheduler``, or a local one as ``job.cluster`` says) is
@@ -132,6 +133,9 @@ def _run_periods(job: JobSpec, shared_client) -> MonitorSummary:  # shared_clien
             summary.failed.append({"path": path, "period": period, "error": str(exc)})
             write_json_atomic(root / STATE_FILE, state)
             continue
+        if "stac" in result.outputs:  # the period's item: dated by its period, named apart from the others
+            set_item_datetime(result.outputs["stac"], datetime.fromisoformat(period).replace(tzinfo=UTC),
+                              item_id=f"{job.name}-{period}")
         if isinstance(job.method, KMeansConfig) and job.monitor.reuse_kmeans_model and not state.get("model"):
             state["model"] = str(result.outputs["model"])
         previous = _previous_period(state["periods"], period)
@@ -149,6 +153,9 @@ def _run_periods(job: JobSpec, shared_client) -> MonitorSummary:  # shared_clien
         summary.processed.append({"path": path, "period": period, "output": str(root / period)})
         write_json_atomic(root / STATE_FILE, state)
         log.info("period %s done: %s", period, root / period)
+    if state["periods"]:
+        write_periods_collection(root, state["periods"], collection_id=job.name,
+                                 description=f"geoseg monitoring job {job.name}: one item per period")
     write_json_atomic(root / SUMMARY_FILE, summary.to_json())
     return summary
 

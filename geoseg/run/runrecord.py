@@ -1,7 +1,8 @@
 """run.json: what ran, on what, with which versions, how long each stage took, and how it ended.
 
-The record is rewritten atomically at the start (outcome ``running``) and at the end, so a
-scheduler or a person can tell a finished run from one that died.
+The record is rewritten atomically at the start (outcome ``running``), when the cluster is up (its
+dashboard link), as each stage starts and ends (``stage``, ``stage_seconds``) and at the end, so a
+scheduler or a person can follow a run and tell a finished run from one that died.
 """
 
 from __future__ import annotations
@@ -81,7 +82,24 @@ class RunRecord:
         return rec
 
     def set_cluster(self, info) -> None:
-        self.data["cluster"] = info.to_json()
+        self.data["cluster"] = info.to_json()  # with the dashboard link, while the run is on
+        self._save_running()
+
+    def begin_stage(self, name: str) -> None:
+        """Record the stage now running (``stage``, ``stage_started``), so a watcher sees progress."""
+        self.data.update(stage=name, stage_started=_now())
+        self._save_running()
+
+    def end_stage(self, name: str) -> None:
+        """Record a finished stage's time (``stage_seconds`` so far)."""
+        self.data.update(stage_seconds=dict(self.stage_seconds), stage=None, last_stage=name)
+        self._save_running()
+
+    def _save_running(self) -> None:
+        try:
+            write_json_atomic(self.path, self.data)
+        except OSError as exc:  # progress notes must not end a run; the final record is written by finish()
+            logging.getLogger(__name__).warning("could not update %s: %s", self.path, exc)
 
     def finish(self, outcome: str, **extra: Any) -> None:
         self.data.update(

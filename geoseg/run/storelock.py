@@ -40,7 +40,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Self
 
-from geoseg.errors import OutputError
+from geoseg.errors import OutputError, OutputInUseError
 from geoseg.io import storage
 from geoseg.run.lock import LOCK_FILE, OutputLock, RunLock, _pid_alive
 
@@ -194,7 +194,7 @@ class StoreLock:
         for _ in range(4):  # at most: held, stale and taken over, raced by another taker, refused
             try:
                 self.etag = self._put(IfNoneMatch="*")
-            except Exception as exc:  # noqa: BLE001 - sorted below; anything else is re-raised
+            except Exception as exc:  # sorted below; anything else is re-raised
                 if _unsupported(exc):
                     raise NoConditionalWrites(f"the store refused a conditional write: {exc}") from exc
                 if not _conflict(exc):
@@ -212,25 +212,25 @@ class StoreLock:
                 return
             reason = held.stale()
             if reason is None:
-                raise OutputError(_refusal(self.lock_url, held))
+                raise OutputInUseError(_refusal(self.lock_url, held))
             log.warning("taking over the stale lock of %s: %s (%s)", held.who(), reason, self.lock_url)
             try:
                 self.etag = self._put(IfMatch=held.etag)
                 return
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if _unsupported(exc):
                     raise OutputError(f"{self.url}: the store cannot replace the stale lock {self.lock_url} "
                                       f"conditionally; delete it if {held.who()} is no longer running") from exc
                 if not _conflict(exc) and not isinstance(exc, FileNotFoundError):
                     raise
-        raise OutputError(f"{self.url}: could not take the lock {self.lock_url}; another run may be starting: "
+        raise OutputInUseError(f"{self.url}: could not take the lock {self.lock_url}; another run may be starting: "
                           "try again")
 
     def _probe(self) -> None:
         """A second create must be refused: a server that ignores ``If-None-Match`` accepts it."""
         try:
             self.etag = self._put(IfNoneMatch="*")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if _conflict(exc):
                 return
             self._delete()
@@ -255,7 +255,7 @@ class StoreLock:
         try:
             self.etag = self._put(IfMatch=str(self.etag))
             return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if not (_conflict(exc) or isinstance(exc, FileNotFoundError)):
                 log.warning("could not refresh the lock %s (%s); trying again in %.0f s", self.lock_url, exc,
                             self.timeout_s / 4)
@@ -291,7 +291,7 @@ class StoreLock:
         try:
             self._delete(IfMatch=etag)
             return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if not (_conflict(exc) or _unsupported(exc)):
                 log.warning("could not remove the lock %s (%s); the next run takes it over after %.0f s",
                             self.lock_url, exc, self.timeout_s)

@@ -1,8 +1,8 @@
 """``geoseg verify OUTPUT``: is a run folder whole? One line per problem, nothing repaired.
 
 Checks what a finished run promises: ``run.json`` parses and says ``complete``; every file it
-lists under ``outputs`` exists; ``labels.zarr``, ``confidence.zarr`` and each overview level
-under ``labels.zarr/overviews/`` is a finished store whose chunks match its manifest
+lists under ``outputs`` exists; ``labels.zarr`` (and its ``method_labels``), ``confidence.zarr`` and each
+overview level under ``labels.zarr/overviews/`` is a finished store whose chunks match its manifest
 (:mod:`geoseg.io.manifest`). Reading every chunk object once costs about one read of the
 compressed stores, no decoding.
 """
@@ -33,8 +33,9 @@ class VerifyReport:
 def _stores(out: Path, outputs: dict[str, str]) -> list[Path]:
     """The label stores of a run folder: the labels, the confidence, overview levels, other .zarr outputs."""
     from geoseg.io.export import OVERVIEWS_DIR
+    from geoseg.io.labelstore import METHOD_LABELS_DIR
 
-    found = [out / "labels.zarr", out / "confidence.zarr"]
+    found = [out / "labels.zarr", out / "labels.zarr" / METHOD_LABELS_DIR, out / "confidence.zarr"]
     found += [_located(out, p) for p in outputs.values() if str(p).endswith(".zarr")]
     levels = out / "labels.zarr" / OVERVIEWS_DIR
     if levels.is_dir():
@@ -72,6 +73,7 @@ def verify_run(out: str | Path) -> VerifyReport:
         return VerifyReport(out, (), (f"{out} is not a folder",))
     record_path = out / RUN_FILE
     outputs: dict[str, str] = {}
+    record: dict = {}
     try:
         record = json.loads(record_path.read_text())
         outcome = record.get("outcome")
@@ -86,6 +88,13 @@ def verify_run(out: str | Path) -> VerifyReport:
     for name, path in outputs.items():
         if not _located(out, path).exists():
             problems.append(f"output {name!r} listed in {RUN_FILE} is missing: {path}")
+    if record.get("mode") == "chips":  # a chip run: each chip's folder is a run of its own
+        stores: list[Path] = []
+        for chip in record.get("chips") or []:
+            sub = verify_run(_located(out, str(chip.get("output", ""))))
+            stores += list(sub.stores)
+            problems += list(sub.problems)
+        return VerifyReport(out, tuple(stores), tuple(problems))
     stores = _stores(out, outputs)
     if not (out / "labels.zarr").exists() and "labels" not in outputs:
         problems.append(f"{out / 'labels.zarr'} is missing")

@@ -19,14 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geoseg.errors import GeosegError, ModelError, OutputError, from_os_error
+from geoseg.errors import (
+    CheckpointError,
+    GeosegError,
+    ModelError,
+    OutputError,
+    OutputInUseError,
+    from_os_error,
+)
 from geoseg.io import storage
 from geoseg.io.atomic import write_text_atomic
 from geoseg.io.labelstore import PARTIAL_SUFFIX
 from geoseg.io.opener import Trust, current_trust, fenced, job_trust
 from geoseg.io.scene import Scene, open_scene
 from geoseg.methods.predictors import ChunkPredictor, DeepLabPredictor, KMeansPredictor
-from geoseg.run import runrecord
+from geoseg.run import limits, runrecord
 from geoseg.run.cluster import ClusterInfo, connect
 from geoseg.run.fence import fence_workers
 from geoseg.run.jobspec import DeepLabConfig, JobSpec, KMeansConfig, ThresholdConfig
@@ -69,12 +76,12 @@ def job_identity(job: JobSpec, scene: Scene, extra: str = "") -> str:
     checksum (cached, geoseg.io.checksum) catches inputs rewritten with the same size and mtime.
     Cluster settings and the output folder do not change results and are left out.
     """
-    from geoseg.io.checksum import content_digest
+    from geoseg.io.checksum import content_digests
 
     inputs = []
-    for p in scene.paths:
+    for p, digest in zip(scene.paths, content_digests(scene.paths)):
         st = Path(p).stat() if Path(p).exists() else None
-        inputs.append([p, st.st_size if st else None, content_digest(p)])
+        inputs.append([p, st.st_size if st else None, digest])
     payload = {
         "inputs": inputs,
         "chunk": job.chunk_size,
@@ -106,7 +113,7 @@ def check_output_dir(out: Path, job: JobSpec) -> None:
         except ValueError:
             previous = {}
         if previous.get("job", {}).get("name") != job.name:
-            raise OutputError(
+            raise OutputInUseError(
                 f"{out} holds the output of another run ({previous.get('job', {}).get('name', 'unknown')!r}); "
                 "choose another output folder or delete it"
             )
@@ -115,14 +122,18 @@ def check_output_dir(out: Path, job: JobSpec) -> None:
 
 
 @contextmanager
-def _stage(times: dict[str, float], name: str) -> Iterator[None]:
+def _stage(times: dict[str, float], name: str, record: runrecord.RunRecord | None = None) -> Iterator[None]:
     log.info("stage %s ...", name)
+    if record is not None:
+        record.begin_stage(name)  # run.json says which stage runs, and since when
     t0 = time.perf_counter()
     try:
         yield
     finally:
         times[name] = round(time.perf_counter() - t0, 3)
         log.info("stage %s done in %.1f s", name, times[name])
+        if record is not None:
+            record.end_stage(name)
 
 
 def check_method_bands(method: Any, scene: Scene) -> None:
@@ -148,12 +159,12 @@ def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> CheckpointMeta:
     meta = read_meta(cfg.checkpoint)
     weights, _ = checkpoint_paths(cfg.checkpoint)
     if not weights.is_file():
-        raise ModelError(f"checkpoint weights {weights} are missing (only the sidecar is there); copy both files")
+        raise CheckpointError(f"checkpoint weights {weights} are missing (only the sidecar is there); copy both files")
     check_weights_file(weights)  # a truncated or damaged file: refused here, not on every worker
     try:
         check_compatible(meta, scene.band_names, scene.resolution)
     except ModelError as exc:
-        raise ModelError(f"{weights}: {exc}") from None
+        raise type(exc)(f"{weights}: {exc}") from None  # the same condition (ModelInputError), naming the file
     return meta
 
 
@@ -180,12 +191,16 @@ def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) 
 
 
 def run_job(
-    job: JobSpec, scheduler: str | None = None, show_progress: bool = True, client=None  # noqa: ANN001
+    job: JobSpec, scheduler: str | None = None, show_progress: bool = True, client=None
 ) -> RunResult:
     """Run a validated job end to end. ``client`` reuses an existing Dask client (notebooks, tests).
 
     Every dataset is opened under the job's trust (:mod:`geoseg.io.opener`), here and on the workers.
     """
+    if job.chips is not None:  # a folder of non-georeferenced chips: one pixel grid each, scored together
+        from geoseg.run.chiprun import run_chips_job
+
+        return run_chips_job(job, scheduler=scheduler, show_progress=show_progress, client=client)
     with fenced(trust_of_job(job)):
         return _run_job(job, scheduler, show_progress, client)
 
@@ -201,7 +216,7 @@ def trust_of_job(job: JobSpec) -> Trust:
     return job_trust(job.allow_gdal_virtual, named)
 
 
-def _run_job(job: JobSpec, scheduler: str | None, show_progress: bool, client) -> RunResult:  # noqa: ANN001
+def _run_job(job: JobSpec, scheduler: str | None, show_progress: bool, client) -> RunResult:
     remote = storage.RemoteOutput.of(job.output)  # object storage: small files built on local scratch
     out = remote.scratch if remote else Path(job.output)
     scene = open_scene(job.inputs, allow_gdal_virtual=job.allow_gdal_virtual, grid=job.grid, masks=job.masks,
@@ -217,6 +232,7 @@ def _run_job(job: JobSpec, scheduler: str | None, show_progress: bool, client) -
         check_deeplab_job(job.method, scene)  # a checkpoint that does not fit is refused before any output
     if job.reference is not None:
         check_evaluation_inputs(job, scene)  # so is a reference or regions layer that cannot be used
+    need = check_machine(job, scene, local=client is None and not scheduler)  # before any worker starts
     # mkdir, one run per folder or prefix, stale temporaries removed (geoseg.run.lock, geoseg.run.storelock)
     lock = claim_output(remote.url if remote else out)
     try:
@@ -235,6 +251,8 @@ def _run_job(job: JobSpec, scheduler: str | None, show_progress: bool, client) -
             c = job.cluster
             with connect(scheduler, c.n_workers, c.threads_per_worker, c.memory_limit, c.dashboard,
                          timeout=c.connect_timeout) as (cl, info):
+                if scheduler:
+                    limits.check_cluster_memory(cl, need)
                 if info.dashboard:
                     log.info("Dask dashboard: %s", info.dashboard)
                     if show_progress:
@@ -247,7 +265,8 @@ def _run_job(job: JobSpec, scheduler: str | None, show_progress: bool, client) -
         record.finish("interrupted", error=f"stopped by {exc or 'SIGINT'}; rerun to resume")
         raise
     except BaseException as exc:
-        user_error = from_os_error(exc)  # permission, not a directory, disk full: the user's to fix
+        # permission, not a directory, disk full; a worker killed for memory: the user's to fix
+        user_error = from_os_error(exc) or limits.user_error(exc)
         record.finish("failed", error=str(user_error) if user_error else f"{type(exc).__name__}: {exc}")
         if user_error:
             raise user_error from exc
@@ -268,8 +287,20 @@ def _run_job(job: JobSpec, scheduler: str | None, show_progress: bool, client) -
     return result
 
 
+def check_machine(job: JobSpec, scene: Scene, local: bool) -> limits.WorkingSet:
+    """One chunk's working set (:func:`geoseg.run.limits.chunk_working_set`); for a local cluster, its
+    shape and memory limit checked against it and the machine. Raises ``ClusterError``."""
+    need = limits.chunk_working_set(scene, job.chunk_size, job.method)
+    if local:
+        c = job.cluster
+        memory = limits.local_memory_limit(c.memory_limit, c.n_workers)
+        limits.check_local_cluster(c.n_workers, c.threads_per_worker, memory)
+        limits.check_memory_limit(memory, need)
+    return need
+
+
 def _run_stages(
-    job: JobSpec, scene: Scene, out: Path, client, info: ClusterInfo,  # noqa: ANN001
+    job: JobSpec, scene: Scene, out: Path, client, info: ClusterInfo,
     record: runrecord.RunRecord, show_progress: bool,
 ) -> RunResult:
     times: dict[str, float] = record.stage_seconds
@@ -278,11 +309,12 @@ def _run_stages(
     # the label store's zarr (~0.2 s of imports) loads while the cluster samples and fits, not after the fit
     warm_in_background(("zarr",))
     grid = scene.chunk_grid(job.chunk_size)
+    record.data["chunks_total"] = grid.n_chunks  # in run.json from the first stage on
     outputs: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     method = job.method
 
-    with _stage(times, "fit" if isinstance(method, (KMeansConfig, ThresholdConfig)) else "load_model"):
+    with _stage(times, "fit" if isinstance(method, (KMeansConfig, ThresholdConfig)) else "load_model", record):
         if isinstance(method, KMeansConfig):
             drawn: dict[str, int] = {}
             model, feats = fit_kmeans_on_cluster(client, scene, method, show_progress, drawn)
@@ -309,7 +341,7 @@ def _run_stages(
             digests = [_file_digest(weights)] + ([_file_digest(sidecar)] if sidecar.is_file() else [])
             key = job_identity(job, scene, " ".join(digests))
 
-    with _stage(times, "predict"):
+    with _stage(times, "predict", record):
         store = _output(job, out, "labels.zarr")
         attrs = {"geoseg:job": job.name, "geoseg:method": method.kind, "geoseg:resume_key": key}
         reused: list[int] = [0]
@@ -328,11 +360,11 @@ def _run_stages(
         from geoseg.accuracy.evaluate import evaluate
         from geoseg.accuracy.report import write_outputs
 
-        with _stage(times, "evaluate"):
+        with _stage(times, "evaluate", record):
             mapping = job.evaluate.mapping or ("hungarian" if isinstance(method, KMeansConfig) else "identity")
             regions = job.regions
             evaluation = evaluate(store, str(job.reference.path), mapping=mapping, client=client,
-                                  **evaluation_options(job))
+                                  show_progress=show_progress, **evaluation_options(job))
             written = write_outputs(
                 evaluation, out,
                 regions_path=str(regions.path) if regions and regions.path else None,
@@ -341,12 +373,12 @@ def _run_stages(
             outputs.update(written)
             summary = evaluation.summary()
             extra["mapping"] = {str(k): v for k, v in evaluation.mapping.items()}
-            apply_evaluation_legend(store, evaluation)
+            apply_evaluation_legend(store, evaluation, client, show_progress)
 
     if job.export.cog or job.export.overviews:
         from geoseg.io.export import build_overviews, export_cog
 
-        with _stage(times, "export"):
+        with _stage(times, "export", record):
             if job.export.cog:
                 outputs["cog"] = export_cog(store, out / "labels.tif", overview_resampling=job.export.resampling,
                                             show_progress=show_progress)
@@ -357,7 +389,7 @@ def _run_stages(
     if job.vectorize.enabled:
         from geoseg.vector.vectorize import vectorize_labels
 
-        with _stage(times, "vectorize"):
+        with _stage(times, "vectorize", record):
             v = job.vectorize
             vres = vectorize_labels(
                 store, out / "polygons.gpkg", client=client, min_mapping_unit_px=v.min_mapping_unit_px,
@@ -369,25 +401,43 @@ def _run_stages(
     if job.objects is not None:
         from geoseg.accuracy.objectstats import run_objects_for_job
 
-        with _stage(times, "objects"):
+        with _stage(times, "objects", record):
             outputs.update(run_objects_for_job(job, scene.grid, store, out, client))
             if "report" in outputs:  # evaluation ran first: add the objects table to its report.html
                 from geoseg.accuracy.objectreport import add_objects_to_report
 
                 add_objects_to_report(outputs["report"], outputs["objects"])
 
+    outputs["stac"] = write_stac_item(job, out, store, outputs)
     return RunResult(out, outputs, times, counts, summary, info, extra)
 
 
-def apply_evaluation_legend(store: Path | str, evaluation: Any) -> None:
-    """One legend everywhere: the labels take the names and colours of the classes they were
-    mapped to (job ``classes`` first, then the reference's colour table, then a palette), so
-    the COG, polygons.gpkg and the report agree; cluster ids stay in class_mapping.csv.
-    Export and vectorize run after this, from the store."""
-    from geoseg.io.labelstore import read_label_info, set_legend
+def write_stac_item(job: JobSpec, out: Path, store: Path | str, outputs: dict[str, Any]) -> Path:
+    """``item.json``: a STAC Item of the run's outputs (written last, so its checksums are final)."""
+    from geoseg.io.labelstore import read_label_info
+    from geoseg.io.stacout import write_run_item
+
+    described = {**outputs, "run": out / runrecord.RUN_FILE}  # run.json is rewritten at the end: no checksum
+    return write_run_item(out, described, item_id=job.name, labels=read_label_info(store),
+                          properties={"geoseg:method": job.method.kind})
+
+
+def apply_evaluation_legend(store: Path | str, evaluation: Any, client=None, show_progress: bool = False) -> None:
+    """One id, one legend everywhere: once the labels are mapped to classes (k-means clusters), the
+    store's values become the class ids of metrics.csv and the report, named and coloured as there
+    (:func:`geoseg.accuracy.mapping.output_ids`; the clusters stay in ``labels.zarr/method_labels``
+    and class_mapping.csv). Export and vectorize run after this, from the store."""
+    from geoseg.accuracy.mapping import output_lut
+    from geoseg.io.labelstore import read_label_info, remap_labels
 
     legend = evaluation.output_legend(read_label_info(store).legend)
-    set_legend(store, legend)
+    ids = evaluation.output_ids()
+    if all(k == v for k, v in ids.items()):
+        from geoseg.io.labelstore import set_legend
+
+        set_legend(store, legend)
+    else:
+        remap_labels(store, output_lut(ids), legend, client=client, show_progress=show_progress)
     log.info("legend of %s: %s", store, ", ".join(f"{c.id}={c.name}" for c in legend))
 
 

@@ -43,7 +43,7 @@ S2_BANDS = {"B02": (1, "blue", 1), "B03": (2, "green", 1), "B04": (3, "red", 1),
             "B8A": (4, "nir08", 2), "B01": (1, "coastal", 6)}
 
 
-def _profile(src, width: int, height: int, count: int, transform: Affine, crs=None, **extra):  # noqa: ANN001, ANN003, ANN202
+def _profile(src, width: int, height: int, count: int, transform: Affine, crs=None, **extra):
     p = {"driver": "GTiff", "width": width, "height": height, "count": count, "dtype": src.dtypes[0],
          "crs": crs or src.crs, "transform": transform, "compress": "deflate"}
     block = src.block_shapes[0][0] if src.block_shapes[0][0] == src.block_shapes[0][1] else 256
@@ -152,10 +152,17 @@ def make_band_files(image: str | Path, out_dir: str | Path, seed: int = 0,
     return BandProduct(paths, scl_path, item_path, when)
 
 
-def _write_item(out: Path, src, bands: dict[str, Path], scl: Path, when: dt.datetime) -> Path:  # noqa: ANN001
-    """A STAC item (pystac, eo and projection extensions) with relative asset hrefs."""
+def _write_item(out: Path, src, bands: dict[str, Path], scl: Path, when: dt.datetime) -> Path:
+    """A STAC item (pystac, eo and projection extensions) with relative asset hrefs.
+
+    ``proj:code`` (item) and each asset's ``proj:shape``/``proj:transform`` (band files differ in
+    resolution) are what odc-stac needs to place the files without opening them;
+    ``raster:bands`` gives their data type and nodata, so loaders keep the integers.
+    """
     import pystac
     from pystac.extensions.eo import Band, EOExtension
+    from pystac.extensions.projection import ProjectionExtension
+    from pystac.extensions.raster import RasterExtension
     from rasterio.warp import transform_bounds, transform_geom
     from shapely.geometry import box, mapping
 
@@ -163,13 +170,30 @@ def _write_item(out: Path, src, bands: dict[str, Path], scl: Path, when: dt.date
     bbox = list(transform_bounds(src.crs, "EPSG:4326", *src.bounds))
     item = pystac.Item(id="geoseg-synthetic-s2", geometry=geom, bbox=bbox, datetime=when, properties={})
     EOExtension.add_to(item)
+    ProjectionExtension.add_to(item)
+    RasterExtension.add_to(item)
+    epsg = src.crs.to_epsg()
+    item.properties["proj:code"] = f"EPSG:{epsg}" if epsg else None
+    if not epsg:
+        item.properties["proj:wkt2"] = src.crs.to_wkt()
+
+    def placed(path: Path, asset: pystac.Asset) -> pystac.Asset:
+        with rasterio.open(path) as ds:
+            asset.extra_fields["proj:shape"] = [ds.height, ds.width]
+            asset.extra_fields["proj:transform"] = list(ds.transform)[:6]
+            band: dict[str, object] = {"data_type": ds.dtypes[0], "spatial_resolution": abs(ds.transform.a)}
+            if ds.nodata is not None:
+                band["nodata"] = ds.nodata
+            asset.extra_fields["raster:bands"] = [band]
+        return asset
+
     for key, path in bands.items():
         _, common, _ = S2_BANDS[key]
         asset = pystac.Asset(href=f"./{path.name}", media_type=pystac.MediaType.GEOTIFF, roles=["data"])
         EOExtension.ext(asset).bands = [Band.create(name=key, common_name=common)]
-        item.add_asset(key, asset)
-    item.add_asset("SCL", pystac.Asset(href=f"./{scl.name}", media_type=pystac.MediaType.GEOTIFF,
-                                       roles=["data"], title="scene classification"))
+        item.add_asset(key, placed(path, asset))
+    item.add_asset("SCL", placed(scl, pystac.Asset(href=f"./{scl.name}", media_type=pystac.MediaType.GEOTIFF,
+                                                   roles=["data"], title="scene classification")))
     path = out / "item.json"
     item.set_self_href(str(path))
     item.make_asset_hrefs_relative()
@@ -219,7 +243,7 @@ def make_utm_split(image: str | Path, out_dir: str | Path, overlap: int = 16,
     return left, right
 
 
-def _copy_window(src, path: Path, col0: int, width: int) -> None:  # noqa: ANN001
+def _copy_window(src, path: Path, col0: int, width: int) -> None:
     profile = _profile(src, width, src.height, src.count, src.transform * Affine.translation(col0, 0), nodata=src.nodata)
     with rasterio.open(path, "w", **profile) as dst:
         dst.descriptions = src.descriptions

@@ -16,7 +16,7 @@ from geoseg._kernels.components import find_root
 
 
 @compiled
-def label_regions(labels, valid):  # noqa: ANN001, ANN202
+def label_regions(labels, valid):
     """4-connected regions of equal valid labels: ``(region of each pixel or -1, class of each region)``.
 
     Union-find in one raster scan over a single int32 array (each root the region's first pixel
@@ -70,19 +70,19 @@ def label_regions(labels, valid):  # noqa: ANN001, ANN202
 
 
 @compiled
-def _inside(region, r, c, k):  # noqa: ANN001, ANN202
+def _inside(region, r, c, k):
     return 0 <= r < region.shape[0] and 0 <= c < region.shape[1] and region[r, c] == k
 
 
 @compiled
-def _grow(a, n):  # noqa: ANN001, ANN202
+def _grow(a, n):
     out = np.empty(2 * a.shape[0] + 16, dtype=a.dtype)
     out[:n] = a[:n]
     return out
 
 
 @compiled
-def trace_rings(region):  # noqa: ANN001, ANN202
+def trace_rings(region):
     """Every region's boundary as rings of corner vertices: ``(x, y, ring_end, ring_region, ring_area2)``.
 
     Each boundary pixel edge (a region pixel beside a pixel of another region, a skipped pixel or
@@ -153,7 +153,7 @@ def trace_rings(region):  # noqa: ANN001, ANN202
 
 
 @compiled
-def closed_coords(xs, ys, ring_start, ring_stop, order, x_off, y_off):  # noqa: ANN001, ANN202
+def closed_coords(xs, ys, ring_start, ring_stop, order, x_off, y_off):
     """The rings in ``order``, each closed (first vertex repeated), shifted by the offsets:
     ``(coords (n, 2) float64, ring offsets)`` as ``shapely.from_ragged_array`` takes them."""
     m = order.shape[0]
@@ -178,7 +178,7 @@ def closed_coords(xs, ys, ring_start, ring_stop, order, x_off, y_off):  # noqa: 
 
 
 @compiled
-def shell_bounds(xs, ys, ring_start, ring_stop, shell_ring):  # noqa: ANN001, ANN202
+def shell_bounds(xs, ys, ring_start, ring_stop, shell_ring):
     """``(xmin, ymin, xmax, ymax)`` of each polygon, from its shell ring (which holds all its extent)."""
     n = shell_ring.shape[0]
     out = np.empty((n, 4), dtype=np.int64)
@@ -196,7 +196,7 @@ def shell_bounds(xs, ys, ring_start, ring_stop, shell_ring):  # noqa: ANN001, AN
 
 
 @compiled
-def _put_u32(data, o, v):  # noqa: ANN001, ANN202
+def _put_u32(data, o, v):
     data[o] = v & 255
     data[o + 1] = (v >> 8) & 255
     data[o + 2] = (v >> 16) & 255
@@ -204,7 +204,7 @@ def _put_u32(data, o, v):  # noqa: ANN001, ANN202
 
 
 @compiled
-def polygons_wkb(xs, ys, ring_start, ring_stop, order, poly_rings, select, x_off, y_off, t, reverse):  # noqa: ANN001, ANN202
+def polygons_wkb(xs, ys, ring_start, ring_stop, order, poly_rings, select, x_off, y_off, t, reverse):
     """The ``select``-ed polygons as little-endian 2-D WKB in map coordinates, straight from the rings.
 
     ``order[poly_rings[p]:poly_rings[p + 1]]`` are polygon ``p``'s rings, shell first; ``t`` is the

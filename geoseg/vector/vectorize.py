@@ -20,12 +20,13 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,14 +39,14 @@ from geoseg.errors import JobSpecError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.heap import heap_releaser
 from geoseg.io.atomic import remove_path, temporary_name
-from geoseg.io.labelstore import read_label_info
+from geoseg.io.labelstore import LabelRasterInfo, read_label_info
 from geoseg.legend import NODATA_LABEL, PALETTE, ClassInfo
 from geoseg.progress import chunk_progress
 from geoseg.vector.gpkg import POLYGON_SCHEMA, atomic_gpkg, class_style, write_arrow_layer, write_layer_styles
 from geoseg.vector.gridunion import BATCH_VERTICES
+from geoseg.vector.options import VectorizeOptions, sieve_halo
 from geoseg.vector.parts import InOrder, Tally, polygon_batch, read_part, tally_of
 from geoseg.vector.polygonize import (
-    CONNECTIVITY,
     ChunkPolygons,
     ChunkSpec,
     chunk_polygons,
@@ -55,18 +56,10 @@ from geoseg.vector.polygonize import (
     vectorize_chunk,
     world_measures,
 )
-from geoseg.vector.seams import ROUND_PIECES as SEAM_ROUND_PIECES
 from geoseg.vector.seams import SeamMerger, warm_up_in_background
 
 if TYPE_CHECKING:
     from distributed import Client
-
-
-#: Layer name of ``layout="single"``.
-DEFAULT_LAYER = "polygons"
-
-
-Layout = Literal["single", "per_class"]
 
 
 #: CRS text of an in-memory array's grid (:func:`vectorize_array` needs only its pixel geometry).
@@ -105,7 +98,7 @@ def vectorize_array(
     :func:`vectorize_labels` writes, handy in a notebook and for checking seam exactness.
     """
     grid = GeoGrid(labels.shape[0], labels.shape[1], transform, UNREFERENCED).tiles(chunk)
-    halo = _halo(min_mapping_unit_px, sieve_halo_px)
+    halo = sieve_halo(min_mapping_unit_px, sieve_halo_px)
     merger = SeamMerger(grid.chunks_shape, cell=chunk)
     finals, final_cls = [], []
     for w in grid.windows():
@@ -120,12 +113,6 @@ def vectorize_array(
     merged, merged_cls = merger.finish()
     geoms = np.concatenate(finals + [merged])
     return to_map_coords(geoms, transform), np.concatenate(final_cls + [merged_cls])
-
-
-def _halo(min_mapping_unit_px: int, sieve_halo_px: int | None) -> int:
-    if min_mapping_unit_px <= 1:
-        return 0
-    return int(min_mapping_unit_px if sieve_halo_px is None else sieve_halo_px)
 
 
 #: Largest tile polygonised at once in this process (no cluster): a fragmented 2048² tile holds
@@ -165,22 +152,6 @@ def _tile_grid(grid: GeoGrid, store_chunk: int, tile_px: int | None, on_cluster:
     if int(tile_px) < 16:
         raise JobSpecError(f"tile_px must be at least 16 pixels, got {tile_px}")
     return grid.tiles(int(tile_px))
-
-
-def _check_options(connectivity: int, layout: str, min_mapping_unit_px: int, simplify_tolerance: float) -> None:
-    if connectivity == 8:
-        raise JobSpecError(
-            "connectivity=8 is not supported: geoseg vectorises 4-connected regions (pixels sharing an edge), "
-            "which gives valid polygons identical to a single pass; use connectivity=4"
-        )
-    if connectivity != CONNECTIVITY:
-        raise JobSpecError(f"connectivity must be 4, got {connectivity!r}")
-    if layout not in ("single", "per_class"):
-        raise JobSpecError(f"layout must be 'single' or 'per_class', got {layout!r}")
-    if min_mapping_unit_px < 0:
-        raise JobSpecError(f"min_mapping_unit_px must be >= 0, got {min_mapping_unit_px}")
-    if not simplify_tolerance >= 0:
-        raise JobSpecError(f"simplify_tolerance must be >= 0, got {simplify_tolerance}")
 
 
 def _run_chunks(spec: ChunkSpec, windows: list[Window], client: Client | None, threads: int) -> Iterator[ChunkPolygons]:
@@ -253,7 +224,7 @@ def _worker_threads(client: Client) -> list[int]:
     """
     try:
         return list(client.nthreads().values()) or [1]
-    except Exception:  # noqa: BLE001
+    except Exception:
         return [1]
 
 
@@ -342,19 +313,10 @@ def _coverage_simplify(geoms_px: np.ndarray, tolerance_px: float) -> np.ndarray:
 def vectorize_labels(
     labels_path: str | Path,
     out_path: str | Path,
+    options: VectorizeOptions | Mapping[str, Any] | None = None,
     *,
     client: Client | None = None,
-    connectivity: int = CONNECTIVITY,
-    skip_classes: Sequence[int] = (NODATA_LABEL,),
-    min_mapping_unit_px: int = 0,
-    simplify_tolerance: float = 0.0,
-    layout: Layout = "single",
-    layer_name: str = DEFAULT_LAYER,
-    sieve_halo_px: int | None = None,
-    seam_round_pieces: int = SEAM_ROUND_PIECES,
-    show_progress: bool = False,
-    threads: int | None = None,
-    tile_px: int | None = None,
+    **keywords: Any,
 ) -> VectorizeResult:
     """Vectorise a label store into a GeoPackage of polygons, one per 4-connected region.
 
@@ -364,130 +326,153 @@ def vectorize_labels(
     raster regardless of chunking. With ``client`` the per-chunk work runs as Dask tasks and
     results are written while later chunks compute; without, tiles of at most
     :data:`LOCAL_TILE_PX` run on ``threads`` threads in this process (default: one per core),
-    written in tile order, so the output does not depend on the thread count. ``tile_px``: the
-    side of the tiles polygonised one per task (default: the store's chunks on a cluster or with
-    a minimum mapping unit).
+    written in tile order, so the output does not depend on the thread count.
 
-    ``min_mapping_unit_px``: sieve regions smaller than this many pixels first (halo =
-    ``sieve_halo_px``, default the unit itself; see :func:`prepare_chunk` for the limits).
-    ``simplify_tolerance`` (CRS units): coverage-preserving simplification of all polygons
-    together on the client (memory ∝ output size). ``layout``: one layer ``layer_name``, or one
-    layer per class named after the class. The file appears only once complete, with a QGIS
-    default style (categorized on ``class_id``, legend colours) in ``layer_styles``.
-    ``seam_round_pieces``: how many new seam pieces start a merge round (see :class:`SeamMerger`).
-    ``show_progress``: a bar of chunks done on stderr, when it is a terminal.
+    ``options``: a :class:`VectorizeOptions` (skipped classes, minimum mapping unit, simplification,
+    layout, threads, tile size, ...) or the same as keywords (``vectorize_labels(store, out, layout="per_class")``),
+    checked once, here (see :func:`prepare_chunk` for the sieve's limits). The file appears only once
+    complete, with a QGIS default style (categorized on ``class_id``, legend colours) in ``layer_styles``.
     """
     t_start = time.perf_counter()
-    _check_options(connectivity, layout, min_mapping_unit_px, simplify_tolerance)
-    if threads is not None and int(threads) < 1:
-        raise JobSpecError(f"threads must be at least 1, got {threads}")
+    opts = VectorizeOptions.coerce(options, **keywords)
     info = read_label_info(labels_path)
-    grid = _tile_grid(info.grid, info.chunk, tile_px, client is not None, _halo(min_mapping_unit_px, sieve_halo_px))
-    skip = tuple(sorted({int(c) for c in skip_classes}))
-    wanted = [c.id for c in info.legend if c.id not in skip]
-    names = tuple(c.name for c in _legend_for(range(256), info.legend))
-    simplify = simplify_tolerance > 0
     out = Path(out_path)
     if not out.parent.exists():
         raise OutputError(f"output folder {out.parent} does not exist")
-    # Scratch beside the output, named as a geoseg temporary (remove_stale_temporaries finds a killed run's):
-    # the workers' part files, and the spooled output of layout="per_class".
-    scratch = temporary_name(out.parent / f"{out.stem}-parts")
-    # Workers write their finished polygons to part files (memory flat on the client); without a
-    # cluster, or with simplification (which needs every polygon at once), they come back here.
-    use_parts = client is not None and not simplify
-    spec = ChunkSpec(str(info.path), grid, skip, int(min_mapping_unit_px), _halo(min_mapping_unit_px, sieve_halo_px),
-                     world=not simplify, parts_dir=str(scratch) if use_parts else None, class_names=names)
-    windows = list(grid.windows())
-    if len(windows) > 1:
-        warm_up_in_background()
-    index_of = {(w.row_off, w.col_off): i for i, w in enumerate(windows)}
-    tally = _Tally()
-    timings = {"chunk_tasks_s": 0.0, "merge_s": 0.0, "merge_cpu_s": 0.0}  # merge: wall and this thread's CPU
+    run = _Run.plan(info, out, opts, client)
+    try:
+        if run.use_parts or opts.layout != "single":
+            run.scratch.mkdir()
+        with atomic_gpkg(out) as tmp:
+            t0 = time.perf_counter()
+            layers = run.write(tmp, info)
+            run.timings["write_and_wait_s"] = time.perf_counter() - t0
+    finally:
+        remove_path(run.scratch)
+    return VectorizeResult(
+        out_path=Path(out_path),
+        n_features=sum(run.tally.counts.values()),
+        layers=layers,
+        counts=dict(sorted(run.tally.counts.items())),
+        areas_m2=dict(sorted(run.tally.areas.items())),
+        seconds=time.perf_counter() - t_start,
+        timings=run.timings,
+    )
 
-    def batches() -> Iterator[pa.RecordBatch]:
+
+@dataclass
+class _Run:
+    """One vectorisation under way: its tiles, what it has written so far, and where time went."""
+
+    opts: VectorizeOptions
+    client: Client | None
+    grid: ChunkGrid
+    spec: ChunkSpec
+    windows: list[Window]
+    names: tuple[str, ...]
+    wanted: list[int]
+    scratch: Path
+    use_parts: bool
+    tally: _Tally = field(default_factory=lambda: _Tally())
+    timings: dict[str, float] = field(
+        default_factory=lambda: {"chunk_tasks_s": 0.0, "merge_s": 0.0, "merge_cpu_s": 0.0}  # merge: wall and CPU
+    )
+
+    @classmethod
+    def plan(cls, info: LabelRasterInfo, out: Path, opts: VectorizeOptions, client: Client | None) -> _Run:
+        grid = _tile_grid(info.grid, info.chunk, opts.tile_px, client is not None, opts.halo_px)
+        simplify = opts.simplify_tolerance > 0
+        # Scratch beside the output, named as a geoseg temporary (remove_stale_temporaries finds a killed run's):
+        # the workers' part files, and the spooled output of layout="per_class".
+        scratch = temporary_name(out.parent / f"{out.stem}-parts")
+        # Workers write their finished polygons to part files (memory flat on the client); without a
+        # cluster, or with simplification (which needs every polygon at once), they come back here.
+        use_parts = client is not None and not simplify
+        names = tuple(c.name for c in _legend_for(range(256), info.legend))
+        spec = ChunkSpec(str(info.path), grid, tuple(opts.skip_classes), opts.min_mapping_unit_px, opts.halo_px,
+                         world=not simplify, parts_dir=str(scratch) if use_parts else None, class_names=names)
+        windows = list(grid.windows())
+        if len(windows) > 1:
+            warm_up_in_background()
+        wanted = [c.id for c in info.legend if c.id not in opts.skip_classes]
+        return cls(opts, client, grid, spec, windows, names, wanted, scratch, use_parts)
+
+    @property
+    def simplify(self) -> bool:
+        return self.opts.simplify_tolerance > 0
+
+    def write(self, tmp: Path, info: LabelRasterInfo) -> tuple[str, ...]:
+        """Every polygon into the GeoPackage ``tmp`` (one layer, or one per class) with its styles."""
+        if self.opts.layout == "single":
+            name = self.opts.layer_name
+            write_arrow_layer(tmp, name, self.batches(), crs_wkt=info.grid.crs_wkt)
+            write_layer_styles(tmp, [class_style(name, _legend_for(set(self.wanted) | set(self.tally.counts), info.legend))])
+            return (name,)
+        spool = _spool(self.scratch / "all.arrow", self.batches())
+        per_class = _legend_for(set(self.wanted) | set(self.tally.counts), info.legend)
+        lnames = layer_names(per_class)
+        for c in per_class:
+            write_arrow_layer(tmp, lnames[c.id], _class_batches(spool, c.id), crs_wkt=info.grid.crs_wkt)
+        write_layer_styles(tmp, [class_style(lnames[c.id], (c,)) for c in per_class])
+        return tuple(lnames[c.id] for c in per_class)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The polygons as record batches: each chunk's finished ones as it comes, seams as they close."""
+        grid, timings, client = self.grid, self.timings, self.client
         release_heap = heap_releaser(HEAP_RELEASE_S)
-        merger = SeamMerger(grid.chunks_shape, round_pieces=seam_round_pieces, cell=grid.chunk,
+        merger = SeamMerger(grid.chunks_shape, round_pieces=self.opts.seam_round_pieces, cell=grid.chunk,
                             batch_vertices=BATCH_VERTICES if client is not None else LOCAL_BATCH_VERTICES)
         in_order = InOrder()
+        index_of = {(w.row_off, w.col_off): i for i, w in enumerate(self.windows)}
         pixel_polygons: list[tuple[np.ndarray, np.ndarray]] = []  # only with simplification
-
-        def merged_batches(merged: np.ndarray, merged_cls: np.ndarray) -> Iterator[pa.RecordBatch]:
-            if simplify:
-                pixel_polygons.append((merged, merged_cls))
-            elif len(merged):
-                batch = _pixel_batch(merged, merged_cls, grid, names)
-                tally.add(merged_cls, batch.column("area_m2").to_numpy())
-                yield batch
-
-        run = _run_chunks(spec, windows, client, threads or usable_cores())
-        chunks = chunk_progress(run, len(windows), "vectorising", show_progress)
-        for res in chunks:
+        run = _run_chunks(self.spec, self.windows, client, self.opts.threads or usable_cores())
+        for res in chunk_progress(run, len(self.windows), "vectorising", self.opts.show_progress):
             timings["chunk_tasks_s"] += res.seconds
-            if use_parts:
-                tally.merge(res.part_tally)
+            if self.use_parts:
+                self.tally.merge(res.part_tally)
                 for part in in_order.add(index_of[(res.window.row_off, res.window.col_off)], res.part):
                     yield from read_part(part)
                     Path(part).unlink()
-            if len(res.final) and simplify:
+            if len(res.final) and self.simplify:
                 pixel_polygons.append((res.final, res.final_class))
             elif len(res.final):
                 area = final_areas(res, grid)
-                tally.add(res.final_class, area)
+                self.tally.add(res.final_class, area)
                 assert res.final_perimeter_m is not None  # world coordinates (no simplify) carry perimeters
-                yield polygon_batch(res.final, res.final_class, area, res.final_perimeter_m, names)
-            t0, c0 = time.perf_counter(), time.thread_time()
-            merged = merger.add(_chunk_index(res.window, grid.chunk), res)
-            timings["merge_s"] += time.perf_counter() - t0
-            timings["merge_cpu_s"] += time.thread_time() - c0
+                yield polygon_batch(res.final, res.final_class, area, res.final_perimeter_m, self.names)
+            merged = self._timed_merge(partial(merger.add, _chunk_index(res.window, grid.chunk), res))
             del res  # the chunk's seam pieces live on in the merger only
-            yield from merged_batches(*merged)
+            yield from self._merged_batches(*merged, pixel_polygons)
             release_heap()  # the tiles' transient arrays: give their pages back, do not keep a high-water mark
-        t0, c0 = time.perf_counter(), time.thread_time()
-        merged = merger.finish()
-        timings["merge_s"] += time.perf_counter() - t0
-        timings["merge_cpu_s"] += time.thread_time() - c0
+        merged = self._timed_merge(merger.finish)
         timings["seam_pieces_peak"] = merger.peak_waiting
         timings["merge_rounds"] = merger.rounds
-        yield from merged_batches(*merged)
-        if simplify and pixel_polygons:
-            geoms = np.concatenate([g for g, _ in pixel_polygons])
-            classes = np.concatenate([c for _, c in pixel_polygons])
-            t0 = time.perf_counter()
-            geoms = _coverage_simplify(geoms, simplify_tolerance / np.sqrt(grid.pixel_area))
-            timings["simplify_s"] = time.perf_counter() - t0
-            batch = _pixel_batch(geoms, classes, grid, names)
-            tally.add(classes, batch.column("area_m2").to_numpy())
+        yield from self._merged_batches(*merged, pixel_polygons)
+        if self.simplify and pixel_polygons:
+            yield self._simplified(pixel_polygons)
+
+    def _timed_merge(self, merge: Callable[[], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        t0, c0 = time.perf_counter(), time.thread_time()
+        merged = merge()
+        self.timings["merge_s"] += time.perf_counter() - t0
+        self.timings["merge_cpu_s"] += time.thread_time() - c0
+        return merged
+
+    def _merged_batches(self, merged: np.ndarray, merged_cls: np.ndarray,
+                        pixel_polygons: list[tuple[np.ndarray, np.ndarray]]) -> Iterator[pa.RecordBatch]:
+        if self.simplify:
+            pixel_polygons.append((merged, merged_cls))
+        elif len(merged):
+            batch = _pixel_batch(merged, merged_cls, self.grid, self.names)
+            self.tally.add(merged_cls, batch.column("area_m2").to_numpy())
             yield batch
 
-    try:
-        if use_parts or layout != "single":
-            scratch.mkdir()
-        with atomic_gpkg(out) as tmp:
-            t0 = time.perf_counter()
-            if layout == "single":
-                write_arrow_layer(tmp, layer_name, batches(), crs_wkt=info.grid.crs_wkt)
-                styles = [class_style(layer_name, _legend_for(set(wanted) | set(tally.counts), info.legend))]
-                layers: tuple[str, ...] = (layer_name,)
-            else:
-                spool = _spool(scratch / "all.arrow", batches())
-                per_class = _legend_for(set(wanted) | set(tally.counts), info.legend)
-                lnames = layer_names(per_class)
-                styles = []
-                for c in per_class:
-                    write_arrow_layer(tmp, lnames[c.id], _class_batches(spool, c.id), crs_wkt=info.grid.crs_wkt)
-                    styles.append(class_style(lnames[c.id], (c,)))
-                layers = tuple(lnames[c.id] for c in per_class)
-            write_layer_styles(tmp, styles)
-            timings["write_and_wait_s"] = time.perf_counter() - t0
-    finally:
-        remove_path(scratch)
-    return VectorizeResult(
-        out_path=Path(out_path),
-        n_features=sum(tally.counts.values()),
-        layers=layers,
-        counts=dict(sorted(tally.counts.items())),
-        areas_m2=dict(sorted(tally.areas.items())),
-        seconds=time.perf_counter() - t_start,
-        timings=timings,
-    )
+    def _simplified(self, pixel_polygons: list[tuple[np.ndarray, np.ndarray]]) -> pa.RecordBatch:
+        geoms = np.concatenate([g for g, _ in pixel_polygons])
+        classes = np.concatenate([c for _, c in pixel_polygons])
+        t0 = time.perf_counter()
+        geoms = _coverage_simplify(geoms, self.opts.simplify_tolerance / np.sqrt(self.grid.pixel_area))
+        self.timings["simplify_s"] = time.perf_counter() - t0
+        batch = _pixel_batch(geoms, classes, self.grid, self.names)
+        self.tally.add(classes, batch.column("area_m2").to_numpy())
+        return batch

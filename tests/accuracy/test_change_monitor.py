@@ -68,7 +68,7 @@ def test_change_tables_are_written_atomically(tmp_path, monkeypatch):
     assert pd.read_csv(out / "transitions.csv")["pixels"].sum() > 0
     written = []
 
-    def half_then_fail(self, path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def half_then_fail(self, path, *args, **kwargs):
         written.append(path)
         open(path, "w").write("region_id,from")
         raise OSError("disk full")

@@ -17,7 +17,7 @@ from geoseg.samples.crowns import TREE, make_crowns
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def run(tmp_path_factory: pytest.TempPathFactory):
     d = tmp_path_factory.mktemp("crowns")
     files = make_crowns(d, width=640, height=512, seed=7)
     store, table = segment_instances(files.reference, [TREE], d / "out", chunk_size=256)
@@ -30,7 +30,7 @@ def _dense(ids: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", ["vector", "raster"])
-def test_chunked_scores_equal_whole_raster_scores(run, kind, tmp_path) -> None:  # noqa: ANN001
+def test_chunked_scores_equal_whole_raster_scores(run, kind, tmp_path) -> None:
     files, store, table = run
     grid = read_label_info(files.reference).grid.tiles(256)
     truth = rasterio.open(files.instances).read(1)
@@ -54,7 +54,7 @@ def test_chunked_scores_equal_whole_raster_scores(run, kind, tmp_path) -> None: 
     assert row["class_name"] == "tree" and float(row["pq"]) == pytest.approx(scores[0].pq, abs=1e-4)
 
 
-def test_overlapping_reference_features_stay_separate_instances(run, tmp_path) -> None:  # noqa: ANN001
+def test_overlapping_reference_features_stay_separate_instances(run, tmp_path) -> None:
     files, store, table = run
     info = read_label_info(files.reference)
     x0, y0 = info.grid.transform * (100, 100)

@@ -8,7 +8,7 @@ from geoseg.accuracy import objectreport
 from geoseg.accuracy.objectreport import BEGIN, END, add_objects_to_report
 
 
-def _write_csv(path, n_regions: int, name: str = "weed") -> None:  # noqa: ANN001
+def _write_csv(path, n_regions: int, name: str = "weed") -> None:
     cols = ["region", "class_id", "class_name", "objects", "area_ha", "density_per_ha", "size_mean_m2",
             "size_p10_m2", "size_p25_m2", "size_p50_m2", "size_p75_m2", "size_p90_m2"]
     with open(path, "w", newline="") as f:

@@ -82,7 +82,7 @@ def test_one_reference_for_several_scenes_and_regions(tmp_path: Path) -> None:
         evaluate([left, right], ref, grid_cell_m=100)
 
 
-def test_cli_takes_several_labels_with_their_references(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_cli_takes_several_labels_with_their_references(tmp_path: Path, capsys) -> None:
     from geoseg.cli import main
 
     scenes = _scenes(tmp_path)

@@ -773,7 +773,7 @@ def make_certs(out: Path, **env: str) -> subprocess.CompletedProcess:
                           timeout=60, env={"PATH": "/usr/bin:/bin:/usr/local/bin", **env})
 
 
-def security_for(d: Path):  # noqa: ANN201
+def security_for(d: Path):
     from distributed.security import Security
 
     return Security(

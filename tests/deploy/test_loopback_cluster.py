@@ -55,7 +55,7 @@ class Processes:
     procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
 
     def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+        log = open(self.logs / f"{name}.log", "wb")  # closed in stop()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or clean_env(),
                                 start_new_session=True)
         proc._log = log  # type: ignore[attr-defined]
@@ -114,7 +114,7 @@ def wait_for_scheduler_file(path: Path, ps: Processes, timeout: float = 60) -> d
     raise AssertionError(f"no scheduler file after {timeout} s\n{ps.log_tail()}")
 
 
-def wait_for_workers(address: str, n: int, ps: Processes, security=None) -> dict:  # noqa: ANN001
+def wait_for_workers(address: str, n: int, ps: Processes, security=None) -> dict:
     """Block until ``n`` workers joined; the scheduler's view of them (address -> info)."""
     from distributed import Client
 
@@ -122,7 +122,7 @@ def wait_for_workers(address: str, n: int, ps: Processes, security=None) -> dict
         with Client(address, security=security, timeout=30) as client:
             client.wait_for_workers(n, timeout=60)
             return client.scheduler_info(n_workers=-1)["workers"]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AssertionError(f"workers did not join: {exc!r}\n{ps.log_tail()}") from exc
 
 
@@ -311,7 +311,7 @@ def test_jobqueue_recipe_runs_a_job(tmp_path, monkeypatch, capsys):
             super().__init__(n_workers=0, threads_per_worker=1, processes=True, host="127.0.0.1",
                              dashboard_address="127.0.0.1:0", memory_limit="2GiB")
 
-        def scale(self, n=None, jobs=0, **kw):  # noqa: ANN001 - dask-jobqueue's signature
+        def scale(self, n=None, jobs=0, **kw):  # dask-jobqueue's signature
             return super().scale(jobs * seen["processes"] if jobs else n)
 
     fake = types.ModuleType("dask_jobqueue")

@@ -31,18 +31,18 @@ def _spectra(seed: int = 0) -> np.ndarray:
     return np.clip(img, 1, None).astype("uint16")
 
 
-def _rgb_orthophoto(path, img):  # noqa: ANN001, ANN202 - red, green, blue marked by colour interpretation only
+def _rgb_orthophoto(path, img):  # red, green, blue marked by colour interpretation only
     write_raster(path, np.stack([img[2], img[1], img[0]]))
     with rasterio.open(path, "r+") as ds:
         ds.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
     return path
 
 
-def _read(scene):  # noqa: ANN001, ANN202
+def _read(scene):
     return read_window(scene, Window(0, 0, H, W))
 
 
-def _labels(out) -> np.ndarray:  # noqa: ANN001
+def _labels(out) -> np.ndarray:
     with rasterio.open(out / "labels.zarr") as ds:
         return ds.read(1)
 

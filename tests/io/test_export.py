@@ -76,8 +76,11 @@ def test_export_cog_is_a_valid_tiled_cog_with_overviews_and_colours(store, tmp_p
         assert ds.crs == CRS_ and ds.transform.almost_equals(TRANSFORM)
         assert ds.nodata == NODATA_LABEL
         cmap = ds.colormap(1)
+        present = {int(v) for v in np.unique(labels)} - {NODATA_LABEL}
         for c in LANDCOVER_CLASSES:
-            assert cmap[c.id][:3] == c.rgb()
+            assert cmap[c.id][:3] == c.rgb() or c.id not in present
+        assert len(cmap) == max(present) + 1  # the classes, not 256 entries mostly black
+        assert {k for k, v in cmap.items() if v[3]} == present  # classes absent from the raster: no entry
         np.testing.assert_array_equal(ds.read(1), labels)
         ov = ds.read(1, out_shape=(ds.height // 4, ds.width // 4))
         assert set(np.unique(ov)) <= set(np.unique(labels))  # mode keeps real classes
@@ -165,6 +168,7 @@ def test_build_overviews_keeps_the_store_readable(tmp_path, store):
         info = read_label_info(p)
         assert info.grid.transform == TRANSFORM * Affine.scale(factor)
         assert info.legend == before.legend and info.grid.crs == CRS_
+        assert f'label="{before.legend[0].name}"' in (p.parent / f"{factor}.qml").read_text()  # QGIS' default style
         with rasterio.open(p) as ds:
             assert ds.shape == (-(-600 // factor), -(-700 // factor))
             assert ds.transform.almost_equals(TRANSFORM * Affine.scale(factor))

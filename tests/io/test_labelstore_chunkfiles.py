@@ -26,12 +26,12 @@ def _labels() -> np.ndarray:
     return full
 
 
-def _store_files(path) -> dict[str, bytes]:  # noqa: ANN001
+def _store_files(path) -> dict[str, bytes]:
     folder = path.with_name(path.name + ".partial") / "labels"
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
 
 
-def _write_all(path, full, monkeypatch=None):  # noqa: ANN001, ANN202
+def _write_all(path, full, monkeypatch=None):
     if monkeypatch is not None:  # Zarr writes every chunk, as before
         monkeypatch.setattr(labelstore, "_write_chunk_file", lambda *a: False)
     writer = LabelStoreWriter.create(path, GRID, LANDCOVER_CLASSES, resume_key="a")

@@ -11,7 +11,7 @@ import pytest
 import rasterio
 
 from geoseg.cli import main
-from geoseg.errors import InputError
+from geoseg.errors import LabelStoreError
 from geoseg.geo import Window
 from geoseg.io.labelstore import LabelStoreWriter, open_labels, read_label_window
 from geoseg.io.manifest import MANIFEST_FILE, verify_store
@@ -50,9 +50,9 @@ def test_manifest_lists_every_chunk_object_with_its_crc(tmp_path):
 def test_deleted_chunk_is_refused_naming_it(tmp_path):
     store, labels, _ = _store(tmp_path)
     os.remove(store / "labels" / "1.2")
-    with pytest.raises(InputError, match=r"chunk labels/1\.2 of label store .*labels\.zarr is missing"):
+    with pytest.raises(LabelStoreError, match=r"chunk labels/1\.2 of label store .*labels\.zarr is missing"):
         read_label_window(store, Window(64, 128, 64, 64))
-    with pytest.raises(InputError, match=r"labels/1\.2 .* is missing"):
+    with pytest.raises(LabelStoreError, match=r"labels/1\.2 .* is missing"):
         open_labels(store).values  # noqa: B018 - the lazy read is the test
     assert np.array_equal(read_label_window(store, Window(0, 0, 64, 64)), labels[:64, :64])  # others still read
     assert verify_store(store) == [(f"chunk labels/1.2 of label store {store} is missing; "
@@ -65,7 +65,7 @@ def test_corrupt_chunk_is_refused_naming_it(tmp_path):
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
-    with pytest.raises(InputError, match=r"chunk labels/0\.1 of label store .* is corrupt"):
+    with pytest.raises(LabelStoreError, match=r"chunk labels/0\.1 of label store .* is corrupt"):
         read_label_window(store, Window(0, 0, 150, 200))
     (problem,) = verify_store(store)
     assert "labels/0.1" in problem and "corrupt" in problem
@@ -77,7 +77,7 @@ def test_store_without_manifest_still_reads_and_a_bad_chunk_is_a_user_error(tmp_
     os.remove(store / MANIFEST_FILE)
     assert np.array_equal(read_label_window(store, Window(0, 0, 150, 200)), labels)
     (store / "labels" / "0.1").write_bytes(b"not zstd at all")
-    with pytest.raises(InputError, match=r"label store .*labels\.zarr"):
+    with pytest.raises(LabelStoreError, match=r"labels\.zarr"):
         read_label_window(store, Window(0, 0, 150, 200))
 
 

@@ -34,7 +34,7 @@ def _alpha(h: int, w: int) -> np.ndarray:
     return a
 
 
-def write_rgba(path, h: int = 256, w: int = 320):  # noqa: ANN001, ANN201
+def write_rgba(path, h: int = 256, w: int = 320):
     """An RGBA drone-like file: alpha = 0 pixels carry garbage colour that must never be used."""
     rgb, alpha = _rgb(h, w), _alpha(h, w)
     rgb[:, alpha == 0] = np.array(GARBAGE, np.uint8)[:, None]
@@ -46,7 +46,7 @@ def write_rgba(path, h: int = 256, w: int = 320):  # noqa: ANN001, ANN201
     return path, alpha
 
 
-def write_internal_mask(path, h: int = 256, w: int = 320):  # noqa: ANN001, ANN201
+def write_internal_mask(path, h: int = 256, w: int = 320):
     """An RGB file with a GDAL internal mask and no nodata value; masked pixels carry garbage."""
     rgb, mask = _rgb(h, w, 1), _alpha(h, w)
     rgb[:, mask == 0] = np.array(GARBAGE, np.uint8)[:, None]

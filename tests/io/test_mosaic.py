@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from geoseg.errors import InputError
+from geoseg.errors import BandError
 from geoseg.geo import GeoGrid, Window
 from geoseg.io.scene import open_scene, read_window
 from geoseg.run.jobspec import parse_job
@@ -101,7 +101,7 @@ def test_tiles_with_different_band_counts_are_refused(tmp_path):
     from rasterio.transform import from_origin
 
     write_raster(tmp_path / "b.tif", np.ones((2, 20, 20), np.uint8), transform=from_origin(500200, 5100000, 10, 10))
-    with pytest.raises(InputError, match="same bands"):
+    with pytest.raises(BandError):
         open_scene(str(tmp_path / "*.tif"))
 
 
@@ -127,3 +127,33 @@ def test_lazy_xarray_view_of_a_mosaic_matches_read_window(tiled):
     got = da[:, 100:190, 150:270].values
     np.testing.assert_array_equal(np.isfinite(got[0]), valid)
     np.testing.assert_array_equal(got[:, valid], values[:, valid])
+
+
+def test_many_tiles_read_ahead_by_threads_compose_as_one_by_one(tmp_path, monkeypatch):
+    """36 overlapping tiles with alpha margins: the threaded read-ahead keeps the first valid tile's pixels."""
+    from geoseg.io import mosaic
+
+    files = make_scene("landcover", tmp_path / "scene", width=192, height=192, block=64)
+    tiles = make_tiles(files.image, tmp_path / "tiles", n=6, overlap=8, margin=2)
+    scene = open_scene(str(tmp_path / "tiles" / "tile_*.tif"))
+    assert [s.path for s in scene.layers[0].sources] == sorted(map(str, tiles))  # headers read by threads, in order
+    window = Window(0, 0, scene.height, scene.width)
+    assert len(scene.layers[0].meeting(window)) == 36 >= mosaic.PARALLEL_READS_FROM
+    ahead = read_window(scene, window)
+    monkeypatch.setattr(mosaic, "PARALLEL_READS_FROM", 10_000)
+    one_by_one = read_window(scene, window)
+    covered, first_values = _tile_coverage(files.image, tiles)
+    with rasterio.open(files.image) as ds:
+        covered &= ds.read_masks(1) != 0
+    for values, valid in (ahead, one_by_one):
+        np.testing.assert_array_equal(valid, covered)
+        np.testing.assert_array_equal(values[:, valid], first_values[:, valid])
+        assert not values[:, ~valid].any()
+
+
+def test_a_task_copy_names_only_its_own_files(tiled):
+    _, _, root = tiled
+    scene = open_scene(str(root / "tiles" / "tile_*.tif"))
+    part = scene.for_window(Window(0, 0, 32, 32))
+    assert len(scene.paths) == 4 and part.paths == (scene.layers[0].sources[0].path,)
+    assert len(part.sizes_bytes) == 1

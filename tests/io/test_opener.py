@@ -93,7 +93,7 @@ def test_disguised_vrt_is_fetched_when_the_job_allows_virtual_inputs(tmp_path: P
     assert listener.hits > 0
 
 
-def rasterio_open(path: Path):  # noqa: ANN201 - GDAL alone, without geoseg's opener: the witness's control
+def rasterio_open(path: Path):
     import rasterio
 
     return rasterio.open(path)
@@ -195,11 +195,11 @@ def _gdal_reads(listener: Listener) -> None:
     for attempt in (lambda: rasterio.open(f"/vsicurl/{listener.url('direct.tif')}"),
                     lambda: rasterio.open("/vsis3/bucket/object.tif"),
                     lambda: pyogrio.read_info(f"/vsicurl/{listener.url('direct.gpkg')}")):
-        with pytest.raises(Exception):  # noqa: B017, PT011 - refused or 404: either way, did a request go out?
+        with pytest.raises(Exception):  # noqa: B017 - refused or 404: either way, did a request go out?
             attempt()
 
 
-def test_the_gdal_fence_blocks_network_reads_in_this_process(listener: Listener, monkeypatch) -> None:  # noqa: ANN001
+def test_the_gdal_fence_blocks_network_reads_in_this_process(listener: Listener, monkeypatch) -> None:
     for key, value in {"AWS_S3_ENDPOINT": f"127.0.0.1:{listener.port}", "AWS_HTTPS": "NO",
                        "AWS_NO_SIGN_REQUEST": "YES", "AWS_VIRTUAL_HOSTING": "FALSE"}.items():
         monkeypatch.setenv(key, value)
@@ -217,7 +217,7 @@ def _worker_fetch(url: str) -> str:
 
     try:
         rasterio.open(f"/vsicurl/{url}")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return type(exc).__name__
     return "opened"
 

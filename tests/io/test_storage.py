@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from geoseg.errors import InputError, OutputError
+from geoseg.errors import InputError, LabelStoreError, OutputError, OutputInUseError
 from geoseg.io import storage
 from geoseg.io.labelstore import LabelStoreWriter, read_label_info, read_label_window
 from geoseg.legend import ClassInfo
@@ -30,7 +30,7 @@ def test_store_on_s3_resumes_commits_last_and_gdal_reads_it(s3_bucket):  # noqa:
     for i, w in enumerate(windows[:3]):
         LabelStoreWriter(url, grid).write(w, _chunk(w, i))  # as a task would
     assert writer.done_windows() == {w.key for w in windows[:3]}
-    with pytest.raises(InputError, match="unfinished"):
+    with pytest.raises(LabelStoreError, match="unfinished"):
         read_label_info(url)  # not committed yet
     with pytest.raises(OutputError, match="never written"):
         writer.finalize()
@@ -76,7 +76,7 @@ def test_prefix_of_another_job_or_foreign_files_is_refused(s3_bucket):  # noqa: 
     ours.check("job-a")  # empty: fine
     storage.write_bytes(ours.target("run.json"), json.dumps({"job": {"name": "job-a"}}).encode())
     ours.check("job-a")  # a rerun of the same job: fine
-    with pytest.raises(OutputError, match="another run"):
+    with pytest.raises(OutputInUseError):
         ours.check("job-b")
     foreign = storage.RemoteOutput(storage.join(s3_bucket, "foreign"))
     storage.write_bytes(foreign.target("data.bin"), b"x")

@@ -33,7 +33,7 @@ def _reflectance(dn: np.ndarray) -> np.ndarray:
     return dn.astype(np.float32) * np.float32(SCALE) + np.float32(OFFSET)
 
 
-def _item(folder, scaled: bool) -> str:  # noqa: ANN001
+def _item(folder, scaled: bool) -> str:
     assets = {}
     for key, role in ROLES.items():
         asset = {"href": f"./{key}.tif", "eo:bands": [{"name": key, "common_name": role}]}
@@ -58,7 +58,7 @@ def products(tmp_path):
     return dn, _item(tmp_path / "dn", scaled=True), _item(tmp_path / "refl", scaled=False)
 
 
-def _read(scene):  # noqa: ANN001, ANN202
+def _read(scene):
     return read_window(scene, Window(0, 0, H, W))
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from geoseg.errors import ModelError
+from geoseg.errors import CheckpointError, ModelError, ModelInputError
 from geoseg.methods.checkpoint import (
     build_model,
     check_compatible,
@@ -36,7 +36,7 @@ def test_round_trip_same_predictions_and_sidecar(tmp_path, monkeypatch):
     assert doc["classes"][2] == {"id": 3, "name": "weed", "color": "#e31a1c"}
     assert doc["geoseg_version"]
 
-    def no_pickle(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def no_pickle(*a, **k):
         raise AssertionError("torch.load must not be used to read checkpoints")
 
     monkeypatch.setattr(torch, "load", no_pickle)
@@ -62,13 +62,13 @@ def test_lone_safetensors_file_still_loads(tmp_path):
 
 
 def test_missing_or_foreign_checkpoint_is_a_model_error(tmp_path):
-    with pytest.raises(ModelError, match="no checkpoint"):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path / "nothing")
     meta = tiny_meta()
     save_checkpoint(tiny_model(meta), meta, tmp_path / "m")
     other = tiny_meta(decoder_channels=32)
     checkpoint_paths(tmp_path / "m")[1].write_text(other.to_json())
-    with pytest.raises(ModelError, match="cannot load weights"):
+    with pytest.raises(CheckpointError, match="cannot load weights"):
         load_checkpoint(tmp_path / "m")
 
 
@@ -95,12 +95,12 @@ def test_band_names_checked_but_generic_names_pass():
     check_compatible(meta, ["Red", "Green", "Blue", "NIR"], 0.01)
     check_compatible(meta, ["b1", "b2", "b3", "b4"], 0.01)  # files without band descriptions
     check_compatible(meta, ["date1:red", "date1:green", "date1:blue", "date1:nir"], 0.01)
-    with pytest.raises(ModelError, match="order"):
+    with pytest.raises(ModelInputError, match="order"):
         check_compatible(meta, ["blue", "green", "red", "nir"], 0.01)
-    with pytest.raises(ModelError, match="expects bands"):
+    with pytest.raises(ModelInputError, match="expects bands"):
         check_compatible(meta, ["red", "green", "blue", "swir"], 0.01)
     s2 = tiny_meta(band_names=["B02", "B03", "B04", "B08"])
-    with pytest.raises(ModelError, match="order"):  # Sentinel-2 names are meaningful, not placeholders
+    with pytest.raises(ModelInputError, match="order"):  # Sentinel-2 names are meaningful, not placeholders
         check_compatible(s2, ["B04", "B03", "B02", "B08"], 0.01)
 
 
@@ -108,9 +108,9 @@ def test_refuses_other_resolution():
     meta = tiny_meta()
     check_compatible(meta, BANDS, 0.012)
     check_compatible(meta, BANDS, 0.008)
-    with pytest.raises(ModelError, match=r"10x coarser.*resample"):
+    with pytest.raises(ModelInputError, match=r"10x coarser.*resample"):
         check_compatible(meta, BANDS, 0.1)
-    with pytest.raises(ModelError, match="2x finer"):
+    with pytest.raises(ModelInputError, match="2x finer"):
         check_compatible(meta, BANDS, 0.005)
     check_compatible(meta, BANDS, 0.1, max_resolution_ratio=20)
     check_compatible(tiny_meta(resolution=None), BANDS, 10.0)
@@ -137,7 +137,7 @@ def test_user_encoder_weights_are_loaded_and_adapted(tmp_path):
     save_file(dict(wrong.encoder.state_dict()), str(tmp_path / "wrong.safetensors"))
     with pytest.raises(ModelError, match="another encoder"):
         build_model("resnet18", 3, 2, tmp_path / "wrong.safetensors", encoder_depth=3)
-    with pytest.raises(ModelError, match="does not exist"):
+    with pytest.raises(CheckpointError):
         build_model("resnet18", 3, 2, tmp_path / "none.safetensors", encoder_depth=3)
 
 
@@ -184,6 +184,19 @@ def test_damaged_checkpoint_is_refused_in_one_line(tmp_path, cut):
     if cut != "appended":  # safetensors itself refuses these (the oracle that the file is damaged)
         with pytest.raises(Exception):  # noqa: B017 - any error of the library
             load_file(str(weights))
-    with pytest.raises(ModelError, match=r"checkpoint weights .*ck\.safetensors are (damaged|truncated)") as info:
+    with pytest.raises(CheckpointError, match=r"checkpoint weights .*ck\.safetensors are (damaged|truncated)") as info:
         check_weights_file(weights)
     assert "\n" not in str(info.value)
+
+
+def test_a_sidecar_declaring_a_huge_tile_is_refused_when_read(tmp_path):
+    """A sidecar edited to tile_size 185,600 made inference ask for a 256 GiB blending window."""
+    from geoseg.methods.checkpoint import MAX_TILE_SIZE, read_meta
+
+    sidecar = tmp_path / "m.json"
+    data = json.loads(tiny_meta().to_json())
+    sidecar.write_text(json.dumps({**data, "tile_size": 185_600}))
+    with pytest.raises(ModelError, match=f"tile_size must be a multiple of 16 from 32 to {MAX_TILE_SIZE}"):
+        read_meta(sidecar)
+    sidecar.write_text(json.dumps({**data, "tile_size": 512}))
+    assert read_meta(sidecar).tile_size == 512

@@ -83,3 +83,49 @@ def test_training_job_file_with_a_chip_folder(tmp_path: Path) -> None:
     job = load_train_job(tmp_path / "job.yaml")
     assert len(job.pairs) == 2 and len(job.val_pairs) == 1
     assert all(p.image.is_file() and p.reference.is_file() for p in job.pairs + job.val_pairs)
+
+
+def _delivered(folder: Path, n: int = 4, size: int = 48) -> dict[str, np.ndarray]:
+    """A dataset as delivered: images/NNN_image.png with annotations/NNN_annotation.png (class ids)."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "annotations").mkdir()
+    rng = np.random.default_rng(1)
+    truth = {}
+    for i in range(n):
+        ids = np.kron(rng.integers(0, 3, (size // 16, size // 16)), np.ones((16, 16), int)).astype(np.uint8)
+        img = np.stack([ids * 60 + 20, 200 - ids * 50, np.full_like(ids, 90)], -1).astype(np.uint8)
+        Image.fromarray(img).save(folder / "images" / f"{i:03d}_image.png")
+        Image.fromarray(ids).save(folder / "annotations" / f"{i:03d}_annotation.png")
+        truth[f"{i:03d}"] = ids
+    return truth
+
+
+def test_delivered_layout_with_suffixes_and_split_files(tmp_path: Path) -> None:
+    from geoseg.methods.training.chips import ChipLayout, list_chips
+
+    truth = _delivered(tmp_path / "ds")
+    with pytest.raises(InputError, match="give image_suffix and mask_suffix"):
+        list_chips(tmp_path / "ds")  # the mask folder is found, the names differ: say how to pair them
+    layout = ChipLayout(image_suffix="_image", mask_suffix="_annotation")
+    chips = list_chips(tmp_path / "ds", layout)
+    assert [c.name for c in chips] == sorted(truth) and chips[0].mask.parent.name == "annotations"
+    (tmp_path / "ds" / "labels").mkdir()
+    with pytest.raises(InputError, match="several of masks/, annotations/, labels/"):
+        list_chips(tmp_path / "ds", layout)
+    layout = ChipLayout(masks="annotations", image_suffix="_image", mask_suffix="_annotation")
+    (tmp_path / "train.txt").write_text("000\n001_image.png  # a file name works too\n\n")
+    (tmp_path / "val.txt").write_text("002\n")
+    (tmp_path / "test.txt").write_text("003_annotation.png\n")
+    split = {"train": tmp_path / "train.txt", "val": tmp_path / "val.txt", "test": tmp_path / "test.txt"}
+    train_pairs, val_pairs = chip_pairs(tmp_path / "ds", pixel_size_m=0.01, layout=layout, split=split)
+    assert [Path(p["image"]).stem for p in train_pairs] == ["000", "001"]
+    assert [Path(p["image"]).stem for p in val_pairs] == ["002"]
+    with rasterio.open(val_pairs[0]["reference"]) as ds:  # single-band masks are class ids; 0 is unlabelled
+        np.testing.assert_array_equal(ds.read(1), truth["002"])
+        assert ds.nodata == 0 and ds.res == (0.01, 0.01)
+    (tmp_path / "val.txt").write_text("002\n003\n")
+    with pytest.raises(InputError, match="003 in both the val and the test file"):
+        chip_pairs(tmp_path / "ds", pixel_size_m=0.01, layout=layout, split=split)
+    (tmp_path / "val.txt").write_text("099\n")
+    with pytest.raises(InputError, match="val.txt:1: '099' names no chip"):
+        chip_pairs(tmp_path / "ds", pixel_size_m=0.01, layout=layout, split=split)

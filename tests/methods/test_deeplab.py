@@ -10,7 +10,7 @@ import pytest
 import rasterio
 import torch
 
-from geoseg.errors import ModelError
+from geoseg.errors import CheckpointError, ModelError, ModelInputError
 from geoseg.geo import Window, halo_window, trim_halo
 from geoseg.legend import NODATA_LABEL
 from geoseg.methods import deeplab
@@ -120,7 +120,7 @@ def test_nodata_pixels_get_the_nodata_label(tmp_path):
     assert ((conf[10:] > 1 / 3 - 1e-6) & (conf[10:] <= 1 + 1e-6)).all()
     empty = predict_chunk(model, meta, img, np.zeros((70, 50), bool), device="cpu")
     assert (empty == NODATA_LABEL).all()
-    with pytest.raises(ModelError, match="expects 4 bands"):
+    with pytest.raises(ModelInputError, match="expects 4 bands"):
         predict_chunk(model, meta, img[:3], valid, device="cpu")
 
 
@@ -207,7 +207,7 @@ def test_get_worker_model_loads_once_and_sees_new_files(tmp_path, monkeypatch):
     assert m3 is not m1 and len(loads) == 2
     assert len(deeplab.cache_info()) <= deeplab.CACHE_SIZE
 
-    with pytest.raises(ModelError, match="no checkpoint"):
+    with pytest.raises(CheckpointError):
         get_worker_model(tmp_path / "absent", "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(ModelError, match="no CUDA device"):
@@ -270,7 +270,7 @@ def test_predict_on_cuda_matches_cpu(tmp_path):
 # --- test-time augmentation --------------------------------------------------------------------------
 
 
-def _predict_both(model, meta, img: np.ndarray, tta: str) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+def _predict_both(model, meta, img: np.ndarray, tta: str) -> tuple[np.ndarray, np.ndarray]:
     return predict_chunk(model, meta, img, np.ones(img.shape[1:], bool), device="cpu", return_confidence=True, tta=tta)
 
 

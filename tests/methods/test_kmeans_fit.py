@@ -17,7 +17,7 @@ def sklearn_fit(x: np.ndarray, k: int, seed: int, n_init: int, init: np.ndarray 
     return KMeans(n_clusters=k, n_init=n_init, random_state=seed, algorithm="lloyd", init=init).fit(x)
 
 
-def assert_same_fit(ours, theirs: KMeans) -> None:  # noqa: ANN001
+def assert_same_fit(ours, theirs: KMeans) -> None:
     np.testing.assert_allclose(ours.centers, theirs.cluster_centers_, rtol=1e-9, atol=1e-9)
     np.testing.assert_array_equal(ours.labels, theirs.labels_)
     assert ours.inertia == pytest.approx(theirs.inertia_, rel=1e-9)

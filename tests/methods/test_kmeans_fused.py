@@ -26,12 +26,12 @@ def _scene(h: int = 96, w: int = 700, seed: int = 0) -> tuple[np.ndarray, np.nda
     return img, valid
 
 
-def _model(feats, img, valid, k: int = 6):  # noqa: ANN001, ANN202
+def _model(feats, img, valid, k: int = 6):
     sample = feats.compute(img)[:, valid].T[::5]
     return fit_kmeans(sample, k, 0, feats.names)
 
 
-def _numpy_path(model, feats, img, valid, rows: int = 8) -> np.ndarray:  # noqa: ANN001
+def _numpy_path(model, feats, img, valid, rows: int = 8) -> np.ndarray:
     """The labelling as it was before the compiled pass: blocks of rows, features then predict."""
     out = np.empty(valid.shape, np.uint8)
     for r0 in range(0, valid.shape[0], rows):

@@ -12,7 +12,7 @@ import torch
 from pydantic import ValidationError
 from rasterio.transform import from_origin
 
-from geoseg.errors import GridMismatchError, InputError
+from geoseg.errors import BandError, GridMismatchError, InputError, MissingFileError
 from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES, ClassInfo
 from geoseg.methods.checkpoint import check_compatible, load_checkpoint, read_meta
 from geoseg.methods.deeplab import predict_chunk
@@ -127,9 +127,9 @@ def test_unusable_inputs_are_refused_before_training(tmp_path):
     base = dict(classes=THREE, checkpoint=tmp_path / "m", tile_size=64)
     with pytest.raises(GridMismatchError, match="not on the grid"):
         train(TrainConfig(pairs=[{"image": pair.image, "reference": tmp_path / "ref_small.tif"}], **base))
-    with pytest.raises(InputError, match="no band 'red'"):
+    with pytest.raises(BandError, match="'red'"):
         train(TrainConfig(pairs=[pair], bands=["red"], **base))
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(MissingFileError):
         train(TrainConfig(pairs=[{"image": tmp_path / "nope.tif", "reference": pair.reference}], **base))
 
 

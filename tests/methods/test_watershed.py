@@ -16,11 +16,11 @@ from geoseg.samples.crowns import TREE, make_crowns
 
 
 @pytest.fixture(scope="module")
-def crowns(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def crowns(tmp_path_factory: pytest.TempPathFactory):
     return make_crowns(tmp_path_factory.mktemp("crowns"), width=1024, height=768, seed=3)
 
 
-def _instances(store) -> np.ndarray:  # noqa: ANN001
+def _instances(store) -> np.ndarray:
     return zarr.open_group(str(store), mode="r")["instances"][:]
 
 
@@ -29,7 +29,7 @@ def _dense(ids: np.ndarray) -> np.ndarray:
     return inv.reshape(ids.shape).astype(np.uint32)
 
 
-def test_same_instances_at_chunk_sizes_256_and_1024(crowns, tmp_path) -> None:  # noqa: ANN001
+def test_same_instances_at_chunk_sizes_256_and_1024(crowns, tmp_path) -> None:
     a, ta = segment_instances(crowns.reference, [TREE], tmp_path / "a", chunk_size=256)
     b, tb = segment_instances(crowns.reference, [TREE], tmp_path / "b", chunk_size=1024)
     ia, ib = _instances(a), _instances(b)
@@ -43,7 +43,7 @@ def test_same_instances_at_chunk_sizes_256_and_1024(crowns, tmp_path) -> None:  
     assert np.array_equal(np.bincount(ia.ravel(), minlength=ta.n + 1)[1:], ta.size)
 
 
-def test_touching_crowns_are_split_where_connected_regions_merge(crowns, tmp_path) -> None:  # noqa: ANN001
+def test_touching_crowns_are_split_where_connected_regions_merge(crowns, tmp_path) -> None:
     from scipy import ndimage
 
     truth = _dense(rasterio.open(crowns.instances).read(1))
@@ -57,7 +57,7 @@ def test_touching_crowns_are_split_where_connected_regions_merge(crowns, tmp_pat
     assert cc.recall < 0.75 * ws.recall  # touching crowns merge into connected regions
 
 
-def test_instances_cover_exactly_the_class_pixels(crowns, tmp_path) -> None:  # noqa: ANN001
+def test_instances_cover_exactly_the_class_pixels(crowns, tmp_path) -> None:
     store, table = segment_instances(crowns.reference, [TREE], tmp_path / "ws", chunk_size=512)
     ids = _instances(store)
     labels = rasterio.open(crowns.reference).read(1)
@@ -72,7 +72,7 @@ def test_instances_cover_exactly_the_class_pixels(crowns, tmp_path) -> None:  # 
     assert abs(float(first["marker_x"]) - x) < 1e-3 and abs(float(first["area_m2"]) - table.size[0] * 0.01) < 0.01
 
 
-def test_bad_parameters_are_refused(crowns, tmp_path) -> None:  # noqa: ANN001
+def test_bad_parameters_are_refused(crowns, tmp_path) -> None:
     with pytest.raises(JobSpecError, match="halo"):
         WatershedParams(min_distance=40, halo=32)
     with pytest.raises(JobSpecError, match="nodata"):

@@ -38,7 +38,7 @@ def wait_for_markers(out: Path, n: int, timeout: float = 120) -> int:
     raise AssertionError("the job never started writing chunks")
 
 
-def landcover_job_dict(files, out: Path) -> dict:  # noqa: ANN001 - a geoseg.samples SceneFiles
+def landcover_job_dict(files, out: Path) -> dict:  # a geoseg.samples SceneFiles
     """A k-means job with a reference and regions, evaluated and vectorised, in 128 px chunks on 2 workers."""
     from geoseg.legend import LANDCOVER_CLASSES, legend_to_json
 

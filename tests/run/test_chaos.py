@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 KILLS = 6
 
 
-def _polygons(out) -> list[tuple]:  # noqa: ANN001
+def _polygons(out) -> list[tuple]:
     df = pyogrio.read_dataframe(out / "polygons.gpkg", layer="polygons")
     return sorted(zip(df.class_id, df.area_m2.round(6), df.geometry.to_wkb()))
 
@@ -49,7 +49,7 @@ def test_random_worker_kills_during_a_long_run(tmp_path):
         def run() -> None:
             try:
                 run_job(parse_job({**job, "output": str(out)}), client=client, show_progress=False)
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:  # reported below
                 errors.append(exc)
             finally:
                 done.set()

@@ -15,7 +15,7 @@ import time
 import pytest
 import yaml
 
-from geoseg.errors import ModelError
+from geoseg.errors import CheckpointError
 from geoseg.methods.checkpoint import save_checkpoint
 from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
@@ -38,7 +38,7 @@ def truncated(tmp_path):
 def test_truncated_checkpoint_is_refused_in_under_a_second_before_any_output(truncated):
     job, out = truncated
     t0 = time.perf_counter()
-    with pytest.raises(ModelError, match=r"checkpoint weights .*ck\.safetensors are truncated"):
+    with pytest.raises(CheckpointError, match=r"checkpoint weights .*ck\.safetensors are truncated"):
         run_job(parse_job(job), show_progress=False)  # no client: the refusal comes before any cluster
     assert time.perf_counter() - t0 < 1.0
     assert not out.exists()

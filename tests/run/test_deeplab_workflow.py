@@ -21,7 +21,7 @@ import rasterio
 import torch
 import yaml
 
-from geoseg.errors import JobSpecError, ModelError
+from geoseg.errors import CheckpointError, JobSpecError, ModelInputError
 from geoseg.io.labelstore import LabelStoreWriter
 from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES, NODATA_LABEL
 from geoseg.methods.checkpoint import load_checkpoint, save_checkpoint
@@ -48,7 +48,7 @@ CLASSES = [{"id": c.id, "name": c.name, "color": c.color} for c in CROPWEED_CLAS
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):  # noqa: ANN201
+def scene(tmp_path_factory):
     """A small cropweed scene (1 cm, red/green/blue/nir, 128 px blocks) with a nodata corner."""
     files = make_scene("cropweed", tmp_path_factory.mktemp("cw"), width=SIZE, height=SIZE, seed=3, block=128)
     with rasterio.open(files.image, "r+") as ds:
@@ -59,7 +59,7 @@ def scene(tmp_path_factory):  # noqa: ANN201
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):  # noqa: ANN201
+def checkpoint(tmp_path_factory):
     """A tiny untrained network for the scene's bands and resolution (it predicts several classes)."""
     meta = tiny_meta(tile_size=64, tile_overlap=16, band_mean=[95, 120, 80, 160], band_std=[30, 25, 25, 40])
     path = tmp_path_factory.mktemp("ck") / "tiny"
@@ -68,7 +68,7 @@ def checkpoint(tmp_path_factory):  # noqa: ANN201
 
 
 @pytest.fixture(scope="module")
-def whole(scene, checkpoint):  # noqa: ANN201
+def whole(scene, checkpoint):
     """Labels and confidence of one in-process prediction over the whole scene."""
     model, meta = load_checkpoint(checkpoint)
     with rasterio.open(scene.image) as ds:
@@ -80,7 +80,7 @@ def whole(scene, checkpoint):  # noqa: ANN201
     return labels, conf, valid
 
 
-def _job(scene, checkpoint, out, **over):  # noqa: ANN001, ANN003, ANN202
+def _job(scene, checkpoint, out, **over):
     job = {
         "name": "cw-deeplab", "inputs": [str(scene.image)], "output": str(out), "chunk_size": 128,
         "method": {"kind": "deeplab", "checkpoint": str(checkpoint), "batch_size": 8, "device": "cpu",
@@ -109,7 +109,7 @@ def _borders(shape: tuple[int, int], chunk: int, width: int = 16) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def run128(scene, checkpoint, dask_client, tmp_path_factory):  # noqa: ANN201
+def run128(scene, checkpoint, dask_client, tmp_path_factory):
     """The DeepLab job with confidence on 128 px chunks (9 chunks, 2 worker processes)."""
     out = tmp_path_factory.mktemp("run") / "out128"
     result = run_job(_job(scene, checkpoint, out), client=dask_client, show_progress=False)
@@ -123,7 +123,7 @@ def run128(scene, checkpoint, dask_client, tmp_path_factory):  # noqa: ANN201
 # --------------------------------------------------------------------------- (a) training job files
 
 
-def _train_job_dict(**over) -> dict:  # noqa: ANN003
+def _train_job_dict(**over) -> dict:
     job = {
         "version": 1, "name": "cw",
         "pairs": [{"image": "data/cropweed_image.tif", "reference": "data/cropweed_reference.tif"}],
@@ -397,15 +397,15 @@ def test_checkpoint_with_other_bands_is_refused_before_any_output(scene, dask_cl
                      band_std=[30, 25, 25], tile_size=64, tile_overlap=16)
     save_checkpoint(tiny_model(meta), meta, tmp_path / "rgb")
     out = tmp_path / "out"
-    with pytest.raises(ModelError, match=r"expects 3 bands \(red, green, blue\), image has 4"):
+    with pytest.raises(ModelInputError, match=r"expects 3 bands \(red, green, blue\), image has 4"):
         run_job(_job(scene, tmp_path / "rgb", out), client=dask_client, show_progress=False)
     assert not out.exists()
-    with pytest.raises(ModelError, match="no checkpoint"):
+    with pytest.raises(CheckpointError):
         run_job(_job(scene, tmp_path / "absent", out), client=dask_client, show_progress=False)
     assert not out.exists()
     coarse = tiny_meta(tile_size=64, tile_overlap=16, resolution=0.1)
     save_checkpoint(tiny_model(coarse), coarse, tmp_path / "coarse")
-    with pytest.raises(ModelError, match="finer"):
+    with pytest.raises(ModelInputError, match="finer"):
         run_job(_job(scene, tmp_path / "coarse", out), client=dask_client, show_progress=False)
     assert not out.exists()
 

@@ -28,6 +28,7 @@ from geoseg.legend import LANDCOVER_CLASSES
 from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
 from geoseg.samples.synthetic import make_scene
+from tests.fixtures import validate_stac_offline
 from tests.run.jobs import landcover_job_dict
 
 pytestmark = pytest.mark.integration
@@ -59,16 +60,16 @@ def _read_band(path: Path) -> tuple[np.ndarray, float | None]:
 
 
 @pytest.fixture(scope="module")
-def landcover_run(tmp_path_factory, dask_client):  # noqa: ANN001, ANN201
+def landcover_run(tmp_path_factory, dask_client):
     """k-means on a 384 x 320 land-cover scene in 128 px chunks (3 x 3 chunks), vectorised and evaluated."""
     root = tmp_path_factory.mktemp("e2e")
     files = make_scene("landcover", root / "data", width=384, height=320, seed=5, block=128)
-    job = parse_job(landcover_job_dict(files, root / "out") | {"name": "e2e-landcover"})  # cluster: the given client
+    job = parse_job(landcover_job_dict(files, root / "out") | {"name": "e2e-landcover", "export": {"cog": True}})
     result = run_job(job, client=dask_client, show_progress=False)
     return {"files": files, "out": root / "out", "result": result}
 
 
-def test_run_is_stitched_from_several_chunks(landcover_run) -> None:  # noqa: ANN001
+def test_run_is_stitched_from_several_chunks(landcover_run) -> None:
     record = json.loads((landcover_run["out"] / "run.json").read_text())
     assert record["outcome"] == "complete"
     assert record["chunks_total"] == 9
@@ -77,7 +78,7 @@ def test_run_is_stitched_from_several_chunks(landcover_run) -> None:  # noqa: AN
     assert (labels == NODATA_LABEL).any() and (labels != NODATA_LABEL).any()  # the scene's nodata wedge
 
 
-def test_polygon_areas_and_counts_equal_the_label_raster(landcover_run) -> None:  # noqa: ANN001
+def test_polygon_areas_and_counts_equal_the_label_raster(landcover_run) -> None:
     """Per class: summed polygon area = pixels x pixel area; polygons = 4-connected components."""
     out = landcover_run["out"]
     labels = _labels(out / "labels.zarr")
@@ -100,7 +101,35 @@ def test_polygon_areas_and_counts_equal_the_label_raster(landcover_run) -> None:
     np.testing.assert_allclose(gdf.geometry.area.to_numpy(), gdf["area_m2"].to_numpy(), rtol=1e-9)
 
 
-def test_scene_iou_equals_sklearn_jaccard(landcover_run) -> None:  # noqa: ANN001
+def test_stac_item_validates_offline_and_odc_stac_reads_the_labels(landcover_run) -> None:
+    import hashlib
+
+    import odc.stac
+    import pystac
+
+    from geoseg.io.labelstore import open_labels
+
+    out, outputs = landcover_run["out"], landcover_run["result"].outputs
+    assert outputs["stac"] == out / "item.json"
+    data = json.loads((out / "item.json").read_text())
+    validate_stac_offline(data)
+    assert {"labels", "cog", "polygons", "metrics", "report", "run"} <= set(data["assets"])
+    for key, asset in data["assets"].items():
+        if "file:checksum" in asset:  # every plain file as written (run.json, rewritten last, has none)
+            digest = hashlib.sha256((out / asset["href"]).read_bytes()).hexdigest()
+            assert asset["file:checksum"] == "1220" + digest, key
+    legend = {c.id: c for c in open_labels(out / "labels.zarr").attrs["legend"]}
+    classes = {c["value"]: c for c in data["assets"]["labels"]["classification:classes"] if not c.get("nodata")}
+    assert {k: (c["title"], "#" + c["color_hint"].lower()) for k, c in classes.items()} == {
+        k: (c.name, c.color.lower()) for k, c in legend.items()}
+    item = pystac.Item.from_file(str(out / "item.json"))
+    loaded = odc.stac.load([item], bands=["labels", "cog"]).isel(time=0)
+    expected = open_labels(out / "labels.zarr").values
+    np.testing.assert_array_equal(loaded["labels"].values, expected)
+    np.testing.assert_array_equal(loaded["cog"].values, expected)
+
+
+def test_scene_iou_equals_sklearn_jaccard(landcover_run) -> None:
     out = landcover_run["out"]
     labels = _labels(out / "labels.zarr").astype(np.int64)
     ref, ref_nodata = _read_band(landcover_run["files"].reference)
@@ -110,8 +139,10 @@ def test_scene_iou_equals_sklearn_jaccard(landcover_run) -> None:  # noqa: ANN00
     assert mapping["class_id"].is_unique
     lut = np.full(256, -1, np.int64)
     lut[mapping["label_id"].to_numpy(int)] = mapping["class_id"].to_numpy(int)
+    clusters = _labels(out / "labels.zarr" / "method_labels").astype(np.int64)  # the k-means clusters
     valid = (labels != NODATA_LABEL) & (ref != int(ref_nodata))
-    y_true, y_pred = ref[valid], lut[labels[valid]]
+    np.testing.assert_array_equal(labels[clusters != NODATA_LABEL], lut[clusters[clusters != NODATA_LABEL]])
+    y_true, y_pred = ref[valid], labels[valid]  # the published raster holds the class ids of metrics.csv
 
     m = pd.read_csv(out / "metrics.csv", dtype={"region_id": str})
     scene = m[(m["region_id"] == "ALL") & (m["kind"] == "class")].set_index("class_id")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from geoseg.errors import JobSpecError
+from geoseg.errors import JobKeyError, JobSpecError
 from geoseg.run.jobspec import DeepLabConfig, KMeansConfig, load_job, parse_job
 
 MINIMAL = {"name": "j", "inputs": ["a.tif"], "output": "out"}
@@ -17,7 +17,7 @@ def test_defaults_are_kmeans():
 
 
 def test_unknown_keys_are_named():
-    with pytest.raises(JobSpecError, match=r"method\.kmeans\.n_clustrs: unknown key"):
+    with pytest.raises(JobKeyError, match=r"method\.kmeans\.n_clustrs: unknown key"):
         parse_job({**MINIMAL, "method": {"kind": "kmeans", "n_clustrs": 5}})
 
 

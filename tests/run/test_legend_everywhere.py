@@ -13,6 +13,9 @@ import pandas as pd
 import pyogrio
 import pytest
 import rasterio
+import shapely
+import zarr
+from scipy.ndimage import binary_erosion
 
 from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
@@ -23,11 +26,14 @@ pytestmark = pytest.mark.integration
 
 
 
-def _hex(rgb) -> str:  # noqa: ANN001
+def _hex(rgb) -> str:
     return "#{:02x}{:02x}{:02x}".format(*[int(v) for v in rgb[:3]])
 
 
-def test_kmeans_run_carries_the_mapped_legend_to_every_output(tmp_path: Path, dask_client) -> None:  # noqa: ANN001
+def test_kmeans_run_carries_the_mapped_legend_to_every_output(tmp_path: Path, dask_client) -> None:
+    """One id everywhere: the raster value (labels.zarr and labels.tif), polygons.gpkg ``class_id``,
+    metrics.csv ``class_id`` and the report's legend agree for every class of a k-means run (clusters
+    matched to classes); the cluster ids stay in class_mapping.csv and ``labels.zarr/method_labels``."""
     scene, classes = blocky_scene(tmp_path)
     ref = write_raster(tmp_path / "ref.tif", (classes + 1).astype("uint8"), nodata=0)
     job = parse_job({
@@ -37,39 +43,52 @@ def test_kmeans_run_carries_the_mapped_legend_to_every_output(tmp_path: Path, da
     })  # fmt: skip
     result = run_job(job, client=dask_client, show_progress=False)
     out = tmp_path / "out"
+    by_id = {c["id"]: c for c in CLASSES}
+    metrics = pd.read_csv(out / "metrics.csv")
+    scene_rows = metrics[(metrics["region_id"] == "ALL") & (metrics["kind"] == "class")]
+    assert dict(zip(scene_rows["class_id"].astype(int), scene_rows["class_name"])) == {k: v["name"] for k, v in by_id.items()}
     mapping = pd.read_csv(out / "class_mapping.csv")
     assert sorted(mapping["label_id"]) == [0, 1, 2, 3]  # cluster ids stay visible
     assert set(mapping["label_name"]) == {f"cluster_{i}" for i in range(4)}
-    by_id = {c["id"]: c for c in CLASSES}
-    expect = {int(r.label_id): by_id[int(r.class_id)] for r in mapping.itertuples()}  # cluster -> class
+    assert (mapping["raster_value"] == mapping["class_id"]).all()  # every cluster matched: it carries its class id
 
-    import zarr
+    with rasterio.open(out / "labels.zarr") as ds:
+        zarr_values = ds.read(1)
+    with rasterio.open(out / "labels.tif") as ds:
+        tif_values = ds.read(1)
+        cmap = ds.colormap(1)
+        transform = ds.transform
+    with rasterio.open(out / "labels.zarr" / "method_labels") as ds:
+        clusters = ds.read(1)
+    np.testing.assert_array_equal(zarr_values, tif_values)
+    lut = dict(zip(mapping["label_id"], mapping["raster_value"]))
+    valid = clusters != 255
+    np.testing.assert_array_equal(zarr_values[valid], np.vectorize(lut.get)(clusters[valid]))
+    polys = pyogrio.read_dataframe(out / "polygons.gpkg", layer="polygons")
+    html = (out / "report.html").read_text()
+    for cid, c in by_id.items():  # a pixel deep inside a reference patch of each class
+        inner = binary_erosion(classes + 1 == cid, iterations=4)
+        r, col = np.argwhere(inner)[len(np.argwhere(inner)) // 2]
+        assert zarr_values[r, col] == cid, f"the raster holds class id {cid} ({c['name']}), as metrics.csv"
+        x, y = rasterio.transform.xy(transform, r, col)
+        hit = polys[polys.contains(shapely.Point(x, y))]
+        assert hit["class_id"].tolist() == [cid] and hit["class_name"].tolist() == [c["name"]]
+        assert f'background: {c["color"]}"></span>{cid} {c["name"]}' in html  # the report's swatch
+        assert _hex(cmap[cid]) == c["color"]
 
     attrs = zarr.open_group(str(out / "labels.zarr"), mode="r")["labels"].attrs
     zl = {d["id"]: (d["name"], d["color"]) for d in attrs["geoseg:classes"]}
-    assert zl == {k: (v["name"], v["color"]) for k, v in expect.items()}
-    with rasterio.open(out / "labels.zarr") as ds:
-        assert ds.crs is not None  # still GDAL-readable after the legend was replaced
-    with rasterio.open(out / "labels.tif") as ds:
-        cmap = ds.colormap(1)
-        assert {k: _hex(cmap[k]) for k in expect} == {k: v["color"] for k, v in expect.items()}
+    assert zl == {k: (v["name"], v["color"]) for k, v in by_id.items()}
     cats = [c.text or "" for c in ET.parse(str(out / "labels.tif") + ".aux.xml").getroot().iter("Category")]
-    assert {k: cats[k] for k in expect} == {k: v["name"] for k, v in expect.items()}
+    assert {k: cats[k] for k in by_id} == {k: v["name"] for k, v in by_id.items()}
     qml = ET.parse(out / "labels.qml").getroot()
     entries = {int(e.get("value")): (e.get("label"), e.get("color")) for e in qml.iter("paletteEntry")}
-    assert entries == {k: (v["name"], v["color"]) for k, v in expect.items()}
-
-    polys = pyogrio.read_dataframe(out / "polygons.gpkg", read_geometry=False)
-    assert {int(i): n for i, n in zip(polys["class_id"], polys["class_name"])} == {k: v["name"] for k, v in expect.items()}
+    assert entries == {k: (v["name"], v["color"]) for k, v in by_id.items()}
     with sqlite3.connect(out / "polygons.gpkg") as db:
         (style,), = db.execute("select styleQML from layer_styles").fetchall()
-    for k, v in expect.items():
+    for k, v in by_id.items():
         r, g, b = (int(v["color"][i : i + 2], 16) for i in (1, 3, 5))
         assert f'value="{k}" label="{v["name"]}"' in style and f"{r},{g},{b},255" in style
-
-    html = (out / "report.html").read_text()
-    for c in CLASSES:
-        assert f'background: {c["color"]}"></span>{c["id"]} {c["name"]}' in html  # the report's swatch = the job's colour
     with sqlite3.connect(out / "regions_metrics.gpkg") as db:
         rows = db.execute("select f_table_name, f_geometry_column, styleQML from layer_styles").fetchall()
         geom_col = db.execute("select column_name from gpkg_geometry_columns").fetchone()[0]
@@ -78,7 +97,7 @@ def test_kmeans_run_carries_the_mapped_legend_to_every_output(tmp_path: Path, da
     assert np.isfinite(result.metrics_summary.attrs["miou"])
 
 
-def test_kmeans_sample_drawn_vs_asked_is_recorded_and_warned(tmp_path: Path, dask_client) -> None:  # noqa: ANN001
+def test_kmeans_sample_drawn_vs_asked_is_recorded_and_warned(tmp_path: Path, dask_client) -> None:
     """A scene two thirds nodata: the sample drawn is about a third of the one asked; run.json says
     both and a warning names them."""
     import json

@@ -13,6 +13,7 @@ from geoseg.run.jobspec import parse_job
 from geoseg.run.monitor import discover_scenes, run_monitor
 from geoseg.samples.products import make_band_files
 from geoseg.samples.synthetic import make_scene
+from tests.fixtures import validate_stac_offline
 
 ASSETS = ["blue", "green", "red", "nir08"]
 JUNE = dt.datetime(2026, 6, 1, 10, 0, tzinfo=dt.UTC)
@@ -69,5 +70,14 @@ def test_monitor_runs_stac_items_period_by_period(products, dask_client):
     assert [p["period"] for p in summary.processed] == ["2026-06-01", "2026-07-15"]
     assert [c["to"] for c in summary.changes] == ["2026-07-15"]
     assert (root / "out" / "2026-07-15" / "labels.zarr").is_dir()
+    collection = json.loads((root / "out" / "collection.json").read_text())
+    validate_stac_offline(collection)
+    items = [link["href"] for link in collection["links"] if link["rel"] == "item"]
+    assert items == ["./2026-06-01/item.json", "./2026-07-15/item.json"]
+    for href, day in zip(items, ["2026-06-01", "2026-07-15"]):
+        item = json.loads((root / "out" / href).read_text())
+        validate_stac_offline(item)
+        assert item["id"] == f"mon-{day}" and item["properties"]["datetime"] == f"{day}T00:00:00Z"
+    assert collection["extent"]["temporal"]["interval"] == [["2026-06-01T00:00:00Z", "2026-07-15T00:00:00Z"]]
     again = run_monitor(job, client=dask_client)
     assert again.processed == [] and again.skipped == [str(june.item), str(july.item)]

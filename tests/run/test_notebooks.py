@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from pathlib import Path
 
 import nbformat
@@ -16,7 +17,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.i
 pytestmark = pytest.mark.integration
 
 
-def _figures(nb) -> list[np.ndarray]:  # noqa: ANN001
+def _figures(nb) -> list[np.ndarray]:
     from PIL import Image
 
     images = []
@@ -57,3 +58,17 @@ def test_notebook_executes_and_draws(path, tmp_path, monkeypatch):
     for img in figures:
         assert img.shape[0] > 100 and img.shape[1] > 100
         assert len(np.unique(img.reshape(-1, 3), axis=0)) > 20, "a figure is (nearly) blank"
+
+
+def test_notebooks_write_their_own_folders():
+    """Two notebooks run in one GEOSEG_NOTEBOOK_DIR must not share a job's output folder (a run refuses
+    a folder holding another job's run: 04 failed after 02 when both wrote WORK/kmeans)."""
+    import re
+
+    owners: dict[str, str] = {}
+    for path in NOTEBOOKS:
+        text = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+        for folder in set(re.findall(r'"output":\s*str\(WORK / "([^"]+)"\)', text)):
+            assert folder not in owners, f"{path.name} and {owners[folder]} both write WORK/{folder}"
+            owners[folder] = path.name
+    assert owners  # the pattern still finds the notebooks' outputs

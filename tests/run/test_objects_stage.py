@@ -43,6 +43,31 @@ def test_objects_stage_in_a_threshold_run(tmp_path, dask_client):
     assert "objects" in record["stage_seconds"]
 
 
+def test_objects_with_a_presence_only_vector_reference(tmp_path, dask_client):
+    """A reference layer with ``value: N`` (every polygon is class N) is opened for objects as for evaluation."""
+    from rasterio.features import rasterize
+
+    from tests.fixtures import TRANSFORM, write_regions
+
+    scene, _ = blocky_scene(tmp_path)
+    rects = [(30, 40, 70, 90), (120, 150, 160, 230), (200, 20, 260, 60)]
+    ref = write_regions(tmp_path / "ref.gpkg", rects, [1, 2, 3])
+    job = parse_job({
+        "name": "objv", "inputs": [str(scene)], "output": str(tmp_path / "out"), "chunk_size": 128,
+        "method": {"kind": "threshold", "index": "ndvi", "threshold": 0.5,
+                   "classes": [{"id": 1, "name": "bare"}, {"id": 2, "name": "green"}]},
+        "reference": {"path": str(ref), "value": 2, "background": 1},
+        "objects": {"classes": [2]}, "vectorize": {"enabled": False},
+    })
+    result = run_job(job, client=dask_client, show_progress=False)
+    rows = list(csv.DictReader(result.outputs["objects"].read_text().splitlines()))
+    import geopandas as gpd
+
+    burnt = rasterize(gpd.read_file(ref).geometry, out_shape=(300, 340), transform=TRANSFORM, fill=0, default_value=1)
+    _, n_ref = ndimage.label(burnt, structure=np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]]))
+    assert rows[0]["region"] == "ALL" and int(rows[0]["reference_objects"]) == n_ref == 3
+
+
 class _Tables(HTMLParser):
     """Cells of every <table> after the ``Objects`` heading (stdlib parser: independent of the renderer)."""
 
@@ -53,7 +78,7 @@ class _Tables(HTMLParser):
         self.rows: list[list[str]] = []
         self.cell: list[str] | None = None
 
-    def handle_starttag(self, tag, attrs):  # noqa: ANN001
+    def handle_starttag(self, tag, attrs):
         if tag == "h2":
             self.heading = True
         elif self.in_objects and tag == "tr":
@@ -61,14 +86,14 @@ class _Tables(HTMLParser):
         elif self.in_objects and tag in ("td", "th"):
             self.cell = []
 
-    def handle_endtag(self, tag):  # noqa: ANN001
+    def handle_endtag(self, tag):
         if tag == "h2":
             self.heading = False
         elif tag in ("td", "th") and self.cell is not None:
             self.rows[-1].append("".join(self.cell).strip())
             self.cell = None
 
-    def handle_data(self, data):  # noqa: ANN001
+    def handle_data(self, data):
         if self.heading:
             self.in_objects = data.strip() == "Objects"
         elif self.cell is not None:

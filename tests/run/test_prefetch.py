@@ -56,8 +56,8 @@ class Clock:
         return peak
 
 
-def _consume(items, clock: Clock, read_s: float, work_s: float) -> list:  # noqa: ANN001
-    def read(i):  # noqa: ANN001, ANN202
+def _consume(items, clock: Clock, read_s: float, work_s: float) -> list:
+    def read(i):
         clock.mark("read_start", i)
         time.sleep(read_s)
         clock.mark("read_end", i)
@@ -104,7 +104,7 @@ def test_read_ahead_with_slow_reads_never_holds_more_than_one_ahead():
 def test_read_ahead_raises_a_read_error_at_its_item_and_stops_cleanly():
     seen = []
 
-    def read(i):  # noqa: ANN001, ANN202
+    def read(i):
         if i == 2:
             raise OSError("damaged block")
         return i
@@ -119,7 +119,7 @@ def test_read_ahead_raises_a_read_error_at_its_item_and_stops_cleanly():
 def test_read_ahead_closed_early_leaves_no_read_behind():
     started, finished = [], []
 
-    def read(i):  # noqa: ANN001, ANN202
+    def read(i):
         started.append(i)
         time.sleep(0.1)
         finished.append(i)
@@ -176,7 +176,7 @@ class SlowThreshold:
 
 
 @pytest.fixture()
-def small(tmp_path):  # noqa: ANN201
+def small(tmp_path):
     path, _ = blocky_scene(tmp_path, height=256, width=192)
     scene = open_scene(str(path))
     grid = scene.grid.tiles(64)  # 4 x 3 chunks (reads need not follow the file's 128 px blocks)
@@ -187,10 +187,10 @@ def small(tmp_path):  # noqa: ANN201
     return scene, grid, oracle, tmp_path
 
 
-def _instrument_reads(monkeypatch, clock: Clock) -> None:  # noqa: ANN001
+def _instrument_reads(monkeypatch, clock: Clock) -> None:
     real = labelling.read_window
 
-    def read_window(scene, window):  # noqa: ANN001, ANN202
+    def read_window(scene, window):
         key = (window.row_off, window.col_off)
         clock.mark("read_start", key)
         time.sleep(0.05)
@@ -201,12 +201,12 @@ def _instrument_reads(monkeypatch, clock: Clock) -> None:  # noqa: ANN001
     monkeypatch.setattr(labelling, "read_window", read_window)
 
 
-def _store(tmp: Path, grid, name: str = "labels.zarr") -> Path:  # noqa: ANN001
+def _store(tmp: Path, grid, name: str = "labels.zarr") -> Path:
     LabelStoreWriter.create(tmp / name, grid, cluster_legend(2), resume_key="k")
     return tmp / name
 
 
-def _read_store(path: Path, grid) -> np.ndarray:  # noqa: ANN001
+def _read_store(path: Path, grid) -> np.ndarray:
     from geoseg.io.labelstore import read_partial_window
 
     out = np.zeros(grid.shape, np.uint8)
@@ -274,7 +274,7 @@ def test_group_rerun_after_a_crash_predicts_only_the_chunks_not_done(small, monk
 
 
 @pytest.fixture(scope="module")
-def cw(tmp_path_factory):  # noqa: ANN201
+def cw(tmp_path_factory):
     """A 320² cropweed scene with a nodata corner and a tiny untrained checkpoint for it."""
     import torch
 
@@ -294,7 +294,7 @@ def cw(tmp_path_factory):  # noqa: ANN201
     return files, ckpt
 
 
-def _deeplab_job(files, ckpt, out: Path):  # noqa: ANN001, ANN202
+def _deeplab_job(files, ckpt, out: Path):
     from geoseg.legend import CROPWEED_CLASSES
     from geoseg.run.jobspec import parse_job
 
@@ -306,7 +306,7 @@ def _deeplab_job(files, ckpt, out: Path):  # noqa: ANN001, ANN202
     })
 
 
-def _run(files, ckpt, out: Path, client, monkeypatch, prefetch: bool):  # noqa: ANN001, ANN202
+def _run(files, ckpt, out: Path, client, monkeypatch, prefetch: bool):
     from geoseg.run import workflow
 
     real = workflow.build_deeplab_predictor
@@ -321,7 +321,7 @@ def _bytes(path: Path) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def plain_run(cw, dask_client, tmp_path_factory):  # noqa: ANN201
+def plain_run(cw, dask_client, tmp_path_factory):
     """The DeepLab job with one task per chunk (no overlap): 25 chunks of 64 px."""
     mp = pytest.MonkeyPatch()
     try:

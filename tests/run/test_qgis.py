@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import rasterio
 from scipy.ndimage import binary_erosion
@@ -46,32 +45,33 @@ pytestmark = [
 ]
 
 
-def test_qgis_shows_the_job_legend_in_the_report_colours(tmp_path: Path, dask_client) -> None:  # noqa: ANN001
+def test_qgis_shows_the_job_legend_in_the_report_colours(tmp_path: Path, dask_client) -> None:
+    """A default run (no ``export:``): QGIS opens labels.zarr itself with its classes, names and the
+    report's colours (labels.qml beside it), and polygons.gpkg with the same classes."""
     scene, classes = blocky_scene(tmp_path)
     ref = write_raster(tmp_path / "ref.tif", (classes + 1).astype("uint8"), nodata=0)
     job = parse_job({
         "name": "qgis", "inputs": [str(scene)], "output": str(tmp_path / "out"), "chunk_size": 128,
         "method": {"kind": "kmeans", "n_clusters": 4, "sample_size": 5000, "features": {"indices": ["ndvi"]}},
-        "classes": CLASSES, "reference": {"path": str(ref)}, "export": {"cog": True},
-        "regions": {"grid_cell_m": 1000},
+        "classes": CLASSES, "reference": {"path": str(ref)}, "regions": {"grid_cell_m": 1000},
     })  # fmt: skip
     run_job(job, client=dask_client, show_progress=False)
     out = tmp_path / "out"
-    mapping = pd.read_csv(out / "class_mapping.csv")
-    by_id = {c["id"]: c for c in CLASSES}
-    expect = {int(r.label_id): by_id[int(r.class_id)] for r in mapping.itertuples()}
+    assert not (out / "labels.tif").exists()
+    expect = {c["id"]: c for c in CLASSES}  # the raster holds class ids (metrics.csv's)
     html = (out / "report.html").read_text()
     report_colour = {name: col for col, cid, name in re.findall(r'background: (#[0-9a-f]{6})"></span>(\d+) ([^<]+)<', html)}
-    with rasterio.open(out / "labels.tif") as ds:
+    with rasterio.open(out / "labels.zarr") as ds:
         labels = ds.read(1)
     pixels, want = [], []
-    for cluster, cls in expect.items():  # a pixel deep inside a patch of each cluster
-        inner = binary_erosion(labels == cluster, iterations=4)
+    for cid, cls in expect.items():  # a pixel deep inside a reference patch of each class
+        inner = binary_erosion(classes + 1 == cid, iterations=4)
         r, c = np.argwhere(inner)[len(np.argwhere(inner)) // 2]
+        assert labels[r, c] == cid
         pixels.append([int(c), int(r)])
         want.append(report_colour[cls["name"]])
     args = tmp_path / "probe.json"
-    args.write_text(json.dumps({"raster": str(out / "labels.tif"), "polygons": str(out / "polygons.gpkg"),
+    args.write_text(json.dumps({"raster": str(out / "labels.zarr"), "polygons": str(out / "polygons.gpkg"),
                                 "regions": str(out / "regions_metrics.gpkg"), "pixels": pixels}))  # fmt: skip
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     env.pop("PYTHONPATH", None)
@@ -85,7 +85,7 @@ def test_qgis_shows_the_job_legend_in_the_report_colours(tmp_path: Path, dask_cl
     assert seen["polygons"]["valid"] and seen["polygons"]["renderer"] == "categorizedSymbol"
     assert {v: (lbl, col) for v, lbl, col in seen["polygons"]["classes"]} == {k: (names[k], colours[k]) for k in expect}
     assert seen["polygons"]["names"] == sorted(names.values())
-    assert seen["raster"]["rendered"] == want, "QGIS draws labels.tif in the report's colours"
+    assert seen["raster"]["rendered"] == want, "QGIS draws labels.zarr in the report's colours"
     assert seen["polygons"]["rendered"] == want, "QGIS draws polygons.gpkg in the report's colours"
     assert seen["regions"]["renderer"] == "graduatedSymbol" and seen["regions"]["attr"] == "miou"
     assert [c for _, _, c in seen["regions"]["ranges"]] == ["#d7191c", "#fdae61", "#ffffbf", "#a6d96a", "#1a9641"]

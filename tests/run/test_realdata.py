@@ -17,16 +17,16 @@ from tests.fixtures import REALDATA
 if not (REALDATA / "s2_l1c_reference_scene_0.tif").exists():
     pytest.skip(f"real data not present at {REALDATA}", allow_module_level=True)
 
-import geopandas as gpd  # noqa: E402
-import pyogrio  # noqa: E402
-import rasterio  # noqa: E402
-import shapely  # noqa: E402
-import xarray as xr  # noqa: E402
-from rasterio.features import rasterize  # noqa: E402
-from sklearn.metrics import jaccard_score  # noqa: E402
+import geopandas as gpd
+import pyogrio
+import rasterio
+import shapely
+import xarray as xr
+from rasterio.features import rasterize
+from sklearn.metrics import jaccard_score
 
-from geoseg.run.jobspec import parse_job  # noqa: E402
-from geoseg.run.workflow import run_job  # noqa: E402
+from geoseg.run.jobspec import parse_job
+from geoseg.run.workflow import run_job
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ NODATA_LABEL = 255
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, dask_client):  # noqa: ANN001, ANN201
+def run(tmp_path_factory, dask_client):
     """One k-means run on one real date: 13 float bands, 100 x 101 px, chunks of 64 px (4 chunks)."""
     out = tmp_path_factory.mktemp("realdata") / "out"
     job = parse_job(
@@ -75,7 +75,7 @@ def run(tmp_path_factory, dask_client):  # noqa: ANN001, ANN201
                 parcels=parcels, owner=owner, mapping=mapping, lut=lut, metrics=metrics)
 
 
-def test_run_completes_on_the_real_grid(run) -> None:  # noqa: ANN001
+def test_run_completes_on_the_real_grid(run) -> None:
     labels, ref = run["labels"], run["ref"]
     assert labels.shape == run["profile"]["shape"] == ref.shape == (101, 100)
     assert set(np.unique(labels).tolist()) <= set(range(5)) | {NODATA_LABEL}
@@ -84,7 +84,7 @@ def test_run_completes_on_the_real_grid(run) -> None:  # noqa: ANN001
     assert run["result"].extra["mapping"] == csv_mapping  # class_mapping.csv = Evaluation.mapping
 
 
-def test_metrics_have_one_row_set_per_overlapping_parcel(run) -> None:  # noqa: ANN001
+def test_metrics_have_one_row_set_per_overlapping_parcel(run) -> None:
     m, owner, parcels = run["metrics"], run["owner"], run["parcels"]
     classes = sorted(m.loc[m["kind"] == "class", "class_id"].dropna().astype(int).unique())
     assert {1, 2, 3, 4, 8} <= set(classes)
@@ -108,7 +108,7 @@ def test_metrics_have_one_row_set_per_overlapping_parcel(run) -> None:  # noqa: 
     assert int(scene["nodata_reference_px"]) == int((run["ref"] == run["ref_nodata"]).sum()) > 0
 
 
-def test_per_parcel_counts_equal_a_direct_recount(run) -> None:  # noqa: ANN001
+def test_per_parcel_counts_equal_a_direct_recount(run) -> None:
     """tp / fp / fn per parcel and class from labels.zarr + reference + rasterised parcels."""
     m, owner, ref, labels = run["metrics"], run["owner"], run["ref"], run["labels"]
     pred = run["lut"][labels]
@@ -132,7 +132,7 @@ def test_per_parcel_counts_equal_a_direct_recount(run) -> None:  # noqa: ANN001
     assert checked >= 10
 
 
-def test_scene_iou_equals_sklearn_jaccard(run) -> None:  # noqa: ANN001
+def test_scene_iou_equals_sklearn_jaccard(run) -> None:
     m, ref, labels = run["metrics"], run["ref"], run["labels"]
     valid = (labels != NODATA_LABEL) & (ref != run["ref_nodata"])
     y_true, y_pred = ref[valid], run["lut"][labels][valid]
@@ -147,7 +147,7 @@ def test_scene_iou_equals_sklearn_jaccard(run) -> None:  # noqa: ANN001
     assert top["overall_accuracy"] == pytest.approx(float(np.mean(y_true == y_pred)), rel=1e-12)
 
 
-def test_gdal_opens_labels_with_the_input_grid(run) -> None:  # noqa: ANN001
+def test_gdal_opens_labels_with_the_input_grid(run) -> None:
     with rasterio.open(run["out"] / "labels.zarr") as ds:
         assert ds.crs == run["profile"]["crs"]
         assert ds.crs.to_epsg() == 32633
@@ -157,7 +157,7 @@ def test_gdal_opens_labels_with_the_input_grid(run) -> None:  # noqa: ANN001
         np.testing.assert_array_equal(ds.read(1), run["labels"])
 
 
-def test_polygons_are_valid_in_the_input_crs_and_cover_the_labels(run) -> None:  # noqa: ANN001
+def test_polygons_are_valid_in_the_input_crs_and_cover_the_labels(run) -> None:
     path = run["out"] / "polygons.gpkg"
     info = pyogrio.read_info(path, layer="polygons")
     assert info["crs"] == "EPSG:32633"

@@ -34,7 +34,7 @@ def _here(p: str | Path) -> str:
     return str(p) if Path(p).exists() else str(REALDATA / Path(p).name)
 
 
-def test_slovenia_workflow_evaluates_per_parcel(tmp_path: Path, dask_client) -> None:  # noqa: ANN001
+def test_slovenia_workflow_evaluates_per_parcel(tmp_path: Path, dask_client) -> None:
     job = load_job(WORKFLOW)
     assert job.regions is not None and job.regions.field == "index"
     inputs = [_here(p).replace("*", "{}") for p in job.inputs]

@@ -78,7 +78,7 @@ def test_killing_a_worker_mid_run_does_not_change_output(tmp_path):
         def run() -> None:
             try:
                 run_job(parse_job(kmeans_job_dict(scene, out)), client=client, show_progress=False)
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:  # reported below
                 errors.append(exc)
 
         thread = threading.Thread(target=run)
@@ -204,7 +204,7 @@ def _outputs(out: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def landcover_reference(tmp_path_factory):  # noqa: ANN201
+def landcover_reference(tmp_path_factory):
     """A 1024² land-cover scene (64 chunks) and the outputs of one uninterrupted `geoseg run` of its job."""
     from geoseg.samples.synthetic import make_scene
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from geoseg.cli import main
-from geoseg.errors import OutputError
+from geoseg.errors import OutputError, OutputInUseError
 from geoseg.io import storage
 from geoseg.run import storelock
 from geoseg.run.jobspec import parse_job
@@ -46,7 +46,7 @@ def _job(tmp_path: Path, out: str, **over) -> dict:
 
 
 @pytest.fixture()
-def s3_client(s3_env):  # noqa: ANN001, ANN201, F811
+def s3_client(s3_env):  # noqa: F811
     """A local cluster started after the S3 server, so its workers inherit the endpoint and keys
     (the session's ``dask_client`` may have been started before ``s3_env`` set them)."""
     from distributed import Client
@@ -169,7 +169,7 @@ def test_the_lock_is_released_and_the_scratch_emptied_after_a_failing_run(tmp_pa
     url = storage.join(s3_bucket, "failing")
     seen: dict[str, object] = {}
 
-    def failing_stages(job, scene, out, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def failing_stages(job, scene, out, *args, **kwargs):
         (out / "polygons.gpkg").write_bytes(b"half written")
         seen["lock"] = _lock_object(url)
         seen["scratch"] = out
@@ -226,7 +226,7 @@ def test_a_store_without_conditional_writes_gets_a_warning_and_the_same_host_loc
     try:
         assert isinstance(claim, StoreClaim) and isinstance(claim.lock, OutputLock)
         assert any("enforced on this host only" in r.getMessage() for r in caplog.records)
-        with pytest.raises(OutputError, match=f"in use by another geoseg run: pid {os.getpid()}"):
+        with pytest.raises(OutputInUseError, match=f"pid {os.getpid()}"):
             claim_output(url)
     finally:
         claim.release()
@@ -237,7 +237,7 @@ def test_a_server_that_ignores_if_none_match_is_found_by_the_probe(s3_bucket, mo
     url = storage.join(s3_bucket, "ignoring")
     put = StoreLock._put
 
-    def ignoring(self, **condition):  # noqa: ANN001, ANN003 - what such a server does: an unconditional PUT
+    def ignoring(self, **condition):  # what such a server does: an unconditional PUT
         return put(self, **{k: v for k, v in condition.items() if k != "IfNoneMatch"})
 
     monkeypatch.setattr(StoreLock, "_put", ignoring)

@@ -11,7 +11,7 @@ import pytest
 import rasterio
 import zarr
 
-from geoseg.errors import OutputError
+from geoseg.errors import OutputInUseError
 from geoseg.io.labelstore import LabelStoreWriter
 from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
@@ -101,7 +101,7 @@ def test_changed_parameters_do_not_reuse_chunks(tmp_path, dask_client):
 def test_output_folder_of_another_job_is_refused(tmp_path, dask_client):
     scene, _ = blocky_scene(tmp_path)
     run_job(_job(scene, tmp_path / "out"), client=dask_client, show_progress=False)
-    with pytest.raises(OutputError, match="another run"):
+    with pytest.raises(OutputInUseError):
         run_job(_job(scene, tmp_path / "out", name="other"), client=dask_client, show_progress=False)
 
 

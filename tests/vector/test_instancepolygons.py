@@ -17,7 +17,7 @@ from geoseg.samples.crowns import TREE, make_crowns
 from geoseg.vector.instancepolygons import instance_polygons
 
 
-def test_polygons_equal_whole_raster_shapes(tmp_path) -> None:  # noqa: ANN001
+def test_polygons_equal_whole_raster_shapes(tmp_path) -> None:
     files = make_crowns(tmp_path, width=384, height=320, seed=11)
     store, table = segment_instances(files.reference, [TREE], tmp_path / "o", chunk_size=128)
     grid = read_label_info(files.reference).grid
@@ -38,7 +38,7 @@ def test_polygons_equal_whole_raster_shapes(tmp_path) -> None:  # noqa: ANN001
     assert crossing > 10  # instances cut by chunk seams came back whole
 
 
-def test_cli_writes_instances_and_scores(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_cli_writes_instances_and_scores(tmp_path, capsys) -> None:
     files = make_crowns(tmp_path, width=256, height=256, seed=2)
     code = main(["instances", str(files.reference), "--classes", str(TREE), "--out", str(tmp_path / "out"),
                  "--chunk-size", "128", "--reference", str(files.crowns), "--reference-field", "class_id"])
@@ -55,7 +55,7 @@ def test_cli_writes_instances_and_scores(tmp_path, capsys) -> None:  # noqa: ANN
     assert int(row["n_ref"]) == n_true and float(row["recall"]) >= 0.9
 
 
-def test_cli_refuses_a_reference_without_its_class(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_cli_refuses_a_reference_without_its_class(tmp_path, capsys) -> None:
     files = make_crowns(tmp_path, width=64, height=64, seed=2)
     code = main(["instances", str(files.reference), "--classes", "2", "--out", str(tmp_path / "o"),
                  "--reference", str(files.crowns)])

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geoseg.errors import GridMismatchError, InputError
+from geoseg.errors import BandError, GridMismatchError, InputError, MissingFileError, NoCRSError
+from geoseg.geo import GeoGrid, Window
+from geoseg.io.masks import feature_band_indexes, mask_kind
 from geoseg.io.opener import check_vector, open_raster
+from geoseg.io.sources import Source, describe_source, place, read_source
 from geoseg.legend import ClassInfo
 from geoseg.methods.deeplab import normalise
 from geoseg.methods.training.config import TrainConfig, TrainPair
@@ -41,15 +43,17 @@ COARSE_SIDE = 1024
 # --------------------------------------------------------------------------------------------
 
 
-def _band_indexes(path: Path, descriptions: tuple, wanted: list[str] | None) -> tuple[list[int], list[str]]:
-    names = [d if d else f"b{i + 1}" for i, d in enumerate(descriptions)]
+def _band_indexes(path: Path, ds: Any, wanted: list[str] | None) -> tuple[list[int], list[str]]:
+    """Bands by name (any band, alpha too when named), else every value band: alpha is validity, as for inference."""
+    names = [d if d else f"b{i + 1}" for i, d in enumerate(ds.descriptions)]
     if wanted is None:
-        return list(range(1, len(names) + 1)), names
+        idx = list(feature_band_indexes(ds))
+        return idx, [names[i - 1] for i in idx]
     lowered = [n.lower() for n in names]
     idx = []
     for w in wanted:
         if w.lower() not in lowered:
-            raise InputError(f"{path} has no band {w!r}; its bands are {', '.join(names)}")
+            raise BandError(f"{path} has no band {w!r}; its bands are {', '.join(names)}")
         idx.append(lowered.index(w.lower()) + 1)
     return idx, [names[i - 1] for i in idx]
 
@@ -62,15 +66,18 @@ class TrainSource:
         self.pair = pair
         self.lut = lut
         if not pair.image.is_file():
-            raise InputError(f"training image {pair.image} does not exist")
+            raise MissingFileError(f"training image {pair.image} does not exist")
         with open_raster(pair.image, "chip", what="training image") as ds:
             if ds.crs is None or ds.transform.is_identity:
-                raise InputError(f"{pair.image} is not georeferenced; training needs a CRS and a geotransform")
+                raise NoCRSError(f"{pair.image} is not georeferenced; training needs a CRS and a geotransform")
             self.height, self.width = ds.height, ds.width
             self.transform, self.crs = ds.transform, ds.crs
-            self.indexes, self.band_names = _band_indexes(pair.image, ds.descriptions, bands)
-            self.nodata = ds.nodata
+            self.indexes, self.band_names = _band_indexes(pair.image, ds, bands)
             self.resolution = (abs(ds.transform.a) + abs(ds.transform.e)) / 2
+        # read as inference reads an input: the same validity rule (nodata, NaN, alpha, GDAL mask) and retries
+        self.grid = GeoGrid.of(self.height, self.width, self.transform, self.crs)
+        self.source = place(describe_source(str(pair.image), tuple(self.indexes)), self.grid)
+        self.ref_source: Source | None = None
         self.row_lo = round(rows[0] * self.height)
         self.row_hi = round(rows[1] * self.height)
         if self.row_hi - self.row_lo < 16:
@@ -81,18 +88,21 @@ class TrainSource:
         self._vec: tuple[Any, np.ndarray] | None = None  # (geometries, class ids) of a vector reference
         if pair.reference is not None:
             if not pair.reference.is_file():
-                raise InputError(f"reference raster {pair.reference} does not exist")
+                raise MissingFileError(f"reference raster {pair.reference} does not exist")
             with open_raster(pair.reference, "chip", what="training reference") as rs:
                 if (rs.height, rs.width) != (self.height, self.width) or not rs.transform.almost_equals(self.transform):
                     raise GridMismatchError(
                         f"reference {pair.reference} ({rs.width}x{rs.height}) is not on the grid of {pair.image} "
                         f"({self.width}x{self.height}); warp it onto the image grid first (gdalwarp -te/-tr)"
                     )
+                # on the image's grid by the check above (a reference needs no CRS of its own)
+                self.ref_source = Source(
+                    path=str(pair.reference), grid=self.grid, bands=(1,), mask=mask_kind(rs, (1,)),
+                    dtype=rs.dtypes[0], nodata=rs.nodata, block=tuple(rs.block_shapes[0]), descriptions=("class",),
+                    offset=(0, 0), box=(0.0, 0.0, float(self.height), float(self.width)),
+                )
         else:
             self._load_vector()
-        self._img: Any = None
-        self._ref: Any = None
-        self._pid: int | None = None
 
     def _load_vector(self) -> None:
         import geopandas as gpd
@@ -100,7 +110,7 @@ class TrainSource:
         pair = self.pair
         assert pair.vector is not None  # TrainPair holds exactly one of reference and vector
         if not pair.vector.exists():
-            raise InputError(f"vector reference {pair.vector} does not exist")
+            raise MissingFileError(f"vector reference {pair.vector} does not exist")
         check_vector(pair.vector, "vector reference")
         gdf = gpd.read_file(pair.vector, layer=pair.layer)
         if pair.class_field not in gdf.columns:
@@ -108,7 +118,7 @@ class TrainSource:
                 f"{pair.vector} has no field {pair.class_field!r}; its fields are {', '.join(map(str, gdf.columns))}"
             )
         if gdf.crs is None:
-            raise InputError(f"{pair.vector} has no CRS; assign one (ogr2ogr -a_srs)")
+            raise NoCRSError(f"{pair.vector} has no CRS; assign one (ogr2ogr -a_srs)")
         gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty].to_crs(self.crs)
         try:
             values = gdf[pair.class_field].astype("int64").to_numpy()
@@ -117,14 +127,6 @@ class TrainSource:
         self._vec = (gdf.geometry.reset_index(drop=True), values)
 
     # -- reading ------------------------------------------------------------------------------
-
-    def _open(self) -> None:
-
-        if self._pid != os.getpid():  # (re)open after a fork: file handles are not shared
-            self._img = open_raster(self.pair.image, "chip", what="training image")
-            self._ref = (open_raster(self.pair.reference, "chip", what="training reference")
-                         if self.pair.reference is not None else None)
-            self._pid = os.getpid()
 
     def _rasterize(self, row: int, col: int, h: int, w: int, step: int = 1, all_touched: bool = False) -> np.ndarray:
         import shapely
@@ -143,17 +145,20 @@ class TrainSource:
         return burn(list(geoms.iloc[hits]), vals, tr, (h, w), dtype="uint8", fill=0, all_touched=all_touched)
 
     def read(self, row: int, col: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Raw bands ``(b, h, w)`` float32, validity ``(h, w)`` and target indexes ``(h, w)`` uint8."""
-        from rasterio.windows import Window as RioWindow
+        """Raw bands ``(b, h, w)`` float32, validity ``(h, w)`` and target indexes ``(h, w)`` uint8.
 
-        self._open()
-        win = RioWindow(col, row, w, h)
-        img = self._img.read(self.indexes, window=win).astype(np.float32)
-        valid = np.all(np.isfinite(img), axis=0)
-        if self.nodata is not None and not (isinstance(self.nodata, float) and math.isnan(self.nodata)):
-            valid &= ~np.any(img == self.nodata, axis=0)
-        ref = self._ref.read(1, window=win) if self._ref is not None else self._rasterize(row, col, h, w)
-        target = self.lut[ref]
+        The bands and their validity come from the inputs' reader (:func:`geoseg.io.sources.read_source`),
+        so a pixel training ignores is exactly one inference leaves unlabelled; reference pixels that are
+        not valid (its nodata, alpha or mask) are ignored too.
+        """
+        window = Window(row, col, h, w)
+        img, valid = _on_window(self.source, self.grid, window, np.float32)
+        if self.ref_source is not None:
+            ref, ref_valid = _on_window(self.ref_source, self.grid, window, None)
+            target = self.lut[ref[0]]
+            target[~ref_valid] = IGNORE_INDEX
+        else:
+            target = self.lut[self._rasterize(row, col, h, w)]
         target[~valid] = IGNORE_INDEX
         return img, valid, target
 
@@ -168,10 +173,18 @@ class TrainSource:
                 return rs.read(1, out_shape=(ch, cw), resampling=Resampling.nearest), step
         return self._rasterize(0, 0, ch, cw, step=step, all_touched=True), step
 
-    def __getstate__(self) -> dict:  # DataLoader workers get a copy without open handles
-        state = self.__dict__.copy()
-        state.update(_img=None, _ref=None, _pid=None)
-        return state
+
+
+def _on_window(src: Source, grid: GeoGrid, window: Window, dtype: type | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(bands, h, w)`` values (cast to ``dtype``) and validity of a file on its own grid; 0 and invalid outside it."""
+    got = read_source(src, grid, window, "nearest")
+    out = np.zeros((src.count, window.height, window.width), dtype=dtype or src.dtype)
+    valid = np.zeros((window.height, window.width), dtype=bool)
+    if got is not None:
+        data, ok, where = got
+        out[(slice(None), *where)] = data
+        valid[where] = ok
+    return out, valid
 
 
 def _resolve_class_lut(classes: list[ClassInfo]) -> np.ndarray:

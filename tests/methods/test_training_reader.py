@@ -1,0 +1,94 @@
+"""Training reads its windows with the inputs' reader: the same pixels are valid for training and inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp
+from rasterio.transform import from_origin
+
+from geoseg.geo import Window
+from geoseg.io.scene import open_scene, read_window
+from geoseg.legend import ClassInfo
+from geoseg.methods.training import IGNORE_INDEX, TrainConfig, TrainPair, open_sources
+from tests.fixtures import write_raster
+
+NODATA = -9999.0
+CLASSES = [ClassInfo(1, "a", "#ff0000"), ClassInfo(2, "b", "#00ff00")]
+
+
+def _masked_image(path, size: int = 64) -> np.ndarray:
+    """Three float bands + an alpha band + an internal GDAL mask, with nodata and NaN pixels;
+    returns the validity every rule together gives (the oracle, from the arrays written)."""
+    rng = np.random.default_rng(3)
+    data = rng.uniform(1, 100, (3, size, size)).astype(np.float32)
+    data[0, 5:9, 5:20] = NODATA  # nodata in one band
+    data[2, 30:33, 40:50] = np.nan  # NaN in another
+    alpha = np.full((size, size), 255, np.uint8)
+    alpha[50:60, 0:12] = 0
+    mask = np.full((size, size), 255, np.uint8)
+    mask[10:20, 44:60] = 0
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=4, dtype="float32",
+                           crs="EPSG:32633", transform=from_origin(500000, 5100000, 10, 10), nodata=NODATA,
+                           tiled=True, blockxsize=32, blockysize=32) as ds:
+            ds.write(data, [1, 2, 3])
+            ds.write(alpha.astype(np.float32), 4)
+            ds.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+            ds.write_mask(mask)
+    with rasterio.open(path) as ds:  # the file really holds both masks
+        assert ds.colorinterp[3] == ColorInterp.alpha
+        assert (ds.read_masks(1) == 0).sum() > 0
+    valid = (alpha != 0) & (mask != 0) & np.all(data != NODATA, axis=0) & np.all(np.isfinite(data), axis=0)
+    return valid
+
+
+def test_training_and_inference_agree_on_valid_pixels(tmp_path):
+    image = tmp_path / "img.tif"
+    expected = _masked_image(image)
+    ref = np.ones((64, 64), np.uint8)
+    ref[:, 32:] = 2
+    write_raster(tmp_path / "ref.tif", ref, transform=from_origin(500000, 5100000, 10, 10), nodata=0)
+    cfg = TrainConfig(pairs=[TrainPair(image=image, reference=tmp_path / "ref.tif")], classes=CLASSES,
+                      checkpoint=tmp_path / "m", val_fraction=0.0)
+    train_src, _ = open_sources(cfg)
+    src = train_src[0]
+    assert src.band_names == ["b1", "b2", "b3"]  # the alpha band is validity, not a feature (as for inference)
+
+    scene = open_scene(str(image))
+    for r, c, h, w in [(0, 0, 64, 64), (3, 17, 29, 40), (40, 0, 24, 33)]:
+        img, valid, target = src.read(r, c, h, w)
+        data, inferred = read_window(scene, Window(r, c, h, w))
+        want = expected[r : r + h, c : c + w]
+        assert not want.all() and want.any()
+        np.testing.assert_array_equal(valid, inferred)
+        np.testing.assert_array_equal(valid, want)
+        np.testing.assert_array_equal(img[:, valid], data[:, inferred])
+        assert (target[~valid] == IGNORE_INDEX).all()
+        assert set(np.unique(target[valid])) <= {0, 1}
+
+
+def test_reference_nodata_and_mask_are_ignored_in_targets(tmp_path):
+    """Reference pixels that are not valid (its nodata, its GDAL mask) are not trained on."""
+    tr = from_origin(500000, 5100000, 10, 10)
+    img = np.random.default_rng(0).uniform(1, 10, (2, 40, 40)).astype(np.float32)
+    write_raster(tmp_path / "img.tif", img, transform=tr)
+    ref = np.ones((40, 40), np.uint8)
+    ref[:, 20:] = 2
+    ref[0:4] = 9  # nodata
+    mask = np.full((40, 40), 255, np.uint8)
+    mask[30:, 30:] = 0
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(tmp_path / "ref.tif", "w", driver="GTiff", width=40, height=40, count=1, dtype="uint8",
+                           crs="EPSG:32633", transform=tr, nodata=9) as ds:
+            ds.write(ref, 1)
+            ds.write_mask(mask)
+    cfg = TrainConfig(pairs=[TrainPair(image=tmp_path / "img.tif", reference=tmp_path / "ref.tif")],
+                      classes=CLASSES, checkpoint=tmp_path / "m", val_fraction=0.0)
+    src = open_sources(cfg)[0][0]
+    _, valid, target = src.read(0, 0, 40, 40)
+    assert valid.all()
+    want = np.where(ref == 1, 0, 1).astype(np.uint8)
+    want[0:4] = IGNORE_INDEX
+    want[30:, 30:] = IGNORE_INDEX
+    np.testing.assert_array_equal(target, want)
