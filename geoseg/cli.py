@@ -384,8 +384,10 @@ def _maybe_client(scheduler: str | None, connect_timeout: float | None = None) -
         yield None
         return
     from geoseg.run.cluster import connect
+    from geoseg.run.fence import fence_workers
 
     with connect(scheduler, timeout=connect_timeout or 10) as (client, _info):
+        fence_workers(client)  # labels, references and regions are read on the workers
         yield client
 
 
@@ -677,6 +679,7 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from geoseg.errors import from_os_error
+    from geoseg.io.opener import Trust, fenced
     from geoseg.run.interrupt import print_interrupted, quiet_shutdown, stop_on_signals
 
     parser = build_parser()
@@ -685,7 +688,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.quiet = args.quiet or args.sub_quiet
     _setup_logging(args.verbose, args.quiet)
     try:
-        with stop_on_signals():
+        with stop_on_signals(), fenced(Trust()):  # a job's own trust (geoseg run) replaces it inside
             return int(args.func(args) or 0)
     except GeosegError as exc:
         print(f"geoseg: error: {exc}", file=sys.stderr)

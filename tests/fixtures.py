@@ -173,6 +173,64 @@ LEGEND_CLASSES = [
 ]
 
 
+#: The listener's server, run in its own process: GDAL may hold the GIL while it waits for an answer.
+_LISTENER = """
+import http.server, sys
+log = open(sys.argv[1], "a", buffering=1)
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        log.write(self.path + "\\n")
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    do_HEAD = do_GET
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+class Listener:
+    """A loopback HTTP server that counts the requests it gets: the witness that nothing was fetched.
+
+    Every request is answered 404 and logged (``paths``) before the answer goes out. The server runs
+    in a child process, so a GDAL call that holds this process's GIL cannot stall it. A context manager.
+    """
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+        import tempfile
+
+        fd, log = tempfile.mkstemp(prefix="geoseg-listener-", suffix=".log")
+        os.close(fd)
+        self.log = Path(log)
+        self.proc = subprocess.Popen([sys.executable, "-c", _LISTENER, log], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    @property
+    def paths(self) -> list[str]:
+        return self.log.read_text().splitlines()
+
+    @property
+    def hits(self) -> int:
+        return len(self.paths)
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.log.unlink(missing_ok=True)
+
+
 #: Extension schemas for validating STAC offline (see its README).
 STAC_SCHEMAS = Path(__file__).parent / "io" / "stac_schemas"
 

@@ -63,21 +63,20 @@ def open_reference_instances(
 
 
 def _is_raster(path: str | Path) -> bool:
-    import rasterio
-    from rasterio.errors import RasterioIOError
+    from geoseg.io.opener import UnreadableRaster, open_raster
 
     try:
-        with rasterio.open(str(path)):
+        with open_raster(str(path), "reference"):
             return True
-    except RasterioIOError:
+    except UnreadableRaster:
         return False
 
 
 def _raster_instances(ref: Any, grid: Any, value: int) -> ReferenceInstances:
     """An instance raster's ids are taken as they are (1..max; ids absent from the grid are not scored)."""
-    import rasterio
+    from geoseg.io.opener import open_raster
 
-    with rasterio.open(ref.path) as src:
+    with open_raster(ref.path, "reference") as src:
         top = 0
         for _, window in src.block_windows(1):
             top = max(top, int(src.read(1, window=window).max()))
@@ -87,6 +86,9 @@ def _raster_instances(ref: Any, grid: Any, value: int) -> ReferenceInstances:
 def _vector_instances(path: str | Path, grid: Any, field: str | None, value: int | None) -> ReferenceInstances:
     import geopandas as gpd
 
+    from geoseg.io.opener import check_vector
+
+    check_vector(path, "reference instances")  # by content: a disguised OGR VRT is never parsed
     try:
         frame = gpd.read_file(str(path))
     except Exception as exc:  # any driver error is a bad reference for the user

@@ -62,14 +62,23 @@ def _crs_name(crs) -> str:  # pyproj.CRS
 
 
 def vector_info(path: str, layer: str | None, what: str) -> dict[str, Any]:
-    """``pyogrio.read_info`` of a layer, or an :class:`InputError` if GDAL cannot open it."""
+    """``pyogrio.read_info`` of a layer, or an :class:`InputError` if GDAL cannot open it.
+
+    The file is identified by content before GDAL sees it, and its driver checked after
+    (:mod:`geoseg.io.opener`): a disguised OGR VRT is never parsed.
+    """
     import pyogrio
     from pyogrio.errors import DataLayerError, DataSourceError
 
+    from geoseg.io.opener import check_vector, check_vector_driver
+
+    check_vector(path, what)
     try:
-        return pyogrio.read_info(path, layer=layer)
+        info = pyogrio.read_info(path, layer=layer)
     except (DataSourceError, DataLayerError) as exc:
         raise InputError(f"{what} {path} is neither a raster nor a vector layer GDAL can open: {exc}") from exc
+    check_vector_driver(path, info, what)
+    return info
 
 
 def layer_window(path: str, layer: str | None, columns: list[str], layer_crs_wkt: str, grid: GeoGrid):
@@ -80,6 +89,9 @@ def layer_window(path: str, layer: str | None, columns: list[str], layer_crs_wkt
     """
     import pyogrio
 
+    from geoseg.io.opener import check_vector
+
+    check_vector(path)  # on the worker too: the file is read again here
     cached = cached_layer_window(path, layer, columns, layer_crs_wkt, grid.crs_wkt, grid.bounds)
     if cached is not None:
         return cached

@@ -36,6 +36,7 @@ from geoseg.accuracy.pam import read_pam_legend
 from geoseg.errors import ClassIdError, InputError, MissingFileError, NoOverlapError
 from geoseg.geo import Bounds, GeoGrid, Window, bounds_in, bounds_overlap, crs_from_wkt
 from geoseg.io.masks import MaskKind, mask_kind
+from geoseg.io.opener import UnreadableRaster, check_name, open_raster
 from geoseg.io.sources import Source, place, read_source
 
 #: Fill value used while warping; never a valid class id.
@@ -58,6 +59,7 @@ class RasterReference:
     legend: tuple[tuple[int, str], ...] = ()
     colors: tuple[tuple[int, str], ...] = ()
     mask: MaskKind = "nodata"  # the inputs' validity rule for band 1 (nodata, alpha band, GDAL mask)
+    driver: str = "GTiff"  # what the opener found: tasks reopen the file as that and nothing else
 
     kind = "raster"
 
@@ -69,7 +71,7 @@ class RasterReference:
     def source(self) -> Source:
         """Band 1 as an input file, so windows are read by the inputs' reader."""
         return Source(path=self.path, grid=self.grid, bands=(1,), mask=self.mask, dtype=self.dtype,
-                      nodata=self.nodata, block=(0, 0), descriptions=("class",))
+                      nodata=self.nodata, block=(0, 0), descriptions=("class",), driver=self.driver)
 
     @property
     def bounds(self) -> Bounds:
@@ -169,12 +171,11 @@ def open_reference(
 
 
 def _try_raster(path: str) -> RasterReference | None:
-    import rasterio
-    from rasterio.errors import RasterioIOError
-
+    """The reference as a raster, or None when it is none the opener reads (then tried as a vector)."""
+    check_name(path, "reference")  # a /vsicurl/ path or URL is refused before GDAL sees it
     try:
-        src = rasterio.open(path)
-    except RasterioIOError:
+        src = open_raster(path, "reference")
+    except UnreadableRaster:
         return None
     with src:
         if src.count < 1 or src.width == 0:
@@ -203,6 +204,7 @@ def _try_raster(path: str) -> RasterReference | None:
             legend=legend,
             colors=colors,
             mask=mask_kind(src, (1,)),
+            driver=src.driver,
         )
 
 

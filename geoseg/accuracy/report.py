@@ -188,9 +188,9 @@ def read_labels_decimated(path: Path | str, step: int) -> np.ndarray:
     from geoseg.io.labelstore import is_geotiff, label_array_location
 
     if is_geotiff(path):
-        import rasterio
+        from geoseg.io.opener import open_raster
 
-        with rasterio.open(path) as ds:  # a nearest-neighbour decimated read (overviews when present)
+        with open_raster(path, "label", what="label raster") as ds:  # nearest-neighbour decimated (overviews)
             h, w = math.ceil(ds.height / step), math.ceil(ds.width / step)
             return ds.read(1, out_shape=(h, w))
     arr = zarr.open_array(label_array_location(path), mode="r", zarr_format=2)
@@ -218,9 +218,9 @@ def _decimated(src, indexes: Sequence[int], grid: GeoGrid, fill: float):
 def read_reference_decimated(ref: Any, grid: GeoGrid) -> np.ndarray:
     """Reference classes on the preview ``grid``, ``SENTINEL`` where missing."""
     if isinstance(ref, RasterReference):
-        import rasterio
+        from geoseg.io.opener import open_raster
 
-        with rasterio.open(ref.path) as src:
+        with open_raster(ref.path, "reference") as src:
             data = _decimated(src, [1], grid, fill=0)[0].astype(np.float64)
             mask = _decimated_mask(src, grid) & ~np.isnan(data)
         if ref.nodata is not None:
@@ -248,9 +248,9 @@ def _decimated_mask(src, grid: GeoGrid) -> np.ndarray:
 
 def read_rgb_decimated(path: str | Path, grid: GeoGrid) -> np.ndarray:
     """An RGB composite of the true-colour bands (:func:`true_colour_bands`), one 2-98 % stretch over all three."""
-    import rasterio
+    from geoseg.io.opener import open_raster
 
-    with rasterio.open(path) as src:
+    with open_raster(str(path), "input", url_ok=True) as src:
         idx = true_colour_bands(src)
         data = _decimated(src, idx, grid, fill=np.nan if src.dtypes[0].startswith("float") else 0)
         data = data.astype(np.float64)

@@ -535,9 +535,9 @@ def read_label_window(path: str | Path, window: Window, array: str = ARRAY_NAME)
     import zarr
 
     if is_geotiff(path):
-        import rasterio
+        from geoseg.io.opener import open_raster
 
-        with rasterio.open(path) as ds:
+        with open_raster(path, "label", what="label raster") as ds:
             return ds.read(1, window=window.to_rasterio()).astype(np.uint8, copy=False)
     if storage.is_url(path):  # object storage: published stores only (their .zmetadata)
         arr = zarr.open_array(label_array_location(path, array), mode="r", zarr_format=2)
@@ -594,10 +594,12 @@ def _geotiff_label_info(path: Path) -> LabelRasterInfo:
     """
     import rasterio
 
+    from geoseg.io.opener import open_raster
+
     if not path.exists():
         raise MissingFileError(f"label raster {path} does not exist")
     try:
-        with rasterio.open(path) as ds:
+        with open_raster(path, "label", what="label raster") as ds:
             if ds.count != 1 or ds.dtypes[0] not in ("uint8", "int8", "uint16", "int16", "int32", "uint32"):
                 raise InputError(f"{path}: a label GeoTIFF must have one integer band, got {ds.count} x {ds.dtypes[0]}")
             if ds.crs is None:

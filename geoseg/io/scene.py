@@ -45,6 +45,7 @@ from geoseg.io.entries import InputEntry, MaskEntry, as_input_entry, as_mask_ent
 from geoseg.io.fill import warn_border_fill
 from geoseg.io.masks import QARule
 from geoseg.io.mosaic import FootprintIndex, Layer, check_tiles_agree, describe_tiles, read_layer
+from geoseg.io.opener import Trust, allowing, check_name, current_trust
 from geoseg.io.sources import MAX_SIDE, RESAMPLING, Source, describe_source, place
 from geoseg.io.stac import StacFile
 
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 __all__ = ["Scene", "InputEntry", "MaskEntry", "open_scene", "read_window", "open_scene_xarray",
            "expand_inputs", "MAX_SIDE"]
 
-_GDAL_VIRTUAL_PREFIXES = ("/vsi", "vrt://", "gdal_")
 #: Block assumed for sampling when no file lies on the grid (all are warped).
 _DEFAULT_BLOCK = (512, 512)
 
@@ -154,10 +154,8 @@ def expand_inputs(patterns: Sequence[Any] | str, allow_gdal_virtual: bool = Fals
 
 
 def check_virtual(text: str, allow_gdal_virtual: bool) -> None:
-    """Refuse GDAL virtual paths and VRTs unless the job allows them."""
-    lowered = text.lower()
-    if not allow_gdal_virtual and (lowered.startswith(_GDAL_VIRTUAL_PREFIXES) or lowered.endswith(".vrt")):
-        raise InputError(f"{text!r} is a GDAL virtual path; set allow_gdal_virtual: true in the job to use it")
+    """Refuse GDAL virtual paths, VRTs and connection strings unless the job allows them (URLs are inputs)."""
+    check_name(text, "input", url_ok=True, trust=Trust(allow_gdal_virtual=allow_gdal_virtual))
 
 
 def _stem_name(paths: Sequence[str]) -> str:
@@ -192,7 +190,7 @@ def _layers_of_entry(entry: InputEntry, allow_gdal_virtual: bool) -> list[_RawLa
         from geoseg.io.stac import stac_assets
 
         out = []
-        for asset in stac_assets(entry.stac, entry.assets or ()):
+        for asset in stac_assets(entry.stac, entry.assets or (), allow_gdal_virtual):
             for f in asset.files:
                 check_virtual(f.href, allow_gdal_virtual)
             sources = describe_tiles([f.href for f in asset.files])
@@ -256,7 +254,16 @@ def open_scene(
     ``sensor:`` (``sentinel2``, ``landsat8``...), which gives sensor band numbers (``B4``) their roles.
     Raises :class:`InputError` (or a subclass) for anything a user must fix, before any pixel is read;
     warns when a constant value fills the border of a file that does not declare it nodata.
+    Every file is opened through :mod:`geoseg.io.opener` under the job's ``allow_gdal_virtual``.
     """
+    trust = Trust(allow_gdal_virtual=allow_gdal_virtual, network=current_trust().network)
+    with allowing(trust):
+        return _open_scene(patterns, allow_gdal_virtual, grid, masks, sensor)
+
+
+def _open_scene(
+    patterns: Sequence[Any] | str, allow_gdal_virtual: bool, grid: Any, masks: Sequence[Any], sensor: str | None
+) -> Scene:
     from geoseg.io.gridspec import job_grid
 
     if isinstance(patterns, (str, Path)):
@@ -361,7 +368,7 @@ def _mask_layer(entry: MaskEntry, grid: GeoGrid, allow_gdal_virtual: bool) -> La
 
         if not entry.asset:
             raise InputError(f"mask from STAC {entry.stac} needs an asset (key or eo:bands common name)")
-        ((name, hrefs, _),) = stac_asset_hrefs(entry.stac, (entry.asset,))
+        ((name, hrefs, _),) = stac_asset_hrefs(entry.stac, (entry.asset,), allow_gdal_virtual)
     else:
         hrefs = expand_inputs(list(entry.paths), allow_gdal_virtual)
         name = _stem_name(hrefs)
@@ -417,6 +424,7 @@ def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # xarray.DataArra
         arrays = [
             cast("xr.DataArray", rioxarray.open_rasterio(
                 layer.sources[0].path, chunks={"band": -1, "y": cg.chunk, "x": cg.chunk}, lock=False, masked=False,
+                driver=layer.sources[0].driver,  # what the opener accepted, nothing else
             )).isel(band=[b - 1 for b in layer.sources[0].bands])
             for layer in scene.layers
         ]

@@ -68,6 +68,7 @@ class Source:
     size_bytes: int = -1
     offset: tuple[int, int] | None = None
     box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    driver: str = "GTiff"
     #: Per band: whether ``descriptions`` is the file's own (else ``b<n>``), and GDAL's colour interpretation.
     described: tuple[bool, ...] = ()
     colorinterp: tuple[str, ...] = ()
@@ -87,11 +88,10 @@ class Source:
 
 
 def open_dataset(path: str) -> Any:
-    """Open a raster, turning GDAL's complaints into an :class:`InputError` that names the file."""
-    try:
-        return rasterio.open(path)
-    except (RasterioError, ValueError) as exc:
-        raise InputError(f"cannot open {path} as a raster: {exc}. Is it a complete GeoTIFF?") from exc
+    """Open an input raster through the one opener (GeoTIFF or JPEG 2000 by content, never a disguised VRT)."""
+    from geoseg.io.opener import open_raster
+
+    return open_raster(path, "input", url_ok=True, what="input")
 
 
 def describe_source(path: str, bands: tuple[int, ...] | None = None) -> Source:
@@ -118,6 +118,7 @@ def describe_source(path: str, bands: tuple[int, ...] | None = None) -> Source:
             block=tuple(ds.block_shapes[chosen[0] - 1]),
             descriptions=tuple(ds.descriptions[b - 1] or f"b{b}" for b in chosen),
             size_bytes=Path(path).stat().st_size if Path(path).exists() else -1,
+            driver=ds.driver,
             described=tuple(bool(ds.descriptions[b - 1]) for b in chosen),
             colorinterp=tuple(ds.colorinterp[b - 1].name for b in chosen),
             scales=scales,
@@ -213,7 +214,8 @@ def _read_on_grid(src: Source, window: Window) -> tuple[np.ndarray, np.ndarray, 
     if r1 <= r0 or c1 <= c0:
         return None
     part = Window(r0, c0, r1 - r0, c1 - c0)
-    data, valid = read_with_retry(src.path, part.key, lambda ds: _read_valid(ds, src, part.to_rasterio()))
+    data, valid = read_with_retry(src.path, part.key, lambda ds: _read_valid(ds, src, part.to_rasterio()),
+                                   driver=src.driver)
     rows = slice(r0 + r_off - window.row_off, r1 + r_off - window.row_off)
     cols = slice(c0 + c_off - window.col_off, c1 + c_off - window.col_off)
     return data, valid, (rows, cols)  # in the file's type: the caller casts once, where it puts them
@@ -240,7 +242,8 @@ def _read_warped(
     if r1 <= r0 or c1 <= c0:
         return None
     part = Window(r0, c0, r1 - r0, c1 - c0)
-    data, valid = read_with_retry(src.path, part.key, lambda ds: _read_valid(ds, src, part.to_rasterio()))
+    data, valid = read_with_retry(src.path, part.key, lambda ds: _read_valid(ds, src, part.to_rasterio()),
+                                   driver=src.driver)
     part_transform = src.grid.transform * Affine.translation(c0, r0)
     if resampling in ("nearest", "bilinear"):
         lattice = source_lattice(target.transform, target.shape, grid.crs, part_transform, src.grid.crs)
@@ -264,12 +267,15 @@ def _read_warped(
     return out, ok, (slice(0, window.height), slice(0, window.width))
 
 
-def read_with_retry(path: str, what: str, fn: Callable[[Any], T]) -> T:
-    """Run ``fn`` on the opened file; retry I/O errors a few times (flaky storage), fail fast on corrupt data."""
+def read_with_retry(path: str, what: str, fn: Callable[[Any], T], driver: str = "GTiff") -> T:
+    """Run ``fn`` on the opened file; retry I/O errors a few times (flaky storage), fail fast on corrupt data.
+
+    The file is opened with ``driver`` only: the one the client's checked open found (:mod:`geoseg.io.opener`).
+    """
     delay = 0.5
     for attempt in range(READ_RETRIES + 1):
         try:
-            with rasterio.open(path) as ds:
+            with rasterio.open(path, driver=driver) as ds:
                 return fn(ds)
         except RasterioError as exc:
             # Only remote reads are retried: a local file's bytes are what they are (a corrupt tile stays

@@ -3,6 +3,8 @@
 An asset is chosen by its key (``B04``) or by the ``common_name`` of its ``eo:bands`` (``red``);
 each chosen asset becomes one layer, a mosaic across the items of a collection. Hrefs may be local
 (relative to the JSON file) or URLs; GDAL reads URLs itself (credentials from the environment).
+What a catalog may name is fenced (:func:`checked_href`): a local item names files in its own folder,
+a remote one names URLs, unless the job sets ``allow_gdal_virtual``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ def load_items(href: str) -> list[Any]:
     """The items of a STAC Item or ItemCollection document, each knowing where it was read from."""
     import pystac
 
+    from geoseg.io.opener import check_name
+
+    check_name(href, "STAC document", url_ok=True)  # a /vsi path or a file:// URL is refused before reading
     try:
         data = pystac.StacIO.default().read_json(href)
     except Exception as exc:  # file, network and JSON errors all mean the same to a user
@@ -49,6 +54,32 @@ def _absolute(href: str, base: str) -> str:
     return str((Path(base).resolve().parent / href).resolve())
 
 
+def checked_href(target: str, document: str, allow_outside: bool = False) -> str:
+    """``target`` (an asset's absolute href) if ``document`` may name it, else an :class:`InputError`.
+
+    A STAC document read from disk names files in its folder or below; one read from a URL names URLs.
+    Neither may point GDAL at the machine's other files or at the network from disk.
+    """
+    from urllib.parse import unquote, urlparse
+
+    from geoseg.io.opener import NETWORK_SCHEMES, is_url
+
+    if allow_outside:
+        return target
+    if is_url(document):
+        if not target.lower().startswith(NETWORK_SCHEMES):
+            raise InputError(f"STAC {document}: asset {target!r} is not a URL; a remote catalog may not name local files "
+                             "(allow_gdal_virtual: true allows it)")
+        return target
+    if target.lower().startswith("file://"):
+        target = unquote(urlparse(target).path)
+    folder = Path(document).resolve().parent
+    if is_url(target) or target.lower().startswith("/vsi") or not Path(target).resolve().is_relative_to(folder):
+        raise InputError(f"STAC item {document}: asset {target!r} lies outside the item's folder {folder}; "
+                         "a local item names files beside it (allow_gdal_virtual: true allows others)")
+    return target
+
+
 def _common_name(asset: Any) -> str | None:
     bands = asset.extra_fields.get("eo:bands") or []
     names = [b.get("common_name") for b in bands if isinstance(b, dict)]
@@ -66,13 +97,15 @@ def find_asset(item: Any, wanted: str) -> tuple[str, Any]:
     raise InputError(f"STAC item {item.id!r} has no asset {wanted!r} (by key or eo:bands common name); it has {choices}")
 
 
-def stac_asset_hrefs(href: str, wanted: Sequence[str]) -> list[tuple[str, list[str], str | None]]:
+def stac_asset_hrefs(
+    href: str, wanted: Sequence[str], allow_outside: bool = False
+) -> list[tuple[str, list[str], str | None]]:
     """For each wanted asset: (layer name = asset key, file hrefs across the items, band name).
 
     Without ``wanted``: every asset that describes ``eo:bands``, in the first item's order. The band
     name is the asset's common name when it has one, so indices (``ndvi``) find their bands.
     """
-    return [(a.key, [f.href for f in a.files], a.band) for a in stac_assets(href, wanted)]
+    return [(a.key, [f.href for f in a.files], a.band) for a in stac_assets(href, wanted, allow_outside)]
 
 
 @dataclass(frozen=True)
@@ -100,9 +133,10 @@ class StacAsset:
     files: tuple[StacFile, ...]
 
 
-def stac_assets(href: str, wanted: Sequence[str]) -> list[StacAsset]:
+def stac_assets(href: str, wanted: Sequence[str], allow_outside: bool = False) -> list[StacAsset]:
     """The wanted assets (all with ``eo:bands`` when none is named) with their bands' common names,
-    ``raster:bands`` scale/offset/nodata and the items' sensors."""
+    ``raster:bands`` scale/offset/nodata and the items' sensors. Hrefs pass :func:`checked_href`
+    (``allow_outside``: the job's ``allow_gdal_virtual``)."""
     items = load_items(href)
     if not wanted:
         wanted = [k for k, a in items[0].assets.items() if a.extra_fields.get("eo:bands")]
@@ -113,7 +147,7 @@ def stac_assets(href: str, wanted: Sequence[str]) -> list[StacAsset]:
         files, band, layer = [], None, None
         for item in items:
             key, asset = find_asset(item, name)
-            files.append(_stac_file(item, asset, _absolute(asset.href, href)))
+            files.append(_stac_file(item, asset, checked_href(_absolute(asset.href, href), href, allow_outside)))
             band = band or _common_name(asset) or key
             layer = layer or key
         out.append(StacAsset(layer or name, band, tuple(files)))

@@ -22,10 +22,12 @@ from geoseg.errors import GeosegError, OutputError, from_os_error
 from geoseg.io import storage
 from geoseg.io.atomic import write_text_atomic
 from geoseg.io.labelstore import PARTIAL_SUFFIX
+from geoseg.io.opener import Trust, current_trust, fenced, job_trust
 from geoseg.io.scene import Scene, open_scene
 from geoseg.methods.predictors import ChunkPredictor
 from geoseg.run import limits, runrecord
 from geoseg.run.cluster import ClusterInfo, connect
+from geoseg.run.fence import fence_workers
 from geoseg.run.jobspec import JobSpec
 from geoseg.run.labelling import warm_in_background, write_labels
 from geoseg.run.lock import claim_output
@@ -90,11 +92,30 @@ def _stage(times: dict[str, float], name: str, record: runrecord.RunRecord | Non
 def run_job(
     job: JobSpec, scheduler: str | None = None, show_progress: bool = True, client=None
 ) -> RunResult:
-    """Run a validated job end to end. ``client`` reuses an existing Dask client (notebooks, tests)."""
+    """Run a validated job end to end. ``client`` reuses an existing Dask client (notebooks, tests).
+
+    Every dataset is opened under the job's trust (:mod:`geoseg.io.opener`), here and on the workers.
+    """
     if job.chips is not None:  # a folder of non-georeferenced chips: one pixel grid each, scored together
         from geoseg.run.chiprun import run_chips_job
 
         return run_chips_job(job, run_job, scheduler=scheduler, show_progress=show_progress, client=client)
+    with fenced(trust_of_job(job)):
+        return _run_job(job, scheduler, show_progress, client)
+
+
+def trust_of_job(job: JobSpec) -> Trust:
+    """What the job lets GDAL read: ``allow_gdal_virtual``, and the network when it names URLs itself."""
+    from geoseg.io.entries import as_input_entry, as_mask_entry
+
+    named = [p for e in map(as_input_entry, job.inputs) for p in (*e.paths, e.stac or "")]
+    named += [p for e in map(as_mask_entry, job.masks) for p in (*e.paths, e.stac or "")]
+    if job.grid is not None and job.grid.like:
+        named.append(str(job.grid.like))
+    return job_trust(job.allow_gdal_virtual, named)
+
+
+def _run_job(job: JobSpec, scheduler: str | None, show_progress: bool, client) -> RunResult:
     remote = storage.RemoteOutput.of(job.output)  # object storage: small files built on local scratch
     out = remote.scratch if remote else Path(job.output)
     scene = open_scene(job.inputs, allow_gdal_virtual=job.allow_gdal_virtual, grid=job.grid, masks=job.masks,
@@ -183,6 +204,7 @@ def _run_stages(
 ) -> RunResult:
     times: dict[str, float] = record.stage_seconds
     record.set_cluster(info)
+    fence_workers(client, current_trust())  # the workers read under the job's trust too
     # the label store's zarr (~0.2 s of imports) loads while the cluster samples and fits, not after the fit
     warm_in_background(("zarr",))
     record.data["chunks_total"] = scene.chunk_grid(job.chunk_size).n_chunks  # in run.json from the first stage on

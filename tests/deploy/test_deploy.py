@@ -819,3 +819,16 @@ def test_make_certs_keeps_an_existing_ca(tmp_path):
     assert (tmp_path / "ca.pem").read_bytes() == ca
     assert make_certs(tmp_path, FORCE="1").returncode == 0
     assert (tmp_path / "ca.pem").read_bytes() != ca
+
+
+def test_images_and_slurm_start_with_geosegs_gdal_fence():
+    """Workers are fenced before any job's plugin reaches them: the same switches as geoseg's strict trust."""
+    from geoseg.io.opener import Trust, gdal_fence
+
+    strict = gdal_fence(Trust())
+    for path in DOCKERFILES.values():
+        env = dockerfile_env(path)
+        assert {k: env.get(k) for k in strict} == strict, path
+    exported = dict(item.partition("=")[::2] for line in (SLURM / "geoseg.sbatch").read_text().splitlines()
+                    if line.startswith("export ") for item in shlex.split(line)[1:] if "=" in item)
+    assert {k: exported.get(k) for k in strict} == strict

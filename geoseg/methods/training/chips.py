@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.errors import InputError, MissingFileError
+from geoseg.io.opener import open_raster
 
 #: Chips carry no place: a local Cartesian CRS in metres says so, and keeps the pixel size.
 CHIP_CRS_WKT = (
@@ -199,12 +200,11 @@ def mask_classes(mask: np.ndarray, colors: Mapping[str, int] | None, where: str)
 
 
 def _read(path: Path) -> np.ndarray:
-    import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path) as ds:
+        with open_raster(path, "chip", what="training chip") as ds:
             return ds.read()
 
 

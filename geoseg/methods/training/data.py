@@ -22,6 +22,7 @@ import numpy as np
 from geoseg.errors import BandError, GridMismatchError, InputError, MissingFileError, NoCRSError
 from geoseg.geo import GeoGrid, Window
 from geoseg.io.masks import feature_band_indexes, mask_kind
+from geoseg.io.opener import check_vector, open_raster
 from geoseg.io.sources import Source, describe_source, place, read_source
 from geoseg.legend import ClassInfo
 from geoseg.methods.deeplab import normalise
@@ -61,13 +62,12 @@ class TrainSource:
     """A training or validation image with its reference and the rows ``[row_lo, row_hi)`` it may use."""
 
     def __init__(self, pair: TrainPair, bands: list[str] | None, lut: np.ndarray, rows: tuple[float, float]) -> None:
-        import rasterio
 
         self.pair = pair
         self.lut = lut
         if not pair.image.is_file():
             raise MissingFileError(f"training image {pair.image} does not exist")
-        with rasterio.open(pair.image) as ds:
+        with open_raster(pair.image, "chip", what="training image") as ds:
             if ds.crs is None or ds.transform.is_identity:
                 raise NoCRSError(f"{pair.image} is not georeferenced; training needs a CRS and a geotransform")
             self.height, self.width = ds.height, ds.width
@@ -89,7 +89,7 @@ class TrainSource:
         if pair.reference is not None:
             if not pair.reference.is_file():
                 raise MissingFileError(f"reference raster {pair.reference} does not exist")
-            with rasterio.open(pair.reference) as rs:
+            with open_raster(pair.reference, "chip", what="training reference") as rs:
                 if (rs.height, rs.width) != (self.height, self.width) or not rs.transform.almost_equals(self.transform):
                     raise GridMismatchError(
                         f"reference {pair.reference} ({rs.width}x{rs.height}) is not on the grid of {pair.image} "
@@ -111,6 +111,7 @@ class TrainSource:
         assert pair.vector is not None  # TrainPair holds exactly one of reference and vector
         if not pair.vector.exists():
             raise MissingFileError(f"vector reference {pair.vector} does not exist")
+        check_vector(pair.vector, "vector reference")
         gdf = gpd.read_file(pair.vector, layer=pair.layer)
         if pair.class_field not in gdf.columns:
             raise InputError(
@@ -163,13 +164,12 @@ class TrainSource:
 
     def coarse_reference(self) -> tuple[np.ndarray, int]:
         """The reference decimated to at most ``COARSE_SIDE`` per side (nearest), and the step."""
-        import rasterio
         from rasterio.enums import Resampling
 
         step = max(1, math.ceil(max(self.height, self.width) / COARSE_SIDE))
         ch, cw = math.ceil(self.height / step), math.ceil(self.width / step)
         if self.pair.reference is not None:
-            with rasterio.open(self.pair.reference) as rs:
+            with open_raster(self.pair.reference, "chip", what="training reference") as rs:
                 return rs.read(1, out_shape=(ch, cw), resampling=Resampling.nearest), step
         return self._rasterize(0, 0, ch, cw, step=step, all_touched=True), step
 

@@ -1,0 +1,266 @@
+"""The one door to GDAL: every raster and vector a job names is opened here, and only as what it is.
+
+A job file or a STAC catalog must not make geoseg read a file or fetch a URL it did not name. GDAL
+picks a driver by a file's *content*, so a file named ``.tif`` that holds VRT XML would be parsed
+as a VRT and its sources (any local file, raw bytes of ``/etc/passwd``, ``http://`` URLs, the cloud
+metadata endpoint) read. Hence three checks, before and after GDAL:
+
+* **the name**: ``/vsi...`` virtual file systems, ``vrt://``, ``DRIVER:...`` connection strings and
+  ``.vrt`` files are refused unless the job sets ``allow_gdal_virtual``; URLs only where the use
+  admits them (inputs and a STAC document the job names);
+* **the drivers**: GDAL may try only the drivers the use needs (:data:`RASTER_DRIVERS`), so a VRT
+  is never parsed; the driver of the opened dataset is checked again. Vector layers (pyogrio cannot
+  restrict drivers) are identified by their leading bytes first (:func:`check_vector`);
+* **the sidecars** GDAL opens by itself next to a raster (``.ovr``, ``.msk``: any driver; ``.aux``)
+  must be TIFFs, or absent.
+
+The second fence is GDAL's own configuration (:func:`gdal_fence`): raw VRT bands and Python pixel
+functions off, and no ``/vsicurl/``-family request at all when the job names no URL. :func:`fenced`
+applies it in this process; :class:`geoseg.run.fence.TrustFence` on every Dask worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from geoseg.errors import InputError
+
+__all__ = ["Trust", "UnreadableRaster", "RASTER_DRIVERS", "VECTOR_DRIVERS", "open_raster", "check_name", "check_vector",
+           "check_vector_driver", "fenced", "allowing", "gdal_fence", "current_trust", "is_url", "job_trust"]
+
+#: Raster drivers per use. COG is GTiff to a reader; Zarr only for geoseg's own label stores.
+RASTER_DRIVERS: dict[str, tuple[str, ...]] = {
+    "input": ("GTiff", "JP2OpenJPEG"),
+    "reference": ("GTiff", "JP2OpenJPEG"),
+    "chip": ("GTiff", "JP2OpenJPEG", "PNG", "JPEG"),
+    "label": ("GTiff", "Zarr"),
+}
+#: Vector drivers geoseg reads (references, regions, training polygons), by the bytes that start them.
+VECTOR_DRIVERS: tuple[str, ...] = ("GPKG", "ESRI Shapefile", "FlatGeobuf", "GeoJSON", "GeoJSONSeq", "Parquet")
+
+_VIRTUAL_PREFIXES = ("/vsi", "vrt://")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: URL schemes GDAL reads over the network that a job may name as an input (README: s3://, https://).
+NETWORK_SCHEMES = ("http://", "https://", "s3://", "gs://", "az://")
+#: GDAL connection strings such as ``GPKG:file:table``, ``NETCDF:...``, ``ZARR:...`` (two letters at
+#: least, so a Windows drive ``C:`` is a path).
+_DRIVER_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_]+:")
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+#: What GDAL opens next to a raster by itself: overviews and masks with any driver, Erdas .aux files.
+_SIDECARS = (".ovr", ".OVR", ".msk", ".MSK")
+_AUX = (".aux", ".AUX")
+#: The ``/vsicurl/`` family (``/vsis3/``, ``/vsigs/``, ``/vsiaz/``, http URLs...) may open only this
+#: name, which exists nowhere: no request at all (GDAL's ``CPL_VSIL_CURL_ALLOWED_FILENAME``).
+NO_NETWORK = "/vsicurl/geoseg-network-reads-are-off"
+
+
+class UnreadableRaster(InputError):
+    """No allowed driver opens the file: it may still be a vector layer (references are either)."""
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What a job lets GDAL do: ``allow_gdal_virtual`` (VRTs, ``/vsi`` paths, URLs inside files and
+    local STAC items); ``network``: the job names URLs itself (inputs, a STAC document)."""
+
+    allow_gdal_virtual: bool = False
+    network: bool = False
+
+
+_trust = Trust()
+
+
+def job_trust(allow_gdal_virtual: bool, named: list[str]) -> Trust:
+    """The trust of a job that names the paths ``named`` (inputs, STAC documents): network reads only
+    when one of them is a URL."""
+    return Trust(allow_gdal_virtual, network=any(str(p).lower().startswith(NETWORK_SCHEMES) for p in named))
+
+
+def current_trust() -> Trust:
+    """The trust reads in this process are opened under (strict unless a job said otherwise)."""
+    return _trust
+
+
+@contextlib.contextmanager
+def allowing(trust: Trust) -> Iterator[Trust]:
+    """Open with ``trust`` inside the block (this process, not thread-local: one job at a time)."""
+    global _trust
+    before, _trust = _trust, trust
+    try:
+        yield trust
+    finally:
+        _trust = before
+
+
+def gdal_fence(trust: Trust) -> dict[str, str]:
+    """GDAL configuration for reads under ``trust``: the second fence, behind the opener's checks.
+
+    ``GDAL_VRT_ENABLE_RAWRASTERBAND=NO`` is honoured by GDAL 3.12 and later (pyogrio's); the GDAL in
+    rasterio's wheels (3.10) ignores it, so there the driver check is what keeps raw bands out.
+    """
+    opts = {"GDAL_VRT_ENABLE_PYTHON": "NO"}
+    if not trust.allow_gdal_virtual:
+        opts["GDAL_VRT_ENABLE_RAWRASTERBAND"] = "NO"
+        if not trust.network:
+            opts["CPL_VSIL_CURL_ALLOWED_FILENAME"] = NO_NETWORK
+    return opts
+
+
+@contextlib.contextmanager
+def fenced(trust: Trust) -> Iterator[Trust]:
+    """Run the block under ``trust``: the opener's policy and GDAL's fence (as environment variables,
+    which rasterio's and pyogrio's GDAL both read), restored afterwards."""
+    opts = gdal_fence(trust)
+    before = {k: os.environ.get(k) for k in set(opts) | set(gdal_fence(Trust()))}
+    for k in before:
+        os.environ.pop(k, None)
+    os.environ.update(opts)
+    try:
+        with allowing(trust):
+            yield trust
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def is_url(path: str) -> bool:
+    """A ``scheme://`` name (GDAL reads it through a virtual file system), not a local path."""
+    return bool(_URL.match(path))
+
+
+def check_name(path: str, what: str, *, url_ok: bool = False, trust: Trust | None = None) -> None:
+    """Refuse, by its name alone, what GDAL would read as something other than a plain file."""
+    allow = (trust or _trust).allow_gdal_virtual
+    if allow:
+        return
+    lowered = path.lower()
+    if lowered.startswith(_VIRTUAL_PREFIXES) or lowered.endswith(".vrt") or ".vrt?" in lowered:
+        raise InputError(f"{what} {path!r} is a GDAL virtual path; set allow_gdal_virtual: true in the job to use it")
+    if is_url(path):
+        if not (url_ok and lowered.startswith(NETWORK_SCHEMES)):
+            raise InputError(f"{what} {path!r} is a URL; only inputs and STAC documents may be URLs "
+                             "(allow_gdal_virtual: true allows it)")
+        return
+    if _DRIVER_PREFIX.match(path) and not Path(path).exists():
+        raise InputError(f"{what} {path!r} is a GDAL connection string, not a file; name the file itself")
+
+
+def _head(path: str, n: int = 64) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def _content_kind(head: bytes) -> str:
+    """What the leading bytes say a file is, for a refusal that names it."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"<VRTDataset") or text.startswith(b"<OGRVRTDataSource"):
+        return "a GDAL VRT (XML), whatever its name"
+    if text.startswith(b"<"):
+        return "an XML document"
+    return "a file of another format"
+
+
+def check_sidecars(path: str) -> None:
+    """Refuse a raster whose overview, mask or .aux sidecar GDAL would open with any driver."""
+    base = Path(path)
+    for suffix in _SIDECARS:
+        side = base.with_name(base.name + suffix)
+        if side.is_file() and not _head(str(side), 4).startswith(_TIFF_MAGIC):
+            raise InputError(f"{side} (which GDAL opens with {path}) is not a TIFF but {_content_kind(_head(str(side)))}; "
+                             "remove it, or set allow_gdal_virtual: true")
+    for side in {base.with_name(base.name + s) for s in _AUX} | {base.with_suffix(s) for s in _AUX}:
+        if side.is_file():
+            raise InputError(f"{side} (an Erdas .aux GDAL opens with {path}) may point GDAL at other files; "
+                             "remove it, or set allow_gdal_virtual: true")
+
+
+def open_raster(path: str | Path, use: str = "input", *, url_ok: bool = False, what: str | None = None,
+                driver: str | None = None, trust: Trust | None = None) -> Any:
+    """Open a raster with only the drivers ``use`` needs (:data:`RASTER_DRIVERS`), or raise :class:`InputError`.
+
+    ``url_ok``: the job named this URL itself (an input). ``driver``: the one driver an earlier,
+    checked open found (workers reopen a file as exactly what the client accepted).
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    path, what = str(path), what or use
+    trust = trust or _trust
+    check_name(path, what, url_ok=url_ok, trust=trust)
+    allowed = RASTER_DRIVERS[use] + (("VRT",) if trust.allow_gdal_virtual else ())
+    tried = (driver,) if driver in allowed else allowed
+    if not trust.allow_gdal_virtual and not is_url(path):
+        check_sidecars(path)
+    first: Exception | None = None
+    for name in tried:
+        try:
+            ds = rasterio.open(path, driver=name)
+        except (RasterioError, ValueError) as exc:
+            first = first or exc
+            continue
+        if ds.driver not in allowed:  # GDAL may hand over another driver's dataset (e.g. COG -> GTiff is fine)
+            ds.close()
+            raise InputError(f"{what} {path} opened as {ds.driver}, which geoseg does not read here")
+        return ds
+    if not is_url(path) and Path(path).is_file():
+        kind = _content_kind(_head(path))
+        if "VRT" in kind or kind == "an XML document":
+            raise InputError(f"{what} {path} is {kind}; geoseg reads {'/'.join(allowed)} here "
+                             "(allow_gdal_virtual: true in the job reads VRTs)")
+    raise UnreadableRaster(f"cannot open {path} as a raster ({'/'.join(allowed)}): {first}. Is it a complete GeoTIFF?")
+
+
+def check_vector(path: str | Path, what: str = "vector layer", *, trust: Trust | None = None) -> str | None:
+    """The driver a vector file's leading bytes call for, refusing anything else before GDAL opens it.
+
+    pyogrio offers no list of allowed drivers, and merely listing the layers of an OGR VRT fetches its
+    sources; so a local file is identified here by content, and :func:`check_vector_driver` checks
+    what GDAL then opened. ``None`` when the job allows GDAL virtual sources (anything goes).
+    """
+    path = str(path)
+    trust = trust or _trust
+    check_name(path, what, trust=trust)
+    if trust.allow_gdal_virtual:
+        return None
+    if Path(path).is_dir():
+        raise InputError(f"{what} {path} is a folder; name the vector file itself (.gpkg, .shp, .fgb, .geojson, .parquet)")
+    head = _head(path)
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"SQLite format 3\x00"):
+        return "GPKG"
+    if head.startswith(b"fgb\x03"):
+        return "FlatGeobuf"
+    if head.startswith(b"PAR1"):
+        return "Parquet"
+    if len(head) >= 4 and int.from_bytes(head[:4], "big") == 9994:
+        return "ESRI Shapefile"
+    if text.startswith(b"{"):
+        return "GeoJSON"
+    if not head and not Path(path).exists():
+        raise InputError(f"{what} {path} does not exist")
+    kind = _content_kind(head)
+    if "VRT" in kind:
+        raise InputError(f"{what} {path} is {kind}; geoseg reads VRTs only with allow_gdal_virtual: true in the job")
+    raise InputError(f"{what} {path} is neither a raster nor a vector layer geoseg reads (by its content: "
+                     "GeoPackage, Shapefile, FlatGeobuf, GeoJSON, GeoParquet; allow_gdal_virtual: true reads others)")
+
+
+def check_vector_driver(path: str, info: dict[str, Any], what: str = "vector layer", *,
+                        trust: Trust | None = None) -> None:
+    """Refuse a vector dataset GDAL opened with a driver geoseg does not read (``info``: pyogrio's)."""
+    trust = trust or _trust
+    driver = info.get("driver")
+    if not trust.allow_gdal_virtual and driver not in VECTOR_DRIVERS:
+        raise InputError(f"{what} {path} opened as {driver}; geoseg reads {', '.join(VECTOR_DRIVERS)}")
