@@ -107,7 +107,7 @@ def test_stac_item_validates_offline_and_odc_stac_reads_the_labels(landcover_run
     import odc.stac
     import pystac
 
-    from geoseg.io.labelstore import open_labels
+    from geoseg.io.labelstore import open_labels, read_label_info
 
     out, outputs = landcover_run["out"], landcover_run["result"].outputs
     assert outputs["stac"] == out / "item.json"
@@ -118,7 +118,7 @@ def test_stac_item_validates_offline_and_odc_stac_reads_the_labels(landcover_run
         if "file:checksum" in asset:  # every plain file as written (run.json, rewritten last, has none)
             digest = hashlib.sha256((out / asset["href"]).read_bytes()).hexdigest()
             assert asset["file:checksum"] == "1220" + digest, key
-    legend = {c.id: c for c in open_labels(out / "labels.zarr").attrs["legend"]}
+    legend = {c.id: c for c in read_label_info(out / "labels.zarr").legend}
     classes = {c["value"]: c for c in data["assets"]["labels"]["classification:classes"] if not c.get("nodata")}
     assert {k: (c["title"], "#" + c["color_hint"].lower()) for k, c in classes.items()} == {
         k: (c.name, c.color.lower()) for k, c in legend.items()}
