@@ -75,7 +75,10 @@ def _check_scored(out: Path, truth: dict[str, np.ndarray]) -> None:
     from geoseg.run.verify import verify_run
 
     checked = verify_run(out)  # geoseg verify checks every chip's run
-    assert checked.problems == () and len(checked.stores) == len(names)
+    # every chip's labels.zarr, and the k-means clusters kept inside it (labels.zarr/method_labels)
+    assert checked.problems == ()
+    assert sorted(p.relative_to(out / "chips").as_posix() for p in checked.stores) == sorted(
+        f"{n}/labels.zarr{sub}" for n in names for sub in ("", "/method_labels"))
     for name in names:  # every chip is a complete run of its own, on its pixel grid
         item = json.loads((out / "chips" / name / "item.json").read_text())
         assert item["geometry"] is None and item["properties"]["proj:shape"] == [64, 64]
