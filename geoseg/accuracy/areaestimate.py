@@ -162,33 +162,7 @@ def estimate_areas(
     of the classes (id -> name).
     """
     sample = check_reference(sample, reference_column)
-    strata = strata.reset_index(drop=True)
-    missing = {"stratum", "map_class", "mapped_px"} - set(strata.columns)
-    if missing:
-        raise InputError(f"the strata table lacks the column(s) {', '.join(sorted(missing))}")
-    if pixel_area_m2 is None:
-        if "pixel_area_m2" not in strata:
-            raise InputError("the strata table has no pixel_area_m2 column; give the pixel area")
-        pixel_area_m2 = float(strata["pixel_area_m2"].iloc[0])
-    names_of_strata = pd.Index(strata["stratum"].astype(str).to_numpy(object))
-    h = names_of_strata.get_indexer(sample["stratum"].astype(str).to_numpy(object)).astype(np.intp)
-    if (h < 0).any():
-        unknown = sorted({str(s) for s, i in zip(sample["stratum"], h) if i < 0})
-        raise InputError(f"sample points in strata the strata table does not list: {', '.join(unknown[:8])}")
-    N = strata["mapped_px"].to_numpy(np.float64)
-    n = np.bincount(h, minlength=len(N)).astype(np.float64)
-    notes: list[str] = []
-    empty = [str(s) for s, nh, Nh in zip(strata["stratum"], n, N) if nh == 0 and Nh > 0]
-    if empty:
-        raise InputError(f"strata with mapped pixels but no sample point: {', '.join(empty[:8])}; "
-                         "every stratum needs points (two or more for a standard error)")
-    single = [str(s) for s, nh in zip(strata["stratum"], n) if nh == 1]
-    if single:
-        notes.append(f"strata with one sample point (no standard error): {', '.join(single[:8])}")
-    keep = N > 0
-    if not keep.all():  # an empty stratum weighs nothing
-        remap = np.cumsum(keep) - 1
-        h, N, n, strata = remap[h], N[keep], n[keep], strata[keep].reset_index(drop=True)
+    h, N, n, strata, pixel_area_m2, notes = _strata_of(sample, strata, pixel_area_m2)
     design = _Design(h, N, n, finite_population_correction)
 
     ref = sample[reference_column].to_numpy(np.int64)
@@ -232,20 +206,62 @@ def estimate_areas(
         notes.append(f"no sample point disagrees about class(es) {', '.join(certain)}: standard error 0, an interval "
                      "of zero width that cannot cover errors the sample missed; sample more points")
 
+    conf, props = _matrices(strata, map_class, ref, class_ids, design.W[h] / n[h])
+    strata_out = strata.copy()
+    strata_out["n_sample"] = n.astype(np.int64)
+    strata_out["weight"] = N / n
+    return AreaEstimate(pd.DataFrame(rows), oa, oa_se, conf, props, strata_out, float(pixel_area_m2), total_px, notes)
+
+
+def _strata_of(
+    sample: pd.DataFrame, strata: pd.DataFrame, pixel_area_m2: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame, float, list[str]]:
+    """Each point's stratum ``h``, the strata's mapped pixels ``N`` and points ``n`` (empty strata dropped),
+    the pixel area and notes; a stratum with pixels but no point, or a point in no stratum, is refused."""
+    strata = strata.reset_index(drop=True)
+    missing = {"stratum", "map_class", "mapped_px"} - set(strata.columns)
+    if missing:
+        raise InputError(f"the strata table lacks the column(s) {', '.join(sorted(missing))}")
+    if pixel_area_m2 is None:
+        if "pixel_area_m2" not in strata:
+            raise InputError("the strata table has no pixel_area_m2 column; give the pixel area")
+        pixel_area_m2 = float(strata["pixel_area_m2"].iloc[0])
+    names_of_strata = pd.Index(strata["stratum"].astype(str).to_numpy(object))
+    h = names_of_strata.get_indexer(sample["stratum"].astype(str).to_numpy(object)).astype(np.intp)
+    if (h < 0).any():
+        unknown = sorted({str(s) for s, i in zip(sample["stratum"], h) if i < 0})
+        raise InputError(f"sample points in strata the strata table does not list: {', '.join(unknown[:8])}")
+    N = strata["mapped_px"].to_numpy(np.float64)
+    n = np.bincount(h, minlength=len(N)).astype(np.float64)
+    notes: list[str] = []
+    empty = [str(s) for s, nh, Nh in zip(strata["stratum"], n, N) if nh == 0 and Nh > 0]
+    if empty:
+        raise InputError(f"strata with mapped pixels but no sample point: {', '.join(empty[:8])}; "
+                         "every stratum needs points (two or more for a standard error)")
+    single = [str(s) for s, nh in zip(strata["stratum"], n) if nh == 1]
+    if single:
+        notes.append(f"strata with one sample point (no standard error): {', '.join(single[:8])}")
+    keep = N > 0
+    if not keep.all():  # an empty stratum weighs nothing
+        remap = np.cumsum(keep) - 1
+        h, N, n, strata = remap[h], N[keep], n[keep], strata[keep].reset_index(drop=True)
+    return h, N, n, strata, float(pixel_area_m2), notes
+
+
+def _matrices(
+    strata: pd.DataFrame, map_class: np.ndarray, ref: np.ndarray, class_ids: list[int], weight: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The sample's counts (map class x reference class) and each cell's estimated area proportion: the sum
+    over points of their stratum's ``W_h / n_h`` (``weight``)."""
     map_ids = sorted(set(strata["map_class"].astype(int).tolist()))
     row_of = np.searchsorted(map_ids, map_class)
     col_of = np.searchsorted(class_ids, ref)
     counts = np.zeros((len(map_ids), len(class_ids)), np.int64)
     np.add.at(counts, (row_of, col_of), 1)
-    # estimated proportion of each cell: sum over strata of W_h * (share of the stratum's points in the cell)
     cells = np.zeros(counts.shape)
-    np.add.at(cells, (row_of, col_of), design.W[h] / n[h])
+    np.add.at(cells, (row_of, col_of), weight)
     axes = {"index": pd.Index(map_ids, name="map_class"), "columns": pd.Index(class_ids, name="reference")}
-    conf, props = pd.DataFrame(counts, **axes), pd.DataFrame(cells, **axes)
-    strata_out = strata.copy()
-    strata_out["n_sample"] = n.astype(np.int64)
-    strata_out["weight"] = N / n
-    return AreaEstimate(pd.DataFrame(rows), oa, oa_se, conf, props, strata_out, float(pixel_area_m2), total_px, notes)
+    return pd.DataFrame(counts, **axes), pd.DataFrame(cells, **axes)
 
 
 def check_reference(sample: pd.DataFrame, column: str = "reference") -> pd.DataFrame:
