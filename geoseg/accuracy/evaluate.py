@@ -129,12 +129,7 @@ def _reduce(plan: _Plan, windows: Sequence[Window], client: Any = None, fan_in: 
         parts = [delayed(_sum_counts, pure=True)(parts[i : i + fan_in]) for i in range(0, len(parts), fan_in)]
     bar = wants_bar(show_progress)
     if client is None and bar:  # dask.compute would run on a default distributed client: show its bar
-        try:
-            from distributed import default_client
-
-            client = default_client()
-        except ValueError:  # no default client: the local scheduler and its bar
-            pass
+        client = _scheduling_client()
     if client is not None:
         future = client.compute(parts[0])
         if bar:
@@ -149,6 +144,19 @@ def _reduce(plan: _Plan, windows: Sequence[Window], client: Any = None, fan_in: 
         with ProgressBar(out=sys.stderr):
             return dask.compute(parts[0])[0]
     return dask.compute(parts[0])[0]
+
+
+def _scheduling_client() -> Any:
+    """The distributed client ``dask.compute`` would use now (a default client, unless the configured
+    scheduler says otherwise), or None for dask's local schedulers."""
+    from dask.base import get_scheduler
+
+    owner = getattr(get_scheduler(), "__self__", None)  # a Client's bound ``get``
+    try:
+        from distributed import Client
+    except ImportError:
+        return None
+    return owner if isinstance(owner, Client) else None
 
 
 @dataclass(eq=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sys
 
+import dask
 import numpy as np
 
 from geoseg.accuracy.evaluate import evaluate
@@ -22,10 +23,12 @@ def test_evaluate_shows_progress_on_a_terminal_only(tmp_path, monkeypatch):
     ref = write_raster(tmp_path / "ref.tif", labels[None])
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    ev = evaluate(store, ref, show_progress=True)
+    with dask.config.set(scheduler="threads"):  # dask's local bar, whatever client an earlier test made default
+        ev = evaluate(store, ref, show_progress=True)
     assert "100%" in terminal.getvalue()  # dask's bar, finished
     assert ev.metrics().iloc[0]["overall_accuracy"] == 1.0
     pipe = io.StringIO()
     monkeypatch.setattr(sys, "stderr", pipe)
-    evaluate(store, ref, show_progress=True)
+    with dask.config.set(scheduler="threads"):
+        evaluate(store, ref, show_progress=True)
     assert pipe.getvalue() == ""
