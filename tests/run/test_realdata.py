@@ -60,8 +60,10 @@ def run(tmp_path_factory, dask_client):
     with rasterio.open(REFERENCE) as src:
         ref = src.read(1).astype(np.int64)
         ref_nodata = int(src.nodata)
-    ds = xr.open_zarr(str(out / "labels.zarr"), mask_and_scale=False)
-    labels = np.asarray(ds["labels"].values).astype(np.int64)
+    # the run publishes class ids in labels.zarr and keeps the clusters in labels.zarr/method_labels
+    clusters = xr.open_zarr(str(out / "labels.zarr" / "method_labels"), mask_and_scale=False)
+    labels = np.asarray(clusters["labels"].values).astype(np.int64)
+    published = np.asarray(xr.open_zarr(str(out / "labels.zarr"), mask_and_scale=False)["labels"].values)
     parcels = gpd.read_file(PARCELS, fid_as_index=True).sort_index()
     # pixel-centre rule, later features win where parcels overlap (as geoseg does)
     owner = rasterize(list(zip(parcels.geometry, parcels.index)), out_shape=profile["shape"],
@@ -72,7 +74,7 @@ def run(tmp_path_factory, dask_client):
         lut[int(row.label_id)] = int(row.class_id)
     metrics = pd.read_csv(out / "metrics.csv", dtype={"region_id": str})
     return dict(out=out, result=result, profile=profile, ref=ref, ref_nodata=ref_nodata, labels=labels,
-                parcels=parcels, owner=owner, mapping=mapping, lut=lut, metrics=metrics)
+                published=published, parcels=parcels, owner=owner, mapping=mapping, lut=lut, metrics=metrics)
 
 
 def test_run_completes_on_the_real_grid(run) -> None:
@@ -82,6 +84,12 @@ def test_run_completes_on_the_real_grid(run) -> None:
     assert len(np.unique(labels[labels != NODATA_LABEL])) == 5  # real imagery, 5 clusters all used
     csv_mapping = {str(int(r.label_id)): int(r.class_id) for r in run["mapping"].itertuples()}
     assert run["result"].extra["mapping"] == csv_mapping  # class_mapping.csv = Evaluation.mapping
+    # the published raster is each cluster's value as class_mapping.csv states it (its class id)
+    raster_value = np.arange(256)
+    for r in run["mapping"].itertuples():
+        raster_value[int(r.label_id)] = int(r.raster_value)
+    assert np.array_equal(run["published"], raster_value[labels])
+    assert {int(r.raster_value) for r in run["mapping"].itertuples()} == {int(r.class_id) for r in run["mapping"].itertuples()}
 
 
 def test_metrics_have_one_row_set_per_overlapping_parcel(run) -> None:
@@ -154,7 +162,7 @@ def test_gdal_opens_labels_with_the_input_grid(run) -> None:
         assert ds.transform.almost_equals(run["profile"]["transform"], precision=1e-9)
         assert (ds.height, ds.width) == run["profile"]["shape"]
         assert ds.nodata == NODATA_LABEL
-        np.testing.assert_array_equal(ds.read(1), run["labels"])
+        np.testing.assert_array_equal(ds.read(1), run["published"])
 
 
 def test_polygons_are_valid_in_the_input_crs_and_cover_the_labels(run) -> None:
@@ -164,7 +172,7 @@ def test_polygons_are_valid_in_the_input_crs_and_cover_the_labels(run) -> None:
     gdf = gpd.read_file(path, layer="polygons")
     assert gdf.crs.to_epsg() == 32633 and len(gdf) > 0
     assert shapely.is_valid(gdf.geometry.values).all()
-    labels = run["labels"]
+    labels = run["published"].astype(np.int64)  # polygons carry the published class ids
     t = run["profile"]["transform"]
     px_area = abs(t.a * t.e)  # real pixels are not square: 9.9948 m x 9.9974 m
     ids, counts = np.unique(labels[labels != NODATA_LABEL], return_counts=True)
