@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from geoseg.accuracy.areaestimate import Z95, AreaEstimate, estimate_areas, round_to_se
+from geoseg.accuracy.sections import put_section
 from geoseg.io.atomic import write_atomic, write_text_atomic
 
 #: What the 95 % interval means, in words (the report and the README say it alike).
@@ -86,18 +87,7 @@ def write_area_outputs(est: AreaEstimate, out_dir: str | Path, title: str = "Are
 
 def add_area_section(report: str | Path, est: AreaEstimate) -> Path:
     """Put the area section into an existing ``report`` page (before ``</body>``, or in place of an earlier one)."""
-    path = Path(report)
-    page = path.read_text(encoding="utf-8")
-    section = f"{BEGIN}\n{area_section_html(est)}{END}\n"
-    if BEGIN in page and END in page:
-        head, rest = page.split(BEGIN, 1)
-        page = head + section + rest.split(END, 1)[1].lstrip("\n")
-    elif "</body>" in page:
-        head, tail = page.rsplit("</body>", 1)
-        page = head + section + "</body>" + tail
-    else:
-        page += section
-    return write_text_atomic(path, page)
+    return put_section(report, BEGIN, END, area_section_html(est))
 
 
 def _pm(value: float, se: float, unit: str = "", digits: int = 2) -> str:

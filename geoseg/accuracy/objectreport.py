@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.accuracy.figures import plain_number
-from geoseg.io.atomic import write_text_atomic
+from geoseg.accuracy.sections import put_section
 
 #: Marker comments around the section inside report.html.
 BEGIN, END = "<!-- geoseg:objects -->", "<!-- /geoseg:objects -->"
@@ -85,15 +85,4 @@ def objects_section_html(objects_csv: str | Path) -> str:
 
 def add_objects_to_report(report: str | Path, objects_csv: str | Path) -> Path:
     """Put the objects section into ``report`` (before ``</body>``, or in place of an earlier one)."""
-    path = Path(report)
-    page = path.read_text(encoding="utf-8")
-    section = f"{BEGIN}\n{objects_section_html(objects_csv)}{END}\n"
-    if BEGIN in page and END in page:
-        head, rest = page.split(BEGIN, 1)
-        page = head + section + rest.split(END, 1)[1].lstrip("\n")
-    elif "</body>" in page:
-        head, tail = page.rsplit("</body>", 1)
-        page = head + section + "</body>" + tail
-    else:
-        page = page + section
-    return write_text_atomic(path, page)
+    return put_section(report, BEGIN, END, objects_section_html(objects_csv))
