@@ -478,6 +478,9 @@ def read_sample(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFr
     if not path.exists():
         raise InputError(f"sample {path} does not exist")
     if path.suffix.lower() == ".gpkg":
+        from geoseg.io.opener import check_vector
+
+        check_vector(path, "sample")  # by content: a disguised OGR VRT is never parsed
         layers = {str(name) for name, _ in pyogrio.list_layers(path)}
         for needed in (POINTS_LAYER, STRATA_LAYER):
             if needed not in layers:

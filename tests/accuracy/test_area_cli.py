@@ -134,3 +134,22 @@ def test_demo_sample_reference_estimate(tmp_path, capsys) -> None:
         assert main(["estimate", str(sample), "--out", str(out), "--mapping", str(out / "class_mapping.csv")]) == 0
     page = (out / "report.html").read_text()
     assert page.count("Area estimates (stratified sample)") == 1 and "Per-class IoU" in page
+
+
+def test_a_disguised_vrt_sample_is_refused_and_fetches_nothing(tmp_path, capsys) -> None:
+    """By the library (no CLI fence around it) and by the CLI: refused by content, never parsed by GDAL."""
+    from geoseg.accuracy.sampledesign import read_sample
+    from geoseg.errors import InputError
+    from tests.fixtures import Listener
+
+    with Listener() as server:
+        sample = tmp_path / "sample.gpkg"  # an OGR VRT whose layer GDAL would read from the listener
+        sample.write_text(f'<OGRVRTDataSource><OGRVRTLayer name="points"><SrcDataSource>/vsicurl/'
+                          f'{server.url("points.geojson")}</SrcDataSource></OGRVRTLayer></OGRVRTDataSource>')
+        with pytest.raises(InputError):
+            read_sample(sample)
+        code = main(["estimate", str(sample), "--out", str(tmp_path / "areas")])
+        assert server.hits == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("geoseg: error:")
+    assert not (tmp_path / "areas" / "area_estimates.csv").exists()
