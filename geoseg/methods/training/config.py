@@ -76,10 +76,35 @@ class TrainConfig(BaseModel):
     early_stopping_patience: int | None = Field(
         default=None, ge=1, description="stop after this many epochs without a better smoothed val mIoU; None = off"
     )
-    early_stopping_alpha: float = Field(default=0.5, gt=0, le=1, description="EMA weight of the newest val mIoU")
+    early_stopping_alpha: float = Field(
+        default=0.5, gt=0, le=1,
+        description="EMA weight of the newest val mIoU (the smoothed score early stopping and selection watch)",
+    )
     early_stopping_min_delta: float = Field(default=0.0, ge=0, description="smallest EMA gain that counts")
     init_checkpoint: Path | None = Field(
         default=None, description="fine-tune: start from this checkpoint's weights and band statistics"
+    )
+    checkpoint_selection: Literal["smoothed", "best"] = Field(
+        default="smoothed",
+        description="keep the epoch where the EMA of val mIoU peaks (smoothed) or the single best val mIoU (best)",
+    )
+    accumulate_steps: int = Field(
+        default=1, ge=1, description="batches whose gradients are summed per optimiser step (a larger batch on CPU)"
+    )
+    augment_scale: float = Field(
+        default=0.25, ge=0, lt=1,
+        description="random zoom: a window 1/(1±s) the tile's side is resized to the tile (0 = off)",
+    )
+    augment_jitter: float = Field(
+        default=0.1, ge=0, lt=1,
+        description="brightness/contrast jitter: per-band gain 1±j and shift ±j std on the normalised bands (0 = off)",
+    )
+    cpu_bf16: bool = Field(default=False, description="bfloat16 autocast on CPU (only where measured faster)")
+    channels_last: bool | None = Field(
+        default=None, description="channels-last memory format; None = on CUDA only (it was slower on this CPU)"
+    )
+    baselines: bool = Field(
+        default=True, description="score index + Otsu and k-means on the validation pixels beside the network"
     )
     class_balanced: bool = True
     val_fraction: float = Field(default=0.2, ge=0, lt=1, description="bottom share of each image's rows held out")

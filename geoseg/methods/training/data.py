@@ -26,6 +26,7 @@ from geoseg.io.opener import check_vector, open_raster
 from geoseg.io.sources import Source, describe_source, place, read_source
 from geoseg.legend import ClassInfo
 from geoseg.methods.deeplab import normalise
+from geoseg.methods.training.augment import Augment
 from geoseg.methods.training.config import TrainConfig, TrainPair
 
 if TYPE_CHECKING:
@@ -314,22 +315,26 @@ def _augment(img: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> t
 class _TrainStream:
     """An endless stream of augmented, normalised training samples (a torch ``IterableDataset``)."""
 
-    def __init__(self, sampler: WindowSampler, mean: np.ndarray, std: np.ndarray, seed: int) -> None:
+    def __init__(self, sampler: WindowSampler, mean: np.ndarray, std: np.ndarray, seed: int,
+                 aug: Augment | None = None) -> None:
         self.sampler, self.mean, self.std, self.seed = sampler, mean, std, seed
+        self.aug = aug or Augment(sampler.tile)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         import torch.utils.data
 
         info = torch.utils.data.get_worker_info()
         rng = np.random.default_rng([self.seed, 7, info.id if info else 0])
-        tile = self.sampler.tile
+        tile, aug = self.sampler.tile, self.aug
         while True:
             si, r, c, h, w = self.sampler.pick(rng)
-            img, valid, target = self.sampler.sources[si].read(r, c, h, w)
+            src = self.sampler.sources[si]
+            img, valid, target = src.read(*aug.grow(r, c, h, w, src.row_lo, src.row_hi, src.width))
             x = normalise(img, valid, self.mean, self.std)
+            x, target = aug.zoom(x, target, rng)
             x, target = _pad_to(x, target, tile)
             x, target = _augment(x, target, rng)
-            yield x, target.astype(np.int64)
+            yield aug.colour(x, rng), target.astype(np.int64)
 
 
 def _batches(
