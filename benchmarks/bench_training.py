@@ -36,7 +36,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SLOVENIA = Path(__file__).resolve().parents[1] / ".." / "shared" / "realdata" / "slovenia"
+#: ``../shared/realdata/slovenia`` beside the repository, or where ``$GEOSEG_REALDATA`` says (as the tests find it)
+SLOVENIA = Path(os.environ.get("GEOSEG_REALDATA")
+                or Path(__file__).resolve().parents[2] / "shared" / "realdata" / "slovenia")
 #: A class with fewer test pixels than this is reported but marked: its IoU stands on a handful of pixels.
 RARE_PX = 100
 
