@@ -122,6 +122,10 @@ class CheckpointMeta(BaseModel):
     band_mean: list[float]
     band_std: list[float]
     index_channels: list[IndexChannel] = Field(default_factory=list)
+    #: What the network saw: True = each file's scale/offset applied (physical values; files without any are
+    #: read as stored), False = stored numbers of files that declare a scale, None = a sidecar written before
+    #: this was recorded (training then read stored numbers).
+    scale_applied: bool | None = None
     classes: list[ClassInfo]
     tile_size: int = 256
     tile_overlap: int = 64
@@ -515,3 +519,23 @@ def check_index_channels(meta: CheckpointMeta, bands: Sequence[BandInfo] | Seque
                     f"({meta.band_names[pos]}) in training, this image has it in {shown}; "
                     "reorder the image's bands or name them (`bands: [...]` in the input entry)"
                 )
+
+
+def check_units(meta: CheckpointMeta, bands: Sequence[BandInfo]) -> None:
+    """Refuse (``ModelInputError``) an image whose values would reach the network in other units than in training.
+
+    A model trained on stored numbers (``scale_applied`` False, or a sidecar from before geoseg recorded it)
+    given an input whose scale/offset geoseg applies would see reflectance where it learned digital numbers:
+    every label would be wrong and nothing would say so. The converse (a model trained on physical values
+    given a file read with ``apply_scale: false``) cannot be told from the pixels and is the user's to set.
+    """
+    if meta.scale_applied:
+        return
+    scaled = [b.name for b in bands if isinstance(b, BandInfo) and (b.scale != 1.0 or b.offset != 0.0)]
+    if not scaled:
+        return
+    when = "with `apply_scale: false`" if meta.scale_applied is False else "before geoseg applied scale/offset in training"
+    raise ModelInputError(
+        f"the model was trained on stored numbers ({when}), but this image's bands {', '.join(scaled[:4])} declare "
+        "a scale/offset geoseg applies on read; set `apply_scale: false` on the inputs, or retrain without it"
+    )

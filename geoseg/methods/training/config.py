@@ -51,6 +51,11 @@ class TrainConfig(BaseModel):
         description="indices given to the network after the bands: exg, ndvi, ndwi, a band or a band expression "
         "(by role, e.g. (nir - red) / (nir + red)), computed from the bands above and standardised",
     )
+    apply_scale: bool = Field(
+        default=True,
+        description="apply each image's scale/offset (GDAL band metadata) on read, as inference does; "
+        "false = the stored numbers (inference must then set `apply_scale: false` too)",
+    )
     classes: list[ClassInfo] = Field(min_length=2)
     architecture: ArchitectureName = Field(
         default="DeepLabV3Plus", description="segmentation-models-pytorch architecture (see geoseg.methods.architectures)"

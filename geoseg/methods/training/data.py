@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Generator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from geoseg.io.bandroles import BandEvidence, BandInfo, band_role
 from geoseg.io.masks import feature_band_indexes, mask_kind
 from geoseg.io.opener import check_vector, open_raster
 from geoseg.io.sources import Source, describe_source, place, read_source
+from geoseg.io.units import apply_scaling
 from geoseg.legend import ClassInfo
 from geoseg.methods.deeplab import network_input
 from geoseg.methods.indices import BandIndex, resolve_index
@@ -63,7 +65,8 @@ def _band_indexes(path: Path, ds: Any, wanted: list[str] | None) -> tuple[list[i
 class TrainSource:
     """A training or validation image with its reference and the rows ``[row_lo, row_hi)`` it may use."""
 
-    def __init__(self, pair: TrainPair, bands: list[str] | None, lut: np.ndarray, rows: tuple[float, float]) -> None:
+    def __init__(self, pair: TrainPair, bands: list[str] | None, lut: np.ndarray, rows: tuple[float, float],
+                 apply_scale: bool = True) -> None:
 
         self.pair = pair
         self.lut = lut
@@ -79,6 +82,11 @@ class TrainSource:
         # read as inference reads an input: the same validity rule (nodata, NaN, alpha, GDAL mask) and retries
         self.grid = GeoGrid.of(self.height, self.width, self.transform, self.crs)
         self.source = place(describe_source(str(pair.image), tuple(self.indexes)), self.grid)
+        #: the file declares a scale/offset (GDAL band metadata): applied on read unless ``apply_scale`` is off,
+        #: exactly as inference applies it, so the network learns the values it will be given
+        self.declares_scale = bool(self.source.scales)
+        if not apply_scale:
+            self.source = replace(self.source, scales=(), offsets=())
         self.bands = _source_bands(self.source, self.band_names)
         self.ref_source: Source | None = None
         self.row_lo = round(rows[0] * self.height)
@@ -156,6 +164,8 @@ class TrainSource:
         """
         window = Window(row, col, h, w)
         img, valid = _on_window(self.source, self.grid, window, np.float32)
+        if self.source.scales:
+            img = apply_scaling(img, self.source.scales, self.source.offsets)
         if self.ref_source is not None:
             ref, ref_valid = _on_window(self.ref_source, self.grid, window, None)
             target = self.lut[ref[0]]
@@ -243,11 +253,11 @@ def open_sources(cfg: TrainConfig) -> tuple[list[TrainSource], list[TrainSource]
     """
     lut = _resolve_class_lut(cfg.classes)
     hold = cfg.val_fraction if not cfg.val_pairs else 0.0
-    train_src = [TrainSource(p, cfg.bands, lut, (0.0, 1.0 - hold)) for p in cfg.pairs]
+    train_src = [TrainSource(p, cfg.bands, lut, (0.0, 1.0 - hold), cfg.apply_scale) for p in cfg.pairs]
     if cfg.val_pairs:
-        val_src = [TrainSource(p, cfg.bands, lut, (0.0, 1.0)) for p in cfg.val_pairs]
+        val_src = [TrainSource(p, cfg.bands, lut, (0.0, 1.0), cfg.apply_scale) for p in cfg.val_pairs]
     elif hold > 0:
-        val_src = [TrainSource(p, cfg.bands, lut, (1.0 - hold, 1.0)) for p in cfg.pairs]
+        val_src = [TrainSource(p, cfg.bands, lut, (1.0 - hold, 1.0), cfg.apply_scale) for p in cfg.pairs]
     else:
         val_src = []
     names = train_src[0].band_names

@@ -246,6 +246,7 @@ def _new_meta(cfg: TrainConfig, data: _Data) -> CheckpointMeta:
         encoder_output_stride=cfg.encoder_output_stride,
         decoder_channels=cfg.decoder_channels, in_channels=data.n_channels, band_names=names,
         band_mean=data.mean[:n].tolist(), band_std=data.std[:n].tolist(), index_channels=channels,
+        scale_applied=cfg.apply_scale or not any(s.declares_scale for s in data.train_src),
         classes=list(cfg.classes), tile_size=cfg.tile_size,
         tile_overlap=cfg.tile_overlap, resolution=float(np.mean([s.resolution for s in data.train_src])),
         crs=data.train_src[0].crs.to_string(),

@@ -39,11 +39,13 @@ def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> CheckpointMeta:
     Runs before anything is written: both checkpoint files are there, the weights file is whole
     (:func:`~geoseg.methods.checkpoint.check_weights_file`), the scene has the roles or bands each of the
     model's index channels reads (``ModelInputError`` naming the index and the role), and the scene's
-    bands (count, names, order) and pixel size match what the model was trained on.
+    bands (count, names, order) and pixel size match what the model was trained on, and its values reach the
+    network in the units it learned (stored numbers or scale/offset applied).
     """
     from geoseg.methods.checkpoint import (
         check_compatible,
         check_index_channels,
+        check_units,
         check_weights_file,
         checkpoint_paths,
         read_meta,
@@ -57,6 +59,7 @@ def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> CheckpointMeta:
     try:
         check_index_channels(meta, scene.bands or scene.band_names)
         check_compatible(meta, scene.band_names, scene.resolution)
+        check_units(meta, scene.bands)
     except ModelError as exc:
         raise type(exc)(f"{weights}: {exc}") from None  # the same condition (ModelInputError), naming the file
     return meta
