@@ -26,7 +26,8 @@ from geoseg.accuracy.mapping import majority_mapping
 from geoseg.accuracy.metrics import confusion_metrics
 from geoseg.errors import BandRoleError
 from geoseg.legend import NODATA_LABEL
-from geoseg.methods.threshold import ThresholdIndex, ThresholdModel, otsu_thresholds, resolve_index
+from geoseg.methods.indices import BandIndex, resolve_index
+from geoseg.methods.threshold import ThresholdModel, otsu_thresholds
 
 #: Training pixels the baselines are fitted on (a uniform subsample of the sampled windows).
 MAX_FIT_PX = 100_000
@@ -56,7 +57,7 @@ class BaselineScore:
         }
 
 
-def pick_index(band_names: Sequence[str]) -> ThresholdIndex | None:
+def pick_index(band_names: Sequence[str]) -> BandIndex | None:
     """NDVI where the bands' roles allow it, else ExG, else ``None`` (no index baseline)."""
     for name in INDEX_ORDER:
         try:

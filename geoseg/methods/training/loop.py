@@ -2,8 +2,9 @@
 
 After every epoch the held-out tiles are scored as mIoU (through
 :func:`geoseg.accuracy.metrics.confusion_metrics`, the figures every report uses); the best
-epoch's weights are kept as the checkpoint, with the band normalisation statistics computed
-from training windows stored alongside, and the learning curve is rewritten beside it
+epoch's weights are kept as the checkpoint, with the normalisation statistics of the bands and of
+the index channels (``index_channels``: indices computed from the bands, appended after them)
+computed from training windows stored alongside, and the learning curve is rewritten beside it
 (``<checkpoint>.history.json``) after each epoch.
 """
 
@@ -25,13 +26,15 @@ from geoseg.accuracy.metrics import confusion_metrics
 from geoseg.io.atomic import write_json_atomic
 from geoseg.methods.checkpoint import (
     CheckpointMeta,
+    IndexChannel,
     TrainingSummary,
     build_model,
     checkpoint_paths,
     save_checkpoint,
     write_sidecar,
 )
-from geoseg.methods.deeplab import normalise, resolve_device
+from geoseg.methods.deeplab import network_input, resolve_device
+from geoseg.methods.indices import BandIndex
 from geoseg.methods.training.augment import Augment
 from geoseg.methods.training.baselines import BaselineScore, Tile, score_baselines
 from geoseg.methods.training.config import TrainConfig
@@ -45,6 +48,7 @@ from geoseg.methods.training.data import (
     _TrainStream,
     band_statistics,
     open_sources,
+    resolve_index_channels,
     validation_tiles,
 )
 from geoseg.methods.training.finetune import init_meta, load_init_weights
@@ -152,7 +156,8 @@ def _progress(enabled: bool | None):
 
 @dataclass
 class _Data:
-    """The training stream's sampler, the band statistics and the prepared validation tiles."""
+    """The training stream's sampler, the input statistics (bands, then index channels), the index
+    channels and the prepared validation tiles."""
 
     train_src: list[TrainSource]
     sampler: WindowSampler
@@ -161,6 +166,12 @@ class _Data:
     val: list[tuple[np.ndarray, np.ndarray]]
     #: the validation tiles as read (raw bands, validity, class indexes): what the baselines are scored on
     val_raw: list[Tile] = field(default_factory=list)
+    indices: tuple[BandIndex, ...] = ()
+
+    @property
+    def n_channels(self) -> int:
+        """The network's input channels: bands and index channels."""
+        return len(self.band_names) + len(self.indices)
 
     @property
     def band_names(self) -> list[str]:
@@ -173,19 +184,21 @@ class _Data:
 
 
 def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[TrainSource], rng: np.random.Generator,
-                  init: CheckpointMeta | None = None) -> _Data:
-    """Sampler, band statistics from training windows (or ``init``'s), and the validation tiles read and normalised once."""
+                  init: CheckpointMeta | None = None, indices: tuple[BandIndex, ...] = ()) -> _Data:
+    """Sampler, input statistics from training windows (or ``init``'s), and the validation tiles read and
+    turned into network inputs (bands and index channels) once."""
     sampler = WindowSampler(train_src, len(cfg.classes), cfg.tile_size, cfg.class_balanced)
-    mean, std = band_statistics(sampler, cfg.norm_windows, rng)
+    mean, std = band_statistics(sampler, cfg.norm_windows, rng, indices)
     if init is not None:  # fine-tuning keeps the normalisation the weights were trained with
-        mean, std = np.asarray(init.band_mean, np.float32), np.asarray(init.band_std, np.float32)
+        mean = np.asarray([*init.band_mean, *(ch.mean for ch in init.index_channels)], np.float32)
+        std = np.asarray([*init.band_std, *(ch.std for ch in init.index_channels)], np.float32)
     tiles = validation_tiles(val_src, cfg.tile_size, cfg.val_tiles, rng) if val_src else []
     val, val_raw = [], []
     for si, r, c, h, w in tiles:
         img, valid, target = val_src[si].read(r, c, h, w)
-        val.append(_pad_to(normalise(img, valid, mean, std), target, cfg.tile_size))
+        val.append(_pad_to(network_input(img, valid, mean, std, indices), target, cfg.tile_size))
         val_raw.append((img, valid, target))
-    data = _Data(train_src, sampler, mean, std, val, val_raw)
+    data = _Data(train_src, sampler, mean, std, val, val_raw, indices)
     if val and data.val_px < MIN_VALIDATION_PX:
         log.warning("validation scores %d labelled pixels only (fewer than %d): the kept checkpoint may hinge on "
                     "noise; raise val_tiles or val_fraction, or use early stopping (its score is smoothed)",
@@ -212,14 +225,14 @@ class _Engine:
         return self.dev.type == "cuda"
 
 
-def _build_engine(cfg: TrainConfig, n_bands: int, init: CheckpointMeta | None = None) -> _Engine:
+def _build_engine(cfg: TrainConfig, n_channels: int, init: CheckpointMeta | None = None) -> _Engine:
     """The network (from ``init_checkpoint`` when given; channels-last on CUDA unless set), AdamW, the schedule
     and the loss; mixed precision on CUDA (``amp``) and bfloat16 on CPU only when ``cpu_bf16`` asks."""
     import torch
 
     dev = torch.device(resolve_device(cfg.device))
     model = build_model(
-        cfg.encoder, n_bands, len(cfg.classes), cfg.encoder_weights, architecture=cfg.architecture,
+        cfg.encoder, n_channels, len(cfg.classes), cfg.encoder_weights, architecture=cfg.architecture,
         encoder_depth=cfg.encoder_depth,
         encoder_output_stride=cfg.encoder_output_stride, decoder_channels=cfg.decoder_channels,
     )
@@ -246,11 +259,17 @@ def _build_engine(cfg: TrainConfig, n_bands: int, init: CheckpointMeta | None = 
 def _new_meta(cfg: TrainConfig, data: _Data) -> CheckpointMeta:
     """The checkpoint sidecar as far as it is known before the first step."""
     names = data.band_names
+    n = len(names)
+    channels = [IndexChannel(text=index.text, needs=[r for r, _ in index.refs], bands=[p for _, p in index.refs],
+                             mean=float(data.mean[n + k]), std=float(data.std[n + k]))
+                for k, index in enumerate(data.indices)]
     return CheckpointMeta(
         architecture=cfg.architecture, encoder=cfg.encoder, encoder_depth=cfg.encoder_depth,
         encoder_output_stride=cfg.encoder_output_stride,
-        decoder_channels=cfg.decoder_channels, in_channels=len(names), band_names=names,
-        band_mean=data.mean.tolist(), band_std=data.std.tolist(), classes=list(cfg.classes), tile_size=cfg.tile_size,
+        decoder_channels=cfg.decoder_channels, in_channels=data.n_channels, band_names=names,
+        band_mean=data.mean[:n].tolist(), band_std=data.std[:n].tolist(), index_channels=channels,
+        scale_applied=cfg.apply_scale or not any(s.declares_scale for s in data.train_src),
+        classes=list(cfg.classes), tile_size=cfg.tile_size,
         tile_overlap=cfg.tile_overlap, resolution=float(np.mean([s.resolution for s in data.train_src])),
         crs=data.train_src[0].crs.to_string(),
         training=TrainingSummary(
@@ -355,15 +374,16 @@ def train(config: TrainConfig) -> TrainResult:
     cfg = config
     train_src, val_src = open_sources(cfg)  # input errors first: before the (slow) torch import
 
-    init = init_meta(cfg, list(train_src[0].band_names)) if cfg.init_checkpoint else None
+    indices = resolve_index_channels(cfg.index_channels, train_src + val_src)
+    init = init_meta(cfg, list(train_src[0].band_names), indices) if cfg.init_checkpoint else None
 
     import torch
 
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    data = _prepare_data(cfg, train_src, val_src, rng, init)
+    data = _prepare_data(cfg, train_src, val_src, rng, init, indices)
     baselines = _baselines(cfg, data) if cfg.baselines and data.val else []
-    eng = _build_engine(cfg, len(data.band_names), init)
+    eng = _build_engine(cfg, data.n_channels, init)
     meta = _new_meta(cfg, data)
     # one EMA of val mIoU for both early stopping and the smoothed checkpoint selection
     stopper = EarlyStopping(cfg.early_stopping_patience or 2**31, cfg.early_stopping_alpha, cfg.early_stopping_min_delta)
@@ -373,7 +393,8 @@ def train(config: TrainConfig) -> TrainResult:
     history: list[dict[str, Any]] = []
     best = _Best("val_miou_ema" if cfg.checkpoint_selection == "smoothed" else "val_miou")
     aug = Augment(cfg.tile_size, cfg.augment_scale, cfg.augment_jitter)
-    batches = _batches(_TrainStream(data.sampler, data.mean, data.std, cfg.seed, aug), cfg.batch_size, cfg.num_workers)
+    stream = _TrainStream(data.sampler, data.mean, data.std, cfg.seed, data.indices, aug)
+    batches = _batches(stream, cfg.batch_size, cfg.num_workers)
     progress = _progress(cfg.progress)
     task = progress.add_task("training", total=cfg.epochs * cfg.steps_per_epoch, info="") if progress else None
     if progress:
