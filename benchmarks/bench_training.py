@@ -42,10 +42,14 @@ SLOVENIA = Path(os.environ.get("GEOSEG_REALDATA")
 #: A class with fewer test pixels than this is reported but marked: its IoU stands on a handful of pixels.
 RARE_PX = 100
 
-#: Per dataset: what the data needs (classes come from the data), and the step budget of a full and a quick run.
+#: Per dataset what the data needs beside TrainConfig's defaults: the tile (objects and scene size), the index
+#: channel its bands allow (NDVI: both have nir and red; Sentinel-2 band names carry no roles here, so by name),
+#: and (epochs, steps per epoch) of a full and a quick run.
 DATASETS: dict[str, dict[str, Any]] = {
-    "cropweed": {"tile_size": 96, "steps": (12, 20), "quick_steps": (4, 10)},
-    "slovenia": {"tile_size": 64, "steps": (12, 20), "quick_steps": (4, 10)},
+    "cropweed": {"settings": {"tile_size": 96, "index_channels": ["ndvi"]},
+                 "steps": (8, 12), "quick_steps": (3, 6)},
+    "slovenia": {"settings": {"tile_size": 64, "index_channels": ["(B08 - B04) / (B08 + B04)"]},
+                 "steps": (10, 16), "quick_steps": (3, 6)},
 }
 
 
@@ -114,7 +118,7 @@ def run_one(name: str, tmp: Path, seed: int, args: argparse.Namespace) -> dict[s
     else:
         pairs, val_pairs, test, classes = _slovenia(args.slovenia)
     epochs, steps = spec["quick_steps"] if args.quick else spec["steps"]
-    settings: dict[str, Any] = {"tile_size": spec["tile_size"], "epochs": epochs, "steps_per_epoch": steps}
+    settings: dict[str, Any] = {**spec["settings"], "epochs": epochs, "steps_per_epoch": steps}
     settings.update(args.overrides)
     cfg = TrainConfig(pairs=pairs, val_pairs=val_pairs, classes=classes, seed=seed, device="cpu", progress=False,
                       checkpoint=tmp / f"{name}-{seed}" / "model", **settings)
@@ -224,8 +228,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig setting (JSON value), e.g. --set encoder=\\\"mobilenet_v2\\\"")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--combine", type=Path, nargs="+", default=None,
+                   help="only print the tables and verdict of earlier --json files together (seeds run in parallel)")
     args = p.parse_args(argv)
     args.overrides = {k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}
+    if args.combine:
+        parts = [json.loads(f.read_text()) for f in args.combine]
+        runs = [r for part in parts for r in part["runs"]]
+        out = {**parts[0], "command": [part["command"] for part in parts], "runs": runs,
+               "verdict": verdict(runs, args.cpu_limit_min * 60)}
+        print(markdown(runs))
+        print("\n".join(out["verdict"]))
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=1))
+        return out
 
     import torch
 

@@ -62,9 +62,11 @@ class TrainConfig(BaseModel):
     )
     encoder: str = "resnet18"
     encoder_weights: Path | None = None
-    encoder_depth: Literal[3, 4, 5] = 5
-    encoder_output_stride: Literal[8, 16] = 16
-    decoder_channels: int = Field(default=256, ge=8)
+    encoder_depth: Literal[3, 4, 5] = Field(
+        default=3, description="encoder stages used; 3 trains ~1.3x faster on CPU than 5 (benchmarks/RESULTS-training.md)"
+    )
+    encoder_output_stride: Literal[8, 16] = 8
+    decoder_channels: int = Field(default=64, ge=8)
     tile_size: int = Field(default=256, ge=32)
     tile_overlap: int | None = Field(
         default=None, ge=0, description="overlap used at inference, stored in the checkpoint; None = tile_size // 4"

@@ -201,7 +201,7 @@ def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[
     data = _Data(train_src, sampler, mean, std, val, val_raw, indices)
     if val and data.val_px < MIN_VALIDATION_PX:
         log.warning("validation scores %d labelled pixels only (fewer than %d): the kept checkpoint may hinge on "
-                    "noise; raise val_tiles or val_fraction, or use early stopping (its score is smoothed)",
+                    "noise; raise val_tiles or give more validation images (val_pairs)",
                     data.val_px, MIN_VALIDATION_PX)
     return data
 
