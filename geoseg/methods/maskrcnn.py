@@ -209,7 +209,7 @@ def load_init_weights(model: torch.nn.Module, path: str | os.PathLike) -> list[s
         if val is None:
             continue
         if val.shape != ref.shape:
-            if key.endswith("body.conv1.weight") and val.ndim == 4 and val.shape[0] == ref.shape[0]:
+            if ".body.conv1." in key and val.ndim == 4 and val.shape[0] == ref.shape[0] and val.shape[2:] == ref.shape[2:]:
                 import torch
 
                 idx = torch.arange(ref.shape[1]) % val.shape[1]
