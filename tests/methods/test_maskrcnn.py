@@ -241,3 +241,33 @@ def test_trained_network_finds_crowns_and_keeps_those_on_seams_whole_at_two_chun
         assert (r.min() < 256 <= r.max()) or (c.min() < 256 <= c.max()), t
         whole += 1
     assert whole >= 20
+
+
+def test_tasks_ask_for_a_gpu_where_workers_offer_one(small, random_checkpoint) -> None:
+    from geoseg.io.scene import open_scene
+    from geoseg.run.methods.maskrcnn import MaskRCNNInstancesConfig, build_maskrcnn_instances
+
+    path, _ = random_checkpoint
+    scene = open_scene(small)
+    assert build_maskrcnn_instances(MaskRCNNInstancesConfig(checkpoint=path), scene, gpu_workers=1)[1] == {"GPU": 1}
+    assert build_maskrcnn_instances(MaskRCNNInstancesConfig(checkpoint=path), scene, gpu_workers=0)[1] is None
+    cpu = MaskRCNNInstancesConfig(checkpoint=path, device="cpu")
+    model, resources = build_maskrcnn_instances(cpu, scene, gpu_workers=1)
+    assert resources is None and model.device == "cpu" and (model.tile, model.overlap) == (64, 16)
+
+
+@pytest.mark.gpu
+def test_instances_on_cuda_do_not_depend_on_the_chunking_and_match_cpu(small, random_checkpoint, tmp_path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from geoseg.run.methods.maskrcnn import MaskRCNNInstancesConfig, run_maskrcnn_instances
+
+    path, _ = random_checkpoint
+    gpu = MaskRCNNInstancesConfig(checkpoint=path, score_threshold=0.0, device="cuda")
+    a = run_maskrcnn_instances(gpu, small, tmp_path / "a", chunk_size=128, polygons=False)
+    b = run_maskrcnn_instances(gpu, small, tmp_path / "b", chunk_size=256, polygons=False)
+    ia = _ids(a.outputs["instances"])
+    assert a.table.n > 30 and np.array_equal(ia, _ids(b.outputs["instances"]))
+    cpu = run_maskrcnn_instances(gpu.model_copy(update={"device": "cpu"}), small, tmp_path / "c", chunk_size=128,
+                                 polygons=False)
+    assert (ia == _ids(cpu.outputs["instances"])).mean() > 0.95  # float differences may move a few mask edges
