@@ -4,6 +4,7 @@ boxes, and chunk-independent instances from a real network (random weights here;
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -48,8 +49,9 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     torch.manual_seed(0)
     meta = _meta()
     model = build_maskrcnn(meta)
+    heads: Any = model.roi_heads
     with torch.no_grad():
-        model.roi_heads.mask_predictor.mask_fcn_logits.bias.add_(3.0)  # type: ignore[union-attr]
+        heads.mask_predictor.mask_fcn_logits.bias.add_(3.0)
     path = tmp_path_factory.mktemp("ckpt") / "random"
     save_maskrcnn(model, meta, path)
     return path, meta
@@ -143,8 +145,8 @@ def test_training_from_polygons_writes_a_checkpoint_that_runs(crowns, tmp_path) 
 
 
 def test_each_polygon_is_its_own_instance_even_when_crowns_touch(crowns) -> None:
-    from geoseg.methods.training.instances import _VectorSource
     from geoseg.methods.training.instances import InstancePair as Pair
+    from geoseg.methods.training.instances import _VectorSource
 
     src = _VectorSource(Pair(image=crowns.image, vector=crowns.crowns, class_value=TREE))
     insts = src.instances(0, 0, 128)
