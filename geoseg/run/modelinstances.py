@@ -8,7 +8,7 @@ three passes over the chunks of the processing grid:
    owned proposals stay on the worker as a future (masks cut to their boxes: small);
 2. **paint**: each chunk gathers the proposals of the chunks whose tiles can decide its pixels
    (:meth:`~geoseg.methods.tilemerge.TileLayout.merge_margin`), suppresses and paints its core, and
-   returns, per proposal it painted, its first painted pixel and pixel count; the client numbers the
+   returns, per proposal it painted, its first painted pixel, pixel count, class and score; the client numbers the
    instances 1, 2, 3 … by the row-major rank of their first pixel;
 3. **write**: each chunk paints again (no model: numpy only) and writes its core of ``instances.zarr``
    as uint32 ids.
@@ -74,9 +74,12 @@ class _Paint:
     grid: ChunkGrid | None = None
 
     def __call__(self, window: Window, parts: Sequence[Proposals], lut: tuple[np.ndarray, np.ndarray] | None = None):
-        uids = merge_window(Proposals.concat(parts), window, self.iou_threshold)
-        if lut is None:
-            return first_pixels(uids, window, self.scene_width)
+        near = Proposals.concat(parts)  # sorted by uid
+        uids = merge_window(near, window, self.iou_threshold)
+        if lut is None:  # per painted proposal: uid, first pixel, pixel count, class, score
+            u, first, count = first_pixels(uids, window, self.scene_width)
+            at = np.searchsorted(near.uid, u)
+            return u, first, count, near.class_id[at], near.score[at]
         from geoseg.io.labelstore import LabelStoreWriter
 
         known, ids = lut
@@ -150,10 +153,8 @@ def segment_model_instances(
         run = lambda fn, *seqs: list(map(fn, *seqs))  # noqa: E731
     parts = [[props[k] for k in ks] for ks in near]
     summaries = run(paint, windows, parts)
-    uid = np.concatenate([s[0] for s in summaries])
-    first = np.concatenate([s[1] for s in summaries])
-    count = np.concatenate([s[2] for s in summaries])
-    known = np.unique(uid)
+    uid, first, count, cls_of, score_of = (np.concatenate([s[k] for s in summaries]) for k in range(5))
+    known, at = np.unique(uid, return_index=True)
     pos = np.searchsorted(known, uid)
     first_of = np.full(known.size, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(first_of, pos, first)
@@ -162,7 +163,7 @@ def segment_model_instances(
     rank = np.argsort(first_of, kind="stable")  # ids: the row-major rank of each instance's first pixel
     ids = np.empty(known.size, np.uint32)
     ids[rank] = np.arange(1, known.size + 1, dtype=np.uint32)
-    info = _instance_info(client, props, known)
+    cls, score = cls_of[at], score_of[at]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     store = out / "instances.zarr"
@@ -170,30 +171,13 @@ def segment_model_instances(
              "geoseg:tiles": {"tile": layout.tile, "overlap": layout.overlap, "iou_threshold": iou_threshold}}
     writer = LabelStoreWriter.create(store, grid, (), attrs=extra, dtype="uint32", fill_value=0, array=INSTANCE_ARRAY)
     write = _Paint(iou_threshold, scene.width, str(store), grid)
-    run(write, windows, parts, [(known, ids)] * len(windows))
+    # each chunk gets the ids of the proposals it painted in pass 2 (the same ones: painting is deterministic)
+    luts = [(u, ids[np.searchsorted(known, u)]) for u in (s[0] for s in summaries)]
+    run(write, windows, parts, luts)
     writer.finalize()
-    cls, score = info
     table = InstanceTable(cls[rank], first_of[rank] // scene.width, first_of[rank] % scene.width, size[rank],
                           score=score[rank])
     return ModelInstances(store, table)
-
-
-def _instance_info(client: Any, props: list[Any], known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Class and score of the painted proposals ``known`` (sorted uids): a few numbers per object to the client."""
-    def pick(p: Proposals) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        hit = np.isin(p.uid, known)
-        return p.uid[hit], p.class_id[hit], p.score[hit]
-
-    if client is not None:
-        got = client.gather([client.submit(pick, f, pure=False) for f in props])
-    else:
-        got = [pick(p) for p in props]
-    cls = np.zeros(known.size, np.int64)
-    score = np.zeros(known.size, np.float32)
-    for u, c, s in got:
-        pos = np.searchsorted(known, u)
-        cls[pos], score[pos] = c, s
-    return cls, score
 
 
 @dataclass(frozen=True)

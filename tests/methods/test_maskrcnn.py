@@ -74,6 +74,29 @@ def _ids(store) -> np.ndarray:
     return np.asarray(zarr.open_array(str(store / "instances"), mode="r")[:])
 
 
+def test_random_network_merge_of_each_chunk_equals_the_whole_scene(small, random_checkpoint) -> None:
+    """The numeric core, fast: a real network's proposals on every tile of 192 x 192 px; each 96 px chunk merged
+    from the tiles near it equals the whole scene's merge (the cluster runs below and in the slow test)."""
+    from geoseg.geo import Window
+    from geoseg.methods.tilemerge import Proposals, TileLayout, merge_window, propose_tiles
+
+    path, meta = random_checkpoint
+    model = maskrcnn_tile_model(path, meta, score_threshold=0.0, device="cpu")
+    image = rasterio.open(small).read(window=((0, 192), (0, 192))).astype(np.float32)
+    valid = np.ones(image.shape[1:], bool)
+    layout = TileLayout(192, 192, model.tile, model.overlap)
+    tiles = [(i, j) for i in range(layout.n_rows) for j in range(layout.n_cols)]
+    per_tile = {t: propose_tiles(model, image, valid, (0, 0), layout, [t]) for t in tiles}
+    whole = merge_window(Proposals.concat(list(per_tile.values())), Window(0, 0, 192, 192))
+    assert len(np.unique(whole)) > 20
+    for r in (0, 96):
+        for c in (0, 96):
+            w = Window(r, c, 96, 96)
+            near = Proposals.concat([per_tile[t] for t in layout.tiles_meeting(w, layout.merge_margin())])
+            assert np.array_equal(merge_window(near, w), whole[w.slices])
+
+
+@pytest.mark.slow
 def test_random_network_gives_the_same_instances_and_polygons_at_two_chunk_sizes(small, random_checkpoint, tmp_path,
                                                                                  dask_client) -> None:
     from geoseg.run.methods.maskrcnn import MaskRCNNInstancesConfig, run_maskrcnn_instances
