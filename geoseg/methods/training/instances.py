@@ -135,10 +135,18 @@ Instance = tuple[np.ndarray, int]  # bool mask of the window, class id
 
 
 class _Source:
-    """An image (raster file) and how to get the instances of any window of it."""
+    """An image (raster file) and how to get the instances of any window of it.
+
+    A georeferenced image is read by inference's reader (:func:`geoseg.io.sources.read_source`): the same
+    value bands (alpha is validity), validity rule and scale/offset, so the network learns the values it
+    will be given; a chip (no georeference) is read as it is stored.
+    """
 
     def __init__(self, image: Path, georeferenced: bool = True) -> None:
+        from geoseg.geo import GeoGrid
         from geoseg.io.opener import open_raster
+        from geoseg.io.sources import describe_source, place
+        from geoseg.methods.training.data import _band_indexes
 
         if not image.is_file():
             raise MissingFileError(f"training image {image} does not exist")
@@ -146,21 +154,31 @@ class _Source:
         with open_raster(image, "chip", what="training image") as ds:
             if georeferenced and (ds.crs is None or ds.transform.is_identity):
                 raise NoCRSError(f"{image} is not georeferenced; give a CRS and a geotransform or use `chips`")
-            self.height, self.width, self.count = ds.height, ds.width, ds.count
+            self.height, self.width = ds.height, ds.width
             self.transform, self.crs = ds.transform, ds.crs
-            self.band_names = [d if d else f"b{i + 1}" for i, d in enumerate(ds.descriptions)]
+            self.indexes, self.band_names = _band_indexes(image, ds, None)
+            self.count = len(self.indexes)
             self.resolution = (abs(ds.transform.a) + abs(ds.transform.e)) / 2 if georeferenced else None
+        self.grid: Any = None
+        self.source: Any = None
+        if georeferenced:
+            self.grid = GeoGrid.of(self.height, self.width, self.transform, self.crs)
+            self.source = place(describe_source(str(image), tuple(self.indexes)), self.grid)
 
     def read(self, row: int, col: int, side: int) -> tuple[np.ndarray, np.ndarray]:
         """Bands ``(b, side, side)`` float32 and validity; outside the image: zeros, not valid."""
         from rasterio.windows import Window as RioWindow
 
+        from geoseg.geo import Window
         from geoseg.io.opener import open_raster
+        from geoseg.methods.training.data import _on_window
 
+        if self.source is not None:
+            return _on_window(self.source, self.grid, Window(row, col, side, side), np.float32)
         with open_raster(self.image, "chip", what="training image") as ds:
             w = RioWindow(col, row, side, side)
-            data = ds.read(window=w, boundless=True, fill_value=0, out_dtype="float32")
-            valid = ds.read_masks(1, window=w, boundless=True) > 0
+            data = ds.read(self.indexes, window=w, boundless=True, fill_value=0, out_dtype="float32")
+            valid = ds.read_masks(self.indexes[0], window=w, boundless=True) > 0
         for b in range(data.shape[0]):
             valid &= np.isfinite(data[b])
         return data, valid
