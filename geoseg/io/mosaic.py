@@ -180,7 +180,7 @@ def _compose(layer: Layer, meeting: list[Source], grid: GeoGrid, window: Window)
     h, w = window.height, window.width
     n = len(layer.sources[0].bands) if layer.sources else 1
     if len(meeting) >= VRT_FROM:  # many tiles: through a VRT, where that gives the same pixels
-        tiled = read_tiles(meeting, grid, window)
+        tiled = read_tiles(meeting, grid, window, MANY_FILES_ENV)
         if tiled is not None:
             return tiled
     out: np.ndarray | None = None

@@ -18,7 +18,7 @@ reader, which opens it as a GeoTIFF only and refuses it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from xml.sax.saxutils import escape
 
@@ -33,9 +33,12 @@ VRT_THREADS = 4
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def read_tiles(sources: Sequence[Source], grid: GeoGrid, window: Window) -> tuple[np.ndarray, np.ndarray] | None:
+def read_tiles(sources: Sequence[Source], grid: GeoGrid, window: Window,
+               gdal_env: Mapping[str, str] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """The tiles on ``window``: float32 ``(bands, h, w)`` (0 where no tile is valid) and validity, or None
-    where the VRT would not give exactly what reading file by file gives (see the module's note)."""
+    where the VRT would not give exactly what reading file by file gives (see the module's note).
+
+    ``gdal_env``: GDAL settings for the reading threads (rasterio's are per thread)."""
     if not sources or not _alike(sources):
         return None
     cover = _coverage(sources, window)
@@ -53,7 +56,7 @@ def read_tiles(sources: Sequence[Source], grid: GeoGrid, window: Window) -> tupl
 
     def read(strip: Window) -> None:
         xml = vrt_xml(sources, grid, strip)
-        with rasterio.open(xml, driver="VRT") as ds:
+        with rasterio.Env(**(gdal_env or {})), rasterio.open(xml, driver="VRT") as ds:
             r = strip.row_off - window.row_off
             ds.read(out=both[:, r:r + strip.height])
 
