@@ -1,0 +1,151 @@
+"""A job with ``instances:``: panoptic.zarr, instances.csv, the ``instances`` layer of polygons.gpkg and the
+instance scores, on a real 2-process cluster; the same instances at two chunk sizes."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import shapely
+
+from geoseg.errors import GeosegError
+from geoseg.run.jobspec import parse_job
+from geoseg.run.workflow import run_job
+from geoseg.samples.crowns import TREE, make_crowns
+
+pytestmark = pytest.mark.integration
+
+
+def _job(files, out, chunk: int, **extra) -> dict:
+    """ExG + Otsu on the crown scene (1 ground, 2 tree), then watershed instances of "tree"."""
+    return {"name": "crowns", "inputs": [str(files.image)], "output": str(out), "chunk_size": chunk,
+            "method": {"kind": "threshold", "index": "exg", "threshold": "otsu",
+                       "classes": [{"id": 1, "name": "ground"}, {"id": 2, "name": "tree"}]},
+            "instances": {"method": {"kind": "watershed", "min_distance": 7}, "things": ["tree"]},
+            "vectorize": {"enabled": False}, **extra}
+
+
+@pytest.fixture(scope="module")
+def crowns(tmp_path_factory):
+    return make_crowns(tmp_path_factory.mktemp("crowns"), width=768, height=512, seed=3)
+
+
+def _panoptic(out):
+    with rasterio.open(f'ZARR:"{out / "panoptic.zarr"}":/semantic') as ds:
+        sem, crs, transform = ds.read(1), ds.crs, ds.transform
+    with rasterio.open(f'ZARR:"{out / "panoptic.zarr"}":/instances') as ds:
+        inst = ds.read(1)
+        assert ds.crs == crs and ds.transform == transform and ds.dtypes[0] == "uint32"
+    return sem, inst, crs, transform
+
+
+def _polygons(out) -> list[tuple[int, int, bytes]]:
+    df = pyogrio.read_dataframe(out / "polygons.gpkg", layer="instances")
+    wkb = shapely.to_wkb(shapely.normalize(df.geometry.values), output_dimension=2)
+    return sorted(zip(df["instance_id"].tolist(), df["class_id"].tolist(), wkb))
+
+
+def test_panoptic_outputs_agree_and_do_not_depend_on_chunk_size(crowns, tmp_path, dask_client):
+    results = {}
+    for chunk in (256, 512):
+        out = tmp_path / f"c{chunk}"
+        results[chunk] = run_job(parse_job(_job(crowns, out, chunk, vectorize={"enabled": chunk == 512})),
+                                 client=dask_client, show_progress=False)
+    a, b = tmp_path / "c256", tmp_path / "c512"
+    sem, inst, crs, transform = _panoptic(a)
+    with rasterio.open(a / "labels.zarr") as ds:  # the semantic raster is the published labels, on their grid
+        assert ds.crs == crs and ds.transform == transform
+        np.testing.assert_array_equal(ds.read(1), sem)
+    # every instance pixel's class is its instance's class; every tree pixel is in an instance (watershed)
+    table = list(csv.DictReader((a / "instances.csv").read_text().splitlines()))
+    cls_of = np.zeros(int(inst.max()) + 1, np.int64)
+    for row in table:
+        cls_of[int(row["instance_id"])] = int(row["class_id"])
+    assert np.all(sem[inst > 0] == cls_of[inst[inst > 0]])
+    assert np.array_equal(inst > 0, sem == TREE)
+    counts = np.bincount(inst.ravel())
+    assert [int(r["area_px"]) for r in table] == counts[[int(r["instance_id"]) for r in table]].tolist()
+    assert {r["class_name"] for r in table} == {"tree"} and len(table) > 300
+    # the same instances, ids, table and polygons at both chunk sizes
+    sem_b, inst_b, _, _ = _panoptic(b)
+    assert inst.tobytes() == inst_b.tobytes() and sem.tobytes() == sem_b.tobytes()
+    assert (a / "instances.csv").read_bytes() == (b / "instances.csv").read_bytes()
+    assert _polygons(a) == _polygons(b)
+    assert len(_polygons(a)) == len(table)
+    layers = [name for name, _ in pyogrio.list_layers(b / "polygons.gpkg")]
+    assert "polygons" in layers and "instances" in layers  # the job's GeoPackage holds both
+    info = pyogrio.read_info(b / "polygons.gpkg", layer="instances")
+    assert list(info["fields"]) == ["instance_id", "class_id", "class_name", "score", "area_m2"]
+    record = json.loads((a / "run.json").read_text())
+    assert "instances" in record["stage_seconds"] and record["instances"] == len(table)
+    assert not (a / ".instances-work").exists()
+    assert results[256].outputs["panoptic"] == a / "panoptic.zarr"
+
+
+def test_xarray_opens_the_panoptic_group(crowns, tmp_path, dask_client):
+    import xarray as xr
+
+    from geoseg.io.panopticstore import open_panoptic
+
+    out = tmp_path / "x"
+    run_job(parse_job(_job(crowns, out, 256)), client=dask_client, show_progress=False)
+    sem, inst, crs, transform = _panoptic(out)
+    ds = open_panoptic(out / "panoptic.zarr")
+    with rasterio.open(crowns.image) as src:  # the exact affine (GDAL before 3.13 derives it from coordinates)
+        assert ds.rio.crs == crs and ds.rio.transform() == src.transform and transform.almost_equals(src.transform)
+    np.testing.assert_array_equal(ds["instances"].values, inst)
+    plain = xr.open_zarr(out / "panoptic.zarr", mask_and_scale=False)
+    assert set(plain.data_vars) == {"semantic", "instances"} and plain["instances"].dtype == np.uint32
+
+
+def test_instance_scores_per_region_in_the_report(crowns, tmp_path, dask_client):
+    """Against the crowns (one instance per feature): the scene's figures equal a whole-raster oracle and
+    each grid-cell region's figures are those of its own instances; the report shows instance_metrics.csv."""
+    from geoseg.accuracy.instancemetrics import overlaps_of_rasters, score_instances
+
+    out = tmp_path / "ev"
+    job = _job(crowns, out, 256, reference={"path": str(crowns.reference)},
+               reference_instances={"path": str(crowns.crowns), "field": "class_id"},
+               regions={"grid_cell_m": 25.6})
+    run_job(parse_job(job), client=dask_client, show_progress=False)
+    rows = list(csv.DictReader((out / "instance_metrics.csv").read_text().splitlines()))
+    scene = [r for r in rows if r["region"] == "ALL"]
+    assert len(scene) == 1 and scene[0]["class_name"] == "tree"
+    _, inst, _, _ = _panoptic(out)
+    with rasterio.open(crowns.instances) as ds:
+        truth = ds.read(1)
+    _, dense = np.unique(truth, return_inverse=True)
+    dense = dense.reshape(truth.shape)
+    n_pred = int(inst.max())
+    want = score_instances(overlaps_of_rasters(inst, dense, np.full(n_pred, TREE), np.full(int(dense.max()), TREE)))[0]
+    got = scene[0]
+    assert int(got["n_pred"]) == want.n_pred and int(got["n_ref"]) == want.n_ref and int(got["tp"]) == want.tp
+    assert float(got["pq"]) == pytest.approx(want.pq, abs=1e-4) and float(got["ap50"]) == pytest.approx(want.ap50, abs=1e-4)
+    assert float(got["recall"]) >= 0.9
+    # regions: 256 px cells (25.6 m at 0.1 m): 3 x 2; each region's instances are those whose first pixel lies in it
+    regions = [r for r in rows if r["region"] != "ALL"]
+    assert len(regions) == 6
+    assert sum(int(r["n_pred"]) for r in regions) == want.n_pred
+    assert sum(int(r["n_ref"]) for r in regions) == want.n_ref
+    first = {}
+    for r, c in zip(*np.nonzero(inst)):
+        first.setdefault(int(inst[r, c]), (r // 256, c // 256))
+    per_cell = np.zeros((2, 3), int)
+    for r, c in first.values():
+        per_cell[r, c] += 1
+    assert sorted(int(r["n_pred"]) for r in regions) == sorted(per_cell.ravel().tolist())
+    page = (out / "report.html").read_text()
+    assert page.count("<!-- geoseg:instances -->") == 1 and "AP@[.5:.95]" in page
+
+
+def test_an_unknown_thing_is_refused_before_the_cluster_starts(crowns, tmp_path):
+    job = _job(crowns, tmp_path / "bad", 256)
+    job["instances"]["things"] = ["oak"]
+    job["cluster"] = {"n_workers": 1}
+    with pytest.raises(GeosegError, match="no class is named 'oak'; the published legend can name ground, tree"):
+        run_job(parse_job(job), scheduler="tcp://127.0.0.1:9", show_progress=False)
+    assert not (tmp_path / "bad").exists()
