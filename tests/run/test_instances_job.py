@@ -102,10 +102,25 @@ def test_xarray_opens_the_panoptic_group(crowns, tmp_path, dask_client):
     assert set(plain.data_vars) == {"semantic", "instances"} and plain["instances"].dtype == np.uint32
 
 
+def _dense_ids(ids: np.ndarray, keep: set[int]) -> np.ndarray:
+    """``ids`` with only ``keep`` left, renumbered 1..n in id order (0 = none)."""
+    lut = np.zeros(int(ids.max()) + 1, np.int64)
+    for k, i in enumerate(sorted(keep), start=1):
+        lut[i] = k
+    return lut[ids]
+
+
+def _first_cells(ids: np.ndarray, cell: int) -> dict[int, tuple[int, int]]:
+    """The (row, col) of the grid cell holding each id's first pixel (row-major)."""
+    flat = ids.ravel()
+    found, at = np.unique(flat, return_index=True)
+    return {int(i): (int(a) // ids.shape[1] // cell, int(a) % ids.shape[1] // cell) for i, a in zip(found, at) if i}
+
+
 def test_instance_scores_per_region_in_the_report(crowns, tmp_path, dask_client):
-    """Against the crowns (one instance per feature): the scene's figures equal a whole-raster oracle and
-    each grid-cell region's figures are those of its own instances; the report shows instance_metrics.csv."""
-    from geoseg.accuracy.instancemetrics import overlaps_of_rasters, score_instances
+    """Against the crowns (one instance per feature): the scene's AP equals pycocotools', each grid-cell
+    region's PQ/SQ/RQ a brute force over the instances whose first pixel lies in it; the report shows them."""
+    from tests.fixtures import brute_force_pq, coco_ap
 
     out = tmp_path / "ev"
     job = _job(crowns, out, 256, reference={"path": str(crowns.reference)},
@@ -118,28 +133,34 @@ def test_instance_scores_per_region_in_the_report(crowns, tmp_path, dask_client)
     _, inst, _, _ = _panoptic(out)
     with rasterio.open(crowns.instances) as ds:
         truth = ds.read(1)
-    _, dense = np.unique(truth, return_inverse=True)
-    dense = dense.reshape(truth.shape)
-    n_pred = int(inst.max())
-    want = score_instances(overlaps_of_rasters(inst, dense, np.full(n_pred, TREE), np.full(int(dense.max()), TREE)))[0]
+    pred_ids, ref_ids = set(np.unique(inst[inst > 0]).tolist()), set(np.unique(truth[truth > 0]).tolist())
+    pred, ref = _dense_ids(inst, pred_ids), _dense_ids(truth, ref_ids)
     got = scene[0]
-    assert int(got["n_pred"]) == want.n_pred and int(got["n_ref"]) == want.n_ref and int(got["tp"]) == want.tp
-    assert float(got["pq"]) == pytest.approx(want.pq, abs=1e-4) and float(got["ap50"]) == pytest.approx(want.ap50, abs=1e-4)
-    assert float(got["recall"]) >= 0.9
-    # regions: 256 px cells (25.6 m at 0.1 m): 3 x 2; each region's instances are those whose first pixel lies in it
+    assert (int(got["n_pred"]), int(got["n_ref"])) == (len(pred_ids), len(ref_ids))
+    pytest.importorskip("pycocotools")
+    score = np.ones(len(pred_ids))
+    ap50, ap = coco_ap(pred, ref, np.full(len(pred_ids), TREE), np.full(len(ref_ids), TREE), score)[TREE]
+    assert float(got["ap50"]) == pytest.approx(ap50, abs=1e-4) and float(got["ap"]) == pytest.approx(ap, abs=1e-4)
+    assert float(got["recall"]) >= 0.9 and float(got["precision"]) >= 0.9
+    # regions: 256 px cells (25.6 m at 0.1 m), 2 rows x 3 columns, listed row by row
     regions = [r for r in rows if r["region"] != "ALL"]
     assert len(regions) == 6
-    assert sum(int(r["n_pred"]) for r in regions) == want.n_pred
-    assert sum(int(r["n_ref"]) for r in regions) == want.n_ref
-    first = {}
-    for r, c in zip(*np.nonzero(inst)):
-        first.setdefault(int(inst[r, c]), (r // 256, c // 256))
-    per_cell = np.zeros((2, 3), int)
-    for r, c in first.values():
-        per_cell[r, c] += 1
-    assert sorted(int(r["n_pred"]) for r in regions) == sorted(per_cell.ravel().tolist())
+    assert sum(int(r["n_pred"]) for r in regions) == len(pred_ids)
+    assert sum(int(r["n_ref"]) for r in regions) == len(ref_ids)
+    pred_cell, ref_cell = _first_cells(inst, 256), _first_cells(truth, 256)
+    for k, row in enumerate(regions[:2]):  # the brute force is quadratic: two regions suffice
+        cell = divmod(k, 3)
+        mine_p = {i for i, c in pred_cell.items() if c == cell}
+        mine_r = {i for i, c in ref_cell.items() if c == cell}
+        box_ = np.s_[cell[0] * 256: cell[0] * 256 + 304, max(cell[1] * 256 - 48, 0): cell[1] * 256 + 304]  # crowns < 48 px
+        p, r = _dense_ids(inst, mine_p)[box_], _dense_ids(truth, mine_r)[box_]
+        pq, sq, rq = brute_force_pq(p, r, np.full(len(mine_p), TREE), np.full(len(mine_r), TREE), TREE)
+        assert (int(row["n_pred"]), int(row["n_ref"])) == (len(mine_p), len(mine_r))
+        assert (float(row["pq"]), float(row["sq"]), float(row["rq"])) == (
+            pytest.approx(pq, abs=1e-4), pytest.approx(sq, abs=1e-4), pytest.approx(rq, abs=1e-4))
     page = (out / "report.html").read_text()
     assert page.count("<!-- geoseg:instances -->") == 1 and "AP@[.5:.95]" in page
+    assert f"<td>{float(got['pq']):.3f}</td>" in page.split("<!-- geoseg:instances -->")[1]
 
 
 def test_an_unknown_thing_is_refused_before_the_cluster_starts(crowns, tmp_path):
@@ -149,3 +170,27 @@ def test_an_unknown_thing_is_refused_before_the_cluster_starts(crowns, tmp_path)
     with pytest.raises(GeosegError, match="no class is named 'oak'; the published legend can name ground, tree"):
         run_job(parse_job(job), scheduler="tcp://127.0.0.1:9", show_progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_rerun_after_a_killed_instance_stage_gives_the_same_outputs(crowns, tmp_path, dask_client):
+    """What a kill during the stage leaves (a half-built panoptic.zarr.partial, the method's work folder,
+    no panoptic.zarr) is cleared by the rerun, which writes the same instances, table and polygons."""
+    import shutil
+
+    out = tmp_path / "k"
+    job = parse_job(_job(crowns, out, 256, vectorize={"enabled": True}))
+    run_job(job, client=dask_client, show_progress=False)
+    _, inst, _, _ = _panoptic(out)
+    table, polys = (out / "instances.csv").read_bytes(), _polygons(out)
+    shutil.move(out / "panoptic.zarr", out / "panoptic.zarr.partial")  # as a kill before the rename leaves it
+    chunk = next((out / "panoptic.zarr.partial" / "instances").glob("0.*"))
+    chunk.write_bytes(b"half a chunk")
+    (out / ".instances-work" / "instances.zarr.partial").mkdir(parents=True)
+    (out / "instances.csv").unlink()
+    run_job(job, client=dask_client, show_progress=False)
+    _, again, _, _ = _panoptic(out)
+    assert again.tobytes() == inst.tobytes() and (out / "instances.csv").read_bytes() == table
+    assert _polygons(out) == polys
+    assert not (out / "panoptic.zarr.partial").exists() and not (out / ".instances-work").exists()
+    layers = [name for name, _ in pyogrio.list_layers(out / "polygons.gpkg")]
+    assert sorted(layers) == ["instances", "layer_styles", "polygons"] or sorted(layers) == ["instances", "polygons"]
