@@ -20,13 +20,16 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from geoseg.errors import CheckpointError, ModelError, ModelInputError
+from geoseg.errors import CheckpointError, InputError, ModelError, ModelInputError
 from geoseg.io.atomic import write_atomic
+from geoseg.io.bandroles import BandInfo
 from geoseg.legend import ClassInfo
 from geoseg.methods.architectures import ArchitectureName, check_tile_size, model_kwargs
 
 if TYPE_CHECKING:  # torch is imported lazily: the k-means path never needs it
     import torch
+
+    from geoseg.methods.indices import BandIndex
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +71,42 @@ class TrainingSummary(BaseModel):
     stopped_early: bool = False
 
 
+class IndexChannel(BaseModel):
+    """An index the network gets as an input channel after the bands (``index_channels`` of the training job).
+
+    ``needs``: the roles (a named index) or bands (an expression, as written) it reads; ``bands``: the
+    position in ``band_names`` each was found at in training; ``mean``/``std``: its standardisation.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(description="exg, ndvi, ndwi, a band, or a band expression (geoseg.methods.indices)")
+    needs: list[str]
+    bands: list[int]
+    mean: float
+    std: float
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IndexChannel:
+        if len(self.needs) != len(self.bands):
+            raise ValueError(f"index channel {self.text!r}: {len(self.needs)} needs but {len(self.bands)} band positions")
+        if not (self.std > 0 and math.isfinite(self.std) and math.isfinite(self.mean)):
+            raise ValueError(f"index channel {self.text!r}: mean and std must be finite and std positive")
+        return self
+
+    def index(self) -> BandIndex:
+        """The index bound to the band positions it was trained on (what inference computes)."""
+        from geoseg.methods.indices import resolve_index
+
+        return resolve_index(self.text, dict(zip(self.needs, self.bands)))
+
+
 class CheckpointMeta(BaseModel):
     """Everything needed to rebuild a model and feed it the right pixels (the JSON sidecar).
 
     The model's output channel ``i`` is class ``classes[i]``; inputs are bands ``band_names``
-    in that order, normalised as ``(x - band_mean) / band_std``.
+    in that order, normalised as ``(x - band_mean) / band_std``, then the ``index_channels``
+    (none in sidecars written before they existed): ``in_channels`` counts both.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -87,6 +121,11 @@ class CheckpointMeta(BaseModel):
     band_names: list[str]
     band_mean: list[float]
     band_std: list[float]
+    index_channels: list[IndexChannel] = Field(default_factory=list)
+    #: What the network saw: True = each file's scale/offset applied (physical values; files without any are
+    #: read as stored), False = stored numbers of files that declare a scale, None = a sidecar written before
+    #: this was recorded (training then read stored numbers).
+    scale_applied: bool | None = None
     classes: list[ClassInfo]
     tile_size: int = 256
     tile_overlap: int = 64
@@ -98,12 +137,15 @@ class CheckpointMeta(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> CheckpointMeta:
-        n = self.in_channels
+        n = self.in_channels - len(self.index_channels)
         if not (len(self.band_names) == len(self.band_mean) == len(self.band_std) == n):
             raise ValueError(
-                f"in_channels={n} but {len(self.band_names)} band names, {len(self.band_mean)} means "
-                f"and {len(self.band_std)} stds"
+                f"in_channels={self.in_channels} ({len(self.index_channels)} index channels) but "
+                f"{len(self.band_names)} band names, {len(self.band_mean)} means and {len(self.band_std)} stds"
             )
+        for ch in self.index_channels:
+            if any(not 0 <= b < n for b in ch.bands):
+                raise ValueError(f"index channel {ch.text!r} reads band positions {ch.bands}; there are {n} bands")
         if any(not (s > 0 and math.isfinite(s)) for s in self.band_std):
             raise ValueError(f"band_std must be positive and finite, got {self.band_std}")
         if not self.classes:
@@ -122,6 +164,10 @@ class CheckpointMeta(BaseModel):
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    def indices(self) -> tuple[BandIndex, ...]:
+        """The index channels bound to the band positions they were trained on."""
+        return tuple(ch.index() for ch in self.index_channels)
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
@@ -449,3 +495,47 @@ def check_compatible(
             f"checkpoint was trained on pixels of {meta.resolution:g} CRS units, image pixels are {resolution:g} "
             f"({how}); resample the image to {meta.resolution:g} (gdalwarp -tr) or train a model at this resolution"
         )
+
+
+def check_index_channels(meta: CheckpointMeta, bands: Sequence[BandInfo] | Sequence[str]) -> None:
+    """Refuse (``ModelInputError``, naming the index and the role) an image that lacks a role or band an
+    index channel reads, or has it at another band position than the training image had.
+
+    ``bands``: the scene's bands with their roles (:attr:`Scene.bands <geoseg.io.scene.Scene.bands>`), or names.
+    """
+    from geoseg.methods.indices import resolve_index
+
+    for ch in meta.index_channels:
+        try:
+            got = dict(resolve_index(ch.text, bands).refs)
+        except InputError as exc:  # a missing role (BandRoleError) or band
+            raise ModelInputError(f"the model's index channel {ch.text!r} needs {', '.join(ch.needs)}: {exc}") from None
+        for need, pos in zip(ch.needs, ch.bands):
+            if got.get(need) != pos:
+                have = got.get(need)
+                shown = f"band {have + 1}" if have is not None else "no band"
+                raise ModelInputError(
+                    f"the model's index channel {ch.text!r} read {need!r} from band {pos + 1} "
+                    f"({meta.band_names[pos]}) in training, this image has it in {shown}; "
+                    "reorder the image's bands or name them (`bands: [...]` in the input entry)"
+                )
+
+
+def check_units(meta: CheckpointMeta, bands: Sequence[BandInfo]) -> None:
+    """Refuse (``ModelInputError``) an image whose values would reach the network in other units than in training.
+
+    A model trained on stored numbers (``scale_applied`` False, or a sidecar from before geoseg recorded it)
+    given an input whose scale/offset geoseg applies would see reflectance where it learned digital numbers:
+    every label would be wrong and nothing would say so. The converse (a model trained on physical values
+    given a file read with ``apply_scale: false``) cannot be told from the pixels and is the user's to set.
+    """
+    if meta.scale_applied:
+        return
+    scaled = [b.name for b in bands if isinstance(b, BandInfo) and (b.scale != 1.0 or b.offset != 0.0)]
+    if not scaled:
+        return
+    when = "with `apply_scale: false`" if meta.scale_applied is False else "before geoseg applied scale/offset in training"
+    raise ModelInputError(
+        f"the model was trained on stored numbers ({when}), but this image's bands {', '.join(scaled[:4])} declare "
+        "a scale/offset geoseg applies on read; set `apply_scale: false` on the inputs, or retrain without it"
+    )

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import torch
 
     from geoseg.methods.checkpoint import CheckpointMeta
+    from geoseg.methods.indices import BandIndex
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,34 @@ def normalise(
     return out
 
 
+def network_input(
+    image: np.ndarray, valid: np.ndarray, mean: Sequence[float] | np.ndarray, std: Sequence[float] | np.ndarray,
+    indices: Sequence[BandIndex] = (),
+) -> np.ndarray:
+    """What a network gets for raw band values ``image`` ``(bands, h, w)``: the normalised bands, then the
+    ``indices`` computed from the raw bands and standardised (:func:`geoseg.methods.indices.index_channels`).
+
+    ``mean``/``std`` hold the bands' statistics followed by the index channels'. Training (its windows and
+    validation tiles) and inference (every chunk) call this one function, so both see the same channels.
+    Invalid pixels and non-finite index values (0/0) are 0, the channel's mean.
+    """
+    from geoseg.methods.indices import index_channels
+
+    n = image.shape[0]
+    mean, std = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
+    bands = normalise(image, valid, mean[:n], std[:n])
+    if not indices:
+        return bands
+    return np.concatenate([bands, index_channels(image, valid, indices, mean[n:], std[n:])])
+
+
+def meta_input(image: np.ndarray, valid: np.ndarray, meta: CheckpointMeta) -> np.ndarray:
+    """:func:`network_input` with a checkpoint's statistics and index channels."""
+    mean = [*meta.band_mean, *(ch.mean for ch in meta.index_channels)]
+    std = [*meta.band_std, *(ch.std for ch in meta.index_channels)]
+    return network_input(image, valid, mean, std, meta.indices())
+
+
 #: Ways of summing the blended tile probabilities into the chunk (see :class:`_Blender`).
 BLENDS = ("auto", "index_add", "fold")
 #: Largest column buffer ``fold`` may use on a GPU (bytes); bigger chunks blend with ``index_add``.
@@ -330,7 +359,7 @@ def predict_chunk(
         return (labels, conf) if return_confidence else labels
     pad_top, pad_left = max(0, -rs[0]), max(0, -cs[0])
     pads = ((0, 0), (pad_top, max(0, rs[-1] + t - h)), (pad_left, max(0, cs[-1] + t - w)))
-    x = normalise(image, valid, meta.band_mean, meta.band_std)
+    x = meta_input(image, valid, meta)
     if any(pads[1] + pads[2]):  # interior chunks read with their halo need no padding (and no copy)
         mode: Literal["reflect", "edge"] = "reflect" if min(h, w) > 1 else "edge"
         x = np.pad(x, pads, mode=mode)
@@ -351,9 +380,9 @@ def _check_chunk(meta: CheckpointMeta, image: np.ndarray, valid: np.ndarray, ble
         raise ValueError(f"unknown blend {blend!r}; choose one of {', '.join(BLENDS)}")
     if image.ndim != 3 or image.shape[1:] != valid.shape:
         raise ValueError(f"image must be (bands, h, w) and valid (h, w), got {image.shape} and {valid.shape}")
-    if image.shape[0] != meta.in_channels:
+    if image.shape[0] != len(meta.band_names):
         raise ModelInputError(
-            f"checkpoint expects {meta.in_channels} bands ({', '.join(meta.band_names)}), chunk has {image.shape[0]}"
+            f"checkpoint expects {len(meta.band_names)} bands ({', '.join(meta.band_names)}), chunk has {image.shape[0]}"
         )
     tta_transforms(tta)  # an unknown mode fails before any work
 
@@ -498,7 +527,9 @@ __all__ = [
     "clear_model_cache",
     "get_worker_model",
     "infer_tiles",
+    "meta_input",
     "model_loads",
+    "network_input",
     "normalise",
     "predict_chunk",
     "prepare_model",

@@ -1,7 +1,7 @@
 """Index thresholding: the classic baseline (ExG + Otsu, NDVI > 0.3, NDWI water masks).
 
 A per-pixel index (a named index, a band, or a small band expression parsed with ``ast`` and
-never ``eval``'d) is cut at fixed thresholds or at (multi-)Otsu thresholds found on a histogram
+never ``eval``'d: :mod:`geoseg.methods.indices`) is cut at fixed thresholds or at (multi-)Otsu thresholds found on a histogram
 of the global stratified sample, so the thresholds, and hence the labels, do not depend on the
 chunking. Optional median or Gaussian smoothing of the index is computed over a halo wide
 enough that every chunk sees the same neighbourhood as the whole raster would.
@@ -9,8 +9,6 @@ enough that every chunk sees the same neighbourhood as the whole raster would.
 
 from __future__ import annotations
 
-import ast
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,122 +17,18 @@ import numpy as np
 
 from geoseg.errors import InputError
 from geoseg.geo import HaloWindow, trim_halo
-from geoseg.io.bandroles import BandInfo, find_role
-from geoseg.io.bandroles import find_band as band_position
 from geoseg.legend import NODATA_LABEL, PALETTE, ClassInfo
-from geoseg.methods.features import INDICES, as_bands
+
+# the index resolution lives in geoseg.methods.indices (networks use it too); re-exported for callers of this module
+from geoseg.methods.indices import MAX_EXPRESSION as MAX_EXPRESSION
+from geoseg.methods.indices import BandIndex
+from geoseg.methods.indices import compile_expression as compile_expression
+from geoseg.methods.indices import evaluate_expression as evaluate_expression
+from geoseg.methods.indices import resolve_index as resolve_index
 from geoseg.methods.predictors import PlainPredictor
 
-#: A compiled expression: ("band", i) | ("const", x) | ("neg", e) | (op, left, right).
-Expr = tuple[Any, ...]
-
-_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
-_APPLY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
-#: Longest expression accepted (characters): formulas of a few bands are far shorter.
-MAX_EXPRESSION = 200
 #: Gaussian kernels reach ``truncate × sigma`` pixels (scipy's default); the halo follows.
 GAUSS_TRUNCATE = 4.0
-
-
-def compile_expression(text: str, bands: Sequence[BandInfo] | Sequence[str]) -> Expr:
-    """Parse ``text`` (numbers, bands, ``+ - * /``, parentheses, unary minus) into a tree.
-
-    A band is a role (``nir``, ``red``), a band name (``B08``) or ``layer.band`` (``t1.nir``, ``red.b1``:
-    a band or role within one layer; :func:`geoseg.io.bandroles.find_band`). Anything else (calls,
-    powers, comparisons) is an ``InputError``; nothing is evaluated.
-
-    >>> compile_expression("(nir - red) / (nir + red)", ["red", "green", "blue", "nir"])
-    ('/', ('-', ('band', 3), ('band', 0)), ('+', ('band', 3), ('band', 0)))
-    """
-    if len(text) > MAX_EXPRESSION:
-        raise InputError(f"band expression is longer than {MAX_EXPRESSION} characters")
-    try:
-        tree = ast.parse(text, mode="eval")
-    except SyntaxError as exc:
-        raise InputError(f"band expression {text!r} is not valid: {exc.msg}") from None
-
-    info = as_bands(bands)
-
-    def walk(node: ast.AST) -> Expr:
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return (_BINOPS[type(node.op)], walk(node.left), walk(node.right))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            inner = walk(node.operand)
-            return ("neg", inner) if isinstance(node.op, ast.USub) else inner
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-            return ("const", float(node.value))
-        if isinstance(node, ast.Name):
-            return ("band", band_position(info, node.id))
-        dotted = _dotted(node) if isinstance(node, ast.Attribute) else None
-        if dotted:
-            return ("band", band_position(info, dotted))
-        raise InputError(
-            f"band expression {text!r}: {type(node).__name__} is not allowed; use numbers, band names, "
-            "+ - * / and parentheses"
-        )
-
-    return walk(tree.body)
-
-
-def _dotted(node: ast.AST) -> str | None:
-    """``layer.band`` of an attribute chain of names (``a.b.c`` → ``"a.b.c"``), else ``None``."""
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        head = _dotted(node.value)
-        return f"{head}.{node.attr}" if head else None
-    return None
-
-
-def evaluate_expression(expr: Expr, data: np.ndarray) -> np.ndarray:
-    """The expression over bands ``data`` ``(bands, h, w)``, in float32."""
-    kind = expr[0]
-    if kind == "band":
-        return data[expr[1]].astype(np.float32)
-    if kind == "const":
-        return np.float32(expr[1])  # type: ignore[return-value]
-    if kind == "neg":
-        return -evaluate_expression(expr[1], data)
-    return _APPLY[kind](evaluate_expression(expr[1], data), evaluate_expression(expr[2], data))
-
-
-@dataclass(frozen=True)
-class ThresholdIndex:
-    """An index bound to a scene's bands; ``compute`` has the feature interface the sampler uses."""
-
-    text: str
-    expr: Expr | None  # None for a named index (ndvi, ndwi, exg)
-    role_idx: tuple[tuple[str, int], ...] = ()
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return (self.text,)
-
-    @property
-    def n_features(self) -> int:
-        return 1
-
-    def compute(self, data: np.ndarray) -> np.ndarray:
-        """The index ``(1, h, w)`` float32; non-finite values (0/0) are NaN."""
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            if self.expr is None:
-                roles = {r: data[i].astype(np.float32, copy=False) for r, i in self.role_idx}
-                out = INDICES[self.text][1](roles)
-            else:
-                out = evaluate_expression(self.expr, data)
-        out = np.broadcast_to(np.asarray(out, dtype=np.float32), data.shape[1:]).astype(np.float32)
-        out[~np.isfinite(out)] = np.nan
-        return out[None]
-
-
-def resolve_index(text: str, bands: Sequence[BandInfo] | Sequence[str]) -> ThresholdIndex:
-    """``ndvi``/``ndwi``/``exg``, a band (``nir``, ``B08``, ``t1.nir``), or a band expression."""
-    key = text.strip()
-    info = as_bands(bands)
-    if key.lower() in INDICES:
-        roles = INDICES[key.lower()][0]
-        return ThresholdIndex(key.lower(), None, tuple((r, find_role(info, r)) for r in roles))
-    return ThresholdIndex(key, compile_expression(key, info))
 
 
 # --------------------------------------------------------------------------- Otsu on a histogram
@@ -280,7 +174,7 @@ class ThresholdPredictor(PlainPredictor):
     """Index → optional smoothing over a halo → thresholds → the job's class ids."""
 
     model: ThresholdModel
-    index: ThresholdIndex
+    index: BandIndex
     classes: tuple[ClassInfo, ...]
     resources: dict[str, float] | None = None
 

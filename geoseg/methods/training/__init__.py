@@ -12,6 +12,7 @@ from geoseg.methods.training.data import (
     WindowSampler,
     band_statistics,
     open_sources,
+    resolve_index_channels,
     validation_tiles,
 )
 from geoseg.methods.training.loop import TrainResult, history_path, train, validation_scores
@@ -29,6 +30,7 @@ __all__ = [
     "load_train_job",
     "open_sources",
     "parse_train_job",
+    "resolve_index_channels",
     "train",
     "validation_scores",
     "validation_tiles",

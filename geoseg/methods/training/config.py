@@ -46,6 +46,16 @@ class TrainConfig(BaseModel):
     pairs: list[TrainPair] = Field(min_length=1)
     val_pairs: list[TrainPair] = Field(default_factory=list, description="separate validation images (optional)")
     bands: list[str] | None = Field(default=None, description="band names to use, in order; None = all")
+    index_channels: list[str] = Field(
+        default_factory=list,
+        description="indices given to the network after the bands: exg, ndvi, ndwi, a band or a band expression "
+        "(by role, e.g. (nir - red) / (nir + red)), computed from the bands above and standardised",
+    )
+    apply_scale: bool = Field(
+        default=True,
+        description="apply each image's scale/offset (GDAL band metadata) on read, as inference does; "
+        "false = the stored numbers (inference must then set `apply_scale: false` too)",
+    )
     classes: list[ClassInfo] = Field(min_length=2)
     architecture: ArchitectureName = Field(
         default="DeepLabV3Plus", description="segmentation-models-pytorch architecture (see geoseg.methods.architectures)"
@@ -97,6 +107,16 @@ class TrainConfig(BaseModel):
     def _tile_multiple(cls, v: int) -> int:
         if v % 16:
             raise ValueError(f"tile_size must be a multiple of 16, got {v}")
+        return v
+
+    @field_validator("index_channels")
+    @classmethod
+    def _distinct_indices(cls, v: list[str]) -> list[str]:
+        v = [t.strip() for t in v]
+        if any(not t for t in v):
+            raise ValueError("index_channels: an entry is empty")
+        if len({t.lower() for t in v}) != len(v):
+            raise ValueError(f"index_channels lists an index twice: {v}")
         return v
 
     @model_validator(mode="after")

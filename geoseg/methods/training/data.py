@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Generator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +22,14 @@ import numpy as np
 
 from geoseg.errors import BandError, GridMismatchError, InputError, MissingFileError, NoCRSError
 from geoseg.geo import GeoGrid, Window
+from geoseg.io.bandroles import BandEvidence, BandInfo, band_role
 from geoseg.io.masks import feature_band_indexes, mask_kind
 from geoseg.io.opener import check_vector, open_raster
 from geoseg.io.sources import Source, describe_source, place, read_source
+from geoseg.io.units import apply_scaling
 from geoseg.legend import ClassInfo
-from geoseg.methods.deeplab import normalise
+from geoseg.methods.deeplab import network_input
+from geoseg.methods.indices import BandIndex, resolve_index
 from geoseg.methods.training.config import TrainConfig, TrainPair
 
 if TYPE_CHECKING:
@@ -61,7 +65,8 @@ def _band_indexes(path: Path, ds: Any, wanted: list[str] | None) -> tuple[list[i
 class TrainSource:
     """A training or validation image with its reference and the rows ``[row_lo, row_hi)`` it may use."""
 
-    def __init__(self, pair: TrainPair, bands: list[str] | None, lut: np.ndarray, rows: tuple[float, float]) -> None:
+    def __init__(self, pair: TrainPair, bands: list[str] | None, lut: np.ndarray, rows: tuple[float, float],
+                 apply_scale: bool = True) -> None:
 
         self.pair = pair
         self.lut = lut
@@ -77,6 +82,12 @@ class TrainSource:
         # read as inference reads an input: the same validity rule (nodata, NaN, alpha, GDAL mask) and retries
         self.grid = GeoGrid.of(self.height, self.width, self.transform, self.crs)
         self.source = place(describe_source(str(pair.image), tuple(self.indexes)), self.grid)
+        #: the file declares a scale/offset (GDAL band metadata): applied on read unless ``apply_scale`` is off,
+        #: exactly as inference applies it, so the network learns the values it will be given
+        self.declares_scale = bool(self.source.scales)
+        if not apply_scale:
+            self.source = replace(self.source, scales=(), offsets=())
+        self.bands = _source_bands(self.source, self.band_names)
         self.ref_source: Source | None = None
         self.row_lo = round(rows[0] * self.height)
         self.row_hi = round(rows[1] * self.height)
@@ -153,6 +164,8 @@ class TrainSource:
         """
         window = Window(row, col, h, w)
         img, valid = _on_window(self.source, self.grid, window, np.float32)
+        if self.source.scales:
+            img = apply_scaling(img, self.source.scales, self.source.offsets)
         if self.ref_source is not None:
             ref, ref_valid = _on_window(self.ref_source, self.grid, window, None)
             target = self.lut[ref[0]]
@@ -173,6 +186,43 @@ class TrainSource:
                 return rs.read(1, out_shape=(ch, cw), resampling=Resampling.nearest), step
         return self._rasterize(0, 0, ch, cw, step=step, all_touched=True), step
 
+
+
+def _source_bands(src: Source, names: list[str]) -> tuple[BandInfo, ...]:
+    """The chosen bands with their roles, found as for a job's input (:func:`geoseg.io.bandroles.band_role`:
+    description, colour interpretation, a one-band file's name; no sensor table, so name bands by role)."""
+    out = []
+    for k, name in enumerate(names):
+        ev = BandEvidence(label=src.descriptions[k], described=bool(src.described[k]) if src.described else True,
+                          colorinterp=src.colorinterp[k] if src.colorinterp else "")
+        role, where, number = band_role(ev, None, src.count == 1, None, src.path)
+        out.append(BandInfo(name=name, label=src.descriptions[k], role=role, source=where, number=number))
+    return tuple(out)
+
+
+def resolve_index_channels(texts: list[str], sources: list[TrainSource]) -> tuple[BandIndex, ...]:
+    """The job's ``index_channels`` bound to the training bands by role; every image must have each role or band
+    an index reads, at the same band position (refused otherwise: :class:`~geoseg.errors.BandRoleError`)."""
+    out = []
+    for text in texts:
+        first: BandIndex | None = None
+        for src in sources:
+            try:
+                index = resolve_index(text, src.bands)
+            except InputError as exc:
+                raise type(exc)(f"{src.pair.image}: index channel {text!r}: {exc}") from None
+            if first is None:
+                first = index
+            elif index.refs != first.refs:
+                raise BandError(f"index channel {text!r} reads bands {_shown(first)} in {sources[0].pair.image} "
+                                f"but {_shown(index)} in {src.pair.image}; give the images the same band order")
+        assert first is not None  # open_sources gives at least one source
+        out.append(first)
+    return tuple(out)
+
+
+def _shown(index: BandIndex) -> str:
+    return ", ".join(f"{name}=band {pos + 1}" for name, pos in index.refs)
 
 
 def _on_window(src: Source, grid: GeoGrid, window: Window, dtype: type | None) -> tuple[np.ndarray, np.ndarray]:
@@ -203,11 +253,11 @@ def open_sources(cfg: TrainConfig) -> tuple[list[TrainSource], list[TrainSource]
     """
     lut = _resolve_class_lut(cfg.classes)
     hold = cfg.val_fraction if not cfg.val_pairs else 0.0
-    train_src = [TrainSource(p, cfg.bands, lut, (0.0, 1.0 - hold)) for p in cfg.pairs]
+    train_src = [TrainSource(p, cfg.bands, lut, (0.0, 1.0 - hold), cfg.apply_scale) for p in cfg.pairs]
     if cfg.val_pairs:
-        val_src = [TrainSource(p, cfg.bands, lut, (0.0, 1.0)) for p in cfg.val_pairs]
+        val_src = [TrainSource(p, cfg.bands, lut, (0.0, 1.0), cfg.apply_scale) for p in cfg.val_pairs]
     elif hold > 0:
-        val_src = [TrainSource(p, cfg.bands, lut, (1.0 - hold, 1.0)) for p in cfg.pairs]
+        val_src = [TrainSource(p, cfg.bands, lut, (1.0 - hold, 1.0), cfg.apply_scale) for p in cfg.pairs]
     else:
         val_src = []
     names = train_src[0].band_names
@@ -312,10 +362,14 @@ def _augment(img: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> t
 
 
 class _TrainStream:
-    """An endless stream of augmented, normalised training samples (a torch ``IterableDataset``)."""
+    """An endless stream of augmented, normalised training samples (a torch ``IterableDataset``).
 
-    def __init__(self, sampler: WindowSampler, mean: np.ndarray, std: np.ndarray, seed: int) -> None:
-        self.sampler, self.mean, self.std, self.seed = sampler, mean, std, seed
+    ``mean``/``std``: the bands' statistics, then those of the ``indices`` (index channels after the bands).
+    """
+
+    def __init__(self, sampler: WindowSampler, mean: np.ndarray, std: np.ndarray, seed: int,
+                 indices: tuple[BandIndex, ...] = ()) -> None:
+        self.sampler, self.mean, self.std, self.seed, self.indices = sampler, mean, std, seed, indices
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         import torch.utils.data
@@ -326,7 +380,7 @@ class _TrainStream:
         while True:
             si, r, c, h, w = self.sampler.pick(rng)
             img, valid, target = self.sampler.sources[si].read(r, c, h, w)
-            x = normalise(img, valid, self.mean, self.std)
+            x = network_input(img, valid, self.mean, self.std, self.indices)
             x, target = _pad_to(x, target, tile)
             x, target = _augment(x, target, rng)
             yield x, target.astype(np.int64)
@@ -356,15 +410,18 @@ def _batches(
 
 
 def band_statistics(
-    sampler: WindowSampler, n_windows: int, rng: np.random.Generator
+    sampler: WindowSampler, n_windows: int, rng: np.random.Generator, indices: tuple[BandIndex, ...] = ()
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band mean and std over valid pixels of ``n_windows`` uniformly drawn training windows."""
+    """Per-band mean and std over valid pixels of ``n_windows`` uniformly drawn training windows, then
+    those of each of ``indices`` (computed from the window's bands) over its valid pixels where it is finite."""
     uniform = WindowSampler.__new__(WindowSampler)
     uniform.__dict__.update(sampler.__dict__, class_balanced=False)
     n_b = len(sampler.sources[0].indexes)
     s = np.zeros(n_b)
     ss = np.zeros(n_b)
     n = 0
+    k = len(indices)
+    s_idx, ss_idx, n_idx = np.zeros(k), np.zeros(k), np.zeros(k)
     for _ in range(n_windows):
         si, r, c, h, w = uniform.pick(rng)
         img, valid, _ = sampler.sources[si].read(r, c, h, w)
@@ -372,10 +429,20 @@ def band_statistics(
         s += v.sum(axis=1)
         ss += (v * v).sum(axis=1)
         n += v.shape[1]
+        for j, index in enumerate(indices):
+            x = index.compute(img)[0][valid].astype(np.float64)
+            x = x[np.isfinite(x)]
+            s_idx[j] += x.sum()
+            ss_idx[j] += (x * x).sum()
+            n_idx[j] += x.size
     if n == 0:
         raise InputError("the sampled training windows hold no valid pixel; is the image all nodata?")
-    mean = s / n
-    std = np.sqrt(np.maximum(ss / n - mean * mean, 0.0))
+    empty = [indices[j].text for j in np.flatnonzero(n_idx == 0)]
+    if empty:
+        raise InputError(f"index channel {empty[0]!r} has no finite value on the sampled training windows")
+    mean = np.concatenate([s / n, s_idx / np.maximum(n_idx, 1)])
+    sq = np.concatenate([ss / n, ss_idx / np.maximum(n_idx, 1)])
+    std = np.sqrt(np.maximum(sq - mean * mean, 0.0))
     std = np.maximum(std, 1e-6 * np.maximum(np.abs(mean), 1.0))
     return mean.astype(np.float32), std.astype(np.float32)
 

@@ -1,15 +1,17 @@
 """Fine-tuning: start training from an existing checkpoint's weights and band statistics.
 
 The network the job describes must be the checkpoint's (architecture, encoder, depth, output
-stride, decoder width, band count), and the image bands must be the ones it was trained on:
-weights learned on other inputs do not transfer. The band normalisation of the checkpoint is
-kept, since its first layers learned on pixels normalised that way. With other classes (ids
-or their order) the segmentation head is started afresh and everything else is kept.
+stride, decoder width, band count), and the image bands and index channels must be the ones it
+was trained on: weights learned on other inputs do not transfer. The normalisation of the
+checkpoint (bands and index channels) is kept, since its first layers learned on pixels
+normalised that way. With other classes (ids or their order) the segmentation head is started
+afresh and everything else is kept.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from geoseg.errors import ModelError
@@ -19,18 +21,30 @@ from geoseg.methods.training.config import TrainConfig
 if TYPE_CHECKING:
     import torch
 
+    from geoseg.methods.indices import BandIndex
+
 log = logging.getLogger(__name__)
 
 #: Parameter prefix of the per-class output layer in every smp model.
 HEAD_PREFIX = "segmentation_head."
 
 
-def init_meta(cfg: TrainConfig, band_names: list[str]) -> CheckpointMeta:
-    """The ``init_checkpoint``'s metadata, refused (``ModelError``) unless the job's network and bands match it."""
+def init_meta(cfg: TrainConfig, band_names: list[str], indices: Sequence[BandIndex] = ()) -> CheckpointMeta:
+    """The ``init_checkpoint``'s metadata, refused (``ModelError``) unless the job's network, bands and
+    index channels (the same indices reading the same band positions) match it."""
     assert cfg.init_checkpoint is not None  # called only for jobs that give one
     meta = read_meta(cfg.init_checkpoint)
+    theirs_idx = [(ch.text, ch.needs, ch.bands) for ch in meta.index_channels]
+    ours_idx = [(i.text, [r for r, _ in i.refs], [p for _, p in i.refs]) for i in indices]
+    if theirs_idx != ours_idx:
+        shown = [ch.text for ch in meta.index_channels]
+        raise ModelError(
+            f"init_checkpoint {cfg.init_checkpoint} was trained with index channels {shown or 'none'}, the job "
+            f"asks for {[i.text for i in indices] or 'none'}; set `index_channels: {shown}` (its first layer "
+            "learned on those inputs)"
+        )
     ours = {"architecture": cfg.architecture, "encoder": cfg.encoder, "encoder_depth": cfg.encoder_depth,
-            "decoder_channels": cfg.decoder_channels, "in_channels": len(band_names)}
+            "decoder_channels": cfg.decoder_channels, "in_channels": len(band_names) + len(indices)}
     if cfg.architecture in ("DeepLabV3", "DeepLabV3Plus", "PAN"):
         ours["encoder_output_stride"] = cfg.encoder_output_stride
     theirs = {k: getattr(meta, k) for k in ours}

@@ -2,8 +2,9 @@
 
 After every epoch the held-out tiles are scored as mIoU (through
 :func:`geoseg.accuracy.metrics.confusion_metrics`, the figures every report uses); the best
-epoch's weights are kept as the checkpoint, with the band normalisation statistics computed
-from training windows stored alongside, and the learning curve is rewritten beside it
+epoch's weights are kept as the checkpoint, with the normalisation statistics of the bands and of
+the index channels (``index_channels``: indices computed from the bands, appended after them)
+computed from training windows stored alongside, and the learning curve is rewritten beside it
 (``<checkpoint>.history.json``) after each epoch.
 """
 
@@ -25,13 +26,15 @@ from geoseg.accuracy.metrics import confusion_metrics
 from geoseg.io.atomic import write_json_atomic
 from geoseg.methods.checkpoint import (
     CheckpointMeta,
+    IndexChannel,
     TrainingSummary,
     build_model,
     checkpoint_paths,
     save_checkpoint,
     write_sidecar,
 )
-from geoseg.methods.deeplab import normalise, resolve_device
+from geoseg.methods.deeplab import network_input, resolve_device
+from geoseg.methods.indices import BandIndex
 from geoseg.methods.training.config import TrainConfig
 from geoseg.methods.training.curve import curve_path, write_curve
 from geoseg.methods.training.data import (
@@ -43,6 +46,7 @@ from geoseg.methods.training.data import (
     _TrainStream,
     band_statistics,
     open_sources,
+    resolve_index_channels,
     validation_tiles,
 )
 from geoseg.methods.training.finetune import init_meta, load_init_weights
@@ -139,13 +143,20 @@ def _progress(enabled: bool | None):
 
 @dataclass
 class _Data:
-    """The training stream's sampler, the band statistics and the prepared validation tiles."""
+    """The training stream's sampler, the input statistics (bands, then index channels), the index
+    channels and the prepared validation tiles."""
 
     train_src: list[TrainSource]
     sampler: WindowSampler
     mean: np.ndarray
     std: np.ndarray
     val: list[tuple[np.ndarray, np.ndarray]]
+    indices: tuple[BandIndex, ...] = ()
+
+    @property
+    def n_channels(self) -> int:
+        """The network's input channels: bands and index channels."""
+        return len(self.band_names) + len(self.indices)
 
     @property
     def band_names(self) -> list[str]:
@@ -158,18 +169,20 @@ class _Data:
 
 
 def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[TrainSource], rng: np.random.Generator,
-                  init: CheckpointMeta | None = None) -> _Data:
-    """Sampler, band statistics from training windows (or ``init``'s), and the validation tiles read and normalised once."""
+                  init: CheckpointMeta | None = None, indices: tuple[BandIndex, ...] = ()) -> _Data:
+    """Sampler, input statistics from training windows (or ``init``'s), and the validation tiles read and
+    turned into network inputs (bands and index channels) once."""
     sampler = WindowSampler(train_src, len(cfg.classes), cfg.tile_size, cfg.class_balanced)
-    mean, std = band_statistics(sampler, cfg.norm_windows, rng)
+    mean, std = band_statistics(sampler, cfg.norm_windows, rng, indices)
     if init is not None:  # fine-tuning keeps the normalisation the weights were trained with
-        mean, std = np.asarray(init.band_mean, np.float32), np.asarray(init.band_std, np.float32)
+        mean = np.asarray([*init.band_mean, *(ch.mean for ch in init.index_channels)], np.float32)
+        std = np.asarray([*init.band_std, *(ch.std for ch in init.index_channels)], np.float32)
     tiles = validation_tiles(val_src, cfg.tile_size, cfg.val_tiles, rng) if val_src else []
     val = []
     for si, r, c, h, w in tiles:
         img, valid, target = val_src[si].read(r, c, h, w)
-        val.append(_pad_to(normalise(img, valid, mean, std), target, cfg.tile_size))
-    data = _Data(train_src, sampler, mean, std, val)
+        val.append(_pad_to(network_input(img, valid, mean, std, indices), target, cfg.tile_size))
+    data = _Data(train_src, sampler, mean, std, val, indices)
     if val and data.val_px < MIN_VALIDATION_PX:
         log.warning("validation scores %d labelled pixels only (fewer than %d): the kept checkpoint may hinge on "
                     "noise; raise val_tiles or val_fraction, or use early stopping (its score is smoothed)",
@@ -194,13 +207,13 @@ class _Engine:
         return self.dev.type == "cuda"
 
 
-def _build_engine(cfg: TrainConfig, n_bands: int, init: CheckpointMeta | None = None) -> _Engine:
+def _build_engine(cfg: TrainConfig, n_channels: int, init: CheckpointMeta | None = None) -> _Engine:
     """The network (from ``init_checkpoint`` when given; channels-last on CUDA), AdamW, the schedule and the loss."""
     import torch
 
     dev = torch.device(resolve_device(cfg.device))
     model = build_model(
-        cfg.encoder, n_bands, len(cfg.classes), cfg.encoder_weights, architecture=cfg.architecture,
+        cfg.encoder, n_channels, len(cfg.classes), cfg.encoder_weights, architecture=cfg.architecture,
         encoder_depth=cfg.encoder_depth,
         encoder_output_stride=cfg.encoder_output_stride, decoder_channels=cfg.decoder_channels,
     )
@@ -224,11 +237,17 @@ def _build_engine(cfg: TrainConfig, n_bands: int, init: CheckpointMeta | None = 
 def _new_meta(cfg: TrainConfig, data: _Data) -> CheckpointMeta:
     """The checkpoint sidecar as far as it is known before the first step."""
     names = data.band_names
+    n = len(names)
+    channels = [IndexChannel(text=index.text, needs=[r for r, _ in index.refs], bands=[p for _, p in index.refs],
+                             mean=float(data.mean[n + k]), std=float(data.std[n + k]))
+                for k, index in enumerate(data.indices)]
     return CheckpointMeta(
         architecture=cfg.architecture, encoder=cfg.encoder, encoder_depth=cfg.encoder_depth,
         encoder_output_stride=cfg.encoder_output_stride,
-        decoder_channels=cfg.decoder_channels, in_channels=len(names), band_names=names,
-        band_mean=data.mean.tolist(), band_std=data.std.tolist(), classes=list(cfg.classes), tile_size=cfg.tile_size,
+        decoder_channels=cfg.decoder_channels, in_channels=data.n_channels, band_names=names,
+        band_mean=data.mean[:n].tolist(), band_std=data.std[:n].tolist(), index_channels=channels,
+        scale_applied=cfg.apply_scale or not any(s.declares_scale for s in data.train_src),
+        classes=list(cfg.classes), tile_size=cfg.tile_size,
         tile_overlap=cfg.tile_overlap, resolution=float(np.mean([s.resolution for s in data.train_src])),
         crs=data.train_src[0].crs.to_string(),
         training=TrainingSummary(
@@ -320,14 +339,15 @@ def train(config: TrainConfig) -> TrainResult:
     cfg = config
     train_src, val_src = open_sources(cfg)  # input errors first: before the (slow) torch import
 
-    init = init_meta(cfg, list(train_src[0].band_names)) if cfg.init_checkpoint else None
+    indices = resolve_index_channels(cfg.index_channels, train_src + val_src)
+    init = init_meta(cfg, list(train_src[0].band_names), indices) if cfg.init_checkpoint else None
 
     import torch
 
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    data = _prepare_data(cfg, train_src, val_src, rng, init)
-    eng = _build_engine(cfg, len(data.band_names), init)
+    data = _prepare_data(cfg, train_src, val_src, rng, init, indices)
+    eng = _build_engine(cfg, data.n_channels, init)
     meta = _new_meta(cfg, data)
     stopper = (EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_alpha, cfg.early_stopping_min_delta)
                if cfg.early_stopping_patience else None)
@@ -336,7 +356,7 @@ def train(config: TrainConfig) -> TrainResult:
     hist_path.parent.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
     best = _Best()
-    batches = _batches(_TrainStream(data.sampler, data.mean, data.std, cfg.seed), cfg.batch_size, cfg.num_workers)
+    batches = _batches(_TrainStream(data.sampler, data.mean, data.std, cfg.seed, data.indices), cfg.batch_size, cfg.num_workers)
     progress = _progress(cfg.progress)
     task = progress.add_task("training", total=cfg.epochs * cfg.steps_per_epoch, info="") if progress else None
     if progress:

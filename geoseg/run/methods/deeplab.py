@@ -37,10 +37,19 @@ def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> CheckpointMeta:
     """Refuse (``ModelError``) a checkpoint that is missing or was not trained for this scene.
 
     Runs before anything is written: both checkpoint files are there, the weights file is whole
-    (:func:`~geoseg.methods.checkpoint.check_weights_file`), and the scene's bands
-    (count, names, order) and pixel size match what the model was trained on.
+    (:func:`~geoseg.methods.checkpoint.check_weights_file`), the scene has the roles or bands each of the
+    model's index channels reads (``ModelInputError`` naming the index and the role), and the scene's
+    bands (count, names, order) and pixel size match what the model was trained on, and its values reach the
+    network in the units it learned (stored numbers or scale/offset applied).
     """
-    from geoseg.methods.checkpoint import check_compatible, check_weights_file, checkpoint_paths, read_meta
+    from geoseg.methods.checkpoint import (
+        check_compatible,
+        check_index_channels,
+        check_units,
+        check_weights_file,
+        checkpoint_paths,
+        read_meta,
+    )
 
     meta = read_meta(cfg.checkpoint)
     weights, _ = checkpoint_paths(cfg.checkpoint)
@@ -48,7 +57,9 @@ def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> CheckpointMeta:
         raise CheckpointError(f"checkpoint weights {weights} are missing (only the sidecar is there); copy both files")
     check_weights_file(weights)  # a truncated or damaged file: refused here, not on every worker
     try:
+        check_index_channels(meta, scene.bands or scene.band_names)
         check_compatible(meta, scene.band_names, scene.resolution)
+        check_units(meta, scene.bands)
     except ModelError as exc:
         raise type(exc)(f"{weights}: {exc}") from None  # the same condition (ModelInputError), naming the file
     return meta
