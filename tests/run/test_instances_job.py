@@ -194,3 +194,44 @@ def test_a_rerun_after_a_killed_instance_stage_gives_the_same_outputs(crowns, tm
     assert not (out / "panoptic.zarr.partial").exists() and not (out / ".instances-work").exists()
     layers = [name for name, _ in pyogrio.list_layers(out / "polygons.gpkg")]
     assert sorted(layers) == ["instances", "layer_styles", "polygons"] or sorted(layers) == ["instances", "polygons"]
+
+
+@pytest.mark.slow
+def test_sigkill_during_the_instance_stage_then_rerun_gives_identical_outputs(tmp_path, dask_client):
+    """The whole `geoseg run` process group killed while the instances stage runs: nothing looks finished
+    (no panoptic.zarr, no instances.csv), and the rerun gives the outputs of an undisturbed run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    files = make_crowns(tmp_path / "scene", width=1024, height=1024, seed=5)
+    ref_out, out = tmp_path / "ref", tmp_path / "out"
+    run_job(parse_job(_job(files, ref_out, 256)), client=dask_client, show_progress=False)
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump(_job(files, out, 256, cluster={"n_workers": 2, "memory_limit": "2GiB"})))
+    cmd = [sys.executable, "-m", "geoseg.cli", "run", "-q", str(job_file)]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 300 and proc.poll() is None:
+            try:
+                stage = json.loads((out / "run.json").read_text()).get("stage")
+            except (OSError, ValueError):
+                stage = None
+            if stage == "instances" and (out / ".instances-work").exists():
+                break
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert json.loads((out / "run.json").read_text())["outcome"] == "running", "the job ended before the kill"
+    assert not (out / "panoptic.zarr").exists() and not (out / "instances.csv").exists()
+    rerun = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _panoptic(out)[1].tobytes() == _panoptic(ref_out)[1].tobytes()
+    assert (out / "instances.csv").read_bytes() == (ref_out / "instances.csv").read_bytes()
+    assert _polygons(out) == _polygons(ref_out)
