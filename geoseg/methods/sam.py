@@ -159,7 +159,11 @@ def _read_weights(path: Path) -> dict[str, Any]:
 class SamInstanceModel:
     """SAM's automatic mask generator on tiles of ``tile`` px read with ``overlap`` px around (a
     :class:`~geoseg.methods.proposals.TileInstanceModel`). Proposals have class 0 (SAM has none; see
-    :func:`classify_proposals`) and SAM's predicted IoU as score. ``rgb``: the image's bands shown to SAM."""
+    :func:`classify_proposals`) and SAM's predicted IoU as score. ``rgb``: the image's bands shown to SAM.
+
+    ``labels_band``: a band of the image holding the published class labels (a job's SAM reads them with
+    the tile): proposals then take the class most of their pixels have there, and those on no class of
+    ``things`` are dropped in the tile, before any seam merge can let them cover a thing."""
 
     sam: Any
     scaling: BandScaling
@@ -171,6 +175,8 @@ class SamInstanceModel:
     pred_iou_thresh: float = 0.88
     stability_score_thresh: float = 0.95
     min_area: int = 0
+    labels_band: int | None = None
+    things: tuple[int, ...] = ()
 
     def image_of(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """What SAM sees of a tile: the ``rgb`` bands through the fixed :attr:`scaling`, ``(h, w, 3)`` uint8."""
@@ -198,7 +204,13 @@ class SamInstanceModel:
             mask = np.asarray(rec["segmentation"], bool) & valid
             if mask.sum() > max(self.min_area, 0):
                 out.append(InstanceProposal(mask, 0, float(rec["predicted_iou"])))
-        return _ordered(out)
+        return _ordered(self._classified(out, image))
+
+    def _classified(self, proposals: list[InstanceProposal], image: np.ndarray) -> list[InstanceProposal]:
+        if self.labels_band is None:
+            return proposals
+        labels = np.nan_to_num(image[self.labels_band], nan=255.0)
+        return classify_proposals(proposals, np.clip(np.rint(labels), 0, 255).astype(np.uint8), self.things)
 
     def propose_prompted(
         self, image: np.ndarray, valid: np.ndarray, points: np.ndarray | None = None, boxes: np.ndarray | None = None,
@@ -220,7 +232,7 @@ class SamInstanceModel:
             for box in (boxes if boxes is not None else np.empty((0, 4))):
                 masks, scores, _ = predictor.predict(box=np.asarray(box, np.float64), multimask_output=True)
                 out.append(_best(masks, scores, valid))
-        return _ordered([p for p in out if p.mask.any()])
+        return _ordered(self._classified([p for p in out if p.mask.any()], image))
 
 
 def _best(masks: np.ndarray, scores: np.ndarray, valid: np.ndarray) -> InstanceProposal:

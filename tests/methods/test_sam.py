@@ -111,6 +111,24 @@ def test_masks_take_the_majority_class_of_the_labels_and_non_things_are_dropped(
     assert [(p.class_id, p.score) for p in out] == [(1, .9), (2, .8), (1, .6)]
 
 
+def test_a_labels_band_classes_the_masks_in_the_tile():
+    """With the labels as a band of the image, proposals carry their majority class; non-things go."""
+    img = _scene()[:, :, :96]
+    valid = np.ones(img.shape[1:], bool)
+    plain = _model(_tiny(0)).propose(img, valid)
+    labels = np.where(np.arange(96)[None, :] < 48, 2, 1) * np.ones((96, 1))
+    with_labels = np.concatenate([img, labels[None].astype(np.float32)])
+    kept = {}
+    for thing in (1, 2):
+        got = _model(_tiny(0), labels_band=3, things=(thing,)).propose(with_labels, valid)
+        want = classify_proposals(plain, labels.astype(np.uint8), [thing])
+        assert [(p.class_id, p.score, p.mask.tobytes()) for p in got] == [
+            (p.class_id, p.score, p.mask.tobytes()) for p in want]
+        assert all(p.class_id == thing for p in got)
+        kept[thing] = len(got)
+    assert kept[1] + kept[2] == len(plain) > 0  # each mask is kept under its majority class only
+
+
 def test_weights_load_from_safetensors_and_pth_and_code_is_never_unpickled(tmp_path):
     from safetensors.torch import save_file
 
