@@ -163,12 +163,19 @@ def test_instance_scores_per_region_in_the_report(crowns, tmp_path, dask_client)
     assert f"<td>{float(got['pq']):.3f}</td>" in page.split("<!-- geoseg:instances -->")[1]
 
 
-def test_an_unknown_thing_is_refused_before_the_cluster_starts(crowns, tmp_path):
-    job = _job(crowns, tmp_path / "bad", 256)
-    job["instances"]["things"] = ["oak"]
+@pytest.mark.parametrize("change, message", [
+    ({"instances": {"things": ["oak"]}}, "instances.things: no class is named 'oak'; the published legend can name ground, tree"),
+    ({"reference_instances": {"field": "species"}}, "have no field 'species'; fields: crown_id, class_id"),
+    ({"instances": {"method": {"kind": "watershed", "min_distance": 30, "halo": 20}}}, "halo 20 px is smaller"),
+])
+def test_what_cannot_work_is_refused_in_one_line_before_the_cluster_starts(crowns, tmp_path, change, message):
+    job = _job(crowns, tmp_path / "bad", 256, reference_instances={"path": str(crowns.crowns), "field": "class_id"})
+    for key, part in change.items():
+        job[key] = {**job[key], **part}
     job["cluster"] = {"n_workers": 1}
-    with pytest.raises(GeosegError, match="no class is named 'oak'; the published legend can name ground, tree"):
-        run_job(parse_job(job), scheduler="tcp://127.0.0.1:9", show_progress=False)
+    with pytest.raises(GeosegError, match=message) as info:
+        run_job(parse_job(job), scheduler="tcp://127.0.0.1:9", show_progress=False)  # no scheduler is there
+    assert "\n" not in str(info.value)
     assert not (tmp_path / "bad").exists()
 
 
@@ -235,3 +242,61 @@ def test_sigkill_during_the_instance_stage_then_rerun_gives_identical_outputs(tm
     assert _panoptic(out)[1].tobytes() == _panoptic(ref_out)[1].tobytes()
     assert (out / "instances.csv").read_bytes() == (ref_out / "instances.csv").read_bytes()
     assert _polygons(out) == _polygons(ref_out)
+
+
+def test_a_registered_instance_method_runs_through_the_job_and_is_clipped_to_its_class(crowns, tmp_path, dask_client):
+    """A toy method registered from here (squares of a fixed grid, class "tree", scored by position) is
+    validated strictly in the job file and runs through run_job; panoptic.zarr keeps only the square
+    pixels that are tree in the labels, and the table and polygons follow."""
+    from typing import Literal
+
+    from geoseg.errors import GeosegError
+    from geoseg.io.labelstore import LabelStoreWriter, read_label_info
+    from geoseg.run import instanceregistry
+    from geoseg.run.instancespec import InstanceContext, InstanceMethodSpec, InstanceOutput
+    from geoseg.run.schema import StrictModel
+
+    class SquaresConfig(StrictModel):
+        kind: Literal["squares"] = "squares"
+        side: int = 40
+
+    def squares(ctx: InstanceContext) -> InstanceOutput:
+        info = read_label_info(ctx.labels)
+        h, w = info.grid.shape
+        side = ctx.config.side
+        rows, cols = np.indices((h, w))
+        ids = ((rows // side) * -(-w // side) + cols // side + 1).astype(np.uint32)
+        grid = info.chunk_grid
+        store = ctx.work / "instances.zarr"
+        writer = LabelStoreWriter.create(store, grid, (), dtype="uint32", fill_value=0, array="instances")
+        for win in grid.windows():
+            writer.write(win, ids[win.slices])
+        writer.finalize()
+        n = int(ids.max())
+        return InstanceOutput(store, np.full(n, ctx.things[0]), np.linspace(1.0, 0.5, n), {"squares": n})
+
+    instanceregistry.register(InstanceMethodSpec("squares", SquaresConfig, run=squares))
+    try:
+        job = _job(crowns, tmp_path / "sq", 256)
+        job["instances"]["method"] = {"kind": "squares", "side": 40, "typo": 1}
+        with pytest.raises(GeosegError, match="typo"):
+            parse_job(job)
+        job["instances"]["method"] = {"kind": "squares", "side": 40}
+        result = run_job(parse_job(job), client=dask_client, show_progress=False)
+    finally:
+        instanceregistry.unregister("squares")
+    out = tmp_path / "sq"
+    sem, inst, _, _ = _panoptic(out)
+    rows, cols = np.indices(sem.shape)
+    squares_ = (rows // 40) * -(-sem.shape[1] // 40) + cols // 40 + 1
+    np.testing.assert_array_equal(inst, np.where(sem == TREE, squares_, 0))  # cleared off the tree pixels
+    table = list(csv.DictReader((out / "instances.csv").read_text().splitlines()))
+    assert [int(r["instance_id"]) for r in table] == sorted(set(np.unique(inst[inst > 0]).tolist()))
+    n = int(squares_.max())
+    scores = np.linspace(1.0, 0.5, n)
+    assert all(float(r["score"]) == pytest.approx(scores[int(r["instance_id"]) - 1], rel=1e-5) for r in table)
+    record = json.loads((out / "run.json").read_text())
+    assert record["instance_pixels_cleared"] == int((sem != TREE).sum()) and record["squares"] == n
+    assert result.extra["instances"] == len(table)
+    with pytest.raises(GeosegError, match="instances.method.kind: Input should be 'watershed'"):
+        parse_job(job)  # unregistered: no longer a kind a job may name
