@@ -163,12 +163,15 @@ def run_instances_for_job(
                                         client=client, gpu_workers=gpu_workers, show_progress=show_progress))
     attrs = {"geoseg:job": job.name, "geoseg:instance_method": cfg.method.kind, "geoseg:things": list(things),
              f"geoseg:{cfg.method.kind}": cfg.method.model_dump(mode="json")}
-    panoptic, table = assemble_panoptic(labels, produced.store, produced.classes, out / "panoptic.zarr",
+    # an instance of a class that is not a thing (a model's other classes) has no pixel to keep
+    method_classes = np.asarray(produced.classes, np.int64)
+    method_classes = np.where(np.isin(method_classes, things), method_classes, -1)
+    panoptic, table = assemble_panoptic(labels, produced.store, method_classes, out / "panoptic.zarr",
                                         client=client, attrs=attrs)
     shutil.rmtree(work)
     present = table.size > 0
     ids = np.flatnonzero(present) + 1
-    classes = np.where(present, np.asarray(produced.classes, np.int64), -1)  # an id with no pixel left: no class
+    classes = np.where(present, method_classes, -1)  # an id with no pixel left: no class
     outputs: dict[str, Path] = {"panoptic": panoptic}
     outputs["instances_table"] = write_instances_csv(out / "instances.csv", ids, classes, produced.scores,
                                                      table.size, table.first, info.grid, names)

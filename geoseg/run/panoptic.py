@@ -60,7 +60,8 @@ def assemble_panoptic(
 ) -> tuple[Path, PanopticTable]:
     """Write ``out`` (``panoptic.zarr``) from the label store and an instance store on the same grid.
 
-    ``classes``: the class of instance id k at index k - 1. Runs on ``client``'s workers when given.
+    ``classes``: the class of instance id k at index k - 1 (-1: drop the instance). Runs on ``client``'s
+    workers when given.
     """
     import zarr
 

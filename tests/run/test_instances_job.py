@@ -245,9 +245,9 @@ def test_sigkill_during_the_instance_stage_then_rerun_gives_identical_outputs(tm
 
 
 def test_a_registered_instance_method_runs_through_the_job_and_is_clipped_to_its_class(crowns, tmp_path, dask_client):
-    """A toy method registered from here (squares of a fixed grid, class "tree", scored by position) is
-    validated strictly in the job file and runs through run_job; panoptic.zarr keeps only the square
-    pixels that are tree in the labels, and the table and polygons follow."""
+    """A toy method registered from here (squares of a fixed grid, odd ones "tree", even ones "ground", scored
+    by position) is validated strictly in the job file and runs through run_job; panoptic.zarr keeps only
+    the tree squares' pixels that are tree in the labels, and the table follows."""
     from typing import Literal
 
     from geoseg.errors import GeosegError
@@ -273,7 +273,8 @@ def test_a_registered_instance_method_runs_through_the_job_and_is_clipped_to_its
             writer.write(win, ids[win.slices])
         writer.finalize()
         n = int(ids.max())
-        return InstanceOutput(store, np.full(n, ctx.things[0]), np.linspace(1.0, 0.5, n), {"squares": n})
+        classes = np.where(np.arange(1, n + 1) % 2 == 0, 1, ctx.things[0])  # even squares: "ground", not a thing
+        return InstanceOutput(store, classes, np.linspace(1.0, 0.5, n), {"squares": n})
 
     instanceregistry.register(InstanceMethodSpec("squares", SquaresConfig, run=squares))
     try:
@@ -289,14 +290,16 @@ def test_a_registered_instance_method_runs_through_the_job_and_is_clipped_to_its
     sem, inst, _, _ = _panoptic(out)
     rows, cols = np.indices(sem.shape)
     squares_ = (rows // 40) * -(-sem.shape[1] // 40) + cols // 40 + 1
-    np.testing.assert_array_equal(inst, np.where(sem == TREE, squares_, 0))  # cleared off the tree pixels
+    # cleared off the tree pixels; the squares of a class that is not a thing dropped whole
+    np.testing.assert_array_equal(inst, np.where((sem == TREE) & (squares_ % 2 == 1), squares_, 0))
     table = list(csv.DictReader((out / "instances.csv").read_text().splitlines()))
     assert [int(r["instance_id"]) for r in table] == sorted(set(np.unique(inst[inst > 0]).tolist()))
     n = int(squares_.max())
     scores = np.linspace(1.0, 0.5, n)
     assert all(float(r["score"]) == pytest.approx(scores[int(r["instance_id"]) - 1], rel=1e-5) for r in table)
     record = json.loads((out / "run.json").read_text())
-    assert record["instance_pixels_cleared"] == int((sem != TREE).sum()) and record["squares"] == n
+    assert record["instance_pixels_cleared"] == int(((sem != TREE) | (squares_ % 2 == 0)).sum())
+    assert record["squares"] == n
     assert result.extra["instances"] == len(table)
     with pytest.raises(GeosegError, match="instances.method.kind: Input should be 'watershed'"):
         parse_job(job)  # unregistered: no longer a kind a job may name
