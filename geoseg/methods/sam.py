@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,23 @@ def build_sam(shape: str | SamShape, checkpoint: str | Path | None = None) -> An
     return sam.eval()
 
 
+@dataclass(frozen=True)
+class SamWeights:
+    """A SAM model by its shape and weights file: small to send to workers, loaded once per process there."""
+
+    shape: SamShape
+    checkpoint: str
+
+    def load(self) -> Any:
+        st = Path(self.checkpoint).stat() if Path(self.checkpoint).exists() else None
+        return _cached_sam(self.shape, self.checkpoint, (st.st_mtime_ns, st.st_size) if st else None)
+
+
+@lru_cache(maxsize=2)
+def _cached_sam(shape: SamShape, checkpoint: str, stamp: tuple[int, int] | None) -> Any:  # stamp: cache key
+    return build_sam(shape, checkpoint)
+
+
 def _read_weights(path: Path) -> dict[str, Any]:
     """Tensors of a safetensors file or of a ``.pth`` read as tensors only (``weights_only``: no code runs)."""
     import torch
@@ -160,6 +178,7 @@ class SamInstanceModel:
     """SAM's automatic mask generator on tiles of ``tile`` px read with ``overlap`` px around (a
     :class:`~geoseg.methods.proposals.TileInstanceModel`). Proposals have class 0 (SAM has none; see
     :func:`classify_proposals`) and SAM's predicted IoU as score. ``rgb``: the image's bands shown to SAM.
+    ``sam``: a model, or :class:`SamWeights` (loaded once per process where the tiles run).
 
     ``labels_band``: a band of the image holding the published class labels (a job's SAM reads them with
     the tile): proposals then take the class most of their pixels have there, and those on no class of
@@ -184,11 +203,14 @@ class SamInstanceModel:
             raise InputError(f"SAM reads bands {self.rgb} of the image, which has shape {image.shape}")
         return self.scaling.apply(image[list(self.rgb)], valid)
 
+    def model(self) -> Any:
+        return self.sam.load() if isinstance(self.sam, SamWeights) else self.sam
+
     def _generator(self) -> Any:
         from segment_anything import SamAutomaticMaskGenerator
 
         return SamAutomaticMaskGenerator(
-            self.sam, points_per_side=self.points_per_side, points_per_batch=self.points_per_batch,
+            self.model(), points_per_side=self.points_per_side, points_per_batch=self.points_per_batch,
             pred_iou_thresh=self.pred_iou_thresh, stability_score_thresh=self.stability_score_thresh,
             min_mask_region_area=self.min_area)
 
@@ -221,7 +243,7 @@ class SamInstanceModel:
         import torch
         from segment_anything import SamPredictor
 
-        predictor = SamPredictor(self.sam)
+        predictor = SamPredictor(self.model())
         out = []
         with torch.inference_mode():
             predictor.set_image(self.image_of(image, valid))

@@ -4,6 +4,7 @@ tensors only, prompts from a vector layer."""
 
 from __future__ import annotations
 
+import pickle
 import sys
 
 import numpy as np
@@ -16,6 +17,7 @@ from geoseg.methods.sam import (
     BandScaling,
     SamInstanceModel,
     SamShape,
+    SamWeights,
     build_sam,
     classify_proposals,
     prompts_in_window,
@@ -143,6 +145,9 @@ def test_weights_load_from_safetensors_and_pth_and_code_is_never_unpickled(tmp_p
         torch.manual_seed(99)  # other random weights, replaced by the file's
         loaded = build_sam(TINY, tmp_path / name)
         assert [(p.score, p.mask.tobytes()) for p in _model(loaded).propose(img, valid)] == want
+    by_file = _model(SamWeights(TINY, str(tmp_path / "sam.safetensors")))  # what a task carries: the path
+    assert len(pickle.dumps(by_file)) < 4096
+    assert [(p.score, p.mask.tobytes()) for p in pickle.loads(pickle.dumps(by_file)).propose(img, valid)] == want
 
     witness = tmp_path / "ran"
 
