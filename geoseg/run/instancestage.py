@@ -184,6 +184,8 @@ def run_instances_for_job(
               "instance_things": list(things)}
     if job.reference_instances is not None:
         outputs.update(_score(job, info, panoptic, classes, table.size, produced.scores, things, out, client))
+    else:
+        (out / "instance_metrics.csv").unlink(missing_ok=True)  # an earlier run's, scored against another raster
     log.info("%d instances of %s", ids.size, ", ".join(names.get(t, str(t)) for t in things))
     return outputs, record
 
