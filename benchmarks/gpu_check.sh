@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The GPU check of issue 15, as one prepared script for a lent GPU machine (the `device` tool).
 #
-# Within 8 minutes in all it runs, on CUDA:
+# Within 9 minutes in all it runs, on CUDA:
 #   1. benchmarks/bench_deeplab.py, model alone (batch 16, 32, 64) and one chunk end to end at 1024²;
 #   2. the same end to end at 2048² (model alone at the chunk's batch size, so vs_model_alone is comparable);
 #   3. the real job (run_job on a one-GPU-worker local cluster) on an 8192² scene in 2048² chunks, once with one
 #      task per chunk (read, then predict) and once with the next chunk's read overlapped with inference
 #      (geoseg.run.prefetch): vs_model_alone of each and prefetch_speedup;
-#   4. the `gpu` tests (pytest -m gpu) of tests/methods and tests/run (the read-overlap test among them);
-# and writes JSON to $OUT (./gpu-check-out when $OUT is unset): bench-1024.json, bench-2048.json,
-# bench-workflow.json, gpu-tests.json, and gpu-check.json (machine, each step's exit status and seconds,
-# the verdict).
+#   4. the `gpu` tests (pytest -m gpu) of tests/methods and tests/run (the read-overlap test and the Mask R-CNN
+#      instances on CUDA at two chunk sizes among them);
+#   5. benchmarks/bench_instances.py --maskrcnn train: a tiny Mask R-CNN trained on crowns on the GPU, its recall, and
+#      its per-chunk cost (model + seam merge) against DeepLab alone at the same tile side (1024² chunk);
+# and writes to $OUT (./gpu-check-out when $OUT is unset): bench-1024.json, bench-2048.json,
+# bench-workflow.json, gpu-tests.json, bench-maskrcnn.txt, and gpu-check.json (machine, each step's exit status
+# and seconds, the verdict).
 #
 # Without CUDA it fails at once (exit 3) and says so, in gpu-check.json too.
 # Packages the machine lacks (segmentation_models_pytorch, rasterio, pydantic, zarr ...) travel as cp312
@@ -18,7 +21,8 @@
 # installed to /tmp/site first. On the device tool, for example:
 #   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=540)
 # Step budgets: GPU_CHECK_BENCH_S (default 100 s each), GPU_CHECK_WORKFLOW_S (default 120 s),
-# GPU_CHECK_TESTS_S (default 120 s): 440 s of steps, the rest of the 8 minutes for installing and starting.
+# GPU_CHECK_TESTS_S (default 120 s), GPU_CHECK_MASKRCNN_S (default 60 s): 500 s of steps, the rest of the 9 minutes
+# for installing and starting (segmentation_models_pytorch, torchvision, scikit-image and geopandas among the wheels).
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 2
@@ -28,6 +32,7 @@ PY="${PYTHON:-python3}"
 BENCH_S="${GPU_CHECK_BENCH_S:-100}"
 WORKFLOW_S="${GPU_CHECK_WORKFLOW_S:-120}"
 TESTS_S="${GPU_CHECK_TESTS_S:-120}"
+MASKRCNN_S="${GPU_CHECK_MASKRCNN_S:-60}"
 START=$(date +%s)
 export PYTHONUNBUFFERED=1
 rm -f "$OUT_DIR/steps.jsonl" "$OUT_DIR/gpu-check.json"
@@ -70,8 +75,8 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 3
 fi
 missing=$("$PY" - <<'EOF'
 import importlib.util
-need = ["segmentation_models_pytorch", "rasterio", "pydantic", "zarr", "dask", "distributed", "affine", "pyproj",
-        "shapely", "yaml", "pytest", "hypothesis"]
+need = ["segmentation_models_pytorch", "torchvision", "rasterio", "pydantic", "zarr", "dask", "distributed", "affine",
+        "pyproj", "shapely", "geopandas", "skimage", "yaml", "pytest", "hypothesis"]
 print(" ".join(n for n in need if importlib.util.find_spec(n) is None))
 EOF
 )
@@ -103,6 +108,8 @@ step bench-workflow "$WORKFLOW_S" "$PY" benchmarks/bench_deeplab.py --device cud
   > "$OUT_DIR/bench-workflow.json" || fail=1
 step gpu-tests "$TESTS_S" "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/methods tests/run \
   --junitxml "$OUT_DIR/gpu-tests.xml" > "$OUT_DIR/gpu-tests.log" 2>&1 || fail=1
+step maskrcnn "$MASKRCNN_S" "$PY" benchmarks/bench_instances.py --maskrcnn train --train-steps 200 --device cuda \
+  --chunk 1024 --repeat 3 > "$OUT_DIR/bench-maskrcnn.txt" 2>&1 || fail=1
 "$PY" - "$OUT_DIR" <<'EOF'
 import json, os, sys
 import xml.etree.ElementTree as ET

@@ -137,8 +137,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from geoseg.io.jobfile import read_yaml
     from geoseg.methods.training import load_train_job, train
 
+    data = read_yaml(Path(args.job), "training job")
+    if isinstance(data, dict) and data.get("kind") == "maskrcnn":
+        return _train_instances(args, data)
     job = load_train_job(args.job)
     if args.quiet:
         job = job.model_copy(update={"progress": False})
@@ -219,9 +223,15 @@ def cmd_vectorize(args: argparse.Namespace) -> int:
 
 
 def cmd_instances(args: argparse.Namespace) -> int:
+    if args.method == "maskrcnn":
+        return _maskrcnn_instances(args)
     from geoseg.methods.watershed import WatershedParams
     from geoseg.run.instances import run_instances
 
+    if not args.classes:
+        raise JobSpecError("watershed needs --classes, the label ids to split (e.g. --classes 2)")
+    if args.checkpoint:
+        raise JobSpecError("--checkpoint is for --method maskrcnn; watershed splits a label raster")
     classes = [int(c) for c in args.classes.split(",") if c.strip()]
     params = WatershedParams(min_distance=args.min_distance, min_radius=args.min_radius, sigma=args.sigma,
                              halo=args.halo)
@@ -231,25 +241,83 @@ def cmd_instances(args: argparse.Namespace) -> int:
                             polygons=not args.no_polygons, chunk_size=args.chunk_size, client=client)
     if not args.quiet:
         print(f"{res.table.n} instances of class(es) {', '.join(map(str, classes))}")
-        for s in res.scores:
-            print(f"class {s.class_id}: {s.n_pred} predicted, {s.n_ref} reference, matched {s.tp} (IoU > 0.5): "
-                  f"precision {s.precision:.3f} recall {s.recall:.3f} F1 {s.f1:.3f} PQ {s.pq:.3f} "
-                  f"(SQ {s.sq:.3f} x RQ {s.rq:.3f}) AP50 {s.ap50:.3f} AP {s.ap:.3f}")
+    _print_instance_scores(args, res.scores)
     _print_paths(res.outputs)
     return 0
+
+
+def _maskrcnn_instances(args: argparse.Namespace) -> int:
+    from geoseg.run.methods.maskrcnn import MaskRCNNInstancesConfig, run_maskrcnn_instances
+
+    if not args.checkpoint:
+        raise JobSpecError("--method maskrcnn needs --checkpoint, a Mask R-CNN trained with `geoseg train`")
+    if args.classes:
+        raise JobSpecError("--classes is for watershed; a Mask R-CNN finds the classes it was trained on")
+    cfg = MaskRCNNInstancesConfig(checkpoint=Path(args.checkpoint), score_threshold=args.score_threshold,
+                                  iou_threshold=args.iou_threshold, device=args.device)
+    with _maybe_client(args.scheduler, args.connect_timeout) as client:
+        res = run_maskrcnn_instances(cfg, args.labels, args.out, chunk_size=args.chunk_size or 1024, client=client,
+                                     gpu_workers=_gpu_workers(client), reference=args.reference,
+                                     reference_field=args.reference_field, reference_value=args.reference_value,
+                                     polygons=not args.no_polygons)
+    if not args.quiet:
+        print(f"{res.table.n} instances (Mask R-CNN, score >= {args.score_threshold})")
+    _print_instance_scores(args, res.scores)
+    _print_paths(res.outputs)
+    return 0
+
+
+def _gpu_workers(client: Any) -> int:
+    if client is None:
+        return 0
+    workers = client.scheduler_info().get("workers", {})
+    return sum(1 for w in workers.values() if w.get("resources", {}).get("GPU", 0) > 0)
+
+
+def _train_instances(args: argparse.Namespace, data: dict[str, Any]) -> int:
+    from geoseg.methods.maskrcnn import instance_checkpoint_paths
+    from geoseg.methods.training.instances import load_instance_train_job, train_maskrcnn
+
+    job = load_instance_train_job(args.job, data)
+    meta = train_maskrcnn(job)
+    for h in meta.training.get("history", []):
+        print(f"epoch {h['epoch']:>3}: train loss {h['train_loss']:.4f} ({h['seconds']:.1f}s)")
+    if meta.masks == "boxes":
+        print("masks: box-shaped (the annotations are boxes only)")
+    weights, sidecar = instance_checkpoint_paths(job.checkpoint)
+    _print_paths({"checkpoint": weights.resolve(), "sidecar": sidecar.resolve()})
+    return 0
+
+
+def _print_instance_scores(args: argparse.Namespace, scores: list[Any]) -> None:
+    if args.quiet:
+        return
+    for s in scores:
+        print(f"class {s.class_id}: {s.n_pred} predicted, {s.n_ref} reference, matched {s.tp} (IoU > 0.5): "
+              f"precision {s.precision:.3f} recall {s.recall:.3f} F1 {s.f1:.3f} PQ {s.pq:.3f} "
+              f"(SQ {s.sq:.3f} x RQ {s.rq:.3f}) AP50 {s.ap50:.3f} AP {s.ap:.3f}")
 
 
 def _add_instances_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     s = add_parser(
         "instances",
-        help="split the regions of chosen classes of a label raster into instances (marker-controlled watershed)",
+        help="instances: split classes of a label raster (watershed) or find objects in an image (Mask R-CNN)",
         description="Touching objects of one class (tree crowns, plants) become separate instances: a watershed "
-                    "of the distance to the class's edge, flooded from one marker per peak. Ids and shapes do not "
-                    "depend on the chunk size. Example: geoseg instances out/labels.zarr --classes 2 --out out/inst "
+                    "of the distance to the class's edge, flooded from one marker per peak; or a trained Mask R-CNN "
+                    "run on the image's global tiles with a seam merge. Ids and shapes do not depend on the chunk "
+                    "size. Example: geoseg instances out/labels.zarr --classes 2 --out out/inst "
                     "--reference crowns.gpkg --reference-value 2",
     )
-    s.add_argument("labels", help="labels.zarr (or a single-band label GeoTIFF)")
-    s.add_argument("--classes", required=True, help="label ids to split, e.g. 2 or 2,3")
+    s.add_argument("labels", metavar="input",
+                   help="watershed: labels.zarr (or a single-band label GeoTIFF); maskrcnn: the image")
+    s.add_argument("--method", choices=["watershed", "maskrcnn"], default="watershed",
+                   help="watershed (default) or maskrcnn")
+    s.add_argument("--classes", default=None, help="watershed: label ids to split, e.g. 2 or 2,3")
+    s.add_argument("--checkpoint", default=None, help="maskrcnn: the checkpoint (.safetensors + .json)")
+    s.add_argument("--score-threshold", type=float, default=0.5, help="maskrcnn: lowest score kept (default 0.5)")
+    s.add_argument("--iou-threshold", type=float, default=0.5,
+                   help="maskrcnn: mask IoU above which the lower-scoring of two proposals goes (default 0.5)")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="maskrcnn: where to run it")
     s.add_argument("--out", required=True, help="folder for instances.zarr, instances.csv, instances.gpkg")
     s.add_argument("--min-distance", type=_positive_int, default=5, help="px between two markers (default 5)")
     s.add_argument("--min-radius", type=float, default=1.0, help="px: a marker is at least this far inside its object")
@@ -466,7 +534,8 @@ EXAMPLES: dict[str, list[str]] = {
     "vectorize": ["geoseg vectorize out/labels.zarr out/polygons.gpkg --min-mapping-unit 4 --skip 0"],
     "export": ["geoseg export out/labels.zarr --cog out/labels.tif --overviews 2,4,8"],
     "verify": ["geoseg verify out"],
-    "instances": ["geoseg instances out/labels.zarr --classes 2 --out out/inst --reference crowns.gpkg --reference-value 2"],
+    "instances": ["geoseg instances out/labels.zarr --classes 2 --out out/inst --reference crowns.gpkg --reference-value 2",
+                  "geoseg instances image.tif --method maskrcnn --checkpoint crowns-maskrcnn --out out/inst"],
     "sample": ["geoseg sample out/labels.zarr --out sample/points.gpkg --target-se 0.01 --min-per-stratum 75"],
     "estimate": ["geoseg estimate sample/points.gpkg --out areas --mapping out/class_mapping.csv"],
 }
@@ -532,7 +601,8 @@ def _run_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 def _train_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
-    s = add_parser("train", help="train a DeepLabV3+ checkpoint from a training job file (YAML)")
+    s = add_parser("train", help="train a DeepLabV3+ (or, with kind: maskrcnn, a Mask R-CNN) checkpoint from a "
+                                 "training job file (YAML)")
     s.add_argument("job", help="path to the training job file (see workflows/*-train.yaml)")
     s.set_defaults(func=cmd_train)
 

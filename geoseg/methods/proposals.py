@@ -24,10 +24,17 @@ class InstanceProposal:
 
 
 class TileInstanceModel(Protocol):
-    """A model that proposes instances in one tile; tiles are ``tile`` px, read with ``overlap`` px around."""
+    """A model that proposes instances in one tile; tiles are ``tile`` px, read with ``overlap`` px around.
 
-    tile: int
-    overlap: int
+    ``tile`` and ``overlap`` are read-only here, so a frozen dataclass (small, picklable: what a Dask
+    task carries) implements the protocol with plain fields. The merge is :mod:`geoseg.methods.tilemerge`.
+    """
+
+    @property
+    def tile(self) -> int: ...
+
+    @property
+    def overlap(self) -> int: ...
 
     def propose(self, image: np.ndarray, valid: np.ndarray) -> list[InstanceProposal]:
         """Proposals for ``image`` ``(bands, h, w)`` float32 (``valid`` bool ``(h, w)``), deterministic."""

@@ -36,12 +36,17 @@ INSTANCE_ARRAY = "instances"
 
 @dataclass(frozen=True)
 class InstanceTable:
-    """Every instance, indexed by id - 1: its class, its marker's row and column, its pixel count."""
+    """Every instance, indexed by id - 1: its class, its marker's row and column, its pixel count.
+
+    A model's instances (:mod:`geoseg.run.modelinstances`) have no marker: ``row``/``col`` are the
+    instance's first pixel (row-major), and ``score`` holds the model's score of each.
+    """
 
     cls: np.ndarray
     row: np.ndarray
     col: np.ndarray
     size: np.ndarray
+    score: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -187,18 +192,23 @@ def segment_instances(
 
 
 def write_instance_table(table: InstanceTable, path: str | Path, grid: Any, names: dict[int, str]) -> Path:
-    """``instances.csv``: one row per instance with its class, marker position (pixel and map) and area."""
+    """``instances.csv``: one row per instance with its class, marker position (pixel and map) and area.
+
+    A model's instances: the position is the first pixel's (``first_row`` ...) and a ``score`` column follows.
+    """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["instance_id", "class_id", "class_name", "marker_row", "marker_col", "marker_x", "marker_y",
-                "area_px", "area_m2"])
+    at = "marker" if table.score is None else "first"
+    w.writerow(["instance_id", "class_id", "class_name", f"{at}_row", f"{at}_col", f"{at}_x", f"{at}_y",
+                "area_px", "area_m2"] + ([] if table.score is None else ["score"]))
     px = grid.pixel_area_m2 if math.isfinite(grid.pixel_area_m2) else math.nan
     t = grid.transform
     for i in range(table.n):
         r, c = int(table.row[i]), int(table.col[i])
         x, y = t * (c + 0.5, r + 0.5)
         w.writerow([i + 1, int(table.cls[i]), names.get(int(table.cls[i]), ""), r, c, f"{x:.3f}", f"{y:.3f}",
-                    int(table.size[i]), f"{table.size[i] * px:.2f}"])
+                    int(table.size[i]), f"{table.size[i] * px:.2f}"]
+                   + ([] if table.score is None else [f"{float(table.score[i]):.4f}"]))
     return write_text_atomic(path, buf.getvalue())
 
 
