@@ -18,11 +18,11 @@ from typing import Annotated, Any, Union
 from pydantic import Field
 
 from geoseg.errors import JobSpecError
-from geoseg.run.instancemethods import watershed
+from geoseg.run.instancemethods import maskrcnn, sam, watershed
 from geoseg.run.instancespec import InstanceMethodSpec
 
 #: The instance methods geoseg ships, in the order the job schema lists them.
-BUILTIN: tuple[InstanceMethodSpec, ...] = (watershed.INSTANCE_METHOD,)
+BUILTIN: tuple[InstanceMethodSpec, ...] = (watershed.INSTANCE_METHOD, maskrcnn.INSTANCE_METHOD, sam.INSTANCE_METHOD)
 
 _METHODS: dict[str, InstanceMethodSpec] = {m.kind: m for m in BUILTIN}
 _LISTENERS: list[Callable[[], None]] = []
