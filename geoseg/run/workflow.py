@@ -130,6 +130,10 @@ def _run_job(job: JobSpec, scheduler: str | None, show_progress: bool, client) -
         check_output_dir(out, job)
     if job.reference is not None:
         check_evaluation_inputs(job, scene)  # so is a reference or regions layer that cannot be used
+    if job.instances is not None:
+        from geoseg.run.instancestage import check_instances
+
+        check_instances(job, scene)  # thing names, the instance method, the reference instances
     need = check_machine(job, scene, local=client is None and not scheduler)  # before any worker starts
     # mkdir, one run per folder or prefix, stale temporaries removed (geoseg.run.lock, geoseg.run.storelock)
     lock = claim_store_output(remote.url) if remote else claim_output(out)
@@ -254,6 +258,16 @@ def _run_stages(
                 from geoseg.accuracy.objectreport import add_objects_to_report
 
                 add_objects_to_report(outputs["report"], outputs["objects"])
+    if job.instances is not None:
+        from geoseg.run.instancestage import run_instances_for_job
+
+        with _stage(times, "instances", record):
+            written, entries = run_instances_for_job(job, scene, store, out, client, info.gpu_workers, show_progress)
+            outputs.update(written)
+            extra.update(entries)
+            record.data.update(entries)
+    else:
+        _remove_stale(out / "panoptic.zarr")  # an earlier run's, which no longer matches the labels
 
     outputs["stac"] = write_stac_item(job, out, store, outputs)
     return RunResult(out, outputs, times, counts, summary, info, extra)
