@@ -11,9 +11,10 @@ rule of alpha bands or a nodata value (not GDAL mask bands), and footprints that
 the window (so which tile wins never arises). Anything else returns None and is read file by file.
 
 Trust: the VRT names only tiles the client's opener accepted (:mod:`geoseg.io.opener`, each opened as a
-GeoTIFF). GDAL opens a VRT's sources with any driver, so right before the read every tile must still
-start with a TIFF's bytes; a tile replaced since (by VRT XML, say) sends the window to the file-by-file
-reader, which opens it as a GeoTIFF only and refuses it.
+GeoTIFF), and names each as ``GTIFF_DIR:1:path``: GDAL opens a VRT's sources with any driver it has, but
+that name only with the GTiff driver (its first image), so a tile replaced since (by VRT XML, say) fails
+the read instead of sending GDAL elsewhere; the window then goes to the file-by-file reader, which opens
+it as a GeoTIFF only and refuses it with the file's name. There is no gap between a check and the open.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from geoseg.io.sources import Source
 
 #: Threads reading strips of one window (each its own VRT; GDAL releases the GIL while it reads).
 VRT_THREADS = 4
-#: Leading bytes of a classic TIFF or a BigTIFF, either byte order.
-TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+#: GDAL's name of a TIFF's first image that only the GTiff driver opens (a VRT source opens with any driver).
+GTIFF_ONLY = "GTIFF_DIR:1:"
 
 
 def read_tiles(sources: Sequence[Source], grid: GeoGrid, window: Window,
@@ -42,7 +43,7 @@ def read_tiles(sources: Sequence[Source], grid: GeoGrid, window: Window,
     if not sources or not _alike(sources):
         return None
     cover = _coverage(sources, window)
-    if cover is None or not _still_tiffs(sources):
+    if cover is None:
         return None
     import rasterio
     from rasterio.errors import RasterioError
@@ -122,18 +123,6 @@ def _coverage(sources: Sequence[Source], window: Window) -> np.ndarray | None:
     return count > 0
 
 
-def _still_tiffs(sources: Sequence[Source]) -> bool:
-    """Whether every tile still starts with a TIFF's bytes (GDAL would open anything else with its own driver)."""
-    for s in sources:
-        try:
-            with open(s.path, "rb") as f:
-                if f.read(4) not in TIFF_MAGIC:
-                    return False
-        except OSError:
-            return False
-    return True
-
-
 def vrt_xml(sources: Sequence[Source], grid: GeoGrid, window: Window) -> str:
     """A VRT of ``window`` of ``grid`` from the tiles' value and alpha bands, one source each."""
     import rasterio.dtypes
@@ -151,7 +140,7 @@ def vrt_xml(sources: Sequence[Source], grid: GeoGrid, window: Window) -> str:
         h, w = s.grid.height, s.grid.width
         by, bx = s.block
         placed.append((
-            f'<SourceFilename relativeToVRT="0">{escape(s.path)}</SourceFilename>',
+            f'<SourceFilename relativeToVRT="0">{GTIFF_ONLY}{escape(s.path)}</SourceFilename>',
             f'<SourceProperties RasterXSize="{w}" RasterYSize="{h}" DataType="{gdal_type}" BlockXSize="{bx}" '
             f'BlockYSize="{by}"/><SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
             f'<DstRect xOff="{c0 - window.col_off}" yOff="{r0 - window.row_off}" xSize="{w}" ySize="{h}"/>',

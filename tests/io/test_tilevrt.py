@@ -116,7 +116,7 @@ def test_sample_parts_cut_from_one_read_equal_part_by_part(tmp_path, monkeypatch
         np.testing.assert_array_equal(data[:, ok], alone[:, ok])
 
 
-def test_a_tile_replaced_by_a_vrt_after_the_check_is_not_followed(tmp_path):
+def test_a_tile_replaced_by_a_vrt_after_the_opener_is_not_followed(tmp_path):
     _tiles(tmp_path / "t")
     secret = tmp_path / "secret.tif"  # a file the job does not name
     with rasterio.open(secret, "w", driver="GTiff", width=T, height=T, count=4, dtype="uint16", crs="EPSG:32633",
@@ -129,8 +129,12 @@ def test_a_tile_replaced_by_a_vrt_after_the_check_is_not_followed(tmp_path):
     swapped.write_text(f'<VRTDataset rasterXSize="{T}" rasterYSize="{T}">'
                        + "".join(band.format(b=b, p=secret) for b in range(1, 5)) + "</VRTDataset>")
     window = Window(0, 0, scene.height, scene.width)
-    # the oracle that the check matters: GDAL itself follows the swapped tile to the secret
-    with rasterio.open(tilevrt.vrt_xml(scene.layers[0].sources, scene.grid, window), driver="VRT") as ds:
+    ours = tilevrt.vrt_xml(scene.layers[0].sources, scene.grid, window)
+    # the oracle that the GTiff-only names matter: the same VRT with plain names makes GDAL follow the swapped
+    # tile to the secret
+    with rasterio.open(ours.replace(tilevrt.GTIFF_ONLY, ""), driver="VRT") as ds:
         assert (ds.read(1, window=((0, T), (0, T))) == 4242).all()
+    with rasterio.open(ours, driver="VRT") as ds, pytest.raises(rasterio.errors.RasterioIOError):
+        ds.read(1, window=((0, T), (0, T)))  # GTIFF_DIR:1: opens the swapped tile with GTiff only: refused
     with pytest.raises(InputError, match="tile_00_00"):
         read_window(scene, window)
