@@ -27,7 +27,6 @@ from geoseg.io.scene import Scene, open_scene
 from geoseg.methods.predictors import ChunkPredictor
 from geoseg.run import limits, runrecord
 from geoseg.run.cluster import ClusterInfo, connect
-from geoseg.run.fence import fence_workers
 from geoseg.run.jobspec import JobSpec
 from geoseg.run.labelling import warm_in_background, write_labels
 from geoseg.run.lock import claim_output
@@ -208,6 +207,8 @@ def _run_stages(
 ) -> RunResult:
     times: dict[str, float] = record.stage_seconds
     record.set_cluster(info)
+    from geoseg.run.fence import fence_workers  # distributed's plugin class: imported once there is a cluster
+
     fence_workers(client, current_trust())  # the workers read under the job's trust too
     # the label store's zarr (~0.2 s of imports) loads while the cluster samples and fits, not after the fit
     warm_in_background(("zarr",))
