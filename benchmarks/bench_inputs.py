@@ -24,7 +24,7 @@ included; ``--chunk`` is the job's ``chunk_size``) against GDAL mosaicking the s
 tools must be installed (Debian/Ubuntu: ``apt-get install -y gdal-bin``).
 
 Usage:  .venv/bin/python benchmarks/bench_inputs.py [--size 8000] [--chunk 2048] [--many 20] [--data DIR]
-        .venv/bin/python benchmarks/bench_inputs.py --tiles 10000 [--chunk 2048] [--repeat 2] [--data DIR]
+        .venv/bin/python benchmarks/bench_inputs.py --tiles 10000 [--chunk 2048] [--repeat 3] [--before TREE] [--data DIR]
 """
 
 from __future__ import annotations
@@ -190,8 +190,13 @@ def _timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - t0
 
 
-def run_tiles(n_tiles: int, data: Path, repeat: int, chunk: int = 2048) -> dict:
-    """geoseg's run on a glob of small tiles against GDAL's buildvrt + translate of them, interleaved."""
+def run_tiles(n_tiles: int, data: Path, repeat: int, chunk: int = 2048, before: Path | None = None) -> dict:
+    """geoseg's run on a glob of small tiles against GDAL's buildvrt + translate of them, interleaved.
+
+    The order alternates between rounds (GDAL first, then geoseg first), so neither always meets the
+    machine's load first; ``before``: another geoseg source tree (e.g. a checkout of main) run in the same
+    rounds, for before/after ratios measured side by side.
+    """
     import glob
     import shutil
     import sys
@@ -209,25 +214,43 @@ def run_tiles(n_tiles: int, data: Path, repeat: int, chunk: int = 2048) -> dict:
         "name": "tiles", "inputs": [str(tiles / "tile_*.tif")], "output": str(root / "out"), "chunk_size": chunk,
         "vectorize": {"enabled": False},
         "cluster": {"n_workers": 2, "threads_per_worker": 1, "memory_limit": "2GiB", "dashboard": False}}))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    trees = {"geoseg": Path(__file__).resolve().parents[1]}
+    if before is not None:
+        trees["before"] = before.resolve()
     out: dict[str, list] = {"geoseg_run_s": [], "gdalbuildvrt_s": [], "gdal_translate_s": [], "gdal_total_s": [],
-                            "ratio": [], "load_avg": []}
-    for _ in range(repeat):
-        for leftover in (root / "out", root / "mosaic.vrt", root / "mosaic.tif"):
-            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
-        out["load_avg"].append(os.getloadavg()[0])
+                            "ratio": [], "load_avg": [], "order": []}
+    if before is not None:
+        out.update(before_run_s=[], before_ratio=[])
+
+    def gdal() -> None:
+        for leftover in (root / "mosaic.vrt", root / "mosaic.tif"):
+            leftover.unlink(missing_ok=True)
         vrt = _timed(["gdalbuildvrt", "-q", str(root / "mosaic.vrt"), *files])
         tif = _timed(["gdal_translate", "-q", str(root / "mosaic.vrt"), str(root / "mosaic.tif")])
-        ours = _timed([sys.executable, "-m", "geoseg.cli", "-q", "run", str(job)], env=env)
         out["gdalbuildvrt_s"].append(round(vrt, 1))
         out["gdal_translate_s"].append(round(tif, 1))
         out["gdal_total_s"].append(round(vrt + tif, 1))
-        out["geoseg_run_s"].append(round(ours, 1))
-        out["ratio"].append(round(ours / (vrt + tif), 2))
+
+    def geoseg(name: str) -> None:
+        shutil.rmtree(root / "out", ignore_errors=True)
+        env = {**os.environ, "PYTHONPATH": str(trees[name])}
+        seconds = _timed([sys.executable, "-m", "geoseg.cli", "-q", "run", str(job)], env=env)
+        out["geoseg_run_s" if name == "geoseg" else "before_run_s"].append(round(seconds, 1))
+        stages = json.loads((root / "out" / "run.json").read_text())["stage_seconds"]
+        out.setdefault(f"{name}_stages_s", []).append({k: round(v, 1) for k, v in stages.items()})
+
+    steps = {"gdal": gdal, **{name: (lambda n=name: geoseg(n)) for name in trees}}
+    for i in range(repeat):
+        order = list(steps) if i % 2 == 0 else list(steps)[::-1]
+        out["order"].append(order)
+        out["load_avg"].append(os.getloadavg()[0])
+        for name in order:
+            steps[name]()
+        out["ratio"].append(round(out["geoseg_run_s"][-1] / out["gdal_total_s"][-1], 2))
+        if before is not None:
+            out["before_ratio"].append(round(out["before_run_s"][-1] / out["gdal_total_s"][-1], 2))
         print(json.dumps({k: v[-1] for k, v in out.items()}), flush=True)
-    stages = json.loads((root / "out" / "run.json").read_text())["stage_seconds"]
-    return {"tiles": n_tiles, "tile_px": 16, "scene_px": [16 * int(n_tiles ** 0.5)] * 2, "chunk_size": chunk, **out,
-            "last_geoseg_stages_s": stages}
+    return {"tiles": n_tiles, "tile_px": 16, "scene_px": [16 * int(n_tiles ** 0.5)] * 2, "chunk_size": chunk, **out}
 
 
 def main() -> None:
@@ -239,11 +262,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="rounds over all cases; the fastest run of each counts")
     ap.add_argument("--tiles", type=int, default=0,
                     help="instead: N tiles of 16 x 16 px, geoseg run against gdalbuildvrt + gdal_translate")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="with --tiles: another geoseg source tree run in the same rounds (before/after)")
     args = ap.parse_args()
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(),
                "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "load_avg": os.getloadavg()}
     if args.tiles:
-        res = run_tiles(args.tiles, args.data, args.repeat, args.chunk)
+        res = run_tiles(args.tiles, args.data, args.repeat, args.chunk, args.before)
         print(json.dumps({"machine": machine, "results": res}, indent=1))
         return
     res = run(args.size, args.chunk, args.many, args.data, args.repeat)

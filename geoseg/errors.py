@@ -118,6 +118,10 @@ class ModelInputError(ModelError):
     """The scene's bands or pixel size do not match what a checkpoint was trained on."""
 
 
+class MissingExtraError(GeosegError):
+    """An optional part of geoseg is asked for but its extra is not installed (``pip install 'geoseg[sam]'``)."""
+
+
 class ClusterError(GeosegError):
     """The Dask cluster could not be started or reached."""
 

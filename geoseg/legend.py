@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
 #: Label value written where the input has no data. Never a class id.
 NODATA_LABEL: int = 255
@@ -92,6 +91,8 @@ def class_names(legend: Iterable[ClassInfo]) -> dict[int, str]:
 def paletted_qml(legend: Sequence[ClassInfo]) -> str:
     """A QGIS style (``labels.qml``, loaded by QGIS as the raster's default style): a paletted
     renderer with each class's colour and name; nodata stays transparent."""
+    from xml.sax.saxutils import quoteattr  # with urllib.request: not on every import of the legend
+
     entries = "".join(
         f'<paletteEntry value="{c.id}" color="{c.color}" alpha="255" label={quoteattr(c.name)}/>'
         for c in legend if 0 <= c.id < NODATA_LABEL

@@ -5,6 +5,7 @@ more than one of them needs lives here (or in a folder's helper module, e.g. tes
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -270,3 +271,63 @@ def validate_stac_offline(data: dict) -> list[str]:
         pystac.StacIO._default_io = previous
     assert guard.fetched == []
     return used
+
+
+def coco_ap(pred: np.ndarray, ref: np.ndarray, pred_cls: np.ndarray, ref_cls: np.ndarray,
+             score: np.ndarray) -> dict[int, tuple[float, float]]:
+    """AP50 and AP per class by pycocotools (no detection cap, one area range): the independent oracle of
+    geoseg's COCO AP (instance rasters, ids 1..n, 0 = none; classes and scores index id - 1)."""
+    from pycocotools import mask as mask_util
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def rle(m: np.ndarray) -> dict:
+        r = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
+        r["counts"] = r["counts"].decode()
+        return r
+
+    cats = sorted(set(pred_cls.tolist()) | set(ref_cls.tolist()))
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": 1, "height": ref.shape[0], "width": ref.shape[1]}],
+        "categories": [{"id": int(c)} for c in cats],
+        "annotations": [{"id": i, "image_id": 1, "category_id": int(ref_cls[i - 1]), "iscrowd": 0,
+                         "area": float((ref == i).sum()), "segmentation": rle(ref == i), "bbox": [0, 0, 1, 1]}
+                        for i in range(1, ref_cls.size + 1)],
+    }
+    gt.createIndex()
+    dt = gt.loadRes([{"image_id": 1, "category_id": int(pred_cls[i - 1]), "segmentation": rle(pred == i),
+                      "score": float(score[i - 1])} for i in range(1, pred_cls.size + 1)])
+    ev = COCOeval(gt, dt, "segm")
+    ev.params.maxDets = [1, 10, 100_000]
+    ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ["all"]
+    ev.evaluate()
+    ev.accumulate()
+    prec = ev.eval["precision"][:, :, :, 0, -1]  # (thresholds, recall points, classes)
+    out = {}
+    for k, c in enumerate(cats):
+        p = prec[:, :, k]
+        if (p > -1).any():
+            out[int(c)] = (float(p[0].mean()), float(p[p > -1].mean()))
+    return out
+
+
+def brute_force_pq(pred: np.ndarray, ref: np.ndarray, pred_cls: np.ndarray, ref_cls: np.ndarray, c: int) -> tuple:
+    """PQ, SQ, RQ of class ``c`` straight from the masks: every pair's IoU by set arithmetic."""
+    ious = []
+    matched_p, matched_r = set(), set()
+    for i in range(1, pred_cls.size + 1):
+        for j in range(1, ref_cls.size + 1):
+            if pred_cls[i - 1] != c or ref_cls[j - 1] != c:
+                continue
+            a, b = pred == i, ref == j
+            iou = (a & b).sum() / (a | b).sum()
+            if iou > 0.5:
+                ious.append(iou)
+                matched_p.add(i)
+                matched_r.add(j)
+    tp = len(ious)
+    fp = int((pred_cls == c).sum()) - len(matched_p)
+    fn = int((ref_cls == c).sum()) - len(matched_r)
+    d = tp + fp / 2 + fn / 2
+    return sum(ious) / d, (sum(ious) / tp if tp else math.nan), tp / d

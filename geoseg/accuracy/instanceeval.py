@@ -111,18 +111,24 @@ def _vector_instances(path: str | Path, grid: Any, field: str | None, value: int
 
 @dataclass(frozen=True)
 class _ChunkScore:
-    """One chunk: the predicted instances read from the store, the reference burnt or read on the window."""
+    """One chunk: the predicted instances read from the store, the reference burnt or read on the window.
+
+    Returns the overlaps and reference pixel counts, and for both sides each instance's first pixel in the
+    chunk (row-major global index) with its region slot there (0 without regions)."""
 
     store: str
     array: str
     grid: ChunkGrid
     ref: ReferenceInstances
+    regions: Any = None
 
     def __call__(self, window: Window, features: np.ndarray) -> tuple[np.ndarray, ...]:
         from geoseg.io.labelstore import read_label_window
 
         pred = read_label_window(self.store, window, self.array)
         sub = self.grid.window_grid(window)
+        slots = _slots(self.regions, sub)
+        pred_first = _first_pixels(pred, window, self.grid.width, slots)
         if self.ref.raster is not None:
             from geoseg.accuracy.reference import reference_window
 
@@ -130,17 +136,41 @@ class _ChunkScore:
             ids = np.where(valid & (values > 0), values, 0).astype(np.int64)
             p, r, inter = overlap_pairs(pred, ids)
             found, count = np.unique(ids[ids > 0], return_counts=True)
-            return p, r, inter, found, count
-        return _burn_each(pred, sub, features, self.ref)
+            return (p, r, inter, found, count, *pred_first, *_first_pixels(ids, window, self.grid.width, slots))
+        burnt = _burn_each(pred, sub, features, self.ref, window, self.grid.width, slots)
+        return (*burnt[:5], *pred_first, *burnt[5:])
 
 
-def _burn_each(pred: np.ndarray, sub: Any, features: np.ndarray, ref: ReferenceInstances) -> tuple[np.ndarray, ...]:
-    """Burn each feature alone over its pixel box in the window: overlaps with predictions and its pixel count."""
+def _slots(regions: Any, sub: Any) -> np.ndarray | None:
+    if regions is None:
+        return None
+    from geoseg.accuracy.regions import regions_window
+
+    return regions_window(regions, sub)
+
+
+def _first_pixels(
+    ids: np.ndarray, window: Window, width: int, slots: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each id of ``ids`` (0 = none) in the window: the id, its first pixel (global row-major index), its slot."""
+    rows, cols = np.nonzero(ids)
+    found, at = np.unique(ids[rows, cols].astype(np.int64), return_index=True)
+    r, c = rows[at], cols[at]
+    slot = slots[r, c].astype(np.int64) if slots is not None else np.zeros(found.size, np.int64)
+    return found, (r + window.row_off).astype(np.int64) * width + c + window.col_off, slot
+
+
+def _burn_each(
+    pred: np.ndarray, sub: Any, features: np.ndarray, ref: ReferenceInstances, window: Window, width: int,
+    slots: np.ndarray | None,
+) -> tuple[np.ndarray, ...]:
+    """Burn each feature alone over its pixel box in the window: overlaps with predictions, its pixel count,
+    its first pixel (global row-major index) and the region slot there."""
     import shapely
     from rasterio.features import rasterize
     from rasterio.windows import from_bounds
 
-    ps, rs, ns, fs, cs = [], [], [], [], []
+    ps, rs, ns, fs, cs, firsts, fslots = [], [], [], [], [], [], []
     bounds = ref.bounds if ref.bounds is not None else np.empty((0, 4))
     for k in features.tolist():
         geom = shapely.from_wkb(ref.wkb[k])
@@ -157,6 +187,9 @@ def _burn_each(pred: np.ndarray, sub: Any, features: np.ndarray, ref: ReferenceI
             continue
         fs.append(k + 1)
         cs.append(n)
+        fr, fc = divmod(int(np.argmax(m.ravel())), m.shape[1])
+        firsts.append((r0 + fr + window.row_off) * width + c0 + fc + window.col_off)
+        fslots.append(int(slots[r0 + fr, c0 + fc]) if slots is not None else 0)
         hit, cnt = np.unique(pred[r0:r1, c0:c1][m], return_counts=True)
         keep = hit > 0
         ps.append(hit[keep].astype(np.int64))
@@ -165,7 +198,9 @@ def _burn_each(pred: np.ndarray, sub: Any, features: np.ndarray, ref: ReferenceI
     def cat(xs: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(xs) if xs else np.empty(0, np.int64)
 
-    return cat(ps), cat(rs), cat(ns), np.array(fs, np.int64), np.array(cs, np.int64)
+    found = np.array(fs, np.int64)
+    return (cat(ps), cat(rs), cat(ns), found, np.array(cs, np.int64), found, np.array(firsts, np.int64),
+            np.array(fslots, np.int64))
 
 
 def _features_per_window(ref: ReferenceInstances, grid: ChunkGrid, windows: Sequence[Window]) -> list[np.ndarray]:
@@ -187,9 +222,35 @@ def evaluate_instances(
     pred_score: np.ndarray | None = None, array: str = "instances", client: Any = None,
 ) -> tuple[list[ClassInstanceScore], Overlaps]:
     """Per-class instance accuracy of an instance store (``pred_cls``/``pred_size`` per id) against ``ref``."""
+    scored = evaluate_instance_regions(store, pred_cls, pred_size, grid, ref, pred_score=pred_score, array=array,
+                                       client=client)
+    return scored.scene, scored.overlaps
+
+
+@dataclass(frozen=True)
+class RegionInstanceScores:
+    """The scene's scores, each region's (in the order of ``region_ids``) and the summed overlaps.
+
+    Each instance belongs to the region of its first pixel (row-major; where regions overlap, the one
+    the evaluation's region raster gives there); a region is scored as a scene of its own instances."""
+
+    scene: list[ClassInstanceScore]
+    regions: list[tuple[Any, list[ClassInstanceScore]]]
+    overlaps: Overlaps
+
+
+def evaluate_instance_regions(
+    store: str | Path, pred_cls: np.ndarray, pred_size: np.ndarray, grid: ChunkGrid, ref: ReferenceInstances, *,
+    pred_score: np.ndarray | None = None, array: str = "instances", client: Any = None, regions: Any = None,
+    classes: Sequence[int] | None = None,
+) -> RegionInstanceScores:
+    """:func:`evaluate_instances`, and per region of ``regions`` (opened as for evaluation) too.
+
+    ``pred_cls`` of an id with no pixel may be -1 (not counted). ``classes``: the classes scored
+    (default: every class seen)."""
     windows = list(grid.windows())
     feats = _features_per_window(ref, grid, windows)
-    task = _ChunkScore(str(store), array, grid, ref)
+    task = _ChunkScore(str(store), array, grid, ref, regions)
     if client is not None:
         parts = client.gather(client.map(task, windows, feats, pure=False))
     else:
@@ -207,21 +268,64 @@ def evaluate_instances(
     # reference instances with no pixel on the grid (outside it, or thinner than a pixel centre) are not scored
     seen = ref_size > 0
     remap = np.cumsum(seen)
+    pred_cls = np.asarray(pred_cls, np.int64)
     ov = Overlaps(p, remap[r - 1] if r.size else r, n, np.asarray(pred_size, np.int64), ref_size[seen],
-                  np.asarray(pred_cls, np.int64), ref.classes[seen], pred_score)
-    return score_instances(ov), ov
+                  pred_cls, ref.classes[seen], pred_score)
+    scene = score_instances(ov, classes)
+    if regions is None:
+        return RegionInstanceScores(scene, [], ov)
+    pred_slot = _slot_of_first(pred_cls.size, [x[5:8] for x in parts])
+    ref_slot = _slot_of_first(ref.n, [x[8:11] for x in parts])[seen]
+    per_region = []
+    for k, rid in enumerate(regions.ids, start=1):
+        mine_p, mine_r = pred_slot == k, ref_slot == k
+        keep = mine_p[ov.pred - 1] & mine_r[ov.ref - 1] if ov.pred.size else np.zeros(0, bool)
+        sub = Overlaps(ov.pred[keep], ov.ref[keep], ov.inter[keep], ov.pred_size, ov.ref_size,
+                       np.where(mine_p, pred_cls, -1), np.where(mine_r, ov.ref_cls, -1), pred_score)
+        per_region.append((rid, score_instances(sub, [s.class_id for s in scene])))
+    return RegionInstanceScores(scene, per_region, ov)
+
+
+def _slot_of_first(n: int, parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per instance (index = id - 1): the region slot at its first pixel over all chunks (0: none)."""
+    first = np.full(n, np.iinfo(np.int64).max, np.int64)
+    slot = np.zeros(n, np.int64)
+    for ids, at, sl in parts:
+        if ids.size == 0:
+            continue
+        better = at < first[ids - 1]
+        first[ids[better] - 1] = at[better]
+        slot[ids[better] - 1] = sl[better]
+    return slot
+
+
+#: Columns of ``instance_metrics.csv`` after ``class_id`` and ``class_name``.
+METRIC_COLUMNS = ("n_pred", "n_ref", "tp", "fp", "fn", "precision", "recall", "f1", "sq", "rq", "pq", "ap50", "ap",
+                  "count_error", "relative_count_error")
+
+
+def _metric_cells(s: ClassInstanceScore) -> list[Any]:
+    vals = [getattr(s, c) for c in METRIC_COLUMNS]
+    return [f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else ("" if isinstance(v, float) else v)
+            for v in vals]
 
 
 def write_instance_metrics(scores: Sequence[ClassInstanceScore], path: str | Path, names: Mapping[int, str]) -> Path:
     """``instance_metrics.csv``: one row per class, the figures of :class:`ClassInstanceScore`."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    cols = ["class_id", "class_name", "n_pred", "n_ref", "tp", "fp", "fn", "precision", "recall", "f1", "sq", "rq",
-            "pq", "ap50", "ap", "count_error", "relative_count_error"]
-    w.writerow(cols)
+    w.writerow(["class_id", "class_name", *METRIC_COLUMNS])
     for s in scores:
-        vals = [s.class_id, names.get(s.class_id, ""), s.n_pred, s.n_ref, s.tp, s.fp, s.fn, s.precision, s.recall,
-                s.f1, s.sq, s.rq, s.pq, s.ap50, s.ap, s.count_error, s.relative_count_error]
-        w.writerow([f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else ("" if isinstance(v, float) else v)
-                    for v in vals])
+        w.writerow([s.class_id, names.get(s.class_id, ""), *_metric_cells(s)])
+    return write_text_atomic(path, buf.getvalue())
+
+
+def write_region_instance_metrics(scored: RegionInstanceScores, path: str | Path, names: Mapping[int, str]) -> Path:
+    """``instance_metrics.csv`` of a job: a ``region`` column, the whole scene (``ALL``) first, then each region."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["region", "class_id", "class_name", *METRIC_COLUMNS])
+    for region, scores in [("ALL", scored.scene), *scored.regions]:
+        for s in scores:
+            w.writerow([region, s.class_id, names.get(s.class_id, ""), *_metric_cells(s)])
     return write_text_atomic(path, buf.getvalue())

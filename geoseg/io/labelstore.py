@@ -168,8 +168,10 @@ class LabelStoreWriter:
             return set()
         return {p.stem for p in folder.glob("*.done") if not p.name.startswith(".")}  # hidden: a temporary
 
-    def write(self, window: Window, labels: np.ndarray) -> None:
-        """Write one whole chunk, then its marker (so a crash mid-write is redone on resume)."""
+    def write(self, window: Window, labels: np.ndarray, mark: bool = True) -> None:
+        """Write one whole chunk, then its marker (so a crash mid-write is redone on resume).
+
+        ``mark=False``: no marker yet (a store of several rasters marks the chunk after its last one)."""
         import zarr
 
         if labels.shape != (window.height, window.width):
@@ -179,14 +181,18 @@ class LabelStoreWriter:
             arr = zarr.open_array(str(_child(partial, self.array)), mode="r+", zarr_format=2)
             rows, cols = window.slices
             arr[rows, cols] = labels.astype(arr.dtype, copy=False)
+        if not mark:
+            return
         marker = self.marker(window)
         if isinstance(marker, str):
             storage.write_bytes(marker, b"ok")
         else:
             write_text_atomic(marker, "ok")
 
-    def finalize(self, extra_attrs: dict[str, Any] | None = None) -> Path | str:
-        """Check every chunk is done, consolidate metadata and move the store into place."""
+    def finalize(self, extra_attrs: dict[str, Any] | None = None, also: tuple[str, ...] = ()) -> Path | str:
+        """Check every chunk is done, consolidate metadata and move the store into place.
+
+        ``also``: further rasters of the store on the same chunk grid, listed in its manifest too."""
         import zarr
 
         done = self.done_windows()  # one listing, not a request per chunk
@@ -205,7 +211,7 @@ class LabelStoreWriter:
             return partial
         shutil.rmtree(partial / _MARKERS)
         _consolidate(partial)
-        write_manifest(partial, self.array, self.grid.chunks_shape)  # checked by every reader
+        write_manifest(partial, (self.array, *also) if also else self.array, self.grid.chunks_shape)  # checked by every reader
         target = Path(self.path)
         replace_path(partial, target)  # an older store is renamed aside, then removed
         write_style(target, legend_from_attrs(dict(arr.attrs)))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -57,22 +58,22 @@ class Manifest:
         return self.arrays[array][1].get(chunk)
 
 
-def build_manifest(store: str | Path, array: str, chunk_grid: tuple[int, int]) -> dict[str, Any]:
-    """Checksum every chunk object of ``array`` in ``store`` (run once, at finalise)."""
-    folder = Path(store) / array
-    chunks = {
-        p.name: crc32(p.read_bytes())
-        for p in sorted(folder.iterdir())
-        if p.is_file() and _CHUNK_NAME.match(p.name)
-    }
-    return {
-        "format": FORMAT,
-        "algorithm": ALGORITHM,
-        "arrays": {array: {"chunk_grid": list(chunk_grid), "chunks": chunks}},
-    }
+def build_manifest(store: str | Path, array: str | Sequence[str], chunk_grid: tuple[int, int]) -> dict[str, Any]:
+    """Checksum every chunk object of ``array`` (or of several arrays on one chunk grid, e.g. the two
+    rasters of ``panoptic.zarr``) in ``store`` (run once, at finalise)."""
+    arrays = {}
+    for name in [array] if isinstance(array, str) else array:
+        folder = Path(store) / name
+        chunks = {
+            p.name: crc32(p.read_bytes())
+            for p in sorted(folder.iterdir())
+            if p.is_file() and _CHUNK_NAME.match(p.name)
+        } if folder.is_dir() else {}
+        arrays[name] = {"chunk_grid": list(chunk_grid), "chunks": chunks}
+    return {"format": FORMAT, "algorithm": ALGORITHM, "arrays": arrays}
 
 
-def write_manifest(store: str | Path, array: str, chunk_grid: tuple[int, int]) -> Path:
+def write_manifest(store: str | Path, array: str | Sequence[str], chunk_grid: tuple[int, int]) -> Path:
     """Write ``geoseg-manifest.json`` into ``store`` (atomically) and return its path."""
     path = Path(store) / MANIFEST_FILE
     write_json_atomic(path, build_manifest(store, array, chunk_grid))

@@ -55,9 +55,11 @@ def mask_kind(ds: Any, bands: Sequence[int]) -> MaskKind:
     ``nodata`` are masked by comparing values, which needs no second read.
     """
     kinds: set[str] = set()
+    has_alpha = bool(alpha_band_indexes(ds))  # once: each look reads every band's colour and description
+    all_flags = ds.mask_flag_enums
     for b in bands:
-        flags = set(ds.mask_flag_enums[b - 1])
-        if alpha_band_indexes(ds) and (MaskFlags.alpha in flags or MaskFlags.all_valid in flags
+        flags = set(all_flags[b - 1])
+        if has_alpha and (MaskFlags.alpha in flags or MaskFlags.all_valid in flags
                                        or MaskFlags.nodata in flags):
             kinds.add("alpha")
         elif MaskFlags.alpha in flags:

@@ -28,6 +28,7 @@ from geoseg.errors import BandError
 from geoseg.geo import GeoGrid, Window
 from geoseg.io.masks import QARule
 from geoseg.io.sources import Source, describe_source, read_source
+from geoseg.io.tilevrt import read_tiles
 from geoseg.io.units import apply_scaling
 
 #: Threads reading tile headers on the client (opening a file is mostly waiting on the file system).
@@ -36,6 +37,9 @@ HEADER_THREADS = 8
 #: tiles, opening a file (~1-5 ms) costs far more than reading its pixels.
 PARALLEL_READS_FROM = 16
 READ_THREADS = 4
+#: From this many files on, a window's tiles are read through one VRT (:mod:`geoseg.io.tilevrt`) where it
+#: gives the same pixels: GDAL opens them in C, without the GIL, at half the CPU of the file-by-file reads.
+VRT_FROM = 16
 #: GDAL settings for opening many files of one folder: look side files up by name, do not list the folder.
 MANY_FILES_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "TRUE"}
 
@@ -128,6 +132,15 @@ class Layer:
                & (b[:, 1] < window.col_off + window.width) & (b[:, 3] > window.col_off))
         return [self.sources[i] for i in np.flatnonzero(hit)]
 
+    def meeting_any(self, windows: Sequence[Window]) -> Layer:
+        """The same layer with only the files meeting one of ``windows`` (in order)."""
+        b = self._boxes
+        hit = np.zeros(len(self.sources), dtype=bool)
+        for w in windows:
+            hit |= ((b[:, 0] < w.row_off + w.height) & (b[:, 2] > w.row_off)
+                    & (b[:, 1] < w.col_off + w.width) & (b[:, 3] > w.col_off))
+        return replace(self, sources=tuple(self.sources[i] for i in np.flatnonzero(hit)))
+
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_boxes"}  # rebuilt where needed
 
@@ -152,8 +165,9 @@ def read_layer(layer: Layer, grid: GeoGrid, window: Window) -> tuple[np.ndarray,
     """The layer on ``window``: float32 ``(bands, h, w)`` (0 where no file is valid) and validity.
 
     Files are visited in order; each fills only pixels still empty where it is valid, and the
-    loop stops once every pixel is filled. From :data:`PARALLEL_READS_FROM` files on, they are read
-    ahead by a few threads (:func:`_read_ahead`) and composed in the same order.
+    loop stops once every pixel is filled. From :data:`VRT_FROM` files on, tiles that allow it are read
+    through one VRT (:func:`geoseg.io.tilevrt.read_tiles`); otherwise from :data:`PARALLEL_READS_FROM`
+    files on, they are read ahead by a few threads (:func:`_read_ahead`) and composed in the same order.
     """
     meeting = layer.meeting(window)
     if len(layer.sources) > 1:  # tiles of one folder, even when one meets the window
@@ -165,6 +179,10 @@ def read_layer(layer: Layer, grid: GeoGrid, window: Window) -> tuple[np.ndarray,
 def _compose(layer: Layer, meeting: list[Source], grid: GeoGrid, window: Window) -> tuple[np.ndarray, np.ndarray]:
     h, w = window.height, window.width
     n = len(layer.sources[0].bands) if layer.sources else 1
+    if len(meeting) >= VRT_FROM:  # many tiles: through a VRT, where that gives the same pixels
+        tiled = read_tiles(meeting, grid, window, MANY_FILES_ENV)
+        if tiled is not None:
+            return tiled
     out: np.ndarray | None = None
     filled = np.zeros((h, w), dtype=bool)
     ahead = _read_ahead(layer, meeting, grid, window) if len(meeting) >= PARALLEL_READS_FROM else None

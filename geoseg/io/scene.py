@@ -402,6 +402,35 @@ def read_window(scene: Scene, window: Window) -> tuple[np.ndarray, np.ndarray]:
     return stacked, valid
 
 
+def read_windows(scene: Scene, windows: Sequence[Window], threads: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`read_window` of each of ``windows`` (small parts of one chunk, such as a sample's blocks).
+
+    Where the scene is many files, all on the grid (small tiles), the parts are cut from one read of
+    their bounding window with only the files that meet a part: on the grid a pixel's value does not
+    depend on the window read, so these are the same pixels, and the tiles are read through one VRT
+    (:mod:`geoseg.io.tilevrt`) instead of opened by Python part by part. Else part by part, by
+    ``threads`` threads.
+    """
+    from geoseg.io.mosaic import VRT_FROM, map_files
+
+    layers = scene.layers + scene.masks
+    n_files = sum(len(layer.sources) for layer in layers)
+    if len(windows) >= VRT_FROM and n_files >= VRT_FROM and all(
+            s.offset is not None for layer in layers for s in layer.sources):
+        r0 = min(w.row_off for w in windows)
+        c0 = min(w.col_off for w in windows)
+        r1 = max(w.row_off + w.height for w in windows)
+        c1 = max(w.col_off + w.width for w in windows)
+        trimmed = [layer.meeting_any(windows) for layer in layers]
+        n = len(scene.layers)
+        data, valid = read_window(replace(scene, layers=tuple(trimmed[:n]), masks=tuple(trimmed[n:])),
+                                  Window(r0, c0, r1 - r0, c1 - c0))
+        cut = [(slice(w.row_off - r0, w.row_off - r0 + w.height), slice(w.col_off - c0, w.col_off - c0 + w.width))
+               for w in windows]
+        return [(data[:, rows, cols], valid[rows, cols]) for rows, cols in cut]
+    return map_files(lambda sub: read_window(scene, sub), windows, threads)
+
+
 def open_scene_xarray(scene: Scene | str, chunk: int = 2048):  # xarray.DataArray
     """The scene as one lazy ``xarray.DataArray`` (band, y, x) with Dask chunks on the processing grid.
 

@@ -27,7 +27,7 @@ from rasterio.errors import RasterioError, RasterioIOError
 
 from geoseg.errors import BandError, InputError, NoCRSError
 from geoseg.geo import GeoGrid, Window
-from geoseg.io.masks import MaskKind, feature_band_indexes, mask_kind, read_valid
+from geoseg.io.masks import MaskKind, alpha_band_indexes, feature_band_indexes, mask_kind, read_valid
 from geoseg.io.units import file_scaling
 from geoseg.io.warp import MAX_SCALE, sample, source_lattice
 
@@ -75,6 +75,8 @@ class Source:
     #: Per band ``value * scale + offset`` applied on read (:mod:`geoseg.io.units`); empty: none.
     scales: tuple[float, ...] = ()
     offsets: tuple[float, ...] = ()
+    #: The alpha bands read with the value bands when ``mask == "alpha"`` (1-based).
+    alpha: tuple[int, ...] = ()
 
     @property
     def count(self) -> int:
@@ -112,7 +114,8 @@ def describe_source(path: str, bands: tuple[int, ...] | None = None) -> Source:
             path=path,
             grid=GeoGrid.of_dataset(ds),
             bands=tuple(chosen),
-            mask=mask_kind(ds, chosen),
+            mask=(kind := mask_kind(ds, chosen)),
+            alpha=alpha_band_indexes(ds) if kind == "alpha" else (),
             dtype=ds.dtypes[chosen[0] - 1],
             nodata=ds.nodata,
             block=tuple(ds.block_shapes[chosen[0] - 1]),

@@ -6,6 +6,8 @@ centres to source pixel coordinates is smooth, so it is computed exactly on a co
 ``STEP`` pixels, with PROJ through rasterio) and interpolated linearly in between (errors far below
 a thousandth of a pixel for UTM-to-UTM); a compiled loop then samples every band at once.
 
+The compiled loop is in :mod:`geoseg._kernels.warp_loops`, imported on the first warp (numba is slow to import).
+
 Semantics (the same as GDAL's for valid pixels): a pixel is valid when the source pixel under its
 centre is valid; ``nearest`` takes that pixel, at any scale and in the source's own type (class ids
 of references and masks stay exact); ``bilinear`` weighs the four nearest source pixels, leaving out
@@ -16,13 +18,10 @@ kernels widen with the scale.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 from affine import Affine
-
-from geoseg._kernels.compiled import compiled
 
 #: Lattice spacing (pixels) at which window centres are projected exactly.
 STEP = 32
@@ -88,76 +87,6 @@ def _lattice_scale(col: np.ndarray, row: np.ndarray, rr: np.ndarray, cc: np.ndar
     return max(steps)
 
 
-def _at(lat, ri, rf, ci, cf, i, j):  # compiled with _sample
-    r0, c0 = ri[i], ci[j]
-    r1 = min(r0 + 1, lat.shape[0] - 1)
-    c1 = min(c0 + 1, lat.shape[1] - 1)
-    a = lat[r0, c0] * (1.0 - cf[j]) + lat[r0, c1] * cf[j]
-    b = lat[r1, c0] * (1.0 - cf[j]) + lat[r1, c1] * cf[j]
-    return a * (1.0 - rf[i]) + b * rf[i]
-
-
-def _sample(src, valid, lcol, lrow, ri, rf, ci, cf, out, ok, bilinear):  # compiled below
-    nb, H, W = src.shape
-    h, w = ok.shape
-    xs = np.empty(w)
-    ys = np.empty(w)
-    full = np.zeros(w, dtype=np.bool_)
-    for i in range(h):  # row by row: coordinates once per pixel, then every band
-        for j in range(w):
-            x = _at_c(lcol, ri, rf, ci, cf, i, j)
-            y = _at_c(lrow, ri, rf, ci, cf, i, j)
-            xs[j] = x
-            ys[j] = y
-            good = x >= 0.0 and y >= 0.0 and x < W and y < H and valid[int(y), int(x)]
-            ok[i, j] = good
-            full[j] = False
-            if good and bilinear:
-                j0 = int(math.floor(x - 0.5))
-                i0 = int(math.floor(y - 0.5))
-                full[j] = (i0 >= 0 and j0 >= 0 and i0 + 1 < H and j0 + 1 < W and valid[i0, j0]
-                           and valid[i0, j0 + 1] and valid[i0 + 1, j0] and valid[i0 + 1, j0 + 1])
-        for b in range(nb):
-            for j in range(w):
-                if not ok[i, j]:
-                    continue
-                x = xs[j]
-                y = ys[j]
-                if not bilinear:
-                    out[b, i, j] = src[b, int(y), int(x)]
-                    continue
-                u = x - 0.5
-                v = y - 0.5
-                j0 = int(math.floor(u))
-                i0 = int(math.floor(v))
-                fu = u - j0
-                fv = v - i0
-                if full[j]:  # the usual case: four valid neighbours
-                    top = src[b, i0, j0] * (1.0 - fu) + src[b, i0, j0 + 1] * fu
-                    bottom = src[b, i0 + 1, j0] * (1.0 - fu) + src[b, i0 + 1, j0 + 1] * fu
-                    out[b, i, j] = top * (1.0 - fv) + bottom * fv
-                    continue
-                acc = 0.0
-                wsum = 0.0
-                for di in range(2):
-                    ii = i0 + di
-                    if ii < 0 or ii >= H:
-                        continue
-                    wv = fv if di else 1.0 - fv
-                    for dj in range(2):
-                        jj = j0 + dj
-                        if jj < 0 or jj >= W or not valid[ii, jj]:
-                            continue
-                        wgt = wv * (fu if dj else 1.0 - fu)
-                        wsum += wgt
-                        acc += wgt * src[b, ii, jj]
-                out[b, i, j] = acc / wsum
-
-
-_at_c = compiled(_at)
-_sample_compiled = None
-
-
 def sample(src: np.ndarray, valid: np.ndarray, lattice: Lattice, shape: tuple[int, int],
            bilinear: bool, dtype: np.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every band of ``src`` at the lattice's target pixels: values ``(bands, h, w)`` and validity.
@@ -165,12 +94,11 @@ def sample(src: np.ndarray, valid: np.ndarray, lattice: Lattice, shape: tuple[in
     Values are float32 unless ``dtype`` says otherwise (``nearest`` keeps the source's type, so class
     ids of any integer type come back exact); invalid pixels hold 0.
     """
-    global _sample_compiled
-    if _sample_compiled is None:
-        _sample_compiled = compiled(_sample)
+    from geoseg._kernels.warp_loops import sample as sample_loop  # numba: imported on the first warp
+
     out = np.zeros((src.shape[0], *shape), dtype=np.float32 if dtype is None else dtype)
     ok = np.zeros(shape, dtype=np.bool_)
     la = lattice
-    _sample_compiled(np.ascontiguousarray(src), np.ascontiguousarray(valid), la.col, la.row, la.ri, la.rf,
-                     la.ci, la.cf, out, ok, bilinear)
+    sample_loop(np.ascontiguousarray(src), np.ascontiguousarray(valid), la.col, la.row, la.ri, la.rf,
+                la.ci, la.cf, out, ok, bilinear)
     return out, ok

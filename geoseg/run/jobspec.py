@@ -18,7 +18,8 @@ from geoseg.errors import GeosegError, JobSpecError
 from geoseg.io.entries import InputEntry, MaskEntry
 from geoseg.io.jobfile import load_yaml_text as load_yaml_text  # where job-file YAML was read
 from geoseg.io.jobfile import read_yaml, validate_mapping
-from geoseg.run import registry
+from geoseg.run import instanceregistry, registry
+from geoseg.run.instancemethods.watershed import WatershedInstancesConfig
 from geoseg.run.methods.deeplab import DeepLabConfig as DeepLabConfig  # the method configs, where they were
 from geoseg.run.methods.kmeans import FeaturesConfig as FeaturesConfig
 from geoseg.run.methods.kmeans import KMeansConfig
@@ -32,8 +33,10 @@ from geoseg.run.schema import StrictModel as _Strict
 #: any registered one, discriminated on ``kind`` (geoseg.run.registry).
 if TYPE_CHECKING:
     Method = Any
+    InstanceMethod = Any
 else:
     Method = registry.method_union()
+    InstanceMethod = instanceregistry.method_union()
 
 
 class ReferenceConfig(_Strict):
@@ -96,6 +99,43 @@ class ObjectsConfig(_Strict):
             raise ValueError(f"object classes must be unique, got {self.classes}")
         if self.reference_classes is not None and len(self.reference_classes) != len(self.classes):
             raise ValueError("reference_classes must give one reference class per object class")
+        return self
+
+
+class InstancesConfig(_Strict):
+    """Instances of the "thing" classes, found after the labels are published (``panoptic.zarr``).
+
+    ``things``: class names of the published legend (after an evaluation, the mapped classes) or label
+    ids. ``method``: a registered instance method (:mod:`geoseg.run.instanceregistry`), by ``kind``.
+    """
+
+    method: InstanceMethod = Field(default_factory=WatershedInstancesConfig)
+    things: list[int | str] = Field(min_length=1, max_length=64)
+
+    @field_validator("things")
+    @classmethod
+    def _unique_things(cls, v: list[int | str]) -> list[int | str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"instance things must be unique, got {v}")
+        if any(isinstance(t, int) and not 0 <= t <= 254 for t in v):
+            raise ValueError(f"thing label ids are 0..254 (255 is nodata), got {v}")
+        return v
+
+
+class ReferenceInstancesConfig(_Strict):
+    """Reference instances: a vector layer (one instance per feature) or an instance raster (ids, 0 = none).
+
+    The class of each: ``field`` (integer class ids, vector layers) or ``value`` for all (a class id or a
+    class name of the published legend)."""
+
+    path: Path
+    field: str | None = None
+    value: int | str | None = None
+
+    @model_validator(mode="after")
+    def _one_class_source(self) -> ReferenceInstancesConfig:
+        if (self.field is None) == (self.value is None):
+            raise ValueError("reference_instances need their class: give field (a class id per feature) or value")
         return self
 
 
@@ -257,6 +297,8 @@ class JobSpec(_Strict):
     vectorize: VectorizeConfig = Field(default_factory=VectorizeConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     objects: ObjectsConfig | None = None
+    instances: InstancesConfig | None = None
+    reference_instances: ReferenceInstancesConfig | None = None
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     allow_gdal_virtual: bool = False
@@ -277,6 +319,10 @@ class JobSpec(_Strict):
             raise ValueError("chips are scored against their own masks; leave reference out")
         if self.chips is not None and self.regions is not None:
             raise ValueError("chips have no place on Earth: regions do not apply to them")
+        if self.chips is not None and self.instances is not None:
+            raise ValueError("instances: are found on georeferenced inputs, not on chips")
+        if self.reference_instances is not None and self.instances is None:
+            raise ValueError("reference_instances score the instances of an instances: block; add one")
         return self
 
     @field_validator("output", mode="before")
@@ -327,6 +373,13 @@ class JobSpec(_Strict):
             update["method"] = self.method.model_copy(update={"model": fix(self.method.model)})
         if self.reference:
             update["reference"] = self.reference.model_copy(update={"path": fix(self.reference.path)})
+        if self.reference_instances:
+            update["reference_instances"] = self.reference_instances.model_copy(
+                update={"path": fix(self.reference_instances.path)})
+        if self.instances is not None:  # any file an instance method names (weights, prompts)
+            m = self.instances.method
+            paths = {k: fix(v) for k, v in m if isinstance(v, Path)}
+            update["instances"] = self.instances.model_copy(update={"method": m.model_copy(update=paths)})
         if self.regions and self.regions.path:
             update["regions"] = self.regions.model_copy(update={"path": fix(self.regions.path)})
         if self.chips is not None:
@@ -345,6 +398,19 @@ def _accept_registered_methods() -> None:
 
 
 registry.on_change(_accept_registered_methods)
+
+
+def _accept_registered_instance_methods() -> None:
+    """Rebuild ``instances.method`` from the instance registry (:mod:`geoseg.run.instanceregistry`)."""
+    from pydantic.fields import FieldInfo
+
+    InstancesConfig.__pydantic_fields__["method"] = FieldInfo.from_annotated_attribute(
+        instanceregistry.method_union(), Field(default_factory=WatershedInstancesConfig))
+    InstancesConfig.model_rebuild(force=True)
+    JobSpec.model_rebuild(force=True)
+
+
+instanceregistry.on_change(_accept_registered_instance_methods)
 
 
 def parse_job(data: dict[str, Any], source: str = "job") -> JobSpec:

@@ -68,11 +68,12 @@ def sample_task(scene: Scene, feats: ResolvedFeatures, window: Window, rate: flo
 def _read_parts(scene: Scene, parts: list[Window]) -> list[tuple[np.ndarray, np.ndarray]]:
     """``read_window`` of each part; by a few threads when the chunk has many files (small tiles, where
     each part opens files of its own). The sample is drawn afterwards, in order: the same pixels."""
-    from geoseg.io.mosaic import PARALLEL_READS_FROM, READ_THREADS, map_files
+    from geoseg.io.mosaic import PARALLEL_READS_FROM, READ_THREADS
+    from geoseg.io.scene import read_windows
 
     n_files = sum(len(layer.sources) for layer in scene.layers + scene.masks)
     threads = READ_THREADS if n_files >= PARALLEL_READS_FROM and len(parts) > 1 else 1
-    return map_files(lambda sub: read_window(scene, sub), parts, threads)
+    return read_windows(scene, parts, threads)
 
 
 def label_task(

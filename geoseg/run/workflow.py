@@ -27,7 +27,6 @@ from geoseg.io.scene import Scene, open_scene
 from geoseg.methods.predictors import ChunkPredictor
 from geoseg.run import limits, runrecord
 from geoseg.run.cluster import ClusterInfo, connect
-from geoseg.run.fence import fence_workers
 from geoseg.run.jobspec import JobSpec
 from geoseg.run.labelling import warm_in_background, write_labels
 from geoseg.run.lock import claim_output
@@ -131,6 +130,10 @@ def _run_job(job: JobSpec, scheduler: str | None, show_progress: bool, client) -
         check_output_dir(out, job)
     if job.reference is not None:
         check_evaluation_inputs(job, scene)  # so is a reference or regions layer that cannot be used
+    if job.instances is not None:
+        from geoseg.run.instancestage import check_instances
+
+        check_instances(job, scene)  # thing names, the instance method, the reference instances
     need = check_machine(job, scene, local=client is None and not scheduler)  # before any worker starts
     # mkdir, one run per folder or prefix, stale temporaries removed (geoseg.run.lock, geoseg.run.storelock)
     lock = claim_store_output(remote.url) if remote else claim_output(out)
@@ -204,6 +207,8 @@ def _run_stages(
 ) -> RunResult:
     times: dict[str, float] = record.stage_seconds
     record.set_cluster(info)
+    from geoseg.run.fence import fence_workers  # distributed's plugin class: imported once there is a cluster
+
     fence_workers(client, current_trust())  # the workers read under the job's trust too
     # the label store's zarr (~0.2 s of imports) loads while the cluster samples and fits, not after the fit
     warm_in_background(("zarr",))
@@ -253,6 +258,16 @@ def _run_stages(
                 from geoseg.accuracy.objectreport import add_objects_to_report
 
                 add_objects_to_report(outputs["report"], outputs["objects"])
+    if job.instances is not None:
+        from geoseg.run.instancestage import run_instances_for_job
+
+        with _stage(times, "instances", record):
+            written, entries = run_instances_for_job(job, scene, store, out, client, info.gpu_workers, show_progress)
+            outputs.update(written)
+            extra.update(entries)
+            record.data.update(entries)
+    else:
+        _remove_stale(out / "panoptic.zarr")  # an earlier run's, which no longer matches the labels
 
     outputs["stac"] = write_stac_item(job, out, store, outputs)
     return RunResult(out, outputs, times, counts, summary, info, extra)

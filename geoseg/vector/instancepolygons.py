@@ -11,7 +11,7 @@ thousands of crowns or buildings of a scene, not for tens of millions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,9 @@ from shapely.affinity import affine_transform
 
 from geoseg.geo import ChunkGrid, Window
 from geoseg.io.atomic import write_atomic
+
+#: The layer of instance polygons in a job's ``polygons.gpkg`` (and in ``instances.gpkg``).
+INSTANCE_LAYER = "instances"
 
 
 @dataclass(frozen=True)
@@ -69,24 +72,53 @@ def instance_polygons(
     uniq, start = np.unique(ids, return_index=True)
     bounds = np.append(start, ids.size)
     pixel = [geoms[a] if b - a == 1 else shapely.union_all(geoms[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    # the vertices a seam left on straight edges go (exact on whole pixel coordinates): the same polygon,
+    # vertex for vertex, whatever the chunking
+    pixel = list(shapely.simplify(np.asarray(pixel, dtype=object), 0.0)) if pixel else pixel
     t = grid.grid.transform
     to_map = [t.a, t.b, t.d, t.e, t.c, t.f]
     return uniq, [affine_transform(g, to_map) for g in pixel]
 
 
-def write_instance_polygons(
-    path: str | Path, ids: np.ndarray, geoms: list, classes: np.ndarray, sizes: np.ndarray, grid: Any,
+def instance_frame(
+    ids: np.ndarray, geoms: list, classes: np.ndarray, sizes: np.ndarray, grid: Any,
     names: Mapping[int, str], scores: np.ndarray | None = None,
-) -> Path:
-    """``instances.gpkg``: ``instance_id``, ``class_id``, ``class_name``, ``score``, ``area_m2`` (pixels × pixel area)."""
+):  # GeoDataFrame
+    """One row per instance: ``instance_id``, ``class_id``, ``class_name``, ``score``, ``area_m2`` (pixels × pixel area)."""
     import geopandas as gpd
 
     cls = classes[ids - 1] if ids.size else np.empty(0, np.int64)
-    frame = gpd.GeoDataFrame({
+    return gpd.GeoDataFrame({
         "instance_id": ids.astype(np.int64),
         "class_id": cls.astype(np.int64),
         "class_name": [names.get(int(c), "") for c in cls],
         "score": (scores[ids - 1] if scores is not None and ids.size else np.ones(ids.size)).astype(np.float64),
         "area_m2": (sizes[ids - 1] * grid.pixel_area_m2 if ids.size else np.empty(0)).astype(np.float64),
     }, geometry=list(geoms), crs=grid.crs)
+
+
+def write_instance_polygons(
+    path: str | Path, ids: np.ndarray, geoms: list, classes: np.ndarray, sizes: np.ndarray, grid: Any,
+    names: Mapping[int, str], scores: np.ndarray | None = None,
+) -> Path:
+    """``instances.gpkg``: the layer ``instances`` of :func:`instance_frame`."""
+    frame = instance_frame(ids, geoms, classes, sizes, grid, names, scores)
     return write_atomic(path, lambda tmp: frame.to_file(tmp, driver="GPKG", layer="instances"))
+
+
+def add_instance_layer(path: str | Path, frame: Any, legend: Sequence[Any] = (), keep: bool = True) -> Path:
+    """Put ``frame`` as the layer ``instances`` into the GeoPackage ``path`` beside its other layers
+    (``keep=False`` or no file yet: a file of that layer alone), with a default QGIS style in the class
+    colours; the file is replaced atomically (a copy gets the layer, then is renamed into place)."""
+    import shutil
+
+    from geoseg.io.gpkg import atomic_gpkg, class_style, write_layer_styles
+
+    out = Path(path)
+    with atomic_gpkg(out) as tmp:
+        if keep and out.exists():
+            shutil.copyfile(out, tmp)
+        frame.to_file(tmp, driver="GPKG", layer=INSTANCE_LAYER)
+        if legend:
+            write_layer_styles(tmp, [class_style(INSTANCE_LAYER, legend)])
+    return out

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from geoseg.accuracy.instancemetrics import COCO_THRESHOLDS, overlaps_of_rasters, score_instances
+from tests.fixtures import brute_force_pq, coco_ap
 
 
 def _hand_case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -50,44 +51,6 @@ def test_classes_are_scored_apart() -> None:
     assert (two.class_id, two.tp, two.n_ref) == (2, 0, 0) and math.isnan(two.ap50)
 
 
-def _coco_ap(pred: np.ndarray, ref: np.ndarray, pred_cls: np.ndarray, ref_cls: np.ndarray,
-             score: np.ndarray) -> dict[int, tuple[float, float]]:
-    """AP50 and AP per class by pycocotools (no detection cap, one area range)."""
-    from pycocotools import mask as mask_util
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    def rle(m: np.ndarray) -> dict:
-        r = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
-        r["counts"] = r["counts"].decode()
-        return r
-
-    cats = sorted(set(pred_cls.tolist()) | set(ref_cls.tolist()))
-    gt = COCO()
-    gt.dataset = {
-        "images": [{"id": 1, "height": ref.shape[0], "width": ref.shape[1]}],
-        "categories": [{"id": int(c)} for c in cats],
-        "annotations": [{"id": i, "image_id": 1, "category_id": int(ref_cls[i - 1]), "iscrowd": 0,
-                         "area": float((ref == i).sum()), "segmentation": rle(ref == i), "bbox": [0, 0, 1, 1]}
-                        for i in range(1, ref_cls.size + 1)],
-    }
-    gt.createIndex()
-    dt = gt.loadRes([{"image_id": 1, "category_id": int(pred_cls[i - 1]), "segmentation": rle(pred == i),
-                      "score": float(score[i - 1])} for i in range(1, pred_cls.size + 1)])
-    ev = COCOeval(gt, dt, "segm")
-    ev.params.maxDets = [1, 10, 100_000]
-    ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ["all"]
-    ev.evaluate()
-    ev.accumulate()
-    prec = ev.eval["precision"][:, :, :, 0, -1]  # (thresholds, recall points, classes)
-    out = {}
-    for k, c in enumerate(cats):
-        p = prec[:, :, k]
-        if (p > -1).any():
-            out[int(c)] = (float(p[0].mean()), float(p[p > -1].mean()))
-    return out
-
-
 def _random_instances(rng: np.random.Generator, n: int, shape: tuple[int, int]) -> np.ndarray:
     out = np.zeros(shape, np.int64)
     for i in range(1, n + 1):
@@ -117,32 +80,11 @@ def test_ap_equals_pycocotools(seed: int) -> None:
     score = rng.random(int(pred.max()))
     ours = {s.class_id: (s.ap50, s.ap) for s in
             score_instances(overlaps_of_rasters(pred, ref, pred_cls, ref_cls, score)) if not math.isnan(s.ap50)}
-    theirs = _coco_ap(pred, ref, pred_cls, ref_cls, score)
+    theirs = coco_ap(pred, ref, pred_cls, ref_cls, score)
     assert ours.keys() == theirs.keys()
     for c in ours:
         assert ours[c] == pytest.approx(theirs[c], abs=1e-12)
     assert len(COCO_THRESHOLDS) == 10
-
-
-def _brute_force_pq(pred: np.ndarray, ref: np.ndarray, pred_cls: np.ndarray, ref_cls: np.ndarray, c: int) -> tuple:
-    """PQ, SQ, RQ of class ``c`` straight from the masks: every pair's IoU by set arithmetic."""
-    ious = []
-    matched_p, matched_r = set(), set()
-    for i in range(1, pred_cls.size + 1):
-        for j in range(1, ref_cls.size + 1):
-            if pred_cls[i - 1] != c or ref_cls[j - 1] != c:
-                continue
-            a, b = pred == i, ref == j
-            iou = (a & b).sum() / (a | b).sum()
-            if iou > 0.5:
-                ious.append(iou)
-                matched_p.add(i)
-                matched_r.add(j)
-    tp = len(ious)
-    fp = int((pred_cls == c).sum()) - len(matched_p)
-    fn = int((ref_cls == c).sum()) - len(matched_r)
-    d = tp + fp / 2 + fn / 2
-    return sum(ious) / d, (sum(ious) / tp if tp else math.nan), tp / d
 
 
 @pytest.mark.parametrize("seed", [5, 6])
@@ -156,6 +98,6 @@ def test_pq_equals_brute_force(seed: int) -> None:
     ref_cls = rng.integers(1, 3, size=int(ref.max()))
     pred_cls = rng.integers(1, 3, size=int(pred.max()))
     for s in score_instances(overlaps_of_rasters(pred, ref, pred_cls, ref_cls)):
-        pq, sq, rq = _brute_force_pq(pred, ref, pred_cls, ref_cls, s.class_id)
+        pq, sq, rq = brute_force_pq(pred, ref, pred_cls, ref_cls, s.class_id)
         assert s.tp > 0
         assert (s.pq, s.sq, s.rq) == (pytest.approx(pq), pytest.approx(sq), pytest.approx(rq))
