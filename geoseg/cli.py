@@ -153,14 +153,34 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"epoch {h['epoch']:>3}: train loss {loss}, val mIoU {miou} ({h['seconds']:.1f}s)")
     if result.best_val_miou is not None:
         per_class = ", ".join(f"{k} {v:.3f}" for k, v in result.meta.training.val_iou.items())
-        print(f"best val mIoU: {result.best_val_miou:.4f} (epoch {result.best_epoch}; {per_class})")
+        how = "the highest EMA of val mIoU" if job.checkpoint_selection == "smoothed" else "the highest val mIoU"
+        print(f"best val mIoU: {result.best_val_miou:.4f} (epoch {result.best_epoch}, kept for {how}; {per_class})")
     else:
         print("best val mIoU: - (no validation rows: val_fraction 0 and no val_pairs; the last epoch is kept)")
-    print(f"trained {result.seconds:.0f}s on {len(job.pairs)} image(s)")
+    if result.baselines:
+        _print_baselines(result, [c.name for c in job.classes])
+    print(f"trained {result.seconds:.0f}s ({result.cpu_seconds / 60:.1f} CPU min) on {len(job.pairs)} image(s)")
     weights = result.checkpoint.resolve()
-    _print_paths({"checkpoint": weights, "sidecar": weights.with_suffix(".json"),
-                  "history": result.history_path.resolve()})
+    paths = {"checkpoint": weights, "sidecar": weights.with_suffix(".json"), "history": result.history_path.resolve()}
+    if result.baselines:
+        from geoseg.methods.training.loop import baselines_path
+
+        paths["baselines"] = baselines_path(weights).resolve()
+    _print_paths(paths)
     return 0
+
+
+def _print_baselines(result: Any, names: list[str]) -> None:
+    """The network's validation IoU per class beside index + Otsu's and k-means' on the same pixels."""
+    chosen: dict[str, Any] = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
+    rows = [("network", chosen.get("val_iou") or {}, result.best_val_miou)]
+    rows += [(b.name, b.to_json(names)["val_iou"], b.miou) for b in result.baselines]
+    fmt = lambda v: "    -" if v is None else f"{v:.3f}"  # noqa: E731
+    width = max(len(r[0]) for r in rows)
+    print(f"validation IoU on {result.baselines[0].val_px} px (baselines fitted and mapped on training pixels):")
+    print(f"  {'':{width}}  " + "  ".join(f"{n:>8}" for n in [*names, "mIoU"]))
+    for name, iou, miou in rows:
+        print(f"  {name:{width}}  " + "  ".join(f"{fmt(iou.get(n)):>8}" for n in names) + f"  {fmt(miou):>8}")
 
 
 def print_result(result, quiet: bool = False) -> None:

@@ -62,9 +62,11 @@ class TrainConfig(BaseModel):
     )
     encoder: str = "resnet18"
     encoder_weights: Path | None = None
-    encoder_depth: Literal[3, 4, 5] = 5
-    encoder_output_stride: Literal[8, 16] = 16
-    decoder_channels: int = Field(default=256, ge=8)
+    encoder_depth: Literal[3, 4, 5] = Field(
+        default=3, description="encoder stages used; 3 trains ~1.3x faster on CPU than 5 (benchmarks/RESULTS-training.md)"
+    )
+    encoder_output_stride: Literal[8, 16] = 8
+    decoder_channels: int = Field(default=64, ge=8)
     tile_size: int = Field(default=256, ge=32)
     tile_overlap: int | None = Field(
         default=None, ge=0, description="overlap used at inference, stored in the checkpoint; None = tile_size // 4"
@@ -86,10 +88,35 @@ class TrainConfig(BaseModel):
     early_stopping_patience: int | None = Field(
         default=None, ge=1, description="stop after this many epochs without a better smoothed val mIoU; None = off"
     )
-    early_stopping_alpha: float = Field(default=0.5, gt=0, le=1, description="EMA weight of the newest val mIoU")
+    early_stopping_alpha: float = Field(
+        default=0.5, gt=0, le=1,
+        description="EMA weight of the newest val mIoU (the smoothed score early stopping and selection watch)",
+    )
     early_stopping_min_delta: float = Field(default=0.0, ge=0, description="smallest EMA gain that counts")
     init_checkpoint: Path | None = Field(
         default=None, description="fine-tune: start from this checkpoint's weights and band statistics"
+    )
+    checkpoint_selection: Literal["smoothed", "best"] = Field(
+        default="smoothed",
+        description="keep the epoch where the EMA of val mIoU peaks (smoothed) or the single best val mIoU (best)",
+    )
+    accumulate_steps: int = Field(
+        default=1, ge=1, description="batches whose gradients are summed per optimiser step (a larger batch on CPU)"
+    )
+    augment_scale: float = Field(
+        default=0.25, ge=0, lt=1,
+        description="random zoom: a window 1/(1±s) the tile's side is resized to the tile (0 = off)",
+    )
+    augment_jitter: float = Field(
+        default=0.1, ge=0, lt=1,
+        description="brightness/contrast jitter: per-band gain 1±j and shift ±j std on the normalised bands (0 = off)",
+    )
+    cpu_bf16: bool = Field(default=False, description="bfloat16 autocast on CPU (only where measured faster)")
+    channels_last: bool | None = Field(
+        default=None, description="channels-last memory format; None = on CUDA only (it was slower on this CPU)"
+    )
+    baselines: bool = Field(
+        default=True, description="score index + Otsu and k-means on the validation pixels beside the network"
     )
     class_balanced: bool = True
     val_fraction: float = Field(default=0.2, ge=0, lt=1, description="bottom share of each image's rows held out")

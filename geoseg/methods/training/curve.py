@@ -37,7 +37,8 @@ def write_curve(history: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     ax_loss.set_title("training")
     ax_val.plot(epochs, [h.get("val_miou") for h in history], "o-", color="tab:blue", label="val mIoU")
     if any(h.get("val_miou_ema") is not None for h in history):
-        ax_val.plot(epochs, [h.get("val_miou_ema") for h in history], "--", color="tab:green", label="EMA (early stop)")
+        ax_val.plot(epochs, [h.get("val_miou_ema") for h in history], "--", color="tab:green",
+                    label="EMA (selection, early stop)")
     ax_val.set_xlabel("epoch")
     ax_val.set_ylabel("mIoU")
     ax_val.set_ylim(0, 1)

@@ -30,6 +30,7 @@ from geoseg.io.units import apply_scaling
 from geoseg.legend import ClassInfo
 from geoseg.methods.deeplab import network_input
 from geoseg.methods.indices import BandIndex, resolve_index
+from geoseg.methods.training.augment import Augment
 from geoseg.methods.training.config import TrainConfig, TrainPair
 
 if TYPE_CHECKING:
@@ -364,26 +365,30 @@ def _augment(img: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> t
 class _TrainStream:
     """An endless stream of augmented, normalised training samples (a torch ``IterableDataset``).
 
-    ``mean``/``std``: the bands' statistics, then those of the ``indices`` (index channels after the bands).
+    ``mean``/``std``: the bands' statistics, then those of the ``indices`` (index channels after the bands);
+    ``aug``: zoom and brightness/contrast (:mod:`.augment`) besides the flips and rotations.
     """
 
     def __init__(self, sampler: WindowSampler, mean: np.ndarray, std: np.ndarray, seed: int,
-                 indices: tuple[BandIndex, ...] = ()) -> None:
+                 indices: tuple[BandIndex, ...] = (), aug: Augment | None = None) -> None:
         self.sampler, self.mean, self.std, self.seed, self.indices = sampler, mean, std, seed, indices
+        self.aug = aug or Augment(sampler.tile)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         import torch.utils.data
 
         info = torch.utils.data.get_worker_info()
         rng = np.random.default_rng([self.seed, 7, info.id if info else 0])
-        tile = self.sampler.tile
+        tile, aug = self.sampler.tile, self.aug
         while True:
             si, r, c, h, w = self.sampler.pick(rng)
-            img, valid, target = self.sampler.sources[si].read(r, c, h, w)
+            src = self.sampler.sources[si]
+            img, valid, target = src.read(*aug.grow(r, c, h, w, src.row_lo, src.row_hi, src.width))
             x = network_input(img, valid, self.mean, self.std, self.indices)
+            x, target = aug.zoom(x, target, rng)
             x, target = _pad_to(x, target, tile)
             x, target = _augment(x, target, rng)
-            yield x, target.astype(np.int64)
+            yield aug.colour(x, rng), target.astype(np.int64)
 
 
 def _batches(

@@ -35,6 +35,8 @@ from geoseg.methods.checkpoint import (
 )
 from geoseg.methods.deeplab import network_input, resolve_device
 from geoseg.methods.indices import BandIndex
+from geoseg.methods.training.augment import Augment
+from geoseg.methods.training.baselines import BaselineScore, Tile, score_baselines
 from geoseg.methods.training.config import TrainConfig
 from geoseg.methods.training.curve import curve_path, write_curve
 from geoseg.methods.training.data import (
@@ -70,6 +72,10 @@ class TrainResult:
     seconds: float
     history_path: Path = field(default_factory=Path)
     stopped_early: bool = False
+    #: index + Otsu and k-means scored on the same validation pixels (empty without validation or baselines)
+    baselines: list[BaselineScore] = field(default_factory=list)
+    #: CPU seconds of this process during training (all threads; wall time is noisy on a shared machine)
+    cpu_seconds: float = 0.0
 
 
 #: Fewer labelled validation pixels than this and the validation mIoU is too noisy to choose a checkpoint by.
@@ -80,6 +86,12 @@ def history_path(checkpoint: str | os.PathLike) -> Path:
     """Where the learning curve of a checkpoint is written: ``<checkpoint>.history.json``."""
     weights, _ = checkpoint_paths(checkpoint)
     return weights.with_name(weights.name[: -len(".safetensors")] + ".history.json")
+
+
+def baselines_path(checkpoint: str | os.PathLike) -> Path:
+    """Where the network's and the baselines' validation IoU per class are written: ``<checkpoint>.baselines.json``."""
+    weights, _ = checkpoint_paths(checkpoint)
+    return weights.with_name(weights.name[: -len(".safetensors")] + ".baselines.json")
 
 
 def validation_scores(conf: np.ndarray) -> tuple[float | None, np.ndarray]:
@@ -100,7 +112,8 @@ def validation_scores(conf: np.ndarray) -> tuple[float | None, np.ndarray]:
     return (None if math.isnan(miou) else miou), iou
 
 
-def _evaluate(model, val: list[tuple[np.ndarray, np.ndarray]], n_classes: int, dev, batch_size: int, amp_dtype) -> np.ndarray:
+def _evaluate(model, val: list[tuple[np.ndarray, np.ndarray]], n_classes: int, dev, batch_size: int, amp_dtype,
+              channels_last: bool = False) -> np.ndarray:
     """Confusion matrix of the model's argmax over the validation tiles (ignored pixels left out)."""
     import torch
 
@@ -110,7 +123,7 @@ def _evaluate(model, val: list[tuple[np.ndarray, np.ndarray]], n_classes: int, d
         for b0 in range(0, len(val), batch_size):
             xs = torch.from_numpy(np.stack([v[0] for v in val[b0 : b0 + batch_size]])).to(dev)
             ys = np.stack([v[1] for v in val[b0 : b0 + batch_size]])
-            if dev.type == "cuda":
+            if channels_last:
                 xs = xs.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(xs)
@@ -151,6 +164,8 @@ class _Data:
     mean: np.ndarray
     std: np.ndarray
     val: list[tuple[np.ndarray, np.ndarray]]
+    #: the validation tiles as read (raw bands, validity, class indexes): what the baselines are scored on
+    val_raw: list[Tile] = field(default_factory=list)
     indices: tuple[BandIndex, ...] = ()
 
     @property
@@ -178,14 +193,15 @@ def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[
         mean = np.asarray([*init.band_mean, *(ch.mean for ch in init.index_channels)], np.float32)
         std = np.asarray([*init.band_std, *(ch.std for ch in init.index_channels)], np.float32)
     tiles = validation_tiles(val_src, cfg.tile_size, cfg.val_tiles, rng) if val_src else []
-    val = []
+    val, val_raw = [], []
     for si, r, c, h, w in tiles:
         img, valid, target = val_src[si].read(r, c, h, w)
         val.append(_pad_to(network_input(img, valid, mean, std, indices), target, cfg.tile_size))
-    data = _Data(train_src, sampler, mean, std, val, indices)
+        val_raw.append((img, valid, target))
+    data = _Data(train_src, sampler, mean, std, val, val_raw, indices)
     if val and data.val_px < MIN_VALIDATION_PX:
         log.warning("validation scores %d labelled pixels only (fewer than %d): the kept checkpoint may hinge on "
-                    "noise; raise val_tiles or val_fraction, or use early stopping (its score is smoothed)",
+                    "noise; raise val_tiles or give more validation images (val_pairs)",
                     data.val_px, MIN_VALIDATION_PX)
     return data
 
@@ -201,6 +217,8 @@ class _Engine:
     scaler: Any
     amp_dtype: Any
     loss: Any
+    channels_last: bool = False
+    accumulate: int = 1
 
     @property
     def cuda(self) -> bool:
@@ -208,7 +226,8 @@ class _Engine:
 
 
 def _build_engine(cfg: TrainConfig, n_channels: int, init: CheckpointMeta | None = None) -> _Engine:
-    """The network (from ``init_checkpoint`` when given; channels-last on CUDA), AdamW, the schedule and the loss."""
+    """The network (from ``init_checkpoint`` when given; channels-last on CUDA unless set), AdamW, the schedule
+    and the loss; mixed precision on CUDA (``amp``) and bfloat16 on CPU only when ``cpu_bf16`` asks."""
     import torch
 
     dev = torch.device(resolve_device(cfg.device))
@@ -221,17 +240,20 @@ def _build_engine(cfg: TrainConfig, n_channels: int, init: CheckpointMeta | None
         load_init_weights(model, cfg, init)
     model = model.to(dev)
     cuda = dev.type == "cuda"
-    if cuda:
+    channels_last = cuda if cfg.channels_last is None else cfg.channels_last
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     amp_dtype = None
     if cuda and cfg.amp:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    elif dev.type == "cpu" and cfg.cpu_bf16:
+        amp_dtype = torch.bfloat16
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * cfg.steps_per_epoch
     sched = make_schedule(cfg.lr_schedule, opt, cfg.lr, total)
     loss = make_loss(cfg.loss, cfg.dice_weight, cfg.class_weights, cfg.focal_gamma, dev)
-    return _Engine(model, dev, opt, sched, scaler, amp_dtype, loss)
+    return _Engine(model, dev, opt, sched, scaler, amp_dtype, loss, channels_last, cfg.accumulate_steps)
 
 
 def _new_meta(cfg: TrainConfig, data: _Data) -> CheckpointMeta:
@@ -260,28 +282,36 @@ def _new_meta(cfg: TrainConfig, data: _Data) -> CheckpointMeta:
 def _train_epoch(
     eng: _Engine, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], steps: int, epoch: int, progress, task
 ) -> list[float]:
-    """``steps`` optimiser steps (a batch without any labelled pixel only advances the schedule); the losses."""
+    """``steps`` optimiser steps, each over ``eng.accumulate`` batches whose gradients add up (batches without
+    any labelled pixel are skipped; a step without any only advances the schedule); the losses."""
     import torch
 
     eng.model.train()
     losses: list[float] = []
     for _ in range(steps):
-        xb, yb = next(batches)
-        if eng.cuda:
-            xb = xb.pin_memory().to(eng.dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            yb = yb.pin_memory().to(eng.dev, non_blocking=True)
-        if not bool((yb != IGNORE_INDEX).any()):
+        eng.opt.zero_grad(set_to_none=True)
+        parts: list[float] = []
+        for _ in range(eng.accumulate):
+            xb, yb = next(batches)
+            if eng.cuda:
+                xb = xb.pin_memory().to(eng.dev, non_blocking=True)
+                yb = yb.pin_memory().to(eng.dev, non_blocking=True)
+            if eng.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            if not bool((yb != IGNORE_INDEX).any()):
+                continue
+            with torch.autocast(eng.dev.type, dtype=eng.amp_dtype, enabled=eng.amp_dtype is not None):
+                logits = eng.model(xb)
+            loss = eng.loss(logits.float(), yb)
+            eng.scaler.scale(loss / eng.accumulate).backward()
+            parts.append(float(loss.detach()))
+        if not parts:
             eng.sched.step()
             continue
-        with torch.autocast(eng.dev.type, dtype=eng.amp_dtype, enabled=eng.amp_dtype is not None):
-            logits = eng.model(xb)
-        loss = eng.loss(logits.float(), yb)
-        eng.opt.zero_grad(set_to_none=True)
-        eng.scaler.scale(loss).backward()
         eng.scaler.step(eng.opt)
         eng.scaler.update()
         eng.sched.step()
-        losses.append(float(loss.detach()))
+        losses.append(float(np.mean(parts)))
         if progress:
             progress.update(task, advance=1, info=f"epoch {epoch} loss {losses[-1]:.3f}")
     return losses
@@ -291,7 +321,8 @@ def _validate(cfg: TrainConfig, eng: _Engine, data: _Data) -> dict[str, Any]:
     """The epoch's validation entries of the history: mIoU and IoU per class name (None when unscored)."""
     if not data.val:
         return {"val_miou": None}
-    miou, iou = validation_scores(_evaluate(eng.model, data.val, len(cfg.classes), eng.dev, cfg.batch_size, eng.amp_dtype))
+    miou, iou = validation_scores(_evaluate(eng.model, data.val, len(cfg.classes), eng.dev, cfg.batch_size, eng.amp_dtype,
+                                            eng.channels_last))
     return {
         "val_miou": miou,
         "val_px": data.val_px,  # the pixels the score is computed on: a figure over few pixels is noise
@@ -301,17 +332,20 @@ def _validate(cfg: TrainConfig, eng: _Engine, data: _Data) -> dict[str, Any]:
 
 @dataclass
 class _Best:
-    """The best epoch so far by validation mIoU."""
+    """The best epoch so far by the selection score: the EMA of validation mIoU (``smoothed``, so one lucky
+    epoch over few pixels does not choose the weights) or the epoch's own mIoU (``best``)."""
 
+    key: str = "val_miou_ema"
+    score: float | None = None
     miou: float | None = None
     epoch: int | None = None
 
     def improved_by(self, row: dict[str, Any]) -> bool:
         """Record ``row`` if it beats the best so far; whether it did."""
-        m = row.get("val_miou")
-        if m is None or (self.miou is not None and m <= self.miou):
+        m = row.get(self.key)
+        if m is None or (self.score is not None and m <= self.score):
             return False
-        self.miou, self.epoch = m, row["epoch"]
+        self.score, self.miou, self.epoch = m, row.get("val_miou"), row["epoch"]
         return True
 
 
@@ -321,7 +355,8 @@ def _save_if_best(cfg: TrainConfig, eng: _Engine, meta: CheckpointMeta, row: dic
     if has_val and not best.improved_by(row):
         return
     meta.training = meta.training.model_copy(update={
-        "epochs": row["epoch"], "best_epoch": best.epoch, "best_val_miou": best.miou,
+        "epochs": row["epoch"], "best_epoch": best.epoch, "best_val_miou": best.miou, "selection": cfg.checkpoint_selection,
+        "best_val_miou_ema": row.get("val_miou_ema"),
         "val_iou": {k: v for k, v in row.get("val_iou", {}).items() if v is not None},
         "seconds": round(time.perf_counter() - t_start, 1),
     })
@@ -335,7 +370,7 @@ def train(config: TrainConfig) -> TrainResult:
     Raises :class:`InputError` for unusable inputs and :class:`~geoseg.errors.ModelError` for
     an unknown encoder or unusable encoder weights, before any training starts.
     """
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     cfg = config
     train_src, val_src = open_sources(cfg)  # input errors first: before the (slow) torch import
 
@@ -347,16 +382,19 @@ def train(config: TrainConfig) -> TrainResult:
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     data = _prepare_data(cfg, train_src, val_src, rng, init, indices)
+    baselines = _baselines(cfg, data) if cfg.baselines and data.val else []
     eng = _build_engine(cfg, data.n_channels, init)
     meta = _new_meta(cfg, data)
-    stopper = (EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_alpha, cfg.early_stopping_min_delta)
-               if cfg.early_stopping_patience else None)
+    # one EMA of val mIoU for both early stopping and the smoothed checkpoint selection
+    stopper = EarlyStopping(cfg.early_stopping_patience or 2**31, cfg.early_stopping_alpha, cfg.early_stopping_min_delta)
     stopped = False
     hist_path = history_path(cfg.checkpoint)
     hist_path.parent.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
-    best = _Best()
-    batches = _batches(_TrainStream(data.sampler, data.mean, data.std, cfg.seed, data.indices), cfg.batch_size, cfg.num_workers)
+    best = _Best("val_miou_ema" if cfg.checkpoint_selection == "smoothed" else "val_miou")
+    aug = Augment(cfg.tile_size, cfg.augment_scale, cfg.augment_jitter)
+    stream = _TrainStream(data.sampler, data.mean, data.std, cfg.seed, data.indices, aug)
+    batches = _batches(stream, cfg.batch_size, cfg.num_workers)
     progress = _progress(cfg.progress)
     task = progress.add_task("training", total=cfg.epochs * cfg.steps_per_epoch, info="") if progress else None
     if progress:
@@ -372,15 +410,15 @@ def train(config: TrainConfig) -> TrainResult:
                 "seconds": round(time.perf_counter() - t_epoch, 3),
             }
             row.update(_validate(cfg, eng, data))
-            if stopper is not None:
-                stopped = stopper.update(row["val_miou"])
+            stopped = stopper.update(row["val_miou"]) and cfg.early_stopping_patience is not None
+            if row["val_miou"] is not None:
                 row["val_miou_ema"] = stopper.ema
             history.append(row)
             _save_if_best(cfg, eng, meta, row, best, bool(data.val), t_start)
             write_json_atomic(hist_path, history)
             write_curve(history, curve_path(hist_path))
             log.info("epoch %d: train loss %s, val mIoU %s", epoch, row["train_loss"], row["val_miou"])
-            if stopper is not None and stopped:
+            if stopped:
                 log.info("early stop after epoch %d: smoothed val mIoU %.4f has not improved for %d epochs",
                          epoch, stopper.ema, stopper.patience)
                 break
@@ -388,11 +426,35 @@ def train(config: TrainConfig) -> TrainResult:
         batches.close()  # stops loader worker processes
         if progress:
             progress.stop()
+    cpu = time.process_time() - cpu_start
     meta.training = meta.training.model_copy(update={"epochs": len(history), "stopped_early": stopped,
-                                                    "seconds": round(time.perf_counter() - t_start, 1)})
+                                                    "seconds": round(time.perf_counter() - t_start, 1),
+                                                    "cpu_seconds": round(cpu, 1)})
+    if baselines:
+        names = [c.name for c in cfg.classes]
+        table = [b.to_json(names) for b in baselines]
+        meta.training = meta.training.model_copy(update={"baselines": table})
+        chosen = next((h for h in history if h["epoch"] == best.epoch), None)
+        network = {"method": "network", "epoch": best.epoch, "val_miou": best.miou,
+                   "val_px": data.val_px, "val_iou": chosen.get("val_iou") if chosen else None}
+        write_json_atomic(baselines_path(cfg.checkpoint), [network, *table])
     write_sidecar(meta, cfg.checkpoint)
     weights, _ = checkpoint_paths(cfg.checkpoint)
     return TrainResult(
         checkpoint=weights, meta=meta, history=history, best_epoch=best.epoch, best_val_miou=best.miou,
         seconds=time.perf_counter() - t_start, history_path=hist_path, stopped_early=stopped,
+        baselines=baselines, cpu_seconds=cpu,
     )
+
+
+def _baselines(cfg: TrainConfig, data: _Data) -> list[BaselineScore]:
+    """Index + Otsu and k-means fitted on uniform training windows (own random draws: the network's stay
+    the same with or without them), scored on the validation tiles the network is scored on."""
+    rng = np.random.default_rng([cfg.seed, 11])
+    uniform = WindowSampler.__new__(WindowSampler)
+    uniform.__dict__.update(data.sampler.__dict__, class_balanced=False)
+    tiles = [data.train_src[si].read(r, c, h, w) for si, r, c, h, w in (uniform.pick(rng) for _ in range(cfg.norm_windows))]
+    out = score_baselines(data.band_names, tiles, data.val_raw, [c.name for c in cfg.classes], cfg.seed)
+    for b in out:
+        log.info("baseline %s: val mIoU %s", b.name, b.miou)
+    return out
