@@ -56,6 +56,11 @@ class TrainConfig(BaseModel):
         description="apply each image's scale/offset (GDAL band metadata) on read, as inference does; "
         "false = the stored numbers (inference must then set `apply_scale: false` too)",
     )
+    sensor: Literal["sentinel2", "landsat4", "landsat5", "landsat7", "landsat8", "landsat9"] | None = Field(
+        default=None,
+        description="the sensor whose band numbers (B04, B08) name the images' bands, as a job's `sensor:`; "
+        "Sentinel-2 is implied when a band is named B8A",
+    )
     classes: list[ClassInfo] = Field(min_length=2)
     architecture: ArchitectureName = Field(
         default="DeepLabV3Plus", description="segmentation-models-pytorch architecture (see geoseg.methods.architectures)"

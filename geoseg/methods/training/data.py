@@ -22,7 +22,7 @@ import numpy as np
 
 from geoseg.errors import BandError, GridMismatchError, InputError, MissingFileError, NoCRSError
 from geoseg.geo import GeoGrid, Window
-from geoseg.io.bandroles import BandEvidence, BandInfo, band_role
+from geoseg.io.bandroles import BandEvidence, BandInfo, band_role, implied_sensor
 from geoseg.io.masks import feature_band_indexes, mask_kind
 from geoseg.io.opener import check_vector, open_raster
 from geoseg.io.sources import Source, describe_source, place, read_source
@@ -67,7 +67,7 @@ class TrainSource:
     """A training or validation image with its reference and the rows ``[row_lo, row_hi)`` it may use."""
 
     def __init__(self, pair: TrainPair, bands: list[str] | None, lut: np.ndarray, rows: tuple[float, float],
-                 apply_scale: bool = True) -> None:
+                 apply_scale: bool = True, sensor: str | None = None) -> None:
 
         self.pair = pair
         self.lut = lut
@@ -88,7 +88,7 @@ class TrainSource:
         self.declares_scale = bool(self.source.scales)
         if not apply_scale:
             self.source = replace(self.source, scales=(), offsets=())
-        self.bands = _source_bands(self.source, self.band_names)
+        self.bands = _source_bands(self.source, self.band_names, sensor)
         self.ref_source: Source | None = None
         self.row_lo = round(rows[0] * self.height)
         self.row_hi = round(rows[1] * self.height)
@@ -189,14 +189,16 @@ class TrainSource:
 
 
 
-def _source_bands(src: Source, names: list[str]) -> tuple[BandInfo, ...]:
+def _source_bands(src: Source, names: list[str], sensor: str | None = None) -> tuple[BandInfo, ...]:
     """The chosen bands with their roles, found as for a job's input (:func:`geoseg.io.bandroles.band_role`:
-    description, colour interpretation, a one-band file's name; no sensor table, so name bands by role)."""
+    description, colour interpretation, a one-band file's name, and sensor band numbers (``B08``) through the
+    job's ``sensor:`` or, as for inputs, Sentinel-2's table when a band is named ``B8A``)."""
+    evidence = [BandEvidence(label=src.descriptions[k], described=bool(src.described[k]) if src.described else True,
+                             colorinterp=src.colorinterp[k] if src.colorinterp else "") for k in range(len(names))]
+    sensor = sensor or implied_sensor(ev.label for ev in evidence if ev.described)
     out = []
-    for k, name in enumerate(names):
-        ev = BandEvidence(label=src.descriptions[k], described=bool(src.described[k]) if src.described else True,
-                          colorinterp=src.colorinterp[k] if src.colorinterp else "")
-        role, where, number = band_role(ev, None, src.count == 1, None, src.path)
+    for k, (name, ev) in enumerate(zip(names, evidence)):
+        role, where, number = band_role(ev, sensor, src.count == 1, None, src.path)
         out.append(BandInfo(name=name, label=src.descriptions[k], role=role, source=where, number=number))
     return tuple(out)
 
@@ -254,11 +256,11 @@ def open_sources(cfg: TrainConfig) -> tuple[list[TrainSource], list[TrainSource]
     """
     lut = _resolve_class_lut(cfg.classes)
     hold = cfg.val_fraction if not cfg.val_pairs else 0.0
-    train_src = [TrainSource(p, cfg.bands, lut, (0.0, 1.0 - hold), cfg.apply_scale) for p in cfg.pairs]
+    train_src = [TrainSource(p, cfg.bands, lut, (0.0, 1.0 - hold), cfg.apply_scale, cfg.sensor) for p in cfg.pairs]
     if cfg.val_pairs:
-        val_src = [TrainSource(p, cfg.bands, lut, (0.0, 1.0), cfg.apply_scale) for p in cfg.val_pairs]
+        val_src = [TrainSource(p, cfg.bands, lut, (0.0, 1.0), cfg.apply_scale, cfg.sensor) for p in cfg.val_pairs]
     elif hold > 0:
-        val_src = [TrainSource(p, cfg.bands, lut, (1.0 - hold, 1.0), cfg.apply_scale) for p in cfg.pairs]
+        val_src = [TrainSource(p, cfg.bands, lut, (1.0 - hold, 1.0), cfg.apply_scale, cfg.sensor) for p in cfg.pairs]
     else:
         val_src = []
     names = train_src[0].band_names
