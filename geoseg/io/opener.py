@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +74,14 @@ class Trust:
     network: bool = False
 
 
-_trust = Trust()
+#: The ``allowing`` and ``fenced`` blocks open in this process, oldest first, each with its token. Blocks may
+#: close out of order (a notebook's in-process Dask worker applies the fence in its own thread while the client
+#: applies it in the main thread): the newest open block rules, and when the last one closes the process is
+#: back to strict trust and the environment it had before the first.
+_lock = threading.Lock()
+_trusts: list[tuple[object, Trust]] = []
+_fences: list[tuple[object, dict[str, str]]] = []
+_env_before: dict[str, str | None] = {}
 
 
 def job_trust(allow_gdal_virtual: bool, named: list[str]) -> Trust:
@@ -84,18 +92,21 @@ def job_trust(allow_gdal_virtual: bool, named: list[str]) -> Trust:
 
 def current_trust() -> Trust:
     """The trust reads in this process are opened under (strict unless a job said otherwise)."""
-    return _trust
+    with _lock:
+        return _trusts[-1][1] if _trusts else Trust()
 
 
 @contextlib.contextmanager
 def allowing(trust: Trust) -> Iterator[Trust]:
     """Open with ``trust`` inside the block (this process, not thread-local: one job at a time)."""
-    global _trust
-    before, _trust = _trust, trust
+    token = object()
+    with _lock:
+        _trusts.append((token, trust))
     try:
         yield trust
     finally:
-        _trust = before
+        with _lock:
+            _trusts[:] = [t for t in _trusts if t[0] is not token]
 
 
 def gdal_fence(trust: Trust) -> dict[str, str]:
@@ -116,20 +127,31 @@ def gdal_fence(trust: Trust) -> dict[str, str]:
 def fenced(trust: Trust) -> Iterator[Trust]:
     """Run the block under ``trust``: the opener's policy and GDAL's fence (as environment variables,
     which rasterio's and pyogrio's GDAL both read), restored afterwards."""
-    opts = gdal_fence(trust)
-    before = {k: os.environ.get(k) for k in set(opts) | set(gdal_fence(Trust()))}
-    for k in before:
-        os.environ.pop(k, None)
-    os.environ.update(opts)
+    token = object()
+    with _lock:
+        if not _fences:
+            _env_before.clear()
+            _env_before.update({k: os.environ.get(k) for k in _FENCE_KEYS})
+        _fences.append((token, gdal_fence(trust)))
+        _set_env(_fences[-1][1])
     try:
         with allowing(trust):
             yield trust
     finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        with _lock:
+            _fences[:] = [f for f in _fences if f[0] is not token]
+            _set_env(_fences[-1][1] if _fences else {k: v for k, v in _env_before.items() if v is not None})
+
+
+#: Every variable a fence may set (the strict fence sets them all).
+_FENCE_KEYS = tuple(gdal_fence(Trust()))
+
+
+def _set_env(values: dict[str, str]) -> None:
+    """The fence's variables exactly as ``values`` says (absent ones removed)."""
+    for k in _FENCE_KEYS:
+        os.environ.pop(k, None)
+    os.environ.update(values)
 
 
 def is_url(path: str) -> bool:
@@ -139,7 +161,7 @@ def is_url(path: str) -> bool:
 
 def check_name(path: str, what: str, *, url_ok: bool = False, trust: Trust | None = None) -> None:
     """Refuse, by its name alone, what GDAL would read as something other than a plain file."""
-    allow = (trust or _trust).allow_gdal_virtual
+    allow = (trust or current_trust()).allow_gdal_virtual
     if allow:
         return
     lowered = path.lower()
@@ -197,7 +219,7 @@ def open_raster(path: str | Path, use: str = "input", *, url_ok: bool = False, w
     from rasterio.errors import RasterioError
 
     path, what = str(path), what or use
-    trust = trust or _trust
+    trust = trust or current_trust()
     check_name(path, what, url_ok=url_ok, trust=trust)
     allowed = RASTER_DRIVERS[use] + (("VRT",) if trust.allow_gdal_virtual else ())
     tried = (driver,) if driver in allowed else allowed
@@ -230,7 +252,7 @@ def check_vector(path: str | Path, what: str = "vector layer", *, trust: Trust |
     what GDAL then opened. ``None`` when the job allows GDAL virtual sources (anything goes).
     """
     path = str(path)
-    trust = trust or _trust
+    trust = trust or current_trust()
     check_name(path, what, trust=trust)
     if trust.allow_gdal_virtual:
         return None
@@ -260,7 +282,7 @@ def check_vector(path: str | Path, what: str = "vector layer", *, trust: Trust |
 def check_vector_driver(path: str, info: dict[str, Any], what: str = "vector layer", *,
                         trust: Trust | None = None) -> None:
     """Refuse a vector dataset GDAL opened with a driver geoseg does not read (``info``: pyogrio's)."""
-    trust = trust or _trust
+    trust = trust or current_trust()
     driver = info.get("driver")
     if not trust.allow_gdal_virtual and driver not in VECTOR_DRIVERS:
         raise InputError(f"{what} {path} opened as {driver}; geoseg reads {', '.join(VECTOR_DRIVERS)}")

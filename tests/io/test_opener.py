@@ -19,7 +19,7 @@ import yaml
 
 from geoseg.errors import InputError
 from geoseg.geo import Window
-from geoseg.io.opener import Trust, check_name, fenced, open_raster
+from geoseg.io.opener import Trust, check_name, current_trust, fenced, gdal_fence, open_raster
 from geoseg.io.scene import open_scene, read_window
 from tests.fixtures import Listener, blocky_scene, geo_grid, write_raster, write_regions
 
@@ -210,6 +210,41 @@ def test_the_gdal_fence_blocks_network_reads_in_this_process(listener: Listener,
     with fenced(Trust(network=True)):  # control: a job naming URLs itself; the same calls reach the listener
         _gdal_reads(listener)
     assert {p.split("/")[-1] for p in listener.paths} >= {"direct.tif", "object.tif", "direct.gpkg"}
+
+
+def test_fences_closed_out_of_order_leave_the_process_as_it_was(listener: Listener) -> None:
+    """A notebook's in-process Dask worker fences in its own thread while the client fences in the main thread;
+    their blocks close in any order. Afterwards nothing of either may remain: the user's own reads go out."""
+    strict, job = fenced(Trust()), fenced(Trust(allow_gdal_virtual=True, network=True))
+    strict.__enter__()
+    job.__enter__()  # the newest block rules while both are open
+    assert current_trust() == Trust(allow_gdal_virtual=True, network=True)
+    assert "CPL_VSIL_CURL_ALLOWED_FILENAME" not in os.environ
+    strict.__exit__(None, None, None)  # the older one closes first
+    assert current_trust() == Trust(allow_gdal_virtual=True, network=True)
+    job.__exit__(None, None, None)
+    assert current_trust() == Trust() and not any(k in os.environ for k in gdal_fence(Trust()))
+    _worker_fetch(listener.url("after.tif"))  # a 404 from the listener: the request went out
+    assert listener.hits > 0
+
+
+def test_an_in_process_cluster_leaves_no_fence_behind(listener: Listener) -> None:
+    """The fence applied by an in-process worker (``processes=False``, a notebook's usual cluster) is lifted
+    with the cluster, even though the client fenced and unfenced in between (the leak made every later
+    ``/vsis3`` read in the process fail)."""
+    from distributed import Client, LocalCluster
+
+    from geoseg.run.fence import fence_workers
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        with fenced(Trust()):
+            fence_workers(client)
+            client.submit(_worker_fetch, listener.url("in-cluster.tif"), pure=False).result()
+    assert listener.hits == 0
+    assert not any(k in os.environ for k in gdal_fence(Trust())) and current_trust() == Trust()
+    _worker_fetch(listener.url("after-cluster.tif"))
+    assert listener.hits > 0
 
 
 def _worker_fetch(url: str) -> str:
