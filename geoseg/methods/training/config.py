@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from geoseg.legend import ClassInfo
-from geoseg.methods.architectures import ArchitectureName, check_tile_size
+from geoseg.methods.architectures import ArchitectureName, architecture, check_tile_size
 
 
 class TrainPair(BaseModel):
@@ -70,7 +70,11 @@ class TrainConfig(BaseModel):
     encoder_depth: Literal[3, 4, 5] = Field(
         default=3, description="encoder stages used; 3 trains ~1.3x faster on CPU than 5 (benchmarks/RESULTS-training.md)"
     )
-    encoder_output_stride: Literal[8, 16] = 8
+    encoder_output_stride: Literal[8, 16] | None = Field(
+        default=None,
+        description="dilated encoders' output stride; None = 8 where the architecture accepts it (finer edges), "
+        "else the architecture's own (PAN: 16)",
+    )
     decoder_channels: int = Field(default=64, ge=8)
     tile_size: int = Field(default=256, ge=32)
     tile_overlap: int | None = Field(
@@ -160,6 +164,9 @@ class TrainConfig(BaseModel):
             self.tile_overlap = self.tile_size // 4
         if 2 * self.tile_overlap > self.tile_size:
             raise ValueError("tile_overlap must be at most half of tile_size")
+        if self.encoder_output_stride is None:
+            strides = architecture(self.architecture).strides
+            self.encoder_output_stride = 8 if 8 in strides else strides[0]
         check_tile_size(self.architecture, self.encoder_depth, self.encoder_output_stride, self.tile_size)
         if self.class_weights is not None:
             if len(self.class_weights) != len(self.classes):
