@@ -70,10 +70,10 @@ class TrainConfig(BaseModel):
     encoder_depth: Literal[3, 4, 5] = Field(
         default=3, description="encoder stages used; 3 trains ~1.3x faster on CPU than 5 (benchmarks/RESULTS-training.md)"
     )
-    encoder_output_stride: Literal[8, 16] | None = Field(
-        default=None,
-        description="dilated encoders' output stride; None = 8 where the architecture accepts it (finer edges), "
-        "else the architecture's own (PAN: 16)",
+    encoder_output_stride: Literal[8, 16] = Field(
+        default=8,
+        description="dilated encoders' output stride; when not given, 8 where the architecture accepts it "
+        "(finer edges), else the architecture's own (PAN: 16)",
     )
     decoder_channels: int = Field(default=64, ge=8)
     tile_size: int = Field(default=256, ge=32)
@@ -155,6 +155,18 @@ class TrainConfig(BaseModel):
             raise ValueError(f"index_channels lists an index twice: {v}")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_output_stride(cls, data: Any) -> Any:
+        """An architecture that cannot dilate to 8 (PAN) gets its own stride unless the job names one."""
+        if isinstance(data, dict) and data.get("encoder_output_stride") is None:
+            try:
+                strides = architecture(str(data.get("architecture", "DeepLabV3Plus"))).strides
+            except ValueError:
+                return data  # the architecture field's own error says it
+            data = {**data, "encoder_output_stride": 8 if 8 in strides else strides[0]}
+        return data
+
     @model_validator(mode="after")
     def _checks(self) -> TrainConfig:
         ids = [c.id for c in self.classes]
@@ -164,9 +176,6 @@ class TrainConfig(BaseModel):
             self.tile_overlap = self.tile_size // 4
         if 2 * self.tile_overlap > self.tile_size:
             raise ValueError("tile_overlap must be at most half of tile_size")
-        if self.encoder_output_stride is None:
-            strides = architecture(self.architecture).strides
-            self.encoder_output_stride = 8 if 8 in strides else strides[0]
         check_tile_size(self.architecture, self.encoder_depth, self.encoder_output_stride, self.tile_size)
         if self.class_weights is not None:
             if len(self.class_weights) != len(self.classes):
