@@ -117,6 +117,9 @@ class CheckpointMeta(BaseModel):
     encoder_depth: int = 5
     encoder_output_stride: int = 16
     decoder_channels: int = 256
+    #: Hidden channels of the full-resolution refinement head (:mod:`geoseg.methods.refine`); 0 = none
+    #: (as in every sidecar written before it existed).
+    refine_channels: int = Field(default=0, ge=0)
     in_channels: int
     band_names: list[str]
     band_mean: list[float]
@@ -195,12 +198,14 @@ def build_model(
     encoder_depth: int = 5,
     encoder_output_stride: int = 16,
     decoder_channels: int = 256,
+    refine_channels: int = 0,
 ) -> torch.nn.Module:
     """The network ``architecture`` names (an smp architecture, DeepLabV3+ by default), never downloading anything.
 
     smp is always asked for ``encoder_weights=None``; pretrained encoder weights come only from
     a file the user supplies (safetensors, or a plain tensor state dict), loaded into
     ``model.encoder``. A 3-band (RGB) file is adapted to other band counts like smp does.
+    ``refine_channels`` > 0 wraps the network in the full-resolution head of :mod:`geoseg.methods.refine`.
     """
     import segmentation_models_pytorch as smp
 
@@ -215,6 +220,10 @@ def build_model(
             f"cannot build {architecture} with encoder {encoder!r} (depth {encoder_depth}, output stride "
             f"{encoder_output_stride}): {exc}. Use an encoder segmentation-models-pytorch knows, e.g. resnet18"
         ) from exc
+    if refine_channels:
+        from geoseg.methods.refine import PixelRefined
+
+        model = PixelRefined(model, in_channels, n_classes, refine_channels)
     if encoder_weights is not None:
         load_encoder_weights(model, encoder_weights)
     return model
@@ -230,6 +239,7 @@ def build_model_from_meta(meta: CheckpointMeta) -> torch.nn.Module:
         encoder_depth=meta.encoder_depth,
         encoder_output_stride=meta.encoder_output_stride,
         decoder_channels=meta.decoder_channels,
+        refine_channels=meta.refine_channels,
     )
 
 

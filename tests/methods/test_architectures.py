@@ -65,7 +65,7 @@ def test_architecture_trains_records_and_infers_chunk_independently(arch, pair, 
     assert result.history[0]["train_loss"] is not None  # one real optimiser step
     assert read_meta(cfg.checkpoint).architecture == arch
     model, meta = load_checkpoint(cfg.checkpoint)
-    assert type(model).__name__ == arch
+    assert type(model).__name__ == "PixelRefined" and type(model.base).__name__ == arch  # the default head
     _, whole = predict_chunk(model, meta, img, np.ones(img.shape[1:], bool), device="cpu", return_confidence=True)
     assert (whole > 0).all()
     for chunk in (48, 80):

@@ -184,9 +184,15 @@ def test_fine_tuning_starts_from_the_checkpoint(pair, tmp_path):
                                             "classes": CLASSES[::-1]}))
     d, _ = load_checkpoint(swapped.checkpoint)
     pd_ = dict(d.named_parameters())
-    assert all(torch.allclose(pa[k], pd_[k], atol=1e-6) for k in pa if not k.startswith("segmentation_head."))
-    assert not torch.allclose(pa["segmentation_head.0.weight"], pd_["segmentation_head.0.weight"], atol=1e-6)
+    heads = ("base.segmentation_head.", "refine.")  # both map to the classes
+    assert all(torch.allclose(pa[k], pd_[k], atol=1e-6) for k in pa if not k.startswith(heads))
+    assert not torch.allclose(pa["base.segmentation_head.0.weight"], pd_["base.segmentation_head.0.weight"],
+                              atol=1e-6)
+    assert not torch.allclose(pa["refine.4.weight"], pd_["refine.4.weight"], atol=1e-6)  # trained, then fresh zeros
 
     with pytest.raises(ModelError, match="another network.*architecture: DeepLabV3Plus"):
         train(base.model_copy(update={"architecture": "Unet", "checkpoint": tmp_path / "e",
+                                      "init_checkpoint": base.checkpoint}))
+    with pytest.raises(ModelError, match="another network.*refine_channels: 32 \\(job: 0\\)"):
+        train(base.model_copy(update={"refine_channels": 0, "checkpoint": tmp_path / "f",
                                       "init_checkpoint": base.checkpoint}))

@@ -76,6 +76,11 @@ class TrainConfig(BaseModel):
         "(finer edges), else the architecture's own (PAN: 16)",
     )
     decoder_channels: int = Field(default=64, ge=8)
+    refine_channels: int = Field(
+        default=32, ge=0,
+        description="hidden channels of the full-resolution refinement head that corrects the network's logits "
+        "pixel by pixel from the input (sharp edges; geoseg.methods.refine); 0 = the plain network",
+    )
     tile_size: int = Field(default=256, ge=32)
     tile_overlap: int | None = Field(
         default=None, ge=0, description="overlap used at inference, stored in the checkpoint; None = tile_size // 4"

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Parameter prefix of the per-class output layer in every smp model.
-HEAD_PREFIX = "segmentation_head."
+#: Tensors that map features to *these* classes (the refinement head reads and writes class logits):
+#: they start afresh when the job's classes are not the checkpoint's.
+HEAD_PREFIX = ("segmentation_head.", "base.segmentation_head.", "refine.")
 
 
 def init_meta(cfg: TrainConfig, band_names: list[str], indices: Sequence[BandIndex] = ()) -> CheckpointMeta:
@@ -44,7 +46,8 @@ def init_meta(cfg: TrainConfig, band_names: list[str], indices: Sequence[BandInd
             "learned on those inputs)"
         )
     ours = {"architecture": cfg.architecture, "encoder": cfg.encoder, "encoder_depth": cfg.encoder_depth,
-            "decoder_channels": cfg.decoder_channels, "in_channels": len(band_names) + len(indices)}
+            "decoder_channels": cfg.decoder_channels, "refine_channels": cfg.refine_channels,
+            "in_channels": len(band_names) + len(indices)}
     if cfg.architecture in ("DeepLabV3", "DeepLabV3Plus", "PAN"):
         ours["encoder_output_stride"] = cfg.encoder_output_stride
     theirs = {k: getattr(meta, k) for k in ours}
@@ -80,6 +83,6 @@ def load_init_weights(model: torch.nn.Module, cfg: TrainConfig, meta: Checkpoint
     model.load_state_dict(keep, strict=False)
     skipped = [k for k in target if k not in keep]
     if skipped:
-        log.info("init_checkpoint %s has other classes: the segmentation head (%d tensors) starts afresh", weights,
+        log.info("init_checkpoint %s has other classes: the class heads (%d tensors) start afresh", weights,
                  len(skipped))
     return skipped

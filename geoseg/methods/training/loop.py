@@ -235,6 +235,7 @@ def _build_engine(cfg: TrainConfig, n_channels: int, init: CheckpointMeta | None
         cfg.encoder, n_channels, len(cfg.classes), cfg.encoder_weights, architecture=cfg.architecture,
         encoder_depth=cfg.encoder_depth,
         encoder_output_stride=cfg.encoder_output_stride, decoder_channels=cfg.decoder_channels,
+        refine_channels=cfg.refine_channels,
     )
     if init is not None:
         load_init_weights(model, cfg, init)
@@ -266,7 +267,8 @@ def _new_meta(cfg: TrainConfig, data: _Data) -> CheckpointMeta:
     return CheckpointMeta(
         architecture=cfg.architecture, encoder=cfg.encoder, encoder_depth=cfg.encoder_depth,
         encoder_output_stride=cfg.encoder_output_stride,
-        decoder_channels=cfg.decoder_channels, in_channels=data.n_channels, band_names=names,
+        decoder_channels=cfg.decoder_channels, refine_channels=cfg.refine_channels, in_channels=data.n_channels,
+        band_names=names,
         band_mean=data.mean[:n].tolist(), band_std=data.std[:n].tolist(), index_channels=channels,
         scale_applied=cfg.apply_scale or not any(s.declares_scale for s in data.train_src),
         classes=list(cfg.classes), tile_size=cfg.tile_size,
