@@ -229,3 +229,38 @@ def test_run_writes_baselines_table_and_accumulates_gradients(tmp_path):
     meta = read_meta(cfg.checkpoint)
     assert meta.training.baselines == table[1:] and meta.training.cpu_seconds > 0
     assert meta.training.selection == "smoothed"
+
+
+@pytest.mark.parametrize(("epochs", "until", "plain"), [(4, 0.5, 2), (5, 0.5, 2), (3, 1.0, 0), (1, 0.5, 0), (4, 0.01, 3)])
+def test_last_epochs_see_the_pixels_as_delivered(tmp_path, epochs, until, plain):
+    """Zoom and jitter for the first ``augment_until`` of the epochs (at least one), then the plain stream."""
+    rng = np.random.default_rng(1)
+    cls = blocky_classes(64, 64, cell=9) % 2
+    tr = from_origin(500000, 5100000, 10, 10)
+    img = (SPECTRA[cls].transpose(2, 0, 1) + rng.normal(0, 40, (4, 64, 64))).astype("uint16")
+    write_raster(tmp_path / "a.tif", img, transform=tr, descriptions=BANDS)
+    write_raster(tmp_path / "ref.tif", (cls + 1).astype(np.uint8), transform=tr, nodata=0)
+    cfg = TrainConfig(
+        pairs=[TrainPair(image=tmp_path / "a.tif", reference=tmp_path / "ref.tif")],
+        classes=[ClassInfo(1, "soil", "#000000"), ClassInfo(2, "crop", "#00ff00")], encoder_depth=3,
+        decoder_channels=16, refine_channels=0, tile_size=32, batch_size=2, epochs=epochs, steps_per_epoch=2,
+        val_fraction=0.25, val_tiles=2, norm_windows=4, augment_scale=0.3, augment_jitter=0.2, augment_until=until,
+        baselines=False, device="cpu", progress=False, checkpoint=tmp_path / "m",
+    )
+    import geoseg.methods.training.loop as loop
+
+    seen: list[tuple[float, float]] = []
+    real = loop._batches
+
+    def tagging(stream, *a, **kw):
+        for b in real(stream, *a, **kw):
+            seen.append((stream.aug.scale, stream.aug.jitter))
+            yield b
+
+    loop._batches = tagging
+    try:
+        train(cfg)
+    finally:
+        loop._batches = real
+    steps = 2 * epochs
+    assert seen == [(0.3, 0.2)] * (steps - 2 * plain) + [(0.0, 0.0)] * (2 * plain)

@@ -118,12 +118,17 @@ class TrainConfig(BaseModel):
         default=1, ge=1, description="batches whose gradients are summed per optimiser step (a larger batch on CPU)"
     )
     augment_scale: float = Field(
-        default=0.25, ge=0, lt=1,
+        default=0.0, ge=0, lt=1,
         description="random zoom: a window 1/(1±s) the tile's side is resized to the tile (0 = off)",
     )
     augment_jitter: float = Field(
-        default=0.1, ge=0, lt=1,
+        default=0.3, ge=0, lt=1,
         description="brightness/contrast jitter: per-band gain 1±j and shift ±j std on the normalised bands (0 = off)",
+    )
+    augment_until: float = Field(
+        default=0.5, gt=0, le=1,
+        description="fraction of the epochs that see zoom and jitter; the rest see the pixels as delivered (flips and "
+                    "rotations stay), so the network ends on the true values at class edges (1 = all epochs)",
     )
     cpu_bf16: bool = Field(default=False, description="bfloat16 autocast on CPU (only where measured faster)")
     channels_last: bool | None = Field(

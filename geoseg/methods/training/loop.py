@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -281,6 +281,22 @@ def _new_meta(cfg: TrainConfig, data: _Data) -> CheckpointMeta:
     )
 
 
+def _plain_from_epoch(cfg: TrainConfig) -> int:
+    """The first epoch trained without zoom and jitter (``epochs + 1``: none; at least one epoch sees them)."""
+    if cfg.augment_scale <= 0 and cfg.augment_jitter <= 0:
+        return cfg.epochs + 1
+    return max(2, math.ceil(cfg.epochs * cfg.augment_until) + 1)
+
+
+def _training_batches(cfg: TrainConfig, data: _Data, augmented: bool) -> Generator[tuple[Any, Any], None, None]:
+    """Batches of the training stream, with zoom and jitter or with the pixels as delivered (flips and rotations
+    both). The plain stream takes another seed, so its windows are not the first ones again."""
+    aug = Augment(cfg.tile_size, cfg.augment_scale, cfg.augment_jitter) if augmented else Augment(cfg.tile_size)
+    seed = cfg.seed if augmented else cfg.seed + 1_000_003
+    stream = _TrainStream(data.sampler, data.mean, data.std, seed, data.indices, aug)
+    return _batches(stream, cfg.batch_size, cfg.num_workers)
+
+
 def _train_epoch(
     eng: _Engine, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], steps: int, epoch: int, progress, task
 ) -> list[float]:
@@ -394,15 +410,17 @@ def train(config: TrainConfig) -> TrainResult:
     hist_path.parent.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
     best = _Best("val_miou_ema" if cfg.checkpoint_selection == "smoothed" else "val_miou")
-    aug = Augment(cfg.tile_size, cfg.augment_scale, cfg.augment_jitter)
-    stream = _TrainStream(data.sampler, data.mean, data.std, cfg.seed, data.indices, aug)
-    batches = _batches(stream, cfg.batch_size, cfg.num_workers)
+    batches = _training_batches(cfg, data, augmented=True)
+    plain_from = _plain_from_epoch(cfg)
     progress = _progress(cfg.progress)
     task = progress.add_task("training", total=cfg.epochs * cfg.steps_per_epoch, info="") if progress else None
     if progress:
         progress.start()
     try:
         for epoch in range(1, cfg.epochs + 1):
+            if epoch == plain_from:
+                batches.close()
+                batches = _training_batches(cfg, data, augmented=False)
             t_epoch = time.perf_counter()
             losses = _train_epoch(eng, batches, cfg.steps_per_epoch, epoch, progress, task)
             row: dict[str, Any] = {
