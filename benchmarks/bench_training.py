@@ -47,9 +47,9 @@ RARE_PX = 100
 #: and (epochs, steps per epoch) of a full and a quick run.
 DATASETS: dict[str, dict[str, Any]] = {
     "cropweed": {"settings": {"tile_size": 96, "index_channels": ["ndvi"]},
-                 "steps": (8, 12), "quick_steps": (3, 6)},
+                 "steps": (32, 24), "quick_steps": (3, 6)},
     "slovenia": {"settings": {"tile_size": 64, "index_channels": ["(B08 - B04) / (B08 + B04)"]},
-                 "steps": (10, 16), "quick_steps": (3, 6)},
+                 "steps": (20, 24), "quick_steps": (3, 6)},
 }
 
 
