@@ -196,3 +196,24 @@ def test_fine_tuning_starts_from_the_checkpoint(pair, tmp_path):
     with pytest.raises(ModelError, match="another network.*refine_channels: 32 \\(job: 0\\)"):
         train(base.model_copy(update={"refine_channels": 0, "checkpoint": tmp_path / "f",
                                       "init_checkpoint": base.checkpoint}))
+
+
+def test_fine_tuning_takes_the_network_keys_the_job_leaves_out(pair, tmp_path):
+    """An older checkpoint (no refinement head, depth 4, stride 16) fine-tuned by a job that names none of those
+    keys: the new defaults (head 32, depth 3, stride 8) would refuse it; the checkpoint's network is taken."""
+    old = TrainConfig(pairs=[pair], classes=CLASSES, epochs=1, steps_per_epoch=1, val_fraction=0.25,
+                      checkpoint=tmp_path / "old", refine_channels=0, **{**TINY, "encoder_depth": 4},
+                      encoder_output_stride=16)
+    train(old)
+    job = {k: v for k, v in TINY.items() if k not in ("encoder", "encoder_depth", "decoder_channels")}
+    tuned = train(TrainConfig(pairs=[pair], classes=CLASSES, epochs=1, steps_per_epoch=1, val_fraction=0.25,
+                              checkpoint=tmp_path / "new", init_checkpoint=old.checkpoint, **job))
+    meta = read_meta(tuned.checkpoint)
+    assert (meta.refine_channels, meta.encoder_depth, meta.encoder_output_stride, meta.decoder_channels) == (0, 4, 16, 16)
+    a, _ = load_checkpoint(old.checkpoint)
+    b, _ = load_checkpoint(tuned.checkpoint)
+    assert a.state_dict().keys() == b.state_dict().keys()
+    # a key the job names must still agree
+    with pytest.raises(ModelError, match="another network.*encoder_depth: 4 \\(job: 3\\)"):
+        train(TrainConfig(pairs=[pair], classes=CLASSES, epochs=1, steps_per_epoch=1, val_fraction=0.25,
+                          checkpoint=tmp_path / "x", init_checkpoint=old.checkpoint, encoder_depth=3, **job))

@@ -168,13 +168,15 @@ class TrainConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _default_output_stride(cls, data: Any) -> Any:
-        """An architecture that cannot dilate to 8 (PAN) gets its own stride unless the job names one."""
+        """An architecture that cannot dilate to 8 (PAN) gets its own stride unless the job names one (others keep
+        the default 8 unset, so fine-tuning takes the checkpoint's)."""
         if isinstance(data, dict) and data.get("encoder_output_stride") is None:
             try:
                 strides = architecture(str(data.get("architecture", "DeepLabV3Plus"))).strides
             except ValueError:
                 return data  # the architecture field's own error says it
-            data = {**data, "encoder_output_stride": 8 if 8 in strides else strides[0]}
+            if 8 not in strides:
+                data = {**data, "encoder_output_stride": strides[0]}
         return data
 
     @model_validator(mode="after")

@@ -1,8 +1,9 @@
 """Fine-tuning: start training from an existing checkpoint's weights and band statistics.
 
-The network the job describes must be the checkpoint's (architecture, encoder, depth, output
-stride, decoder width, band count), and the image bands and index channels must be the ones it
-was trained on: weights learned on other inputs do not transfer. The normalisation of the
+The network is the checkpoint's: keys the job leaves out (architecture, encoder, depth, output stride,
+decoder width, refinement head) are taken from its sidecar, keys it names must agree with it. The
+image bands and index channels must be the ones it was trained on: weights learned on other inputs
+do not transfer. The normalisation of the
 checkpoint (bands and index channels) is kept, since its first layers learned on pixels
 normalised that way. With other classes (ids or their order) the segmentation head is started
 afresh and everything else is kept.
@@ -13,6 +14,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
 
 from geoseg.errors import ModelError
 from geoseg.methods.checkpoint import CheckpointMeta, checkpoint_paths, read_meta
@@ -25,17 +28,33 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Parameter prefix of the per-class output layer in every smp model.
 #: Tensors that map features to *these* classes (the refinement head reads and writes class logits):
 #: they start afresh when the job's classes are not the checkpoint's.
 HEAD_PREFIX = ("segmentation_head.", "base.segmentation_head.", "refine.")
 
 
-def init_meta(cfg: TrainConfig, band_names: list[str], indices: Sequence[BandIndex] = ()) -> CheckpointMeta:
-    """The ``init_checkpoint``'s metadata, refused (``ModelError``) unless the job's network, bands and
-    index channels (the same indices reading the same band positions) match it."""
+#: The keys that shape the network: a fine-tuning job that names none of them takes the checkpoint's.
+NETWORK_KEYS = ("architecture", "encoder", "encoder_depth", "encoder_output_stride", "decoder_channels",
+                "refine_channels")
+
+
+def init_meta(
+    cfg: TrainConfig, band_names: list[str], indices: Sequence[BandIndex] = ()
+) -> tuple[TrainConfig, CheckpointMeta]:
+    """The job with the ``init_checkpoint``'s network where the job names no network key (so a default that
+    changed since, such as ``refine_channels``, does not refuse an older checkpoint), and the checkpoint's
+    metadata; refused (``ModelError``) unless the job's network, bands and index channels (the same indices
+    reading the same band positions) match it."""
     assert cfg.init_checkpoint is not None  # called only for jobs that give one
     meta = read_meta(cfg.init_checkpoint)
+    inherited = {k: getattr(meta, k) for k in NETWORK_KEYS if k not in cfg.model_fields_set}
+    if inherited:
+        try:  # validated again: the checkpoint's architecture may ask more of the tile than the default's
+            cfg = type(cfg).model_validate({**dict(cfg), **inherited})
+        except ValidationError as exc:
+            raise ModelError(f"init_checkpoint {cfg.init_checkpoint}: {exc.errors()[0]['msg']}") from None
+        log.info("init_checkpoint %s: network %s", cfg.init_checkpoint,
+                 ", ".join(f"{k} {v}" for k, v in inherited.items()))
     theirs_idx = [(ch.text, ch.needs, ch.bands) for ch in meta.index_channels]
     ours_idx = [(i.text, [r for r, _ in i.refs], [p for _, p in i.refs]) for i in indices]
     if theirs_idx != ours_idx:
@@ -59,7 +78,7 @@ def init_meta(cfg: TrainConfig, band_names: list[str], indices: Sequence[BandInd
             f"init_checkpoint {cfg.init_checkpoint} was trained on bands ({', '.join(meta.band_names)}), the training "
             f"images have ({', '.join(band_names)}); select those bands with `bands:`"
         )
-    return meta
+    return cfg, meta
 
 
 def load_init_weights(model: torch.nn.Module, cfg: TrainConfig, meta: CheckpointMeta) -> list[str]:

@@ -393,7 +393,9 @@ def train(config: TrainConfig) -> TrainResult:
     train_src, val_src = open_sources(cfg)  # input errors first: before the (slow) torch import
 
     indices = resolve_index_channels(cfg.index_channels, train_src + val_src)
-    init = init_meta(cfg, list(train_src[0].band_names), indices) if cfg.init_checkpoint else None
+    init = None
+    if cfg.init_checkpoint:
+        cfg, init = init_meta(cfg, list(train_src[0].band_names), indices)
 
     import torch
 
