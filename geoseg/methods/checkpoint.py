@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -125,6 +125,10 @@ class CheckpointMeta(BaseModel):
     band_mean: list[float]
     band_std: list[float]
     index_channels: list[IndexChannel] = Field(default_factory=list)
+    #: What the inputs are standardised by: ``training`` = ``band_mean``/``band_std`` and the index channels'
+    #: statistics (every sidecar written before this existed), ``scene`` = each scene's own statistics
+    #: (:mod:`geoseg.methods.scenestats`); the training set's are then kept for reference only.
+    normalisation: Literal["training", "scene"] = "training"
     #: What the network saw: True = each file's scale/offset applied (physical values; files without any are
     #: read as stored), False = stored numbers of files that declare a scale, None = a sidecar written before
     #: this was recorded (training then read stored numbers).

@@ -211,8 +211,21 @@ def network_input(
     return np.concatenate([bands, index_channels(image, valid, indices, mean[n:], std[n:])])
 
 
-def meta_input(image: np.ndarray, valid: np.ndarray, meta: CheckpointMeta) -> np.ndarray:
-    """:func:`network_input` with a checkpoint's statistics and index channels."""
+#: A scene's ``(mean, std)`` per network channel (bands, then index channels): see :mod:`geoseg.methods.scenestats`.
+SceneStats = tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]
+
+
+def meta_input(image: np.ndarray, valid: np.ndarray, meta: CheckpointMeta, scene_stats: SceneStats | None = None,
+               ) -> np.ndarray:
+    """:func:`network_input` with a checkpoint's index channels and what it normalises by: its training
+    statistics, or with ``normalisation: scene`` the scene's (``scene_stats``; without them ``image`` is taken
+    as the whole scene)."""
+    if meta.normalisation == "scene":
+        if scene_stats is None:
+            from geoseg.methods.scenestats import NetworkChannels, image_statistics
+
+            scene_stats = image_statistics(image, valid, NetworkChannels(image.shape[0], meta.indices()))
+        return network_input(image, valid, scene_stats[0], scene_stats[1], meta.indices())
     mean = [*meta.band_mean, *(ch.mean for ch in meta.index_channels)]
     std = [*meta.band_std, *(ch.std for ch in meta.index_channels)]
     return network_input(image, valid, mean, std, meta.indices())
@@ -326,6 +339,7 @@ def predict_chunk(
     core: tuple[slice, slice] | None = None,
     tta: str = "none",
     blend: str = "auto",
+    scene_stats: SceneStats | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Class ids ``(h, w)`` uint8 for raw band values ``image`` ``(bands, h, w)``; nodata where not ``valid``.
 
@@ -338,10 +352,15 @@ def predict_chunk(
     ``tta`` (``none``, ``flips``, ``d4``) averages each tile's probabilities over flips/rotations.
     ``blend``: how tile probabilities are summed (:class:`_Blender`); ``auto`` = ``index_add`` on CPU
     (bit-identical to adding tile by tile), ``fold`` on CUDA (deterministic, unlike atomic adds).
+    ``scene_stats``: for a checkpoint with ``normalisation: scene``, the statistics of the scene the chunk is
+    cut from (:mod:`geoseg.methods.scenestats`); without them ``image`` is taken as the whole scene.
     """
     import torch
 
     _check_chunk(meta, image, valid, blend, tta)
+    if meta.normalisation == "scene" and scene_stats is None and (origin != (0, 0) or core is not None):
+        raise ValueError("this checkpoint normalises by the scene's statistics: a chunk of a scene needs them "
+                         "(scene_stats=, e.g. geoseg.methods.scenestats.image_statistics of the scene)")
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     use_amp = (dev.type == "cuda") if amp is None else (amp and dev.type == "cuda")
     _, h, w = image.shape
@@ -359,7 +378,7 @@ def predict_chunk(
         return (labels, conf) if return_confidence else labels
     pad_top, pad_left = max(0, -rs[0]), max(0, -cs[0])
     pads = ((0, 0), (pad_top, max(0, rs[-1] + t - h)), (pad_left, max(0, cs[-1] + t - w)))
-    x = meta_input(image, valid, meta)
+    x = meta_input(image, valid, meta, scene_stats)
     if any(pads[1] + pads[2]):  # interior chunks read with their halo need no padding (and no copy)
         mode: Literal["reflect", "edge"] = "reflect" if min(h, w) > 1 else "edge"
         x = np.pad(x, pads, mode=mode)

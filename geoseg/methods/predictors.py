@@ -120,6 +120,8 @@ class DeepLabPredictor:
     confidence: bool = False
     tta: str = "none"
     prefetch: bool = True
+    #: the scene's ``(mean, std)`` per network channel, for a checkpoint with ``normalisation: scene``
+    scene_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def legend(self) -> tuple[ClassInfo, ...]:
         return self.classes
@@ -152,6 +154,7 @@ class DeepLabPredictor:
             return_confidence=with_confidence,
             core=hw.core_in_outer,
             tta=self.tta,
+            scene_stats=self.scene_stats,
         )
         if with_confidence:
             labels, prob = out

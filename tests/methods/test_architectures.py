@@ -14,6 +14,7 @@ from geoseg.legend import ClassInfo
 from geoseg.methods.architectures import ARCHITECTURES, check_tile_size, feature_stride, model_kwargs
 from geoseg.methods.checkpoint import build_model, load_checkpoint, read_meta
 from geoseg.methods.deeplab import predict_chunk, required_halo
+from geoseg.methods.scenestats import NetworkChannels, image_statistics
 from geoseg.methods.training import TrainConfig, TrainPair, train
 from tests.fixtures import write_raster
 
@@ -37,17 +38,19 @@ def pair(tmp_path_factory):
 
 
 def _chunked(model, meta, img: np.ndarray, chunk: int) -> np.ndarray:
-    """Confidence of a prediction chunk by chunk, each chunk read with the required halo."""
+    """Confidence of a prediction chunk by chunk, each chunk read with the required halo and normalised by the
+    whole image's statistics (the checkpoint's default ``normalisation: scene``), as a run does."""
     h, w = img.shape[1:]
     out = np.full((h, w), -1.0, np.float32)
     halo = required_halo(meta)
+    stats = image_statistics(img, np.ones((h, w), bool), NetworkChannels(img.shape[0], meta.indices()))
     for r0 in range(0, h, chunk):
         for c0 in range(0, w, chunk):
             hw = halo_window(Window(r0, c0, min(chunk, h - r0), min(chunk, w - c0)), halo, (h, w))
             data = img[(slice(None), *hw.outer.slices)]
             _, conf = predict_chunk(model, meta, data, np.ones(data.shape[1:], bool), device="cpu",
                                     origin=(hw.outer.row_off, hw.outer.col_off), core=hw.core_in_outer,
-                                    return_confidence=True)
+                                    return_confidence=True, scene_stats=stats)
             out[hw.core.slices] = trim_halo(conf, hw)
     return out
 

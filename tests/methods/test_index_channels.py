@@ -36,7 +36,7 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("idx")
     files = make_scene("cropweed", folder / "cw", width=128, height=128, seed=0, block=128)
     cfg = TrainConfig(pairs=[TrainPair(image=files.image, reference=files.reference)], classes=list(CROPWEED_CLASSES),
-                      checkpoint=folder / "m", index_channels=["exg"], **TINY)
+                      checkpoint=folder / "m", index_channels=["exg"], normalisation="training", **TINY)
     return files, cfg, train(cfg)
 
 
@@ -105,10 +105,10 @@ def test_a_sidecar_written_before_index_channels_loads_with_none(tmp_path):
     meta = tiny_meta()
     save_checkpoint(tiny_model(meta), meta, tmp_path / "old")
     side = json.loads((tmp_path / "old.json").read_text())
-    del side["index_channels"]  # as every sidecar written before the field existed
+    del side["index_channels"], side["normalisation"]  # as every sidecar written before the fields existed
     (tmp_path / "old.json").write_text(json.dumps(side))
     model, old = load_checkpoint(tmp_path / "old")
-    assert old.index_channels == [] and old.in_channels == 4
+    assert old.index_channels == [] and old.in_channels == 4 and old.normalisation == "training"
     img = np.random.default_rng(0).normal(110, 30, (4, 40, 40)).astype(np.float32)
     valid = np.ones((40, 40), bool)
     np.testing.assert_array_equal(meta_input(img, valid, old)[:4], meta_input(img, valid, meta))

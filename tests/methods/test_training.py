@@ -16,6 +16,7 @@ from geoseg.errors import BandError, GridMismatchError, InputError, MissingFileE
 from geoseg.legend import CROPWEED_CLASSES, LANDCOVER_CLASSES, ClassInfo
 from geoseg.methods.checkpoint import check_compatible, load_checkpoint, read_meta
 from geoseg.methods.deeplab import predict_chunk
+from geoseg.methods.scenestats import NetworkChannels, image_statistics
 from geoseg.methods.training import (
     IGNORE_INDEX,
     TrainConfig,
@@ -249,7 +250,9 @@ def test_deeplab_separates_weeds_that_kmeans_cannot(tmp_path):
         ref = ds.read(1)
     split = 384  # the held-out rows: never seen in training
     model, meta = load_checkpoint(cfg.checkpoint)
-    pred = predict_chunk(model, meta, img[:, split:], np.ones((512 - split, 512), bool), origin=(split, 0), device="cpu")
+    whole = image_statistics(img, np.ones((512, 512), bool), NetworkChannels(img.shape[0], meta.indices()))
+    pred = predict_chunk(model, meta, img[:, split:], np.ones((512 - split, 512), bool), origin=(split, 0), device="cpu",
+                         scene_stats=whole)  # rows of the scene, normalised by the scene's statistics
     from sklearn.metrics import jaccard_score
 
     dl_iou = jaccard_score(ref[split:].ravel(), pred.ravel(), labels=[1, 2, 3], average=None)

@@ -203,13 +203,14 @@ def test_fine_tuning_takes_the_network_keys_the_job_leaves_out(pair, tmp_path):
     keys: the new defaults (head 32, depth 3, stride 8) would refuse it; the checkpoint's network is taken."""
     old = TrainConfig(pairs=[pair], classes=CLASSES, epochs=1, steps_per_epoch=1, val_fraction=0.25,
                       checkpoint=tmp_path / "old", refine_channels=0, **{**TINY, "encoder_depth": 4},
-                      encoder_output_stride=16)
+                      encoder_output_stride=16, normalisation="training")
     train(old)
     job = {k: v for k, v in TINY.items() if k not in ("encoder", "encoder_depth", "decoder_channels")}
     tuned = train(TrainConfig(pairs=[pair], classes=CLASSES, epochs=1, steps_per_epoch=1, val_fraction=0.25,
                               checkpoint=tmp_path / "new", init_checkpoint=old.checkpoint, **job))
     meta = read_meta(tuned.checkpoint)
     assert (meta.refine_channels, meta.encoder_depth, meta.encoder_output_stride, meta.decoder_channels) == (0, 4, 16, 16)
+    assert meta.normalisation == "training"  # the inputs its first layer learned on, whatever the default now
     a, _ = load_checkpoint(old.checkpoint)
     b, _ = load_checkpoint(tuned.checkpoint)
     assert a.state_dict().keys() == b.state_dict().keys()
@@ -217,3 +218,6 @@ def test_fine_tuning_takes_the_network_keys_the_job_leaves_out(pair, tmp_path):
     with pytest.raises(ModelError, match="another network.*encoder_depth: 4 \\(job: 3\\)"):
         train(TrainConfig(pairs=[pair], classes=CLASSES, epochs=1, steps_per_epoch=1, val_fraction=0.25,
                           checkpoint=tmp_path / "x", init_checkpoint=old.checkpoint, encoder_depth=3, **job))
+    with pytest.raises(ModelError, match="another network.*normalisation: training \\(job: scene\\)"):
+        train(TrainConfig(pairs=[pair], classes=CLASSES, epochs=1, steps_per_epoch=1, val_fraction=0.25,
+                          checkpoint=tmp_path / "x", init_checkpoint=old.checkpoint, normalisation="scene", **job))

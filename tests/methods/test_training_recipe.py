@@ -162,7 +162,7 @@ def test_training_stream_zoom_flips_and_jitter_keep_bands_and_labels_aligned(tmp
     src, _ = open_sources(cfg)
     sampler = WindowSampler(src, 4, 48, class_balanced=True)
     zeros, ones = np.zeros(5, np.float32), np.ones(5, np.float32)
-    stream = iter(_TrainStream(sampler, zeros, ones, seed=5, aug=Augment(48, scale=0.4)))
+    stream = iter(_TrainStream(sampler, [(zeros, ones)], seed=5, aug=Augment(48, scale=0.4)))
     mixed = 0
     for _ in range(40):
         x, y = next(stream)
@@ -178,8 +178,8 @@ def test_training_stream_zoom_flips_and_jitter_keep_bands_and_labels_aligned(tmp
     assert mixed > 10  # the zoom resampled most windows (pixels mixing two classes at their edges)
     # jitter: bands change by a per-band gain and shift, labels not at all
     for seed in range(5):  # the first sample of a stream: the same window with and without jitter
-        xj, yj = next(iter(_TrainStream(sampler, zeros, ones, seed=seed, aug=Augment(48, jitter=0.2))))
-        xp, yp = next(iter(_TrainStream(sampler, zeros, ones, seed=seed, aug=Augment(48))))
+        xj, yj = next(iter(_TrainStream(sampler, [(zeros, ones)], seed=seed, aug=Augment(48, jitter=0.2))))
+        xp, yp = next(iter(_TrainStream(sampler, [(zeros, ones)], seed=seed, aug=Augment(48))))
         np.testing.assert_array_equal(yj, yp)
         for b in range(5):
             gain, shift = np.polyfit(xp[b].ravel(), xj[b].ravel(), 1)

@@ -37,7 +37,8 @@ def trained(tmp_path_factory):
     files = make_scene("cropweed", folder / "cw", width=SIZE, height=SIZE, seed=2, block=128)
     cfg = TrainConfig(
         pairs=[TrainPair(image=files.image, reference=files.reference)], classes=list(CROPWEED_CLASSES),
-        index_channels=["exg", "ndvi"], encoder="resnet18", encoder_depth=3, decoder_channels=16, tile_size=64,
+        index_channels=["exg", "ndvi"], normalisation="training",
+        encoder="resnet18", encoder_depth=3, decoder_channels=16, tile_size=64,
         tile_overlap=16, batch_size=2, epochs=1, steps_per_epoch=2, val_fraction=0.25, val_tiles=2, norm_windows=4,
         seed=0, progress=False, checkpoint=folder / "m",
     )

@@ -56,6 +56,12 @@ class TrainConfig(BaseModel):
         description="apply each image's scale/offset (GDAL band metadata) on read, as inference does; "
         "false = the stored numbers (inference must then set `apply_scale: false` too)",
     )
+    normalisation: Literal["training", "scene"] = Field(
+        default="scene",
+        description="what each band and index channel is standardised by: each image's own mean and std (scene: "
+        "another date's haze or brighter NIR is taken out; inference does the same per scene) or the training "
+        "set's (training: a scene's class mix does not move the inputs)",
+    )
     sensor: Literal["sentinel2", "landsat4", "landsat5", "landsat7", "landsat8", "landsat9"] | None = Field(
         default=None,
         description="the sensor whose band numbers (B04, B08) name the images' bands, as a job's `sensor:`; "
@@ -122,8 +128,9 @@ class TrainConfig(BaseModel):
         description="random zoom: a window 1/(1±s) the tile's side is resized to the tile (0 = off)",
     )
     augment_jitter: float = Field(
-        default=0.3, ge=0, lt=1,
-        description="brightness/contrast jitter: per-band gain 1±j and shift ±j std on the normalised bands (0 = off)",
+        default=0.0, ge=0, lt=1,
+        description="brightness/contrast jitter: per-band gain 1±j and shift ±j std on the normalised bands (0 = off; "
+        "0.3 carries a network normalised by the training set across dates, normalisation: scene needs none)",
     )
     augment_until: float = Field(
         default=0.5, gt=0, le=1,

@@ -30,6 +30,7 @@ from geoseg.io.units import apply_scaling
 from geoseg.legend import ClassInfo
 from geoseg.methods.deeplab import network_input
 from geoseg.methods.indices import BandIndex, resolve_index
+from geoseg.methods.scenestats import NetworkChannels, channel_statistics, mean_std, sample_file_channels
 from geoseg.methods.training.augment import Augment
 from geoseg.methods.training.config import TrainConfig, TrainPair
 
@@ -164,9 +165,7 @@ class TrainSource:
         not valid (its nodata, alpha or mask) are ignored too.
         """
         window = Window(row, col, h, w)
-        img, valid = _on_window(self.source, self.grid, window, np.float32)
-        if self.source.scales:
-            img = apply_scaling(img, self.source.scales, self.source.offsets)
+        img, valid = self.read_bands(window)
         if self.ref_source is not None:
             ref, ref_valid = _on_window(self.ref_source, self.grid, window, None)
             target = self.lut[ref[0]]
@@ -175,6 +174,28 @@ class TrainSource:
             target = self.lut[self._rasterize(row, col, h, w)]
         target[~valid] = IGNORE_INDEX
         return img, valid, target
+
+    def read_bands(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Raw bands ``(b, h, w)`` float32 (scale/offset applied unless ``apply_scale`` is off) and validity."""
+        img, valid = _on_window(self.source, self.grid, window, np.float32)
+        if self.source.scales:
+            img = apply_scaling(img, self.source.scales, self.source.offsets)
+        return img, valid
+
+    def scene_statistics(self, indices: tuple[BandIndex, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std of the network channels over the whole image (:mod:`geoseg.methods.scenestats`): what
+        ``normalisation: scene`` normalises this image's windows by, as inference does a scene's chunks."""
+        channels = NetworkChannels(len(self.indexes), indices)
+        try:
+            return channel_statistics(sample_file_channels(self.read_bands, self.grid, channels))
+        except InputError as exc:
+            raise InputError(f"{self.pair.image}: {exc}") from None
+
+    def dominant_share(self) -> float:
+        """The share of the image's labelled pixels (on the coarse reference) that its largest class holds."""
+        idx = self.lut[self.coarse_reference()[0]]
+        counts = np.bincount(idx[idx != IGNORE_INDEX].ravel())
+        return float(counts.max() / counts.sum()) if counts.size and counts.sum() else 0.0
 
     def coarse_reference(self) -> tuple[np.ndarray, int]:
         """The reference decimated to at most ``COARSE_SIDE`` per side (nearest), and the step."""
@@ -367,13 +388,15 @@ def _augment(img: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> t
 class _TrainStream:
     """An endless stream of augmented, normalised training samples (a torch ``IterableDataset``).
 
-    ``mean``/``std``: the bands' statistics, then those of the ``indices`` (index channels after the bands);
-    ``aug``: zoom and brightness/contrast (:mod:`.augment`) besides the flips and rotations.
+    ``stats``: per source, the ``(mean, std)`` its windows are normalised by: the bands' statistics, then those
+    of the ``indices`` (index channels after the bands); the training set's for every source, or each image's
+    own (``normalisation: scene``). ``aug``: zoom and brightness/contrast (:mod:`.augment`) besides the flips
+    and rotations.
     """
 
-    def __init__(self, sampler: WindowSampler, mean: np.ndarray, std: np.ndarray, seed: int,
+    def __init__(self, sampler: WindowSampler, stats: list[tuple[np.ndarray, np.ndarray]], seed: int,
                  indices: tuple[BandIndex, ...] = (), aug: Augment | None = None) -> None:
-        self.sampler, self.mean, self.std, self.seed, self.indices = sampler, mean, std, seed, indices
+        self.sampler, self.stats, self.seed, self.indices = sampler, stats, seed, indices
         self.aug = aug or Augment(sampler.tile)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -386,7 +409,7 @@ class _TrainStream:
             si, r, c, h, w = self.sampler.pick(rng)
             src = self.sampler.sources[si]
             img, valid, target = src.read(*aug.grow(r, c, h, w, src.row_lo, src.row_hi, src.width))
-            x = network_input(img, valid, self.mean, self.std, self.indices)
+            x = network_input(img, valid, *self.stats[si], self.indices)
             x, target = aug.zoom(x, target, rng)
             x, target = _pad_to(x, target, tile)
             x, target = _augment(x, target, rng)
@@ -447,11 +470,7 @@ def band_statistics(
     empty = [indices[j].text for j in np.flatnonzero(n_idx == 0)]
     if empty:
         raise InputError(f"index channel {empty[0]!r} has no finite value on the sampled training windows")
-    mean = np.concatenate([s / n, s_idx / np.maximum(n_idx, 1)])
-    sq = np.concatenate([ss / n, ss_idx / np.maximum(n_idx, 1)])
-    std = np.sqrt(np.maximum(sq - mean * mean, 0.0))
-    std = np.maximum(std, 1e-6 * np.maximum(np.abs(mean), 1.0))
-    return mean.astype(np.float32), std.astype(np.float32)
+    return mean_std(np.concatenate([s, s_idx]), np.concatenate([ss, ss_idx]), np.concatenate([np.full(n_b, n), n_idx]))
 
 
 def validation_tiles(

@@ -1,7 +1,7 @@
 """Fine-tuning: start training from an existing checkpoint's weights and band statistics.
 
 The network is the checkpoint's: keys the job leaves out (architecture, encoder, depth, output stride,
-decoder width, refinement head) are taken from its sidecar, keys it names must agree with it. The
+decoder width, refinement head, normalisation) are taken from its sidecar, keys it names must agree with it. The
 image bands and index channels must be the ones it was trained on: weights learned on other inputs
 do not transfer. The normalisation of the
 checkpoint (bands and index channels) is kept, since its first layers learned on pixels
@@ -35,7 +35,7 @@ HEAD_PREFIX = ("segmentation_head.", "base.segmentation_head.", "refine.")
 
 #: The keys that shape the network: a fine-tuning job that names none of them takes the checkpoint's.
 NETWORK_KEYS = ("architecture", "encoder", "encoder_depth", "encoder_output_stride", "decoder_channels",
-                "refine_channels")
+                "refine_channels", "normalisation")
 
 
 def init_meta(
@@ -66,7 +66,7 @@ def init_meta(
         )
     ours = {"architecture": cfg.architecture, "encoder": cfg.encoder, "encoder_depth": cfg.encoder_depth,
             "decoder_channels": cfg.decoder_channels, "refine_channels": cfg.refine_channels,
-            "in_channels": len(band_names) + len(indices)}
+            "normalisation": cfg.normalisation, "in_channels": len(band_names) + len(indices)}
     if cfg.architecture in ("DeepLabV3", "DeepLabV3Plus", "PAN"):
         ours["encoder_output_stride"] = cfg.encoder_output_stride
     theirs = {k: getattr(meta, k) for k in ours}

@@ -161,12 +161,15 @@ class _Data:
 
     train_src: list[TrainSource]
     sampler: WindowSampler
+    #: the training set's statistics (the sidecar's; what ``normalisation: training`` normalises by)
     mean: np.ndarray
     std: np.ndarray
     val: list[tuple[np.ndarray, np.ndarray]]
     #: the validation tiles as read (raw bands, validity, class indexes): what the baselines are scored on
     val_raw: list[Tile] = field(default_factory=list)
     indices: tuple[BandIndex, ...] = ()
+    #: per training source, the ``(mean, std)`` its windows are normalised by
+    train_stats: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
     @property
     def n_channels(self) -> int:
@@ -185,25 +188,57 @@ class _Data:
 
 def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[TrainSource], rng: np.random.Generator,
                   init: CheckpointMeta | None = None, indices: tuple[BandIndex, ...] = ()) -> _Data:
-    """Sampler, input statistics from training windows (or ``init``'s), and the validation tiles read and
-    turned into network inputs (bands and index channels) once."""
+    """Sampler, input statistics from training windows (or ``init``'s), each image's own with
+    ``normalisation: scene``, and the validation tiles read and turned into network inputs (bands and index
+    channels) once."""
     sampler = WindowSampler(train_src, len(cfg.classes), cfg.tile_size, cfg.class_balanced)
     mean, std = band_statistics(sampler, cfg.norm_windows, rng, indices)
     if init is not None:  # fine-tuning keeps the normalisation the weights were trained with
         mean = np.asarray([*init.band_mean, *(ch.mean for ch in init.index_channels)], np.float32)
         std = np.asarray([*init.band_std, *(ch.std for ch in init.index_channels)], np.float32)
+    train_stats = _source_statistics(cfg, train_src, (mean, std), indices)
+    val_stats = _source_statistics(cfg, val_src, (mean, std), indices)
+    if cfg.normalisation == "scene":
+        _warn_one_class_images(train_src)
     tiles = validation_tiles(val_src, cfg.tile_size, cfg.val_tiles, rng) if val_src else []
     val, val_raw = [], []
     for si, r, c, h, w in tiles:
         img, valid, target = val_src[si].read(r, c, h, w)
-        val.append(_pad_to(network_input(img, valid, mean, std, indices), target, cfg.tile_size))
+        val.append(_pad_to(network_input(img, valid, *val_stats[si], indices), target, cfg.tile_size))
         val_raw.append((img, valid, target))
-    data = _Data(train_src, sampler, mean, std, val, val_raw, indices)
+    data = _Data(train_src, sampler, mean, std, val, val_raw, indices, train_stats)
     if val and data.val_px < MIN_VALIDATION_PX:
         log.warning("validation scores %d labelled pixels only (fewer than %d): the kept checkpoint may hinge on "
                     "noise; raise val_tiles or give more validation images (val_pairs)",
                     data.val_px, MIN_VALIDATION_PX)
     return data
+
+
+#: An image whose labelled pixels are this much one class is named in a warning under ``normalisation: scene``.
+ONE_CLASS_SHARE = 0.95
+
+
+def _source_statistics(cfg: TrainConfig, sources: list[TrainSource], training: tuple[np.ndarray, np.ndarray],
+                       indices: tuple[BandIndex, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """What each source is normalised by: the training set's statistics, or (``normalisation: scene``) the
+    image's own, sampled as inference samples a scene (:mod:`geoseg.methods.scenestats`)."""
+    if cfg.normalisation == "training":
+        return [training] * len(sources)
+    stats = [src.scene_statistics(indices) for src in sources]
+    for src, (m, _) in zip(sources, stats):
+        log.info("%s: normalised by its own statistics (band means %s)", src.pair.image,
+                 ", ".join(f"{v:.4g}" for v in m[: len(src.indexes)]))
+    return stats
+
+
+def _warn_one_class_images(sources: list[TrainSource]) -> None:
+    """Under ``normalisation: scene``, name the training images that are nearly all one class."""
+    uniform = [src.pair.image.name for src in sources if src.dominant_share() >= ONE_CLASS_SHARE]
+    if uniform:
+        log.warning("%d of %d training images (%s) are %.0f %% or more one class: normalised by its own statistics "
+                    "such an image's pixels are stretched to one class's spread; if scenes to segment can be that "
+                    "uniform, train with `normalisation: training`", len(uniform), len(sources),
+                    ", ".join(uniform[:3]), 100 * ONE_CLASS_SHARE)
 
 
 @dataclass
@@ -270,6 +305,7 @@ def _new_meta(cfg: TrainConfig, data: _Data) -> CheckpointMeta:
         decoder_channels=cfg.decoder_channels, refine_channels=cfg.refine_channels, in_channels=data.n_channels,
         band_names=names,
         band_mean=data.mean[:n].tolist(), band_std=data.std[:n].tolist(), index_channels=channels,
+        normalisation=cfg.normalisation,
         scale_applied=cfg.apply_scale or not any(s.declares_scale for s in data.train_src),
         classes=list(cfg.classes), tile_size=cfg.tile_size,
         tile_overlap=cfg.tile_overlap, resolution=float(np.mean([s.resolution for s in data.train_src])),
@@ -293,7 +329,7 @@ def _training_batches(cfg: TrainConfig, data: _Data, augmented: bool) -> Generat
     both). The plain stream takes another seed, so its windows are not the first ones again."""
     aug = Augment(cfg.tile_size, cfg.augment_scale, cfg.augment_jitter) if augmented else Augment(cfg.tile_size)
     seed = cfg.seed if augmented else cfg.seed + 1_000_003
-    stream = _TrainStream(data.sampler, data.mean, data.std, seed, data.indices, aug)
+    stream = _TrainStream(data.sampler, data.train_stats, seed, data.indices, aug)
     return _batches(stream, cfg.batch_size, cfg.num_workers)
 
 

@@ -8,6 +8,8 @@ for a ``GPU`` resource where workers offer one. The resume key holds the checkpo
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -21,6 +23,8 @@ from geoseg.run.schema import StrictModel
 if TYPE_CHECKING:
     from geoseg.io.scene import Scene
     from geoseg.methods.checkpoint import CheckpointMeta
+
+log = logging.getLogger(__name__)
 
 
 class DeepLabConfig(StrictModel):
@@ -65,15 +69,19 @@ def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> CheckpointMeta:
     return meta
 
 
-def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) -> DeepLabPredictor:
+def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int,
+                            scene_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> DeepLabPredictor:
     """Check the checkpoint against the scene and describe how tasks should run it.
 
     Tasks ask for a ``GPU`` resource when the cluster has workers that offer one (and the job
     does not ask for ``device: cpu``), so they land only there; otherwise they run anywhere.
+    ``scene_stats``: the scene's statistics, for a checkpoint trained with ``normalisation: scene``.
     """
     from geoseg.methods.deeplab import required_halo
 
     meta = check_deeplab_job(cfg, scene)
+    if meta.normalisation == "scene" and scene_stats is None:
+        raise ValueError(f"{cfg.checkpoint} normalises by the scene's statistics: draw them first (scene_statistics)")
     resources: dict[str, float] | None = {"GPU": 1} if gpu_workers and cfg.device != "cpu" else None
     return DeepLabPredictor(
         checkpoint=Path(cfg.checkpoint),
@@ -84,7 +92,23 @@ def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int) 
         classes=tuple(meta.classes),
         confidence=cfg.confidence,
         tta=cfg.tta,
+        scene_stats=scene_stats if meta.normalisation == "scene" else None,
     )
+
+
+def scene_statistics(ctx: FitContext, meta: CheckpointMeta) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The scene's mean and std per network channel, from its stratified sample drawn on the workers
+    (:mod:`geoseg.methods.scenestats`): seeded and on the fixed sampling grid, so a resumed run or another
+    ``chunk_size`` gets the same numbers, and the labels with them."""
+    from geoseg.methods.scenestats import SCENE_SAMPLE_PX, SCENE_SEED, NetworkChannels, channel_statistics
+
+    channels = NetworkChannels(len(meta.band_names), meta.indices())
+    sample = ctx.draw_sample(channels, SCENE_SAMPLE_PX, SCENE_SEED)
+    names = [*meta.band_names, *(ch.text for ch in meta.index_channels)]
+    mean, std = channel_statistics(sample, names)
+    log.info("normalising by the scene's own statistics (%d sampled pixels; the checkpoint was trained so): "
+             "means %s", len(sample), ", ".join(f"{n} {v:.4g}" for n, v in zip(names, mean)))
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
 def _file_digest(path: Path) -> str:
@@ -99,10 +123,16 @@ def prepare(ctx: FitContext) -> Prepared:
     from geoseg.methods.checkpoint import checkpoint_paths
 
     cfg = ctx.config
-    predictor = build_deeplab_predictor(cfg, ctx.scene, ctx.gpu_workers)
+    meta = check_deeplab_job(cfg, ctx.scene)  # the scene's bands are the network's before they are sampled
+    stats = scene_statistics(ctx, meta) if meta.normalisation == "scene" else None
+    predictor = build_deeplab_predictor(cfg, ctx.scene, ctx.gpu_workers, stats)
     weights, sidecar = checkpoint_paths(cfg.checkpoint)
     digests = [_file_digest(weights)] + ([_file_digest(sidecar)] if sidecar.is_file() else [])
-    return Prepared(predictor, " ".join(digests))
+    if stats is None:
+        return Prepared(predictor, " ".join(digests))
+    names = [*meta.band_names, *(ch.text for ch in meta.index_channels)]
+    record = {"scene_statistics": {"channels": names, "mean": list(stats[0]), "std": list(stats[1])}}
+    return Prepared(predictor, " ".join([*digests, json.dumps(record)]), record=record)
 
 
 METHOD = MethodSpec("deeplab", DeepLabConfig, fit="checkpoint", prepare=prepare, check=check_deeplab_job)
