@@ -92,15 +92,6 @@ def _read(image: Path, reference: Path, bands: list[str]) -> tuple[np.ndarray, n
     return img, valid, ref
 
 
-def _standardised(tile: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A whole scene's bands standardised by its own valid pixels' mean and std (the k-means baseline of a
-    network trained with ``normalisation: scene``)."""
-    img, valid, target = tile
-    v = img[:, valid].astype(np.float64)
-    mean, std = v.mean(axis=1), np.maximum(v.std(axis=1), 1e-12)
-    return ((img - mean[:, None, None]) / std[:, None, None]).astype(np.float32), valid, target
-
-
 def _iou_table(ref: np.ndarray, pred: np.ndarray, ids: list[int]) -> list[float]:
     """IoU per class id over the labelled pixels (pred may hold ids of no class: they count as wrong)."""
     m = ref != 0
@@ -118,8 +109,9 @@ def run_one(name: str, tmp: Path, seed: int, args: argparse.Namespace) -> dict[s
 
     from geoseg.methods.checkpoint import load_checkpoint
     from geoseg.methods.deeplab import predict_chunk
+    from geoseg.methods.scenestats import NetworkChannels, image_statistics
     from geoseg.methods.training import TrainConfig, train
-    from geoseg.methods.training.baselines import fit_sample, kmeans_baseline, score_baselines
+    from geoseg.methods.training.baselines import kmeans_per_scene_baseline, score_baselines, standardised
 
     spec = DATASETS[name]
     if name == "cropweed":
@@ -154,10 +146,9 @@ def run_one(name: str, tmp: Path, seed: int, args: argparse.Namespace) -> dict[s
     names = [c.name for c in classes]
     base = score_baselines(meta.band_names, train_tiles, [(img, valid, target)], names, seed)
     if meta.normalisation == "scene":  # the network sees each scene standardised: so does a k-means beside it
-        own = [_standardised(t) for t in train_tiles]
-        base.append(kmeans_baseline(meta.band_names, fit_sample(own, seed), [_standardised((img, valid, target))],
-                                    names, seed))
-        base[-1].name = "kmeans per scene"
+        own = [standardised(t, *image_statistics(t[0], t[1], NetworkChannels(t[0].shape[0])))
+               for t in [*train_tiles, (img, valid, target)]]
+        base.append(kmeans_per_scene_baseline(meta.band_names, own[:-1], own[-1:], names, seed))
     rows = {"network": _iou_table(ref, np.where(valid, pred, 0), ids)}
     for b in base:
         rows[b.name] = [float(v) for v in b.iou]

@@ -187,6 +187,26 @@ def test_training_stream_zoom_flips_and_jitter_keep_bands_and_labels_aligned(tmp
             np.testing.assert_allclose(xj[b], xp[b] * gain + shift, rtol=1e-4, atol=1e-3)
 
 
+def test_kmeans_per_scene_follows_a_brighter_date_that_pooled_kmeans_does_not():
+    """The validation scene is the training scene on a hazier date (every band x 1.8 + 300): k-means fitted on the
+    training pixels as delivered calls most of it one class; standardised per scene, as a network with
+    ``normalisation: scene`` sees it, the same k-means labels it as well as the training scene."""
+    from geoseg.methods.scenestats import NetworkChannels, image_statistics
+    from geoseg.methods.training.baselines import kmeans_per_scene_baseline, standardised
+
+    rng = np.random.default_rng(1)
+    cls = blocky_classes(80, 80, cell=9) % 2
+    img = (SPECTRA[cls].transpose(2, 0, 1) + rng.normal(0, 30, (4, 80, 80))).astype(np.float32)
+    later = img * 1.8 + 300
+    valid = np.ones((80, 80), bool)
+    train_tile, val_tile = (img, valid, cls.astype(np.uint8)), (later, valid, cls.astype(np.uint8))
+    pooled = score_baselines(BANDS, [train_tile], [val_tile], ["soil", "crop"])[-1]
+    own = [standardised(t, *image_statistics(t[0], valid, NetworkChannels(4))) for t in (train_tile, val_tile)]
+    per_scene = kmeans_per_scene_baseline(BANDS, own[:1], own[1:], ["soil", "crop"])
+    assert pooled.name == "kmeans" and per_scene.name == "kmeans per scene"
+    assert per_scene.miou > 0.95 > 0.6 > pooled.miou
+
+
 def test_run_writes_baselines_table_and_accumulates_gradients(tmp_path):
     rng = np.random.default_rng(0)
     cls = blocky_classes(96, 96, cell=11) % 2
@@ -220,12 +240,12 @@ def test_run_writes_baselines_table_and_accumulates_gradients(tmp_path):
         loop._batches = real
     assert len(batches) == 2 * 2 * 3  # epochs x optimiser steps x accumulated batches
     table = json.loads(baselines_path(cfg.checkpoint).read_text())
-    assert [t["method"] for t in table] == ["network", "ndvi+otsu", "kmeans"]
+    assert [t["method"] for t in table] == ["network", "ndvi+otsu", "kmeans", "kmeans per scene"]  # normalisation: scene
     assert {t["val_px"] for t in table} == {result.history[0]["val_px"]}
     assert table[0]["epoch"] == result.best_epoch and table[0]["val_iou"] == result.history[
         result.best_epoch - 1]["val_iou"]
     # spectrally separable classes: both baselines are near perfect on the validation image
-    assert table[1]["val_miou"] > 0.95 and table[2]["val_miou"] > 0.95
+    assert table[1]["val_miou"] > 0.95 and table[2]["val_miou"] > 0.95 and table[3]["val_miou"] > 0.95
     meta = read_meta(cfg.checkpoint)
     assert meta.training.baselines == table[1:] and meta.training.cpu_seconds > 0
     assert meta.training.selection == "smoothed"

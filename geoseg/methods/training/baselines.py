@@ -144,6 +144,24 @@ def kmeans_baseline(band_names: Sequence[str], fit: tuple[np.ndarray, np.ndarray
     return _score("kmeans", predict, lut, val, k, k, class_names, [f"cluster {i}" for i in range(k)])
 
 
+def standardised(tile: Tile, mean: np.ndarray, std: np.ndarray) -> Tile:
+    """The tile with its bands standardised by ``mean``/``std`` (its scene's: the bands' part of the network
+    channels' statistics), for the k-means a network trained with ``normalisation: scene`` is compared with."""
+    img, valid, target = tile
+    n = img.shape[0]
+    m, s = np.asarray(mean, np.float32)[:n, None, None], np.asarray(std, np.float32)[:n, None, None]
+    return ((img.astype(np.float32) - m) / s), valid, target
+
+
+def kmeans_per_scene_baseline(band_names: Sequence[str], train_tiles: Sequence[Tile], val: Sequence[Tile],
+                              class_names: Sequence[str], seed: int = 0) -> BaselineScore:
+    """K-means on tiles already standardised by their own scene's statistics (:func:`standardised`): the
+    baseline beside a network that sees every scene so."""
+    score = kmeans_baseline(band_names, fit_sample(train_tiles, seed), val, class_names, seed)
+    score.name = "kmeans per scene"
+    return score
+
+
 def score_baselines(band_names: Sequence[str], train_tiles: Sequence[Tile], val: Sequence[Tile],
                     class_names: Sequence[str], seed: int = 0) -> list[BaselineScore]:
     """Index + Otsu (where the bands allow) and k-means, fitted on ``train_tiles``, scored on ``val``."""

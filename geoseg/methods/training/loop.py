@@ -36,7 +36,13 @@ from geoseg.methods.checkpoint import (
 from geoseg.methods.deeplab import network_input, resolve_device
 from geoseg.methods.indices import BandIndex
 from geoseg.methods.training.augment import Augment
-from geoseg.methods.training.baselines import BaselineScore, Tile, score_baselines
+from geoseg.methods.training.baselines import (
+    BaselineScore,
+    Tile,
+    kmeans_per_scene_baseline,
+    score_baselines,
+    standardised,
+)
 from geoseg.methods.training.config import TrainConfig
 from geoseg.methods.training.curve import curve_path, write_curve
 from geoseg.methods.training.data import (
@@ -170,6 +176,8 @@ class _Data:
     indices: tuple[BandIndex, ...] = ()
     #: per training source, the ``(mean, std)`` its windows are normalised by
     train_stats: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    #: per validation tile, the ``(mean, std)`` it was normalised by
+    val_stats: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
     @property
     def n_channels(self) -> int:
@@ -206,7 +214,8 @@ def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[
         img, valid, target = val_src[si].read(r, c, h, w)
         val.append(_pad_to(network_input(img, valid, *val_stats[si], indices), target, cfg.tile_size))
         val_raw.append((img, valid, target))
-    data = _Data(train_src, sampler, mean, std, val, val_raw, indices, train_stats)
+    data = _Data(train_src, sampler, mean, std, val, val_raw, indices, train_stats,
+                 [val_stats[si] for si, *_ in tiles])
     if val and data.val_px < MIN_VALIDATION_PX:
         log.warning("validation scores %d labelled pixels only (fewer than %d): the kept checkpoint may hinge on "
                     "noise; raise val_tiles or give more validation images (val_pairs)",
@@ -511,8 +520,14 @@ def _baselines(cfg: TrainConfig, data: _Data) -> list[BaselineScore]:
     rng = np.random.default_rng([cfg.seed, 11])
     uniform = WindowSampler.__new__(WindowSampler)
     uniform.__dict__.update(data.sampler.__dict__, class_balanced=False)
-    tiles = [data.train_src[si].read(r, c, h, w) for si, r, c, h, w in (uniform.pick(rng) for _ in range(cfg.norm_windows))]
-    out = score_baselines(data.band_names, tiles, data.val_raw, [c.name for c in cfg.classes], cfg.seed)
+    picks = [uniform.pick(rng) for _ in range(cfg.norm_windows)]
+    tiles = [data.train_src[si].read(r, c, h, w) for si, r, c, h, w in picks]
+    names = [c.name for c in cfg.classes]
+    out = score_baselines(data.band_names, tiles, data.val_raw, names, cfg.seed)
+    if cfg.normalisation == "scene":  # the network sees every scene standardised by itself: so does this k-means
+        own = [standardised(t, *data.train_stats[si]) for t, (si, *_) in zip(tiles, picks)]
+        own_val = [standardised(t, *st) for t, st in zip(data.val_raw, data.val_stats)]
+        out.append(kmeans_per_scene_baseline(data.band_names, own, own_val, names, cfg.seed))
     for b in out:
         log.info("baseline %s: val mIoU %s", b.name, b.miou)
     return out
