@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,10 +85,22 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
+#: The first import of fsspec in a process, one thread at a time: a Dask worker's task threads all reach
+#: :func:`filesystem` at once when a stage starts, and two threads importing fsspec's modules concurrently
+#: failed with Python's ``_DeadlockError`` on ``fsspec.mapping`` (the S3 resume test, after a sampling stage).
+_FSSPEC_IMPORT = threading.Lock()
+
+
+def _fsspec() -> Any:
+    with _FSSPEC_IMPORT:
+        import fsspec
+        import fsspec.core
+    return fsspec
+
+
 def filesystem(url: str) -> tuple[Any, str]:
     """The fsspec filesystem of ``url`` and the path inside it (raises ``OutputError`` if unknown)."""
-    import fsspec
-
+    fsspec = _fsspec()
     try:
         return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as exc:
