@@ -69,9 +69,9 @@ def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> CheckpointMeta:
     return meta
 
 
-def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int,
+def build_deeplab_predictor(cfg: DeepLabConfig, meta: CheckpointMeta, gpu_workers: int,
                             scene_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> DeepLabPredictor:
-    """Check the checkpoint against the scene and describe how tasks should run it.
+    """How tasks should run the checkpoint (``meta``, checked against the scene by :func:`check_deeplab_job`).
 
     Tasks ask for a ``GPU`` resource when the cluster has workers that offer one (and the job
     does not ask for ``device: cpu``), so they land only there; otherwise they run anywhere.
@@ -79,7 +79,6 @@ def build_deeplab_predictor(cfg: DeepLabConfig, scene: Scene, gpu_workers: int,
     """
     from geoseg.methods.deeplab import required_halo
 
-    meta = check_deeplab_job(cfg, scene)
     if meta.normalisation == "scene" and scene_stats is None:
         raise ValueError(f"{cfg.checkpoint} normalises by the scene's statistics: draw them first (scene_statistics)")
     resources: dict[str, float] | None = {"GPU": 1} if gpu_workers and cfg.device != "cpu" else None
@@ -104,11 +103,16 @@ def scene_statistics(ctx: FitContext, meta: CheckpointMeta) -> tuple[tuple[float
 
     channels = NetworkChannels(len(meta.band_names), meta.indices())
     sample = ctx.draw_sample(channels, SCENE_SAMPLE_PX, SCENE_SEED)
-    names = [*meta.band_names, *(ch.text for ch in meta.index_channels)]
+    names = channel_names(meta)
     mean, std = channel_statistics(sample, names)
     log.info("normalising by the scene's own statistics (%d sampled pixels; the checkpoint was trained so): "
              "means %s", len(sample), ", ".join(f"{n} {v:.4g}" for n, v in zip(names, mean)))
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def channel_names(meta: CheckpointMeta) -> list[str]:
+    """The network's input channels by name: the bands, then the index channels."""
+    return [*meta.band_names, *(ch.text for ch in meta.index_channels)]
 
 
 def _file_digest(path: Path) -> str:
@@ -125,13 +129,12 @@ def prepare(ctx: FitContext) -> Prepared:
     cfg = ctx.config
     meta = check_deeplab_job(cfg, ctx.scene)  # the scene's bands are the network's before they are sampled
     stats = scene_statistics(ctx, meta) if meta.normalisation == "scene" else None
-    predictor = build_deeplab_predictor(cfg, ctx.scene, ctx.gpu_workers, stats)
+    predictor = build_deeplab_predictor(cfg, meta, ctx.gpu_workers, stats)
     weights, sidecar = checkpoint_paths(cfg.checkpoint)
     digests = [_file_digest(weights)] + ([_file_digest(sidecar)] if sidecar.is_file() else [])
     if stats is None:
         return Prepared(predictor, " ".join(digests))
-    names = [*meta.band_names, *(ch.text for ch in meta.index_channels)]
-    record = {"scene_statistics": {"channels": names, "mean": list(stats[0]), "std": list(stats[1])}}
+    record = {"scene_statistics": {"channels": channel_names(meta), "mean": list(stats[0]), "std": list(stats[1])}}
     return Prepared(predictor, " ".join([*digests, json.dumps(record)]), record=record)
 
 
