@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 SCENE_SAMPLE_PX = 200_000
 #: Seed of the scene sample: fixed, so the same scene always gets the same statistics.
 SCENE_SEED = 0
-#: Ways to normalise a network's input: the training set's statistics, or each scene's own.
-NORMALISATIONS = ("training", "scene")
 
 
 @dataclass(frozen=True)

@@ -162,3 +162,22 @@ def test_a_chunk_of_a_scene_without_the_scenes_statistics_is_refused():
     np.testing.assert_array_equal(predict_chunk(model, meta, img, valid, device="cpu", scene_stats=stats), whole)
     alone = predict_chunk(model, meta, img[:, 48:], valid[48:], device="cpu")  # taken as a scene of its own
     assert alone.shape == (48, 96)
+
+
+def test_an_image_split_into_training_and_validation_rows_is_read_once_for_its_statistics(tmp_path, monkeypatch):
+    from geoseg.legend import CROPWEED_CLASSES
+    from geoseg.methods.training import TrainConfig, TrainPair
+    from geoseg.methods.training.data import TrainSource, open_sources
+    from geoseg.methods.training.loop import _prepare_data
+    from geoseg.samples.synthetic import make_scene
+
+    files = make_scene("cropweed", tmp_path / "cw", width=96, height=96, seed=6, block=32)
+    cfg = TrainConfig(pairs=[TrainPair(image=files.image, reference=files.reference)], classes=list(CROPWEED_CLASSES),
+                      val_fraction=0.25, tile_size=32, norm_windows=2, val_tiles=2, checkpoint=tmp_path / "m")
+    train_src, val_src = open_sources(cfg)
+    assert len(train_src) == len(val_src) == 1  # the same file, rows split
+    calls: list[object] = []
+    real = TrainSource.scene_statistics
+    monkeypatch.setattr(TrainSource, "scene_statistics", lambda self, *a: calls.append(self) or real(self, *a))
+    data = _prepare_data(cfg, train_src, val_src, np.random.default_rng(0))
+    assert len(calls) == 1 and all(s is data.train_stats[0] for s in data.val_stats)

@@ -204,8 +204,9 @@ def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[
     if init is not None:  # fine-tuning keeps the normalisation the weights were trained with
         mean = np.asarray([*init.band_mean, *(ch.mean for ch in init.index_channels)], np.float32)
         std = np.asarray([*init.band_std, *(ch.std for ch in init.index_channels)], np.float32)
-    train_stats = _source_statistics(cfg, train_src, (mean, std), indices)
-    val_stats = _source_statistics(cfg, val_src, (mean, std), indices)
+    own: dict[Path, tuple[np.ndarray, np.ndarray]] = {}  # an image split into training and validation rows: once
+    train_stats = _source_statistics(cfg, train_src, (mean, std), indices, own)
+    val_stats = _source_statistics(cfg, val_src, (mean, std), indices, own)
     if cfg.normalisation == "scene":
         _warn_one_class_images(train_src)
     tiles = validation_tiles(val_src, cfg.tile_size, cfg.val_tiles, rng) if val_src else []
@@ -228,16 +229,19 @@ ONE_CLASS_SHARE = 0.95
 
 
 def _source_statistics(cfg: TrainConfig, sources: list[TrainSource], training: tuple[np.ndarray, np.ndarray],
-                       indices: tuple[BandIndex, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+                       indices: tuple[BandIndex, ...], own: dict[Path, tuple[np.ndarray, np.ndarray]],
+                       ) -> list[tuple[np.ndarray, np.ndarray]]:
     """What each source is normalised by: the training set's statistics, or (``normalisation: scene``) the
-    image's own, sampled as inference samples a scene (:mod:`geoseg.methods.scenestats`)."""
+    image's own, sampled as inference samples a scene (:mod:`geoseg.methods.scenestats`), once per image
+    (``own`` keeps them)."""
     if cfg.normalisation == "training":
         return [training] * len(sources)
-    stats = [src.scene_statistics(indices) for src in sources]
-    for src, (m, _) in zip(sources, stats):
-        log.info("%s: normalised by its own statistics (band means %s)", src.pair.image,
-                 ", ".join(f"{v:.4g}" for v in m[: len(src.indexes)]))
-    return stats
+    for src in sources:
+        if src.pair.image not in own:
+            own[src.pair.image] = src.scene_statistics(indices)
+            log.info("%s: normalised by its own statistics (band means %s)", src.pair.image,
+                     ", ".join(f"{v:.4g}" for v in own[src.pair.image][0][: len(src.indexes)]))
+    return [own[src.pair.image] for src in sources]
 
 
 def _warn_one_class_images(sources: list[TrainSource]) -> None:
