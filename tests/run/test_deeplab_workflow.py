@@ -229,9 +229,9 @@ def test_geoseg_train_writes_a_checkpoint_that_loads(tmp_path, scene):
     assert "best val mIoU:" in proc.stdout and str(tmp_path / "models" / "cw.safetensors") in proc.stdout
     assert proc.stdout.count("epoch ") >= 2
     # the baselines on the same validation pixels, printed beside the network and written as a table
-    assert "validation IoU on" in proc.stdout and "ndvi+otsu" in proc.stdout and "kmeans" in proc.stdout
+    assert "validation IoU on" in proc.stdout and "ndvi+otsu" in proc.stdout and "kmeans per scene" in proc.stdout
     table = json.loads((tmp_path / "models" / "cw.baselines.json").read_text())
-    assert [t["method"] for t in table] == ["network", "ndvi+otsu", "kmeans"]
+    assert [t["method"] for t in table] == ["network", "ndvi+otsu", "kmeans", "kmeans per scene"]  # normalisation: scene
     assert len({t["val_px"] for t in table}) == 1 and set(table[1]["val_iou"]) == {"soil", "crop", "weed"}
     model, meta = load_checkpoint(tmp_path / "models" / "cw")
     assert meta.band_names == ["red", "green", "blue", "nir"] and meta.classes == list(CROPWEED_CLASSES)
