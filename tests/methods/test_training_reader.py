@@ -92,3 +92,60 @@ def test_reference_nodata_and_mask_are_ignored_in_targets(tmp_path):
     want[0:4] = IGNORE_INDEX
     want[30:, 30:] = IGNORE_INDEX
     np.testing.assert_array_equal(target, want)
+
+
+def test_a_window_past_the_image_edge_is_the_image_mirrored_as_inference_pads_it(tmp_path):
+    """Inference pads a scene's edge tiles with the scene mirrored (``np.pad`` reflect); a training window reaching
+    past an edge sees exactly those pixels, and its targets there are ignored."""
+    import numpy as np
+    from rasterio.transform import from_origin
+
+    from geoseg.legend import ClassInfo
+    from geoseg.methods.training import TrainPair
+    from geoseg.methods.training.data import IGNORE_INDEX, TrainSource, _resolve_class_lut
+    from tests.fixtures import write_raster
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(1, 1000, (2, 40, 30)).astype(np.float32)
+    ref = rng.integers(1, 3, (40, 30)).astype(np.uint8)
+    tr = from_origin(500000, 5100000, 10, 10)
+    write_raster(tmp_path / "img.tif", img, transform=tr)
+    write_raster(tmp_path / "ref.tif", ref, transform=tr, nodata=0)
+    classes = [ClassInfo(1, "a", "#ff0000"), ClassInfo(2, "b", "#00ff00")]
+    src = TrainSource(TrainPair(image=tmp_path / "img.tif", reference=tmp_path / "ref.tif"), None,
+                      _resolve_class_lut(classes), (0.0, 1.0))
+    mirrored = np.pad(img, ((0, 0), (24, 24), (24, 24)), mode="reflect")
+    for row, col in ((-10, -5), (30, 20), (-20, 12), (5, 8), (-24, -24)):
+        got, valid, target = src.read_reflected(row, col, 24, 24)
+        np.testing.assert_array_equal(got, mirrored[:, row + 24 : row + 48, col + 24 : col + 48])
+        rows, cols = np.arange(row, row + 24)[:, None], np.arange(col, col + 24)[None, :]
+        inside = (rows >= 0) & (rows < 40) & (cols >= 0) & (cols < 30)
+        assert valid.all() and ((target == IGNORE_INDEX) == ~inside).all()
+        np.testing.assert_array_equal(target[inside], (ref[np.clip(rows, 0, 39), np.clip(cols, 0, 29)] - 1)[inside])
+
+
+def test_windows_reach_past_the_images_own_edges_only(tmp_path):
+    """With an edge margin (inference's tile stride) windows reach up to it past the image's edges, never past the
+    edge of a split's rows inside the image (the scene goes on there: inference would see real pixels)."""
+    import numpy as np
+    from rasterio.transform import from_origin
+
+    from geoseg.legend import ClassInfo
+    from geoseg.methods.training import TrainPair
+    from geoseg.methods.training.data import TrainSource, WindowSampler, _resolve_class_lut
+    from tests.fixtures import write_raster
+
+    tr = from_origin(500000, 5100000, 10, 10)
+    write_raster(tmp_path / "img.tif", np.ones((1, 80, 60), np.float32), transform=tr)
+    ref = np.ones((80, 60), np.uint8)
+    ref[:, 30:] = 2
+    write_raster(tmp_path / "ref.tif", ref, transform=tr, nodata=0)
+    classes = [ClassInfo(1, "a", "#ff0000"), ClassInfo(2, "b", "#00ff00")]
+    src = TrainSource(TrainPair(image=tmp_path / "img.tif", reference=tmp_path / "ref.tif"), None,
+                      _resolve_class_lut(classes), (0.0, 0.75))  # rows 0-60 train, the rest validates
+    rng = np.random.default_rng(0)
+    for margin in (0, 12):
+        picks = np.array([WindowSampler([src], 2, 16, True, edge_margin=margin).pick(rng)[1:] for _ in range(3000)])
+        rows, cols = picks[:, 0], picks[:, 1]
+        assert rows.min() == -margin and cols.min() == -margin and (cols + 16).max() == 60 + margin
+        assert (rows + 16).max() == 60  # the split's edge: never past it

@@ -175,6 +175,27 @@ class TrainSource:
         target[~valid] = IGNORE_INDEX
         return img, valid, target
 
+    def read_reflected(self, row: int, col: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`read` for a window that may reach past the image's edges: the pixels there are the image
+        mirrored about its edge, as inference pads a scene's edge tiles (``np.pad`` ``reflect``), and their
+        targets are ignored (they are no pixels of the image)."""
+        top, left = max(0, -row), max(0, -col)
+        bottom, right = max(0, row + h - self.height), max(0, col + w - self.width)
+        if not (top or left or bottom or right):
+            return self.read(row, col, h, w)
+        # the part inside, grown to hold the rows and columns the mirror copies
+        r0 = max(0, min(max(row, 0), self.height - 1 - bottom if bottom else self.height))
+        r1 = min(self.height, max(min(row + h, self.height), top + 1))
+        c0 = max(0, min(max(col, 0), self.width - 1 - right if right else self.width))
+        c1 = min(self.width, max(min(col + w, self.width), left + 1))
+        img, valid, target = self.read(r0, c0, r1 - r0, c1 - c0)
+        pads = ((top, bottom), (left, right))
+        img = np.pad(img, ((0, 0), *pads), mode="reflect")
+        valid = np.pad(valid, pads, mode="reflect")
+        target = np.pad(target, pads, constant_values=IGNORE_INDEX)
+        dr, dc = row - (r0 - top), col - (c0 - left)
+        return img[:, dr : dr + h, dc : dc + w], valid[dr : dr + h, dc : dc + w], target[dr : dr + h, dc : dc + w]
+
     def read_bands(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Raw bands ``(b, h, w)`` float32 (scale/offset applied unless ``apply_scale`` is off) and validity."""
         img, valid = _on_window(self.source, self.grid, window, np.float32)
@@ -308,9 +329,13 @@ class WindowSampler:
     position; otherwise windows are uniform over the training area.
     """
 
-    def __init__(self, sources: list[TrainSource], n_classes: int, tile: int, class_balanced: bool) -> None:
+    def __init__(self, sources: list[TrainSource], n_classes: int, tile: int, class_balanced: bool,
+                 edge_margin: int = 0) -> None:
         self.sources = sources
         self.tile = tile
+        #: how far a window may reach past an image's own edge (the stride of inference tiles, which reach that
+        #: far into reflected pixels there); not past the edge of a split's rows inside the image
+        self.edge_margin = edge_margin
         self.n_classes = n_classes
         self.class_balanced = class_balanced
         self.areas = np.array([(s.row_hi - s.row_lo) * s.width for s in sources], dtype=np.float64)
@@ -337,10 +362,14 @@ class WindowSampler:
         if not self.class_counts.any():
             raise InputError("no labelled pixel of any class was found in the training area of the references")
 
-    def _clip_start(self, centre: int, lo: int, hi: int, rng: np.random.Generator) -> tuple[int, int]:
+    def _clip_start(self, centre: int, lo: int, hi: int, rng: np.random.Generator, end: int) -> tuple[int, int]:
+        """A window start and size around ``centre`` inside ``[lo, hi)``, or up to ``edge_margin`` past 0 or
+        ``end`` where those are the image's own edges."""
         size = min(self.tile, hi - lo)
         start = centre - int(rng.integers(0, size))
-        return int(np.clip(start, lo, hi - size)), size
+        first = lo - self.edge_margin if lo == 0 else lo
+        last = hi - size + (self.edge_margin if hi == end else 0)
+        return int(np.clip(start, first, last)), size
 
     def pick(self, rng: np.random.Generator) -> tuple[int, int, int, int, int]:
         """``(source, row, col, h, w)`` of one window inside a source's training rows."""
@@ -361,8 +390,8 @@ class WindowSampler:
             src = self.sources[si]
             pr = int(rng.integers(src.row_lo, src.row_hi))
             pc = int(rng.integers(0, src.width))
-        r, h = self._clip_start(pr, src.row_lo, src.row_hi, rng)
-        c, w = self._clip_start(pc, 0, src.width, rng)
+        r, h = self._clip_start(pr, src.row_lo, src.row_hi, rng, src.height)
+        c, w = self._clip_start(pc, 0, src.width, rng, src.width)
         return si, r, c, h, w
 
 
@@ -408,7 +437,7 @@ class _TrainStream:
         while True:
             si, r, c, h, w = self.sampler.pick(rng)
             src = self.sampler.sources[si]
-            img, valid, target = src.read(*aug.grow(r, c, h, w, src.row_lo, src.row_hi, src.width))
+            img, valid, target = src.read_reflected(*aug.grow(r, c, h, w, src.row_lo, src.row_hi, src.width))
             x = network_input(img, valid, *self.stats[si], self.indices)
             x, target = aug.zoom(x, target, rng)
             x, target = _pad_to(x, target, tile)
@@ -445,7 +474,7 @@ def band_statistics(
     """Per-band mean and std over valid pixels of ``n_windows`` uniformly drawn training windows, then
     those of each of ``indices`` (computed from the window's bands) over its valid pixels where it is finite."""
     uniform = WindowSampler.__new__(WindowSampler)
-    uniform.__dict__.update(sampler.__dict__, class_balanced=False)
+    uniform.__dict__.update(sampler.__dict__, class_balanced=False, edge_margin=0)
     n_b = len(sampler.sources[0].indexes)
     s = np.zeros(n_b)
     ss = np.zeros(n_b)

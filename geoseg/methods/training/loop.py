@@ -199,7 +199,9 @@ def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[
     """Sampler, input statistics from training windows (or ``init``'s), each image's own with
     ``normalisation: scene``, and the validation tiles read and turned into network inputs (bands and index
     channels) once."""
-    sampler = WindowSampler(train_src, len(cfg.classes), cfg.tile_size, cfg.class_balanced)
+    assert cfg.tile_overlap is not None  # resolved by the config's validator
+    sampler = WindowSampler(train_src, len(cfg.classes), cfg.tile_size, cfg.class_balanced,
+                            edge_margin=cfg.tile_size - cfg.tile_overlap if cfg.augment_scale <= 0 else 0)
     mean, std = band_statistics(sampler, cfg.norm_windows, rng, indices)
     if init is not None:  # fine-tuning keeps the normalisation the weights were trained with
         mean = np.asarray([*init.band_mean, *(ch.mean for ch in init.index_channels)], np.float32)
@@ -523,7 +525,7 @@ def _baselines(cfg: TrainConfig, data: _Data) -> list[BaselineScore]:
     the same with or without them), scored on the validation tiles the network is scored on."""
     rng = np.random.default_rng([cfg.seed, 11])
     uniform = WindowSampler.__new__(WindowSampler)
-    uniform.__dict__.update(data.sampler.__dict__, class_balanced=False)
+    uniform.__dict__.update(data.sampler.__dict__, class_balanced=False, edge_margin=0)
     picks = [uniform.pick(rng) for _ in range(cfg.norm_windows)]
     tiles = [data.train_src[si].read(r, c, h, w) for si, r, c, h, w in picks]
     names = [c.name for c in cfg.classes]
