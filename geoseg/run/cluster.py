@@ -184,7 +184,7 @@ def connect(
     except Exception as exc:
         raise ClusterError(f"could not start a local Dask cluster: {exc}") from exc
     client = Client(cluster)
-    from geoseg.run.worker_logs import QuietUserErrors
+    from geoseg.run.worker_logs import QuietUserErrors, announce_teardown
 
     client.register_plugin(QuietUserErrors())  # these workers print to the user's terminal or job log
     info = describe(client, "local")
@@ -193,6 +193,7 @@ def connect(
     try:
         yield client, info
     finally:
+        announce_teardown(client)
         client.close()
         with _quiet_teardown():
             cluster.close()
