@@ -7,7 +7,9 @@ few settings a dataset needs (classes, tile size, ``--set`` overrides):
   (seed 0) trains, a second (seed 1) validates, a third (seed 2) is the test scene.
 * ``slovenia``: the real Sentinel-2 scenes in ``../shared/realdata/slovenia`` (read in place): scenes
   0-2 train, scene 3 validates, scene 4 (another date of the same square kilometre) is the test scene;
-  the land-use reference is the same raster for all five dates.
+  the land-use reference is the same raster for all five dates. ``--slovenia-test D`` holds out date ``D``
+  instead (the date before it validates, the other three train): run every date to see which results
+  belong to the recipe and which to one date.
 
 The baselines are fitted on the training pixels and their outputs mapped to classes by majority on
 the training pixels (:mod:`geoseg.methods.training.baselines`), then scored on the test pixels, as
@@ -63,7 +65,12 @@ def _cropweed(tmp: Path, size: int) -> tuple[list, list, tuple[Path, Path], list
     return [pair(scenes[0])], [pair(scenes[1])], (scenes[2].image, scenes[2].reference), list(CROPWEED_CLASSES)
 
 
-def _slovenia(folder: Path) -> tuple[list, list, tuple[Path, Path], list]:
+#: The Slovenia dates: five scenes of the same square kilometre.
+SLOVENIA_DATES = 5
+
+
+def _slovenia(folder: Path, test: int = 4) -> tuple[list, list, tuple[Path, Path], list]:
+    """Date ``test`` is the test scene, the date before it (cyclically) validates, the other three train."""
     import rasterio
 
     from geoseg.legend import ClassInfo
@@ -76,8 +83,10 @@ def _slovenia(folder: Path) -> tuple[list, list, tuple[Path, Path], list]:
         present = sorted(int(v) for v in np.unique(ds.read(1)) if v != 0)
     classes = [ClassInfo(i, names.get(i, f"class_{i}"), colours[k % len(colours)]) for k, i in enumerate(present)]
     scene = lambda i: folder / f"s2_l1c_reference_scene_{i}.tif"  # noqa: E731
-    return ([TrainPair(image=scene(i), reference=ref) for i in (0, 1, 2)], [TrainPair(image=scene(3), reference=ref)],
-            (scene(4), ref), classes)
+    val = (test - 1) % SLOVENIA_DATES
+    train = [i for i in range(SLOVENIA_DATES) if i not in (test, val)]
+    return ([TrainPair(image=scene(i), reference=ref) for i in train], [TrainPair(image=scene(val), reference=ref)],
+            (scene(test), ref), classes)
 
 
 def _read(image: Path, reference: Path, bands: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,7 +126,7 @@ def run_one(name: str, tmp: Path, seed: int, args: argparse.Namespace) -> dict[s
     if name == "cropweed":
         pairs, val_pairs, test, classes = _cropweed(tmp / "data", args.size)
     else:
-        pairs, val_pairs, test, classes = _slovenia(args.slovenia)
+        pairs, val_pairs, test, classes = _slovenia(args.slovenia, args.slovenia_test)
     epochs, steps = spec["quick_steps"] if args.quick else spec["steps"]
     settings: dict[str, Any] = {**spec["settings"], "epochs": epochs, "steps_per_epoch": steps}
     settings.update(args.overrides)
@@ -153,8 +162,9 @@ def run_one(name: str, tmp: Path, seed: int, args: argparse.Namespace) -> dict[s
     for b in base:
         rows[b.name] = [float(v) for v in b.iou]
     support = {c.name: int(np.sum((ref == c.id) & valid)) for c in classes}
+    label = name if name != "slovenia" or args.slovenia_test == 4 else f"slovenia, test date {args.slovenia_test}"
     return {
-        "dataset": name, "seed": seed, "classes": [c.name for c in classes], "test_px": support,
+        "dataset": label, "seed": seed, "classes": [c.name for c in classes], "test_px": support,
         "iou": rows, "cpu_s": cpu, "cpu_s_train": result.cpu_seconds, "wall_s": wall,
         "load_before": load0, "load_after": load1, "best_epoch": result.best_epoch,
         "val_miou": result.best_val_miou, "settings": settings,
@@ -231,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--cpu-limit-min", type=float, default=10.0, help="CPU minutes of training the bar allows")
     p.add_argument("--slovenia", type=Path, default=SLOVENIA.resolve(), help="folder of the Slovenia scenes")
+    p.add_argument("--slovenia-test", type=int, default=4, choices=range(SLOVENIA_DATES),
+                   help="the Slovenia date held out for the test (the date before it validates)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig setting (JSON value), e.g. --set encoder=\\\"mobilenet_v2\\\"")
     p.add_argument("--json", type=Path, default=None)
