@@ -13,8 +13,11 @@ as a fraction of the model-alone figure at the same batch size measured in the s
 (``vs_model_alone_cpu``, for a loaded machine). ``--workflow-prefetch both`` runs the job first with
 one task per chunk (read, then predict) and then with the next chunk's read overlapped with the
 current chunk's inference (:mod:`geoseg.run.prefetch`, the default), each on a fresh cluster, and
-reports ``prefetch_speedup`` (predict stage without / with). The model has random weights (speed
-does not depend on them) unless ``--checkpoint`` is given.
+reports ``prefetch_speedup`` (predict stage without / with). ``--workflow-normalisation both`` runs the job
+with the same weights saved as ``normalisation: training`` and then as ``normalisation: scene``, whose run
+first draws the scene's statistics from a stratified sample on the workers (:mod:`geoseg.methods.scenestats`),
+and reports what that pass costs (``load_model`` stage and whole run, scene over training). The model has
+random weights (speed does not depend on them) unless ``--checkpoint`` is given.
 
     python benchmarks/bench_deeplab.py --device auto
     python benchmarks/bench_deeplab.py --device cuda --batch-sizes 8,16,32,64 --chunk 2048 --workflow 8192
@@ -22,6 +25,8 @@ does not depend on them) unless ``--checkpoint`` is given.
         --workflow-chunk 512
     python benchmarks/bench_deeplab.py --device cpu --threads 1 --batch-sizes 8 --chunk 0 --workflow 2048 \
         --workflow-chunk 512 --workflow-prefetch both
+    python benchmarks/bench_deeplab.py --device cpu --threads 1 --batch-sizes 8 --chunk 0 --workflow 2048 \
+        --workflow-chunk 512 --workflow-normalisation both
 """
 
 from __future__ import annotations
@@ -220,11 +225,12 @@ def _write_scene(image: Path, size: int, meta) -> None:
 
 
 def bench_workflow(model, meta, dev, size: int, chunk: int, batch_size: int, model_alone: dict | None,
-                   workdir: Path, prefetch: bool = True) -> dict:
+                   workdir: Path, prefetch: bool = True, normalisation: str | None = None) -> dict:
     """The real job on a one-worker local cluster: GeoTIFF → tiles → blended logits → labels.zarr.
 
     ``prefetch=False`` runs it with one task per chunk, each reading then predicting (the engine
-    before the read-ahead of :mod:`geoseg.run.prefetch`); the labels are the same.
+    before the read-ahead of :mod:`geoseg.run.prefetch`); the labels are the same. ``normalisation`` saves the
+    weights with that normalisation instead of ``meta``'s (``scene``: the run samples the scene first).
     """
     import copy
     import dataclasses
@@ -240,13 +246,15 @@ def bench_workflow(model, meta, dev, size: int, chunk: int, batch_size: int, mod
     from geoseg.run.methods import deeplab as deeplab_method
     from geoseg.run.workflow import run_job
 
-    ckpt = workdir / "bench-model"  # a CPU, contiguous copy: the benchmarked model stays as it is
-    save_checkpoint(copy.deepcopy(model).float().to("cpu").to(memory_format=torch.contiguous_format), meta, ckpt)
+    normalisation = normalisation or meta.normalisation
+    ckpt = workdir / f"bench-model-{normalisation}"  # a CPU, contiguous copy: the benchmarked model stays as it is
+    save_checkpoint(copy.deepcopy(model).float().to("cpu").to(memory_format=torch.contiguous_format),
+                    meta.model_copy(update={"normalisation": normalisation}), ckpt)
     image = workdir / f"scene_{size}.tif"
     if not image.exists():  # written once; a second run (--workflow-prefetch both) reads the same file
         _write_scene(image, size, meta)
     cuda = dev.type == "cuda"
-    out_dir = workdir / ("out" if prefetch else "out-no-prefetch")
+    out_dir = workdir / f"out-{'prefetch' if prefetch else 'no-prefetch'}-{normalisation}"
     job = parse_job({
         "name": "bench-deeplab", "inputs": [str(image)], "output": str(out_dir), "chunk_size": chunk,
         "method": {"kind": "deeplab", "checkpoint": str(ckpt), "batch_size": batch_size, "device": dev.type},
@@ -269,7 +277,8 @@ def bench_workflow(model, meta, dev, size: int, chunk: int, batch_size: int, mod
     tile_mpx = tiles * meta.tile_size**2 / 1e6
     out = {
         "size": size, "chunk": real_chunk, "chunks": (-(-size // real_chunk)) ** 2, "batch_size": batch_size,
-        "tiles": tiles, "prefetch": prefetch,
+        "tiles": tiles, "prefetch": prefetch, "normalisation": normalisation,
+        "load_model_stage_s": round(result.stage_seconds["load_model"], 2),
         "tile_pixels_per_output_pixel": round(tile_mpx * 1e6 / size**2, 3),
         "run_s": round(total, 2), "predict_stage_s": round(predict_s, 2),
         "output_mpx_per_s": round(size * size / 1e6 / predict_s, 3),
@@ -316,6 +325,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workflow-prefetch", default="on", choices=["on", "off", "both"],
                     help="the job with the next chunk's read overlapped (on, the default), one task per chunk "
                     "reading then predicting (off), or both in turn (off first), each on a fresh cluster")
+    ap.add_argument("--workflow-normalisation", default="checkpoint", choices=["checkpoint", "both"],
+                    help="the job with the checkpoint's normalisation, or with the same weights saved as "
+                    "normalisation: training and then as normalisation: scene, each on a fresh cluster")
     args = ap.parse_args(argv)
 
     import torch
@@ -370,13 +382,22 @@ def main(argv: list[str] | None = None) -> dict:
     if args.workflow:
         bs = args.workflow_batch_size or max(int(b) for b in args.batch_sizes.split(","))
         modes = {"on": [True], "off": [False], "both": [False, True]}[args.workflow_prefetch]
+        norms = [None] if args.workflow_normalisation == "checkpoint" else ["training", "scene"]
         with tempfile.TemporaryDirectory() as tmp:
             runs = [bench_workflow(model, meta, dev, args.workflow, args.workflow_chunk, bs, result["model_alone"],
-                                   Path(tmp), prefetch=p) for p in modes]
+                                   Path(tmp), prefetch=p, normalisation=n) for n in norms for p in modes]
         result["workflow"] = runs[-1]
-        if len(runs) > 1:
-            result["workflow_no_prefetch"] = runs[0]
-            result["prefetch_speedup"] = round(runs[0]["predict_stage_s"] / runs[-1]["predict_stage_s"], 3)
+        if len(modes) > 1:
+            result["workflow_no_prefetch"] = runs[-2]
+            result["prefetch_speedup"] = round(runs[-2]["predict_stage_s"] / runs[-1]["predict_stage_s"], 3)
+        if len(norms) > 1:
+            trained, scene = runs[len(modes) - 1], runs[-1]
+            result["workflow_training_normalisation"] = trained
+            result["scene_normalisation_cost"] = {
+                "load_model_stage_s": [trained["load_model_stage_s"], scene["load_model_stage_s"]],
+                "run_s_ratio": round(scene["run_s"] / trained["run_s"], 3),
+                "worker_cpu_s_ratio": round(scene["worker_cpu_s"] / trained["worker_cpu_s"], 3),
+            }
     print(json.dumps(result, indent=2))
     return result
 
