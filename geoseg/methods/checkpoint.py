@@ -25,6 +25,7 @@ from geoseg.io.atomic import write_atomic
 from geoseg.io.bandroles import BandInfo
 from geoseg.legend import ClassInfo
 from geoseg.methods.architectures import ArchitectureName, check_tile_size, model_kwargs
+from geoseg.methods.familiarity import TrainingEnvelope
 
 if TYPE_CHECKING:  # torch is imported lazily: the k-means path never needs it
     import torch
@@ -129,6 +130,9 @@ class CheckpointMeta(BaseModel):
     #: statistics (every sidecar written before this existed), ``scene`` = each scene's own statistics
     #: (:mod:`geoseg.methods.scenestats`); the training set's are then kept for reference only.
     normalisation: Literal["training", "scene"] = "training"
+    #: With ``normalisation: scene``: the training images' statistics per input channel, what a scene is compared
+    #: with before its labels are trusted (:mod:`geoseg.methods.familiarity`); None in older sidecars.
+    training_envelope: TrainingEnvelope | None = None
     #: What the network saw: True = each file's scale/offset applied (physical values; files without any are
     #: read as stored), False = stored numbers of files that declare a scale, None = a sidecar written before
     #: this was recorded (training then read stored numbers).
@@ -150,6 +154,9 @@ class CheckpointMeta(BaseModel):
                 f"in_channels={self.in_channels} ({len(self.index_channels)} index channels) but "
                 f"{len(self.band_names)} band names, {len(self.band_mean)} means and {len(self.band_std)} stds"
             )
+        if self.training_envelope is not None and len(self.training_envelope.channels) != self.in_channels:
+            raise ValueError(f"training_envelope has {len(self.training_envelope.channels)} channels, the network "
+                             f"{self.in_channels}")
         for ch in self.index_channels:
             if any(not 0 <= b < n for b in ch.bands):
                 raise ValueError(f"index channel {ch.text!r} reads band positions {ch.bands}; there are {n} bands")

@@ -15,6 +15,7 @@ import torch
 from geoseg.legend import CROPWEED_CLASSES
 from geoseg.methods.checkpoint import load_checkpoint, read_meta
 from geoseg.methods.deeplab import predict_chunk
+from geoseg.methods.familiarity import UNFAMILIAR_STDS
 from geoseg.methods.training import TrainConfig, TrainPair, train
 from geoseg.run.jobspec import parse_job
 from geoseg.run.workflow import run_job
@@ -63,25 +64,65 @@ def _brighter(image, path) -> None:
 
 
 @pytest.mark.integration
-def test_a_scene_normalised_run_draws_the_scenes_statistics_and_a_brighter_date_keeps_its_labels(trained, tmp_path):
+def _under_snow(image, path) -> None:
+    """The same fields under thin snow: every band brighter and flatter."""
+    with rasterio.open(image) as ds:
+        data, transform, crs, desc = ds.read().astype(np.float64), ds.transform, ds.crs, ds.descriptions
+    write_raster(path, np.clip(0.5 * data + 120, 0, 255).astype(np.uint8), transform=transform, crs=crs.to_string(),
+                 descriptions=desc)
+
+
+def _channels(path) -> np.ndarray:
+    """The network's channels over the whole scene, by numpy: the four bands, then NDVI."""
+    with rasterio.open(path) as ds:
+        raw = ds.read().astype(np.float64)
+    red, nir = raw[0], raw[3]
+    return np.concatenate([raw.reshape(4, -1), ((nir - red) / (nir + red + 1e-6)).reshape(1, -1)])
+
+
+@pytest.mark.integration
+def test_a_scene_normalised_run_draws_the_scenes_statistics_and_a_brighter_date_keeps_its_labels(trained, tmp_path,
+                                                                                                 caplog):
     from distributed import Client, LocalCluster
 
     files, ck = trained
     meta = read_meta(ck)
     assert meta.normalisation == "scene"
-    later = tmp_path / "later.tif"
+    later, snow = tmp_path / "later.tif", tmp_path / "snow.tif"
     _brighter(files.image, later)
+    _under_snow(files.image, snow)
     with (LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
           Client(cluster) as client):
-        for name, image, chunk in (("a", files.image, 64), ("b", files.image, 96), ("later", later, 64)):
+        for name, image, chunk in (("a", files.image, 64), ("b", files.image, 96), ("later", later, 64),
+                                   ("snow", snow, 64)):
+            caplog.clear()
             run_job(parse_job(_job(image, ck, tmp_path / name, chunk)), client=client, show_progress=False)
+            warned = [r.getMessage() for r in caplog.records if "unlike the 1 image" in r.getMessage()]
+            assert len(warned) == (name == "snow"), (name, warned)
+
+    # the sidecar holds the training image's statistics (numpy's over the image, as it is normalised by), and each
+    # run how far the scene's means lie from them in the training image's standard deviations
+    env = meta.training_envelope
+    assert env is not None and env.images == 1 and env.channels == [*meta.band_names, "ndvi"]
+    trained = _channels(files.image)
+    np.testing.assert_allclose(env.mean_low, trained.mean(axis=1), rtol=1e-4)
+    np.testing.assert_allclose(env.mean_high, env.mean_low)
+    np.testing.assert_allclose(env.within_std, trained.std(axis=1), rtol=1e-3)
+    distances = {}
+    for name, image in (("a", files.image), ("later", later), ("snow", snow)):
+        known = json.loads((tmp_path / name / "run.json").read_text())["scene_statistics"]["familiarity"]
+        expected = np.abs(_channels(image).mean(axis=1) - trained.mean(axis=1)) / trained.std(axis=1)
+        np.testing.assert_allclose(list(known["distance"].values()), expected, rtol=1e-3, atol=1e-4)
+        assert known["unfamiliar"] == [env.channels[k] for k in np.argsort(-expected) if expected[k] > UNFAMILIAR_STDS]
+        distances[name] = known["distance"]
+    # the brighter date stays within the threshold (green, the farthest, ~2.6), the snow is beyond it (green ~7.7)
+    assert max(distances["later"].values()) < UNFAMILIAR_STDS < distances["snow"]["green"]
 
     # the statistics the run recorded are numpy's over the whole scene (it is smaller than the sample)
     stats = json.loads((tmp_path / "a" / "run.json").read_text())["scene_statistics"]
     with rasterio.open(files.image) as ds:
         raw = ds.read().astype(np.float64)
-    red, nir = raw[0], raw[3]
-    channels = np.concatenate([raw.reshape(4, -1), ((nir - red) / (nir + red + 1e-6)).reshape(1, -1)])
+    channels = _channels(files.image)
     assert stats["channels"] == [*meta.band_names, "ndvi"]
     np.testing.assert_allclose(stats["mean"], channels.mean(axis=1), rtol=1e-5)
     np.testing.assert_allclose(stats["std"], channels.std(axis=1), rtol=1e-4)

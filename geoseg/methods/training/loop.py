@@ -34,6 +34,7 @@ from geoseg.methods.checkpoint import (
     write_sidecar,
 )
 from geoseg.methods.deeplab import network_input, resolve_device
+from geoseg.methods.familiarity import TrainingEnvelope, familiarity
 from geoseg.methods.indices import BandIndex
 from geoseg.methods.training.augment import Augment
 from geoseg.methods.training.baselines import (
@@ -211,6 +212,7 @@ def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[
     val_stats = _source_statistics(cfg, val_src, (mean, std), indices, own)
     if cfg.normalisation == "scene":
         _warn_one_class_images(train_src)
+        _warn_unfamiliar_validation(_training_envelope(cfg, train_src, train_stats, indices), val_src, val_stats)
     tiles = validation_tiles(val_src, cfg.tile_size, cfg.val_tiles, rng) if val_src else []
     val, val_raw = [], []
     for si, r, c, h, w in tiles:
@@ -244,6 +246,29 @@ def _source_statistics(cfg: TrainConfig, sources: list[TrainSource], training: t
             log.info("%s: normalised by its own statistics (band means %s)", src.pair.image,
                      ", ".join(f"{v:.4g}" for v in own[src.pair.image][0][: len(src.indexes)]))
     return [own[src.pair.image] for src in sources]
+
+
+def _training_envelope(cfg: TrainConfig, sources: list[TrainSource], stats: list[tuple[np.ndarray, np.ndarray]],
+                       indices: tuple[BandIndex, ...]) -> TrainingEnvelope | None:
+    """Under ``normalisation: scene``, the training images' statistics per channel (each image once), what
+    inference compares a scene with (:mod:`geoseg.methods.familiarity`)."""
+    if cfg.normalisation != "scene" or not sources:
+        return None
+    per_image = {src.pair.image: st for src, st in zip(sources, stats)}
+    names = [*sources[0].band_names, *(index.text for index in indices)]
+    return TrainingEnvelope.of(names, list(per_image.values()))
+
+
+def _warn_unfamiliar_validation(envelope: TrainingEnvelope | None, sources: list[TrainSource],
+                                stats: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Name a validation image unlike every training image: the kept checkpoint is chosen on it, and a network
+    is seldom good on such an image (RESULTS-training round 4)."""
+    if envelope is None:
+        return
+    for image, (mean, _) in {src.pair.image: st for src, st in zip(sources, stats)}.items():
+        line = familiarity(envelope, mean).message(f"validation image {image.name}")
+        if line:
+            log.warning("%s; the kept checkpoint is chosen on it", line)
 
 
 def _warn_one_class_images(sources: list[TrainSource]) -> None:
@@ -321,6 +346,7 @@ def _new_meta(cfg: TrainConfig, data: _Data) -> CheckpointMeta:
         band_names=names,
         band_mean=data.mean[:n].tolist(), band_std=data.std[:n].tolist(), index_channels=channels,
         normalisation=cfg.normalisation,
+        training_envelope=_training_envelope(cfg, data.train_src, data.train_stats, data.indices),
         scale_applied=cfg.apply_scale or not any(s.declares_scale for s in data.train_src),
         classes=list(cfg.classes), tile_size=cfg.tile_size,
         tile_overlap=cfg.tile_overlap, resolution=float(np.mean([s.resolution for s in data.train_src])),

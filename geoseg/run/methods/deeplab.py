@@ -135,7 +135,16 @@ def prepare(ctx: FitContext) -> Prepared:
     if stats is None:
         return Prepared(predictor, " ".join(digests))
     record = {"scene_statistics": {"channels": channel_names(meta), "mean": list(stats[0]), "std": list(stats[1])}}
-    return Prepared(predictor, " ".join([*digests, json.dumps(record)]), record=record)
+    resume = " ".join([*digests, json.dumps(record)])
+    if meta.training_envelope is not None:  # is the scene like the training images? said, and in run.json
+        from geoseg.methods.familiarity import familiarity
+
+        known = familiarity(meta.training_envelope, stats[0])
+        record["scene_statistics"]["familiarity"] = known.to_json()
+        line = known.message("the scene")
+        if line:
+            log.warning("%s", line)
+    return Prepared(predictor, resume, record=record)
 
 
 METHOD = MethodSpec("deeplab", DeepLabConfig, fit="checkpoint", prepare=prepare, check=check_deeplab_job)
