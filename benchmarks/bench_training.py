@@ -159,6 +159,15 @@ def run_one(name: str, tmp: Path, seed: int, args: argparse.Namespace) -> dict[s
                for t in [*train_tiles, (img, valid, target)]]
         base.append(kmeans_per_scene_baseline(meta.band_names, own[:-1], own[-1:], names, seed))
     rows = {"network": _iou_table(ref, np.where(valid, pred, 0), ids)}
+    unlike = None  # how far the test scene lies from the training images (geoseg.methods.familiarity)
+    if meta.training_envelope is not None:
+        from geoseg.methods.familiarity import familiarity
+
+        known = familiarity(meta.training_envelope, image_statistics(img, valid, NetworkChannels(
+            img.shape[0], meta.indices()))[0])
+        far = int(np.argmax(known.distance))
+        unlike = {"channel": meta.training_envelope.channels[far], "distance": known.distance[far],
+                  "unfamiliar": known.unfamiliar}
     for b in base:
         rows[b.name] = [float(v) for v in b.iou]
     support = {c.name: int(np.sum((ref == c.id) & valid)) for c in classes}
@@ -168,7 +177,7 @@ def run_one(name: str, tmp: Path, seed: int, args: argparse.Namespace) -> dict[s
         "iou": rows, "cpu_s": cpu, "cpu_s_train": result.cpu_seconds, "wall_s": wall,
         "load_before": load0, "load_after": load1, "best_epoch": result.best_epoch,
         "val_miou": result.best_val_miou, "settings": settings,
-        "val_baselines": {b.name: b.miou for b in result.baselines},
+        "val_baselines": {b.name: b.miou for b in result.baselines}, "test_familiarity": unlike,
         "history": [{k: h.get(k) for k in ("epoch", "train_loss", "val_miou", "val_miou_ema")} for h in result.history],
     }
 
@@ -221,6 +230,11 @@ def markdown(runs: list[dict[str, Any]]) -> str:
         lines.append(f"\nCPU minutes of training per seed: {', '.join(f'{c:.2f}' for c in cpu)}; wall minutes: "
                      f"{', '.join(f'{w:.2f}' for w in wall)}; 1-min load average {min(load):.1f}–{max(load):.1f}.")
         lines.append("Kept epochs: " + ", ".join(str(r["best_epoch"]) for r in rs) + ".")
+        far = [r["test_familiarity"] for r in rs if r.get("test_familiarity")]
+        if far:
+            lines.append("Test scene against the training images (farthest channel, in within-image stds): "
+                         + ", ".join(f"{f['channel']} {f['distance']:.1f}" for f in far)
+                         + ("; **unfamiliar**: warned at inference" if any(f["unfamiliar"] for f in far) else "") + ".")
     return "\n".join(lines)
 
 
