@@ -22,9 +22,10 @@ def label_bytes(out: Path) -> bytes:
 
 
 def chunk_markers(out: Path) -> int:
-    """How many chunks a running job has finished (its ``.done`` markers)."""
+    """How many chunks a running job has finished (its ``.done`` markers; not a hidden temporary one being written,
+    ``.KEY.PID-UUID.geoseg-tmp.done``, which a kill can leave behind and a resume rightly ignores)."""
     folder = out / "labels.zarr.partial" / ".geoseg-chunks"
-    return len(list(folder.glob("*.done"))) if folder.exists() else 0
+    return len([p for p in folder.glob("*.done") if not p.name.startswith(".")]) if folder.exists() else 0
 
 
 def wait_for_markers(out: Path, n: int, timeout: float = 120) -> int:
