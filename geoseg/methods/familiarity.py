@@ -62,6 +62,19 @@ class TrainingEnvelope(BaseModel):
                    within_std=stds.mean(axis=0).tolist(), images=len(stats))
 
 
+    def merged(self, other: TrainingEnvelope) -> TrainingEnvelope:
+        """The envelope of both sets of images, with ``other``'s channel names: a fine-tuned network has seen its
+        checkpoint's training images and the new ones (an image in both counts twice in ``images``)."""
+        if [c.lower() for c in self.channels] != [c.lower() for c in other.channels]:
+            raise ValueError(f"training envelopes of other channels: {self.channels} and {other.channels}")
+        n = self.images + other.images
+        std = (np.asarray(self.within_std) * self.images + np.asarray(other.within_std) * other.images) / n
+        return TrainingEnvelope(channels=list(other.channels),
+                                mean_low=np.minimum(self.mean_low, other.mean_low).tolist(),
+                                mean_high=np.maximum(self.mean_high, other.mean_high).tolist(),
+                                within_std=std.tolist(), images=n)
+
+
 @dataclass(frozen=True)
 class Familiarity:
     """A scene's distance from the training images on each channel (0 inside their range)."""

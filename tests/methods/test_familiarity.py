@@ -27,6 +27,19 @@ def test_the_envelope_is_the_range_of_the_images_means_and_their_mean_std():
     assert env.images == 4
 
 
+def test_a_fine_tuned_networks_envelope_spans_both_sets_of_images():
+    rng = np.random.default_rng(1)
+    first = [(rng.normal(size=2), rng.uniform(0.5, 2, size=2)) for _ in range(3)]
+    then = [(rng.normal(size=2), rng.uniform(0.5, 2, size=2)) for _ in range(2)]
+    merged = TrainingEnvelope.of(["B04", "B08"], first).merged(TrainingEnvelope.of(["b04", "b08"], then))
+    whole = TrainingEnvelope.of(["b04", "b08"], first + then)
+    assert merged.channels == ["b04", "b08"] and merged.images == 5
+    for key in ("mean_low", "mean_high", "within_std"):
+        np.testing.assert_allclose(getattr(merged, key), getattr(whole, key))
+    with pytest.raises(ValueError, match="other channels"):
+        TrainingEnvelope.of(["B04", "B08"], first).merged(TrainingEnvelope.of(["B08", "B04"], then))
+
+
 def test_distance_is_zero_inside_and_counted_in_within_image_stds_outside():
     env = TrainingEnvelope(channels=["red", "nir", "ndvi"], mean_low=[0.04, 0.20, 0.5], mean_high=[0.08, 0.30, 0.7],
                            within_std=[0.02, 0.05, 0.1], images=3)

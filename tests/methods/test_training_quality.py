@@ -178,6 +178,9 @@ def test_fine_tuning_starts_from_the_checkpoint(pair, tmp_path):
     assert not all(torch.allclose(pa[k], pc[k], atol=1e-6) for k in pa)  # a fresh start is not
     assert meta_b.band_mean == meta_a.band_mean and meta_b.band_std == meta_a.band_std
     assert meta_b.training.init_checkpoint == str(base.checkpoint)
+    # the network has seen the checkpoint's training image and the new one (here the same image): both counted
+    assert meta_a.training_envelope is not None and meta_b.training_envelope is not None
+    assert meta_b.training_envelope == meta_a.training_envelope.model_copy(update={"images": 2})
 
     # Other classes (order): the head starts afresh, the rest is the checkpoint's.
     swapped = train(base.model_copy(update={**still, "checkpoint": tmp_path / "d", "init_checkpoint": base.checkpoint,

@@ -179,6 +179,8 @@ class _Data:
     train_stats: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     #: per validation tile, the ``(mean, std)`` it was normalised by
     val_stats: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    #: under ``normalisation: scene``, the training images' statistics (and a fine-tuned checkpoint's images')
+    envelope: TrainingEnvelope | None = None
 
     @property
     def n_channels(self) -> int:
@@ -210,9 +212,12 @@ def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[
     own: dict[Path, tuple[np.ndarray, np.ndarray]] = {}  # an image split into training and validation rows: once
     train_stats = _source_statistics(cfg, train_src, (mean, std), indices, own)
     val_stats = _source_statistics(cfg, val_src, (mean, std), indices, own)
+    envelope = _training_envelope(cfg, train_src, train_stats, indices)
+    if envelope is not None and init is not None and init.training_envelope is not None:
+        envelope = init.training_envelope.merged(envelope)  # the network has seen the checkpoint's images too
     if cfg.normalisation == "scene":
         _warn_one_class_images(train_src)
-        _warn_unfamiliar_validation(_training_envelope(cfg, train_src, train_stats, indices), val_src, val_stats)
+        _warn_unfamiliar_validation(envelope, val_src, val_stats)
     tiles = validation_tiles(val_src, cfg.tile_size, cfg.val_tiles, rng) if val_src else []
     val, val_raw = [], []
     for si, r, c, h, w in tiles:
@@ -220,7 +225,7 @@ def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[
         val.append(_pad_to(network_input(img, valid, *val_stats[si], indices), target, cfg.tile_size))
         val_raw.append((img, valid, target))
     data = _Data(train_src, sampler, mean, std, val, val_raw, indices, train_stats,
-                 [val_stats[si] for si, *_ in tiles])
+                 [val_stats[si] for si, *_ in tiles], envelope)
     if val and data.val_px < MIN_VALIDATION_PX:
         log.warning("validation scores %d labelled pixels only (fewer than %d): the kept checkpoint may hinge on "
                     "noise; raise val_tiles or give more validation images (val_pairs)",
@@ -346,7 +351,7 @@ def _new_meta(cfg: TrainConfig, data: _Data) -> CheckpointMeta:
         band_names=names,
         band_mean=data.mean[:n].tolist(), band_std=data.std[:n].tolist(), index_channels=channels,
         normalisation=cfg.normalisation,
-        training_envelope=_training_envelope(cfg, data.train_src, data.train_stats, data.indices),
+        training_envelope=data.envelope,
         scale_applied=cfg.apply_scale or not any(s.declares_scale for s in data.train_src),
         classes=list(cfg.classes), tile_size=cfg.tile_size,
         tile_overlap=cfg.tile_overlap, resolution=float(np.mean([s.resolution for s in data.train_src])),
