@@ -105,6 +105,7 @@ class Familiarity:
     def to_json(self) -> dict[str, Any]:
         """For ``run.json``: the distance per channel and the unfamiliar channels."""
         return {"distance": dict(zip(self.envelope.channels, (round(d, 3) for d in self.distance))),
+                "distance_unit": "within-image standard deviations outside the training images' range of means",
                 "unfamiliar": self.unfamiliar, "threshold": UNFAMILIAR_STDS, "training_images": self.envelope.images}
 
 

@@ -113,6 +113,7 @@ def test_a_scene_normalised_run_draws_the_scenes_statistics_and_a_brighter_date_
         known = json.loads((tmp_path / name / "run.json").read_text())["scene_statistics"]["familiarity"]
         expected = np.abs(_channels(image).mean(axis=1) - trained.mean(axis=1)) / trained.std(axis=1)
         np.testing.assert_allclose(list(known["distance"].values()), expected, rtol=1e-3, atol=1e-4)
+        assert known["distance_unit"].startswith("within-image standard deviations")
         assert known["unfamiliar"] == [env.channels[k] for k in np.argsort(-expected) if expected[k] > UNFAMILIAR_STDS]
         distances[name] = known["distance"]
     # the brighter date stays within the threshold (green, the farthest, ~2.6), the snow is beyond it (green ~7.7)
