@@ -198,7 +198,7 @@ def network_input(
     ``indices`` computed from the raw bands and standardised (:func:`geoseg.methods.indices.index_channels`).
 
     ``mean``/``std`` hold the bands' statistics followed by the index channels'. Training (its windows and
-    validation tiles) and inference (every chunk) call this one function, so both see the same channels.
+    validation blocks) and inference (every chunk) call this one function, so both see the same channels.
     Invalid pixels and non-finite index values (0/0) are 0, the channel's mean.
     """
     from geoseg.methods.indices import index_channels

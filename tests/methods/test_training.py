@@ -25,8 +25,8 @@ from geoseg.methods.training import (
     history_path,
     open_sources,
     train,
+    validation_blocks,
     validation_scores,
-    validation_tiles,
 )
 from geoseg.samples.synthetic import make_scene
 from tests.fixtures import write_raster
@@ -88,8 +88,8 @@ def test_windows_stay_out_of_the_held_out_rows_and_balance_rare_classes(tmp_path
             assert rare > 0.25, rare  # one class in three is the rare one
         else:
             assert rare < 0.15, rare
-    tiles = validation_tiles(val_src, 64, 100, rng)
-    assert tiles and all(r >= 225 for _, r, _, _, _ in tiles)
+    blocks = validation_blocks(val_src, 64, 100, rng)
+    assert blocks and all(b.window.row_off >= 225 for b in blocks)
     img, valid, target = train_src[0].read(0, 0, 64, 64)
     assert img.shape == (3, 64, 64) and img.dtype == np.float32
     assert (target[:, :5] == IGNORE_INDEX).all() and set(np.unique(target[:, 5:])) <= {0}

@@ -1,7 +1,8 @@
 """Training segmentation models on large rasters: random windows, a held-out strip, the best checkpoint kept.
 
 :mod:`.config` holds the settings (:class:`TrainConfig`, the YAML :class:`TrainJob`),
-:mod:`.data` reads windows from the files, :mod:`.loop` runs the epochs. The public names are
+:mod:`.data` reads windows from the files, :mod:`.validation` scores held-out blocks as a run labels them,
+:mod:`.loop` runs the epochs. The public names are
 re-exported here, so ``geoseg.methods.training.train`` is the entry point.
 """
 
@@ -13,9 +14,9 @@ from geoseg.methods.training.data import (
     band_statistics,
     open_sources,
     resolve_index_channels,
-    validation_tiles,
 )
 from geoseg.methods.training.loop import TrainResult, history_path, train, validation_scores
+from geoseg.methods.training.validation import validation_blocks
 
 __all__ = [
     "IGNORE_INDEX",
@@ -32,6 +33,6 @@ __all__ = [
     "parse_train_job",
     "resolve_index_channels",
     "train",
+    "validation_blocks",
     "validation_scores",
-    "validation_tiles",
 ]

@@ -146,7 +146,11 @@ class TrainConfig(BaseModel):
     )
     class_balanced: bool = True
     val_fraction: float = Field(default=0.2, ge=0, lt=1, description="bottom share of each image's rows held out")
-    val_tiles: int = Field(default=64, ge=1, description="most validation tiles scored per epoch")
+    val_tiles: int = Field(
+        default=64, ge=1,
+        description="validation pixels labelled per epoch, in tiles: at most val_tiles × tile_size² (blocks of the "
+        "held-out rows, each labelled with a tile of context as a run labels the image)",
+    )
     norm_windows: int = Field(default=32, ge=1, description="training windows sampled for band statistics")
     seed: int = 0
     device: str = "auto"

@@ -1,5 +1,5 @@
 """Training data read from large rasters: sources, class-balanced window sampling, augmentation,
-sample streams, band statistics and the held-out validation tiles.
+sample streams and band statistics (the held-out validation blocks: :mod:`.validation`).
 
 Training reads random ``tile_size`` windows straight from the image and reference files
 (never a whole raster), optionally class-balanced from a coarse decimated read of the
@@ -500,19 +500,3 @@ def band_statistics(
     if empty:
         raise InputError(f"index channel {empty[0]!r} has no finite value on the sampled training windows")
     return mean_std(np.concatenate([s, s_idx]), np.concatenate([ss, ss_idx]), np.concatenate([np.full(n_b, n), n_idx]))
-
-
-def validation_tiles(
-    sources: list[TrainSource], tile: int, limit: int, rng: np.random.Generator
-) -> list[tuple[int, int, int, int, int]]:
-    """Non-overlapping tiles covering each source's validation rows, at most ``limit`` of them."""
-    out = []
-    for si, src in enumerate(sources):
-        for r in range(src.row_lo, src.row_hi, tile):
-            for c in range(0, src.width, tile):
-                out.append((si, r, c, min(tile, src.row_hi - r), min(tile, src.width - c)))
-    if len(out) > limit:
-        keep = np.sort(rng.choice(len(out), size=limit, replace=False))
-        out = [out[i] for i in keep]
-    return out
-

@@ -1,7 +1,7 @@
 """The training loop: model and optimiser set-up, epochs of steps, validation, the best checkpoint kept.
 
-After every epoch the held-out tiles are scored as mIoU (through
-:func:`geoseg.accuracy.metrics.confusion_metrics`, the figures every report uses); the best
+After every epoch the held-out blocks are labelled as a run labels an image (:mod:`.validation`) and scored
+as mIoU (through :func:`geoseg.accuracy.metrics.confusion_metrics`, the figures every report uses); the best
 epoch's weights are kept as the checkpoint, with the normalisation statistics of the bands and of
 the index channels (``index_channels``: indices computed from the bands, appended after them)
 computed from training windows stored alongside, and the learning curve is rewritten beside it
@@ -33,7 +33,7 @@ from geoseg.methods.checkpoint import (
     save_checkpoint,
     write_sidecar,
 )
-from geoseg.methods.deeplab import network_input, resolve_device
+from geoseg.methods.deeplab import resolve_device
 from geoseg.methods.familiarity import TrainingEnvelope, familiarity
 from geoseg.methods.indices import BandIndex
 from geoseg.methods.training.augment import Augment
@@ -51,15 +51,19 @@ from geoseg.methods.training.data import (
     TrainSource,
     WindowSampler,
     _batches,
-    _pad_to,
     _TrainStream,
     band_statistics,
     open_sources,
     resolve_index_channels,
-    validation_tiles,
 )
 from geoseg.methods.training.finetune import init_meta, load_init_weights
 from geoseg.methods.training.objectives import EarlyStopping, make_loss, make_schedule
+from geoseg.methods.training.validation import (
+    ValidationSet,
+    read_validation,
+    validation_blocks,
+    validation_confusion,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -119,29 +123,6 @@ def validation_scores(conf: np.ndarray) -> tuple[float | None, np.ndarray]:
     return (None if math.isnan(miou) else miou), iou
 
 
-def _evaluate(model, val: list[tuple[np.ndarray, np.ndarray]], n_classes: int, dev, batch_size: int, amp_dtype,
-              channels_last: bool = False) -> np.ndarray:
-    """Confusion matrix of the model's argmax over the validation tiles (ignored pixels left out)."""
-    import torch
-
-    conf = np.zeros((n_classes, n_classes), dtype=np.int64)
-    model.eval()
-    with torch.inference_mode():
-        for b0 in range(0, len(val), batch_size):
-            xs = torch.from_numpy(np.stack([v[0] for v in val[b0 : b0 + batch_size]])).to(dev)
-            ys = np.stack([v[1] for v in val[b0 : b0 + batch_size]])
-            if channels_last:
-                xs = xs.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(xs)
-            pred = logits.float().argmax(1).cpu().numpy()
-            m = ys != IGNORE_INDEX
-            conf += np.bincount(ys[m].astype(np.int64) * n_classes + pred[m], minlength=n_classes**2).reshape(
-                n_classes, n_classes
-            )
-    return conf
-
-
 def _progress(enabled: bool | None):
     if enabled is None:
         enabled = sys.stderr.isatty()
@@ -164,21 +145,19 @@ def _progress(enabled: bool | None):
 @dataclass
 class _Data:
     """The training stream's sampler, the input statistics (bands, then index channels), the index
-    channels and the prepared validation tiles."""
+    channels and the validation blocks."""
 
     train_src: list[TrainSource]
     sampler: WindowSampler
     #: the training set's statistics (the sidecar's; what ``normalisation: training`` normalises by)
     mean: np.ndarray
     std: np.ndarray
-    val: list[tuple[np.ndarray, np.ndarray]]
-    #: the validation tiles as read (raw bands, validity, class indexes): what the baselines are scored on
-    val_raw: list[Tile] = field(default_factory=list)
+    val_src: list[TrainSource]
+    #: the validation blocks, scored every epoch as a run labels them
+    val: ValidationSet
     indices: tuple[BandIndex, ...] = ()
     #: per training source, the ``(mean, std)`` its windows are normalised by
     train_stats: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
-    #: per validation tile, the ``(mean, std)`` it was normalised by
-    val_stats: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     #: under ``normalisation: scene``, the training images' statistics (and a fine-tuned checkpoint's images')
     envelope: TrainingEnvelope | None = None
 
@@ -192,16 +171,26 @@ class _Data:
         return list(self.train_src[0].band_names)
 
     @property
+    def val_raw(self) -> list[Tile]:
+        """The validation blocks as read (raw bands, validity, class indexes): what the baselines are scored on."""
+        return self.val.raw
+
+    @property
+    def val_stats(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per validation block, the ``(mean, std)`` it is normalised by."""
+        return self.val.stats
+
+    @property
     def val_px(self) -> int:
-        """Labelled pixels of the validation tiles (what every validation score is computed on)."""
-        return int(sum((target != IGNORE_INDEX).sum() for _, target in self.val))
+        """Labelled pixels of the validation blocks (what every validation score is computed on)."""
+        return self.val.px
 
 
 def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[TrainSource], rng: np.random.Generator,
                   init: CheckpointMeta | None = None, indices: tuple[BandIndex, ...] = ()) -> _Data:
     """Sampler, input statistics from training windows (or ``init``'s), each image's own with
-    ``normalisation: scene``, and the validation tiles read and turned into network inputs (bands and index
-    channels) once."""
+    ``normalisation: scene``, and the validation blocks read once (targets and raw pixels; each epoch reads
+    their context again, :mod:`.validation`)."""
     assert cfg.tile_overlap is not None  # resolved by the config's validator
     sampler = WindowSampler(train_src, len(cfg.classes), cfg.tile_size, cfg.class_balanced,
                             edge_margin=cfg.tile_size - cfg.tile_overlap if cfg.augment_scale <= 0 else 0)
@@ -218,15 +207,10 @@ def _prepare_data(cfg: TrainConfig, train_src: list[TrainSource], val_src: list[
     if cfg.normalisation == "scene":
         _warn_one_class_images(train_src)
         _warn_unfamiliar_validation(envelope, val_src, val_stats)
-    tiles = validation_tiles(val_src, cfg.tile_size, cfg.val_tiles, rng) if val_src else []
-    val, val_raw = [], []
-    for si, r, c, h, w in tiles:
-        img, valid, target = val_src[si].read(r, c, h, w)
-        val.append(_pad_to(network_input(img, valid, *val_stats[si], indices), target, cfg.tile_size))
-        val_raw.append((img, valid, target))
-    data = _Data(train_src, sampler, mean, std, val, val_raw, indices, train_stats,
-                 [val_stats[si] for si, *_ in tiles], envelope)
-    if val and data.val_px < MIN_VALIDATION_PX:
+    blocks = validation_blocks(val_src, cfg.tile_size, cfg.val_tiles, rng) if val_src else []
+    data = _Data(train_src, sampler, mean, std, val_src, read_validation(val_src, blocks, val_stats), indices,
+                 train_stats, envelope)
+    if data.val and data.val_px < MIN_VALIDATION_PX:
         log.warning("validation scores %d labelled pixels only (fewer than %d): the kept checkpoint may hinge on "
                     "noise; raise val_tiles or give more validation images (val_pairs)",
                     data.val_px, MIN_VALIDATION_PX)
@@ -417,12 +401,12 @@ def _train_epoch(
     return losses
 
 
-def _validate(cfg: TrainConfig, eng: _Engine, data: _Data) -> dict[str, Any]:
+def _validate(cfg: TrainConfig, eng: _Engine, data: _Data, meta: CheckpointMeta) -> dict[str, Any]:
     """The epoch's validation entries of the history: mIoU and IoU per class name (None when unscored)."""
     if not data.val:
         return {"val_miou": None}
-    miou, iou = validation_scores(_evaluate(eng.model, data.val, len(cfg.classes), eng.dev, cfg.batch_size, eng.amp_dtype,
-                                            eng.channels_last))
+    miou, iou = validation_scores(validation_confusion(eng.model, meta, data.val, data.val_src, eng.dev,
+                                                       cfg.batch_size))
     return {
         "val_miou": miou,
         "val_px": data.val_px,  # the pixels the score is computed on: a figure over few pixels is noise
@@ -513,7 +497,7 @@ def train(config: TrainConfig) -> TrainResult:
                 "lr": float(eng.sched.get_last_lr()[0]),
                 "seconds": round(time.perf_counter() - t_epoch, 3),
             }
-            row.update(_validate(cfg, eng, data))
+            row.update(_validate(cfg, eng, data, meta))
             stopped = stopper.update(row["val_miou"]) and cfg.early_stopping_patience is not None
             if row["val_miou"] is not None:
                 row["val_miou_ema"] = stopper.ema
@@ -553,7 +537,7 @@ def train(config: TrainConfig) -> TrainResult:
 
 def _baselines(cfg: TrainConfig, data: _Data) -> list[BaselineScore]:
     """Index + Otsu and k-means fitted on uniform training windows (own random draws: the network's stay
-    the same with or without them), scored on the validation tiles the network is scored on."""
+    the same with or without them), scored on the validation blocks the network is scored on."""
     rng = np.random.default_rng([cfg.seed, 11])
     uniform = WindowSampler.__new__(WindowSampler)
     uniform.__dict__.update(data.sampler.__dict__, class_balanced=False, edge_margin=0)
