@@ -66,9 +66,9 @@ def validation_blocks(sources: list[TrainSource], tile: int, limit: int, rng: np
 
 @dataclass
 class ValidationSet:
-    """The validation blocks, their targets (class indexes, :data:`IGNORE_INDEX` where nothing counts), the
-    blocks as read (raw bands, validity, targets: what the baselines are scored on) and per block the
-    ``(mean, std)`` its image is normalised by."""
+    """The validation blocks, each as read (raw bands, validity, and class indexes with :data:`IGNORE_INDEX`
+    where nothing counts: what the network and the baselines are scored on), and per block the ``(mean, std)``
+    its image is normalised by."""
 
     blocks: list[ValidationBlock] = field(default_factory=list)
     raw: list[Tile] = field(default_factory=list)
