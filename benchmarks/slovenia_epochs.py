@@ -21,13 +21,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_training import DATASETS, SLOVENIA, SLOVENIA_DATES, _iou_table, _read, _slovenia
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_training import (
+    DATASETS,
+    SLOVENIA,
+    SLOVENIA_DATES,
+    _iou_table,
+    _read,
+    _slovenia,
+)
 
 #: Epochs before this are warm-up (the one-cycle schedule's rising learning rate); the shares count the rest.
 FIRST_COUNTED_EPOCH = 10
@@ -50,7 +61,7 @@ def run_seed(seed: int, test_date: int, folder: Path, tmp: Path) -> dict[str, An
     test_pixels: dict[str, Any] = {}
     validate = loop._validate
 
-    def validate_and_test(cfg, eng, data, meta):  # type: ignore[no-untyped-def]
+    def validate_and_test(cfg, eng, data, meta):  # loop._validate's arguments
         row = validate(cfg, eng, data, meta)
         if not test_pixels:
             band_names.extend(meta.band_names)
