@@ -149,3 +149,45 @@ def test_windows_reach_past_the_images_own_edges_only(tmp_path):
         rows, cols = picks[:, 0], picks[:, 1]
         assert rows.min() == -margin and cols.min() == -margin and (cols + 16).max() == 60 + margin
         assert (rows + 16).max() == 60  # the split's edge: never past it
+
+
+def test_an_image_smaller_than_a_tile_gives_whole_tiles_mirrored_as_inference_pads_it(tmp_path):
+    """A chip narrower than a tile: inference pads its tiles with the chip mirrored (again and again where the
+    tile is more than twice its size); training windows are whole tiles of exactly those pixels, their targets
+    ignored outside the chip, and each holds the pixel it was drawn for. Without an edge margin (zoom on) they
+    stay inside the chip."""
+    import numpy as np
+    from rasterio.transform import from_origin
+
+    from geoseg.legend import ClassInfo
+    from geoseg.methods.training import TrainPair
+    from geoseg.methods.training.data import IGNORE_INDEX, TrainSource, WindowSampler, _resolve_class_lut
+    from tests.fixtures import write_raster
+
+    rng = np.random.default_rng(1)
+    img = rng.integers(1, 1000, (2, 20, 37)).astype(np.float32)
+    ref = np.ones((20, 37), np.uint8)
+    ref[3, 30] = 2  # one pixel of the rare class
+    tr = from_origin(500000, 5100000, 10, 10)
+    write_raster(tmp_path / "img.tif", img, transform=tr)
+    write_raster(tmp_path / "ref.tif", ref, transform=tr, nodata=0)
+    classes = [ClassInfo(1, "a", "#ff0000"), ClassInfo(2, "b", "#00ff00")]
+    src = TrainSource(TrainPair(image=tmp_path / "img.tif", reference=tmp_path / "ref.tif"), None,
+                      _resolve_class_lut(classes), (0.0, 1.0))
+    tile, margin = 64, 48  # inference: tile 64, overlap 16
+    mirrored = np.pad(img, ((0, 0), (tile, tile), (tile, tile)), mode="reflect")
+    sampler = WindowSampler([src], 2, tile, True, edge_margin=margin)
+    for _ in range(40):
+        _, row, col, h, w = sampler.pick(rng)
+        assert (h, w) == (tile, tile) and -margin <= row <= 20 - tile + margin and -margin <= col <= 37 - tile + margin
+        got, valid, target = src.read_reflected(row, col, h, w)
+        np.testing.assert_array_equal(got, mirrored[:, row + tile : row + 2 * tile, col + tile : col + 2 * tile])
+        rows, cols = np.arange(row, row + tile)[:, None], np.arange(col, col + tile)[None, :]
+        inside = (rows >= 0) & (rows < 20) & (cols >= 0) & (cols < 37)
+        assert valid.all() and ((target == IGNORE_INDEX) == ~inside).all()
+        assert (target != IGNORE_INDEX).any()
+    # half the draws are for the rare class, and a window holds the pixel it was drawn for
+    rare = np.mean([p[1] <= 3 < p[1] + tile and p[2] <= 30 < p[2] + tile for p in (sampler.pick(rng) for _ in range(400))])
+    assert rare >= 0.5, rare
+    inside_only = WindowSampler([src], 2, tile, True, edge_margin=0)
+    assert all(p[1:] == (0, 0, 20, 37) for p in (inside_only.pick(rng) for _ in range(20)))

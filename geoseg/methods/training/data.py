@@ -364,8 +364,10 @@ class WindowSampler:
 
     def _clip_start(self, centre: int, lo: int, hi: int, rng: np.random.Generator, end: int) -> tuple[int, int]:
         """A window start and size around ``centre`` inside ``[lo, hi)``, or up to ``edge_margin`` past 0 or
-        ``end`` where those are the image's own edges."""
-        size = min(self.tile, hi - lo)
+        ``end`` where those are the image's own edges. An image narrower than a tile gets whole tiles reaching
+        past both its edges, as inference's tiles do (the margin, at least half a tile, always leaves room)."""
+        whole = lo == 0 and hi == end and self.edge_margin > 0
+        size = self.tile if whole else min(self.tile, hi - lo)
         start = centre - int(rng.integers(0, size))
         first = lo - self.edge_margin if lo == 0 else lo
         last = hi - size + (self.edge_margin if hi == end else 0)
