@@ -61,7 +61,6 @@ class TrainingEnvelope(BaseModel):
         return cls(channels=list(channels), mean_low=means.min(axis=0).tolist(), mean_high=means.max(axis=0).tolist(),
                    within_std=stds.mean(axis=0).tolist(), images=len(stats))
 
-
     def merged(self, other: TrainingEnvelope) -> TrainingEnvelope:
         """The envelope of both sets of images, with ``other``'s channel names: a fine-tuned network has seen its
         checkpoint's training images and the new ones (an image in both counts twice in ``images``)."""

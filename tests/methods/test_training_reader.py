@@ -17,6 +17,18 @@ NODATA = -9999.0
 CLASSES = [ClassInfo(1, "a", "#ff0000"), ClassInfo(2, "b", "#00ff00")]
 
 
+def _two_class_source(tmp_path, img: np.ndarray, ref: np.ndarray, rows: tuple[float, float] = (0.0, 1.0)):
+    """A training source over ``img`` (written as a GeoTIFF) with the class ids ``ref`` of :data:`CLASSES`;
+    ``rows``: the share of its rows it trains on."""
+    from geoseg.methods.training.data import TrainSource, _resolve_class_lut
+
+    tr = from_origin(500000, 5100000, 10, 10)
+    write_raster(tmp_path / "img.tif", img, transform=tr)
+    write_raster(tmp_path / "ref.tif", ref, transform=tr, nodata=0)
+    return TrainSource(TrainPair(image=tmp_path / "img.tif", reference=tmp_path / "ref.tif"), None,
+                       _resolve_class_lut(CLASSES), rows)
+
+
 def _masked_image(path, size: int = 64) -> np.ndarray:
     """Three float bands + an alpha band + an internal GDAL mask, with nodata and NaN pixels;
     returns the validity every rule together gives (the oracle, from the arrays written)."""
@@ -97,23 +109,10 @@ def test_reference_nodata_and_mask_are_ignored_in_targets(tmp_path):
 def test_a_window_past_the_image_edge_is_the_image_mirrored_as_inference_pads_it(tmp_path):
     """Inference pads a scene's edge tiles with the scene mirrored (``np.pad`` reflect); a training window reaching
     past an edge sees exactly those pixels, and its targets there are ignored."""
-    import numpy as np
-    from rasterio.transform import from_origin
-
-    from geoseg.legend import ClassInfo
-    from geoseg.methods.training import TrainPair
-    from geoseg.methods.training.data import IGNORE_INDEX, TrainSource, _resolve_class_lut
-    from tests.fixtures import write_raster
-
     rng = np.random.default_rng(0)
     img = rng.integers(1, 1000, (2, 40, 30)).astype(np.float32)
     ref = rng.integers(1, 3, (40, 30)).astype(np.uint8)
-    tr = from_origin(500000, 5100000, 10, 10)
-    write_raster(tmp_path / "img.tif", img, transform=tr)
-    write_raster(tmp_path / "ref.tif", ref, transform=tr, nodata=0)
-    classes = [ClassInfo(1, "a", "#ff0000"), ClassInfo(2, "b", "#00ff00")]
-    src = TrainSource(TrainPair(image=tmp_path / "img.tif", reference=tmp_path / "ref.tif"), None,
-                      _resolve_class_lut(classes), (0.0, 1.0))
+    src = _two_class_source(tmp_path, img, ref)
     mirrored = np.pad(img, ((0, 0), (24, 24), (24, 24)), mode="reflect")
     for row, col in ((-10, -5), (30, 20), (-20, 12), (5, 8), (-24, -24)):
         got, valid, target = src.read_reflected(row, col, 24, 24)
@@ -127,22 +126,11 @@ def test_a_window_past_the_image_edge_is_the_image_mirrored_as_inference_pads_it
 def test_windows_reach_past_the_images_own_edges_only(tmp_path):
     """With an edge margin (inference's tile stride) windows reach up to it past the image's edges, never past the
     edge of a split's rows inside the image (the scene goes on there: inference would see real pixels)."""
-    import numpy as np
-    from rasterio.transform import from_origin
+    from geoseg.methods.training.data import WindowSampler
 
-    from geoseg.legend import ClassInfo
-    from geoseg.methods.training import TrainPair
-    from geoseg.methods.training.data import TrainSource, WindowSampler, _resolve_class_lut
-    from tests.fixtures import write_raster
-
-    tr = from_origin(500000, 5100000, 10, 10)
-    write_raster(tmp_path / "img.tif", np.ones((1, 80, 60), np.float32), transform=tr)
     ref = np.ones((80, 60), np.uint8)
     ref[:, 30:] = 2
-    write_raster(tmp_path / "ref.tif", ref, transform=tr, nodata=0)
-    classes = [ClassInfo(1, "a", "#ff0000"), ClassInfo(2, "b", "#00ff00")]
-    src = TrainSource(TrainPair(image=tmp_path / "img.tif", reference=tmp_path / "ref.tif"), None,
-                      _resolve_class_lut(classes), (0.0, 0.75))  # rows 0-60 train, the rest validates
+    src = _two_class_source(tmp_path, np.ones((1, 80, 60), np.float32), ref, (0.0, 0.75))  # rows 0-60 train
     rng = np.random.default_rng(0)
     for margin in (0, 12):
         picks = np.array([WindowSampler([src], 2, 16, True, edge_margin=margin).pick(rng)[1:] for _ in range(3000)])
@@ -156,24 +144,13 @@ def test_an_image_smaller_than_a_tile_gives_whole_tiles_mirrored_as_inference_pa
     tile is more than twice its size); training windows are whole tiles of exactly those pixels, their targets
     ignored outside the chip, and each holds the pixel it was drawn for. Without an edge margin (zoom on) they
     stay inside the chip."""
-    import numpy as np
-    from rasterio.transform import from_origin
-
-    from geoseg.legend import ClassInfo
-    from geoseg.methods.training import TrainPair
-    from geoseg.methods.training.data import IGNORE_INDEX, TrainSource, WindowSampler, _resolve_class_lut
-    from tests.fixtures import write_raster
+    from geoseg.methods.training.data import WindowSampler
 
     rng = np.random.default_rng(1)
     img = rng.integers(1, 1000, (2, 20, 37)).astype(np.float32)
     ref = np.ones((20, 37), np.uint8)
     ref[3, 30] = 2  # one pixel of the rare class
-    tr = from_origin(500000, 5100000, 10, 10)
-    write_raster(tmp_path / "img.tif", img, transform=tr)
-    write_raster(tmp_path / "ref.tif", ref, transform=tr, nodata=0)
-    classes = [ClassInfo(1, "a", "#ff0000"), ClassInfo(2, "b", "#00ff00")]
-    src = TrainSource(TrainPair(image=tmp_path / "img.tif", reference=tmp_path / "ref.tif"), None,
-                      _resolve_class_lut(classes), (0.0, 1.0))
+    src = _two_class_source(tmp_path, img, ref)
     tile, margin = 64, 48  # inference: tile 64, overlap 16
     mirrored = np.pad(img, ((0, 0), (tile, tile), (tile, tile)), mode="reflect")
     sampler = WindowSampler([src], 2, tile, True, edge_margin=margin)
