@@ -38,13 +38,15 @@ from benchmarks.bench_training import (
     _iou_table,
     _read,
     _slovenia,
+    _value,
 )
 
 #: Epochs before this are warm-up (the one-cycle schedule's rising learning rate); the shares count the rest.
 FIRST_COUNTED_EPOCH = 10
 
 
-def run_seed(seed: int, test_date: int, folder: Path, tmp: Path) -> dict[str, Any]:
+def run_seed(seed: int, test_date: int, folder: Path, tmp: Path,
+             overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     import torch
 
     import geoseg.methods.training.loop as loop
@@ -55,7 +57,7 @@ def run_seed(seed: int, test_date: int, folder: Path, tmp: Path) -> dict[str, An
     epochs, steps = DATASETS["slovenia"]["steps"]
     cfg = TrainConfig(pairs=pairs, val_pairs=val_pairs, classes=classes, seed=seed, device="cpu", progress=False,
                       checkpoint=tmp / f"slovenia-{seed}" / "model", epochs=epochs, steps_per_epoch=steps,
-                      **DATASETS["slovenia"]["settings"])
+                      **{**DATASETS["slovenia"]["settings"], **(overrides or {})})
     ids = [c.id for c in classes]
     band_names: list[str] = []
     test_pixels: dict[str, Any] = {}
@@ -67,9 +69,10 @@ def run_seed(seed: int, test_date: int, folder: Path, tmp: Path) -> dict[str, An
             band_names.extend(meta.band_names)
             img, valid, ref = _read(*test, band_names)
             test_pixels.update(img=img, valid=valid, ref=ref)
-        eng.model.eval()  # validation left it so; the next epoch's training step sets train() again
+        kept = eng.kept  # the network validation scored: the weight average where there is one
+        kept.eval()  # validation left it so; the next epoch's training step sets train() again
         with torch.inference_mode():
-            pred = predict_chunk(eng.model, meta, test_pixels["img"], test_pixels["valid"], device="cpu")
+            pred = predict_chunk(kept, meta, test_pixels["img"], test_pixels["valid"], device="cpu")
         row["test_iou"] = _iou_table(test_pixels["ref"], np.where(test_pixels["valid"], pred, 0), ids)
         return row
 
@@ -116,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--slovenia", type=Path, default=SLOVENIA.resolve(), help="folder of the Slovenia scenes")
     p.add_argument("--slovenia-test", type=int, default=4, choices=range(SLOVENIA_DATES))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a TrainConfig setting (JSON value), as bench_training.py's --set")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--combine", type=Path, nargs="+", default=None, help="only summarise earlier --json files")
     args = p.parse_args(argv)
@@ -126,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
         with tempfile.TemporaryDirectory(prefix="slovenia_epochs_") as d:
-            runs = [run_seed(s, args.slovenia_test, args.slovenia, Path(d))
+            overrides = {k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}
+            runs = [run_seed(s, args.slovenia_test, args.slovenia, Path(d), overrides)
                     for s in range(args.first_seed, args.first_seed + args.seeds)]
         if args.json:
             args.json.write_text(json.dumps({"runs": runs}, indent=1))

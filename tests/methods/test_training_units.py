@@ -100,3 +100,28 @@ def test_a_sidecar_older_than_the_record_is_taken_as_stored_numbers(trained, sce
         _check(old, str(dn))
     files, _ = scenes
     _check(old, str(files.image))  # a file without scale metadata: nothing to disagree on
+
+
+def test_a_pairs_scale_gives_the_units_a_file_does_not_declare(trained, scenes, tmp_path):
+    """The same DN × 100 stored without a scale in the file (a Sentinel-2 item's units live in its catalog): the
+    pair's `scale:` makes training read the values, as an input's `scale:` makes inference read them."""
+    from pydantic import ValidationError
+
+    files, dn = scenes
+    bare = tmp_path / "bare.tif"
+    with rasterio.open(dn) as ds:
+        profile, data, descriptions = ds.profile, ds.read(), ds.descriptions
+    with rasterio.open(bare, "w", **profile) as out:
+        out.write(data)
+        out.descriptions = descriptions
+    cfg = TrainConfig(pairs=[TrainPair(image=bare, reference=files.reference, scale=SCALE)],
+                      classes=list(CROPWEED_CLASSES), checkpoint=tmp_path / "given", **TINY)
+    train(cfg)
+    plain, _ = trained["plain"]
+    given = read_meta(tmp_path / "given")
+    np.testing.assert_allclose(given.band_mean, plain.band_mean, rtol=1e-5)
+    assert given.scale_applied is True
+    with pytest.raises(ValidationError, match="every value the same"):
+        TrainPair(image=bare, reference=files.reference, scale=0)
+    with pytest.raises(ValidationError, match="contradict"):
+        TrainConfig.model_validate({**cfg.model_dump(), "apply_scale": False})

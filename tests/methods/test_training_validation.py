@@ -8,7 +8,7 @@ import torch
 
 from geoseg.geo import Window
 from geoseg.legend import LANDCOVER_CLASSES
-from geoseg.methods.checkpoint import load_checkpoint
+from geoseg.methods.checkpoint import load_checkpoint, read_meta
 from geoseg.methods.deeplab import predict_chunk
 from geoseg.methods.training import (
     IGNORE_INDEX,
@@ -115,3 +115,20 @@ def test_blocks_cover_the_held_out_rows_or_stay_within_the_pixel_budget(trained)
         else:
             assert 0 < px <= limit * tile * tile, (tile, limit)
             assert all(b.window.height <= tile * 4 and b.window.width <= tile * 4 for b in blocks)
+
+
+def test_the_weight_average_leaves_training_unchanged_and_is_what_is_kept(trained, tmp_path):
+    """The fixture keeps the average (the default); without it the same steps give other weights."""
+    cfg, averaged, averaged_model, _ = trained
+    assert cfg.weight_average > 0 and read_meta(cfg.checkpoint).training.model_extra["weight_average"] == cfg.weight_average
+    raw_cfg = cfg.model_copy(update={"weight_average": 0.0, "checkpoint": tmp_path / "raw"})
+    result = train(raw_cfg)
+    # the raw network's steps are the same: the losses of every epoch equal the run with the average
+    assert [h["train_loss"] for h in result.history] == [h["train_loss"] for h in averaged.history]
+    model, meta = load_checkpoint(raw_cfg.checkpoint)
+    raw, kept = model.state_dict(), averaged_model.state_dict()
+    assert any(not torch.equal(raw[k], kept[k]) for k in raw if raw[k].is_floating_point())
+    # each run saves what it scored: the raw network here, the average in the fixture (tested above)
+    miou, _ = validation_scores(_whole_image_confusion(raw_cfg, model.eval(), meta))
+    assert result.history[-1]["val_miou"] == miou == result.best_val_miou
+    assert read_meta(raw_cfg.checkpoint).training.model_extra["weight_average"] is None

@@ -28,13 +28,21 @@ class TrainPair(BaseModel):
     vector: Path | None = Field(default=None, description="polygons (e.g. GeoPackage) with a class id field")
     class_field: str | None = None
     layer: str | None = None
+    scale: float | None = Field(default=None, description="the image's units, value = stored × scale + offset, for "
+                                "every band (as an input's `scale:`), where the file does not declare them")
+    offset: float | None = None
 
     @model_validator(mode="after")
-    def _one_reference(self) -> TrainPair:
+    def _checks(self) -> TrainPair:
         if (self.reference is None) == (self.vector is None):
             raise ValueError(f"{self.image}: give exactly one of `reference` (raster) or `vector`")
         if self.vector is not None and not self.class_field:
             raise ValueError(f"{self.image}: a vector reference needs `class_field` (the column holding class ids)")
+        if self.scale is not None and (self.scale == 0 or not math.isfinite(self.scale)):
+            raise ValueError(f"{self.image}: scale {self.scale} would make every value the same; give the factor the "
+                             "data's documentation states (e.g. 0.0001)")
+        if self.offset is not None and not math.isfinite(self.offset):
+            raise ValueError(f"{self.image}: offset {self.offset} is not a number")
         return self
 
 
@@ -119,6 +127,12 @@ class TrainConfig(BaseModel):
     checkpoint_selection: Literal["smoothed", "best"] = Field(
         default="smoothed",
         description="keep the epoch where the EMA of val mIoU peaks (smoothed) or the single best val mIoU (best)",
+    )
+    weight_average: float = Field(
+        default=0.99, ge=0, lt=1,
+        description="decay per optimiser step of an exponential moving average of the weights (0.99: about the last "
+                    "100 steps); validation scores and the checkpoint keeps the averaged network, whose labels move "
+                    "less from epoch to epoch (0 = off: the raw network of the kept epoch)",
     )
     accumulate_steps: int = Field(
         default=1, ge=1, description="batches whose gradients are summed per optimiser step (a larger batch on CPU)"
@@ -205,6 +219,8 @@ class TrainConfig(BaseModel):
                 raise ValueError(f"class_weights has {len(self.class_weights)} values for {len(self.classes)} classes")
             if any(not (w >= 0 and math.isfinite(w)) for w in self.class_weights) or not any(self.class_weights):
                 raise ValueError(f"class_weights must be finite, >= 0 and not all 0, got {self.class_weights}")
+        if not self.apply_scale and any(p.scale is not None or p.offset is not None for p in self.pairs + self.val_pairs):
+            raise ValueError("a pair's scale/offset and apply_scale: false contradict each other; give one of them")
         if self.early_stopping_patience is not None and not self.val_pairs and self.val_fraction == 0:
             raise ValueError("early stopping needs a validation score: set val_fraction > 0 or val_pairs")
         return self

@@ -26,7 +26,7 @@ from geoseg.io.bandroles import BandEvidence, BandInfo, band_role, implied_senso
 from geoseg.io.masks import feature_band_indexes, mask_kind
 from geoseg.io.opener import check_vector, open_raster
 from geoseg.io.sources import Source, describe_source, place, read_source
-from geoseg.io.units import apply_scaling
+from geoseg.io.units import apply_scaling, normalised
 from geoseg.legend import ClassInfo
 from geoseg.methods.deeplab import network_input
 from geoseg.methods.indices import BandIndex, resolve_index
@@ -84,6 +84,11 @@ class TrainSource:
         # read as inference reads an input: the same validity rule (nodata, NaN, alpha, GDAL mask) and retries
         self.grid = GeoGrid.of(self.height, self.width, self.transform, self.crs)
         self.source = place(describe_source(str(pair.image), tuple(self.indexes)), self.grid)
+        if pair.scale is not None or pair.offset is not None:  # the user's word on the units, as an input's
+            n = len(self.indexes)
+            scales, offsets = normalised([1.0 if pair.scale is None else pair.scale] * n,
+                                         [0.0 if pair.offset is None else pair.offset] * n)
+            self.source = replace(self.source, scales=scales, offsets=offsets)
         #: the file declares a scale/offset (GDAL band metadata): applied on read unless ``apply_scale`` is off,
         #: exactly as inference applies it, so the network learns the values it will be given
         self.declares_scale = bool(self.source.scales)

@@ -37,6 +37,7 @@ from geoseg.methods.deeplab import resolve_device
 from geoseg.methods.familiarity import TrainingEnvelope, familiarity
 from geoseg.methods.indices import BandIndex
 from geoseg.methods.training.augment import Augment
+from geoseg.methods.training.averaging import WeightAverage
 from geoseg.methods.training.baselines import (
     BaselineScore,
     Tile,
@@ -283,10 +284,16 @@ class _Engine:
     loss: Any
     channels_last: bool = False
     accumulate: int = 1
+    average: WeightAverage | None = None
 
     @property
     def cuda(self) -> bool:
         return self.dev.type == "cuda"
+
+    @property
+    def kept(self) -> Any:
+        """The network that is validated and saved: the weight average where there is one."""
+        return self.average.module if self.average is not None else self.model
 
 
 def _build_engine(cfg: TrainConfig, n_channels: int, init: CheckpointMeta | None = None) -> _Engine:
@@ -318,7 +325,8 @@ def _build_engine(cfg: TrainConfig, n_channels: int, init: CheckpointMeta | None
     total = cfg.epochs * cfg.steps_per_epoch
     sched = make_schedule(cfg.lr_schedule, opt, cfg.lr, total)
     loss = make_loss(cfg.loss, cfg.dice_weight, cfg.class_weights, cfg.focal_gamma, dev)
-    return _Engine(model, dev, opt, sched, scaler, amp_dtype, loss, channels_last, cfg.accumulate_steps)
+    average = WeightAverage(model, cfg.weight_average) if cfg.weight_average > 0 else None
+    return _Engine(model, dev, opt, sched, scaler, amp_dtype, loss, channels_last, cfg.accumulate_steps, average)
 
 
 def _new_meta(cfg: TrainConfig, data: _Data) -> CheckpointMeta:
@@ -395,6 +403,8 @@ def _train_epoch(
         eng.scaler.step(eng.opt)
         eng.scaler.update()
         eng.sched.step()
+        if eng.average is not None:
+            eng.average.update(eng.model)
         losses.append(float(np.mean(parts)))
         if progress:
             progress.update(task, advance=1, info=f"epoch {epoch} loss {losses[-1]:.3f}")
@@ -405,7 +415,7 @@ def _validate(cfg: TrainConfig, eng: _Engine, data: _Data, meta: CheckpointMeta)
     """The epoch's validation entries of the history: mIoU and IoU per class name (None when unscored)."""
     if not data.val:
         return {"val_miou": None}
-    miou, iou = validation_scores(validation_confusion(eng.model, meta, data.val, data.val_src, eng.dev,
+    miou, iou = validation_scores(validation_confusion(eng.kept, meta, data.val, data.val_src, eng.dev,
                                                        cfg.batch_size))
     return {
         "val_miou": miou,
@@ -440,11 +450,12 @@ def _save_if_best(cfg: TrainConfig, eng: _Engine, meta: CheckpointMeta, row: dic
         return
     meta.training = meta.training.model_copy(update={
         "epochs": row["epoch"], "best_epoch": best.epoch, "best_val_miou": best.miou, "selection": cfg.checkpoint_selection,
+        "weight_average": cfg.weight_average or None,
         "best_val_miou_ema": row.get("val_miou_ema"),
         "val_iou": {k: v for k, v in row.get("val_iou", {}).items() if v is not None},
         "seconds": round(time.perf_counter() - t_start, 1),
     })
-    save_checkpoint(eng.model, meta, cfg.checkpoint)
+    save_checkpoint(eng.kept, meta, cfg.checkpoint)
 
 
 def train(config: TrainConfig) -> TrainResult:
