@@ -27,6 +27,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rasterio.crs import CRS
@@ -184,6 +185,7 @@ def _try_raster(path: str) -> RasterReference | None:
         dtype = src.dtypes[0]
         if dtype.startswith("complex"):
             raise InputError(f"reference raster {path} has dtype {dtype}; it must hold class ids (real numbers)")
+        _refuse_colours(src, path)
         tags = {**src.tags(), **src.tags(1)}
         pam = read_pam_legend(path)
         legend = parse_class_tag(tags.get("classes", ""), skip=src.nodata) or _geoseg_legend(tags) or pam.names(src.nodata)
@@ -208,6 +210,16 @@ def _try_raster(path: str) -> RasterReference | None:
         )
 
 
+def _refuse_colours(src: Any, path: str) -> None:
+    """Refuse a reference whose band 1 is a colour channel (an RGB picture of the classes, as many datasets
+    ship their label maps): its red values are not class ids, and scoring them would be silently wrong."""
+    interp = [ci.name for ci in src.colorinterp]
+    if interp and interp[0] in ("red", "Y"):
+        kind = "RGB" if interp[0] == "red" else "YCbCr"
+        raise InputError(f"reference raster {path} is an {kind} image ({src.count} bands): its colours are not class "
+                         "ids; give a one-band raster of class ids (a colour table may keep the colours)")
+
+
 def _geoseg_legend(tags: dict[str, str]) -> tuple[tuple[int, str], ...]:
     """Class names geoseg itself stores: ``GEOSEG_LEGEND`` (sample scenes) or ``GEOSEG_CLASSES`` (exports)."""
     try:
@@ -227,6 +239,9 @@ def _open_vector_reference(
     import pyogrio
 
     info = vector_info(path, None, "reference")
+    if info.get("total_bounds") is None:  # GDAL gives no extent to a layer without a (valid) geometry
+        raise InputError(f"reference {path} (layer {info.get('layer_name')}) has no geometries GDAL can read; "
+                         "give a layer of polygons")
     fields = list(info["fields"])
     crs = require_crs(CRS.from_user_input(info["crs"]) if info["crs"] else None, "reference layer", path)
     common = dict(path=path, layer=info["layer_name"], crs_wkt=crs.to_wkt(),

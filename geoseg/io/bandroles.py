@@ -136,9 +136,21 @@ def role_from_name(name: str | None, sensor: str | None) -> tuple[str | None, st
 
 
 def role_from_stem(path: str, sensor: str | None) -> tuple[str | None, str | None, str]:
-    """(role, unresolved number, token) of a band file's name: its last token that names a band."""
+    """(role, unresolved number, token) of a band file's name: its last token that names a band.
+
+    Two last tokens that name a band together win over the last alone, so Pix4D's
+    ``..._reflectance_red edge.tif`` is red edge, not red (it sorts before ``..._red.tif``, so it would play red).
+
+    >>> role_from_stem("field_transparent_reflectance_red edge.tif", None)[:2], role_from_stem("x_red.tif", None)[:2]
+    (('rededge', None), ('red', None))
+    """
     stem = Path(path.split("?")[0]).stem
-    for token in [stem, *reversed(_TOKENS.split(stem))]:
+    tokens = _TOKENS.split(stem)
+    candidates = [stem]
+    for i in reversed(range(len(tokens))):
+        pair = f"{tokens[i - 1]}_{tokens[i]}" if i > 0 else ""
+        candidates += [pair, tokens[i]] if normalise(pair) else [tokens[i]]  # a role's name, never a band number
+    for token in candidates:
         role, number = role_from_name(token, sensor)
         if role or number:
             return role, number, token

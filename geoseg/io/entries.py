@@ -31,6 +31,8 @@ class InputEntry(_Strict):
     ``bands``: the role of each band of the entry, in order (``red``, ``nir``...; ``null`` for none),
     overriding what the files say. ``nodata``: the fill value of every file of the entry (overrides the
     files' own). ``apply_scale: false`` keeps digital numbers (no scale/offset from the files or STAC).
+    ``scale``/``offset``: the units of every band of the entry (``value × scale + offset``), the user's word
+    over what the files, STAC or the product's metadata say (for data that states none, or states them wrongly).
     """
 
     path: str | list[str] | None = None
@@ -42,6 +44,8 @@ class InputEntry(_Strict):
     bands: list[str | None] | None = Field(None, min_length=1, max_length=1000)
     nodata: float | None = None
     apply_scale: bool = True
+    scale: float | None = None
+    offset: float | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> InputEntry:
@@ -49,6 +53,11 @@ class InputEntry(_Strict):
             raise ValueError("an input gives exactly one of path or stac")
         if self.stac is None and self.assets:
             raise ValueError("assets are chosen only from a stac input")
+        if self.scale is not None and (self.scale == 0 or self.scale != self.scale or abs(self.scale) == float("inf")):
+            raise ValueError(f"scale {self.scale} would make every value the same; give the factor the data's "
+                             "documentation states (e.g. 0.0001)")
+        if (self.scale is not None or self.offset is not None) and not self.apply_scale:
+            raise ValueError("scale/offset and apply_scale: false contradict each other; give one of them")
         if self.bands:
             from geoseg.io.bandroles import check_role_list
 

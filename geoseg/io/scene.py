@@ -39,6 +39,7 @@ from geoseg.io.bandroles import (
     band_role,
     implied_sensor,
     normalise,
+    sensor_hint,
     sensor_of,
 )
 from geoseg.io.entries import InputEntry, MaskEntry, as_input_entry, as_mask_entry
@@ -196,7 +197,8 @@ def _layers_of_entry(entry: InputEntry, allow_gdal_virtual: bool) -> list[_RawLa
             sources = describe_tiles([f.href for f in asset.files])
             if asset.band and all(s.count == 1 for s in sources):
                 sources = [replace(s, descriptions=(asset.band,), described=(True,)) for s in sources]
-            files: list[StacFile | None] = list(asset.files)
+            files: list[StacFile | None] = [f.for_bands(s.count, entry.apply_scale)
+                                            for s, f in zip(sources, asset.files)]
             sources = [_as_entry_says(entry, s, f) for s, f in zip(sources, files)]
             out.append(_RawLayer(asset.key, sources, entry, files, asset.key))
         return out
@@ -210,10 +212,15 @@ def _layers_of_entry(entry: InputEntry, allow_gdal_virtual: bool) -> list[_RawLa
 
 
 def _as_entry_says(entry: InputEntry, src: Source, stac: StacFile | None) -> Source:
-    """The file with the entry's fill value and units: ``nodata:`` over the file's (and over STAC's),
-    STAC ``raster:bands`` scale/offset over the file's, none of them with ``apply_scale: false``."""
+    """The file with the entry's fill value and units: ``nodata:`` over the file's (and over STAC's); the
+    entry's ``scale:``/``offset:`` over all others, STAC ``raster:bands`` scale/offset over the file's, else the
+    product's own (:mod:`geoseg.io.productunits`) for a file that states none; none with ``apply_scale: false``."""
     changes: dict[str, Any] = {}
     nodata = entry.nodata
+    if src.band_nodata and nodata is None:
+        listed = ", ".join(f"band {b}: {'none' if v is None else f'{v:g}'}" for b, v in zip(src.bands, src.band_nodata))
+        raise InputError(f"{src.path} gives its bands different nodata ({listed}); geoseg judges a pixel with one fill "
+                         "value per file: set nodata: V on the input (the value that marks fill in every band)")
     if nodata is None and stac is not None and len(stac.nodata) == src.count and src.nodata is None:
         nodata = stac.nodata[0]  # the catalog's fill where the file declares none
     if nodata is not None:
@@ -221,13 +228,46 @@ def _as_entry_says(entry: InputEntry, src: Source, stac: StacFile | None) -> Sou
         changes.update(nodata=float(nodata), mask="nodata" if src.mask == "none" else src.mask)
     if not entry.apply_scale:
         changes.update(scales=(), offsets=())
+    elif entry.scale is not None or entry.offset is not None:
+        from geoseg.io.units import normalised
+
+        scale = 1.0 if entry.scale is None else entry.scale
+        offset = 0.0 if entry.offset is None else entry.offset
+        scales, offsets = normalised([scale] * src.count, [offset] * src.count)
+        changes.update(scales=scales, offsets=offsets)
     elif stac is not None and len(stac.scales) == src.count and any(v is not None for v in stac.scales + stac.offsets):
         from geoseg.io.units import normalised
 
         scales, offsets = normalised([1.0 if v is None else v for v in stac.scales],
                                      [0.0 if v is None else v for v in stac.offsets])
         changes.update(scales=scales, offsets=offsets)
-    return replace(src, **changes) if changes else src
+    elif stac is not None and not src.scales and stac.shifted_numbers and src.dtype == "uint16" and any(stac.common_names):
+        raise InputError(f"{src.path}: its STAC item is Sentinel-2 of processing baseline {stac.shifted_numbers}, whose "
+                         "numbers are reflectance × 10000 + 1000, but gives no raster:bands scale/offset; add "
+                         "scale: 0.0001 and offset: -0.1 to the input, or apply_scale: false to use the stored numbers")
+    elif stac is None and not src.scales and src.count == 1:
+        from geoseg.io.productunits import product_scaling
+
+        stated = product_scaling(src.path, src.dtype)  # a Landsat or Sentinel-2 band: its product's metadata
+        if stated is not None:
+            changes.update(scales=(stated.scale,), offsets=(stated.offset,))
+            if nodata is None and src.nodata is None and stated.nodata is not None:
+                changes.update(nodata=stated.nodata, mask="nodata" if src.mask == "none" else src.mask)
+    out = replace(src, **changes) if changes else src
+    check_units(out)
+    return out
+
+
+def check_units(src: Source) -> None:
+    """Refuse a scale of 0 or a scale/offset that is not finite: every value would become the same number
+    (or NaN), which no feature or index can tell from data."""
+    bad = [(k + 1, s, o) for k, (s, o) in enumerate(zip(src.scales, src.offsets))
+           if s == 0.0 or not np.isfinite(s) or not np.isfinite(o)]
+    if bad:
+        band, scale, offset = bad[0]
+        raise InputError(f"{src.path}: band {band} has scale {scale:g} and offset {offset:g} (file metadata or "
+                         "STAC), which make every value the same; fix the metadata (gdal_edit.py -scale / -offset), "
+                         "or set apply_scale: false on the input to use the stored numbers")
 
 
 def check_fill_value(value: float, dtype: str, path: str) -> None:
@@ -328,11 +368,16 @@ def scene_bands(raw: Sequence[_RawLayer], layers: Sequence[Layer], sensor: str |
     implied = implied_sensor(ev.label for evs in evidence for ev in evs if ev.described)
     out: list[BandInfo] = []
     by_entry: dict[int, list[int]] = {}
+    contradicted: dict[int, str] = {}  # band position -> the product its file name says, where the job's sensor differs
     for r, layer, evs in zip(raw, layers, evidence):
         src, stac = layer.sources[0], r.stac[0]
         layer_sensor = _layer_sensor(stac.sensor if stac is not None else None, sensor, r.name) or implied
+        named = sensor_hint([src.path]) if sensor and layer_sensor == sensor and (stac is None or not stac.sensor) else None
         for k, ev in enumerate(evs):
             role, where, number = band_role(ev, layer_sensor, src.count == 1, r.entry.name, src.path)
+            if (named and role and SENSORS[named] != SENSORS.get(sensor or "")
+                    and band_role(ev, None, src.count == 1, r.entry.name, src.path)[0] is None):
+                contradicted[len(out)] = named  # the role came from a band number read with the job's table
             by_entry.setdefault(id(r.entry), []).append(len(out))
             out.append(BandInfo(
                 name=layer.band_names[k], layer=layer.name, label=ev.label, role=role, source=where, number=number,
@@ -348,6 +393,13 @@ def scene_bands(raw: Sequence[_RawLayer], layers: Sequence[Layer], sensor: str |
                              f"{len(positions)} bands ({', '.join(out[i].name for i in positions)})")
         for i, role in zip(positions, r.entry.bands):
             out[i] = replace(out[i], role=normalise(role), source="job bands:", number=None)
+            contradicted.pop(i, None)
+    if contradicted:
+        i, named = next(iter(contradicted.items()))
+        raise InputError(f"{out[i].layer}: the file name says a {named} product but the job says sensor: {sensor}, "
+                         "and band numbers mean different bands on them (e.g. B4: red on Landsat 8, NIR on Landsat 5); "
+                         f"set sensor: {named} for these files (a job of their own), or name their bands on the input "
+                         "(bands: [...])")
     return tuple(out)
 
 

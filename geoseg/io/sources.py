@@ -28,7 +28,7 @@ from rasterio.errors import RasterioError, RasterioIOError
 from geoseg.errors import BandError, InputError, NoCRSError
 from geoseg.geo import GeoGrid, Window
 from geoseg.io.masks import MaskKind, alpha_band_indexes, feature_band_indexes, mask_kind, read_valid
-from geoseg.io.units import file_scaling
+from geoseg.io.units import file_scaling, fill_from_tags
 from geoseg.io.warp import MAX_SCALE, sample, source_lattice
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,9 @@ class Source:
     offsets: tuple[float, ...] = ()
     #: The alpha bands read with the value bands when ``mask == "alpha"`` (1-based).
     alpha: tuple[int, ...] = ()
+    #: Each band's own fill where the file gives its bands different ones (an ``.aux.xml`` side-car can): validity
+    #: is judged with one value per file, so the input's ``nodata:`` must choose (:func:`geoseg.io.scene.open_scene`).
+    band_nodata: tuple[float | None, ...] = ()
 
     @property
     def count(self) -> int:
@@ -110,14 +113,20 @@ def describe_source(path: str, bands: tuple[int, ...] | None = None) -> Source:
         dtypes = {ds.dtypes[b - 1] for b in chosen}
         if len(dtypes) != 1:
             raise BandError(f"{path} mixes band data types {sorted(dtypes)}; geoseg needs one type per file")
+        kind = mask_kind(ds, chosen)
+        nodata = ds.nodata
+        own = tuple(ds.nodatavals[b - 1] for b in chosen)
+        mixed = len({"nan" if v is not None and v != v else v for v in own}) > 1
+        if nodata is None and (nodata := fill_from_tags(ds)) is not None and kind == "none":
+            kind = "nodata"  # a Sentinel-2 file's fill, stated only in its metadata
         return Source(
             path=path,
             grid=GeoGrid.of_dataset(ds),
             bands=tuple(chosen),
-            mask=(kind := mask_kind(ds, chosen)),
+            mask=kind,
             alpha=alpha_band_indexes(ds) if kind == "alpha" else (),
             dtype=ds.dtypes[chosen[0] - 1],
-            nodata=ds.nodata,
+            nodata=nodata,
             block=tuple(ds.block_shapes[chosen[0] - 1]),
             descriptions=tuple(ds.descriptions[b - 1] or f"b{b}" for b in chosen),
             size_bytes=Path(path).stat().st_size if Path(path).exists() else -1,
@@ -126,6 +135,7 @@ def describe_source(path: str, bands: tuple[int, ...] | None = None) -> Source:
             colorinterp=tuple(ds.colorinterp[b - 1].name for b in chosen),
             scales=scales,
             offsets=offsets,
+            band_nodata=own if mixed else (),
         )
 
 
@@ -275,10 +285,12 @@ def read_with_retry(path: str, what: str, fn: Callable[[Any], T], driver: str = 
 
     The file is opened with ``driver`` only: the one the client's checked open found (:mod:`geoseg.io.opener`).
     """
+    from geoseg.io.opener import open_env
+
     delay = 0.5
     for attempt in range(READ_RETRIES + 1):
         try:
-            with rasterio.open(path, driver=driver) as ds:
+            with rasterio.Env(**open_env(path)), rasterio.open(path, driver=driver) as ds:
                 return fn(ds)
         except RasterioError as exc:
             # Only remote reads are retried: a local file's bytes are what they are (a corrupt tile stays

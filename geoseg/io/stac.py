@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,11 @@ def checked_href(target: str, document: str, allow_outside: bool = False) -> str
         if not target.lower().startswith(NETWORK_SCHEMES):
             raise InputError(f"STAC {document}: asset {target!r} is not a URL; a remote catalog may not name local files "
                              "(allow_gdal_virtual: true allows it)")
+        host, own = urlparse(target).hostname or "", urlparse(document).hostname or ""
+        if host.lower() != own.lower() and _internal_host(host):
+            raise InputError(f"STAC {document}: asset {target!r} is on {host}, an address of this machine or its "
+                             "network (loopback, link-local, private); a remote catalog names data on its own host "
+                             "or public ones (allow_gdal_virtual: true allows it)")
         return target
     if target.lower().startswith("file://"):
         target = unquote(urlparse(target).path)
@@ -80,14 +85,112 @@ def checked_href(target: str, document: str, allow_outside: bool = False) -> str
     return target
 
 
+def _internal_host(host: str) -> bool:
+    """Whether ``host`` is ``localhost``, ``*.internal`` or an IP address that is not public (loopback, link-local such as the
+    cloud metadata service 169.254.169.254, private, reserved), in any spelling a URL client accepts
+    (``2130706433`` and ``0x7f.1`` are 127.0.0.1 to curl). Host names are not resolved: a name that resolves
+    to such an address is not caught here.
+
+    >>> [_internal_host(h) for h in ("127.0.0.1", "2130706433", "169.254.169.254", "::ffff:10.0.0.1", "example.org")]
+    [True, True, True, True, False]
+    """
+    import ipaddress
+    import socket
+
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith((".localhost", ".internal")):  # metadata.google.internal
+        return True
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))  # decimal, octal, hex and short forms
+        except OSError:
+            return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global
+
+
 def _common_name(asset: Any) -> str | None:
-    bands = asset.extra_fields.get("eo:bands") or []
-    names = [b.get("common_name") for b in bands if isinstance(b, dict)]
+    """The asset's common name when it describes exactly one band (STAC 1.0 ``eo:bands`` or 1.1 ``bands``)."""
+    names = _band_fields(asset).common_names
     return names[0] if len(names) == 1 else None
 
 
+def _describes_bands(asset: Any) -> bool:
+    """Whether the asset holds spectral bands (what ``assets:`` left out takes): STAC 1.0 ``eo:bands``, or a
+    common name in 1.1 (whose generic ``bands`` also lists a scene classification or an aerosol layer)."""
+    return bool(asset.extra_fields.get("eo:bands")) or any(n is not None for n in _band_fields(asset).common_names)
+
+
+@dataclass(frozen=True)
+class BandFields:
+    """What an asset says of its bands, one entry per band (``None``: not given).
+
+    ``asset_wide``: the values were given for the asset as a whole (STAC 1.1 fields on the asset and no
+    ``bands`` list): they hold for every band of its file, however many it has.
+    """
+
+    common_names: tuple[str | None, ...] = ()
+    scales: tuple[float | None, ...] = ()
+    offsets: tuple[float | None, ...] = ()
+    nodata: tuple[float | None, ...] = ()
+    asset_wide: bool = False
+
+
+def _number(value: Any) -> float | None:
+    """A STAC number; nodata may also be the strings ``nan``, ``inf``, ``-inf``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf", "+inf"):
+        return float(value)
+    return None
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [b if isinstance(b, dict) else {} for b in value] if isinstance(value, list) else []
+
+
+def _band_fields(asset: Any) -> BandFields:
+    """The asset's bands as STAC 1.0 (``eo:bands`` / ``raster:bands``) or STAC 1.1 writes them.
+
+    STAC 1.1 puts every band's fields in one ``bands`` list (``eo:common_name``, ``raster:scale``,
+    ``raster:offset``, ``nodata``), and a field on the asset itself holds for all its bands; a band's own
+    value wins over the asset's, a 1.1 value over a 1.0 one.
+    """
+    extra = asset.extra_fields
+    eo, raster, unified = _dicts(extra.get("eo:bands")), _dicts(extra.get("raster:bands")), _dicts(extra.get("bands"))
+    wide_name = extra.get("eo:common_name") if isinstance(extra.get("eo:common_name"), str) else None
+    wide = {key: _number(extra.get(key)) for key in ("raster:scale", "raster:offset", "nodata")}
+    n = max(len(eo), len(raster), len(unified))
+    if n == 0 and wide_name is None and all(v is None for v in wide.values()):
+        return BandFields()
+
+    def at(bands: list[dict[str, Any]], k: int, key: str) -> Any:
+        return bands[k].get(key) if k < len(bands) else None
+
+    def name(k: int) -> str | None:
+        return next((v for v in (at(unified, k, "eo:common_name"), wide_name, at(eo, k, "common_name"))
+                     if isinstance(v, str)), None)
+
+    def number(k: int, key: str, legacy: str) -> float | None:
+        return next((v for v in (_number(at(unified, k, key)), wide[key], _number(at(raster, k, legacy)))
+                     if v is not None), None)
+
+    bands = range(max(n, 1))
+    return BandFields(
+        common_names=tuple(name(k) for k in bands),
+        scales=tuple(number(k, "raster:scale", "scale") for k in bands),
+        offsets=tuple(number(k, "raster:offset", "offset") for k in bands),
+        nodata=tuple(number(k, "nodata", "nodata") for k in bands),
+        asset_wide=n == 0,
+    )
+
+
 def find_asset(item: Any, wanted: str) -> tuple[str, Any]:
-    """The asset of ``item`` whose key is ``wanted``, else whose single ``eo:bands`` common name is."""
+    """The asset of ``item`` whose key is ``wanted``, else whose single common name (``eo:bands``, or STAC
+    1.1's ``bands`` and ``eo:common_name``) is."""
     if wanted in item.assets:
         return wanted, item.assets[wanted]
     for key, asset in item.assets.items():
@@ -113,7 +216,9 @@ class StacFile:
     """One asset file of one item and what the catalog says of its bands (one entry per band, or empty).
 
     ``common_names``: ``eo:bands`` common names; ``scales``/``offsets``/``nodata``: ``raster:bands``
-    (``None`` where not given); ``sensor``: the sensor table of the item's ``platform``/``constellation``.
+    (``None`` where not given), STAC 1.1's ``bands`` and asset fields alike (:func:`_band_fields`);
+    ``sensor``: the sensor table of the item's ``platform``/``constellation``; ``asset_wide``: the values
+    hold for each band of the file (:meth:`for_bands` spreads them).
     """
 
     href: str
@@ -122,6 +227,27 @@ class StacFile:
     offsets: tuple[float | None, ...] = ()
     nodata: tuple[float | None, ...] = ()
     sensor: str | None = None
+    asset_wide: bool = False
+    #: The item's Sentinel-2 processing baseline (``05.10``) where it is 04.00 or later, when its numbers still
+    #: carry the baseline's +1000 (not an item that says it removed it); empty otherwise.
+    shifted_numbers: str = ""
+
+    def for_bands(self, count: int, strict: bool = True) -> StacFile:
+        """These fields for a file of ``count`` bands: asset-wide values repeated for each band.
+
+        Raises :class:`InputError` (unless not ``strict``: the input keeps its stored numbers) when the catalog
+        gives a scale or offset for another number of bands than the file has: which band it belongs to would
+        be a guess, and ignoring it would leave stored numbers where the catalog says they are not values.
+        """
+        if self.asset_wide and count != len(self.scales):
+            return replace(self, common_names=(None,) * count, scales=self.scales[:1] * count,
+                           offsets=self.offsets[:1] * count, nodata=self.nodata[:1] * count, asset_wide=False)
+        units = [v for v in self.scales + self.offsets if v is not None]
+        if strict and len(self.scales) != count and any(v not in (0.0, 1.0) for v in units):
+            raise InputError(f"STAC asset {self.href}: the catalog gives scale/offset for {len(self.scales)} band(s) "
+                             f"but the file has {count}; fix the item's raster:bands (or bands), or set "
+                             "apply_scale: false on the input to read its stored numbers")
+        return self
 
 
 @dataclass(frozen=True)
@@ -139,7 +265,7 @@ def stac_assets(href: str, wanted: Sequence[str], allow_outside: bool = False) -
     (``allow_outside``: the job's ``allow_gdal_virtual``)."""
     items = load_items(href)
     if not wanted:
-        wanted = [k for k, a in items[0].assets.items() if a.extra_fields.get("eo:bands")]
+        wanted = [k for k, a in items[0].assets.items() if _describes_bands(a)]
         if not wanted:
             raise InputError(f"STAC {href}: no asset has eo:bands; name the assets to use (assets: [...])")
     out = []
@@ -157,25 +283,24 @@ def stac_assets(href: str, wanted: Sequence[str], allow_outside: bool = False) -
 def _stac_file(item: Any, asset: Any, href: str) -> StacFile:
     from geoseg.io.bandroles import sensor_of
 
-    def dicts(key: str) -> list[dict[str, Any]]:
-        value = asset.extra_fields.get(key) or []
-        return [b if isinstance(b, dict) else {} for b in value] if isinstance(value, list) else []
-
-    def number(d: dict[str, Any], key: str) -> float | None:
-        v = d.get(key)
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-    eo, raster = dicts("eo:bands"), dicts("raster:bands")
     props = item.properties or {}
     sensor = sensor_of(props.get("platform")) or sensor_of(props.get("constellation"))
-    return StacFile(
-        href=href,
-        common_names=tuple(b.get("common_name") if isinstance(b.get("common_name"), str) else None for b in eo),
-        scales=tuple(number(b, "scale") for b in raster),
-        offsets=tuple(number(b, "offset") for b in raster),
-        nodata=tuple(number(b, "nodata") for b in raster),
-        sensor=sensor,
-    )
+    bands = _band_fields(asset)
+    return StacFile(href=href, common_names=bands.common_names, scales=bands.scales, offsets=bands.offsets,
+                    nodata=bands.nodata, sensor=sensor, asset_wide=bands.asset_wide,
+                    shifted_numbers=_shifted_baseline(props) if sensor == "sentinel2" else "")
+
+
+def _shifted_baseline(props: dict[str, Any]) -> str:
+    """The ``s2:processing_baseline`` of a Sentinel-2 item whose stored numbers are reflectance × 10000 + 1000
+    (baseline 04.00 or later, from January 2022), unless the item says the offset was removed."""
+    baseline = props.get("s2:processing_baseline")
+    if props.get("earthsearch:boa_offset_applied") is True or not isinstance(baseline, (str, int, float)):
+        return ""
+    try:
+        return str(baseline) if float(baseline) >= 4.0 else ""
+    except ValueError:
+        return ""
 
 
 def item_period(href: str) -> str | None:

@@ -16,13 +16,51 @@ from typing import Any
 
 import numpy as np
 
+#: Band metadata in which GDAL's Sentinel-2 driver (and files translated from it) states a band's offset
+#: in digital numbers, and the dataset metadata holding the matching quantification value.
+_S2_OFFSET_TAGS = (("BOA_ADD_OFFSET", "BOA_QUANTIFICATION_VALUE"), ("RADIO_ADD_OFFSET", "QUANTIFICATION_VALUE"))
+
 
 def file_scaling(ds: Any, bands: Sequence[int]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``(scales, offsets)`` of the dataset's ``bands`` (1-based) from GDAL's band metadata; empty when
-    every band is stored in its own units (scale 1, offset 0)."""
-    scales = tuple(float(ds.scales[b - 1]) for b in bands)
-    offsets = tuple(float(ds.offsets[b - 1]) for b in bands)
+    every band is stored in its own units (scale 1, offset 0).
+
+    A band GDAL gives no scale or offset but that states a Sentinel-2 ``BOA_ADD_OFFSET``/``RADIO_ADD_OFFSET``
+    (what ``gdal_translate`` of a SAFE writes: processing baseline 04.00 stores reflectance + 0.1) takes
+    ``(DN + offset) / quantification`` from those tags instead of being read as reflectance it is not.
+    """
+    scales = [float(ds.scales[b - 1]) for b in bands]
+    offsets = [float(ds.offsets[b - 1]) for b in bands]
+    for i, b in enumerate(bands):
+        if scales[i] == 1.0 and offsets[i] == 0.0:
+            scales[i], offsets[i] = _sentinel2_tags(ds, b)
     return normalised(scales, offsets)
+
+
+def _sentinel2_tags(ds: Any, band: int) -> tuple[float, float]:
+    """Scale and offset a band's Sentinel-2 tags state (1 and 0 when it has none)."""
+    tags = ds.tags(band)
+    for offset_tag, quantification_tag in _S2_OFFSET_TAGS:
+        offset = _number(tags.get(offset_tag))
+        if offset is None:
+            continue
+        quantification = _number(ds.tags().get(quantification_tag)) or _number(tags.get(quantification_tag))
+        if quantification is None or quantification <= 0:
+            return 1.0, offset  # the offset stated alone: digital numbers less the baseline's shift
+        return 1.0 / quantification, offset / quantification
+    return 1.0, 0.0
+
+
+def fill_from_tags(ds: Any) -> float | None:
+    """The fill value a Sentinel-2 file translated by GDAL states in its metadata (``SPECIAL_VALUE_NODATA``)."""
+    return _number(ds.tags().get("SPECIAL_VALUE_NODATA"))
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def normalised(scales: Sequence[float], offsets: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -84,3 +84,26 @@ def test_class_names_from_gdal_category_names(tmp_path: Path) -> None:
         f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{cats}</CategoryNames></PAMRasterBand></PAMDataset>'
     )
     assert dict(open_reference(ref).legend) == {1: "crops", 2: "woods", 3: "water"}  # 0 is nodata
+
+
+@pytest.mark.parametrize("photometric", ["RGB", "YCBCR"])
+def test_a_reference_drawn_in_colours_is_refused_not_read_as_its_red_band(tmp_path: Path, photometric: str) -> None:
+    """Label maps shipped as RGB pictures (red buildings, green trees) hold colours, not class ids: band 1
+    alone would score red values (0 and 255 here) as classes without a word."""
+    import rasterio
+
+    classes = blocky((64, 64), 8, 3, seed=4) - 1
+    palette = np.array([[0, 128, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    path = tmp_path / "reference_rgb.tif"
+    options = {"compress": "jpeg", "tiled": True, "blockxsize": 32, "blockysize": 32} if photometric == "YCBCR" else {}
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs="EPSG:32633",
+                       transform=TRANSFORM, photometric=photometric, **options) as ds:
+        ds.write(palette[classes].transpose(2, 0, 1))
+    store = write_store(tmp_path / "l.zarr", classes.astype("uint8") + 1, chunk=32)
+    with pytest.raises(InputError, match="is an RGB image .3 bands.: its colours are not class ids"):
+        evaluate(store, path, grid_cell_m=200)
+    # the same map as one band of ids with a colour table (a palette raster) is a reference
+    paletted = write_raster(tmp_path / "reference_ids.tif", classes.astype("uint8"))
+    with rasterio.open(paletted, "r+") as ds:
+        ds.write_colormap(1, {i: (*map(int, c), 255) for i, c in enumerate(palette)})
+    assert open_reference(str(paletted), None).kind == "raster"

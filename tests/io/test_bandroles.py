@@ -122,6 +122,35 @@ def test_band_files_named_by_entry_name_or_file_name(tmp_path):
         open_scene([{"path": str(paths["red"]), "bands": ["rouge"]}])
 
 
+def test_pix4d_reflectance_maps_red_edge_is_not_red(tmp_path):
+    """Pix4D names a multispectral camera's reflectance maps ``<project>_transparent_reflectance_<band>.tif``
+    with ``red edge`` spelt with a space: its last token alone says ``red``, and sorted before ``..._red.tif``
+    it played red, so NDVI was computed from the red-edge band without a word."""
+    img = _spectra()
+    names = ("blue", "green", "red", "red edge", "nir")
+    for i, name in enumerate(names):
+        write_raster(tmp_path / f"field_transparent_reflectance_{name}.tif", img[min(i, 3)].astype("float32"))
+    scene = open_scene([str(p) for p in sorted(tmp_path.glob("*.tif"))])
+    assert {b.layer.rpartition("_")[2]: b.role for b in scene.bands} == {
+        "blue": "blue", "green": "green", "red": "red", "red edge": "rededge", "nir": "nir"}
+    assert scene.bands[find_role(scene.bands, "red")].layer.endswith("_red")
+
+
+def test_a_job_sensor_contradicting_the_product_named_by_the_files_is_refused(tmp_path):
+    """A time series of Landsat 5 and Landsat 8 band files run with one ``sensor: landsat8`` read Landsat 5's
+    B4 (NIR) as red and its B3 (red) as green: the NDVI of NIR against red's neighbour, without a word."""
+    img = _spectra()
+    l5 = [write_raster(tmp_path / f"LT05_L1TP_190026_20100101_T1_B{b}.TIF", img[i]) for i, b in enumerate((1, 2, 3, 4))]
+    l8 = [write_raster(tmp_path / f"LC08_L1TP_190026_20200101_T1_B{b}.TIF", img[i]) for i, b in enumerate((2, 3, 4, 5))]
+    with pytest.raises(InputError, match="file name says a landsat5 product but the job says sensor: landsat8"):
+        open_scene([{"path": [str(p) for p in l8], "kind": "bands"}, {"path": [str(p) for p in l5], "kind": "bands"}],
+                   sensor="landsat8")
+    assert [b.role for b in open_scene([str(p) for p in l5], sensor="landsat5").bands] == ["blue", "green", "red", "nir08"]
+    told = open_scene([{"path": [str(p) for p in l5], "kind": "bands", "bands": ["blue", "green", "red", "nir08"]}],
+                      sensor="landsat8")  # the input's own words settle it
+    assert [b.role for b in told.bands] == ["blue", "green", "red", "nir08"]
+
+
 def test_stac_common_names_and_platform_give_roles(tmp_path):
     img = _spectra()
     for i, key in enumerate(("B04", "B05")):

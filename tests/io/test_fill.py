@@ -65,3 +65,19 @@ def test_declared_nodata_and_natural_scenes_are_not_warned_about(tmp_path, caplo
     scene = open_scene(str(write_raster(tmp_path / "again.tif", _swath())))
     value, border, file_share = border_fill(scene.layers[0].sources[0])
     assert value == 0 and border > 0.5 and 0.2 < file_share < 0.8
+
+
+def test_a_file_whose_bands_declare_different_nodata_is_refused_until_the_input_chooses(tmp_path):
+    """An ``.aux.xml`` side-car (as ArcGIS writes one) may give one band a nodata and the others none; geoseg
+    read the first band's (none) for all, so the declared fill of band 2 was segmented as data."""
+    img = np.full((3, 40, 50), 60, np.uint8)
+    img[1, :10] = 0  # band 2's fill
+    path = write_raster(tmp_path / "ortho.tif", img)
+    (tmp_path / "ortho.tif.aux.xml").write_text(
+        '<PAMDataset><PAMRasterBand band="2"><NoDataValue>0</NoDataValue></PAMRasterBand></PAMDataset>')
+    with rasterio.open(path) as ds:
+        assert ds.nodatavals == (None, 0.0, None)
+    with pytest.raises(InputError, match=r"different nodata \(band 1: none, band 2: 0, band 3: none\).*set nodata: V"):
+        open_scene([str(path)])
+    _, valid = read_window(open_scene([{"path": str(path), "nodata": 0}]), Window(0, 0, 40, 50))
+    np.testing.assert_array_equal(valid, img[1] != 0)
