@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from geoseg.errors import CheckpointError, InputError, ModelError, ModelInputError
 from geoseg.io.atomic import write_atomic
@@ -264,10 +264,11 @@ def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     try:  # weights_only refuses arbitrary pickled objects: tensors and containers only
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # torch's text spans lines and suggests weights_only=False, which runs code: not shown
         raise ModelError(
-            f"cannot read encoder weights from {path}: {exc}. Give a .safetensors file or a plain state dict"
-        ) from exc
+            f"cannot read weights from {path} ({type(exc).__name__}): it is neither a .safetensors file nor a state "
+            "dict of plain tensors; geoseg never unpickles objects, so save the tensors with safetensors.torch.save_file"
+        ) from None
     for key in ("state_dict", "model", "encoder"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -349,13 +350,12 @@ def write_sidecar(meta: CheckpointMeta, path: str | os.PathLike) -> Path:
 
 def read_meta(path: str | os.PathLike) -> CheckpointMeta:
     """The checkpoint's metadata, from the sidecar or else from the weights' header."""
-    from pydantic import ValidationError
     from safetensors import safe_open
 
     weights, sidecar = checkpoint_paths(path)
     try:
         if sidecar.is_file():
-            return CheckpointMeta.model_validate_json(sidecar.read_text(encoding="utf-8"))
+            return CheckpointMeta.model_validate_json(read_sidecar(sidecar))
         if weights.is_file():
             check_weights_file(weights)  # safe_open of a truncated file fails with a bare SafetensorError
             with safe_open(str(weights), framework="pt") as f:
@@ -364,8 +364,32 @@ def read_meta(path: str | os.PathLike) -> CheckpointMeta:
                 return CheckpointMeta.model_validate_json(text)
             raise CheckpointError(f"{weights} has no geoseg metadata and {sidecar} is missing; it is not a geoseg checkpoint")
     except ValidationError as exc:
-        raise CheckpointError(f"checkpoint metadata of {path} is invalid: {exc}") from exc
+        raise CheckpointError(f"checkpoint metadata of {path} is invalid: {invalid_fields(exc)}") from None
     raise CheckpointError(f"no checkpoint at {weights}; train one with `geoseg train` or check the path")
+
+
+def read_sidecar(sidecar: Path) -> str:
+    """A checkpoint's JSON sidecar as text, or a :class:`CheckpointError` for a file that is not UTF-8 text."""
+    try:
+        return sidecar.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{sidecar} is not a checkpoint's JSON sidecar (not UTF-8 text)") from None
+
+
+def invalid_fields(exc: ValidationError) -> str:
+    """One line saying which fields of checkpoint metadata break which rule, never their values.
+
+    A job names the checkpoint, so its "sidecar" may be any JSON file on the machine (a credentials file):
+    pydantic's own message would quote the values it got.
+    """
+    errors = exc.errors(include_input=False, include_url=False)
+    unknown = sum(e["type"] == "extra_forbidden" for e in errors)
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+             for e in errors if e["type"] != "extra_forbidden"][:3]
+    if unknown:
+        parts.append(f"{unknown} unknown key(s)")
+    more = len(errors) - unknown - min(3, len(errors) - unknown)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
 #: Bytes per element of the safetensors dtypes.

@@ -251,12 +251,12 @@ def read_maskrcnn_meta(path: str | os.PathLike) -> MaskRCNNMeta:
     from pydantic import ValidationError
     from safetensors import safe_open
 
-    from geoseg.methods.checkpoint import check_weights_file
+    from geoseg.methods.checkpoint import check_weights_file, invalid_fields, read_sidecar
 
     weights, sidecar = instance_checkpoint_paths(path)
     try:
         if sidecar.is_file():
-            text = sidecar.read_text(encoding="utf-8")
+            text = read_sidecar(sidecar)
         elif weights.is_file():
             check_weights_file(weights)
             with safe_open(str(weights), framework="pt") as f:
@@ -271,7 +271,7 @@ def read_maskrcnn_meta(path: str | os.PathLike) -> MaskRCNNMeta:
         if '"kind"' not in text:
             raise CheckpointError(f"{path} is not a Mask R-CNN checkpoint (a semantic model's?); "
                                   "train one with `geoseg train` and kind: maskrcnn") from None
-        raise CheckpointError(f"Mask R-CNN checkpoint metadata of {path} is invalid: {exc}") from exc
+        raise CheckpointError(f"Mask R-CNN checkpoint metadata of {path} is invalid: {invalid_fields(exc)}") from None
 
 
 def check_maskrcnn(path: str | os.PathLike, band_names: Any, resolution: float | None) -> MaskRCNNMeta:

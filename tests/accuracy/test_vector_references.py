@@ -25,11 +25,16 @@ from sklearn.metrics import confusion_matrix, jaccard_score
 from geoseg.accuracy.evaluate import evaluate
 from geoseg.accuracy.report import write_outputs
 from geoseg.errors import ClassIdError, InputError, NoOverlapError
-from geoseg.legend import cluster_legend
+from geoseg.legend import PALETTE, ClassInfo
 from tests.fixtures import TRANSFORM, write_store
 from tests.fixtures import random_blocks as blocky
 
 UTM = CRS.from_epsg(32633)
+
+
+def _classes(n: int) -> tuple[ClassInfo, ...]:
+    """Labels that are class ids 0..n-1 (the identity mapping scores them; k-means clusters it refuses)."""
+    return tuple(ClassInfo(i, f"class {i}", PALETTE[i]) for i in range(n))
 
 
 def _layer(path: Path, geoms: list, crs: CRS = UTM, **cols) -> Path:
@@ -61,7 +66,7 @@ def test_presence_only_with_background_equals_sklearn_over_every_pixel(
         return
     with tempfile.TemporaryDirectory() as tmp, dask.config.set(scheduler="synchronous"):
         d = Path(tmp)
-        store = write_store(d / "l.zarr", labels, chunk, legend=cluster_legend(3))
+        store = write_store(d / "l.zarr", labels, chunk, legend=_classes(3))
         layer = _layer(d / "buildings.gpkg", polys)
         truth = rasterize([(p, 1) for p in polys], out_shape=(h, w), transform=TRANSFORM, fill=background, dtype="uint8")
         scene_box = box(*(TRANSFORM * (0, h)), *(TRANSFORM * (w, 0)))
@@ -86,7 +91,7 @@ def test_without_background_the_scored_share_is_stated_everywhere(tmp_path: Path
     """Footprints covering a small part: only that part is scored, and CLI lines, metrics.csv and
     report.html say which share, with a warning."""
     labels = blocky((40, 50), 5, 3, seed=4)
-    store = write_store(tmp_path / "l.zarr", labels, 16, legend=cluster_legend(4))
+    store = write_store(tmp_path / "l.zarr", labels, 16, legend=_classes(4))
     polys = [box(*(TRANSFORM * (5, 12)), *(TRANSFORM * (15, 4))), box(*(TRANSFORM * (30, 35)), *(TRANSFORM * (44, 22)))]
     layer = _layer(tmp_path / "b.gpkg", polys)
     covered = rasterize([(p, 1) for p in polys], out_shape=labels.shape, transform=TRANSFORM, fill=0).astype(bool)
@@ -111,7 +116,7 @@ def test_without_background_the_scored_share_is_stated_everywhere(tmp_path: Path
 
 def test_text_class_field_through_class_names_or_a_values_map(tmp_path: Path) -> None:
     labels = blocky((30, 30), 10, 3, seed=5)
-    store = write_store(tmp_path / "l.zarr", labels, 16, legend=cluster_legend(4))
+    store = write_store(tmp_path / "l.zarr", labels, 16, legend=_classes(4))
     cells = [box(*(TRANSFORM * (c, r + 10)), *(TRANSFORM * (c + 10, r))) for r in (0, 10, 20) for c in (0, 10, 20)]
     ints = np.array([labels[r + 5, c + 5] for r in (0, 10, 20) for c in (0, 10, 20)])
     names = {1: "Forest", 2: "water", 3: "built-up"}
@@ -215,7 +220,7 @@ def test_cli_prints_the_scored_share_under_the_table(tmp_path: Path, capsys) -> 
     from geoseg.cli import main
 
     labels = blocky((30, 30), 5, 3, seed=4)
-    store = write_store(tmp_path / "l.zarr", labels, 16, legend=cluster_legend(4))
+    store = write_store(tmp_path / "l.zarr", labels, 16, legend=_classes(4))
     poly = box(*(TRANSFORM * (0, 10)), *(TRANSFORM * (10, 0)))  # 100 of 900 px
     layer = _layer(tmp_path / "b.gpkg", [poly])
     assert main(["evaluate", str(store), str(layer), "--reference-value", "1", "--out", str(tmp_path / "o")]) == 0
@@ -243,7 +248,7 @@ def test_merged_duplicates_reach_the_regions_layer(tmp_path: Path) -> None:
 
 def test_class_ids_stored_as_reals(tmp_path: Path) -> None:
     labels = blocky((20, 20), 10, 3, seed=5)
-    store = write_store(tmp_path / "l.zarr", labels, 16, legend=cluster_legend(4))
+    store = write_store(tmp_path / "l.zarr", labels, 16, legend=_classes(4))
     cells = [box(*(TRANSFORM * (c, r + 10)), *(TRANSFORM * (c + 10, r))) for r in (0, 10) for c in (0, 10)]
     ints = np.array([labels[r + 5, c + 5] for r in (0, 10) for c in (0, 10)])
     layer = _layer(tmp_path / "f.gpkg", cells, code=ints.astype("int32"), real=ints.astype("float64"),
@@ -253,3 +258,18 @@ def test_class_ids_stored_as_reals(tmp_path: Path) -> None:
     np.testing.assert_array_equal(a.counts, b.counts)
     with pytest.raises(ClassIdError, match=r"holds \d\.5"):
         evaluate(store, layer, reference_field="half")
+
+
+def test_a_reference_layer_without_geometries_is_refused_in_one_line(tmp_path: Path) -> None:
+    """GDAL gives such a layer (a GeoJSON whose only geometry has an unknown type) no extent: an InputError, not a
+    TypeError from deep inside."""
+    import json
+
+    from geoseg.accuracy.reference import open_reference
+    from tests.fixtures import geo_grid
+
+    path = tmp_path / "ref.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"cls": 1}, "geometry": {"type": "Pint", "coordinates": [0, 0]}}]}))
+    with pytest.raises(InputError, match="has no geometries"):
+        open_reference(path, "cls", label_grid=geo_grid(300, 340))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from geoseg.methods.checkpoint import (
     save_checkpoint,
 )
 from geoseg.methods.deeplab import predict_chunk
-from tests.fixtures import BANDS, tiny_meta, tiny_model
+from tests.fixtures import BANDS, blocky_scene, tiny_meta, tiny_model
 
 
 def test_round_trip_same_predictions_and_sidecar(tmp_path, monkeypatch):
@@ -200,3 +201,64 @@ def test_a_sidecar_declaring_a_huge_tile_is_refused_when_read(tmp_path):
         read_meta(sidecar)
     sidecar.write_text(json.dumps({**data, "tile_size": 512}))
     assert read_meta(sidecar).tile_size == 512
+
+
+def test_a_json_file_named_as_a_checkpoint_never_shows_its_values(tmp_path: Path) -> None:
+    """A job names the checkpoint, so its sidecar may be any JSON file (a credentials file): refused in one
+    line by field names and rules, never the values it holds; inference and fine-tuning alike (CLI)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+
+    token = "geoseg-secret-token-41c9e07d"
+    creds = tmp_path.parent / f"{tmp_path.name}-home" / "config.json"
+    creds.parent.mkdir()
+    creds.write_text(json.dumps({"auths": {"registry.example": {"auth": token}}, "band_names": token,
+                                 "classes": [{"id": token}]}))
+    scene = blocky_scene(tmp_path)[0]
+    infer = {"name": "leak", "inputs": [str(scene)], "output": str(tmp_path / "out"),
+             "method": {"kind": "deeplab", "checkpoint": str(creds)}}
+    train = {"version": 1, "name": "leak", "pairs": [{"image": str(scene), "reference": str(scene)}],
+             "classes": [{"id": 1, "name": "a", "color": "#00ff00"}, {"id": 2, "name": "b", "color": "#ff0000"}],
+             "init_checkpoint": str(creds), "checkpoint": str(tmp_path / "m")}
+    (tmp_path / "infer.yaml").write_text(yaml.safe_dump(infer))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for command, job in (("run", "infer.yaml"), ("train", "train.yaml")):
+        res = subprocess.run([sys.executable, "-m", "geoseg.cli", command, str(tmp_path / job), "-q"], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=300)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("geoseg: error:"), res.stderr
+        assert "invalid" in lines[0] and token not in res.stdout + res.stderr, res.stderr
+        assert "registry.example" not in res.stderr
+    creds.write_bytes(b"\xff\xfe" + token.encode("utf-16-le"))
+    with pytest.raises(CheckpointError, match="not UTF-8 text"):
+        read_meta(creds)
+
+
+def test_weights_that_are_pickled_objects_are_refused_in_one_line(tmp_path: Path) -> None:
+    """A .pth holding more than tensors is refused without torch's advice to load it with weights_only=False (which
+    runs the file's code), and a file of text shows none of its bytes."""
+    import os
+    import pickle
+
+    from geoseg.methods.checkpoint import load_encoder_weights
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"conv1.weight": Payload()}))
+    text = tmp_path / "weights.pth"
+    text.write_text("token = geoseg-secret-96d0c1aa\n")
+    model = build_model("resnet18", 3, 2, encoder_depth=3, decoder_channels=16)
+    for path in (evil, text):
+        with pytest.raises(ModelError, match="never unpickles") as caught:
+            load_encoder_weights(model, path)
+        message = str(caught.value)
+        assert "\n" not in message and "weights_only=False" not in message and "geoseg-secret" not in message
+    assert not (tmp_path / "ran").exists()

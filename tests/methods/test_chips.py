@@ -126,6 +126,39 @@ def test_delivered_layout_with_suffixes_and_split_files(tmp_path: Path) -> None:
     (tmp_path / "val.txt").write_text("002\n003\n")
     with pytest.raises(InputError, match="003 in both the val and the test file"):
         chip_pairs(tmp_path / "ds", pixel_size_m=0.01, layout=layout, split=split)
-    (tmp_path / "val.txt").write_text("099\n")
-    with pytest.raises(InputError, match="val.txt:1: '099' names no chip"):
+    (tmp_path / "val.txt").write_text("002\n099\n")
+    with pytest.raises(InputError, match=r"val.txt:2 names no chip of the folder; .* such as '000'") as caught:
         chip_pairs(tmp_path / "ds", pixel_size_m=0.01, layout=layout, split=split)
+    assert "099" not in str(caught.value)  # a line is named by its number: a split file may be any file
+
+
+def test_a_split_file_elsewhere_never_shows_its_lines(tmp_path: Path) -> None:
+    """A job may name any file as a split file: its refusal names the line, never the text (CLI, one line)."""
+    import os
+    import subprocess
+    import sys
+
+    _chips(tmp_path / "chips", n=2)
+    secret = tmp_path.parent / f"{tmp_path.name}-secret.txt"
+    secret.write_text("api_key = geoseg-secret-8c41b7e2\n")
+    binary = tmp_path / "split.bin"
+    binary.write_bytes(b"\xf0\x28\x8c\x28" * 8)
+    colors = "colors: {'#000000': 0, '#00ff00': 1, '#ff0000': 2}"
+    jobs = {
+        "train.yaml": f"version: 1\nchips: {{folder: chips, pixel_size_m: 0.005, {colors}, split: {{train: {secret}}}}}\n"
+                      "classes: [{id: 1, name: crop}, {id: 2, name: weed}]\ncheckpoint: model\n",
+        "run.yaml": f"name: leak\nchips: {{folder: chips, pixel_size_m: 0.005, {colors}, split: {{test: {secret}}}, "
+                    "use: test}\noutput: out\nmethod: {kind: kmeans, n_clusters: 2}\n",
+        "binary.yaml": f"name: leak\nchips: {{folder: chips, pixel_size_m: 0.005, {colors}, split: {{test: {binary}}}, "
+                       "use: test}\noutput: out\nmethod: {kind: kmeans, n_clusters: 2}\n",
+    }
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for name, text in jobs.items():
+        (tmp_path / name).write_text(text)
+        command = "train" if name == "train.yaml" else "run"
+        res = subprocess.run([sys.executable, "-m", "geoseg.cli", command, str(tmp_path / name), "-q"], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=300)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("geoseg: error:"), res.stderr
+        assert "geoseg-secret" not in res.stdout + res.stderr
+        assert (":1 names no chip" if name != "binary.yaml" else "not UTF-8 text") in lines[0], lines[0]

@@ -144,7 +144,8 @@ def find_chips(folder: str | Path, layout: ChipLayout | None = None) -> list[tup
 def read_split(path: str | Path, chips: Sequence[Chip]) -> set[str]:
     """Chip names listed in a split file: one per line, as the chip's name, image or mask file name.
 
-    Blank lines and ``#`` comments are skipped; a line naming no chip of the folder is refused.
+    Blank lines and ``#`` comments are skipped; a line naming no chip of the folder is refused by its line
+    number, never its text: a job may name any file as a split file, and an error must not hand its lines out.
     """
     path = Path(path)
     if not path.is_file():
@@ -153,14 +154,20 @@ def read_split(path: str | Path, chips: Sequence[Chip]) -> set[str]:
     for c in chips:
         for key in (c.name, c.image.name, c.image.stem, c.mask.name):
             known[key] = c.name
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"split file {path} is not UTF-8 text; list one chip name per line") from None
+    example = f" such as {chips[0].name!r}" if chips else ""
     out: set[str] = set()
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         entry = line.split("#", 1)[0].strip()
         if not entry:
             continue
         name = known.get(Path(entry).name)
         if name is None:
-            raise InputError(f"{path}:{n}: {entry!r} names no chip of the folder")
+            raise InputError(f"{path}:{n} names no chip of the folder; list a chip's name, image or mask file "
+                             f"name{example}, one per line")
         out.add(name)
     return out
 
