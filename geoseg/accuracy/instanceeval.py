@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from geoseg.accuracy.objectstats import overlap_pairs
 from geoseg.errors import InputError
 from geoseg.geo import ChunkGrid, Window
 from geoseg.io.atomic import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -121,23 +124,28 @@ class _ChunkScore:
     grid: ChunkGrid
     ref: ReferenceInstances
     regions: Any = None
+    #: (store, array) of the labels: the reference is read only where they have data (not 255)
+    map_valid: tuple[str, str] | None = None
 
     def __call__(self, window: Window, features: np.ndarray) -> tuple[np.ndarray, ...]:
         from geoseg.io.labelstore import read_label_window
+        from geoseg.legend import NODATA_LABEL
 
         pred = read_label_window(self.store, window, self.array)
         sub = self.grid.window_grid(window)
         slots = _slots(self.regions, sub)
         pred_first = _first_pixels(pred, window, self.grid.width, slots)
+        mapped = (read_label_window(self.map_valid[0], window, self.map_valid[1]) != NODATA_LABEL
+                  if self.map_valid is not None else np.ones(pred.shape, bool))
         if self.ref.raster is not None:
             from geoseg.accuracy.reference import reference_window
 
             values, valid = reference_window(self.ref.raster, sub)
-            ids = np.where(valid & (values > 0), values, 0).astype(np.int64)
+            ids = np.where(valid & mapped & (values > 0), values, 0).astype(np.int64)
             p, r, inter = overlap_pairs(pred, ids)
             found, count = np.unique(ids[ids > 0], return_counts=True)
             return (p, r, inter, found, count, *pred_first, *_first_pixels(ids, window, self.grid.width, slots))
-        burnt = _burn_each(pred, sub, features, self.ref, window, self.grid.width, slots)
+        burnt = _burn_each(pred, sub, features, self.ref, window, self.grid.width, slots, mapped)
         return (*burnt[:5], *pred_first, *burnt[5:])
 
 
@@ -162,10 +170,10 @@ def _first_pixels(
 
 def _burn_each(
     pred: np.ndarray, sub: Any, features: np.ndarray, ref: ReferenceInstances, window: Window, width: int,
-    slots: np.ndarray | None,
+    slots: np.ndarray | None, mapped: np.ndarray,
 ) -> tuple[np.ndarray, ...]:
-    """Burn each feature alone over its pixel box in the window: overlaps with predictions, its pixel count,
-    its first pixel (global row-major index) and the region slot there."""
+    """Burn each feature alone over its pixel box in the window, where the map has data (``mapped``): overlaps
+    with predictions, its pixel count, its first pixel (global row-major index) and the region slot there."""
     import shapely
     from rasterio.features import rasterize
     from rasterio.windows import from_bounds
@@ -182,6 +190,7 @@ def _burn_each(
             continue
         t = sub.transform * Affine.translation(c0, r0)
         m = rasterize([(geom, 1)], out_shape=(r1 - r0, c1 - c0), transform=t, fill=0, dtype="uint8").astype(bool)
+        m &= mapped[r0:r1, c0:c1]
         n = int(m.sum())
         if n == 0:
             continue
@@ -220,10 +229,11 @@ def _features_per_window(ref: ReferenceInstances, grid: ChunkGrid, windows: Sequ
 def evaluate_instances(
     store: str | Path, pred_cls: np.ndarray, pred_size: np.ndarray, grid: ChunkGrid, ref: ReferenceInstances, *,
     pred_score: np.ndarray | None = None, array: str = "instances", client: Any = None,
+    map_valid: tuple[str | Path, str] | None = None,
 ) -> tuple[list[ClassInstanceScore], Overlaps]:
     """Per-class instance accuracy of an instance store (``pred_cls``/``pred_size`` per id) against ``ref``."""
     scored = evaluate_instance_regions(store, pred_cls, pred_size, grid, ref, pred_score=pred_score, array=array,
-                                       client=client)
+                                       client=client, map_valid=map_valid)
     return scored.scene, scored.overlaps
 
 
@@ -237,20 +247,24 @@ class RegionInstanceScores:
     scene: list[ClassInstanceScore]
     regions: list[tuple[Any, list[ClassInstanceScore]]]
     overlaps: Overlaps
+    #: Reference features inside the scene covering no pixel centre where the map has data: not scored.
+    unscored_reference: int = 0
 
 
 def evaluate_instance_regions(
     store: str | Path, pred_cls: np.ndarray, pred_size: np.ndarray, grid: ChunkGrid, ref: ReferenceInstances, *,
     pred_score: np.ndarray | None = None, array: str = "instances", client: Any = None, regions: Any = None,
-    classes: Sequence[int] | None = None,
+    classes: Sequence[int] | None = None, map_valid: tuple[str | Path, str] | None = None,
 ) -> RegionInstanceScores:
     """:func:`evaluate_instances`, and per region of ``regions`` (opened as for evaluation) too.
 
     ``pred_cls`` of an id with no pixel may be -1 (not counted). ``classes``: the classes scored
-    (default: every class seen)."""
+    (default: every class seen). ``map_valid``: (store, array) of the labels the instances came from; the
+    reference is scored only where they have data, as pixel scores are (a crown under a cloud is no miss)."""
     windows = list(grid.windows())
     feats = _features_per_window(ref, grid, windows)
-    task = _ChunkScore(str(store), array, grid, ref, regions)
+    valid_from = (str(map_valid[0]), map_valid[1]) if map_valid is not None else None
+    task = _ChunkScore(str(store), array, grid, ref, regions, valid_from)
     if client is not None:
         parts = client.gather(client.map(task, windows, feats, pure=False))
     else:
@@ -272,8 +286,9 @@ def evaluate_instance_regions(
     ov = Overlaps(p, remap[r - 1] if r.size else r, n, np.asarray(pred_size, np.int64), ref_size[seen],
                   pred_cls, ref.classes[seen], pred_score)
     scene = score_instances(ov, classes)
+    unscored = _unscored_inside(ref, ~seen, grid)
     if regions is None:
-        return RegionInstanceScores(scene, [], ov)
+        return RegionInstanceScores(scene, [], ov, unscored)
     pred_slot = _slot_of_first(pred_cls.size, [x[5:8] for x in parts])
     ref_slot = _slot_of_first(ref.n, [x[8:11] for x in parts])[seen]
     per_region = []
@@ -283,7 +298,22 @@ def evaluate_instance_regions(
         sub = Overlaps(ov.pred[keep], ov.ref[keep], ov.inter[keep], ov.pred_size, ov.ref_size,
                        np.where(mine_p, pred_cls, -1), np.where(mine_r, ov.ref_cls, -1), pred_score)
         per_region.append((rid, score_instances(sub, [s.class_id for s in scene])))
-    return RegionInstanceScores(scene, per_region, ov)
+    return RegionInstanceScores(scene, per_region, ov, unscored)
+
+
+def _unscored_inside(ref: ReferenceInstances, unseen: np.ndarray, grid: ChunkGrid) -> int:
+    """How many reference features meet the scene but cover no pixel centre there, warned about: recall
+    leaves them out (features outside the scene are not its own and are not counted)."""
+    if ref.bounds is None or not unseen.any():
+        return 0
+    left, bottom, right, top = grid.grid.bounds
+    b = ref.bounds[unseen]
+    n = int(((b[:, 0] < right) & (b[:, 2] > left) & (b[:, 1] < top) & (b[:, 3] > bottom)).sum())
+    if n:
+        log.warning("%d reference instance(s) inside the scene cover no pixel centre where the map has data (smaller "
+                    "than a pixel, or under its nodata): they are not scored, so n_ref and recall count only the %d "
+                    "that do", n, int((~unseen).sum()))
+    return n
 
 
 def _slot_of_first(n: int, parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:

@@ -8,7 +8,9 @@ figure below is a function of those sums, the instances' classes and (for AP) th
 Definitions (the ones users compare with):
 
 * **Panoptic quality** (Kirillov et al. 2019): per class, a predicted and a reference instance match
-  when their IoU is *above* 0.5 (such matches are unique); ``PQ = Σ IoU(matches) / (TP + FP/2 + FN/2)``,
+  when their IoU is *above* 0.5, one to one: unique by themselves between two non-overlapping sets, but
+  reference features may overlap (each is burnt alone), so a prediction above 0.5 with two of them
+  (a crown annotated twice) takes the one of highest IoU and the other is a miss; ``PQ = Σ IoU(matches) / (TP + FP/2 + FN/2)``,
   ``SQ = Σ IoU / TP`` (mean IoU of the matches), ``RQ = TP / (TP + FP/2 + FN/2)`` (the F1 of the
   matching), so ``PQ = SQ × RQ``. No void or crowd regions: every pixel of the reference counts.
 * **Average precision** (COCO): per class and IoU threshold t ∈ {0.50, 0.55, …, 0.95}, predictions
@@ -113,16 +115,33 @@ class ClassInstanceScore:
 
 
 def panoptic_matches(ov: Overlaps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Matched ``(pred ids, ref ids, IoU)``: same class and IoU > 0.5 (unique by construction).
+    """Matched ``(pred ids, ref ids, IoU)``: same class and IoU > 0.5, each instance at most once.
+
+    Why one to one: predictions never overlap, so a reference instance has at most one prediction
+    above 0.5; overlapping reference features can give a prediction two. It takes the one of highest
+    IoU (ties: the lower reference id), the maximum-IoU matching, and the other stays unmatched.
 
     >>> ov = Overlaps(np.array([1, 1, 2]), np.array([1, 2, 2]), np.array([8, 1, 3]), np.array([9, 3]),
     ...               np.array([8, 4]), np.array([1, 1]), np.array([1, 1]))
     >>> [x.tolist() for x in panoptic_matches(ov)]
     [[1, 2], [1, 2], [0.8888888888888888, 0.75]]
+    >>> twice = Overlaps(np.array([1, 1]), np.array([1, 2]), np.array([10, 9]), np.array([10]),
+    ...                  np.array([10, 10]), np.array([1]), np.array([1, 1]))
+    >>> [x.tolist() for x in panoptic_matches(twice)]
+    [[1], [1], [1.0]]
     """
     iou = ov.iou()
     keep = (iou > 0.5) & ov.same_class()
-    return ov.pred[keep], ov.ref[keep], iou[keep]
+    pred, ref, iou = ov.pred[keep], ov.ref[keep], iou[keep]
+    order = np.lexsort((ref, pred, -iou))  # best IoU first
+    pred, ref, iou = pred[order], ref[order], iou[order]
+    _, first_of_pred = np.unique(pred, return_index=True)
+    once = np.zeros(pred.size, bool)
+    once[first_of_pred] = True  # each prediction's best; a reference has at most one prediction above 0.5
+    _, first_of_ref = np.unique(ref[once], return_index=True)
+    chosen = np.flatnonzero(once)[first_of_ref]
+    chosen.sort()
+    return pred[chosen], ref[chosen], iou[chosen]
 
 
 def average_precision(ov: Overlaps, class_id: int, threshold: float) -> float:

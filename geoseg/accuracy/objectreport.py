@@ -35,7 +35,8 @@ _TEMPLATE = """<h2>Objects</h2>
 <code>instances.zarr</code> (the same whatever the chunking). <code>polygons.gpkg</code> numbers its polygons on its own.
 {% if scored %}Against the reference, a predicted and a reference object of the same class match one to one when
 their IoU is at least 0.5: precision = matched / objects, recall = matched reference objects / reference objects.
-{% endif %}Sizes are quantiles of object area; an object belongs to the region of its first pixel.
+{% endif %}Sizes are quantiles of object area; an object belongs to the region of its first pixel; "per ha" is
+per mapped hectare of the region (its pixels with data: none could be found under nodata).
 {% if n_regions > shown %}The first {{ shown }} of {{ n_regions }} regions are listed; {% endif %}every region is in
 <code>objects.csv</code>.</p>
 <table><tr><th class="l">region</th><th class="l">class</th>{% for h in headers %}<th>{{ h }}</th>{% endfor %}</tr>

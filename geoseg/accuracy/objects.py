@@ -37,7 +37,7 @@ class ChunkObjects:
     bottom: np.ndarray
     left: np.ndarray
     right: np.ndarray
-    region_px: np.ndarray  # pixels per region slot in the chunk (for densities)
+    region_px: np.ndarray  # mapped pixels (labels >= 0) per region slot in the chunk (for densities)
 
     @property
     def n(self) -> int:
@@ -64,7 +64,7 @@ def chunk_objects(
     labels: np.ndarray, regions: np.ndarray | None, window: Window, width: int, classes: Sequence[int],
     n_region_slots: int = 1,
 ) -> ChunkObjects:
-    """Label one chunk (``labels`` over ``window`` of a raster ``width`` pixels wide)."""
+    """Label one chunk (``labels`` over ``window`` of a raster ``width`` pixels wide; negative = no data)."""
     ids, cls = label_classes(labels, classes)
     n = cls.size
     flat = ids.ravel()
@@ -77,7 +77,8 @@ def chunk_objects(
     first = (window.row_off + r) * width + (window.col_off + c)
     reg = np.zeros(labels.shape, np.int64) if regions is None else regions.astype(np.int64, copy=False)
     region = reg.ravel()[first_local] if n else np.empty(0, np.int64)
-    region_px = np.bincount(reg.ravel(), minlength=n_region_slots).astype(np.int64)
+    # densities are per mapped area: a pixel without data (negative label) could hold no object
+    region_px = np.bincount(reg.ravel(), weights=(labels >= 0).ravel(), minlength=n_region_slots).astype(np.int64)
     return ChunkObjects(window, cls, first.astype(np.int64), size, region.astype(np.int64),
                         ids[0].copy(), ids[-1].copy(), ids[:, 0].copy(), ids[:, -1].copy(), region_px)
 

@@ -171,30 +171,33 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
 
 @dataclass(frozen=True)
 class _Reader:
-    """Picklable ``window -> (classes raster, region slots)`` of the labels or of the reference."""
+    """Picklable ``window -> (classes raster, region slots)`` of the labels or of the reference (read where
+    the labels, when given, have data: a reference object under the map's nodata is not a miss)."""
 
     labels_path: str | None
     grid: ChunkGrid
     regions: Any
     reference: Any = None
-    #: Label id -> object class (256 entries; 255 = not an object), or None: the label ids themselves.
+    #: Label id -> object class (256 int16 entries; -1 = no data, 256 + id = a label of no object class),
+    #: or None: the label ids themselves.
     groups: np.ndarray | None = None
 
     def __call__(self, window: Window) -> tuple[np.ndarray, np.ndarray | None]:
         from geoseg.accuracy.regions import regions_window
+        from geoseg.io.labelstore import read_label_window
 
         sub = self.grid.window_grid(window)
         if self.reference is not None:
             from geoseg.accuracy.reference import reference_window
 
             values, valid = reference_window(self.reference, sub)
+            if self.labels_path is not None:  # where the map has no data, as pixel scores leave it out
+                valid &= read_label_window(str(self.labels_path), window) != NODATA_LABEL
             data = np.where(valid, values, -1)
         else:
-            from geoseg.io.labelstore import read_label_window
-
-            data = read_label_window(str(self.labels_path), window)
-            if self.groups is not None:  # several labels (clusters) mapped to one class are one object class
-                data = self.groups[data]
+            raw = read_label_window(str(self.labels_path), window)
+            # int16, nodata -1: densities count only mapped pixels (objects.chunk_objects)
+            data = self.groups[raw] if self.groups is not None else np.where(raw == NODATA_LABEL, -1, raw.astype(np.int16))
         return data, (regions_window(self.regions, sub) if self.regions is not None else None)
 
 
@@ -245,7 +248,8 @@ def run_objects_stage(
     mapper = (lambda fn, ws: client.gather(client.map(fn, ws, pure=False))) if client is not None else None
     lut = None
     if groups is not None:
-        lut = np.full(256, NODATA_LABEL, np.uint8)
+        lut = np.arange(256, 512, dtype=np.int16)  # mapped, but of no object class
+        lut[NODATA_LABEL] = -1
         for label, target in groups.items():
             lut[int(label)] = int(target)
     pred_reader = _Reader(str(info.path), grid, regions, groups=lut)
@@ -254,7 +258,7 @@ def run_objects_stage(
     ref_reader = None
     ref_classes = tuple(reference_classes or classes)
     if reference is not None:
-        ref_reader = _Reader(None, grid, regions, reference)
+        ref_reader = _Reader(str(info.path), grid, regions, reference)
         ref_table = find_objects(ref_reader, grid, sorted(set(ref_classes)), n_slots, mapper)
     outputs: dict[str, Path] = {}
     store = out_dir / "instances.zarr"

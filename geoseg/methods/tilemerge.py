@@ -152,6 +152,20 @@ class Proposals:
                          tuple(self.masks[k] for k in idx))
 
 
+def cut_by_tile(props: Proposals, layout: TileLayout) -> np.ndarray:
+    """Per proposal: whether its mask reaches an edge of the window its tile was read with, other than the
+    scene's. The model saw only part of such an object; the rest is proposed by other tiles, so one object
+    may become several instances (it reaches more than ``overlap`` px from its centroid)."""
+    if props.n == 0:
+        return np.zeros(0, bool)
+    i, j = np.divmod(props.uid // MAX_PER_TILE, layout.n_cols)
+    top, left = i * layout.tile - layout.overlap, j * layout.tile - layout.overlap
+    bottom, right = top + layout.side, left + layout.side
+    b = props.box
+    return (((b[:, 0] <= top) & (top > 0)) | ((b[:, 1] <= left) & (left > 0))
+            | ((b[:, 2] >= bottom) & (bottom < layout.height)) | ((b[:, 3] >= right) & (right < layout.width)))
+
+
 def owned_proposals(
     found: Sequence[InstanceProposal], valid: np.ndarray, layout: TileLayout, i: int, j: int
 ) -> Proposals:

@@ -20,7 +20,8 @@ chunk read with a halo computes, in its core, the values the whole raster would 
 
 The halo must exceed the largest object's diameter (the flood of a basin never leaves it, and a
 basin is at most one object wide); the default 64 px suits crowns and plants up to ~60 px across.
-Larger objects need a larger ``halo`` (a chunk then reads more, not the scene).
+Larger objects need a larger ``halo`` (a chunk then reads more, not the scene); an instance whose flood
+reaches a halo window's edge is refused by :mod:`geoseg.run.instances`, not published chunk-dependent.
 """
 
 from __future__ import annotations

@@ -136,8 +136,8 @@ def write_instances_csv(
         x, y = t * (c + 0.5, r + 0.5)
         cls = int(classes[i - 1])
         score = float(scores[i - 1]) if scores is not None else 1.0
-        w.writerow([i, cls, names.get(cls, ""), f"{score:.6g}", r, c, f"{x:.3f}", f"{y:.3f}", int(size[i - 1]),
-                    f"{size[i - 1] * px:.2f}"])
+        w.writerow([i, cls, names.get(cls, ""), f"{score:.6g}", r, c, f"{x:.12g}", f"{y:.12g}", int(size[i - 1]),
+                    f"{size[i - 1] * px:.6g}"])  # degrees to 1e-9, and a drone pixel's m² not rounded to 0
     return write_text_atomic(path, buf.getvalue())
 
 
@@ -183,7 +183,7 @@ def run_instances_for_job(
     record = {**produced.record, "instances": int(ids.size), "instance_pixels_cleared": table.cleared,
               "instance_things": list(things)}
     if job.reference_instances is not None:
-        outputs.update(_score(job, info, panoptic, classes, table.size, produced.scores, things, out, client))
+        outputs.update(_score(job, info, panoptic, classes, table.size, produced.scores, things, out, client, record))
     else:
         (out / "instance_metrics.csv").unlink(missing_ok=True)  # an earlier run's, scored against another raster
     log.info("%d instances of %s", ids.size, ", ".join(names.get(t, str(t)) for t in things))
@@ -191,14 +191,16 @@ def run_instances_for_job(
 
 
 def _score(job: Any, info: Any, panoptic: Path, classes: np.ndarray, size: np.ndarray, scores: np.ndarray | None,
-           things: tuple[int, ...], out: Path, client: Any) -> dict[str, Path]:
-    """``instance_metrics.csv`` (scene and regions) and, when the run has a report, its instances section."""
+           things: tuple[int, ...], out: Path, client: Any, record: dict[str, Any]) -> dict[str, Path]:
+    """``instance_metrics.csv`` (scene and regions) and, when the run has a report, its instances section;
+    ``record`` (run.json) gets how many reference features were too small to score."""
     from geoseg.accuracy.instanceeval import (
         evaluate_instance_regions,
         open_reference_instances,
         write_region_instance_metrics,
     )
     from geoseg.accuracy.instancereport import add_instances_to_report
+    from geoseg.io.panopticstore import SEMANTIC_ARRAY
 
     ref_cfg = job.reference_instances
     value = ref_cfg.value
@@ -206,7 +208,9 @@ def _score(job: Any, info: Any, panoptic: Path, classes: np.ndarray, size: np.nd
         value = thing_ids([value], info.legend)[0]
     ref = open_reference_instances(ref_cfg.path, info.grid, field=ref_cfg.field, value=value)
     scored = evaluate_instance_regions(panoptic, classes, size, info.chunk_grid, ref, pred_score=scores,
-                                       client=client, regions=_regions(job, info.grid), classes=list(things))
+                                       client=client, regions=_regions(job, info.grid), classes=list(things),
+                                       map_valid=(panoptic, SEMANTIC_ARRAY))
+    record["reference_instances_unscored"] = scored.unscored_reference
     names = {c.id: c.name for c in info.legend}
     outputs = {"instance_metrics": write_region_instance_metrics(scored, out / "instance_metrics.csv", names)}
     report = out / "report.html"

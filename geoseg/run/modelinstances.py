@@ -19,6 +19,7 @@ The model runs once per tile; memory follows the chunk plus its tiles' overlap, 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +33,15 @@ from geoseg.methods.tilemerge import (
     IOU_THRESHOLD,
     Proposals,
     TileLayout,
+    cut_by_tile,
     first_pixels,
     layout_of,
     merge_window,
     propose_tiles,
 )
 from geoseg.run.instances import INSTANCE_ARRAY, InstanceTable, write_instance_table
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,14 +76,16 @@ class _Paint:
     scene_width: int
     store: str | None = None
     grid: ChunkGrid | None = None
+    layout: TileLayout | None = None  # for the summary's cut flags
 
     def __call__(self, window: Window, parts: Sequence[Proposals], lut: tuple[np.ndarray, np.ndarray] | None = None):
         near = Proposals.concat(parts)  # sorted by uid
         uids = merge_window(near, window, self.iou_threshold)
-        if lut is None:  # per painted proposal: uid, first pixel, pixel count, class, score
+        if lut is None:  # per painted proposal: uid, first pixel, pixel count, class, score, cut by its tile
             u, first, count = first_pixels(uids, window, self.scene_width)
             at = np.searchsorted(near.uid, u)
-            return u, first, count, near.class_id[at], near.score[at]
+            cut = cut_by_tile(near, self.layout)[at] if self.layout is not None else np.zeros(u.size, bool)
+            return u, first, count, near.class_id[at], near.score[at], cut
         from geoseg.io.labelstore import LabelStoreWriter
 
         known, ids = lut
@@ -110,6 +116,8 @@ class ModelInstances:
 
     store: Path
     table: InstanceTable
+    #: Instances whose object reached past the window their tile was read with (maybe several per object).
+    cut: int = 0
 
 
 def segment_model_instances(
@@ -143,7 +151,7 @@ def segment_model_instances(
     windows = list(grid.windows())
     near = _neighbours(grid, layout)
     propose = _Propose(model, scene, layout)
-    paint = _Paint(iou_threshold, scene.width)
+    paint = _Paint(iou_threshold, scene.width, layout=layout)
     run: Callable[..., list[Any]]
     if client is not None:
         props = client.map(propose, windows, pure=False, resources=resources)
@@ -153,8 +161,13 @@ def segment_model_instances(
         run = lambda fn, *seqs: list(map(fn, *seqs))  # noqa: E731
     parts = [[props[k] for k in ks] for ks in near]
     summaries = run(paint, windows, parts)
-    uid, first, count, cls_of, score_of = (np.concatenate([s[k] for s in summaries]) for k in range(5))
+    uid, first, count, cls_of, score_of, cut_of = (np.concatenate([s[k] for s in summaries]) for k in range(6))
     known, at = np.unique(uid, return_index=True)
+    cut = int(cut_of[at].sum())
+    if cut:
+        log.warning("%d instance(s) reach past the %d px window their tile was read with: the model saw part of "
+                    "each, so one object may be counted as several; raise the tile overlap (at most tile/2) or the "
+                    "tile", cut, layout.side)
     pos = np.searchsorted(known, uid)
     first_of = np.full(known.size, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(first_of, pos, first)
@@ -177,7 +190,7 @@ def segment_model_instances(
     writer.finalize()
     table = InstanceTable(cls[rank], first_of[rank] // scene.width, first_of[rank] % scene.width, size[rank],
                           score=score[rank])
-    return ModelInstances(store, table)
+    return ModelInstances(store, table, cut)
 
 
 @dataclass(frozen=True)

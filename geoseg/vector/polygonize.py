@@ -50,7 +50,7 @@ import shapely
 from affine import Affine
 
 from geoseg.errors import JobSpecError
-from geoseg.geo import ChunkGrid, Window, geodesic_area_perimeter, halo_window, trim_halo
+from geoseg.geo import ChunkGrid, Window, geodesic_area_perimeter, halo_window, metres_per_unit, trim_halo
 from geoseg.io.labelstore import read_label_window
 from geoseg.legend import NODATA_LABEL
 from geoseg.vector.parts import Tally, polygon_batch, tally_of, write_part
@@ -124,19 +124,27 @@ class ChunkPolygons:
 
 def final_areas(res: ChunkPolygons, grid: ChunkGrid) -> np.ndarray:
     """The ``area_m2`` of a chunk's final polygons."""
-    return res.final_area_m2 if res.final_area_m2 is not None else res.final_area_px * grid.pixel_area
+    return res.final_area_m2 if res.final_area_m2 is not None else res.final_area_px * grid.pixel_area * metres(grid) ** 2
+
+
+def metres(grid: ChunkGrid) -> float:
+    """Metres per CRS unit of a projected (or local) grid, NaN where its unit is unknown: ``area_m2``
+    and ``perimeter_m`` are in metres as ``metrics.csv``'s ``area_m2`` is, never in feet (a State Plane
+    grid) under a metre name."""
+    return metres_per_unit(grid.crs) or math.nan
 
 
 def world_measures(geoms_px: np.ndarray, mapped: np.ndarray, grid: ChunkGrid) -> tuple[np.ndarray, np.ndarray]:
     """``area_m2`` and ``perimeter_m`` of polygons given in pixel and in map coordinates.
 
-    Projected grids: pixel area x CRS unit² and the planar length, as always. Geographic grids
-    (degrees): area and perimeter on the CRS's ellipsoid (pyproj.Geod), in m² and m.
+    Projected grids: pixel area x CRS unit² and the planar length, converted to m² and m (a grid in
+    feet too). Geographic grids (degrees): area and perimeter on the CRS's ellipsoid (pyproj.Geod).
     """
     if grid.is_geographic:
         t = grid.transform
         return geodesic_area_perimeter(mapped, grid.crs_wkt, min(math.hypot(t.a, t.d), math.hypot(t.b, t.e)))
-    return shapely.area(geoms_px) * grid.pixel_area, shapely.length(mapped)
+    m = metres(grid)
+    return shapely.area(geoms_px) * grid.pixel_area * m**2, shapely.length(mapped) * m
 
 
 def prepare_chunk(
@@ -402,7 +410,7 @@ def chunk_polygons(labels: np.ndarray, window: Window, grid: ChunkGrid, *, skip_
         if grid.is_geographic:
             area_m2, perimeter = world_measures(final, mapped, grid)
         else:
-            perimeter = shapely.length(mapped)
+            perimeter = shapely.length(mapped) * metres(grid)
         final = shapely.to_wkb(mapped)
     return ChunkPolygons(
         window=window,
@@ -441,6 +449,7 @@ def _chunk_polygons_compiled(labels: np.ndarray, window: Window, grid: ChunkGrid
         final = shapely.to_wkb(mapped)
     else:
         wkb, perimeter = rings.map_wkb(is_final, grid.transform)
+        perimeter = perimeter * metres(grid)
         final = wkb if arrow_wkb else wkb.to_numpy(zero_copy_only=False)
     return ChunkPolygons(
         window=window,

@@ -320,8 +320,8 @@ def vectorize_labels(
 ) -> VectorizeResult:
     """Vectorise a label store into a GeoPackage of polygons, one per 4-connected region.
 
-    Fields: ``class_id``, ``class_name``, ``area_m2``, ``perimeter_m`` (CRS units of the raster; on a geographic CRS,
-    m² and m on its ellipsoid).
+    Fields: ``class_id``, ``class_name``, ``area_m2``, ``perimeter_m`` (m² and m whatever the CRS's unit: a
+    grid in feet is converted, a geographic one measured on its ellipsoid; NaN for a CRS of unknown unit).
     The result equals one ``rasterio.features.shapes(..., connectivity=4)`` pass over the whole
     raster regardless of chunking. With ``client`` the per-chunk work runs as Dask tasks and
     results are written while later chunks compute; without, tiles of at most

@@ -16,7 +16,10 @@ from scipy.optimize import linear_sum_assignment
 from geoseg.accuracy.objects import FOUR, find_objects, instance_chunk
 from geoseg.accuracy.objectstats import object_rows, overlap_pairs, run_objects_stage, score_objects
 from geoseg.legend import ClassInfo
-from tests.fixtures import chunk_grid, write_raster
+from tests.fixtures import chunk_grid, write_raster, write_store
+
+#: The two classes of the object-stage stores: objects are class 2.
+SOIL_WEED = (ClassInfo(1, "soil", "#000000"), ClassInfo(2, "weed", "#ff0000"))
 
 
 def _chunked(arr, regions, chunk, classes, n_slots):
@@ -119,17 +122,12 @@ def test_stage_writes_csv_and_instance_raster(tmp_path):
     """Through the label store and a reference GeoTIFF; instances.zarr read back with rasterio (GDAL)."""
     from geoseg.accuracy.reference import open_reference
     from geoseg.accuracy.regions import grid_regions
-    from geoseg.io.labelstore import LabelStoreWriter
 
     rng = np.random.default_rng(4)
     labels = (ndimage.gaussian_filter(rng.random((150, 170)), 2) > 0.52).astype(np.uint8) + 1  # classes 1, 2
     labels[:4, :6] = 255
     grid = chunk_grid(150, 170, 64)
-    writer = LabelStoreWriter.create(tmp_path / "labels.zarr", grid, (ClassInfo(1, "soil", "#000000"),
-                                                                     ClassInfo(2, "weed", "#ff0000")))
-    for w in grid.windows():
-        writer.write(w, labels[w.slices])
-    writer.finalize()
+    write_store(tmp_path / "labels.zarr", labels, 64, SOIL_WEED)
     ref = np.where(np.roll(labels, 1, axis=1) == 2, 3, 1).astype(np.uint8)
     ref_path = write_raster(tmp_path / "ref.tif", ref)
     regions = grid_regions(500.0, grid.grid)  # 10 m pixels: 50 x 50 px cells
@@ -146,3 +144,58 @@ def test_stage_writes_csv_and_instance_raster(tmp_path):
     tp, n_p, n_r = _independent_f1(labels, ref, 2, 3)
     assert float(rows[0]["f1"]) == pytest.approx(2 * tp / (n_p + n_r))
     assert int(rows[0]["reference_objects"]) == n_r
+
+
+def test_density_is_per_hectare_of_mapped_pixels_not_of_nodata(tmp_path):
+    """A region half under cloud (nodata 255) holds objects only where it is mapped: its density is objects
+    per mapped hectare, and its area_ha is that mapped area. Oracle: scipy.ndimage.label and a hand count."""
+    from geoseg.accuracy.regions import grid_regions
+
+    rng = np.random.default_rng(11)
+    labels = (ndimage.gaussian_filter(rng.random((120, 160)), 2) > 0.52).astype(np.uint8) + 1  # classes 1, 2
+    labels[:, :70] = 255  # the west under cloud
+    grid = chunk_grid(120, 160, 64)
+    write_store(tmp_path / "labels.zarr", labels, 64, SOIL_WEED)
+    regions = grid_regions(1000.0, grid.grid)  # 10 m pixels: 100 x 100 px cells
+    out = run_objects_stage(tmp_path / "labels.zarr", tmp_path, [2], regions=regions)
+    rows = list(csv.DictReader(out["objects"].read_text().splitlines()))
+    ha_per_px = grid.grid.pixel_area_m2 / 1e4
+    lab, n = ndimage.label(labels == 2, structure=FOUR)
+    mapped_px = int((labels != 255).sum())
+    assert rows[0]["region"] == "ALL" and int(rows[0]["objects"]) == n
+    assert float(rows[0]["area_ha"]) == pytest.approx(mapped_px * ha_per_px)
+    assert float(rows[0]["density_per_ha"]) == pytest.approx(n / (mapped_px * ha_per_px), rel=1e-5)
+    from geoseg.accuracy.regions import regions_window
+
+    slots = regions_window(regions, grid.grid)  # region k at slot k + 1
+    firsts = [int(f) for i, f in zip(*np.unique(lab.ravel(), return_index=True)) if i]
+    for k, row in enumerate(rows[1:], start=1):
+        assert row["region"] == str(regions.ids[k - 1])
+        cell_mapped = int(((slots == k) & (labels != 255)).sum())
+        count = sum(1 for f in firsts if slots.ravel()[f] == k)
+        assert int(row["objects"]) == count
+        assert float(row["area_ha"]) == pytest.approx(cell_mapped * ha_per_px)
+        if cell_mapped:
+            assert float(row["density_per_ha"]) == pytest.approx(count / (cell_mapped * ha_per_px), rel=1e-5)
+
+
+def test_reference_objects_under_the_maps_nodata_are_not_counted_as_missed(tmp_path):
+    """A map equal to the reference wherever it has data, its west half under cloud (255): object recall was
+    0.475 (the reference's objects under the cloud counted as misses) and precision 0.93 (objects cut by the
+    cloud's edge against whole reference objects). Pixel scores leave out pixels without a label; so do the
+    objects now: the reference is read where the map has data. Oracle: scipy.ndimage.label of the reference
+    there, and a perfect map scores 1."""
+    from geoseg.accuracy.reference import open_reference
+
+    rng = np.random.default_rng(4)
+    truth = (ndimage.gaussian_filter(rng.random((150, 170)), 2) > 0.52).astype(np.uint8) + 1
+    labels = truth.copy()
+    labels[:, :85] = 255
+    grid = chunk_grid(150, 170, 64)
+    write_store(tmp_path / "labels.zarr", labels, 64, SOIL_WEED)
+    ref_path = write_raster(tmp_path / "ref.tif", truth)
+    out = run_objects_stage(tmp_path / "labels.zarr", tmp_path, [2], reference=open_reference(ref_path, None, grid.grid))
+    row = list(csv.DictReader(out["objects"].read_text().splitlines()))[0]
+    _, n_seen = ndimage.label((truth == 2) & (labels != 255), structure=FOUR)
+    assert (int(row["objects"]), int(row["reference_objects"]), int(row["matched"])) == (n_seen, n_seen, n_seen)
+    assert float(row["precision"]) == 1.0 and float(row["recall"]) == 1.0

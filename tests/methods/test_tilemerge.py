@@ -133,3 +133,27 @@ def test_every_tile_belongs_to_exactly_one_chunk(chunk) -> None:
     owned = [t for r in range(0, 500, chunk) for c in range(0, 300, chunk)
              for t in layout.tiles_owned_by(Window(r, c, min(chunk, 500 - r), min(chunk, 300 - c)))]
     assert sorted(owned) == [(i, j) for i in range(layout.n_rows) for j in range(layout.n_cols)]
+
+
+def test_objects_wider_than_the_tile_view_are_reported_cut(scene, tmp_path, caplog) -> None:
+    """A 40 x 300 px dark object (a hedge, a building block) is one component of the whole image (scipy, the
+    oracle), but no 176 px tile view holds it: the model proposes it in pieces, three instances. Those are
+    reported (``cut``, a warning naming the overlap to raise); the crowns, which every view holds whole, are not."""
+    import logging
+
+    from tests.fixtures import write_raster
+
+    img = np.full((3, 384, 384), 2500, np.uint16)
+    img[:, 100:140, 40:340] = 800
+    img[:, 200:210, 200:212] = 800  # a small object, seen whole
+    path = write_raster(tmp_path / "long.tif", img, nodata=0)
+    with caplog.at_level(logging.WARNING, logger="geoseg.run.modelinstances"):
+        res = segment_model_instances(path, _model(), tmp_path / "long", chunk_size=256)
+    ids = _ids(res.store)
+    oracle, n = ndimage.label(img[0] < 1300, structure=FOUR)
+    pieces = {int(k): np.unique(ids[oracle == k]) for k in range(1, n + 1)}
+    split = [k for k, v in pieces.items() if v.size > 1]
+    assert n == 2 and res.table.n > n and len(split) == 1
+    assert res.cut == pieces[split[0]].size  # every piece of the object the views cut, and nothing else
+    assert "overlap" in caplog.text
+    assert segment_model_instances(scene.image, _model(), tmp_path / "crowns", chunk_size=256).cut == 0

@@ -77,3 +77,86 @@ def test_bad_parameters_are_refused(crowns, tmp_path) -> None:
         WatershedParams(min_distance=40, halo=32)
     with pytest.raises(JobSpecError, match="nodata"):
         segment_instances(crowns.reference, [255], tmp_path / "x")
+
+
+def _block_with_crowns(width: int) -> np.ndarray:
+    """A thing class holding a block ``width`` px tall and 400 px long (a forest patch, a field) among crowns."""
+    yy, xx = np.mgrid[:512, :512]
+    lab = np.full((512, 512), 1, np.uint8)
+    lab[60:60 + width, 60:460] = 2
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        r, c, rad = rng.integers(0, 512), rng.integers(0, 512), rng.integers(6, 14)
+        lab[(yy - r) ** 2 + (xx - c) ** 2 <= rad * rad] = 2
+    return lab
+
+
+def _whole_raster_watershed(lab: np.ndarray, params: WatershedParams) -> np.ndarray:
+    """The oracle: scikit-image's watershed of the whole raster (no chunks, no halo), markers numbered by
+    their row-major rank, as geoseg numbers them."""
+    from skimage.segmentation import watershed
+
+    from geoseg.methods.watershed import distance_surface, find_markers
+
+    mask = lab == 2
+    surface = distance_surface(mask, 0, 0, lab.shape[1], params.sigma)
+    rows, cols = find_markers(surface, mask, params)
+    markers = np.zeros(lab.shape, np.int64)
+    order = np.argsort(rows * lab.shape[1] + cols)
+    markers[rows[order], cols[order]] = np.arange(1, rows.size + 1)
+    return watershed(-surface, markers=markers, mask=mask, connectivity=1).astype(np.uint32)
+
+
+def test_objects_longer_than_the_halo_are_refused_not_split_by_the_chunking(tmp_path) -> None:
+    """A basin the halo cannot hold (a 120 x 400 px block with the 64 px halo) made the instances depend on the
+    chunk size (15,130 px differed between 128 and 512 px chunks, 10 or 11 instances): refused, naming the
+    halo. With a halo that holds it the chunked raster equals the whole-raster watershed at every chunk size."""
+    from geoseg.errors import InputError
+    from tests.fixtures import write_store
+
+    lab = _block_with_crowns(120)
+    store = write_store(tmp_path / "labels.zarr", lab, 512)
+    with pytest.raises(InputError, match="halo"):
+        segment_instances(store, [2], tmp_path / "small", WatershedParams(halo=64), chunk_size=128)
+    made = [p for p in tmp_path.rglob("*") if "small" in p.parts]
+    assert made and not [p for p in made if p.suffix == ".zarr"]  # only an unfinished (.partial) store is left
+    params = WatershedParams(halo=256)
+    want = _whole_raster_watershed(lab, params)
+    for chunk in (128, 512):
+        out, _ = segment_instances(store, [2], tmp_path / f"c{chunk}", params, chunk_size=chunk)
+        got = zarr.open_group(str(out), mode="r")["instances"][:]
+        assert got.tobytes() == want.tobytes(), chunk
+
+
+@pytest.mark.parametrize("writer", ["watershed", "job"])
+def test_instances_csv_keeps_positions_on_degrees_and_areas_on_drone_pixels(tmp_path, writer) -> None:
+    """instances.csv printed map positions to 3 decimals and areas to 0.01 m²: on a 0.0001° grid (~10 m) a
+    marker's position was off by up to 5 pixels (0.0005°), and on 5 mm drone pixels a 40 px weed had area_m2
+    0.00. Oracle: rasterio's transform.xy (pixel centres) and area_px x the pixel area by hand."""
+    import csv
+
+    from affine import Affine
+    from rasterio.transform import xy
+
+    from geoseg.geo import GeoGrid
+    from geoseg.run.instances import InstanceTable
+    from geoseg.run.instancestage import write_instances_csv
+
+    rows, cols, size = np.array([3, 117]), np.array([5, 250]), np.array([40, 1234])
+    for crs, t, px_m2 in (("EPSG:4326", Affine(1e-4, 0, 14.0, 0, -1e-4, 46.5), None),
+                          ("EPSG:32633", Affine(0.005, 0, 500000.0, 0, -0.005, 5100000.0), 0.005 ** 2)):
+        grid = GeoGrid.of(200, 300, t, crs)
+        path = tmp_path / f"{writer}-{crs.replace(':', '')}.csv"
+        if writer == "watershed":
+            write_instance_table(InstanceTable(np.array([2, 2]), rows, cols, size), path, grid, {2: "weed"})
+            at = "marker"
+        else:
+            write_instances_csv(path, np.array([1, 2]), np.array([2, 2]), None, size, rows * 300 + cols, grid,
+                                {2: "weed"})
+            at = "first"
+        got = list(csv.DictReader(path.read_text().splitlines()))
+        for row, r, c, n in zip(got, rows, cols, size):
+            x, y = xy(t, int(r), int(c))  # the pixel's centre
+            assert float(row[f"{at}_x"]) == pytest.approx(x, abs=1e-8) and float(row[f"{at}_y"]) == pytest.approx(y, abs=1e-8)
+            want = n * (px_m2 if px_m2 is not None else grid.pixel_area_m2)
+            assert float(row["area_m2"]) == pytest.approx(want, rel=1e-5) and float(row["area_m2"]) > 0

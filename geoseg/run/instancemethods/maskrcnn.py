@@ -30,7 +30,8 @@ def _run(ctx: InstanceContext) -> InstanceOutput:
     res = segment_model_instances(ctx.scene, model, ctx.work, chunk_size=read_label_info(ctx.labels).chunk,
                                   iou_threshold=cfg.iou_threshold, client=ctx.client, resources=resources,
                                   method="maskrcnn")
-    return InstanceOutput(res.store, res.table.cls, res.table.score, {"instances_method": "maskrcnn"})
+    record = {"instances_method": "maskrcnn", "instances_cut_by_tile": res.cut}
+    return InstanceOutput(res.store, res.table.cls, res.table.score, record)
 
 
 INSTANCE_METHOD = InstanceMethodSpec("maskrcnn", MaskRCNNInstancesConfig, run=_run, check=_check)

@@ -159,7 +159,8 @@ def _run(ctx: InstanceContext) -> InstanceOutput:
     chunk = read_label_info(ctx.labels).chunk
     res = segment_model_instances(scene, model, ctx.work, chunk_size=chunk, iou_threshold=cfg.iou_threshold,
                                   client=ctx.client, method="sam")
-    record = {"instances_method": "sam", "sam_scaling": {"low": list(scaling.low), "high": list(scaling.high)}}
+    record = {"instances_method": "sam", "instances_cut_by_tile": res.cut,
+              "sam_scaling": {"low": list(scaling.low), "high": list(scaling.high)}}
     return InstanceOutput(res.store, res.table.cls, res.table.score, record)
 
 
