@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from geoseg.errors import GeosegError, JobSpecError
 
-if TYPE_CHECKING:  # the CLI imports distributed lazily, only when a scheduler is given
+if TYPE_CHECKING:  # the CLI imports distributed (only when a scheduler is given) and pandas lazily
+    import pandas as pd
     from distributed import Client
 
 log = logging.getLogger("geoseg")
@@ -211,7 +212,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             reference_value=args.reference_value, reference_background=args.background,
             merge_duplicates=args.merge_duplicates, show_progress=not args.quiet,
         )
-    written = write_outputs(evaluation, args.out, preview=args.image or None)
+    # the label raster is scored, not rewritten: class_mapping.csv's raster_value is what it holds
+    written = write_outputs(evaluation, args.out, preview=args.image or None, remapped=False)
     if not args.quiet:
         _print_summary(evaluation.summary())
         if evaluation.scenes:
@@ -447,20 +449,15 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _estimate_mapping(text: str | None) -> dict[int, int] | None:
-    """``--mapping``: a ``class_mapping.csv`` of ``geoseg evaluate`` (label_id -> class_id) or ``"0=3,1=1"``."""
+def _estimate_mapping(text: str | None) -> dict[int, int] | pd.DataFrame | None:
+    """``--mapping``: a ``class_mapping.csv`` of ``geoseg run``/``evaluate`` (as a table: which of its
+    columns the sample's map classes are in is the sample's to say) or ``"0=3,1=1"``."""
     if not text:
         return None
     if text.endswith(".csv"):
-        import pandas as pd
+        from geoseg.accuracy.samplemapping import read_class_mapping
 
-        if not Path(text).exists():
-            raise JobSpecError(f"--mapping: {text} does not exist")
-        table = pd.read_csv(text)
-        if not {"label_id", "class_id"} <= set(table.columns):
-            raise JobSpecError(f"--mapping: {text} needs label_id and class_id columns (a class_mapping.csv)")
-        table = table.dropna(subset=["class_id"])
-        return {int(a): int(b) for a, b in zip(table["label_id"], table["class_id"])}
+        return read_class_mapping(text)
     pairs = _parse_pairs(text, "--mapping", int)
     return {int(k): int(v) for k, v in pairs.items()}
 
@@ -736,7 +733,9 @@ def _add_area_parsers(add_parser: Callable[..., argparse.ArgumentParser]) -> Non
     s.add_argument("sample", help="SAMPLE.gpkg (or SAMPLE.csv) written by geoseg sample, its reference column filled")
     s.add_argument("--out", required=True, help="folder for area_estimates.csv, area_report.html and the matrices")
     s.add_argument("--mapping", default=None,
-                   help='map class -> reference class: a class_mapping.csv of geoseg evaluate, or "0=3,1=1" (default: same ids)')
+                   help='map class -> reference class: a run\'s or geoseg evaluate\'s class_mapping.csv (read by label_id '
+                        'for a sample of method_labels, by raster_value for one of the published labels.zarr), '
+                        'or "0=3,1=1" (default: same ids)')
     s.add_argument("--class-names", default=None, help='reference class names, e.g. "1=cropland,2=forest"')
     s.set_defaults(func=cmd_estimate)
 

@@ -88,14 +88,14 @@ def class_names(legend: Iterable[ClassInfo]) -> dict[int, str]:
     return {c.id: c.name for c in legend}
 
 
-def paletted_qml(legend: Sequence[ClassInfo]) -> str:
+def paletted_qml(legend: Sequence[ClassInfo], nodata: int = NODATA_LABEL) -> str:
     """A QGIS style (``labels.qml``, loaded by QGIS as the raster's default style): a paletted
-    renderer with each class's colour and name; nodata stays transparent."""
+    renderer with each class's colour and name; nodata (255, a change map's 65535) stays transparent."""
     from xml.sax.saxutils import quoteattr  # with urllib.request: not on every import of the legend
 
     entries = "".join(
         f'<paletteEntry value="{c.id}" color="{c.color}" alpha="255" label={quoteattr(c.name)}/>'
-        for c in legend if 0 <= c.id < NODATA_LABEL
+        for c in legend if 0 <= c.id < nodata
     )
     return (
         "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"

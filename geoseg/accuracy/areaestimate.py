@@ -46,6 +46,12 @@ AREA_COLUMNS = [
     "n_mapped", "n_reference",
 ]  # fmt: skip
 
+#: Columns of :meth:`AreaEstimate.summary` (``area_summary.csv``), in order.
+SUMMARY_COLUMNS = [
+    "overall_accuracy", "overall_accuracy_se", "overall_accuracy_ci95", "map_px", "map_area_ha", "pixel_area_m2",
+    "n_points", "n_strata",
+]  # fmt: skip
+
 
 @dataclass(frozen=True)
 class _Design:
@@ -118,9 +124,11 @@ class AreaEstimate:
         return self.total_px * self.pixel_area_m2 / 1e4
 
     def table(self) -> pd.DataFrame:
-        """``area_estimates.csv``: per class, then an ``overall`` row holding the overall accuracy."""
+        """``area_estimates.csv``: one row per class and nothing else, so each column sums (the estimated
+        areas to the map's area) or averages over classes as it stands; the overall figures are
+        :meth:`summary`'s."""
         c = self.classes
-        out = pd.DataFrame({
+        return pd.DataFrame({
             "class_id": c["class_id"].astype("Int64"), "class_name": c["class_name"],
             "mapped_px": c["mapped_px"].astype("Int64"), "mapped_area_ha": c["mapped_area_ha"],
             "area_proportion": c["area_proportion"], "area_proportion_se": c["area_proportion_se"],
@@ -129,17 +137,18 @@ class AreaEstimate:
             "users_accuracy": c["users_accuracy"], "users_accuracy_ci95": Z95 * c["users_accuracy_se"],
             "producers_accuracy": c["producers_accuracy"], "producers_accuracy_ci95": Z95 * c["producers_accuracy_se"],
             "n_mapped": c["n_mapped"].astype("Int64"), "n_reference": c["n_reference"].astype("Int64"),
-        })  # fmt: skip
-        overall: dict[str, object] = {col: np.nan for col in AREA_COLUMNS} | {
-            "class_name": "(overall accuracy)", "mapped_px": self.total_px, "mapped_area_ha": self.total_area_ha,
-            "estimated_area_ha": self.total_area_ha, "users_accuracy": self.overall_accuracy,
-            "users_accuracy_ci95": Z95 * self.overall_accuracy_se,
-            "n_mapped": int(self.strata["n_sample"].sum()), "n_reference": int(self.strata["n_sample"].sum()),
-        }
-        out = pd.concat([out, pd.DataFrame([overall])], ignore_index=True)
-        for col in ("class_id", "mapped_px", "n_mapped", "n_reference"):
-            out[col] = out[col].astype("Int64")
-        return out[AREA_COLUMNS]
+        })[AREA_COLUMNS]  # fmt: skip
+
+    def summary(self) -> pd.DataFrame:
+        """``area_summary.csv``: one row, the overall accuracy and what the estimates cover (the map's
+        pixels and area, the points and strata): figures of the whole map, kept out of the class table."""
+        n = int(self.strata["n_sample"].sum())
+        return pd.DataFrame([{
+            "overall_accuracy": self.overall_accuracy, "overall_accuracy_se": self.overall_accuracy_se,
+            "overall_accuracy_ci95": Z95 * self.overall_accuracy_se, "map_px": self.total_px,
+            "map_area_ha": self.total_area_ha, "pixel_area_m2": self.pixel_area_m2, "n_points": n,
+            "n_strata": len(self.strata),
+        }])[SUMMARY_COLUMNS]
 
 
 def estimate_areas(
@@ -217,7 +226,8 @@ def _strata_of(
     sample: pd.DataFrame, strata: pd.DataFrame, pixel_area_m2: float | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame, float, list[str]]:
     """Each point's stratum ``h``, the strata's mapped pixels ``N`` and points ``n`` (empty strata dropped),
-    the pixel area and notes; a stratum with pixels but no point, or a point in no stratum, is refused."""
+    the pixel area and notes; a stratum with pixels but no point, a point in no stratum or in one without
+    pixels, is refused."""
     strata = strata.reset_index(drop=True)
     missing = {"stratum", "map_class", "mapped_px"} - set(strata.columns)
     if missing:
@@ -238,6 +248,10 @@ def _strata_of(
     if empty:
         raise InputError(f"strata with mapped pixels but no sample point: {', '.join(empty[:8])}; "
                          "every stratum needs points (two or more for a standard error)")
+    orphan = [str(s) for s, nh, Nh in zip(strata["stratum"], n, N) if nh > 0 and Nh <= 0]
+    if orphan:
+        raise InputError(f"sample points in strata with no mapped pixels: {', '.join(orphan[:8])}; "
+                         "give the strata table the sample was drawn with")
     single = [str(s) for s, nh in zip(strata["stratum"], n) if nh == 1]
     if single:
         notes.append(f"strata with one sample point (no standard error): {', '.join(single[:8])}")

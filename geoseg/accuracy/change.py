@@ -6,7 +6,9 @@ the chunk of a change map; only the count arrays reach the client.
 
 The change map (``change.zarr``, uint16, GDAL-readable like ``labels.zarr``) holds
 ``before * 256 + after`` where the class changed, 0 where it did not, 65535 where either
-period has no data.
+period has no data. Its CF flags and QGIS style (``change.qml``) name those codes (``forest →
+water``, ``unchanged``); ``geoseg:classes`` is the periods' class legend they combine
+(:mod:`geoseg.accuracy.changelegend`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from geoseg.accuracy.changelegend import (
+    check_cluster_numbering,
+    flag_attrs,
+    periods_legend,
+    transition_legend,
+)
 from geoseg.accuracy.counting import count_pixels
 from geoseg.accuracy.regions import open_regions, regions_window_codes
 from geoseg.errors import GridMismatchError
 from geoseg.geo import ChunkGrid, Window
 from geoseg.io.atomic import write_atomic, write_json_atomic
-from geoseg.io.labelstore import LabelStoreWriter, read_label_info, read_label_window
+from geoseg.io.labelstore import LabelStoreWriter, read_label_info, read_label_window, write_style
 from geoseg.legend import ClassInfo
 
 CHANGE_NODATA = 65535
@@ -77,7 +85,7 @@ class ChangeReport:
     table: pd.DataFrame  # slot, from_class, to_class, pixels
     region_ids: tuple
     legend: tuple[ClassInfo, ...]
-    pixel_area: float
+    pixel_area: float  # m² (a grid in feet converted; geographic: the mean on the ellipsoid)
 
     def _rows(self, region: Any) -> pd.DataFrame:
         if region == "ALL":
@@ -133,6 +141,8 @@ def compare_periods(
     Writes ``change.zarr``, ``transitions.csv`` (per region, long), ``change-summary.json``.
     """
     ia, ib = read_label_info(before), read_label_info(after)
+    legend = periods_legend(ia.legend, ib.legend)  # before any work: one meaning for a value in both periods
+    check_cluster_numbering(ia.legend, ib.legend, ia.attrs, ib.attrs)
     if not (ia.grid.crs == ib.grid.crs and ia.grid.shape == ib.grid.shape
             and ia.grid.transform.almost_equals(ib.grid.transform)):
         raise GridMismatchError(
@@ -146,7 +156,7 @@ def compare_periods(
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        writer = LabelStoreWriter.create(out_dir / "change.zarr", grid, ia.legend, dtype="uint16",
+        writer = LabelStoreWriter.create(out_dir / "change.zarr", grid, legend, dtype="uint16",
                                          fill_value=CHANGE_NODATA,
                                          attrs={"long_name": "class change: before*256+after, 0 = unchanged"})
         store = str(out_dir / "change.zarr")
@@ -156,11 +166,14 @@ def compare_periods(
         parts = client.gather(client.map(_change_task, [plan] * len(windows), windows, pure=False))
     else:
         parts = [_change_task(plan, w) for w in windows]
-    report = ChangeReport(_sum_sparse(parts), tuple(reg.ids) if reg is not None else (), ia.legend or ib.legend,
-                          grid.grid.pixel_area_m2 if grid.crs.is_geographic else grid.pixel_area)
+    report = ChangeReport(_sum_sparse(parts), tuple(reg.ids) if reg is not None else (), legend,
+                          grid.grid.pixel_area_m2)
     if writer is not None:
         assert out_dir is not None  # a writer exists only with out_dir
-        writer.finalize()
+        # geoseg:classes stays the periods' legend (it decodes the codes); CF flags and the QGIS style
+        # name the values the map holds: transitions, 0 unchanged
+        codes = transition_legend(legend, zip(report.table["from_class"], report.table["to_class"]))
+        write_style(writer.finalize(extra_attrs=flag_attrs(codes)), codes, nodata=CHANGE_NODATA)
         _write_tables(report, Path(out_dir), before, after)
     return report
 

@@ -46,7 +46,15 @@ import numpy as np
 import pandas as pd
 
 from geoseg.accuracy.counting import ChunkCounts, count_pixels, merge_counts, union_sorted
-from geoseg.accuracy.mapping import MappingSpec, mapped_confusion, output_ids, resolve_mapping
+from geoseg.accuracy.mapping import (
+    MappingSpec,
+    check_identity_fits,
+    kept_labels_note,
+    mapped_confusion,
+    output_ids,
+    publishes_class_ids,
+    resolve_mapping,
+)
 from geoseg.accuracy.metrics import confusion_metrics
 from geoseg.accuracy.options import EvaluationOptions
 from geoseg.accuracy.reference import Reference, open_reference, reference_pixels
@@ -353,17 +361,18 @@ class Evaluation:
 
     def output_ids(self) -> dict[int, int]:
         """Label id → the id the published outputs carry (:func:`geoseg.accuracy.mapping.output_ids`);
-        the label ids themselves under an identity mapping."""
-        if self.mapping_method == "identity":
+        the label ids themselves under an identity mapping, and when a class id does not fit the
+        label raster (:func:`geoseg.accuracy.mapping.publishes_class_ids`)."""
+        if not self._publishes_class_ids():
             return {int(v): int(v) for v in self.label_values if int(v) != 255}
         return output_ids(self.label_values, self.mapping, self.class_ids)
 
     def output_legend(self, legend: Sequence[ClassInfo] = ()) -> tuple[ClassInfo, ...]:
         """The legend of the published outputs (labels.zarr, the COG, polygons.gpkg), keyed by
         :meth:`output_ids`: each class the labels map to, named and coloured as in the report; a
-        label mapped to no class keeps ``legend``'s name and colour. Under an identity mapping,
-        ``legend`` itself (the method's own names)."""
-        if self.mapping_method == "identity":
+        label mapped to no class keeps ``legend``'s name and colour. Under an identity mapping (or
+        class ids that do not fit the label raster), ``legend`` itself (the method's own names)."""
+        if not self._publishes_class_ids():
             return tuple(legend)
         own = {c.id: c for c in legend}
         out: dict[int, ClassInfo] = {}
@@ -376,11 +385,17 @@ class Evaluation:
                 out[v] = ClassInfo(v, mine.name, mine.color)
         return tuple(out[k] for k in sorted(out))
 
-    def mapping_table(self) -> pd.DataFrame:
+    def _publishes_class_ids(self) -> bool:
+        unassigned = sum(1 for v in self.label_values if int(v) != 255 and int(v) not in self.mapping)
+        return self.mapping_method != "identity" and publishes_class_ids(self.class_ids, unassigned)
+
+    def mapping_table(self, remapped: bool = True) -> pd.DataFrame:
         """Label id → class id, with names, the label's scored pixels and ``raster_value``: the value
-        the label has in the published raster and polygons (its class id, see :meth:`output_ids`)."""
+        the label has in the published raster and polygons (its class id, see :meth:`output_ids`).
+        ``remapped=False``: the scored raster stays as it is (``geoseg evaluate``; a run rewrites it),
+        so ``raster_value`` is the label id it holds there."""
         scene = self.counts[0].sum(axis=0)
-        published = self.output_ids()
+        published = self.output_ids() if remapped else {int(v): int(v) for v in self.label_values if int(v) != 255}
         rows = []
         for j, v in enumerate(self.label_values):
             c = self.mapping.get(int(v))
@@ -437,6 +452,7 @@ def evaluate(
         raise InputError("several references need several label rasters (a list of labels, one reference each)")
     info = read_label_info(labels_path)
     ref, reg = open_evaluation_inputs(reference, info.grid, opts)
+    check_identity_fits(opts.mapping, info.legend, dict(ref.legend))
     chunks = info.chunk_grid
     plan = _Plan(str(info.path), info.nodata, chunks, ref, reg)
     total = _reduce(plan, list(chunks.windows()), client, show_progress=show_progress)
@@ -516,6 +532,9 @@ def build_evaluation(
     if regions is not None and getattr(regions, "n_groups", 1) > 1:
         outside = _outside_all_passes(total, regions)
     notes = [n for n in [_reprojection_note(reference, grid)] if n] + list(getattr(regions, "notes", ()))
+    unassigned = sum(1 for v in lab_vals if int(v) != 255 and int(v) not in resolved)
+    if mapping != "identity" and not publishes_class_ids(class_ids, unassigned):
+        notes.append(kept_labels_note(class_ids, unassigned))
     names = _class_names(class_ids, class_names or {}, ref_legend, label_names, mapping)
     colors = _class_colors(class_ids, dict(reference.colors) if reference is not None else {}, legend, mapping,
                            class_colors or {})
@@ -659,6 +678,7 @@ def evaluate_scenes(
     for lp, rp in zip(labels_paths, refs):
         info = read_label_info(lp)
         ref, reg = open_evaluation_inputs(rp, info.grid, opts)
+        check_identity_fits(opts.mapping, info.legend, dict(ref.legend))
         first = opened[0][1] if opened else None
         if first is not None and reg is not None and tuple(reg.ids) != tuple(first.ids):
             raise InputError("the regions layer gives other region ids for another scene; use one regions layer for all")

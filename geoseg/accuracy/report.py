@@ -50,17 +50,18 @@ def write_outputs(
     *,
     regions_path: str | Path | None = None,
     preview: str | Path | bool | None = None,
+    remapped: bool = True,
 ) -> dict[str, Path]:
     """Write every accuracy output into ``out_dir`` and return ``{name: path}``.
 
     ``regions_path``: the layer to attach region figures to (default: the evaluation's own
     regions; ids are matched on the evaluation's region field). ``preview``: ``False`` for no
     preview, ``None``/``True`` for reference and prediction, or an image path to add its RGB
-    composite.
+    composite. ``remapped``: see :func:`geoseg.accuracy.tables.write_tables`.
     """
     out = Path(out_dir)
     metrics = evaluation.metrics()
-    paths, gdf = write_tables(evaluation, out, regions_path=regions_path, metrics=metrics)
+    paths, gdf = write_tables(evaluation, out, regions_path=regions_path, metrics=metrics, remapped=remapped)
     paths["report"] = write_text_atomic(out / "report.html", render_html(evaluation, metrics, gdf, preview))
     return paths
 
@@ -376,7 +377,7 @@ Class mapping: <b>{{ mapping_method }}</b>. Pixels where labels or reference are
 {% endfor %}</table>{% endif %}
 
 <h2>Per-class figures (whole scene)</h2>
-<table><tr><th class="l">class</th><th>IoU</th><th>precision</th><th>recall</th><th>F1</th><th>reference px</th><th>area ({{ area_unit }})</th></tr>
+<table><tr><th class="l">class</th><th>IoU</th><th>precision</th><th>recall</th><th>F1</th><th>reference px</th><th>reference area ({{ area_unit }})</th></tr>
 {% for r in classes %}<tr><td class="l"><span class="swatch" style="background: {{ r.color }}"></span>{{ r.name }}</td>
 <td>{{ r.iou }}</td><td>{{ r.precision }}</td><td>{{ r.recall }}</td><td>{{ r.f1 }}</td><td>{{ r.support }}</td><td>{{ r.area }}</td></tr>
 {% endfor %}</table>
@@ -394,7 +395,7 @@ Class mapping: <b>{{ mapping_method }}</b>. Pixels where labels or reference are
 {% endfor %}</table>{% endif %}
 
 <h2>Class mapping</h2>
-<table><tr><th>label</th><th class="l">label name</th><th class="l">→ reference class</th><th>label px</th></tr>
+<table><tr><th>label</th><th class="l">label name</th><th class="l">→ reference class</th><th>scored px</th></tr>
 {% for r in mapping %}<tr><td>{{ r.label_id }}</td><td class="l">{{ r.label_name }}</td><td class="l">{{ r.cls }}</td><td>{{ r.pixels }}</td></tr>
 {% endfor %}</table>
 

@@ -29,12 +29,15 @@ from geoseg.io.atomic import write_atomic
 
 
 def write_tables(
-    evaluation: Evaluation, out_dir: str | Path, *, regions_path: str | Path | None = None, metrics: Any = None
+    evaluation: Evaluation, out_dir: str | Path, *, regions_path: str | Path | None = None, metrics: Any = None,
+    remapped: bool = True,
 ) -> tuple[dict[str, Path], Any]:
     """Write the CSV tables and ``regions_metrics.gpkg`` into ``out_dir``.
 
     Returns ``({name: path}, regions GeoDataFrame with figures)``; ``metrics``: the evaluation's
     metrics table when the caller already has it. ``regions_path``: see :func:`regions_with_metrics`.
+    ``remapped``: whether the scored raster is rewritten in the published ids (a run) or left as it
+    is (``geoseg evaluate``), which ``class_mapping.csv``'s ``raster_value`` says.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -43,7 +46,7 @@ def write_tables(
         "metrics": write_atomic(out / "metrics.csv", lambda p: metrics.to_csv(p, index=False)),
         "confusion": write_atomic(out / "confusion.csv", lambda p: confusion_table(evaluation).to_csv(p)),
         "class_mapping": write_atomic(
-            out / "class_mapping.csv", lambda p: evaluation.mapping_table().to_csv(p, index=False)
+            out / "class_mapping.csv", lambda p: evaluation.mapping_table(remapped).to_csv(p, index=False)
         ),
     }
     if evaluation.scenes:  # several scenes: each one's figures beside the pooled ones

@@ -31,7 +31,14 @@ from affine import Affine
 from geoseg.errors import JobSpecError, OutputError
 from geoseg.geo import ChunkGrid, GeoGrid, Window
 from geoseg.io.atomic import atomic_path, remove_path, temporary_name, write_text_atomic
-from geoseg.io.labelstore import LabelStoreWriter, is_geotiff, read_label_info, read_label_window
+from geoseg.io.labelstore import (
+    KMEANS_MODEL_ATTR,
+    KMEANS_MODEL_TAG,
+    LabelStoreWriter,
+    is_geotiff,
+    read_label_info,
+    read_label_window,
+)
 from geoseg.legend import NODATA_LABEL, ClassInfo, legend_to_json, paletted_qml
 from geoseg.progress import chunk_progress
 
@@ -93,6 +100,8 @@ def export_cog(
         with rasterio.open(staging, "w", **profile) as dst:
             dst.set_band_description(1, "class label")
             dst.update_tags(GEOSEG_CLASSES=json.dumps(legend_to_json(info.legend)))
+            if KMEANS_MODEL_ATTR in info.attrs:  # which model numbered the clusters, as the store says
+                dst.update_tags(**{KMEANS_MODEL_TAG: str(info.attrs[KMEANS_MODEL_ATTR])})
             windows = list(info.chunk_grid.windows())
             seen = np.zeros(256, np.int64)
             for w in chunk_progress(windows, len(windows), "writing labels.tif", show_progress):

@@ -54,6 +54,11 @@ from geoseg.legend import (
 )
 
 ARRAY_NAME = "labels"
+#: Attribute of a k-means run's labels: the digest of the model that numbered its clusters
+#: (:meth:`geoseg.methods.kmeans.KMeansModel.identity`).
+KMEANS_MODEL_ATTR = "geoseg:kmeans_model"
+#: The same in a label GeoTIFF's tags (GDAL splits a metadata name at a colon).
+KMEANS_MODEL_TAG = "GEOSEG_KMEANS_MODEL"
 PARTIAL_SUFFIX = ".partial"
 _MARKERS = ".geoseg-chunks"
 
@@ -142,12 +147,17 @@ class LabelStoreWriter:
         t = grid.transform
         labels.attrs.update(_label_attrs(grid.crs_wkt, legend, {"geoseg:nodata": fill_value, **(attrs or {})}))
         labels.attrs.update(georeference_attrs(grid.crs_wkt, t))
-        x = root.create_array("x", shape=(grid.width,), chunks=(grid.width,), dtype="float64", compressors=None)
+        # no fill value: a default 0.0 made xarray read a pixel centre at 0 (the equator, the prime
+        # meridian) as NaN
+        x_attrs, y_attrs = coordinate_attrs(grid.crs)
+        x = root.create_array("x", shape=(grid.width,), chunks=(grid.width,), dtype="float64", compressors=None,
+                              fill_value=None)
         x[:] = t.c + t.a * (np.arange(grid.width) + 0.5)
-        x.attrs.update({"_ARRAY_DIMENSIONS": ["x"], "units": "m", "standard_name": "projection_x_coordinate"})
-        y = root.create_array("y", shape=(grid.height,), chunks=(grid.height,), dtype="float64", compressors=None)
+        x.attrs.update({"_ARRAY_DIMENSIONS": ["x"], **x_attrs})
+        y = root.create_array("y", shape=(grid.height,), chunks=(grid.height,), dtype="float64", compressors=None,
+                              fill_value=None)
         y[:] = t.f + t.e * (np.arange(grid.height) + 0.5)
-        y.attrs.update({"_ARRAY_DIMENSIONS": ["y"], "units": "m", "standard_name": "projection_y_coordinate"})
+        y.attrs.update({"_ARRAY_DIMENSIONS": ["y"], **y_attrs})
         root.attrs.update({"geoseg:resume_key": resume_key or "", "geoseg:complete": False})
         if isinstance(partial, Path):
             (partial / _MARKERS).mkdir()
@@ -327,11 +337,11 @@ def style_path(path: str | Path) -> Path:
     return p.with_name((p.name[: -len(p.suffix)] if p.suffix else p.name) + ".qml")
 
 
-def write_style(path: str | Path, legend: tuple[ClassInfo, ...]) -> None:
+def write_style(path: str | Path, legend: tuple[ClassInfo, ...], nodata: int = NODATA_LABEL) -> None:
     """Write the paletted QGIS style of a local label store beside it (none without a legend, e.g.
     a confidence raster, or on object storage), so QGIS shows names and colours, not grey."""
     if legend and not storage.is_url(path):
-        write_text_atomic(style_path(path), paletted_qml(legend))
+        write_text_atomic(style_path(path), paletted_qml(legend, nodata))
 
 
 def _consolidate(path: str | Path) -> None:
@@ -423,6 +433,33 @@ def _read_resume_key(partial: Path) -> str | None:
         return json.loads((partial / ".zattrs").read_text()).get("geoseg:resume_key")
     except (OSError, ValueError):
         return None
+
+
+#: CF (UDUNITS) names of the linear units a projected CRS may have, by pyproj's unit name.
+_CF_LINEAR_UNITS = {"metre": "m", "meter": "m", "foot": "ft", "US survey foot": "US_survey_foot"}
+
+
+def coordinate_attrs(crs: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """CF attributes of the ``x`` and ``y`` coordinate arrays as the CRS has them: longitude and
+    latitude in degrees on a geographic CRS, projection coordinates in the CRS's linear unit (a
+    State Plane grid in US survey feet), no unit where the CRS names none.
+
+    >>> from rasterio.crs import CRS
+    >>> coordinate_attrs(CRS.from_epsg(4326))[0], coordinate_attrs(CRS.from_epsg(2263))[1]["units"]
+    ({'units': 'degrees_east', 'standard_name': 'longitude'}, 'US_survey_foot')
+    """
+    if crs.is_geographic:
+        return ({"units": "degrees_east", "standard_name": "longitude"},
+                {"units": "degrees_north", "standard_name": "latitude"})
+    import pyproj
+
+    try:
+        names = {a.unit_name for a in pyproj.CRS.from_wkt(crs.to_wkt()).axis_info}
+    except Exception:  # a CRS pyproj cannot read: no unit to state
+        names = set()
+    unit = _CF_LINEAR_UNITS.get(names.pop()) if len(names) == 1 else None
+    x, y = {"standard_name": "projection_x_coordinate"}, {"standard_name": "projection_y_coordinate"}
+    return ({"units": unit, **x}, {"units": unit, **y}) if unit else (x, y)
 
 
 def georeference_attrs(crs_wkt: str, transform: Affine) -> dict[str, Any]:
@@ -561,8 +598,8 @@ def read_label_window(path: str | Path, window: Window, array: str = ARRAY_NAME)
 def open_labels(path: str | Path, chunks: Literal["auto"] | dict | None = None):  # xarray.DataArray
     """Open a label store lazily as an ``xarray.DataArray`` with CRS (rioxarray) and coordinates.
 
-    Labels stay integers; nodata is exposed through ``.rio.nodata`` (the fill value, in
-    ``encoding``) rather than NaN. Every attribute is a string, a number or a list of numbers, so
+    Labels stay integers; nodata is exposed through ``.rio.nodata`` (the ``_FillValue``
+    attribute) rather than NaN. Every attribute is a string, a number or a list of numbers, so
     ``.to_zarr()`` and ``.to_netcdf()`` write the array as it is; the legend is
     ``geoseg:classes`` as JSON text (:func:`geoseg.legend.legend_from_attrs` reads it back) and
     CF ``flag_values``/``flag_meanings``/``flag_colors``.
@@ -580,7 +617,9 @@ def open_labels(path: str | Path, chunks: Literal["auto"] | dict | None = None):
     # this store's codecs are no encoding for another file (a Zarr v3 store, netCDF): keep the dtype only
     da.encoding = {k: v for k, v in da.encoding.items() if k in ("dtype", "preferred_chunks")}
     da = da.rio.write_crs(info.grid.crs).rio.write_transform(info.grid.transform)
-    return da.rio.write_nodata(info.nodata, encoded=True)
+    # not ``encoded=True``: that says the array was masked to NaN, and ``.rio.nodata`` of uint8 labels
+    # then raises (NaN is no uint8); the ``_FillValue`` attribute is how xarray writes it back
+    return da.rio.write_nodata(info.nodata, encoded=False)
 
 
 def read_partial_window(path: str | Path, window: Window) -> np.ndarray:
@@ -625,4 +664,7 @@ def _geotiff_label_info(path: Path) -> LabelRasterInfo:
     else:
         ids = sorted(k for k in cmap if k != nodata and cmap[k][3] > 0 and k < 255) if cmap else []
         legend = tuple(ClassInfo(i, f"class {i}", "#{:02x}{:02x}{:02x}".format(*cmap[i][:3])) for i in ids)
-    return LabelRasterInfo(path=path, grid=grid, chunk=max(256, block), legend=legend, nodata=nodata, attrs=dict(tags))
+    attrs: dict[str, Any] = dict(tags)
+    if KMEANS_MODEL_TAG in tags:
+        attrs[KMEANS_MODEL_ATTR] = tags[KMEANS_MODEL_TAG]
+    return LabelRasterInfo(path=path, grid=grid, chunk=max(256, block), legend=legend, nodata=nodata, attrs=attrs)

@@ -122,6 +122,8 @@ def build_run_item(
                                                   if key == "instances" else band]  # fmt: skip
             if key != "instances":
                 asset.extra_fields["classification:classes"] = classes
+        if key == "confidence":  # a percentage (0-100), not classes; written with the labels' nodata value
+            asset.extra_fields["raster:bands"] = [dict(band, nodata=NODATA_LABEL, unit="percent")]
         if key == "polygons":
             asset.extra_fields["classification:classes"] = classes
         if local is not None and local.is_file() and key != "run":

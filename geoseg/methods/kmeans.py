@@ -100,6 +100,18 @@ class KMeansModel:
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"not a geoseg k-means model file: {exc}") from exc
 
+    def identity(self) -> str:
+        """A short digest of what assigns the clusters (centroids, standardisation, features): two label
+        stores whose clusters carry the same digest number them alike. Float32 values, so a model and the
+        same model saved to ``model.json`` and loaded again agree."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for a in (self.centroids, self.mean, self.std):
+            h.update(np.ascontiguousarray(a, dtype=np.float32).tobytes())
+        h.update("\0".join(self.feature_names).encode())
+        return h.hexdigest()[:16]
+
     def to_json(self) -> dict:
         return {
             "centroids": self.centroids.tolist(),

@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from geoseg.geo import HaloWindow, trim_halo
+from geoseg.io.labelstore import KMEANS_MODEL_ATTR
 from geoseg.legend import NODATA_LABEL, ClassInfo, cluster_legend
 from geoseg.methods.features import ResolvedFeatures
 from geoseg.methods.kmeans import KMeansModel
@@ -27,7 +28,8 @@ class ChunkPredictor(Protocol):
     predictor also gives a per-pixel confidence (:meth:`predict_with_confidence`), which the workflow
     writes to ``confidence.zarr``. ``prefetch``: read ahead, i.e. run over groups of chunks, each task
     reading the next chunk while it predicts the current one (:mod:`geoseg.run.prefetch`); otherwise
-    one task per chunk. A predictor without the optional ones inherits :class:`PlainPredictor`.
+    one task per chunk. ``provenance``: what the label store records of what numbered its labels (none by
+    default). A predictor without the optional ones inherits :class:`PlainPredictor`.
     """
 
     @property
@@ -52,6 +54,11 @@ class ChunkPredictor(Protocol):
 
     def legend(self) -> tuple[ClassInfo, ...]: ...
 
+    def provenance(self) -> dict[str, str]:
+        """Attributes the label store keeps of what numbered its labels, where the legend alone does not say
+        (k-means: which model's clusters), so later comparisons can tell two numberings apart."""
+        ...
+
     def predict(self, data: np.ndarray, valid: np.ndarray, hw: HaloWindow) -> np.ndarray:
         """Labels for ``hw.core`` from bands ``data`` and mask ``valid`` read over ``hw.outer``."""
         ...
@@ -66,6 +73,9 @@ class PlainPredictor:
 
     confidence = False
     prefetch = False
+
+    def provenance(self) -> dict[str, str]:
+        return {}
 
     def predict_with_confidence(self, data: np.ndarray, valid: np.ndarray, hw: HaloWindow) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError(f"{type(self).__name__} gives no confidence")
@@ -88,6 +98,10 @@ class KMeansPredictor(PlainPredictor):
 
     def legend(self) -> tuple[ClassInfo, ...]:
         return cluster_legend(self.model.n_clusters)
+
+    def provenance(self) -> dict[str, str]:
+        """The model's digest: cluster N of two runs is one cluster only when one model numbered both."""
+        return {KMEANS_MODEL_ATTR: self.model.identity()}
 
     def predict(self, data: np.ndarray, valid: np.ndarray, hw: HaloWindow, block_pixels: int = BLOCK_PIXELS) -> np.ndarray:
         """Features and labels a few rows at a time: small temporaries that stay in cache and on the heap."""
@@ -125,6 +139,9 @@ class DeepLabPredictor:
 
     def legend(self) -> tuple[ClassInfo, ...]:
         return self.classes
+
+    def provenance(self) -> dict[str, str]:
+        return {}  # the checkpoint's classes are named: the legend says what each id is
 
     def predict(self, data: np.ndarray, valid: np.ndarray, hw: HaloWindow) -> np.ndarray:
         return self._run(data, valid, hw, False)

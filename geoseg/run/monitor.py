@@ -5,7 +5,9 @@ job's input pattern, skips scenes already processed (a small state file in the o
 records path, size and modification time), runs the job on each new scene into
 ``<output>/<YYYY-MM-DD>/``, and writes a change report between each period and the one before
 it into ``<output>/<period>/change/``. A k-means model fitted on the first period is reused for
-later ones, so cluster ids mean the same thing over time.
+later ones, so cluster ids mean the same thing over time; with ``reuse_kmeans_model: false`` and no
+reference each period's clusters are numbered by its own model, and no change report is made
+(``monitor-summary.json`` says why under ``changes``).
 
 Exit status: 0 when every new scene was processed (or there was none), 3 when some failed
 (the others are kept and the failed ones are retried next time), 2 for a bad job file.
@@ -140,14 +142,7 @@ def _run_periods(job: JobSpec, shared_client) -> MonitorSummary:  # shared_clien
             state["model"] = str(result.outputs["model"])
         previous = _previous_period(state["periods"], period)
         if previous is not None:
-            change = compare_periods(
-                root / previous / "labels.zarr", root / period / "labels.zarr", root / period / "change",
-                regions=job.regions.path if job.regions and job.regions.path else None,
-                region_field=job.regions.field if job.regions else None,
-                client=shared_client(),
-            )
-            summary.changes.append({"from": previous, "to": period, "changed_area_m2": change.changed_area_m2(),
-                                    "folder": str(root / period / "change")})
+            summary.changes.append(_change_report(job, root, previous, period, shared_client))
         state["periods"] = sorted(set(state["periods"]) | {period})
         state["scenes"][path] = {**ident, "period": period, "status": "complete"}
         summary.processed.append({"path": path, "period": period, "output": str(root / period)})
@@ -158,6 +153,24 @@ def _run_periods(job: JobSpec, shared_client) -> MonitorSummary:  # shared_clien
                                  description=f"geoseg monitoring job {job.name}: one item per period")
     write_json_atomic(root / SUMMARY_FILE, summary.to_json())
     return summary
+
+
+def _change_report(job: JobSpec, root: Path, previous: str, period: str, shared_client) -> dict[str, Any]:
+    """The change report from ``previous`` to ``period``, or why there is none: two periods whose values do
+    not mean the same (clusters of two k-means models, ``reuse_kmeans_model: false`` without a reference)
+    get no transitions, and the period's own outputs stay done."""
+    try:
+        change = compare_periods(
+            root / previous / "labels.zarr", root / period / "labels.zarr", root / period / "change",
+            regions=job.regions.path if job.regions and job.regions.path else None,
+            region_field=job.regions.field if job.regions else None,
+            client=shared_client(),
+        )
+    except InputError as exc:
+        log.warning("no change report from %s to %s: %s", previous, period, exc)
+        return {"from": previous, "to": period, "refused": str(exc)}
+    return {"from": previous, "to": period, "changed_area_m2": change.changed_area_m2(),
+            "folder": str(root / period / "change")}
 
 
 def _previous_period(periods: list[str], period: str) -> str | None:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from geoseg.errors import GeosegError, OutputError, from_os_error
+from geoseg.errors import GeosegError, JobSpecError, OutputError, from_os_error
 from geoseg.io import storage
 from geoseg.io.atomic import write_text_atomic
 from geoseg.io.labelstore import PARTIAL_SUFFIX
@@ -279,7 +279,9 @@ def _predict_stage(
 ) -> tuple[Any, dict[int, int]]:
     """Every chunk labelled into ``labels.zarr`` (and ``confidence.zarr`` for a predictor that gives it)."""
     store = _output(job, out, "labels.zarr")
-    attrs = {"geoseg:job": job.name, "geoseg:method": job.method.kind, "geoseg:resume_key": key}
+    # with what numbered the labels (k-means: its model), so change compares only stores numbered alike
+    attrs = {"geoseg:job": job.name, "geoseg:method": job.method.kind, "geoseg:resume_key": key,
+             **predictor.provenance()}
     reused: list[int] = [0]
     grid = scene.chunk_grid(job.chunk_size)
     conf_store = _output(job, out, "confidence.zarr") if predictor.confidence else None
@@ -379,6 +381,9 @@ def check_evaluation_inputs(job: JobSpec, scene: Scene) -> None:
     from geoseg.accuracy.evaluate import open_evaluation_inputs
 
     assert job.reference is not None  # called only for jobs with a reference
+    if job.evaluate.mapping == "identity" and method_of(job.method.kind).mapping != "identity":
+        raise JobSpecError(f"evaluate.mapping: identity would score {job.method.kind}'s labels (clusters, no classes) "
+                           "as the reference classes of the same ids; use hungarian or many-to-one, or leave it out")
     options = {k: v for k, v in evaluation_options(job).items() if k != "class_colors"}
     open_evaluation_inputs(str(job.reference.path), scene.grid, mapping=job.evaluate.mapping or "identity", **options)
 

@@ -65,6 +65,67 @@ def test_sample_reference_estimate_on_a_generated_scene(tmp_path, capsys) -> Non
     assert mapped.to_dict() == {k: int((labels == k).sum()) for k in mapped.index}
 
 
+
+def test_a_run_class_mapping_maps_a_sample_of_either_store_once(tmp_path, capsys) -> None:
+    """A mapped run publishes labels.zarr in class ids and keeps the clusters in method_labels; its
+    class_mapping.csv (label_id -> class_id) must map a sample of the clusters, and leave a sample of the
+    published class ids as they are (read by raster_value), not map them a second time. Oracle: the
+    census overall accuracy of the published raster against the reference (numpy), which the estimate's
+    95 % interval contains, and the same points give the same figures from either store."""
+    from geoseg.accuracy.evaluate import evaluate
+    from geoseg.accuracy.report import write_outputs
+    from geoseg.legend import ClassInfo
+    from geoseg.run.workflow import apply_evaluation_legend
+
+    files = make_scene("landcover", tmp_path / "data", width=240, height=240, seed=4)
+    with rasterio.open(files.reference) as ds:
+        ref, nodata, transform, crs = ds.read(1), ds.nodata, ds.transform, ds.crs
+    rng = np.random.default_rng(1)
+    noise = np.kron(rng.random((30, 30)) < 0.15, np.ones((8, 8), bool)) * rng.integers(1, 6, (240, 240))
+    clusters = np.where(ref == nodata, 255, (ref + 2 + noise) % 6).astype(np.uint8)  # cluster c = class c-2 mod 6
+    legend = [ClassInfo(i, f"cluster_{i}", "#808080") for i in range(6)]
+    store = write_store(tmp_path / "out" / "labels.zarr", clusters, 64, legend=legend, transform=transform, crs=crs)
+    evaluation = evaluate(store, files.reference, mapping="hungarian", show_progress=False)
+    write_outputs(evaluation, tmp_path / "out")
+    apply_evaluation_legend(store, evaluation)
+    table = pd.read_csv(tmp_path / "out" / "class_mapping.csv")
+    assert (table["label_id"] != table["raster_value"]).all()  # the test means something: ids differ
+    with rasterio.open(store) as ds:
+        published = ds.read(1)
+    valid = (published != 255) & (ref != nodata)
+    census = float((published[valid] == ref[valid]).mean())
+    figures = []
+    for name, raster in (("classes", store), ("clusters", store / "method_labels")):
+        sample = tmp_path / name / "sample.gpkg"
+        assert main(["sample", str(raster), "--out", str(sample), "--n", "400", "--seed", "2", "-q",
+                     "--reference", str(files.reference)]) == 0
+        assert main(["estimate", str(sample), "--out", str(tmp_path / name),
+                     "--mapping", str(tmp_path / "out" / "class_mapping.csv")]) == 0
+        assert ("raster_value" if name == "classes" else "label_id") in capsys.readouterr().out
+        est = pd.read_csv(tmp_path / name / "area_estimates.csv")
+        overall = pd.read_csv(tmp_path / name / "area_summary.csv").iloc[0]
+        low, high = (overall["overall_accuracy"] + s * overall["overall_accuracy_ci95"] for s in (-1, 1))
+        assert low <= census <= high, (name, census, overall.to_dict())
+        per_class = est.dropna(subset=["class_id"]).set_index("class_id")
+        assert per_class["mapped_px"].to_dict() == {k: int((published == k).sum()) for k in per_class.index}
+        figures.append(est)
+    pd.testing.assert_frame_equal(figures[0].drop(columns="class_name"), figures[1].drop(columns="class_name"))
+    # without a mapping the clusters' ids would be scored as the reference classes of those ids: refused
+    assert main(["estimate", str(tmp_path / "clusters" / "sample.gpkg"), "--out", str(tmp_path / "u")]) == 2
+    assert "are k-means clusters (cluster_0, cluster_1" in capsys.readouterr().err
+    assert not (tmp_path / "u" / "area_estimates.csv").exists()
+    # a sample of labels this mapping never described is refused, not mapped by coincidence of ids
+    other = write_store(tmp_path / "other.zarr", np.full((64, 64), 7, np.uint8), 64,
+                        legend=[ClassInfo(7, "water", "#0000ff")])
+    assert main(["sample", str(other), "--out", str(tmp_path / "o.gpkg"), "--n", "5", "-q"]) == 0
+    csv = pd.read_csv(tmp_path / "o.csv")
+    csv["reference"] = 3
+    csv.to_csv(tmp_path / "o.csv", index=False)
+    capsys.readouterr()
+    assert main(["estimate", str(tmp_path / "o.csv"), "--out", str(tmp_path / "oa"),
+                 "--mapping", str(tmp_path / "out" / "class_mapping.csv")]) == 2
+    assert "neither the label ids nor the raster values" in capsys.readouterr().err
+
 def test_the_area_section_joins_an_evaluation_report(tmp_path, capsys) -> None:
     labels = np.kron(np.arange(1, 5).reshape(2, 2), np.ones((40, 40), int)).astype(np.uint8)
     store = write_store(tmp_path / "labels.zarr", labels, 32)

@@ -51,7 +51,7 @@ def test_olofsson_2014_tables_8_and_9() -> None:
     assert est.proportions.to_numpy().sum() == pytest.approx(1.0)
     assert (est.confusion.to_numpy() == COUNTS).all()
     table = est.table()
-    assert table["class_name"].iloc[-1] == "(overall accuracy)"
+    assert len(table) == 4 and est.summary().loc[0, "overall_accuracy"] == est.overall_accuracy
     assert table["ci95_high_ha"].iloc[0] == pytest.approx(c.loc[1, "area_ha"] + Z95 * c.loc[1, "area_se_ha"])
     assert table["n_mapped"].iloc[:4].tolist() == [75, 75, 165, 325]
 
@@ -190,3 +190,74 @@ def test_stehman_estimators_cover_with_strata_that_are_not_the_map_classes() -> 
     band = 3.5 * np.sqrt(0.95 * 0.05 / reps)
     for key, hits in covered.items():
         assert (np.abs(hits / reps - 0.95) <= band).all(), (key, hits / reps)
+
+
+def test_area_estimates_csv_columns_add_up_and_hold_per_class_figures_only(tmp_path) -> None:
+    """area_estimates.csv is one row per class, so its columns can be summed and averaged as they are: the
+    estimated areas add up to the map (10,000,000 px of 0.09 ha), the mapped pixels to its pixel count, and
+    users_accuracy holds user's accuracies only (Olofsson's n_kk / n_k. by hand). The overall accuracy
+    (sum W_h n_hh / n_h. by hand) is area_summary.csv's."""
+    from geoseg.accuracy.areareport import write_area_outputs
+
+    sample, strata = paper_sample()
+    write_area_outputs(estimate_areas(sample, strata), tmp_path)
+    table = pd.read_csv(tmp_path / "area_estimates.csv")
+    total_px = sum(MAPPED_PX)
+    assert table["class_id"].notna().all() and len(table) == 4
+    assert table["estimated_area_ha"].sum() == pytest.approx(total_px * 0.09, abs=0.01 * 4)
+    assert table["mapped_px"].sum() == total_px
+    assert table["mapped_area_ha"].sum() == pytest.approx(total_px * 0.09)
+    assert table["users_accuracy"].tolist() == pytest.approx(list(np.diag(COUNTS) / COUNTS.sum(axis=1)))
+    assert table["n_mapped"].sum() == COUNTS.sum()
+    summary = pd.read_csv(tmp_path / "area_summary.csv")
+    w = np.array(MAPPED_PX) / total_px
+    assert len(summary) == 1
+    assert summary.loc[0, "overall_accuracy"] == pytest.approx(float((w * np.diag(COUNTS) / COUNTS.sum(axis=1)).sum()))
+    assert summary.loc[0, "map_area_ha"] == pytest.approx(total_px * 0.09)
+    assert (summary.loc[0, "map_px"], summary.loc[0, "n_points"]) == (total_px, COUNTS.sum())
+
+
+def test_points_in_a_stratum_without_mapped_pixels_are_refused() -> None:
+    """A strata table listing a stratum with 0 mapped pixels that holds points (a hand-edited or mismatched
+    table) had those points counted in the stratum before it: 150 points in a stratum of n_h = 75, area
+    proportions summing to 1.02. A stratum's points need its pixels: refused, naming it."""
+    sample, strata = paper_sample()
+    strata = strata.assign(mapped_px=[200_000, 0, 3_200_000, 6_450_000])
+    with pytest.raises(InputError, match="no mapped pixels.*2"):
+        estimate_areas(sample, strata)
+    # the oracle of a consistent table: Table 9's proportions, each class's share of the map, sum to 1
+    est = estimate_areas(*paper_sample())
+    assert est.classes["area_proportion"].sum() == pytest.approx(1.0)
+
+
+def test_small_mapped_areas_are_printed_not_rounded_to_zero() -> None:
+    """On drone pixels (5 cm: 0.0025 m²) the paper's map is 2.5 ha and its deforestation class 0.05 ha; the
+    terminal and report printed them as "2" and "0" mapped ha beside an estimate of 0.059 ± 0.017 ha. Oracle:
+    mapped pixels x pixel area by hand, to four significant digits."""
+    from geoseg.accuracy.areareport import overall_line, summary_table
+
+    sample, strata = paper_sample()
+    est = estimate_areas(sample, strata.assign(pixel_area_m2=0.0025))
+    assert summary_table(est)["mapped ha"].tolist() == ["0.05", "0.0375", "0.8", "1.612"]
+    assert [px * 0.0025 / 1e4 for px in MAPPED_PX] == pytest.approx([0.05, 0.0375, 0.8, 1.6125])
+    assert "map 2.5 ha" in overall_line(est)
+
+
+def test_area_csv_keeps_small_standard_errors() -> None:
+    """A 0.4 ha drone map (2 cm pixels) had every area in area_estimates.csv rounded to 0.01 ha: se_ha 0.0 for
+    every class, an interval reading as certainty. The CSV keeps six significant digits of each figure (the
+    oracle: the estimator's own values, whose SEs are 0.0014 ha and less)."""
+    import tempfile
+
+    from geoseg.accuracy.areareport import write_area_outputs
+
+    sample, strata = paper_sample()
+    est = estimate_areas(sample, strata.assign(pixel_area_m2=0.0004))
+    with tempfile.TemporaryDirectory() as d:
+        write_area_outputs(est, d)
+        table = pd.read_csv(f"{d}/area_estimates.csv")
+    want = est.classes
+    assert (table["se_ha"] > 0).all()
+    assert table["se_ha"].tolist() == pytest.approx(want["area_se_ha"].tolist(), rel=1e-5)
+    assert table["estimated_area_ha"].tolist() == pytest.approx(want["area_ha"].tolist(), rel=1e-5)
+    assert table["mapped_area_ha"].sum() == pytest.approx(sum(MAPPED_PX) * 0.0004 / 1e4, rel=1e-5)

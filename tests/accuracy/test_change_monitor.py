@@ -54,6 +54,49 @@ def test_transitions_and_change_map_are_exact(tmp_path):
     assert summary["changed_area_m2"] == truth_changed * 100.0
 
 
+def test_the_change_map_names_its_codes_not_the_classes(tmp_path):
+    """change.zarr holds before*256+after: its CF flags (read with zarr) and change.qml (read as XML)
+    name every code it holds (read with rasterio) as a transition, 0 as unchanged; the periods' class
+    legend, which decodes the codes, stays in geoseg:classes."""
+    import xml.etree.ElementTree as ET
+
+    import zarr
+
+    before = np.kron(np.array([[1, 2], [3, 4]]), np.ones((30, 30), int)).astype(np.uint8)
+    after = before.copy()
+    after[:10, :10] = 2  # cropland -> forest
+    after[40:50, 40:50] = 1  # grassland -> cropland
+    report = compare_periods(_store(tmp_path / "a.zarr", before), _store(tmp_path / "b.zarr", after), tmp_path / "c")
+    with rasterio.open(tmp_path / "c" / "change.zarr") as ds:
+        held = set(np.unique(ds.read(1)).tolist()) - {CHANGE_NODATA}
+    assert held == {0, 1 * 256 + 2, 4 * 256 + 1}
+    attrs = zarr.open_group(str(tmp_path / "c" / "change.zarr"), mode="r")["labels"].attrs
+    names = {c.id: c.name for c in LANDCOVER_CLASSES}
+    assert attrs["flag_values"] == [0, 258, 1025]
+    assert attrs["flag_meanings"].split() == ["unchanged", f"{names[1]}_to_{names[2]}".replace(" ", "_"),
+                                              f"{names[4]}_to_{names[1]}".replace(" ", "_")]
+    assert [c["id"] for c in attrs["geoseg:classes"]] == [c.id for c in LANDCOVER_CLASSES]
+    palette = {int(e.get("value")): e.get("label") for e in ET.parse(tmp_path / "c" / "change.qml").iter("paletteEntry")}
+    assert palette == {0: "unchanged", 258: f"{names[1]} → {names[2]}", 1025: f"{names[4]} → {names[1]}"}
+    assert report.changed_area_m2() == 200 * 100.0
+
+
+def test_change_between_stores_that_name_their_values_differently_is_refused(tmp_path):
+    """Classes before, k-means clusters after (same grid): cluster 2 is not class 2, so no transition is
+    counted and nothing is written; the error names the ids."""
+    from geoseg.errors import InputError
+    from geoseg.legend import cluster_legend
+
+    labels = np.kron(np.array([[1, 2], [3, 4]]), np.ones((30, 30), int)).astype(np.uint8)
+    grid = GeoGrid.of(60, 60, Affine(10, 0, 500000, 0, -10, 5100000), CRS.from_epsg(32633)).tiles(40)
+    w = LabelStoreWriter.create(tmp_path / "clusters.zarr", grid, cluster_legend(5))
+    for win in grid.windows():
+        w.write(win, (labels[win.slices] - 1).astype(np.uint8))
+    clusters = w.finalize()
+    with pytest.raises(InputError, match="1: cropland before, cluster_1 after"):
+        compare_periods(_store(tmp_path / "a.zarr", labels), clusters, tmp_path / "c")
+    assert not (tmp_path / "c" / "change.zarr").exists()
+
 def test_change_tables_are_written_atomically(tmp_path, monkeypatch):
     """A failed rewrite of transitions.csv keeps the previous file and leaves no temporary behind
     (the temporary's name is unique, so two runs into one folder cannot collide either)."""
@@ -162,3 +205,73 @@ def test_monitoring_two_periods_finds_planted_changes(tmp_path, dask_client):
     state = json.loads((tmp_path / "out" / "monitor-state.json").read_text())
     assert state["periods"] == ["2024-05-01", "2024-06-01"]
     shutil.rmtree(tmp_path / "gen")
+
+
+def _cluster_store(path, labels, model: str | None):
+    """A k-means run's labels (unnamed clusters), saying which model numbered them unless ``model`` is None."""
+    from geoseg.io.labelstore import KMEANS_MODEL_ATTR
+    from geoseg.legend import cluster_legend
+
+    grid = GeoGrid.of(*labels.shape, Affine(10, 0, 500000, 0, -10, 5100000), CRS.from_epsg(32633)).tiles(40)
+    w = LabelStoreWriter.create(path, grid, cluster_legend(5), attrs={KMEANS_MODEL_ATTR: model} if model else None)
+    for win in grid.windows():
+        w.write(win, labels[win.slices])
+    return w.finalize()
+
+
+def test_clusters_numbered_by_two_kmeans_models_are_not_compared(tmp_path, caplog):
+    """Cluster 2 of one model is not cluster 2 of another: refused, nothing written; one model: compared;
+    a store that does not say: compared, with a warning."""
+    from geoseg.errors import InputError
+
+    before = np.kron(np.array([[0, 1], [2, 3]]), np.ones((30, 30), int)).astype(np.uint8)
+    after = before.copy()
+    after[:10, :10] = 4
+    with pytest.raises(InputError, match="different k-means models"):
+        compare_periods(_cluster_store(tmp_path / "a.zarr", before, "m1"), _cluster_store(tmp_path / "b.zarr", after, "m2"),
+                        tmp_path / "c")
+    assert not (tmp_path / "c" / "change.zarr").exists()
+    same = compare_periods(tmp_path / "a.zarr", _cluster_store(tmp_path / "b1.zarr", after, "m1"), tmp_path / "c1")
+    assert same.changed_area_m2() == 100 * 100.0
+    with caplog.at_level("WARNING", logger="geoseg.accuracy.changelegend"):
+        unknown = compare_periods(tmp_path / "a.zarr", _cluster_store(tmp_path / "b0.zarr", after, None), tmp_path / "c0")
+    assert unknown.changed_area_m2() == 100 * 100.0
+    assert "one store does not say which model numbered them" in caplog.text
+
+
+def test_monitoring_with_a_model_per_period_makes_no_change_report(tmp_path, dask_client):
+    """reuse_kmeans_model: false fits each period's own clusters: both periods are labelled, and the summary
+    says why there is no change report instead of counting a renumbering as change. With the default (one
+    model) the model fitted on the first period and the one reloaded from its model.json are one model."""
+    from geoseg.errors import InputError
+    from geoseg.io.labelstore import read_label_info
+    from geoseg.samples.synthetic import make_scene
+
+    files = make_scene("landcover", tmp_path / "gen", width=128, height=128, seed=4)
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    shutil.copy(files.image, scenes / "S2_2024-05-01.tif")
+    with rasterio.open(files.image) as ds:  # the next month 5 % brighter: another fit, other centroids
+        profile, data, descriptions = ds.profile, ds.read(), ds.descriptions
+    with rasterio.open(scenes / "S2_2024-06-01.tif", "w", **profile) as ds:
+        ds.write((data * 1.05).astype(data.dtype))
+        ds.descriptions = descriptions
+    spec = {"name": "mon", "inputs": [str(scenes / "S2_*.tif")], "chunk_size": 64, "vectorize": {"enabled": False},
+            "method": {"kind": "kmeans", "n_clusters": 4, "sample_size": 4000}, "export": {"cog": True}}
+    own = run_monitor(parse_job({**spec, "output": str(tmp_path / "own"),
+                                 "monitor": {"reuse_kmeans_model": False}}), client=dask_client)
+    assert own.exit_code == 0 and len(own.processed) == 2
+    (change,) = own.changes
+    assert "different k-means models" in change["refused"] and "changed_area_m2" not in change
+    assert not (tmp_path / "own" / "2024-06-01" / "change" / "change.zarr").exists()
+    # labels.tif says it too (a tag GDAL shows), so the GeoTIFFs of the two periods are refused alike
+    tifs = [tmp_path / "own" / p / "labels.tif" for p in ("2024-05-01", "2024-06-01")]
+    with rasterio.open(tifs[0]) as ds:
+        assert ds.tags()["GEOSEG_KMEANS_MODEL"] == read_label_info(tmp_path / "own" / "2024-05-01" / "labels.zarr"
+                                                                  ).attrs["geoseg:kmeans_model"]
+    with pytest.raises(InputError, match="different k-means models"):
+        compare_periods(*tifs)
+    shared = run_monitor(parse_job({**spec, "output": str(tmp_path / "shared")}), client=dask_client)
+    (change,) = shared.changes
+    assert "refused" not in change and change["changed_area_m2"] >= 0
+    assert (tmp_path / "shared" / "2024-06-01" / "change" / "change.zarr").exists()

@@ -460,6 +460,15 @@ def test_hungarian_recovers_a_permutation(tmp_path: Path) -> None:
     s1, s2 = (e.summary().set_index("class_id") for e in (ev, ev_id))
     np.testing.assert_allclose(s1["iou"].to_numpy(float), s2.loc[s1.index, "iou"].to_numpy(float))
     assert ev.mapping_table()["class_id"].notna().all()
+    # the identity mapping would score cluster 3 as class 3: refused, by the library and by the CLI
+    with pytest.raises(ClassIdError, match="k-means clusters"):
+        evaluate(store, ref)
+    with pytest.raises(ClassIdError, match="k-means clusters"):
+        evaluate([store, write_store(tmp_path / "k2.zarr", clusters, chunk=20, legend=cluster_legend(5))], ref)
+    from geoseg.cli import main
+
+    assert main(["evaluate", str(store), str(ref), "--out", str(tmp_path / "ev"), "-q"]) == 2
+    assert not (tmp_path / "ev" / "metrics.csv").exists()
 
 
 def test_many_to_one_and_unassigned_clusters(tmp_path: Path) -> None:
@@ -485,6 +494,52 @@ def test_many_to_one_and_unassigned_clusters(tmp_path: Path) -> None:
     assert_matches_sklearn(given, "ALL", np.ones(truth.shape, bool), clusters, truth, truth != 0)
     with pytest.raises(InputError, match="unknown class mapping"):
         evaluate(store, ref, mapping="best")
+
+
+def test_hungarian_leaves_a_surplus_cluster_unassigned_not_named_after_an_absent_class(tmp_path: Path) -> None:
+    """The reference's legend names classes the scene does not hold (water, no pixel): a surplus
+    cluster has no evidence for them (no matched pixel, counted by numpy) and stays unassigned,
+    published under its own name instead of as water."""
+    from geoseg.io.labelstore import read_label_info
+    from geoseg.run.workflow import apply_evaluation_legend
+
+    truth = random_blocks((40, 40), 5, 3, seed=5)  # classes 1..3
+    left = np.zeros(truth.shape, bool)
+    left[:, :20] = True
+    clusters = ((truth - 1) * 2 + left).astype(np.uint8)  # six clusters, each class split in two
+    store = write_store(tmp_path / "k.zarr", clusters, chunk=16, legend=cluster_legend(6))
+    ref = write_raster(tmp_path / "ref.tif", truth, nodata=0, transform=TRANSFORM)
+    with rasterio.open(ref, "r+") as ds:  # the legend, as the Slovenia reference's tags give it
+        ds.update_tags(classes="1 forest,2 grassland,3 cropland,4 water,5 wetlands,6 tundra")
+    assert not np.isin(truth, [4, 5, 6]).any()
+    hu = evaluate(store, ref, mapping="hungarian")
+    assert set(hu.mapping.values()) == {1, 2, 3} and len(hu.mapping) == 3
+    apply_evaluation_legend(store, hu)
+    names = {c.name for c in read_label_info(store).legend}
+    assert not names & {"water", "wetlands", "tundra"}
+    assert sum(n.startswith("cluster_") for n in names) == 3
+
+
+def test_unassigned_clusters_without_free_ids_keep_the_clusters_published(tmp_path: Path) -> None:
+    """A legend reaching class 253 leaves one free id below nodata for three unassigned clusters: the
+    published labels keep the cluster ids (read back with rasterio) instead of the run failing after
+    every stage, and the evaluation says why."""
+    from geoseg.run.workflow import apply_evaluation_legend
+
+    truth = random_blocks((40, 40), 5, 3, seed=5)  # classes 1..3
+    left = np.zeros(truth.shape, bool)
+    left[:, :20] = True
+    clusters = ((truth - 1) * 2 + left).astype(np.uint8)  # six clusters: three left unassigned
+    store = write_store(tmp_path / "k.zarr", clusters, chunk=16, legend=cluster_legend(6))
+    ref = write_raster(tmp_path / "ref.tif", truth, nodata=0, transform=TRANSFORM)
+    with rasterio.open(ref, "r+") as ds:
+        ds.update_tags(classes="1 forest,2 grassland,3 cropland,253 unclassified")
+    hu = evaluate(store, ref, mapping="hungarian")
+    assert len(hu.mapping) == 3 and any("no free id above class 253" in n for n in hu.notes)
+    apply_evaluation_legend(store, hu)
+    with rasterio.open(store) as ds:
+        np.testing.assert_array_equal(ds.read(1), clusters)
+    assert (hu.mapping_table()["raster_value"] == hu.mapping_table()["label_id"]).all()
 
 
 # ------------------------------------------------------------------------------------------

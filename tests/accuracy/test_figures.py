@@ -58,7 +58,7 @@ def test_report_areas_take_a_unit_that_fits_and_numbers_stay_plain(tmp_path: Pat
     ev = evaluate(store, str(write_raster(tmp_path / "ref.tif", labels, transform=small, nodata=0)))
     html = (write_outputs(ev, tmp_path / "out", preview=False)["report"]).read_text()
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
-    assert "<th>area (m²)</th>" in text and "km²" not in text
+    assert "<th>reference area (m²)</th>" in text and "km²" not in text  # the reference class's, not the map's
     assert "<td>32.00</td>" in text  # 800 px of 0.04 m²
     assert not re.search(r"\de[+-]\d", text)
 

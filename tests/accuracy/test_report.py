@@ -108,7 +108,11 @@ def test_kmeans_clusters_report_shows_the_mapping(tmp_path: Path, scene: dict) -
     paths = write_outputs(ev, tmp_path / "k")
     mapping = pd.read_csv(paths["class_mapping"])
     assert mapping.set_index("label_id")["class_id"].to_dict() == {0: 3, 1: 4, 2: 5, 3: 1, 4: 2}
-    assert "hungarian" in paths["report"].read_text()
+    with rasterio.open(scene["reference"]) as ds:  # pixels: the cluster's pixels where the reference has data
+        ref, nodata = ds.read(1), ds.nodata
+    scored = {c: int(((clusters == c) & (ref != nodata)).sum()) for c in range(5)}
+    assert mapping.set_index("label_id")["pixels"].to_dict() == scored
+    assert "hungarian" in paths["report"].read_text() and "<th>scored px</th>" in paths["report"].read_text()
 
 
 def _screenshot(html: Path, png: Path, profile: Path) -> subprocess.CompletedProcess:

@@ -68,6 +68,7 @@ def test_rioxarray_opens_the_store_and_open_labels_round_trips_through_zarr_and_
     assert opened.shape == (1, *GRID.shape) and opened.rio.crs == CRS_
     np.testing.assert_array_equal(opened.values[0], full)
     da = open_labels(tmp_path / "labels.zarr")
+    assert da.dtype == np.uint8 and da.rio.nodata == NODATA_LABEL  # uint8 labels: nodata 255, not NaN
     da.to_zarr(tmp_path / "copy.zarr", mode="w")
     da.to_netcdf(tmp_path / "copy.nc", engine="h5netcdf")
     for path, engine in ((tmp_path / "copy.zarr", "zarr"), (tmp_path / "copy.nc", "h5netcdf")):
@@ -90,6 +91,27 @@ def test_the_exact_transform_travels_on_a_fine_grid(tmp_path):
     with rasterio.open(tmp_path / "labels.zarr") as ds:
         assert ds.transform.almost_equals(fine.transform, precision=1e-9)
 
+
+@pytest.mark.parametrize(("epsg", "units"), [(4326, ("degrees_east", "degrees_north")),
+                                             (32631, ("m", "m")), (2263, ("US_survey_foot", "US_survey_foot"))])
+def test_coordinates_say_their_unit_and_a_centre_at_zero_stays_zero(tmp_path, epsg, units):
+    """xarray's default open (CF decoding) must give every pixel centre, 0.0 included (the equator, the
+    prime meridian, a local origin), in the unit the CRS has; GDAL's grid stays the same."""
+    import xarray as xr
+
+    step = 0.1 if epsg == 4326 else 10.0
+    t = Affine(step, 0, -5.5 * step, 0, -step, 4.5 * step)  # a pixel centre at x = 0 and at y = 0
+    grid = GeoGrid.of(10, 12, t, CRS.from_epsg(epsg)).tiles(8)
+    writer = LabelStoreWriter.create(tmp_path / "labels.zarr", grid, LANDCOVER_CLASSES)
+    _fill(writer, grid)
+    writer.finalize()
+    ds = xr.open_zarr(tmp_path / "labels.zarr")  # mask_and_scale=True: what a user gets by default
+    np.testing.assert_array_equal(ds.x.values, t.c + t.a * (np.arange(12) + 0.5))
+    np.testing.assert_array_equal(ds.y.values, t.f + t.e * (np.arange(10) + 0.5))
+    assert 0.0 in ds.x.values and 0.0 in ds.y.values
+    assert (ds.x.attrs["units"], ds.y.attrs["units"]) == units
+    with rasterio.open(tmp_path / "labels.zarr") as src:
+        assert src.transform.almost_equals(t, precision=1e-9) and src.crs.to_epsg() == epsg
 
 def test_a_finished_store_has_its_qgis_style_beside_it(tmp_path):
     writer = LabelStoreWriter.create(tmp_path / "labels.zarr", GRID, LANDCOVER_CLASSES)

@@ -51,6 +51,37 @@ def test_item_of_a_label_store_validates_and_odc_stac_reads_it(tmp_path):
     np.testing.assert_array_equal(got.x.values, geoseg.open_labels(store).x.values)
 
 
+def test_the_confidence_asset_says_its_nodata_and_unit_to_odc_stac(tmp_path):
+    """``confidence.zarr`` (DeepLab's probability of the chosen class, 0-100 %, 255 = nodata): odc-stac
+    must mask its nodata, not read 255 as a 255 % confidence, and see no class legend on it."""
+    import odc.stac
+    import pystac
+
+    from geoseg.io.labelstore import LabelStoreWriter, read_label_info
+    from geoseg.io.stacout import write_run_item
+    from geoseg.run.labelling import CONFIDENCE_ARRAY, CONFIDENCE_ATTRS
+    from tests.fixtures import chunk_grid
+
+    labels = np.ones((64, 64), np.uint8)
+    labels[:8, :8] = 255
+    store = write_store(tmp_path / "labels.zarr", labels, 32)
+    conf = np.where(labels == 255, 255, 80).astype(np.uint8)
+    grid = chunk_grid(64, 64, 32)
+    writer = LabelStoreWriter.create(tmp_path / "confidence.zarr", grid, (), attrs=CONFIDENCE_ATTRS,
+                                     dtype="uint8", fill_value=255, array=CONFIDENCE_ARRAY)
+    for w in grid.windows():
+        writer.write(w, conf[w.slices])
+    confidence = writer.finalize()
+    path = write_run_item(tmp_path, {"labels": store, "confidence": confidence}, item_id="conf",
+                          labels=read_label_info(store))
+    asset = json.loads(path.read_text())["assets"]["confidence"]
+    assert asset["raster:bands"] == [{"nodata": 255, "data_type": "uint8", "spatial_resolution": 10.0, "unit": "percent"}]
+    assert "classification:classes" not in asset
+    validate_offline(json.loads(path.read_text()))
+    got = odc.stac.load([pystac.Item.from_file(str(path))], bands=["confidence"])["confidence"].isel(time=0)
+    assert got.dtype == np.uint8 and got.attrs["nodata"] == 255
+    np.testing.assert_array_equal(got.values, conf)
+
 def test_item_of_chips_has_no_place_but_its_local_grid(tmp_path):
     from affine import Affine
     from rasterio.crs import CRS

@@ -94,3 +94,20 @@ def test_a_real_sentinel2_scene_gives_scikit_learns_fit() -> None:
     x = data.reshape(data.shape[0], -1).T
     x = standardised(x[np.isfinite(x).all(axis=1) & (x > 0).all(axis=1)])
     assert_same_fit(kmeans(x, 6, 0, n_init=4), sklearn_fit(x, 6, 0, 4))
+
+
+def test_a_models_identity_survives_model_json_and_tells_two_fits_apart():
+    """A run's labels record the model that numbered their clusters: the fitted model and the same model
+    saved to model.json and loaded again must agree, and two fits (other centroids) must not."""
+    import json
+
+    from geoseg.methods.kmeans import KMeansModel
+
+    rng = np.random.default_rng(0)
+    fitted = KMeansModel(centroids=rng.normal(size=(4, 3)), mean=rng.normal(size=3), std=rng.random(3) + 0.5,
+                         feature_names=("red", "nir", "ndvi"), inertia=1.5)  # float64, as a fit may leave them
+    reloaded = KMeansModel.from_json(json.loads(json.dumps(fitted.to_json())))
+    assert reloaded.centroids.dtype == np.float32 and reloaded.identity() == fitted.identity()
+    other = KMeansModel(fitted.centroids + 1e-3, fitted.mean, fitted.std, fitted.feature_names, fitted.inertia)
+    renamed = KMeansModel(fitted.centroids, fitted.mean, fitted.std, ("red", "nir", "ndwi"), fitted.inertia)
+    assert len({fitted.identity(), other.identity(), renamed.identity()}) == 3

@@ -51,6 +51,10 @@ def test_evaluate_command_matches_a_direct_count(rasters, tmp_path, capsys, as_g
     mapping = pd.read_csv(tmp_path / "ev" / "class_mapping.csv").dropna(subset=["class_id"])
     mapping = {int(r.label_id): int(r.class_id) for r in mapping.itertuples()}
     assert mapping == {0: 1, 1: 2, 2: 3, 3: 4}
+    table = pd.read_csv(tmp_path / "ev" / "class_mapping.csv")
+    with rasterio.open(source) as ds:  # geoseg evaluate scores the raster, it does not rewrite it in class ids
+        held = set(np.unique(ds.read(1)).tolist()) - {255}
+    assert held <= set(table["raster_value"]) and (table["raster_value"] == table["label_id"]).all()
     m = pd.read_csv(tmp_path / "ev" / "metrics.csv")
     scene = m[(m.region_id == "ALL") & (m.kind == "class")].set_index("class_id")
     for c, iou in _expected_iou(labels, truth, mapping).items():

@@ -97,6 +97,58 @@ def test_kmeans_run_carries_the_mapped_legend_to_every_output(tmp_path: Path, da
     assert np.isfinite(result.metrics_summary.attrs["miou"])
 
 
+
+def test_reference_codes_beyond_a_byte_leave_the_clusters_published_whole(tmp_path: Path, dask_client) -> None:
+    """A reference coded like CORINE (111, 211, 311) and with a class 255: a cluster mapped to 311 has
+    no byte to become, and one mapped to 255 would become nodata. The run ends, publishes the clusters
+    as they are (every valid pixel still valid, named as clusters, not as classes) and says so;
+    class_mapping.csv's raster_value is the cluster id each raster holds. Read back with rasterio/pyogrio."""
+    scene, classes = blocky_scene(tmp_path)
+    codes = np.array([111, 211, 255, 311], np.uint16)
+    ref = write_raster(tmp_path / "ref.tif", codes[classes], nodata=0)
+    job = parse_job({
+        "name": "codes", "inputs": [str(scene)], "output": str(tmp_path / "out"), "chunk_size": 128,
+        "method": {"kind": "kmeans", "n_clusters": 4, "sample_size": 5000, "features": {"indices": ["ndvi"]}},
+        "reference": {"path": str(ref)}, "export": {"cog": True},
+    })  # fmt: skip
+    run_job(job, client=dask_client, show_progress=False)
+    out = tmp_path / "out"
+    mapping = pd.read_csv(out / "class_mapping.csv")
+    assert sorted(mapping["class_id"]) == [111, 211, 255, 311]
+    assert (mapping["raster_value"] == mapping["label_id"]).all()
+    with rasterio.open(scene) as ds:
+        scene_valid = ds.read_masks(1) > 0
+    for path in (out / "labels.zarr", out / "labels.tif"):
+        with rasterio.open(path) as ds:
+            values = ds.read(1)
+        assert ((values != 255) == scene_valid).all(), path  # no class became nodata
+        assert set(np.unique(values[scene_valid])) == set(mapping["label_id"])
+    assert not (out / "labels.zarr" / "method_labels").exists()  # nothing was remapped
+    polys = pyogrio.read_dataframe(out / "polygons.gpkg", layer="polygons")
+    assert set(polys["class_id"]) == set(mapping["label_id"])
+    assert set(polys["class_name"]) == {f"cluster_{i}" for i in range(4)}
+    assert polys.area.sum() == pytest.approx(scene_valid.sum() * 100)
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert {111, 211, 255, 311} <= set(metrics["class_id"].dropna().astype(int))
+    assert "do not fit the uint8 label raster" in (out / "report.html").read_text()
+
+
+def test_kmeans_with_the_identity_mapping_is_refused_before_any_output(tmp_path: Path) -> None:
+    """evaluate.mapping: identity on a k-means job would score cluster N as reference class N under its
+    name: refused before the cluster starts, and the output folder holds nothing."""
+    from geoseg.errors import JobSpecError
+
+    scene, classes = blocky_scene(tmp_path)
+    ref = write_raster(tmp_path / "ref.tif", (classes + 1).astype("uint8"), nodata=0)
+    job = parse_job({
+        "name": "identity", "inputs": [str(scene)], "output": str(tmp_path / "out"),
+        "method": {"kind": "kmeans", "n_clusters": 4}, "reference": {"path": str(ref)},
+        "evaluate": {"mapping": "identity"},
+    })  # fmt: skip
+    with pytest.raises(JobSpecError, match="identity would score kmeans"):
+        run_job(job, show_progress=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
 def test_kmeans_sample_drawn_vs_asked_is_recorded_and_warned(tmp_path: Path, dask_client) -> None:
     """A scene two thirds nodata: the sample drawn is about a third of the one asked; run.json says
     both and a warning names them."""
