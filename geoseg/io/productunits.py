@@ -1,4 +1,4 @@
-"""Units a product states outside its band files: Landsat Collection 2 Level-2's MTL, Sentinel-2's SAFE.
+"""Units a product states outside its band files: a Landsat scene's MTL, a Sentinel-2 SAFE's MTD.
 
 USGS delivers Landsat Collection 2 Level-2 scenes as one uint16 GeoTIFF per band
 (``LC08_L2SP_190028_20230715_20230725_02_T1_SR_B4.TIF``) whose files declare no scale or offset:
@@ -9,6 +9,14 @@ Read as stored numbers such a band gives an NDVI of digital numbers (0.32 where 
 from the MTL of the same product id in its folder; without that MTL it is refused (``apply_scale: false``
 reads the stored numbers on purpose). Files of another type than uint16 are taken to be converted
 already and are left alone, as are the product's other layers (QA bands, ``ST_TRAD``...).
+
+Landsat Level-1 scenes (Collection 1 or 2, ``LC08_L1TP_..._B4.TIF``; uint8 for Landsat 4-7, uint16 for 8-9) store
+calibrated digital numbers whose fill is 0, declared nowhere. Their MTL gives, per reflective band, the
+top-of-atmosphere reflectance ``DN × REFLECTANCE_MULT + REFLECTANCE_ADD`` before the sun-angle correction,
+and the scene's ``SUN_ELEVATION``: such a band is read as ``(DN × M + A) / sin(SUN_ELEVATION)``, USGS's
+top-of-atmosphere reflectance, a scale and offset like any other, and 0 as its fill. A thermal band (Landsat 8-9
+``B10``/``B11``, Landsat 4-7 ``B6``) has no reflectance: it is read as the MTL's linear radiance (``RADIANCE_MULT``/``ADD``,
+W/(m² sr µm)), since brightness temperature is not linear in the numbers.
 
 Copernicus delivers Sentinel-2 L1C and L2A as a SAFE folder of JPEG 2000 band files
 (``GRANULE/*/IMG_DATA/R10m/T33TWM_20240601T100031_B04_10m.jp2``) whose reflectance is
@@ -22,6 +30,7 @@ Without the MTD the band is refused like a Landsat band without its MTL.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +41,10 @@ from geoseg.errors import InputError
 #: A Collection 2 Level-2 band file: product id, then ``SR_B<n>`` or ``ST_B<n>``.
 _LANDSAT_C2_L2 = re.compile(
     r"^(?P<product>L[COTEM]0\d_L2S[PR]_\d{6}_\d{8}_\d{8}_02_(?:T1|T2|RT))_(?P<kind>SR|ST)_B(?P<band>\d{1,2})\.TIF$",
+    re.IGNORECASE)
+#: A Collection 1 or 2 Level-1 band file: product id, then ``B<n>`` (Landsat 7's thermal ``B6_VCID_1``/``_2``).
+_LANDSAT_L1 = re.compile(
+    r"^(?P<product>L[COTEM]0\d_L1(?:TP|GT|GS)_\d{6}_\d{8}_\d{8}_0[12]_(?:T1|T2|RT))_B(?P<band>\d{1,2}(?:_VCID_[12])?)\.TIF$",
     re.IGNORECASE)
 #: Where the MTL gives a band's scale and offset, per kind of band: its group, and the keys in it. The same
 #: keys also appear in the Level-1 group (LEVEL1_RADIOMETRIC_RESCALING: top-of-atmosphere, 2e-5 and -0.1),
@@ -64,9 +77,13 @@ def product_scaling(path: str, dtype: str) -> ProductUnits | None:
 
     Raises :class:`InputError` when the file is such a band but its product's metadata is missing or silent.
     """
-    if dtype != "uint16" or "://" in path:
+    if dtype not in ("uint8", "uint16") or "://" in path:
         return None
     name = Path(path.split("?")[0]).name
+    if (level1 := _LANDSAT_L1.match(name)) is not None:  # Landsat 4-7 Level-1 bands are uint8
+        return _landsat_level1_scaling(path, level1["product"], level1["band"].upper())
+    if dtype != "uint16":
+        return None
     if (s2 := _SENTINEL2_SAFE.match(name)) is not None:
         return _sentinel2_scaling(path, s2["band"].upper())
     return _landsat_scaling(path)
@@ -117,8 +134,7 @@ def _landsat_scaling(path: str) -> ProductUnits | None:
     if match is None:
         return None
     product, kind, band = match["product"], match["kind"].upper(), int(match["band"])
-    folder = Path(path).parent
-    mtl = next((folder / f"{product}{s}" for s in _MTL_SUFFIXES if (folder / f"{product}{s}").is_file()), None)
+    mtl = _mtl_beside(path, product)
     if mtl is None:
         raise InputError(f"{path} is a Landsat Collection 2 Level-2 band, stored as digital numbers whose scale is "
                          f"in the product's metadata, but {product}_MTL.json (or .txt, .xml) is not beside it; put it "
@@ -130,6 +146,39 @@ def _landsat_scaling(path: str) -> ProductUnits | None:
         raise InputError(f"{mtl} gives no {mult} / {add} in {group} for {Path(path).name}; check that it is this "
                          "product's MTL, or set apply_scale: false on the input to use the stored numbers")
     return ProductUnits(values[mult], values[add])  # the files declare their fill (0) themselves
+
+
+def _mtl_beside(path: str, product: str) -> Path | None:
+    """The product's MTL in the band file's folder, in the first of its encodings found."""
+    folder = Path(path).parent
+    return next((folder / f"{product}{s}" for s in _MTL_SUFFIXES if (folder / f"{product}{s}").is_file()), None)
+
+
+def _landsat_level1_scaling(path: str, product: str, band: str) -> ProductUnits:
+    """Top-of-atmosphere reflectance of a reflective Level-1 band, ``(DN × M + A) / sin(SUN_ELEVATION)``,
+    or the linear radiance of a thermal one; fill 0 either way."""
+    mtl = _mtl_beside(path, product)
+    if mtl is None:
+        raise InputError(f"{path} is a Landsat Level-1 band, stored as digital numbers whose top-of-atmosphere "
+                         f"reflectance needs the product's metadata, but {product}_MTL.txt (or .json, .xml) is not "
+                         "beside it; put it there, give the input its units (scale:, offset:), or set apply_scale: "
+                         "false to use the stored numbers")
+    # Collection 2 names the group LEVEL1_RADIOMETRIC_RESCALING, Collection 1 RADIOMETRIC_RESCALING
+    values = _mtl_numbers(str(mtl), "RADIOMETRIC_RESCALING")
+    reflectance = (f"REFLECTANCE_MULT_BAND_{band}", f"REFLECTANCE_ADD_BAND_{band}")
+    radiance = (f"RADIANCE_MULT_BAND_{band}", f"RADIANCE_ADD_BAND_{band}")
+    if all(k in values for k in reflectance):
+        elevation = _mtl_numbers(str(mtl), "IMAGE_ATTRIBUTES").get("SUN_ELEVATION")
+        if elevation is None or not 0 < elevation <= 90:
+            raise InputError(f"{mtl} gives no SUN_ELEVATION above the horizon in IMAGE_ATTRIBUTES (got {elevation}), "
+                             f"which {Path(path).name}'s top-of-atmosphere reflectance needs; check that it is this "
+                             "product's MTL, or set apply_scale: false on the input")
+        sine = math.sin(math.radians(elevation))
+        return ProductUnits(values[reflectance[0]] / sine, values[reflectance[1]] / sine, nodata=0.0)
+    if all(k in values for k in radiance):  # a thermal band: radiance, linear in the numbers
+        return ProductUnits(values[radiance[0]], values[radiance[1]], nodata=0.0)
+    raise InputError(f"{mtl} gives neither REFLECTANCE_ nor RADIANCE_MULT/ADD_BAND_{band} in its radiometric rescaling "
+                     f"for {Path(path).name}; check that it is this product's MTL, or set apply_scale: false on the input")
 
 
 @lru_cache(maxsize=64)

@@ -36,6 +36,10 @@ def test_band_role_refusal_imports_no_compiler_cluster_or_network(tmp_path):
     stems = [str(write_raster(tmp_path / f"LC08_L1TP_190026_20200101_20200113_02_T1_{k}.TIF",
                               rng.integers(1, 20000, (40, 48), dtype=np.uint16)))
              for k in ("B2", "B3", "B4", "B5")]
+    rescaling = "\n".join(f"REFLECTANCE_{k}_BAND_{b} = {v}" for b in (2, 3, 4, 5) for k, v in (("MULT", 2e-5), ("ADD", -0.1)))
+    (tmp_path / "LC08_L1TP_190026_20200101_20200113_02_T1_MTL.txt").write_text(  # the units it is delivered with
+        f"GROUP = IMAGE_ATTRIBUTES\nSUN_ELEVATION = 30.0\nEND_GROUP = IMAGE_ATTRIBUTES\n"
+        f"GROUP = LEVEL1_RADIOMETRIC_RESCALING\n{rescaling}\nEND_GROUP = LEVEL1_RADIOMETRIC_RESCALING\nEND\n")
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump({"name": "l8", "output": str(tmp_path / "out"), "inputs": stems,
                                    "method": {"kind": "threshold", "index": "ndvi", "threshold": 0.3}}))
