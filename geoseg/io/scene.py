@@ -47,7 +47,7 @@ from geoseg.io.fill import warn_border_fill
 from geoseg.io.masks import QARule
 from geoseg.io.mosaic import FootprintIndex, Layer, check_tiles_agree, describe_tiles, read_layer
 from geoseg.io.opener import Trust, allowing, check_name, current_trust
-from geoseg.io.sources import MAX_SIDE, RESAMPLING, Source, describe_source, place
+from geoseg.io.sources import MAX_SIDE, RESAMPLING, Source, describe_source, place, refuse_palette
 from geoseg.io.stac import StacFile
 
 log = logging.getLogger(__name__)
@@ -215,6 +215,7 @@ def _as_entry_says(entry: InputEntry, src: Source, stac: StacFile | None) -> Sou
     """The file with the entry's fill value and units: ``nodata:`` over the file's (and over STAC's); the
     entry's ``scale:``/``offset:`` over all others, STAC ``raster:bands`` scale/offset over the file's, else the
     product's own (:mod:`geoseg.io.productunits`) for a file that states none; none with ``apply_scale: false``."""
+    refuse_palette(src)
     changes: dict[str, Any] = {}
     nodata = entry.nodata
     if src.band_nodata and nodata is None:

@@ -139,6 +139,16 @@ def describe_source(path: str, bands: tuple[int, ...] | None = None) -> Source:
         )
 
 
+def refuse_palette(src: Source, what: str = "input") -> None:
+    """Refuse an image whose band is paletted: its values index a colour table (a rendered map or a picture
+    saved as 8-bit indexes), so clustering or a network would work on arbitrary numbers, not on colours."""
+    if "palette" in src.colorinterp:
+        band = src.bands[src.colorinterp.index("palette")]
+        raise InputError(f"{what} {src.path} band {band} is paletted: its values index a colour table, they are not "
+                         f"colours or measurements; expand it first (gdal_translate -expand rgb {Path(src.path).name} "
+                         "rgb.tif), or give it as a reference or mask if it holds classes")
+
+
 def validate_dataset(path: str, ds: Any) -> None:
     """Refuse files geoseg cannot place on a grid, each with what to do about it."""
     if ds.crs is None or ds.transform.is_identity:

@@ -25,7 +25,7 @@ from geoseg.geo import GeoGrid, Window
 from geoseg.io.bandroles import BandEvidence, BandInfo, band_role, implied_sensor
 from geoseg.io.masks import feature_band_indexes, mask_kind
 from geoseg.io.opener import check_vector, open_raster
-from geoseg.io.sources import Source, describe_source, place, read_source
+from geoseg.io.sources import Source, describe_source, place, read_source, refuse_palette
 from geoseg.io.units import apply_scaling, normalised
 from geoseg.legend import ClassInfo
 from geoseg.methods.deeplab import network_input
@@ -84,6 +84,7 @@ class TrainSource:
         # read as inference reads an input: the same validity rule (nodata, NaN, alpha, GDAL mask) and retries
         self.grid = GeoGrid.of(self.height, self.width, self.transform, self.crs)
         self.source = place(describe_source(str(pair.image), tuple(self.indexes)), self.grid)
+        refuse_palette(self.source, "training image")
         if pair.scale is not None or pair.offset is not None:  # the user's word on the units, as an input's
             n = len(self.indexes)
             scales, offsets = normalised([1.0 if pair.scale is None else pair.scale] * n,
