@@ -12,6 +12,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +72,13 @@ def checked_href(target: str, document: str, allow_outside: bool = False) -> str
             raise InputError(f"STAC {document}: asset {target!r} is not a URL; a remote catalog may not name local files "
                              "(allow_gdal_virtual: true allows it)")
         host, own = urlparse(target).hostname or "", urlparse(document).hostname or ""
-        if host.lower() != own.lower() and _internal_host(host):
-            raise InputError(f"STAC {document}: asset {target!r} is on {host}, an address of this machine or its "
-                             "network (loopback, link-local, private); a remote catalog names data on its own host "
+        literal = _internal_host(host)
+        web = urlparse(target).scheme.lower() in ("http", "https")  # s3://NAME names a bucket, not a host
+        address = "" if literal or not web or host.lower() == own.lower() else _resolves_internal(host)
+        if host.lower() != own.lower() and (literal or address):
+            resolved = f" (it resolves to {address})" if address else ""
+            raise InputError(f"STAC {document}: asset {target!r} is on {host}{resolved}, an address of this machine or "
+                             "its network (loopback, link-local, private); a remote catalog names data on its own host "
                              "or public ones (allow_gdal_virtual: true allows it)")
         return target
     if target.lower().startswith("file://"):
@@ -85,11 +90,29 @@ def checked_href(target: str, document: str, allow_outside: bool = False) -> str
     return target
 
 
+@lru_cache(maxsize=256)
+def _resolves_internal(host: str) -> str:
+    """The first address of this machine or its network that ``host`` resolves to, else ``""`` (also when it does
+    not resolve: GDAL then fails to read it in its own words).
+
+    A name is checked as its addresses are, so ``printer.lan`` or this machine's own name (often 127.0.1.1) cannot
+    stand in for an address a catalog may not name. The check is made once, on the client: a name whose
+    answer changes between this check and GDAL's read (DNS rebinding), and a public server that redirects
+    GDAL to an internal address, are not caught (GDAL follows redirects).
+    """
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return ""
+    return next((str(info[4][0]) for info in infos if _internal_host(str(info[4][0]))), "")
+
+
 def _internal_host(host: str) -> bool:
     """Whether ``host`` is ``localhost``, ``*.internal`` or an IP address that is not public (loopback, link-local such as the
     cloud metadata service 169.254.169.254, private, reserved), in any spelling a URL client accepts
-    (``2130706433`` and ``0x7f.1`` are 127.0.0.1 to curl). Host names are not resolved: a name that resolves
-    to such an address is not caught here.
+    (``2130706433`` and ``0x7f.1`` are 127.0.0.1 to curl). Names are resolved by :func:`_resolves_internal`.
 
     >>> [_internal_host(h) for h in ("127.0.0.1", "2130706433", "169.254.169.254", "::ffff:10.0.0.1", "example.org")]
     [True, True, True, True, False]

@@ -99,3 +99,27 @@ def test_cli_run_fetches_nothing_a_remote_catalog_points_at_loopback(tmp_path: P
     assert listener.hits == 0
     res = run(f"http://localhost:{listener.port}/b08.tif")  # positive control: its own host is read (404 there)
     assert res.returncode != 0 and listener.hits > 0, res.stderr
+
+
+def test_a_host_name_that_resolves_to_this_machine_is_refused_as_its_address(catalog: Catalog,
+                                                                            listener: Listener) -> None:
+    import socket
+
+    name = socket.gethostname()  # this machine's own name, in /etc/hosts
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)}
+    except OSError:
+        pytest.skip(f"this machine's name {name!r} does not resolve")
+    if "127.0.0.1" not in addresses:  # where the listener listens
+        pytest.skip(f"this machine's name {name!r} resolves to {addresses}, not to 127.0.0.1")
+    href = f"http://{name}:{listener.port}/b08.tif"
+    with pytest.raises(InputError, match=rf"is on {name} \(it resolves to [0-9a-f.:]+\), an address of this machine"):
+        stac_assets(catalog.item("named.json", href), ["nir"])
+    assert listener.hits == 0
+    # the witness hears the name: unfenced (allow_gdal_virtual), GDAL's read of it reaches the listener
+    import rasterio
+
+    assert stac_assets(catalog.item("named.json", href), ["nir"], allow_outside=True)
+    with pytest.raises(rasterio.errors.RasterioIOError):
+        rasterio.open(f"/vsicurl/{href}")
+    assert listener.hits > 0
