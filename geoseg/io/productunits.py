@@ -89,17 +89,49 @@ def product_scaling(path: str, dtype: str) -> ProductUnits | None:
     return _landsat_scaling(path)
 
 
+def product_sensor(path: str) -> str | None:
+    """The band table of the sensor a band file's own product metadata names, for a file named as delivered:
+    a Landsat band's MTL (``SPACECRAFT_ID = "LANDSAT_8"`` → ``landsat8``), a Sentinel-2 SAFE band's MTD; else ``None``.
+
+    This is the product's word, as a STAC item's ``platform`` is: it gives band numbers (``B4``) their roles
+    without a job's ``sensor:``. A file renamed from its product id, or without its metadata beside it, has none.
+    Landsat MSS (``LM0x``) has no band table here and gets none.
+    """
+    if "://" in path:
+        return None
+    name = Path(path.split("?")[0]).name
+    if _SENTINEL2_SAFE.match(name):
+        mtd = _safe_metadata(path)
+        return "sentinel2" if mtd is not None and re.search(r"Sentinel-2[ABCD]\b", _read_text(str(mtd[0]))) else None
+    match = _LANDSAT_L1.match(name) or _LANDSAT_C2_L2.match(name)
+    if match is None or match["product"][1].upper() == "M":
+        return None
+    mtl = _mtl_beside(path, match["product"])
+    stated = re.search(r"\bSPACECRAFT_ID\b[\"'\s:=>]*LANDSAT_(\d)\b", _read_text(str(mtl))) if mtl else None
+    if stated is None:
+        return None
+    if int(stated[1]) != int(match["product"][2:4]):
+        raise InputError(f"{mtl} says LANDSAT_{stated[1]} but {name} is named as a {match['product'][:4]} product; "
+                         "check that the MTL is this product's, or name the bands on the input (bands: [...])")
+    return f"landsat{stated[1]}"
+
+
+def _safe_metadata(path: str) -> tuple[Path, str] | None:
+    """The SAFE's product metadata (``MTD_MSIL2A.xml`` or ``MTD_MSIL1C.xml``) above a band file, and its name."""
+    folders = [Path(path).parent, *list(Path(path).parent.parents)[:_SAFE_DEPTH]]
+    return next(((f / n, n) for f in folders for n in ("MTD_MSIL2A.xml", "MTD_MSIL1C.xml") if (f / n).is_file()), None)
+
+
 def _sentinel2_scaling(path: str, band: str) -> ProductUnits:
     """``1 / QUANTIFICATION_VALUE``, ``ADD_OFFSET / QUANTIFICATION_VALUE`` and NODATA of the band from its SAFE's MTD."""
-    folders = [Path(path).parent, *list(Path(path).parent.parents)[:_SAFE_DEPTH]]
-    found = [(f / n, n) for f in folders for n in ("MTD_MSIL2A.xml", "MTD_MSIL1C.xml") if (f / n).is_file()]
-    if not found:
+    found = _safe_metadata(path)
+    if found is None:
         raise InputError(f"{path} is a Sentinel-2 band, stored as digital numbers whose quantification and offset (-1000 "
                          "from processing baseline 04.00) are in the product's metadata, but no MTD_MSIL2A.xml or "
                          "MTD_MSIL1C.xml is in its folder or the SAFE above it; keep the band in its SAFE, give the input "
                          "its units (scale: 0.0001, offset: -0.1 from baseline 04.00), or set apply_scale: false "
                          "to use the stored numbers")
-    mtd, name = found[0]
+    mtd, name = found
     text = _read_text(str(mtd))
     level2 = name == "MTD_MSIL2A.xml"  # early Sen2Cor products prefix their tags with L2A_
     quantification = re.search(rf"<(?:L2A_)?{'BOA_' if level2 else ''}QUANTIFICATION_VALUE\b[^>]*>\s*([0-9.Ee+-]+)\s*<", text)

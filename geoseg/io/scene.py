@@ -372,7 +372,9 @@ def scene_bands(raw: Sequence[_RawLayer], layers: Sequence[Layer], sensor: str |
     contradicted: dict[int, str] = {}  # band position -> the product its file name says, where the job's sensor differs
     for r, layer, evs in zip(raw, layers, evidence):
         src, stac = layer.sources[0], r.stac[0]
-        layer_sensor = _layer_sensor(stac.sensor if stac is not None else None, sensor, r.name) or implied
+        stac_sensor = stac.sensor if stac is not None else None
+        stated = None if stac_sensor else _stated_sensor(src.path, sensor, r.name)  # the product's MTL/MTD
+        layer_sensor = _layer_sensor(stac_sensor, sensor, r.name) or stated or implied
         named = sensor_hint([src.path]) if sensor and layer_sensor == sensor and (stac is None or not stac.sensor) else None
         for k, ev in enumerate(evs):
             role, where, number = band_role(ev, layer_sensor, src.count == 1, r.entry.name, src.path)
@@ -402,6 +404,18 @@ def scene_bands(raw: Sequence[_RawLayer], layers: Sequence[Layer], sensor: str |
                          f"set sensor: {named} for these files (a job of their own), or name their bands on the input "
                          "(bands: [...])")
     return tuple(out)
+
+
+def _stated_sensor(path: str, job_sensor: str | None, name: str) -> str | None:
+    """The sensor a band file's product metadata (MTL, MTD) names; refused where the job's ``sensor:`` has
+    another band table."""
+    from geoseg.io.productunits import product_sensor
+
+    stated = product_sensor(path)
+    if stated and job_sensor and SENSORS[stated] != SENSORS.get(job_sensor):
+        raise InputError(f"input {name!r}: its product's metadata says {stated} but the job says sensor: {job_sensor}, "
+                         "and band numbers mean different bands on them; remove sensor: or choose the right input")
+    return stated
 
 
 def _layer_sensor(stac_sensor: str | None, job_sensor: str | None, name: str) -> str | None:

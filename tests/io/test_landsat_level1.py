@@ -41,7 +41,8 @@ def _landsat8_level1(folder: Path, sun_elevation: float | None = SUN_ELEVATION, 
     if mtl:
         rescaling = {f"RADIANCE_{k}_BAND_{b}": v for b in range(1, 12) for k, v in (("MULT", "1.2E-02"), ("ADD", "-60.0"))}
         rescaling |= {f"REFLECTANCE_{k}_BAND_{b}": v for b in range(1, 10) for k, v in (("MULT", f"{MULT:E}"), ("ADD", f"{ADD}"))}
-        attributes = {"CLOUD_COVER": "3.5"} | ({} if sun_elevation is None else {"SUN_ELEVATION": f"{sun_elevation}"})
+        attributes = {"SPACECRAFT_ID": '"LANDSAT_8"', "SENSOR_ID": '"OLI_TIRS"', "CLOUD_COVER": "3.5"}
+        attributes |= {} if sun_elevation is None else {"SUN_ELEVATION": f"{sun_elevation}"}
         _mtl(folder, L8, {"IMAGE_ATTRIBUTES": attributes, "LEVEL1_RADIOMETRIC_RESCALING": rescaling})
     return dn
 
@@ -53,7 +54,7 @@ def _toa(dn: np.ndarray) -> np.ndarray:
 def test_landsat8_level1_bands_read_as_top_of_atmosphere_reflectance_with_fill_zero(tmp_path):
     dn = _landsat8_level1(tmp_path)
     files = [str(tmp_path / f"{L8}_{name}.TIF") for name in dn]
-    scene = open_scene([{"path": files, "kind": "bands"}], sensor="landsat8")
+    scene = open_scene([{"path": files, "kind": "bands"}])  # the MTL's SPACECRAFT_ID gives B4 its role
     assert [b.role for b in scene.bands] == ["blue", "green", "red", "nir08", "lwir11"]
     data, valid = read_window(scene, Window(0, 0, H, W))
     np.testing.assert_array_equal(valid, dn["B4"] != 0)  # 0 is the product's fill, not a dark pixel
@@ -93,3 +94,31 @@ def test_level1_band_without_its_mtl_or_sun_elevation_is_refused(tmp_path):
         open_scene([str(tmp_path / "b" / f"{L8}_B4.TIF")])
     told = open_scene([{"path": str(tmp_path / "a" / f"{L8}_B4.TIF"), "scale": 2e-5, "offset": -0.1}]).bands[0]
     assert (told.scale, told.offset) == (2e-5, -0.1)
+
+
+def test_the_mtls_spacecraft_gives_band_numbers_their_roles_and_contradicts_a_wrong_sensor(tmp_path):
+    _landsat8_level1(tmp_path)
+    red = str(tmp_path / f"{L8}_B4.TIF")
+    assert open_scene([red]).bands[0].role == "red"
+    assert open_scene([red], sensor="landsat9").bands[0].role == "red"  # the same band table
+    with pytest.raises(InputError, match="its product's metadata says landsat8 but the job says sensor: landsat5"):
+        open_scene([red], sensor="landsat5")  # B4 would be NIR there
+    renamed = tmp_path / "scene_B4.TIF"  # out of its product's name: no metadata, no table
+    renamed.write_bytes(Path(red).read_bytes())
+    assert open_scene([str(renamed)]).bands[0].role is None
+
+
+def test_a_sentinel2_safe_band_takes_its_table_from_the_safe(tmp_path):
+    img = tmp_path / "S2B_MSIL1C_20240601T100031_N0510_R122_T33TWM_20240601T120000.SAFE" / "GRANULE" / "g" / "IMG_DATA"
+    img.mkdir(parents=True)
+    (img.parents[2] / "MTD_MSIL1C.xml").write_text(
+        "<n1:Level-1C_User_Product><General_Info><Product_Info><Datatake><SPACECRAFT_NAME>Sentinel-2B</SPACECRAFT_NAME>"
+        "</Datatake></Product_Info><Product_Image_Characteristics><QUANTIFICATION_VALUE unit=\"none\">10000"
+        "</QUANTIFICATION_VALUE></Product_Image_Characteristics></General_Info></n1:Level-1C_User_Product>")
+    dn = np.full((H, W), 1500, np.uint16)
+    files = [str(write_raster(img / f"T33TWM_20240601T100031_B{b}.jp2.tif", dn)) for b in ("04", "08")]
+    for f in files:  # a JPEG 2000 name on a GeoTIFF: the opener reads by content
+        Path(f).rename(f.removesuffix(".tif"))
+    scene = open_scene([f.removesuffix(".tif") for f in files])
+    assert [b.role for b in scene.bands] == ["red", "nir"]  # B8 is NIR on Sentinel-2, panchromatic on Landsat 8
+    assert scene.bands[0].scale == pytest.approx(1e-4)
