@@ -47,7 +47,15 @@ from geoseg.io.fill import warn_border_fill
 from geoseg.io.masks import QARule
 from geoseg.io.mosaic import FootprintIndex, Layer, check_tiles_agree, describe_tiles, read_layer
 from geoseg.io.opener import Trust, allowing, check_name, current_trust
-from geoseg.io.sources import MAX_SIDE, RESAMPLING, Source, describe_source, place, refuse_palette
+from geoseg.io.sources import (
+    MAX_SIDE,
+    RESAMPLING,
+    Source,
+    describe_source,
+    place,
+    refuse_palette,
+    refuse_unapplied_units,
+)
 from geoseg.io.stac import StacFile
 
 log = logging.getLogger(__name__)
@@ -255,6 +263,8 @@ def _as_entry_says(entry: InputEntry, src: Source, stac: StacFile | None) -> Sou
             if nodata is None and src.nodata is None and stated.nodata is not None:
                 changes.update(nodata=stated.nodata, mask="nodata" if src.mask == "none" else src.mask)
     out = replace(src, **changes) if changes else src
+    if entry.apply_scale:
+        refuse_unapplied_units(out)
     check_units(out)
     return out
 

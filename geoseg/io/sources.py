@@ -28,7 +28,7 @@ from rasterio.errors import RasterioError, RasterioIOError
 from geoseg.errors import BandError, InputError, NoCRSError
 from geoseg.geo import GeoGrid, Window
 from geoseg.io.masks import MaskKind, alpha_band_indexes, feature_band_indexes, mask_kind, read_valid
-from geoseg.io.units import file_scaling, fill_from_tags
+from geoseg.io.units import file_scaling, fill_from_tags, unapplied_cf_units
 from geoseg.io.warp import MAX_SCALE, sample, source_lattice
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ class Source:
     #: Per band ``value * scale + offset`` applied on read (:mod:`geoseg.io.units`); empty: none.
     scales: tuple[float, ...] = ()
     offsets: tuple[float, ...] = ()
+    #: ``(scale_factor, add_offset)`` that netCDF/CF-style tags state but GDAL does not apply (:func:`unapplied_cf_units`).
+    cf_units: tuple[float, float] | None = None
     #: The alpha bands read with the value bands when ``mask == "alpha"`` (1-based).
     alpha: tuple[int, ...] = ()
     #: Each band's own fill where the file gives its bands different ones (an ``.aux.xml`` side-car can): validity
@@ -110,6 +112,7 @@ def describe_source(path: str, bands: tuple[int, ...] | None = None) -> Source:
         if bad:
             raise BandError(f"{path} has {ds.count} band(s); band {bad[0]} does not exist")
         scales, offsets = file_scaling(ds, chosen)
+        cf_units = None if scales else unapplied_cf_units(ds, chosen)
         dtypes = {ds.dtypes[b - 1] for b in chosen}
         if len(dtypes) != 1:
             raise BandError(f"{path} mixes band data types {sorted(dtypes)}; geoseg needs one type per file")
@@ -135,8 +138,20 @@ def describe_source(path: str, bands: tuple[int, ...] | None = None) -> Source:
             colorinterp=tuple(ds.colorinterp[b - 1].name for b in chosen),
             scales=scales,
             offsets=offsets,
+            cf_units=cf_units,
             band_nodata=own if mixed else (),
         )
+
+
+def refuse_unapplied_units(src: Source, what: str = "input") -> None:
+    """Refuse a band whose metadata states netCDF/CF units GDAL does not apply, until the job says which
+    formula holds (``scale:``/``offset:``) or that the stored numbers are wanted (``apply_scale: false``)."""
+    if src.cf_units is not None and not src.scales:
+        scale, offset = src.cf_units
+        raise InputError(f"{what} {src.path} states scale_factor {scale:g} and add_offset {offset:g} in its metadata, "
+                         "which GDAL does not apply and products read two ways; say which: scale: "
+                         f"{scale:g} and offset: {offset:g} where value = stored × scale_factor + add_offset (netCDF/CF, "
+                         "HLS), or apply_scale: false to use the stored numbers")
 
 
 def refuse_palette(src: Source, what: str = "input") -> None:

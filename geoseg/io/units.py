@@ -51,6 +51,25 @@ def _sentinel2_tags(ds: Any, band: int) -> tuple[float, float]:
     return 1.0, 0.0
 
 
+def unapplied_cf_units(ds: Any, bands: Sequence[int]) -> tuple[float, float] | None:
+    """``(scale_factor, add_offset)`` a band's (or the file's) metadata states in netCDF/CF words where GDAL
+    gives the band no scale or offset of its own, else ``None``.
+
+    Files converted from netCDF or HDF (HLS, MODIS, many model outputs) can carry these tags without GDAL
+    applying them. CF means ``stored × scale_factor + add_offset``, but MODIS's HDF-EOS uses the same names for
+    ``scale_factor × (stored − add_offset)``, and some products give the reciprocal: which one a file follows
+    cannot be told from it, so the input refuses such a band until it says (:func:`geoseg.io.scene.open_scene`).
+    """
+    for b in bands:
+        if float(ds.scales[b - 1]) != 1.0 or float(ds.offsets[b - 1]) != 0.0:
+            continue
+        tags = {k.lower(): v for k, v in {**ds.tags(), **ds.tags(b)}.items()}
+        scale, offset = _number(tags.get("scale_factor")), _number(tags.get("add_offset"))
+        if (scale is not None and scale != 1.0) or (offset is not None and offset != 0.0):
+            return (1.0 if scale is None else scale), (0.0 if offset is None else offset)
+    return None
+
+
 def fill_from_tags(ds: Any) -> float | None:
     """The fill value a Sentinel-2 file translated by GDAL states in its metadata (``SPECIAL_VALUE_NODATA``)."""
     return _number(ds.tags().get("SPECIAL_VALUE_NODATA"))

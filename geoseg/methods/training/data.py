@@ -25,7 +25,14 @@ from geoseg.geo import GeoGrid, Window
 from geoseg.io.bandroles import BandEvidence, BandInfo, band_role, implied_sensor
 from geoseg.io.masks import feature_band_indexes, mask_kind
 from geoseg.io.opener import check_vector, open_raster
-from geoseg.io.sources import Source, describe_source, place, read_source, refuse_palette
+from geoseg.io.sources import (
+    Source,
+    describe_source,
+    place,
+    read_source,
+    refuse_palette,
+    refuse_unapplied_units,
+)
 from geoseg.io.units import apply_scaling, normalised
 from geoseg.legend import ClassInfo
 from geoseg.methods.deeplab import network_input
@@ -93,7 +100,9 @@ class TrainSource:
         #: the file declares a scale/offset (GDAL band metadata): applied on read unless ``apply_scale`` is off,
         #: exactly as inference applies it, so the network learns the values it will be given
         self.declares_scale = bool(self.source.scales)
-        if not apply_scale:
+        if apply_scale:
+            refuse_unapplied_units(self.source, "training image")
+        else:
             self.source = replace(self.source, scales=(), offsets=())
         self.bands = _source_bands(self.source, self.band_names, sensor)
         self.ref_source: Source | None = None
