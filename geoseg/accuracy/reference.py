@@ -24,6 +24,7 @@ Regions (where each pixel is counted) are :mod:`geoseg.accuracy.regions`.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +37,11 @@ from geoseg.accuracy.layers import burn_shapes, layer_window, require_crs, vecto
 from geoseg.accuracy.pam import read_pam_legend
 from geoseg.errors import ClassIdError, InputError, MissingFileError, NoOverlapError
 from geoseg.geo import Bounds, GeoGrid, Window, bounds_in, bounds_overlap, crs_from_wkt
-from geoseg.io.masks import MaskKind, mask_kind
+from geoseg.io.masks import MaskKind, feature_band_indexes, mask_kind
 from geoseg.io.opener import UnreadableRaster, check_name, open_raster
 from geoseg.io.sources import Source, place, read_source
+
+log = logging.getLogger(__name__)
 
 #: Fill value used while warping; never a valid class id.
 SENTINEL = int(np.iinfo(np.int32).min)
@@ -61,6 +64,11 @@ class RasterReference:
     colors: tuple[tuple[int, str], ...] = ()
     mask: MaskKind = "nodata"  # the inputs' validity rule for band 1 (nodata, alpha band, GDAL mask)
     driver: str = "GTiff"  # what the opener found: tasks reopen the file as that and nothing else
+    #: Values the file names as no data (:func:`fill_name`) besides its declared nodata: never scored.
+    fill: tuple[int, ...] = ()
+    #: Values the file names as something that is no data in some products and a class in others
+    #: (:func:`ambiguous_name`), neither declared nodata nor named by the job: refused where they occur.
+    ambiguous: tuple[tuple[int, str], ...] = ()
 
     kind = "raster"
 
@@ -152,7 +160,7 @@ def open_reference(
     path = str(path)
     if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
         raise MissingFileError(f"reference {path} does not exist")
-    raster = _try_raster(path)
+    raster = _try_raster(path, class_names)
     ref: Reference
     if raster is None:
         ref = _open_vector_reference(path, field, value, background, value_map, class_names)
@@ -171,8 +179,13 @@ def open_reference(
     return ref
 
 
-def _try_raster(path: str) -> RasterReference | None:
-    """The reference as a raster, or None when it is none the opener reads (then tried as a vector)."""
+def _try_raster(path: str, class_names: Mapping[int, str] | None = None) -> RasterReference | None:
+    """The reference as a raster, or None when it is none the opener reads (then tried as a vector).
+
+    Its classes are named from the file (a ``classes`` tag, geoseg's own tags, else the RAT or category names
+    of its ``.aux.xml``); a value named no data there (:func:`fill_name`) is left out like the declared
+    nodata, and a value named ambiguously (:func:`ambiguous_name`) is refused where it occurs unless the
+    job's ``class_names`` name it."""
     check_name(path, "reference")  # a /vsicurl/ path or URL is refused before GDAL sees it
     try:
         src = open_raster(path, "reference")
@@ -186,19 +199,27 @@ def _try_raster(path: str) -> RasterReference | None:
         if dtype.startswith("complex"):
             raise InputError(f"reference raster {path} has dtype {dtype}; it must hold class ids (real numbers)")
         _refuse_colours(src, path)
+        _refuse_bands(src, path)
         tags = {**src.tags(), **src.tags(1)}
         pam = read_pam_legend(path)
-        legend = parse_class_tag(tags.get("classes", ""), skip=src.nodata) or _geoseg_legend(tags) or pam.names(src.nodata)
+        tagged, own = parse_class_tag(tags.get("classes", "")), _geoseg_legend(tags)
+        fill: tuple[int, ...] = ()
+        ambiguous: tuple[tuple[int, str], ...] = ()
+        if own and not tagged:  # geoseg's own legend: classes only (its fill is the declared 255)
+            legend = tuple((v, n) for v, n in own if v != src.nodata)
+        else:
+            fill, ambiguous, legend = _sort_names(tagged or pam.names(None), src.nodata, dtype, class_names or {})
         try:
             cmap = src.colormap(1)
         except ValueError:
             cmap = {}
         named = dict(legend)
+        left_out = {*fill, *([] if src.nodata is None else [src.nodata])}
         colors = tuple(
             (int(k), "#{:02x}{:02x}{:02x}".format(*v[:3])) for k, v in cmap.items()
-            if k != src.nodata and (k in named if named else v[3] > 0 and tuple(v[:3]) != (0, 0, 0))
-        ) or pam.colors(src.nodata)
-        return RasterReference(
+            if k not in left_out and (k in named if named else v[3] > 0 and tuple(v[:3]) != (0, 0, 0))
+        ) or tuple((v, c) for v, c in pam.colors(src.nodata) if v not in left_out)
+        ref = RasterReference(
             path=path,
             grid=GeoGrid.of_dataset(src),
             nodata=None if src.nodata is None else float(src.nodata),
@@ -207,7 +228,140 @@ def _try_raster(path: str) -> RasterReference | None:
             colors=colors,
             mask=mask_kind(src, (1,)),
             driver=src.driver,
+            fill=fill,
+            ambiguous=ambiguous,
         )
+        if ambiguous:
+            _refuse_ambiguous(ref, _overview(src))
+        elif ref.nodata is None and not fill and ref.mask == "none":
+            _warn_border_fill(ref)
+        return ref
+
+
+#: Names that say "no data" (compared without case, spaces or punctuation: "No Data", "NODATA", "no_data").
+_FILL_NAMES = ("nodata", "novalue", "nodatavalue", "fill", "fillvalue", "missing", "missingdata")
+#: Names products use both for no data and for a class: USDA CDL's 0 "Background" is outside the
+#: survey, a building mask's 0 "background" is a class; NLCD's 0 "Unclassified" is unmapped, elsewhere
+#: "unclassified" is land a classifier left over. Neither is guessed: where such a value occurs, it is refused.
+_AMBIGUOUS_NAMES = ("background", "unclassified", "notclassified", "unknown", "unlabeled", "unlabelled",
+                    "undefined", "void")
+
+
+def _squeeze(name: str) -> str:
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
+
+
+def fill_name(name: str) -> bool:
+    """Whether a category name says the value is no data.
+
+    >>> [fill_name(n) for n in ("No Data", "NoData", "NODATA", "no_data (outside the area)", "Water", "Background")]
+    [True, True, True, True, False, False]
+    """
+    squeezed = _squeeze(name)
+    return squeezed in _FILL_NAMES or squeezed.startswith("nodata")
+
+
+def ambiguous_name(name: str) -> bool:
+    """Whether a category name is no data in some products and a class in others.
+
+    >>> [ambiguous_name(n) for n in ("Background", "Unclassified", "un-classified", "Open Water", "No Data")]
+    [True, True, True, False, False]
+    """
+    return _squeeze(name) in _AMBIGUOUS_NAMES
+
+
+def _sort_names(
+    stated: tuple[tuple[int, str], ...], nodata: float | None, dtype: str, class_names: Mapping[int, str],
+) -> tuple[tuple[int, ...], tuple[tuple[int, str], ...], tuple[tuple[int, str], ...]]:
+    """The file's class names sorted into values it names no data (``fill``), values whose name is ambiguous
+    and the legend (every other named value but the declared nodata). A value the job's classes name is a
+    class whatever the file calls it; one the raster's type cannot hold is left out."""
+    info = np.iinfo(dtype) if dtype in _INT_DTYPES else None
+    fill, ambiguous, legend = [], [], []
+    for value, name in stated:
+        if (nodata is not None and value == nodata) or (info is not None and not info.min <= value <= info.max):
+            continue
+        if value in class_names:
+            legend.append((value, name))
+        elif fill_name(name):
+            fill.append(value)
+        elif ambiguous_name(name):
+            ambiguous.append((value, name))  # not in the legend: refused where met, else no class of the report
+        else:
+            legend.append((value, name))
+    return tuple(fill), tuple(ambiguous), tuple(legend)
+
+
+def _ambiguity_error(ref: RasterReference, value: int, name: str) -> InputError:
+    return ClassIdError(
+        f"reference raster {ref.path} holds {value}, which it names {name!r}: no data in some products, a class in "
+        f"others; to leave it out set it as the file's nodata (gdal_edit.py -a_nodata {value} {ref.path}), to score "
+        f"it name class {value} in the job's classes (geoseg evaluate --class-names {value}=NAME)"
+    )
+
+
+def _overview(src: Any) -> np.ndarray:
+    """Band 1 decimated to at most :data:`_PROBE_SIDE` pixels a side (an overview where the file has one)."""
+    from rasterio.enums import Resampling
+
+    if not src.overviews(1) and src.height * src.width > _PROBE_PIXELS:
+        return np.zeros((0, 0), src.dtypes[0])  # a large file without overviews: its windows are checked as read
+    f = max(1, -(-max(src.height, src.width) // _PROBE_SIDE))
+    shape = (max(1, src.height // f), max(1, src.width // f))
+    return src.read(1, out_shape=shape, resampling=Resampling.nearest)
+
+
+#: Longest side of the decimated copy of a reference read at open time to find ambiguous values early.
+_PROBE_SIDE = 512
+#: Files without overviews up to this many pixels are read (decimated) for that probe.
+_PROBE_PIXELS = 16_000_000
+
+
+def _refuse_ambiguous(ref: RasterReference, values: np.ndarray) -> None:
+    """Refuse (:class:`ClassIdError`) a window of reference values holding one of its ambiguous values."""
+    for value, name in ref.ambiguous:
+        if (values == value).any():
+            raise _ambiguity_error(ref, value, name)
+
+
+def _warn_border_fill(ref: RasterReference) -> None:
+    """Warn, in one line, when one value covers most of the border of a reference that declares no nodata
+    (ESA WorldCover, Esri Land Cover and Dynamic World exports fill with 0 and may declare nothing)."""
+    from geoseg.io.fill import border_fill
+
+    try:
+        hit = border_fill(ref.source)
+    except Exception as exc:  # a hint only: the read proper reports a bad file
+        log.debug("fill check of %s failed: %s", ref.path, exc)
+        return
+    if hit is None:
+        return
+    value, border, share = hit
+    shown = int(value) if float(value).is_integer() else value
+    of_file = "" if share is None else f" and {100 * share:.1f} % of the file"
+    log.warning("reference raster %s: the value %s fills %.0f %% of its border%s but is not declared nodata, so it is "
+                "scored as class %s; if it is fill, set it as the file's nodata (gdal_edit.py -a_nodata %s %s)",
+                ref.path, shown, 100 * border, of_file, shown, shown, ref.path)
+
+
+def _refuse_bands(src: Any, path: str) -> None:
+    """Refuse a reference with more than one band of values (an alpha band aside): Dynamic World exports hold
+    nine probability bands and the ``label`` band, and band 1 would score water probabilities as classes."""
+    bands = feature_band_indexes(src)
+    if len(bands) <= 1:
+        return
+    described = [(b, (src.descriptions[b - 1] or "").strip()) for b in bands]
+    named = [(b, d) for b, d in described if _squeeze(d) in _CLASS_BANDS]
+    hint = f"; band {named[0][0]} is described {named[0][1]!r}" if len(named) == 1 else ""
+    pick = named[0][0] if len(named) == 1 else "N"
+    raise InputError(
+        f"reference raster {path} has {len(bands)} bands{hint}: class ids are read from a one-band raster; "
+        f"write the band of class ids to its own file (gdal_translate -b {pick} {path} classes.tif) and give that"
+    )
+
+
+#: Band descriptions that say the band holds class ids (compared squeezed: "label", "Classification").
+_CLASS_BANDS = ("label", "labels", "class", "classes", "classid", "classification", "landcover", "lulc", "lc")
 
 
 def _refuse_colours(src: Any, path: str) -> None:
@@ -339,17 +493,31 @@ def _native_nodata(ref: RasterReference) -> int | None:
 def _raster_window(ref: RasterReference, grid: GeoGrid) -> tuple[np.ndarray, int | None]:
     if ref.dtype not in _INT_DTYPES:
         return _float_window(ref, grid)
-    invalid = _native_nodata(ref)
+    invalid, extra = _native_nodata(ref), ref.fill
+    if invalid is None and extra:  # a value the file names no data marks the invalid pixels
+        invalid, extra = extra[0], extra[1:]
     got = _read(ref, grid)
     if got is not None and ref.mask == "none" and got[0].shape[1:] == grid.shape and got[1].all():
-        return got[0][0], None  # no validity rule, nothing outside: the pixels as read
-    if invalid is not None:  # the raster's own type; its nodata also fills what lies outside it
-        out, fill = np.full(grid.shape, invalid, dtype=ref.dtype), invalid
-    else:  # int32 with SENTINEL outside the raster (and wherever it is not valid)
-        out, fill = np.full(grid.shape, SENTINEL, dtype=np.int32), SENTINEL
-    if got is not None:
-        data, valid, where = got
-        np.copyto(out[where], data[0], where=valid, casting="unsafe")
+        out, fill = got[0][0], invalid  # no validity rule, nothing outside: the pixels as read
+    else:
+        if invalid is not None:  # the raster's own type; its nodata also fills what lies outside it
+            out, fill = np.full(grid.shape, invalid, dtype=ref.dtype), invalid
+        else:  # int32 with SENTINEL outside the raster (and wherever it is not valid)
+            out, fill = np.full(grid.shape, SENTINEL, dtype=np.int32), SENTINEL
+        if got is not None:
+            data, valid, where = got
+            np.copyto(out[where], data[0], where=valid, casting="unsafe")
+    return _named_fill(ref, out, fill, extra)
+
+
+def _named_fill(ref: RasterReference, out: np.ndarray, fill: int | None, extra: tuple[int, ...]) -> tuple[np.ndarray, int | None]:
+    """The window with the further values its file names no data set to ``fill``, after refusing one that
+    holds a value the file names ambiguously."""
+    _refuse_ambiguous(ref, out)
+    if extra and fill is not None:
+        gone = np.isin(out, extra)
+        if gone.any():
+            out = np.where(gone, fill, out).astype(out.dtype, copy=False)
     return out, fill
 
 
@@ -363,7 +531,8 @@ def _float_window(ref: RasterReference, grid: GeoGrid) -> tuple[np.ndarray, int]
         np.copyto(out[where], data[0], where=valid)
     check_integral(out, ref.path, grid, ref.grid)
     valid = ~np.isnan(out)
-    return np.where(valid, out, SENTINEL).astype(np.int32), SENTINEL
+    ids, _ = _named_fill(ref, np.where(valid, out, SENTINEL).astype(np.int32), SENTINEL, ref.fill)
+    return ids, SENTINEL
 
 
 def _read(ref: RasterReference, grid: GeoGrid) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]] | None:
