@@ -274,7 +274,7 @@ def _sort_names(
     stated: tuple[tuple[int, str], ...], nodata: float | None, dtype: str, class_names: Mapping[int, str],
 ) -> tuple[tuple[int, ...], tuple[tuple[int, str], ...], tuple[tuple[int, str], ...]]:
     """The file's class names sorted into values it names no data (``fill``), values whose name is ambiguous
-    and the legend (every other named value but the declared nodata). A value the job's classes name is a
+    and the legend (every named value but the declared nodata and the fill). A value the job's classes name is a
     class whatever the file calls it; one the raster's type cannot hold is left out."""
     info = np.iinfo(dtype) if dtype in _INT_DTYPES else None
     fill, ambiguous, legend = [], [], []
@@ -286,7 +286,8 @@ def _sort_names(
         elif fill_name(name):
             fill.append(value)
         elif ambiguous_name(name):
-            ambiguous.append((value, name))  # not in the legend: refused where met, else no class of the report
+            ambiguous.append((value, name))  # refused where met; named like any class the file names
+            legend.append((value, name))
         else:
             legend.append((value, name))
     return tuple(fill), tuple(ambiguous), tuple(legend)

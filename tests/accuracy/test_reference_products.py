@@ -168,11 +168,10 @@ def test_cdl_clip_inside_the_state_has_no_background_and_is_read(tmp_path: Path)
     store = write_store(tmp_path / "l.zarr", data, chunk=16)
     path = _cdl(tmp_path, data)
     ref = open_reference(path)
-    assert ref.ambiguous == ((0, "Background"),) and 0 not in dict(ref.legend)  # no class of the report
-    oracle = {r["index"]: r["f"][0] for r in _gdalinfo(path)["rat"]["row"] if r["f"][0] and r["index"] != 0}
-    assert dict(ref.legend) == oracle
+    assert ref.ambiguous == ((0, "Background"),)
+    oracle = {r["index"]: r["f"][0] for r in _gdalinfo(path)["rat"]["row"] if r["f"][0]}
+    assert dict(ref.legend) == oracle  # named as the file names them, 0 included: it is refused only where met
     ev = evaluate(store, path)
-    assert 0 not in ev.class_names
     assert _scored_by_reference_class(ev) == _numpy_counts(data, set())
     assert int(ev.excluded[0, 2]) == 0
 
@@ -233,7 +232,7 @@ def test_nlcd_rat_names_with_real_colours_and_unclassified_only_refused_where_me
               for r in info["rat"]["row"] if r["f"][0]}
     assert oracle == names
     ref = open_reference(path)
-    assert ref.ambiguous == ((0, "Unclassified"),) and dict(ref.legend) == {v: n for v, n in oracle.items() if v}
+    assert ref.ambiguous == ((0, "Unclassified"),) and dict(ref.legend) == oracle
     rgb = {r["index"]: "#{:02x}{:02x}{:02x}".format(*r["f"][1:4]) for r in info["rat"]["row"]}
     assert dict(ref.colors)[41] == rgb[41] == "#004c99"
     store = write_store(tmp_path / "l.zarr", np.full((32, 32), 11, "uint8"), chunk=16)
