@@ -430,6 +430,11 @@ def _open_vector_reference(
         raise InputError(f"reference field {field!r} of {path} is {dtype}; it must hold integer class ids or class names")
     names = sorted({str(v) for v in present.unique()})
     table = _name_table(value_map, class_names)
+    if not value_map and names and all(_is_code(n) for n in names) and not any(_norm(n) in table for n in names):
+        # class codes kept as text (CORINE's vector Code_18: "111", "211"): the codes are the class ids
+        codes = tuple((n, int(n)) for n in names)
+        return VectorReference(field=field, value_map=codes, class_ids=tuple(sorted({c for _, c in codes} | set(extra))),
+                               **common)
     missing = [n for n in names if _norm(n) not in table]
     if missing:
         how = "reference.values" if value_map else "the job's classes (by name) or reference.values"
@@ -445,6 +450,16 @@ def _open_vector_reference(
         first_name.setdefault(cid, n)
     return VectorReference(field=field, value_map=mapped, class_ids=tuple(sorted(ids | set(extra))),
                            legend=tuple(sorted(first_name.items())), **common)
+
+
+def _is_code(text: str) -> bool:
+    """Whether a class name is a whole number written in digits (a class code stored as text).
+
+    >>> [_is_code(t) for t in ("111", "-2", " 7", "1.5", "11a", "forest")]
+    [True, True, True, False, False, False]
+    """
+    digits = text.strip().removeprefix("-").removeprefix("+")
+    return digits.isascii() and digits.isdigit()
 
 
 def _norm(name: str) -> str:

@@ -20,7 +20,7 @@ import rasterio
 from geoseg.accuracy.evaluate import evaluate
 from geoseg.accuracy.reference import open_reference
 from geoseg.errors import ClassIdError, InputError
-from tests.fixtures import TRANSFORM, write_raster, write_store
+from tests.fixtures import TRANSFORM, write_raster, write_regions, write_store
 from tests.fixtures import random_blocks as blocky
 
 GDAL_TOOLS = shutil.which("gdal_translate") and shutil.which("gdalinfo")
@@ -351,3 +351,30 @@ def test_geoseg_own_legend_is_classes_only(tmp_path: Path) -> None:
     assert dict(ref.legend) == {0: "background", 1: "building", 2: "No data"} and not ref.fill and not ref.ambiguous
     ev = evaluate(write_store(tmp_path / "l.zarr", data, chunk=8), path)
     assert _scored_by_reference_class(ev) == _numpy_counts(data, set())
+
+
+# --- vector references: a class column of codes kept as text (CORINE's vector Code_18) ------------------------------
+
+def test_vector_class_codes_kept_as_text_are_those_ids(tmp_path: Path) -> None:
+    """Code_18 of CORINE's vector layers is a text field ("111", "211"): the same figures as the same layer
+    with an integer field. Names that are not codes still need the job's classes or a values map."""
+    import geopandas as gpd
+
+    rects = [(0, 0, 20, 20), (0, 20, 20, 40), (20, 0, 40, 40)]
+    as_int = write_regions(tmp_path / "int.gpkg", rects, [111, 211, 512])
+    gdf = gpd.read_file(as_int)
+    gdf["Code_18"] = gdf["zone"].astype(str)
+    as_text = tmp_path / "text.gpkg"
+    gdf.drop(columns="zone").to_file(as_text, driver="GPKG")
+    labels = np.zeros((40, 40), "uint8")
+    labels[:20, 20:] = 1
+    labels[20:] = 2
+    store = write_store(tmp_path / "l.zarr", labels, chunk=16)
+    a = evaluate(store, as_int, reference_field="zone", mapping="hungarian")
+    b = evaluate(store, as_text, reference_field="Code_18", mapping="hungarian")
+    np.testing.assert_array_equal(a.counts, b.counts)
+    assert list(b.reference_values) == [111, 211, 512] and b.mapping == a.mapping
+    gdf["Code_18"] = ["111", "211", "Water bodies"]
+    gdf.drop(columns="zone").to_file(tmp_path / "mixed.gpkg", driver="GPKG")
+    with pytest.raises(ClassIdError, match="class names without an id: '111', '211', 'Water bodies'"):
+        open_reference(tmp_path / "mixed.gpkg", "Code_18")
