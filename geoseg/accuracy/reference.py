@@ -148,6 +148,7 @@ def open_reference(
     background: int | None = None,
     value_map: Mapping[str, int] | None = None,
     class_names: Mapping[int, str] | None = None,
+    warn_fill: bool = True,
 ) -> Reference:
     """Describe a reference map, detecting raster or vector by opening it.
 
@@ -155,12 +156,13 @@ def open_reference(
     (and, given the label grid, overlaps it), so tasks fail only on I/O. For a vector layer:
     ``field`` (integer, or string mapped through ``value_map`` or else the names of
     ``class_names``), or ``value`` (every polygon is that class); ``background`` classes what
-    no polygon covers.
+    no polygon covers. ``warn_fill``: warn when a raster that declares no nodata has a border of one
+    value (false where 0 is meaningful as read, as in an instance raster's "no instance").
     """
     path = str(path)
     if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
         raise MissingFileError(f"reference {path} does not exist")
-    raster = _try_raster(path, class_names)
+    raster = _try_raster(path, class_names, warn_fill)
     ref: Reference
     if raster is None:
         ref = _open_vector_reference(path, field, value, background, value_map, class_names)
@@ -179,7 +181,7 @@ def open_reference(
     return ref
 
 
-def _try_raster(path: str, class_names: Mapping[int, str] | None = None) -> RasterReference | None:
+def _try_raster(path: str, class_names: Mapping[int, str] | None = None, warn_fill: bool = True) -> RasterReference | None:
     """The reference as a raster, or None when it is none the opener reads (then tried as a vector).
 
     Its classes are named from the file (a ``classes`` tag, geoseg's own tags, else the RAT or category names
@@ -233,7 +235,7 @@ def _try_raster(path: str, class_names: Mapping[int, str] | None = None) -> Rast
         )
         if ambiguous:
             _refuse_ambiguous(ref, _overview(src))
-        elif ref.nodata is None and not fill and ref.mask == "none":
+        elif warn_fill and ref.nodata is None and not fill and ref.mask == "none":
             _warn_border_fill(ref)
         return ref
 

@@ -303,6 +303,10 @@ def test_worldcover_without_declared_nodata_warns_in_one_line_with_the_command(t
     assert f"gdal_edit.py -a_nodata 0 {path}" in lines[0]
     assert ref.nodata is None  # a warning, not a guess: 0 is still scored
     assert f"{100 * (data == 0).mean():.1f} % of the file" in lines[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geoseg.accuracy.reference"):
+        open_reference(path, warn_fill=False)  # an instance raster's 0 is "no instance", not fill
+    assert not [r for r in caplog.records if r.name == "geoseg.accuracy.reference"]
 
 
 def test_worldcover_and_esri_lulc_with_declared_nodata_leave_0_out_without_a_warning(tmp_path: Path, caplog) -> None:
