@@ -210,6 +210,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             region_field=args.region_field, grid_cell_m=args.grid_cell_m, mapping=args.mapping,
             class_names=_parse_class_names(args.class_names), client=client,
             reference_value=args.reference_value, reference_background=args.background,
+            reference_nodata=_parse_ints(args.reference_nodata, "--reference-nodata"),
             merge_duplicates=args.merge_duplicates, show_progress=not args.quiet,
         )
     # the label raster is scored, not rewritten: class_mapping.csv's raster_value is what it holds
@@ -487,6 +488,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _parse_ints(text: str | None, option: str) -> list[int] | None:
+    """``"0,250"`` -> ``[0, 250]``."""
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise JobSpecError(f"{option}: expected whole numbers separated by commas, got {text!r}") from None
+
+
 def _parse_class_names(text: str | None) -> dict[int, str] | None:
     """``"1=cropland,2=forest"`` -> ``{1: "cropland", 2: "forest"}``."""
     if not text:
@@ -657,6 +668,8 @@ def _evaluate_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None
     s.add_argument("--reference-field", default=None, help="class field of a vector reference (integers or class names)")
     s.add_argument("--reference-value", type=int, default=None, help="every polygon of the vector reference is this class")
     s.add_argument("--background", type=int, default=None, help="class of every pixel no reference polygon covers")
+    s.add_argument("--reference-nodata", default=None,
+                   help='values of the reference raster that are no data, e.g. "0" or "0,250", over what the file says')
     s.add_argument("--merge-duplicates", action="store_true", help="count regions sharing an id as one region")
     s.add_argument("--regions", default=None, help="regions layer (default: the whole scene only)")
     s.add_argument("--region-field", default=None, help="region id field (default: the feature id)")

@@ -483,7 +483,7 @@ def open_evaluation_inputs(
     opts = EvaluationOptions.coerce(options, **keywords)
     ref = open_reference(
         reference, opts.reference_field, grid, value=opts.reference_value, background=opts.reference_background,
-        value_map=opts.reference_values, class_names=opts.class_names,
+        value_map=opts.reference_values, class_names=opts.class_names, nodata=opts.reference_nodata_values,
     )
     if opts.regions is not None:
         reg: Regions | None = open_regions(

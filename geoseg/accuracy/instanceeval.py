@@ -59,7 +59,8 @@ def open_reference_instances(
 
     if (field is None) == (value is None):
         raise InputError("reference instances need their class: give the class field (field) or one class (value)")
-    ref = open_reference(str(path), None, grid) if field is None and _is_raster(path) else None
+    # an instance raster's 0 is "no instance", not fill to warn of
+    ref = open_reference(str(path), None, grid, warn_fill=False) if field is None and _is_raster(path) else None
     if isinstance(ref, RasterReference):
         return _raster_instances(ref, grid, int(value))  # type: ignore[arg-type]
     return _vector_instances(path, grid, field, value)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,10 @@ class EvaluationOptions:
     ``reference_field``: a vector reference's class field (integers, or names mapped by
     ``reference_values`` or else by ``class_names``); ``reference_value``: the class of every polygon
     instead; ``reference_background``: the class of every pixel no polygon covers (without it those
-    pixels are left out). ``regions``: a vector layer (``region_field`` = id, default the feature id;
-    overlapping regions each count all their pixels; duplicate ids are refused unless
+    pixels are left out); ``reference_nodata``: values of a reference raster that are no data, over what
+    the file declares or names (USDA CDL's 0 "Background", a WorldCover tile's undeclared 0). ``regions``:
+    a vector layer (``region_field`` = id, default the feature id; overlapping regions each count all
+    their pixels; duplicate ids are refused unless
     ``merge_duplicates``; invalid polygons repaired unless ``repair_invalid`` is false) or
     ``grid_cell_m`` for square cells; neither = whole scene only. ``mapping``: ``identity``,
     ``hungarian``, ``many-to-one`` or a dict label → class. ``class_names``/``class_colors`` name and
@@ -31,6 +33,7 @@ class EvaluationOptions:
     reference_value: int | None = None
     reference_background: int | None = None
     reference_values: Mapping[str, int] | None = None
+    reference_nodata: int | Sequence[int] | None = None
     regions: str | None = None
     region_field: str | None = None
     grid_cell_m: float | None = None
@@ -53,14 +56,30 @@ class EvaluationOptions:
              regions=None if self.regions is None else str(self.regions) if isinstance(self.regions, Path) else self.regions,
              grid_cell_m=None if self.grid_cell_m is None else float(self.grid_cell_m),
              reference_values=None if self.reference_values is None else dict(self.reference_values),
+             reference_nodata=_values(self.reference_nodata),
              class_names=None if self.class_names is None else {int(k): str(v) for k, v in self.class_names.items()},
              class_colors=None if self.class_colors is None else dict(self.class_colors),
              merge_duplicates=bool(self.merge_duplicates), repair_invalid=bool(self.repair_invalid))  # fmt: skip
+
+    @property
+    def reference_nodata_values(self) -> tuple[int, ...]:
+        """``reference_nodata`` as normalised: a sorted tuple, empty for the file's own word."""
+        return _values(self.reference_nodata) or ()
 
     @classmethod
     def coerce(cls, options: EvaluationOptions | Mapping[str, Any] | None = None, **keywords: Any) -> EvaluationOptions:
         """The options as one object: an instance as it is, or a mapping and/or keywords (checked once)."""
         return coerce(cls, options, keywords, "evaluate")
+
+
+def _values(nodata: int | Sequence[int] | None) -> tuple[int, ...] | None:
+    """One value or several as a sorted tuple of ints (``None``: the file's own word)."""
+    if nodata is None:
+        return None
+    values = [nodata] if isinstance(nodata, int | float) else list(nodata)
+    if not values or any(not float(v).is_integer() for v in values):
+        raise InputError(f"reference_nodata must be whole numbers (class id values), got {nodata!r}")
+    return tuple(sorted({int(v) for v in values}))
 
 
 def _set(obj: object, **values: Any) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +149,7 @@ def open_reference(
     value_map: Mapping[str, int] | None = None,
     class_names: Mapping[int, str] | None = None,
     warn_fill: bool = True,
+    nodata: Sequence[int] | None = None,
 ) -> Reference:
     """Describe a reference map, detecting raster or vector by opening it.
 
@@ -157,14 +158,18 @@ def open_reference(
     ``field`` (integer, or string mapped through ``value_map`` or else the names of
     ``class_names``), or ``value`` (every polygon is that class); ``background`` classes what
     no polygon covers. ``warn_fill``: warn when a raster that declares no nodata has a border of one
-    value (false where 0 is meaningful as read, as in an instance raster's "no instance").
+    value (false where 0 is meaningful as read, as in an instance raster's "no instance"). ``nodata``: a raster's
+    values that are no data, over what the file declares or names (the job's ``reference.nodata``).
     """
     path = str(path)
     if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
         raise MissingFileError(f"reference {path} does not exist")
-    raster = _try_raster(path, class_names, warn_fill)
+    raster = _try_raster(path, class_names, warn_fill, tuple(nodata or ()))
     ref: Reference
     if raster is None:
+        if nodata:
+            raise InputError(f"reference {path} is a vector layer; reference nodata values apply to a raster of class "
+                             "ids (leave out the polygons, or their class, that are no data)")
         ref = _open_vector_reference(path, field, value, background, value_map, class_names)
     elif field is not None or value is not None or background is not None or value_map:
         raise InputError(
@@ -181,13 +186,14 @@ def open_reference(
     return ref
 
 
-def _try_raster(path: str, class_names: Mapping[int, str] | None = None, warn_fill: bool = True) -> RasterReference | None:
+def _try_raster(path: str, class_names: Mapping[int, str] | None = None, warn_fill: bool = True,
+                nodata: tuple[int, ...] = ()) -> RasterReference | None:
     """The reference as a raster, or None when it is none the opener reads (then tried as a vector).
 
     Its classes are named from the file (a ``classes`` tag, geoseg's own tags, else the RAT or category names
     of its ``.aux.xml``); a value named no data there (:func:`fill_name`) is left out like the declared
     nodata, and a value named ambiguously (:func:`ambiguous_name`) is refused where it occurs unless the
-    job's ``class_names`` name it."""
+    job's ``class_names`` name it or its ``nodata`` leaves it out (as it leaves out any value it lists)."""
     check_name(path, "reference")  # a /vsicurl/ path or URL is refused before GDAL sees it
     try:
         src = open_raster(path, "reference")
@@ -211,6 +217,11 @@ def _try_raster(path: str, class_names: Mapping[int, str] | None = None, warn_fi
             legend = tuple((v, n) for v, n in own if v != src.nodata)
         else:
             fill, ambiguous, legend = _sort_names(tagged or pam.names(None), src.nodata, dtype, class_names or {})
+        if nodata:  # the job's word: these values are no data, whatever the file calls them
+            said = {v for v in nodata if v != src.nodata}
+            fill = tuple(sorted({*fill, *said}))
+            ambiguous = tuple((v, n) for v, n in ambiguous if v not in said)
+            legend = tuple((v, n) for v, n in legend if v not in said)
         try:
             cmap = src.colormap(1)
         except ValueError:
@@ -298,8 +309,8 @@ def _sort_names(
 def _ambiguity_error(ref: RasterReference, value: int, name: str) -> InputError:
     return ClassIdError(
         f"reference raster {ref.path} holds {value}, which it names {name!r}: no data in some products, a class in "
-        f"others; to leave it out set it as the file's nodata (gdal_edit.py -a_nodata {value} {ref.path}), to score "
-        f"it name class {value} in the job's classes (geoseg evaluate --class-names {value}=NAME)"
+        f"others; to leave it out set reference nodata: {value} in the job (geoseg evaluate --reference-nodata {value}), "
+        f"to score it name class {value} in the job's classes (geoseg evaluate --class-names {value}=NAME)"
     )
 
 
@@ -343,8 +354,8 @@ def _warn_border_fill(ref: RasterReference) -> None:
     shown = int(value) if float(value).is_integer() else value
     of_file = "" if share is None else f" and {100 * share:.1f} % of the file"
     log.warning("reference raster %s: the value %s fills %.0f %% of its border%s but is not declared nodata, so it is "
-                "scored as class %s; if it is fill, set it as the file's nodata (gdal_edit.py -a_nodata %s %s)",
-                ref.path, shown, 100 * border, of_file, shown, shown, ref.path)
+                "scored as class %s; if it is fill, set reference nodata: %s in the job (geoseg evaluate --reference-nodata %s)",
+                ref.path, shown, 100 * border, of_file, shown, shown, shown)
 
 
 def _refuse_bands(src: Any, path: str) -> None:

@@ -226,6 +226,8 @@ def read_reference_decimated(ref: Any, grid: GeoGrid) -> np.ndarray:
             mask = _decimated_mask(src, grid) & ~np.isnan(data)
         if ref.nodata is not None:
             mask &= data != ref.nodata
+        if ref.fill:  # values the file names no data, or the job's reference nodata: not drawn, as not counted
+            mask &= ~np.isin(data, ref.fill)
         return np.where(mask, np.nan_to_num(data), SENTINEL).astype(np.int64)
     if isinstance(ref, VectorReference):
         values, valid = reference_window(ref, grid)  # the same classes, value and background as the figures

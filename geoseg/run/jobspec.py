@@ -46,7 +46,8 @@ class ReferenceConfig(_Strict):
     ``classes`` by name or mapped by ``values``), or ``value`` for every polygon (a
     presence-only layer such as building footprints). ``background``: the class of every pixel
     that no polygon covers (without it those pixels are not scored, and the report says how
-    much of the scene was).
+    much of the scene was). ``nodata``: a raster's values that are no data (one or a list), over what
+    the file declares or names: USDA CDL's 0 "Background", a WorldCover tile's undeclared 0.
     """
 
     path: Path
@@ -54,6 +55,7 @@ class ReferenceConfig(_Strict):
     value: int | None = None
     background: int | None = None
     values: dict[str, int] | None = None
+    nodata: int | list[int] | None = None
 
 
 class RegionsConfig(_Strict):

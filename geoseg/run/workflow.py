@@ -397,6 +397,7 @@ def evaluation_options(job: JobSpec) -> dict[str, Any]:
         "reference_value": ref.value,
         "reference_background": ref.background,
         "reference_values": ref.values,
+        "reference_nodata": ref.nodata,
         "class_names": reference_class_names(job),
         "class_colors": {c.id: c.color for c in job.classes if c.color} if job.classes else None,
         "regions": str(regions.path) if regions and regions.path else None,

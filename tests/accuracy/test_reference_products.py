@@ -141,7 +141,8 @@ def test_cdl_names_come_from_its_rat_and_background_is_refused_where_it_occurs(t
     with pytest.raises(ClassIdError, match=r"holds 0, which it names 'Background'") as exc:
         evaluate(store, path)  # found on the file's overview at open time, before any chunk is counted
     msg = str(exc.value)
-    assert "\n" not in msg and f"gdal_edit.py -a_nodata 0 {path}" in msg and "--class-names 0=NAME" in msg
+    assert "\n" not in msg and "reference nodata: 0" in msg and "--reference-nodata 0" in msg
+    assert "--class-names 0=NAME" in msg
 
 
 @needs_gdal
@@ -158,6 +159,9 @@ def test_cdl_background_is_left_out_once_declared_nodata_and_scored_once_named_a
     assert _gdalinfo(declared)["bands"][0]["noDataValue"] == 0
     ev = evaluate(store, declared)
     assert _scored_by_reference_class(ev) == _numpy_counts(data, {0})
+    said = evaluate(store, _cdl(tmp_path, data), reference_nodata=0)  # what the refusal says: the file untouched
+    assert _scored_by_reference_class(said) == _numpy_counts(data, {0})
+    assert 0 not in said.class_names
     assert int(ev.excluded[0, 1]) == int((data == 0).sum())
     assert ev.class_names[5] == "Sunflower"
 
@@ -300,7 +304,7 @@ def test_worldcover_without_declared_nodata_warns_in_one_line_with_the_command(t
     assert len(lines) == 1 and "\n" not in lines[0]
     ring = np.concatenate([data[0], data[-1], data[1:-1, 0], data[1:-1, -1]])
     assert f"the value 0 fills {100 * (ring == 0).mean():.0f} % of its border" in lines[0]
-    assert f"gdal_edit.py -a_nodata 0 {path}" in lines[0]
+    assert "reference nodata: 0 in the job (geoseg evaluate --reference-nodata 0)" in lines[0]
     assert ref.nodata is None  # a warning, not a guess: 0 is still scored
     assert f"{100 * (data == 0).mean():.1f} % of the file" in lines[0]
     caplog.clear()
@@ -382,3 +386,41 @@ def test_vector_class_codes_kept_as_text_are_those_ids(tmp_path: Path) -> None:
     gdf.drop(columns="zone").to_file(tmp_path / "mixed.gpkg", driver="GPKG")
     with pytest.raises(ClassIdError, match="class names without an id: '111', '211', 'Water bodies'"):
         open_reference(tmp_path / "mixed.gpkg", "Code_18")
+
+
+def test_reference_nodata_from_the_cli_and_the_job_leaves_0_out_of_an_undeclared_worldcover(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from geoseg.accuracy.evaluate import open_evaluation_inputs
+    from geoseg.cli import main
+    from geoseg.geo import GeoGrid
+    from geoseg.run.jobspec import parse_job
+    from geoseg.run.workflow import evaluation_options
+
+    path, data = _worldcover(tmp_path, None)
+    store = write_store(tmp_path / "l.zarr", np.full(data.shape, 10, "uint8"), chunk=16)
+    assert main(["evaluate", str(store), str(path), "--out", str(tmp_path / "ev"), "--reference-nodata", "0", "-q"]) == 0
+    confusion = pd.read_csv(tmp_path / "ev" / "confusion.csv", index_col=0)
+    assert "0" not in [str(i) for i in confusion.index]
+    assert int(confusion.to_numpy().sum()) == int((data != 0).sum())  # numpy: every pixel but the 0s
+    job = parse_job({"name": "wc", "inputs": [str(path)], "output": str(tmp_path / "out"),
+                     "method": {"kind": "threshold", "index": "ndvi", "threshold": 0.3},
+                     "reference": {"path": str(path), "nodata": [0, 95]}})
+    with rasterio.open(path) as ds:
+        grid = GeoGrid.of_dataset(ds)
+    ref, _ = open_evaluation_inputs(str(path), grid, **{k: v for k, v in evaluation_options(job).items()
+                                                        if k != "class_colors"})
+    assert set(ref.fill) == {0, 95} and 95 not in dict(ref.legend)
+    assert main(["evaluate", str(store), str(path), "--out", str(tmp_path / "ev2"), "--reference-nodata", "zero"]) == 2
+
+
+def test_the_report_preview_leaves_out_what_the_figures_leave_out(tmp_path: Path) -> None:
+    from geoseg.accuracy.report import SENTINEL, read_reference_decimated
+    from geoseg.geo import GeoGrid
+
+    path, data = _worldcover(tmp_path, None)
+    with rasterio.open(path) as ds:
+        grid = GeoGrid.of_dataset(ds)
+    drawn = read_reference_decimated(open_reference(path, nodata=[0]), grid)
+    np.testing.assert_array_equal(drawn == SENTINEL, data == 0)
+    assert (read_reference_decimated(open_reference(path, warn_fill=False), grid) == SENTINEL).sum() == 0
