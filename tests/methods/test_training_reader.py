@@ -168,3 +168,17 @@ def test_an_image_smaller_than_a_tile_gives_whole_tiles_mirrored_as_inference_pa
     assert rare >= 0.5, rare
     inside_only = WindowSampler([src], 2, tile, True, edge_margin=0)
     assert all(p[1:] == (0, 0, 20, 37) for p in (inside_only.pick(rng) for _ in range(20)))
+
+
+def test_a_training_reference_of_several_bands_is_refused_not_read_as_its_first(tmp_path):
+    """A Dynamic World export (nine class probabilities, then ``label``): band 1 is water probability."""
+    import pytest
+
+    from geoseg.errors import InputError
+
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (3, 32, 32)).astype(np.uint8)
+    ref = np.concatenate([rng.integers(0, 100, (9, 32, 32)), rng.integers(0, 9, (1, 32, 32))]).astype(np.uint8)
+    with pytest.raises(InputError, match=r"training reference .*ref.tif has 10 bands.*gdal_translate -b N ref.tif"):
+        _two_class_source(tmp_path, img, ref)
+    assert _two_class_source(tmp_path, img, ref[9]).ref_source.bands == (1,)  # the label band alone

@@ -118,6 +118,10 @@ class TrainSource:
             if not pair.reference.is_file():
                 raise MissingFileError(f"reference raster {pair.reference} does not exist")
             with open_raster(pair.reference, "chip", what="training reference") as rs:
+                if len(values := feature_band_indexes(rs)) > 1:  # a Dynamic World export: band 1 is a probability
+                    raise InputError(f"training reference {pair.reference} has {len(values)} bands: class ids are read "
+                                     "from a one-band raster; write the band of class ids to its own file "
+                                     f"(gdal_translate -b N {pair.reference.name} classes.tif) and give that")
                 if (rs.height, rs.width) != (self.height, self.width) or not rs.transform.almost_equals(self.transform):
                     raise GridMismatchError(
                         f"reference {pair.reference} ({rs.width}x{rs.height}) is not on the grid of {pair.image} "
