@@ -34,7 +34,16 @@ COMMON_NAMES = ("coastal", "blue", "green", "red", "yellow", "rededge", "nir", "
 
 #: Other spellings of roles found in band descriptions and file names (lower case).
 SYNONYMS = {"r": "red", "g": "green", "b": "blue", "nir1": "nir", "swir1": "swir16", "swir2": "swir22",
-            "panchromatic": "pan", "red_edge": "rededge", "near_infrared": "nir"}
+            "panchromatic": "pan", "red_edge": "rededge", "red-edge": "rededge", "near_infrared": "nir",
+            "near-infrared": "nir", "near_infra_red": "nir", "thermal": "lwir"}
+
+#: Centre wavelengths (nm) each role spans (STAC's common-name table), for a name that gives one
+#: (MicaSense's ``Red edge-705``, ``Red (668nm)``): the name is believed only where its wavelength agrees.
+_ROLE_NM = {"coastal": (400, 450), "blue": (450, 500), "green": (500, 600), "yellow": (580, 620), "red": (600, 700),
+            "pan": (500, 700), "rededge": (700, 790), "nir": (750, 1000), "nir08": (750, 900), "nir09": (850, 1050)}
+#: How far outside its role's span a stated wavelength may lie (MicaSense's ``Blue-444`` is blue, by 6 nm).
+_NM_SLACK = 20
+_WITH_WAVELENGTH = re.compile(r"^(?P<name>[a-z][a-z _-]*?)[\s_(-]*(?P<nm>\d{3,4})(?:\.\d+)?\s*(?:nm)?\)?$", re.IGNORECASE)
 
 #: A role asked for → the roles that may play it, in order of preference.
 ROLE_ACCEPTS = {"nir": ("nir", "nir08")}
@@ -123,9 +132,24 @@ def check_role_list(roles: Iterable[str | None]) -> None:
                          "or null for a band without one")
 
 
+def role_at_wavelength(name: str | None) -> str | None:
+    """The role a name followed by a centre wavelength in nm spells, where the wavelength agrees with it.
+
+    >>> [role_at_wavelength(n) for n in ("Red edge-705", "Red (668nm)", "NIR 842", "Blue-444", "Red 842", "B 04")]
+    ['rededge', 'red', 'nir', 'blue', None, None]
+    """
+    m = _WITH_WAVELENGTH.match((name or "").strip())
+    role = normalise(m["name"].strip(" _-(")) if m else None
+    if m is None or role not in _ROLE_NM:
+        return None
+    low, high = _ROLE_NM[role]
+    return role if low - _NM_SLACK <= int(m["nm"]) <= high + _NM_SLACK else None
+
+
 def role_from_name(name: str | None, sensor: str | None) -> tuple[str | None, str | None]:
-    """(role, unresolved band number) a name gives: a common name, or a band number through ``sensor``."""
-    role = normalise(name)
+    """(role, unresolved band number) a name gives: a common name (with its wavelength, where it gives one that
+    agrees), or a band number through ``sensor``."""
+    role = normalise(name) or role_at_wavelength(name)
     if role:
         return role, None
     number = band_number(name)
