@@ -35,6 +35,7 @@ def load_items(href: str) -> list[Any]:
         if kind == "Feature":
             items = [pystac.Item.from_dict(data)]
         elif kind == "FeatureCollection":
+            _refuse_partial_page(href, data)
             items = list(pystac.ItemCollection.from_dict(data, preserve_dict=False).items)
         else:
             raise InputError(f"{href} is not a STAC Item or ItemCollection (type {kind!r})")
@@ -45,6 +46,23 @@ def load_items(href: str) -> list[Any]:
     if not items:
         raise InputError(f"STAC ItemCollection {href} holds no items")
     return items
+
+
+def _refuse_partial_page(href: str, data: dict[str, Any]) -> None:
+    """Refuse one page of a STAC API search (a ``next`` link, or fewer features than it says matched): a mosaic
+    of its items alone would cover part of the area or period the search asked for, without a word."""
+    features = data.get("features")
+    returned = len(features) if isinstance(features, list) else 0
+    links = data.get("links") if isinstance(data.get("links"), list) else []
+    more = any(isinstance(link, dict) and link.get("rel") == "next" for link in links)
+    context = data.get("context") if isinstance(data.get("context"), dict) else {}
+    matched = data.get("numberMatched", context.get("matched"))
+    if more or (isinstance(matched, int) and matched > returned):
+        found = (f"it holds {returned} of the {matched} items that matched" if isinstance(matched, int)
+                 else f"it holds {returned} items and links to the next page")
+        raise InputError(f"STAC ItemCollection {href} is one page of a search ({found}); geoseg reads no further pages: "
+                         "save every page into one ItemCollection (pystac-client's item_collection()) or narrow the "
+                         "search, and give that")
 
 
 def _absolute(href: str, base: str) -> str:
