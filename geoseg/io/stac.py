@@ -53,10 +53,9 @@ def _refuse_partial_page(href: str, data: dict[str, Any]) -> None:
     of its items alone would cover part of the area or period the search asked for, without a word."""
     features = data.get("features")
     returned = len(features) if isinstance(features, list) else 0
-    links = data.get("links") if isinstance(data.get("links"), list) else []
-    more = any(isinstance(link, dict) and link.get("rel") == "next" for link in links)
-    context = data.get("context") if isinstance(data.get("context"), dict) else {}
-    matched = data.get("numberMatched", context.get("matched"))
+    links, context = data.get("links"), data.get("context")
+    more = isinstance(links, list) and any(isinstance(link, dict) and link.get("rel") == "next" for link in links)
+    matched = data.get("numberMatched", context.get("matched") if isinstance(context, dict) else None)
     if more or (isinstance(matched, int) and matched > returned):
         found = (f"it holds {returned} of the {matched} items that matched" if isinstance(matched, int)
                  else f"it holds {returned} items and links to the next page")
