@@ -531,7 +531,8 @@ def build_evaluation(
     outside = int(dense[0].sum() + excl[0, 2]) if regions is not None else 0
     if regions is not None and getattr(regions, "n_groups", 1) > 1:
         outside = _outside_all_passes(total, regions)
-    notes = [n for n in [_reprojection_note(reference, grid)] if n] + list(getattr(regions, "notes", ()))
+    notes = [n for n in [_reprojection_note(reference, grid), _resolution_note(reference, grid)] if n]
+    notes += list(getattr(regions, "notes", ()))
     unassigned = sum(1 for v in lab_vals if int(v) != 255 and int(v) not in resolved)
     if mapping != "identity" and not publishes_class_ids(class_ids, unassigned):
         notes.append(kept_labels_note(class_ids, unassigned))
@@ -571,6 +572,41 @@ def _reprojection_note(reference: Reference | None, grid: GeoGrid) -> str | None
     if reference is None:
         return None
     return describe_reprojection("reference", str(reference.path), reference.crs, grid.crs)
+
+
+def _resolution_note(reference: Reference | None, grid: GeoGrid) -> str | None:
+    """One line where a raster reference's pixels are not the labels' size: what each label pixel was compared
+    with, so a figure is not read as a comparison at a scale it was not made at."""
+    from geoseg.accuracy.reference import RasterReference
+
+    if not isinstance(reference, RasterReference):
+        return None
+    ratio = _pixel_side(reference.grid, grid.crs) / _pixel_side(grid, grid.crs)
+    if not math.isfinite(ratio) or 0.9 <= ratio <= 1.1:
+        return None
+    if ratio > 1:
+        return (f"reference {reference.path} has pixels {ratio:.3g} times the labels' side: each label pixel is compared "
+                f"with the reference pixel that covers its centre (about {ratio**2:.0f} label pixels to one), so mixed "
+                "reference pixels count whole and the figures are agreement at the reference's scale")
+    return (f"reference {reference.path} has pixels {1 / ratio:.3g} times finer than the labels: each label pixel is "
+            "compared with the one reference pixel at its centre (nearest), not with the majority of the "
+            f"{ratio**-2:.0f} under it; aggregate the reference to the label grid first (gdalwarp -r mode) to score it "
+            "by majority")
+
+
+def _pixel_side(grid: GeoGrid, crs: Any) -> float:
+    """The side of a pixel at the grid's centre, in ``crs`` units (the geometric mean of its width and height)."""
+    from rasterio.warp import transform as warp_transform
+
+    t = grid.transform
+    col, row = grid.width / 2, grid.height / 2
+    corners = [t * (col, row), t * (col + 1, row), t * (col, row + 1)]
+    xs, ys = zip(*corners)
+    if grid.crs != crs:
+        xs, ys = warp_transform(grid.crs, crs, list(xs), list(ys))
+    across = math.hypot(xs[1] - xs[0], ys[1] - ys[0])
+    down = math.hypot(xs[2] - xs[0], ys[2] - ys[0])
+    return math.sqrt(across * down) if across > 0 and down > 0 else math.nan
 
 
 def _pass0_slots(regions: Regions | None, n: int) -> np.ndarray:
