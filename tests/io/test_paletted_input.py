@@ -3,6 +3,7 @@ that says how to expand it; expanded by GDAL as the line says, it reads as the c
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,8 @@ def test_a_paletted_input_is_refused_and_its_gdal_expansion_reads_as_its_colours
     with pytest.raises(InputError, match=r"input .*ortho_paletted.tif band 1 is paletted: its values index a colour "
                                          r"table.*gdal_translate -expand rgb ortho_paletted.tif rgb.tif"):
         open_scene([str(path)])
+    if shutil.which("gdal_translate") is None:
+        pytest.skip("the expansion the message gives needs gdal_translate (gdal-bin)")
     expanded = tmp_path / "rgb.tif"
     subprocess.run(["gdal_translate", "-q", "-expand", "rgb", str(path), str(expanded)], check=True)
     scene = open_scene([str(expanded)])
