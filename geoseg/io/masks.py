@@ -26,18 +26,26 @@ MaskKind = Literal["none", "nodata", "alpha", "gdal"]
 
 #: Descriptions an alpha band may carry; any other name (``nir``) means a value band GDAL mislabelled.
 ALPHA_NAMES = ("", "alpha", "mask", "a", "transparency", "opacity")
+#: Descriptions that make a band alpha even where GDAL's colour interpretation does not say so (a file written
+#: without the TIFF alpha flag, as some multispectral orthomosaics are: ``Blue ... Rededge, alpha``).
+NAMED_ALPHA = ("alpha", "transparency", "opacity")
 
 
 def alpha_band_indexes(ds: Any) -> tuple[int, ...]:
-    """1-based indexes of the dataset's alpha bands (colour interpretation ``alpha``).
+    """1-based indexes of the dataset's alpha bands (colour interpretation ``alpha``, or described ``alpha``).
 
     GDAL marks the 4th band of any 4-band 8-bit file written as RGB as alpha, so a red/green/blue/nir
     drone image often claims an alpha band; a band described with another name (``nir``) stays a value band.
+    A band described ``alpha`` (``transparency``, ``opacity``) whose colour interpretation is undefined or gray
+    is alpha all the same: its writer said so where the TIFF flag was not set.
     """
-    return tuple(
-        i + 1 for i, ci in enumerate(ds.colorinterp)
-        if ci == ColorInterp.alpha and (ds.descriptions[i] or "").strip().lower() in ALPHA_NAMES
-    )
+    out = []
+    for i, ci in enumerate(ds.colorinterp):
+        name = (ds.descriptions[i] or "").strip().lower()
+        if (ci == ColorInterp.alpha and name in ALPHA_NAMES) or (
+                name in NAMED_ALPHA and ci in (ColorInterp.undefined, ColorInterp.gray)):
+            out.append(i + 1)
+    return tuple(out)
 
 
 def feature_band_indexes(ds: Any) -> tuple[int, ...]:
