@@ -55,6 +55,7 @@ from geoseg.io.sources import (
     place,
     refuse_palette,
     refuse_unapplied_units,
+    refuse_unnamed_band,
 )
 from geoseg.io.stac import StacFile
 
@@ -224,6 +225,8 @@ def _as_entry_says(entry: InputEntry, src: Source, stac: StacFile | None) -> Sou
     entry's ``scale:``/``offset:`` over all others, STAC ``raster:bands`` scale/offset over the file's, else the
     product's own (:mod:`geoseg.io.productunits`) for a file that states none; none with ``apply_scale: false``."""
     refuse_palette(src)
+    if stac is None and entry.bands is None:
+        refuse_unnamed_band(src)
     changes: dict[str, Any] = {}
     nodata = entry.nodata
     if src.band_nodata and nodata is None:

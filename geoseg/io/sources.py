@@ -164,6 +164,25 @@ def refuse_palette(src: Source, what: str = "input") -> None:
                          "rgb.tif), or give it as a reference or mask if it holds classes")
 
 
+def refuse_unnamed_band(src: Source, what: str = "input") -> None:
+    """Refuse a file of which some value bands are named (a description, or a colour such as red) and one is not.
+
+    Such a band is most often transparency written without the TIFF alpha flag (an RGB orthomosaic's 4th band,
+    a multispectral export's last band), which GDAL reads as a value band: its 0 would be data and its 255 a
+    feature. It may as well be a near-infrared band of a 4-band camera; the file cannot tell, so the job must
+    (``bands:`` on the input names every band and keeps it as values)."""
+    if len(src.bands) < 2 or len(src.described) != len(src.bands) or len(src.colorinterp) != len(src.bands):
+        return
+    unnamed = [b for b, d, ci in zip(src.bands, src.described, src.colorinterp)
+               if not d and ci in ("gray", "undefined")]
+    if unnamed and len(unnamed) < len(src.bands):
+        b = unnamed[0]
+        raise InputError(f"{what} {src.path}: band {b} has no description or colour interpretation while its other "
+                         "bands have one, so it may be transparency written without the alpha flag or values; if it "
+                         f"is transparency, mark it (gdal_translate -colorinterp_{b} alpha {Path(src.path).name} "
+                         "marked.tif); if it holds values, name each band on the input (bands: [...], one role or null per band)")
+
+
 def validate_dataset(path: str, ds: Any) -> None:
     """Refuse files geoseg cannot place on a grid, each with what to do about it."""
     if ds.crs is None or ds.transform.is_identity:
