@@ -217,7 +217,30 @@ def _layers_of_entry(entry: InputEntry, allow_gdal_virtual: bool) -> list[_RawLa
     if entry.kind == "bands" or (entry.kind == "auto" and one_grid):
         return [_RawLayer(entry.name if entry.name and len(sources) == 1 else _stem_name([s.path]), [s], entry, [None])
                 for s in sources]
+    refuse_different_bands(entry, sources)
     return [_RawLayer(entry.name or _stem_name(paths), sources, entry, [None] * len(sources))]
+
+
+def refuse_different_bands(entry: InputEntry, sources: Sequence[Source]) -> None:
+    """Refuse tiles of one mosaic whose files name different bands (``..._reflectance_red.tif`` and ``..._nir.tif``,
+    ``..._B4.TIF`` and ``..._B5.TIF``): per-band files whose extents differ by a few pixels are not on one grid, so
+    ``kind: auto`` would take them for tiles and composite red with NIR into one band."""
+    named: dict[int, tuple[str, str]] = {}  # band position -> (what the first file that names it says, its path)
+    for src in sources:
+        for k in range(src.count):
+            ev = BandEvidence(label=src.descriptions[k], described=bool(src.described[k]) if src.described else True,
+                              colorinterp=src.colorinterp[k] if src.colorinterp else "")
+            role, _, number = band_role(ev, None, src.count == 1, entry.name, src.path)
+            says = role or number
+            if says is None:
+                continue
+            first = named.setdefault(k, (says, src.path))
+            if first[0] != says:
+                where = "" if src.count == 1 else f"band {k + 1} of "
+                raise InputError(f"input {', '.join(entry.paths)}: {where}{Path(first[1]).name} is {first[0]} but "
+                                 f"{where}{Path(src.path).name} is {says}, so they are not tiles of one mosaic; to "
+                                 "stack them as bands, set kind: bands on the input (files on other grids are warped "
+                                 "onto the job's grid)")
 
 
 def _as_entry_says(entry: InputEntry, src: Source, stac: StacFile | None) -> Source:

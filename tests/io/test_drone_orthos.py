@@ -329,3 +329,44 @@ def test_cli_refuses_an_unflagged_fourth_band_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2, err
     assert err.count("\n") == 1 and err.startswith("geoseg: error: ") and "-colorinterp_4 alpha" in err
+
+
+@pytest.mark.parametrize("names", [("field_transparent_reflectance_red.tif", "field_transparent_reflectance_nir.tif"),
+                                   ("result_Red.tif", "result_NIR.tif")], ids=["pix4d", "dji-terra"])
+def test_band_files_on_shifted_extents_are_not_a_mosaic(tmp_path, names):
+    """Per-band reflectance maps of one flight whose extents differ by a few pixels (each band's camera sees a
+    slightly shifted footprint) are on different grids; given as one glob, kind: auto once composited red and
+    NIR into one band. Refused in one line; its kind: bands stacks them, each pixel from its own file."""
+    rng = np.random.default_rng(7)
+    red, nir = (rng.random((H, W)).astype("float32") for _ in range(2))
+    shift = 3  # px east
+    _write(tmp_path / names[0], red[None], nodata=-10000)
+    _write(tmp_path / names[1], nir[None], nodata=-10000, transform=T * T.translation(shift, 0))
+    glob_ = str(tmp_path / "*.tif")
+    with pytest.raises(InputError) as err:
+        open_scene(glob_)
+    msg = str(err.value)
+    assert "\n" not in msg and "not tiles of one mosaic" in msg and "kind: bands" in msg
+    with pytest.raises(InputError, match="not tiles of one mosaic"):
+        open_scene([{"path": glob_, "kind": "mosaic"}])
+    scene = open_scene([{"path": glob_, "kind": "bands"}])
+    roles = [b.role for b in scene.bands]
+    assert sorted(roles) == ["nir", "red"] and scene.width == W + shift
+    data, valid = _whole(scene)
+    both = np.zeros((H, W + shift), bool)
+    both[:, shift:W] = True
+    np.testing.assert_array_equal(valid, both)
+    np.testing.assert_array_equal(data[roles.index("red")][:, shift:W], red[:, shift:])
+    np.testing.assert_array_equal(data[roles.index("nir")][:, shift:W], nir[:, :W - shift])
+
+
+def test_tiles_of_one_band_stay_a_mosaic(tmp_path):
+    """Two tiles of the same band (the same name token) on different extents are still tiles of one layer."""
+    a = np.full((1, H, W), 0.25, "float32")
+    _write(tmp_path / "north_transparent_reflectance_red.tif", a, nodata=-10000)
+    _write(tmp_path / "south_transparent_reflectance_red.tif", a * 2, nodata=-10000,
+           transform=T * T.translation(0, H))
+    scene = open_scene(str(tmp_path / "*.tif"))
+    assert scene.count == 1 and scene.bands[0].role == "red" and scene.height == 2 * H
+    data, valid = _whole(scene)
+    assert valid.all() and (data[0, :H] == 0.25).all() and (data[0, H:] == 0.5).all()
