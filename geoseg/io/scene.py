@@ -217,7 +217,8 @@ def _layers_of_entry(entry: InputEntry, allow_gdal_virtual: bool) -> list[_RawLa
     if entry.kind == "bands" or (entry.kind == "auto" and one_grid):
         return [_RawLayer(entry.name if entry.name and len(sources) == 1 else _stem_name([s.path]), [s], entry, [None])
                 for s in sources]
-    refuse_different_bands(entry, sources)
+    if entry.kind == "auto":  # kind: mosaic is the job's word that they are tiles
+        refuse_different_bands(entry, sources)
     return [_RawLayer(entry.name or _stem_name(paths), sources, entry, [None] * len(sources))]
 
 
@@ -240,7 +241,7 @@ def refuse_different_bands(entry: InputEntry, sources: Sequence[Source]) -> None
                 raise InputError(f"input {', '.join(entry.paths)}: {where}{Path(first[1]).name} is {first[0]} but "
                                  f"{where}{Path(src.path).name} is {says}, so they are not tiles of one mosaic; to "
                                  "stack them as bands, set kind: bands on the input (files on other grids are warped "
-                                 "onto the job's grid)")
+                                 "onto the job's grid); if they are tiles all the same, kind: mosaic")
 
 
 def _as_entry_says(entry: InputEntry, src: Source, stac: StacFile | None) -> Source:
