@@ -499,8 +499,12 @@ def check_compatible(
     resolution: float | None,
     *,
     max_resolution_ratio: float = MAX_RESOLUTION_RATIO,
+    crs: Any = None,
 ) -> None:
     """Refuse (``ModelError``) an image whose bands or pixel size the model was not trained on.
+
+    Pixel sizes are compared in metres where both the image's ``crs`` and the checkpoint's have a known linear
+    unit (a model trained at 0.05 m fits a 0.164 US-ft image), else in CRS units as recorded.
 
     Band names are compared case-insensitively, ignoring a ``file:`` prefix; generic names
     (``b1``, ``b2``...) on either side match anything, with a log line, since many GeoTIFFs
@@ -533,13 +537,32 @@ def check_compatible(
         return
     if not (resolution > 0 and meta.resolution > 0):
         return
-    ratio = resolution / meta.resolution
+    image_m, trained_m = _metres_per_unit(crs), _metres_per_unit(meta.crs)
+    if image_m is not None and trained_m is not None:
+        image_px, trained_px, unit, per_unit = resolution * image_m, meta.resolution * trained_m, "m", image_m
+    else:
+        image_px, trained_px, unit, per_unit = resolution, meta.resolution, "CRS units", 1.0
+    ratio = image_px / trained_px
     if ratio > max_resolution_ratio or ratio < 1 / max_resolution_ratio:
         how = f"{ratio:.3g}x coarser" if ratio > 1 else f"{1 / ratio:.3g}x finer"
         raise ModelInputError(
-            f"checkpoint was trained on pixels of {meta.resolution:g} CRS units, image pixels are {resolution:g} "
-            f"({how}); resample the image to {meta.resolution:g} (gdalwarp -tr) or train a model at this resolution"
+            f"checkpoint was trained on pixels of {trained_px:g} {unit}, image pixels are {image_px:g} {unit} ({how}); resample "
+            f"the image to {trained_px / per_unit:g} of its CRS units (gdalwarp -tr) or train a model at this resolution"
         )
+
+
+def _metres_per_unit(crs: Any) -> float | None:
+    """Metres per unit of a CRS (a rasterio CRS or its text), ``None`` where unknown or angular."""
+    if crs is None:
+        return None
+    from rasterio.crs import CRS
+
+    from geoseg.geo import metres_per_unit
+
+    try:
+        return metres_per_unit(crs if isinstance(crs, CRS) else CRS.from_user_input(crs))
+    except Exception:  # a CRS rasterio cannot read: compared in its own units, as recorded
+        return None
 
 
 def check_index_channels(meta: CheckpointMeta, bands: Sequence[BandInfo] | Sequence[str]) -> None:

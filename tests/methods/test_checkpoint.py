@@ -117,6 +117,24 @@ def test_refuses_other_resolution():
     check_compatible(tiny_meta(resolution=None), BANDS, 10.0)
 
 
+def test_pixel_sizes_are_compared_in_metres_across_crs_units():
+    """A model trained at 0.05 m (UTM) fits an orthomosaic of 0.164 US survey feet (State Plane): the same
+    ground size; a 0.05 ft image is 3.3x finer, though its number is the checkpoint's."""
+    from rasterio.crs import CRS
+
+    feet = CRS.from_epsg(2263)  # NAD83 / New York Long Island (ftUS)
+    metre_per_ft = 1200 / 3937  # the US survey foot, as pyproj defines it
+    meta = tiny_meta(resolution=0.05, crs="EPSG:32632")
+    check_compatible(meta, BANDS, 0.05 / metre_per_ft, crs=feet)
+    with pytest.raises(ModelInputError) as exc:
+        check_compatible(meta, BANDS, 0.05, crs=feet)
+    assert str(exc.value) == (
+        f"checkpoint was trained on pixels of 0.05 m, image pixels are {0.05 * metre_per_ft:g} m "
+        f"({1 / metre_per_ft:.3g}x finer); resample the image to {0.05 / metre_per_ft:g} of its CRS units "
+        "(gdalwarp -tr) or train a model at this resolution")
+    check_compatible(meta, BANDS, 0.05)  # no image CRS given: compared in CRS units, as recorded
+
+
 def test_user_encoder_weights_are_loaded_and_adapted(tmp_path):
     from safetensors.torch import save_file
 

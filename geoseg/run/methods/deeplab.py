@@ -62,7 +62,7 @@ def check_deeplab_job(cfg: DeepLabConfig, scene: Scene) -> CheckpointMeta:
     check_weights_file(weights)  # a truncated or damaged file: refused here, not on every worker
     try:
         check_index_channels(meta, scene.bands or scene.band_names)
-        check_compatible(meta, scene.band_names, scene.resolution)
+        check_compatible(meta, scene.band_names, scene.resolution, crs=scene.crs)
         check_units(meta, scene.bands)
     except ModelError as exc:
         raise type(exc)(f"{weights}: {exc}") from None  # the same condition (ModelInputError), naming the file
