@@ -237,9 +237,15 @@ def test_a_json_file_named_as_a_checkpoint_never_shows_its_values(tmp_path: Path
     creds.write_text(json.dumps({"auths": {"registry.example": {"auth": token}}, "band_names": token,
                                  "classes": [{"id": token}]}))
     scene = blocky_scene(tmp_path)[0]
+    import rasterio
+
+    with rasterio.open(scene) as ds:  # a one-band reference on the scene's grid
+        profile, band = {**ds.profile, "count": 1}, ds.read(1)
+    with rasterio.open(tmp_path / "ref.tif", "w", **profile) as dst:
+        dst.write(band, 1)
     infer = {"name": "leak", "inputs": [str(scene)], "output": str(tmp_path / "out"),
              "method": {"kind": "deeplab", "checkpoint": str(creds)}}
-    train = {"version": 1, "name": "leak", "pairs": [{"image": str(scene), "reference": str(scene)}],
+    train = {"version": 1, "name": "leak", "pairs": [{"image": str(scene), "reference": str(tmp_path / "ref.tif")}],
              "classes": [{"id": 1, "name": "a", "color": "#00ff00"}, {"id": 2, "name": "b", "color": "#ff0000"}],
              "init_checkpoint": str(creds), "checkpoint": str(tmp_path / "m")}
     (tmp_path / "infer.yaml").write_text(yaml.safe_dump(infer))
