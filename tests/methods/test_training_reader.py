@@ -182,3 +182,23 @@ def test_a_training_reference_of_several_bands_is_refused_not_read_as_its_first(
     with pytest.raises(InputError, match=r"training reference .*ref.tif has 10 bands.*gdal_translate -b N ref.tif"):
         _two_class_source(tmp_path, img, ref)
     assert _two_class_source(tmp_path, img, ref[9]).ref_source.bands == (1,)  # the label band alone
+
+
+def test_a_training_image_with_an_unnamed_band_among_named_ones_is_refused(tmp_path):
+    """An RGB orthophoto's 4th band written without the alpha flag: transparency or NIR, the file cannot say."""
+    import pytest
+
+    from geoseg.errors import InputError
+
+    rng = np.random.default_rng(2)
+    img = rng.integers(1, 255, (4, 32, 32)).astype(np.uint8)
+    tr = from_origin(500000, 5100000, 10, 10)
+    write_raster(tmp_path / "ortho.tif", img, transform=tr)
+    with rasterio.open(tmp_path / "ortho.tif", "r+") as ds:
+        ds.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
+    write_raster(tmp_path / "ref.tif", rng.integers(1, 3, (32, 32)).astype(np.uint8), transform=tr, nodata=0)
+    from geoseg.methods.training.data import TrainSource, _resolve_class_lut
+
+    pair = TrainPair(image=tmp_path / "ortho.tif", reference=tmp_path / "ref.tif")
+    with pytest.raises(InputError, match=r"training image .*ortho.tif: band 4 has no description or colour"):
+        TrainSource(pair, None, _resolve_class_lut(CLASSES), (0.0, 1.0))

@@ -32,6 +32,7 @@ from geoseg.io.sources import (
     read_source,
     refuse_palette,
     refuse_unapplied_units,
+    refuse_unnamed_band,
 )
 from geoseg.io.units import apply_scaling, normalised
 from geoseg.legend import ClassInfo
@@ -92,6 +93,8 @@ class TrainSource:
         self.grid = GeoGrid.of(self.height, self.width, self.transform, self.crs)
         self.source = place(describe_source(str(pair.image), tuple(self.indexes)), self.grid)
         refuse_palette(self.source, "training image")
+        if bands is None:  # bands chosen by name are the config's word on which bands hold values
+            refuse_unnamed_band(self.source, "training image")
         if pair.scale is not None or pair.offset is not None:  # the user's word on the units, as an input's
             n = len(self.indexes)
             scales, offsets = normalised([1.0 if pair.scale is None else pair.scale] * n,
