@@ -442,7 +442,7 @@ def _open_vector_reference(
     if dtype not in ("object", "str", "string"):
         raise InputError(f"reference field {field!r} of {path} is {dtype}; it must hold integer class ids or class names")
     names = sorted({str(v) for v in present.unique()})
-    table = _name_table(value_map, class_names)
+    table = _name_table(value_map, class_names, names)
     if not value_map and names and all(_is_code(n) for n in names) and not any(_norm(n) in table for n in names):
         # class codes kept as text (CORINE's vector Code_18: "111", "211"): the codes are the class ids
         codes = tuple((n, int(n)) for n in names)
@@ -480,10 +480,23 @@ def _norm(name: str) -> str:
     return str(name).strip().casefold()
 
 
-def _name_table(value_map: Mapping[str, int] | None, class_names: Mapping[int, str] | None) -> dict[str, int]:
-    if value_map:
-        return {_norm(k): int(v) for k, v in value_map.items()}
-    return {_norm(n): int(c) for c, n in (class_names or {}).items()}
+def _name_table(value_map: Mapping[str, int] | None, class_names: Mapping[int, str] | None,
+                names: Sequence[str] = ()) -> dict[str, int]:
+    """Class name (any case) -> id. A name of ``names`` (the layer's) that two ids share is refused: which class
+    its polygons are would be a guess."""
+    pairs = [(k, int(v)) for k, v in value_map.items()] if value_map else [(n, int(c)) for c, n in (class_names or {}).items()]
+    table: dict[str, int] = {}
+    shared: dict[str, set[int]] = {}
+    for name, class_id in pairs:
+        if table.setdefault(_norm(name), class_id) != class_id:
+            shared.setdefault(_norm(name), {table[_norm(name)]}).add(class_id)
+    for name in names:
+        if _norm(name) in shared:
+            where = "reference.values" if value_map else "the job's classes"
+            ids = " and ".join(str(c) for c in sorted(shared[_norm(name)]))
+            raise InputError(f"{where} give the name {name!r} (ignoring case) to classes {ids}, and the reference's "
+                             "polygons carry it; give each class its own name")
+    return table
 
 
 def reference_window(ref: Reference, grid: GeoGrid) -> tuple[np.ndarray, np.ndarray]:

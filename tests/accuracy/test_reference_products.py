@@ -386,6 +386,13 @@ def test_vector_class_codes_kept_as_text_are_those_ids(tmp_path: Path) -> None:
     gdf.drop(columns="zone").to_file(tmp_path / "mixed.gpkg", driver="GPKG")
     with pytest.raises(ClassIdError, match="class names without an id: '111', '211', 'Water bodies'"):
         open_reference(tmp_path / "mixed.gpkg", "Code_18")
+    twice = {1: "Water", 2: "water", 3: "Forest"}  # one name for two classes, told apart only by case
+    gdf["Code_18"] = ["water", "Forest", "Forest"]
+    gdf.drop(columns="zone").to_file(tmp_path / "named.gpkg", driver="GPKG")
+    with pytest.raises(InputError, match=r"give the name 'water' \(ignoring case\) to classes 1 and 2, and the "
+                                         r"reference's polygons carry it"):
+        open_reference(tmp_path / "named.gpkg", "Code_18", class_names=twice)
+    assert open_reference(tmp_path / "named.gpkg", "Code_18", class_names={**twice, 2: "lake"}).class_ids == (1, 3)
 
 
 def test_reference_nodata_from_the_cli_and_the_job_leaves_0_out_of_an_undeclared_worldcover(tmp_path: Path) -> None:
