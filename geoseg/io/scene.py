@@ -248,9 +248,10 @@ def _as_entry_says(entry: InputEntry, src: Source, stac: StacFile | None) -> Sou
     """The file with the entry's fill value and units: ``nodata:`` over the file's (and over STAC's); the
     entry's ``scale:``/``offset:`` over all others, STAC ``raster:bands`` scale/offset over the file's, else the
     product's own (:mod:`geoseg.io.productunits`) for a file that states none; none with ``apply_scale: false``."""
-    refuse_palette(src)
-    if stac is None and entry.bands is None:
-        refuse_unnamed_band(src)
+    if entry.bands is None:  # bands: [...] is the job's word on what each band is
+        refuse_palette(src)
+        if stac is None:
+            refuse_unnamed_band(src)
     changes: dict[str, Any] = {}
     nodata = entry.nodata
     if src.band_nodata and nodata is None:

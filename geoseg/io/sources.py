@@ -161,7 +161,8 @@ def refuse_palette(src: Source, what: str = "input") -> None:
         band = src.bands[src.colorinterp.index("palette")]
         raise InputError(f"{what} {src.path} band {band} is paletted: its values index a colour table, they are not "
                          f"colours or measurements; expand it first (gdal_translate -expand rgb {Path(src.path).name} "
-                         "rgb.tif), or give it as a reference or mask if it holds classes")
+                         "rgb.tif), give it as a reference or mask if it holds classes, or name its bands on the "
+                         "input (bands: [null]) to use the indexes as they are")
 
 
 def refuse_unnamed_band(src: Source, what: str = "input") -> None:

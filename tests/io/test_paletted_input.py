@@ -43,6 +43,8 @@ def test_a_paletted_input_is_refused_and_its_gdal_expansion_reads_as_its_colours
     with pytest.raises(InputError, match=r"input .*ortho_paletted.tif band 1 is paletted: its values index a colour "
                                          r"table.*gdal_translate -expand rgb ortho_paletted.tif rgb.tif"):
         open_scene([str(path)])
+    kept = open_scene([{"path": str(path), "bands": [None]}])  # the job's word: the indexes as they are
+    assert read_window(kept, Window(0, 0, H, W))[0][0].tobytes() == idx.astype(np.float32).tobytes()
     if shutil.which("gdal_translate") is None:
         pytest.skip("the expansion the message gives needs gdal_translate (gdal-bin)")
     expanded = tmp_path / "rgb.tif"

@@ -124,7 +124,8 @@ def _with_labels(scene: Any, labels_tif: Path) -> tuple[Any, int]:
     """``scene`` with the published labels as its last band (on the same grid: no warp)."""
     from geoseg.io.scene import open_scene
 
-    extra = open_scene([{"path": str(labels_tif), "resampling": "nearest", "name": "labels"}])
+    # class ids, paletted: a band of no role (bands: [null]), read as the ids it holds
+    extra = open_scene([{"path": str(labels_tif), "resampling": "nearest", "name": "labels", "bands": [None]}])
     if extra.grid != scene.grid:
         from geoseg.errors import GridMismatchError
 
