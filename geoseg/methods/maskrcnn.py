@@ -274,8 +274,9 @@ def read_maskrcnn_meta(path: str | os.PathLike) -> MaskRCNNMeta:
         raise CheckpointError(f"Mask R-CNN checkpoint metadata of {path} is invalid: {invalid_fields(exc)}") from None
 
 
-def check_maskrcnn(path: str | os.PathLike, band_names: Any, resolution: float | None) -> MaskRCNNMeta:
-    """Refuse (one line) a missing or damaged checkpoint, or an image it was not trained for; before any work."""
+def check_maskrcnn(path: str | os.PathLike, band_names: Any, resolution: float | None, crs: Any = None) -> MaskRCNNMeta:
+    """Refuse (one line) a missing or damaged checkpoint, or an image it was not trained for (pixel sizes in metres
+    where both CRSs have a linear unit); before any work."""
     from geoseg.methods.checkpoint import check_compatible, check_weights_file
 
     meta = read_maskrcnn_meta(path)
@@ -284,7 +285,7 @@ def check_maskrcnn(path: str | os.PathLike, band_names: Any, resolution: float |
         raise CheckpointError(f"checkpoint weights {weights} are missing (only the sidecar is there); copy both files")
     check_weights_file(weights)
     try:
-        check_compatible(meta, list(band_names), resolution)  # type: ignore[arg-type]  # bands and resolution only
+        check_compatible(meta, list(band_names), resolution, crs=crs)  # type: ignore[arg-type]  # bands and resolution only
     except ModelError as exc:
         raise type(exc)(f"{weights}: {exc}") from None
     return meta

@@ -296,3 +296,16 @@ def test_instances_on_cuda_do_not_depend_on_the_chunking_and_match_cpu(small, ra
     cpu = run_maskrcnn_instances(gpu.model_copy(update={"device": "cpu"}), small, tmp_path / "c", chunk_size=128,
                                  polygons=False)
     assert (ia == _ids(cpu.outputs["instances"])).mean() > 0.95  # float differences may move a few mask edges
+
+
+def test_the_pixel_size_is_checked_in_metres_across_crs_units(tmp_path) -> None:
+    """Trained at 0.1 m (UTM): an orthomosaic of 0.328 US survey feet is the same ground size, one of 0.1 ft not."""
+    from rasterio.crs import CRS
+
+    meta = _meta(crs="EPSG:32632")
+    save_maskrcnn(build_maskrcnn(meta), meta, tmp_path / "m")
+    feet = CRS.from_epsg(2263)
+    assert check_maskrcnn(tmp_path / "m", CROWN_BANDS, 0.1 * 3937 / 1200, feet).resolution == 0.1
+    with pytest.raises(ModelInputError, match=r"trained on pixels of 0.1 m, image pixels are 0.0304801 m \(3.28x finer\); "
+                                              r"resample the image to 0.328083 of its CRS units"):
+        check_maskrcnn(tmp_path / "m", CROWN_BANDS, 0.1, feet)

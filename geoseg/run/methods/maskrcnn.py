@@ -40,7 +40,7 @@ def build_maskrcnn_instances(
     """The checked tile model and the resources its tasks ask for (``{"GPU": 1}`` on GPU workers)."""
     from geoseg.methods.maskrcnn import check_maskrcnn, maskrcnn_tile_model
 
-    meta = check_maskrcnn(cfg.checkpoint, scene.band_names, scene.resolution)
+    meta = check_maskrcnn(cfg.checkpoint, scene.band_names, scene.resolution, scene.crs)
     model = maskrcnn_tile_model(cfg.checkpoint, meta, score_threshold=cfg.score_threshold,
                                 mask_threshold=cfg.mask_threshold, device=cfg.device, tile=cfg.tile,
                                 overlap=cfg.overlap)
