@@ -10,6 +10,7 @@ a remote one names URLs, unless the job sets ``allow_gdal_virtual``.
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -230,12 +231,26 @@ def _band_fields(asset: Any) -> BandFields:
 
 def find_asset(item: Any, wanted: str) -> tuple[str, Any]:
     """The asset of ``item`` whose key is ``wanted``, else whose single common name (``eo:bands``, or STAC
-    1.1's ``bands`` and ``eo:common_name``) is."""
+    1.1's ``bands`` and ``eo:common_name``) is.
+
+    Refused where the name is ambiguous: a common name that several assets have (Sentinel-2's ``rededge``:
+    ``B05``, ``B06``, ``B07``; a band in two formats) would silently take the first, and a key whose asset
+    has another common name while a second asset has that name as its common name (key ``nir`` holding
+    ``nir08``, ``B08`` holding ``nir``) could be either.
+    """
+    named = [k for k, a in item.assets.items() if _common_name(a) == wanted]
     if wanted in item.assets:
+        own, others = _common_name(item.assets[wanted]), [k for k in named if k != wanted]
+        if own is not None and own != wanted and others:
+            raise InputError(f"STAC item {item.id!r}: {wanted!r} is the key of an asset whose eo:bands common name is "
+                             f"{own!r} and the common name of asset {others[0]!r}; name the asset you mean by its "
+                             f"other name ({own!r} or {others[0]!r})")
         return wanted, item.assets[wanted]
-    for key, asset in item.assets.items():
-        if _common_name(asset) == wanted:
-            return key, asset
+    if len(named) > 1:
+        raise InputError(f"STAC item {item.id!r}: assets {', '.join(named)} all have the eo:bands common name "
+                         f"{wanted!r}; name the one you mean by its key (assets: [{named[0]}, ...])")
+    if named:
+        return named[0], item.assets[named[0]]
     choices = ", ".join(f"{k} ({_common_name(a)})" if _common_name(a) else k for k, a in item.assets.items())
     raise InputError(f"STAC item {item.id!r} has no asset {wanted!r} (by key or eo:bands common name); it has {choices}")
 
@@ -308,6 +323,7 @@ def stac_assets(href: str, wanted: Sequence[str], allow_outside: bool = False) -
         wanted = [k for k, a in items[0].assets.items() if _describes_bands(a)]
         if not wanted:
             raise InputError(f"STAC {href}: no asset has eo:bands; name the assets to use (assets: [...])")
+        _refuse_repeated_bands(href, items[0], wanted)
     out = []
     for name in wanted:
         files, band, layer = [], None, None
@@ -320,15 +336,60 @@ def stac_assets(href: str, wanted: Sequence[str], allow_outside: bool = False) -
     return out
 
 
+def _refuse_repeated_bands(href: str, item: Any, keys: Sequence[str]) -> None:
+    """Refuse taking every asset with bands where two of them describe one band (the same ``eo:bands`` name and
+    common name): Earth Search's ``red`` and ``red-jp2``, the ``visual`` true-colour image beside ``B04``...
+    Both would become features, the band counted twice and the second in other units."""
+    seen: dict[tuple[Any, Any], str] = {}
+    for key in keys:
+        for band in _dicts(item.assets[key].extra_fields.get("eo:bands")) + _dicts(item.assets[key].extra_fields.get("bands")):
+            ident = (band.get("name"), band.get("common_name", band.get("eo:common_name")))
+            if ident == (None, None):
+                continue
+            first = seen.setdefault(ident, key)
+            if first != key:
+                raise InputError(f"STAC {href}: assets {first} and {key} both hold band {ident[0] or ident[1]!r}, so "
+                                 "taking every asset with eo:bands would use it twice; name the assets to use "
+                                 f"(assets: [...], e.g. {first})")
+
+
 def _stac_file(item: Any, asset: Any, href: str) -> StacFile:
     from geoseg.io.bandroles import sensor_of
 
     props = item.properties or {}
     sensor = sensor_of(props.get("platform")) or sensor_of(props.get("constellation"))
-    bands = _band_fields(asset)
+    bands = _landsat_l2_units(_band_fields(asset), href)
     return StacFile(href=href, common_names=bands.common_names, scales=bands.scales, offsets=bands.offsets,
                     nodata=bands.nodata, sensor=sensor, asset_wide=bands.asset_wide,
                     shifted_numbers=_shifted_baseline(props) if sensor == "sentinel2" else "")
+
+
+#: A Landsat Collection 2 Level-2 band file as USGS names it (also in a signed URL's path), and its units,
+#: fixed for the collection: SR ``DN × 0.0000275 − 0.2``, ST ``DN × 0.00341802 + 149`` (K).
+_LANDSAT_C2_L2_BAND = re.compile(r"^L[COTE]0\d_L2S[PR]_\d{6}_\d{8}_\d{8}_02_(?:T1|T2|RT)_(?P<kind>SR|ST)_B\d{1,2}\.TIF$",
+                                 re.IGNORECASE)
+_LANDSAT_C2_L2_UNITS = {"SR": (2.75e-05, -0.2), "ST": (0.00341802, 149.0)}
+
+
+def _file_name(href: str) -> str:
+    """The file name of an href, without a URL's query or fragment (a signed ``?st=...&sig=...``)."""
+    from urllib.parse import urlparse
+
+    return posixpath.basename(urlparse(href).path if "://" in href else href.split("?")[0])
+
+
+def _landsat_l2_units(bands: BandFields, href: str) -> BandFields:
+    """``bands`` with Landsat Collection 2 Level-2 units where the asset is such an SR or ST band file and its
+    catalog gives no scale or offset (USGS's LandsatLook items write no ``raster:bands``): read as stored,
+    its digital numbers would pass for reflectance. The collection's units are fixed, so they are the item's
+    word as the MTL's would be; an input's ``scale:``/``offset:`` or ``apply_scale: false`` still wins."""
+    match = _LANDSAT_C2_L2_BAND.match(_file_name(href))
+    if match is None or any(v is not None for v in bands.scales + bands.offsets) or len(bands.scales) > 1:
+        return bands
+    scale, offset = _LANDSAT_C2_L2_UNITS[match["kind"].upper()]
+    if not bands.scales:  # no band fields at all: the units hold for the file's one band
+        return BandFields(common_names=(None,), scales=(scale,), offsets=(offset,), nodata=(None,), asset_wide=True)
+    return replace(bands, scales=(scale,), offsets=(offset,))
 
 
 def _shifted_baseline(props: dict[str, Any]) -> str:
