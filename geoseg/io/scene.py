@@ -272,7 +272,8 @@ def _as_entry_says(entry: InputEntry, src: Source, stac: StacFile | None) -> Sou
         offset = 0.0 if entry.offset is None else entry.offset
         scales, offsets = normalised([scale] * src.count, [offset] * src.count)
         changes.update(scales=scales, offsets=offsets)
-    elif stac is not None and len(stac.scales) == src.count and any(v is not None for v in stac.scales + stac.offsets):
+    elif (stac is not None and len(stac.scales) == src.count and any(v is not None for v in stac.scales + stac.offsets)
+          and not (stac.units_from_name and src.dtype != "uint16")):  # a converted file keeps its own values
         from geoseg.io.units import normalised
 
         scales, offsets = normalised([1.0 if v is None else v for v in stac.scales],

@@ -286,6 +286,9 @@ class StacFile:
     #: The item's Sentinel-2 processing baseline (``05.10``) where it is 04.00 or later, when its numbers still
     #: carry the baseline's +1000 (not an item that says it removed it); empty otherwise.
     shifted_numbers: str = ""
+    #: The units are the Landsat Collection 2 Level-2 collection's, from the file's name (the catalog gives none):
+    #: they hold for the stored uint16 numbers only (:func:`_landsat_l2_units`).
+    units_from_name: bool = False
 
     def for_bands(self, count: int, strict: bool = True) -> StacFile:
         """These fields for a file of ``count`` bands: asset-wide values repeated for each band.
@@ -358,10 +361,12 @@ def _stac_file(item: Any, asset: Any, href: str) -> StacFile:
 
     props = item.properties or {}
     sensor = sensor_of(props.get("platform")) or sensor_of(props.get("constellation"))
-    bands = _landsat_l2_units(_band_fields(asset), href)
+    stated = _band_fields(asset)
+    bands = _landsat_l2_units(stated, href)
     return StacFile(href=href, common_names=bands.common_names, scales=bands.scales, offsets=bands.offsets,
                     nodata=bands.nodata, sensor=sensor, asset_wide=bands.asset_wide,
-                    shifted_numbers=_shifted_baseline(props) if sensor == "sentinel2" else "")
+                    shifted_numbers=_shifted_baseline(props) if sensor == "sentinel2" else "",
+                    units_from_name=bands is not stated)
 
 
 #: A Landsat Collection 2 Level-2 band file as USGS names it (also in a signed URL's path), and its units,

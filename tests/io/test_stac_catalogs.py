@@ -189,3 +189,16 @@ def test_items_in_two_utm_zones_are_composed_on_the_first_items_crs(tmp_path):
     values, valid = read_window(scene, window)
     assert valid[a != 0].all()  # the first item's valid pixels, read on its own grid
     np.testing.assert_allclose(values[0][valid], (a * np.float32(0.0001) - np.float32(0.1))[valid], rtol=1e-5)
+
+
+def test_a_converted_float_file_under_a_landsat_name_keeps_its_own_values(tmp_path):
+    """The collection's units hold for its uint16 numbers: a float32 file already in reflectance, named as USGS
+    names the band, is not scaled a second time."""
+    reflectance = np.random.default_rng(9).uniform(0.01, 0.5, (1, 16, 16)).astype(np.float32)
+    write_raster(tmp_path / f"{LS_ID}_SR_B4.TIF", reflectance, crs="EPSG:32633",
+                 transform=from_origin(500000.0, 5100000.0, 10, 10))
+    item = _item(tmp_path, "converted.json", f"{LS_ID}_SR", {"platform": "LANDSAT_8"},
+                 {"red": {"href": f"{LS_ID}_SR_B4.TIF", "eo:bands": _eo("B4", "red", 0.65)}})
+    values, _, bands = _read({"stac": str(item), "assets": ["red"]})
+    assert (bands[0].scale, bands[0].offset) == (1.0, 0.0)
+    np.testing.assert_array_equal(values[0], reflectance[0])
