@@ -10,9 +10,11 @@ what it leaves out comes from the default rule.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import rasterio.warp
@@ -23,6 +25,8 @@ from rasterio.errors import CRSError
 from geoseg.errors import InputError, NoCRSError
 from geoseg.geo import GeoGrid
 from geoseg.io.sources import MAX_SIDE, Source, open_dataset
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,8 @@ def job_grid(request: Any, sources: Sequence[Source]) -> GeoGrid:
         return first.grid  # inputs on one grid: exactly that grid (no float round trip)
     crs = _target_crs(req.crs) if req is not None and req.crs else first.grid.crs
     same_crs = [s for s in sources if s.grid.crs == crs]
+    if (req is None or not req.crs) and len(same_crs) < len(sources):
+        _say_reprojected(crs, [s for s in sources if s.grid.crs != crs])
     if req is not None and req.resolution:
         rx, ry = req.resolution
     else:  # finest among the inputs in the grid's CRS; estimated from all when none is in it
@@ -130,6 +136,15 @@ def job_grid(request: Any, sources: Sequence[Source]) -> GeoGrid:
     grid = GeoGrid.of(height, width, Affine(rx, 0.0, x0, 0.0, -ry, y0), crs)
     _check_meets(grid, sources)
     return grid
+
+
+def _say_reprojected(crs: CRS, others: Sequence[Source]) -> None:
+    """One line when inputs in other CRSs (scenes of two UTM zones) are warped onto the first input's: which CRS
+    the outputs are in was chosen by input order, so the job should see it and may choose (``grid: crs:``)."""
+    names = sorted({s.grid.crs.to_string() for s in others})
+    log.warning("%d input file(s) in %s (e.g. %s) are warped onto the grid's %s, the first input's CRS; set "
+                "grid: {crs: ...} to choose another", len(others), ", ".join(names[:3]), Path(others[0].path).name,
+                crs.to_string())
 
 
 def _check_meets(grid: GeoGrid, sources: Sequence[Source]) -> None:

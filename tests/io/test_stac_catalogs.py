@@ -4,6 +4,7 @@ with tiny local GeoTIFF assets beside them: which band, which units and which fi
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -168,7 +169,7 @@ def test_a_key_whose_asset_has_another_common_name_is_refused_where_another_asse
     assert stac_assets(str(item), ["B08"])[0].band == "nir"
 
 
-def test_items_in_two_utm_zones_are_composed_on_the_first_items_crs(tmp_path):
+def test_items_in_two_utm_zones_are_composed_on_the_first_items_crs(tmp_path, caplog):
     x34, y34 = warp_points("EPSG:32633", "EPSG:32634", [500000.0], [5100000.0])
     a = _tif(tmp_path, "z34.tif", 5, crs="EPSG:32634", x=round(x34[0]), y=round(y34[0]))
     _tif(tmp_path, "z33.tif", 6)
@@ -178,8 +179,16 @@ def test_items_in_two_utm_zones_are_composed_on_the_first_items_crs(tmp_path):
                      {"red": {"href": href, "eo:bands": _eo("B04", "red", 0.665), "raster:bands": ES_RASTER}}, epsg)
         docs.append(json.loads(path.read_text()))
     (tmp_path / "both.json").write_text(json.dumps({"type": "FeatureCollection", "features": docs}))
-    scene = open_scene([{"stac": str(tmp_path / "both.json"), "assets": ["red"]}])
+    with caplog.at_level(logging.WARNING, logger="geoseg.io.gridspec"):
+        scene = open_scene([{"stac": str(tmp_path / "both.json"), "assets": ["red"]}])
     assert scene.grid.crs.to_epsg() == 32634  # the first item's zone; the other item is warped onto it
+    said = [r.getMessage() for r in caplog.records if r.name == "geoseg.io.gridspec"]
+    assert said == ["1 input file(s) in EPSG:32633 (e.g. z33.tif) are warped onto the grid's EPSG:32634, the first "
+                    "input's CRS; set grid: {crs: ...} to choose another"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geoseg.io.gridspec"):  # the job's choice: nothing to say
+        open_scene([{"stac": str(tmp_path / "both.json"), "assets": ["red"]}], grid={"crs": "EPSG:32633"})
+    assert not [r for r in caplog.records if r.name == "geoseg.io.gridspec"]
     with rasterio.open(tmp_path / "z34.tif") as ds:
         left, top = ds.transform.c, ds.transform.f
     grid = scene.grid.transform
