@@ -283,6 +283,17 @@ def _as_entry_says(entry: InputEntry, src: Source, stac: StacFile | None) -> Sou
         raise InputError(f"{src.path}: its STAC item is Sentinel-2 of processing baseline {stac.shifted_numbers}, whose "
                          "numbers are reflectance × 10000 + 1000, but gives no raster:bands scale/offset; add "
                          "scale: 0.0001 and offset: -0.1 to the input, or apply_scale: false to use the stored numbers")
+    elif (stac is not None and not src.scales and stac.sensor == "sentinel2" and src.dtype == "uint16"
+          and any(stac.common_names)):
+        # a Sentinel-2 band the catalog gives no units for (Planetary Computer before baseline 04.00): reflectance ×
+        # 10000, the quantification every L1C/L2A product states, so a threshold or a network means reflectance here
+        # as on a catalog that says 0.0001 (apply_scale: false keeps the stored numbers)
+        if not stac.unshifted_numbers:
+            raise InputError(f"{src.path}: its STAC item is Sentinel-2 but gives neither raster:bands scale/offset nor "
+                             "s2:processing_baseline, and its numbers are reflectance × 10000, plus 1000 from baseline "
+                             "04.00; add scale: 0.0001 (and offset: -0.1 from baseline 04.00) to the input, or "
+                             "apply_scale: false to use the stored numbers")
+        changes.update(scales=(SENTINEL2_QUANTIFICATION,) * src.count, offsets=(0.0,) * src.count)
     elif stac is None and not src.scales and src.count == 1:
         from geoseg.io.productunits import product_scaling
 
@@ -296,6 +307,10 @@ def _as_entry_says(entry: InputEntry, src: Source, stac: StacFile | None) -> Sou
         refuse_unapplied_units(out)
     check_units(out)
     return out
+
+
+#: Reflectance per stored number of a Sentinel-2 L1C/L2A band (1 / its ``QUANTIFICATION_VALUE``, 10000 since launch).
+SENTINEL2_QUANTIFICATION = 1e-4
 
 
 def check_units(src: Source) -> None:

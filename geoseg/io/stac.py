@@ -289,6 +289,9 @@ class StacFile:
     #: The units are the Landsat Collection 2 Level-2 collection's, from the file's name (the catalog gives none):
     #: they hold for the stored uint16 numbers only (:func:`_landsat_l2_units`).
     units_from_name: bool = False
+    #: A Sentinel-2 item whose numbers are reflectance × 10000 without the +1000: a baseline before 04.00 stated,
+    #: or the offset said removed (``earthsearch:boa_offset_applied``).
+    unshifted_numbers: bool = False
 
     def for_bands(self, count: int, strict: bool = True) -> StacFile:
         """These fields for a file of ``count`` bands: asset-wide values repeated for each band.
@@ -366,7 +369,8 @@ def _stac_file(item: Any, asset: Any, href: str) -> StacFile:
     return StacFile(href=href, common_names=bands.common_names, scales=bands.scales, offsets=bands.offsets,
                     nodata=bands.nodata, sensor=sensor, asset_wide=bands.asset_wide,
                     shifted_numbers=_shifted_baseline(props) if sensor == "sentinel2" else "",
-                    units_from_name=bands is not stated)
+                    units_from_name=bands is not stated,
+                    unshifted_numbers=sensor == "sentinel2" and _unshifted_baseline(props))
 
 
 #: A Landsat Collection 2 Level-2 band file as USGS names it (also in a signed URL's path), and its units,
@@ -407,6 +411,17 @@ def _shifted_baseline(props: dict[str, Any]) -> str:
         return str(baseline) if float(baseline) >= 4.0 else ""
     except ValueError:
         return ""
+
+
+def _unshifted_baseline(props: dict[str, Any]) -> bool:
+    """Whether a Sentinel-2 item says its numbers carry no +1000: a baseline before 04.00, or the offset removed."""
+    if props.get("earthsearch:boa_offset_applied") is True:
+        return True
+    baseline = props.get("s2:processing_baseline")
+    try:
+        return isinstance(baseline, (str, int, float)) and float(baseline) < 4.0
+    except ValueError:
+        return False
 
 
 def item_period(href: str) -> str | None:

@@ -211,3 +211,20 @@ def test_a_converted_float_file_under_a_landsat_name_keeps_its_own_values(tmp_pa
     values, _, bands = _read({"stac": str(item), "assets": ["red"]})
     assert (bands[0].scale, bands[0].offset) == (1.0, 0.0)
     np.testing.assert_array_equal(values[0], reflectance[0])
+
+
+def test_a_sentinel2_item_without_units_is_read_as_reflectance_where_its_baseline_says_no_offset(tmp_path):
+    """Planetary Computer's sentinel-2-l2a gives no raster:bands: before baseline 04.00 its numbers are
+    reflectance × 10000 (the products' quantification); with no baseline stated the offset is unknown: refused."""
+    b04 = _tif(tmp_path, b04_name(), 4)
+    asset = {"B04": {"href": b04_name(), "roles": ["data"], "eo:bands": _eo("B04", "red", 0.665)}}
+    old = _item(tmp_path, "pc_2019.json", "S2A_MSIL2A_20190715", {"platform": "Sentinel-2A",
+                                                                  "s2:processing_baseline": "02.12"}, asset)
+    values, valid, bands = _read({"stac": str(old), "assets": ["red"]})
+    assert (bands[0].scale, bands[0].offset) == (0.0001, 0.0)
+    np.testing.assert_allclose(values[0][valid], (b04 * np.float32(0.0001))[b04 != 0], rtol=1e-6)
+    stored, _, _ = _read({"stac": str(old), "assets": ["red"], "apply_scale": False})
+    np.testing.assert_array_equal(stored[0][valid], b04[b04 != 0])
+    unknown = _item(tmp_path, "pc_nobaseline.json", "S2A_MSIL2A_x", {"platform": "Sentinel-2A"}, asset)
+    with pytest.raises(InputError, match=r"gives neither raster:bands scale/offset nor s2:processing_baseline"):
+        open_scene([{"stac": str(unknown), "assets": ["red"]}])

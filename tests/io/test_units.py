@@ -357,7 +357,8 @@ def test_sentinel2_item_of_a_shifted_baseline_without_units_is_refused_until_the
     assert [(b.role, b.scale, b.offset) for b in told.bands] == [(r, SCALE, OFFSET) for r in ROLES.values()]
     assert _read(told)[0].tobytes() == _reflectance(dn).tobytes()
     assert open_scene([{"stac": item, "apply_scale": False}]).bands[0].scale == 1.0
-    assert open_scene([{"stac": _pc_item(tmp_path, "03.01")}]).bands[0].scale == 1.0  # no offset before 04.00
+    before = open_scene([{"stac": _pc_item(tmp_path, "03.01")}])  # no offset before 04.00: reflectance × 10000
+    assert [(b.scale, b.offset) for b in before.bands] == [(SCALE, 0.0)] * len(ROLES)
 
 
 def test_an_inputs_scale_and_offset_are_the_users_word(tmp_path):
