@@ -39,9 +39,12 @@ from pathlib import Path
 from geoseg.errors import InputError
 
 #: A Collection 2 Level-2 band file: product id, then ``SR_B<n>`` or ``ST_B<n>``.
-_LANDSAT_C2_L2 = re.compile(
+LANDSAT_C2_L2 = re.compile(
     r"^(?P<product>L[COTEM]0\d_L2S[PR]_\d{6}_\d{8}_\d{8}_02_(?:T1|T2|RT))_(?P<kind>SR|ST)_B(?P<band>\d{1,2})\.TIF$",
     re.IGNORECASE)
+#: The units USGS fixes for Collection 2 Level-2 (its MTLs state the same): SR ``DN × 0.0000275 − 0.2``, ST
+#: ``DN × 0.00341802 + 149`` K; for an asset whose catalog gives none and whose MTL is not at hand (:mod:`geoseg.io.stac`).
+LANDSAT_C2_L2_UNITS = {"SR": (2.75e-05, -0.2), "ST": (0.00341802, 149.0)}
 #: A Collection 1 or 2 Level-1 band file: product id, then ``B<n>`` (Landsat 7's thermal ``B6_VCID_1``/``_2``).
 _LANDSAT_L1 = re.compile(
     r"^(?P<product>L[COTEM]0\d_L1(?:TP|GT|GS)_\d{6}_\d{8}_\d{8}_0[12]_(?:T1|T2|RT))_B(?P<band>\d{1,2}(?:_VCID_[12])?)\.TIF$",
@@ -103,7 +106,7 @@ def product_sensor(path: str) -> str | None:
     if _SENTINEL2_SAFE.match(name):
         mtd = _safe_metadata(path)
         return "sentinel2" if mtd is not None and re.search(r"Sentinel-2[ABCD]\b", _read_text(str(mtd[0]))) else None
-    match = _LANDSAT_L1.match(name) or _LANDSAT_C2_L2.match(name)
+    match = _LANDSAT_L1.match(name) or LANDSAT_C2_L2.match(name)
     if match is None or match["product"][1].upper() == "M":
         return None
     mtl = _mtl_beside(path, match["product"])
@@ -162,7 +165,7 @@ def _positive(text: str) -> float | None:
 
 
 def _landsat_scaling(path: str) -> ProductUnits | None:
-    match = _LANDSAT_C2_L2.match(Path(path.split("?")[0]).name)
+    match = LANDSAT_C2_L2.match(Path(path.split("?")[0]).name)
     if match is None:
         return None
     product, kind, band = match["product"], match["kind"].upper(), int(match["band"])

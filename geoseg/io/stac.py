@@ -10,7 +10,6 @@ a remote one names URLs, unless the job sets ``allow_gdal_virtual``.
 from __future__ import annotations
 
 import posixpath
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -373,13 +372,6 @@ def _stac_file(item: Any, asset: Any, href: str) -> StacFile:
                     unshifted_numbers=sensor == "sentinel2" and _unshifted_baseline(props))
 
 
-#: A Landsat Collection 2 Level-2 band file as USGS names it (also in a signed URL's path), and its units,
-#: fixed for the collection: SR ``DN × 0.0000275 − 0.2``, ST ``DN × 0.00341802 + 149`` (K).
-_LANDSAT_C2_L2_BAND = re.compile(r"^L[COTE]0\d_L2S[PR]_\d{6}_\d{8}_\d{8}_02_(?:T1|T2|RT)_(?P<kind>SR|ST)_B\d{1,2}\.TIF$",
-                                 re.IGNORECASE)
-_LANDSAT_C2_L2_UNITS = {"SR": (2.75e-05, -0.2), "ST": (0.00341802, 149.0)}
-
-
 def _file_name(href: str) -> str:
     """The file name of an href, without a URL's query or fragment (a signed ``?st=...&sig=...``)."""
     from urllib.parse import urlparse
@@ -392,10 +384,12 @@ def _landsat_l2_units(bands: BandFields, href: str) -> BandFields:
     catalog gives no scale or offset (USGS's LandsatLook items write no ``raster:bands``): read as stored,
     its digital numbers would pass for reflectance. The collection's units are fixed, so they are the item's
     word as the MTL's would be; an input's ``scale:``/``offset:`` or ``apply_scale: false`` still wins."""
-    match = _LANDSAT_C2_L2_BAND.match(_file_name(href))
+    from geoseg.io.productunits import LANDSAT_C2_L2, LANDSAT_C2_L2_UNITS
+
+    match = LANDSAT_C2_L2.match(_file_name(href))
     if match is None or any(v is not None for v in bands.scales + bands.offsets) or len(bands.scales) > 1:
         return bands
-    scale, offset = _LANDSAT_C2_L2_UNITS[match["kind"].upper()]
+    scale, offset = LANDSAT_C2_L2_UNITS[match["kind"].upper()]
     if not bands.scales:  # no band fields at all: the units hold for the file's one band
         return BandFields(common_names=(None,), scales=(scale,), offsets=(offset,), nodata=(None,), asset_wide=True)
     return replace(bands, scales=(scale,), offsets=(offset,))
